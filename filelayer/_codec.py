@@ -1,0 +1,62 @@
+"""JSON encoding of everything filelayer writes.
+
+Writing always goes through the standard library's encoder with fixed options, so that
+the fast and the pure modes produce byte-identical files (orjson spells some floats
+differently, e.g. ``1e16`` against ``1e+16``). Reading, which dominates the cost of
+``get_thread`` and of rebuilding the index, uses orjson in the fast mode.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ._backend import PURE
+
+_line_encoder = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
+_doc_encoder = json.JSONEncoder(ensure_ascii=False, sort_keys=True, indent=2, allow_nan=False)
+
+
+def _to_utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            "text with an unpaired surrogate cannot be stored as UTF-8; pass valid Unicode text"
+        ) from exc
+
+
+def encode_line(obj: Any) -> bytes:
+    """One JSON Lines record: compact, sorted keys, UTF-8, ending in a newline.
+
+    Raises ``ValueError`` for what JSON cannot hold (NaN, infinities, unpaired
+    surrogates) and ``TypeError`` for objects that are not JSON data.
+    """
+    return _to_utf8(_line_encoder.encode(obj) + "\n")
+
+
+def encode_document(obj: Any) -> bytes:
+    """A whole JSON file: indented, sorted keys, UTF-8, trailing newline (diffs well)."""
+    return _to_utf8(_doc_encoder.encode(obj) + "\n")
+
+
+if PURE:
+
+    def decode(data: bytes | str) -> Any:
+        return json.loads(data)
+
+else:
+    import orjson
+
+    def decode(data: bytes | str) -> Any:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            # orjson refuses integers beyond 64 bits, which the standard library wrote.
+            return json.loads(data)
+
+
+DecodeError = (ValueError, UnicodeDecodeError)
+"""What :func:`decode` raises on damaged input (orjson's error is a ValueError too)."""

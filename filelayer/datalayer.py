@@ -1,0 +1,277 @@
+"""``FileDataLayer``: Chainlit's ``BaseDataLayer`` on top of :class:`ArchiveStore`.
+
+This is the only module that imports Chainlit. It maps Chainlit's objects onto the
+storage core and back, keeps ``queue_until_user_message`` where Chainlit's own layers
+have it, and turns storage errors into log lines where Chainlit fires calls and forgets
+them (a failed write must never crash the chat app).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from chainlit.data.base import BaseDataLayer
+from chainlit.data.utils import queue_until_user_message
+from chainlit.types import (
+    Feedback,
+    PageInfo,
+    PaginatedResponse,
+    Pagination,
+    ThreadDict,
+    ThreadFilter,
+)
+from chainlit.user import PersistedUser, User
+
+from . import _aio
+from .errors import FileLayerError
+from .index import DEFAULT_SEARCH_CHARS
+from .store import ArchiveStore, Durability, ElementUrl, element_file_fields
+
+if TYPE_CHECKING:
+    from chainlit.element import Element, ElementDict
+    from chainlit.step import StepDict
+
+log = logging.getLogger("filelayer")
+
+DEFAULT_ROOT = "./chats"
+
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+def _queued(method: _Method) -> _Method:
+    """Chainlit's ``queue_until_user_message``, typed: in a websocket session, before
+    the first user message, the call is queued on the session instead of run."""
+    return cast(_Method, queue_until_user_message()(method))  # type: ignore[no-untyped-call]
+
+
+_ELEMENT_FIELDS = (
+    "id",
+    "type",
+    "name",
+    "display",
+    "size",
+    "language",
+    "page",
+    "props",
+    "autoPlay",
+    "playerConfig",
+    "forId",
+    "mime",
+    "url",
+    "chainlitKey",
+    "objectKey",
+)
+
+
+def default_root() -> str:
+    """``FILELAYER_ROOT`` if set, else ``./chats`` (the CLI uses the same rule)."""
+    return os.environ.get("FILELAYER_ROOT") or DEFAULT_ROOT
+
+
+class FileDataLayer(BaseDataLayer):
+    """Persist Chainlit conversations as plain files under ``root``.
+
+    ``durability``: ``"flush"`` (default) survives the app being killed; ``"fsync"``
+    also survives a power cut, one fsync per write. ``element_url`` maps
+    ``(thread_id, element_id)`` to the URL the UI loads a stored element from; by default
+    the element route that filelayer adds to Chainlit's server is used when available.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        durability: Durability = "flush",
+        lock_timeout: float = 30.0,
+        search_chars: int = DEFAULT_SEARCH_CHARS,
+        element_url: ElementUrl | None = None,
+        serve_elements: bool = True,
+    ) -> None:
+        self.store = ArchiveStore(
+            root if root is not None else default_root(),
+            durability=durability,
+            lock_timeout=lock_timeout,
+            search_chars=search_chars,
+        )
+        self._element_url = element_url
+        if element_url is None and serve_elements:
+            from . import serve
+
+            self._element_url = serve.install(self)
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    # -- users ---------------------------------------------------------------------
+
+    async def get_user(self, identifier: str) -> PersistedUser | None:
+        doc = self.store.get_user(identifier)
+        return _persisted_user(doc) if doc else None
+
+    async def create_user(self, user: User) -> PersistedUser | None:
+        doc = self.store.upsert_user(
+            user.identifier, metadata=user.metadata, display_name=user.display_name
+        )
+        return _persisted_user(doc)
+
+    async def delete_user_session(self, id: str) -> bool:
+        """Older Chainlit versions call this; sessions are not persisted, so: done."""
+        return True
+
+    # -- feedback ------------------------------------------------------------------
+
+    async def upsert_feedback(self, feedback: Feedback) -> str:
+        feedback_id = self.store.upsert_feedback(
+            for_id=feedback.forId,
+            value=feedback.value,
+            comment=feedback.comment,
+            feedback_id=feedback.id,
+            thread_id=feedback.threadId,
+        )
+        feedback.id = feedback_id
+        return feedback_id
+
+    async def delete_feedback(self, feedback_id: str) -> bool:
+        return self.store.delete_feedback(feedback_id)
+
+    # -- elements ------------------------------------------------------------------
+
+    @_queued
+    async def create_element(self, element: Element) -> None:
+        try:
+            await self._create_element(element)
+        except (FileLayerError, OSError, ValueError, TypeError) as exc:
+            log.error("filelayer: could not store element %s: %s", element.id, exc)
+            raise
+
+    async def _create_element(self, element: Element) -> None:
+        thread_id = element.thread_id
+        fields: dict[str, Any] = element.to_dict()  # type: ignore[assignment]
+        record = {k: fields.get(k) for k in _ELEMENT_FIELDS}
+        data = await _element_bytes(element)
+        if data is not None:
+            directory = self.store.prepare_element(thread_id)
+            if directory is None:
+                return  # the thread was deleted
+            relative = self.store.element_relative_path(element.id, element.name, element.mime)
+            target = self.store.layout.element_file(thread_id, relative)
+            assert target is not None
+            await _aio.write_file(target, data, durable=self.store.durable)
+            digest = (
+                await asyncio.to_thread(hashlib.sha256, data)
+                if len(data) > 1 << 20
+                else hashlib.sha256(data)
+            )
+            record.update(element_file_fields(relative, b""))
+            record.update({"bytes": len(data), "sha256": digest.hexdigest()})
+        self.store.record_element(thread_id, record)
+
+    async def get_element(self, thread_id: str, element_id: str) -> ElementDict | None:
+        return self.store.get_element(  # type: ignore[return-value]
+            thread_id, element_id, self._element_url
+        )
+
+    @_queued
+    async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
+        self.store.delete_element(element_id, thread_id)
+
+    # -- steps ---------------------------------------------------------------------
+
+    @_queued
+    async def create_step(self, step_dict: StepDict) -> None:
+        self.store.write_step(dict(step_dict))
+
+    @_queued
+    async def update_step(self, step_dict: StepDict) -> None:
+        self.store.write_step(dict(step_dict))
+
+    @_queued
+    async def delete_step(self, step_id: str) -> None:
+        self.store.delete_step(step_id)
+
+    async def get_favorite_steps(self, user_id: str) -> list[StepDict]:
+        return self.store.favorite_steps(user_id)  # type: ignore[return-value]
+
+    # -- threads -------------------------------------------------------------------
+
+    async def get_thread_author(self, thread_id: str) -> str:
+        return self.store.thread_author(thread_id)
+
+    async def delete_thread(self, thread_id: str) -> None:
+        self.store.delete_thread(thread_id)
+
+    async def list_threads(
+        self, pagination: Pagination, filters: ThreadFilter
+    ) -> PaginatedResponse[ThreadDict]:
+        threads, page = self.store.list_threads(
+            user_id=filters.userId,
+            first=pagination.first,
+            cursor=pagination.cursor,
+            search=filters.search,
+            feedback=filters.feedback,
+        )
+        return PaginatedResponse(
+            pageInfo=PageInfo(
+                hasNextPage=page.has_next,
+                startCursor=page.start_cursor,
+                endCursor=page.end_cursor,
+            ),
+            data=threads,  # type: ignore[arg-type]
+        )
+
+    async def get_thread(self, thread_id: str) -> ThreadDict | None:
+        return self.store.get_thread(thread_id, self._element_url)  # type: ignore[return-value]
+
+    async def update_thread(
+        self,
+        thread_id: str,
+        name: str | None = None,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+    ) -> None:
+        self.store.update_thread(
+            thread_id, name=name, user_id=user_id, metadata=metadata, tags=tags
+        )
+
+    # -- misc ----------------------------------------------------------------------
+
+    async def build_debug_url(self) -> str:
+        return ""
+
+    async def close(self) -> None:
+        self.store.close()
+
+
+def _persisted_user(doc: dict[str, Any]) -> PersistedUser:
+    return PersistedUser(
+        id=doc["id"],
+        identifier=doc["identifier"],
+        display_name=doc.get("displayName"),
+        metadata=doc.get("metadata") or {},
+        createdAt=doc["createdAt"],
+    )
+
+
+async def _element_bytes(element: Element) -> bytes | None:
+    """The element's bytes, read now: the session's files are deleted when it ends."""
+    content = getattr(element, "content", None)
+    if isinstance(content, bytes | bytearray):
+        return bytes(content)
+    if isinstance(content, str):
+        return content.encode("utf-8")
+    path = getattr(element, "path", None)
+    if path:
+        try:
+            return await _aio.read_file(Path(path))
+        except OSError as exc:
+            log.error("filelayer: element %s: cannot read %s: %s", element.id, path, exc)
+            return None
+    return None  # only an external url: kept as it is

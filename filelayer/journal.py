@@ -1,0 +1,288 @@
+"""The step journal: one append-only JSON Lines file per thread, and how to read it.
+
+Every write to a thread's conversation (a step created or updated, a step deleted,
+feedback given or withdrawn, an element stored or removed) is one line appended to
+``steps.jsonl``. Reading folds the lines in file order into the current state. Because
+Chainlit fires step writes as independent tasks, the fold is written so that the order
+in which two writes of one step land does not matter for the final text: see
+:func:`merge_step`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import _codec, _fs
+
+log = logging.getLogger("filelayer")
+
+JOURNAL_NAME = "steps.jsonl"
+
+OP_STEP = "step"
+OP_STEP_DELETE = "step.delete"
+OP_FEEDBACK = "feedback"
+OP_FEEDBACK_DELETE = "feedback.delete"
+OP_ELEMENT = "element"
+OP_ELEMENT_DELETE = "element.delete"
+OPS = frozenset(
+    [OP_STEP, OP_STEP_DELETE, OP_FEEDBACK, OP_FEEDBACK_DELETE, OP_ELEMENT, OP_ELEMENT_DELETE]
+)
+
+MESSAGE_TYPES = frozenset(["user_message", "assistant_message", "system_message"])
+"""Step types whose output is conversation text (searched, exported as messages)."""
+
+_EARLIEST_FIELDS = ("createdAt", "start")
+_LATEST_FIELDS = ("end",)
+
+
+def drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def step_record(step: dict[str, Any]) -> dict[str, Any]:
+    return {"op": OP_STEP, "step": drop_none(step)}
+
+
+def step_delete_record(step_id: str) -> dict[str, Any]:
+    return {"op": OP_STEP_DELETE, "id": step_id}
+
+
+def feedback_record(feedback: dict[str, Any]) -> dict[str, Any]:
+    return {"op": OP_FEEDBACK, "feedback": drop_none(feedback)}
+
+
+def feedback_delete_record(feedback_id: str) -> dict[str, Any]:
+    return {"op": OP_FEEDBACK_DELETE, "id": feedback_id}
+
+
+def element_record(element: dict[str, Any]) -> dict[str, Any]:
+    return {"op": OP_ELEMENT, "element": drop_none(element)}
+
+
+def element_delete_record(element_id: str) -> dict[str, Any]:
+    return {"op": OP_ELEMENT_DELETE, "id": element_id}
+
+
+@dataclass
+class JournalRead:
+    """The records of a journal, and what was wrong with the lines that were skipped."""
+
+    records: list[dict[str, Any]]
+    bad_lines: list[int] = field(default_factory=list)
+    torn_tail: bool = False
+
+
+def parse(data: bytes, origin: Path | None = None) -> JournalRead:
+    """Parse journal bytes. A torn last line (no newline: a crash mid-append) is left
+    out silently; a damaged complete line is left out with a warning, so that one bad
+    line never hides the rest of a conversation."""
+    lines, tail = _fs.split_lines(data)
+    result = JournalRead(records=[], torn_tail=bool(tail))
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = _codec.decode(line)
+        except _codec.DecodeError:
+            record = None
+        if not isinstance(record, dict) or record.get("op") not in OPS or not _well_formed(record):
+            # A torn fragment that a later append closed with a newline lands here too.
+            result.bad_lines.append(number)
+            continue
+        result.records.append(record)
+    if result.bad_lines:
+        log.warning(
+            "%s: skipped %d damaged line(s) (line %s); run `filelayer verify` for details",
+            origin or "journal",
+            len(result.bad_lines),
+            ", ".join(map(str, result.bad_lines[:5])),
+        )
+    return result
+
+
+def _well_formed(record: dict[str, Any]) -> bool:
+    op = record["op"]
+    if op in (OP_STEP, OP_FEEDBACK, OP_ELEMENT):
+        body = record.get(op)
+        return isinstance(body, dict) and isinstance(body.get("id"), str)
+    return isinstance(record.get("id"), str)
+
+
+def read(path: Path) -> JournalRead:
+    data = _fs.read_bytes(path)
+    return parse(data or b"", path)
+
+
+def merge_step(stored: dict[str, Any], incoming: dict[str, Any]) -> None:
+    """Merge a newer write of a step into what is stored, in place.
+
+    The rule survives Chainlit landing ``send()`` (empty output) after ``update()``
+    (final output), Chainlit issue #2789: a field present in the newer write wins,
+    except that ``None``, an empty string or an empty dict never overwrites stored
+    content; start times keep the earliest value and end times the latest, so the order
+    of arrival does not move a step in the conversation.
+    """
+    for key, value in incoming.items():
+        if value is None:
+            continue
+        old = stored.get(key)
+        if key in _EARLIEST_FIELDS and isinstance(old, str) and isinstance(value, str):
+            stored[key] = min(old, value) if old else value
+        elif key in _LATEST_FIELDS and isinstance(old, str) and isinstance(value, str):
+            stored[key] = max(old, value)
+        elif (value == "" or value == {}) and old:
+            continue
+        else:
+            stored[key] = value
+
+
+@dataclass
+class ThreadState:
+    """A journal folded into the current state of one conversation."""
+
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    step_seq: dict[str, int] = field(default_factory=dict)
+    deleted_steps: set[str] = field(default_factory=set)
+    feedback: dict[str, dict[str, Any]] = field(default_factory=dict)
+    elements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deleted_elements: set[str] = field(default_factory=set)
+
+    def feedback_by_step(self) -> dict[str, dict[str, Any]]:
+        """The current feedback of each step (the latest one given, if several ids)."""
+        result: dict[str, dict[str, Any]] = {}
+        for fb in self.feedback.values():
+            for_id = fb.get("forId")
+            if isinstance(for_id, str) and for_id in self.steps:
+                result[for_id] = fb
+        return result
+
+    def live_elements(self) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.elements.values()
+            if not (isinstance(e.get("forId"), str) and e["forId"] in self.deleted_steps)
+        ]
+
+    def ordered_steps(self) -> list[dict[str, Any]]:
+        return order_steps(self.steps.values(), self.step_seq)
+
+
+def fold(records: Iterable[dict[str, Any]]) -> ThreadState:
+    state = ThreadState()
+    seq = 0
+    for record in records:
+        op = record["op"]
+        if op == OP_STEP:
+            incoming = record[OP_STEP]
+            sid = incoming["id"]
+            if sid in state.deleted_steps:
+                continue  # a late write must not bring a deleted step back
+            stored = state.steps.get(sid)
+            if stored is None:
+                state.steps[sid] = dict(incoming)
+                state.step_seq[sid] = seq
+                seq += 1
+            else:
+                merge_step(stored, incoming)
+        elif op == OP_STEP_DELETE:
+            sid = record["id"]
+            state.deleted_steps.add(sid)
+            state.steps.pop(sid, None)
+            for fid in [f for f, fb in state.feedback.items() if fb.get("forId") == sid]:
+                del state.feedback[fid]
+        elif op == OP_FEEDBACK:
+            fb = record[OP_FEEDBACK]
+            if fb.get("forId") in state.deleted_steps:
+                continue
+            # One feedback per step: a new id for the same step replaces the old one.
+            for fid in [
+                f for f, old in state.feedback.items() if old.get("forId") == fb.get("forId")
+            ]:
+                del state.feedback[fid]
+            state.feedback[fb["id"]] = dict(fb)
+        elif op == OP_FEEDBACK_DELETE:
+            state.feedback.pop(record["id"], None)
+        elif op == OP_ELEMENT:
+            el = record[OP_ELEMENT]
+            if el["id"] in state.deleted_elements:
+                continue
+            stored = state.elements.get(el["id"])
+            if stored is None:
+                state.elements[el["id"]] = dict(el)
+            else:
+                stored.update(el)
+        elif op == OP_ELEMENT_DELETE:
+            state.deleted_elements.add(record["id"])
+            state.elements.pop(record["id"], None)
+    return state
+
+
+def _time_of(step: dict[str, Any]) -> str:
+    for key in ("createdAt", "start"):
+        value = step.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def order_steps(steps: Iterable[dict[str, Any]], seq: dict[str, int]) -> list[dict[str, Any]]:
+    """Steps in conversation order: by start time (stable on first arrival), every
+    parent before its children, each id once.
+
+    Chainlit's UI drops a step whose parent has not appeared earlier in the list, and a
+    child can be written (and timestamped) before its parent, so children wait for their
+    parent. A step without a time keeps the place of the step written before it.
+    """
+    by_arrival = sorted(steps, key=lambda s: seq.get(s["id"], 0))
+    keyed: list[tuple[str, int, dict[str, Any]]] = []
+    last_time = ""
+    for step in by_arrival:
+        t = _time_of(step) or last_time
+        last_time = max(last_time, t)
+        keyed.append((t, seq.get(step["id"], 0), step))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    present = {s["id"] for _, _, s in keyed}
+
+    ordered: list[dict[str, Any]] = []
+    emitted: set[str] = set()
+    waiting: dict[str, list[dict[str, Any]]] = {}
+
+    def emit(step: dict[str, Any]) -> None:
+        stack = [step]
+        while stack:
+            current = stack.pop()
+            ordered.append(current)
+            emitted.add(current["id"])
+            stack.extend(reversed(waiting.pop(current["id"], [])))
+
+    for _, _, step in keyed:
+        parent = step.get("parentId")
+        if not parent or parent not in present or parent in emitted or parent == step["id"]:
+            emit(step)
+        else:
+            waiting.setdefault(parent, []).append(step)
+    # Whatever still waits belongs to a parent cycle (corrupt data): keep it, in time order.
+    leftovers = [s for _, _, s in keyed if s["id"] not in emitted]
+    for step in leftovers:
+        if step["id"] not in emitted:
+            emit(step)
+    return ordered
+
+
+def compacted_records(state: ThreadState) -> Iterator[dict[str, Any]]:
+    """The canonical journal for ``state``: one line per step in conversation order,
+    then feedback and elements, then the tombstones that keep deleted ids deleted."""
+    for step in state.ordered_steps():
+        yield step_record(step)
+    for fid in sorted(state.feedback):
+        yield feedback_record(state.feedback[fid])
+    for eid in sorted(state.elements):
+        yield element_record(state.elements[eid])
+    for sid in sorted(state.deleted_steps):
+        yield step_delete_record(sid)
+    for eid in sorted(state.deleted_elements):
+        yield element_delete_record(eid)

@@ -1,0 +1,134 @@
+"""Where everything lives under the archive root (see docs/format.md).
+
+Every path built from an id goes through :meth:`Layout.thread_dir` and friends, which
+validate the id first: the root directory is a boundary that no id can cross.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+from . import _codec, _fs, users
+from .errors import ArchiveError, CorruptFileError, FormatVersionError
+from .ids import check_id
+from .journal import JOURNAL_NAME
+from .manifest import MANIFEST_NAME
+
+FORMAT_VERSION = 1
+FORMAT_FILE = "filelayer.json"
+THREADS_DIR = "threads"
+USERS_DIR = "users"
+ELEMENTS_DIR = "elements"
+INDEX_DIR = "index"
+LOCKS_DIR = "locks"
+DELETED_FILE = "deleted.jsonl"
+INDEX_FILE = "threads.jsonl"
+LOCK_STRIPES = 64
+
+GITIGNORE = """\
+# Written by filelayer. Derived files: `filelayer reindex` rebuilds them.
+/index/
+/locks/
+*.tmp
+*.lock
+"""
+
+
+class Layout:
+    """Paths inside one archive root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.threads = root / THREADS_DIR
+        self.users = root / USERS_DIR
+        self.index_dir = root / INDEX_DIR
+        self.locks = root / LOCKS_DIR
+        self.format_file = root / FORMAT_FILE
+        self.deleted_file = root / DELETED_FILE
+        self.index_file = self.index_dir / INDEX_FILE
+        self.index_lock = self.locks / "index.lock"
+        self.users_lock = self.locks / "users.lock"
+        self.deleted_lock = self.locks / "deleted.lock"
+
+    def thread_dir(self, thread_id: str) -> Path:
+        return self.threads / check_id("thread", thread_id)
+
+    def manifest(self, thread_id: str) -> Path:
+        return self.thread_dir(thread_id) / MANIFEST_NAME
+
+    def journal(self, thread_id: str) -> Path:
+        return self.thread_dir(thread_id) / JOURNAL_NAME
+
+    def elements_dir(self, thread_id: str) -> Path:
+        return self.thread_dir(thread_id) / ELEMENTS_DIR
+
+    def element_file(self, thread_id: str, relative: str) -> Path | None:
+        """The element file a journal record names, or ``None`` if the name would
+        leave the thread's element directory (a hand-edited or hostile record)."""
+        base = self.elements_dir(thread_id)
+        parts = relative.split("/")
+        if len(parts) != 2 or parts[0] != ELEMENTS_DIR or parts[1] in ("", ".", ".."):
+            return None
+        if "\\" in parts[1] or "\x00" in parts[1] or parts[1].startswith("."):
+            return None
+        return base / parts[1]
+
+    def user_file(self, identifier: str) -> Path:
+        return self.users / users.file_name(identifier)
+
+    def thread_lock(self, thread_id: str) -> Path:
+        # Striped: a bounded number of lock files, none inside a directory that
+        # delete_thread removes while another process may be waiting on it.
+        stripe = zlib.crc32(thread_id.encode("utf-8")) % LOCK_STRIPES
+        return self.locks / f"thread-{stripe:02d}.lock"
+
+    def initialise(self, *, create: bool) -> None:
+        """Check the format marker; with ``create``, make a new archive if needed."""
+        if not self.root.exists():
+            if not create:
+                raise ArchiveError(
+                    f"no archive at {self.root}: the directory does not exist. "
+                    "Pass the root your app uses (--root or FILELAYER_ROOT)."
+                )
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ArchiveError(f"cannot create the archive root {self.root}: {exc}") from exc
+        elif not self.root.is_dir():
+            raise ArchiveError(f"{self.root} is not a directory; pick another archive root.")
+        marker = _fs.read_bytes(self.format_file)
+        if marker is None:
+            if not create and any(self.root.iterdir()):
+                raise ArchiveError(
+                    f"{self.root} is not a filelayer archive (no {FORMAT_FILE}). "
+                    "Check the path, or let the data layer create a new archive there."
+                )
+            if create:
+                self._create()
+            return
+        try:
+            doc = _codec.decode(marker)
+        except _codec.DecodeError as exc:
+            raise CorruptFileError(self.format_file, f"not valid JSON: {exc}") from exc
+        found = doc.get("format") if isinstance(doc, dict) else None
+        if found != FORMAT_VERSION:
+            raise FormatVersionError(self.root, found, FORMAT_VERSION)
+        for d in (self.threads, self.users, self.index_dir, self.locks):
+            if create and not d.is_dir():
+                d.mkdir(parents=True, exist_ok=True)
+
+    def _create(self) -> None:
+        try:
+            for d in (self.threads, self.users, self.index_dir, self.locks):
+                d.mkdir(parents=True, exist_ok=True)
+            gitignore = self.root / ".gitignore"
+            if not gitignore.exists():
+                _fs.atomic_write(gitignore, GITIGNORE.encode("utf-8"))
+            if not self.format_file.exists():
+                _fs.atomic_write(
+                    self.format_file,
+                    _codec.encode_document({"format": FORMAT_VERSION, "generator": "filelayer"}),
+                )
+        except OSError as exc:
+            raise ArchiveError(f"cannot create an archive in {self.root}: {exc}") from exc

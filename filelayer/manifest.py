@@ -1,0 +1,60 @@
+"""The thread manifest: ``thread.json``, the thread's own fields.
+
+It holds what ``update_thread`` sets (name, author, tags, metadata) plus the creation
+time and the time of the last real change. It is rewritten atomically, and only when
+something changed, so a chat turn (which only appends to the journal) leaves it alone
+and a git diff of that turn touches the journal alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import _codec, _fs
+from .errors import CorruptFileError
+
+MANIFEST_NAME = "thread.json"
+
+FIELDS = ("id", "name", "userId", "userIdentifier", "tags", "metadata", "createdAt", "updatedAt")
+
+
+def new(thread_id: str, now: str) -> dict[str, Any]:
+    return {
+        "id": thread_id,
+        "name": None,
+        "userId": None,
+        "userIdentifier": None,
+        "tags": None,
+        "metadata": {},
+        "createdAt": now,
+        "updatedAt": now,
+    }
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    """The manifest at ``path``, ``None`` if there is none; damaged: CorruptFileError."""
+    data = _fs.read_bytes(path)
+    if data is None:
+        return None
+    try:
+        doc = _codec.decode(data)
+    except _codec.DecodeError as exc:
+        raise CorruptFileError(path, f"not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+        raise CorruptFileError(path, "not a thread manifest (no string 'id')")
+    if not isinstance(doc.get("metadata"), dict):
+        doc["metadata"] = {}
+    return doc
+
+
+def write(path: Path, manifest: dict[str, Any], *, durable: bool) -> None:
+    doc = {key: manifest.get(key) for key in FIELDS}
+    _fs.atomic_write(path, _codec.encode_document(doc), durable=durable)
+
+
+def merge_metadata(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Chainlit's rule: merged key by key; a key set to ``None`` is removed."""
+    merged = {k: v for k, v in base.items() if not (k in update and update[k] is None)}
+    merged.update({k: v for k, v in update.items() if v is not None})
+    return merged

@@ -1,0 +1,829 @@
+"""The storage core: one archive root, read and written through plain methods.
+
+``ArchiveStore`` is what both the Chainlit adapter and the command line use; it does
+not import Chainlit. Its methods are synchronous and hold a lock only for the few
+microseconds of an append or a rename, so the adapter calls them directly on the event
+loop: two coroutines of one process can never interleave inside a write, and two
+processes are kept apart by the lock files.
+
+Lock order, always: a thread's stripe lock, then ``users.lock`` / ``deleted.lock`` /
+``index.lock``. Source of truth is written first (journal, manifest, tombstone), the
+derived index after, so a crash in between leaves drift that ``reindex`` repairs, never
+loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import logging
+import mimetypes
+import os
+import re
+import shutil
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from . import _codec, _fs, _locks, journal, manifest, users
+from .errors import CorruptFileError, StorageWriteError
+from .ids import check_id, is_valid_id
+from .index import DEFAULT_SEARCH_CHARS, Page, ThreadIndex, ThreadSummary
+from .index import delete_record as index_delete_record
+from .index import favorite_record as index_favorite_record
+from .index import feedback_record as index_feedback_record
+from .index import text_record as index_text_record
+from .layout import ELEMENTS_DIR, Layout
+
+log = logging.getLogger("filelayer")
+
+Durability = Literal["flush", "fsync"]
+ElementUrl = Callable[[str, str], str]
+
+_OWNER_CACHE_SIZE = 50_000
+_EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
+
+_STEP_DEFAULTS: dict[str, Any] = {
+    "name": "",
+    "type": "undefined",
+    "threadId": None,
+    "parentId": None,
+    "input": "",
+    "output": "",
+    "metadata": {},
+    "tags": None,
+    "createdAt": None,
+    "start": None,
+    "end": None,
+    "isError": False,
+    "showInput": None,
+    "language": None,
+    "generation": None,
+    "waitForAnswer": None,
+    "defaultOpen": None,
+    "autoCollapse": None,
+}
+
+
+def now_iso() -> str:
+    """The current UTC time in Chainlit's own format (so times sort as strings)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ArchiveStore:
+    """An archive of conversations under ``root``.
+
+    ``durability="flush"`` (the default) hands every write to the operating system
+    before the call returns: it survives the app being killed. ``"fsync"`` also waits
+    for the disk on every journal append: it survives a power cut, at the cost of one
+    ``fsync`` per write. Whole files (manifests, users, tombstones' directory changes)
+    are always replaced atomically and fsynced.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        durability: Durability = "flush",
+        lock_timeout: float = _locks.DEFAULT_TIMEOUT,
+        search_chars: int = DEFAULT_SEARCH_CHARS,
+        create: bool = True,
+    ) -> None:
+        if durability not in ("flush", "fsync"):
+            raise ValueError("durability must be 'flush' or 'fsync'")
+        self.root = Path(root).expanduser().absolute()
+        self.layout = Layout(self.root)
+        self.layout.initialise(create=create)
+        self.durable = durability == "fsync"
+        self.durability: Durability = durability
+        self.lock_timeout = lock_timeout
+        self.search_chars = search_chars
+        self.index = ThreadIndex(
+            self.layout.index_file, self.layout.index_lock, lock_timeout=lock_timeout
+        )
+        self._deleted: set[str] = set()
+        self._deleted_offset = 0
+        self._step_owner: OrderedDict[str, str] = OrderedDict()
+        self._element_owner: OrderedDict[str, str] = OrderedDict()
+        self._users_by_id: dict[str, dict[str, Any]] = {}
+        if create:
+            self._ensure_index()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def thread_lock(self, thread_id: str) -> contextlib.AbstractContextManager[None]:
+        """The lock that serialises every write to one thread (across processes)."""
+        return _locks.locked(self.layout.thread_lock(thread_id), self.lock_timeout)
+
+    def _ensure_index(self) -> None:
+        if self.index.exists():
+            return
+        has_threads = self.layout.threads.is_dir() and any(
+            not p.name.startswith(".") for p in self.layout.threads.iterdir()
+        )
+        if has_threads:
+            log.info("filelayer: no index in %s, rebuilding it from the threads", self.root)
+            self.reindex()
+        else:
+            with _locks.locked(self.layout.index_lock, self.lock_timeout):
+                if not self.index.exists():
+                    _fs.append(self.layout.index_file, b"")
+
+    @staticmethod
+    def _remember(cache: OrderedDict[str, str], key: str, thread_id: str) -> None:
+        cache[key] = thread_id
+        cache.move_to_end(key)
+        if len(cache) > _OWNER_CACHE_SIZE:
+            cache.popitem(last=False)
+
+    def _refresh_deleted(self) -> None:
+        try:
+            size = self.layout.deleted_file.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < self._deleted_offset:
+            self._deleted.clear()
+            self._deleted_offset = 0
+        if size == self._deleted_offset:
+            return
+        with open(self.layout.deleted_file, "rb") as f:
+            f.seek(self._deleted_offset)
+            data = f.read()
+        lines, tail = _fs.split_lines(data)
+        self._deleted_offset += len(data) - len(tail)
+        for line in lines:
+            with contextlib.suppress(*_codec.DecodeError):
+                record = _codec.decode(line)
+                if isinstance(record, dict) and isinstance(record.get("id"), str):
+                    self._deleted.add(record["id"])
+
+    def is_deleted(self, thread_id: str) -> bool:
+        """Whether ``thread_id`` was deleted (deleted ids stay deleted)."""
+        if thread_id in self._deleted:
+            return True
+        self._refresh_deleted()
+        return thread_id in self._deleted
+
+    def _append_journal(self, thread_id: str, records: list[dict[str, Any]]) -> None:
+        data = b"".join(_codec.encode_line(r) for r in records)
+        _fs.append(self.layout.journal(thread_id), data, durable=self.durable)
+
+    def _ensure_thread_locked(self, thread_id: str) -> bool:
+        """Create the thread if it is new; ``False`` if it was deleted. Caller locks."""
+        path = self.layout.manifest(thread_id)
+        if path.exists():
+            return True
+        if self.is_deleted(thread_id):
+            log.debug("filelayer: ignoring a late write to deleted thread %s", thread_id)
+            return False
+        now = now_iso()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageWriteError(path.parent, exc) from exc
+        doc = manifest.new(thread_id, now)
+        manifest.write(path, doc, durable=True)
+        self.index.append([self._thread_index_record(doc)])
+        return True
+
+    @staticmethod
+    def _thread_index_record(doc: dict[str, Any]) -> dict[str, Any]:
+        return ThreadSummary(
+            id=doc["id"],
+            user_id=doc.get("userId"),
+            user_identifier=doc.get("userIdentifier"),
+            name=doc.get("name"),
+            created_at=doc.get("createdAt") or "",
+            updated_at=doc.get("updatedAt") or "",
+            tags=doc.get("tags"),
+        ).record()
+
+    def _read_manifest_lenient(self, thread_id: str) -> dict[str, Any] | None:
+        """The manifest, or a stand-in built from the directory when it is damaged."""
+        path = self.layout.manifest(thread_id)
+        try:
+            return manifest.read(path)
+        except CorruptFileError as exc:
+            log.warning("filelayer: %s", exc)
+            return manifest.new(thread_id, "")
+
+    # -- users ---------------------------------------------------------------------
+
+    def get_user(self, identifier: str) -> dict[str, Any] | None:
+        if not isinstance(identifier, str) or not identifier:
+            return None
+        try:
+            path = self.layout.user_file(identifier)
+            doc = users.read(path)
+        except (CorruptFileError, ValueError) as exc:
+            log.warning("filelayer: %s", exc)
+            return None
+        if doc is None or doc["identifier"] != identifier:
+            return None
+        self._users_by_id[doc["id"]] = doc
+        return doc
+
+    def upsert_user(
+        self,
+        identifier: str,
+        metadata: dict[str, Any] | None = None,
+        display_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Create the user, or update its metadata; the id never changes."""
+        if not isinstance(identifier, str) or not identifier:
+            raise ValueError("a user identifier must be a non-empty string")
+        path = self.layout.user_file(identifier)
+        with _locks.locked(self.layout.users_lock, self.lock_timeout):
+            existing = users.read(path)
+            if existing is not None and existing["identifier"] != identifier:
+                raise CorruptFileError(path, "it holds another identifier (hash collision?)")
+            if existing is None:
+                doc: dict[str, Any] = {
+                    "id": str(uuid.uuid4()),
+                    "identifier": identifier,
+                    "displayName": display_name,
+                    "metadata": dict(metadata or {}),
+                    "createdAt": now_iso(),
+                }
+            else:
+                doc = dict(existing)
+                if metadata is not None:
+                    doc["metadata"] = dict(metadata)
+                if display_name is not None:
+                    doc["displayName"] = display_name
+            if doc != existing:
+                users.write(path, doc, durable=True)
+        self._users_by_id[doc["id"]] = doc
+        return doc
+
+    def user_by_id(self, user_id: str) -> dict[str, Any] | None:
+        if not isinstance(user_id, str):
+            return None
+        found = self._users_by_id.get(user_id)
+        if found is None:
+            for doc in self.iter_users():
+                self._users_by_id[doc["id"]] = doc
+            found = self._users_by_id.get(user_id)
+        return found
+
+    def iter_users(self) -> Iterator[dict[str, Any]]:
+        if not self.layout.users.is_dir():
+            return
+        for path in sorted(self.layout.users.glob("*.json")):
+            try:
+                doc = users.read(path)
+            except CorruptFileError as exc:
+                log.warning("filelayer: %s", exc)
+                continue
+            if doc is not None:
+                yield doc
+
+    # -- threads -------------------------------------------------------------------
+
+    def update_thread(
+        self,
+        thread_id: str,
+        *,
+        name: str | None = None,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+    ) -> bool:
+        """Create or change a thread. ``False`` (and nothing written) if it was deleted."""
+        check_id("thread", thread_id)
+        if name is not None and not isinstance(name, str):
+            raise ValueError("a thread name must be a string")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError("thread metadata must be a dict")
+        if tags is not None and (
+            not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
+        ):
+            raise ValueError("thread tags must be a list of strings")
+        identifier: str | None = None
+        if user_id is not None:
+            if not isinstance(user_id, str):
+                raise ValueError("a user id must be a string")
+            user = self.user_by_id(user_id)
+            identifier = user["identifier"] if user else None
+        path = self.layout.manifest(thread_id)
+        with self.thread_lock(thread_id):
+            doc = manifest.read(path)
+            created = doc is None
+            if doc is None:
+                if self.is_deleted(thread_id):
+                    log.debug("filelayer: not resurrecting deleted thread %s", thread_id)
+                    return False
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StorageWriteError(path.parent, exc) from exc
+                doc = manifest.new(thread_id, now_iso())
+            before = copy.deepcopy(doc)
+            if name is None and metadata and isinstance(metadata.get("name"), str):
+                name = metadata["name"]
+            if name is not None:
+                doc["name"] = name
+            if user_id is not None:
+                doc["userId"] = user_id
+                if identifier is not None or doc.get("userId") != before.get("userId"):
+                    doc["userIdentifier"] = identifier
+            if tags is not None:
+                doc["tags"] = list(tags)
+            if metadata is not None:
+                doc["metadata"] = manifest.merge_metadata(doc.get("metadata") or {}, metadata)
+            if created or doc != before:
+                if not created:
+                    doc["updatedAt"] = max(now_iso(), before.get("updatedAt") or "")
+                manifest.write(path, doc, durable=True)
+                self.index.append([self._thread_index_record(doc)])
+        return True
+
+    def delete_thread(self, thread_id: str) -> bool:
+        """Delete a thread and everything in it. ``False`` if there was nothing."""
+        check_id("thread", thread_id)
+        directory = self.layout.thread_dir(thread_id)
+        with self.thread_lock(thread_id):
+            existed = directory.exists()
+            with _locks.locked(self.layout.deleted_lock, self.lock_timeout):
+                _fs.append(
+                    self.layout.deleted_file,
+                    _codec.encode_line({"deletedAt": now_iso(), "id": thread_id}),
+                    durable=True,
+                )
+            self._deleted.add(thread_id)
+            if existed:
+                # Rename first: readers see the whole thread or none of it.
+                doomed = directory.with_name(f".{thread_id}.{uuid.uuid4().hex[:8]}.deleting.tmp")
+                try:
+                    os.replace(directory, doomed)
+                except OSError as exc:
+                    raise StorageWriteError(directory, exc) from exc
+                shutil.rmtree(doomed, ignore_errors=True)
+            self.index.append([index_delete_record(thread_id)])
+        return existed
+
+    def read_manifest(self, thread_id: str) -> dict[str, Any] | None:
+        if not is_valid_id(thread_id):
+            return None
+        doc = self._read_manifest_lenient(thread_id)
+        if doc is None and self.layout.journal(thread_id).exists():
+            doc = manifest.new(thread_id, "")
+        return doc
+
+    def thread_author(self, thread_id: str) -> str:
+        """The author's identifier, ``""`` for an unknown thread (Chainlit: 404)."""
+        doc = self.read_manifest(thread_id)
+        if doc is None:
+            return ""
+        return str(doc.get("userIdentifier") or "")
+
+    def read_state(self, thread_id: str) -> journal.ThreadState:
+        return journal.fold(journal.read(self.layout.journal(thread_id)).records)
+
+    def get_thread(
+        self, thread_id: str, element_url: ElementUrl | None = None
+    ) -> dict[str, Any] | None:
+        """The whole thread in Chainlit's ``ThreadDict`` shape, or ``None``.
+
+        ``element_url(thread_id, element_id)`` gives the URL of a stored element's bytes
+        (the element route); elements that came with their own URL keep it.
+        """
+        doc = self.read_manifest(thread_id)
+        if doc is None:
+            return None
+        state = self.read_state(thread_id)
+        feedback = state.feedback_by_step()
+        steps = []
+        for stored in state.ordered_steps():
+            step = {**_STEP_DEFAULTS, **stored}
+            step["threadId"] = thread_id
+            step["streaming"] = False  # nothing persisted is still streaming
+            fb = feedback.get(stored["id"])
+            step["feedback"] = (
+                {
+                    "id": fb["id"],
+                    "forId": fb["forId"],
+                    "value": fb.get("value"),
+                    "comment": fb.get("comment"),
+                }
+                if fb
+                else None
+            )
+            steps.append(step)
+            self._remember(self._step_owner, stored["id"], thread_id)
+        elements = []
+        for el in state.live_elements():
+            elements.append(self._element_view(thread_id, el, element_url))
+            self._remember(self._element_owner, el["id"], thread_id)
+        return {
+            "id": thread_id,
+            "createdAt": doc.get("createdAt") or "",
+            "updatedAt": doc.get("updatedAt") or "",
+            "name": doc.get("name"),
+            "userId": doc.get("userId"),
+            "userIdentifier": doc.get("userIdentifier"),
+            "tags": doc.get("tags"),
+            "metadata": doc.get("metadata") or {},
+            "steps": steps,
+            "elements": elements,
+        }
+
+    def list_threads(
+        self,
+        *,
+        user_id: str | None,
+        first: int = 20,
+        cursor: str | None = None,
+        search: str | None = None,
+        feedback: int | None = None,
+    ) -> tuple[list[dict[str, Any]], Page]:
+        """A page of threads (without steps), newest activity first, from the index."""
+        self.index.refresh()
+        page = self.index.page(
+            user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback
+        )
+        threads = []
+        for summary in page.items:
+            doc = self._read_manifest_lenient(summary.id) or {}
+            threads.append(
+                {
+                    "id": summary.id,
+                    "createdAt": summary.created_at,
+                    "updatedAt": summary.activity,
+                    "name": summary.name,
+                    "userId": summary.user_id,
+                    "userIdentifier": summary.user_identifier,
+                    "tags": summary.tags,
+                    "metadata": doc.get("metadata") or {},
+                    "steps": [],
+                    "elements": [],
+                }
+            )
+        return threads, page
+
+    def thread_ids(self) -> list[str]:
+        """Every thread directory's id (from the file system, not the index)."""
+        if not self.layout.threads.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in os.scandir(self.layout.threads)
+            if entry.is_dir() and not entry.name.startswith(".") and is_valid_id(entry.name)
+        )
+
+    # -- steps ---------------------------------------------------------------------
+
+    def write_step(self, step: dict[str, Any]) -> bool:
+        """Create or update (merge) a step. ``False`` if its thread was deleted."""
+        step_id = check_id("step", step.get("id"))
+        thread_id = step.get("threadId") or self.locate_step(step_id)
+        if not thread_id:
+            raise ValueError(f"step {step_id!r} has no threadId and is not in the archive")
+        check_id("thread", thread_id)
+        record = journal.step_record(step)
+        _codec.encode_line(record)  # refuse what cannot be stored before taking a lock
+        with self.thread_lock(thread_id):
+            if not self._ensure_thread_locked(thread_id):
+                return False
+            self._append_journal(thread_id, [record])
+            index_records = self._step_index_records(thread_id, step_id, record["step"])
+            if index_records:
+                self.index.append(index_records)
+        self._remember(self._step_owner, step_id, thread_id)
+        return True
+
+    def _step_index_records(
+        self, thread_id: str, step_id: str, step: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        summary = self.index.threads.get(thread_id)
+        known = summary.texts.get(step_id) if summary else None
+        records: list[dict[str, Any]] = []
+        output = step.get("output")
+        is_message = step.get("type") in journal.MESSAGE_TYPES or (
+            "type" not in step and known is not None
+        )
+        if is_message and isinstance(output, str) and output:
+            at = step.get("createdAt") or step.get("start") or (known[0] if known else "")
+            if not isinstance(at, str):
+                at = ""
+            if known is not None and known[0]:
+                at = min(at, known[0]) if at else known[0]
+            text = output[: self.search_chars]
+            if known != (at, text):
+                records.append(index_text_record(thread_id, step_id, at, text))
+        metadata = step.get("metadata")
+        if isinstance(metadata, dict) and "favorite" in metadata:
+            on = bool(metadata["favorite"])
+            was = summary is not None and step_id in summary.favorites
+            if on != was:
+                records.append(index_favorite_record(thread_id, step_id, on))
+        return records
+
+    def locate_step(self, step_id: str) -> str | None:
+        """The thread holding ``step_id``: recent writes first, then a scan of the
+        journals, most recently active thread first (Chainlit's delete_step and some
+        feedback paths give no thread id)."""
+        owner = self._step_owner.get(step_id)
+        if owner is not None:
+            return owner
+        return self._scan_for(step_id, lambda state: step_id in state.steps)
+
+    def locate_element(self, element_id: str) -> str | None:
+        owner = self._element_owner.get(element_id)
+        if owner is not None:
+            return owner
+        return self._scan_for(element_id, lambda state: element_id in state.elements)
+
+    def _scan_for(self, key: str, found: Any) -> str | None:
+        if not is_valid_id(key):
+            return None
+        needle = f'"{key}"'.encode()
+        self.index.refresh()
+        candidates = sorted(
+            self.index.threads.values(), key=lambda s: (s.activity, s.id), reverse=True
+        )
+        seen = {s.id for s in candidates}
+        ordered = [s.id for s in candidates] + [t for t in self.thread_ids() if t not in seen]
+        for thread_id in ordered:
+            data = _fs.read_bytes(self.layout.journal(thread_id))
+            if data and needle in data:
+                state = journal.fold(journal.parse(data).records)
+                if found(state):
+                    return thread_id
+        return None
+
+    def delete_step(self, step_id: str, thread_id: str | None = None) -> bool:
+        """Delete a step with its feedback and elements. ``False`` if not found."""
+        check_id("step", step_id)
+        thread_id = thread_id or self.locate_step(step_id)
+        if not thread_id or not is_valid_id(thread_id):
+            return False
+        with self.thread_lock(thread_id):
+            if not self.layout.manifest(thread_id).exists():
+                return False
+            state = self.read_state(thread_id)
+            records = [journal.step_delete_record(step_id)]
+            doomed_files = []
+            for el in state.elements.values():
+                if el.get("forId") == step_id:
+                    records.append(journal.element_delete_record(el["id"]))
+                    if isinstance(el.get("file"), str):
+                        doomed_files.append(el["file"])
+            self._append_journal(thread_id, records)
+            for relative in doomed_files:
+                self._remove_element_file(thread_id, relative)
+            summary = self.index.threads.get(thread_id)
+            index_records: list[dict[str, Any]] = []
+            if summary is not None:
+                if step_id in summary.texts:
+                    index_records.append(index_text_record(thread_id, step_id, "", None))
+                for fid, (sid, _) in summary.feedback.items():
+                    if sid == step_id:
+                        index_records.append(index_feedback_record(thread_id, fid, None, None))
+                if step_id in summary.favorites:
+                    index_records.append(index_favorite_record(thread_id, step_id, False))
+            if index_records:
+                self.index.append(index_records)
+        self._step_owner.pop(step_id, None)
+        return True
+
+    # -- feedback ------------------------------------------------------------------
+
+    def upsert_feedback(
+        self,
+        *,
+        for_id: str,
+        value: int,
+        comment: str | None = None,
+        feedback_id: str | None = None,
+        thread_id: str | None = None,
+    ) -> str:
+        check_id("step", for_id)
+        feedback_id = check_id("feedback", feedback_id or str(uuid.uuid4()))
+        if isinstance(value, bool) or value not in (0, 1):
+            raise ValueError("feedback value must be 0 or 1")
+        if comment is not None and not isinstance(comment, str):
+            raise ValueError("a feedback comment must be a string")
+        if thread_id is None:
+            thread_id = self.locate_step(for_id)
+            if thread_id is None:
+                raise ValueError(f"no step {for_id!r} in the archive; give the feedback a threadId")
+        check_id("thread", thread_id)
+        record = journal.feedback_record(
+            {"id": feedback_id, "forId": for_id, "value": int(value), "comment": comment}
+        )
+        _codec.encode_line(record)
+        with self.thread_lock(thread_id):
+            if not self._ensure_thread_locked(thread_id):
+                return feedback_id
+            self._append_journal(thread_id, [record])
+            summary = self.index.threads.get(thread_id)
+            index_records = []
+            if summary is not None:
+                for fid, (sid, _) in summary.feedback.items():
+                    if sid == for_id and fid != feedback_id:
+                        index_records.append(index_feedback_record(thread_id, fid, None, None))
+            index_records.append(index_feedback_record(thread_id, feedback_id, for_id, value))
+            self.index.append(index_records)
+        return feedback_id
+
+    def delete_feedback(self, feedback_id: str) -> bool:
+        check_id("feedback", feedback_id)
+        self.index.refresh()
+        thread_id = self.index.feedback_owner(feedback_id)
+        if thread_id is None:
+            return True
+        with self.thread_lock(thread_id):
+            if self.layout.manifest(thread_id).exists():
+                self._append_journal(thread_id, [journal.feedback_delete_record(feedback_id)])
+            self.index.append([index_feedback_record(thread_id, feedback_id, None, None)])
+        return True
+
+    # -- elements ------------------------------------------------------------------
+
+    def element_relative_path(self, element_id: str, name: str | None, mime: str | None) -> str:
+        """Where an element's bytes live, relative to its thread directory.
+
+        The file is named by the element id (re-sending an element overwrites its file)
+        plus an extension from its name or mime type, so a person can open it.
+        """
+        check_id("element", element_id)
+        ext = ""
+        match = _EXT_RE.search(name or "")
+        if match:
+            ext = match.group(0).lower()
+        elif mime:
+            ext = mimetypes.guess_extension(mime.split(";")[0].strip()) or ""
+        return f"{ELEMENTS_DIR}/{element_id}{ext}"
+
+    def prepare_element(self, thread_id: str) -> Path | None:
+        """Make the thread's element directory; ``None`` if the thread was deleted."""
+        check_id("thread", thread_id)
+        with self.thread_lock(thread_id):
+            if not self._ensure_thread_locked(thread_id):
+                return None
+            directory = self.layout.elements_dir(thread_id)
+            try:
+                directory.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise StorageWriteError(directory, exc) from exc
+            return directory
+
+    def record_element(self, thread_id: str, element: dict[str, Any]) -> bool:
+        """Journal an element whose bytes (if any) are already in place."""
+        check_id("thread", thread_id)
+        element_id = check_id("element", element.get("id"))
+        record = journal.element_record(element)
+        _codec.encode_line(record)
+        with self.thread_lock(thread_id):
+            if not self._ensure_thread_locked(thread_id):
+                if isinstance(element.get("file"), str):
+                    self._remove_element_file(thread_id, element["file"])
+                return False
+            self._append_journal(thread_id, [record])
+        self._remember(self._element_owner, element_id, thread_id)
+        return True
+
+    def put_element(self, thread_id: str, element: dict[str, Any], data: bytes | None) -> bool:
+        """Store an element and its bytes in one call (the synchronous path)."""
+        element = dict(element)
+        if data is not None:
+            directory = self.prepare_element(thread_id)
+            if directory is None:
+                return False
+            relative = self.element_relative_path(
+                element["id"], element.get("name"), element.get("mime")
+            )
+            target = self.layout.element_file(thread_id, relative)
+            assert target is not None
+            _fs.atomic_write(target, data, durable=self.durable)
+            element.update(element_file_fields(relative, data))
+        return self.record_element(thread_id, element)
+
+    def _remove_element_file(self, thread_id: str, relative: str) -> None:
+        path = self.layout.element_file(thread_id, relative)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    @staticmethod
+    def _element_view(
+        thread_id: str, el: dict[str, Any], element_url: ElementUrl | None
+    ) -> dict[str, Any]:
+        view = {k: v for k, v in el.items() if k not in ("file", "sha256", "bytes")}
+        view["threadId"] = thread_id
+        if not view.get("url"):
+            has_file = isinstance(el.get("file"), str)
+            view["url"] = element_url(thread_id, el["id"]) if has_file and element_url else None
+        view.setdefault("props", {} if el.get("type") == "custom" else None)
+        return view
+
+    def get_element(
+        self, thread_id: str, element_id: str, element_url: ElementUrl | None = None
+    ) -> dict[str, Any] | None:
+        if not (is_valid_id(thread_id) and is_valid_id(element_id)):
+            return None
+        if not self.layout.journal(thread_id).exists():
+            return None
+        state = self.read_state(thread_id)
+        live = {e["id"]: e for e in state.live_elements()}
+        el = live.get(element_id)
+        return self._element_view(thread_id, el, element_url) if el else None
+
+    def element_file(self, thread_id: str, element_id: str) -> tuple[dict[str, Any], Path] | None:
+        """The element's stored record and the path of its bytes, if it has any."""
+        if not (is_valid_id(thread_id) and is_valid_id(element_id)):
+            return None
+        state = self.read_state(thread_id)
+        el = {e["id"]: e for e in state.live_elements()}.get(element_id)
+        if el is None or not isinstance(el.get("file"), str):
+            return None
+        path = self.layout.element_file(thread_id, el["file"])
+        if path is None or not path.is_file():
+            return None
+        return el, path
+
+    def delete_element(self, element_id: str, thread_id: str | None = None) -> bool:
+        check_id("element", element_id)
+        thread_id = thread_id or self.locate_element(element_id)
+        if not thread_id or not is_valid_id(thread_id):
+            return False
+        with self.thread_lock(thread_id):
+            if not self.layout.manifest(thread_id).exists():
+                return False
+            state = self.read_state(thread_id)
+            el = state.elements.get(element_id)
+            self._append_journal(thread_id, [journal.element_delete_record(element_id)])
+            if el is not None and isinstance(el.get("file"), str):
+                self._remove_element_file(thread_id, el["file"])
+        self._element_owner.pop(element_id, None)
+        return el is not None
+
+    # -- favorites -----------------------------------------------------------------
+
+    def favorite_steps(self, user_id: str) -> list[dict[str, Any]]:
+        if not isinstance(user_id, str):
+            return []
+        self.index.refresh()
+        result = []
+        for thread_id, step_ids in self.index.favorites_of(user_id):
+            thread = self.get_thread(thread_id)
+            if thread is None:
+                continue
+            for step in thread["steps"]:
+                if step["id"] in step_ids and (step.get("metadata") or {}).get("favorite"):
+                    result.append(step)
+        result.sort(key=lambda s: s.get("createdAt") or "", reverse=True)
+        return result
+
+    # -- maintenance ---------------------------------------------------------------
+
+    def summarise(self, thread_id: str) -> ThreadSummary | None:
+        """What the index should hold for a thread, computed from its files."""
+        doc = self.read_manifest(thread_id)
+        if doc is None:
+            return None
+        state = self.read_state(thread_id)
+        summary = ThreadSummary(
+            id=thread_id,
+            user_id=doc.get("userId"),
+            user_identifier=doc.get("userIdentifier"),
+            name=doc.get("name"),
+            created_at=doc.get("createdAt") or "",
+            updated_at=doc.get("updatedAt") or "",
+            tags=doc.get("tags"),
+        )
+        for step in state.steps.values():
+            output = step.get("output")
+            if step.get("type") in journal.MESSAGE_TYPES and isinstance(output, str) and output:
+                at = step.get("createdAt") or step.get("start") or ""
+                summary.texts[step["id"]] = (at, output[: self.search_chars])
+            if (step.get("metadata") or {}).get("favorite"):
+                summary.favorites.add(step["id"])
+        for fb in state.feedback_by_step().values():
+            summary.feedback[fb["id"]] = (fb["forId"], int(fb.get("value") or 0))
+        return summary
+
+    def reindex(self, progress: Any = None) -> int:
+        """Rebuild the index from the thread directories. Returns the thread count."""
+        summaries = []
+        ids = self.thread_ids()
+        for n, thread_id in enumerate(ids, start=1):
+            summary = self.summarise(thread_id)
+            if summary is not None and not self.is_deleted(thread_id):
+                summaries.append(summary)
+            if progress is not None:
+                progress(n, len(ids))
+        self.index.replace_all(summaries)
+        return len(summaries)
+
+    def close(self) -> None:
+        """Nothing is held open between calls; kept for symmetry with data layers."""
+
+
+def element_file_fields(relative: str, data: bytes) -> dict[str, Any]:
+    return {"file": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

@@ -1,0 +1,57 @@
+"""Users: one small JSON file each under ``users/``.
+
+A user identifier can be any string (an e-mail address, a name in any script, a very
+long SSO subject), so it never becomes a path as it is: the file name is a readable slug
+of it plus a hash, and the identifier itself lives inside the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from . import _codec, _fs
+from .errors import CorruptFileError
+
+_SLUG_RE = re.compile(r"[^a-z0-9]+")
+
+
+def file_name(identifier: str) -> str:
+    """A safe, stable, readable file name for ``identifier``."""
+    ascii_text = unicodedata.normalize("NFKD", identifier).encode("ascii", "ignore").decode("ascii")
+    slug = _SLUG_RE.sub("-", ascii_text.lower()).strip("-")[:40].strip("-") or "user"
+    digest = hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{slug}-{digest}.json"
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    data = _fs.read_bytes(path)
+    if data is None:
+        return None
+    try:
+        doc = _codec.decode(data)
+    except _codec.DecodeError as exc:
+        raise CorruptFileError(path, f"not valid JSON: {exc}") from exc
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("id"), str)
+        or not isinstance(doc.get("identifier"), str)
+    ):
+        raise CorruptFileError(path, "not a user record (needs string 'id' and 'identifier')")
+    if not isinstance(doc.get("metadata"), dict):
+        doc["metadata"] = {}
+    return doc
+
+
+def write(path: Path, user: dict[str, Any], *, durable: bool) -> None:
+    doc = {
+        "id": user["id"],
+        "identifier": user["identifier"],
+        "displayName": user.get("displayName"),
+        "metadata": user.get("metadata") or {},
+        "createdAt": user["createdAt"],
+    }
+    _fs.atomic_write(path, _codec.encode_document(doc), durable=durable)
