@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from .errors import FileLayerError
+from .layout import default_root
 from .store import ArchiveStore
 
 
 def _root(args: argparse.Namespace) -> str:
-    return str(args.root or os.environ.get("FILELAYER_ROOT") or "./chats")
+    return str(args.root or default_root())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from chainlit.user import PersistedUser, User
 from . import _aio
 from .errors import FileLayerError
 from .index import DEFAULT_SEARCH_CHARS
+from .layout import default_root
 from .store import ArchiveStore, Durability, ElementUrl, element_file_fields
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from chainlit.step import StepDict
 
 log = logging.getLogger("filelayer")
-
-DEFAULT_ROOT = "./chats"
 
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
 
@@ -67,11 +66,6 @@ _ELEMENT_FIELDS = (
     "chainlitKey",
     "objectKey",
 )
-
-
-def default_root() -> str:
-    """``FILELAYER_ROOT`` if set, else ``./chats`` (the CLI uses the same rule)."""
-    return os.environ.get("FILELAYER_ROOT") or DEFAULT_ROOT
 
 
 class FileDataLayer(BaseDataLayer):

@@ -6,6 +6,7 @@ validate the id first: the root directory is a boundary that no id can cross.
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 
@@ -25,6 +26,15 @@ LOCKS_DIR = "locks"
 DELETED_FILE = "deleted.jsonl"
 INDEX_FILE = "threads.jsonl"
 LOCK_STRIPES = 64
+
+DEFAULT_ROOT = "./chats"
+ROOT_ENV = "FILELAYER_ROOT"
+
+
+def default_root() -> str:
+    """``$FILELAYER_ROOT`` if set, else ``./chats``: the data layer and the CLI agree."""
+    return os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+
 
 GITIGNORE = """\
 # Written by filelayer. Derived files: `filelayer reindex` rebuilds them.
