@@ -9,6 +9,7 @@ them (a failed write must never crash the chat app).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -41,6 +42,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("filelayer")
 
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+def _reported(method: _Method) -> _Method:
+    """Log a failed call with what it was about, then let the error propagate.
+
+    Chainlit fires most writes as tasks nobody awaits; without this line the only trace
+    of a full disk would be asyncio's "exception was never retrieved" at some later GC.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(self: FileDataLayer, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except (FileLayerError, OSError) as exc:
+            log.error("filelayer: %s failed: %s", method.__name__, exc)
+            raise
+
+    return cast(_Method, wrapper)
 
 
 def _queued(method: _Method) -> _Method:
@@ -105,22 +124,26 @@ class FileDataLayer(BaseDataLayer):
 
     # -- users ---------------------------------------------------------------------
 
+    @_reported
     async def get_user(self, identifier: str) -> PersistedUser | None:
         doc = self.store.get_user(identifier)
         return _persisted_user(doc) if doc else None
 
+    @_reported
     async def create_user(self, user: User) -> PersistedUser | None:
         doc = self.store.upsert_user(
             user.identifier, metadata=user.metadata, display_name=user.display_name
         )
         return _persisted_user(doc)
 
+    @_reported
     async def delete_user_session(self, id: str) -> bool:
         """Older Chainlit versions call this; sessions are not persisted, so: done."""
         return True
 
     # -- feedback ------------------------------------------------------------------
 
+    @_reported
     async def upsert_feedback(self, feedback: Feedback) -> str:
         feedback_id = self.store.upsert_feedback(
             for_id=feedback.forId,
@@ -132,18 +155,16 @@ class FileDataLayer(BaseDataLayer):
         feedback.id = feedback_id
         return feedback_id
 
+    @_reported
     async def delete_feedback(self, feedback_id: str) -> bool:
         return self.store.delete_feedback(feedback_id)
 
     # -- elements ------------------------------------------------------------------
 
     @_queued
+    @_reported
     async def create_element(self, element: Element) -> None:
-        try:
-            await self._create_element(element)
-        except (FileLayerError, OSError, ValueError, TypeError) as exc:
-            log.error("filelayer: could not store element %s: %s", element.id, exc)
-            raise
+        await self._create_element(element)
 
     async def _create_element(self, element: Element) -> None:
         thread_id = element.thread_id
@@ -167,40 +188,49 @@ class FileDataLayer(BaseDataLayer):
             record.update({"bytes": len(data), "sha256": digest.hexdigest()})
         self.store.record_element(thread_id, record)
 
+    @_reported
     async def get_element(self, thread_id: str, element_id: str) -> ElementDict | None:
         return self.store.get_element(  # type: ignore[return-value]
             thread_id, element_id, self._element_url
         )
 
     @_queued
+    @_reported
     async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
         self.store.delete_element(element_id, thread_id)
 
     # -- steps ---------------------------------------------------------------------
 
     @_queued
+    @_reported
     async def create_step(self, step_dict: StepDict) -> None:
         self.store.write_step(dict(step_dict))
 
     @_queued
+    @_reported
     async def update_step(self, step_dict: StepDict) -> None:
         self.store.write_step(dict(step_dict))
 
     @_queued
+    @_reported
     async def delete_step(self, step_id: str) -> None:
         self.store.delete_step(step_id)
 
+    @_reported
     async def get_favorite_steps(self, user_id: str) -> list[StepDict]:
         return self.store.favorite_steps(user_id)  # type: ignore[return-value]
 
     # -- threads -------------------------------------------------------------------
 
+    @_reported
     async def get_thread_author(self, thread_id: str) -> str:
         return self.store.thread_author(thread_id)
 
+    @_reported
     async def delete_thread(self, thread_id: str) -> None:
         self.store.delete_thread(thread_id)
 
+    @_reported
     async def list_threads(
         self, pagination: Pagination, filters: ThreadFilter
     ) -> PaginatedResponse[ThreadDict]:
@@ -220,9 +250,11 @@ class FileDataLayer(BaseDataLayer):
             data=threads,  # type: ignore[arg-type]
         )
 
+    @_reported
     async def get_thread(self, thread_id: str) -> ThreadDict | None:
         return self.store.get_thread(thread_id, self._element_url)  # type: ignore[return-value]
 
+    @_reported
     async def update_thread(
         self,
         thread_id: str,
@@ -237,9 +269,11 @@ class FileDataLayer(BaseDataLayer):
 
     # -- misc ----------------------------------------------------------------------
 
+    @_reported
     async def build_debug_url(self) -> str:
         return ""
 
+    @_reported
     async def close(self) -> None:
         self.store.close()
 

@@ -538,7 +538,7 @@ class ArchiveStore:
             return owner
         return self._scan_for(element_id, lambda state: element_id in state.elements)
 
-    def _scan_for(self, key: str, found: Any) -> str | None:
+    def _scan_for(self, key: str, found: Callable[[journal.ThreadState], bool]) -> str | None:
         if not is_valid_id(key):
             return None
         needle = f'"{key}"'.encode()
