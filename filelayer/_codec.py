@@ -9,9 +9,12 @@ differently, e.g. ``1e16`` against ``1e+16``). Reading, which dominates the cost
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from . import _fs
 from ._backend import PURE
+from .errors import CorruptFileError
 
 _line_encoder = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
@@ -60,3 +63,23 @@ else:
 
 DecodeError = (ValueError, UnicodeDecodeError)
 """What :func:`decode` raises on damaged input (orjson's error is a ValueError too)."""
+
+
+def read_document(path: Path, required: tuple[str, ...]) -> dict[str, Any] | None:
+    """A whole JSON document whose ``required`` keys are strings; ``None`` if the file
+    does not exist, :class:`CorruptFileError` if it cannot be what it should be."""
+    data = _fs.read_bytes(path)
+    if data is None:
+        return None
+    try:
+        doc = decode(data)
+    except DecodeError as exc:
+        raise CorruptFileError(path, f"not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CorruptFileError(path, "not a JSON object")
+    missing = [key for key in required if not isinstance(doc.get(key), str)]
+    if missing:
+        raise CorruptFileError(path, f"no string {', '.join(map(repr, missing))}")
+    if not isinstance(doc.get("metadata"), dict):
+        doc["metadata"] = {}
+    return doc

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from . import _codec, _fs
-from .errors import CorruptFileError
 
 MANIFEST_NAME = "thread.json"
 
@@ -34,18 +33,7 @@ def new(thread_id: str, now: str) -> dict[str, Any]:
 
 def read(path: Path) -> dict[str, Any] | None:
     """The manifest at ``path``, ``None`` if there is none; damaged: CorruptFileError."""
-    data = _fs.read_bytes(path)
-    if data is None:
-        return None
-    try:
-        doc = _codec.decode(data)
-    except _codec.DecodeError as exc:
-        raise CorruptFileError(path, f"not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
-        raise CorruptFileError(path, "not a thread manifest (no string 'id')")
-    if not isinstance(doc.get("metadata"), dict):
-        doc["metadata"] = {}
-    return doc
+    return _codec.read_document(path, ("id",))
 
 
 def write(path: Path, manifest: dict[str, Any], *, durable: bool) -> None:

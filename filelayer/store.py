@@ -381,6 +381,15 @@ class ArchiveStore:
             return ""
         return str(doc.get("userIdentifier") or "")
 
+    @contextlib.contextmanager
+    def _locked_state(self, thread_id: str) -> Iterator[journal.ThreadState | None]:
+        """Hold the thread's lock and give its folded journal (``None``: no thread)."""
+        with self.thread_lock(thread_id):
+            if not self.layout.manifest(thread_id).exists():
+                yield None
+            else:
+                yield self.read_state(thread_id)
+
     def read_state(self, thread_id: str) -> journal.ThreadState:
         return journal.fold(journal.read(self.layout.journal(thread_id)).records)
 
@@ -562,10 +571,9 @@ class ArchiveStore:
         thread_id = thread_id or self.locate_step(step_id)
         if not thread_id or not is_valid_id(thread_id):
             return False
-        with self.thread_lock(thread_id):
-            if not self.layout.manifest(thread_id).exists():
+        with self._locked_state(thread_id) as state:
+            if state is None:
                 return False
-            state = self.read_state(thread_id)
             records = [journal.step_delete_record(step_id)]
             doomed_files = []
             for el in state.elements.values():
@@ -604,8 +612,9 @@ class ArchiveStore:
     ) -> str:
         check_id("step", for_id)
         feedback_id = check_id("feedback", feedback_id or str(uuid.uuid4()))
-        if isinstance(value, bool) or value not in (0, 1):
+        if value not in (0, 1):  # True and False are 1 and 0
             raise ValueError("feedback value must be 0 or 1")
+        value = int(value)
         if comment is not None and not isinstance(comment, str):
             raise ValueError("a feedback comment must be a string")
         if thread_id is None:
@@ -752,10 +761,9 @@ class ArchiveStore:
         thread_id = thread_id or self.locate_element(element_id)
         if not thread_id or not is_valid_id(thread_id):
             return False
-        with self.thread_lock(thread_id):
-            if not self.layout.manifest(thread_id).exists():
+        with self._locked_state(thread_id) as state:
+            if state is None:
                 return False
-            state = self.read_state(thread_id)
             el = state.elements.get(element_id)
             self._append_journal(thread_id, [journal.element_delete_record(element_id)])
             if el is not None and isinstance(el.get("file"), str):

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from . import _codec, _fs
-from .errors import CorruptFileError
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
@@ -28,22 +27,8 @@ def file_name(identifier: str) -> str:
 
 
 def read(path: Path) -> dict[str, Any] | None:
-    data = _fs.read_bytes(path)
-    if data is None:
-        return None
-    try:
-        doc = _codec.decode(data)
-    except _codec.DecodeError as exc:
-        raise CorruptFileError(path, f"not valid JSON: {exc}") from exc
-    if (
-        not isinstance(doc, dict)
-        or not isinstance(doc.get("id"), str)
-        or not isinstance(doc.get("identifier"), str)
-    ):
-        raise CorruptFileError(path, "not a user record (needs string 'id' and 'identifier')")
-    if not isinstance(doc.get("metadata"), dict):
-        doc["metadata"] = {}
-    return doc
+    """The user record at ``path``, ``None`` if there is none; damaged: CorruptFileError."""
+    return _codec.read_document(path, ("id", "identifier"))
 
 
 def write(path: Path, user: dict[str, Any], *, durable: bool) -> None:
