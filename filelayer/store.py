@@ -505,10 +505,19 @@ class ArchiveStore:
         self._remember(self._step_owner, step_id, thread_id)
         return True
 
+    def _indexed(self, thread_id: str) -> ThreadSummary | None:
+        """The index's current view of a thread, for a writer holding its lock.
+
+        Refreshed first: another process may have written this thread since we last
+        looked, and a stale view would make us skip a record the index needs.
+        """
+        self.index.refresh()
+        return self.index.threads.get(thread_id)
+
     def _step_index_records(
         self, thread_id: str, step_id: str, step: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        summary = self.index.threads.get(thread_id)
+        summary = self._indexed(thread_id)
         known = summary.texts.get(step_id) if summary else None
         records: list[dict[str, Any]] = []
         output = step.get("output")
@@ -584,7 +593,7 @@ class ArchiveStore:
             self._append_journal(thread_id, records)
             for relative in doomed_files:
                 self._remove_element_file(thread_id, relative)
-            summary = self.index.threads.get(thread_id)
+            summary = self._indexed(thread_id)
             index_records: list[dict[str, Any]] = []
             if summary is not None:
                 if step_id in summary.texts:
@@ -630,7 +639,7 @@ class ArchiveStore:
             if not self._ensure_thread_locked(thread_id):
                 return feedback_id
             self._append_journal(thread_id, [record])
-            summary = self.index.threads.get(thread_id)
+            summary = self._indexed(thread_id)
             index_records = []
             if summary is not None:
                 for fid, (sid, _) in summary.feedback.items():
