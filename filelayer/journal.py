@@ -255,6 +255,8 @@ def order_steps(steps: Iterable[dict[str, Any]], seq: dict[str, int]) -> list[di
         stack = [step]
         while stack:
             current = stack.pop()
+            if current["id"] in emitted:  # only possible inside a parent cycle
+                continue
             ordered.append(current)
             emitted.add(current["id"])
             stack.extend(reversed(waiting.pop(current["id"], [])))
@@ -266,8 +268,7 @@ def order_steps(steps: Iterable[dict[str, Any]], seq: dict[str, int]) -> list[di
         else:
             waiting.setdefault(parent, []).append(step)
     # Whatever still waits belongs to a parent cycle (corrupt data): keep it, in time order.
-    leftovers = [s for _, _, s in keyed if s["id"] not in emitted]
-    for step in leftovers:
+    for _, _, step in keyed:
         if step["id"] not in emitted:
             emit(step)
     return ordered
