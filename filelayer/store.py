@@ -520,17 +520,21 @@ class ArchiveStore:
         summary = self._indexed(thread_id)
         known = summary.texts.get(step_id) if summary else None
         records: list[dict[str, Any]] = []
-        output = step.get("output")
+        # A message is indexed from its first write, even while its text is still
+        # empty: a later update may leave out the type, and must still be recognised.
         is_message = step.get("type") in journal.MESSAGE_TYPES or (
             "type" not in step and known is not None
         )
-        if is_message and isinstance(output, str) and output:
-            at = step.get("createdAt") or step.get("start") or (known[0] if known else "")
+        if is_message:
+            output = step.get("output")
+            text = output[: self.search_chars] if isinstance(output, str) else ""
+            if known is not None and not text:
+                text = known[1]  # as in the journal: an empty write keeps the text
+            at = step.get("createdAt") or step.get("start") or ""
             if not isinstance(at, str):
                 at = ""
             if known is not None and known[0]:
                 at = min(at, known[0]) if at else known[0]
-            text = output[: self.search_chars]
             if known != (at, text):
                 records.append(index_text_record(thread_id, step_id, at, text))
         metadata = step.get("metadata")
@@ -815,10 +819,11 @@ class ArchiveStore:
             tags=doc.get("tags"),
         )
         for step in state.steps.values():
-            output = step.get("output")
-            if step.get("type") in journal.MESSAGE_TYPES and isinstance(output, str) and output:
+            if step.get("type") in journal.MESSAGE_TYPES:
+                output = step.get("output")
+                text = output[: self.search_chars] if isinstance(output, str) else ""
                 at = step.get("createdAt") or step.get("start") or ""
-                summary.texts[step["id"]] = (at, output[: self.search_chars])
+                summary.texts[step["id"]] = (at if isinstance(at, str) else "", text)
             if (step.get("metadata") or {}).get("favorite"):
                 summary.favorites.add(step["id"])
         for fb in state.feedback_by_step().values():

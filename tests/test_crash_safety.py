@@ -1,0 +1,83 @@
+"""Crash safety: torn journal tails, atomic whole files, the fsync mode, rebuilds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from filelayer import ArchiveStore, journal
+
+
+def _journal(root: Path, thread: str = "t1") -> Path:
+    return root / "threads" / thread / "steps.jsonl"
+
+
+def test_a_torn_last_line_is_ignored_and_the_next_write_starts_a_new_line(root: Path) -> None:
+    store = ArchiveStore(root)
+    store.write_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "kept"})
+    with open(_journal(root), "ab") as f:
+        f.write(b'{"op":"step","step":{"id":"s2","output":"half a rec')  # the crash
+    reopened = ArchiveStore(root)
+    assert [s["id"] for s in reopened.get_thread("t1")["steps"]] == ["s1"]
+    reopened.write_step({"id": "s3", "threadId": "t1", "type": "run", "output": "after"})
+    got = ArchiveStore(root).get_thread("t1")
+    assert [s["id"] for s in got["steps"]] == ["s1", "s3"]
+    lines = _journal(root).read_bytes().split(b"\n")
+    assert lines[-1] == b""  # ends with a newline
+    assert any(line.startswith(b'{"op":"step","step":{"id":"s2"') for line in lines)
+    read = journal.read(_journal(root))
+    assert read.bad_lines and not read.torn_tail
+
+
+def test_a_damaged_middle_line_is_skipped_and_the_rest_kept(root: Path) -> None:
+    store = ArchiveStore(root)
+    for n in range(3):
+        store.write_step({"id": f"s{n}", "threadId": "t1", "type": "run", "output": str(n)})
+    lines = _journal(root).read_bytes().split(b"\n")
+    lines[1] = b"\x00\xff garbage"
+    _journal(root).write_bytes(b"\n".join(lines))
+    assert [s["id"] for s in ArchiveStore(root).get_thread("t1")["steps"]] == ["s0", "s2"]
+
+
+def test_whole_files_leave_no_temporary_file_behind(root: Path) -> None:
+    store = ArchiveStore(root, durability="fsync")
+    store.upsert_user("alice", {"a": 1})
+    store.upsert_user("alice", {"a": 2})
+    for n in range(5):
+        store.update_thread("t1", name=f"name {n}", metadata={"n": n})
+    store.put_element("t1", {"id": "e1", "type": "file", "name": "a.txt"}, b"bytes")
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_the_fsync_mode_stores_the_same_thing(tmp_path: Path) -> None:
+    results = []
+    for mode in ("flush", "fsync"):
+        store = ArchiveStore(tmp_path / mode, durability=mode)  # type: ignore[arg-type]
+        store.write_step(
+            {
+                "id": "s",
+                "threadId": "t",
+                "type": "run",
+                "output": "x",
+                "createdAt": "2026-01-01T00:00:00.000000Z",
+            }
+        )
+        store.upsert_feedback(for_id="s", value=1, thread_id="t", feedback_id="f")
+        results.append(_journal(tmp_path / mode, "t").read_bytes())
+    assert results[0] == results[1]
+
+
+def test_a_damaged_manifest_does_not_hide_the_conversation(root: Path) -> None:
+    store = ArchiveStore(root)
+    store.update_thread("t1", name="ok")
+    store.write_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    (root / "threads" / "t1" / "thread.json").write_text("{ not json")
+    got = ArchiveStore(root).get_thread("t1")
+    assert got is not None
+    assert [s["output"] for s in got["steps"]] == ["hi"]
+
+
+def test_a_new_archive_has_its_format_marker_and_gitignore(root: Path) -> None:
+    ArchiveStore(root)
+    assert '"format": 1' in (root / "filelayer.json").read_text()
+    ignored = (root / ".gitignore").read_text()
+    assert "/index/" in ignored and "/locks/" in ignored and "*.tmp" in ignored
