@@ -51,14 +51,19 @@ if PURE:
         return json.loads(data)
 
 else:
+    import re
+
     import orjson
 
+    # orjson reads an integer beyond 64 bits as a float, silently; such numbers have at
+    # least 19 digits, so documents that may hold one go to the standard library.
+    _MAYBE_BIG_INT = re.compile(rb"[:,\[]\s*-?\d{19}")
+
     def decode(data: bytes | str) -> Any:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            # orjson refuses integers beyond 64 bits, which the standard library wrote.
-            return json.loads(data)
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        if _MAYBE_BIG_INT.search(raw):
+            return json.loads(raw)
+        return orjson.loads(raw)
 
 
 DecodeError = (ValueError, UnicodeDecodeError)

@@ -713,6 +713,8 @@ class ArchiveStore:
     def put_element(self, thread_id: str, element: dict[str, Any], data: bytes | None) -> bool:
         """Store an element and its bytes in one call (the synchronous path)."""
         element = dict(element)
+        check_id("thread", thread_id)
+        check_id("element", element.get("id"))
         if data is not None:
             directory = self.prepare_element(thread_id)
             if directory is None:

@@ -36,7 +36,7 @@ if [ ! -x .venv-pure/bin/python ]; then
 fi
 echo "== installing the package alone (standard library only) into .venv-pure"
 .venv-pure/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
-.venv-pure/bin/python -m pip install -q --disable-pip-version-check pytest hypothesis
+.venv-pure/bin/python -m pip install -q --disable-pip-version-check pytest pytest-asyncio hypothesis
 
 status=0
 echo "== fast mode"

@@ -1,0 +1,171 @@
+"""Ids come from the network: none may read or write outside the root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from filelayer import ArchiveStore, InvalidIdError
+from filelayer.ids import is_valid_id
+
+HOSTILE = [
+    "..",
+    ".",
+    "../escape",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "/tmp/x",
+    "a/b",
+    "a\\b",
+    "..\\..\\win",
+    "x\x00y",
+    "",
+    " ",
+    "CON",
+    "nul.txt",
+    "Com1",
+    "lpt9.log",
+    "trailing.",
+    ".hidden",
+    "-leading-dash",
+    "a" * 129,
+    "ünïcode",
+    "line\nbreak",
+    "%2e%2e",
+    "C:evil",
+]
+
+
+def snapshot(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*")}
+
+
+@pytest.mark.parametrize("bad", HOSTILE)
+def test_hostile_ids_are_not_valid(bad: str) -> None:
+    assert not is_valid_id(bad)
+
+
+@pytest.mark.parametrize("bad", [None, 42, b"bytes", ["list"]])
+def test_non_strings_are_not_valid(bad: object) -> None:
+    assert not is_valid_id(bad)
+
+
+def test_uuid_like_ids_are_valid() -> None:
+    assert is_valid_id("5f0c6c1e-2f5b-4a8e-9a63-0f6f1b2c3d4e")
+    assert is_valid_id("run_1.step-2")
+
+
+@pytest.mark.parametrize("bad", HOSTILE)
+def test_store_reads_answer_not_found_and_writes_raise(tmp_path: Path, bad: str) -> None:
+    root = tmp_path / "archive" / "chats"
+    store = ArchiveStore(root)
+    store.write_step({"id": "ok", "threadId": "fine", "type": "run"})
+    outside_before = snapshot(tmp_path)
+
+    assert store.get_thread(bad) is None
+    assert store.thread_author(bad) == ""
+    assert store.get_element(bad, "ok") is None
+    assert store.get_element("fine", bad) is None
+    assert store.read_manifest(bad) is None
+    writes: list[Any] = [
+        lambda: store.update_thread(bad, name="x"),
+        lambda: store.delete_thread(bad),
+        lambda: store.write_step({"id": bad, "threadId": "fine", "type": "run"}),
+        lambda: store.write_step({"id": "s", "threadId": bad, "type": "run"}),
+        lambda: store.delete_step(bad),
+        lambda: store.upsert_feedback(for_id=bad, value=1, thread_id="fine"),
+        lambda: store.upsert_feedback(for_id="ok", value=1, thread_id=bad),
+        lambda: store.delete_feedback(bad),
+        lambda: store.put_element(bad, {"id": "e", "type": "file"}, b"x"),
+        lambda: store.put_element("fine", {"id": bad, "type": "file"}, b"x"),
+        lambda: store.delete_element(bad),
+    ]
+    if bad:  # an empty feedback id means "none given": a new id is made
+        writes.append(
+            lambda: store.upsert_feedback(for_id="ok", value=1, thread_id="fine", feedback_id=bad)
+        )
+    for write in writes:
+        with pytest.raises(ValueError):
+            write()
+    assert snapshot(tmp_path) == outside_before
+
+
+def test_invalid_id_errors_say_what_is_allowed(store: ArchiveStore) -> None:
+    with pytest.raises(InvalidIdError) as info:
+        store.update_thread("../x")
+    message = str(info.value)
+    assert "thread" in message and "letters, digits" in message
+
+
+def test_an_element_name_cannot_steer_the_file_name(store: ArchiveStore, root: Path) -> None:
+    store.put_element(
+        "t1", {"id": "e1", "type": "file", "name": "../../../../evil.sh", "mime": "text/x-sh"}, b"x"
+    )
+    files = [p for p in root.rglob("*") if p.is_file() and "elements" in p.parts]
+    assert [p.relative_to(root) for p in files] == [Path("threads/t1/elements/e1.sh")]
+
+
+def test_a_hand_edited_element_record_cannot_point_outside(
+    store: ArchiveStore, root: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not serve")
+    store.put_element("t1", {"id": "e1", "type": "file", "name": "a.txt"}, b"ok")
+    journal = root / "threads" / "t1" / "steps.jsonl"
+    for evil in [
+        "../../../secret.txt",
+        "elements/../../../../secret.txt",
+        str(secret),
+        "elements/..",
+        "elements/.hidden",
+    ]:
+        journal.write_text(
+            journal.read_text().replace('"file":"elements/e1.txt"', f'"file":"{evil}"')
+        )
+        assert store.element_file("t1", "e1") is None
+        journal.write_text(
+            journal.read_text().replace(f'"file":"{evil}"', '"file":"elements/e1.txt"')
+        )
+    assert store.element_file("t1", "e1") is not None
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symlinks")
+def test_thread_ids_are_checked_even_when_a_directory_exists(
+    store: ArchiveStore, root: Path
+) -> None:
+    # A directory with an invalid name (made by hand) is neither listed nor readable.
+    (root / "threads" / "bad name").mkdir()
+    assert "bad name" not in store.thread_ids()
+    assert store.get_thread("bad name") is None
+
+
+async def test_the_data_layer_refuses_hostile_writes_and_answers_reads(
+    root: Path, in_tmp: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("chainlit")
+    from chainlit.context import init_http_context
+    from chainlit.types import Feedback
+
+    from filelayer import FileDataLayer
+
+    init_http_context()
+    layer = FileDataLayer(root)
+    before = snapshot(tmp_path)
+    for bad in ["../x", "/etc", "a/b", "x\x00y", ""]:
+        assert await layer.get_thread(bad) is None
+        assert await layer.get_thread_author(bad) == ""
+        assert await layer.get_element(bad, bad) is None
+        with pytest.raises(ValueError):
+            await layer.update_thread(bad, name="x")
+        with pytest.raises(ValueError):
+            await layer.create_step({"id": "s", "threadId": bad, "type": "run"})
+        with pytest.raises(ValueError):
+            await layer.delete_thread(bad)
+        with pytest.raises(ValueError):
+            await layer.upsert_feedback(Feedback(forId="s", value=1, threadId=bad))
+    assert snapshot(tmp_path) - before <= {
+        p for p in snapshot(tmp_path) if p.startswith(("chats", "cwd"))
+    }
