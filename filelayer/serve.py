@@ -17,10 +17,10 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from fastapi import Request
-    from starlette.responses import Response
+from fastapi import HTTPException, Request
+from starlette.responses import FileResponse, Response
 
+if TYPE_CHECKING:
     from .datalayer import FileDataLayer
 
 log = logging.getLogger("filelayer")
@@ -75,12 +75,21 @@ def _add_route() -> str:
     )
     routes = app.router.routes
     ours = routes.pop()
-    catch_all = next(
-        (i for i, r in enumerate(routes) if str(getattr(r, "path", "")).endswith("path}")),
-        len(routes),
-    )
-    routes.insert(catch_all, ours)
+    first_shadow = next((i for i, r in enumerate(routes) if _has_catch_all(r)), len(routes))
+    routes.insert(first_shadow, ours)
     return root_path
+
+
+def _has_catch_all(route: Any) -> bool:
+    """Whether a route (or a router included as one entry, as recent FastAPI does)
+    holds a ``{...:path}`` route that would answer our URL first."""
+    if str(getattr(route, "path", "")).endswith(":path}"):
+        return True
+    inner = getattr(route, "routes", None)
+    for holder in ("router", "original_router"):  # a Mount; FastAPI's included router
+        if inner is None and getattr(route, holder, None) is not None:
+            inner = getattr(getattr(route, holder), "routes", None)
+    return any(_has_catch_all(r) for r in inner or ())
 
 
 async def _current_user(request: Request) -> Any:
@@ -95,8 +104,7 @@ async def _current_user(request: Request) -> Any:
 
 async def _serve_element(request: Request, thread_id: str, element_id: str) -> Response:
     from chainlit.auth import require_login
-    from fastapi import HTTPException
-    from starlette.responses import FileResponse, Response
+    from starlette.responses import Response
 
     if not _current:
         raise HTTPException(status_code=404, detail="Not found")

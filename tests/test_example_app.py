@@ -1,0 +1,244 @@
+"""The example app, run for real: `chainlit run examples/app.py` on a temporary root.
+
+A user logs in over HTTP, chats over Chainlit's own socket.io protocol, and the thread is
+then read back through Chainlit's REST routes (the sidebar's list, the resume call) and the
+element files through filelayer's route, as the browser does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("chainlit")
+pytest.importorskip("socketio")
+httpx = pytest.importorskip("httpx")
+
+from conftest import REPO, subprocess_env  # noqa: E402
+
+
+@dataclass
+class App:
+    url: str
+    root: Path
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    work = tmp_path_factory.mktemp("example")
+    shutil.copytree(REPO / "examples", work / "app", ignore=shutil.ignore_patterns("chats"))
+    root = work / "chats"
+    port = _free_port()
+    log = work / "chainlit.log"
+    env = subprocess_env(FILELAYER_ROOT=str(root), CHAINLIT_AUTH_SECRET="test-secret-" + "x" * 40)
+    chainlit = Path(sys.executable).with_name("chainlit")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(chainlit),
+                "run",
+                "app.py",
+                "--headless",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=work / "app",
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"chainlit exited early:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(url + "/auth/config", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"chainlit did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield App(url=url, root=root, log=log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def login(app: App, username: str) -> str:
+    response = httpx.post(
+        app.url + "/login", data={"username": username, "password": username}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    token = response.cookies.get("access_token")
+    assert token, response.headers
+    return token
+
+
+async def chat(app: App, token: str, text: str) -> str:
+    """Send one message in a new session; return the thread id once the answer is done."""
+    import socketio
+
+    client = socketio.AsyncClient(reconnection=False)
+    done = asyncio.Event()
+    thread: dict[str, str] = {}
+
+    @client.on("first_interaction")
+    async def first_interaction(data: dict[str, Any]) -> None:
+        thread["id"] = data["thread_id"]
+
+    @client.on("task_end")
+    async def task_end(*_: Any) -> None:
+        if thread:
+            done.set()
+
+    await client.connect(
+        app.url,
+        socketio_path="/ws/socket.io",
+        headers={"Cookie": f"access_token={token}"},
+        auth={"sessionId": str(uuid.uuid4()), "clientType": "webapp"},
+        transports=["websocket"],
+    )
+    try:
+        await client.emit("connection_successful")
+        await client.emit(
+            "client_message",
+            {
+                "message": {
+                    "id": str(uuid.uuid4()),
+                    "threadId": "",
+                    "name": "user",
+                    "type": "user_message",
+                    "output": text,
+                    "createdAt": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                },
+                "fileReferences": [],
+            },
+        )
+        await asyncio.wait_for(done.wait(), timeout=60)
+    finally:
+        await client.disconnect()
+    return thread["id"]
+
+
+def get_thread(app: App, token: str, thread_id: str) -> httpx.Response:
+    return httpx.get(
+        f"{app.url}/project/thread/{thread_id}", cookies={"access_token": token}, timeout=10
+    )
+
+
+def wait_for(predicate: Any, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+async def test_a_chat_is_persisted_listed_resumed_and_its_elements_served(app: App) -> None:
+    token = login(app, "admin")
+    thread_id = await chat(app, token, "Show me EVERYTHING please")
+
+    def listed() -> list[dict[str, Any]]:
+        response = httpx.post(
+            app.url + "/project/threads",
+            json={"pagination": {"first": 20}, "filter": {}},
+            cookies={"access_token": token},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return [t for t in response.json()["data"] if t["id"] == thread_id]
+
+    [summary] = wait_for(listed)
+    assert summary["name"] == "Show me EVERYTHING please"
+
+    def complete() -> dict[str, Any] | None:
+        thread = get_thread(app, token, thread_id).json()
+        return thread if len(thread["elements"]) >= 7 else None
+
+    thread = wait_for(complete)
+    assert thread, get_thread(app, token, thread_id).text
+    assert thread["userIdentifier"] == "admin"
+    by_type = {s["type"]: s for s in thread["steps"]}
+    assert by_type["user_message"]["output"] == "Show me EVERYTHING please"
+    assert by_type["tool"]["name"] == "search_notes"
+    assert by_type["tool"]["output"].startswith("Found 4 keyword(s)")
+    assert "Turn 1" in by_type["assistant_message"]["output"]
+    ids = [s["id"] for s in thread["steps"]]
+    for step in thread["steps"]:
+        if step["parentId"] in ids:
+            assert ids.index(step["parentId"]) < ids.index(step["id"])
+
+    kinds = sorted(e["type"] for e in thread["elements"])
+    assert kinds == sorted(["image", "pdf", "file", "text", "custom", "plotly", "dataframe"])
+    cookies = {"access_token": token}
+    for element in thread["elements"]:
+        assert element["url"], element
+        response = httpx.get(app.url + element["url"], cookies=cookies, timeout=10)
+        assert response.status_code == 200, (element, response.status_code)
+        if element["type"] == "image":
+            assert response.content.startswith(b"\x89PNG")
+            assert response.headers["content-type"] == "image/png"
+        if element["type"] == "pdf":
+            assert response.content.startswith(b"%PDF")
+        if element["type"] == "custom":
+            assert b'"count"' in response.content
+
+    directory = app.root / "threads" / thread_id
+    assert (directory / "thread.json").exists()
+    assert len(list((directory / "elements").iterdir())) == 7
+
+    # Another user can neither resume the thread nor fetch its files.
+    guest = login(app, "guest")
+    assert get_thread(app, guest, thread_id).status_code in (401, 403, 404)
+    image = next(e for e in thread["elements"] if e["type"] == "image")
+    assert (
+        httpx.get(app.url + image["url"], cookies={"access_token": guest}, timeout=10).status_code
+        == 404
+    )
+    assert httpx.get(app.url + image["url"], timeout=10).status_code == 401
+
+
+async def test_deleting_from_the_ui_removes_the_directory(app: App) -> None:
+    token = login(app, "admin")
+    thread_id = await chat(app, token, "hello")
+    directory = app.root / "threads" / thread_id
+    assert wait_for(lambda: (directory / "thread.json").exists())
+    response = httpx.request(
+        "DELETE",
+        app.url + "/project/thread",
+        json={"threadId": thread_id},
+        cookies={"access_token": token},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert not directory.exists()
+    assert get_thread(app, token, thread_id).status_code in (401, 404)
+    assert os.path.exists(app.root / "deleted.jsonl")
