@@ -1,32 +1,384 @@
-"""The ``filelayer`` command line (a thin layer over :class:`ArchiveStore`)."""
+"""The ``filelayer`` command: read, export and maintain an archive from the shell.
+
+A thin layer over :class:`ArchiveStore` (the one reader of the format), using only the
+standard library, so it works where Chainlit is not installed. Exit codes: 0 success,
+1 problems found (``verify``) or nothing matched, 2 a usage or archive error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
+from . import __version__
+from .compact import compact_thread
 from .errors import FileLayerError
-from .layout import default_root
+from .export import file_stem, render_json, render_markdown, when
+from .ids import is_valid_id
+from .index import ThreadSummary
+from .journal import MESSAGE_TYPES
+from .layout import ROOT_ENV, default_root
+from .progress import Progress
 from .store import ArchiveStore
+from .verify import verify
+
+EXAMPLES = f"""\
+The archive root is --root, else ${ROOT_ENV}, else ./chats.
+
+examples:
+  filelayer list --user alice@example.com --search invoice
+  filelayer show 5f0c6c1e-2f5b-4a8e-9a63-0f6f1b2c3d4e
+  filelayer export --all -o exported/
+  filelayer export --user alice@example.com --since 2026-01-01 -o alice/
+  filelayer export THREAD_ID --format json > thread.json
+  filelayer verify --repair
+  filelayer compact
+"""
 
 
-def _root(args: argparse.Namespace) -> str:
-    return str(args.root or default_root())
+class UsageError(Exception):
+    """Wrong arguments: printed with the command's usage, exit code 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="filelayer", description=__doc__)
-    parser.add_argument("--root", help="archive root (default: $FILELAYER_ROOT or ./chats)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("reindex", help="rebuild the thread index from the thread directories")
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        store = ArchiveStore(_root(args), create=False)
-        if args.command == "reindex":
-            count = store.reindex()
-            print(f"indexed {count} threads")
+        result: int = args.handler(args)
+        return result
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"filelayer: {exc}", file=sys.stderr)
+        return 2
     except FileLayerError as exc:
         print(f"filelayer: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `filelayer list | head`
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="filelayer",
+        description="Read, export and maintain a filelayer archive of Chainlit conversations.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"filelayer {__version__}")
+    parser.add_argument("--root", help=f"archive root (default: ${ROOT_ENV} or ./chats)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, handler: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    def filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--user", metavar="IDENTIFIER", help="only this user's threads")
+        p.add_argument("--since", metavar="DATE", help="created on or after (YYYY-MM-DD)")
+        p.add_argument("--until", metavar="DATE", help="created on or before (YYYY-MM-DD)")
+
+    p = command("list", "list threads, most recent activity first", cmd_list)
+    filters(p)
+    p.add_argument("--search", help="case-insensitive text in the name or the messages")
+    p.add_argument("--feedback", type=int, choices=[0, 1], help="with 👎 (0) or 👍 (1)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = command("show", "print a conversation in the terminal", cmd_show)
+    p.add_argument("thread", help="thread id")
+
+    command("stats", "count threads, steps, users and bytes", cmd_stats)
+
+    p = command("export", "export threads to Markdown (or JSON)", cmd_export)
+    p.add_argument("threads", nargs="*", metavar="THREAD", help="thread ids")
+    p.add_argument("--all", action="store_true", help="every thread")
+    filters(p)
+    p.add_argument("-o", "--output", metavar="DIR", help="write one file per thread here")
+    p.add_argument("--format", choices=["markdown", "json"], default="markdown")
+
+    command("reindex", "rebuild the thread index from the thread directories", cmd_reindex)
+
+    p = command("verify", "check the archive against the format", cmd_verify)
+    p.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
+
+    p = command("compact", "fold journals into one line per step", cmd_compact)
+    p.add_argument("threads", nargs="*", metavar="THREAD", help="thread ids (default: all)")
+    return parser
+
+
+def open_store(args: argparse.Namespace) -> ArchiveStore:
+    # create=False: a mistyped root is an error, not a new empty archive.
+    return ArchiveStore(args.root or default_root(), create=False)
+
+
+def _out() -> TextIO:
+    return sys.stdout
+
+
+# -- selecting threads --------------------------------------------------------------
+
+
+def _summaries(store: ArchiveStore, args: argparse.Namespace) -> Iterator[ThreadSummary]:
+    """Threads matching --user/--since/--until (and list's filters), newest first."""
+    store.index.refresh()
+    user_id = None
+    if getattr(args, "user", None):
+        user = store.get_user(args.user)
+        if user is None:
+            return
+        user_id = user["id"]
+    page = store.index.page(
+        user_id=user_id,
+        first=len(store.index.threads) + 1,
+        search=getattr(args, "search", None),
+        feedback=getattr(args, "feedback", None),
+    )
+    since, until = _date(args.since), _date(args.until)
+    for summary in page.items:
+        day = summary.created_at[:10]
+        if (since and day < since) or (until and day > until):
+            continue
+        yield summary
+
+
+def _date(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value) != 10 or value[4] != "-" or value[7] != "-":
+        raise UsageError(f"dates are written YYYY-MM-DD, not {value!r}")
+    return value
+
+
+def _thread(store: ArchiveStore, thread_id: str) -> dict[str, Any]:
+    thread = store.get_thread(thread_id) if is_valid_id(thread_id) else None
+    if thread is None:
+        raise UsageError(f"no thread {thread_id!r} in {store.root}")
+    return thread
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    out = _out()
+    rows = list(_summaries(store, args))
+    if args.json:
+        for s in rows:
+            record = {
+                "id": s.id,
+                "name": s.name,
+                "author": s.user_identifier,
+                "createdAt": s.created_at,
+                "updatedAt": s.activity,
+                "tags": s.tags,
+                "messages": len(s.texts),
+            }
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return 0 if rows else 1
+    table = [("ID", "UPDATED", "AUTHOR", "MSGS", "NAME")]
+    table += [
+        (s.id, when(s.activity), s.user_identifier or "-", str(len(s.texts)), s.name or "")
+        for s in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    limit = shutil.get_terminal_size((120, 20)).columns if out.isatty() else None
+    for row in table:
+        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        out.write((line[:limit] if limit else line).rstrip() + "\n")
+    return 0 if rows else 1
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    thread = _thread(store, args.thread)
+    out = _out()
+    out.write(f"{thread.get('name') or 'Untitled'}  ({thread['id']})\n")
+    out.write(f"by {thread.get('userIdentifier') or '-'}, created {when(thread['createdAt'])}\n")
+    present = {s["id"] for s in thread["steps"]}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for step in thread["steps"]:
+        parent = step.get("parentId")
+        children.setdefault(parent if parent in present else None, []).append(step)
+    elements: dict[str | None, list[str]] = {}
+    for element in thread["elements"]:
+        owner = element.get("forId") if element.get("forId") in present else None
+        elements.setdefault(owner, []).append(f"📎 {element.get('name')} ({element.get('type')})")
+
+    def show(step: dict[str, Any], level: int) -> None:
+        indent = "  " * level
+        kind = step["type"]
+        if kind != "run":  # runs are invisible wrappers, as in Chainlit's UI
+            if kind == "user_message":
+                who = str(thread.get("userIdentifier") or "user")
+            elif kind in MESSAGE_TYPES:
+                who = str(step.get("name") or "assistant")
+            else:
+                who = f"↳ {step.get('name') or kind} ({kind})"
+            out.write(f"\n{indent}[{when(step.get('createdAt') or step.get('start'))}] {who}:\n")
+            for line in str(step.get("output") or "").splitlines() or [""]:
+                out.write(f"{indent}  {line}".rstrip() + "\n")
+        inner = level + 1 if kind not in MESSAGE_TYPES and kind != "run" else level
+        for child in children.get(step["id"], []):
+            show(child, inner)
+        for line in elements.get(step["id"], []):
+            out.write(f"{indent}  {line}\n")
+        fb = step.get("feedback")
+        if fb:
+            mark = "👍" if fb.get("value") == 1 else "👎"
+            out.write(f"{indent}  {mark} {fb.get('comment') or ''}".rstrip() + "\n")
+
+    for top in children.get(None, []):
+        show(top, 0)
+    for line in elements.get(None, []):
+        out.write(f"\n{line}\n")
     return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    threads = steps = elements = 0
+    created = []
+    for thread_id in store.thread_ids():
+        state = store.read_state(thread_id)
+        doc = store.read_manifest(thread_id) or {}
+        threads += 1
+        steps += len(state.steps)
+        elements += len(state.live_elements())
+        if doc.get("createdAt"):
+            created.append(str(doc["createdAt"]))
+    size = sum(p.stat().st_size for p in store.root.rglob("*") if p.is_file())
+    user_count = sum(1 for _ in store.iter_users())
+    out = _out()
+    out.write(f"root      {store.root}\n")
+    out.write(f"threads   {threads}\nsteps     {steps}\nelements  {elements}\n")
+    out.write(f"users     {user_count}\nbytes     {size}\n")
+    out.write(f"oldest    {min(created) if created else '-'}\n")
+    out.write(f"newest    {max(created) if created else '-'}\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    if args.threads and (args.all or args.user):
+        raise UsageError("give thread ids, or --all / --user, not both")
+    if args.threads:
+        ids = list(args.threads)
+    elif args.all or args.user or args.since or args.until:
+        ids = [s.id for s in _summaries(store, args)]
+        if args.all and not (args.user or args.since or args.until):
+            listed = set(ids)
+            ids += [t for t in store.thread_ids() if t not in listed]  # even unindexed ones
+    else:
+        raise UsageError("say what to export: THREAD ids, --user IDENTIFIER or --all")
+    if not args.output and len(ids) > 1 and args.format == "json":
+        raise UsageError("several threads as JSON need -o DIR")
+    progress = Progress("exporting")
+    written = 0
+    try:
+        for n, thread_id in enumerate(ids, start=1):
+            thread = _thread(store, thread_id)
+            if args.output:
+                _export_to(store, thread, Path(args.output), args.format)
+            else:
+                text = render_json(thread) if args.format == "json" else render_markdown(thread)
+                _out().write(text if n == 1 else "\n" + text)
+            written += 1
+            progress(n, len(ids))
+    finally:
+        progress.close()
+    if args.output:
+        print(f"exported {written} thread(s) to {args.output}", file=sys.stderr)
+    return 0 if written else 1
+
+
+def _export_to(store: ArchiveStore, thread: dict[str, Any], directory: Path, fmt: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = file_stem(thread)
+    if fmt == "json":
+        _write_if_changed(directory / f"{stem}.json", render_json(thread).encode("utf-8"))
+        return
+    links = {}
+    for element in thread["elements"]:
+        found = store.element_file(thread["id"], element["id"])
+        if found is None:
+            continue
+        _, source = found
+        relative = f"{stem}.files/{source.name}"
+        target = directory / relative
+        target.parent.mkdir(exist_ok=True)
+        _write_if_changed(target, source.read_bytes())
+        links[element["id"]] = relative
+    _write_if_changed(directory / f"{stem}.md", render_markdown(thread, links).encode("utf-8"))
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Leave identical files untouched, so re-exports do not churn a git checkout."""
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.write_bytes(data)
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    progress = Progress("indexing")
+    try:
+        count = store.reindex(progress=progress)
+    finally:
+        progress.close()
+    print(f"indexed {count} thread(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    progress = Progress("verifying")
+    try:
+        report = verify(store, repair=args.repair, progress=progress)
+    finally:
+        progress.close()
+    for problem in report.problems:
+        _out().write(f"{problem}\n")
+    remaining = len(report.unrepaired)
+    repaired = len(report.problems) - remaining
+    summary = f"checked {report.threads} thread(s): "
+    if not report.problems:
+        summary += "no problems"
+    else:
+        summary += f"{remaining} problem(s)" + (f", {repaired} repaired" if repaired else "")
+        if remaining and not args.repair:
+            summary += "; `filelayer verify --repair` fixes what can be fixed safely"
+    print(summary, file=sys.stderr)
+    return 1 if remaining else 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    ids = list(args.threads) or store.thread_ids()
+    for thread_id in ids:
+        _thread(store, thread_id)  # refuses unknown ids with a clear message
+    changed = skipped = saved = 0
+    progress = Progress("compacting")
+    try:
+        for n, thread_id in enumerate(ids, start=1):
+            result = compact_thread(store, thread_id)
+            if result.skipped:
+                skipped += 1
+                print(f"skipped {thread_id}: {result.skipped}", file=sys.stderr)
+            elif result.changed:
+                changed += 1
+                saved += result.before - result.after
+            progress(n, len(ids))
+    finally:
+        progress.close()
+    print(
+        f"compacted {changed} of {len(ids)} thread(s), {saved} bytes saved"
+        + (f", {skipped} skipped" if skipped else ""),
+        file=sys.stderr,
+    )
+    return 1 if skipped else 0

@@ -276,13 +276,15 @@ def order_steps(steps: Iterable[dict[str, Any]], seq: dict[str, int]) -> list[di
 
 def compacted_records(state: ThreadState) -> Iterator[dict[str, Any]]:
     """The canonical journal for ``state``: one line per step in conversation order,
-    then feedback and elements, then the tombstones that keep deleted ids deleted."""
+    then feedback and elements in arrival order, then the tombstones that keep deleted
+    ids deleted."""
     for step in state.ordered_steps():
         yield step_record(step)
-    for fid in sorted(state.feedback):
-        yield feedback_record(state.feedback[fid])
-    for eid in sorted(state.elements):
-        yield element_record(state.elements[eid])
+    # Arrival order, not sorted: readers list feedback and elements in that order.
+    for fb in state.feedback.values():
+        yield feedback_record(fb)
+    for el in state.elements.values():
+        yield element_record(el)
     for sid in sorted(state.deleted_steps):
         yield step_delete_record(sid)
     for eid in sorted(state.deleted_elements):

@@ -1,0 +1,236 @@
+"""Checking an archive against docs/format.md, and repairing what can be repaired.
+
+A repair never discards data: damaged journal lines and torn tails are moved to a
+``steps.jsonl.damaged`` file beside the journal before the journal is rewritten, and
+only files the format calls temporary or derived are removed or rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import _codec, _fs, journal, users
+from .errors import CorruptFileError
+from .ids import is_valid_id
+from .layout import ELEMENTS_DIR
+from .manifest import MANIFEST_NAME
+from .store import ArchiveStore
+
+DAMAGED_SUFFIX = ".damaged"
+
+
+@dataclass
+class Problem:
+    path: str
+    what: str
+    repaired: bool = False
+
+    def __str__(self) -> str:
+        mark = "repaired" if self.repaired else "problem"
+        return f"{mark}: {self.path}: {self.what}"
+
+
+@dataclass
+class Report:
+    problems: list[Problem] = field(default_factory=list)
+    threads: int = 0
+
+    @property
+    def unrepaired(self) -> list[Problem]:
+        return [p for p in self.problems if not p.repaired]
+
+
+def verify(
+    store: ArchiveStore,
+    *,
+    repair: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Report:
+    """Check every thread, user and leftover file; with ``repair``, fix what is safe."""
+    report = Report()
+    root = store.root
+
+    def add(path: Path, what: str, repaired: bool = False) -> None:
+        report.problems.append(Problem(str(path.relative_to(root)), what, repaired))
+
+    for leftover in sorted(_temporary_files(store)):
+        if repair:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+        add(leftover, "leftover temporary file from an interrupted write", repair)
+
+    entries = sorted(os.scandir(store.layout.threads), key=lambda e: e.name)
+    names = [e.name for e in entries if not e.name.startswith(".")]
+    for n, name in enumerate(names, start=1):
+        directory = store.layout.threads / name
+        if not directory.is_dir() or not is_valid_id(name):
+            add(directory, "not a thread directory (its name is not a valid id)")
+        else:
+            report.threads += 1
+            _check_thread(store, name, repair, add)
+        if progress is not None:
+            progress(n, len(names))
+
+    for path in sorted(store.layout.users.glob("*.json")):
+        try:
+            doc = users.read(path)
+        except CorruptFileError as exc:
+            add(path, exc.detail)
+            continue
+        if doc is not None and path.name != users.file_name(doc["identifier"]):
+            add(path, "file name does not match the identifier inside")
+
+    drift = _index_drift(store)
+    if drift:
+        if repair:
+            store.reindex()
+        for what in drift:
+            add(store.layout.index_file, what, repair)
+    return report
+
+
+def _temporary_files(store: ArchiveStore) -> list[Path]:
+    found = []
+    for directory, dirnames, filenames in os.walk(store.root):
+        here = Path(directory)
+        if here == store.layout.locks:
+            dirnames[:] = []
+            continue
+        for name in dirnames:
+            if name.endswith(".deleting" + _fs.TMP_SUFFIX):
+                found.append(here / name)
+        dirnames[:] = [d for d in dirnames if not d.endswith(_fs.TMP_SUFFIX)]
+        found.extend(here / f for f in filenames if f.endswith(_fs.TMP_SUFFIX))
+    return found
+
+
+def _check_thread(
+    store: ArchiveStore, thread_id: str, repair: bool, add: Callable[..., None]
+) -> None:
+    directory = store.layout.thread_dir(thread_id)
+    manifest_path = directory / MANIFEST_NAME
+    try:
+        doc = _codec.read_document(manifest_path, ("id",))
+    except CorruptFileError as exc:
+        add(
+            manifest_path,
+            f"{exc.detail}; the conversation is still readable, but its name "
+            "and author are lost unless you restore this file from a backup",
+        )
+        doc = None
+    else:
+        if doc is None:
+            add(manifest_path, "missing: the thread has no name nor author")
+        elif doc["id"] != thread_id:
+            add(manifest_path, f"holds id {doc['id']!r}, not the directory's {thread_id!r}")
+    if store.is_deleted(thread_id):
+        if repair:
+            store.delete_thread(thread_id)
+        add(directory, "the thread was deleted but its directory remains", repair)
+        return
+
+    journal_path = directory / journal.JOURNAL_NAME
+    data = _fs.read_bytes(journal_path) or b""
+    parsed = journal.parse(data, journal_path)
+    if parsed.bad_lines or parsed.torn_tail:
+        what = []
+        if parsed.bad_lines:
+            what.append(f"{len(parsed.bad_lines)} damaged line(s): {parsed.bad_lines[:5]}")
+        if parsed.torn_tail:
+            what.append("a torn last line (a write interrupted by a crash)")
+        fixed = repair and _repair_journal(store, thread_id)
+        suffix = f"; set aside in {journal.JOURNAL_NAME}{DAMAGED_SUFFIX}" if fixed else ""
+        add(journal_path, ", ".join(what) + suffix, fixed)
+
+    state = journal.fold(parsed.records)
+    referenced = set()
+    for element in state.live_elements():
+        relative = element.get("file")
+        if not isinstance(relative, str):
+            continue
+        path = store.layout.element_file(thread_id, relative)
+        if path is None:
+            add(journal_path, f"element {element['id']} names a file outside its directory")
+            continue
+        referenced.add(path.name)
+        if not path.is_file():
+            add(path, f"element {element['id']}'s file is missing")
+            continue
+        size, digest = element.get("bytes"), element.get("sha256")
+        content = path.read_bytes()
+        if (isinstance(size, int) and size != len(content)) or (
+            isinstance(digest, str) and digest != hashlib.sha256(content).hexdigest()
+        ):
+            add(path, f"element {element['id']}'s file differs from what was stored")
+    elements_dir = directory / ELEMENTS_DIR
+    if elements_dir.is_dir():
+        for path in sorted(elements_dir.iterdir()):
+            if path.name not in referenced and not path.name.endswith(_fs.TMP_SUFFIX):
+                add(path, "no element refers to this file (remove it by hand if unwanted)")
+
+
+def _repair_journal(store: ArchiveStore, thread_id: str) -> bool:
+    """Move damaged lines aside and rewrite the journal with the good ones, in order."""
+    path = store.layout.journal(thread_id)
+    with store.thread_lock(thread_id):
+        data = _fs.read_bytes(path) or b""
+        lines, tail = _fs.split_lines(data)
+        good: list[bytes] = []
+        bad: list[bytes] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            if journal.parse(line + b"\n").records:
+                good.append(line + b"\n")
+            else:
+                bad.append(line + b"\n")
+        if tail:
+            bad.append(tail + b"\n")
+        if not bad:
+            return True
+        _fs.append(path.with_name(path.name + DAMAGED_SUFFIX), b"".join(bad), durable=True)
+        _fs.atomic_write(path, b"".join(good))
+    return True
+
+
+def _index_drift(store: ArchiveStore) -> list[str]:
+    store.index.refresh()
+    problems = []
+    on_disk = {}
+    for thread_id in store.thread_ids():
+        if store.is_deleted(thread_id):
+            continue
+        summary = store.summarise(thread_id)
+        if summary is not None:
+            on_disk[thread_id] = summary
+    indexed = store.index.threads
+    for thread_id in sorted(set(on_disk) - set(indexed)):
+        problems.append(f"thread {thread_id} is missing from the index")
+    for thread_id in sorted(set(indexed) - set(on_disk)):
+        problems.append(f"thread {thread_id} is in the index but not on disk")
+    for thread_id in sorted(set(on_disk) & set(indexed)):
+        a, b = on_disk[thread_id], indexed[thread_id]
+        fields = [
+            name
+            for name, x, y in [
+                ("name", a.name, b.name),
+                ("author", a.user_id, b.user_id),
+                ("tags", a.tags, b.tags),
+                ("messages", a.texts, b.texts),
+                ("feedback", a.feedback, b.feedback),
+                ("favorites", a.favorites, b.favorites),
+            ]
+            if x != y
+        ]
+        if fields:
+            problems.append(f"thread {thread_id}: index differs in {', '.join(fields)}")
+    return problems
