@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import select
 
 from filelayer.progress import Progress
 
@@ -17,7 +18,11 @@ def test_progress_draws_on_a_terminal() -> None:
             for n in range(1, 4):
                 progress(n, 3)
             progress.close()
-        shown = os.read(master, 4096).decode()
+        shown = ""
+        while select.select([master], [], [], 1.0)[0]:  # read until the terminal is quiet
+            shown += os.read(master, 4096).decode()
+            if shown.endswith("\x1b[K"):
+                break
     finally:
         os.close(master)
         os.close(slave)
