@@ -1,8 +1,10 @@
 """Inter-process locks on lock files.
 
-The fast mode uses the ``filelock`` package (portable, well tested). The pure mode uses
-``fcntl.flock`` directly on POSIX, and an exclusive-create lock file elsewhere. Both open
-the lock file on every acquisition, so that two threads of one process exclude each
+On POSIX both modes use ``fcntl.flock`` directly: measured here, an acquire/release
+costs about 4.5 µs, against 70-90 µs through the ``filelock`` package, and every write
+takes two or three locks. Where there is no ``fcntl`` (Windows), the fast mode uses
+``filelock`` for its portable locking, and the pure mode an exclusive-create lock file.
+Every acquisition opens the lock file anew, so two threads of one process exclude each
 other as well as two processes do. Locks are never held across an ``await``.
 """
 
@@ -19,34 +21,15 @@ from .errors import ArchiveLockTimeout
 
 DEFAULT_TIMEOUT = 30.0
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
-if not PURE:
-    import filelock
 
+def _flock_locked(path: Path, timeout: float) -> contextlib.AbstractContextManager[None]:
     @contextlib.contextmanager
-    def locked(path: Path, timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
-        lock = filelock.FileLock(str(path), timeout=timeout, thread_local=False)
-        try:
-            lock.acquire()
-        except filelock.Timeout as exc:
-            raise ArchiveLockTimeout(path, timeout) from exc
-        try:
-            yield
-        finally:
-            lock.release()
-
-else:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        fcntl = None  # type: ignore[assignment]
-
-    @contextlib.contextmanager
-    def locked(path: Path, timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
-        if fcntl is None:  # pragma: no cover - Windows
-            with _exclusive_create_lock(path, timeout):
-                yield
-            return
+    def held() -> Iterator[None]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             deadline = time.monotonic() + timeout
@@ -67,16 +50,39 @@ else:
         finally:
             os.close(fd)
 
+    return held()
+
+
+def _filelock_locked(
+    path: Path, timeout: float
+) -> contextlib.AbstractContextManager[None]:  # pragma: no cover - Windows
+    import filelock
+
     @contextlib.contextmanager
-    def _exclusive_create_lock(
-        path: Path, timeout: float
-    ) -> Iterator[None]:  # pragma: no cover - Windows
+    def held() -> Iterator[None]:
+        lock = filelock.FileLock(str(path), timeout=timeout, thread_local=False)
+        try:
+            lock.acquire()
+        except filelock.Timeout as exc:
+            raise ArchiveLockTimeout(path, timeout) from exc
+        try:
+            yield
+        finally:
+            lock.release()
+
+    return held()
+
+
+def _exclusive_create_locked(
+    path: Path, timeout: float
+) -> contextlib.AbstractContextManager[None]:  # pragma: no cover - Windows
+    @contextlib.contextmanager
+    def held() -> Iterator[None]:
         marker = path.with_name(path.name + ".held")
         deadline = time.monotonic() + timeout
         while True:
             try:
-                fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-                os.close(fd)
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
                 break
             except FileExistsError:
                 if time.monotonic() >= deadline:
@@ -87,3 +93,18 @@ else:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(marker)
+
+    return held()
+
+
+if fcntl is not None:
+    _impl = _flock_locked
+elif not PURE:  # pragma: no cover - Windows
+    _impl = _filelock_locked
+else:  # pragma: no cover - Windows
+    _impl = _exclusive_create_locked
+
+
+def locked(path: Path, timeout: float = DEFAULT_TIMEOUT) -> contextlib.AbstractContextManager[None]:
+    """Hold the lock file ``path`` exclusively for the ``with`` block."""
+    return _impl(path, timeout)
