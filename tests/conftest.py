@@ -4,8 +4,13 @@ in an environment without Chainlit, where the modules that need it skip themselv
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,74 @@ async def user(layer: Any) -> Any:
     from chainlit.user import User
 
     return await layer.create_user(User(identifier="alice@example.com"))
+
+
+@dataclass
+class App:
+    url: str
+    root: Path
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def example_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    work = tmp_path_factory.mktemp("example")
+    shutil.copytree(REPO / "examples", work / "app", ignore=shutil.ignore_patterns("chats"))
+    root = work / "chats"
+    port = _free_port()
+    log = work / "chainlit.log"
+    env = subprocess_env(FILELAYER_ROOT=str(root), CHAINLIT_AUTH_SECRET="test-secret-" + "x" * 40)
+    chainlit = Path(sys.executable).with_name("chainlit")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(chainlit),
+                "run",
+                "app.py",
+                "--headless",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=work / "app",
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"chainlit exited early:\n{log.read_text()[-3000:]}")
+            try:
+                if _httpx().get(url + "/auth/config", timeout=2).status_code == 200:
+                    break
+            except _httpx().HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"chainlit did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield App(url=url, root=root, log=log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _httpx() -> Any:
+    import httpx
+
+    return httpx
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -9,15 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,69 +19,7 @@ pytest.importorskip("chainlit")
 pytest.importorskip("socketio")
 httpx = pytest.importorskip("httpx")
 
-from conftest import REPO, subprocess_env  # noqa: E402
-
-
-@dataclass
-class App:
-    url: str
-    root: Path
-    log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    work = tmp_path_factory.mktemp("example")
-    shutil.copytree(REPO / "examples", work / "app", ignore=shutil.ignore_patterns("chats"))
-    root = work / "chats"
-    port = _free_port()
-    log = work / "chainlit.log"
-    env = subprocess_env(FILELAYER_ROOT=str(root), CHAINLIT_AUTH_SECRET="test-secret-" + "x" * 40)
-    chainlit = Path(sys.executable).with_name("chainlit")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(chainlit),
-                "run",
-                "app.py",
-                "--headless",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=work / "app",
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"chainlit exited early:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "/auth/config", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"chainlit did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield App(url=url, root=root, log=log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+from conftest import App  # noqa: E402
 
 
 def login(app: App, username: str) -> str:
@@ -162,7 +93,10 @@ def wait_for(predicate: Any, timeout: float = 30) -> Any:
         time.sleep(0.2)
 
 
-async def test_a_chat_is_persisted_listed_resumed_and_its_elements_served(app: App) -> None:
+async def test_a_chat_is_persisted_listed_resumed_and_its_elements_served(
+    example_app: App,
+) -> None:
+    app = example_app
     token = login(app, "admin")
     thread_id = await chat(app, token, "Show me EVERYTHING please")
 
@@ -226,7 +160,8 @@ async def test_a_chat_is_persisted_listed_resumed_and_its_elements_served(app: A
     assert httpx.get(app.url + image["url"], timeout=10).status_code == 401
 
 
-async def test_deleting_from_the_ui_removes_the_directory(app: App) -> None:
+async def test_deleting_from_the_ui_removes_the_directory(example_app: App) -> None:
+    app = example_app
     token = login(app, "admin")
     thread_id = await chat(app, token, "hello")
     directory = app.root / "threads" / thread_id
