@@ -177,3 +177,76 @@ async def test_deleting_from_the_ui_removes_the_directory(example_app: App) -> N
     assert not directory.exists()
     assert get_thread(app, token, thread_id).status_code in (401, 404)
     assert os.path.exists(app.root / "deleted.jsonl")
+
+
+async def test_the_element_route_speaks_http_properly(example_app: App) -> None:
+    app = example_app
+    token = login(app, "admin")
+    thread_id = await chat(app, token, "everything, please")
+    thread = wait_for(
+        lambda: (lambda t: t if len(t["elements"]) >= 7 else None)(
+            get_thread(app, token, thread_id).json()
+        )
+    )
+    image = next(e for e in thread["elements"] if e["type"] == "image")
+    notes = next(e for e in thread["elements"] if e["name"] == "notes.txt")
+    cookies = {"access_token": token}
+    url = app.url + image["url"]
+
+    full = httpx.get(url, cookies=cookies, timeout=10)
+    assert full.headers["content-type"] == "image/png"
+    assert full.headers["x-content-type-options"] == "nosniff"
+    assert full.headers["content-disposition"].startswith("inline")
+    assert image["name"] in full.headers["content-disposition"]
+    assert full.headers["accept-ranges"] == "bytes"
+    etag, modified = full.headers["etag"], full.headers["last-modified"]
+
+    part = httpx.get(url, cookies=cookies, headers={"Range": "bytes=0-3"}, timeout=10)
+    assert part.status_code == 206
+    assert part.content == full.content[:4]
+    assert part.headers["content-range"] == f"bytes 0-3/{len(full.content)}"
+
+    assert httpx.get(url, cookies=cookies, headers={"If-None-Match": etag}).status_code == 304
+    assert (
+        httpx.get(url, cookies=cookies, headers={"If-Modified-Since": modified}).status_code == 304
+    )
+    changed = httpx.get(url, cookies=cookies, headers={"If-None-Match": '"other"'})
+    assert changed.status_code == 200
+
+    download = httpx.get(app.url + notes["url"], cookies=cookies, timeout=10)
+    assert download.status_code == 200 and download.content.startswith(b"Notes of turn")
+    assert "notes.txt" in download.headers["content-disposition"]
+
+    # Crafted paths and ids never reach a file, for the author either.
+    base = f"{app.url}/filelayer/elements"
+    for crafted in [
+        f"{base}/{thread_id}/..%2F..%2Fusers",
+        f"{base}/{thread_id}/%2e%2e",
+        f"{base}/..%2F{thread_id}/{image['id']}",
+        f"{base}/{thread_id}/{image['id']}%00",
+        f"{base}/%2Fetc%2Fpasswd/x",
+        f"{base}/{thread_id}/..\\..\\thread.json",
+        f"{base}/{thread_id}/missing-element",
+    ]:
+        response = httpx.get(crafted, cookies=cookies, timeout=10)
+        # A decoded slash no longer matches the route, and Chainlit's catch-all answers
+        # with its HTML page; either way, never a file from the archive.
+        served_page = response.status_code == 200 and response.headers["content-type"].startswith(
+            "text/html"
+        )
+        assert served_page or response.status_code in (401, 404, 422), crafted
+        assert "etag" not in response.headers, crafted
+        assert b'"identifier"' not in response.content and b'"op":' not in response.content
+
+    # Shared the way Chainlit shares threads: another user and a visitor may fetch it.
+    guest = login(app, "guest")
+    assert httpx.get(url, cookies={"access_token": guest}).status_code == 404
+    shared = httpx.put(
+        app.url + "/project/thread/share",
+        json={"threadId": thread_id, "isShared": True},
+        cookies=cookies,
+        timeout=10,
+    )
+    assert shared.status_code == 200, shared.text
+    assert httpx.get(url, cookies={"access_token": guest}).content == full.content
+    assert httpx.get(url).content == full.content
