@@ -1,13 +1,16 @@
-"""Shared fixtures. Nothing here imports Chainlit at module level: the suite also runs
-in an environment without Chainlit, where the modules that need it skip themselves."""
+"""Shared fixtures and helpers. Nothing here imports Chainlit at module level: the suite
+also runs in an environment without Chainlit, where the modules that need it skip
+themselves (``pytest.importorskip("chainlit")``) and the storage-core tests still run."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,6 +21,38 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+_CHAINLIT_HOME: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Import Chainlit once from a scratch directory before any test module does.
+
+    Chainlit fixes its application root (where it writes ``.chainlit/`` and ``.files/``)
+    to the current directory the first time it is imported, and test modules import it
+    while being collected, from the repository. Importing it here first, from a
+    temporary directory, keeps the repository clean; the directory goes at the end.
+    """
+    if importlib.util.find_spec("chainlit") is None or "chainlit" in sys.modules:
+        return
+    home = tempfile.mkdtemp(prefix="filelayer-chainlit-home-")
+    _CHAINLIT_HOME.append(home)
+    here = os.getcwd()
+    os.chdir(home)
+    try:
+        import chainlit  # noqa: F401
+    except Exception:  # a broken Chainlit install: the modules that need it will say so
+        pass
+    finally:
+        os.chdir(here)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for home in _CHAINLIT_HOME:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# -- archive fixtures ------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -54,6 +89,7 @@ async def layer(root: Path, in_tmp: Path) -> AsyncIterator[Any]:
     init_http_context()
     dl = FileDataLayer(root)
     yield dl
+    await dl.close()
 
 
 @pytest.fixture
@@ -61,6 +97,87 @@ async def user(layer: Any) -> Any:
     from chainlit.user import User
 
     return await layer.create_user(User(identifier="alice@example.com"))
+
+
+@pytest.fixture
+def registered(layer: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``layer`` installed the way an app does it (``@cl.data_layer``), so that
+    Chainlit's own code (messages, elements, the emitter, the ACL) finds it."""
+    import chainlit as cl
+    import chainlit.data as chainlit_data
+    from chainlit.config import config
+
+    monkeypatch.setattr(config.code, "data_layer", None)
+    monkeypatch.setattr(chainlit_data, "_data_layer", None)
+    monkeypatch.setattr(chainlit_data, "_data_layer_initialized", False)
+
+    @cl.data_layer
+    def data_layer() -> Any:
+        return layer
+
+    assert chainlit_data.get_data_layer() is layer
+    return layer
+
+
+# -- helpers shared by the contract tests ------------------------------------------------
+
+
+def at(second: int, day: int = 1) -> str:
+    """A fixed time in Chainlit's format; larger ``second`` is later."""
+    return (
+        f"2026-03-{day:02d}T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}.000000Z"
+    )
+
+
+def step(sid: str, thread: str = "t1", **fields: Any) -> dict[str, Any]:
+    """A StepDict as Chainlit sends it (only the fields given, plus id and thread)."""
+    return {"id": sid, "threadId": thread, **fields}
+
+
+async def listed(layer: Any, user_id: str | None, first: int = 100, **filters: Any) -> list[str]:
+    """The ids on the first sidebar page of ``user_id``."""
+    from chainlit.types import Pagination, ThreadFilter
+
+    page = await layer.list_threads(
+        Pagination(first=first), ThreadFilter(userId=user_id, **filters)
+    )
+    return [t["id"] for t in page.data]
+
+
+async def all_pages(layer: Any, first: int, **filters: Any) -> list[list[str]]:
+    """Every page, following ``endCursor`` as the sidebar does while ``hasNextPage``."""
+    from chainlit.types import Pagination, ThreadFilter
+
+    pages: list[list[str]] = []
+    cursor = None
+    for _ in range(10_000):
+        page = await layer.list_threads(
+            Pagination(first=first, cursor=cursor), ThreadFilter(**filters)
+        )
+        pages.append([t["id"] for t in page.data])
+        if not page.pageInfo.hasNextPage:
+            return pages
+        assert page.pageInfo.endCursor, "hasNextPage without an endCursor"
+        cursor = page.pageInfo.endCursor
+    raise AssertionError("pagination never ends")
+
+
+def tree(directory: Path) -> dict[str, bytes | None]:
+    """Every path under ``directory`` with its bytes (``None`` for a directory)."""
+    result: dict[str, bytes | None] = {}
+    if not directory.exists():
+        return result
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        result[rel] = None if path.is_dir() else path.read_bytes()
+    return result
+
+
+def temporary_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+# -- the example app -------------------------------------------------------------------
 
 
 @dataclass
@@ -132,6 +249,8 @@ def _httpx() -> Any:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a child Python: this repository first on its path, and the
+    fast mode unless ``FILELAYER_PURE`` is passed explicitly."""
     env = dict(os.environ)
     env.pop("FILELAYER_PURE", None)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
