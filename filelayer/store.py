@@ -846,7 +846,10 @@ class ArchiveStore:
         return len(summaries)
 
     def close(self) -> None:
-        """Nothing is held open between calls; kept for symmetry with data layers."""
+        """Release the index's file descriptor and memory. Only the index holds
+        anything open between calls; the store stays usable (the next call reads the
+        index again)."""
+        self.index.close()
 
 
 def element_file_fields(relative: str, data: bytes) -> dict[str, Any]:

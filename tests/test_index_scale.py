@@ -1,0 +1,509 @@
+"""The thread index at scale: a 20,000-thread index answers exactly what a brute-force
+reading of its records says, pages stay exact while threads are written, and the log is
+appended to, compacted when garbage outweighs the live records, and read back after
+another writer compacted it. Behaviour only: speed is the benchmark's business."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO
+
+from filelayer import ArchiveStore, _codec
+from filelayer.index import (
+    ThreadIndex,
+    decode_cursor,
+    delete_record,
+    feedback_record,
+    text_record,
+    thread_record,
+)
+
+sys.path.insert(0, str(REPO))
+
+
+def at(n: int) -> str:
+    """Distinct Chainlit-shaped times, in order of ``n``."""
+    day, rest = divmod(n, 86400)
+    hms = f"{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+    return f"2025-{1 + day // 28:02d}-{1 + day % 28:02d}T{hms}.{n % 1000000:06d}Z"
+
+
+def uuid_of(rng: random.Random) -> str:
+    import uuid
+
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+WORDS = ["bread", "python", "garden", "café", "Straße", "rust", "tax", "lisbon", "guitar"]
+
+
+class Model:
+    """The index's meaning, computed the slow way from the records (docs/format.md)."""
+
+    def __init__(self) -> None:
+        self.threads: dict[str, dict[str, Any]] = {}
+
+    def apply(self, r: dict[str, Any]) -> None:
+        tid = r["id"]
+        if r["k"] == "d":
+            self.threads.pop(tid, None)
+            return
+        t = self.threads.setdefault(
+            tid,
+            {"user": None, "name": None, "created": "", "updated": "", "texts": {}, "fb": {}},
+        )
+        if r["k"] == "t":
+            t.update(user=r["user"], name=r["name"])
+            t["created"] = r["created"] or t["created"]
+            t["updated"] = r["updated"] or t["updated"]
+        elif r["k"] == "x":
+            if r["x"] is None:
+                t["texts"].pop(r["s"], None)
+            else:
+                t["texts"][r["s"]] = (r["at"], r["x"])
+        elif r["k"] == "f":
+            for other in self.threads.values():
+                other["fb"].pop(r["f"], None)
+            if r["v"] is not None:
+                t["fb"][r["f"]] = r["v"]
+
+    def activity(self, tid: str) -> str:
+        t = self.threads[tid]
+        last = max((a for a, _ in t["texts"].values()), default="")
+        return max(t["updated"] or t["created"], last)
+
+    def page_ids(
+        self, user: str | None, *, search: str | None = None, feedback: int | None = None
+    ) -> list[str]:
+        ids = sorted(
+            (tid for tid, t in self.threads.items() if user is None or t["user"] == user),
+            key=lambda tid: (self.activity(tid), tid),
+            reverse=True,
+        )
+        if feedback is not None:
+            ids = [tid for tid in ids if feedback in self.threads[tid]["fb"].values()]
+        if search:
+            needle = search.casefold()
+            ids = [
+                tid
+                for tid in ids
+                if needle in (self.threads[tid]["name"] or "").casefold()
+                or any(needle in x.casefold() for _, x in self.threads[tid]["texts"].values())
+            ]
+        return ids
+
+
+def generate(n_threads: int, seed: int = 3) -> list[dict[str, Any]]:
+    """Index records as a live server appends them: threads created, named, chatted in
+    (texts interleaved across threads), renamed, rated, some messages and threads
+    deleted; a few odd ids and times from other clients."""
+    rng = random.Random(seed)
+    users = [uuid_of(rng) for _ in range(7)]
+    records: list[dict[str, Any]] = []
+    clock = 0
+    live: list[str] = []
+    for n in range(n_threads):
+        tid = uuid_of(rng) if n % 50 else f"Thread-{n}"  # some non-UUID ids
+        user = users[min(int(rng.expovariate(0.6)), len(users) - 1)]
+        clock += rng.randint(1, 40)
+        created = at(clock) if n % 97 else f"2025-01-01 {n}"  # an odd time now and then
+        records.append(
+            thread_record(
+                tid, user_id=user, user_identifier=f"{user[:4]}@x", name=None,
+                created_at=created, updated_at=created, tags=None,
+            )
+        )  # fmt: skip
+        words = rng.sample(WORDS, 2)
+        name = f"{words[0].title()} question {n}"
+        records.append(
+            thread_record(
+                tid, user_id=user, user_identifier=f"{user[:4]}@x", name=name,
+                created_at=created, updated_at=at(clock + 1), tags=["t"] if n % 5 == 0 else None,
+            )
+        )  # fmt: skip
+        for turn in range(rng.randint(1, 4)):
+            clock += rng.randint(1, 30)
+            text = f"About {words[1]} and more, turn {turn}. " * rng.randint(1, 5)
+            records.append(text_record(tid, f"{tid}-m{turn}", at(clock), text))
+        if rng.random() < 0.2:
+            records.append(feedback_record(tid, f"fb-{n}", f"{tid}-m0", rng.choice((0, 1))))
+        live.append(tid)
+        # Older threads get activity again, are renamed, lose a message, are deleted.
+        if n > 10 and rng.random() < 0.1:
+            old = rng.choice(live)
+            clock += 1
+            records.append(text_record(old, f"{old}-late", at(clock), "a late reply about tax"))
+        if n > 10 and rng.random() < 0.02:
+            old = rng.choice(live)
+            records.append(text_record(old, f"{old}-m0", "", None))
+        if n > 10 and rng.random() < 0.02:
+            old = live.pop(rng.randrange(len(live)))
+            records.append(delete_record(old))
+        if n > 10 and rng.random() < 0.02:
+            records.append(feedback_record(rng.choice(live), f"fb-{n - 1}", None, None))
+    return records
+
+
+def write_log(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for r in records:
+            f.write(_codec.encode_line(r))
+
+
+def ids_of(index: ThreadIndex, user: str | None, **filters: Any) -> list[str]:
+    index.refresh()
+    return [s.id for s in index.page(user_id=user, first=10**9, **filters).items]
+
+
+def walk(index: ThreadIndex, user: str | None, first: int, **filters: Any) -> list[str]:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = index.page(user_id=user, first=first, cursor=cursor, **filters)
+        seen += [s.id for s in page.items]
+        if not page.has_next:
+            return seen
+        cursor = page.end_cursor
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[ThreadIndex, Model, list[str]]:
+    records = generate(20_000)
+    path = tmp_path_factory.mktemp("big") / "threads.jsonl"
+    write_log(path, records)
+    model = Model()
+    for r in records:
+        model.apply(r)
+    index = ThreadIndex(path, path.with_suffix(".lock"), lock_timeout=10)
+    index.refresh()
+    users = sorted({t["user"] for t in model.threads.values()})
+    return index, model, users
+
+
+def test_a_20k_thread_index_orders_every_users_threads_as_the_records_say(
+    big: tuple[ThreadIndex, Model, list[str]],
+) -> None:
+    index, model, users = big
+    assert len(index.threads) == len(model.threads) > 19_000
+    for user in [None, *users]:
+        assert ids_of(index, user) == model.page_ids(user)
+    heavy = users[0]
+    # Cursor pages in the sizes the sidebar and the search box use.
+    assert walk(index, heavy, 35) == model.page_ids(heavy)
+    assert walk(index, heavy, 20, search="tax") == model.page_ids(heavy, search="tax")
+
+
+@pytest.mark.parametrize("search", ["bread", "BREAD", "straße", "STRASSE", "café", "turn 3", "x"])
+def test_search_matches_names_and_texts_case_insensitively_like_the_model(
+    big: tuple[ThreadIndex, Model, list[str]], search: str
+) -> None:
+    index, model, users = big
+    for user in users[:3]:
+        assert ids_of(index, user, search=search) == model.page_ids(user, search=search)
+
+
+def test_search_for_absent_text_and_json_syntax_finds_nothing(
+    big: tuple[ThreadIndex, Model, list[str]],
+) -> None:
+    index, model, users = big
+    for needle in ["zyzzyva", '"k":"x"', '","x":"', "\\n", "created"]:
+        assert ids_of(index, users[0], search=needle) == model.page_ids(users[0], search=needle)
+        assert ids_of(index, users[0], search=needle) == []
+
+
+@pytest.mark.parametrize("value", [0, 1])
+def test_the_feedback_filter_follows_changed_and_withdrawn_feedback(
+    big: tuple[ThreadIndex, Model, list[str]], value: int
+) -> None:
+    index, model, users = big
+    for user in users[:3]:
+        expected = model.page_ids(user, feedback=value)
+        assert expected, "the generator gives every user some feedback"
+        assert ids_of(index, user, feedback=value) == expected
+
+
+def test_summaries_read_back_names_texts_and_feedback(
+    big: tuple[ThreadIndex, Model, list[str]],
+) -> None:
+    index, model, _ = big
+    for tid in random.Random(1).sample(sorted(model.threads), 200):
+        summary = index.threads[tid]
+        t = model.threads[tid]
+        assert (summary.name, summary.user_id, summary.activity) == (
+            t["name"],
+            t["user"],
+            model.activity(tid),
+        )
+        assert summary.texts == t["texts"]
+        assert {f: v for f, (_, v) in summary.feedback.items()} == t["fb"]
+        assert summary.created_at == t["created"]
+
+
+def test_pages_stay_exact_while_new_threads_are_written(tmp_path: Path) -> None:
+    """A new thread lands above the cursor: paging on shows every thread that existed
+    when paging began exactly once, and none of the new ones."""
+    writer, reader = ArchiveStore(tmp_path / "a"), ArchiveStore(tmp_path / "a")
+    user = writer.upsert_user("alice@example.com")["id"]
+    for n in range(60):
+        writer.write_step(
+            {"id": f"s{n}", "threadId": f"t{n}", "type": "user_message", "output": f"hi {n}",
+             "createdAt": at(1000 + n)}
+        )  # fmt: skip
+        writer.update_thread(f"t{n}", name=f"chat {n}", user_id=user)
+    before = {f"t{n}" for n in range(60)}
+    seen: list[str] = []
+    cursor = None
+    extra = 0
+    while True:
+        threads, page = reader.list_threads(user_id=user, first=7, cursor=cursor)
+        seen += [t["id"] for t in threads]
+        # Another writer (a second store on the root: its own index) adds threads
+        # between two pages, newer than everything, as a live chat does.
+        for _ in range(3):
+            writer.write_step(
+                {"id": f"new{extra}", "threadId": f"new{extra}", "type": "user_message",
+                 "output": "new", "createdAt": at(5000 + extra)}
+            )  # fmt: skip
+            writer.update_thread(f"new{extra}", name="new", user_id=user)
+            extra += 1
+        if not page.has_next:
+            break
+        cursor = page.end_cursor
+    assert len(seen) == len(set(seen))
+    assert set(seen) == before
+    # And the first page now starts with the newest of them.
+    threads, _ = reader.list_threads(user_id=user, first=1)
+    assert threads[0]["id"] == f"new{extra - 1}"
+
+
+def test_a_thread_that_gets_a_new_message_moves_up_and_is_not_shown_twice(
+    tmp_path: Path,
+) -> None:
+    store = ArchiveStore(tmp_path / "a")
+    user = store.upsert_user("bob@example.com")["id"]
+    for n in range(20):
+        store.write_step(
+            {"id": f"s{n}", "threadId": f"t{n}", "type": "user_message", "output": "x",
+             "createdAt": at(n)}
+        )  # fmt: skip
+        store.update_thread(f"t{n}", user_id=user)
+    threads, page = store.list_threads(user_id=user, first=5)
+    shown = [t["id"] for t in threads]
+    assert shown == [f"t{n}" for n in range(19, 14, -1)]
+    from filelayer.store import now_iso
+
+    store.write_step(
+        {"id": "late", "threadId": "t17", "type": "assistant_message", "output": "late",
+         "createdAt": now_iso()}
+    )  # fmt: skip
+    rest: list[str] = []
+    cursor = page.end_cursor
+    while cursor:
+        threads, page = store.list_threads(user_id=user, first=5, cursor=cursor)
+        rest += [t["id"] for t in threads]
+        cursor = page.end_cursor if page.has_next else None
+    assert not set(rest) & set(shown)
+    assert rest == [f"t{n}" for n in range(14, -1, -1)]
+    top, _ = store.list_threads(user_id=user, first=1)
+    assert top[0]["id"] == "t17"
+
+
+def test_index_writes_append_and_compaction_comes_when_garbage_outweighs_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import filelayer.index
+
+    monkeypatch.setattr(filelayer.index, "_COMPACT_MIN_RECORDS", 100)
+    store = ArchiveStore(tmp_path / "a")
+    user = store.upsert_user("carol@example.com")["id"]
+    index_file = tmp_path / "a" / "index" / "threads.jsonl"
+    for n in range(60):
+        store.update_thread(f"t{n}", name=f"first name {n}", user_id=user)
+    inode, size = index_file.stat().st_ino, index_file.stat().st_size
+    store.update_thread("t0", name="renamed")
+    assert index_file.stat().st_ino == inode  # appended, not rewritten
+    assert index_file.stat().st_size > size
+    dead, total = store.index.garbage
+    assert dead * 2 < total
+    # Renaming every thread again and again makes most records dead: the log is
+    # rewritten as soon as the dead ones outweigh the live ones.
+    for round_ in range(4):
+        for n in range(60):
+            store.update_thread(f"t{n}", name=f"name {round_} of {n}")
+            dead, total = store.index.garbage
+            assert dead * 2 <= total
+    assert index_file.stat().st_ino != inode
+    assert len(index_file.read_bytes().splitlines()) < 3 * 60
+    names = {t["id"]: t["name"] for t in store.list_threads(user_id=user, first=1000)[0]}
+    assert names == {f"t{n}": f"name 3 of {n}" for n in range(60)}
+    fresh = ArchiveStore(tmp_path / "a")
+    assert [t["id"] for t in fresh.list_threads(user_id=user, first=1000)[0]] == [
+        t["id"] for t in store.list_threads(user_id=user, first=1000)[0]
+    ]
+
+
+def test_a_torn_last_line_is_ignored_until_its_writer_finishes_it(tmp_path: Path) -> None:
+    path = tmp_path / "index" / "threads.jsonl"
+    write_log(path, [thread_record("a", user_id="u", user_identifier=None, name="A",
+                                   created_at=at(1), updated_at=at(1), tags=None)])  # fmt: skip
+    index = ThreadIndex(path, tmp_path / "index.lock", lock_timeout=5)
+    line = _codec.encode_line(
+        thread_record("b", user_id="u", user_identifier=None, name="B", created_at=at(2),
+                      updated_at=at(2), tags=None)
+    )  # fmt: skip
+    with open(path, "ab") as f:
+        f.write(line[:30])
+    assert ids_of(index, "u") == ["a"]
+    with open(path, "ab") as f:
+        f.write(line[30:])
+    assert ids_of(index, "u") == ["b", "a"]
+
+
+def test_odd_times_and_ids_from_other_clients_order_as_strings(tmp_path: Path) -> None:
+    path = tmp_path / "threads.jsonl"
+    times = ["2025-01-01T00:00:00Z", "2025-01-01T00:00:00.500000Z", "1999-12-31", "",
+             "2025-01-01T00:00:01.000000Z", "zzz", "2025-01-01T00:00:00.000000+00:00"]  # fmt: skip
+    ids = ["A-upper", "0c1f7a0e-8a4b-4b1e-9d2a-0a1b2c3d4e5f",
+           "0C1F7A0E-8A4B-4B1E-9D2A-0A1B2C3D4E5F", "x.y_z-1", "ééé", "t",
+           "00000000-0000-4000-8000-000000000000"]  # fmt: skip
+    records = [
+        thread_record(tid, user_id="u", user_identifier=None, name=tid, created_at=t,
+                      updated_at=t, tags=None)
+        for tid, t in zip(ids, times, strict=True)
+    ]  # fmt: skip
+    write_log(path, records)
+    index = ThreadIndex(path, tmp_path / "l", lock_timeout=5)
+    expected = [tid for t, tid in sorted(zip(times, ids, strict=True), reverse=True)]
+    assert ids_of(index, "u") == expected
+    assert walk(index, "u", 2) == expected
+    for tid, t in zip(ids, times, strict=True):
+        assert index.threads[tid].created_at == t
+        assert index.threads[tid].activity == t
+    cursor = index.page(user_id="u", first=3).end_cursor
+    assert cursor is not None and decode_cursor(cursor) == (
+        times[ids.index(expected[2])],
+        expected[2],
+    )
+
+
+def test_a_deleted_id_can_come_back_and_feedback_follows_its_thread(tmp_path: Path) -> None:
+    path = tmp_path / "threads.jsonl"
+    rec = [
+        thread_record("a", user_id="u", user_identifier=None, name="A", created_at=at(1),
+                      updated_at=at(1), tags=None),
+        thread_record("b", user_id="u", user_identifier=None, name="B", created_at=at(2),
+                      updated_at=at(2), tags=None),
+        feedback_record("a", "f1", "s1", 0),
+        delete_record("a"),
+        thread_record("c", user_id="v", user_identifier=None, name="C", created_at=at(3),
+                      updated_at=at(3), tags=None),
+        thread_record("a", user_id="v", user_identifier=None, name="A again", created_at=at(4),
+                      updated_at=at(4), tags=None),
+        feedback_record("b", "f1", "s2", 1),
+    ]  # fmt: skip
+    write_log(path, rec)
+    index = ThreadIndex(path, tmp_path / "l", lock_timeout=5)
+    assert ids_of(index, "u") == ["b"]
+    assert ids_of(index, "v") == ["a", "c"]
+    assert index.threads["a"].name == "A again"
+    assert index.threads["a"].feedback == {}
+    assert index.feedback_owner("f1") == "b"
+    assert ids_of(index, "u", feedback=1) == ["b"]
+    assert ids_of(index, "u", feedback=0) == []
+
+
+def test_the_benchmark_archive_builder_writes_what_the_store_would_index(
+    tmp_path: Path,
+) -> None:
+    """The benchmark builds its big archives without the API; ``reindex`` from the thread
+    directories must find exactly what the builder put in the index log."""
+    from benchmarks.archives import ArchiveSpec, build_file_archive
+
+    root = tmp_path / "bench"
+    build_file_archive(root, ArchiveSpec(60, seed=5))
+    store = ArchiveStore(root)
+    store.index.refresh()
+    users = {s.user_id for s in store.index.threads.values()}
+
+    def snapshot(s: ArchiveStore) -> dict[str, Any]:
+        s.index.refresh()
+        return {
+            tid: (v.name, v.user_id, v.user_identifier, v.activity, v.texts, v.feedback)
+            for tid, v in s.index.threads.items()
+        }
+
+    def pages(s: ArchiveStore) -> list[list[str]]:
+        return [[t["id"] for t in s.list_threads(user_id=u, first=100)[0]] for u in sorted(users)]
+
+    built, built_pages = snapshot(store), pages(store)
+    assert len(built) == 60 and len(users) == 5
+    rebuilt = ArchiveStore(root)
+    rebuilt.reindex()
+    assert snapshot(rebuilt) == built
+    assert pages(rebuilt) == built_pages
+
+
+def test_small_batches_appended_to_a_20k_index_reorder_it_in_place(
+    tmp_path: Path, big: tuple[ThreadIndex, Model, list[str]]
+) -> None:
+    """What a live server does: a few records at a time (a message in an old thread, a
+    new thread, a rename, a deletion, a text removed), each batch read by refresh."""
+    index, model, users = big
+    path = tmp_path / "threads.jsonl"
+    path.write_bytes(index.path.read_bytes())
+    mine = ThreadIndex(path, tmp_path / "l", lock_timeout=5)
+    mine.refresh()
+    model = Model()
+    for line in path.read_bytes().splitlines():
+        model.apply(_codec.decode(line))
+    rng = random.Random(9)
+    threads = sorted(model.threads)
+    clock = 10**7
+    for batch in range(40):
+        records: list[dict[str, Any]] = []
+        for _ in range(rng.randint(1, 4)):
+            clock += 1
+            tid = rng.choice(threads)
+            choice = rng.random()
+            if choice < 0.4:
+                records.append(text_record(tid, f"b{batch}", at(clock), f"batch {batch} tax"))
+            elif choice < 0.6:
+                new = f"new-{batch}-{clock}"
+                threads.append(new)
+                records.append(
+                    thread_record(new, user_id=rng.choice(users), user_identifier=None,
+                                  name=f"new {batch}", created_at=at(clock),
+                                  updated_at=at(clock), tags=None)
+                )  # fmt: skip
+            elif choice < 0.75:
+                t = model.threads.get(tid)
+                if t is not None:  # renamed, and given to another user
+                    records.append(
+                        thread_record(tid, user_id=rng.choice(users), user_identifier=None,
+                                      name="renamed", created_at=t["created"],
+                                      updated_at=at(clock), tags=None)
+                    )  # fmt: skip
+            elif choice < 0.85:
+                t = model.threads.get(tid)
+                if t is not None and t["texts"]:
+                    records.append(text_record(tid, sorted(t["texts"])[-1], "", None))
+            elif choice < 0.95:
+                records.append(feedback_record(tid, f"fb-b{batch}", "s", rng.choice((0, 1))))
+            else:
+                records.append(delete_record(tid))
+        with open(path, "ab") as f:
+            for r in records:
+                model.apply(r)
+                f.write(_codec.encode_line(r))
+        for user in users[:3]:
+            assert ids_of(mine, user)[:50] == model.page_ids(user)[:50]
+    for user in users:
+        assert ids_of(mine, user) == model.page_ids(user)
+        assert ids_of(mine, user, feedback=1) == model.page_ids(user, feedback=1)
+    assert ids_of(mine, None) == model.page_ids(None)
