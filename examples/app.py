@@ -1,28 +1,80 @@
 """The filelayer example: a Chainlit app persisted as plain files, no API key needed.
 
-Run it from the repository root with ``bash scripts/example.sh``, or by hand:
+Run it from the repository root:
 
-    pip install -e ".[all,examples]"
-    export CHAINLIT_AUTH_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(48))')
-    cd examples && chainlit run app.py
+    pip install -e ".[all,examples]"    # examples = plotly and pandas, for the chart and table
+    chainlit run examples/app.py        # then open http://localhost:8000
 
-Log in as ``admin`` / ``admin`` (or ``guest`` / ``guest``, a second user to try thread
-sharing). Every conversation is kept under ``$FILELAYER_ROOT`` (default ``./chats``).
+(or ``bash scripts/example.sh``, which also keeps a login secret for you). Log in as
+``admin`` / ``admin``; ``guest`` / ``guest`` is a second user, to try thread sharing.
+Every conversation is kept under ``$FILELAYER_ROOT`` (default ``./chats``, relative to
+the directory you start from).
+
+The assistant is scripted: each message gets a tool step, a streamed Markdown answer and
+an image. Ask for "everything" to get every kind of element (image, PDF, file, text,
+Plotly chart, dataframe and a custom element); attach files from the composer. Chainlit
+signs logins with ``CHAINLIT_AUTH_SECRET``: set it (``chainlit create-secret``) to keep
+users logged in across restarts; without it this demo makes a random one per run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
 import struct
+import sys
 import zlib
+from pathlib import Path
 
 import chainlit as cl
 from chainlit.types import ThreadDict
 
 from filelayer import FileDataLayer
 
+HERE = Path(__file__).resolve().parent
+# The demo's users (user name: password). Do not copy this into a real app.
 USERS = {"admin": "admin", "guest": "guest"}
+
+log = logging.getLogger("filelayer.example")
+
+
+def _same_settings_from_any_directory() -> None:
+    """Behave the same whether started from ``examples/`` or from elsewhere.
+
+    Chainlit reads ``.chainlit/config.toml``, ``chainlit.md`` and ``public/`` from the
+    directory it is started in. Started from another directory (``chainlit run
+    examples/app.py`` at the repository root), this applies the example's own
+    ``.chainlit/config.toml`` features (thread sharing, uploads), its welcome page and
+    its custom element directory, so that nothing depends on the current directory.
+    """
+    from chainlit.config import FeaturesSettings, config
+
+    if Path(config.root).resolve() == HERE:
+        return
+    try:
+        import tomllib as toml  # Python 3.11+
+    except ImportError:  # Python 3.10: Chainlit itself depends on tomli
+        import tomli as toml
+    with open(HERE / ".chainlit" / "config.toml", "rb") as f:
+        settings = toml.load(f)
+    config.features = FeaturesSettings(**settings.get("features", {}))
+    config.ui.name = settings.get("UI", {}).get("name", config.ui.name)
+    config.root = str(HERE)  # chainlit.md
+    server = sys.modules.get("chainlit.server")
+    if server is not None and hasattr(server, "public_dir"):
+        server.public_dir = str(HERE / "public")  # public/elements/Counter.jsx
+
+
+_same_settings_from_any_directory()
+
+if not os.environ.get("CHAINLIT_AUTH_SECRET"):
+    os.environ["CHAINLIT_AUTH_SECRET"] = secrets.token_urlsafe(48)
+    log.warning(
+        "CHAINLIT_AUTH_SECRET is not set: using a random one, so logins end when the app "
+        "stops. Run `chainlit create-secret` and export it to keep them."
+    )
 
 
 @cl.data_layer
@@ -31,15 +83,17 @@ def data_layer() -> FileDataLayer:
 
 
 @cl.password_auth_callback
-def password_auth(username: str, password: str) -> cl.User | None:
-    if USERS.get(username) == password:
+async def password_auth(username: str, password: str) -> cl.User | None:
+    expected = USERS.get(username)
+    if expected is not None and secrets.compare_digest(expected.encode(), password.encode()):
         return cl.User(identifier=username, metadata={"provider": "credentials"})
     return None
 
 
 @cl.on_shared_thread_view
 async def on_shared_thread_view(thread: ThreadDict, viewer: cl.User | None) -> bool:
-    # Chainlit already serves threads whose metadata says is_shared; nothing more here.
+    """Chainlit offers "Share" only when the app has this hook. Threads the author
+    shared (``metadata.is_shared``) are readable by anyone logged in; nothing more."""
     return bool((thread.get("metadata") or {}).get("is_shared"))
 
 
@@ -50,6 +104,7 @@ async def start() -> None:
 
 @cl.on_chat_resume
 async def resume(thread: ThreadDict) -> None:
+    """A resumed thread goes on counting its turns where it stopped."""
     turns = sum(1 for s in thread["steps"] if s["type"] == "user_message")
     cl.user_session.set("turns", turns)
 
@@ -58,7 +113,8 @@ async def resume(thread: ThreadDict) -> None:
 async def search_notes(query: str) -> str:
     """A pretend tool, so that the conversation has a nested tool step to persist."""
     await asyncio.sleep(0.05)
-    words = [w for w in query.lower().split() if w.isalpha()]
+    words = [w.strip("?!.,;:") for w in query.lower().split()]
+    words = [w for w in words if w.isalpha()]
     return f"Found {len(words)} keyword(s): {', '.join(words) or 'none'}"
 
 
@@ -68,24 +124,33 @@ async def on_message(message: cl.Message) -> None:
     cl.user_session.set("turns", turns)
     found = await search_notes(message.content)
 
-    uploads = [e.name for e in message.elements or []]
     lines = [
         f"**Turn {turns}.** You said: _{message.content or '(nothing)'}_",
         "",
         f"- tool result: `{found}`",
     ]
-    if uploads:
-        lines.append(f"- you attached: {', '.join(uploads)}")
+    for upload in message.elements or []:
+        lines.append(f"- you attached: **{upload.name}** ({_size(upload)})")
+    if "everything" not in message.content.lower():
+        lines += ["", 'Ask for "everything" to see every kind of element.']
     answer = cl.Message(content="", elements=elements_for(message.content, turns))
     for word in "\n".join(lines).split(" "):
         await answer.stream_token(word + " ")
     await answer.send()
 
 
+def _size(element: cl.Element) -> str:
+    path = getattr(element, "path", None)
+    try:
+        return f"{os.path.getsize(path)} bytes" if path else "no file"
+    except OSError:
+        return "unreadable"
+
+
 def elements_for(text: str, turn: int) -> list[cl.Element]:
     """An image on every answer; every kind of element when asked for everything."""
     elements: list[cl.Element] = [
-        cl.Image(name=f"chart-{turn}.png", content=png(turn), display="inline", size="medium"),
+        cl.Image(name=f"gradient-{turn}.png", content=png(turn), display="inline", size="large"),
     ]
     if "everything" not in text.lower():
         return elements
@@ -98,37 +163,40 @@ def elements_for(text: str, turn: int) -> list[cl.Element]:
     try:
         import plotly.graph_objects as go
 
-        figure = go.Figure(go.Bar(x=["a", "b", "c"], y=[turn, turn * 2, turn * 3]))
+        colours = ["crimson", "seagreen", "royalblue"]
+        figure = go.Figure(go.Bar(x=colours, y=[turn, turn * 2, turn * 3], marker_color=colours))
+        figure.update_layout(title=f"Turn {turn}", height=320)
         elements.append(cl.Plotly(name="bars", figure=figure, display="inline"))
-    except ImportError:  # pip install plotly
+    except ImportError:  # pip install plotly (the "examples" extra)
         pass
     try:
         import pandas as pd
 
-        frame = pd.DataFrame({"turn": [turn], "words": [len(text.split())]})
-        elements.append(cl.Dataframe(name="table", data=frame, display="inline"))
-    except ImportError:  # pip install pandas
+        words = text.split()[:5] or ["(empty)"]
+        frame = pd.DataFrame({"word": words, "length": [len(w) for w in words]})
+        elements.append(cl.Dataframe(name="words", data=frame, display="inline"))
+    except ImportError:  # pip install pandas (the "examples" extra)
         pass
     return elements
 
 
-def png(seed: int, size: int = 48) -> bytes:
-    """A small gradient PNG, made without any imaging library."""
+def png(seed: int, width: int = 240, height: int = 120) -> bytes:
+    """A colour gradient as a PNG, made with zlib alone (no imaging library)."""
     rows = b"".join(
         b"\x00"
         + bytes(
             channel
-            for x in range(size)
-            for channel in ((x * 5 + seed * 40) % 256, (y * 5) % 256, 160)
+            for x in range(width)
+            for channel in (x * 255 // width, y * 255 // height, (seed * 70 + 90) % 256)
         )
-        for y in range(size)
+        for y in range(height)
     )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
-    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
@@ -138,8 +206,9 @@ def png(seed: int, size: int = 48) -> bytes:
 
 
 def pdf(title: str) -> bytes:
-    """A one-page PDF with a line of text, written by hand."""
-    stream = f"BT /F1 18 Tf 40 100 Td ({title}) Tj ET".encode()
+    """A one-page PDF with a line of text, written by hand (with a correct xref table)."""
+    safe = title.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+    stream = f"BT /F1 18 Tf 40 100 Td ({safe}) Tj ET".encode("latin-1", "replace")
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",

@@ -3,22 +3,48 @@
 On resume the frontend loads every element from its ``url``: the live session's file is
 gone by then. This module adds ``GET {root_path}/filelayer/elements/{thread}/{element}``
 to Chainlit's own FastAPI app, ahead of Chainlit's catch-all route (which would
-otherwise shadow it, Chainlit #1819), and answers only the thread's author, or anyone
-when the thread is shared the way Chainlit shares threads. A refusal never tells
-whether the thread exists.
+otherwise answer first with the UI's HTML page, Chainlit #1819).
+
+Who may read: the thread's author, authenticated the way Chainlit authenticates every
+request (its ``access_token`` cookie, or an ``Authorization: Bearer`` header), or anyone
+when the thread is shared the way Chainlit shares threads (``metadata.is_shared``, or the
+app's ``on_shared_thread_view``). Everyone else gets 401 (not logged in) or 404 (logged
+in), and the answer is the same whether the thread exists or not, so ids cannot be
+probed. The permission check comes before any look at the element, so neither a
+missing element nor a damaged journal tells a stranger anything.
+
+What is sent: the stored type (cleaned up, never trusted as a header), a
+``Content-Disposition`` with the original file name in both the plain and the RFC 6266
+``filename*`` form, ``inline`` only for types a browser cannot run script from
+(``attachment`` plus a ``sandbox`` policy for everything else: an uploaded HTML or SVG
+file must not run in the app's origin), ``ETag``/``Last-Modified`` with ``304`` answers
+to conditional requests, and byte ranges (``206``) for audio and video seeking.
+
+Where from: the path is built by the storage core from validated ids and the file name
+it chose itself; this module then resolves it and serves it only if the real file sits
+directly in that thread's ``elements/`` directory under the real root, so neither a
+hand-edited journal record nor a symbolic link can lead outside.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import mimetypes
+import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from fastapi import HTTPException, Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from .ids import is_valid_id
+from .layout import ELEMENTS_DIR, THREADS_DIR
 
 if TYPE_CHECKING:
     from .datalayer import FileDataLayer
@@ -26,12 +52,37 @@ if TYPE_CHECKING:
 log = logging.getLogger("filelayer")
 
 ROUTE_NAME = "filelayer_element"
-ROUTE_SUFFIX = "/filelayer/elements/{thread_id}/{element_id}"
+REFUSE_NAME = "filelayer_element_refused"
+ROUTE_PREFIX = "/filelayer/elements"
+ROUTE_SUFFIX = ROUTE_PREFIX + "/{thread_id}/{element_id}"
+# Anything else under our prefix (extra segments, "..", encoded slashes) is ours to
+# refuse: left to Chainlit's catch-all it would get the UI's page with a 200.
+REFUSE_SUFFIX = ROUTE_PREFIX + "/{rest:path}"
 
-# Served inline only when a browser cannot run script from them.
-_INLINE_PREFIXES = ("image/", "audio/", "video/")
-_INLINE_TYPES = frozenset(["application/pdf", "text/plain", "application/json", "text/csv"])
-_SCRIPTABLE = frozenset(["image/svg+xml", "text/html", "application/xhtml+xml", "text/xml"])
+# Shown by the browser itself when opened: types that cannot run script.
+_INLINE_TYPES = frozenset(
+    [
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/bmp",
+        "image/x-icon",
+        "image/vnd.microsoft.icon",
+        "image/apng",
+        "application/pdf",
+        "text/plain",
+        "text/csv",
+        "application/json",
+    ]
+)
+_INLINE_PREFIXES = ("audio/", "video/")
+# Chrome's PDF viewer does not run in a sandboxed document; every other answer gets one.
+_UNSANDBOXED = frozenset(["application/pdf"])
+_MIME_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_NAME_LIMIT = 200
+_CACHE_CONTROL = "private, max-age=0, must-revalidate"
 
 _current: list[FileDataLayer] = []
 
@@ -39,45 +90,73 @@ _current: list[FileDataLayer] = []
 def install(layer: FileDataLayer) -> Callable[[str, str], str]:
     """Route requests to ``layer`` and return the URL builder for its elements.
 
-    The route is added once per process; a later data layer replaces the earlier one
+    The routes are added once per process; a later data layer replaces the earlier one
     (Chainlit builds its data layer once, tests build many).
     """
     _current[:] = [layer]
-    root_path = _add_route()
-    prefix = (root_path or "").rstrip("/")
-
-    def element_url(thread_id: str, element_id: str) -> str:
-        return f"{prefix}/filelayer/elements/{thread_id}/{element_id}"
-
+    _add_routes()
     return element_url
 
 
-def _add_route() -> str:
-    """Register the route on Chainlit's app if Chainlit's server is loaded."""
+def element_url(thread_id: str, element_id: str) -> str:
+    """The URL the browser loads a stored element from (computed at each call, so it
+    follows the root path Chainlit runs under)."""
+    thread, element = quote(thread_id, safe=""), quote(element_id, safe="")
+    return f"{url_prefix()}{ROUTE_PREFIX}/{thread}/{element}"
+
+
+def url_prefix() -> str:
+    """The path under which the browser sees Chainlit: the prefix Chainlit puts in front
+    of its own page's links (``--root-path``, or the mount path of ``mount_chainlit``
+    under the parent app's root path)."""
+    root = os.environ.get("CHAINLIT_ROOT_PATH")
+    if root is None:
+        config_module: Any = sys.modules.get("chainlit.config")
+        run = getattr(getattr(config_module, "config", None), "run", None)
+        root = str(getattr(run, "root_path", "") or "")
+    return (os.environ.get("CHAINLIT_PARENT_ROOT_PATH", "") + root).rstrip("/")
+
+
+def _add_routes() -> None:
+    """Register the routes on Chainlit's app, next to Chainlit's own routes."""
     server: Any = sys.modules.get("chainlit.server")
     if server is None:
         # Chainlit builds the data layer from inside its server, so this happens only
-        # when the layer is used outside a running app (scripts, tests): URLs are still
-        # given, and the route is added when the server module is imported later.
+        # when the layer is used outside a running app (scripts, tests).
         try:
             import chainlit.server as server
         except Exception as exc:  # pragma: no cover - depends on the environment
             log.debug("filelayer: Chainlit server not available, no element route: %s", exc)
-            return ""
-    from chainlit.config import config
-
+            return
     app = server.app
-    root_path = str(getattr(config.run, "root_path", "") or "")
-    if any(getattr(r, "name", None) == ROUTE_NAME for r in app.router.routes):
-        return root_path
-    app.add_api_route(
-        root_path + ROUTE_SUFFIX, _serve_element, methods=["GET", "HEAD"], name=ROUTE_NAME
-    )
+    # The prefix Chainlit's own router was built with (its --root-path; empty when
+    # mounted, where the mount adds the prefix).
+    prefix = str(getattr(getattr(server, "router", None), "prefix", "") or "").rstrip("/")
+    wanted = {ROUTE_NAME: prefix + ROUTE_SUFFIX, REFUSE_NAME: prefix + REFUSE_SUFFIX}
     routes = app.router.routes
-    ours = routes.pop()
+    present = [r for r in routes if getattr(r, "name", None) in wanted]
+    if len(present) == len(wanted) and all(r.path == wanted[r.name] for r in present):
+        return
+    for route in present:
+        routes.remove(route)
+    app.add_api_route(
+        wanted[ROUTE_NAME],
+        _serve_element,
+        methods=["GET", "HEAD"],
+        name=ROUTE_NAME,
+        include_in_schema=False,
+    )
+    app.add_api_route(
+        wanted[REFUSE_NAME],
+        _refuse_path,
+        methods=["GET", "HEAD"],
+        name=REFUSE_NAME,
+        include_in_schema=False,
+    )
+    ours = routes[-2:]
+    del routes[-2:]
     first_shadow = next((i for i, r in enumerate(routes) if _has_catch_all(r)), len(routes))
-    routes.insert(first_shadow, ours)
-    return root_path
+    routes[first_shadow:first_shadow] = ours
 
 
 def _has_catch_all(route: Any) -> bool:
@@ -92,111 +171,215 @@ def _has_catch_all(route: Any) -> bool:
     return any(_has_catch_all(r) for r in inner or ())
 
 
-async def _current_user(request: Request) -> Any:
-    """Chainlit's own authentication: its cookie, or an ``Authorization`` header."""
-    from chainlit.auth import authenticate_user, reuseable_oauth
-
-    token = await reuseable_oauth(request)
-    if not token:
-        return None
-    return await authenticate_user(token)
+# -- the request ---------------------------------------------------------------------
 
 
 async def _serve_element(request: Request, thread_id: str, element_id: str) -> Response:
-    from chainlit.auth import require_login
-    from starlette.responses import Response
-
-    if not _current:
-        raise HTTPException(status_code=404, detail="Not found")
-    layer = _current[0]
-    login_required = bool(require_login())  # type: ignore[no-untyped-call]
+    login_required = _login_required()
     user = await _current_user(request) if login_required else None
-    denied = HTTPException(
-        status_code=401 if (login_required and user is None) else 404, detail="Not found"
-    )
 
+    def refuse() -> Response:
+        return _refusal(401 if login_required and user is None else 404)
+
+    layer = _current[0] if _current else None
+    if layer is None or not (is_valid_id(thread_id) and is_valid_id(element_id)):
+        return refuse()
+    manifest = layer.store.read_manifest(thread_id)
+    if manifest is None or not await _may_read(layer, manifest, user, login_required):
+        return refuse()
+
+    # From here on the caller may know that the thread exists.
     found = layer.store.element_file(thread_id, element_id)
-    if found is None:
-        raise denied
-    if login_required:
-        author = layer.store.thread_author(thread_id)
-        is_author = user is not None and bool(author) and author == user.identifier
-        if not is_author and not await _is_shared_with(layer, thread_id, user):
-            raise denied
+    path = _contained(layer, thread_id, found[1]) if found else None
+    if found is None or path is None:
+        if found is not None:
+            log.warning(
+                "filelayer: element %s of thread %s points outside its directory; refused",
+                element_id,
+                thread_id,
+            )
+        return _refusal(404)
+    record = found[0]
+    try:
+        stat = path.stat()
+    except OSError:
+        return _refusal(404)
 
-    record, path = found
-    mime = str(record.get("mime") or "") or (
-        mimetypes.guess_type(str(record.get("name") or path.name))[0] or "application/octet-stream"
-    )
-    etag = f'"{record["sha256"]}"' if isinstance(record.get("sha256"), str) else None
+    mime = _content_type(record, path)
+    etag = _etag(record, stat)
     headers = {
+        "Cache-Control": _CACHE_CONTROL,
         "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "private, max-age=0, must-revalidate",
+        "ETag": etag,
+        "Last-Modified": email.utils.formatdate(stat.st_mtime, usegmt=True),
     }
-    if mime in _SCRIPTABLE:
+    if mime not in _UNSANDBOXED:
         headers["Content-Security-Policy"] = "sandbox"
-    if etag:
-        headers["ETag"] = etag
-        if _etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
-    if_modified_since = request.headers.get("if-modified-since")
-    if if_modified_since and not request.headers.get("if-none-match"):
-        since = (
-            email.utils.parsedate_to_datetime(if_modified_since)
-            if _is_http_date(if_modified_since)
-            else None
+    if _not_modified(request.headers, etag, stat.st_mtime):
+        return Response(status_code=304, headers=headers)
+    headers["Content-Disposition"] = _content_disposition(
+        "inline" if _is_inline(mime) else "attachment", _download_name(record, path.name)
+    )
+    return FileResponse(path, media_type=mime, headers=headers, stat_result=stat)
+
+
+async def _refuse_path(request: Request, rest: str) -> Response:
+    """Any other path under the prefix: no thread id and element id can be read from it."""
+    return _refusal(404)
+
+
+def _refusal(status: int) -> Response:
+    if status == 401:
+        return JSONResponse(
+            {"detail": "Not authenticated"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer", "Cache-Control": "no-store"},
         )
-        if since is not None and int(path.stat().st_mtime) <= since.timestamp():
-            return Response(status_code=304, headers=headers)
-    inline = (mime.startswith(_INLINE_PREFIXES) and mime not in _SCRIPTABLE) or (
-        mime in _INLINE_TYPES
-    )
-    return FileResponse(
-        path,
-        media_type=mime,
-        filename=_download_name(record, path.name),
-        content_disposition_type="inline" if inline else "attachment",
-        headers=headers,
+    return JSONResponse(
+        {"detail": "Not found"}, status_code=404, headers={"Cache-Control": "no-store"}
     )
 
 
-async def _is_shared_with(layer: FileDataLayer, thread_id: str, user: Any) -> bool:
-    from chainlit.config import config
+def _login_required() -> bool:
+    from chainlit.auth import require_login
 
-    thread = await layer.get_thread(thread_id)
-    if thread is None:
-        return False
-    metadata = thread.get("metadata") or {}
+    return bool(require_login())  # type: ignore[no-untyped-call]
+
+
+async def _current_user(request: Request) -> Any:
+    """Chainlit's own authentication: its cookie, or an ``Authorization`` header.
+
+    A missing, expired or forged token is an anonymous visitor, who may still read a
+    shared thread.
+    """
+    from chainlit.auth import authenticate_user, reuseable_oauth
+
+    try:
+        token = await reuseable_oauth(request)
+        if not token:
+            return None
+        return await authenticate_user(token)
+    except HTTPException:
+        return None
+
+
+async def _may_read(
+    layer: FileDataLayer, manifest: Mapping[str, Any], user: Any, login_required: bool
+) -> bool:
+    """The author, or anyone if the thread is shared; in an app without login, where
+    threads have no author, a thread without an author is nobody's secret."""
+    author = str(manifest.get("userIdentifier") or "")
+    identifier = getattr(user, "identifier", None)
+    if author and identifier == author:
+        return True
+    if not login_required and not author:
+        return True
+    return await _is_shared(layer, manifest, user)
+
+
+async def _is_shared(layer: FileDataLayer, manifest: Mapping[str, Any], user: Any) -> bool:
+    """Chainlit's own rule for ``/project/share/{id}``: ``metadata.is_shared``, or the
+    app's ``on_shared_thread_view(thread, viewer)`` says yes."""
+    metadata: Any = manifest.get("metadata") or {}
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except ValueError:
+            metadata = {}
     if isinstance(metadata, dict) and metadata.get("is_shared"):
         return True
+    from chainlit.config import config
+
     hook = getattr(config.code, "on_shared_thread_view", None)
     if hook is None:
         return False
+    thread = await layer.get_thread(str(manifest.get("id") or ""))
+    if thread is None:
+        return False
     try:
         return bool(await hook(thread, user))
-    except Exception:
+    except Exception as exc:
+        log.warning("filelayer: on_shared_thread_view failed, access refused: %s", exc)
         return False
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
-    return etag in candidates
-
-
-def _is_http_date(value: str) -> bool:
+def _contained(layer: FileDataLayer, thread_id: str, path: Path) -> Path | None:
+    """The real path of an element file, if it lies directly in the thread's element
+    directory under the real root (no link out, whatever the record says)."""
     try:
-        return email.utils.parsedate_to_datetime(value) is not None
-    except (TypeError, ValueError):
+        real = path.resolve(strict=True)
+        base = layer.store.root.resolve(strict=True) / THREADS_DIR / thread_id / ELEMENTS_DIR
+    except (OSError, RuntimeError):
+        return None
+    if real.parent != base or not real.is_file():
+        return None
+    return real
+
+
+# -- headers ----------------------------------------------------------------------
+
+
+def _content_type(record: Mapping[str, Any], path: Path) -> str:
+    """The stored MIME type if it is a well-formed one, else a guess from the names.
+
+    The type came from the app or from the uploading browser: it is reduced to
+    ``type/subtype`` (no parameters, no header injection) before use.
+    """
+    stored = str(record.get("mime") or "").split(";", 1)[0].strip().lower()
+    if _MIME_RE.fullmatch(stored):
+        return stored
+    for name in (str(record.get("name") or ""), path.name):
+        guessed = mimetypes.guess_type(name)[0]
+        if guessed and _MIME_RE.fullmatch(guessed.lower()):
+            return guessed.lower()
+    return "application/octet-stream"
+
+
+def _is_inline(mime: str) -> bool:
+    return mime in _INLINE_TYPES or mime.startswith(_INLINE_PREFIXES)
+
+
+def _etag(record: Mapping[str, Any], stat: os.stat_result) -> str:
+    """A strong validator: the content hash the layer recorded, plus size and time so
+    that a file replaced by hand is never taken for the old one."""
+    digest = record.get("sha256")
+    head = f"{digest[:24]}-" if isinstance(digest, str) and digest.isalnum() else ""
+    return f'"{head}{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+
+
+def _not_modified(headers: Mapping[str, str], etag: str, mtime: float) -> bool:
+    """RFC 9110 section 13.2.2: ``If-None-Match`` decides when present (weak
+    comparison), else ``If-Modified-Since`` (to the second)."""
+    if_none_match = headers.get("if-none-match")
+    if if_none_match is not None:
+        if if_none_match.strip() == "*":
+            return True
+        tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+        return etag in tags
+    if_modified_since = headers.get("if-modified-since")
+    if not if_modified_since:
         return False
+    try:
+        since = email.utils.parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since.tzinfo is None:
+        return False
+    return int(mtime) <= since.timestamp()
 
 
-def _download_name(record: dict[str, Any], fallback: str) -> str:
-    """The original file name, reduced to what is safe in a header."""
-    name = str(record.get("name") or "") or fallback
-    name = "".join(ch for ch in name if ch.isprintable() and ch not in '"\\/\r\n')
-    name = name.strip().lstrip(".") or fallback
-    return name[:200]
+def _download_name(record: Mapping[str, Any], fallback: str) -> str:
+    """The original file name without anything that could act as a path or break a
+    header: control characters, slashes, quotes; never hidden or empty."""
+    name = str(record.get("name") or "")
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in '"\\/;')
+    name = name.strip().lstrip(".").strip()
+    return name[:_NAME_LIMIT] or fallback
+
+
+def _content_disposition(kind: str, name: str) -> str:
+    """Both forms of RFC 6266: an ASCII ``filename`` for old clients and the exact name
+    as UTF-8 in ``filename*``."""
+    ascii_name = "".join(ch if " " <= ch <= "~" and ch not in '"\\%' else "_" for ch in name)
+    encoded = quote(name, safe="!#$&+-.^_`|~")
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{encoded}"
