@@ -1,0 +1,277 @@
+"""What one benchmark subprocess measures, for one layer.
+
+Each measurement runs in a fresh interpreter (``python -m benchmarks.measure ROLE ...``)
+so that the fast and the zero-dependency modes never share a process (the mode is
+chosen at import by ``FILELAYER_PURE``), and so that memory figures are those of one
+process serving one archive. Every process imports Chainlit's server, as a Chainlit app
+does, so the peers' memory figures start from the same base. Results are printed as one
+JSON object on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import workload
+from benchmarks.archives import ArchiveSpec
+
+SEARCH_HIT = "espresso"
+"""A word of one topic out of thirty: in names and messages of ~3% of the threads."""
+SEARCH_MISS = "zyzzyva"
+"""A word no thread contains: the whole of the user's threads is searched."""
+PAGE = 35
+"""The sidebar's page size (Chainlit's ThreadHistory asks for 35 threads at a time)."""
+SEARCH_PAGE = 20
+"""The search box's page size (Chainlit's Search asks for 20)."""
+
+
+def status_mb(key: str) -> float:
+    """A memory figure of this process from /proc (VmRSS now, VmHWM the peak), in MB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    if key == "VmHWM":  # elsewhere: the peak is all there is
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    return float("nan")
+
+
+async def timed(
+    fn: Callable[[], Awaitable[Any]], *, budget: float, min_runs: int = 5, max_runs: int = 200
+) -> dict[str, float]:
+    """Median and best of repeated awaits of ``fn`` (one warm-up call first), in ms."""
+    await fn()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < max_runs and (
+        len(samples) < min_runs or time.perf_counter() - start < budget
+    ):
+        t = time.perf_counter()
+        await fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return {"median_ms": statistics.median(samples), "best_ms": min(samples), "runs": len(samples)}
+
+
+# -- layers -------------------------------------------------------------------------------
+
+
+async def open_layer(kind: str, target: str, durability: str = "flush") -> Any:
+    """A data layer of ``kind`` on ``target`` (a root, a SQLite file or a database URL)."""
+    import chainlit.server  # noqa: F401  - a Chainlit app process has its server loaded
+
+    logging.getLogger("chainlit").setLevel(logging.ERROR)
+    if kind == "file":
+        from filelayer import FileDataLayer
+
+        return FileDataLayer(target, durability=durability)  # type: ignore[arg-type]
+    if kind == "sqlite":
+        from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+
+        return SQLAlchemyDataLayer(conninfo=f"sqlite+aiosqlite:///{target}")
+    if kind == "postgres":
+        from chainlit.data.chainlit_data_layer import ChainlitDataLayer
+
+        layer = ChainlitDataLayer(database_url=target)
+        await layer.connect()
+        return layer
+    raise ValueError(f"unknown layer {kind!r}")
+
+
+def mode_of(kind: str) -> str:
+    if kind != "file":
+        return kind
+    from filelayer import MODE
+
+    return f"file-{MODE}"
+
+
+# -- roles --------------------------------------------------------------------------------
+
+
+async def role_writes(args: argparse.Namespace) -> dict[str, Any]:
+    """Write calls per second through the API, and get_thread of a 50-turn thread."""
+    from chainlit.context import init_http_context
+
+    init_http_context()
+    layer = await open_layer(args.layer, args.target, args.durability)
+    result: dict[str, Any] = {"mode": mode_of(args.layer), "durability": args.durability}
+    try:
+        people = workload.user_identifiers(3)
+        user_ids = await workload.ensure_users(layer, people)
+        conversations = list(
+            workload.archive_conversations(
+                args.threads, seed=7, users=3, turns=(args.turns, args.turns)
+            )
+        )
+        # Four rounds of a quarter of the threads each: the median rate is steadier than
+        # one figure on a machine where other work competes for the disk.
+        rounds = [conversations[i::4] for i in range(4) if conversations[i::4]]
+        rates, count, elapsed = [], 0, 0.0
+        for group in rounds:
+            calls = [c for conv in group for c in conv.calls]
+            start = time.perf_counter()
+            done = await workload.replay(layer, calls, user_ids)
+            took = time.perf_counter() - start
+            rates.append(done / took)
+            count, elapsed = count + done, elapsed + took
+        result.update(
+            write_calls=count,
+            write_seconds=elapsed,
+            write_calls_per_s=statistics.median(rates),
+            write_calls_per_s_overall=count / elapsed,
+        )
+        if args.get_thread_turns:
+            import random
+
+            rng = random.Random(50)
+            long_chat = workload.conversation(
+                rng, workload.Clock(), people[0], turns=args.get_thread_turns, feedback_rate=0.15
+            )
+            await workload.replay(layer, long_chat.calls, user_ids)
+            thread_id = long_chat.thread_id
+
+            async def get() -> Any:
+                thread = await layer.get_thread(thread_id)
+                assert thread is not None
+                return thread
+
+            thread = await get()
+            result["get_thread_steps"] = len(thread["steps"])
+            timing = await timed(get, budget=args.budget)
+            result["get_thread_ms"] = timing["median_ms"]
+            result["get_thread_best_ms"] = timing["best_ms"]
+    finally:
+        await layer.close()
+    return result
+
+
+async def role_queries(args: argparse.Namespace) -> dict[str, Any]:
+    """list_threads, search and the feedback filter on a built archive of one size."""
+    from chainlit.context import init_http_context
+    from chainlit.types import Pagination, ThreadFilter
+
+    spec = ArchiveSpec(args.threads, seed=args.seed)
+    user_id = spec.user_id(spec.identifiers[0])  # the heaviest user's sidebar
+    init_http_context()
+    base = status_mb("VmRSS")
+    started = time.perf_counter()
+    layer = await open_layer(args.layer, args.target)
+    page = await layer.list_threads(Pagination(first=PAGE), ThreadFilter(userId=user_id))
+    cold = (time.perf_counter() - started) * 1000
+    result: dict[str, Any] = {
+        "mode": mode_of(args.layer),
+        "threads": args.threads,
+        "cold_first_page_ms": cold,
+        "page_items": len(page.data),
+        "base_rss_mb": base,
+    }
+
+    async def listing(**filters: Any) -> Callable[[], Awaitable[Any]]:
+        first = SEARCH_PAGE if "search" in filters else PAGE
+
+        async def call() -> Any:
+            return await layer.list_threads(
+                Pagination(first=first), ThreadFilter(userId=user_id, **filters)
+            )
+
+        return call
+
+    try:
+        for name, filters in (
+            ("list", {}),
+            ("search_hit", {"search": SEARCH_HIT}),
+            ("search_miss", {"search": SEARCH_MISS}),
+            ("feedback", {"feedback": 1}),
+        ):
+            fn = await listing(**filters)
+            found = await fn()
+            timing = await timed(fn, budget=args.budget, max_runs=args.max_runs)
+            result[f"{name}_ms"] = timing["median_ms"]
+            result[f"{name}_items"] = len(found.data)
+        if args.layer == "file":
+            # The second page too: the cursor must work as well as the first page.
+            cursor = page.pageInfo.endCursor
+
+            async def second() -> Any:
+                return await layer.list_threads(
+                    Pagination(first=PAGE, cursor=cursor), ThreadFilter(userId=user_id)
+                )
+
+            result["second_page_ms"] = (await timed(second, budget=args.budget))["median_ms"]
+        result["rss_mb"] = status_mb("VmRSS")
+        result["peak_rss_mb"] = status_mb("VmHWM")
+    finally:
+        await layer.close()
+    return result
+
+
+async def role_build(args: argparse.Namespace) -> dict[str, Any]:
+    """Build one archive (not timed as a benchmark figure; reported for information)."""
+    from benchmarks import archives
+
+    spec = ArchiveSpec(args.threads, seed=args.seed)
+    start = time.perf_counter()
+    if args.layer == "file":
+        count = archives.build_file_archive(Path(args.target), spec)
+        apparent, allocated = archives.tree_size(Path(args.target))
+        size = {"disk_bytes": apparent, "disk_allocated_bytes": allocated}
+    elif args.layer == "sqlite":
+        count = archives.build_sqlite_archive(Path(args.target), spec)
+        size = {"disk_bytes": os.path.getsize(args.target)}
+    else:
+        count = await archives.build_postgres_archive(args.target, spec)
+        size = {"disk_bytes": await postgres_size(args.target)}
+    return {"threads": count, "build_seconds": time.perf_counter() - start, **size}
+
+
+async def postgres_size(url: str) -> int:
+    """The database's size beyond an empty one's (the template it was created from)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CHECKPOINT")
+        own = await conn.fetchval("SELECT pg_database_size(current_database())")
+        empty = await conn.fetchval("SELECT pg_database_size('template1')")
+        return int(own) - int(empty)
+    finally:
+        await conn.close()
+
+
+ROLES = {"writes": role_writes, "queries": role_queries, "build": role_build}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.measure")
+    parser.add_argument("role", choices=sorted(ROLES))
+    parser.add_argument("layer", choices=["file", "sqlite", "postgres"])
+    parser.add_argument("target", help="archive root, SQLite file or database URL")
+    parser.add_argument("--threads", type=int, default=1000)
+    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--durability", default="flush")
+    parser.add_argument("--get-thread-turns", type=int, default=50)
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds per timed query")
+    parser.add_argument("--max-runs", type=int, default=200)
+    args = parser.parse_args(argv)
+    result = asyncio.run(ROLES[args.role](args))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,635 @@
+"""Run the whole benchmark: ``python -m benchmarks`` (``--quick`` for small sizes only).
+
+Drives the same Chainlit-shaped workload (:mod:`benchmarks.workload`) through the public
+``BaseDataLayer`` API of
+
+- ``FileDataLayer`` in the fast mode and in the zero-dependency mode
+  (``FILELAYER_PURE=1``), each in its own processes;
+- Chainlit's ``SQLAlchemyDataLayer`` on SQLite (aiosqlite);
+- Chainlit's ``ChainlitDataLayer`` on a PostgreSQL server this script starts on
+  127.0.0.1 in a temporary directory and stops at the end (skipped, and said so, when
+  no PostgreSQL server binaries are installed);
+
+then prints a Markdown table with the ratios and the issue's targets, and appends every
+figure to ``benchmarks/results.csv``. Everything it writes besides that file lives in a
+temporary directory, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CSV = REPO / "benchmarks" / "results.csv"
+
+LAYERS: dict[str, tuple[str, dict[str, str]]] = {
+    "file-fast": ("file", {}),
+    "file-pure": ("file", {"FILELAYER_PURE": "1"}),
+    "sqlite": ("sqlite", {}),
+    "postgres": ("postgres", {}),
+}
+LABELS = {
+    "file-fast": "filelayer, fast",
+    "file-pure": "filelayer, zero-dep",
+    "sqlite": "SQLAlchemy + SQLite",
+    "postgres": "Chainlit + PostgreSQL",
+}
+FILE_LAYERS = ("file-fast", "file-pure")
+SQL_LAYERS = ("sqlite", "postgres")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def load_average() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+# -- subprocesses -------------------------------------------------------------------------
+
+
+class MeasureError(RuntimeError):
+    pass
+
+
+def measure(
+    role: str, layer: str, target: str, workdir: Path, *extra: str, timeout: float = 3600
+) -> dict[str, Any]:
+    """Run one ``benchmarks.measure`` subprocess and return its JSON result."""
+    kind, env_extra = LAYERS[layer]
+    env = dict(os.environ)
+    env.pop("FILELAYER_PURE", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env.update(env_extra)
+    cmd = [sys.executable, "-m", "benchmarks.measure", role, kind, target, *extra]
+    done = subprocess.run(
+        cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise MeasureError(
+            f"{role} {layer} failed ({done.returncode}):\n{done.stderr.strip()[-3000:]}"
+        )
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+
+class Postgres:
+    """The throwaway server of the test suite (``tests/pgserver.py``), one database per
+    archive, each with Chainlit's official schema."""
+
+    def __init__(self) -> None:
+        sys.path.insert(0, str(REPO / "tests"))
+        import pgserver
+
+        self.server = pgserver.PostgresServer()
+        self._apply_schema = pgserver.apply_schema
+        self._count = 0
+
+    @staticmethod
+    def available() -> bool:
+        sys.path.insert(0, str(REPO / "tests"))
+        import pgserver
+
+        return pgserver.find_bindir() is not None
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def new_database(self) -> str:
+        import asyncpg
+
+        self._count += 1
+        name = f"bench{self._count}"
+        base = self.server.url.rsplit("/", 1)[0]
+
+        async def create() -> None:
+            conn = await asyncpg.connect(self.server.url)
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+            await self._apply_schema(f"{base}/{name}")
+
+        asyncio.run(create())
+        return f"{base}/{name}"
+
+    def drop_database(self, url: str) -> None:
+        import asyncpg
+
+        name = url.rsplit("/", 1)[1]
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(self.server.url)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    values: dict[tuple[str, str], float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def put(self, layer: str, metric: str, value: float) -> None:
+        self.values[(layer, metric)] = float(value)
+
+    def get(self, layer: str, metric: str) -> float | None:
+        return self.values.get((layer, metric))
+
+
+@dataclass
+class Row:
+    title: str
+    metric: str
+    unit: str
+    higher_is_better: bool = False
+    ratio: bool = True
+
+
+def metric_at(name: str, size: int) -> str:
+    return f"{name}@{size}"
+
+
+def rows_for(sizes: list[int], turns: int = 50) -> list[Row]:
+    rows = [
+        Row("write calls/s, default durability", "write_calls_per_s", "calls/s", True),
+        Row("write calls/s, durability=fsync", "write_calls_per_s_fsync", "calls/s", True),
+        Row(f"get_thread, {turns}-turn thread", "get_thread_ms", "ms"),
+    ]
+    for n in sizes:
+        label = f"{n:,} threads"
+        rows += [
+            Row(f"list_threads first page, {label}", metric_at("list_ms", n), "ms"),
+            Row(f"search (hit), {label}", metric_at("search_hit_ms", n), "ms"),
+            Row(f"search (no match), {label}", metric_at("search_miss_ms", n), "ms"),
+            Row(f"feedback filter, {label}", metric_at("feedback_ms", n), "ms"),
+            Row(f"open + first page (cold), {label}", metric_at("cold_first_page_ms", n), "ms"),
+            Row(f"RSS after the queries, {label}", metric_at("rss_mb", n), "MB", ratio=False),
+            Row(f"peak RSS, {label}", metric_at("peak_rss_mb", n), "MB", ratio=False),
+        ]
+    rows += [
+        Row("disk per thread (file sizes)", "disk_kb_per_thread", "KB", ratio=False),
+        Row("disk per thread (allocated blocks)", "disk_alloc_kb_per_thread", "KB", ratio=False),
+    ]
+    return rows
+
+
+def extrapolate(results: Results, layer: str, metric: str, sizes: list[int]) -> float | None:
+    """A linear extrapolation from the two largest sizes measured for ``layer``."""
+    name, _, at = metric.partition("@")
+    if not at:
+        return None
+    target = int(at)
+    measured = [n for n in sizes if results.get(layer, metric_at(name, n)) is not None]
+    if len(measured) < 2 or target <= max(measured):
+        return None
+    a, b = measured[-2], measured[-1]
+    va, vb = results.get(layer, metric_at(name, a)), results.get(layer, metric_at(name, b))
+    assert va is not None and vb is not None
+    return vb + (vb - va) / (b - a) * (target - b)
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "calls/s":
+        return f"{value:,.0f}"
+    if unit in ("MB", "KB"):
+        return f"{value:,.1f}"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def ratio_text(ours: float | None, theirs: float | None, row: Row, approx: bool) -> str:
+    if ours is None or theirs is None or not row.ratio or ours <= 0 or theirs <= 0:
+        return "—"
+    r = ours / theirs if row.higher_is_better else theirs / ours
+    text = f"{r:,.0f}×" if r >= 100 else f"{r:.1f}×"
+    return ("≈" + text) if approx else text
+
+
+def markdown(
+    results: Results, layers: list[str], sizes: list[int], sql_sizes: list[int], turns: int
+) -> str:
+    peers = [p for p in SQL_LAYERS if p in layers]
+    head = ["", *(LABELS[x] for x in layers)]
+    head += [f"fast vs {LABELS[p].split(' ')[-1]}" for p in peers if "file-fast" in layers]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows_for(sizes, turns):
+        cells = [f"{row.title} ({row.unit})"]
+        any_value = False
+        approx_of: dict[str, float] = {}
+        for layer in layers:
+            value = results.get(layer, row.metric)
+            if value is None and layer in SQL_LAYERS and row.ratio:
+                guess = extrapolate(results, layer, row.metric, sql_sizes)
+                if guess is not None:
+                    approx_of[layer] = guess
+                    cells.append(f"≈{fmt(guess, row.unit)}¹")
+                    continue
+            any_value = any_value or value is not None
+            cells.append(fmt(value, row.unit))
+        if not any_value:
+            continue
+        if "file-fast" in layers:
+            ours = results.get("file-fast", row.metric)
+            for peer in peers:
+                theirs = results.get(peer, row.metric)
+                approx = theirs is None and peer in approx_of
+                cells.append(ratio_text(ours, approx_of.get(peer, theirs), row, approx))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class Target:
+    text: str
+    check: Callable[[Results, str], tuple[str, bool | None]]
+
+
+def _ratio(
+    results: Results, ours: str, layer: str, peer: str, metric: str, higher: bool
+) -> float | None:
+    a, b = results.get(layer, ours), results.get(peer, metric)
+    if a is None or b is None or a <= 0 or b <= 0:
+        return None
+    return a / b if higher else b / a
+
+
+def targets() -> list[Target]:
+    def ratio_target(
+        metric: str, peer: str, at_least: float, higher: bool, ours: str | None = None
+    ) -> Callable[[Results, str], tuple[str, bool | None]]:
+        def check(results: Results, layer: str) -> tuple[str, bool | None]:
+            r = _ratio(results, ours or metric, layer, peer, metric, higher)
+            if r is None:
+                return "not measured", None
+            return f"{r:,.1f}×", r >= at_least
+
+        return check
+
+    def at_most(
+        metric: str, limit: float, unit: str
+    ) -> Callable[[Results, str], tuple[str, bool | None]]:
+        def check(results: Results, layer: str) -> tuple[str, bool | None]:
+            v = results.get(layer, metric)
+            if v is None:
+                return "not measured", None
+            return f"{fmt(v, unit)} {unit}", v <= limit
+
+        return check
+
+    return [
+        Target(
+            "write calls ≥ 20× SQLAlchemy (default durability)",
+            ratio_target("write_calls_per_s", "sqlite", 20, True),
+        ),
+        Target(
+            "write calls ≥ 10× Postgres (default durability)",
+            ratio_target("write_calls_per_s", "postgres", 10, True),
+        ),
+        Target(
+            "write calls ≥ 2× Postgres (fsync mode)",
+            ratio_target("write_calls_per_s", "postgres", 2, True, ours="write_calls_per_s_fsync"),
+        ),
+        Target("list_threads first page at 10k threads ≤ 5 ms", at_most("list_ms@10000", 5, "ms")),
+        Target(
+            "list_threads at 10k ≥ 100× SQLAlchemy",
+            ratio_target("list_ms@10000", "sqlite", 100, False),
+        ),
+        Target(
+            "list_threads at 10k faster than Postgres",
+            ratio_target("list_ms@10000", "postgres", 1.0001, False),
+        ),
+        Target(
+            "list_threads first page at 100k threads ≤ 20 ms", at_most("list_ms@100000", 20, "ms")
+        ),
+        Target(
+            "get_thread (50 turns) ≥ 5× faster than SQLAlchemy",
+            ratio_target("get_thread_ms", "sqlite", 5, False),
+        ),
+        Target(
+            "get_thread (50 turns) ≥ 2× faster than Postgres",
+            ratio_target("get_thread_ms", "postgres", 2, False),
+        ),
+        Target("RSS serving a 100k-thread index < 200 MB", at_most("rss_mb@100000", 200, "MB")),
+        Target(
+            "peak RSS serving a 100k-thread index < 200 MB",
+            at_most("peak_rss_mb@100000", 200, "MB"),
+        ),
+    ]
+
+
+def targets_markdown(results: Results, layers: list[str]) -> str:
+    ours = [x for x in FILE_LAYERS if x in layers]
+    lines = [
+        "| target | " + " | ".join(LABELS[x] for x in ours) + " |",
+        "|---|" + "---|" * len(ours),
+    ]
+    for target in targets():
+        cells = []
+        for layer in ours:
+            text, ok = target.check(results, layer)
+            mark = "" if ok is None else (" ✅" if ok else " ❌")
+            cells.append(text + mark)
+        lines.append(f"| {target.text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def append_csv(path: Path, results: Results, command: str, when: str, host: str) -> None:
+    new = not path.exists() or path.stat().st_size == 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["date", "machine", "command", "mode", "metric", "value"])
+        for (layer, metric), value in sorted(results.values.items()):
+            writer.writerow([when, host, command, layer, metric, f"{value:.6g}"])
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def parse_sizes(text: str) -> list[int]:
+    return sorted({int(x.replace("_", "").replace(",", "")) for x in text.split(",") if x.strip()})
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="filelayer against Chainlit's SQL data layers, through the data-layer API.",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    p.add_argument("--sizes", help="archive sizes in threads (default 1000,10000,100000)")
+    p.add_argument(
+        "--sql-sizes",
+        help="sizes at which the SQL layers are measured (default 1000,10000; larger sizes "
+        "are extrapolated)",
+    )
+    p.add_argument("--layers", default=",".join(LAYERS), help="which of " + ", ".join(LAYERS))
+    p.add_argument("--write-threads", type=int, help="threads written in the write test")
+    p.add_argument("--turns", type=int, default=5, help="turns per thread in the write test")
+    p.add_argument("--get-thread-turns", type=int, default=50)
+    p.add_argument("--budget", type=float, help="seconds spent repeating each timed query")
+    p.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="where runs are appended")
+    p.add_argument("--no-csv", action="store_true", help="do not append to the CSV")
+    p.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    args = p.parse_args(argv)
+    args.layers = [x.strip() for x in args.layers.split(",") if x.strip()]
+    unknown = [x for x in args.layers if x not in LAYERS]
+    if unknown:
+        p.error(f"unknown layers: {', '.join(unknown)}")
+    default_sizes = "200,1000" if args.quick else "1000,10000,100000"
+    args.sizes = parse_sizes(args.sizes or default_sizes)
+    args.sql_sizes = parse_sizes(args.sql_sizes or ("200,1000" if args.quick else "1000,10000"))
+    args.write_threads = args.write_threads or (6 if args.quick else 40)
+    args.budget = args.budget if args.budget is not None else (0.2 if args.quick else 1.0)
+    if args.quick:
+        args.get_thread_turns = min(args.get_thread_turns, 10)
+    return args
+
+
+def run(args: argparse.Namespace, command: str) -> tuple[Results, str]:
+    results = Results()
+    layers: list[str] = list(args.layers)
+    started = datetime.now(timezone.utc)
+    work = Path(tempfile.mkdtemp(prefix="filelayer-bench-"))
+    pg: Postgres | None = None
+    if "postgres" in layers:
+        if Postgres.available():
+            pg = Postgres()
+            log("starting PostgreSQL on 127.0.0.1")
+            pg.start()
+        else:
+            message = (
+                "PostgreSQL server binaries not found (Debian: apt-get install postgresql): "
+                "measuring the other layers only"
+            )
+            log(message)
+            results.notes.append(message)
+            layers.remove("postgres")
+    budget = ["--budget", str(args.budget)]
+    try:
+        run_writes(args, layers, work, pg, results, budget)
+        for n in args.sizes:
+            run_size(args, n, layers, work, pg, results, budget)
+    finally:
+        if pg is not None:
+            log("stopping PostgreSQL")
+            pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    report = render(args, results, layers, command, started)
+    return results, report
+
+
+def run_writes(
+    args: argparse.Namespace,
+    layers: list[str],
+    work: Path,
+    pg: Postgres | None,
+    results: Results,
+    budget: list[str],
+) -> None:
+    common = [
+        "--threads", str(args.write_threads), "--turns", str(args.turns),
+        "--get-thread-turns", str(args.get_thread_turns), *budget,
+    ]  # fmt: skip
+    for layer in layers:
+        for durability in ("flush", "fsync") if layer in FILE_LAYERS else ("default",):
+            label = f"{LABELS[layer]}, {durability}"
+            log(f"write calls and get_thread: {label}")
+            if layer in FILE_LAYERS:
+                target = str(work / f"writes-{layer}-{durability}")
+                extra = ["--durability", durability]
+            elif layer == "sqlite":
+                target = str(work / "writes.sqlite")
+                from benchmarks.archives import create_sqlite_schema
+
+                create_sqlite_schema(Path(target))
+                extra = []
+            else:
+                assert pg is not None
+                target = pg.new_database()
+                extra = []
+            if durability == "fsync":
+                extra += ["--get-thread-turns", "0"]
+            r = measure("writes", layer, target, work, *common, *extra)
+            suffix = "_fsync" if durability == "fsync" else ""
+            results.put(layer, "write_calls_per_s" + suffix, r["write_calls_per_s"])
+            if "get_thread_ms" in r:
+                results.put(layer, "get_thread_ms", r["get_thread_ms"])
+            if layer == "postgres" and pg is not None:
+                pg.drop_database(target)
+            elif layer == "sqlite":
+                Path(target).unlink(missing_ok=True)
+            else:
+                shutil.rmtree(target, ignore_errors=True)
+
+
+def run_size(
+    args: argparse.Namespace,
+    n: int,
+    layers: list[str],
+    work: Path,
+    pg: Postgres | None,
+    results: Results,
+    budget: list[str],
+) -> None:
+    size = ["--threads", str(n), *budget]
+    ours = [x for x in layers if x in FILE_LAYERS]
+    if ours:
+        root = work / f"archive-{n}"
+        log(f"building a {n:,}-thread archive (files)")
+        built = measure("build", ours[0], str(root), work, "--threads", str(n))
+        for layer in ours:
+            disk(results, layer, n, built)
+            log(f"queries at {n:,} threads: {LABELS[layer]}")
+            record_queries(results, layer, n, measure("queries", layer, str(root), work, *size))
+        shutil.rmtree(root, ignore_errors=True)
+    for layer in (x for x in layers if x in SQL_LAYERS):
+        if n not in args.sql_sizes:
+            continue
+        log(f"building a {n:,}-thread archive ({LABELS[layer]})")
+        if layer == "sqlite":
+            target = str(work / f"archive-{n}.sqlite")
+        else:
+            assert pg is not None
+            target = pg.new_database()
+        built = measure("build", layer, target, work, "--threads", str(n))
+        disk(results, layer, n, built)
+        log(f"queries at {n:,} threads: {LABELS[layer]}")
+        record_queries(results, layer, n, measure("queries", layer, target, work, *size))
+        if layer == "sqlite":
+            Path(target).unlink(missing_ok=True)
+        elif pg is not None:
+            pg.drop_database(target)
+
+
+def disk(results: Results, layer: str, n: int, built: dict[str, Any]) -> None:
+    """Disk per thread, from the largest archive up to 10k threads (where fixed costs,
+    such as an empty database's files, no longer dominate)."""
+    if n > 10000 and results.get(layer, "disk_kb_per_thread") is not None:
+        return
+    results.put(layer, "disk_kb_per_thread", built["disk_bytes"] / 1024 / built["threads"])
+    if "disk_allocated_bytes" in built:
+        results.put(
+            layer,
+            "disk_alloc_kb_per_thread",
+            built["disk_allocated_bytes"] / 1024 / built["threads"],
+        )
+    results.put(layer, metric_at("build_s", n), built["build_seconds"])
+
+
+def record_queries(results: Results, layer: str, n: int, r: dict[str, Any]) -> None:
+    for name in ("list", "search_hit", "search_miss", "feedback"):
+        results.put(layer, metric_at(f"{name}_ms", n), r[f"{name}_ms"])
+        results.put(layer, metric_at(f"{name}_items", n), r[f"{name}_items"])
+    for name in ("cold_first_page_ms", "rss_mb", "peak_rss_mb", "base_rss_mb", "second_page_ms"):
+        if name in r:
+            results.put(layer, metric_at(name, n), r[name])
+
+
+def render(
+    args: argparse.Namespace,
+    results: Results,
+    layers: list[str],
+    command: str,
+    started: datetime,
+) -> str:
+    lines = [
+        f"Machine: {machine()}  ",
+        f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}, "
+        f"load average at the end: {load_average()}  ",
+        f"Command: `{command}`",
+        "",
+        markdown(results, layers, args.sizes, args.sql_sizes, args.get_thread_turns),
+        "",
+    ]
+    extrapolated = [n for n in args.sizes if n not in args.sql_sizes]
+    if extrapolated and any(x in layers for x in SQL_LAYERS):
+        lines.append(
+            "¹ Not measured: linear extrapolation from the SQL layer's two largest measured "
+            f"sizes ({', '.join(f'{n:,}' for n in args.sql_sizes[-2:])} threads)."
+        )
+        lines.append("")
+    lines += [targets_markdown(results, layers), ""]
+    lines += [f"Note: {note}" for note in results.notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python -m benchmarks" + (" " + shlex.join(argv) if argv else "")
+    if argv is None and len(sys.argv) > 1:
+        command = "python -m benchmarks " + shlex.join(sys.argv[1:])
+    try:
+        results, report = run(args, command)
+    except MeasureError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    print(report)
+    if args.markdown:
+        args.markdown.write_text(report, encoding="utf-8")
+    if not args.no_csv:
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        append_csv(args.csv, results, command, when, machine())
+        log(f"figures appended to {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
