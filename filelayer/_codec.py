@@ -31,18 +31,28 @@ def _to_utf8(text: str) -> bytes:
         ) from exc
 
 
+def _encode(encoder: json.JSONEncoder, obj: Any) -> str:
+    try:
+        return encoder.encode(obj)
+    except RecursionError:
+        raise ValueError(
+            "data nested too deeply to store (hundreds of levels); flatten it first"
+        ) from None
+
+
 def encode_line(obj: Any) -> bytes:
     """One JSON Lines record: compact, sorted keys, UTF-8, ending in a newline.
 
     Raises ``ValueError`` for what JSON cannot hold (NaN, infinities, unpaired
-    surrogates) and ``TypeError`` for objects that are not JSON data.
+    surrogates, nesting deep enough to exhaust the interpreter's stack) and
+    ``TypeError`` for objects that are not JSON data.
     """
-    return _to_utf8(_line_encoder.encode(obj) + "\n")
+    return _to_utf8(_encode(_line_encoder, obj) + "\n")
 
 
 def encode_document(obj: Any) -> bytes:
     """A whole JSON file: indented, sorted keys, UTF-8, trailing newline (diffs well)."""
-    return _to_utf8(_doc_encoder.encode(obj) + "\n")
+    return _to_utf8(_encode(_doc_encoder, obj) + "\n")
 
 
 if PURE:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ._backend import PURE
-from .errors import ArchiveLockTimeout
+from .errors import ArchiveLockTimeout, StorageWriteError
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -27,10 +27,24 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 
+def _open_lock_file(path: Path) -> int:
+    """Open (creating it) the lock file; a failure is a write failure the user can fix."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        try:  # the derived locks/ directory went missing: make it again
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageWriteError(path, exc) from exc
+    except OSError as exc:
+        raise StorageWriteError(path, exc) from exc
+
+
 def _flock_locked(path: Path, timeout: float) -> contextlib.AbstractContextManager[None]:
     @contextlib.contextmanager
     def held() -> Iterator[None]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(path)
         try:
             deadline = time.monotonic() + timeout
             delay = 0.0005

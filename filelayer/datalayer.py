@@ -172,9 +172,9 @@ class FileDataLayer(BaseDataLayer):
         record = {k: fields.get(k) for k in _ELEMENT_FIELDS}
         data = await _element_bytes(element)
         if data is not None:
-            directory = self.store.prepare_element(thread_id)
+            directory = self.store.prepare_element(thread_id, record)
             if directory is None:
-                return  # the thread was deleted
+                return  # the thread, the element or its step was deleted
             relative = self.store.element_relative_path(element.id, element.name, element.mime)
             target = self.store.layout.element_file(thread_id, relative)
             assert target is not None

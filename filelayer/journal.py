@@ -11,6 +11,7 @@ in which two writes of one step land does not matter for the final text: see
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,55 @@ def _well_formed(record: dict[str, Any]) -> bool:
         body = record.get(op)
         return isinstance(body, dict) and isinstance(body.get("id"), str)
     return isinstance(record.get("id"), str)
+
+
+class Tombstones:
+    """The ids a journal says were deleted, kept up to date by reading only what was
+    appended since the last look (a compaction, which replaces the file, starts over).
+
+    Writers consult it under the thread's lock so that a late write for a deleted step
+    or element (Chainlit fires them as independent tasks) leaves nothing behind: no
+    index text, no feedback count, no element file.
+    """
+
+    __slots__ = ("elements", "file_id", "offset", "steps")
+
+    def __init__(self) -> None:
+        self.file_id: tuple[int, int] | None = None
+        self.offset = 0
+        self.steps: set[str] = set()
+        self.elements: set[str] = set()
+
+    def catch_up(self, path: Path) -> Tombstones:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self.__init__()  # type: ignore[misc]
+            return self
+        file_id = (st.st_dev, st.st_ino)
+        if file_id != self.file_id or st.st_size < self.offset:
+            self.__init__()  # type: ignore[misc]
+            self.file_id = file_id
+        if st.st_size == self.offset:
+            return self
+        with open(path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(st.st_size - self.offset)
+        lines, tail = _fs.split_lines(data)
+        self.offset += len(data) - len(tail)
+        for line in lines:
+            if b'.delete"' not in line:
+                continue
+            try:
+                record = _codec.decode(line)
+            except _codec.DecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("id"), str):
+                if record.get("op") == OP_STEP_DELETE:
+                    self.steps.add(record["id"])
+                elif record.get("op") == OP_ELEMENT_DELETE:
+                    self.elements.add(record["id"])
+        return self
 
 
 def read(path: Path) -> JournalRead:

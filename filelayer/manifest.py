@@ -36,9 +36,14 @@ def read(path: Path) -> dict[str, Any] | None:
     return _codec.read_document(path, ("id",))
 
 
+def encode(manifest: dict[str, Any]) -> bytes:
+    """The file's bytes; ``ValueError`` for what JSON cannot hold (checked before any
+    directory is made, so a refused thread leaves nothing behind)."""
+    return _codec.encode_document({key: manifest.get(key) for key in FIELDS})
+
+
 def write(path: Path, manifest: dict[str, Any], *, durable: bool) -> None:
-    doc = {key: manifest.get(key) for key in FIELDS}
-    _fs.atomic_write(path, _codec.encode_document(doc), durable=durable)
+    _fs.atomic_write(path, encode(manifest), durable=durable)
 
 
 def merge_metadata(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import _codec, _fs, _locks, journal, manifest, users
-from .errors import CorruptFileError, StorageWriteError
+from .errors import ArchiveError, CorruptFileError, StorageWriteError
 from .ids import check_id, is_valid_id
 from .index import DEFAULT_SEARCH_CHARS, Page, ThreadIndex, ThreadSummary
 from .index import delete_record as index_delete_record
@@ -45,6 +45,10 @@ Durability = Literal["flush", "fsync"]
 ElementUrl = Callable[[str, str], str]
 
 _OWNER_CACHE_SIZE = 50_000
+_REINDEX_ATTEMPTS = 5
+_TOMBSTONE_CACHE = 256
+"""Threads whose deleted ids a process keeps in memory: those it is writing to."""
+
 _EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 
 _STEP_DEFAULTS: dict[str, Any] = {
@@ -109,6 +113,7 @@ class ArchiveStore:
         self._deleted_offset = 0
         self._step_owner: OrderedDict[str, str] = OrderedDict()
         self._element_owner: OrderedDict[str, str] = OrderedDict()
+        self._tombstone_cache: OrderedDict[str, journal.Tombstones] = OrderedDict()
         self._users_by_id: dict[str, dict[str, Any]] = {}
         if create:
             self._ensure_index()
@@ -167,6 +172,14 @@ class ArchiveStore:
             return True
         self._refresh_deleted()
         return thread_id in self._deleted
+
+    def _tombstones(self, thread_id: str) -> journal.Tombstones:
+        """The thread's deleted step and element ids. Caller holds the thread's lock."""
+        cached = self._tombstone_cache.pop(thread_id, None) or journal.Tombstones()
+        self._tombstone_cache[thread_id] = cached
+        while len(self._tombstone_cache) > _TOMBSTONE_CACHE:
+            self._tombstone_cache.popitem(last=False)
+        return cached.catch_up(self.layout.journal(thread_id))
 
     def _append_journal(self, thread_id: str, records: list[dict[str, Any]]) -> None:
         data = b"".join(_codec.encode_line(r) for r in records)
@@ -317,10 +330,6 @@ class ArchiveStore:
                 if self.is_deleted(thread_id):
                     log.debug("filelayer: not resurrecting deleted thread %s", thread_id)
                     return False
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StorageWriteError(path.parent, exc) from exc
                 doc = manifest.new(thread_id, now_iso())
             before = copy.deepcopy(doc)
             if name is None and metadata and isinstance(metadata.get("name"), str):
@@ -335,12 +344,31 @@ class ArchiveStore:
                 doc["tags"] = list(tags)
             if metadata is not None:
                 doc["metadata"] = manifest.merge_metadata(doc.get("metadata") or {}, metadata)
+            manifest.encode(doc)  # refuse what cannot be stored before making anything
             if created or doc != before:
                 if not created:
                     doc["updatedAt"] = max(now_iso(), before.get("updatedAt") or "")
+                if created:
+                    try:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                    except OSError as exc:
+                        raise StorageWriteError(path.parent, exc) from exc
                 manifest.write(path, doc, durable=True)
                 self.index.append([self._thread_index_record(doc)])
+            elif not self._index_agrees(doc):
+                # A retry of a call whose manifest landed but whose index record was
+                # lost (a crash between the two): put the record back.
+                self.index.append([self._thread_index_record(doc)])
         return True
+
+    def _index_agrees(self, doc: dict[str, Any]) -> bool:
+        summary = self._indexed(doc["id"])
+        return summary is not None and (
+            summary.name,
+            summary.user_id,
+            summary.user_identifier,
+            summary.tags,
+        ) == (doc.get("name"), doc.get("userId"), doc.get("userIdentifier"), doc.get("tags"))
 
     def delete_thread(self, thread_id: str) -> bool:
         """Delete a thread and everything in it. ``False`` if there was nothing."""
@@ -498,8 +526,11 @@ class ArchiveStore:
         with self.thread_lock(thread_id):
             if not self._ensure_thread_locked(thread_id):
                 return False
-            self._append_journal(thread_id, [record])
             index_records = self._step_index_records(thread_id, step_id, record["step"])
+            if index_records is None:
+                log.debug("filelayer: ignoring a late write to deleted step %s", step_id)
+                return True
+            self._append_journal(thread_id, [record])
             if index_records:
                 self.index.append(index_records)
         self._remember(self._step_owner, step_id, thread_id)
@@ -516,7 +547,12 @@ class ArchiveStore:
 
     def _step_index_records(
         self, thread_id: str, step_id: str, step: dict[str, Any]
-    ) -> list[dict[str, Any]]:
+    ) -> list[dict[str, Any]] | None:
+        """The index records a step write needs; ``None`` if the step was deleted (the
+        write would be ignored by every reader: it is not made at all).
+
+        The journal's tombstones are consulted only when the index does not know the
+        step yet, which is where a deleted step would otherwise come back."""
         summary = self._indexed(thread_id)
         known = summary.texts.get(step_id) if summary else None
         records: list[dict[str, Any]] = []
@@ -543,6 +579,8 @@ class ArchiveStore:
             was = summary is not None and step_id in summary.favorites
             if on != was:
                 records.append(index_favorite_record(thread_id, step_id, on))
+        if known is None and records and step_id in self._tombstones(thread_id).steps:
+            return None
         return records
 
     def locate_step(self, step_id: str) -> str | None:
@@ -642,6 +680,9 @@ class ArchiveStore:
         with self.thread_lock(thread_id):
             if not self._ensure_thread_locked(thread_id):
                 return feedback_id
+            if for_id in self._tombstones(thread_id).steps:
+                log.debug("filelayer: ignoring feedback on deleted step %s", for_id)
+                return feedback_id
             self._append_journal(thread_id, [record])
             summary = self._indexed(thread_id)
             index_records = []
@@ -682,11 +723,20 @@ class ArchiveStore:
             ext = mimetypes.guess_extension(mime.split(";")[0].strip()) or ""
         return f"{ELEMENTS_DIR}/{element_id}{ext}"
 
-    def prepare_element(self, thread_id: str) -> Path | None:
-        """Make the thread's element directory; ``None`` if the thread was deleted."""
+    def _element_refused(self, thread_id: str, element: dict[str, Any]) -> bool:
+        """Whether the element, or the step it belongs to, was deleted (deleted ids stay
+        deleted: a late ``send`` after ``remove`` stores nothing). Caller locks."""
+        dead = self._tombstones(thread_id)
+        return element.get("id") in dead.elements or element.get("forId") in dead.steps
+
+    def prepare_element(self, thread_id: str, element: dict[str, Any] | None = None) -> Path | None:
+        """Make the thread's element directory; ``None`` if the thread was deleted, or
+        ``element`` (when given) or its step was."""
         check_id("thread", thread_id)
         with self.thread_lock(thread_id):
             if not self._ensure_thread_locked(thread_id):
+                return None
+            if element is not None and self._element_refused(thread_id, element):
                 return None
             directory = self.layout.elements_dir(thread_id)
             try:
@@ -702,7 +752,9 @@ class ArchiveStore:
         record = journal.element_record(element)
         _codec.encode_line(record)
         with self.thread_lock(thread_id):
-            if not self._ensure_thread_locked(thread_id):
+            if not self._ensure_thread_locked(thread_id) or self._element_refused(
+                thread_id, element
+            ):
                 if isinstance(element.get("file"), str):
                     self._remove_element_file(thread_id, element["file"])
                 return False
@@ -716,7 +768,7 @@ class ArchiveStore:
         check_id("thread", thread_id)
         check_id("element", element.get("id"))
         if data is not None:
-            directory = self.prepare_element(thread_id)
+            directory = self.prepare_element(thread_id, element)
             if directory is None:
                 return False
             relative = self.element_relative_path(
@@ -833,17 +885,35 @@ class ArchiveStore:
         return summary
 
     def reindex(self, progress: Any = None) -> int:
-        """Rebuild the index from the thread directories. Returns the thread count."""
-        summaries = []
-        ids = self.thread_ids()
-        for n, thread_id in enumerate(ids, start=1):
-            summary = self.summarise(thread_id)
-            if summary is not None and not self.is_deleted(thread_id):
-                summaries.append(summary)
-            if progress is not None:
-                progress(n, len(ids))
-        self.index.replace_all(summaries)
-        return len(summaries)
+        """Rebuild the index from the thread directories. Returns the thread count.
+
+        Writers go on meanwhile (the index lock is held only to swap the file): what
+        they append while the threads are read is replayed on top of the rebuild. If
+        the log is replaced under us (another reindex, a compaction) the work is done
+        again.
+        """
+        for _ in range(_REINDEX_ATTEMPTS):
+            since = self.index.mark()
+            summaries = []
+            ids = self.thread_ids()
+            for n, thread_id in enumerate(ids, start=1):
+                summary = self.summarise(thread_id)
+                if summary is not None and not self.is_deleted(thread_id):
+                    summaries.append(summary)
+                if progress is not None:
+                    progress(n, len(ids))
+            if self.index.replace_all(summaries, since):
+                return len(summaries)
+        raise ArchiveError(
+            f"the index of {self.root} kept being replaced while it was rebuilt; "
+            "is another `filelayer reindex` running? Try again when it is done."
+        )
+
+    def reindex_thread(self, thread_id: str) -> None:
+        """Append what the index should know of one thread (after a repair)."""
+        summary = self.summarise(thread_id)
+        if summary is not None:
+            self.index.append(summary.records())
 
     def close(self) -> None:
         """Release the index's file descriptor and memory. Only the index holds

@@ -390,11 +390,6 @@ def test_permission_denied(tmp_path: Path) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a lock file that cannot be opened (read-only root, permission denied, a damaged "
-    "locks/ directory) raises the bare OSError, not StorageWriteError with advice",
-)
 def test_a_lock_file_that_cannot_be_opened_is_explained(tmp_path: Path) -> None:
     from filelayer import ArchiveStore, StorageWriteError
 

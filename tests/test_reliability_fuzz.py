@@ -333,21 +333,10 @@ def test_nested_metadata_round_trips(box: Path, depth: int) -> None:
 
 
 @pytest.mark.parametrize("depth", [1000, 5000])
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="metadata nested about 1,000 levels deep raises RecursionError (not ValueError) "
-    "from update_thread and write_step",
-)
 def test_very_deeply_nested_metadata_is_refused_with_value_error(box: Path, depth: int) -> None:
     store_nested(box / "chats", nested(depth))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an update_thread refused for its content (a lone surrogate, NaN) still creates "
-    "the new thread's directory, which verify then reports as damaged",
-)
 def test_a_refused_update_thread_leaves_nothing_behind(box: Path) -> None:
     root = box / "chats"
     api = StoreAPI(root)

@@ -372,11 +372,6 @@ def test_message_types_are_the_formats() -> None:
     assert MESSAGE_TYPES == FORMAT_TYPES
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an element sent again after it was deleted stays deleted, but its bytes are "
-    "still written, to a file that nothing refers to (verify reports it)",
-)
 def test_a_deleted_element_sent_again_leaves_no_file(tmp_path: Path) -> None:
     from filelayer import ArchiveStore
     from filelayer.verify import verify
@@ -390,11 +385,6 @@ def test_a_deleted_element_sent_again_leaves_no_file(tmp_path: Path) -> None:
     assert not [str(p) for p in verify(store).problems]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a late write to a deleted message step is ignored by get_thread but puts the "
-    "message's text back into the index (search finds the thread by it)",
-)
 def test_a_late_write_to_a_deleted_message_stays_out_of_the_index(tmp_path: Path) -> None:
     from filelayer import ArchiveStore
 
@@ -408,11 +398,6 @@ def test_a_late_write_to_a_deleted_message_stays_out_of_the_index(tmp_path: Path
     assert threads == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="feedback given to a deleted step is ignored by get_thread but counted by the "
-    "index, so list_threads' feedback filter lists the thread",
-)
 def test_feedback_on_a_deleted_step_does_not_match_the_feedback_filter(tmp_path: Path) -> None:
     from filelayer import ArchiveStore
 
@@ -427,11 +412,6 @@ def test_feedback_on_a_deleted_step_does_not_match_the_feedback_filter(tmp_path:
     assert threads == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an element sent for a step that was deleted is never shown, but its bytes are "
-    "still written, to a file that nothing refers to (verify reports it)",
-)
 def test_an_element_of_a_deleted_step_leaves_no_file(tmp_path: Path) -> None:
     from filelayer import ArchiveStore
     from filelayer.verify import verify
