@@ -359,9 +359,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     store = open_store(args)
-    ids = list(args.threads) or store.thread_ids()
-    for thread_id in ids:
+    for thread_id in args.threads:
         _thread(store, thread_id)  # refuses unknown ids with a clear message
+    # Without names: every directory there now. One being created or deleted while this
+    # runs has no journal to fold, which is not a problem.
+    ids = list(args.threads) or store.thread_ids()
     changed = skipped = saved = 0
     progress = Progress("compacting")
     try:

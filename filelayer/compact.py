@@ -29,8 +29,8 @@ def compact_thread(store: ArchiveStore, thread_id: str) -> Compaction:
     path = store.layout.journal(thread_id)
     with store.thread_lock(thread_id):
         data = _fs.read_bytes(path)
-        if data is None:
-            return Compaction(thread_id, 0, 0, skipped="no journal")
+        if data is None:  # nothing written yet, or deleted meanwhile: nothing to fold
+            return Compaction(thread_id, 0, 0)
         parsed = journal.parse(data, path)
         if parsed.bad_lines or parsed.torn_tail:
             return Compaction(

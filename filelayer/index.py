@@ -1233,15 +1233,50 @@ class ThreadIndex:
         self._run_start, self._run_end, self._run_next = array("q"), array("q"), array("i")
         self._records, self._dead = records, 0
 
-    def replace_all(self, summaries: Iterable[ThreadSummary]) -> None:
-        """Write a whole new index (``reindex``), streaming: ``summaries`` may be a
-        generator over 100,000 threads."""
+    def mark(self) -> tuple[tuple[int, int], int] | None:
+        """Where the log ends now (file identity, size): ``reindex`` notes it before
+        reading the threads, to replay what writers append while it reads."""
         with _locks.locked(self.lock_path, self.lock_timeout):
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                return None
+            return (st.st_dev, st.st_ino), st.st_size
+
+    def replace_all(
+        self,
+        summaries: Iterable[ThreadSummary],
+        since: tuple[tuple[int, int], int] | None = None,
+    ) -> bool:
+        """Write a whole new index (``reindex``), streaming: ``summaries`` may be a
+        generator over 100,000 threads.
+
+        ``since`` (from :meth:`mark`) says when the summaries began to be computed: the
+        records appended after it, by writers that did not wait for the rebuild, are
+        copied after them, and since every record states a value rather than a change,
+        they win where they are newer. ``False`` (nothing written) when the log was
+        replaced meanwhile, so that those records cannot be found: compute again.
+        """
+        with _locks.locked(self.lock_path, self.lock_timeout):
+            tail = b""
+            if since is not None:
+                try:
+                    st = os.stat(self.path)
+                except FileNotFoundError:
+                    return False
+                file_id, offset = since
+                if (st.st_dev, st.st_ino) != file_id or st.st_size < offset:
+                    return False
+                with open(self.path, "rb") as f:
+                    f.seek(offset)
+                    lines, _ = _fs.split_lines(f.read(st.st_size - offset))
+                tail = b"".join(line + b"\n" for line in lines if line)
             tmp = _fs.temp_path_for(self.path)
             try:
                 with open(tmp, "xb") as out:
                     for s in summaries:
                         out.write(b"".join(_codec.encode_line(r) for r in s.records()))
+                    out.write(tail)
                 os.replace(tmp, self.path)
             except OSError:
                 with contextlib.suppress(OSError):
@@ -1249,6 +1284,7 @@ class ThreadIndex:
                 raise
             self._reset()
             self.refresh()
+        return True
 
     # -- queries -------------------------------------------------------------------
 
