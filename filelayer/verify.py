@@ -15,14 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _codec, _fs, journal, users
+from . import _codec, _fs, journal, manifest, users
 from .errors import CorruptFileError
 from .ids import is_valid_id
 from .layout import ELEMENTS_DIR
 from .manifest import MANIFEST_NAME
-from .store import ArchiveStore
+from .store import ArchiveStore, now_iso
 
 DAMAGED_SUFFIX = ".damaged"
+UNREFERENCED_DIR = "unreferenced"
+"""Where ``verify --repair`` moves element files that no element refers to."""
 
 
 @dataclass
@@ -129,7 +131,19 @@ def _check_thread(
         doc = None
     else:
         if doc is None:
-            add(manifest_path, "missing: the thread has no name nor author")
+            outcome = _repair_missing_manifest(store, thread_id) if repair else None
+            if outcome == "removed":
+                add(directory, "an empty thread directory left by an interrupted write; removed")
+                return
+            if outcome == "made":
+                add(
+                    manifest_path,
+                    "missing; made a new one (the conversation is kept, its name and "
+                    "author are unknown)",
+                    True,
+                )
+            elif outcome is None:
+                add(manifest_path, "missing: the thread has no name nor author")
         elif doc["id"] != thread_id:
             add(manifest_path, f"holds id {doc['id']!r}, not the directory's {thread_id!r}")
     if store.is_deleted(thread_id):
@@ -174,8 +188,56 @@ def _check_thread(
     elements_dir = directory / ELEMENTS_DIR
     if elements_dir.is_dir():
         for path in sorted(elements_dir.iterdir()):
-            if path.name not in referenced and not path.name.endswith(_fs.TMP_SUFFIX):
-                add(path, "no element refers to this file (remove it by hand if unwanted)")
+            if path.name in referenced or path.name.endswith(_fs.TMP_SUFFIX):
+                continue
+            if repair and _set_aside(store, thread_id, path):
+                add(path, f"no element refers to this file; moved to {UNREFERENCED_DIR}/", True)
+            else:
+                add(path, "no element refers to this file (`verify --repair` sets it aside)")
+
+
+def _repair_missing_manifest(store: ArchiveStore, thread_id: str) -> str | None:
+    """A thread directory without a manifest: a crash inside the write that creates a
+    thread. Empty, it is removed; holding a conversation, it gets a new manifest (the
+    name and author were never stored). ``None`` if the thread appeared meanwhile."""
+    directory = store.layout.thread_dir(thread_id)
+    path = directory / MANIFEST_NAME
+    with store.thread_lock(thread_id):
+        if path.exists() or not directory.is_dir():
+            return None
+        if not any(directory.iterdir()):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+            return "removed"
+        state = store.read_state(thread_id)
+        times = [
+            t
+            for step in state.steps.values()
+            for t in (step.get("createdAt"), step.get("start"))
+            if isinstance(t, str) and t
+        ]
+        doc = manifest.new(thread_id, min(times) if times else now_iso())
+        manifest.write(path, doc, durable=True)
+    store.reindex_thread(thread_id)
+    return "made"
+
+
+def _set_aside(store: ArchiveStore, thread_id: str, path: Path) -> bool:
+    """Move an element file that no element refers to (a crash between writing the
+    file and journaling it) out of ``elements/``, keeping its bytes."""
+    with store.thread_lock(thread_id):
+        live = {el.get("file") for el in store.read_state(thread_id).live_elements()}
+        if f"{ELEMENTS_DIR}/{path.name}" in live or not path.is_file():
+            return False  # journaled meanwhile
+        aside = store.layout.thread_dir(thread_id) / UNREFERENCED_DIR
+        aside.mkdir(exist_ok=True)
+        target = aside / path.name
+        n = 1
+        while target.exists():
+            target = aside / f"{n}-{path.name}"
+            n += 1
+        os.replace(path, target)
+    return True
 
 
 def _repair_journal(store: ArchiveStore, thread_id: str) -> bool:

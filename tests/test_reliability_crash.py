@@ -62,18 +62,12 @@ REPAIRABLE = (
     "missing from the index",
     "in the index but not on disk",
     "index differs",
+    # A kill right after a new thread's directory was made, before its manifest's
+    # rename: a directory with nothing but a temporary file in it.
+    "thread.json: missing",
+    # A kill between writing an element's file and journaling it.
+    "no element refers to this file",
 )
-
-# Left by a kill, and not repaired by `verify --repair` yet: bugs, each pinned by a
-# strict xfail test below. Nothing acknowledged is lost in either case.
-# - A kill right after a new thread's directory was made, before its manifest's rename,
-#   leaves a directory with nothing but a temporary file in it.
-# - A kill between writing an element's file and journaling it leaves a file that no
-#   element refers to.
-KNOWN_UNREPAIRED = {
-    "thread.json: missing: the thread has no name nor author": "empty thread directory",
-    "no element refers to this file": "unreferenced element file",
-}
 
 
 class OpStream:
@@ -221,12 +215,9 @@ class CrashRun:
         done = cli(copy, "verify", "--repair", cwd=self.cwd)
         assert done.returncode in (0, 1), f"verify --repair crashed: {done.stderr}"
         left = self.verify(copy)
-        for problem in list(left):
-            for known, name in KNOWN_UNREPAIRED.items():
-                if known in problem:
-                    self.check_known(problem, name)
-                    self.stats[f"known bug: {name}"] += 1
-                    left.remove(problem)
+        for problem in problems:
+            if "no element refers to this file" in problem:
+                self.check_unacknowledged(problem)
         assert not left, (
             "after a kill, `verify --repair` could not restore the archive:\n"
             + "\n".join(left)
@@ -237,16 +228,12 @@ class CrashRun:
         self.stats["verify --repair restored"] += 1
         return copy
 
-    def check_known(self, problem: str, name: str) -> None:
-        """A known leftover must not hide data: the empty directory has no journal, the
-        unreferenced file belongs to no acknowledged element."""
+    def check_unacknowledged(self, problem: str) -> None:
+        """A file no element refers to must belong to no acknowledged element."""
         path = self.root / problem.split(": ")[1]
-        if name == "empty thread directory":
-            assert not (path.parent / "steps.jsonl").exists(), problem
-        else:
-            element_id = path.name.split(".")[0]
-            acked = {eid for t in self.model.threads.values() for eid in t.elements}
-            assert element_id not in acked, problem
+        element_id = path.name.split(".")[0]
+        acked = {eid for t in self.model.threads.values() for eid in t.elements}
+        assert element_id not in acked, problem
 
     def check_content(self, root: Path, pending: Op | None, exact_index: bool = False) -> None:
         """Every acknowledged write is there; the pending call may or may not be."""
@@ -367,11 +354,6 @@ def _problems(root: Path, cwd: Path, *args: str) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify --repair does not remove a thread directory that a crash left with "
-    "nothing but a temporary manifest in it",
-)
 def test_verify_repair_removes_a_thread_directory_left_empty_by_a_crash(tmp_path: Path) -> None:
     from filelayer import ArchiveStore
 
@@ -389,11 +371,6 @@ def test_verify_repair_removes_a_thread_directory_left_empty_by_a_crash(tmp_path
     assert ArchiveStore(root).get_thread("kept")["name"] == "kept"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify --repair leaves an element file that a crash left unreferenced "
-    "(written, then killed before its journal line)",
-)
 def test_verify_repair_sets_aside_an_element_file_no_element_refers_to(tmp_path: Path) -> None:
     from filelayer import ArchiveStore
 
@@ -413,11 +390,6 @@ def test_verify_repair_sets_aside_an_element_file_no_element_refers_to(tmp_path:
     assert ArchiveStore(root).element_file("t1", "e1")[1].read_bytes() == b"kept"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a retried update_thread whose manifest already landed does not restore the "
-    "index record that a crash lost, so the thread stays out of the sidebar",
-)
 def test_a_retried_update_thread_restores_what_a_crash_kept_from_the_index(
     tmp_path: Path,
 ) -> None:
