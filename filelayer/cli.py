@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from . import copy as copy_command
 from .compact import compact_thread
 from .errors import FileLayerError
 from .export import file_stem, render_json, render_markdown, when
@@ -38,6 +39,7 @@ examples:
   filelayer export THREAD_ID --format json > thread.json
   filelayer verify --repair
   filelayer compact
+  filelayer copy ./chats postgresql://user:pass@host/chainlit --create-schema
 """
 
 
@@ -108,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("compact", "fold journals into one line per step", cmd_compact)
     p.add_argument("threads", nargs="*", metavar="THREAD", help="thread ids (default: all)")
+
+    copy_command.add_parser(sub)
     return parser
 
 

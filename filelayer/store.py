@@ -200,11 +200,11 @@ class ArchiveStore:
             raise StorageWriteError(path.parent, exc) from exc
         doc = manifest.new(thread_id, now)
         manifest.write(path, doc, durable=True)
-        self.index.append([self._thread_index_record(doc)])
+        self.index.append([self.thread_index_record(doc)])
         return True
 
     @staticmethod
-    def _thread_index_record(doc: dict[str, Any]) -> dict[str, Any]:
+    def thread_index_record(doc: dict[str, Any]) -> dict[str, Any]:
         return ThreadSummary(
             id=doc["id"],
             user_id=doc.get("userId"),
@@ -354,11 +354,11 @@ class ArchiveStore:
                     except OSError as exc:
                         raise StorageWriteError(path.parent, exc) from exc
                 manifest.write(path, doc, durable=True)
-                self.index.append([self._thread_index_record(doc)])
+                self.index.append([self.thread_index_record(doc)])
             elif not self._index_agrees(doc):
                 # A retry of a call whose manifest landed but whose index record was
                 # lost (a crash between the two): put the record back.
-                self.index.append([self._thread_index_record(doc)])
+                self.index.append([self.thread_index_record(doc)])
         return True
 
     def _index_agrees(self, doc: dict[str, Any]) -> bool:
