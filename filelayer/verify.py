@@ -123,29 +123,37 @@ def _check_thread(
     try:
         doc = _codec.read_document(manifest_path, ("id",))
     except CorruptFileError as exc:
-        add(
-            manifest_path,
-            f"{exc.detail}; the conversation is still readable, but its name "
-            "and author are lost unless you restore this file from a backup",
-        )
         doc = None
+        emptied = _is_empty(manifest_path)  # a power cut in the flush mode
+        if not (emptied and repair):
+            add(
+                manifest_path,
+                f"{exc.detail}; the conversation is still readable, but its name "
+                "and author are lost unless you restore this file from a backup",
+            )
+            emptied = False
     else:
-        if doc is None:
-            outcome = _repair_missing_manifest(store, thread_id) if repair else None
-            if outcome == "removed":
-                add(directory, "an empty thread directory left by an interrupted write; removed")
-                return
-            if outcome == "made":
-                add(
-                    manifest_path,
-                    "missing; made a new one (the conversation is kept, its name and "
-                    "author are unknown)",
-                    True,
-                )
-            elif outcome is None:
-                add(manifest_path, "missing: the thread has no name nor author")
-        elif doc["id"] != thread_id:
-            add(manifest_path, f"holds id {doc['id']!r}, not the directory's {thread_id!r}")
+        emptied = False
+    if emptied or (doc is None and not manifest_path.exists()):
+        outcome = _repair_missing_manifest(store, thread_id) if repair else None
+        if outcome == "removed":
+            add(
+                directory,
+                "an empty thread directory left by an interrupted write; removed",
+                True,
+            )
+            return
+        if outcome == "made":
+            add(
+                manifest_path,
+                "missing; made a new one (the conversation is kept, its name and "
+                "author are unknown)",
+                True,
+            )
+        elif outcome is None:
+            add(manifest_path, "missing: the thread has no name nor author")
+    elif doc is not None and doc["id"] != thread_id:
+        add(manifest_path, f"holds id {doc['id']!r}, not the directory's {thread_id!r}")
     if store.is_deleted(thread_id):
         if repair:
             store.delete_thread(thread_id)
@@ -196,15 +204,26 @@ def _check_thread(
                 add(path, "no element refers to this file (`verify --repair` sets it aside)")
 
 
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
 def _repair_missing_manifest(store: ArchiveStore, thread_id: str) -> str | None:
-    """A thread directory without a manifest: a crash inside the write that creates a
-    thread. Empty, it is removed; holding a conversation, it gets a new manifest (the
-    name and author were never stored). ``None`` if the thread appeared meanwhile."""
+    """A thread directory without a manifest (a crash inside the write that creates a
+    thread) or with an empty one (a power cut soon after it was written, in the flush
+    mode). Empty, the directory is removed; holding a conversation, it gets a new
+    manifest (the name and author were never stored, or are lost). ``None`` if the
+    thread got a real manifest meanwhile."""
     directory = store.layout.thread_dir(thread_id)
     path = directory / MANIFEST_NAME
     with store.thread_lock(thread_id):
-        if path.exists() or not directory.is_dir():
+        if not directory.is_dir() or (path.exists() and not _is_empty(path)):
             return None
+        if _is_empty(path):
+            path.unlink()
         if not any(directory.iterdir()):
             with contextlib.suppress(OSError):
                 directory.rmdir()

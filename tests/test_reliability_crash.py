@@ -408,3 +408,22 @@ def test_a_retried_update_thread_restores_what_a_crash_kept_from_the_index(
     restarted.update_thread("t1", name="Bread", user_id=alice["id"])  # the retry returns
     threads, _ = restarted.list_threads(user_id=alice["id"])
     assert [(t["id"], t["name"]) for t in threads] == [("t1", "Bread")]
+
+
+def test_verify_repair_remakes_a_manifest_a_power_cut_left_empty(tmp_path: Path) -> None:
+    from filelayer import ArchiveStore
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.update_thread("t1", name="Bread")
+    store.write_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    # In the flush mode a power cut soon after a manifest was written can leave it empty.
+    (root / "threads" / "t1" / "thread.json").write_bytes(b"")
+    assert _problems(root, tmp_path)[0] == 1
+    assert _problems(root, tmp_path, "--repair")[0] == 0
+    code, output = _problems(root, tmp_path)
+    assert code == 0, output
+    thread = ArchiveStore(root).get_thread("t1")
+    assert thread is not None and [s["output"] for s in thread["steps"]] == ["hi"]
+    threads, _ = ArchiveStore(root).list_threads(user_id=None, search="hi")
+    assert [t["id"] for t in threads] == ["t1"]
