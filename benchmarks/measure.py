@@ -155,6 +155,17 @@ async def role_writes(args: argparse.Namespace) -> dict[str, Any]:
             timing = await timed(get, budget=args.budget)
             result["get_thread_ms"] = timing["median_ms"]
             result["get_thread_best_ms"] = timing["best_ms"]
+            if args.layer == "file":
+                # The first read of a thread in a process (the layer keeps the folded
+                # journals of recently read threads): a new layer for every call.
+                async def get_cold() -> Any:
+                    fresh = await open_layer(args.layer, args.target, args.durability)
+                    thread = await fresh.get_thread(thread_id)
+                    await fresh.close()
+                    return thread
+
+                cold = await timed(get_cold, budget=args.budget)
+                result["get_thread_cold_ms"] = cold["median_ms"]
     finally:
         await layer.close()
     return result

@@ -9,6 +9,7 @@ differently, e.g. ``1e16`` against ``1e+16``). Reading, which dominates the cost
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +61,32 @@ if PURE:
     def decode(data: bytes | str) -> Any:
         return json.loads(data)
 
-else:
-    import re
+    def decoder_for(data: bytes) -> Callable[[bytes], Any]:
+        return json.loads
 
+else:
     import orjson
 
-    # orjson reads an integer beyond 64 bits as a float, silently; such numbers have at
-    # least 19 digits, so documents that may hold one go to the standard library.
-    _MAYBE_BIG_INT = re.compile(rb"[:,\[]\s*-?\d{19}")
+    # orjson reads an integer beyond 64 bits as a float, silently. Such numbers have at
+    # least 19 digits in a row, so bytes holding such a run go to the standard library.
+    # Mapping every digit to "0" and everything else to " " finds a run in one C pass
+    # (a regular expression costs about eight times as much on journal lines).
+    _DIGIT_MAP = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+    _LONG_RUN = b"0" * 19
+
+    def _may_hold_big_int(raw: bytes) -> bool:
+        return _LONG_RUN in raw.translate(_DIGIT_MAP)
 
     def decode(data: bytes | str) -> Any:
         raw = data.encode("utf-8") if isinstance(data, str) else data
-        if _MAYBE_BIG_INT.search(raw):
+        if _may_hold_big_int(raw):
             return json.loads(raw)
         return orjson.loads(raw)
+
+    def decoder_for(data: bytes) -> Callable[[bytes], Any]:
+        """The decoder for the lines of ``data``: orjson when no line can hold a
+        number orjson would misread (one check for the whole buffer)."""
+        return decode if _may_hold_big_int(data) else orjson.loads
 
 
 DecodeError = (ValueError, UnicodeDecodeError)

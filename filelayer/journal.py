@@ -33,11 +33,14 @@ OPS = frozenset(
     [OP_STEP, OP_STEP_DELETE, OP_FEEDBACK, OP_FEEDBACK_DELETE, OP_ELEMENT, OP_ELEMENT_DELETE]
 )
 
+_BODY_OPS = frozenset([OP_STEP, OP_FEEDBACK, OP_ELEMENT])
+
 MESSAGE_TYPES = frozenset(["user_message", "assistant_message", "system_message"])
 """Step types whose output is conversation text (searched, exported as messages)."""
 
 _EARLIEST_FIELDS = ("createdAt", "start")
 _LATEST_FIELDS = ("end",)
+_TIME_FIELDS = frozenset(_EARLIEST_FIELDS + _LATEST_FIELDS)
 
 
 def drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -83,18 +86,20 @@ def parse(data: bytes, origin: Path | None = None) -> JournalRead:
     line never hides the rest of a conversation."""
     lines, tail = _fs.split_lines(data)
     result = JournalRead(records=[], torn_tail=bool(tail))
+    decode = _codec.decoder_for(data)
+    records = result.records
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
         try:
-            record = _codec.decode(line)
+            record = decode(line)
         except _codec.DecodeError:
+            if not line.strip():
+                continue
             record = None
-        if not isinstance(record, dict) or record.get("op") not in OPS or not _well_formed(record):
+        if not (type(record) is dict and _well_formed(record)):
             # A torn fragment that a later append closed with a newline lands here too.
             result.bad_lines.append(number)
             continue
-        result.records.append(record)
+        records.append(record)
     if result.bad_lines:
         log.warning(
             "%s: skipped %d damaged line(s) (line %s); run `filelayer verify` for details",
@@ -106,11 +111,11 @@ def parse(data: bytes, origin: Path | None = None) -> JournalRead:
 
 
 def _well_formed(record: dict[str, Any]) -> bool:
-    op = record["op"]
-    if op in (OP_STEP, OP_FEEDBACK, OP_ELEMENT):
+    op = record.get("op")
+    if op in _BODY_OPS:
         body = record.get(op)
-        return isinstance(body, dict) and isinstance(body.get("id"), str)
-    return isinstance(record.get("id"), str)
+        return type(body) is dict and type(body.get("id")) is str
+    return op in OPS and type(record.get("id")) is str
 
 
 class Tombstones:
@@ -162,6 +167,51 @@ class Tombstones:
         return self
 
 
+class FoldedJournal:
+    """A journal's folded state kept in memory and brought up to date by folding only
+    the lines appended since the last look; a file replaced (compaction, repair) or
+    changed in place is folded again from the start."""
+
+    __slots__ = ("file_id", "offset", "ordered", "state")
+
+    def __init__(self) -> None:
+        self.file_id: tuple[int, int, int] | None = None
+        self.offset = 0
+        self.state = ThreadState()
+        self.ordered: list[dict[str, Any]] | None = None
+
+    def catch_up(self, path: Path) -> FoldedJournal:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self.__init__()  # type: ignore[misc]
+            return self
+        same_file = self.file_id is not None and self.file_id[:2] == (st.st_dev, st.st_ino)
+        if (
+            not same_file
+            or st.st_size < self.offset
+            or (st.st_size == self.offset and self.file_id != _stamp(st))
+        ):
+            self.__init__()  # type: ignore[misc]
+        if st.st_size > self.offset:
+            with open(path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(st.st_size - self.offset)
+            complete = data.rfind(b"\n") + 1
+            if complete:
+                fold(parse(data[:complete], path).records, self.state)
+                self.offset += complete
+                self.ordered = None
+        self.file_id = _stamp(st)
+        if self.ordered is None:
+            self.ordered = self.state.ordered_steps()
+        return self
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
 def read(path: Path) -> JournalRead:
     data = _fs.read_bytes(path)
     return parse(data or b"", path)
@@ -179,15 +229,19 @@ def merge_step(stored: dict[str, Any], incoming: dict[str, Any]) -> None:
     for key, value in incoming.items():
         if value is None:
             continue
-        old = stored.get(key)
-        if key in _EARLIEST_FIELDS and isinstance(old, str) and isinstance(value, str):
-            stored[key] = min(old, value) if old else value
-        elif key in _LATEST_FIELDS and isinstance(old, str) and isinstance(value, str):
-            stored[key] = max(old, value)
-        elif (value == "" or value == {}) and old:
+        if key in _TIME_FIELDS:
+            old = stored.get(key)
+            if isinstance(old, str) and isinstance(value, str):
+                if key in _LATEST_FIELDS:
+                    stored[key] = max(old, value)
+                else:
+                    stored[key] = min(old, value) if old else value
+                continue
+            if (value == "" or value == {}) and old:
+                continue
+        elif (value == "" or value == {}) and stored.get(key):
             continue
-        else:
-            stored[key] = value
+        stored[key] = value
 
 
 @dataclass
@@ -221,9 +275,11 @@ class ThreadState:
         return order_steps(self.steps.values(), self.step_seq)
 
 
-def fold(records: Iterable[dict[str, Any]]) -> ThreadState:
-    state = ThreadState()
-    seq = 0
+def fold(records: Iterable[dict[str, Any]], state: ThreadState | None = None) -> ThreadState:
+    """Apply ``records`` in order to ``state`` (a new one by default): folding a
+    journal's lines in two batches gives what folding them at once gives."""
+    state = state if state is not None else ThreadState()
+    seq = len(state.step_seq)  # step_seq only grows: deleted steps keep their number
     for record in records:
         op = record["op"]
         if op == OP_STEP:

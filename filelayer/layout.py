@@ -45,6 +45,9 @@ GITIGNORE = """\
 """
 
 
+_PATH_CACHE = 4096
+
+
 class Layout:
     """Paths inside one archive root."""
 
@@ -60,15 +63,29 @@ class Layout:
         self.index_lock = self.locks / "index.lock"
         self.users_lock = self.locks / "users.lock"
         self.deleted_lock = self.locks / "deleted.lock"
+        self._thread_paths: dict[str, tuple[Path, Path, Path]] = {}
+        self._stripe_locks = [self.locks / f"thread-{n:02d}.lock" for n in range(LOCK_STRIPES)]
+
+    def _paths(self, thread_id: str) -> tuple[Path, Path, Path]:
+        # Every write builds these paths two or three times; pathlib's joins cost more
+        # than the write's own system calls, so they are kept for recent threads.
+        paths = self._thread_paths.get(thread_id)
+        if paths is None:
+            directory = self.threads / check_id("thread", thread_id)
+            paths = (directory, directory / MANIFEST_NAME, directory / JOURNAL_NAME)
+            if len(self._thread_paths) >= _PATH_CACHE:
+                self._thread_paths.clear()
+            self._thread_paths[thread_id] = paths
+        return paths
 
     def thread_dir(self, thread_id: str) -> Path:
-        return self.threads / check_id("thread", thread_id)
+        return self._paths(thread_id)[0]
 
     def manifest(self, thread_id: str) -> Path:
-        return self.thread_dir(thread_id) / MANIFEST_NAME
+        return self._paths(thread_id)[1]
 
     def journal(self, thread_id: str) -> Path:
-        return self.thread_dir(thread_id) / JOURNAL_NAME
+        return self._paths(thread_id)[2]
 
     def elements_dir(self, thread_id: str) -> Path:
         return self.thread_dir(thread_id) / ELEMENTS_DIR
@@ -90,8 +107,7 @@ class Layout:
     def thread_lock(self, thread_id: str) -> Path:
         # Striped: a bounded number of lock files, none inside a directory that
         # delete_thread removes while another process may be waiting on it.
-        stripe = zlib.crc32(thread_id.encode("utf-8")) % LOCK_STRIPES
-        return self.locks / f"thread-{stripe:02d}.lock"
+        return self._stripe_locks[zlib.crc32(thread_id.encode("utf-8")) % LOCK_STRIPES]
 
     def initialise(self, *, create: bool) -> None:
         """Check the format marker; with ``create``, make a new archive if needed."""

@@ -47,6 +47,8 @@ ElementUrl = Callable[[str, str], str]
 _OWNER_CACHE_SIZE = 50_000
 _REINDEX_ATTEMPTS = 5
 _TOMBSTONE_CACHE = 256
+_FOLDED_CACHE = 32
+"""Threads whose folded journal a process keeps: those being read (resumed, shown)."""
 """Threads whose deleted ids a process keeps in memory: those it is writing to."""
 
 _EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
@@ -84,8 +86,9 @@ class ArchiveStore:
     ``durability="flush"`` (the default) hands every write to the operating system
     before the call returns: it survives the app being killed. ``"fsync"`` also waits
     for the disk on every journal append: it survives a power cut, at the cost of one
-    ``fsync`` per write. Whole files (manifests, users, tombstones' directory changes)
-    are always replaced atomically and fsynced.
+    ``fsync`` per write (manifests and element files included). Whole files are always
+    replaced atomically (write a temporary file, rename it); users and tombstones, which
+    are rare, are fsynced in both modes.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class ArchiveStore:
         self._step_owner: OrderedDict[str, str] = OrderedDict()
         self._element_owner: OrderedDict[str, str] = OrderedDict()
         self._tombstone_cache: OrderedDict[str, journal.Tombstones] = OrderedDict()
+        self._folded_cache: OrderedDict[str, journal.FoldedJournal] = OrderedDict()
         self._users_by_id: dict[str, dict[str, Any]] = {}
         if create:
             self._ensure_index()
@@ -182,7 +186,9 @@ class ArchiveStore:
         return cached.catch_up(self.layout.journal(thread_id))
 
     def _append_journal(self, thread_id: str, records: list[dict[str, Any]]) -> None:
-        data = b"".join(_codec.encode_line(r) for r in records)
+        self._append_lines(thread_id, b"".join(_codec.encode_line(r) for r in records))
+
+    def _append_lines(self, thread_id: str, data: bytes) -> None:
         _fs.append(self.layout.journal(thread_id), data, durable=self.durable)
 
     def _ensure_thread_locked(self, thread_id: str) -> bool:
@@ -199,7 +205,7 @@ class ArchiveStore:
         except OSError as exc:
             raise StorageWriteError(path.parent, exc) from exc
         doc = manifest.new(thread_id, now)
-        manifest.write(path, doc, durable=True)
+        manifest.write(path, doc, durable=self.durable)
         self.index.append([self.thread_index_record(doc)])
         return True
 
@@ -353,7 +359,7 @@ class ArchiveStore:
                         path.parent.mkdir(parents=True, exist_ok=True)
                     except OSError as exc:
                         raise StorageWriteError(path.parent, exc) from exc
-                manifest.write(path, doc, durable=True)
+                manifest.write(path, doc, durable=self.durable)
                 self.index.append([self.thread_index_record(doc)])
             elif not self._index_agrees(doc):
                 # A retry of a call whose manifest landed but whose index record was
@@ -418,6 +424,15 @@ class ArchiveStore:
             else:
                 yield self.read_state(thread_id)
 
+    def _folded(self, thread_id: str) -> journal.FoldedJournal:
+        """The thread's folded journal, kept for the threads read most recently: a
+        thread read again costs a ``stat`` plus the lines appended since."""
+        folded = self._folded_cache.pop(thread_id, None) or journal.FoldedJournal()
+        self._folded_cache[thread_id] = folded
+        while len(self._folded_cache) > _FOLDED_CACHE:
+            self._folded_cache.popitem(last=False)
+        return folded.catch_up(self.layout.journal(thread_id))
+
     def read_state(self, thread_id: str) -> journal.ThreadState:
         return journal.fold(journal.read(self.layout.journal(thread_id)).records)
 
@@ -432,11 +447,18 @@ class ArchiveStore:
         doc = self.read_manifest(thread_id)
         if doc is None:
             return None
-        state = self.read_state(thread_id)
+        folded = self._folded(thread_id)
+        state = folded.state
         feedback = state.feedback_by_step()
         steps = []
-        for stored in state.ordered_steps():
-            step = {**_STEP_DEFAULTS, **stored}
+        for stored in folded.ordered or ():
+            # A copy: the folded state stays cached, and callers (the app's
+            # on_chat_resume) may change what they are given.
+            step = {**_STEP_DEFAULTS, "metadata": {}}
+            step.update(stored)
+            for key, value in stored.items():
+                if type(value) in _CONTAINERS:
+                    step[key] = _copy_json(value)
             step["threadId"] = thread_id
             step["streaming"] = False  # nothing persisted is still streaming
             fb = feedback.get(stored["id"])
@@ -454,6 +476,7 @@ class ArchiveStore:
             self._remember(self._step_owner, stored["id"], thread_id)
         elements = []
         for el in state.live_elements():
+            el = {k: _copy_json(v) for k, v in el.items()}
             elements.append(self._element_view(thread_id, el, element_url))
             self._remember(self._element_owner, el["id"], thread_id)
         return {
@@ -522,7 +545,7 @@ class ArchiveStore:
             raise ValueError(f"step {step_id!r} has no threadId and is not in the archive")
         check_id("thread", thread_id)
         record = journal.step_record(step)
-        _codec.encode_line(record)  # refuse what cannot be stored before taking a lock
+        line = _codec.encode_line(record)  # refuse what cannot be stored before locking
         with self.thread_lock(thread_id):
             if not self._ensure_thread_locked(thread_id):
                 return False
@@ -530,7 +553,7 @@ class ArchiveStore:
             if index_records is None:
                 log.debug("filelayer: ignoring a late write to deleted step %s", step_id)
                 return True
-            self._append_journal(thread_id, [record])
+            self._append_lines(thread_id, line)
             if index_records:
                 self.index.append(index_records)
         self._remember(self._step_owner, step_id, thread_id)
@@ -676,14 +699,14 @@ class ArchiveStore:
         record = journal.feedback_record(
             {"id": feedback_id, "forId": for_id, "value": int(value), "comment": comment}
         )
-        _codec.encode_line(record)
+        line = _codec.encode_line(record)  # refuse what cannot be stored before locking
         with self.thread_lock(thread_id):
             if not self._ensure_thread_locked(thread_id):
                 return feedback_id
             if for_id in self._tombstones(thread_id).steps:
                 log.debug("filelayer: ignoring feedback on deleted step %s", for_id)
                 return feedback_id
-            self._append_journal(thread_id, [record])
+            self._append_lines(thread_id, line)
             summary = self._indexed(thread_id)
             index_records = []
             if summary is not None:
@@ -750,7 +773,7 @@ class ArchiveStore:
         check_id("thread", thread_id)
         element_id = check_id("element", element.get("id"))
         record = journal.element_record(element)
-        _codec.encode_line(record)
+        line = _codec.encode_line(record)  # refuse what cannot be stored before locking
         with self.thread_lock(thread_id):
             if not self._ensure_thread_locked(thread_id) or self._element_refused(
                 thread_id, element
@@ -758,7 +781,7 @@ class ArchiveStore:
                 if isinstance(element.get("file"), str):
                     self._remove_element_file(thread_id, element["file"])
                 return False
-            self._append_journal(thread_id, [record])
+            self._append_lines(thread_id, line)
         self._remember(self._element_owner, element_id, thread_id)
         return True
 
@@ -916,10 +939,40 @@ class ArchiveStore:
             self.index.append(summary.records())
 
     def close(self) -> None:
-        """Release the index's file descriptor and memory. Only the index holds
-        anything open between calls; the store stays usable (the next call reads the
-        index again)."""
+        """Release the index's file descriptor and the memory of the caches. Only the
+        index holds anything open between calls; the store stays usable (the next call
+        reads the index again)."""
         self.index.close()
+        self._folded_cache.clear()
+        self._tombstone_cache.clear()
+
+
+_CONTAINERS = (dict, list)
+
+
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars), several times cheaper than
+    ``copy.deepcopy``, and without recursion: stored metadata may nest deeply."""
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return value
+    top: Any = {} if kind is dict else []
+    stack: list[tuple[Any, Any]] = [(value, top)]
+    while stack:
+        source, target = stack.pop()
+        items = source.items() if type(source) is dict else enumerate(source)
+        is_list = type(target) is list
+        for key, item in items:
+            kind = type(item)
+            if kind is dict or kind is list:
+                child: Any = {} if kind is dict else []
+                stack.append((item, child))
+                item = child
+            if is_list:
+                target.append(item)
+            else:
+                target[key] = item
+    return top
 
 
 def element_file_fields(relative: str, data: bytes) -> dict[str, Any]:
