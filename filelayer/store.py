@@ -576,6 +576,13 @@ class ArchiveStore:
 
         The journal's tombstones are consulted only when the index does not know the
         step yet, which is where a deleted step would otherwise come back."""
+        metadata = step.get("metadata")
+        if (
+            "type" in step
+            and step["type"] not in journal.MESSAGE_TYPES
+            and not (isinstance(metadata, dict) and "favorite" in metadata)
+        ):
+            return []  # a run or tool step: nothing the index keeps (most writes)
         summary = self._indexed(thread_id)
         known = summary.texts.get(step_id) if summary else None
         records: list[dict[str, Any]] = []
@@ -596,7 +603,6 @@ class ArchiveStore:
                 at = min(at, known[0]) if at else known[0]
             if known != (at, text):
                 records.append(index_text_record(thread_id, step_id, at, text))
-        metadata = step.get("metadata")
         if isinstance(metadata, dict) and "favorite" in metadata:
             on = bool(metadata["favorite"])
             was = summary is not None and step_id in summary.favorites
