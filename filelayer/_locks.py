@@ -41,30 +41,56 @@ def _open_lock_file(path: Path) -> int:
         raise StorageWriteError(path, exc) from exc
 
 
-def _flock_locked(path: Path, timeout: float) -> contextlib.AbstractContextManager[None]:
-    @contextlib.contextmanager
-    def held() -> Iterator[None]:
-        fd = _open_lock_file(path)
+class _FlockHeld:
+    """The flock context manager: a class, because every write takes two or three
+    locks and a generator-based context manager costs more than the lock itself."""
+
+    __slots__ = ("fd", "path", "timeout")
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        fd = _open_lock_file(self.path)
         try:
-            deadline = time.monotonic() + timeout
-            delay = 0.0005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise ArchiveLockTimeout(path, timeout) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.05)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                self._wait(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def _wait(self, fd: int) -> None:
+        deadline = time.monotonic() + self.timeout
+        delay = 0.0005
+        while True:
+            if time.monotonic() >= deadline:
+                raise ArchiveLockTimeout(self.path, self.timeout)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                continue
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self.fd = self.fd, -1
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
 
-    return held()
+
+def _flock_locked(path: Path, timeout: float) -> contextlib.AbstractContextManager[None]:
+    return _FlockHeld(path, timeout)
 
 
 def _filelock_locked(

@@ -118,3 +118,44 @@ async def test_hundreds_of_coroutines_on_one_thread_lose_nothing(root: Path, in_
     assert sorted(e["id"] for e in thread["elements"]) == sorted(f"e{n}" for n in range(0, 250, 5))
     files = {p.name for p in (root / "threads" / "t" / "elements").iterdir()}
     assert len(files) == len(range(0, 250, 5))
+
+
+def test_a_lock_held_by_another_process_times_out_clearly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from filelayer import ArchiveLockTimeout
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root, lock_timeout=0.3)
+    store.update_thread("t1", name="x")
+    lock = store.layout.thread_lock("t1")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            "f = open(sys.argv[1], 'a')\n"
+            "fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(30)\n",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(ArchiveLockTimeout) as raised:
+            store.write_step({"id": "s1", "threadId": "t1", "type": "run"})
+        assert 0.25 <= time.monotonic() - started < 10
+        assert str(lock) in str(raised.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    # Released: the same write goes through, and nothing was half-written before.
+    store.write_step({"id": "s1", "threadId": "t1", "type": "run", "output": "ok"})
+    thread = store.get_thread("t1")
+    assert thread is not None and [s["output"] for s in thread["steps"]] == ["ok"]
