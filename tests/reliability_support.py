@@ -759,9 +759,11 @@ class Op:
 CRASH_USERS = ("alice@example.com", "bob@example.com", "chloé@example.com")
 
 
-def crash_ops(seed_value: int, threads: int = 5) -> Iterator[Op]:
+def crash_ops(seed_value: int, threads: int = 5, turns_per_thread: int = 40) -> Iterator[Op]:
     """An endless, seeded stream of chat turns spread over ``threads`` threads (so a
-    writer restarted after a kill keeps appending to the same journals): the turns of
+    writer restarted after a kill keeps appending to the same journals; a thread that
+    reached ``turns_per_thread`` turns makes way for a new one, so that hundreds of kills
+    do not make every check read ever longer journals): the turns of
     ``benchmarks/workload.py`` (user message, run, tool created then updated, assistant
     message created empty then updated with its text, run updated, feedback on some
     turns), plus ``update_thread`` for name, user and metadata, and elements with bytes."""
@@ -780,8 +782,16 @@ def crash_ops(seed_value: int, threads: int = 5) -> Iterator[Op]:
         seq += 1
         return Op(seq - 1, method, thread_id, payload)
 
+    turns: dict[str, int] = {}
     while True:
         tid = rng.choice(thread_ids)
+        turns[tid] = turns.get(tid, 0) + 1
+        if turns[tid] > turns_per_thread:
+            retired = thread_ids.index(tid)
+            tid = thread_ids[retired] = workload.new_id(rng)
+            topics[tid] = rng.choice(workload.TOPICS)
+            owners[tid] = CRASH_USERS[rng.randrange(len(CRASH_USERS))]
+            turns[tid] = 1
         topic, keywords = topics[tid]
         question = text.question(topic, keywords) if tid not in named else text.follow_up(keywords)
         if tid not in named or rng.random() < 0.08:
@@ -806,7 +816,7 @@ def crash_ops(seed_value: int, threads: int = 5) -> Iterator[Op]:
                 answer_id = payload["id"]
                 if huge and payload.get("output"):
                     filler = " ".join(rng.choice(keywords) for _ in range(100))
-                    payload["output"] += "\n\n" + filler * rng.randrange(1500, 6000)
+                    payload["output"] += "\n\n" + filler * rng.randrange(150, 600)
             yield op(call.method, tid, payload)
         if answer_id is not None and rng.random() < 0.35:
             size = rng.choice([1, 100, 5000, 70000])  # Chainlit refuses empty content
