@@ -118,41 +118,81 @@ def _well_formed(record: dict[str, Any]) -> bool:
     return op in OPS and type(record.get("id")) is str
 
 
-class Tombstones:
-    """The ids a journal says were deleted, kept up to date by reading only what was
-    appended since the last look (a compaction, which replaces the file, starts over).
+_RECOGNISE = 64
+"""Bytes compared to make sure a journal read on from where it was left is the same file."""
 
-    Writers consult it under the thread's lock so that a late write for a deleted step
-    or element (Chainlit fires them as independent tasks) leaves nothing behind: no
-    index text, no feedback count, no element file.
-    """
 
-    __slots__ = ("elements", "file_id", "offset", "steps")
+class _JournalTail:
+    """Something kept about a journal and brought up to date by reading only the
+    complete lines appended since the last look. A file that was replaced (compaction,
+    repair), shrank, or changed in place without growing is read again from the start."""
+
+    __slots__ = ("last", "offset", "stamp")
 
     def __init__(self) -> None:
-        self.file_id: tuple[int, int] | None = None
+        self.stamp: tuple[int, int, int] | None = None
         self.offset = 0
-        self.steps: set[str] = set()
-        self.elements: set[str] = set()
+        self.last = b""  # the bytes just before ``offset``, to recognise the file
 
-    def catch_up(self, path: Path) -> Tombstones:
+    def _reset(self) -> None:
+        self.stamp = None
+        self.offset = 0
+        self.last = b""
+
+    def catch_up(self, path: Path) -> None:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            self.__init__()  # type: ignore[misc]
-            return self
-        file_id = (st.st_dev, st.st_ino)
-        if file_id != self.file_id or st.st_size < self.offset:
-            self.__init__()  # type: ignore[misc]
-            self.file_id = file_id
-        if st.st_size == self.offset:
-            return self
-        with open(path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read(st.st_size - self.offset)
-        lines, tail = _fs.split_lines(data)
-        self.offset += len(data) - len(tail)
-        for line in lines:
+            self._reset()
+            return
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        if (
+            self.stamp is None
+            or self.stamp[:2] != stamp[:2]
+            or st.st_size < self.offset
+            or (st.st_size == self.offset and self.stamp != stamp)
+        ):
+            self._reset()
+        if st.st_size > self.offset:
+            with open(path, "rb") as f:
+                # A file replaced twice can come back with the same inode number: the
+                # bytes before ``offset`` must still be the ones read last time.
+                f.seek(self.offset - len(self.last))
+                if f.read(len(self.last)) != self.last:
+                    self._reset()
+                    f.seek(0)
+                data = f.read(st.st_size - self.offset)
+            complete = data.rfind(b"\n") + 1
+            if complete:
+                self._take(data[:complete], path)
+                self.offset += complete
+                self.last = data[max(0, complete - _RECOGNISE) : complete]
+        self.stamp = stamp
+
+    def _take(self, lines: bytes, path: Path) -> None:
+        raise NotImplementedError
+
+
+class Tombstones(_JournalTail):
+    """The ids a journal says were deleted. Writers consult it under the thread's lock
+    so that a late write for a deleted step or element (Chainlit fires them as
+    independent tasks) leaves nothing behind: no index text, no feedback count, no
+    element file. Only lines naming a deletion are decoded."""
+
+    __slots__ = ("elements", "steps")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: set[str] = set()
+        self.elements: set[str] = set()
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.steps = set()
+        self.elements = set()
+
+    def _take(self, lines: bytes, path: Path) -> None:
+        for line in lines.split(b"\n"):
             if b'.delete"' not in line:
                 continue
             try:
@@ -164,52 +204,33 @@ class Tombstones:
                     self.steps.add(record["id"])
                 elif record.get("op") == OP_ELEMENT_DELETE:
                     self.elements.add(record["id"])
-        return self
 
 
-class FoldedJournal:
-    """A journal's folded state kept in memory and brought up to date by folding only
-    the lines appended since the last look; a file replaced (compaction, repair) or
-    changed in place is folded again from the start."""
+class FoldedJournal(_JournalTail):
+    """A journal's folded state (what ``get_thread`` reads), with its steps in
+    conversation order, sorted again only when lines were added."""
 
-    __slots__ = ("file_id", "offset", "ordered", "state")
+    __slots__ = ("_ordered", "state")
 
     def __init__(self) -> None:
-        self.file_id: tuple[int, int, int] | None = None
-        self.offset = 0
+        super().__init__()
         self.state = ThreadState()
-        self.ordered: list[dict[str, Any]] | None = None
+        self._ordered: list[dict[str, Any]] | None = None
 
-    def catch_up(self, path: Path) -> FoldedJournal:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            self.__init__()  # type: ignore[misc]
-            return self
-        same_file = self.file_id is not None and self.file_id[:2] == (st.st_dev, st.st_ino)
-        if (
-            not same_file
-            or st.st_size < self.offset
-            or (st.st_size == self.offset and self.file_id != _stamp(st))
-        ):
-            self.__init__()  # type: ignore[misc]
-        if st.st_size > self.offset:
-            with open(path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read(st.st_size - self.offset)
-            complete = data.rfind(b"\n") + 1
-            if complete:
-                fold(parse(data[:complete], path).records, self.state)
-                self.offset += complete
-                self.ordered = None
-        self.file_id = _stamp(st)
-        if self.ordered is None:
-            self.ordered = self.state.ordered_steps()
-        return self
+    def _reset(self) -> None:
+        super()._reset()
+        self.state = ThreadState()
+        self._ordered = None
 
+    def _take(self, lines: bytes, path: Path) -> None:
+        fold(parse(lines, path).records, self.state)
+        self._ordered = None
 
-def _stamp(st: os.stat_result) -> tuple[int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+    @property
+    def ordered(self) -> list[dict[str, Any]]:
+        if self._ordered is None:
+            self._ordered = self.state.ordered_steps()
+        return self._ordered
 
 
 def read(path: Path) -> JournalRead:

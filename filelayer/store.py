@@ -183,7 +183,8 @@ class ArchiveStore:
         self._tombstone_cache[thread_id] = cached
         while len(self._tombstone_cache) > _TOMBSTONE_CACHE:
             self._tombstone_cache.popitem(last=False)
-        return cached.catch_up(self.layout.journal(thread_id))
+        cached.catch_up(self.layout.journal(thread_id))
+        return cached
 
     def _append_journal(self, thread_id: str, records: list[dict[str, Any]]) -> None:
         self._append_lines(thread_id, b"".join(_codec.encode_line(r) for r in records))
@@ -431,7 +432,8 @@ class ArchiveStore:
         self._folded_cache[thread_id] = folded
         while len(self._folded_cache) > _FOLDED_CACHE:
             self._folded_cache.popitem(last=False)
-        return folded.catch_up(self.layout.journal(thread_id))
+        folded.catch_up(self.layout.journal(thread_id))
+        return folded
 
     def read_state(self, thread_id: str) -> journal.ThreadState:
         return journal.fold(journal.read(self.layout.journal(thread_id)).records)
@@ -451,14 +453,10 @@ class ArchiveStore:
         state = folded.state
         feedback = state.feedback_by_step()
         steps = []
-        for stored in folded.ordered or ():
+        for stored in folded.ordered:
             # A copy: the folded state stays cached, and callers (the app's
             # on_chat_resume) may change what they are given.
-            step = {**_STEP_DEFAULTS, "metadata": {}}
-            step.update(stored)
-            for key, value in stored.items():
-                if type(value) in _CONTAINERS:
-                    step[key] = _copy_json(value)
+            step = {**_STEP_DEFAULTS, "metadata": {}, **_copy_json(stored)}
             step["threadId"] = thread_id
             step["streaming"] = False  # nothing persisted is still streaming
             fb = feedback.get(stored["id"])
@@ -476,7 +474,7 @@ class ArchiveStore:
             self._remember(self._step_owner, stored["id"], thread_id)
         elements = []
         for el in state.live_elements():
-            el = {k: _copy_json(v) for k, v in el.items()}
+            el = _copy_json(el)
             elements.append(self._element_view(thread_id, el, element_url))
             self._remember(self._element_owner, el["id"], thread_id)
         return {
@@ -951,9 +949,6 @@ class ArchiveStore:
         self.index.close()
         self._folded_cache.clear()
         self._tombstone_cache.clear()
-
-
-_CONTAINERS = (dict, list)
 
 
 def _copy_json(value: Any) -> Any:

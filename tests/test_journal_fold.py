@@ -7,6 +7,7 @@ neither Chainlit nor the optional packages.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from filelayer import _codec, journal
 
@@ -166,3 +167,25 @@ def test_compaction_keeps_the_state_and_is_a_fixed_point() -> None:
     assert refolded.elements == state.elements
     assert refolded.deleted_steps == {"gone"}
     assert [s["id"] for s in refolded.ordered_steps()] == ["u", "r", "a"]
+
+
+def test_a_journal_changed_behind_the_reader_is_read_again(tmp_path: Path) -> None:
+    """get_thread keeps the folded journal of recent threads and reads on from where it
+    left off; a file rewritten under it (same inode, grown) must be folded afresh."""
+    from filelayer import ArchiveStore
+
+    store = ArchiveStore(tmp_path / "chats")
+    store.write_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "one"})
+    thread = store.get_thread("t1")
+    assert thread is not None and [s["output"] for s in thread["steps"]] == ["one"]
+    path = store.layout.journal("t1")
+    changed = path.read_bytes().replace(b'"one"', b'"uno"')
+    changed += b'{"op":"step","step":{"id":"s2","output":"two","threadId":"t1","type":"run"}}\n'
+    with open(path, "r+b") as f:  # in place: same inode, longer than before
+        f.write(changed)
+    thread = store.get_thread("t1")
+    assert thread is not None and [s["output"] for s in thread["steps"]] == ["uno", "two"]
+    # And a plain append after that is read on, not missed.
+    store.write_step({"id": "s3", "threadId": "t1", "type": "run", "output": "three"})
+    thread = store.get_thread("t1")
+    assert thread is not None and [s["output"] for s in thread["steps"]] == ["uno", "two", "three"]
