@@ -35,7 +35,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _codec, _fs, _locks, journal, manifest, users
+from . import _locks, journal, manifest, users
 from .errors import ArchiveError, FileLayerError
 from .ids import is_valid_id
 from .progress import Progress
@@ -362,10 +362,6 @@ class Endpoint:
         return None
 
 
-def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None}
-
-
 async def fetch_url(url: str) -> bytes | None:
     """The bytes behind an http(s) URL, ``None`` if it cannot be fetched."""
     if not url.lower().startswith(("http://", "https://")):
@@ -421,20 +417,6 @@ class ArchiveEndpoint(Endpoint):
             return [user] if user else []
         return list(self.store.iter_users())
 
-    def _tombstones(self) -> dict[str, str]:
-        store = self._need()
-        data = _fs.read_bytes(store.layout.deleted_file) or b""
-        lines, _ = _fs.split_lines(data)
-        found: dict[str, str] = {}
-        for line in lines:
-            try:
-                record = _codec.decode(line)
-            except _codec.DecodeError:
-                continue
-            if isinstance(record, dict) and is_valid_id(record.get("id")):
-                found[record["id"]] = str(record.get("deletedAt") or "")
-        return found
-
     async def list_threads(self, identifier: str | None, since: str | None) -> list[ThreadRef]:
         if self.store is None:
             return []
@@ -446,7 +428,7 @@ class ArchiveEndpoint(Endpoint):
                 return []
             user_id = user["id"]
         store.index.refresh()
-        tombstones = self._tombstones()
+        tombstones = self._need().deleted_threads()
         refs = []
         for thread_id in store.thread_ids():
             if thread_id in tombstones:
@@ -541,12 +523,12 @@ class ArchiveEndpoint(Endpoint):
         # The journal merges writes (empty text never overwrites, the earliest start
         # wins): the step is unchanged if merging the source in would change nothing.
         merged = copy.deepcopy(dest)
-        journal.merge_step(merged, _drop_none(src))
+        journal.merge_step(merged, journal.drop_none(src))
         return normalise_times(merged) == normalise_times(dest)
 
     def same_element(self, dest: ElementData, src: ElementData, plan: ThreadPlan) -> bool:
         merged = dict(dest.fields)
-        merged.update(_drop_none(src.fields))
+        merged.update(journal.drop_none(src.fields))
         if merged != dest.fields:
             return False
         if dest.sha256 is not None:
@@ -564,11 +546,11 @@ class ArchiveEndpoint(Endpoint):
         store = self._need()
         tid = plan.thread_id
         if plan.thread is not None:
-            self._write_manifest(plan.thread)
+            self._need().put_manifest(plan.thread)
         elif not store.layout.manifest(tid).exists():
             raise FileLayerError(f"thread {tid} has no manifest to add to")
         for step in plan.steps:
-            store.write_step({**_drop_none(step), "threadId": tid})
+            store.write_step({**journal.drop_none(step), "threadId": tid})
         for sid in plan.delete_steps:
             store.delete_step(sid, tid)
         for fid in plan.delete_feedback:
@@ -598,29 +580,11 @@ class ArchiveEndpoint(Endpoint):
                         else "the source holds no bytes for it (no file, URL or storage key)"
                     )
                 )
-            store.put_element(tid, _drop_none(el.fields), data)
+            store.put_element(tid, journal.drop_none(el.fields), data)
             if data is not None:
                 summary.bytes_copied += len(data)
         for eid in plan.delete_elements:
             store.delete_element(eid, tid)
-
-    def _write_manifest(self, thread: dict[str, Any]) -> None:
-        store = self._need()
-        tid = thread["id"]
-        path = store.layout.manifest(tid)
-        doc = {k: thread.get(k) for k in manifest.FIELDS}
-        doc["metadata"] = doc.get("metadata") or {}
-        user_id = doc.get("userId")
-        if isinstance(user_id, str):
-            author = store.user_by_id(user_id)
-            if author is not None:
-                doc["userIdentifier"] = author["identifier"]
-        with store.thread_lock(tid):
-            if store.is_deleted(tid):
-                raise FileLayerError(f"thread {tid} was deleted in the destination")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            manifest.write(path, doc, durable=True)
-            store.index.append([ArchiveStore.thread_index_record(doc)])
 
 
 def open_endpoint(location: str, *, fetch_urls: bool) -> Endpoint:

@@ -112,7 +112,7 @@ class ArchiveStore:
         self.index = ThreadIndex(
             self.layout.index_file, self.layout.index_lock, lock_timeout=lock_timeout
         )
-        self._deleted: set[str] = set()
+        self._deleted: dict[str, str] = {}  # thread id -> deletedAt
         self._deleted_offset = 0
         self._step_owner: OrderedDict[str, str] = OrderedDict()
         self._element_owner: OrderedDict[str, str] = OrderedDict()
@@ -168,7 +168,12 @@ class ArchiveStore:
             with contextlib.suppress(*_codec.DecodeError):
                 record = _codec.decode(line)
                 if isinstance(record, dict) and isinstance(record.get("id"), str):
-                    self._deleted.add(record["id"])
+                    self._deleted[record["id"]] = str(record.get("deletedAt") or "")
+
+    def deleted_threads(self) -> dict[str, str]:
+        """Every deleted thread id with the time it was deleted."""
+        self._refresh_deleted()
+        return dict(self._deleted)
 
     def is_deleted(self, thread_id: str) -> bool:
         """Whether ``thread_id`` was deleted (deleted ids stay deleted)."""
@@ -368,6 +373,27 @@ class ArchiveStore:
                 self.index.append([self.thread_index_record(doc)])
         return True
 
+    def put_manifest(self, doc: dict[str, Any]) -> None:
+        """Write a thread's manifest as given, its times included (``filelayer copy``
+        carries threads with their own times; ``update_thread`` stamps the present).
+        Refused for a deleted thread."""
+        thread_id = check_id("thread", doc.get("id"))
+        doc = {**doc, "metadata": doc.get("metadata") or {}}
+        user = self.user_by_id(doc["userId"]) if isinstance(doc.get("userId"), str) else None
+        if user is not None:
+            doc["userIdentifier"] = user["identifier"]
+        manifest.encode(doc)
+        path = self.layout.manifest(thread_id)
+        with self.thread_lock(thread_id):
+            if self.is_deleted(thread_id):
+                raise ArchiveError(f"thread {thread_id} was deleted in {self.root}")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageWriteError(path.parent, exc) from exc
+            manifest.write(path, doc, durable=True)
+            self.index.append([self.thread_index_record(doc)])
+
     def _index_agrees(self, doc: dict[str, Any]) -> bool:
         summary = self._indexed(doc["id"])
         return summary is not None and (
@@ -389,7 +415,7 @@ class ArchiveStore:
                     _codec.encode_line({"deletedAt": now_iso(), "id": thread_id}),
                     durable=True,
                 )
-            self._deleted.add(thread_id)
+            self._deleted[thread_id] = now_iso()
             if existed:
                 # Rename first: readers see the whole thread or none of it.
                 doomed = directory.with_name(f".{thread_id}.{uuid.uuid4().hex[:8]}.deleting.tmp")
