@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,32 +194,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def example_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    work = tmp_path_factory.mktemp("example")
-    shutil.copytree(REPO / "examples", work / "app", ignore=shutil.ignore_patterns("chats"))
-    root = work / "chats"
+@contextmanager
+def chainlit_running(
+    app_dir: Path, env: dict[str, str], log: Path, *extra: str, health_path: str = "/auth/config"
+) -> Iterator[str]:
+    """``chainlit run app.py`` in ``app_dir`` on a free loopback port, until the block
+    ends; gives the base URL once ``health_path`` answers 200."""
     port = _free_port()
-    log = work / "chainlit.log"
-    env = subprocess_env(FILELAYER_ROOT=str(root), CHAINLIT_AUTH_SECRET="test-secret-" + "x" * 40)
-    chainlit = Path(sys.executable).with_name("chainlit")
+    cmd = [sys.executable, "-c", "from chainlit.cli import cli; cli()", "run", "app.py"]
+    cmd += ["--headless", "--host", "127.0.0.1", "--port", str(port), *extra]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(chainlit),
-                "run",
-                "app.py",
-                "--headless",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=work / "app",
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(cmd, cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -226,20 +212,32 @@ def example_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
             if proc.poll() is not None:
                 pytest.fail(f"chainlit exited early:\n{log.read_text()[-3000:]}")
             try:
-                if _httpx().get(url + "/auth/config", timeout=2).status_code == 200:
+                if _httpx().get(url + health_path, timeout=2).status_code == 200:
                     break
             except _httpx().HTTPError:
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"chainlit did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.3)
-        yield App(url=url, root=root, log=log)
+        yield url
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def example_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    work = tmp_path_factory.mktemp("example")
+    shutil.copytree(REPO / "examples", work / "app", ignore=shutil.ignore_patterns("chats"))
+    root = work / "chats"
+    log = work / "chainlit.log"
+    env = subprocess_env(FILELAYER_ROOT=str(root), CHAINLIT_AUTH_SECRET="test-secret-" + "x" * 40)
+    with chainlit_running(work / "app", env, log) as url:
+        yield App(url=url, root=root, log=log)
 
 
 def _httpx() -> Any:

@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import struct
-import subprocess
-import sys
 import time
 import uuid
 import zlib
@@ -30,7 +27,8 @@ import pytest
 pytest.importorskip("chainlit")
 httpx = pytest.importorskip("httpx")
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO, chainlit_running, subprocess_env  # noqa: E402
+
 SECRET = "serve-test-secret-" + "k" * 40
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
 OUTSIDE = b"TOP SECRET: this file lies outside the archive root"
@@ -693,12 +691,6 @@ async def test_mounted_under_a_path_the_urls_and_route_follow(
 # -- chainlit run --root-path, for real ----------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def running_app(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The example app under ``chainlit run --root-path /chat`` on a temporary root."""
@@ -707,48 +699,13 @@ def running_app(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         REPO / "examples", work, ignore=shutil.ignore_patterns("chats", ".files", "exported")
     )
     root = tmp_path / "chats"
-    port = _free_port()
-    env = dict(os.environ)
-    env.pop("FILELAYER_PURE", None)
+    env = subprocess_env(FILELAYER_ROOT=str(root), CHAINLIT_AUTH_SECRET=SECRET)
     env.pop("CHAINLIT_ROOT_PATH", None)
-    env.update(
-        FILELAYER_ROOT=str(root),
-        CHAINLIT_AUTH_SECRET=SECRET,
-        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
-    )
-    chainlit = [sys.executable, "-c", "from chainlit.cli import cli; cli()"]
-    listen = ["--host", "127.0.0.1", "--port", str(port)]
     log = tmp_path / "chainlit.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*chainlit, "run", "app.py", "--headless", "--root-path", "/chat", *listen],
-            cwd=work,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"chainlit exited early:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(base + "/chat/auth/config", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"chainlit did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield base, root
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with chainlit_running(
+        work, env, log, "--root-path", "/chat", health_path="/chat/auth/config"
+    ) as url:
+        yield url, root
 
 
 async def test_chainlit_run_with_a_root_path(
