@@ -805,12 +805,19 @@ class ArchiveStore:
         record = journal.element_record(element)
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
         with self.thread_lock(thread_id):
-            if not self._ensure_thread_locked(thread_id) or self._element_refused(
-                thread_id, element
+            refused = self._element_refused(thread_id, element)
+            if refused and isinstance(element.get("file"), str):
+                self._remove_element_file(thread_id, element["file"])
+            if not self._ensure_thread_locked(thread_id) or element_id in (
+                self._tombstones(thread_id).elements
             ):
-                if isinstance(element.get("file"), str):
-                    self._remove_element_file(thread_id, element["file"])
                 return False
+            if refused:  # its step was deleted: journaled without bytes, so it hides
+                line = _codec.encode_line(
+                    journal.element_record(
+                        {k: v for k, v in element.items() if k not in ("file", "bytes", "sha256")}
+                    )
+                )
             self._append_lines(thread_id, line)
         self._remember(self._element_owner, element_id, thread_id)
         return True
