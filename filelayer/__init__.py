@@ -23,7 +23,9 @@ from .errors import (
     FileLayerError,
     FormatVersionError,
     InvalidIdError,
+    NotAuthorError,
     StorageWriteError,
+    UnknownStepError,
 )
 from .layout import FORMAT_VERSION
 from .store import ArchiveStore
@@ -44,7 +46,9 @@ __all__ = [
     "FileLayerError",
     "FormatVersionError",
     "InvalidIdError",
+    "NotAuthorError",
     "StorageWriteError",
+    "UnknownStepError",
     "__version__",
 ]
 

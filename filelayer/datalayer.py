@@ -4,6 +4,14 @@ This is the only module that imports Chainlit. It maps Chainlit's objects onto t
 storage core and back, keeps ``queue_until_user_message`` where Chainlit's own layers
 have it, and turns storage errors into log lines where Chainlit fires calls and forgets
 them (a failed write must never crash the chat app).
+
+It also tells the storage core who is calling. Chainlit checks authorship on some routes
+only: its element routes take the thread id from the client, its feedback routes check
+nothing but login, and ``edit_message`` deletes steps by client-chosen ids. So every
+write names its *actor*: the logged-in user of the Chainlit session the call runs in
+(socket events, the element routes), else the logged-in user of the HTTP request being
+served (the feedback routes), else nobody, which is the app itself. The store refuses
+a write by an actor to a thread another user wrote (:class:`~filelayer.errors.NotAuthorError`).
 """
 
 from __future__ import annotations
@@ -13,10 +21,12 @@ import functools
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from chainlit.context import ChainlitContextException, get_context
 from chainlit.data.base import BaseDataLayer
 from chainlit.data.utils import queue_until_user_message
 from chainlit.types import (
@@ -29,7 +39,7 @@ from chainlit.types import (
 )
 from chainlit.user import PersistedUser, User
 
-from . import _aio
+from . import _aio, serve
 from .errors import FileLayerError
 from .index import DEFAULT_SEARCH_CHARS
 from .layout import default_root
@@ -40,6 +50,11 @@ if TYPE_CHECKING:
     from chainlit.step import StepDict
 
 log = logging.getLogger("filelayer")
+
+if "chainlit.server" in sys.modules:
+    # ``chainlit run`` imports the app (and so this module) before its server starts:
+    # the caller middleware joins the stack before the first request, not during it.
+    serve.watch_callers()
 
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
 
@@ -113,14 +128,28 @@ class FileDataLayer(BaseDataLayer):
             search_chars=search_chars,
         )
         self._element_url = element_url
+        serve.watch_callers()
         if element_url is None and serve_elements:
-            from . import serve
-
             self._element_url = serve.install(self)
 
     @property
     def root(self) -> Path:
         return self.store.root
+
+    @staticmethod
+    async def actor() -> str | None:
+        """The identifier of the logged-in user this call is made for; ``None`` for the
+        app itself (no Chainlit session with a user, no authenticated request).
+
+        Chainlit's session comes first: on its element routes Chainlit itself checks that
+        the session belongs to the requester. Where there is none (its feedback routes),
+        the request's own login answers.
+        """
+        user = getattr(_session(), "user", None)
+        if user is None:
+            user = await serve.request_user()
+        identifier = getattr(user, "identifier", None)
+        return identifier if isinstance(identifier, str) else None
 
     # -- users ---------------------------------------------------------------------
 
@@ -151,13 +180,14 @@ class FileDataLayer(BaseDataLayer):
             comment=feedback.comment,
             feedback_id=feedback.id,
             thread_id=feedback.threadId,
+            actor=await self.actor(),
         )
         feedback.id = feedback_id
         return feedback_id
 
     @_reported
     async def delete_feedback(self, feedback_id: str) -> bool:
-        return self.store.delete_feedback(feedback_id)
+        return self.store.delete_feedback(feedback_id, actor=await self.actor())
 
     # -- elements ------------------------------------------------------------------
 
@@ -170,9 +200,10 @@ class FileDataLayer(BaseDataLayer):
         thread_id = element.thread_id
         fields: dict[str, Any] = element.to_dict()  # type: ignore[assignment]
         record = {k: fields.get(k) for k in _ELEMENT_FIELDS}
+        actor = await self.actor()
         data = await _element_bytes(element)
         if data is not None:
-            directory = self.store.prepare_element(thread_id, record)
+            directory = self.store.prepare_element(thread_id, record, actor=actor)
             if directory is None:
                 return  # the thread, the element or its step was deleted
             relative = self.store.element_relative_path(element.id, element.name, element.mime)
@@ -186,7 +217,7 @@ class FileDataLayer(BaseDataLayer):
             )
             record.update(element_file_fields(relative, b""))
             record.update({"bytes": len(data), "sha256": digest.hexdigest()})
-        self.store.record_element(thread_id, record)
+        self.store.record_element(thread_id, record, actor=actor)
 
     @_reported
     async def get_element(self, thread_id: str, element_id: str) -> ElementDict | None:
@@ -197,24 +228,31 @@ class FileDataLayer(BaseDataLayer):
     @_queued
     @_reported
     async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
-        self.store.delete_element(element_id, thread_id)
+        self.store.delete_element(element_id, thread_id, actor=await self.actor())
 
     # -- steps ---------------------------------------------------------------------
 
     @_queued
     @_reported
     async def create_step(self, step_dict: StepDict) -> None:
-        self.store.write_step(dict(step_dict))
+        self.store.write_step(dict(step_dict), actor=await self.actor())
 
     @_queued
     @_reported
     async def update_step(self, step_dict: StepDict) -> None:
-        self.store.write_step(dict(step_dict))
+        self.store.write_step(dict(step_dict), actor=await self.actor())
 
     @_queued
     @_reported
     async def delete_step(self, step_id: str) -> None:
-        self.store.delete_step(step_id)
+        # Step ids come from the client and may repeat another thread's: look in the
+        # caller's own session thread first.
+        prefer = getattr(_session(), "thread_id", None)
+        self.store.delete_step(
+            step_id,
+            prefer=prefer if isinstance(prefer, str) else None,
+            actor=await self.actor(),
+        )
 
     @_reported
     async def get_favorite_steps(self, user_id: str) -> list[StepDict]:
@@ -228,7 +266,7 @@ class FileDataLayer(BaseDataLayer):
 
     @_reported
     async def delete_thread(self, thread_id: str) -> None:
-        self.store.delete_thread(thread_id)
+        self.store.delete_thread(thread_id, actor=await self.actor())
 
     @_reported
     async def list_threads(
@@ -264,7 +302,12 @@ class FileDataLayer(BaseDataLayer):
         tags: list[str] | None = None,
     ) -> None:
         self.store.update_thread(
-            thread_id, name=name, user_id=user_id, metadata=metadata, tags=tags
+            thread_id,
+            name=name,
+            user_id=user_id,
+            metadata=metadata,
+            tags=tags,
+            actor=await self.actor(),
         )
 
     # -- misc ----------------------------------------------------------------------
@@ -276,6 +319,15 @@ class FileDataLayer(BaseDataLayer):
     @_reported
     async def close(self) -> None:
         self.store.close()
+
+
+def _session() -> Any:
+    """The Chainlit session this call runs in, if any (none in scripts and tests, nor in
+    Chainlit's plain HTTP routes)."""
+    try:
+        return get_context().session
+    except ChainlitContextException:
+        return None
 
 
 def _persisted_user(doc: dict[str, Any]) -> PersistedUser:

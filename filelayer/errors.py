@@ -15,7 +15,9 @@ __all__ = [
     "FileLayerError",
     "FormatVersionError",
     "InvalidIdError",
+    "NotAuthorError",
     "StorageWriteError",
+    "UnknownStepError",
 ]
 
 
@@ -98,3 +100,43 @@ class ArchiveLockTimeout(FileLayerError, TimeoutError):
             "If no filelayer process is running, the lock is stale only if the file system "
             "does not release locks of dead processes (a network mount); delete the file."
         )
+
+
+class NotAuthorError(FileLayerError, PermissionError):
+    """A logged-in user tried to change a thread that another user wrote.
+
+    Chainlit checks authorship on some routes only (its element and feedback routes take
+    the thread and step ids from the client), so the layer checks every write itself.
+    Nothing was written.
+    """
+
+    def __init__(self, thread_id: str, actor: str) -> None:
+        self.thread_id = thread_id
+        self.actor = actor
+        super().__init__(
+            f"{actor!r} may not change thread {thread_id}: only its author can. A shared "
+            "thread is read-only for everyone else; nothing was written."
+        )
+
+    def __reduce__(self) -> tuple[type[NotAuthorError], tuple[str, str]]:
+        return type(self), (self.thread_id, self.actor)
+
+
+class UnknownStepError(FileLayerError, ValueError):
+    """Feedback for a step that is not (or no longer) in the thread it names.
+
+    Feedback never creates a thread or rates a step that was deleted: a client that
+    invents ids gets this error and nothing is written.
+    """
+
+    def __init__(self, step_id: str, thread_id: str | None) -> None:
+        self.step_id = step_id
+        self.thread_id = thread_id
+        where = f"thread {thread_id}" if thread_id else "the archive"
+        super().__init__(
+            f"no step {step_id!r} in {where} (never written, or deleted): feedback refused, "
+            "nothing was written."
+        )
+
+    def __reduce__(self) -> tuple[type[UnknownStepError], tuple[str, str | None]]:
+        return type(self), (self.step_id, self.thread_id)

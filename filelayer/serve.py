@@ -6,12 +6,19 @@ to Chainlit's own FastAPI app, ahead of Chainlit's catch-all route (which would
 otherwise answer first with the UI's HTML page, Chainlit #1819).
 
 Who may read: the thread's author, authenticated the way Chainlit authenticates every
-request (its ``access_token`` cookie, or an ``Authorization: Bearer`` header), or anyone
-when the thread is shared the way Chainlit shares threads (``metadata.is_shared``, or the
-app's ``on_shared_thread_view``). Everyone else gets 401 (not logged in) or 404 (logged
-in), and the answer is the same whether the thread exists or not, so ids cannot be
-probed. The permission check comes before any look at the element, so neither a
-missing element nor a damaged journal tells a stranger anything.
+request (its ``access_token`` cookie, or an ``Authorization: Bearer`` header), or any
+logged-in user when the thread is shared the way Chainlit shares threads
+(``metadata.is_shared``, or the app's ``on_shared_thread_view``); in an app without login,
+anyone. Everyone else gets 401 (not logged in) or 404 (logged in), and the answer is the
+same whether the thread exists or not, so ids cannot be probed. The permission check
+comes before any look at the element, so neither a missing element nor a damaged
+journal tells a stranger anything.
+
+Who is calling: Chainlit's plain HTTP routes (``/feedback``) call the data layer with
+no Chainlit context for the caller. A small ASGI middleware keeps the request being
+served in a context variable, and :func:`request_user` authenticates it (once per
+request, only when a write asks) the same way as the element route, so the data layer
+can refuse a write to a thread its caller did not write.
 
 What is sent: the stored type (cleaned up, never trusted as a header), a
 ``Content-Disposition`` with the original file name in both the plain and the RFC 6266
@@ -35,7 +42,9 @@ import mimetypes
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -86,6 +95,12 @@ _CACHE_CONTROL = "private, max-age=0, must-revalidate"
 
 _current: list[FileDataLayer] = []
 
+_Scope = MutableMapping[str, Any]
+_Asgi = Callable[[_Scope, Any, Any], Awaitable[None]]
+# The HTTP request being served (set by CallerMiddleware), for the data layer's writes.
+_request: ContextVar[Request | None] = ContextVar("filelayer_request", default=None)
+_USER_KEY = "filelayer_user"
+
 
 def install(layer: FileDataLayer) -> Callable[[str, str], str]:
     """Route requests to ``layer`` and return the URL builder for its elements.
@@ -96,6 +111,61 @@ def install(layer: FileDataLayer) -> Callable[[str, str], str]:
     _current[:] = [layer]
     _add_routes()
     return element_url
+
+
+class CallerMiddleware:
+    """Keep the HTTP request being served where the data layer can find its caller.
+
+    Nothing is authenticated here: :func:`request_user` does it when a write needs to
+    know who asks, so serving Chainlit's page and assets costs one context-variable set.
+    """
+
+    def __init__(self, app: _Asgi) -> None:
+        self.app = app
+
+    async def __call__(self, scope: _Scope, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        token = _request.set(Request(scope))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _request.reset(token)
+
+
+@contextmanager
+def serving(request: Request | None) -> Iterator[None]:
+    """Treat ``request`` as the request being served (what the middleware does; for
+    callers that drive the data layer from their own routes, and for tests)."""
+    token = _request.set(request)
+    try:
+        yield
+    finally:
+        _request.reset(token)
+
+
+async def request_user() -> Any:
+    """The logged-in user of the HTTP request being served; ``None`` when no request is
+    being served, or its visitor is anonymous (no token, or a bad one)."""
+    request = _request.get()
+    return None if request is None else await _current_user(request)
+
+
+def _add_middleware(app: Any) -> None:
+    """Add :class:`CallerMiddleware` to Chainlit's app, once.
+
+    Chainlit builds its data layer on the first request that needs it, after Starlette
+    has assembled the middleware stack, which cannot take a new member any more: the
+    built stack is wrapped, and the middleware is listed so a rebuild keeps it.
+    """
+    from starlette.middleware import Middleware
+
+    if any(m.cls is CallerMiddleware for m in app.user_middleware):
+        return
+    app.user_middleware.insert(0, Middleware(CallerMiddleware))
+    if app.middleware_stack is not None:
+        app.middleware_stack = CallerMiddleware(app.middleware_stack)
 
 
 def element_url(thread_id: str, element_id: str) -> str:
@@ -117,8 +187,8 @@ def url_prefix() -> str:
     return (os.environ.get("CHAINLIT_PARENT_ROOT_PATH", "") + root).rstrip("/")
 
 
-def _add_routes() -> None:
-    """Register the routes on Chainlit's app, next to Chainlit's own routes."""
+def _chainlit_server() -> Any:
+    """Chainlit's server module, or ``None`` where it cannot be imported."""
     server: Any = sys.modules.get("chainlit.server")
     if server is None:
         # Chainlit builds the data layer from inside its server, so this happens only
@@ -126,8 +196,23 @@ def _add_routes() -> None:
         try:
             import chainlit.server as server
         except Exception as exc:  # pragma: no cover - depends on the environment
-            log.debug("filelayer: Chainlit server not available, no element route: %s", exc)
-            return
+            log.debug("filelayer: Chainlit server not available: %s", exc)
+            return None
+    return server
+
+
+def watch_callers() -> None:
+    """Install :class:`CallerMiddleware` on Chainlit's app (once per process)."""
+    server = _chainlit_server()
+    if server is not None:
+        _add_middleware(server.app)
+
+
+def _add_routes() -> None:
+    """Register the routes on Chainlit's app, next to Chainlit's own routes."""
+    server = _chainlit_server()
+    if server is None:
+        return
     app = server.app
     # The prefix Chainlit's own router was built with (its --root-path; empty when
     # mounted, where the mount adds the prefix).
@@ -249,31 +334,40 @@ def _login_required() -> bool:
 async def _current_user(request: Request) -> Any:
     """Chainlit's own authentication: its cookie, or an ``Authorization`` header.
 
-    A missing, expired or forged token is an anonymous visitor, who may still read a
-    shared thread.
+    A missing, expired or forged token is an anonymous visitor. The answer is kept with
+    the request, so a request that writes several times is authenticated once.
     """
+    state = request.scope.setdefault("state", {})
+    if _USER_KEY in state:
+        return state[_USER_KEY]
     from chainlit.auth import authenticate_user, reuseable_oauth
 
+    user = None
     try:
         token = await reuseable_oauth(request)
-        if not token:
-            return None
-        return await authenticate_user(token)
+        if token:
+            user = await authenticate_user(token)
     except HTTPException:
-        return None
+        user = None
+    state[_USER_KEY] = user
+    return user
 
 
 async def _may_read(
     layer: FileDataLayer, manifest: Mapping[str, Any], user: Any, login_required: bool
 ) -> bool:
-    """The author, or anyone if the thread is shared; in an app without login, where
-    threads have no author, a thread without an author is nobody's secret."""
+    """The author, or any logged-in user if the thread is shared (Chainlit's own share
+    page answers 401 to anonymous visitors in an app with login); in an app without
+    login, where threads have no author, a thread without an author is nobody's secret
+    and a shared thread is anyone's to read."""
     author = str(manifest.get("userIdentifier") or "")
     identifier = getattr(user, "identifier", None)
     if author and identifier == author:
         return True
     if not login_required and not author:
         return True
+    if login_required and user is None:
+        return False
     return await _is_shared(layer, manifest, user)
 
 

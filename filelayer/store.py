@@ -27,10 +27,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from . import _codec, _fs, _locks, journal, manifest, users
-from .errors import ArchiveError, CorruptFileError, StorageWriteError
+from .errors import (
+    ArchiveError,
+    CorruptFileError,
+    InvalidIdError,
+    NotAuthorError,
+    StorageWriteError,
+    UnknownStepError,
+)
 from .ids import check_id, is_valid_id
 from .index import DEFAULT_SEARCH_CHARS, Page, ThreadIndex, ThreadSummary
 from .index import delete_record as index_delete_record
@@ -43,6 +50,7 @@ log = logging.getLogger("filelayer")
 
 Durability = Literal["flush", "fsync"]
 ElementUrl = Callable[[str, str], str]
+_V = TypeVar("_V")
 
 _OWNER_CACHE_SIZE = 50_000
 _REINDEX_ATTEMPTS = 5
@@ -119,6 +127,7 @@ class ArchiveStore:
         self._tombstone_cache: OrderedDict[str, journal.Tombstones] = OrderedDict()
         self._folded_cache: OrderedDict[str, journal.FoldedJournal] = OrderedDict()
         self._users_by_id: dict[str, dict[str, Any]] = {}
+        self._authors: OrderedDict[str, tuple[tuple[int, int, int], str | None]] = OrderedDict()
         if create:
             self._ensure_index()
 
@@ -143,8 +152,8 @@ class ArchiveStore:
                     _fs.append(self.layout.index_file, b"")
 
     @staticmethod
-    def _remember(cache: OrderedDict[str, str], key: str, thread_id: str) -> None:
-        cache[key] = thread_id
+    def _remember(cache: OrderedDict[str, _V], key: str, value: _V) -> None:
+        cache[key] = value
         cache.move_to_end(key)
         if len(cache) > _OWNER_CACHE_SIZE:
             cache.popitem(last=False)
@@ -214,6 +223,48 @@ class ArchiveStore:
         manifest.write(path, doc, durable=self.durable)
         self.index.append([self.thread_index_record(doc)])
         return True
+
+    def author_of(self, thread_id: str) -> str | None:
+        """The identifier of the thread's author; ``None`` for a thread without one
+        (an app without login, a Slack or Teams thread, a thread not created yet).
+
+        A thread whose manifest names a user id that the archive does not know has an
+        author nobody can prove to be: ``""``, which matches no caller.
+        """
+        path = self.layout.manifest(thread_id)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._authors.get(thread_id)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        doc = self._read_manifest_lenient(thread_id) or {}
+        author: str | None = doc.get("userIdentifier") or None
+        if author is None and isinstance(doc.get("userId"), str) and doc["userId"]:
+            user = self.user_by_id(doc["userId"])
+            author = str(user["identifier"]) if user else ""
+        self._remember(self._authors, thread_id, (signature, author))
+        return author
+
+    def authorize(self, thread_id: str, actor: str | None) -> None:
+        """Refuse a write by ``actor`` to a thread another user wrote.
+
+        ``actor`` is the identifier of the logged-in user on whose behalf the call is
+        made, ``None`` for the app itself (its own code, a script, the command line),
+        which may write anywhere. A thread without an author (no login, Slack and Teams
+        threads) may be written by anyone, as before. Callers hold the thread's lock, so
+        the author cannot change between this check and the write.
+        """
+        if actor is None:
+            return
+        author = self.author_of(thread_id)
+        if author is not None and author != actor:
+            log.warning(
+                "filelayer: refused a write by %r to thread %s of another user", actor, thread_id
+            )
+            raise NotAuthorError(thread_id, actor)
 
     @staticmethod
     def thread_index_record(doc: dict[str, Any]) -> dict[str, Any]:
@@ -317,8 +368,12 @@ class ArchiveStore:
         user_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         tags: list[str] | None = None,
+        actor: str | None = None,
     ) -> bool:
-        """Create or change a thread. ``False`` (and nothing written) if it was deleted."""
+        """Create or change a thread. ``False`` (and nothing written) if it was deleted.
+
+        ``actor``: the logged-in user the call is made for (see :meth:`authorize`).
+        """
         check_id("thread", thread_id)
         if name is not None and not isinstance(name, str):
             raise ValueError("a thread name must be a string")
@@ -336,6 +391,7 @@ class ArchiveStore:
             identifier = user["identifier"] if user else None
         path = self.layout.manifest(thread_id)
         with self.thread_lock(thread_id):
+            self.authorize(thread_id, actor)
             doc = manifest.read(path)
             created = doc is None
             if doc is None:
@@ -403,11 +459,12 @@ class ArchiveStore:
             summary.tags,
         ) == (doc.get("name"), doc.get("userId"), doc.get("userIdentifier"), doc.get("tags"))
 
-    def delete_thread(self, thread_id: str) -> bool:
+    def delete_thread(self, thread_id: str, *, actor: str | None = None) -> bool:
         """Delete a thread and everything in it. ``False`` if there was nothing."""
         check_id("thread", thread_id)
         directory = self.layout.thread_dir(thread_id)
         with self.thread_lock(thread_id):
+            self.authorize(thread_id, actor)
             existed = directory.exists()
             with _locks.locked(self.layout.deleted_lock, self.lock_timeout):
                 _fs.append(
@@ -561,7 +618,7 @@ class ArchiveStore:
 
     # -- steps ---------------------------------------------------------------------
 
-    def write_step(self, step: dict[str, Any]) -> bool:
+    def write_step(self, step: dict[str, Any], *, actor: str | None = None) -> bool:
         """Create or update (merge) a step. ``False`` if its thread was deleted."""
         step_id = check_id("step", step.get("id"))
         thread_id = step.get("threadId") or self.locate_step(step_id)
@@ -571,6 +628,7 @@ class ArchiveStore:
         record = journal.step_record(step)
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
         with self.thread_lock(thread_id):
+            self.authorize(thread_id, actor)
             if not self._ensure_thread_locked(thread_id):
                 return False
             index_records = self._step_index_records(thread_id, step_id, record["step"])
@@ -636,10 +694,21 @@ class ArchiveStore:
             return None
         return records
 
-    def locate_step(self, step_id: str) -> str | None:
-        """The thread holding ``step_id``: recent writes first, then a scan of the
-        journals, most recently active thread first (Chainlit's delete_step and some
-        feedback paths give no thread id)."""
+    def locate_step(self, step_id: str, prefer: str | None = None) -> str | None:
+        """The thread holding ``step_id``: ``prefer`` if it holds it, then recent
+        writes, then a scan of the journals, most recently active thread first
+        (Chainlit's delete_step and some feedback paths give no thread id).
+
+        Step ids are chosen by the client, so two threads can hold the same id:
+        ``prefer`` (the caller's own session thread) keeps a delete in the thread it
+        was meant for."""
+        if (
+            prefer
+            and is_valid_id(prefer)
+            and self.layout.journal(prefer).exists()
+            and step_id in self._folded(prefer).state.steps
+        ):
+            return prefer
         owner = self._step_owner.get(step_id)
         if owner is not None:
             return owner
@@ -669,15 +738,25 @@ class ArchiveStore:
                     return thread_id
         return None
 
-    def delete_step(self, step_id: str, thread_id: str | None = None) -> bool:
-        """Delete a step with its feedback and elements. ``False`` if not found."""
+    def delete_step(
+        self,
+        step_id: str,
+        thread_id: str | None = None,
+        *,
+        prefer: str | None = None,
+        actor: str | None = None,
+    ) -> bool:
+        """Delete a step with its feedback and elements. ``False`` if not found.
+
+        Without ``thread_id`` the step is looked up (see :meth:`locate_step`)."""
         check_id("step", step_id)
-        thread_id = thread_id or self.locate_step(step_id)
+        thread_id = thread_id or self.locate_step(step_id, prefer)
         if not thread_id or not is_valid_id(thread_id):
             return False
         with self._locked_state(thread_id) as state:
             if state is None:
                 return False
+            self.authorize(thread_id, actor)
             records = [journal.step_delete_record(step_id)]
             doomed_files = []
             for el in state.elements.values():
@@ -713,7 +792,13 @@ class ArchiveStore:
         comment: str | None = None,
         feedback_id: str | None = None,
         thread_id: str | None = None,
+        actor: str | None = None,
     ) -> str:
+        """Rate a step (one feedback per step: a new one replaces the old).
+
+        Refused with :class:`UnknownStepError` unless the step is live in an existing
+        thread: feedback never creates a thread, nor rates what was deleted.
+        """
         check_id("step", for_id)
         feedback_id = check_id("feedback", feedback_id or str(uuid.uuid4()))
         if value not in (0, 1):  # True and False are 1 and 0
@@ -724,18 +809,24 @@ class ArchiveStore:
         if thread_id is None:
             thread_id = self.locate_step(for_id)
             if thread_id is None:
-                raise ValueError(f"no step {for_id!r} in the archive; give the feedback a threadId")
+                raise UnknownStepError(for_id, None)
         check_id("thread", thread_id)
         record = journal.feedback_record(
             {"id": feedback_id, "forId": for_id, "value": int(value), "comment": comment}
         )
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
         with self.thread_lock(thread_id):
-            if not self._ensure_thread_locked(thread_id):
-                return feedback_id
-            if for_id in self._tombstones(thread_id).steps:
-                log.debug("filelayer: ignoring feedback on deleted step %s", for_id)
-                return feedback_id
+            self.authorize(thread_id, actor)
+            self.index.refresh()
+            owner = self.index.feedback_owner(feedback_id)
+            if owner is not None and owner != thread_id:
+                raise InvalidIdError("feedback", feedback_id, "it rates a step of another thread")
+            if (
+                self.is_deleted(thread_id)
+                or not self.layout.manifest(thread_id).exists()
+                or for_id not in self._folded(thread_id).state.steps
+            ):
+                raise UnknownStepError(for_id, thread_id)
             self._append_lines(thread_id, line)
             summary = self._indexed(thread_id)
             index_records = []
@@ -747,13 +838,14 @@ class ArchiveStore:
             self.index.append(index_records)
         return feedback_id
 
-    def delete_feedback(self, feedback_id: str) -> bool:
+    def delete_feedback(self, feedback_id: str, *, actor: str | None = None) -> bool:
         check_id("feedback", feedback_id)
         self.index.refresh()
         thread_id = self.index.feedback_owner(feedback_id)
         if thread_id is None:
             return True
         with self.thread_lock(thread_id):
+            self.authorize(thread_id, actor)
             if self.layout.manifest(thread_id).exists():
                 self._append_journal(thread_id, [journal.feedback_delete_record(feedback_id)])
             self.index.append([index_feedback_record(thread_id, feedback_id, None, None)])
@@ -782,11 +874,18 @@ class ArchiveStore:
         dead = self._tombstones(thread_id)
         return element.get("id") in dead.elements or element.get("forId") in dead.steps
 
-    def prepare_element(self, thread_id: str, element: dict[str, Any] | None = None) -> Path | None:
+    def prepare_element(
+        self,
+        thread_id: str,
+        element: dict[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> Path | None:
         """Make the thread's element directory; ``None`` if the thread was deleted, or
         ``element`` (when given) or its step was."""
         check_id("thread", thread_id)
         with self.thread_lock(thread_id):
+            self.authorize(thread_id, actor)
             if not self._ensure_thread_locked(thread_id):
                 return None
             if element is not None and self._element_refused(thread_id, element):
@@ -798,13 +897,16 @@ class ArchiveStore:
                 raise StorageWriteError(directory, exc) from exc
             return directory
 
-    def record_element(self, thread_id: str, element: dict[str, Any]) -> bool:
+    def record_element(
+        self, thread_id: str, element: dict[str, Any], *, actor: str | None = None
+    ) -> bool:
         """Journal an element whose bytes (if any) are already in place."""
         check_id("thread", thread_id)
         element_id = check_id("element", element.get("id"))
         record = journal.element_record(element)
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
         with self.thread_lock(thread_id):
+            self.authorize(thread_id, actor)
             refused = self._element_refused(thread_id, element)
             if refused and isinstance(element.get("file"), str):
                 self._remove_element_file(thread_id, element["file"])
@@ -822,13 +924,20 @@ class ArchiveStore:
         self._remember(self._element_owner, element_id, thread_id)
         return True
 
-    def put_element(self, thread_id: str, element: dict[str, Any], data: bytes | None) -> bool:
+    def put_element(
+        self,
+        thread_id: str,
+        element: dict[str, Any],
+        data: bytes | None,
+        *,
+        actor: str | None = None,
+    ) -> bool:
         """Store an element and its bytes in one call (the synchronous path)."""
         element = dict(element)
         check_id("thread", thread_id)
         check_id("element", element.get("id"))
         if data is not None:
-            directory = self.prepare_element(thread_id, element)
+            directory = self.prepare_element(thread_id, element, actor=actor)
             if directory is None:
                 return False
             relative = self.element_relative_path(
@@ -838,7 +947,7 @@ class ArchiveStore:
             assert target is not None
             _fs.atomic_write(target, data, durable=self.durable)
             element.update(element_file_fields(relative, data))
-        return self.record_element(thread_id, element)
+        return self.record_element(thread_id, element, actor=actor)
 
     def _remove_element_file(self, thread_id: str, relative: str) -> None:
         path = self.layout.element_file(thread_id, relative)
@@ -883,7 +992,9 @@ class ArchiveStore:
             return None
         return el, path
 
-    def delete_element(self, element_id: str, thread_id: str | None = None) -> bool:
+    def delete_element(
+        self, element_id: str, thread_id: str | None = None, *, actor: str | None = None
+    ) -> bool:
         check_id("element", element_id)
         thread_id = thread_id or self.locate_element(element_id)
         if not thread_id or not is_valid_id(thread_id):
@@ -891,6 +1002,7 @@ class ArchiveStore:
         with self._locked_state(thread_id) as state:
             if state is None:
                 return False
+            self.authorize(thread_id, actor)
             el = state.elements.get(element_id)
             self._append_journal(thread_id, [journal.element_delete_record(element_id)])
             if el is not None and isinstance(el.get("file"), str):

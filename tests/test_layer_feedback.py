@@ -10,7 +10,7 @@ pytest.importorskip("chainlit")
 
 from chainlit.types import Feedback, Pagination, ThreadFilter
 
-from filelayer import FileDataLayer
+from filelayer import FileDataLayer, UnknownStepError
 
 
 async def turn(layer: Any, thread: str = "t1") -> None:
@@ -96,9 +96,15 @@ async def test_feedback_for_a_step_nowhere_without_thread_id_is_refused(layer: A
         await layer.upsert_feedback(Feedback(forId="no-such-step", value=1))
 
 
-async def test_feedback_may_precede_its_step_when_the_thread_is_known(layer: Any) -> None:
-    fid = await layer.upsert_feedback(Feedback(forId="t1-run", value=1, threadId="t1"))
+async def test_feedback_before_its_step_is_refused_and_creates_nothing(layer: Any) -> None:
+    """Feedback rates a step the user saw; like Chainlit's PostgreSQL layer (whose
+    feedback row needs its thread), it never creates a thread."""
+    with pytest.raises(UnknownStepError):
+        await layer.upsert_feedback(Feedback(forId="t1-run", value=1, threadId="t1"))
+    assert await layer.get_thread("t1") is None
+    assert not (layer.root / "threads" / "t1").exists()
     await turn(layer)
+    fid = await layer.upsert_feedback(Feedback(forId="t1-run", value=1, threadId="t1"))
     assert feedback_of(await layer.get_thread("t1"))["t1-run"]["id"] == fid
 
 

@@ -399,14 +399,15 @@ def test_a_late_write_to_a_deleted_message_stays_out_of_the_index(tmp_path: Path
 
 
 def test_feedback_on_a_deleted_step_does_not_match_the_feedback_filter(tmp_path: Path) -> None:
-    from filelayer import ArchiveStore
+    from filelayer import ArchiveStore, UnknownStepError
 
     store = ArchiveStore(tmp_path / "chats")
     alice = store.upsert_user("alice")
     store.update_thread("t1", name="t1", user_id=alice["id"])
     store.write_step({"id": "run1", "threadId": "t1", "type": "run", "output": "x"})
     store.delete_step("run1")
-    store.upsert_feedback(for_id="run1", value=0, thread_id="t1", feedback_id="f1")
+    with pytest.raises(UnknownStepError):
+        store.upsert_feedback(for_id="run1", value=0, thread_id="t1", feedback_id="f1")
     assert all(s["feedback"] is None for s in store.get_thread("t1")["steps"])
     threads, _ = store.list_threads(user_id=alice["id"], feedback=0)
     assert threads == []

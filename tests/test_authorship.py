@@ -1,0 +1,179 @@
+"""Only a thread's author changes it: the storage core's half of the rule.
+
+The store is handed an explicit ``actor`` (the logged-in user a call is made for; the
+adapter finds it in Chainlit's session or the HTTP request) and refuses a write by an
+actor to a thread another user wrote, changing nothing. ``actor=None`` is the app itself,
+and a thread without an author (no login; Slack and Teams threads) stays writable by
+everyone. Feedback never creates a thread and never rates a step that is not there.
+Storage-core only: runs without Chainlit.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from filelayer import ArchiveStore, InvalidIdError, NotAuthorError, UnknownStepError
+
+ALICE, MALLORY = "alice", "mallory"
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file of the archive but the locks, byte for byte."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
+
+
+def step(
+    thread: str, sid: str, kind: str = "assistant_message", text: str = "hi"
+) -> dict[str, Any]:
+    return {
+        "id": sid,
+        "threadId": thread,
+        "type": kind,
+        "output": text,
+        "createdAt": "2026-01-01T00:00:01.000000Z",
+    }
+
+
+@pytest.fixture
+def archive(store: ArchiveStore) -> ArchiveStore:
+    """alice's thread ``ta`` (a message, an element file, a rating) and mallory's ``tm``."""
+    for who, thread in ((ALICE, "ta"), (MALLORY, "tm")):
+        user = store.upsert_user(who)
+        store.update_thread(thread, name=f"{who}'s", user_id=user["id"], actor=who)
+        store.write_step(step(thread, f"{thread}-s1"), actor=who)
+    store.put_element(
+        "ta", {"id": "ea", "type": "image", "name": "a.png", "forId": "ta-s1"}, b"png", actor=ALICE
+    )
+    store.upsert_feedback(for_id="ta-s1", value=1, feedback_id="fa", thread_id="ta", actor=ALICE)
+    store.update_thread("ta", metadata={"is_shared": True}, actor=ALICE)
+    return store
+
+
+ATTACKS: dict[str, Callable[[ArchiveStore, str | None], Any]] = {
+    "write a step": lambda s, who: s.write_step(step("ta", "ta-s1", text="pwned"), actor=who),
+    "add a step": lambda s, who: s.write_step(step("ta", "new"), actor=who),
+    "delete a step": lambda s, who: s.delete_step("ta-s1", actor=who),
+    "delete a step by thread": lambda s, who: s.delete_step("ta-s1", "ta", actor=who),
+    "rename": lambda s, who: s.update_thread("ta", name="pwned", actor=who),
+    "unshare": lambda s, who: s.update_thread("ta", metadata={"is_shared": False}, actor=who),
+    "take over": lambda s, who: s.update_thread("ta", user_id="x", actor=who),
+    "delete the thread": lambda s, who: s.delete_thread("ta", actor=who),
+    "rate": lambda s, who: s.upsert_feedback(for_id="ta-s1", value=0, thread_id="ta", actor=who),
+    "rate without thread": lambda s, who: s.upsert_feedback(for_id="ta-s1", value=0, actor=who),
+    "re-rate by id": lambda s, who: s.upsert_feedback(
+        for_id="ta-s1", value=0, feedback_id="fa", actor=who
+    ),
+    "un-rate": lambda s, who: s.delete_feedback("fa", actor=who),
+    "overwrite an element": lambda s, who: s.put_element(
+        "ta", {"id": "ea", "type": "custom", "name": "a.json"}, b"{}", actor=who
+    ),
+    "record an element": lambda s, who: s.record_element(
+        "ta", {"id": "ea", "type": "custom", "props": {}}, actor=who
+    ),
+    "delete an element": lambda s, who: s.delete_element("ea", "ta", actor=who),
+    "delete an element by id": lambda s, who: s.delete_element("ea", actor=who),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_another_user_changes_nothing(archive: ArchiveStore, attack: str) -> None:
+    before = snapshot(archive.root)
+    alice = archive.get_user(ALICE)
+    assert alice is not None
+    listed = archive.list_threads(user_id=alice["id"])[0]
+    with pytest.raises(NotAuthorError) as caught:
+        ATTACKS[attack](archive, MALLORY)
+    assert caught.value.thread_id == "ta" and caught.value.actor == MALLORY
+    assert isinstance(caught.value, PermissionError)
+    assert snapshot(archive.root) == before
+    fresh = ArchiveStore(archive.root)
+    assert fresh.list_threads(user_id=alice["id"])[0] == listed
+
+
+@pytest.mark.parametrize("actor", [None, ALICE])
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_the_app_and_the_author_may(archive: ArchiveStore, attack: str, actor: str | None) -> None:
+    """The same calls made by the app itself (no actor) or by alice go through."""
+    ATTACKS[attack](archive, actor)
+
+
+def test_a_thread_without_author_is_everyones(store: ArchiveStore) -> None:
+    """Apps without login, and Slack or Teams threads (Chainlit leaves them authorless
+    so that many users write them), keep working as before."""
+    store.write_step(step("open", "s1"), actor=None)
+    store.write_step(step("open", "s2"), actor=ALICE)
+    store.write_step(step("open", "s3"), actor=MALLORY)
+    store.upsert_feedback(for_id="s1", value=1, thread_id="open", actor=MALLORY)
+    store.delete_step("s2", actor=MALLORY)
+    assert [s["id"] for s in store.get_thread("open")["steps"]] == ["s1", "s3"]  # type: ignore[index]
+
+
+def test_an_author_the_archive_cannot_name_matches_nobody(store: ArchiveStore) -> None:
+    store.update_thread("t", user_id="no-such-user")
+    with pytest.raises(NotAuthorError):
+        store.write_step(step("t", "s"), actor=ALICE)
+    store.write_step(step("t", "s"))  # the app still may
+
+
+def test_feedback_never_creates_a_thread(archive: ArchiveStore) -> None:
+    before = snapshot(archive.root)
+    for kwargs in (
+        {"for_id": "ta-s1", "thread_id": "nothread"},
+        {"for_id": "nostep", "thread_id": "ta"},
+        {"for_id": "nostep"},
+        {"for_id": "ta-s1", "thread_id": "nothread", "actor": MALLORY},
+    ):
+        with pytest.raises(UnknownStepError):
+            archive.upsert_feedback(value=1, **kwargs)  # type: ignore[arg-type]
+    assert snapshot(archive.root) == before
+    assert not (archive.root / "threads" / "nothread").exists()
+
+
+def test_feedback_for_a_deleted_step_is_refused(archive: ArchiveStore) -> None:
+    archive.delete_step("ta-s1", actor=ALICE)
+    before = snapshot(archive.root)
+    with pytest.raises(UnknownStepError):
+        archive.upsert_feedback(for_id="ta-s1", value=1, thread_id="ta", actor=ALICE)
+    assert snapshot(archive.root) == before
+
+
+def test_a_feedback_id_stays_with_its_thread(archive: ArchiveStore) -> None:
+    """Mallory reusing alice's feedback id on her own step must not move alice's
+    rating out of the index (the sidebar's feedback filter)."""
+    with pytest.raises(InvalidIdError):
+        archive.upsert_feedback(
+            for_id="tm-s1", value=0, feedback_id="fa", thread_id="tm", actor=MALLORY
+        )
+    alice = archive.get_user(ALICE)
+    assert alice is not None
+    rated = archive.list_threads(user_id=alice["id"], feedback=1)[0]
+    assert [t["id"] for t in rated] == ["ta"]
+
+
+def test_a_repeated_step_id_is_deleted_in_the_callers_thread(archive: ArchiveStore) -> None:
+    """Step ids are the client's: mallory's message may carry alice's step id. Reading
+    alice's shared thread must not make mallory's delete land in it."""
+    archive.write_step(step("tm", "ta-s1", kind="user_message"), actor=MALLORY)
+    archive.get_thread("ta")  # what viewing the shared thread does
+    assert archive.delete_step("ta-s1", prefer="tm", actor=MALLORY)
+    assert [s["id"] for s in archive.get_thread("ta")["steps"]] == ["ta-s1"]  # type: ignore[index]
+    assert [s["id"] for s in archive.get_thread("tm")["steps"]] == ["tm-s1"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [NotAuthorError("t1", "mallory"), UnknownStepError("s1", "t1"), UnknownStepError("s", None)],
+)
+def test_errors_survive_pickle(error: Exception) -> None:
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error) and str(again) == str(error)
+    assert again.__dict__ == error.__dict__
