@@ -13,12 +13,13 @@ import os
 from pathlib import Path
 
 from ._backend import PURE
-from ._fs import fsync_dir, temp_path_for
+from ._fs import fsync_dir
 from .errors import StorageWriteError
+from .layout import temp_path
 
 
 def _write_file_sync(dest: Path, data: bytes, durable: bool) -> None:
-    tmp = temp_path_for(dest)
+    tmp = temp_path(dest)
     try:
         with open(tmp, "xb") as f:
             f.write(data)
@@ -48,7 +49,7 @@ if not PURE:
             return await f.read()
 
     async def write_file(dest: Path, data: bytes, *, durable: bool) -> None:
-        tmp = temp_path_for(dest)
+        tmp = temp_path(dest)
         try:
             async with aiofiles.open(tmp, "xb") as f:
                 await f.write(data)

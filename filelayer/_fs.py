@@ -12,13 +12,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 from pathlib import Path
 
 from .errors import StorageWriteError
-
-TMP_SUFFIX = ".tmp"
-"""Temporary files end with this; ``verify --repair`` removes leftovers."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -33,7 +29,11 @@ def fsync_dir(path: Path) -> None:
 
 
 def temp_path_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    """A fresh temporary sibling of ``path``: the name is the layout's (reserved, so
+    never an element file's; ``verify --repair`` removes leftovers)."""
+    from .layout import temp_path  # layout builds on this module: imported when used
+
+    return temp_path(path)
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _codec, _fs, _locks
+from .layout import temp_path
 
 log = logging.getLogger("filelayer")
 
@@ -1201,7 +1202,7 @@ class ThreadIndex:
         notes the new positions as it writes: nothing is read back afterwards.
         """
         slots = sorted(self._slots.live(), key=lambda s: self._slots.id_of(s) or "")
-        tmp = _fs.temp_path_for(self.path)
+        tmp = temp_path(self.path)
         span = array("q", self._span)
         pos = records = 0
         try:
@@ -1271,7 +1272,7 @@ class ThreadIndex:
                     f.seek(offset)
                     lines, _ = _fs.split_lines(f.read(st.st_size - offset))
                 tail = b"".join(line + b"\n" for line in lines if line)
-            tmp = _fs.temp_path_for(self.path)
+            tmp = temp_path(self.path)
             try:
                 with open(tmp, "xb") as out:
                     for s in summaries:

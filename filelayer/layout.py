@@ -2,11 +2,19 @@
 
 Every path built from an id goes through :meth:`Layout.thread_dir` and friends, which
 validate the id first: the root directory is a boundary that no id can cross.
+
+The names of the layer's own transient files are defined here too, once: a temporary
+file of an atomic write, a thread directory being deleted. They start with
+:data:`RESERVED_PREFIX`, which no name taken from data can: ids, user files and element
+files (``<element id><extension>``) begin with a letter or a digit. Lock files are kept
+apart by their directory instead, ``locks/``, where nothing else is ever written.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import zlib
 from pathlib import Path
 
@@ -34,6 +42,45 @@ ROOT_ENV = "FILELAYER_ROOT"
 def default_root() -> str:
     """``$FILELAYER_ROOT`` if set, else ``./chats``: the data layer and the CLI agree."""
     return os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+
+
+RESERVED_PREFIX = ".filelayer-"
+"""Every transient file or directory the layer makes is named ``.filelayer-…``.
+
+No other name in an archive can start with it: ids (thread directories, element files)
+start with a letter or a digit, and so do user files. ``verify --repair`` removes what is
+left of them after a crash, and ``.gitignore`` keeps them out of git.
+"""
+TEMP_SUFFIX = ".tmp"
+"""Temporary names also end with ``.tmp``, so that a person (or an older filelayer)
+sees what they are. The suffix alone means nothing: an upload named ``draft.tmp`` is
+stored as ``<element id>.tmp``."""
+DELETING_SUFFIX = ".deleting" + TEMP_SUFFIX
+
+_LEGACY_TEMP_RE = re.compile(r"\..+\.[0-9a-f]{8}(?:\.deleting)?\.tmp")
+"""filelayer 0.1.0's names: ``.<target>.<8 hex>.tmp`` for a temporary file and
+``.<thread id>.<8 hex>.deleting.tmp`` for a thread directory being deleted. They begin
+with a dot, which no id nor element file can, so they are still recognised (and removed
+by ``verify --repair``) in archives that version wrote."""
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh temporary sibling of ``path``, renamed over it once written."""
+    return path.with_name(f"{RESERVED_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def deleting_path(directory: Path) -> Path:
+    """Where a thread directory is renamed before it is removed, so that readers see
+    the whole thread or none of it."""
+    return directory.with_name(
+        f"{RESERVED_PREFIX}{directory.name}.{secrets.token_hex(4)}{DELETING_SUFFIX}"
+    )
+
+
+def is_layer_leftover(name: str) -> bool:
+    """Whether ``name`` is one of the layer's transient files or directories (this
+    version's or 0.1.0's): never an element file, a thread or a user."""
+    return name.startswith(RESERVED_PREFIX) or _LEGACY_TEMP_RE.fullmatch(name) is not None
 
 
 GITIGNORE = """\

@@ -44,7 +44,7 @@ from .index import delete_record as index_delete_record
 from .index import favorite_record as index_favorite_record
 from .index import feedback_record as index_feedback_record
 from .index import text_record as index_text_record
-from .layout import ELEMENTS_DIR, Layout
+from .layout import ELEMENTS_DIR, Layout, deleting_path
 
 log = logging.getLogger("filelayer")
 
@@ -475,7 +475,7 @@ class ArchiveStore:
             self._deleted[thread_id] = now_iso()
             if existed:
                 # Rename first: readers see the whole thread or none of it.
-                doomed = directory.with_name(f".{thread_id}.{uuid.uuid4().hex[:8]}.deleting.tmp")
+                doomed = deleting_path(directory)
                 try:
                     os.replace(directory, doomed)
                 except OSError as exc:

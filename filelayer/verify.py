@@ -2,7 +2,9 @@
 
 A repair never discards data: damaged journal lines and torn tails are moved to a
 ``steps.jsonl.damaged`` file beside the journal before the journal is rewritten, and
-only files the format calls temporary or derived are removed or rebuilt.
+only files the format calls temporary or derived are removed or rebuilt. A file that a
+live element of the journal names is never removed nor moved, whatever its name: an
+upload named ``draft.tmp`` is stored as ``<element id>.tmp``, and is the user's.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from . import _codec, _fs, journal, manifest, users
 from .errors import CorruptFileError
 from .ids import is_valid_id
-from .layout import ELEMENTS_DIR
+from .layout import ELEMENTS_DIR, is_layer_leftover
 from .manifest import MANIFEST_NAME
 from .store import ArchiveStore, now_iso
 
@@ -62,6 +64,9 @@ def verify(
         report.problems.append(Problem(str(path.relative_to(root)), what, repaired))
 
     for leftover in sorted(_temporary_files(store)):
+        if _referenced(store, leftover):  # cannot be (no element file is named so): guard
+            add(leftover, "named like a temporary file, but an element refers to it; kept")
+            continue
         if repair:
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -101,18 +106,39 @@ def verify(
 
 
 def _temporary_files(store: ArchiveStore) -> list[Path]:
-    found = []
-    for directory, dirnames, filenames in os.walk(store.root):
+    """What interrupted writes and deletions left: files and directories named by
+    :func:`filelayer.layout.is_layer_leftover`, in the root (not below: ``locks/`` and
+    whatever else a person keeps there, ``.git/`` say, are not the layer's to clean),
+    ``users/``, ``index/`` and the thread directories."""
+    found: list[Path] = []
+    layout = store.layout
+    for top in (layout.root, layout.users, layout.index_dir):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            found.extend(Path(e.path) for e in os.scandir(top) if is_layer_leftover(e.name))
+    if not layout.threads.is_dir():
+        return found
+    for directory, dirnames, filenames in os.walk(layout.threads):
         here = Path(directory)
-        if here == store.layout.locks:
-            dirnames[:] = []
-            continue
-        for name in dirnames:
-            if name.endswith(".deleting" + _fs.TMP_SUFFIX):
-                found.append(here / name)
-        dirnames[:] = [d for d in dirnames if not d.endswith(_fs.TMP_SUFFIX)]
-        found.extend(here / f for f in filenames if f.endswith(_fs.TMP_SUFFIX))
+        found.extend(here / d for d in dirnames if is_layer_leftover(d))
+        dirnames[:] = [d for d in dirnames if not is_layer_leftover(d)]
+        found.extend(here / f for f in filenames if is_layer_leftover(f))
     return found
+
+
+def _referenced(store: ArchiveStore, path: Path) -> bool:
+    """Whether ``path`` is the file of a live element of its thread's journal."""
+    try:
+        relative = path.relative_to(store.layout.threads).parts
+    except ValueError:
+        return False
+    if len(relative) != 3 or relative[1] != ELEMENTS_DIR or not is_valid_id(relative[0]):
+        return False
+    thread_id = relative[0]
+    for element in store.read_state(thread_id).live_elements():
+        file = element.get("file")
+        if isinstance(file, str) and store.layout.element_file(thread_id, file) == path:
+            return True
+    return False
 
 
 def _check_thread(
@@ -196,8 +222,8 @@ def _check_thread(
     elements_dir = directory / ELEMENTS_DIR
     if elements_dir.is_dir():
         for path in sorted(elements_dir.iterdir()):
-            if path.name in referenced or path.name.endswith(_fs.TMP_SUFFIX):
-                continue
+            if path.name in referenced or is_layer_leftover(path.name):
+                continue  # a leftover of the layer's own is reported above
             if repair and _set_aside(store, thread_id, path):
                 add(path, f"no element refers to this file; moved to {UNREFERENCED_DIR}/", True)
             else:
