@@ -857,16 +857,21 @@ class ArchiveStore:
         """Where an element's bytes live, relative to its thread directory.
 
         The file is named by the element id (re-sending an element overwrites its file)
-        plus an extension from its name or mime type, so a person can open it.
+        plus an extension from its name or mime type, so a person can open it: a dot
+        and 1 to 10 ASCII letters or digits, lowercased. So the name starts with a letter
+        or a digit, like the id, and never takes a name the layer reserves for its own
+        files (see :data:`filelayer.layout.RESERVED_PREFIX`).
         """
         check_id("element", element_id)
         ext = ""
         match = _EXT_RE.search(name or "")
         if match:
-            ext = match.group(0).lower()
+            ext = match.group(0)
         elif mime:
-            ext = mimetypes.guess_extension(mime.split(";")[0].strip()) or ""
-        return f"{ELEMENTS_DIR}/{element_id}{ext}"
+            # The system's table may offer ".c++" or ".~" first: take a plain one.
+            candidates = mimetypes.guess_all_extensions(mime.split(";")[0].strip())
+            ext = next((e for e in candidates if _EXT_RE.fullmatch(e)), "")
+        return f"{ELEMENTS_DIR}/{element_id}{ext.lower()}"
 
     def _element_refused(self, thread_id: str, element: dict[str, Any]) -> bool:
         """Whether the element, or the step it belongs to, was deleted (deleted ids stay
