@@ -399,7 +399,7 @@ class ArchiveEndpoint(Endpoint):
         if create and dry_run and not self.root.exists():
             return  # a dry run into a new archive: everything would be copied
         try:
-            self.store = ArchiveStore(self.root, create=create and not dry_run)
+            self.store = ArchiveStore(self.root, create=create and not dry_run, upgrade=not dry_run)
         except ArchiveError as exc:
             raise CopyUsageError(str(exc)) from exc
 

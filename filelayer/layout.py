@@ -12,6 +12,7 @@ apart by their directory instead, ``locks/``, where nothing else is ever written
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -19,13 +20,14 @@ import zlib
 from pathlib import Path
 
 from . import _codec, _fs, users
-from .errors import ArchiveError, CorruptFileError, FormatVersionError
+from .errors import ArchiveError, CorruptFileError, FormatVersionError, StorageWriteError
 from .ids import check_id
 from .journal import JOURNAL_NAME
 from .manifest import MANIFEST_NAME
 
 FORMAT_VERSION = 1
 FORMAT_FILE = "filelayer.json"
+GITIGNORE_FILE = ".gitignore"
 THREADS_DIR = "threads"
 USERS_DIR = "users"
 ELEMENTS_DIR = "elements"
@@ -43,6 +45,8 @@ def default_root() -> str:
     """``$FILELAYER_ROOT`` if set, else ``./chats``: the data layer and the CLI agree."""
     return os.environ.get(ROOT_ENV) or DEFAULT_ROOT
 
+
+log = logging.getLogger("filelayer")
 
 RESERVED_PREFIX = ".filelayer-"
 """Every transient file or directory the layer makes is named ``.filelayer-…``.
@@ -83,13 +87,63 @@ def is_layer_leftover(name: str) -> bool:
     return name.startswith(RESERVED_PREFIX) or _LEGACY_TEMP_RE.fullmatch(name) is not None
 
 
-GITIGNORE = """\
+GITIGNORE_BEGIN = "# >>> filelayer"
+GITIGNORE_END = "# <<< filelayer"
+GITIGNORE_BLOCK = f"""\
+{GITIGNORE_BEGIN}: rewritten when the archive is opened; add your own rules above it.
+# It ignores only filelayer's own files: the derived index, lock files, and temporary
+# files ("{RESERVED_PREFIX}*", and ".*{TEMP_SUFFIX}" left by filelayer 0.1.0). Element files are
+# named <element id><extension>, never start with "." and are never ignored, whatever
+# other rules say: this block stays last, so its rules win.
+/{INDEX_DIR}/
+/{LOCKS_DIR}/
+!/{THREADS_DIR}/*/{ELEMENTS_DIR}/*
+{RESERVED_PREFIX}*
+.*{TEMP_SUFFIX}
+{GITIGNORE_END}
+"""
+"""The block of ``.gitignore`` that filelayer owns (see :func:`upgrade_gitignore`)."""
+
+GITIGNORE_0_1_0 = """\
 # Written by filelayer. Derived files: `filelayer reindex` rebuilds them.
 /index/
 /locks/
 *.tmp
 *.lock
 """
+"""The whole ``.gitignore`` filelayer 0.1.0 wrote: its ``*.tmp`` and ``*.lock`` also
+hid element files (an upload named ``Cargo.lock``) from git."""
+
+
+def upgrade_gitignore(text: str | None) -> str:
+    """The ``.gitignore`` an archive should have, given the one it has (``None``: none).
+
+    Filelayer owns one block, between ``# >>> filelayer`` and ``# <<< filelayer``, and
+    keeps it at the end of the file, where its rules come last and win (in particular,
+    element files are re-included even if a rule above ignores ``*.lock``). Every other
+    line is the user's and is kept, in order. The lines filelayer 0.1.0 wrote (the whole
+    file, or the same five lines inside a file someone added to) are replaced by the
+    block; any file without a block gets one appended.
+    """
+    if text is None:
+        return GITIGNORE_BLOCK
+    lines = text.replace("\r\n", "\n").split("\n")
+    old = GITIGNORE_0_1_0.rstrip("\n").split("\n")
+    if [line.rstrip() for line in lines if line.strip()] == old:
+        return GITIGNORE_BLOCK
+    kept: list[str] = []
+    for line in lines:
+        kept.append(line)
+        if line.rstrip() == GITIGNORE_END:  # drop the block, back to its last opening
+            begins = [i for i, k in enumerate(kept) if k.startswith(GITIGNORE_BEGIN)]
+            if begins:
+                del kept[begins[-1] :]
+    for i in range(len(kept) - len(old) + 1):
+        if [k.rstrip() for k in kept[i : i + len(old)]] == old:
+            del kept[i : i + len(old)]
+            break
+    user = "\n".join(kept).rstrip("\n")
+    return f"{user}\n\n{GITIGNORE_BLOCK}" if user else GITIGNORE_BLOCK
 
 
 _PATH_CACHE = 4096
@@ -156,8 +210,13 @@ class Layout:
         # delete_thread removes while another process may be waiting on it.
         return self._stripe_locks[zlib.crc32(thread_id.encode("utf-8")) % LOCK_STRIPES]
 
-    def initialise(self, *, create: bool) -> None:
-        """Check the format marker; with ``create``, make a new archive if needed."""
+    @property
+    def gitignore(self) -> Path:
+        return self.root / GITIGNORE_FILE
+
+    def initialise(self, *, create: bool, upgrade: bool = True) -> None:
+        """Check the format marker; with ``create``, make a new archive if needed; with
+        ``upgrade``, bring the layer's own files of an existing one up to date."""
         if not self.root.exists():
             if not create:
                 raise ArchiveError(
@@ -190,14 +249,44 @@ class Layout:
         for d in (self.threads, self.users, self.index_dir, self.locks):
             if create and not d.is_dir():
                 d.mkdir(parents=True, exist_ok=True)
+        if upgrade:
+            self.upgrade()
+
+    def upgrade(self) -> list[str]:
+        """Bring the files the layer owns in an existing archive up to date: today the
+        ``.gitignore`` block (see :func:`upgrade_gitignore`), which earlier versions
+        wrote only when they created the archive. Returns the names rewritten, and says
+        so in the log. A failure (a read-only archive) is logged, never raised: the
+        archive is as readable as before."""
+        path = self.gitignore
+        try:
+            raw = _fs.read_bytes(path)
+            text = None if raw is None else raw.decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("filelayer: cannot read %s (%s); it was left as it is", path, exc)
+            return []
+        wanted = upgrade_gitignore(text)
+        if text is not None and wanted == text.replace("\r\n", "\n"):
+            return []
+        try:
+            _fs.atomic_write(path, wanted.encode("utf-8"))
+        except StorageWriteError as exc:
+            log.warning(
+                "filelayer: %s is out of date but could not be rewritten: %s", path, exc.cause
+            )
+            return []
+        what = "written (it was missing)" if text is None else "updated to the current rules"
+        log.info("filelayer: %s %s; see docs/format.md", path, what)
+        return [GITIGNORE_FILE]
 
     def _create(self) -> None:
         try:
             for d in (self.threads, self.users, self.index_dir, self.locks):
                 d.mkdir(parents=True, exist_ok=True)
-            gitignore = self.root / ".gitignore"
-            if not gitignore.exists():
-                _fs.atomic_write(gitignore, GITIGNORE.encode("utf-8"))
+            if not self.gitignore.exists():
+                _fs.atomic_write(self.gitignore, GITIGNORE_BLOCK.encode("utf-8"))
+            else:  # the directory held a .gitignore of its own: add the layer's block
+                self.upgrade()
             if not self.format_file.exists():
                 _fs.atomic_write(
                     self.format_file,

@@ -97,6 +97,9 @@ class ArchiveStore:
     ``fsync`` per write (manifests and element files included). Whole files are always
     replaced atomically (write a temporary file, rename it); users and tombstones, which
     are rare, are fsynced in both modes.
+
+    Opening an archive brings the files the layer owns up to date (its ``.gitignore``
+    rules, see docs/format.md) and says so in the log; ``upgrade=False`` leaves them.
     """
 
     def __init__(
@@ -107,12 +110,13 @@ class ArchiveStore:
         lock_timeout: float = _locks.DEFAULT_TIMEOUT,
         search_chars: int = DEFAULT_SEARCH_CHARS,
         create: bool = True,
+        upgrade: bool = True,
     ) -> None:
         if durability not in ("flush", "fsync"):
             raise ValueError("durability must be 'flush' or 'fsync'")
         self.root = Path(root).expanduser().absolute()
         self.layout = Layout(self.root)
-        self.layout.initialise(create=create)
+        self.layout.initialise(create=create, upgrade=upgrade)
         self.durable = durability == "fsync"
         self.durability: Durability = durability
         self.lock_timeout = lock_timeout
