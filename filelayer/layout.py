@@ -137,7 +137,10 @@ def upgrade_gitignore(text: str | None) -> str:
         if line.rstrip() == GITIGNORE_END:  # drop the block, back to its last opening
             begins = [i for i, k in enumerate(kept) if k.startswith(GITIGNORE_BEGIN)]
             if begins:
-                del kept[begins[-1] :]
+                start = begins[-1]
+                if start and not kept[start - 1].strip():
+                    start -= 1  # the blank line that set the block apart
+                del kept[start:]
     for i in range(len(kept) - len(old) + 1):
         if [k.rstrip() for k in kept[i : i + len(old)]] == old:
             del kept[i : i + len(old)]
