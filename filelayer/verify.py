@@ -2,9 +2,16 @@
 
 A repair never discards data: damaged journal lines and torn tails are moved to a
 ``steps.jsonl.damaged`` file beside the journal before the journal is rewritten, and
-only files the format calls temporary or derived are removed or rebuilt. A file that a
-live element of the journal names is never removed nor moved, whatever its name: an
-upload named ``draft.tmp`` is stored as ``<element id>.tmp``, and is the user's.
+only files the format calls temporary or derived are removed or rebuilt.
+
+A file that an element of the journal names is never removed nor moved, whatever its
+name: an upload named ``draft.tmp`` is stored as ``<element id>.tmp``, and is the user's.
+Temporary files are told apart by their reserved names (see ``filelayer.layout``), not by
+a suffix. An element file that no live element names (a crash between writing it and
+journaling it, or between journaling a removal and unlinking it) is moved to
+``unreferenced/``, never deleted. The one deletion of data is that of a thread the user
+deleted (its id is in ``deleted.jsonl``) whose directory a crash left behind: the repair
+finishes the deletion, as the user asked.
 """
 
 from __future__ import annotations
@@ -126,19 +133,18 @@ def _temporary_files(store: ArchiveStore) -> list[Path]:
 
 
 def _referenced(store: ArchiveStore, path: Path) -> bool:
-    """Whether ``path`` is the file of a live element of its thread's journal."""
+    """Whether a live element of its thread's journal names ``path`` (even with a name
+    the layer would refuse to serve, as a hand-edited journal might)."""
     try:
         relative = path.relative_to(store.layout.threads).parts
     except ValueError:
         return False
     if len(relative) != 3 or relative[1] != ELEMENTS_DIR or not is_valid_id(relative[0]):
         return False
-    thread_id = relative[0]
-    for element in store.read_state(thread_id).live_elements():
-        file = element.get("file")
-        if isinstance(file, str) and store.layout.element_file(thread_id, file) == path:
-            return True
-    return False
+    named = f"{ELEMENTS_DIR}/{relative[2]}"
+    return any(
+        element.get("file") == named for element in store.read_state(relative[0]).live_elements()
+    )
 
 
 def _check_thread(

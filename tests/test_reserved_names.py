@@ -222,6 +222,25 @@ def test_leftovers_of_both_schemes_are_removed_and_only_they(
     assert cli(root, "verify") == 0
 
 
+def test_a_file_the_journal_names_is_kept_whatever_its_name(tmp_path: Path) -> None:
+    """A hand-edited journal may name a file the layer would never write: verify says
+    so, and --repair neither removes nor moves that file."""
+    root = tmp_path / "chats"
+    files = fill(root)
+    store = ArchiveStore(root)
+    odd = root / "threads" / "t1" / "elements" / ".filelayer-up0.tmp.0badc0de.tmp"
+    odd.write_bytes(b"precious")
+    line = (
+        b'{"element":{"file":"elements/.filelayer-up0.tmp.0badc0de.tmp","forId":"m1",'
+        b'"id":"hand","name":"h.tmp","type":"file"},"op":"element"}\n'
+    )
+    with open(store.layout.journal("t1"), "ab") as journal:
+        journal.write(line)
+    assert cli(root, "verify", "--repair") == 1  # the odd name is reported, not repaired
+    assert odd.read_bytes() == b"precious"
+    assert {k: v for k, v in element_tree(root).items() if k in files} == files
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
