@@ -230,3 +230,19 @@ def test_upgrade_false_and_a_failed_write_leave_the_file(
     assert (old / ".gitignore").read_text() == GITIGNORE_0_1_0
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any(".gitignore" in r.getMessage() for r in warnings)
+
+
+async def test_a_dry_run_copy_writes_nothing_not_even_the_gitignore(
+    old: Path, tmp_path: Path
+) -> None:
+    from filelayer.copy import copy_archive
+
+    other = tmp_path / "other"
+    store = ArchiveStore(other)
+    store.write_step({"id": "m1", "threadId": "new", "type": "user_message", "output": "hi"})
+    store.close()
+    before = tree(old)
+    summary = await copy_archive(str(other), str(old), dry_run=True)
+    assert "dry run" in summary.render()
+    summary = await copy_archive(str(old), str(other), dry_run=True)
+    assert tree(old) == before
