@@ -128,7 +128,7 @@ class FileDataLayer(BaseDataLayer):
             search_chars=search_chars,
         )
         self._element_url = element_url
-        serve.watch_callers()
+        serve.watch_callers(self)
         if element_url is None and serve_elements:
             self._element_url = serve.install(self)
 

@@ -52,6 +52,7 @@ from urllib.parse import quote
 from fastapi import HTTPException, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from .errors import NotAuthorError
 from .ids import is_valid_id
 from .layout import ELEMENTS_DIR, THREADS_DIR
 
@@ -118,6 +119,12 @@ class CallerMiddleware:
 
     Nothing is authenticated here: :func:`request_user` does it when a write needs to
     know who asks, so serving Chainlit's page and assets costs one context-variable set.
+
+    One route is also guarded up front: Chainlit's ``PUT``/``DELETE /project/element``
+    answers before the data layer runs (the write is a background task, or queued until
+    the session's first message), so a refusal there could never reach the client. A
+    request naming another user's thread is answered 403 here, by the store's own rule;
+    the store still refuses the write itself if the request gets through some other way.
     """
 
     def __init__(self, app: _Asgi) -> None:
@@ -127,11 +134,72 @@ class CallerMiddleware:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        token = _request.set(Request(scope))
+        request = Request(scope)
+        token = _request.set(request)
         try:
+            if _is_element_update(scope):
+                body = await _read_body(receive)
+                refusal = await _element_refusal(request, body)
+                if refusal is not None:
+                    await refusal(scope, receive, send)
+                    return
+                receive = _replay(body, receive)
             await self.app(scope, receive, send)
         finally:
             _request.reset(token)
+
+
+def _is_element_update(scope: _Scope) -> bool:
+    path = str(scope.get("path", ""))
+    return scope.get("method") in ("PUT", "DELETE") and path.endswith("/project/element")
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message.get("type") != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that gives the body read already, then whatever follows."""
+    sent = False
+
+    async def replay() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _element_refusal(request: Request, body: bytes) -> Response | None:
+    """403 when a logged-in user's element request names a thread another user wrote."""
+    layer = _current[0] if _current else None
+    try:
+        element = json.loads(body).get("element") or {}
+        thread_id = element.get("threadId")
+    except (ValueError, AttributeError):
+        return None  # Chainlit answers a malformed body itself
+    if layer is None or not isinstance(thread_id, str) or not is_valid_id(thread_id):
+        return None
+    identifier = getattr(await _current_user(request), "identifier", None)
+    if not isinstance(identifier, str):
+        return None
+    try:
+        layer.store.authorize(thread_id, identifier)
+    except NotAuthorError as exc:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=403, headers={"Cache-Control": "no-store"}
+        )
+    return None
 
 
 @contextmanager
@@ -201,8 +269,12 @@ def _chainlit_server() -> Any:
     return server
 
 
-def watch_callers() -> None:
-    """Install :class:`CallerMiddleware` on Chainlit's app (once per process)."""
+def watch_callers(layer: FileDataLayer | None = None) -> None:
+    """Install :class:`CallerMiddleware` on Chainlit's app (once per process), for
+    ``layer`` when given (a later data layer replaces an earlier one, as in
+    :func:`install`)."""
+    if layer is not None:
+        _current[:] = [layer]
     server = _chainlit_server()
     if server is not None:
         _add_middleware(server.app)
