@@ -179,7 +179,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "name": s.name,
                 "author": s.user_identifier,
                 "createdAt": s.created_at,
-                "updatedAt": s.activity,
+                "updatedAt": s.changed,
                 "tags": s.tags,
                 "messages": len(s.texts),
             }

@@ -438,8 +438,9 @@ class ArchiveEndpoint(Endpoint):
                 continue
             if since is not None:
                 summary = store.index.threads.get(thread_id)
-                activity = summary.activity if summary else str(doc.get("updatedAt") or "")
-                newest = max(time_key(activity), time_key(doc.get("createdAt")))
+                # Any change counts here (a rename too), not only the sidebar's activity.
+                changed = summary.changed if summary else str(doc.get("updatedAt") or "")
+                newest = max(time_key(changed), time_key(doc.get("createdAt")))
                 if newest < since:
                     continue
             refs.append(ThreadRef(thread_id))

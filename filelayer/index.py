@@ -18,9 +18,12 @@ per contiguous run of records, a byte-level pre-check before any JSON is decoded
 the page is full. The full detail of the threads being written (their texts and
 feedback, which the writer compares against) is kept for a few hundred threads.
 
-The order of each user's threads (newest activity first) is kept sorted and updated
-in place when a batch of records touches a few threads, so a call after a write costs a
-binary search, not a sort of all the user's threads.
+A thread's *activity*, which orders the sidebar, is the later of its creation and its
+last message (the message's own ``createdAt``, not when it was written): renaming,
+sharing, feedback or the session metadata Chainlit saves on every disconnect do not
+move a thread. The order of each user's threads (newest activity first) is kept sorted
+and updated in place when a batch of records touches a few threads, so a call after a
+write costs a binary search, not a sort of all the user's threads.
 """
 
 from __future__ import annotations
@@ -211,9 +214,16 @@ class ThreadSummary:
 
     @property
     def activity(self) -> str:
-        """Most recent activity: the last thread change or the last message."""
+        """Most recent activity: the later of the thread's creation and its last message
+        (that message's time). What orders the sidebar; a change to the thread itself
+        (a rename, a share, Chainlit's session metadata) is not activity."""
         if self._activity is not None:
             return self._activity
+        return max(self.created_at, self.last_text_at)
+
+    @property
+    def changed(self) -> str:
+        """The last change of any kind: the thread's own (``updatedAt``) or a message."""
         return max(self.updated_at or self.created_at, self.last_text_at)
 
     def record(self) -> dict[str, Any]:
@@ -344,15 +354,15 @@ class _Times:
                 self.set(slot, field, text)
 
     def settle_activity(self, slot: int) -> None:
-        """activity = the later of (changed, else created) and the last message."""
+        """activity = the later of the creation and the last message (a change to the
+        thread itself does not count: see :attr:`ThreadSummary.activity`)."""
         base = slot * _TIME_FIELDS
         values = self.values
-        created, updated, last = values[base], values[base + 1], values[base + 2]
-        if created >= 0 and updated >= 0 and last >= 0:
-            values[base + _ACTIVITY] = max(updated or created, last)
+        created, last = values[base + _CREATED], values[base + _LAST_TEXT]
+        if created >= 0 and last >= 0:
+            values[base + _ACTIVITY] = max(created, last)
         else:
-            changed = self.get(slot, _UPDATED) or self.get(slot, _CREATED)
-            self.set(slot, _ACTIVITY, max(changed, self.get(slot, _LAST_TEXT)))
+            self.set(slot, _ACTIVITY, max(self.get(slot, _CREATED), self.get(slot, _LAST_TEXT)))
 
     def clear(self, slot: int) -> None:
         for field in range(_TIME_FIELDS):

@@ -586,7 +586,17 @@ class ArchiveStore:
         search: str | None = None,
         feedback: int | None = None,
     ) -> tuple[list[dict[str, Any]], Page]:
-        """A page of threads (without steps), newest activity first, from the index."""
+        """A page of threads (without steps), newest activity first, from the index.
+
+        Each thread's ``createdAt`` is its *activity* (the later of its creation and its
+        last message), not its creation time: Chainlit's UI re-sorts the threads it
+        receives by ``createdAt`` and groups them by that date ("Today", "Yesterday"…),
+        so an old thread continued today must say today, and the order the UI makes
+        must be the order of the pages (their cursors follow the same key), or threads
+        of a later page would land above those already shown. Chainlit's PostgreSQL
+        layer does the same. ``updatedAt`` is the last change of any kind (a rename
+        too); ``get_thread`` and the manifest keep the true creation time.
+        """
         self.index.refresh()
         page = self.index.page(
             user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback
@@ -597,8 +607,8 @@ class ArchiveStore:
             threads.append(
                 {
                     "id": summary.id,
-                    "createdAt": summary.created_at,
-                    "updatedAt": summary.activity,
+                    "createdAt": summary.activity,  # what the UI sorts and groups by
+                    "updatedAt": summary.changed,
                     "name": summary.name,
                     "userId": summary.user_id,
                     "userIdentifier": summary.user_identifier,

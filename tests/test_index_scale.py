@@ -73,9 +73,10 @@ class Model:
                 t["fb"][r["f"]] = r["v"]
 
     def activity(self, tid: str) -> str:
+        """The later of the creation and the last message: a rename is no activity."""
         t = self.threads[tid]
         last = max((a for a, _ in t["texts"].values()), default="")
-        return max(t["updated"] or t["created"], last)
+        return max(t["created"], last)
 
     def page_ids(
         self, user: str | None, *, search: str | None = None, feedback: int | None = None
@@ -107,6 +108,7 @@ def generate(n_threads: int, seed: int = 3) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     clock = 0
     live: list[str] = []
+    made: dict[str, tuple[str, str]] = {}  # thread id -> (user, created)
     for n in range(n_threads):
         tid = uuid_of(rng) if n % 50 else f"Thread-{n}"  # some non-UUID ids
         user = users[min(int(rng.expovariate(0.6)), len(users) - 1)]
@@ -133,6 +135,7 @@ def generate(n_threads: int, seed: int = 3) -> list[dict[str, Any]]:
         if rng.random() < 0.2:
             records.append(feedback_record(tid, f"fb-{n}", f"{tid}-m0", rng.choice((0, 1))))
         live.append(tid)
+        made[tid] = (user, created)
         # Older threads get activity again, are renamed, lose a message, are deleted.
         if n > 10 and rng.random() < 0.1:
             old = rng.choice(live)
@@ -146,6 +149,18 @@ def generate(n_threads: int, seed: int = 3) -> list[dict[str, Any]]:
             records.append(delete_record(old))
         if n > 10 and rng.random() < 0.02:
             records.append(feedback_record(rng.choice(live), f"fb-{n - 1}", None, None))
+        if n > 10 and rng.random() < 0.05:
+            # Renamed, shared, or its session saved on disconnect: a change stamped now
+            # that is no activity (the thread keeps its place).
+            old = rng.choice(live)
+            owner, born = made[old]
+            clock += 1
+            records.append(
+                thread_record(
+                    old, user_id=owner, user_identifier=f"{owner[:4]}@x", name=f"Renamed {n}",
+                    created_at=born, updated_at=at(clock), tags=None,
+                )
+            )  # fmt: skip
     return records
 
 

@@ -328,8 +328,9 @@ class ArchiveMachine(RuleBasedStateMachine):
         assert len(ids) == len(set(ids)), f"a thread listed twice: {ids}"
         expected = self.model.list_ids(user_id, search=search, feedback=feedback)
         assert set(ids) == expected, (user_id, search, feedback, ids, expected)
-        # Newest activity first: the later of the thread's last change and last message.
-        keys = [(t["updatedAt"], t["id"]) for t in seen]
+        # Newest activity first, and createdAt is that activity (the UI sorts by it):
+        # the later of the thread's creation and its last message.
+        keys = [(t["createdAt"], t["id"]) for t in seen]
         assert keys == sorted(keys, reverse=True), keys
         for listed in seen:
             thread = self.api.get_thread(listed["id"])
@@ -338,8 +339,11 @@ class ArchiveMachine(RuleBasedStateMachine):
             assert listed["name"] == model.name
             assert listed["userId"] == model.user_id
             assert listed["metadata"] == model.metadata
-            activity = max([thread["updatedAt"], *model.message_times()])
-            assert listed["updatedAt"] == activity
+            activity = max([thread["createdAt"], *model.message_times()])
+            assert listed["createdAt"] == activity
+            # updatedAt: the last change of any kind (a rename or metadata too).
+            changed = max([thread["updatedAt"] or thread["createdAt"], *model.message_times()])
+            assert listed["updatedAt"] == changed
 
 
 class StoreMachine(ArchiveMachine):
