@@ -1,7 +1,9 @@
-"""``filelayer copy SOURCE DEST``: carry conversations between an archive and PostgreSQL.
+"""``filelayer copy SOURCE DEST``: carry conversations between an archive and a database.
 
-Either side is an archive root (a directory) or a ``postgresql://`` URL of a database
-with Chainlit's official schema. The copy is meant for moving an app from files to
+Either side is an archive root (a directory) or the URL of a database with one of
+Chainlit's schemas: the official one (``postgresql://``, :mod:`filelayer.pgcopy`) or the
+one of Chainlit's ``SQLAlchemyDataLayer`` (``sqlite:///``, ``postgresql+asyncpg://``,
+:mod:`filelayer.sqlacopy`). The copy is meant for moving an app from files to
 PostgreSQL (or back) without losing anything, and for re-running until both sides agree:
 
 * Every entity keeps its id and its times, so a thread copied twice is one thread.
@@ -14,9 +16,9 @@ PostgreSQL (or back) without losing anything, and for re-running until both side
 * Each thread is written as a unit (one transaction in PostgreSQL); a failure is
   reported and the copy goes on, so an interrupted copy is finished by running it again.
 
-This module imports neither Chainlit nor asyncpg: the PostgreSQL side lives in
-:mod:`filelayer.pgcopy`, imported only when a URL is given, so the rest of the command
-line keeps working without the optional packages.
+This module imports neither Chainlit nor asyncpg: the database sides live in their own
+modules, imported only when a URL is given, so the rest of the command line keeps
+working without the optional packages (SQLite needs none: it is in the standard library).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import importlib
+import os
 import re
 import sys
 import urllib.error
@@ -149,6 +153,9 @@ class ElementData:
     elsewhere: bool = False
     """The bytes live outside the source (a bucket, a URL): a destination that keeps
     bytes should fetch them, and say so when it cannot."""
+    transient_url: bool = False
+    """The ``url`` only points at the bytes (a signed storage link that expires, a local
+    path): a destination that keeps the bytes themselves leaves it out."""
 
 
 @dataclass
@@ -192,6 +199,7 @@ class ThreadPlan:
     delete_elements: list[str] = field(default_factory=list)
     all_step_ids: set[str] = field(default_factory=set)
     thread_created: str = ""
+    user_id: str | None = None
     source_steps: list[dict[str, Any]] = field(default_factory=list)
 
     def empty(self) -> bool:
@@ -286,6 +294,9 @@ class Endpoint:
     """
 
     label = ""
+    storage_override: Any = None
+    """A storage client given on the command line (``--storage-client``), used instead of
+    the one Chainlit's environment variables configure."""
     records_deletions = True
     """Whether this side keeps the ids of deleted steps and elements (the archive's
     journal does). When a source does not, whatever the destination holds of a copied
@@ -529,7 +540,7 @@ class ArchiveEndpoint(Endpoint):
 
     def same_element(self, dest: ElementData, src: ElementData, plan: ThreadPlan) -> bool:
         merged = dict(dest.fields)
-        merged.update(journal.drop_none(src.fields))
+        merged.update(journal.drop_none(_kept_fields(src, dest.sha256 is not None)))
         if merged != dest.fields:
             return False
         if dest.sha256 is not None:
@@ -581,25 +592,70 @@ class ArchiveEndpoint(Endpoint):
                         else "the source holds no bytes for it (no file, URL or storage key)"
                     )
                 )
-            store.put_element(tid, journal.drop_none(el.fields), data)
+            fields = _kept_fields(el, data is not None)
+            store.put_element(tid, journal.drop_none(fields), data)
             if data is not None:
                 summary.bytes_copied += len(data)
         for eid in plan.delete_elements:
             store.delete_element(eid, tid)
 
 
-def open_endpoint(location: str, *, fetch_urls: bool) -> Endpoint:
-    """A URL is a PostgreSQL database, anything else an archive root."""
-    if location.lower().startswith(("postgresql://", "postgres://")):
-        from .pgcopy import PostgresEndpoint
+def _kept_fields(el: ElementData, bytes_kept: bool) -> dict[str, Any]:
+    """An element's fields as an archive keeps them: without a link that only pointed at
+    bytes the archive now holds itself."""
+    if bytes_kept and el.transient_url:
+        return {k: v for k, v in el.fields.items() if k != "url"}
+    return el.fields
 
-        return PostgresEndpoint(location, fetch_urls=fetch_urls)
+
+SCHEMAS = ("official", "sqlalchemy")
+
+
+def endpoint_kind(location: str, schema: str | None = None) -> str:
+    """What a SOURCE or DEST names: ``archive``, ``official`` (Chainlit's PostgreSQL
+    schema), ``sqlalchemy`` (the SQLAlchemy data layer's schema, on SQLite or PostgreSQL)
+    or ``postgresql`` (a plain PostgreSQL URL whose schema is found from its tables)."""
+    lowered = location.lower()
+    if re.match(r"sqlite(\+\w+)?://", lowered):
+        if schema == "official":
+            raise CopyUsageError("Chainlit's official schema is PostgreSQL only, not SQLite")
+        return "sqlalchemy"
+    if re.match(r"postgres(ql)?\+\w+://", lowered):  # SQLAlchemy's own URL form
+        return schema or "sqlalchemy"
+    if lowered.startswith(("postgresql://", "postgres://")):
+        return schema or "postgresql"
     if "://" in location:
         raise CopyUsageError(
-            f"{location.split('://')[0]}:// is not supported: give an archive directory or "
-            "a postgresql:// URL"
+            f"{location.split('://')[0]}:// is not supported: give an archive directory, "
+            "a postgresql:// URL or a sqlite:/// URL"
         )
-    return ArchiveEndpoint(location, fetch_urls=fetch_urls)
+    return "archive"
+
+
+async def open_endpoint(
+    location: str, *, fetch_urls: bool, schema: str | None = None, storage: Any = None
+) -> Endpoint:
+    """The endpoint for ``location``; a plain PostgreSQL URL is looked at to see which of
+    Chainlit's two schemas its database has (a database with neither gets the official
+    one, unless ``schema`` says otherwise)."""
+    kind = endpoint_kind(location, schema)
+    endpoint: Endpoint
+    if kind == "postgresql":
+        from .sqlacopy import detect_postgres_schema
+
+        kind = await detect_postgres_schema(location)
+    if kind == "official":
+        from .pgcopy import PostgresEndpoint
+
+        endpoint = PostgresEndpoint(location, fetch_urls=fetch_urls)
+    elif kind == "sqlalchemy":
+        from .sqlacopy import SQLAlchemySchemaEndpoint
+
+        endpoint = SQLAlchemySchemaEndpoint(location, fetch_urls=fetch_urls)
+    else:
+        endpoint = ArchiveEndpoint(location, fetch_urls=fetch_urls)
+    endpoint.storage_override = storage
+    return endpoint
 
 
 # -- the copy ------------------------------------------------------------------------
@@ -729,6 +785,7 @@ class Copier:
                 thread["userId"] = None
                 thread["userIdentifier"] = None
         plan = ThreadPlan(thread_id=tid, thread=None, source_steps=src.steps)
+        plan.user_id = thread.get("userId")
         plan.thread_created = str(thread.get("createdAt") or thread.get("updatedAt") or "")
         if dest is None:
             plan.thread = thread
@@ -815,19 +872,26 @@ class Copier:
 
 # -- command line --------------------------------------------------------------------
 
-DESCRIPTION = "copy conversations between an archive and Chainlit's PostgreSQL schema"
+DESCRIPTION = "copy conversations between an archive and Chainlit's SQL databases"
 
 EPILOG = """\
-SOURCE and DEST are each an archive directory or a postgresql:// URL.
+SOURCE and DEST are each an archive directory or a database URL:
+  postgresql://...           Chainlit's official schema (ChainlitDataLayer), or the
+                             SQLAlchemy layer's if the database has its tables
+  postgresql+asyncpg://...   the schema of Chainlit's SQLAlchemyDataLayer
+  sqlite:///chainlit.db      the same on SQLite (also sqlite+aiosqlite:///...)
 
 examples:
   filelayer copy ./chats postgresql://user:pass@localhost/chainlit --dry-run
   filelayer copy ./chats postgresql://user:pass@localhost/chainlit --create-schema
   filelayer copy postgresql://user:pass@localhost/chainlit ./chats-backup
   filelayer copy ./chats postgresql://… --user alice@example.com --since 2026-01-01
+  filelayer copy sqlite:///chainlit.db ./chats
+  filelayer copy ./chats sqlite:///chainlit.db --create-schema
 
 Re-running a copy writes only what is missing or changed. Element bytes go to (and come
-from) the storage client that Chainlit's own environment variables configure.
+from) the storage client that Chainlit's own environment variables configure, or the one
+--storage-client names.
 exit codes: 0 done, 1 something was left out (listed), 2 usage or connection error
 """
 
@@ -841,8 +905,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", metavar="SOURCE", help="archive directory or postgresql:// URL")
-    p.add_argument("dest", metavar="DEST", help="archive directory or postgresql:// URL")
+    p.add_argument("source", metavar="SOURCE", help="archive directory or database URL")
+    p.add_argument("dest", metavar="DEST", help="archive directory or database URL")
     p.add_argument("--dry-run", action="store_true", help="show what would be copied")
     p.add_argument("--user", metavar="IDENTIFIER", help="only this user and their threads")
     p.add_argument(
@@ -857,6 +921,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--no-fetch",
         action="store_true",
         help="do not download element bytes from http(s) URLs",
+    )
+    p.add_argument(
+        "--schema",
+        choices=SCHEMAS,
+        help="which Chainlit schema a postgresql:// URL holds (default: found from its "
+        "tables; official for an empty database)",
+    )
+    p.add_argument(
+        "--storage-client",
+        metavar="MODULE:NAME",
+        help="your app's storage client for element files (a BaseStorageClient, or a "
+        "function returning one), instead of Chainlit's storage environment variables",
     )
     p.set_defaults(handler=run)
     return p
@@ -886,8 +962,38 @@ async def _run(args: argparse.Namespace) -> Summary:
         since=args.since,
         create_schema=bool(args.create_schema),
         fetch_urls=not getattr(args, "no_fetch", False),
+        schema=getattr(args, "schema", None),
+        storage=storage_from_spec(spec)
+        if (spec := getattr(args, "storage_client", None))
+        else None,
         progress=Progress("copying"),
     )
+
+
+def storage_from_spec(spec: str) -> Any:
+    """``--storage-client MODULE:NAME``: the app's storage client (a Chainlit
+    ``BaseStorageClient``), or a function of no arguments that returns one."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise CopyUsageError(
+            f"--storage-client takes MODULE:NAME (as in myapp.storage:client), not {spec!r}"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # the app's own modules, as `chainlit run` sees them
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise CopyUsageError(f"--storage-client {spec}: cannot load it ({exc})") from exc
+    if callable(obj) and not hasattr(obj, "upload_file"):
+        obj = obj()
+    if not all(hasattr(obj, m) for m in ("upload_file", "get_read_url")):
+        raise CopyUsageError(
+            f"--storage-client {spec} is not a storage client (it needs upload_file and "
+            "get_read_url, as Chainlit's BaseStorageClient has)"
+        )
+    return obj
 
 
 async def copy_archive(
@@ -899,16 +1005,23 @@ async def copy_archive(
     since: str | None = None,
     create_schema: bool = False,
     fetch_urls: bool = True,
+    schema: str | None = None,
+    storage: Any = None,
     progress: Progress | None = None,
 ) -> Summary:
-    """Copy from ``source`` to ``dest`` (each an archive root or a postgresql:// URL)
-    and say what happened; the function behind the command, for programs and tests."""
+    """Copy from ``source`` to ``dest`` (each an archive root or a database URL) and say
+    what happened; the function behind the command, for programs and tests.
+
+    ``schema`` says which of Chainlit's schemas a plain postgresql:// URL holds;
+    ``storage`` is a storage client for element bytes on the database side(s)."""
     if source == dest:
         raise CopyUsageError("SOURCE and DEST are the same")
     options = CopyOptions(dry_run=dry_run, user=user, since=since, create_schema=create_schema)
     since_bound(since)  # a bad date is a usage error before connecting
-    src = open_endpoint(source, fetch_urls=fetch_urls)
-    dst = open_endpoint(dest, fetch_urls=fetch_urls)
+    endpoint_kind(source, schema), endpoint_kind(dest, schema)  # usage errors first
+    kw: dict[str, Any] = {"fetch_urls": fetch_urls, "schema": schema, "storage": storage}
+    src = await open_endpoint(source, **kw)
+    dst = await open_endpoint(dest, **kw)
     if create_schema and not hasattr(dst, "apply_schema"):
         raise CopyUsageError("--create-schema applies to a postgresql:// destination only")
     try:

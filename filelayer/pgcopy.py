@@ -486,7 +486,7 @@ class PostgresEndpoint(Endpoint):
         if not self.missing_schema:
             labels = await self.conn.fetch('SELECT unnest(enum_range(NULL::"StepType"))::text')
             self.step_types = frozenset(r[0] for r in labels)
-        self.storage = storage_client_from_env()
+        self.storage = self.storage_override or storage_client_from_env()
 
     async def apply_schema(self) -> None:
         async with self.conn.transaction():
