@@ -5,6 +5,7 @@ themselves (``pytest.importorskip("chainlit")``) and the storage-core tests stil
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import shutil
 import socket
@@ -121,6 +122,41 @@ def registered(layer: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 # -- helpers shared by the contract tests ------------------------------------------------
+
+
+def chainlit_version() -> str:
+    from importlib.metadata import version
+
+    return version("chainlit")
+
+
+def needs_base_method(name: str) -> pytest.MarkDecorator:
+    """Skip a test of ``name`` on a Chainlit release whose ``BaseDataLayer`` lacks it
+    (favorites came after 2.0): the supported range includes releases without it."""
+    from chainlit.data.base import BaseDataLayer
+
+    return pytest.mark.skipif(
+        not hasattr(BaseDataLayer, name),
+        reason=f"Chainlit {chainlit_version()}'s BaseDataLayer has no {name}",
+    )
+
+
+def needs_thread_sharing() -> pytest.MarkDecorator:
+    """Skip where Chainlit has no thread sharing yet (``on_shared_thread_view`` and the
+    ``/project/thread/share`` route came after 2.0)."""
+    from chainlit.config import CodeSettings
+
+    has = "on_shared_thread_view" in getattr(CodeSettings, "__dataclass_fields__", {})
+    return pytest.mark.skipif(
+        not has, reason=f"Chainlit {chainlit_version()} has no thread sharing"
+    )
+
+
+async def end_session(session: Any) -> None:
+    """``session.delete()``: a coroutine in recent Chainlit, a plain call in 2.0."""
+    result = session.delete()
+    if inspect.isawaitable(result):
+        await result
 
 
 def at(second: int, day: int = 1) -> str:

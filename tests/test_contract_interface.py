@@ -60,6 +60,8 @@ def test_file_data_layer_is_an_instantiable_base_data_layer(root: Path, in_tmp: 
 
 @pytest.mark.parametrize("name", ISSUE_METHODS)
 def test_every_method_is_a_coroutine_function(name: str) -> None:
+    if not hasattr(FileDataLayer, name) and not hasattr(BaseDataLayer, name):
+        pytest.skip(f"this Chainlit's BaseDataLayer has no {name} (it came later)")
     assert inspect.iscoroutinefunction(getattr(FileDataLayer, name))
 
 

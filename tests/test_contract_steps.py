@@ -14,7 +14,7 @@ pytest.importorskip("chainlit")
 
 from chainlit.element import File, Image
 from chainlit.types import Feedback
-from conftest import at, listed, step
+from conftest import at, listed, needs_base_method, step
 
 from filelayer import FileDataLayer
 
@@ -260,6 +260,7 @@ async def test_deleting_an_unknown_step_is_harmless(layer: Any) -> None:
 # -- favorites -------------------------------------------------------------------------
 
 
+@needs_base_method("set_step_favorite")
 async def test_set_step_favorite_and_get_favorite_steps(layer: Any, user: Any) -> None:
     await layer.update_thread("t1", user_id=user.id)
     await layer.update_thread("t2", user_id=user.id)

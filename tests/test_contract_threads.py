@@ -12,7 +12,7 @@ pytest.importorskip("chainlit")
 from chainlit.element import Image
 from chainlit.types import Feedback, Pagination, ThreadFilter
 from chainlit.user import User
-from conftest import at, listed, step
+from conftest import at, end_session, listed, step
 
 from filelayer import FileDataLayer
 
@@ -216,7 +216,7 @@ async def test_chainlits_resume_restores_profile_settings_and_author(
         assert user_sessions[session.id]["chat_profile"] == "expert"
     finally:
         user_sessions.pop(session.id, None)
-        await session.delete()
+        await end_session(session)
 
 
 # -- the author ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ pytest.importorskip("chainlit")
 from chainlit.context import init_http_context, init_ws_context
 from chainlit.element import Text
 from chainlit.session import WebsocketSession
+from conftest import end_session
 
 from filelayer import FileDataLayer
 
@@ -49,7 +50,7 @@ async def test_writes_wait_for_the_first_user_message(root: Path, in_tmp: Path) 
     assert thread is not None
     assert [s["output"] for s in thread["steps"]] == ["welcome!"]
     assert len(thread["elements"]) == 1
-    await session.delete()
+    await end_session(session)
 
 
 async def test_outside_a_websocket_session_writes_run_at_once(root: Path, in_tmp: Path) -> None:

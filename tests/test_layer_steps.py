@@ -12,6 +12,7 @@ pytest.importorskip("chainlit")
 
 from chainlit.element import Image
 from chainlit.types import Feedback
+from conftest import needs_base_method
 
 
 def step(sid: str, thread: str = "t1", **fields: Any) -> dict[str, Any]:
@@ -126,6 +127,7 @@ async def test_deleting_an_unknown_step_is_harmless(layer: Any) -> None:
     await layer.delete_step("never")
 
 
+@needs_base_method("set_step_favorite")
 async def test_favorites(layer: Any, user: Any) -> None:
     await layer.update_thread("t1", user_id=user.id)
     await layer.create_step(step("m1", type="assistant_message", output="keep me"))
