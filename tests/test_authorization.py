@@ -39,10 +39,17 @@ pytest.importorskip("socketio")
 pytest.importorskip("aiohttp")  # the socket.io client's websocket transport
 httpx = pytest.importorskip("httpx")
 
-from conftest import App, chainlit_running, subprocess_env, tree  # noqa: E402
+from conftest import (  # noqa: E402
+    App,
+    chainlit_running,
+    needs_thread_sharing,
+    subprocess_env,
+    tree,
+)
 from test_example_app import chat, get_thread, login, wait_for  # noqa: E402
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# The app registers on_shared_thread_view, which Chainlit 2.0 does not have.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), needs_thread_sharing()]
 
 APP_SOURCE = Path(__file__).resolve().parent / "apps" / "auth_app.py"
 SECRET = "authorization-test-secret-" + "z" * 40
