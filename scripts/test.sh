@@ -6,7 +6,7 @@
 #   nodeps       the storage core and CLI tests in an environment that has no optional
 #                package and no Chainlit at all
 #   chainlit-2.0 the data-layer contract, authorization and element-route tests against
-#   chainlit-2.6 the oldest claimed Chainlit release and a middle one, each in its own
+#   chainlit-2.3 the oldest claimed Chainlit release and a middle one, each in its own
 #                environment (.venv-chainlit-<release>)
 #   wheel        builds the sdist and the wheel, checks them, installs the wheel into an
 #                empty environment and runs the command and the import there
@@ -20,13 +20,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-STAGES=${FILELAYER_CI_STAGES:-fast pure nodeps chainlit-2.0 chainlit-2.6 wheel}
+STAGES=${FILELAYER_CI_STAGES:-fast pure nodeps chainlit-2.0 chainlit-2.3 wheel}
 STAGES=" ${STAGES//,/ } "
 PIP=(python -m pip install -q --disable-pip-version-check)
 
 # The exact releases behind the chainlit-<minor> stages: the oldest one pyproject.toml
-# claims, and one from the middle of the range (the newest is what .venv gets).
-declare -A RELEASE=([2.0]=2.0.0 [2.6]=2.6.9)
+# claims, and one from the middle of the range (the newest is what .venv gets). 2.3 rather
+# than a later middle release: from 2.4 on, installing a release alone sends pip's
+# resolver backtracking for many minutes through its telemetry dependencies.
+declare -A RELEASE=([2.0]=2.0.0 [2.3]=2.3.0)
 # The data-layer contract, the authorization rules and the element route: the code that
 # leans on Chainlit's internals (its context, session, auth helpers and routes).
 CONTRACT_TESTS=(
@@ -136,7 +138,7 @@ release_stage() {  # release_stage RELEASE VENV [pytest arguments]
   "$venv/bin/python" -m pytest -q -p no:cacheprovider -rs "${CONTRACT_TESTS[@]}" "$@"
 }
 
-for minor in 2.0 2.6; do
+for minor in 2.0 2.3; do
   wants "chainlit-$minor" || continue
   release=${RELEASE[$minor]}
   echo "== Chainlit $release: contract, authorization and element-route tests" \
