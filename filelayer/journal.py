@@ -174,36 +174,58 @@ class _JournalTail:
 
 
 class Tombstones(_JournalTail):
-    """The ids a journal says were deleted. Writers consult it under the thread's lock
-    so that a late write for a deleted step or element (Chainlit fires them as
-    independent tasks) leaves nothing behind: no index text, no feedback count, no
-    element file. Only lines naming a deletion are decoded."""
+    """The ids a journal says were deleted, by the rules of :func:`fold`. Writers
+    consult it under the thread's lock so that a late write for a deleted step or element
+    (Chainlit fires them as independent tasks) leaves nothing behind: no index text, no
+    feedback count, no element file. Only lines naming a deletion or an element are
+    decoded."""
 
-    __slots__ = ("elements", "steps")
+    __slots__ = ("_element_steps", "elements", "steps")
 
     def __init__(self) -> None:
         super().__init__()
         self.steps: set[str] = set()
         self.elements: set[str] = set()
+        self._element_steps: dict[str, str] = {}  # live element id -> the step it is for
 
     def _reset(self) -> None:
         super()._reset()
         self.steps = set()
         self.elements = set()
+        self._element_steps = {}
 
     def _take(self, lines: bytes, path: Path) -> None:
         for line in lines.split(b"\n"):
-            if b'.delete"' not in line:
+            if b'.delete"' not in line and b'"element"' not in line:
                 continue
             try:
                 record = _codec.decode(line)
             except _codec.DecodeError:
                 continue
-            if isinstance(record, dict) and isinstance(record.get("id"), str):
-                if record.get("op") == OP_STEP_DELETE:
-                    self.steps.add(record["id"])
-                elif record.get("op") == OP_ELEMENT_DELETE:
-                    self.elements.add(record["id"])
+            if type(record) is not dict or not _well_formed(record):
+                continue
+            op = record["op"]
+            if op == OP_STEP_DELETE:
+                sid = record["id"]
+                self.steps.add(sid)
+                for eid in [e for e, s in self._element_steps.items() if s == sid]:
+                    self._delete_element(eid)
+            elif op == OP_ELEMENT_DELETE:
+                self._delete_element(record["id"])
+            elif op == OP_ELEMENT:
+                el = record[OP_ELEMENT]
+                if el["id"] in self.elements:
+                    continue
+                if for_deleted_step(el, self.steps):
+                    self._delete_element(el["id"])
+                elif isinstance(el.get("forId"), str):
+                    self._element_steps[el["id"]] = el["forId"]
+                elif "forId" in el:  # not a step id: belongs to no step any more
+                    self._element_steps.pop(el["id"], None)
+
+    def _delete_element(self, element_id: str) -> None:
+        self.elements.add(element_id)
+        self._element_steps.pop(element_id, None)
 
 
 class FoldedJournal(_JournalTail):
@@ -321,6 +343,9 @@ def fold(records: Iterable[dict[str, Any]], state: ThreadState | None = None) ->
             state.steps.pop(sid, None)
             for fid in [f for f, fb in state.feedback.items() if fb.get("forId") == sid]:
                 del state.feedback[fid]
+            for eid in [e for e, el in state.elements.items() if el.get("forId") == sid]:
+                state.deleted_elements.add(eid)
+                del state.elements[eid]
         elif op == OP_FEEDBACK:
             fb = record[OP_FEEDBACK]
             if fb.get("forId") in state.deleted_steps:
@@ -337,6 +362,12 @@ def fold(records: Iterable[dict[str, Any]], state: ThreadState | None = None) ->
             el = record[OP_ELEMENT]
             if el["id"] in state.deleted_elements:
                 continue
+            if for_deleted_step(el, state.deleted_steps):
+                # Sent for a deleted step: deleted with it, as if it had come before the
+                # step's deletion, so no later re-send (without a step) brings it back.
+                state.deleted_elements.add(el["id"])
+                state.elements.pop(el["id"], None)
+                continue
             stored = state.elements.get(el["id"])
             if stored is None:
                 state.elements[el["id"]] = dict(el)
@@ -346,6 +377,11 @@ def fold(records: Iterable[dict[str, Any]], state: ThreadState | None = None) ->
             state.deleted_elements.add(record["id"])
             state.elements.pop(record["id"], None)
     return state
+
+
+def for_deleted_step(element: dict[str, Any], deleted_steps: set[str]) -> bool:
+    for_id = element.get("forId")
+    return isinstance(for_id, str) and for_id in deleted_steps
 
 
 def _time_of(step: dict[str, Any]) -> str:

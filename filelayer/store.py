@@ -888,10 +888,23 @@ class ArchiveStore:
         return f"{ELEMENTS_DIR}/{element_id}{ext.lower()}"
 
     def _element_refused(self, thread_id: str, element: dict[str, Any]) -> bool:
-        """Whether the element, or the step it belongs to, was deleted (deleted ids stay
-        deleted: a late ``send`` after ``remove`` stores nothing). Caller locks."""
+        """Whether the element is deleted: its id was, or the step it is for (deleted
+        ids stay deleted: a late ``send`` after ``remove`` stores nothing). An element
+        sent for a deleted step is deleted with it, as the journal's readers fold it:
+        its tombstone is journaled, so no later re-send without a step brings it back.
+        Caller locks, and has made sure the thread exists."""
         dead = self._tombstones(thread_id)
-        return element.get("id") in dead.elements or element.get("forId") in dead.steps
+        element_id = element.get("id")
+        if element_id in dead.elements:
+            return True
+        if journal.for_deleted_step(element, dead.steps):
+            log.debug("filelayer: element %s is for a deleted step: deleted", element_id)
+            stored = self._folded(thread_id).state.elements.get(str(element_id))
+            self._append_journal(thread_id, [journal.element_delete_record(str(element_id))])
+            if stored is not None and isinstance(stored.get("file"), str):
+                self._remove_element_file(thread_id, stored["file"])  # an earlier copy's
+            return True
+        return False
 
     def prepare_element(
         self,
@@ -903,6 +916,8 @@ class ArchiveStore:
         """Make the thread's element directory; ``None`` if the thread was deleted, or
         ``element`` (when given) or its step was."""
         check_id("thread", thread_id)
+        if element is not None:
+            check_id("element", element.get("id"))
         with self.thread_lock(thread_id):
             self.authorize(thread_id, actor)
             if not self._ensure_thread_locked(thread_id):
@@ -919,26 +934,20 @@ class ArchiveStore:
     def record_element(
         self, thread_id: str, element: dict[str, Any], *, actor: str | None = None
     ) -> bool:
-        """Journal an element whose bytes (if any) are already in place."""
+        """Journal an element whose bytes (if any) are already in place. ``False`` (and
+        its file removed) if the thread, the element or its step was deleted."""
         check_id("thread", thread_id)
         element_id = check_id("element", element.get("id"))
         record = journal.element_record(element)
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
         with self.thread_lock(thread_id):
             self.authorize(thread_id, actor)
-            refused = self._element_refused(thread_id, element)
-            if refused and isinstance(element.get("file"), str):
-                self._remove_element_file(thread_id, element["file"])
-            if not self._ensure_thread_locked(thread_id) or element_id in (
-                self._tombstones(thread_id).elements
+            if not self._ensure_thread_locked(thread_id) or self._element_refused(
+                thread_id, element
             ):
+                if isinstance(element.get("file"), str):
+                    self._remove_element_file(thread_id, element["file"])
                 return False
-            if refused:  # its step was deleted: journaled without bytes, so it hides
-                line = _codec.encode_line(
-                    journal.element_record(
-                        {k: v for k, v in element.items() if k not in ("file", "bytes", "sha256")}
-                    )
-                )
             self._append_lines(thread_id, line)
         self._remember(self._element_owner, element_id, thread_id)
         return True

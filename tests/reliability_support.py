@@ -563,6 +563,13 @@ class ContractModel:
         thread = self._thread(spec["threadId"])
         if thread is None or spec["id"] in thread.deleted_elements:
             return
+        if spec.get("forId") in thread.deleted_steps:
+            # Sent for a deleted step: deleted with it, exactly as if it had come before
+            # the step was deleted (whichever lands first, the element is gone for good,
+            # and no later re-send, with or without a step, brings it back).
+            thread.elements.pop(spec["id"], None)
+            thread.deleted_elements.add(spec["id"])
+            return
         fields = {k: v for k, v in spec.items() if v is not None and k != "threadId"}
         thread.elements.setdefault(spec["id"], {}).update(fields)  # an upsert by id
 

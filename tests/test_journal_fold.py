@@ -103,6 +103,41 @@ def test_a_deleted_step_stays_deleted_with_its_feedback_and_elements() -> None:
     assert state.live_elements() == []
 
 
+def test_an_element_for_a_deleted_step_is_deleted_whichever_lands_first(
+    tmp_path: Path,
+) -> None:
+    """An element line for a deleted step deletes the element, as the step's deletion
+    would have had it come first; no later line for that id, with or without a step,
+    brings it back. Writers' tombstones read the journal the same way."""
+    element = journal.element_record({"id": "e", "forId": "a", "type": "image"})
+    resent = [
+        journal.element_record({"id": "e", "type": "image", "url": "https://x/e"}),
+        journal.element_record({"id": "e", "forId": "b", "type": "image"}),
+    ]
+    # An element of step a that was re-sent for step b before a's deletion lives on.
+    moved = [
+        journal.element_record({"id": "m", "forId": "a"}),
+        journal.element_record({"id": "m", "forId": "b"}),
+    ]
+    before = [*moved, _step("a"), _step("b"), element, journal.step_delete_record("a")]
+    after = [*moved, _step("a"), _step("b"), journal.step_delete_record("a"), element]
+    for records in (before + resent, after + resent):
+        state = _fold(*records)
+        assert state.elements.keys() == {"m"}
+        assert state.deleted_elements == {"e"}
+        assert [e["id"] for e in state.live_elements()] == ["m"]
+        lines = [_codec.encode_line(r) for r in records]
+        for split in range(len(lines) + 1):  # read at once, or caught up on later
+            path = tmp_path / f"steps-{split}.jsonl"
+            path.write_bytes(b"".join(lines[:split]))
+            tombstones = journal.Tombstones()
+            tombstones.catch_up(path)
+            with open(path, "ab") as f:
+                f.write(b"".join(lines[split:]))
+            tombstones.catch_up(path)
+            assert (tombstones.steps, tombstones.elements) == ({"a"}, {"e"})
+
+
 def test_one_feedback_per_step_the_latest_wins() -> None:
     state = _fold(
         _step("run"),
