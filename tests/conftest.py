@@ -27,6 +27,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 _CHAINLIT_HOME: list[str] = []
 
 
+def _load_hypothesis_profile() -> None:
+    """Hypothesis profiles, loaded before any test module is collected.
+
+    ``ci`` (every normal run): derandomized, so a run tries the same examples as the
+    last one and a red CI means a real regression, not an unlucky draw; no example
+    database (nothing written into the repository); a failure prints the blob that
+    replays it. ``stress`` (``FILELAYER_STRESS=1``): random exploration, to find new
+    bugs. The README's "Stress runs and regression tests" says how a find becomes a test.
+    """
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # the tests that need Hypothesis say so themselves
+        return
+    from reliability_support import hypothesis_profile
+
+    common: dict[str, Any] = {
+        "database": None,
+        "deadline": None,
+        "print_blob": True,
+        "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+    }
+    settings.register_profile("ci", derandomize=True, **common)
+    settings.register_profile("stress", derandomize=False, **common)
+    settings.load_profile(hypothesis_profile())
+
+
+_load_hypothesis_profile()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from reliability_support import hypothesis_profile, seed, stress
+
+    run = "stress run (FILELAYER_STRESS=1)" if stress() else "deterministic run"
+    return f"filelayer: {run}, FILELAYER_SEED={seed()}, Hypothesis profile {hypothesis_profile()!r}"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Import Chainlit once from a scratch directory before any test module does.
 

@@ -1,7 +1,10 @@
 """What the reliability tests (``tests/test_reliability_*.py``) share.
 
-- Seeds and scale: ``FILELAYER_SEED`` fixes the seed (else one is drawn and printed on
-  failure); ``FILELAYER_STRESS=1`` switches every test to its heavy counts.
+- Seeds and scale: a normal run is deterministic: seeded tests use ``FIXED_SEED`` and
+  Hypothesis the derandomized ``"ci"`` profile. ``FILELAYER_STRESS=1`` switches every
+  test to its heavy counts, a seed drawn per run (printed in pytest's header and on
+  failure) and Hypothesis's random ``"stress"`` profile; ``FILELAYER_SEED`` fixes the
+  seed of either.
 - ``StoreAPI`` and ``LayerAPI``: one synchronous surface over ``ArchiveStore`` (no
   Chainlit needed) and over ``FileDataLayer`` (through Chainlit's own types), so a test
   can drive either with the same operations.
@@ -59,34 +62,56 @@ def scaled(quick: int, heavy: int) -> int:
     return heavy if stress() else quick
 
 
+FIXED_SEED = 1
+"""The seed of every seeded test outside stress runs, so that CI runs the same cases."""
+
+_drawn_seed: list[int] = []
+
+
 def seed() -> int:
-    """``FILELAYER_SEED`` if set, else a fresh one (tests print it when they fail)."""
+    """The seed of this run: ``FILELAYER_SEED`` if set; else, under
+    ``FILELAYER_STRESS=1``, one drawn once per process (pytest prints it in its header,
+    and failing tests print it); else ``FIXED_SEED``, the same on every run."""
     value = os.environ.get("FILELAYER_SEED", "").strip()
-    return int(value) if value else random.SystemRandom().randrange(1, 2**31)
+    if value:
+        return int(value)
+    if not stress():
+        return FIXED_SEED
+    if not _drawn_seed:
+        _drawn_seed.append(random.SystemRandom().randrange(1, 2**31))
+    return _drawn_seed[0]
+
+
+def hypothesis_profile() -> str:
+    """The Hypothesis profile of this run (registered in ``conftest.py``): ``"ci"``,
+    derandomized (every run tries the same examples), or, under
+    ``FILELAYER_STRESS=1``, ``"stress"``, which explores at random."""
+    return "stress" if stress() else "ci"
 
 
 def hypothesis_settings(quick: int, heavy: int, **extra: Any) -> Any:
-    """Hypothesis settings: ``quick``/``heavy`` examples, no deadline, no example
-    database (nothing written into the repository); with ``FILELAYER_SEED`` set, the
-    examples are derived from the test itself, the same on every run."""
+    """Hypothesis settings: ``quick``/``heavy`` examples and no deadline, on top of the
+    profile ``conftest.py`` loaded (:func:`hypothesis_profile`: no example database,
+    derandomized unless stress)."""
     from hypothesis import HealthCheck, settings
 
     return settings(
         max_examples=scaled(quick, heavy),
         deadline=None,
-        database=None,
-        derandomize=bool(os.environ.get("FILELAYER_SEED", "").strip()),
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         **extra,
     )
 
 
 def seeded(test: Any) -> Any:
-    """Apply ``FILELAYER_SEED`` to a Hypothesis test (``hypothesis.seed``), if set."""
+    """Seed a Hypothesis test or state machine with :func:`seed` (``hypothesis.seed``)
+    when the seed was chosen (``FILELAYER_SEED``) or drawn (a stress run), so that
+    ``FILELAYER_SEED`` replays it. Otherwise the ``"ci"`` profile derandomizes it."""
     from hypothesis import seed as hypothesis_seed
 
-    value = os.environ.get("FILELAYER_SEED", "").strip()
-    return hypothesis_seed(int(value))(test) if value else test
+    if os.environ.get("FILELAYER_SEED", "").strip() or stress():
+        return hypothesis_seed(seed())(test)
+    return test
 
 
 def have_chainlit() -> bool:

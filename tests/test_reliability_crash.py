@@ -16,8 +16,10 @@ delay, then reopens the root and checks that
   finds it by name.
 
 The next writer starts again at the first call that was not acknowledged (a client
-retry), on the same root. ``FILELAYER_SEED`` replays a run; ``FILELAYER_STRESS=1``
-makes it at least 200 kills per backend.
+retry), on the same root. A normal run follows a fixed seed (the same workload and the
+same kill plan every time; exactly where a kill lands still depends on timing);
+``FILELAYER_STRESS=1`` draws a new seed and makes it at least 200 kills per backend;
+``FILELAYER_SEED`` replays a run.
 """
 
 from __future__ import annotations

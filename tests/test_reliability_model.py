@@ -14,7 +14,9 @@ feedback filters walked page by page. At the end of each run ``filelayer verify`
 nothing to report.
 
 Runs through ``FileDataLayer`` (Chainlit's own types) and, without Chainlit, through
-``ArchiveStore``. ``FILELAYER_STRESS=1`` runs many more and longer sequences.
+``ArchiveStore``. A normal run tries the same sequences every time (Hypothesis's
+derandomized ``ci`` profile); ``FILELAYER_STRESS=1`` runs many more and longer random
+sequences (``FILELAYER_SEED`` replays one).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from reliability_support import (
     open_api,
     order_problems,
     scaled,
+    seeded,
     thread_projection,
 )
 
@@ -330,10 +333,12 @@ class ArchiveMachine(RuleBasedStateMachine):
             assert listed["updatedAt"] == changed
 
 
+@seeded
 class StoreMachine(ArchiveMachine):
     backend = "store"
 
 
+@seeded
 class LayerMachine(ArchiveMachine):
     backend = "layer"
 
