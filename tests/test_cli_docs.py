@@ -30,3 +30,18 @@ def test_every_command_has_real_example_output() -> None:
 
 def test_the_readme_points_to_the_cli_docs() -> None:
     assert "docs/cli.md" in (REPO / "README.md").read_text("utf-8")
+
+
+def test_every_relative_link_in_the_documentation_exists() -> None:
+    """A link to a file of this repository (README.md, docs/) names a file that exists."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    missing = []
+    for page in pages:
+        text = page.read_text("utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                continue  # a URL, or an anchor in the same page
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            if not path.exists():
+                missing.append(f"{page.relative_to(REPO)}: {target}")
+    assert not missing, missing
