@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import subprocess_env
+
+FAST_PACKAGES = ("orjson", "aiofiles", "filelock")
+"""What the README promises: with these installed, they are used."""
+
+
+def fast_packages_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in FAST_PACKAGES)
+
 
 SCENARIO = r"""
 import sys
@@ -60,20 +71,50 @@ def digest_tree(root: Path) -> dict[str, str]:
     return result
 
 
+def child_mode(env: dict[str, str], cwd: Path) -> str:
+    code = "from filelayer import MODE; print(MODE)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=cwd
+    )
+    return done.stdout.strip()
+
+
+def test_the_fast_mode_is_used_whenever_its_packages_are_installed(tmp_path: Path) -> None:
+    """Without FILELAYER_PURE the fast packages are used if they are all importable, so
+    the comparison below really compares two modes where they are installed."""
+    import filelayer
+
+    expected = "fast" if fast_packages_installed() else "pure"
+    unset = subprocess_env()
+    assert "FILELAYER_PURE" not in unset
+    assert child_mode(unset, tmp_path) == expected
+    for off in ("", "0"):
+        assert child_mode(subprocess_env(FILELAYER_PURE=off), tmp_path) == expected
+    assert child_mode(subprocess_env(FILELAYER_PURE="1"), tmp_path) == "pure"
+    requested, mode = os.environ.get("FILELAYER_PURE"), filelayer.MODE  # this process
+    if requested is None:
+        assert mode == expected
+    elif requested == "1":
+        assert mode == "pure"
+
+
 def test_both_modes_write_the_same_bytes(tmp_path: Path) -> None:
+    if not fast_packages_installed():
+        pytest.skip(f"{', '.join(FAST_PACKAGES)} not all installed: there is no fast mode")
     fast_root, pure_root = tmp_path / "fast", tmp_path / "pure"
     fast_mode = run_scenario(fast_root, pure=False)
     pure_mode = run_scenario(pure_root, pure=True)
-    assert pure_mode == "pure"
-    assert fast_mode in ("fast", "pure")  # "pure" only where the fast packages are absent
+    assert (fast_mode, pure_mode) == ("fast", "pure")  # two modes, not one twice
     assert digest_tree(fast_root) == digest_tree(pure_root)
     journal = (fast_root / "threads" / "t1" / "steps.jsonl").read_text("utf-8")
     assert "Grüße, 世界!" in journal and "\\u0001" in journal
 
 
 def test_each_mode_reads_what_the_other_wrote(tmp_path: Path) -> None:
+    if not fast_packages_installed():
+        pytest.skip(f"{', '.join(FAST_PACKAGES)} not all installed: there is no fast mode")
     root = tmp_path / "chats"
-    run_scenario(root, pure=False)
+    assert run_scenario(root, pure=False) == "fast"
     read = (
         "import sys, json; from filelayer import ArchiveStore; "
         "t = ArchiveStore(sys.argv[1]).get_thread('t1'); "
