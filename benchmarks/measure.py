@@ -104,7 +104,7 @@ def mode_of(kind: str) -> str:
 
 
 async def role_writes(args: argparse.Namespace) -> dict[str, Any]:
-    """Write calls per second through the API, and get_thread of a 50-turn thread."""
+    """Write calls per second through the API, and get_thread of 50-turn threads."""
     from chainlit.context import init_http_context
 
     init_http_context()
@@ -136,39 +136,69 @@ async def role_writes(args: argparse.Namespace) -> dict[str, Any]:
             write_calls_per_s_overall=count / elapsed,
         )
         if args.get_thread_turns:
-            import random
-
-            rng = random.Random(50)
-            long_chat = workload.conversation(
-                rng, workload.Clock(), people[0], turns=args.get_thread_turns, feedback_rate=0.15
-            )
-            await workload.replay(layer, long_chat.calls, user_ids)
-            thread_id = long_chat.thread_id
-
-            async def get() -> Any:
-                thread = await layer.get_thread(thread_id)
-                assert thread is not None
-                return thread
-
-            thread = await get()
-            result["get_thread_steps"] = len(thread["steps"])
-            timing = await timed(get, budget=args.budget)
-            result["get_thread_ms"] = timing["median_ms"]
-            result["get_thread_best_ms"] = timing["best_ms"]
-            if args.layer == "file":
-                # The first read of a thread in a process (the layer keeps the folded
-                # journals of recently read threads): a new layer for every call.
-                async def get_cold() -> Any:
-                    fresh = await open_layer(args.layer, args.target, args.durability)
-                    thread = await fresh.get_thread(thread_id)
-                    await fresh.close()
-                    return thread
-
-                cold = await timed(get_cold, budget=args.budget)
-                result["get_thread_cold_ms"] = cold["median_ms"]
+            result.update(await measure_get_thread(args, people, user_ids, layer))
     finally:
         await layer.close()
     return result
+
+
+async def measure_get_thread(
+    args: argparse.Namespace, people: list[str], user_ids: dict[str, str], writer: Any
+) -> dict[str, Any]:
+    """``get_thread`` of a long thread: its first read in a process, and a repeated one.
+
+    ``--get-thread-threads`` threads of ``--get-thread-turns`` turns are written; then a
+    reader is opened on the same archive or database, as a restarted app or another
+    worker would be, and reads one of them (so that connecting is not counted). Each of
+    the others is then read once: the first read of that thread in the process, the
+    figure the targets are judged on (filelayer keeps the folded journals of recently
+    read threads, so a repeated read is answered mostly from memory). The repeated read
+    is timed last, on one of them. "First" is first in the process: the operating
+    system's file cache (and the database's buffers) are warm from the writes.
+    """
+    import random
+
+    count = max(2, args.get_thread_threads)
+    rng = random.Random(50)
+    clock = workload.Clock()
+    chats = [
+        workload.conversation(
+            rng, clock, people[0], turns=args.get_thread_turns, feedback_rate=0.15
+        )
+        for _ in range(count)
+    ]
+    for chat in chats:
+        await workload.replay(writer, chat.calls, user_ids)
+    reader = await open_layer(args.layer, args.target, args.durability)
+    try:
+        warm_up, *measured = chats
+        assert await reader.get_thread(warm_up.thread_id) is not None
+        firsts: list[float] = []
+        steps = 0
+        for chat in measured:
+            start = time.perf_counter()
+            thread = await reader.get_thread(chat.thread_id)
+            firsts.append((time.perf_counter() - start) * 1000)
+            assert thread is not None
+            steps = max(steps, len(thread["steps"]))
+        again = measured[0].thread_id
+
+        async def get() -> Any:
+            thread = await reader.get_thread(again)
+            assert thread is not None
+            return thread
+
+        repeated = await timed(get, budget=args.budget)
+    finally:
+        await reader.close()
+    return {
+        "get_thread_steps": steps,
+        "get_thread_first_ms": statistics.median(firsts),
+        "get_thread_first_best_ms": min(firsts),
+        "get_thread_first_runs": len(firsts),
+        "get_thread_ms": repeated["median_ms"],
+        "get_thread_best_ms": repeated["best_ms"],
+    }
 
 
 async def role_queries(args: argparse.Namespace) -> dict[str, Any]:
@@ -277,6 +307,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--durability", default="flush")
     parser.add_argument("--get-thread-turns", type=int, default=50)
+    parser.add_argument(
+        "--get-thread-threads",
+        type=int,
+        default=11,
+        help="long threads written for get_thread: one warms the reader up, the others "
+        "are each read once for the first-read figure",
+    )
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per timed query")
     parser.add_argument("--max-runs", type=int, default=200)
     args = parser.parse_args(argv)

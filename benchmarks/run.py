@@ -204,13 +204,10 @@ def rows_for(sizes: list[int], turns: int = 50) -> list[Row]:
     rows = [
         Row("write calls/s, default durability", "write_calls_per_s", "calls/s", True),
         Row("write calls/s, durability=fsync", "write_calls_per_s_fsync", "calls/s", True),
-        Row(f"get_thread, {turns}-turn thread", "get_thread_ms", "ms"),
         Row(
-            f"get_thread, {turns}-turn thread, first read in a process",
-            "get_thread_cold_ms",
-            "ms",
-            ratio=False,
+            f"get_thread, {turns}-turn thread, first read in a process", "get_thread_first_ms", "ms"
         ),
+        Row(f"get_thread, {turns}-turn thread, repeated read", "get_thread_ms", "ms"),
     ]
     for n in sizes:
         label = f"{n:,} threads"
@@ -317,7 +314,7 @@ def _ratio(
     return a / b if higher else b / a
 
 
-def targets() -> list[Target]:
+def targets(turns: int = 50) -> list[Target]:
     def ratio_target(
         metric: str, peer: str, at_least: float, higher: bool, ours: str | None = None
     ) -> Callable[[Results, str], tuple[str, bool | None]]:
@@ -365,13 +362,15 @@ def targets() -> list[Target]:
         Target(
             "list_threads first page at 100k threads ≤ 20 ms", at_most("list_ms@100000", 20, "ms")
         ),
+        # Judged on the first read of a thread in a process: a repeated read is mostly
+        # served from the folded journal the layer keeps in memory.
         Target(
-            "get_thread (50 turns) ≥ 5× faster than SQLAlchemy",
-            ratio_target("get_thread_ms", "sqlite", 5, False),
+            f"get_thread ({turns} turns, first read) ≥ 5× faster than SQLAlchemy",
+            ratio_target("get_thread_first_ms", "sqlite", 5, False),
         ),
         Target(
-            "get_thread (50 turns) ≥ 2× faster than Postgres",
-            ratio_target("get_thread_ms", "postgres", 2, False),
+            f"get_thread ({turns} turns, first read) ≥ 2× faster than Postgres",
+            ratio_target("get_thread_first_ms", "postgres", 2, False),
         ),
         Target("RSS serving a 100k-thread index < 200 MB", at_most("rss_mb@100000", 200, "MB")),
         Target(
@@ -381,13 +380,13 @@ def targets() -> list[Target]:
     ]
 
 
-def targets_markdown(results: Results, layers: list[str]) -> str:
+def targets_markdown(results: Results, layers: list[str], turns: int = 50) -> str:
     ours = [x for x in FILE_LAYERS if x in layers]
     lines = [
         "| target | " + " | ".join(LABELS[x] for x in ours) + " |",
         "|---|" + "---|" * len(ours),
     ]
-    for target in targets():
+    for target in targets(turns):
         cells = []
         for layer in ours:
             text, ok = target.check(results, layer)
@@ -431,6 +430,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--write-threads", type=int, help="threads written in the write test")
     p.add_argument("--turns", type=int, default=5, help="turns per thread in the write test")
     p.add_argument("--get-thread-turns", type=int, default=50)
+    p.add_argument(
+        "--get-thread-threads",
+        type=int,
+        help="long threads read once each for get_thread's first read (default 11)",
+    )
     p.add_argument("--budget", type=float, help="seconds spent repeating each timed query")
     p.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="where runs are appended")
     p.add_argument("--no-csv", action="store_true", help="do not append to the CSV")
@@ -445,6 +449,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.sql_sizes = parse_sizes(args.sql_sizes or ("200,1000" if args.quick else "1000,10000"))
     args.write_threads = args.write_threads or (6 if args.quick else 40)
     args.budget = args.budget if args.budget is not None else (0.2 if args.quick else 1.0)
+    args.get_thread_threads = args.get_thread_threads or (4 if args.quick else 11)
     if args.quick:
         args.get_thread_turns = min(args.get_thread_turns, 10)
     return args
@@ -497,7 +502,8 @@ def run_writes(
 ) -> None:
     common = [
         "--threads", str(args.write_threads), "--turns", str(args.turns),
-        "--get-thread-turns", str(args.get_thread_turns), *budget,
+        "--get-thread-turns", str(args.get_thread_turns),
+        "--get-thread-threads", str(args.get_thread_threads), *budget,
     ]  # fmt: skip
     for layer in layers:
         for durability in ("flush", "fsync") if layer in FILE_LAYERS else ("default",):
@@ -521,7 +527,7 @@ def run_writes(
             r = measure("writes", layer, target, work, *common, *extra)
             suffix = "_fsync" if durability == "fsync" else ""
             results.put(layer, "write_calls_per_s" + suffix, r["write_calls_per_s"])
-            for name in ("get_thread_ms", "get_thread_cold_ms"):
+            for name in ("get_thread_first_ms", "get_thread_ms"):
                 if name in r:
                     results.put(layer, name, r[name])
             if layer == "postgres" and pg is not None:
@@ -618,7 +624,7 @@ def render(
             f"sizes ({', '.join(f'{n:,}' for n in args.sql_sizes[-2:])} threads)."
         )
         lines.append("")
-    lines += [targets_markdown(results, layers), ""]
+    lines += [targets_markdown(results, layers, args.get_thread_turns), ""]
     lines += [f"Note: {note}" for note in results.notes]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -47,6 +47,22 @@ def test_the_workload_is_reproducible_and_shaped_like_chainlit_calls() -> None:
     assert [c.at for c in merged] == sorted(c.at for c in merged)
 
 
+def test_get_thread_is_reported_first_and_repeated_and_judged_on_the_first_read() -> None:
+    from benchmarks import run
+
+    results = run.Results()
+    for layer, first, repeated in (("file-fast", 10.0, 1.0), ("sqlite", 20.0, 20.0)):
+        results.put(layer, "get_thread_first_ms", first)
+        results.put(layer, "get_thread_ms", repeated)
+    table = run.markdown(results, ["file-fast", "sqlite"], [], [], 50)
+    assert "| get_thread, 50-turn thread, first read in a process (ms) | 10.0 | 20.0 | 2.0× |" in (
+        table
+    )
+    assert "| get_thread, 50-turn thread, repeated read (ms) | 1.00 | 20.0 | 20.0× |" in table
+    targets = run.targets_markdown(results, ["file-fast", "sqlite"])
+    assert "| get_thread (50 turns, first read) ≥ 5× faster than SQLAlchemy | 2.0× ❌ |" in targets
+
+
 def test_the_quick_benchmark_prints_its_table_and_appends_csv_rows(tmp_path: Path) -> None:
     pytest.importorskip("chainlit")
     out_csv, out_md = tmp_path / "results.csv", tmp_path / "table.md"
@@ -69,16 +85,21 @@ def test_the_quick_benchmark_prints_its_table_and_appends_csv_rows(tmp_path: Pat
     assert done.stdout.strip() == table.strip()
     assert "| filelayer, fast | filelayer, zero-dep |" in table
     for row in ("write calls/s, default durability", "write calls/s, durability=fsync",
-                "get_thread, 3-turn thread", "list_threads first page, 40 threads",
+                "get_thread, 3-turn thread, first read in a process",
+                "get_thread, 3-turn thread, repeated read", "list_threads first page, 40 threads",
                 "search (no match), 40 threads", "feedback filter, 40 threads",
                 "RSS after the queries, 40 threads", "disk per thread"):  # fmt: skip
         assert f"| {row}" in table, row
     assert "| target |" in table and "write calls ≥ 20× SQLAlchemy" in table
+    # get_thread's targets are judged on the first read of a thread, not on a repeated one
+    # (answered mostly from what the layer keeps in memory).
+    assert "get_thread (3 turns, first read) ≥ 5× faster than SQLAlchemy" in table
     rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
     assert set(rows[0]) == {"date", "machine", "command", "mode", "metric", "value"}
     got = {(r["mode"], r["metric"]) for r in rows}
     for mode in ("file-fast", "file-pure"):
         for metric in ("write_calls_per_s", "write_calls_per_s_fsync", "get_thread_ms",
+                       "get_thread_first_ms",
                        "list_ms@40", "search_hit_ms@40", "search_miss_ms@40", "feedback_ms@40",
                        "rss_mb@40", "peak_rss_mb@40", "disk_kb_per_thread"):  # fmt: skip
             assert (mode, metric) in got, (mode, metric)
