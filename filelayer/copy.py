@@ -533,9 +533,10 @@ class ArchiveEndpoint(Endpoint):
 
     def same_step(self, dest: dict[str, Any], src: dict[str, Any], plan: ThreadPlan) -> bool:
         # The journal merges writes (empty text never overwrites, the earliest start
-        # wins): the step is unchanged if merging the source in would change nothing.
+        # wins): the step is unchanged if storing the source would change nothing (its
+        # feedback and streaming flag, which readers add, are not stored).
         merged = copy.deepcopy(dest)
-        journal.merge_step(merged, journal.drop_none(src))
+        journal.merge_step(merged, journal.step_body(src))
         return normalise_times(merged) == normalise_times(dest)
 
     def same_element(self, dest: ElementData, src: ElementData, plan: ThreadPlan) -> bool:

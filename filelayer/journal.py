@@ -43,12 +43,25 @@ _LATEST_FIELDS = ("end",)
 _TIME_FIELDS = frozenset(_EARLIEST_FIELDS + _LATEST_FIELDS)
 
 
+READ_ONLY_STEP_FIELDS = frozenset(["feedback", "streaming"])
+"""Fields of Chainlit's ``StepDict`` that are not part of a stored step: readers add
+them (``feedback`` from the journal's feedback lines, ``streaming`` always false), and
+Chainlit sends them back in the dicts it got from ``get_thread`` or
+``get_favorite_steps`` (un-favouriting) and in every live ``Step.to_dict()``."""
+
+
 def drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
+def step_body(step: dict[str, Any]) -> dict[str, Any]:
+    """What is stored of a step: its fields without ``None`` values and without the
+    read-only ones (:data:`READ_ONLY_STEP_FIELDS`)."""
+    return {k: v for k, v in step.items() if v is not None and k not in READ_ONLY_STEP_FIELDS}
+
+
 def step_record(step: dict[str, Any]) -> dict[str, Any]:
-    return {"op": OP_STEP, "step": drop_none(step)}
+    return {"op": OP_STEP, "step": step_body(step)}
 
 
 def step_delete_record(step_id: str) -> dict[str, Any]:
@@ -330,6 +343,8 @@ def fold(records: Iterable[dict[str, Any]], state: ThreadState | None = None) ->
             sid = incoming["id"]
             if sid in state.deleted_steps:
                 continue  # a late write must not bring a deleted step back
+            if "streaming" in incoming or "feedback" in incoming:  # older writers kept them
+                incoming = step_body(incoming)
             stored = state.steps.get(sid)
             if stored is None:
                 state.steps[sid] = dict(incoming)

@@ -554,13 +554,18 @@ class Codec:
 
 
 def _make_stash(original: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
-    """What must be kept beside the columns so that ``original`` reads back exactly."""
+    """What must be kept beside the columns so that ``original`` reads back exactly
+    (but for the fields readers add, which are not part of a stored step: its feedback,
+    and ``streaming``, which the schema requires and the layer writes anyway)."""
+    ignored = journal.READ_ONLY_STEP_FIELDS
     changed = {
         k: v
         for k, v in original.items()
-        if v is not None and k != "feedback" and (k not in plain or plain[k] != v)
+        if v is not None and k not in ignored and (k not in plain or plain[k] != v)
     }
-    unset = sorted(k for k in plain if original.get(k) is None and k not in ("threadId",))
+    unset = sorted(
+        k for k in plain if original.get(k) is None and k != "threadId" and k not in ignored
+    )
     stash: dict[str, Any] = {}
     if changed:
         stash["set"] = changed

@@ -224,3 +224,36 @@ def test_a_journal_changed_behind_the_reader_is_read_again(tmp_path: Path) -> No
     store.write_step({"id": "s3", "threadId": "t1", "type": "run", "output": "three"})
     thread = store.get_thread("t1")
     assert thread is not None and [s["output"] for s in thread["steps"]] == ["uno", "two", "three"]
+
+
+def test_feedback_and_streaming_are_not_stored_with_a_step(tmp_path: Path) -> None:
+    """Chainlit un-favourites a step by sending back the dict get_favorite_steps gave it,
+    with the feedback and ``streaming`` that get_thread added: only the step is stored."""
+    from filelayer import ArchiveStore
+
+    store = ArchiveStore(tmp_path / "chats")
+    store.write_step({"id": "a", "threadId": "t1", "type": "assistant_message", "output": "x"})
+    store.upsert_feedback(for_id="a", value=1, thread_id="t1", feedback_id="f1")
+    read = store.get_thread("t1")["steps"][0]
+    assert read["feedback"]["id"] == "f1" and read["streaming"] is False
+    store.write_step({**read, "metadata": {"favorite": False}, "streaming": True})
+    store.delete_feedback("f1")
+    journal_path = tmp_path / "chats" / "threads" / "t1" / "steps.jsonl"
+    records = journal.read(journal_path).records
+    bodies = [r["step"] for r in records if r["op"] == journal.OP_STEP]
+    assert len(bodies) == 2
+    assert not [b for b in bodies if "feedback" in b or "streaming" in b]
+    [again] = store.get_thread("t1")["steps"]
+    assert again["feedback"] is None and again["streaming"] is False
+    assert again["metadata"] == {"favorite": False}
+
+    # Lines written by earlier versions, with a stale copy: read and compacted without it.
+    stale = {"id": "b", "feedback": {"id": "f1", "forId": "b", "value": 1}, "streaming": False}
+    state = _fold(
+        {"op": "step", "step": {"id": "b", "output": "y", "streaming": True}},
+        {"op": "step", "step": stale},
+    )
+    assert state.steps == {"b": {"id": "b", "output": "y"}}
+    assert all("feedback" not in s and "streaming" not in s for s in state.steps.values())
+    compacted = [_codec.encode_line(r) for r in journal.compacted_records(state)]
+    assert not [line for line in compacted if b"streaming" in line or b"feedback" in line]

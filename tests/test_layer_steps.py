@@ -143,6 +143,36 @@ async def test_favorites(layer: Any, user: Any) -> None:
     assert await layer.get_favorite_steps("someone-else") == []
 
 
+async def test_unfavouriting_stores_only_the_step(layer: Any, user: Any, root: Path) -> None:
+    """Chainlit un-favourites with the dict get_favorite_steps gave it (feedback and
+    ``streaming`` included, as get_thread made them) and live steps send ``streaming``:
+    neither is stored, so no stale copy of the feedback outlives the real one."""
+    import json
+
+    from chainlit.step import Step
+
+    await layer.update_thread("t1", user_id=user.id)
+    live = Step(name="Assistant", type="assistant_message", thread_id="t1")
+    live.output, live.streaming = "keep me", True
+    await layer.create_step(live.to_dict())
+    await layer.upsert_feedback(Feedback(forId=live.id, value=1, threadId="t1", id="f1"))
+    [read] = (await layer.get_thread("t1"))["steps"]
+    await layer.set_step_favorite(read, True)
+    [favorite] = await layer.get_favorite_steps(user.id)
+    assert favorite["feedback"]["value"] == 1
+    await layer.set_step_favorite(favorite, False)  # what Chainlit's socket handler does
+    await layer.delete_feedback("f1")
+
+    lines = (root / "threads" / "t1" / "steps.jsonl").read_text("utf-8").splitlines()
+    bodies = [r["step"] for r in map(json.loads, lines) if r["op"] == "step"]
+    assert len(bodies) == 3
+    assert [sorted({"feedback", "streaming"} & set(b)) for b in bodies] == [[], [], []]
+    [step] = (await layer.get_thread("t1"))["steps"]
+    assert (step["feedback"], step["streaming"]) == (None, False)
+    assert step["metadata"]["favorite"] is False and step["output"] == "keep me"
+    assert await layer.get_favorite_steps(user.id) == []
+
+
 async def test_many_concurrent_writes_to_one_step_keep_the_newest_text(layer: Any) -> None:
     await layer.create_step(step("a", type="assistant_message", output="", createdAt=at(1)))
     await asyncio.gather(
