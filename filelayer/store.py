@@ -38,7 +38,7 @@ from .errors import (
     StorageWriteError,
     UnknownStepError,
 )
-from .ids import check_id, is_valid_id
+from .ids import check_id, id_problem, is_valid_id
 from .index import DEFAULT_SEARCH_CHARS, Page, ThreadIndex, ThreadSummary
 from .index import delete_record as index_delete_record
 from .index import favorite_record as index_favorite_record
@@ -464,8 +464,10 @@ class ArchiveStore:
         ) == (doc.get("name"), doc.get("userId"), doc.get("userIdentifier"), doc.get("tags"))
 
     def delete_thread(self, thread_id: str, *, actor: str | None = None) -> bool:
-        """Delete a thread and everything in it. ``False`` if there was nothing."""
-        check_id("thread", thread_id)
+        """Delete a thread and everything in it. ``False`` if there was nothing (an id
+        that is not a valid id names nothing: ``False``, nothing written)."""
+        if not _deletable("thread", thread_id):
+            return False
         directory = self.layout.thread_dir(thread_id)
         with self.thread_lock(thread_id):
             self.authorize(thread_id, actor)
@@ -760,10 +762,12 @@ class ArchiveStore:
         prefer: str | None = None,
         actor: str | None = None,
     ) -> bool:
-        """Delete a step with its feedback and elements. ``False`` if not found.
+        """Delete a step with its feedback and elements. ``False`` if not found (an
+        invalid id included).
 
         Without ``thread_id`` the step is looked up (see :meth:`locate_step`)."""
-        check_id("step", step_id)
+        if not _deletable("step", step_id):
+            return False
         thread_id = thread_id or self.locate_step(step_id, prefer)
         if not thread_id or not is_valid_id(thread_id):
             return False
@@ -853,7 +857,10 @@ class ArchiveStore:
         return feedback_id
 
     def delete_feedback(self, feedback_id: str, *, actor: str | None = None) -> bool:
-        check_id("feedback", feedback_id)
+        """Withdraw a feedback. ``True`` once it is gone (or was never given); ``False``
+        for an id that is not a valid id, which names nothing."""
+        if not _deletable("feedback", feedback_id):
+            return False
         self.index.refresh()
         thread_id = self.index.feedback_owner(feedback_id)
         if thread_id is None:
@@ -1023,7 +1030,10 @@ class ArchiveStore:
     def delete_element(
         self, element_id: str, thread_id: str | None = None, *, actor: str | None = None
     ) -> bool:
-        check_id("element", element_id)
+        """Delete an element and its file. ``False`` if not found (an invalid id
+        included)."""
+        if not _deletable("element", element_id):
+            return False
         thread_id = thread_id or self.locate_element(element_id)
         if not thread_id or not is_valid_id(thread_id):
             return False
@@ -1122,6 +1132,16 @@ class ArchiveStore:
         self.index.close()
         self._folded_cache.clear()
         self._tombstone_cache.clear()
+
+
+def _deletable(kind: str, value: object) -> bool:
+    """Whether a delete has anything to look for. An invalid id (empty, a path...) names
+    nothing in the archive: the delete answers "nothing deleted", as a read of it answers
+    "not found", instead of raising (Chainlit would answer the request with a 500)."""
+    problem = id_problem(value)
+    if problem is not None:
+        log.debug("filelayer: nothing to delete for %s id %r: %s", kind, value, problem)
+    return problem is None
 
 
 def _copy_json(value: Any) -> Any:

@@ -53,13 +53,23 @@ def test_non_strings_are_not_valid(bad: object) -> None:
     assert not is_valid_id(bad)
 
 
+@pytest.mark.parametrize("bad", [None, 42, ["list"]])
+def test_deletes_of_non_string_ids_delete_nothing(store: ArchiveStore, bad: Any) -> None:
+    assert store.delete_thread(bad) is False
+    assert store.delete_step(bad) is False
+    assert store.delete_feedback(bad) is False
+    assert store.delete_element(bad) is False
+
+
 def test_uuid_like_ids_are_valid() -> None:
     assert is_valid_id("5f0c6c1e-2f5b-4a8e-9a63-0f6f1b2c3d4e")
     assert is_valid_id("run_1.step-2")
 
 
 @pytest.mark.parametrize("bad", HOSTILE)
-def test_store_reads_answer_not_found_and_writes_raise(tmp_path: Path, bad: str) -> None:
+def test_store_reads_answer_not_found_deletes_nothing_deleted_writes_raise(
+    tmp_path: Path, bad: str
+) -> None:
     root = tmp_path / "archive" / "chats"
     store = ArchiveStore(root)
     store.write_step({"id": "ok", "threadId": "fine", "type": "run"})
@@ -70,18 +80,25 @@ def test_store_reads_answer_not_found_and_writes_raise(tmp_path: Path, bad: str)
     assert store.get_element(bad, "ok") is None
     assert store.get_element("fine", bad) is None
     assert store.read_manifest(bad) is None
+    # A delete of an id that names nothing deletes nothing, and writes nothing (not even
+    # a tombstone), as a read of it finds nothing: no error for the app to turn into a 500.
+    untouched = snapshot(tmp_path)
+    assert store.delete_thread(bad) is False
+    assert store.delete_step(bad) is False
+    assert store.delete_step("missing", bad) is False
+    assert store.delete_feedback(bad) is False
+    assert store.delete_element(bad) is False
+    assert store.delete_element("e", bad) is False
+    assert snapshot(tmp_path) == untouched
+    assert store.get_thread("fine") is not None
     writes: list[Any] = [
         lambda: store.update_thread(bad, name="x"),
-        lambda: store.delete_thread(bad),
         lambda: store.write_step({"id": bad, "threadId": "fine", "type": "run"}),
         lambda: store.write_step({"id": "s", "threadId": bad, "type": "run"}),
-        lambda: store.delete_step(bad),
         lambda: store.upsert_feedback(for_id=bad, value=1, thread_id="fine"),
         lambda: store.upsert_feedback(for_id="ok", value=1, thread_id=bad),
-        lambda: store.delete_feedback(bad),
         lambda: store.put_element(bad, {"id": "e", "type": "file"}, b"x"),
         lambda: store.put_element("fine", {"id": bad, "type": "file"}, b"x"),
-        lambda: store.delete_element(bad),
     ]
     if bad:  # an empty feedback id means "none given": a new id is made
         writes.append(
@@ -163,9 +180,13 @@ async def test_the_data_layer_refuses_hostile_writes_and_answers_reads(
         with pytest.raises(ValueError):
             await layer.create_step({"id": "s", "threadId": bad, "type": "run"})
         with pytest.raises(ValueError):
-            await layer.delete_thread(bad)
-        with pytest.raises(ValueError):
             await layer.upsert_feedback(Feedback(forId="s", value=1, threadId=bad))
+        # Deletes answer "nothing deleted" (Chainlit turns an exception into a 500).
+        assert await layer.delete_feedback(bad) is False
+        assert await layer.delete_thread(bad) is None
+        assert await layer.delete_step(bad) is None
+        assert await layer.delete_element(bad) is None
+        assert await layer.delete_element("e", bad) is None
     assert snapshot(tmp_path) - before <= {
         p for p in snapshot(tmp_path) if p.startswith(("chats", "cwd"))
     }
