@@ -42,7 +42,7 @@ from chainlit.user import PersistedUser, User
 from . import _aio, serve
 from .errors import FileLayerError
 from .index import DEFAULT_SEARCH_CHARS
-from .layout import default_root
+from .layout import DEFAULT_ROOT, ROOT_ENV, default_root
 from .store import ArchiveStore, Durability, ElementUrl, element_file_fields
 
 if TYPE_CHECKING:
@@ -127,6 +127,7 @@ class FileDataLayer(BaseDataLayer):
             lock_timeout=lock_timeout,
             search_chars=search_chars,
         )
+        _log_root(self.store, root)
         self._element_url = element_url
         serve.watch_callers(self)
         if element_url is None and serve_elements:
@@ -328,6 +329,33 @@ def _session() -> Any:
         return get_context().session
     except ChainlitContextException:
         return None
+
+
+def _log_root(store: ArchiveStore, requested: str | os.PathLike[str] | None) -> None:
+    """Say where the chats are: a relative root (the default ``./chats`` is one) depends
+    on the directory the app was started from, and a new, empty archive there is the
+    usual reason for a sidebar without the conversations one expected."""
+    log.info("filelayer: chat history in %s", store.root)
+    if not store.created or store.thread_ids():
+        return
+    if requested is not None:
+        how = f"the root given to FileDataLayer, {os.fspath(requested)!r}"
+        relative = not Path(requested).expanduser().is_absolute()
+    elif os.environ.get(ROOT_ENV):
+        how = f"${ROOT_ENV}={os.environ[ROOT_ENV]}"
+        relative = not Path(os.environ[ROOT_ENV]).expanduser().is_absolute()
+    else:
+        how, relative = f"the default root {DEFAULT_ROOT}", True
+    if relative:
+        how += f", relative to the working directory {Path.cwd()}"
+    log.warning(
+        "filelayer: created a new, empty archive at %s (%s): the sidebar will show no "
+        "past conversations. If your chats are elsewhere, set %s=/path/to/chats (or pass "
+        "the root to FileDataLayer) and restart the app.",
+        store.root,
+        how,
+        ROOT_ENV,
+    )
 
 
 def _persisted_user(doc: dict[str, Any]) -> PersistedUser:

@@ -217,9 +217,10 @@ class Layout:
     def gitignore(self) -> Path:
         return self.root / GITIGNORE_FILE
 
-    def initialise(self, *, create: bool, upgrade: bool = True) -> None:
+    def initialise(self, *, create: bool, upgrade: bool = True) -> bool:
         """Check the format marker; with ``create``, make a new archive if needed; with
-        ``upgrade``, bring the layer's own files of an existing one up to date."""
+        ``upgrade``, bring the layer's own files of an existing one up to date.
+        ``True`` if a new archive was made (the root had none)."""
         if not self.root.exists():
             if not create:
                 raise ArchiveError(
@@ -241,7 +242,7 @@ class Layout:
                 )
             if create:
                 self._create()
-            return
+            return create
         try:
             doc = _codec.decode(marker)
         except _codec.DecodeError as exc:
@@ -254,6 +255,7 @@ class Layout:
                 d.mkdir(parents=True, exist_ok=True)
         if upgrade:
             self.upgrade()
+        return False
 
     def upgrade(self) -> list[str]:
         """Bring the files the layer owns in an existing archive up to date: today the

@@ -116,7 +116,8 @@ class ArchiveStore:
             raise ValueError("durability must be 'flush' or 'fsync'")
         self.root = Path(root).expanduser().absolute()
         self.layout = Layout(self.root)
-        self.layout.initialise(create=create, upgrade=upgrade)
+        self.created = self.layout.initialise(create=create, upgrade=upgrade)
+        """Whether this store made a new, empty archive at ``root`` when it opened."""
         self.durable = durability == "fsync"
         self.durability: Durability = durability
         self.lock_timeout = lock_timeout
