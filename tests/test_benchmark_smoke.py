@@ -63,7 +63,9 @@ def test_get_thread_is_reported_first_and_repeated_and_judged_on_the_first_read(
     assert "| get_thread (50 turns, first read) ≥ 5× faster than SQLAlchemy | 2.0× ❌ |" in targets
 
 
-def test_the_quick_benchmark_prints_its_table_and_appends_csv_rows(tmp_path: Path) -> None:
+def test_the_quick_benchmark_prints_its_table_and_appends_csv_rows(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     pytest.importorskip("chainlit")
     out_csv, out_md = tmp_path / "results.csv", tmp_path / "table.md"
     cmd = [
@@ -71,15 +73,16 @@ def test_the_quick_benchmark_prints_its_table_and_appends_csv_rows(tmp_path: Pat
         "--sizes", "40", "--write-threads", "2", "--turns", "2", "--get-thread-turns", "3",
         "--budget", "0.01", "--csv", str(out_csv), "--markdown", str(out_md),
     ]  # fmt: skip
-    import tempfile
+    # A temporary directory of its own: other benchmark runs on the machine (another
+    # checkout's tests) make and remove theirs in the shared one meanwhile.
+    private_tmp = tmp_path_factory.mktemp("bench-tmp")
+    env = subprocess_env(TMPDIR=str(private_tmp))
 
     def scratch() -> set[Path]:
-        return set(Path(tempfile.gettempdir()).glob("filelayer-bench-*"))
+        return set(private_tmp.glob("filelayer-bench-*"))
 
     before = scratch()
-    done = subprocess.run(
-        cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600
-    )
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     table = out_md.read_text("utf-8")
     assert done.stdout.strip() == table.strip()
@@ -110,9 +113,7 @@ def test_the_quick_benchmark_prints_its_table_and_appends_csv_rows(tmp_path: Pat
     assert items["list_items@40"] > 0 and items["search_miss_items@40"] == 0
     # A second run (of one layer) appends below the first.
     cmd[cmd.index("file-fast,file-pure")] = "file-pure"
-    again = subprocess.run(
-        cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600
-    )
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     more = list(csv.DictReader(out_csv.open(encoding="utf-8")))
     assert more[: len(rows)] == rows
