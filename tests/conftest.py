@@ -182,7 +182,11 @@ def needs_thread_sharing() -> pytest.MarkDecorator:
     ``/project/thread/share`` route came after 2.0)."""
     from chainlit.config import CodeSettings
 
-    has = "on_shared_thread_view" in getattr(CodeSettings, "__dataclass_fields__", {})
+    # A pydantic model in recent releases, a (pydantic) dataclass in older ones.
+    fields = set(getattr(CodeSettings, "model_fields", None) or ()) | set(
+        getattr(CodeSettings, "__dataclass_fields__", None) or ()
+    )
+    has = "on_shared_thread_view" in fields
     return pytest.mark.skipif(
         not has, reason=f"Chainlit {chainlit_version()} has no thread sharing"
     )

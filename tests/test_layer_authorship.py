@@ -10,6 +10,7 @@ app itself. The end-to-end attacks through a real ``chainlit run`` are in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +122,14 @@ def test_the_middleware_is_installed_once() -> None:
     serve.watch_callers()
     ours = [m for m in server.app.user_middleware if m.cls is serve.CallerMiddleware]
     assert len(ours) == 1
+
+
+def test_sharing_is_detected_wherever_chainlit_has_it() -> None:
+    """The end-to-end attack suite is skipped on releases without thread sharing; it
+    must never be skipped by mistake on one that has it (a skip is silent in CI)."""
+    import chainlit.server
+    from conftest import needs_thread_sharing
+
+    source = Path(chainlit.server.__file__).read_text(encoding="utf-8")
+    if "/project/thread/share" in source:
+        assert not needs_thread_sharing().args[0]
