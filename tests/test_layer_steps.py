@@ -143,6 +143,7 @@ async def test_favorites(layer: Any, user: Any) -> None:
     assert await layer.get_favorite_steps("someone-else") == []
 
 
+@needs_base_method("set_step_favorite")
 async def test_unfavouriting_stores_only_the_step(layer: Any, user: Any, root: Path) -> None:
     """Chainlit un-favourites with the dict get_favorite_steps gave it (feedback and
     ``streaming`` included, as get_thread made them) and live steps send ``streaming``:
