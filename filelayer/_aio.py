@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ._backend import PURE
-from ._fs import fsync_dir
+from ._fs import fsync_dir, fsync_fd
 from .errors import StorageWriteError
 from .layout import temp_path
 
@@ -25,14 +25,19 @@ def _write_file_sync(dest: Path, data: bytes, durable: bool) -> None:
             f.write(data)
             f.flush()
             if durable:
-                os.fsync(f.fileno())
+                fsync_fd(f.fileno())
         os.replace(tmp, dest)
-        if durable:
-            fsync_dir(dest.parent)
+        _settle(dest, durable)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise StorageWriteError(dest, exc) from exc
+
+
+def _settle(dest: Path, durable: bool) -> None:
+    """The new name on the disk now (durable)."""
+    if durable:
+        fsync_dir(dest.parent)
 
 
 def _read_file_sync(src: Path) -> bytes:
@@ -55,10 +60,12 @@ if not PURE:
                 await f.write(data)
                 await f.flush()
                 if durable:
-                    await asyncio.to_thread(os.fsync, f.fileno())
+                    await asyncio.to_thread(fsync_fd, f.fileno())
             await aiofiles.os.replace(tmp, dest)
             if durable:
                 await asyncio.to_thread(fsync_dir, dest.parent)
+            else:
+                _settle(dest, durable)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()

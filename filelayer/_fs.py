@@ -1,10 +1,15 @@
-"""Crash-safe file primitives: atomic replacement and guarded appends.
+"""Crash-safe file primitives: atomic replacement, guarded appends, and durability.
 
 Whole files are replaced by writing a temporary sibling, flushing it and renaming it
 over the target, so a reader (or a crash) sees the old file or the new one, never a
 mix. Appends go to the end of a journal in a single ``write`` call; if the previous
 writer died mid-line, the torn fragment is first closed with a newline so that the new
 record starts on a line of its own and the reader can skip the fragment.
+
+What survives a power cut follows the rules POSIX file systems (ext4, XFS, APFS) give: a
+file's bytes are on the disk once the file was fsynced, and a name created, renamed or
+removed in a directory once that directory was fsynced. :class:`Changes` collects what
+one call did and makes it durable as the call's mode says.
 """
 
 from __future__ import annotations
@@ -12,20 +17,131 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
 
 from .errors import StorageWriteError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+_FULLFSYNC: int | None = (
+    getattr(fcntl, "F_FULLFSYNC", None) if sys.platform == "darwin" and fcntl else None
+)
+
+
+def fsync_fd(fd: int) -> None:
+    """Put a file's (or a directory's) data on the disk.
+
+    On macOS ``fsync`` only hands the data to the drive, whose cache a power cut
+    loses; ``F_FULLFSYNC`` has the drive write it through (where a file system refuses
+    it, plain ``fsync`` is the best there is).
+    """
+    if _FULLFSYNC is not None:  # pragma: no cover - macOS
+        try:
+            fcntl.fcntl(fd, _FULLFSYNC)
+            return
+        except OSError:
+            pass
+    os.fsync(fd)
+
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable (POSIX; a no-op elsewhere)."""
-    if os.name != "posix":
+    """Make the names created, renamed or removed in ``path`` durable (POSIX; Windows
+    cannot open a directory to flush it, and NTFS journals its names itself)."""
+    if os.name != "posix":  # pragma: no cover - Windows
         return
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        fsync_fd(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dirs(dirs: Iterable[Path]) -> None:
+    """fsync each directory once, deepest first: a new directory's own entries are on
+    the disk before its name in its parent is. A failure is a failed write."""
+    unique = list(dict.fromkeys(dirs))
+    if len(unique) > 1:
+        unique.sort(key=lambda p: len(p.parts), reverse=True)
+    for directory in unique:
+        try:
+            fsync_dir(directory)
+        except OSError as exc:
+            raise StorageWriteError(directory, exc) from exc
+
+
+class Changes:
+    """What one call changed on disk, made durable as the call's mode says.
+
+    ``durable`` (the fsync mode, and the writes that are always durable): a file's data
+    is fsynced where it is written, before a rename can publish it; the directories
+    whose entries the call created, renamed or removed are collected here and fsynced
+    once each when the call is done, so one fsync of ``threads/`` covers every name the
+    call made there. Otherwise (the flush mode) nothing is waited for. Used as a context
+    manager, it commits when the block ends without error.
+    """
+
+    __slots__ = ("dirs", "durable", "files")
+
+    def __init__(self, durable: bool) -> None:
+        self.durable = durable
+        self.files: list[Path] = []
+        self.dirs: list[Path] = []
+
+    def wrote(self, path: Path) -> None:
+        """``path``'s data was written (already fsynced, if durable)."""
+        if not self.durable:
+            self.files.append(path)
+
+    def entry(self, directory: Path) -> None:
+        """A name in ``directory`` was created, renamed or removed."""
+        if directory not in self.dirs:
+            self.dirs.append(directory)
+
+    def done(self) -> None:
+        """Make the directories durable now (if durable)."""
+        dirs = self.dirs
+        self.files, self.dirs = [], []
+        if self.durable:
+            fsync_dirs(dirs)
+
+    def __enter__(self) -> Changes:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.done()
+
+
+def make_dirs(path: Path, changes: Changes) -> bool:
+    """``mkdir -p path``, each new level's name recorded in ``changes``. True if
+    ``path`` was made."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return False
+    except FileNotFoundError:
+        make_dirs(path.parent, changes)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise
+            return False
+    changes.entry(path.parent)
+    return True
 
 
 def temp_path_for(path: Path) -> Path:
@@ -36,19 +152,31 @@ def temp_path_for(path: Path) -> Path:
     return temp_path(path)
 
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
+def atomic_write(
+    path: Path, data: bytes, *, durable: bool = True, changes: Changes | None = None
+) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file.
+
+    ``durable``: the new file is on the disk when this returns (its directory
+    included). With ``changes`` the call's mode decides, and the directory is left to
+    ``changes`` (one fsync for all the call's names).
+    """
+    if changes is not None:
+        durable = changes.durable
     tmp = temp_path_for(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, data)
             if durable:
-                os.fsync(fd)
+                fsync_fd(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        if durable:
+        if changes is not None:
+            changes.wrote(path)
+            changes.entry(path.parent)
+        elif durable:
             fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -56,12 +184,19 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         raise StorageWriteError(path, exc) from exc
 
 
-def append(path: Path, data: bytes, *, durable: bool = False) -> None:
+def append(
+    path: Path, data: bytes, *, durable: bool = False, changes: Changes | None = None
+) -> None:
     """Append ``data`` (whole lines) to ``path``, creating it if needed.
 
     The caller holds the lock that serialises writers of this file. On failure the file
     is truncated back to its previous length, so a full disk never leaves half a record.
+    ``durable``: the data is on the disk when this returns, and so is the file's name
+    if the file was new (or empty: its name may not have reached the disk yet). With
+    ``changes`` the call's mode decides, and the name is left to ``changes``.
     """
+    if changes is not None:
+        durable = changes.durable
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as exc:
@@ -73,13 +208,22 @@ def append(path: Path, data: bytes, *, durable: bool = False) -> None:
         try:
             _write_all(fd, data)
             if durable:
-                os.fsync(fd)
+                fsync_fd(fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)
             raise StorageWriteError(path, exc) from exc
     finally:
         os.close(fd)
+    if changes is not None:
+        changes.wrote(path)
+        if not size:
+            changes.entry(path.parent)
+    elif durable and not size:
+        try:
+            fsync_dir(path.parent)
+        except OSError as exc:
+            raise StorageWriteError(path.parent, exc) from exc
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -42,5 +42,7 @@ def compact_thread(store: ArchiveStore, thread_id: str) -> Compaction:
         state = journal.fold(parsed.records)
         canonical = b"".join(_codec.encode_line(r) for r in journal.compacted_records(state))
         if canonical != data:
-            _fs.atomic_write(path, canonical, durable=store.durable)
+            # Always durable: the rewrite replaces acknowledged lines, which a power cut
+            # must not take with it, in either mode.
+            _fs.atomic_write(path, canonical, durable=True)
         return Compaction(thread_id, len(data), len(canonical))

@@ -12,6 +12,7 @@ apart by their directory instead, ``locks/``, where nothing else is ever written
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -220,7 +221,13 @@ class Layout:
     def initialise(self, *, create: bool, upgrade: bool = True) -> bool:
         """Check the format marker; with ``create``, make a new archive if needed; with
         ``upgrade``, bring the layer's own files of an existing one up to date.
-        ``True`` if a new archive was made (the root had none)."""
+        ``True`` if a new archive was made (the root had none).
+
+        A new archive is durable in every mode before this returns: its directories,
+        its marker, and its root's own name in its parent (and every directory made
+        on the way there)."""
+        changes = _fs.Changes(durable=True)
+        above = _fs.Changes(durable=True)  # the root's name, and directories made above it
         if not self.root.exists():
             if not create:
                 raise ArchiveError(
@@ -228,7 +235,7 @@ class Layout:
                     "Pass the root your app uses (--root or FILELAYER_ROOT)."
                 )
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
+                _fs.make_dirs(self.root, above)
             except OSError as exc:
                 raise ArchiveError(f"cannot create the archive root {self.root}: {exc}") from exc
         elif not self.root.is_dir():
@@ -241,7 +248,10 @@ class Layout:
                     "Check the path, or let the data layer create a new archive there."
                 )
             if create:
-                self._create()
+                self._create(changes)
+                # The root may be new too (made here, or by the user just before).
+                above.entry(self.root.parent)
+                _sync_outside(above)
             return create
         try:
             doc = _codec.decode(marker)
@@ -250,9 +260,13 @@ class Layout:
         found = doc.get("format") if isinstance(doc, dict) else None
         if found != FORMAT_VERSION:
             raise FormatVersionError(self.root, found, FORMAT_VERSION)
-        for d in (self.threads, self.users, self.index_dir, self.locks):
-            if create and not d.is_dir():
-                d.mkdir(parents=True, exist_ok=True)
+        if create:
+            try:
+                for d in (self.threads, self.users, self.index_dir, self.locks):
+                    _fs.make_dirs(d, changes)
+                changes.done()
+            except OSError as exc:
+                raise ArchiveError(f"cannot open the archive in {self.root}: {exc}") from exc
         if upgrade:
             self.upgrade()
         return False
@@ -284,18 +298,28 @@ class Layout:
         log.info("filelayer: %s %s; see docs/format.md", path, what)
         return [GITIGNORE_FILE]
 
-    def _create(self) -> None:
+    def _create(self, changes: _fs.Changes) -> None:
         try:
             for d in (self.threads, self.users, self.index_dir, self.locks):
-                d.mkdir(parents=True, exist_ok=True)
+                _fs.make_dirs(d, changes)
             if not self.gitignore.exists():
-                _fs.atomic_write(self.gitignore, GITIGNORE_BLOCK.encode("utf-8"))
+                _fs.atomic_write(self.gitignore, GITIGNORE_BLOCK.encode("utf-8"), changes=changes)
             else:  # the directory held a .gitignore of its own: add the layer's block
                 self.upgrade()
             if not self.format_file.exists():
                 _fs.atomic_write(
                     self.format_file,
                     _codec.encode_document({"format": FORMAT_VERSION, "generator": "filelayer"}),
+                    changes=changes,
                 )
+            changes.done()
         except OSError as exc:
             raise ArchiveError(f"cannot create an archive in {self.root}: {exc}") from exc
+
+
+def _sync_outside(changes: _fs.Changes) -> None:
+    """fsync the directories above the root as far as we may: a parent we cannot open
+    (no read permission) cannot be flushed by us."""
+    for directory in sorted(changes.dirs, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            _fs.fsync_dir(directory)

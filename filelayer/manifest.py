@@ -42,8 +42,14 @@ def encode(manifest: dict[str, Any]) -> bytes:
     return _codec.encode_document({key: manifest.get(key) for key in FIELDS})
 
 
-def write(path: Path, manifest: dict[str, Any], *, durable: bool) -> None:
-    _fs.atomic_write(path, encode(manifest), durable=durable)
+def write(
+    path: Path,
+    manifest: dict[str, Any],
+    *,
+    durable: bool = True,
+    changes: _fs.Changes | None = None,
+) -> None:
+    _fs.atomic_write(path, encode(manifest), durable=durable, changes=changes)
 
 
 def merge_metadata(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

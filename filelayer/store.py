@@ -205,13 +205,26 @@ class ArchiveStore:
         cached.catch_up(self.layout.journal(thread_id))
         return cached
 
-    def _append_journal(self, thread_id: str, records: list[dict[str, Any]]) -> None:
-        self._append_lines(thread_id, b"".join(_codec.encode_line(r) for r in records))
+    def _changes(self) -> _fs.Changes:
+        """What one write call changes, made durable as the store's mode says when the
+        call is done (see :class:`~filelayer._fs.Changes`)."""
+        return _fs.Changes(self.durable)
 
-    def _append_lines(self, thread_id: str, data: bytes) -> None:
-        _fs.append(self.layout.journal(thread_id), data, durable=self.durable)
+    def _append_journal(
+        self, thread_id: str, records: list[dict[str, Any]], changes: _fs.Changes
+    ) -> None:
+        self._append_lines(thread_id, b"".join(_codec.encode_line(r) for r in records), changes)
 
-    def _ensure_thread_locked(self, thread_id: str) -> bool:
+    def _append_lines(self, thread_id: str, data: bytes, changes: _fs.Changes) -> None:
+        _fs.append(self.layout.journal(thread_id), data, changes=changes)
+
+    def _make_dir(self, directory: Path, changes: _fs.Changes) -> None:
+        try:
+            _fs.make_dirs(directory, changes)
+        except OSError as exc:
+            raise StorageWriteError(directory, exc) from exc
+
+    def _ensure_thread_locked(self, thread_id: str, changes: _fs.Changes) -> bool:
         """Create the thread if it is new; ``False`` if it was deleted. Caller locks."""
         path = self.layout.manifest(thread_id)
         if path.exists():
@@ -220,12 +233,9 @@ class ArchiveStore:
             log.debug("filelayer: ignoring a late write to deleted thread %s", thread_id)
             return False
         now = now_iso()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageWriteError(path.parent, exc) from exc
+        self._make_dir(path.parent, changes)
         doc = manifest.new(thread_id, now)
-        manifest.write(path, doc, durable=self.durable)
+        manifest.write(path, doc, changes=changes)
         self.index.append([self.thread_index_record(doc)])
         return True
 
@@ -395,7 +405,7 @@ class ArchiveStore:
             user = self.user_by_id(user_id)
             identifier = user["identifier"] if user else None
         path = self.layout.manifest(thread_id)
-        with self.thread_lock(thread_id):
+        with self.thread_lock(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             doc = manifest.read(path)
             created = doc is None
@@ -422,11 +432,8 @@ class ArchiveStore:
                 if not created:
                     doc["updatedAt"] = max(now_iso(), before.get("updatedAt") or "")
                 if created:
-                    try:
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                    except OSError as exc:
-                        raise StorageWriteError(path.parent, exc) from exc
-                manifest.write(path, doc, durable=self.durable)
+                    self._make_dir(path.parent, changes)
+                manifest.write(path, doc, changes=changes)
                 self.index.append([self.thread_index_record(doc)])
             elif not self._index_agrees(doc):
                 # A retry of a call whose manifest landed but whose index record was
@@ -445,14 +452,11 @@ class ArchiveStore:
             doc["userIdentifier"] = user["identifier"]
         manifest.encode(doc)
         path = self.layout.manifest(thread_id)
-        with self.thread_lock(thread_id):
+        with self.thread_lock(thread_id), _fs.Changes(durable=True) as changes:
             if self.is_deleted(thread_id):
                 raise ArchiveError(f"thread {thread_id} was deleted in {self.root}")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StorageWriteError(path.parent, exc) from exc
-            manifest.write(path, doc, durable=True)
+            self._make_dir(path.parent, changes)
+            manifest.write(path, doc, changes=changes)
             self.index.append([self.thread_index_record(doc)])
 
     def _index_agrees(self, doc: dict[str, Any]) -> bool:
@@ -488,11 +492,16 @@ class ArchiveStore:
                 except OSError as exc:
                     raise StorageWriteError(directory, exc) from exc
                 shutil.rmtree(doomed, ignore_errors=True)
+                # The rename and the removal reach the disk before the call returns:
+                # readers also consult the tombstone, but a thread must not come back.
+                _fs.fsync_dirs([self.layout.threads])
             self.index.append([index_delete_record(thread_id)])
         return existed
 
     def read_manifest(self, thread_id: str) -> dict[str, Any] | None:
-        if not is_valid_id(thread_id):
+        """The thread's manifest; ``None`` for no thread, or a deleted one (whatever a
+        power cut left of its directory: the tombstone is what counts)."""
+        if not is_valid_id(thread_id) or self.is_deleted(thread_id):
             return None
         doc = self._read_manifest_lenient(thread_id)
         if doc is None and self.layout.journal(thread_id).exists():
@@ -644,15 +653,15 @@ class ArchiveStore:
         check_id("thread", thread_id)
         record = journal.step_record(step)
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
-        with self.thread_lock(thread_id):
+        with self.thread_lock(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
-            if not self._ensure_thread_locked(thread_id):
+            if not self._ensure_thread_locked(thread_id, changes):
                 return False
             index_records = self._step_index_records(thread_id, step_id, record["step"])
             if index_records is None:
                 log.debug("filelayer: ignoring a late write to deleted step %s", step_id)
                 return True
-            self._append_lines(thread_id, line)
+            self._append_lines(thread_id, line, changes)
             if index_records:
                 self.index.append(index_records)
         self._remember(self._step_owner, step_id, thread_id)
@@ -772,7 +781,7 @@ class ArchiveStore:
         thread_id = thread_id or self.locate_step(step_id, prefer)
         if not thread_id or not is_valid_id(thread_id):
             return False
-        with self._locked_state(thread_id) as state:
+        with self._locked_state(thread_id) as state, self._changes() as changes:
             if state is None:
                 return False
             self.authorize(thread_id, actor)
@@ -783,9 +792,9 @@ class ArchiveStore:
                     records.append(journal.element_delete_record(el["id"]))
                     if isinstance(el.get("file"), str):
                         doomed_files.append(el["file"])
-            self._append_journal(thread_id, records)
+            self._append_journal(thread_id, records, changes)
             for relative in doomed_files:
-                self._remove_element_file(thread_id, relative)
+                self._remove_element_file(thread_id, relative, changes)
             summary = self._indexed(thread_id)
             index_records: list[dict[str, Any]] = []
             if summary is not None:
@@ -834,7 +843,7 @@ class ArchiveStore:
             {"id": feedback_id, "forId": for_id, "value": int(value), "comment": comment}
         )
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
-        with self.thread_lock(thread_id):
+        with self.thread_lock(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             self.index.refresh()
             owner = self.index.feedback_owner(feedback_id)
@@ -846,7 +855,7 @@ class ArchiveStore:
                 or for_id not in self._folded(thread_id).state.steps
             ):
                 raise UnknownStepError(for_id, thread_id)
-            self._append_lines(thread_id, line)
+            self._append_lines(thread_id, line, changes)
             summary = self._indexed(thread_id)
             index_records = []
             if summary is not None:
@@ -866,10 +875,12 @@ class ArchiveStore:
         thread_id = self.index.feedback_owner(feedback_id)
         if thread_id is None:
             return True
-        with self.thread_lock(thread_id):
+        with self.thread_lock(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             if self.layout.manifest(thread_id).exists():
-                self._append_journal(thread_id, [journal.feedback_delete_record(feedback_id)])
+                self._append_journal(
+                    thread_id, [journal.feedback_delete_record(feedback_id)], changes
+                )
             self.index.append([index_feedback_record(thread_id, feedback_id, None, None)])
         return True
 
@@ -895,7 +906,9 @@ class ArchiveStore:
             ext = next((e for e in candidates if _EXT_RE.fullmatch(e)), "")
         return f"{ELEMENTS_DIR}/{element_id}{ext.lower()}"
 
-    def _element_refused(self, thread_id: str, element: dict[str, Any]) -> bool:
+    def _element_refused(
+        self, thread_id: str, element: dict[str, Any], changes: _fs.Changes
+    ) -> bool:
         """Whether the element is deleted: its id was, or the step it is for (deleted
         ids stay deleted: a late ``send`` after ``remove`` stores nothing). An element
         sent for a deleted step is deleted with it, as the journal's readers fold it:
@@ -908,9 +921,11 @@ class ArchiveStore:
         if journal.for_deleted_step(element, dead.steps):
             log.debug("filelayer: element %s is for a deleted step: deleted", element_id)
             stored = self._folded(thread_id).state.elements.get(str(element_id))
-            self._append_journal(thread_id, [journal.element_delete_record(str(element_id))])
-            if stored is not None and isinstance(stored.get("file"), str):
-                self._remove_element_file(thread_id, stored["file"])  # an earlier copy's
+            has_file = stored is not None and isinstance(stored.get("file"), str)
+            record = journal.element_delete_record(str(element_id))
+            self._append_journal(thread_id, [record], changes)
+            if stored is not None and has_file:
+                self._remove_element_file(thread_id, stored["file"], changes)  # an earlier copy's
             return True
         return False
 
@@ -926,17 +941,14 @@ class ArchiveStore:
         check_id("thread", thread_id)
         if element is not None:
             check_id("element", element.get("id"))
-        with self.thread_lock(thread_id):
+        with self.thread_lock(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
-            if not self._ensure_thread_locked(thread_id):
+            if not self._ensure_thread_locked(thread_id, changes):
                 return None
-            if element is not None and self._element_refused(thread_id, element):
+            if element is not None and self._element_refused(thread_id, element, changes):
                 return None
             directory = self.layout.elements_dir(thread_id)
-            try:
-                directory.mkdir(exist_ok=True)
-            except OSError as exc:
-                raise StorageWriteError(directory, exc) from exc
+            self._make_dir(directory, changes)
             return directory
 
     def record_element(
@@ -948,15 +960,15 @@ class ArchiveStore:
         element_id = check_id("element", element.get("id"))
         record = journal.element_record(element)
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
-        with self.thread_lock(thread_id):
+        with self.thread_lock(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
-            if not self._ensure_thread_locked(thread_id) or self._element_refused(
-                thread_id, element
+            if not self._ensure_thread_locked(thread_id, changes) or self._element_refused(
+                thread_id, element, changes
             ):
                 if isinstance(element.get("file"), str):
-                    self._remove_element_file(thread_id, element["file"])
+                    self._remove_element_file(thread_id, element["file"], changes)
                 return False
-            self._append_lines(thread_id, line)
+            self._append_lines(thread_id, line, changes)
         self._remember(self._element_owner, element_id, thread_id)
         return True
 
@@ -981,15 +993,19 @@ class ArchiveStore:
             )
             target = self.layout.element_file(thread_id, relative)
             assert target is not None
-            _fs.atomic_write(target, data, durable=self.durable)
+            with self._changes() as changes:
+                _fs.atomic_write(target, data, changes=changes)
             element.update(element_file_fields(relative, data))
         return self.record_element(thread_id, element, actor=actor)
 
-    def _remove_element_file(self, thread_id: str, relative: str) -> None:
+    def _remove_element_file(self, thread_id: str, relative: str, changes: _fs.Changes) -> None:
         path = self.layout.element_file(thread_id, relative)
         if path is not None:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 path.unlink()
+            except FileNotFoundError:
+                return
+            changes.entry(path.parent)
 
     @staticmethod
     def _element_view(
@@ -1008,7 +1024,7 @@ class ArchiveStore:
     ) -> dict[str, Any] | None:
         if not (is_valid_id(thread_id) and is_valid_id(element_id)):
             return None
-        if not self.layout.journal(thread_id).exists():
+        if not self.layout.journal(thread_id).exists() or self.is_deleted(thread_id):
             return None
         state = self.read_state(thread_id)
         live = {e["id"]: e for e in state.live_elements()}
@@ -1017,7 +1033,7 @@ class ArchiveStore:
 
     def element_file(self, thread_id: str, element_id: str) -> tuple[dict[str, Any], Path] | None:
         """The element's stored record and the path of its bytes, if it has any."""
-        if not (is_valid_id(thread_id) and is_valid_id(element_id)):
+        if not (is_valid_id(thread_id) and is_valid_id(element_id)) or self.is_deleted(thread_id):
             return None
         state = self.read_state(thread_id)
         el = {e["id"]: e for e in state.live_elements()}.get(element_id)
@@ -1038,14 +1054,14 @@ class ArchiveStore:
         thread_id = thread_id or self.locate_element(element_id)
         if not thread_id or not is_valid_id(thread_id):
             return False
-        with self._locked_state(thread_id) as state:
+        with self._locked_state(thread_id) as state, self._changes() as changes:
             if state is None:
                 return False
             self.authorize(thread_id, actor)
             el = state.elements.get(element_id)
-            self._append_journal(thread_id, [journal.element_delete_record(element_id)])
+            self._append_journal(thread_id, [journal.element_delete_record(element_id)], changes)
             if el is not None and isinstance(el.get("file"), str):
-                self._remove_element_file(thread_id, el["file"])
+                self._remove_element_file(thread_id, el["file"], changes)
         self._element_owner.pop(element_id, None)
         return el is not None
 

@@ -256,9 +256,11 @@ def _repair_missing_manifest(store: ArchiveStore, thread_id: str) -> str | None:
             return None
         if _is_empty(path):
             path.unlink()
+            _fs.fsync_dir(directory)
         if not any(directory.iterdir()):
             with contextlib.suppress(OSError):
                 directory.rmdir()
+                _fs.fsync_dir(directory.parent)
             return "removed"
         state = store.read_state(thread_id)
         times = [
@@ -281,13 +283,17 @@ def _set_aside(store: ArchiveStore, thread_id: str, path: Path) -> bool:
         if f"{ELEMENTS_DIR}/{path.name}" in live or not path.is_file():
             return False  # journaled meanwhile
         aside = store.layout.thread_dir(thread_id) / UNREFERENCED_DIR
-        aside.mkdir(exist_ok=True)
+        changes = _fs.Changes(durable=True)
+        _fs.make_dirs(aside, changes)
         target = aside / path.name
         n = 1
         while target.exists():
             target = aside / f"{n}-{path.name}"
             n += 1
         os.replace(path, target)
+        changes.entry(path.parent)
+        changes.entry(aside)
+        changes.done()
     return True
 
 
