@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ._backend import PURE
+from ._flusher import FLUSHER
 from ._fs import fsync_dir, fsync_fd
 from .errors import StorageWriteError
 from .layout import temp_path
@@ -24,7 +25,7 @@ def _write_file_sync(dest: Path, data: bytes, durable: bool) -> None:
         with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
-            if durable:
+            if durable or os.path.lexists(dest):
                 fsync_fd(f.fileno())
         os.replace(tmp, dest)
         _settle(dest, durable)
@@ -35,9 +36,12 @@ def _write_file_sync(dest: Path, data: bytes, durable: bool) -> None:
 
 
 def _settle(dest: Path, durable: bool) -> None:
-    """The new name on the disk now (durable)."""
+    """The new name on the disk now (durable), or within the flusher's second. (As in
+    ``_fs.atomic_write``, a file replacing another was fsynced before the rename.)"""
     if durable:
         fsync_dir(dest.parent)
+    else:
+        FLUSHER.add([dest], [dest.parent])
 
 
 def _read_file_sync(src: Path) -> bytes:
@@ -59,7 +63,7 @@ if not PURE:
             async with aiofiles.open(tmp, "xb") as f:
                 await f.write(data)
                 await f.flush()
-                if durable:
+                if durable or os.path.lexists(dest):
                     await asyncio.to_thread(fsync_fd, f.fileno())
             await aiofiles.os.replace(tmp, dest)
             if durable:

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from ._flusher import FLUSHER
 from .errors import StorageWriteError
 
 try:
@@ -82,8 +83,9 @@ class Changes:
     is fsynced where it is written, before a rename can publish it; the directories
     whose entries the call created, renamed or removed are collected here and fsynced
     once each when the call is done, so one fsync of ``threads/`` covers every name the
-    call made there. Otherwise (the flush mode) nothing is waited for. Used as a context
-    manager, it commits when the block ends without error.
+    call made there. Otherwise (the flush mode) the files written and the directories
+    changed are handed to the background flusher, which fsyncs them within about a
+    second. Used as a context manager, it commits when the block ends without error.
     """
 
     __slots__ = ("dirs", "durable", "files")
@@ -104,11 +106,13 @@ class Changes:
             self.dirs.append(directory)
 
     def done(self) -> None:
-        """Make the directories durable now (if durable)."""
-        dirs = self.dirs
+        """Make the directories durable now (durable) or soon (the flusher)."""
+        files, dirs = self.files, self.dirs
         self.files, self.dirs = [], []
         if self.durable:
             fsync_dirs(dirs)
+        elif files or dirs:
+            FLUSHER.add(files, dirs)
 
     def __enter__(self) -> Changes:
         return self
@@ -159,7 +163,9 @@ def atomic_write(
 
     ``durable``: the new file is on the disk when this returns (its directory
     included). With ``changes`` the call's mode decides, and the directory is left to
-    ``changes`` (one fsync for all the call's names).
+    ``changes`` (one fsync for all the call's names). Even when not durable, a file
+    that replaces another is fsynced before the rename: otherwise a power cut could
+    publish the new name before its bytes and lose the old content with it.
     """
     if changes is not None:
         durable = changes.durable
@@ -168,7 +174,7 @@ def atomic_write(
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, data)
-            if durable:
+            if durable or os.path.lexists(path):
                 fsync_fd(fd)
         finally:
             os.close(fd)

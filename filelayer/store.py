@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from . import _codec, _fs, _locks, journal, manifest, users
+from ._flusher import FLUSHER
 from .errors import (
     ArchiveError,
     CorruptFileError,
@@ -1145,7 +1146,10 @@ class ArchiveStore:
     def close(self) -> None:
         """Release the index's file descriptor and the memory of the caches. Only the
         index holds anything open between calls; the store stays usable (the next call
-        reads the index again)."""
+        reads the index again). In the flush mode, what the background flusher has not
+        written yet is flushed now."""
+        if not self.durable:
+            FLUSHER.flush()
         self.index.close()
         self._folded_cache.clear()
         self._tombstone_cache.clear()

@@ -1,0 +1,122 @@
+"""The flush mode's background flush: what a call wrote reaches the disk about a second
+after the call returned, without the call waiting for it.
+
+A write in the flush mode hands its bytes to the operating system and returns; the
+kernel writes them back when it chooses (on ext4 with delayed allocation that can be
+30 seconds later), so a power cut could lose far more than the last moment. Here every
+write also names the files it wrote and the directories whose entries it changed, and
+one daemon thread per process fsyncs them at most ``INTERVAL`` seconds after the first
+of them was named: files first, then directories, deepest first. It is the
+``appendfsync everysec`` of Redis and the ``synchronous_commit = off`` of PostgreSQL: a
+power cut loses at most the writes of the last second or so (``INTERVAL`` plus the time
+one flush takes), and the calls themselves never wait for the disk.
+
+Naming a path costs a lock and a dict insert; the fsyncs run in the thread, where the
+interpreter lock is released, off the event loop. ``flush()`` does the same at once
+(``ArchiveStore.close`` and interpreter exit call it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger("filelayer")
+
+INTERVAL = 1.0
+"""Seconds between a write and the background fsync that makes it durable."""
+
+
+def _fsync_path(path: Path) -> None:
+    from ._fs import fsync_fd
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # removed or renamed since: its directory's fsync records that
+    try:
+        fsync_fd(fd)
+    except OSError as exc:
+        log.warning("filelayer: background flush of %s failed: %s", path, exc)
+    finally:
+        os.close(fd)
+
+
+class Flusher:
+    """The paths written since the last flush, and the thread that flushes them."""
+
+    def __init__(self, interval: float = INTERVAL) -> None:
+        self.interval = interval
+        self.flushes = 0
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._files: dict[Path, None] = {}
+        self._dirs: dict[Path, None] = {}
+        self._since = 0.0
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, files: Iterable[Path], dirs: Iterable[Path]) -> None:
+        """Have ``files`` and ``dirs`` fsynced within ``interval`` seconds."""
+        with self._lock:
+            for path in files:
+                self._files[path] = None
+            for path in dirs:
+                self._dirs[path] = None
+            if not self._wake.is_set():
+                self._since = time.monotonic()
+                self._wake.set()
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="filelayer-flusher", daemon=True
+                    )
+                    self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """How many paths wait for the next flush."""
+        return len(self._files) + len(self._dirs)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            delay = self._since + self.interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.flush()
+
+    def flush(self) -> None:
+        """Fsync everything named so far, now (and wait for a flush under way)."""
+        with self._flushing:
+            with self._lock:
+                files, dirs = self._files, self._dirs
+                self._files, self._dirs = {}, {}
+                self._wake.clear()
+            if not files and not dirs:
+                return
+            for path in files:
+                _fsync_path(path)
+            for path in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+                _fsync_path(path)
+            self.flushes += 1
+
+    def _after_fork(self) -> None:
+        # The parent flushes what it wrote; a forked child starts with nothing named
+        # and no thread (threads do not survive fork).
+        self._init_state()
+
+
+FLUSHER = Flusher()
+"""The process's one flusher, shared by every store in the flush mode."""
+
+atexit.register(FLUSHER.flush)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=FLUSHER._after_fork)

@@ -1,0 +1,207 @@
+"""What each durability mode flushes, call by call (the fsyncs counted in-process).
+
+The power-cut explorer (``test_reliability_powercut.py``) checks the outcome from the
+real system calls; these tests pin down the mechanism cheaply: which files and which
+directories each call fsyncs in the ``fsync`` mode (every name it made, each directory
+once), what the ``flush`` mode leaves to its background flusher, and that a deleted
+thread stays deleted whatever survived of its directory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from filelayer import ArchiveStore, _flusher, _fs
+from filelayer import store as store_module
+from filelayer.compact import compact_thread
+
+
+class Fsyncs:
+    """Records the fsyncs of files (by path) and of directories, in order."""
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self.dirs: list[Path] = []
+
+    def clear(self) -> None:
+        self.files.clear()
+        self.dirs.clear()
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fsyncs]:
+    seen = Fsyncs()
+    real_fd, real_dir = _fs.fsync_fd, _fs.fsync_dir
+
+    def fsync_fd(fd: int) -> None:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):  # directories: counted by fsync_dir
+            seen.files.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fd(fd)
+
+    def fsync_dir(path: Path) -> None:
+        seen.dirs.append(Path(path))
+        real_dir(path)
+
+    monkeypatch.setattr(_fs, "fsync_fd", fsync_fd)
+    monkeypatch.setattr(_fs, "fsync_dir", fsync_dir)
+    yield seen
+
+
+def step(sid: str, tid: str = "t1", **extra: object) -> dict[str, object]:
+    return {"id": sid, "threadId": tid, "type": "user_message", "output": sid, **extra}
+
+
+KNOWN = ("thread.json", "steps.jsonl", "deleted.jsonl", "filelayer.json", "gitignore", "e1")
+
+
+def names(paths: list[str]) -> list[str]:
+    """Which known file each path is (a temporary file is named after its target)."""
+    return [next((k for k in KNOWN if k in Path(p).name), Path(p).name) for p in paths]
+
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="names open files through /proc (Linux)"
+)
+
+
+def test_a_new_archive_is_durable_up_to_its_name(tmp_path: Path, fsyncs: Fsyncs) -> None:
+    root = tmp_path / "deep" / "chats"
+    ArchiveStore(root, durability="flush")
+    # The marker and .gitignore, then the root (its four directories and two files
+    # with one fsync), then each directory made above it, deepest first.
+    assert names(fsyncs.files) == ["gitignore", "filelayer.json"]
+    assert fsyncs.dirs == [root, root.parent, tmp_path]
+    fsyncs.clear()
+    ArchiveStore(root, durability="fsync")  # opening an archive flushes nothing
+    assert fsyncs.files == [] and fsyncs.dirs == []
+
+
+def test_fsync_mode_makes_each_new_name_durable_once(tmp_path: Path, fsyncs: Fsyncs) -> None:
+    store = ArchiveStore(tmp_path / "chats", durability="fsync")
+    threads = store.layout.threads
+    fsyncs.clear()
+    store.write_step(step("s1"))  # a new thread: directory, manifest, journal
+    assert names(fsyncs.files) == ["thread.json", "steps.jsonl"]
+    assert fsyncs.dirs == [threads / "t1", threads]
+    fsyncs.clear()
+    store.write_step(step("s2"))  # an append: the journal alone
+    assert names(fsyncs.files) == ["steps.jsonl"] and fsyncs.dirs == []
+    fsyncs.clear()
+    store.update_thread("t1", name="renamed")  # a manifest replaced: file, directory
+    assert names(fsyncs.files) == ["thread.json"] and fsyncs.dirs == [threads / "t1"]
+    fsyncs.clear()
+    store.update_thread("t2", name="new")  # a new thread without a step
+    assert names(fsyncs.files) == ["thread.json"]
+    assert fsyncs.dirs == [threads / "t2", threads]
+    fsyncs.clear()
+    store.update_thread("t2", name="new")  # nothing changed: nothing written
+    assert fsyncs.files == [] and fsyncs.dirs == []
+
+
+def test_fsync_mode_elements_and_deletions(tmp_path: Path, fsyncs: Fsyncs) -> None:
+    store = ArchiveStore(tmp_path / "chats", durability="fsync")
+    store.write_step(step("s1"))
+    thread_dir = store.layout.thread_dir("t1")
+    fsyncs.clear()
+    store.put_element("t1", {"id": "e1", "name": "a.txt", "forId": "s1"}, b"bytes")
+    # elements/ is new: the thread directory; the file: its data, then elements/.
+    assert fsyncs.dirs == [thread_dir, thread_dir / "elements"]
+    assert names(fsyncs.files) == ["e1", "steps.jsonl"]
+    fsyncs.clear()
+    store.delete_element("e1", "t1")  # the journal, then the file's removal
+    assert names(fsyncs.files) == ["steps.jsonl"] and fsyncs.dirs == [thread_dir / "elements"]
+    fsyncs.clear()
+    store.delete_thread("t1")  # the first tombstone: its name in the root too
+    assert names(fsyncs.files) == ["deleted.jsonl"]
+    assert fsyncs.dirs == [store.root, store.layout.threads]
+    fsyncs.clear()
+    store.write_step(step("s1", "t3"))
+    fsyncs.clear()
+    store.delete_thread("t3")  # tombstones exist: the rename is what remains
+    assert names(fsyncs.files) == ["deleted.jsonl"] and fsyncs.dirs == [store.layout.threads]
+
+
+def test_a_tombstone_wins_over_a_directory_that_survived(tmp_path: Path) -> None:
+    """A power cut after the tombstone reached the disk but before the directory's
+    rename did: the thread is deleted, whatever is left of it."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root, durability="fsync")
+    store.write_step(step("s1"))
+    store.put_element("t1", {"id": "e1", "name": "a.txt", "forId": "s1"}, b"bytes")
+    kept = tmp_path / "kept"
+    os.rename(store.layout.thread_dir("t1"), kept)
+    store.delete_thread("t1")
+    os.rename(kept, store.layout.thread_dir("t1"))  # as if the rename had been lost
+    fresh = ArchiveStore(root, durability="fsync")
+    assert fresh.get_thread("t1") is None
+    assert fresh.thread_author("t1") == ""
+    assert fresh.get_element("t1", "e1") is None
+    assert fresh.element_file("t1", "e1") is None
+
+
+def test_flush_mode_hands_writes_to_the_flusher(
+    tmp_path: Path, fsyncs: Fsyncs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushed: list[Path] = []
+    monkeypatch.setattr(_flusher, "_fsync_path", flushed.append)
+    flusher = _flusher.Flusher(interval=3600)  # this test flushes by hand
+    monkeypatch.setattr(_fs, "FLUSHER", flusher)
+    monkeypatch.setattr(store_module, "FLUSHER", flusher)
+    store = ArchiveStore(tmp_path / "chats")
+    threads = store.layout.threads
+    fsyncs.clear()
+    store.write_step(step("s1"))
+    store.write_step(step("s2"))
+    assert fsyncs.files == [] and fsyncs.dirs == []  # the call waits for no disk
+    assert flusher.pending > 0
+    flusher.flush()
+    # Files first, then directories, deepest first.
+    assert flushed == [
+        threads / "t1" / "thread.json",
+        threads / "t1" / "steps.jsonl",
+        threads / "t1",
+        threads,
+    ]
+    flushed.clear()
+    fsyncs.clear()
+    store.update_thread("t1", name="renamed")
+    # Replacing a file: its new bytes are fsynced before the rename, so that a power
+    # cut cannot publish the new name without them and lose the old content.
+    assert names(fsyncs.files) == ["thread.json"] and fsyncs.dirs == []
+    fsyncs.clear()
+    assert compact_thread(store, "t1") is not None  # maintenance: durable in any mode
+    store.close()  # flushes what is pending
+    assert flushed == [threads / "t1" / "thread.json", threads / "t1"]
+
+
+def test_the_flusher_runs_within_its_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flusher = _flusher.Flusher(interval=0.2)
+    flushed: list[tuple[float, Path]] = []
+    done = threading.Event()
+
+    def record(path: Path) -> None:
+        flushed.append((time.monotonic(), path))
+        done.set()
+
+    monkeypatch.setattr(_flusher, "_fsync_path", record)
+    start = time.monotonic()
+    flusher.add([tmp_path / "a"], [tmp_path])
+    flusher.add([tmp_path / "b"], [tmp_path])
+    assert done.wait(5)
+    time.sleep(0.05)
+    assert [p for _, p in flushed] == [tmp_path / "a", tmp_path / "b", tmp_path]
+    assert 0.15 <= flushed[0][0] - start < 2.0
+    assert flusher.pending == 0 and flusher.flushes == 1
+    done.clear()
+    flusher.add([tmp_path / "c"], [])  # the thread goes on with the next batch
+    assert done.wait(5)
+    assert flushed[-1][1] == tmp_path / "c"
