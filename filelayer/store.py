@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from . import _codec, _fs, _locks, journal, manifest, users
+from . import _codec, _fs, _locks, _mounts, journal, manifest, users
 from ._flusher import FLUSHER
 from .errors import (
     ArchiveError,
@@ -119,6 +119,7 @@ class ArchiveStore:
         self.layout = Layout(self.root)
         self.created = self.layout.initialise(create=create, upgrade=upgrade)
         """Whether this store made a new, empty archive at ``root`` when it opened."""
+        _mounts.check_root(self.root)
         self.durable = durability == "fsync"
         self.durability: Durability = durability
         self.lock_timeout = lock_timeout
