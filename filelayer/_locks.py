@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import _fs
 from ._backend import PURE
 from .errors import ArchiveLockTimeout, StorageWriteError
 
@@ -28,15 +29,28 @@ except ImportError:  # pragma: no cover - Windows
 
 
 def _open_lock_file(path: Path) -> int:
-    """Open (creating it) the lock file; a failure is a write failure the user can fix."""
+    """Open (creating it) the lock file; a failure is a write failure the user can fix.
+
+    A lock file made here has its name fsynced into ``locks/`` (once per file in the
+    archive's life): a lock file is derived, but no call leaves a name behind that a
+    power cut could take."""
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        return os.open(path, os.O_RDWR)
     except FileNotFoundError:
-        try:  # the derived locks/ directory went missing: make it again
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StorageWriteError(path, exc) from exc
+        pass
+    except OSError as exc:
+        raise StorageWriteError(path, exc) from exc
+    try:
+        changes = _fs.Changes(durable=True)
+        _fs.make_dirs(path.parent, changes)  # the derived locks/ may have gone missing
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        changes.entry(path.parent)
+        try:
+            changes.done()
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
     except OSError as exc:
         raise StorageWriteError(path, exc) from exc
 

@@ -10,6 +10,7 @@ thread stays deleted whatever survived of its directory.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import threading
 import time
@@ -29,10 +30,12 @@ class Fsyncs:
     def __init__(self) -> None:
         self.files: list[str] = []
         self.dirs: list[Path] = []
+        self.locks = 0
 
     def clear(self) -> None:
         self.files.clear()
         self.dirs.clear()
+        self.locks = 0
 
 
 @pytest.fixture
@@ -46,7 +49,10 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fsyncs]:
         real_fd(fd)
 
     def fsync_dir(path: Path) -> None:
-        seen.dirs.append(Path(path))
+        if Path(path).name == "locks":  # a lock file's first use: see its own test
+            seen.locks += 1
+        else:
+            seen.dirs.append(Path(path))
         real_dir(path)
 
     monkeypatch.setattr(_fs, "fsync_fd", fsync_fd)
@@ -126,6 +132,21 @@ def test_fsync_mode_elements_and_deletions(tmp_path: Path, fsyncs: Fsyncs) -> No
     fsyncs.clear()
     store.delete_thread("t3")  # tombstones exist: the rename is what remains
     assert names(fsyncs.files) == ["deleted.jsonl"] and fsyncs.dirs == [store.layout.threads]
+
+
+def test_a_lock_file_is_made_durably_once(tmp_path: Path, fsyncs: Fsyncs) -> None:
+    store = ArchiveStore(tmp_path / "chats", durability="flush")
+    store.write_step(step("s1"))  # the thread's stripe lock, index.lock: new
+    assert fsyncs.locks == 2
+    fsyncs.clear()
+    store.write_step(step("s2"))
+    store.delete_thread("t1")  # deleted.lock: new
+    assert fsyncs.locks == 1
+    (store.layout.locks / "index.lock").unlink()
+    shutil.rmtree(store.layout.locks)  # derived: it comes back when needed
+    fsyncs.clear()
+    store.write_step(step("s3", "t2"))
+    assert fsyncs.locks == 2 and store.root in fsyncs.dirs
 
 
 def test_a_tombstone_wins_over_a_directory_that_survived(tmp_path: Path) -> None:
