@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: installs what it needs, then runs
+# Runs the whole test suite on a fresh machine: installs what it needs (as root, Debian's
+# chromium, postgresql and strace), then runs
 #
 #   fast         the suite in the fast mode (orjson, aiofiles, filelock)
 #   pure         the suite in the zero-dependency mode (FILELAYER_PURE=1)
@@ -55,6 +56,7 @@ done
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium chromium-driver)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)  # the power-cut explorer
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing ${need_apt[*]}"
