@@ -191,7 +191,12 @@ def atomic_write(
 
 
 def append(
-    path: Path, data: bytes, *, durable: bool = False, changes: Changes | None = None
+    path: Path,
+    data: bytes,
+    *,
+    durable: bool = False,
+    changes: Changes | None = None,
+    sync: bool = False,
 ) -> None:
     """Append ``data`` (whole lines) to ``path``, creating it if needed.
 
@@ -199,7 +204,9 @@ def append(
     is truncated back to its previous length, so a full disk never leaves half a record.
     ``durable``: the data is on the disk when this returns, and so is the file's name
     if the file was new (or empty: its name may not have reached the disk yet). With
-    ``changes`` the call's mode decides, and the name is left to ``changes``.
+    ``changes`` the call's mode decides, and the name is left to ``changes``. ``sync``:
+    the data is on the disk when this returns, whatever the mode (a record that must
+    reach the disk before what the call does next).
     """
     if changes is not None:
         durable = changes.durable
@@ -213,7 +220,7 @@ def append(
             data = b"\n" + data
         try:
             _write_all(fd, data)
-            if durable:
+            if durable or sync:
                 fsync_fd(fd)
         except OSError as exc:
             with contextlib.suppress(OSError):

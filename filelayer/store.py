@@ -213,12 +213,20 @@ class ArchiveStore:
         return _fs.Changes(self.durable)
 
     def _append_journal(
-        self, thread_id: str, records: list[dict[str, Any]], changes: _fs.Changes
+        self,
+        thread_id: str,
+        records: list[dict[str, Any]],
+        changes: _fs.Changes,
+        *,
+        sync: bool = False,
     ) -> None:
-        self._append_lines(thread_id, b"".join(_codec.encode_line(r) for r in records), changes)
+        data = b"".join(_codec.encode_line(r) for r in records)
+        self._append_lines(thread_id, data, changes, sync=sync)
 
-    def _append_lines(self, thread_id: str, data: bytes, changes: _fs.Changes) -> None:
-        _fs.append(self.layout.journal(thread_id), data, changes=changes)
+    def _append_lines(
+        self, thread_id: str, data: bytes, changes: _fs.Changes, *, sync: bool = False
+    ) -> None:
+        _fs.append(self.layout.journal(thread_id), data, changes=changes, sync=sync)
 
     def _make_dir(self, directory: Path, changes: _fs.Changes) -> None:
         try:
@@ -794,7 +802,9 @@ class ArchiveStore:
                     records.append(journal.element_delete_record(el["id"]))
                     if isinstance(el.get("file"), str):
                         doomed_files.append(el["file"])
-            self._append_journal(thread_id, records, changes)
+            # The records that hide the elements reach the disk before their files go
+            # (in either mode): a power cut must not leave an element without its bytes.
+            self._append_journal(thread_id, records, changes, sync=bool(doomed_files))
             for relative in doomed_files:
                 self._remove_element_file(thread_id, relative, changes)
             summary = self._indexed(thread_id)
@@ -925,7 +935,8 @@ class ArchiveStore:
             stored = self._folded(thread_id).state.elements.get(str(element_id))
             has_file = stored is not None and isinstance(stored.get("file"), str)
             record = journal.element_delete_record(str(element_id))
-            self._append_journal(thread_id, [record], changes)
+            # The record reaches the disk before the file goes (see delete_step).
+            self._append_journal(thread_id, [record], changes, sync=has_file)
             if stored is not None and has_file:
                 self._remove_element_file(thread_id, stored["file"], changes)  # an earlier copy's
             return True
@@ -1061,8 +1072,11 @@ class ArchiveStore:
                 return False
             self.authorize(thread_id, actor)
             el = state.elements.get(element_id)
-            self._append_journal(thread_id, [journal.element_delete_record(element_id)], changes)
-            if el is not None and isinstance(el.get("file"), str):
+            has_file = el is not None and isinstance(el.get("file"), str)
+            # The record reaches the disk before the file goes (see delete_step).
+            record = journal.element_delete_record(element_id)
+            self._append_journal(thread_id, [record], changes, sync=has_file)
+            if el is not None and has_file:
                 self._remove_element_file(thread_id, el["file"], changes)
         self._element_owner.pop(element_id, None)
         return el is not None

@@ -197,9 +197,22 @@ def test_flush_mode_hands_writes_to_the_flusher(
     # cut cannot publish the new name without them and lose the old content.
     assert names(fsyncs.files) == ["thread.json"] and fsyncs.dirs == []
     fsyncs.clear()
+    store.put_element("t1", {"id": "e1", "name": "a.txt", "forId": "s1"}, b"bytes")
+    store.delete_element("e1", "t1")
+    # The record that hides the element reaches the disk before its file goes, in
+    # this mode too: a power cut must not leave an element without its bytes.
+    assert names(fsyncs.files) == ["steps.jsonl"] and fsyncs.dirs == []
+    fsyncs.clear()
     assert compact_thread(store, "t1") is not None  # maintenance: durable in any mode
     store.close()  # flushes what is pending
-    assert flushed == [threads / "t1" / "thread.json", threads / "t1"]
+    elements = threads / "t1" / "elements"
+    assert flushed == [
+        threads / "t1" / "thread.json",
+        elements / "e1.txt",
+        threads / "t1" / "steps.jsonl",
+        elements,
+        threads / "t1",
+    ]
 
 
 def test_the_flusher_runs_within_its_interval(
