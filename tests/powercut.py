@@ -493,7 +493,7 @@ def run_workload(spec: Spec) -> None:
     if spec.durability == "flush":  # the last calls' background flush, before close()
         from filelayer._flusher import INTERVAL
 
-        time.sleep(INTERVAL + 0.5)
+        time.sleep(INTERVAL + LATE + 0.5)
     os.write(ack_fd, f"END {rounds[0]}\n".encode())
     api.close()
     if failures:
@@ -627,6 +627,7 @@ class Node:
     durable_entries: dict[str, int] = field(default_factory=dict)
     changes: list[tuple[int, list[tuple[str, int | None]]]] = field(default_factory=list)
     flushed: int = 0  # how many writes (or changes) ever made are durable
+    path: str = ""  # where it was made, relative to the model's base
 
     @property
     def made(self) -> int:
@@ -711,6 +712,7 @@ class FsModel:
         assert found is not None
         directory, name = found
         node = self._new(is_dir)
+        node.path = os.path.relpath(os.path.normpath(path), self.base)
         self._change(directory, at, [(name, node.ident)])
         return node
 
@@ -934,6 +936,20 @@ class FsModel:
             return self.version(f, keep, rng.random() if rng.random() < 0.3 else None)
 
         return self.state(entries, data)
+
+    def dirty_between(self, lo: int, hi: int, derived: tuple[str, ...]) -> bool:
+        """Whether anything not yet durable was done between trace positions ``lo`` and
+        ``hi`` to a file or directory outside the ``derived`` paths."""
+        for node in self.nodes.values():
+            if node.path.startswith(derived):
+                continue
+            if node.is_dir:
+                done = [at for at, _ in node.changes]
+            else:
+                done = [at for at, _, _ in node.writes]
+            if any(lo < at < hi for at in done):
+                return True
+        return False
 
     def pending_positions(self) -> list[int]:
         found = {at for n in self.nodes.values() for at, _ in n.changes}
@@ -1212,13 +1228,18 @@ def trace_workload(spec: Spec, work: Path) -> tuple[Path, list[tuple[int, Any]],
     return trace, acks, rounds
 
 
+LATE = 1.0
+"""How late a background flush may begin, beyond the flusher's interval, before the
+explorer calls it late (a loaded machine delays a sleeping thread, strace more)."""
+
+
 @dataclass
 class Flushes:
     """The background flushes a flush-mode trace shows, and which call each covers."""
 
     batches: list[tuple[float, float]]  # (began, ended) of each flush
     covered: list[float]  # per acknowledgement: when the flush that covers it ended
-    late: list[str]  # calls whose flush began later than ``INTERVAL`` + slack after them
+    late: list[str]  # calls whose flush began more than ``INTERVAL + LATE`` after them
     max_lag: float  # the longest time from an acknowledgement to its flush's end
 
 
@@ -1227,8 +1248,6 @@ def flushes_of(events: list[Event], ack_times: list[float], base: str) -> Flushe
     fsyncs them: nothing else does) and its flushes (its system calls, split where it
     was idle); the flush that covers a call is the first one to begin after the call
     was acknowledged (it takes over everything named before it began)."""
-    from filelayer._flusher import INTERVAL
-
     opened: dict[tuple[str, str], bool] = {}
     flusher: set[str] = set()
     for e in events:
@@ -1247,19 +1266,31 @@ def flushes_of(events: list[Event], ack_times: list[float], base: str) -> Flushe
             batches[-1] = (batches[-1][0], max(batches[-1][1], ended))
         else:
             batches.append((began, ended))
-    covered, late, max_lag = [], [], 0.0
-    for k, t in enumerate(ack_times):
+    covered = []
+    for t in ack_times:
         batch = next((b for b in batches if b[0] >= t), None)
-        if batch is None:
-            covered.append(float("inf"))
-            if k:  # the workload lingers after its last call: every call gets a flush
-                late.append(f"call #{k}: no background flush after it")
+        covered.append(batch[1] if batch else float("inf"))
+    return Flushes(batches, covered, [], 0.0)
+
+
+def judge_flushes(flushes: Flushes, ack_times: list[float], dirty: list[bool]) -> None:
+    """Which calls that left writes for the flusher (``dirty``) saw no flush begin
+    from their start (the previous acknowledgement: a flush that began while a call ran
+    may have taken its writes) to the flusher's interval (plus ``LATE``) after they
+    returned; and the longest time from such a call to the end of its flush."""
+    from filelayer._flusher import INTERVAL
+
+    for k in range(1, len(ack_times)):
+        if not dirty[k]:
             continue
-        covered.append(batch[1])
-        if k and batch[0] - t > INTERVAL + 0.5:
-            late.append(f"call #{k}: its flush began {batch[0] - t:.2f}s after it")
-        max_lag = max(max_lag, batch[1] - t)
-    return Flushes(batches, covered, late, max_lag)
+        t = ack_times[k]
+        began = next((b[0] for b in flushes.batches if b[0] >= ack_times[k - 1]), None)
+        if began is None:
+            flushes.late.append(f"call #{k}: no background flush after it")
+        elif began - t > INTERVAL + LATE:
+            flushes.late.append(f"call #{k}: its flush began {began - t:.2f}s after it")
+        if flushes.covered[k] != float("inf"):
+            flushes.max_lag = max(flushes.max_lag, flushes.covered[k] - t)
 
 
 def explore(
@@ -1317,6 +1348,8 @@ def explore(
     # The cuts: (trace position, what must hold there).
     cuts: list[tuple[int, int, int, bool]] = []  # (position, acked, upto, exact)
     positions = sorted({e.end for e in events})
+    flushes: Flushes | None = None
+    derived: tuple[str, ...] = ()
     if spec.durability == "fsync":
         for k, (at, _) in enumerate(ack_at):
             if k % cut_every and k != len(ack_at) - 1:
@@ -1331,8 +1364,8 @@ def explore(
         # ended; that flush must begin within the flusher's interval of the call.
         flushes = flushes_of(events, [t for _, t in ack_at], spec.base)
         report.flushes = len(flushes.batches)
-        report.max_lag = flushes.max_lag
-        report.violations.extend(f"the flusher was late: {x}" for x in flushes.late)
+        # Which calls left writes for the flusher (the derived index aside).
+        derived = tuple(os.path.join("chats", d) for d in ("index", "locks"))
         first, last = ack_at[0][0], ack_at[-1][0]
         span = [p for p in positions if first < p <= last]
         chosen = sorted(rng.sample(span, min(len(span), max(1, len(ack_at) // cut_every))))
@@ -1352,6 +1385,8 @@ def explore(
     actions.sort()
     scratch = _scratch_dir(work)
     cut_index = 0
+    dirty = [False] * len(ack_at)
+    ack_index = 0
     seen: set[str] = set()
     quiet = logging.getLogger("filelayer")
     level = quiet.level
@@ -1362,6 +1397,10 @@ def explore(
     _fs.fsync_fd = lambda fd: None  # type: ignore[assignment]  # states are throwaway copies
     try:
         for at, kind, i in [*actions, (1 << 62, 2, -1)]:
+            while flushes is not None and ack_index < len(ack_at) and ack_at[ack_index][0] <= at:
+                lo = ack_at[ack_index - 1][0] if ack_index else -1
+                dirty[ack_index] = model.dirty_between(lo, ack_at[ack_index][0], derived)
+                ack_index += 1
             while cut_index < len(cuts) and cuts[cut_index][0] <= at:
                 _, acked, upto, exact = cuts[cut_index]
                 cut_index += 1
@@ -1417,6 +1456,10 @@ def explore(
                     model.replay(e)
                 except TraceError as exc:
                     raise TraceError(f"line {e.end + 1} of {trace}: {exc}") from exc
+        if flushes is not None:
+            judge_flushes(flushes, [t for _, t in ack_at], dirty)
+            report.max_lag = flushes.max_lag
+            report.violations.extend(f"the flusher was late: {x}" for x in flushes.late)
     finally:
         _fs.fsync_fd = real_fsync  # type: ignore[assignment]
         quiet.setLevel(level)
