@@ -25,7 +25,7 @@ def _write_file_sync(dest: Path, data: bytes, durable: bool) -> None:
         with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
-            if durable or os.path.lexists(dest):
+            if durable or os.path.lexists(dest):  # never replaced without an fsync
                 fsync_fd(f.fileno())
         os.replace(tmp, dest)
         _settle(dest, durable)
@@ -37,7 +37,9 @@ def _write_file_sync(dest: Path, data: bytes, durable: bool) -> None:
 
 def _settle(dest: Path, durable: bool) -> None:
     """The new name on the disk now (durable), or within the flusher's second. (As in
-    ``_fs.atomic_write``, a file replacing another was fsynced before the rename.)"""
+    ``_fs.atomic_write``, a file replacing another was fsynced before the rename: here
+    always, so the file is never marked fresh.)"""
+    FLUSHER.mark(dest, fresh=False)
     if durable:
         fsync_dir(dest.parent)
     else:
@@ -63,10 +65,11 @@ if not PURE:
             async with aiofiles.open(tmp, "xb") as f:
                 await f.write(data)
                 await f.flush()
-                if durable or os.path.lexists(dest):
+                if durable or os.path.lexists(dest):  # never replaced without an fsync
                     await asyncio.to_thread(fsync_fd, f.fileno())
             await aiofiles.os.replace(tmp, dest)
             if durable:
+                FLUSHER.mark(dest, fresh=False)
                 await asyncio.to_thread(fsync_dir, dest.parent)
             else:
                 _settle(dest, durable)

@@ -58,8 +58,13 @@ class Flusher:
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
+        self.swap_guard = threading.Lock()
+        """Held from deciding that a file is fresh to renaming a new one over it: the
+        flusher takes the paths named so far only outside it, so the file cannot
+        become durable in between (see ``_fs.atomic_write``)."""
         self._files: dict[Path, None] = {}
         self._dirs: dict[Path, None] = {}
+        self._fresh: dict[Path, int] = {}  # see fresh_since
         self._since = 0.0
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,6 +85,21 @@ class Flusher:
                     )
                     self._thread.start()
 
+    def mark(self, path: Path, fresh: bool) -> None:
+        """Record that the file just renamed to ``path`` has no version on the disk
+        (``fresh``: it was made where there was none, or over such a file, without an
+        fsync), or that it may have one. A flush forgets every mark."""
+        with self._lock:
+            if fresh:
+                self._fresh[path] = time.time_ns()
+            else:
+                self._fresh.pop(path, None)
+
+    def fresh_since(self, path: Path) -> int | None:
+        """When (``time.time_ns()``) ``path`` was marked fresh since the last flush
+        began, or ``None``."""
+        return self._fresh.get(path)
+
     @property
     def pending(self) -> int:
         """How many paths wait for the next flush."""
@@ -96,9 +116,9 @@ class Flusher:
     def flush(self) -> None:
         """Fsync everything named so far, now (and wait for a flush under way)."""
         with self._flushing:
-            with self._lock:
+            with self.swap_guard, self._lock:
                 files, dirs = self._files, self._dirs
-                self._files, self._dirs = {}, {}
+                self._files, self._dirs, self._fresh = {}, {}, {}
                 self._wake.clear()
             if not files and not dirs:
                 return

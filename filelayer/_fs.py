@@ -156,6 +156,24 @@ def temp_path_for(path: Path) -> Path:
     return temp_path(path)
 
 
+def holds_durable_content(path: Path) -> bool:
+    """Whether a file renamed over ``path`` must be fsynced first, so that a power cut
+    cannot publish the new name without its bytes and take the old content with it.
+
+    Yes if ``path`` exists, unless no version of it is on the disk: this process made
+    it in the flush mode where there was none, its flusher has not flushed it yet, and
+    nobody else changed it since. Then there is nothing on the disk to lose, and the
+    flush that was due for it takes the new file instead. A thread created, then named
+    a moment later, is written once to the disk, not twice.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    made = FLUSHER.fresh_since(path)
+    return made is None or st.st_mtime_ns > made
+
+
 def atomic_write(
     path: Path, data: bytes, *, durable: bool = True, changes: Changes | None = None
 ) -> None:
@@ -165,20 +183,33 @@ def atomic_write(
     included). With ``changes`` the call's mode decides, and the directory is left to
     ``changes`` (one fsync for all the call's names). Even when not durable, a file
     that replaces another is fsynced before the rename: otherwise a power cut could
-    publish the new name before its bytes and lose the old content with it.
+    publish the new name before its bytes and lose the old content with it (see
+    :func:`holds_durable_content` for the one exception).
     """
     if changes is not None:
         durable = changes.durable
     tmp = temp_path_for(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fresh = False
         try:
             _write_all(fd, data)
-            if durable or os.path.lexists(path):
+            if not durable:
+                # A file with no version on the disk is replaced without an fsync, at
+                # once and marked so, before the flusher can take it (and make it
+                # durable, which would call for an fsync first).
+                with FLUSHER.swap_guard:
+                    fresh = not holds_durable_content(path)
+                    if fresh:
+                        os.replace(tmp, path)
+                        FLUSHER.mark(path, fresh=True)
+            if not fresh:
                 fsync_fd(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if not fresh:
+            os.replace(tmp, path)
+            FLUSHER.mark(path, fresh=False)
         if changes is not None:
             changes.wrote(path)
             changes.entry(path.parent)

@@ -215,6 +215,37 @@ def test_flush_mode_hands_writes_to_the_flusher(
     ]
 
 
+def test_a_file_not_flushed_yet_is_replaced_without_an_fsync(
+    tmp_path: Path, fsyncs: Fsyncs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest this process made a moment ago where there was none, not flushed yet,
+    has no version on the disk: replacing it needs no fsync first (its flush takes the
+    new one); once flushed, replaced by a file fsynced first, or changed by someone
+    else since, it does."""
+    flusher = _flusher.Flusher(interval=3600)
+    monkeypatch.setattr(_fs, "FLUSHER", flusher)
+    monkeypatch.setattr(store_module, "FLUSHER", flusher)
+    monkeypatch.setattr(_flusher, "_fsync_path", lambda path: None)
+    store = ArchiveStore(tmp_path / "chats")
+    store.update_thread("t1", name="new")
+    fsyncs.clear()
+    store.update_thread("t1", name="named a moment later")
+    assert fsyncs.files == []
+    flusher.flush()
+    store.update_thread("t1", name="renamed after the flush")
+    assert names(fsyncs.files) == ["thread.json"]
+    fsyncs.clear()
+    # Its content is on the disk now (fsynced before its rename): the next replacement,
+    # before the next flush, must not take it either.
+    store.update_thread("t1", name="renamed again")
+    assert names(fsyncs.files) == ["thread.json"]
+    fsyncs.clear()
+    manifest = store.layout.manifest("t1")
+    os.utime(manifest, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # another writer
+    store.update_thread("t1", name="again")
+    assert names(fsyncs.files) == ["thread.json"]
+
+
 def test_the_flusher_runs_within_its_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
