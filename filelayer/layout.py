@@ -298,10 +298,20 @@ class Layout:
         log.info("filelayer: %s %s; see docs/format.md", path, what)
         return [GITIGNORE_FILE]
 
+    @property
+    def lock_files(self) -> list[Path]:
+        """Every lock file the layer uses."""
+        return [*self._stripe_locks, self.index_lock, self.users_lock, self.deleted_lock]
+
     def _create(self, changes: _fs.Changes) -> None:
         try:
             for d in (self.threads, self.users, self.index_dir, self.locks):
                 _fs.make_dirs(d, changes)
+            # Every lock file now, under the one fsync of locks/ the new archive needs:
+            # a lock file made later has its name fsynced on its own (see _locks).
+            for path in self.lock_files:
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+            changes.entry(self.locks)
             if not self.gitignore.exists():
                 _fs.atomic_write(self.gitignore, GITIGNORE_BLOCK.encode("utf-8"), changes=changes)
             else:  # the directory held a .gitignore of its own: add the layer's block
