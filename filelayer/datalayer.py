@@ -105,8 +105,9 @@ _ELEMENT_FIELDS = (
 class FileDataLayer(BaseDataLayer):
     """Persist Chainlit conversations as plain files under ``root``.
 
-    ``durability``: ``"flush"`` (default) survives the app being killed; ``"fsync"``
-    also survives a power cut, one fsync per write. ``element_url`` maps
+    ``durability``: ``"flush"`` (default) survives the app being killed and loses at
+    most the last second or so to a power cut; ``"fsync"`` loses nothing to a power
+    cut, at one fsync per write. ``element_url`` maps
     ``(thread_id, element_id)`` to the URL the UI loads a stored element from; by default
     the element route that filelayer adds to Chainlit's server is used when available.
     """

@@ -93,11 +93,14 @@ class ArchiveStore:
     """An archive of conversations under ``root``.
 
     ``durability="flush"`` (the default) hands every write to the operating system
-    before the call returns: it survives the app being killed. ``"fsync"`` also waits
-    for the disk on every journal append: it survives a power cut, at the cost of one
-    ``fsync`` per write (manifests and element files included). Whole files are always
-    replaced atomically (write a temporary file, rename it); users and tombstones, which
-    are rare, are fsynced in both modes.
+    before the call returns: it survives the app being killed, and a background flush
+    puts it on the disk about a second later, so a power cut loses at most the last
+    second. ``"fsync"`` waits for the disk before every call returns, the files it
+    wrote and the directories whose names it changed: it survives a power cut, at the
+    cost of one ``fsync`` per write (more when a call makes names). Whole files are
+    always replaced atomically (write a temporary file, fsync it if it replaces one,
+    rename it); users, tombstones and deletions, which are rare, are fsynced in both
+    modes.
 
     Opening an archive brings the files the layer owns up to date (its ``.gitignore``
     rules, see docs/format.md) and says so in the log; ``upgrade=False`` leaves them.
