@@ -7,11 +7,13 @@ system keeps after a power cut (``powercut.py`` explains the model); each crash 
 is materialised, opened with the store, repaired with ``verify --repair`` and compared
 with the contract after the acknowledged calls. The workloads make every kind of write
 (users, threads created and renamed, steps, feedback, elements, deletions) while
-another thread compacts and reindexes meanwhile, through ``ArchiveStore`` and through
+compactions and reindexes run meanwhile (in another thread, or as ``filelayer compact``
+and ``filelayer reindex`` processes), through ``ArchiveStore`` and through
 ``FileDataLayer`` (element bytes written from threads in the fast mode).
 
-``.ci/run`` runs a reduced, deterministic set; ``FILELAYER_STRESS=1`` the full one;
-``FILELAYER_SEED`` picks other workloads and states. A missing or forbidden tracer is a
+``.ci/run`` runs a reduced set with the fixed seed (the same workloads, and the same
+draws choosing the states); ``FILELAYER_STRESS=1`` the full one with a new seed, which
+a failure prints (``FILELAYER_SEED`` replays it). A missing or forbidden tracer is a
 failure with its reason, never a skip, on Linux.
 """
 
@@ -25,18 +27,11 @@ from pathlib import Path
 
 import pytest
 from powercut import FsModel, Report, Spec, explore, read_trace, strace_command, tracer_problem
-from reliability_support import have_chainlit, scaled
+from reliability_support import have_chainlit, scaled, seed
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the explorer records with strace (Linux)"
 )
-
-DEFAULT_SEED = 13
-
-
-def run_seed() -> int:
-    value = os.environ.get("FILELAYER_SEED", "").strip()
-    return int(value) if value else DEFAULT_SEED
 
 
 def require_tracer() -> None:
@@ -53,7 +48,7 @@ def spec_for(tmp_path: Path, durability: str, backend: str, **extra: object) -> 
         "ack_path": os.path.realpath(tmp_path) + "/acks.log",
         "durability": durability,
         "backend": backend,
-        "seed": run_seed(),
+        "seed": seed(),
         "extra": scaled(12, 150),
     }
     values.update(extra)
@@ -85,7 +80,7 @@ def test_fsync_mode_keeps_every_acknowledged_call(tmp_path: Path, backend: str) 
     one, and states with the non-durable changes persisted in order or in any subset."""
     require_tracer()
     spec = spec_for(tmp_path, "fsync", backend, pace=0.005)
-    rng = random.Random(run_seed())
+    rng = random.Random(seed())
     report = explore(
         spec,
         tmp_path,
@@ -114,7 +109,7 @@ def test_flush_mode_loses_at_most_its_last_second(tmp_path: Path, backend: str) 
     report = explore(
         spec,
         tmp_path,
-        random.Random(run_seed()),
+        random.Random(seed()),
         subsets=scaled(3, 8),
         prefixes=scaled(2, 4),
         cut_every=1,
@@ -128,7 +123,7 @@ def test_the_explorer_catches_a_missing_directory_fsync(tmp_path: Path) -> None:
     the disk when the call returns, and the explorer must say so."""
     require_tracer()
     spec = spec_for(tmp_path, "fsync", "store", extra=0, plant="threads-dir-fsync")
-    report = explore(spec, tmp_path, random.Random(run_seed()), subsets=1, prefixes=0, inside=0)
+    report = explore(spec, tmp_path, random.Random(seed()), subsets=1, prefixes=0, inside=0)
     print(report.summary())
     assert report.violations, "a missing fsync of threads/ went unnoticed"
     assert any("thread t1: lost" in v for v in report.violations), report.violations[:10]
@@ -139,7 +134,7 @@ def test_the_explorer_catches_a_flush_mode_without_its_flusher(tmp_path: Path) -
     spec = spec_for(
         tmp_path, "flush", "store", pace=0.1, extra=8, maintenance="", plant="no-flusher"
     )
-    report = explore(spec, tmp_path, random.Random(run_seed()), subsets=0, prefixes=0)
+    report = explore(spec, tmp_path, random.Random(seed()), subsets=0, prefixes=0)
     print(report.summary())
     assert report.violations, "a flush mode that never flushes went unnoticed"
 
