@@ -107,12 +107,12 @@ class Changes:
 
     def done(self) -> None:
         """Make the directories durable now (durable) or soon (the flusher)."""
-        files, dirs = self.files, self.dirs
-        self.files, self.dirs = [], []
         if self.durable:
-            fsync_dirs(dirs)
-        elif files or dirs:
-            FLUSHER.add(files, dirs)
+            fsync_dirs(self.dirs)
+        elif self.files or self.dirs:
+            FLUSHER.add(self.files, self.dirs)
+        self.files.clear()
+        self.dirs.clear()
 
     def __enter__(self) -> Changes:
         return self
