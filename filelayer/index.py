@@ -85,6 +85,9 @@ what the exact check that follows decides anyway)."""
 
 _NEWEST_CHUNK = 2000
 
+_IN_LIST = 256
+"""Values bound in one ``IN (...)`` list (SQLite allows 999 in its oldest builds)."""
+
 _TODO_BATCH = 64
 """Queued texts applied to the trigram index together (see ``_FTS_SCHEMA``)."""
 
@@ -1387,6 +1390,33 @@ class ThreadIndex:
             end_cursor=encode_cursor(items[-1]) if items else None,
         )
 
+    @staticmethod
+    def _matching(
+        conn: sqlite3.Connection,
+        candidates: list[int],
+        needle: str,
+        where: list[str],
+        params: list[Any],
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        """The threads, newest first, of the ``candidates`` texts that hold ``needle``."""
+        marks = ", ".join("?" * _IN_LIST)
+        threads: set[int] = set()
+        for chunk in _chunks(candidates):
+            threads.update(
+                n
+                for (n,) in conn.execute(
+                    f"SELECT n FROM docs WHERE r IN ({marks}) AND instr(doc, ?) > 0",
+                    (*chunk, needle),
+                )
+            )
+        rows: list[tuple[Any, ...]] = []
+        sql = f"SELECT {_THREAD_COLUMNS} FROM threads {_where([f'n IN ({marks})', *where])}"
+        for chunk in _chunks(sorted(threads)):
+            rows += conn.execute(sql, (*chunk, *params)).fetchall()
+        rows.sort(key=lambda row: (row[9], row[1]), reverse=True)  # activity, id
+        return rows[:limit]
+
     def _page_rows(
         self,
         db: _Db,
@@ -1433,32 +1463,30 @@ class ThreadIndex:
             # The rows of this user's texts holding every trigram of the term, and those
             # not in the trigram index yet: a few (a rare term, or none) are each checked
             # exactly, and their threads sorted.
-            docs = "SELECT fts.rowid AS r FROM fts WHERE fts MATCH ?"
+            docs = "SELECT rowid FROM fts WHERE fts MATCH ?"
             queued = "SELECT r FROM fts_todo"
             doc_params: list[Any] = [_fts_query(needle)]
-            range_params: list[Any] = []
             if u is not None:
-                docs += " AND fts.rowid BETWEEN ? AND ?"
-                queued += " WHERE r BETWEEN ? AND ?"
-                range_params = [u << _USER_BITS, ((u + 1) << _USER_BITS) - 1]
-            probe = conn.execute(
-                f"{docs} LIMIT ?", (*doc_params, *range_params, _FTS_CANDIDATES + 1)
-            )
-            if len(probe.fetchall()) <= _FTS_CANDIDATES:
-                columns = ", ".join(f"t.{c}" for c in _THREAD_COLUMNS.split(", "))
-                found = (
-                    f"SELECT DISTINCT d.n FROM ({docs} UNION {queued}) c "
-                    "JOIN docs d ON d.r = c.r WHERE instr(d.doc, ?) > 0"
-                )
-                sql = (
-                    f"SELECT {columns} FROM ({found}) m CROSS JOIN threads t ON t.n = m.n "
-                    f"{_where(where)} {order} LIMIT ?"
-                )
-                found_params = [*doc_params, *range_params, *range_params, needle]
-                return conn.execute(sql, (*found_params, *params, limit)).fetchall()
+                low, high = u << _USER_BITS, ((u + 1) << _USER_BITS) - 1
+                docs += " AND rowid BETWEEN ? AND ?"
+                queued += f" WHERE r BETWEEN {low} AND {high}"
+                doc_params += [low, high]
+            found = conn.execute(f"{docs} LIMIT ?", (*doc_params, _FTS_CANDIDATES + 1))
+            candidates = [r for (r,) in found]
+            if len(candidates) <= _FTS_CANDIDATES:
+                candidates += [r for (r,) in conn.execute(queued)]
+                return self._matching(conn, candidates, needle, where, params, limit)
         # A common term (or a short one, or a Python without FTS5): the threads are
         # checked newest first, and a common term fills the page after a few of them.
         return conn.execute(scan, (*params, needle, limit)).fetchall()
+
+
+def _chunks(values: list[Any]) -> Iterator[list[Any]]:
+    """``values`` in lists of ``_IN_LIST`` (the last one padded with NULLs): one SQL
+    text for every ``IN`` list, which SQLite prepares once."""
+    for start in range(0, len(values), _IN_LIST):
+        chunk = values[start : start + _IN_LIST]
+        yield chunk + [None] * (_IN_LIST - len(chunk))
 
 
 def _where(conditions: list[str]) -> str:

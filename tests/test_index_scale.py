@@ -611,3 +611,48 @@ def test_small_batches_written_to_a_20k_index_reorder_it_in_place(
         assert ids_of(mine, user) == model.page_ids(user)
         assert ids_of(mine, user, feedback=1) == model.page_ids(user, feedback=1)
     assert ids_of(mine, None) == model.page_ids(None)
+
+
+def test_one_users_pages_and_searches_read_only_that_users_rows(tmp_path: Path) -> None:
+    """Many users with as many threads each (issue #11, item 5): a user's sidebar walks
+    that user's range of the ordered index, and a search checks only texts of that
+    user, whether the trigram index answers it or the texts are read one by one."""
+    users = [f"user-{k}" for k in range(40)]
+    records: list[dict[str, Any]] = []
+    for n in range(1200):
+        user = users[n % len(users)]
+        tid = f"{user}-t{n}"
+        records.append(thread_record(tid, user_id=user, user_identifier=None,
+                                     name=f"{user} chat {n}", created_at=at(n + 1),
+                                     updated_at=at(n + 1), tags=None))  # fmt: skip
+        common = "espresso crema " if n % 3 else ""
+        records.append(text_record(tid, f"m{n}", at(n + 1), f"{user} says {common}hello"))
+    index = new_index(tmp_path, records)
+    # A few texts still queued for the trigram index.
+    index.append([text_record("user-17-t17", "late", at(5000), "user-17 late words")])
+    db = index._current()
+    assert db is not None
+    examined: list[str] = []
+
+    def instr(text: str, needle: str) -> int:
+        examined.append(text)
+        return text.find(needle) + 1
+
+    db.conn.create_function("instr", 2, instr)  # replaces SQLite's, for this connection
+    me = "user-17"
+    for search in ["zyzzyva", "espresso", "crema hello", "says", "he", "e", "user-3", "late"]:
+        examined.clear()
+        page = index.page(user_id=me, first=20, search=search)
+        assert all(s.user_id == me for s in page.items)
+        assert examined or search == "zyzzyva", search
+        assert all(text.startswith(me + " ") for text in examined), search
+    plan = " ".join(
+        str(row[3])
+        for row in db.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM threads WHERE u = ? AND (activity, id) < (?, ?) "
+            "ORDER BY activity DESC, id DESC LIMIT 36",
+            (5, "z", "z"),
+        )
+    )
+    assert "threads_order (u=? AND (activity,id)<(?,?))" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
