@@ -33,10 +33,12 @@ class ArchiveSpec:
     seed: int = 1
     users: int | None = None
     turns: tuple[int, int] = (1, 5)
+    even: bool = False
+    """Every user owns as many threads (else a few users own most of them)."""
 
     def conversations(self) -> Iterator[Conversation]:
         return workload.archive_conversations(
-            self.threads, seed=self.seed, users=self.users, turns=self.turns
+            self.threads, seed=self.seed, users=self.users, turns=self.turns, even=self.even
         )
 
     @property
