@@ -85,6 +85,13 @@ what the exact check that follows decides anyway)."""
 
 _NEWEST_CHUNK = 2000
 
+_CHECK_ALL = 128
+"""Up to this many candidate texts are all checked; beyond, the user's threads are
+walked newest first and only their candidates checked, until the page is full."""
+
+_WALK = 1024
+"""Threads walked before the candidates left are all checked (see ``_walking``)."""
+
 _IN_LIST = 256
 """Values bound in one ``IN (...)`` list (SQLite allows 999 in its oldest builds)."""
 
@@ -1417,6 +1424,62 @@ class ThreadIndex:
         rows.sort(key=lambda row: (row[9], row[1]), reverse=True)  # activity, id
         return rows[:limit]
 
+    @staticmethod
+    def _walking(
+        conn: sqlite3.Connection,
+        candidates: set[int],
+        needle: str,
+        where: list[str],
+        params: list[Any],
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        """The same as :meth:`_matching` for many candidates (a term found in many
+        threads): the user's newest threads are walked a batch at a time in the ordered
+        index, and only the candidates among their texts are checked (the index of
+        ``docs`` says which texts a thread has), so that the texts read are those of the
+        threads shown, or nearly. After ``_WALK`` threads, the candidates left (older
+        threads) are all checked instead."""
+        marks = ", ".join("?" * _IN_LIST)
+        order = "ORDER BY activity DESC, id DESC LIMIT ?"
+        first = f"SELECT n, activity, id FROM threads {_where(where)} {order}"
+        older = _where([*where, "(activity, id) < (?, ?)"])
+        after = f"SELECT n, activity, id FROM threads {older} {order}"
+        texts = f"SELECT r, n FROM docs WHERE n IN ({marks})"
+        check = f"SELECT n FROM docs WHERE r IN ({marks}) AND instr(doc, ?) > 0"
+        found: list[int] = []
+        walked = 0
+        batch = conn.execute(first, (*params, _IN_LIST)).fetchall()
+        while batch:
+            mine = [r for r, _ in conn.execute(texts, _padded([n for n, _, _ in batch]))]
+            mine = [r for r in mine if r in candidates]
+            candidates.difference_update(mine)
+            matched: set[int] = set()
+            for chunk in _chunks(mine):
+                matched.update(n for (n,) in conn.execute(check, (*chunk, needle)))
+            found += [n for n, _, _ in batch if n in matched]
+            walked += len(batch)
+            key = (batch[-1][1], batch[-1][2])
+            if len(found) >= limit or not candidates or walked >= _WALK:
+                break
+            batch = conn.execute(after, (*params, *key, _IN_LIST)).fetchall()
+        rows: list[tuple[Any, ...]] = []
+        for chunk in _chunks(found[:limit]):
+            rows += conn.execute(
+                f"SELECT {_THREAD_COLUMNS} FROM threads WHERE n IN ({marks})", chunk
+            ).fetchall()
+        rows.sort(key=lambda row: (row[9], row[1]), reverse=True)  # activity, id
+        if len(rows) < limit and candidates and batch:
+            rest = ThreadIndex._matching(
+                conn,
+                list(candidates),
+                needle,
+                [*where, "(activity, id) < (?, ?)"],
+                [*params, *key],
+                limit - len(rows),
+            )
+            rows += rest
+        return rows[:limit]
+
     def _page_rows(
         self,
         db: _Db,
@@ -1475,10 +1538,16 @@ class ThreadIndex:
             candidates = [r for (r,) in found]
             if len(candidates) <= _FTS_CANDIDATES:
                 candidates += [r for (r,) in conn.execute(queued)]
-                return self._matching(conn, candidates, needle, where, params, limit)
+                if u is None or len(candidates) <= _CHECK_ALL:
+                    return self._matching(conn, candidates, needle, where, params, limit)
+                return self._walking(conn, set(candidates), needle, where, params, limit)
         # A common term (or a short one, or a Python without FTS5): the threads are
         # checked newest first, and a common term fills the page after a few of them.
         return conn.execute(scan, (*params, needle, limit)).fetchall()
+
+
+def _padded(values: list[Any]) -> list[Any]:
+    return values + [None] * (_IN_LIST - len(values))
 
 
 def _chunks(values: list[Any]) -> Iterator[list[Any]]:

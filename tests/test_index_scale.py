@@ -262,6 +262,24 @@ def test_search_matches_names_and_texts_case_insensitively_like_the_model(
         assert ids_of(index, user, search=search) == model.page_ids(user, search=search)
 
 
+@pytest.mark.parametrize("threads_walked", [256, 512])
+def test_search_walking_the_newest_threads_then_checking_the_rest_agrees_with_the_model(
+    big: tuple[ThreadIndex, Model, list[str]], monkeypatch: pytest.MonkeyPatch, threads_walked: int
+) -> None:
+    """Every way a search can go (all candidates checked, the newest threads walked,
+    the walk cut short and the older candidates checked) gives the model's answer."""
+    index, model, users = big
+    monkeypatch.setattr(filelayer.index, "_CHECK_ALL", 4)
+    monkeypatch.setattr(filelayer.index, "_WALK", threads_walked)
+    for search in ["renamed", "late reply", "question 1", "and more, turn 3", "zyzzyva"]:
+        for user in users[:3]:
+            assert ids_of(index, user, search=search) == model.page_ids(user, search=search)
+            assert walk(index, user, 7, search=search) == model.page_ids(user, search=search)
+            assert ids_of(index, user, search=search, feedback=1) == model.page_ids(
+                user, search=search, feedback=1
+            )
+
+
 def test_search_for_absent_text_and_json_syntax_finds_nothing(
     big: tuple[ThreadIndex, Model, list[str]],
 ) -> None:
