@@ -2,11 +2,11 @@
 
 Replaying 100,000 conversations through a data layer's API would take hours for the SQL
 layers (a few hundred calls a second). These builders write the state those calls would
-have produced directly: the file layer's thread directories, users and index log (in the
-order a live server appends them, old records superseded by new ones included), and the
-rows of Chainlit's SQL schemas. The conversations come from :mod:`benchmarks.workload`,
-so every layer holds the same users, names, messages and feedback. Write speed is
-measured separately, through the API.
+have produced directly: the file layer's thread directories, users and index (fed the
+records a live server writes, in the order it writes them, old values superseded by new
+ones included), and the rows of Chainlit's SQL schemas. The conversations come from
+:mod:`benchmarks.workload`, so every layer holds the same users, names, messages and
+feedback. Write speed is measured separately, through the API.
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ class ArchiveSpec:
     seed: int = 1
     users: int | None = None
     turns: tuple[int, int] = (1, 5)
+    even: bool = False
+    """Every user owns as many threads (else a few users own most of them)."""
 
     def conversations(self) -> Iterator[Conversation]:
         return workload.archive_conversations(
-            self.threads, seed=self.seed, users=self.users, turns=self.turns
+            self.threads, seed=self.seed, users=self.users, turns=self.turns, even=self.even
         )
 
     @property
@@ -52,6 +54,8 @@ class ArchiveSpec:
 
 # -- the file layer -----------------------------------------------------------------------
 
+_INDEX_BATCH = 5000
+
 
 @dataclass
 class _ThreadBuild:
@@ -65,10 +69,11 @@ def build_file_archive(root: Path, spec: ArchiveSpec) -> int:
     """Write ``spec``'s conversations as a filelayer archive under ``root``.
 
     Journals get exactly the lines the data layer appends for each call; the index gets
-    the records the store appends, in arrival order across conversations.
+    the records the store writes, in arrival order across conversations (a few thousand
+    to a transaction, where a live server makes one per call: the result is the same).
     """
     from filelayer import ArchiveStore, _codec, journal, manifest, users
-    from filelayer.index import DEFAULT_SEARCH_CHARS, feedback_record, text_record
+    from filelayer.index import DEFAULT_SEARCH_CHARS, feedback_record, searchable, text_record
 
     store = ArchiveStore(root)  # creates the layout and an empty index
     layout = store.layout
@@ -106,80 +111,84 @@ def build_file_archive(root: Path, spec: ArchiveSpec) -> int:
         }
 
     count = 0
-    with open(layout.index_file, "ab", buffering=1 << 20) as index:
-        for call in workload.interleaved(counted(spec.conversations())):
-            tid = call.thread_id
-            assert tid is not None
-            build = builds[tid]
-            records: list[dict[str, Any]] = []
-            if call.method == "update_thread":
-                # ArchiveStore.update_thread: a record only when something changed.
-                created_now = build.doc is None
-                if build.doc is None:
-                    build.doc = manifest.new(tid, call.at)
-                doc = build.doc
-                before = dict(doc)
-                kwargs = call.kwargs
-                if kwargs.get("name") is not None:
-                    doc["name"] = kwargs["name"]
-                user = kwargs.get("user_id")
-                if isinstance(user, UserRef):
-                    doc["userId"] = spec.user_id(user.identifier)
-                    doc["userIdentifier"] = user.identifier
-                if kwargs.get("metadata") is not None:
-                    doc["metadata"] = manifest.merge_metadata(
-                        doc.get("metadata") or {}, kwargs["metadata"]
-                    )
-                if created_now or doc != before:
-                    if not created_now:
-                        doc["updatedAt"] = max(call.at, before.get("updatedAt") or "")
-                    records.append(thread_record(doc))
-            elif build.doc is None:
-                # A write to a thread that does not exist yet creates it.
+    pending: list[dict[str, Any]] = []
+    for call in workload.interleaved(counted(spec.conversations())):
+        tid = call.thread_id
+        assert tid is not None
+        build = builds[tid]
+        records: list[dict[str, Any]] = []
+        if call.method == "update_thread":
+            # ArchiveStore.update_thread: a record only when something changed.
+            created_now = build.doc is None
+            if build.doc is None:
                 build.doc = manifest.new(tid, call.at)
-                records.append(thread_record(build.doc))
             doc = build.doc
-            if call.method in ("create_step", "update_step"):
-                step = call.args[0]
-                record = journal.step_record(dict(step))
-                build.lines.append(_codec.encode_line(record))
-                body = record["step"]
-                output = body.get("output")
-                if body.get("type") in journal.MESSAGE_TYPES and isinstance(output, str) and output:
-                    known = build.texts.get(body["id"])
-                    at = body.get("createdAt") or ""
-                    if known is not None and known[0]:
-                        at = min(at, known[0]) if at else known[0]
-                    text = output[:DEFAULT_SEARCH_CHARS]
-                    if known != (at, text):
-                        build.texts[body["id"]] = (at, text)
-                        records.append(text_record(tid, body["id"], at, text))
-            elif call.method == "upsert_feedback":
-                fb = call.args[0]
-                build.lines.append(
-                    _codec.encode_line(
-                        journal.feedback_record(
-                            {
-                                "id": fb["id"],
-                                "forId": fb["forId"],
-                                "value": fb["value"],
-                                "comment": fb.get("comment"),
-                            }
-                        )
+            before = dict(doc)
+            kwargs = call.kwargs
+            if kwargs.get("name") is not None:
+                doc["name"] = kwargs["name"]
+            user = kwargs.get("user_id")
+            if isinstance(user, UserRef):
+                doc["userId"] = spec.user_id(user.identifier)
+                doc["userIdentifier"] = user.identifier
+            if kwargs.get("metadata") is not None:
+                doc["metadata"] = manifest.merge_metadata(
+                    doc.get("metadata") or {}, kwargs["metadata"]
+                )
+            if created_now or doc != before:
+                if not created_now:
+                    doc["updatedAt"] = max(call.at, before.get("updatedAt") or "")
+                records.append(thread_record(doc))
+        elif build.doc is None:
+            # A write to a thread that does not exist yet creates it.
+            build.doc = manifest.new(tid, call.at)
+            records.append(thread_record(build.doc))
+        doc = build.doc
+        if call.method in ("create_step", "update_step"):
+            step = call.args[0]
+            record = journal.step_record(dict(step))
+            build.lines.append(_codec.encode_line(record))
+            body = record["step"]
+            output = body.get("output")
+            if body.get("type") in journal.MESSAGE_TYPES and isinstance(output, str) and output:
+                known = build.texts.get(body["id"])
+                at = body.get("createdAt") or ""
+                if known is not None and known[0]:
+                    at = min(at, known[0]) if at else known[0]
+                text = searchable(output[:DEFAULT_SEARCH_CHARS])
+                if known != (at, text):
+                    build.texts[body["id"]] = (at, text)
+                    records.append(text_record(tid, body["id"], at, text))
+        elif call.method == "upsert_feedback":
+            fb = call.args[0]
+            build.lines.append(
+                _codec.encode_line(
+                    journal.feedback_record(
+                        {
+                            "id": fb["id"],
+                            "forId": fb["forId"],
+                            "value": fb["value"],
+                            "comment": fb.get("comment"),
+                        }
                     )
                 )
-                records.append(feedback_record(tid, fb["id"], fb["forId"], fb["value"]))
-            for r in records:
-                index.write(_codec.encode_line(r))
-            build.remaining -= 1
-            if build.remaining == 0:
-                directory = layout.thread_dir(tid)
-                directory.mkdir()
-                manifest.write(layout.manifest(tid), doc, durable=False)
-                with open(layout.journal(tid), "wb") as f:
-                    f.write(b"".join(build.lines))
-                del builds[tid]
-                count += 1
+            )
+            records.append(feedback_record(tid, fb["id"], fb["forId"], fb["value"]))
+        pending += records
+        if len(pending) >= _INDEX_BATCH:
+            store.index.append(pending)
+            pending = []
+        build.remaining -= 1
+        if build.remaining == 0:
+            directory = layout.thread_dir(tid)
+            directory.mkdir()
+            manifest.write(layout.manifest(tid), doc, durable=False)
+            with open(layout.journal(tid), "wb") as f:
+                f.write(b"".join(build.lines))
+            del builds[tid]
+            count += 1
+    store.index.append(pending)
+    store.close()
     return count
 
 

@@ -25,6 +25,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,10 @@ LAYERS: dict[str, tuple[str, dict[str, str]]] = {
     "sqlite": ("sqlite", {}),
     "postgres": ("postgres", {}),
 }
+START_100K_MS = 50.0
+"""The issue asked for 500 ms; the database opens in milliseconds at any size, so the
+target is what was measured (about 10-25 ms with a cold page cache) with a margin."""
+
 LABELS = {
     "file-fast": "filelayer, fast",
     "file-pure": "filelayer, zero-dep",
@@ -196,11 +201,48 @@ class Row:
     ratio: bool = True
 
 
-def metric_at(name: str, size: int) -> str:
+def metric_at(name: str, size: int | str) -> str:
     return f"{name}@{size}"
 
 
-def rows_for(sizes: list[int], turns: int = 50) -> list[Row]:
+START_RUNS = 5
+"""Fresh processes timed for each start-up figure (the median is reported)."""
+
+
+@dataclass(frozen=True)
+class UsersCase:
+    """Many users with as many threads each: one user's sidebar must cost what a small
+    archive's does, whatever the others hold."""
+
+    users: int
+    per_user: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.users}x{self.per_user}"
+
+    @property
+    def threads(self) -> int:
+        return self.users * self.per_user
+
+    @property
+    def title(self) -> str:
+        return f"{self.users:,} users × {self.per_user:,} threads"
+
+    @property
+    def rank(self) -> int:
+        """Whose sidebar: a user in the middle (all own as many threads)."""
+        return self.users // 2
+
+    @staticmethod
+    def parse(text: str) -> UsersCase | None:
+        if text in ("", "none"):
+            return None
+        users, _, per_user = text.partition("x")
+        return UsersCase(int(users), int(per_user))
+
+
+def rows_for(sizes: list[int], turns: int = 50, users_case: UsersCase | None = None) -> list[Row]:
     rows = [
         Row("write calls/s, default durability", "write_calls_per_s", "calls/s", True),
         Row("write calls/s, durability=fsync", "write_calls_per_s_fsync", "calls/s", True),
@@ -213,12 +255,63 @@ def rows_for(sizes: list[int], turns: int = 50) -> list[Row]:
         label = f"{n:,} threads"
         rows += [
             Row(f"list_threads first page, {label}", metric_at("list_ms", n), "ms"),
+            Row(f"list_threads first page, p99, {label}", metric_at("list_p99_ms", n), "ms"),
             Row(f"search (hit), {label}", metric_at("search_hit_ms", n), "ms"),
+            Row(f"search (hit), p99, {label}", metric_at("search_hit_p99_ms", n), "ms"),
+            Row(
+                f"search (hit), first in a fresh process, {label}",
+                metric_at("first_search_hit_ms", n),
+                "ms",
+            ),
+            Row(
+                f"search (hit), first in a fresh process, cold page cache, {label}",
+                metric_at("first_search_hit_evicted_ms", n),
+                "ms",
+                ratio=False,
+            ),
             Row(f"search (no match), {label}", metric_at("search_miss_ms", n), "ms"),
+            Row(f"search (no match), p99, {label}", metric_at("search_miss_p99_ms", n), "ms"),
+            Row(
+                f"search (no match), first in a fresh process, {label}",
+                metric_at("first_search_miss_ms", n),
+                "ms",
+            ),
+            Row(
+                f"search (no match), first in a fresh process, cold page cache, {label}",
+                metric_at("first_search_miss_evicted_ms", n),
+                "ms",
+                ratio=False,
+            ),
             Row(f"feedback filter, {label}", metric_at("feedback_ms", n), "ms"),
-            Row(f"open + first page (cold), {label}", metric_at("cold_first_page_ms", n), "ms"),
+            Row(f"open + first page, fresh process, {label}", metric_at("start_ms", n), "ms"),
+            Row(
+                f"open + first page, fresh process, cold page cache, {label}",
+                metric_at("start_evicted_ms", n),
+                "ms",
+                ratio=False,
+            ),
+            Row(
+                f"memory of the layer beyond Chainlit's, {label}",
+                metric_at("layer_rss_mb", n),
+                "MB",
+                ratio=False,
+            ),
             Row(f"RSS after the queries, {label}", metric_at("rss_mb", n), "MB", ratio=False),
             Row(f"peak RSS, {label}", metric_at("peak_rss_mb", n), "MB", ratio=False),
+        ]
+    if users_case is not None:
+        k, title = users_case.key, users_case.title
+        rows += [
+            Row(f"{title}: one user's first page", metric_at("list_ms", k), "ms"),
+            Row(f"{title}: one user's search (hit)", metric_at("search_hit_ms", k), "ms"),
+            Row(f"{title}: one user's search (no match)", metric_at("search_miss_ms", k), "ms"),
+            Row(f"{title}: open + first page, fresh process", metric_at("start_ms", k), "ms"),
+            Row(
+                f"{title}: open + first page, fresh process, cold page cache",
+                metric_at("start_evicted_ms", k),
+                "ms",
+                ratio=False,
+            ),
         ]
     rows += [
         Row("disk per thread (file sizes)", "disk_kb_per_thread", "KB", ratio=False),
@@ -230,7 +323,7 @@ def rows_for(sizes: list[int], turns: int = 50) -> list[Row]:
 def extrapolate(results: Results, layer: str, metric: str, sizes: list[int]) -> float | None:
     """A linear extrapolation from the two largest sizes measured for ``layer``."""
     name, _, at = metric.partition("@")
-    if not at:
+    if not at.isdigit():
         return None
     target = int(at)
     measured = [n for n in sizes if results.get(layer, metric_at(name, n)) is not None]
@@ -267,13 +360,18 @@ def ratio_text(ours: float | None, theirs: float | None, row: Row, approx: bool)
 
 
 def markdown(
-    results: Results, layers: list[str], sizes: list[int], sql_sizes: list[int], turns: int
+    results: Results,
+    layers: list[str],
+    sizes: list[int],
+    sql_sizes: list[int],
+    turns: int,
+    users_case: UsersCase | None = None,
 ) -> str:
     peers = [p for p in SQL_LAYERS if p in layers]
     head = ["", *(LABELS[x] for x in layers)]
     head += [f"fast vs {LABELS[p].split(' ')[-1]}" for p in peers if "file-fast" in layers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows_for(sizes, turns):
+    for row in rows_for(sizes, turns, users_case):
         cells = [f"{row.title} ({row.unit})"]
         any_value = False
         approx_of: dict[str, float] = {}
@@ -327,12 +425,16 @@ def targets(turns: int = 50) -> list[Target]:
         return check
 
     def at_most(
-        metric: str, limit: float, unit: str
+        metric: str, limit: float, unit: str, *honest: str
     ) -> Callable[[Results, str], tuple[str, bool | None]]:
+        """``metric`` (and the worst of the ``honest`` figures measured with it: p99,
+        first call in a fresh process, cold page cache) at most ``limit``."""
+
         def check(results: Results, layer: str) -> tuple[str, bool | None]:
-            v = results.get(layer, metric)
-            if v is None:
+            values = [results.get(layer, m) for m in (metric, *honest)]
+            if values[0] is None:
                 return "not measured", None
+            v = max(x for x in values if x is not None)
             return f"{fmt(v, unit)} {unit}", v <= limit
 
         return check
@@ -360,7 +462,41 @@ def targets(turns: int = 50) -> list[Target]:
             ratio_target("list_ms@10000", "postgres", 1.0001, False),
         ),
         Target(
-            "list_threads first page at 100k threads ≤ 20 ms", at_most("list_ms@100000", 20, "ms")
+            "list_threads first page at 100k threads ≤ 5 ms (p99)",
+            at_most("list_ms@100000", 5, "ms", "list_p99_ms@100000"),
+        ),
+        Target(
+            "open + first page in a fresh process at 10k ≤ 100 ms (cold page cache)",
+            at_most("start_ms@10000", 100, "ms", "start_evicted_ms@10000"),
+        ),
+        Target(
+            f"open + first page in a fresh process at 100k ≤ {START_100K_MS:g} ms "
+            "(cold page cache)",
+            at_most("start_ms@100000", START_100K_MS, "ms", "start_evicted_ms@100000"),
+        ),
+        Target(
+            "search (no match) at 100k ≤ 20 ms (p99, first in a fresh process)",
+            at_most(
+                "search_miss_ms@100000",
+                20,
+                "ms",
+                "search_miss_p99_ms@100000",
+                "first_search_miss_ms@100000",
+            ),
+        ),
+        Target(
+            "search (hit) at 100k ≤ 20 ms (p99, first in a fresh process)",
+            at_most(
+                "search_hit_ms@100000",
+                20,
+                "ms",
+                "search_hit_p99_ms@100000",
+                "first_search_hit_ms@100000",
+            ),
+        ),
+        Target(
+            "memory of the index at 100k ≤ 40 MB beyond Chainlit's",
+            at_most("layer_rss_mb@100000", 40, "MB", "layer_peak_rss_mb@100000"),
         ),
         # Judged on the first read of a thread in a process: a repeated read is mostly
         # served from the folded journal the layer keeps in memory.
@@ -439,6 +575,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="where runs are appended")
     p.add_argument("--no-csv", action="store_true", help="do not append to the CSV")
     p.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    p.add_argument(
+        "--users-case",
+        help="USERSxTHREADS: many users with as many threads each, one user's sidebar "
+        "measured (default 1000x100; 'none' to skip)",
+    )
+    p.add_argument(
+        "--start-runs", type=int, help=f"fresh processes per start-up figure ({START_RUNS})"
+    )
     args = p.parse_args(argv)
     args.layers = [x.strip() for x in args.layers.split(",") if x.strip()]
     unknown = [x for x in args.layers if x not in LAYERS]
@@ -452,6 +596,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.get_thread_threads = args.get_thread_threads or (4 if args.quick else 11)
     if args.quick:
         args.get_thread_turns = min(args.get_thread_turns, 10)
+    default_case = "20x10" if args.quick else "1000x100"
+    args.users_case = UsersCase.parse(args.users_case or default_case)
+    args.start_runs = args.start_runs or (2 if args.quick else START_RUNS)
     return args
 
 
@@ -483,6 +630,8 @@ def run(args: argparse.Namespace, command: str) -> tuple[Results, str]:
         run_writes(args, layers, work, pg, results, budget)
         for n in args.sizes:
             run_size(args, n, layers, work, pg, results, budget)
+        if args.users_case is not None:
+            run_users_case(args, args.users_case, layers, work, pg, results, budget)
     finally:
         if pg is not None:
             log("stopping PostgreSQL")
@@ -557,6 +706,7 @@ def run_size(
             disk(results, layer, n, built)
             log(f"queries at {n:,} threads: {LABELS[layer]}")
             record_queries(results, layer, n, measure("queries", layer, str(root), work, *size))
+            record_starts(args, results, layer, n, str(root), work, size)
         shutil.rmtree(root, ignore_errors=True)
     for layer in (x for x in layers if x in SQL_LAYERS):
         if n not in args.sql_sizes:
@@ -571,10 +721,71 @@ def run_size(
         disk(results, layer, n, built)
         log(f"queries at {n:,} threads: {LABELS[layer]}")
         record_queries(results, layer, n, measure("queries", layer, target, work, *size))
+        record_starts(args, results, layer, n, target, work, size)
         if layer == "sqlite":
             Path(target).unlink(missing_ok=True)
         elif pg is not None:
             pg.drop_database(target)
+
+
+def run_users_case(
+    args: argparse.Namespace,
+    case: UsersCase,
+    layers: list[str],
+    work: Path,
+    pg: Postgres | None,
+    results: Results,
+    budget: list[str],
+) -> None:
+    """One user's sidebar in an archive of many users with as many threads each, for
+    the file layers and PostgreSQL (SQLAlchemy on SQLite, at seconds a query on such an
+    archive, is left out)."""
+    spec = ["--threads", str(case.threads), "--users", str(case.users), "--even"]
+    who = [*spec, "--user-rank", str(case.rank), *budget]
+    ours = [x for x in layers if x in FILE_LAYERS]
+    if ours:
+        root = work / f"archive-{case.key}"
+        log(f"building an archive of {case.title} (files)")
+        measure("build", ours[0], str(root), work, *spec)
+        for layer in ours:
+            log(f"queries for one user of {case.title}: {LABELS[layer]}")
+            r = measure("queries", layer, str(root), work, *who)
+            record_queries(results, layer, case.key, r)
+            record_starts(args, results, layer, case.key, str(root), work, who)
+        shutil.rmtree(root, ignore_errors=True)
+    if "postgres" in layers and pg is not None:
+        target = pg.new_database()
+        log(f"building an archive of {case.title} ({LABELS['postgres']})")
+        measure("build", "postgres", target, work, *spec)
+        log(f"queries for one user of {case.title}: {LABELS['postgres']}")
+        r = measure("queries", "postgres", target, work, *who)
+        record_queries(results, "postgres", case.key, r)
+        record_starts(args, results, "postgres", case.key, target, work, who)
+        pg.drop_database(target)
+
+
+def record_starts(
+    args: argparse.Namespace,
+    results: Results,
+    layer: str,
+    at: int | str,
+    target: str,
+    work: Path,
+    extra: list[str],
+) -> None:
+    """The median of ``--start-runs`` fresh processes: open + first page, then the first
+    search of each kind; for the file layers also with the archive evicted from the
+    page cache (a PostgreSQL server keeps its own cache: not measured cold)."""
+    modes: list[tuple[str, list[str]]] = [("", [])]
+    if layer in FILE_LAYERS or layer == "sqlite":
+        modes.append(("_evicted", ["--evict"]))
+    for suffix, flags in modes:
+        runs = [
+            measure("start", layer, target, work, *extra, *flags) for _ in range(args.start_runs)
+        ]
+        for name in ("start_ms", "first_search_miss_ms", "first_search_hit_ms"):
+            value = statistics.median(r[name] for r in runs)
+            results.put(layer, metric_at(name.replace("_ms", f"{suffix}_ms"), at), value)
 
 
 def disk(results: Results, layer: str, n: int, built: dict[str, Any]) -> None:
@@ -592,11 +803,20 @@ def disk(results: Results, layer: str, n: int, built: dict[str, Any]) -> None:
     results.put(layer, metric_at("build_s", n), built["build_seconds"])
 
 
-def record_queries(results: Results, layer: str, n: int, r: dict[str, Any]) -> None:
+def record_queries(results: Results, layer: str, n: int | str, r: dict[str, Any]) -> None:
     for name in ("list", "search_hit", "search_miss", "feedback"):
-        results.put(layer, metric_at(f"{name}_ms", n), r[f"{name}_ms"])
-        results.put(layer, metric_at(f"{name}_items", n), r[f"{name}_items"])
-    for name in ("cold_first_page_ms", "rss_mb", "peak_rss_mb", "base_rss_mb", "second_page_ms"):
+        for figure in ("ms", "p99_ms", "first_ms", "items"):
+            if f"{name}_{figure}" in r:
+                results.put(layer, metric_at(f"{name}_{figure}", n), r[f"{name}_{figure}"])
+    for name in (
+        "cold_first_page_ms",
+        "rss_mb",
+        "peak_rss_mb",
+        "base_rss_mb",
+        "layer_rss_mb",
+        "layer_peak_rss_mb",
+        "second_page_ms",
+    ):
         if name in r:
             results.put(layer, metric_at(name, n), r[name])
 
@@ -614,7 +834,9 @@ def render(
         f"load average at the end: {load_average()}  ",
         f"Command: `{command}`",
         "",
-        markdown(results, layers, args.sizes, args.sql_sizes, args.get_thread_turns),
+        markdown(
+            results, layers, args.sizes, args.sql_sizes, args.get_thread_turns, args.users_case
+        ),
         "",
     ]
     extrapolated = [n for n in args.sizes if n not in args.sql_sizes]

@@ -505,18 +505,20 @@ def archive_conversations(
     span_days: float = 730.0,
     turns: tuple[int, int] = (1, 5),
     feedback_rate: float = 0.15,
+    even: bool = False,
 ) -> Iterator[Conversation]:
     """``threads`` conversations of several users spread over ``span_days`` days, each
-    with its own simulated clock, yielded in the order they started."""
+    with its own simulated clock, yielded in the order they started. Users own threads
+    with a Zipf-like skew, or (``even``) as many each."""
     rng = random.Random(seed)
     people = user_identifiers(users if users is not None else users_for(threads))
     weights = owner_weights(len(people))
     start = start or datetime(2024, 1, 1, tzinfo=timezone.utc)
     gap = span_days * 86400.0 / max(threads, 1)
     moment = start
-    for _ in range(threads):
+    for n in range(threads):
         moment += timedelta(seconds=rng.expovariate(1.0 / gap))
-        identifier = rng.choices(people, weights)[0]
+        identifier = people[n % len(people)] if even else rng.choices(people, weights)[0]
         yield conversation(
             rng,
             Clock(moment),

@@ -1,49 +1,60 @@
 """The thread index: what ``list_threads`` needs, without opening any thread.
 
-``index/threads.jsonl`` is a derived, append-only log of small records (a thread's
-fields, a message's searchable text, a feedback value, a favorite flag, a deletion).
-Each process keeps the folded log in memory and, before answering, reads only the bytes
-appended since it last looked (or everything again if another process compacted the file
-under it). Appends happen under ``locks/index.lock``; when dead records outweigh the
-live ones the log is rewritten in one atomic step. Deleting the file loses nothing:
-``rebuild`` makes it again from the thread directories.
+The index is a derived SQLite database in ``index/`` (the standard library's
+``sqlite3``, in WAL mode), named by the one-line file ``index/current``. Every process
+opens it and asks it directly: there is nothing to load at start, and nothing to
+replay when another process wrote. Deleting ``index/`` loses nothing: the thread
+directories hold everything it says, and :meth:`ThreadIndex.rebuild` makes it again.
 
-What stays in memory is what ordering and filtering need, column by column, about 300
-bytes a thread: the id, the owner, the creation / change / last-message times, where
-the thread's records lie in the file, and its feedback ids. A 100,000-thread index
-therefore costs tens of megabytes, not the gigabyte its text would. Names, tags and
-message text stay in the file: a page's names are read back with one ``pread`` per
-thread, and a search reads the records of the user's threads newest first (one ``pread``
-per contiguous run of records, a byte-level pre-check before any JSON is decoded) until
-the page is full. The full detail of the threads being written (their texts and
-feedback, which the writer compares against) is kept for a few hundred threads.
+What it holds, per thread: its fields (owner, name, tags, times), the *searchable form*
+of its name and message texts (case-folded, each message clipped by the store to
+``search_chars`` characters), its feedback values and its favorite steps. The ordering
+key is the thread's *activity*: the later of its creation and its last message (the
+message's own ``createdAt``, not when it was written); renaming, sharing, feedback or
+the session metadata Chainlit saves on every disconnect do not move a thread.
 
-A thread's *activity*, which orders the sidebar, is the later of its creation and its
-last message (the message's own ``createdAt``, not when it was written): renaming,
-sharing, feedback or the session metadata Chainlit saves on every disconnect do not
-move a thread. The order of each user's threads (newest activity first) is kept sorted
-and updated in place when a batch of records touches a few threads, so a call after a
-write costs a binary search, not a sort of all the user's threads.
+Search is exact (a case-folded substring of the name or of a message text). A term of
+three characters or more is looked up in an FTS5 ``trigram`` index when the Python
+build has one: the user's newest threads are checked first, which answers a common
+term at once, and the trigram index finds the matches further down, which answers a
+rare term (or none) without reading the texts. The index rows of each user's texts
+have row ids in a range of their own, so a search reads only that user's entries.
+docs/architecture.md ("The index engine") gives the measurements behind the choice.
+
+A rebuild writes a new database aside and switches ``index/current`` to it under
+``locks/index.lock``, which takes milliseconds; processes notice the switch at their
+next call (one ``stat``) and open the new file. Writes that landed in the old file
+meanwhile are caught up by the caller (see :mod:`filelayer.reindex`).
 """
 
 from __future__ import annotations
 
 import base64
-import bisect
 import contextlib
-import json
+import errno
 import logging
 import os
 import re
+import secrets
+import sqlite3
+import threading
 import weakref
-from array import array
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import (
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    Set,
+    ValuesView,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from . import _codec, _fs, _locks
+from .errors import ArchiveLockTimeout, StorageWriteError
 from .layout import temp_path
 
 log = logging.getLogger("filelayer")
@@ -51,20 +62,59 @@ log = logging.getLogger("filelayer")
 DEFAULT_SEARCH_CHARS = 2000
 """How much of each message the index keeps for search (characters)."""
 
-_COMPACT_MIN_RECORDS = 2000
-"""Below this many records a rewrite would save too little to be worth doing."""
+INDEX_FORMAT = 2
+"""The layout of the index database (1 was the JSON-lines log ``index/threads.jsonl``).
+A database of another format is not opened: it is rebuilt from the thread directories."""
 
-_CHUNK = 1 << 20
-"""Bytes read at a time when loading: a 500 MB index never sits in memory whole."""
+POINTER_FILE = "current"
+LEGACY_FILE = "threads.jsonl"
+_NAME = re.compile(r"threads-[0-9a-f]{16}\.sqlite")
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
-_DETAIL_CACHE = 256
-"""Threads whose texts and feedback are kept decoded: those being written right now."""
+_USER_BITS = 32
+"""The row ids of a user's searchable texts are ``u << 32 | n``: one range per user."""
 
-_X_PREFIX = b'{"at":'
-_X_FIELD = b',"x":'
+_FTS_CANDIDATES = 2000
+"""A term whose trigrams are all in more of a user's texts than this is common: its
+threads are checked newest first (the page fills after a few), instead of checking
+every text the trigram index names."""
+
+_TRIGRAMS_MAX = 24
+"""At most this many of a term's trigrams are looked up (the rest only narrow down
+what the exact check that follows decides anyway)."""
+
+_NEWEST_CHUNK = 2000
+
+_CHECK_ALL = 128
+"""Up to this many candidate texts are all checked; beyond, the user's threads are
+walked newest first and only their candidates checked, until the page is full."""
+
+_WALK = 1024
+"""Threads walked before the candidates left are all checked (see ``_walking``)."""
+
+_IN_LIST = 256
+"""Values bound in one ``IN (...)`` list (SQLite allows 999 in its oldest builds)."""
+
+_TODO_BATCH = 64
+"""Queued texts applied to the trigram index together (see ``_FTS_SCHEMA``)."""
+
+_WAL_LOOK_EVERY = 32
+"""Commits between two looks at the size of the write-ahead log."""
+_WAL_CHECKPOINT_BYTES = 4 << 20
+"""A log this large is folded back into the database, by a thread of its own."""
+_WAL_AUTOCHECKPOINT_PAGES = 16384
+"""SQLite folds the log itself, inside a commit, only beyond this (64 MB): if the
+thread cannot keep up."""
+
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+_ERRNO = {3: errno.EACCES, 8: errno.EROFS, 13: errno.ENOSPC, 14: errno.EACCES}
+"""SQLite's primary result codes (PERM, READONLY, FULL, CANTOPEN) as the errno a
+failed write of a file would have given."""
 
 
 # -- records ------------------------------------------------------------------------------
+# The vocabulary of writes: each states a value (never a change), so applying one twice,
+# or applying an older one again after a newer one was rebuilt, gives the same index.
 
 
 def thread_record(
@@ -107,17 +157,21 @@ def delete_record(thread_id: str) -> dict[str, Any]:
     return {"k": "d", "id": thread_id}
 
 
-# -- a thread's summary -------------------------------------------------------------------
+def searchable(text: str) -> str:
+    """The form in which the index keeps and compares text: case-folded, so that a
+    search for ``STRASSE`` finds ``Straße``."""
+    return text.casefold()
 
-_UNSET: Any = object()
+
+# -- a thread's summary -------------------------------------------------------------------
 
 
 class ThreadSummary:
     """What the index knows about one thread.
 
     Built by hand (``reindex`` computes one from a thread's files) it simply holds its
-    fields. Handed out by :class:`ThreadIndex` it is a view: the name, tags, texts and
-    feedback, which the index keeps on disk, are read when first asked for.
+    fields. Handed out by :class:`ThreadIndex` it is a view: texts, feedback and
+    favorites are read from the index when first asked for.
     """
 
     __slots__ = (
@@ -125,11 +179,12 @@ class ThreadSummary:
         "_favorites",
         "_feedback",
         "_index",
-        "_name",
-        "_tags",
+        "_last",
         "_texts",
         "created_at",
         "id",
+        "name",
+        "tags",
         "updated_at",
         "user_id",
         "user_identifier",
@@ -144,72 +199,56 @@ class ThreadSummary:
         created_at: str = "",
         updated_at: str = "",
         tags: list[str] | None = None,
-        texts: dict[str, tuple[str, str]] | None = None,
-        feedback: dict[str, tuple[str, int]] | None = None,
-        favorites: set[str] | None = None,
+        texts: Mapping[str, tuple[str, str]] | None = None,
+        feedback: Mapping[str, tuple[str, int]] | None = None,
+        favorites: Set[str] | None = None,
     ) -> None:
         self.id = id
         self.user_id = user_id
         self.user_identifier = user_identifier
+        self.name = name
         self.created_at = created_at
         self.updated_at = updated_at
-        self._name = name
-        self._tags = tags
-        self._texts = texts if texts is not None else {}
-        self._feedback = feedback if feedback is not None else {}
-        self._favorites = favorites if favorites is not None else set()
+        self.tags = tags
+        self._texts: Mapping[str, tuple[str, str]] | None = texts if texts is not None else {}
+        self._feedback: Mapping[str, tuple[str, int]] | None = (
+            feedback if feedback is not None else {}
+        )
+        self._favorites: Set[str] | None = favorites if favorites is not None else set()
         self._activity: str | None = None
+        self._last: str | None = None
         self._index: ThreadIndex | None = None
 
     def __repr__(self) -> str:
         return f"ThreadSummary(id={self.id!r}, user_id={self.user_id!r}, name={self.name!r})"
 
-    def _load_thread_fields(self) -> None:
-        fields = self._index._thread_fields(self.id) if self._index is not None else None
-        self._name, self._tags = fields if fields is not None else (None, None)
-
     @property
-    def name(self) -> str | None:
-        if self._name is _UNSET:
-            self._load_thread_fields()
-        return self._name
-
-    @name.setter
-    def name(self, value: str | None) -> None:
-        self._name = value
-
-    @property
-    def tags(self) -> list[str] | None:
-        if self._tags is _UNSET:
-            self._load_thread_fields()
-        return self._tags
-
-    @tags.setter
-    def tags(self, value: list[str] | None) -> None:
-        self._tags = value
-
-    @property
-    def texts(self) -> dict[str, tuple[str, str]]:
-        """step id -> (time, text) of message steps; text as written (clipped)."""
-        if self._texts is _UNSET:
-            detail = self._index._detail_of(self.id) if self._index is not None else None
-            self._texts = detail.texts if detail is not None else {}
+    def texts(self) -> Mapping[str, tuple[str, str]]:
+        """step id -> (time, searchable text) of message steps (see :func:`searchable`)."""
+        if self._texts is None:
+            assert self._index is not None
+            self._texts = _TextsView(self._index, self.id)
         return self._texts
 
     @property
-    def feedback(self) -> dict[str, tuple[str, int]]:
+    def feedback(self) -> Mapping[str, tuple[str, int]]:
         """feedback id -> (step id, value)."""
-        if self._feedback is _UNSET:
-            detail = self._index._detail_of(self.id) if self._index is not None else None
-            self._feedback = detail.feedback if detail is not None else {}
+        if self._feedback is None:
+            assert self._index is not None
+            self._feedback = self._index._feedback_of(self.id)
         return self._feedback
 
     @property
-    def favorites(self) -> set[str]:
+    def favorites(self) -> Set[str]:
+        if self._favorites is None:
+            assert self._index is not None
+            self._favorites = self._index._favorites_of_thread(self.id)
         return self._favorites
 
     @property
     def last_text_at(self) -> str:
+        if self._last is not None:
+            return self._last
         return max((t for t, _ in self.texts.values()), default="")
 
     @property
@@ -251,6 +290,40 @@ class ThreadSummary:
             yield favorite_record(self.id, sid, True)
 
 
+class _TextsView(Mapping[str, tuple[str, str]]):
+    """A thread's texts, read from the index: one step at a time (what a writer asks
+    for) or all at once (what ``verify`` compares)."""
+
+    __slots__ = ("_all", "_index", "_thread")
+
+    def __init__(self, index: ThreadIndex, thread_id: str) -> None:
+        self._index = index
+        self._thread = thread_id
+        self._all: dict[str, tuple[str, str]] | None = None
+
+    def __getitem__(self, step_id: str) -> tuple[str, str]:
+        if self._all is not None:
+            return self._all[step_id]
+        found = self._index._text_of(self._thread, step_id)
+        if found is None:
+            raise KeyError(step_id)
+        return found
+
+    def _load(self) -> dict[str, tuple[str, str]]:
+        if self._all is None:
+            self._all = self._index._texts_of(self._thread)
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        return repr(self._load())
+
+
 def encode_cursor(summary: ThreadSummary) -> str:
     raw = f"{summary.activity}\x1f{summary.id}".encode()
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
@@ -273,1035 +346,1025 @@ class Page:
     end_cursor: str | None
 
 
-# -- in-memory columns --------------------------------------------------------------------
+# -- the database ---------------------------------------------------------------------------
 
-_CREATED, _UPDATED, _LAST_TEXT, _ACTIVITY = range(4)
-_TIME_FIELDS = 4
-_CANONICAL_TIME = re.compile(rb"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
-_TIME_PUNCTUATION = b"-T:."
-
-
-def _time_code(value: bytes) -> int:
-    """A Chainlit timestamp (``2026-11-25T04:29:55.691608Z``) as a positive integer
-    that orders as the string does; 0 for anything else."""
-    if len(value) == 27 and _CANONICAL_TIME.fullmatch(value):
-        return int(value[2:26].translate(None, _TIME_PUNCTUATION)) + 1
-    return 0
-
-
-_TIME_TEXTS: dict[int, str] = {}
-
-
-def _time_text(code: int) -> str:
-    text = _TIME_TEXTS.get(code)
-    if text is None:
-        d = f"{code - 1:018d}"
-        text = f"20{d[0:2]}-{d[2:4]}-{d[4:6]}T{d[6:8]}:{d[8:10]}:{d[10:12]}.{d[12:18]}Z"
-        if len(_TIME_TEXTS) >= 4096:  # the times of the threads in use, not of all
-            _TIME_TEXTS.clear()
-        _TIME_TEXTS[code] = text
-    return text
-
-
-class _Times:
-    """Four timestamps per thread (created, changed, last message, activity) in one
-    array of 64-bit integers: 32 bytes a thread instead of four strings (300 bytes).
-
-    Chainlit's timestamps (this century) are stored as their digits, which order as the
-    strings do; 0 is "no time"; anything else (another client's format) is kept aside
-    as a string, marked -1, and compared as a string.
-    """
-
-    __slots__ = ("odd", "values")
-
-    def __init__(self) -> None:
-        self.values = array("q")
-        self.odd: dict[int, str] = {}
-
-    def grow(self, slots: int) -> None:
-        missing = slots * _TIME_FIELDS - len(self.values)
-        if missing > 0:
-            self.values.frombytes(bytes(8 * missing))
-
-    def get(self, slot: int, field: int) -> str:
-        code = self.values[slot * _TIME_FIELDS + field]
-        if code > 0:
-            return _time_text(code)
-        return "" if code == 0 else self.odd[slot * _TIME_FIELDS + field]
-
-    def set(self, slot: int, field: int, value: str) -> None:
-        key = slot * _TIME_FIELDS + field
-        code = _time_code(value.encode("utf-8", "replace")) if value else 0
-        if code or not value:
-            self.values[key] = code
-            if self.odd:
-                self.odd.pop(key, None)
-        else:
-            self.values[key] = -1
-            self.odd[key] = value
-
-    def raise_to(self, slot: int, field: int, value: bytes) -> None:
-        """Set the field to ``value`` (UTF-8) if that is later than what it holds."""
-        key = slot * _TIME_FIELDS + field
-        current = self.values[key]
-        code = _time_code(value)
-        if code and current >= 0:
-            if code > current:
-                self.values[key] = code
-        elif value:
-            text = value.decode("utf-8", "replace")
-            if text > self.get(slot, field):
-                self.set(slot, field, text)
-
-    def settle_activity(self, slot: int) -> None:
-        """activity = the later of the creation and the last message (a change to the
-        thread itself does not count: see :attr:`ThreadSummary.activity`)."""
-        base = slot * _TIME_FIELDS
-        values = self.values
-        created, last = values[base + _CREATED], values[base + _LAST_TEXT]
-        if created >= 0 and last >= 0:
-            values[base + _ACTIVITY] = max(created, last)
-        else:
-            self.set(slot, _ACTIVITY, max(self.get(slot, _CREATED), self.get(slot, _LAST_TEXT)))
-
-    def clear(self, slot: int) -> None:
-        for field in range(_TIME_FIELDS):
-            self.set(slot, field, "")
-
-
-@dataclass(slots=True)
-class _Detail:
-    """A thread's fields that the index keeps on disk, decoded."""
-
-    name: str | None
-    tags: list[str] | None
-    texts: dict[str, tuple[str, str]]
-    feedback: dict[str, tuple[str, int]]
-    updated: str = ""
-
-
-_OldKey = tuple[str | None, str, str]  # (user id, activity, thread id) before a batch
-
-# A text record as filelayer's encoder writes it (sorted keys): everything but the text
-# is read without decoding the (large) text itself.
-_X_LINE = re.compile(rb'\{"at":"([^"\\]*)","id":"([^"\\]*)","k":"x","s":"([^"\\]*)","x":(["n])')
-
-
-# A thread record as filelayer's encoder writes it: what the columns need, without
-# decoding the name (which the index leaves on disk).
-_JSON_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
-_T_LINE = re.compile(
-    rb'\{"created":"([^"\\]*)","id":"([^"\\]*)","ident":(null|' + _JSON_STRING + rb'),"k":"t",'
-    rb'"name":(?:null|' + _JSON_STRING + rb'),"tags":(?:null|\[[^\]]*\]),'
-    rb'"updated":"([^"\\]*)","user":(null|' + _JSON_STRING + rb")\}"
+_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    # u = 0 is "no user"; the others number the user ids as they come.
+    "CREATE TABLE users (u INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE)",
+    """CREATE TABLE threads (
+        n INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        u INTEGER NOT NULL,
+        ident TEXT,
+        name TEXT,
+        tags TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        last TEXT NOT NULL,
+        activity TEXT NOT NULL,
+        fb0 INTEGER NOT NULL DEFAULT 0,
+        fb1 INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX threads_order ON threads (u, activity, id)",
+    "CREATE INDEX threads_fb0 ON threads (u, activity, id) WHERE fb0 > 0",
+    "CREATE INDEX threads_fb1 ON threads (u, activity, id) WHERE fb1 > 0",
+    # One row per searchable text: a message (step = its id) or the name (step NULL).
+    # r = u << 32 | a number: the row ids of one user's texts form a range of their own.
+    """CREATE TABLE docs (
+        r INTEGER PRIMARY KEY,
+        n INTEGER NOT NULL,
+        step TEXT,
+        at TEXT NOT NULL,
+        doc TEXT NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX docs_step ON docs (n, step)",
+    """CREATE TABLE feedback (
+        id TEXT PRIMARY KEY,
+        n INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX feedback_thread ON feedback (n)",
+    """CREATE TABLE favorites (
+        n INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        PRIMARY KEY (n, step)
+    ) WITHOUT ROWID""",
+    # Texts whose entry in the trigram index is not up to date yet: `old` is what the
+    # trigram index holds for row r (NULL: nothing). Searches read these texts directly.
+    "CREATE TABLE fts_todo (r INTEGER PRIMARY KEY, old TEXT)",
 )
 
+_FTS_SCHEMA = (
+    "CREATE VIRTUAL TABLE fts USING fts5(doc, content='docs', content_rowid='r', "
+    "detail=none, columnsize=0, tokenize='trigram case_sensitive 1')"
+)
+"""The trigram index of ``docs.doc`` (already case-folded, so compared as it is).
+``detail=none`` keeps only which rows hold a trigram, not where: a fifth of the size of
+a full index; it narrows a search down to candidates, which ``instr`` then checks.
 
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    if hasattr(os, "pread"):
-        return os.pread(fd, size, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows
-    return os.read(fd, size)  # pragma: no cover - Windows
+Writes do not touch it: they queue the rows they change in ``fts_todo``, and the queue
+is applied a few dozen rows at a time (:meth:`_Db.apply_todo`), which costs a fifth of
+what a transaction per row does; until then searches read the queued texts directly."""
 
+_THREAD_COLUMNS = "n, id, u, ident, name, tags, created, updated, last, activity"
 
-def _escaped(text: str) -> str:
-    """``text`` as it appears inside a JSON string written by filelayer's encoder."""
-    return json.dumps(text, ensure_ascii=False)[1:-1]
-
-
-class _Needle:
-    """A search term in the shapes the search compares against."""
-
-    __slots__ = ("ascii", "escaped", "escaped_bytes", "text")
-
-    def __init__(self, search: str) -> None:
-        self.text = search.casefold()
-        self.escaped = _escaped(self.text)
-        self.ascii = self.escaped.isascii()
-        self.escaped_bytes = self.escaped.encode("utf-8")
+_fts5: bool | None = None
 
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+def fts5_available() -> bool:
+    """Whether this Python's SQLite has FTS5 with the trigram tokenizer (3.34+)."""
+    global _fts5
+    if _fts5 is None:
+        try:
+            with contextlib.closing(sqlite3.connect(":memory:")) as db:
+                db.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='trigram')")
+            _fts5 = True
+        except sqlite3.Error:
+            _fts5 = False
+    return _fts5
 
 
-class _IdTable:
-    """A set of ids, each with a number (its entry), found by id in an open-addressing
-    table: no dict, no string per id.
+def _is_damage(exc: sqlite3.Error) -> bool:
+    """A damaged or foreign file (as opposed to a busy lock, a full disk or a bug)."""
+    return type(exc) is sqlite3.DatabaseError
 
-    Chainlit's ids are lowercase UUIDs; such an id is kept as its 16 bytes (any other id
-    as a string aside), so 100,000 thread ids cost about 4 MB instead of 15 MB (a string,
-    a dict entry and an int object each). Lookups hash the id's UTF-8 bytes, so the
-    loader finds the bytes it reads without making a string first.
+
+def _fts_query(needle: str) -> str:
+    """The trigrams of ``needle``, all required: a superset of the rows holding it."""
+    grams = sorted({needle[i : i + 3] for i in range(len(needle) - 2)})
+    if len(grams) > _TRIGRAMS_MAX:
+        step = len(grams) / _TRIGRAMS_MAX
+        grams = [grams[int(i * step)] for i in range(_TRIGRAMS_MAX)]
+    return " AND ".join('"' + g.replace('"', '""') + '"' for g in grams)
+
+
+def _tags_text(tags: object) -> str | None:
+    if not isinstance(tags, list):
+        return None
+    return _codec.encode_line(tags).decode("utf-8").rstrip("\n")
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class _Db:
+    """One open index database (one generation) and what this process caches of it."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, *, fts: bool, readonly: bool = False
+    ) -> None:
+        self.conn = conn
+        self.path = path
+        self.fts = fts  # the database has a trigram index (kept by FTS5-capable processes)
+        self.readonly = readonly  # opened on a read-only file system
+        self.queued = 0  # texts this process queued for the trigram index since it looked
+        self.pid = os.getpid()
+        self.commits = 0
+        self.checkpointer: _Checkpointer | None = None
+        self.timeout = 5.0
+        self.users: dict[str, int] = {}
+        self.user_ids: dict[int, str | None] = {0: None}
+        self.next_doc: dict[int, int] | None = None  # only while building
+
+    @classmethod
+    def open(cls, path: Path, timeout: float) -> _Db:
+        """Open an existing database; ``sqlite3.Error`` or ``LookupError`` (another
+        format) if it is not a usable index."""
+        try:
+            return cls._open(path, timeout, readonly=False)
+        except sqlite3.OperationalError:
+            if os.access(path.parent, os.W_OK):
+                raise
+            # A read-only file system: nobody can change the file, so it is read as it
+            # is, without the shared-memory file WAL mode otherwise needs.
+            return cls._open(path, timeout, readonly=True)
+
+    @classmethod
+    def _open(cls, path: Path, timeout: float, *, readonly: bool) -> _Db:
+        mode = "mode=ro&immutable=1" if readonly else "mode=rw"
+        conn = sqlite3.connect(
+            f"file:{quote(str(path))}?{mode}",
+            uri=True,
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("format") != str(INDEX_FORMAT):
+                raise LookupError(f"index format {meta.get('format')!r}")
+            fts = meta.get("fts") == "1"
+        except BaseException:
+            conn.close()
+            raise
+        db = cls(conn, path, fts=fts, readonly=readonly)
+        db.timeout = timeout
+        return db
+
+    @classmethod
+    def create(cls, path: Path, *, fts: bool) -> _Db:
+        """A new empty database at ``path`` (a temporary name, renamed into place once
+        filled): no journal while it is built, nobody else sees it."""
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("BEGIN")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        if fts:
+            conn.execute(_FTS_SCHEMA)
+        conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            [("format", str(INDEX_FORMAT)), ("fts", "1" if fts else "0")],
+        )
+        db = cls(conn, path, fts=fts)
+        db.next_doc = {}
+        return db
+
+    def finish(self) -> None:
+        """End the build: commit, make the trigram index of all the texts at once (in one
+        segment), switch the file to WAL mode and close it."""
+        conn = self.conn
+        conn.execute("COMMIT")
+        if self.fts:
+            conn.execute("INSERT INTO fts (fts) VALUES ('rebuild')")
+            conn.execute("INSERT INTO fts (fts) VALUES ('optimize')")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+
+    def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    # -- transactions --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self.users.clear()
+            self.user_ids = {0: None}
+            raise
+        conn.execute("COMMIT")
+        self.commits += 1
+        if self.queued >= _TODO_BATCH and fts5_available():
+            self.queued = 0
+            self.apply_todo()
+        if self.commits % _WAL_LOOK_EVERY == 0:
+            self._look_at_the_log()
+
+    def apply_todo(self) -> None:
+        """Bring the trigram index up to date with the queued texts (all of them: a
+        few dozen, or more if processes without FTS5 queued them)."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT INTO fts (fts, rowid, doc) SELECT 'delete', r, old FROM fts_todo "
+                "WHERE old IS NOT NULL"
+            )
+            conn.execute(
+                "INSERT INTO fts (rowid, doc) SELECT d.r, d.doc FROM fts_todo q "
+                "JOIN docs d ON d.r = q.r WHERE d.doc != ''"
+            )
+            conn.execute("DELETE FROM fts_todo")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _look_at_the_log(self) -> None:
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return
+        if size < _WAL_CHECKPOINT_BYTES:
+            return
+        if self.checkpointer is None or not self.checkpointer.alive():
+            self.checkpointer = _Checkpointer(self.path, self.timeout)
+        self.checkpointer.wanted.set()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """One snapshot for a read made of several statements."""
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+    # -- users ---------------------------------------------------------------------
+
+    def user_no(self, user: str | None, *, create: bool) -> int | None:
+        if user is None:
+            return 0
+        u = self.users.get(user)
+        if u is None:
+            row = self.conn.execute("SELECT u FROM users WHERE id = ?", (user,)).fetchone()
+            if row is not None:
+                u = int(row[0])
+            elif not create:
+                return None
+            else:
+                cur = self.conn.execute("INSERT INTO users (id) VALUES (?)", (user,))
+                u = int(cur.lastrowid or 0)
+            self.users[user] = u
+            self.user_ids[u] = user
+        return u
+
+    def user_of(self, u: int) -> str | None:
+        if u in self.user_ids:
+            return self.user_ids[u]
+        row = self.conn.execute("SELECT id FROM users WHERE u = ?", (u,)).fetchone()
+        user = None if row is None else str(row[0])
+        self.user_ids[u] = user
+        if user is not None:
+            self.users[user] = u
+        return user
+
+    # -- searchable texts ----------------------------------------------------------
+
+    def _new_doc_id(self, u: int) -> int:
+        """While building: the texts are numbered in order, nothing to look up."""
+        assert self.next_doc is not None
+        r = self.next_doc.get(u, u << _USER_BITS) + 1
+        self.next_doc[u] = r
+        return r
+
+    def _queue(self, r: int, old: str | None) -> None:
+        """Note that row r's entry in the trigram index is out of date. ``old`` is what
+        the entry holds, unless the row was queued already (then it still holds what
+        the queue says)."""
+        if self.fts and self.next_doc is None:
+            self.conn.execute("INSERT OR IGNORE INTO fts_todo (r, old) VALUES (?, ?)", (r, old))
+            self.queued += 1
+
+    def add_doc(self, n: int, u: int, step: str | None, at: str, doc: str) -> None:
+        if self.next_doc is not None:
+            r = self._new_doc_id(u)
+            self.conn.execute(
+                "INSERT INTO docs (r, n, step, at, doc) VALUES (?, ?, ?, ?, ?)",
+                (r, n, step, at, doc),
+            )
+            return
+        # The next number of the owner's range, found in the same statement.
+        low = u << _USER_BITS
+        cur = self.conn.execute(
+            "INSERT INTO docs (r, n, step, at, doc) VALUES (coalesce((SELECT r FROM docs "
+            "WHERE r BETWEEN ? AND ? ORDER BY r DESC LIMIT 1), ?) + 1, ?, ?, ?, ?)",
+            (low, low + (1 << _USER_BITS) - 1, low, n, step, at, doc),
+        )
+        r = int(cur.lastrowid or 0)
+        if r >= low + (1 << _USER_BITS):  # pragma: no cover - four billion texts
+            raise OverflowError("too many texts for one user in the index")
+        if doc:
+            self._queue(r, None)
+
+    def drop_doc(self, r: int, doc: str) -> None:
+        self.conn.execute("DELETE FROM docs WHERE r = ?", (r,))
+        self._queue(r, doc or None)
+
+    def set_doc(self, r: int, at: str, old: str, new: str) -> None:
+        self.conn.execute("UPDATE docs SET at = ?, doc = ? WHERE r = ?", (at, new, r))
+        if old != new:
+            self._queue(r, old or None)
+
+    # -- threads -------------------------------------------------------------------
+
+    def thread_no(self, thread_id: str) -> tuple[int, int, str, str] | None:
+        """(n, u, created, last) of a thread."""
+        row = self.conn.execute(
+            "SELECT n, u, created, last FROM threads WHERE id = ?", (thread_id,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), str(row[2]), str(row[3]))
+
+    def thread_no_or_new(self, thread_id: str) -> tuple[int, int, str, str]:
+        """A thread the index did not know is added without an owner (a record about it
+        arrived before its own; the usual order puts the thread record first)."""
+        found = self.thread_no(thread_id)
+        if found is not None:
+            return found
+        cur = self.conn.execute(
+            "INSERT INTO threads (id, u, created, updated, last, activity) "
+            "VALUES (?, 0, '', '', '', '')",
+            (thread_id,),
+        )
+        return int(cur.lastrowid or 0), 0, "", ""
+
+    def set_last(self, n: int, created: str, last: str) -> None:
+        self.conn.execute(
+            "UPDATE threads SET last = ?, activity = ? WHERE n = ?",
+            (last, max(created, last), n),
+        )
+
+    def recompute_last(self, n: int) -> str:
+        row = self.conn.execute(
+            "SELECT max(at) FROM docs WHERE n = ? AND step IS NOT NULL", (n,)
+        ).fetchone()
+        return str(row[0]) if row is not None and row[0] is not None else ""
+
+    def apply(self, r: Mapping[str, Any]) -> None:
+        kind = r.get("k")
+        tid = r.get("id")
+        if not isinstance(tid, str) or not tid:
+            return
+        if kind == "t":
+            self.apply_thread(tid, r)
+        elif kind == "x":
+            sid = r.get("s")
+            if isinstance(sid, str):
+                text = r.get("x")
+                at = r.get("at")
+                self.apply_text(
+                    tid,
+                    sid,
+                    at if isinstance(at, str) else "",
+                    None if text is None else str(text),
+                )
+        elif kind == "f":
+            self.apply_feedback(tid, r.get("f"), r.get("s"), r.get("v"))
+        elif kind == "s":
+            sid = r.get("s")
+            if isinstance(sid, str):
+                self.apply_favorite(tid, sid, bool(r.get("on")))
+        elif kind == "d":
+            self.delete_thread(tid)
+
+    def apply_thread(self, tid: str, r: Mapping[str, Any]) -> None:
+        conn = self.conn
+        user, ident, name = _str_or_none(r.get("user")), _str_or_none(r.get("ident")), None
+        name = _str_or_none(r.get("name"))
+        created, updated = _str_or_none(r.get("created")) or "", _str_or_none(r.get("updated"))
+        tags = _tags_text(r.get("tags"))
+        u = self.user_no(user, create=True)
+        assert u is not None
+        row = conn.execute(
+            "SELECT n, u, name, created, updated, last FROM threads WHERE id = ?", (tid,)
+        ).fetchone()
+        if row is None:
+            cur = conn.execute(
+                "INSERT INTO threads (id, u, ident, name, tags, created, updated, last, activity)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, '', ?)",
+                (tid, u, ident, name, tags, created, updated or "", created),
+            )
+            if name is not None:
+                self.add_doc(int(cur.lastrowid or 0), u, None, "", searchable(name))
+            return
+        n, old_u, old_name, old_created, old_updated, last = row
+        created = created or old_created
+        conn.execute(
+            "UPDATE threads SET u = ?, ident = ?, name = ?, tags = ?, created = ?, updated = ?,"
+            " activity = ? WHERE n = ?",
+            (u, ident, name, tags, created, updated or old_updated, max(created, last), n),
+        )
+        if u != old_u:
+            self._move_docs(n, u)
+        if name != old_name:
+            self._set_name(n, u, name)
+
+    def _set_name(self, n: int, u: int, name: str | None) -> None:
+        row = self.conn.execute(
+            "SELECT r, doc FROM docs WHERE n = ? AND step IS NULL", (n,)
+        ).fetchone()
+        if name is None:
+            if row is not None:
+                self.drop_doc(int(row[0]), str(row[1]))
+        elif row is None:
+            self.add_doc(n, u, None, "", searchable(name))
+        else:
+            self.set_doc(int(row[0]), "", str(row[1]), searchable(name))
+
+    def _move_docs(self, n: int, u: int) -> None:
+        """Give a thread's texts row ids in its new owner's range."""
+        rows = self.conn.execute(
+            "SELECT r, step, at, doc FROM docs WHERE n = ? ORDER BY r", (n,)
+        ).fetchall()
+        for r, _, _, doc in rows:
+            self.drop_doc(int(r), str(doc))
+        for _, step, at, doc in rows:
+            self.add_doc(n, u, step, str(at), str(doc))
+
+    def apply_text(self, tid: str, sid: str, at: str, text: str | None) -> None:
+        found = self.conn.execute(
+            "SELECT t.n, t.u, t.created, t.last, d.r, d.at, d.doc FROM threads t "
+            "LEFT JOIN docs d ON d.n = t.n AND d.step = ? WHERE t.id = ?",
+            (sid, tid),
+        ).fetchone()
+        if found is None:
+            n, u, created, last = self.thread_no_or_new(tid)
+            row = None
+        else:
+            n, u, created, last = int(found[0]), int(found[1]), str(found[2]), str(found[3])
+            row = None if found[4] is None else found[4:]
+        if text is None:
+            if row is not None:
+                self.drop_doc(int(row[0]), str(row[2]))
+                self.set_last(n, created, self.recompute_last(n))
+            return
+        doc = searchable(text)
+        if row is None:
+            self.add_doc(n, u, sid, at, doc)
+            if at > last:
+                self.set_last(n, created, at)
+            return
+        r, old_at, old_doc = int(row[0]), str(row[1]), str(row[2])
+        if (old_at, old_doc) == (at, doc):
+            return
+        self.set_doc(r, at, old_doc, doc)
+        if at != old_at:
+            self.set_last(n, created, at if at > last else self.recompute_last(n))
+
+    def apply_feedback(self, tid: str, fid: object, rated: object, value: object) -> None:
+        if not isinstance(fid, str) or not fid:
+            return
+        conn = self.conn
+        n = self.thread_no_or_new(tid)[0]
+        old = conn.execute("SELECT n, value FROM feedback WHERE id = ?", (fid,)).fetchone()
+        if old is not None:
+            column = "fb1" if old[1] else "fb0"
+            conn.execute(
+                f"UPDATE threads SET {column} = max({column} - 1, 0) WHERE n = ?", (old[0],)
+            )
+            conn.execute("DELETE FROM feedback WHERE id = ?", (fid,))
+        if value in (0, 1) and isinstance(rated, str):
+            conn.execute(
+                "INSERT INTO feedback (id, n, step, value) VALUES (?, ?, ?, ?)",
+                (fid, n, rated, int(value)),
+            )
+            column = "fb1" if value else "fb0"
+            conn.execute(f"UPDATE threads SET {column} = {column} + 1 WHERE n = ?", (n,))
+
+    def apply_favorite(self, tid: str, sid: str, on: bool) -> None:
+        n = self.thread_no_or_new(tid)[0]
+        if on:
+            self.conn.execute("INSERT OR IGNORE INTO favorites (n, step) VALUES (?, ?)", (n, sid))
+        else:
+            self.conn.execute("DELETE FROM favorites WHERE n = ? AND step = ?", (n, sid))
+
+    def delete_thread(self, tid: str) -> None:
+        found = self.thread_no(tid)
+        if found is None:
+            return
+        n = found[0]
+        conn = self.conn
+        for r, doc in conn.execute("SELECT r, doc FROM docs WHERE n = ?", (n,)).fetchall():
+            self.drop_doc(int(r), str(doc))
+        conn.execute("DELETE FROM feedback WHERE n = ?", (n,))
+        conn.execute("DELETE FROM favorites WHERE n = ?", (n,))
+        conn.execute("DELETE FROM threads WHERE n = ?", (n,))
+
+    def put(self, summary: ThreadSummary) -> None:
+        """Make the index hold exactly ``summary`` for its thread."""
+        self.delete_thread(summary.id)
+        u = self.user_no(summary.user_id, create=True)
+        assert u is not None
+        texts = dict(summary.texts)
+        last = max((t for t, _ in texts.values()), default="")
+        created = summary.created_at or ""
+        feedback = dict(summary.feedback)
+        fb = [0, 0]
+        for _, value in feedback.values():
+            fb[1 if value else 0] += 1
+        cur = self.conn.execute(
+            "INSERT INTO threads (id, u, ident, name, tags, created, updated, last, activity,"
+            " fb0, fb1) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                summary.id,
+                u,
+                summary.user_identifier,
+                summary.name,
+                _tags_text(summary.tags),
+                created,
+                summary.updated_at or "",
+                last,
+                max(created, last),
+                fb[0],
+                fb[1],
+            ),
+        )
+        n = int(cur.lastrowid or 0)
+        if summary.name is not None:
+            self.add_doc(n, u, None, "", searchable(summary.name))
+        for sid in sorted(texts):
+            at, text = texts[sid]
+            self.add_doc(n, u, sid, at, searchable(text))
+        if feedback:
+            self.conn.executemany(
+                "INSERT INTO feedback (id, n, step, value) VALUES (?, ?, ?, ?)",
+                [(fid, n, sid, int(v)) for fid, (sid, v) in sorted(feedback.items())],
+            )
+        if summary.favorites:
+            self.conn.executemany(
+                "INSERT INTO favorites (n, step) VALUES (?, ?)",
+                [(n, sid) for sid in sorted(summary.favorites)],
+            )
+
+
+class _Checkpointer:
+    """Folds the write-ahead log back into the database from a thread of its own.
+
+    SQLite would do it inside whichever commit makes the log reach 1,000 pages: copying
+    megabytes and two ``fsync`` calls, milliseconds that one write (on the event loop)
+    would wait for. A passive checkpoint waits for nobody and nobody waits for it.
     """
 
-    __slots__ = ("count", "filled", "free", "hashes", "kind", "other", "raw16", "table")
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.wanted = threading.Event()
+        self.stopped = False
+        self.thread = threading.Thread(
+            target=self._run, name="filelayer-index-checkpoint", daemon=True
+        )
+        self.thread.start()
 
-    _FREE, _UUID, _OTHER = 0, 1, 2
+    def alive(self) -> bool:
+        return self.thread.is_alive() and not self.stopped
 
-    def __init__(self) -> None:
-        self.raw16 = bytearray()
-        self.kind = bytearray()
-        self.other: dict[int, str] = {}
-        self.hashes = array("q")
-        self.table = array("i", [-1]) * 16
-        self.free: list[int] = []
-        self.count = 0  # live entries
-        self.filled = 0  # live entries and tombstones in the table
+    def stop(self) -> None:
+        self.stopped = True
+        self.wanted.set()
 
-    def __len__(self) -> int:
-        return len(self.kind)
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(
+                f"file:{quote(str(self.path))}?mode=rw",
+                uri=True,
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error:
+            return
+        try:
+            while True:
+                self.wanted.wait()
+                self.wanted.clear()
+                if self.stopped:
+                    return
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
 
-    def id_of(self, entry: int) -> str | None:
-        kind = self.kind[entry]
-        if kind == self._UUID:
-            h = self.raw16[16 * entry : 16 * entry + 16].hex()
-            return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        return self.other.get(entry) if kind == self._OTHER else None
 
-    def find(self, key: str) -> int:
-        """The entry of ``key``, or -1."""
-        return self.find_raw(key.encode("utf-8", "surrogatepass"), key)
-
-    def find_raw(self, raw: bytes, key: str | None = None) -> int:
-        h = hash(raw)
-        table, hashes = self.table, self.hashes
-        mask = len(table) - 1
-        i = h & mask
-        while True:
-            entry = table[i]
-            if entry == -1:
-                return -1
-            if entry >= 0 and hashes[entry] == h:
-                found = self.id_of(entry)
-                if found is not None and (
-                    found == key
-                    if key is not None
-                    else found.encode("utf-8", "surrogatepass") == raw
-                ):
-                    return entry
-            i = (i + 1) & mask
-
-    def add(self, key: str) -> int:
-        """Add ``key`` (not present yet) and return its entry."""
-        if (self.filled + 1) * 2 > len(self.table):
-            self._resize(max(16, 1 << (self.count * 3).bit_length()))
-        if self.free:
-            entry = self.free.pop()
-        else:
-            entry = len(self.kind)
-            self.kind.append(self._FREE)
-            self.raw16.extend(bytes(16))
-            self.hashes.append(0)
-        raw = key.encode("utf-8", "surrogatepass")
-        if len(key) == 36 and _UUID.fullmatch(key):
-            self.raw16[16 * entry : 16 * entry + 16] = bytes.fromhex(key.replace("-", ""))
-            self.kind[entry] = self._UUID
-        else:
-            self.other[entry] = key
-            self.kind[entry] = self._OTHER
-        h = self.hashes[entry] = hash(raw)
-        table = self.table
-        mask = len(table) - 1
-        i = h & mask
-        while table[i] >= 0:
-            i = (i + 1) & mask
-        if table[i] == -1:
-            self.filled += 1
-        table[i] = entry
-        self.count += 1
-        return entry
-
-    def remove(self, entry: int) -> None:
-        table = self.table
-        mask = len(table) - 1
-        i = self.hashes[entry] & mask
-        while table[i] != entry:
-            if table[i] == -1:  # pragma: no cover - not in the table
-                return
-            i = (i + 1) & mask
-        table[i] = -2  # a tombstone: later entries of the same probe run stay reachable
-        self.kind[entry] = self._FREE
-        self.other.pop(entry, None)
-        self.free.append(entry)
-        self.count -= 1
-
-    def _resize(self, size: int) -> None:
-        table = array("i", [-1]) * size
-        mask = size - 1
-        for entry in self.live():
-            i = self.hashes[entry] & mask
-            while table[i] != -1:
-                i = (i + 1) & mask
-            table[i] = entry
-        self.table = table
-        self.filled = self.count
-
-    def live(self) -> Iterator[int]:
-        """Every entry that holds an id."""
-        kind = self.kind
-        return (entry for entry in range(len(kind)) if kind[entry])
+# -- the index -----------------------------------------------------------------------------
 
 
 class ThreadIndex:
-    """The in-memory view of the index log, kept up to date with the file."""
+    """The index of one archive, as this process sees it (see the module docstring).
 
-    def __init__(self, path: Path, lock_path: Path, *, lock_timeout: float) -> None:
-        self.path = path
+    Thread-safe: calls from several threads of a process are serialised.
+    """
+
+    def __init__(self, directory: Path, lock_path: Path, *, lock_timeout: float) -> None:
+        self.directory = directory
+        self.pointer = directory / POINTER_FILE
         self.lock_path = lock_path
         self.lock_timeout = lock_timeout
-        self._fd: int | None = None
-        self._fd_closer: weakref.finalize[Any, Any] | None = None
-        self._init_state()
+        self._lock = threading.RLock()
+        self._db: _Db | None = None
+        self._pointer_id: tuple[int, int, int] | None = None
+        self._damaged: str | None = None  # the generation found damaged
+        self._closer: weakref.finalize[Any, Any] | None = None
 
-    def _init_state(self) -> None:
-        self._file_id: tuple[int, int] | None = None
-        self._offset = 0
-        self._records = 0
-        self._dead = 0
-        # Columns, one entry per slot (a slot is a thread's number in this process).
-        self._slots = _IdTable()  # thread id -> slot
-        self._free: list[int] = []
-        self._owner = array("i")  # index into _owners: (user id, user identifier)
-        self._owners: list[tuple[str | None, str | None]] = [(None, None)]
-        self._owner_ix: dict[tuple[str | None, str | None], int] = {(None, None): 0}
-        self._owner_raw: dict[tuple[bytes, bytes], int] = {}  # the same, by raw JSON
-        self._times = _Times()
-        self._fb_count = array("H")  # feedback given with value 0, with value 1
-        # Where a thread's records lie: its first run of adjacent records, then further
-        # runs chained through the _run_* arrays (records of concurrent chats interleave).
-        self._span = array("q")  # start, end of the first run
-        self._chain = array("i")  # first, last further run (-1: none)
-        self._run_start = array("q")
-        self._run_end = array("q")
-        self._run_next = array("i")
-        # Sparse.
-        self._feedback_ids = _IdTable()  # feedback id -> entry in _fb_owner
-        self._fb_owner = array("q")  # by feedback entry: slot << 1 | value
-        self._favorites: dict[int, set[str]] = {}
-        self._details: OrderedDict[int, _Detail] = OrderedDict()
-        # Order: each user's slots sorted by (activity, id), oldest first.
-        self._order: dict[str | None, array[int]] = {}
-        self._all_order: array[int] | None = None
-        self._touched: dict[int, _OldKey | None] = {}
-        self._recent: dict[bytes, int] = {}  # raw thread id -> slot, of recent records
+    # -- the current database -------------------------------------------------------
 
-    # -- the file ------------------------------------------------------------------
+    def _read_pointer(self) -> tuple[tuple[int, int, int], str] | None:
+        try:
+            with open(self.pointer, "rb") as f:
+                st = os.fstat(f.fileno())
+                name = f.read(256).decode("utf-8", "replace").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("filelayer: cannot read %s (%s)", self.pointer, exc)
+            return None
+        if not _NAME.fullmatch(name):
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size), name
+
+    def _current(self) -> _Db | None:
+        """The database ``index/current`` names, open (reopened if it changed)."""
+        db = self._db
+        try:
+            st = os.stat(self.pointer)
+        except OSError:
+            if db is not None:
+                self._drop()
+            return None
+        if (
+            db is not None
+            and (st.st_ino, st.st_mtime_ns, st.st_size) == self._pointer_id
+            and db.pid == os.getpid()
+        ):
+            return db
+        found = self._read_pointer()
+        if found is None:
+            self._drop()
+            return None
+        pointer_id, name = found
+        path = self.directory / name
+        if db is not None and db.path == path and db.pid == os.getpid():
+            self._pointer_id = pointer_id
+            return db
+        self._drop()
+        if name == self._damaged:
+            return None
+        try:
+            db = _Db.open(path, self.lock_timeout)
+        except (sqlite3.Error, LookupError) as exc:
+            if not (isinstance(exc, sqlite3.OperationalError) and not path.exists()):
+                log.warning("filelayer: the index %s cannot be used (%s)", path, exc)
+            return None
+        self._db, self._pointer_id = db, pointer_id
+        self._closer = weakref.finalize(self, db.close)
+        return db
+
+    def _drop(self) -> None:
+        if self._closer is not None:
+            if self._db is not None and self._db.pid != os.getpid():
+                self._closer.detach()  # the parent's connection: never closed by a child
+            else:
+                self._closer()
+        self._db = None
+        self._closer = None
+        self._pointer_id = None
+
+    def _damage(self, db: _Db, exc: sqlite3.Error) -> None:
+        log.error(
+            "filelayer: the index %s is damaged (%s); it is rebuilt from the threads at the "
+            "next opening of the archive, or now by `filelayer reindex`",
+            db.path,
+            exc,
+        )
+        self._damaged = db.path.name
+        self._drop()
+
+    @property
+    def damaged(self) -> bool:
+        """Whether the current database was found damaged (it needs a rebuild)."""
+        if self._damaged is None:
+            return False
+        with self._lock:
+            found = self._read_pointer()
+            return found is not None and found[1] == self._damaged
 
     def exists(self) -> bool:
-        return self.path.exists()
+        """Whether there is a usable index (of this format) to open."""
+        with self._lock:
+            return self._current() is not None
+
+    def refresh(self) -> None:
+        """Look at ``index/current`` again (one ``stat``): after a rebuild by another
+        process, the next call reads the new database. Cheap; calls do it anyway."""
+        with self._lock:
+            self._current()
 
     def close(self) -> None:
-        """Release the index file's descriptor and the memory (the next refresh
-        reads the file again)."""
-        if self._fd_closer is not None:
-            self._fd_closer()
-        self._fd = None
-        self._fd_closer = None
-        self._init_state()
-
-    def _use_fd(self, fd: int) -> None:
-        if self._fd_closer is not None:
-            self._fd_closer()
-        self._fd = fd
-        self._fd_closer = weakref.finalize(self, os.close, fd)
-
-    def _reset(self) -> None:
-        self.close()
+        """Close the database (the next call opens it again)."""
+        with self._lock:
+            self._drop()
 
     @property
     def threads(self) -> Mapping[str, ThreadSummary]:
         """Every indexed thread by id (summaries are built on access)."""
         return _ThreadsView(self)
 
-    # -- reading -------------------------------------------------------------------
-
-    def refresh(self) -> None:
-        """Apply whatever was appended since the last call (cheap when nothing was)."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            if self._file_id is not None:
-                self._reset()
-            return
-        file_id = (st.st_dev, st.st_ino)
-        if file_id == self._file_id and st.st_size == self._offset:
-            return
-        if file_id != self._file_id or st.st_size < self._offset or self._fd is None:
-            # Another process compacted (or someone deleted) the file: start again.
-            self._reset()
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[_Db | None]:
+        """The current database for a read, ``None`` without one; damage is logged and
+        reads as an empty index."""
+        with self._lock:
+            db = self._current()
             try:
-                fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            except FileNotFoundError:
-                return
-            self._use_fd(fd)
-            fst = os.fstat(fd)
-            self._file_id = (fst.st_dev, fst.st_ino)
-            size = fst.st_size
-        else:
-            assert self._fd is not None
-            size = os.fstat(self._fd).st_size
-        self._read(size)
-
-    def _read(self, size: int) -> None:
-        fd = self._fd
-        assert fd is not None
-        pos = self._offset
-        chunk_size = _CHUNK
-        try:
-            while pos < size:
-                chunk = _pread(fd, min(chunk_size, size - pos), pos)
-                if not chunk:
-                    break
-                end = chunk.rfind(b"\n")
-                if end < 0:
-                    if pos + len(chunk) >= size:
-                        break  # a torn last line: its writer is mid-append or died
-                    chunk_size *= 2  # one line longer than a chunk
-                    continue
-                self._apply_lines(chunk[:end], pos)
-                pos += end + 1
-                chunk_size = _CHUNK
-        finally:
-            self._offset = pos
-            self._settle()
-
-    def _apply_lines(self, data: bytes, off: int) -> None:
-        """Fold complete lines starting at file offset ``off`` into the columns.
-
-        Most records are message texts, and loading a 100,000-thread index means
-        folding some 600,000 of them, so their common case (a thread whose texts are
-        not decoded in memory, a text being set) is handled inline, from the bytes.
-        """
-        match, match_thread = _X_LINE.match, _T_LINE.fullmatch
-        find_raw = self._slots.find_raw
-        recent = self._recent  # thread ids just seen: chats come in bursts
-        details, touched = self._details, self._touched
-        span, chain = self._span, self._chain
-        times = self._times.values
-        for line in data.split(b"\n"):
-            n = len(line) + 1
-            m = match(line) if line else None
-            if m is not None and line[-1] == 0x7D:  # "}": not a torn fragment
-                at, raw_tid, _, value = m.groups()
-                slot = recent.get(raw_tid, -1)
-                if slot < 0:
-                    slot = find_raw(raw_tid)
-                    if len(recent) > 512:
-                        recent.clear()
-                    if slot >= 0:
-                        recent[raw_tid] = slot
-                if (
-                    slot >= 0
-                    and value == b'"'
-                    and slot not in details
-                    and slot in touched
-                    and chain[2 * slot + 1] < 0
-                    and span[2 * slot + 1] == off
-                ):
-                    # The common case, inline: the next record of a thread that this
-                    # batch already touched, right after its previous one.
-                    self._records += 1
-                    span[2 * slot + 1] = off + n
-                    code = _time_code(at)
-                    i = slot * _TIME_FIELDS + _LAST_TEXT
-                    if code and times[i] >= 0:
-                        if code > times[i]:
-                            times[i] = code
-                    else:
-                        self._times.raise_to(slot, _LAST_TEXT, at)
-                    off += n
-                    continue
-                tid = raw_tid.decode("utf-8", "replace")
-                if tid and "\ufffd" not in tid and (slot < 0 or slot not in details):
-                    self._records += 1
-                    if slot < 0:
-                        slot = self._new_slot(tid)
-                    self._add_span(slot, off, n)
-                    sid = m.group(3).decode("utf-8", "replace")
-                    self._apply_text(slot, sid, at, value == b'"')
-                    off += n
-                    continue
-            t = match_thread(line) if line.startswith(b'{"created":') else None
-            if t is not None and self._apply_thread_line(t, off, n):
-                off += n
-                continue
-            if line:
-                try:
-                    record = _codec.decode(line)
-                except _codec.DecodeError:
-                    record = None  # a torn fragment from a crashed writer: derived, skip
-                if isinstance(record, dict):
-                    self._apply(record, off, n)
-            off += n
-
-    # -- folding records into the columns ---------------------------------------------
-
-    def _touch(self, slot: int) -> None:
-        """Remember where ``slot`` sat in the order before this batch changed it."""
-        if slot not in self._touched:
-            tid = self._slots.id_of(slot)
-            self._touched[slot] = (
-                None
-                if tid is None
-                else (self._owners[self._owner[slot]][0], self._times.get(slot, _ACTIVITY), tid)
-            )
-
-    def _new_slot(self, tid: str) -> int:
-        slot = self._slots.add(tid)
-        if slot == len(self._owner):
-            self._owner.append(0)
-            self._fb_count.extend((0, 0))
-            self._span.extend((-1, -1))
-            self._chain.extend((-1, -1))
-            self._times.grow(slot + 1)
-        self._touched.setdefault(slot, None)
-        return slot
-
-    def _apply_thread_line(self, m: re.Match[bytes], off: int, n: int) -> bool:
-        """A "t" record as filelayer writes it, folded without decoding its name."""
-        created, raw_tid, ident, updated, user = m.groups()
-        slot = self._slots.find_raw(raw_tid)
-        if slot >= 0 and slot in self._details:
-            return False  # its decoded name must be updated: take the general path
-        owner = self._owner_raw.get((user, ident))
-        if owner is None:
-            try:
-                owner = self._owner_index(_codec.decode(user), _codec.decode(ident))
-            except _codec.DecodeError:
-                return False
-            self._owner_raw[(user, ident)] = owner
-        self._records += 1
-        if slot < 0:
-            try:
-                slot = self._new_slot(raw_tid.decode("utf-8"))
-            except UnicodeDecodeError:
-                self._records -= 1
-                return False
-        else:
-            self._dead += 1  # the thread's previous "t" record
-            self._touch(slot)
-        self._add_span(slot, off, n)
-        self._owner[slot] = owner
-        for field, value in ((_CREATED, created), (_UPDATED, updated)):
-            if value:
-                code = _time_code(value)
-                if code:
-                    self._times.values[slot * _TIME_FIELDS + field] = code
-                    if self._times.odd:
-                        self._times.odd.pop(slot * _TIME_FIELDS + field, None)
-                else:
-                    self._times.set(slot, field, value.decode("utf-8", "replace"))
-        return True
-
-    def _owner_index(self, user: object, ident: object) -> int:
-        key = (user if isinstance(user, str) else None, ident if isinstance(ident, str) else None)
-        ix = self._owner_ix.get(key)
-        if ix is None:
-            ix = self._owner_ix[key] = len(self._owners)
-            self._owners.append(key)
-        return ix
-
-    def _add_span(self, slot: int, off: int, n: int) -> None:
-        span = self._span
-        if span[2 * slot] < 0:
-            span[2 * slot] = off
-            span[2 * slot + 1] = off + n
-            return
-        last = self._chain[2 * slot + 1]
-        if last < 0:
-            if span[2 * slot + 1] == off:
-                span[2 * slot + 1] = off + n
-                return
-        elif self._run_end[last] == off:
-            self._run_end[last] = off + n
-            return
-        run = len(self._run_start)
-        self._run_start.append(off)
-        self._run_end.append(off + n)
-        self._run_next.append(-1)
-        if last < 0:
-            self._chain[2 * slot] = run
-        else:
-            self._run_next[last] = run
-        self._chain[2 * slot + 1] = run
-
-    def _apply(self, r: dict[str, Any], off: int, n: int) -> None:
-        kind = r.get("k")
-        tid = r.get("id")
-        if not isinstance(tid, str) or not tid or kind not in ("t", "x", "f", "s", "d"):
-            return
-        self._records += 1
-        slot = self._slots.find(tid)
-        if kind == "d":
-            self._dead += 1
-            if slot >= 0:
-                self._delete_slot(slot)
-            return
-        if slot < 0:
-            slot = self._new_slot(tid)
-        elif kind == "t":
-            self._dead += 1  # the thread's previous "t" record
-        self._add_span(slot, off, n)
-        if kind == "t":
-            self._apply_thread(slot, r, off, n)
-        elif kind == "x":
-            sid, text = r.get("s"), r.get("x")
-            if isinstance(sid, str):
-                at = r.get("at")
-                at_bytes = at.encode("utf-8", "replace") if isinstance(at, str) else b""
-                self._apply_text(slot, sid, at_bytes, text is not None, text)
-        elif kind == "f":
-            self._apply_feedback(slot, r)
-        else:
-            self._apply_favorite(slot, r)
-
-    def _apply_thread(self, slot: int, r: dict[str, Any], off: int, n: int) -> None:
-        self._touch(slot)
-        self._owner[slot] = self._owner_index(r.get("user"), r.get("ident"))
-        created, updated = r.get("created"), r.get("updated")
-        if isinstance(created, str) and created:
-            self._times.set(slot, _CREATED, created)
-        if isinstance(updated, str) and updated:
-            self._times.set(slot, _UPDATED, updated)
-        detail = self._details.get(slot)
-        if detail is not None:
-            name, tags = r.get("name"), r.get("tags")
-            detail.name = name if isinstance(name, str) else None
-            detail.tags = tags if isinstance(tags, list) else None
-
-    def _apply_text(
-        self, slot: int, sid: str, at: bytes, present: bool, text: object = None
-    ) -> None:
-        self._touch(slot)
-        detail = self._details.get(slot)
-        if present:
-            if detail is not None and isinstance(text, str):
-                if sid in detail.texts:
-                    self._dead += 1
-                detail.texts[sid] = (at.decode("utf-8", "replace"), text)
-            self._times.raise_to(slot, _LAST_TEXT, at)
-            return
-        self._dead += 1
-        if detail is None:
-            detail = self._detail(slot)  # its fold already includes this removal
-        elif detail.texts.pop(sid, None) is not None:
-            self._dead += 1
-        self._times.set(slot, _LAST_TEXT, max((t for t, _ in detail.texts.values()), default=""))
-
-    def _apply_feedback(self, slot: int, r: dict[str, Any]) -> None:
-        fid, rated, value = r.get("f"), r.get("s"), r.get("v")
-        if not isinstance(fid, str) or not fid:
-            return
-        detail = self._details.get(slot)
-        entry = self._feedback_ids.find(fid)
-        if entry >= 0:
-            self._dead += 1  # the feedback's previous record
-            previous = self._fb_owner[entry]
-            old_slot = previous >> 1
-            count = 2 * old_slot + (previous & 1)
-            self._fb_count[count] = max(self._fb_count[count] - 1, 0)
-            old_detail = self._details.get(old_slot)
-            if old_detail is not None:
-                old_detail.feedback.pop(fid, None)
-        if value in (0, 1) and isinstance(rated, str):
-            value = int(value)
-            if entry < 0:
-                entry = self._feedback_ids.add(fid)
-                if entry == len(self._fb_owner):
-                    self._fb_owner.append(0)
-            self._fb_owner[entry] = slot << 1 | value
-            count = 2 * slot + value
-            self._fb_count[count] = min(self._fb_count[count] + 1, 0xFFFF)
-            if detail is not None:
-                detail.feedback[fid] = (rated, value)
-        else:
-            self._dead += 1
-            if entry >= 0:
-                self._feedback_ids.remove(entry)
-
-    def _apply_favorite(self, slot: int, r: dict[str, Any]) -> None:
-        fav = r.get("s")
-        if not isinstance(fav, str):
-            return
-        favs = self._favorites.get(slot)
-        if r.get("on"):
-            if favs is None:
-                favs = self._favorites[slot] = set()
-            if fav in favs:
-                self._dead += 1
-            favs.add(fav)
-        else:
-            self._dead += 1
-            if favs is not None and fav in favs:
-                self._dead += 1
-                favs.discard(fav)
-                if not favs:
-                    del self._favorites[slot]
-
-    def _delete_slot(self, slot: int) -> None:
-        self._recent.clear()  # the slot may come back as another thread
-        self._touch(slot)
-        self._dead += self._raw(slot).count(b"\n")
-        self._slots.remove(slot)
-        if self._fb_count[2 * slot] or self._fb_count[2 * slot + 1]:
-            owner = self._fb_owner
-            for entry in [e for e in self._feedback_ids.live() if owner[e] >> 1 == slot]:
-                self._feedback_ids.remove(entry)
-            self._fb_count[2 * slot] = self._fb_count[2 * slot + 1] = 0
-        self._favorites.pop(slot, None)
-        self._details.pop(slot, None)
-        self._span[2 * slot] = self._span[2 * slot + 1] = -1
-        self._chain[2 * slot] = self._chain[2 * slot + 1] = -1  # its runs are left as garbage
-        self._owner[slot] = 0
-        self._times.clear(slot)
-        self._free.append(slot)
-
-    # -- keeping the order ---------------------------------------------------------
-
-    def _key(self, slot: int) -> tuple[str, str]:
-        return (self._times.get(slot, _ACTIVITY), self._slots.id_of(slot) or "")
-
-    def _settle(self) -> None:
-        """Recompute the activity of the threads this batch touched and put them back
-        in their user's sorted order (all of it re-sorted after a large batch)."""
-        touched = self._touched
-        if not touched:
-            return
-        self._touched = {}
-        self._all_order = None
-        times = self._times
-        for slot in touched:
-            if self._slots.kind[slot]:
-                times.settle_activity(slot)
-        if len(touched) > 256 and len(touched) * 4 > self._slots.count:
-            self._rebuild_order()
-            return
-        touched = {slot: k for slot, k in touched.items() if not self._stays(slot, k, touched)}
-        if not touched:
-            return
-        old_keys = {slot: (k[1], k[2]) for slot, k in touched.items() if k is not None}
-
-        def before(slot: int) -> tuple[str, str]:
-            key = old_keys.get(slot)
-            return key if key is not None else self._key(slot)
-
-        # Take every touched thread out (finding each by the key it was sorted by),
-        # then put the live ones back by their new key.
-        for slot, k in touched.items():
-            if k is None:
-                continue
-            order = self._order.get(k[0])
-            if order is None:
-                continue
-            i = bisect.bisect_left(order, (k[1], k[2]), key=before)
-            if i < len(order) and order[i] == slot:
-                del order[i]
-            else:  # pragma: no cover - only if an order was corrupted
-                with contextlib.suppress(ValueError):
-                    order.remove(slot)
-            if not order:
-                del self._order[k[0]]
-        for slot in touched:
-            if not self._slots.kind[slot]:
-                continue
-            user = self._owners[self._owner[slot]][0]
-            order = self._order.get(user)
-            if order is None:
-                order = self._order[user] = array("i")
-            bisect.insort(order, slot, key=self._key)
-
-    def _stays(self, slot: int, old: _OldKey | None, touched: dict[int, _OldKey | None]) -> bool:
-        """Whether ``slot`` keeps its place: same user and key, or (the usual write to a
-        chat) it was and still is its user's most recent thread."""
-        if old is None or not self._slots.kind[slot]:
-            return False
-        user = self._owners[self._owner[slot]][0]
-        if user != old[0]:
-            return False
-        key = self._key(slot)
-        if key == (old[1], old[2]):
-            return True
-        if len(touched) != 1:
-            return False
-        order = self._order.get(user)
-        return (
-            order is not None
-            and order[-1] == slot
-            and (len(order) == 1 or self._key(order[-2]) < key)
-        )
-
-    def _rebuild_order(self) -> None:
-        groups: dict[str | None, list[int]] = {}
-        owners = self._owners
-        owner = self._owner
-        for slot in self._slots.live():
-            groups.setdefault(owners[owner[slot]][0], []).append(slot)
-        key = self._key
-        if not self._times.odd:  # every time is Chainlit's: sort on the integers
-            values, id_of = self._times.values, self._slots.id_of
-
-            def key(slot: int) -> tuple[Any, str]:
-                return (values[slot * _TIME_FIELDS + _ACTIVITY], id_of(slot) or "")
-
-        self._order = {user: array("i", sorted(slots, key=key)) for user, slots in groups.items()}
-
-    def _ordered(self, user_id: str | None) -> array[int]:
-        if user_id is not None:
-            return self._order.get(user_id) or array("i")
-        if self._all_order is None:
-            self._all_order = array("i", sorted(self._slots.live(), key=self._key))
-        return self._all_order
-
-    # -- reading what stays on disk ------------------------------------------------
-
-    def _spans(self, slot: int) -> Iterator[tuple[int, int]]:
-        start, end = self._span[2 * slot], self._span[2 * slot + 1]
-        if start >= 0:
-            yield start, end
-        run = self._chain[2 * slot]
-        while run >= 0:
-            yield self._run_start[run], self._run_end[run]
-            run = self._run_next[run]
-
-    def _raw(self, slot: int) -> bytes:
-        """Every record of the thread, as the bytes in the file (in log order)."""
-        fd = self._fd
-        if fd is None:
-            return b""
-        if self._chain[2 * slot] < 0:
-            start, end = self._span[2 * slot], self._span[2 * slot + 1]
-            return _pread(fd, end - start, start) if start >= 0 else b""
-        return b"".join(_pread(fd, end - start, start) for start, end in self._spans(slot))
-
-    def _thread_record(self, slot: int) -> dict[str, Any] | None:
-        """The thread's latest "t" record, read back from the file."""
-        data = self._raw(slot)
-        cut = data.rfind(b'\n{"created":', 0, len(data) - 1) + 1
-        if data.startswith(b'{"created":', cut):
-            try:
-                r = _codec.decode(data[cut : data.index(b"\n", cut)])
-            except _codec.DecodeError:
-                r = None
-            if isinstance(r, dict) and r.get("k") == "t":
-                return r
-        found: dict[str, Any] | None = None  # not as filelayer writes it: decode it all
-        for line in data.split(b"\n"):
-            try:
-                r = _codec.decode(line) if line else None
-            except _codec.DecodeError:
-                continue
-            if isinstance(r, dict) and r.get("k") == "t":
-                found = r
-        return found
-
-    def _thread_fields(self, thread_id: str) -> tuple[str | None, list[str] | None] | None:
-        """The name and tags of a thread."""
-        slot = self._slots.find(thread_id)
-        if slot < 0:
-            return None
-        detail = self._details.get(slot)
-        if detail is not None:
-            return detail.name, detail.tags
-        r = self._thread_record(slot) or {}
-        name, tags = r.get("name"), r.get("tags")
-        return (name if isinstance(name, str) else None, tags if isinstance(tags, list) else None)
-
-    @staticmethod
-    def _fold(data: bytes) -> _Detail:
-        detail = _Detail(name=None, tags=None, texts={}, feedback={})
-        for line in data.split(b"\n"):
-            if not line:
-                continue
-            try:
-                r = _codec.decode(line)
-            except _codec.DecodeError:
-                continue
-            if not isinstance(r, dict):
-                continue
-            kind = r.get("k")
-            if kind == "t":
-                name, tags, updated = r.get("name"), r.get("tags"), r.get("updated")
-                detail.name = name if isinstance(name, str) else None
-                detail.tags = tags if isinstance(tags, list) else None
-                if isinstance(updated, str) and updated:
-                    detail.updated = updated
-            elif kind == "x":
-                sid, text = r.get("s"), r.get("x")
-                if isinstance(sid, str):
-                    if text is not None:
-                        detail.texts[sid] = (str(r.get("at") or ""), str(text))
-                    else:
-                        detail.texts.pop(sid, None)
-            elif kind == "f":
-                fid, rated, value = r.get("f"), r.get("s"), r.get("v")
-                if isinstance(fid, str):
-                    if value in (0, 1) and isinstance(rated, str):
-                        detail.feedback[fid] = (rated, int(value))
-                    else:
-                        detail.feedback.pop(fid, None)
-        return detail
-
-    def _detail(self, slot: int, *, keep: bool = True) -> _Detail:
-        detail = self._details.get(slot)
-        if detail is not None:
-            self._details.move_to_end(slot)
-            return detail
-        detail = self._fold(self._raw(slot))
-        if keep:
-            self._details[slot] = detail
-            while len(self._details) > _DETAIL_CACHE:
-                self._details.popitem(last=False)
-        return detail
-
-    def _detail_of(self, thread_id: str) -> _Detail | None:
-        slot = self._slots.find(thread_id)
-        return None if slot < 0 else self._detail(slot)
-
-    def _summary(self, slot: int, tid: str | None = None) -> ThreadSummary:
-        tid = tid or self._slots.id_of(slot)
-        assert tid is not None
-        user, ident = self._owners[self._owner[slot]]
-        times = self._times
-        favorites = self._favorites.get(slot)
-        s = ThreadSummary(
-            tid,
-            user_id=user,
-            user_identifier=ident,
-            created_at=times.get(slot, _CREATED),
-            updated_at=times.get(slot, _UPDATED),
-            favorites=set(favorites) if favorites else None,
-        )
-        s._activity = times.get(slot, _ACTIVITY)
-        s._name = s._tags = s._texts = s._feedback = _UNSET
-        s._index = self
-        return s
+                yield db
+            except sqlite3.DatabaseError as exc:
+                if db is None or not _is_damage(exc):
+                    raise
+                self._damage(db, exc)
 
     # -- writing -------------------------------------------------------------------
 
-    def append(self, records: Iterable[dict[str, Any]]) -> None:
-        data = b"".join(_codec.encode_line(r) for r in records)
-        if not data:
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Apply ``records`` in one transaction (nothing when there is no index yet:
+        the next rebuild reads everything from the thread directories)."""
+        batch = list(records)
+        if not batch:
             return
-        with _locks.locked(self.lock_path, self.lock_timeout):
-            _fs.append(self.path, data)
-            self.refresh()
-            if self._records > _COMPACT_MIN_RECORDS and self._dead * 2 > self._records:
-                self._compact_locked()
+        with self._lock:
+            db = self._writable()
+            if db is None:
+                return
+            try:
+                with db.write():
+                    for r in batch:
+                        db.apply(r)
+            except sqlite3.Error as exc:
+                self._write_failed(db, exc)
 
-    @property
-    def garbage(self) -> tuple[int, int]:
-        """(dead records, all records) in the file, as far as this process can tell.
+    def put(self, thread_id: str, summary: ThreadSummary | None) -> None:
+        """Make the index hold exactly ``summary`` for ``thread_id`` (``None``: nothing)."""
+        with self._lock:
+            db = self._writable()
+            if db is None:
+                return
+            try:
+                with db.write():
+                    if summary is None:
+                        db.delete_thread(thread_id)
+                    else:
+                        db.put(summary)
+            except sqlite3.Error as exc:
+                self._write_failed(db, exc)
 
-        A message text rewritten (an edited message) counts as dead only when this
-        process had the thread's texts decoded; it is removed by the next compaction
-        either way.
-        """
-        return self._dead, self._records
+    def _writable(self) -> _Db | None:
+        db = self._current()
+        if db is not None and db.readonly:  # the file system may be writable again
+            self._drop()
+            db = self._current()
+            if db is not None and db.readonly:
+                raise StorageWriteError(db.path, OSError(errno.EROFS, os.strerror(errno.EROFS)))
+        return db
 
-    def compact(self) -> None:
-        """Rewrite the log with only its live records (what ``append`` does by itself
-        once dead records outweigh live ones)."""
-        with _locks.locked(self.lock_path, self.lock_timeout):
-            self.refresh()
-            self._compact_locked()
+    def _write_failed(self, db: _Db, exc: sqlite3.Error) -> None:
+        if _is_damage(exc):
+            self._damage(db, exc)
+            return
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            raise ArchiveLockTimeout(db.path, self.lock_timeout) from exc
+        number = _ERRNO.get(code, errno.EIO)
+        raise StorageWriteError(db.path, OSError(number, str(exc))) from exc
 
-    def _compact_locked(self) -> None:
-        """Write the live records, thread by thread, to a new file and rename it over.
+    # -- rebuilding ----------------------------------------------------------------
 
-        Streams one thread at a time, so its memory does not grow with the index, and
-        notes the new positions as it writes: nothing is read back afterwards.
-        """
-        slots = sorted(self._slots.live(), key=lambda s: self._slots.id_of(s) or "")
-        tmp = temp_path(self.path)
-        span = array("q", self._span)
-        pos = records = 0
+    def rebuild(self, summaries: Iterable[ThreadSummary], *, replace: bool = True) -> int:
+        """Write a whole new index from ``summaries`` (a generator over 100,000 threads
+        is fine: nothing is kept in memory) into a new file, then make it the current
+        one (under ``index.lock``, for milliseconds). Returns the thread count.
+
+        Writes that other processes make to the old file meanwhile are not carried
+        over: the caller catches up with them from the thread directories.
+        ``replace=False`` keeps a usable index that another process made meanwhile
+        (for the empty index of a new archive, where there is nothing to catch up)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"threads-{secrets.token_hex(8)}.sqlite"
+        tmp = temp_path(self.directory / name)
+        count = 0
         try:
-            with open(tmp, "xb") as out:
-                for slot in slots:
-                    detail = self._detail(slot, keep=False)
-                    summary = self._summary(slot)
-                    summary._name, summary._tags = detail.name, detail.tags
-                    summary._texts, summary._feedback = detail.texts, detail.feedback
-                    lines = [_codec.encode_line(r) for r in summary.records()]
-                    data = b"".join(lines)
-                    out.write(data)
-                    span[2 * slot], span[2 * slot + 1] = pos, pos + len(data)
-                    pos += len(data)
-                    records += len(lines)
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            log.warning("filelayer: could not compact %s (%s); it stays as it is", self.path, exc)
-            return
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        self._use_fd(fd)
-        fst = os.fstat(fd)
-        self._file_id = (fst.st_dev, fst.st_ino)
-        self._offset = pos
-        self._span = span
-        self._chain = array("i", [-1]) * len(self._chain)
-        self._run_start, self._run_end, self._run_next = array("q"), array("q"), array("i")
-        self._records, self._dead = records, 0
-
-    def mark(self) -> tuple[tuple[int, int], int] | None:
-        """Where the log ends now (file identity, size): ``reindex`` notes it before
-        reading the threads, to replay what writers append while it reads."""
-        with _locks.locked(self.lock_path, self.lock_timeout):
+            db = _Db.create(tmp, fts=fts5_available())
             try:
-                st = os.stat(self.path)
-            except FileNotFoundError:
-                return None
-            return (st.st_dev, st.st_ino), st.st_size
-
-    def replace_all(
-        self,
-        summaries: Iterable[ThreadSummary],
-        since: tuple[tuple[int, int], int] | None = None,
-    ) -> bool:
-        """Write a whole new index (``reindex``), streaming: ``summaries`` may be a
-        generator over 100,000 threads.
-
-        ``since`` (from :meth:`mark`) says when the summaries began to be computed: the
-        records appended after it, by writers that did not wait for the rebuild, are
-        copied after them, and since every record states a value rather than a change,
-        they win where they are newer. ``False`` (nothing written) when the log was
-        replaced meanwhile, so that those records cannot be found: compute again.
-        """
-        with _locks.locked(self.lock_path, self.lock_timeout):
-            tail = b""
-            if since is not None:
-                try:
-                    st = os.stat(self.path)
-                except FileNotFoundError:
-                    return False
-                file_id, offset = since
-                if (st.st_dev, st.st_ino) != file_id or st.st_size < offset:
-                    return False
-                with open(self.path, "rb") as f:
-                    f.seek(offset)
-                    lines, _ = _fs.split_lines(f.read(st.st_size - offset))
-                tail = b"".join(line + b"\n" for line in lines if line)
-            tmp = temp_path(self.path)
-            try:
-                with open(tmp, "xb") as out:
-                    for s in summaries:
-                        out.write(b"".join(_codec.encode_line(r) for r in s.records()))
-                    out.write(tail)
-                os.replace(tmp, self.path)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+                for summary in summaries:
+                    db.put(summary)
+                    count += 1
+                db.finish()
+            except BaseException:
+                db.close()
                 raise
-            self._reset()
-            self.refresh()
-        return True
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._switch(tmp, name, replace=replace)
+        except BaseException as exc:
+            for suffix in _SIDE_FILES:
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{tmp}{suffix}")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageWriteError(tmp, OSError(0, str(exc))) from exc
+            raise
+        return count
+
+    def _switch(self, built: Path, name: str, *, replace: bool) -> None:
+        """Make the database ``built`` the current one, named ``name``, and remove the
+        files of the others (a process still reading one keeps it until it notices)."""
+        with _locks.locked(self.lock_path, self.lock_timeout):
+            if not replace:
+                with self._lock:
+                    self._damaged = None
+                    if self._current() is not None:
+                        os.unlink(built)
+                        return
+            os.replace(built, self.directory / name)
+            _fs.atomic_write(self.pointer, (name + "\n").encode("ascii"))
+            for entry in os.scandir(self.directory):
+                base = entry.name
+                for suffix in _SIDE_FILES[1:]:
+                    base = base.removesuffix(suffix)
+                stale = _NAME.fullmatch(base) and base != name
+                if stale or entry.name == LEGACY_FILE:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+        with self._lock:
+            self._damaged = None
+            self._current()
 
     # -- queries -------------------------------------------------------------------
 
+    def _summary(self, db: _Db, row: tuple[Any, ...]) -> ThreadSummary:
+        _, tid, u, ident, name, tags, created, updated, last, activity = row
+        decoded = None
+        if tags is not None:
+            with contextlib.suppress(*_codec.DecodeError):
+                decoded = _codec.decode(tags)
+        s = ThreadSummary(
+            tid,
+            user_id=db.user_of(int(u)),
+            user_identifier=ident,
+            name=name,
+            created_at=created,
+            updated_at=updated,
+            tags=decoded if isinstance(decoded, list) else None,
+        )
+        s._activity, s._last = activity, last
+        s._texts = s._feedback = s._favorites = None
+        s._index = self
+        return s
+
+    def _thread(self, thread_id: str) -> ThreadSummary | None:
+        with self._reading() as db:
+            if db is None:
+                return None
+            row = db.conn.execute(
+                f"SELECT {_THREAD_COLUMNS} FROM threads WHERE id = ?", (thread_id,)
+            ).fetchone()
+            return None if row is None else self._summary(db, row)
+        return None
+
+    def _text_of(self, thread_id: str, step_id: str) -> tuple[str, str] | None:
+        with self._reading() as db:
+            if db is None:
+                return None
+            row = db.conn.execute(
+                "SELECT d.at, d.doc FROM threads t JOIN docs d ON d.n = t.n "
+                "WHERE t.id = ? AND d.step = ?",
+                (thread_id, step_id),
+            ).fetchone()
+            return None if row is None else (str(row[0]), str(row[1]))
+        return None
+
+    def text(self, thread_id: str, step_id: str) -> tuple[str, str] | None:
+        """(time, searchable text) of one message of a thread, ``None`` if the index
+        does not hold it (what a writer compares a new text with)."""
+        return self._text_of(thread_id, step_id)
+
+    def is_favorite(self, thread_id: str, step_id: str) -> bool:
+        with self._reading() as db:
+            if db is None:
+                return False
+            row = db.conn.execute(
+                "SELECT 1 FROM threads t JOIN favorites f ON f.n = t.n "
+                "WHERE t.id = ? AND f.step = ?",
+                (thread_id, step_id),
+            ).fetchone()
+            return row is not None
+        return False
+
+    def _texts_of(self, thread_id: str) -> dict[str, tuple[str, str]]:
+        with self._reading() as db:
+            if db is None:
+                return {}
+            rows = db.conn.execute(
+                "SELECT d.step, d.at, d.doc FROM threads t JOIN docs d ON d.n = t.n "
+                "WHERE t.id = ? AND d.step IS NOT NULL",
+                (thread_id,),
+            ).fetchall()
+            return {str(s): (str(a), str(d)) for s, a, d in rows}
+        return {}
+
+    def _feedback_of(self, thread_id: str) -> dict[str, tuple[str, int]]:
+        with self._reading() as db:
+            if db is None:
+                return {}
+            rows = db.conn.execute(
+                "SELECT f.id, f.step, f.value FROM threads t JOIN feedback f ON f.n = t.n "
+                "WHERE t.id = ?",
+                (thread_id,),
+            ).fetchall()
+            return {str(f): (str(s), int(v)) for f, s, v in rows}
+        return {}
+
+    def _favorites_of_thread(self, thread_id: str) -> set[str]:
+        with self._reading() as db:
+            if db is None:
+                return set()
+            rows = db.conn.execute(
+                "SELECT f.step FROM threads t JOIN favorites f ON f.n = t.n WHERE t.id = ?",
+                (thread_id,),
+            ).fetchall()
+            return {str(s) for (s,) in rows}
+        return set()
+
     def feedback_owner(self, feedback_id: str) -> str | None:
-        entry = self._feedback_ids.find(feedback_id) if isinstance(feedback_id, str) else -1
-        return None if entry < 0 else self._slots.id_of(self._fb_owner[entry] >> 1)
+        if not isinstance(feedback_id, str):
+            return None
+        with self._reading() as db:
+            if db is None:
+                return None
+            row = db.conn.execute(
+                "SELECT t.id FROM feedback f JOIN threads t ON t.n = f.n WHERE f.id = ?",
+                (feedback_id,),
+            ).fetchone()
+            return None if row is None else str(row[0])
+        return None
+
+    def favorites_of(self, user_id: str) -> list[tuple[str, set[str]]]:
+        with self._reading() as db:
+            if db is None:
+                return []
+            u = db.user_no(user_id, create=False)
+            if u is None:
+                return []
+            found: dict[str, set[str]] = {}
+            for tid, step in db.conn.execute(
+                "SELECT t.id, f.step FROM threads t JOIN favorites f ON f.n = t.n "
+                "WHERE t.u = ? ORDER BY t.id",
+                (u,),
+            ):
+                found.setdefault(str(tid), set()).add(str(step))
+            return list(found.items())
+        return []
+
+    def newest_first(self) -> Iterator[str]:
+        """Every thread id, most recent activity first (for scans that stop early)."""
+        key: tuple[str, str] | None = None
+        while True:
+            with self._reading() as db:
+                if db is None:
+                    return
+                if key is None:
+                    rows = db.conn.execute(
+                        "SELECT activity, id FROM threads ORDER BY activity DESC, id DESC LIMIT ?",
+                        (_NEWEST_CHUNK,),
+                    ).fetchall()
+                else:
+                    rows = db.conn.execute(
+                        "SELECT activity, id FROM threads WHERE (activity, id) < (?, ?) "
+                        "ORDER BY activity DESC, id DESC LIMIT ?",
+                        (*key, _NEWEST_CHUNK),
+                    ).fetchall()
+            if not rows:
+                return
+            for _, tid in rows:
+                yield str(tid)
+            key = (str(rows[-1][0]), str(rows[-1][1]))
 
     def page(
         self,
@@ -1316,32 +1379,17 @@ class ThreadIndex:
 
         The cursor is the (activity, id) key of the last thread shown, so a new thread
         written while the user scrolls lands before it and is neither skipped nor
-        shown twice.
+        shown twice. A plain thread id works as a cursor too.
         """
-        order = self._ordered(user_id)
-        end = len(order)
-        if cursor:
-            key = decode_cursor(cursor)
-            if key is None and self._slots.find(cursor) >= 0:  # a plain thread id works too
-                key = self._key(self._slots.find(cursor))
-            if key is not None:
-                end = bisect.bisect_left(order, key, key=self._key)
-        needle = _Needle(search) if search else None
-        first = max(first, 0)
+        first = max(int(first), 0)
         items: list[ThreadSummary] = []
-        has_next = False
-        counts = self._fb_count
-        wanted = int(feedback) if feedback in (0, 1) else None
-        for i in range(end - 1, -1, -1):
-            slot = order[i]
-            if feedback is not None and (wanted is None or not counts[2 * slot + wanted]):
-                continue
-            if needle is not None and not self._matches(slot, needle):
-                continue
-            if len(items) == first:
-                has_next = True
-                break
-            items.append(self._summary(slot))
+        with self._reading() as db:
+            if db is not None:
+                with db.read() as conn:
+                    rows = self._page_rows(db, conn, user_id, first + 1, cursor, search, feedback)
+                items = [self._summary(db, row) for row in rows]
+        has_next = len(items) > first
+        del items[first:]
         return Page(
             items=items,
             has_next=has_next,
@@ -1349,43 +1397,169 @@ class ThreadIndex:
             end_cursor=encode_cursor(items[-1]) if items else None,
         )
 
-    def _matches(self, slot: int, needle: _Needle) -> bool:
-        """Whether the thread's name or indexed message text contains the needle.
+    @staticmethod
+    def _matching(
+        conn: sqlite3.Connection,
+        candidates: list[int],
+        needle: str,
+        where: list[str],
+        params: list[Any],
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        """The threads, newest first, of the ``candidates`` texts that hold ``needle``."""
+        marks = ", ".join("?" * _IN_LIST)
+        threads: set[int] = set()
+        for chunk in _chunks(candidates):
+            threads.update(
+                n
+                for (n,) in conn.execute(
+                    f"SELECT n FROM docs WHERE r IN ({marks}) AND instr(doc, ?) > 0",
+                    (*chunk, needle),
+                )
+            )
+        rows: list[tuple[Any, ...]] = []
+        sql = f"SELECT {_THREAD_COLUMNS} FROM threads {_where([f'n IN ({marks})', *where])}"
+        for chunk in _chunks(sorted(threads)):
+            rows += conn.execute(sql, (*chunk, *params)).fetchall()
+        rows.sort(key=lambda row: (row[9], row[1]), reverse=True)  # activity, id
+        return rows[:limit]
 
-        The raw records are checked first: the encoding rules escape only quotes,
-        backslashes and control characters, and the needle is escaped the same way, so
-        a needle absent from the raw bytes is absent from the text. Only a thread that
-        passes is decoded.
-        """
-        detail = self._details.get(slot)
-        if detail is None:
-            data = self._raw(slot)
-            if data.isascii():
-                if not needle.ascii or needle.escaped_bytes not in data.lower():
-                    return False
-            elif needle.escaped not in data.decode("utf-8", "replace").casefold():
-                return False
-            detail = self._fold(data)
-        text = needle.text
-        if detail.name and text in detail.name.casefold():
-            return True
-        return any(text in t.casefold() for _, t in detail.texts.values())
+    @staticmethod
+    def _walking(
+        conn: sqlite3.Connection,
+        candidates: set[int],
+        needle: str,
+        where: list[str],
+        params: list[Any],
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        """The same as :meth:`_matching` for many candidates (a term found in many
+        threads): the user's newest threads are walked a batch at a time in the ordered
+        index, and only the candidates among their texts are checked (the index of
+        ``docs`` says which texts a thread has), so that the texts read are those of the
+        threads shown, or nearly. After ``_WALK`` threads, the candidates left (older
+        threads) are all checked instead."""
+        marks = ", ".join("?" * _IN_LIST)
+        order = "ORDER BY activity DESC, id DESC LIMIT ?"
+        first = f"SELECT n, activity, id FROM threads {_where(where)} {order}"
+        older = _where([*where, "(activity, id) < (?, ?)"])
+        after = f"SELECT n, activity, id FROM threads {older} {order}"
+        texts = f"SELECT r, n FROM docs WHERE n IN ({marks})"
+        check = f"SELECT n FROM docs WHERE r IN ({marks}) AND instr(doc, ?) > 0"
+        found: list[int] = []
+        walked = 0
+        batch = conn.execute(first, (*params, _IN_LIST)).fetchall()
+        while batch:
+            mine = [r for r, _ in conn.execute(texts, _padded([n for n, _, _ in batch]))]
+            mine = [r for r in mine if r in candidates]
+            candidates.difference_update(mine)
+            matched: set[int] = set()
+            for chunk in _chunks(mine):
+                matched.update(n for (n,) in conn.execute(check, (*chunk, needle)))
+            found += [n for n, _, _ in batch if n in matched]
+            walked += len(batch)
+            key = (batch[-1][1], batch[-1][2])
+            if len(found) >= limit or not candidates or walked >= _WALK:
+                break
+            batch = conn.execute(after, (*params, *key, _IN_LIST)).fetchall()
+        rows: list[tuple[Any, ...]] = []
+        for chunk in _chunks(found[:limit]):
+            rows += conn.execute(
+                f"SELECT {_THREAD_COLUMNS} FROM threads WHERE n IN ({marks})", chunk
+            ).fetchall()
+        rows.sort(key=lambda row: (row[9], row[1]), reverse=True)  # activity, id
+        if len(rows) < limit and candidates and batch:
+            rest = ThreadIndex._matching(
+                conn,
+                list(candidates),
+                needle,
+                [*where, "(activity, id) < (?, ?)"],
+                [*params, *key],
+                limit - len(rows),
+            )
+            rows += rest
+        return rows[:limit]
 
-    def favorites_of(self, user_id: str) -> list[tuple[str, set[str]]]:
-        result = []
-        for slot, favs in self._favorites.items():
-            tid = self._slots.id_of(slot)
-            if tid is not None and favs and self._owners[self._owner[slot]][0] == user_id:
-                result.append((tid, set(favs)))
-        return result
+    def _page_rows(
+        self,
+        db: _Db,
+        conn: sqlite3.Connection,
+        user_id: str | None,
+        limit: int,
+        cursor: str | None,
+        search: str | None,
+        feedback: int | None,
+    ) -> list[tuple[Any, ...]]:
+        where: list[str] = []
+        params: list[Any] = []
+        u: int | None = None
+        if user_id is not None:
+            u = db.user_no(user_id, create=False)
+            if u is None:
+                return []
+            where.append("u = ?")
+            params.append(u)
+        if cursor:
+            key = decode_cursor(cursor)
+            if key is None:
+                row = conn.execute(
+                    "SELECT activity, id FROM threads WHERE id = ?", (cursor,)
+                ).fetchone()
+                key = None if row is None else (str(row[0]), str(row[1]))
+            if key is not None:
+                where.append("(activity, id) < (?, ?)")
+                params += key
+        if feedback is not None:
+            if feedback not in (0, 1):
+                return []
+            where.append("fb1 > 0" if feedback else "fb0 > 0")
+        order = "ORDER BY activity DESC, id DESC"
+        if not search:
+            sql = f"SELECT {_THREAD_COLUMNS} FROM threads {_where(where)} {order} LIMIT ?"
+            return conn.execute(sql, (*params, limit)).fetchall()
+        needle = searchable(search)
+        matches = "EXISTS (SELECT 1 FROM docs d WHERE d.n = t.n AND instr(d.doc, ?) > 0)"
+        scan = (
+            f"SELECT {_THREAD_COLUMNS} FROM threads t {_where([*where, matches])} {order} LIMIT ?"
+        )
+        if db.fts and len(needle) >= 3 and fts5_available():
+            # The rows of this user's texts holding every trigram of the term, and those
+            # not in the trigram index yet: a few (a rare term, or none) are each checked
+            # exactly, and their threads sorted.
+            docs = "SELECT rowid FROM fts WHERE fts MATCH ?"
+            queued = "SELECT r FROM fts_todo"
+            doc_params: list[Any] = [_fts_query(needle)]
+            if u is not None:
+                low, high = u << _USER_BITS, ((u + 1) << _USER_BITS) - 1
+                docs += " AND rowid BETWEEN ? AND ?"
+                queued += f" WHERE r BETWEEN {low} AND {high}"
+                doc_params += [low, high]
+            found = conn.execute(f"{docs} LIMIT ?", (*doc_params, _FTS_CANDIDATES + 1))
+            candidates = [r for (r,) in found]
+            if len(candidates) <= _FTS_CANDIDATES:
+                candidates += [r for (r,) in conn.execute(queued)]
+                if u is None or len(candidates) <= _CHECK_ALL:
+                    return self._matching(conn, candidates, needle, where, params, limit)
+                return self._walking(conn, set(candidates), needle, where, params, limit)
+        # A common term (or a short one, or a Python without FTS5): the threads are
+        # checked newest first, and a common term fills the page after a few of them.
+        return conn.execute(scan, (*params, needle, limit)).fetchall()
 
-    def newest_first(self) -> Iterator[str]:
-        """Every thread id, most recent activity first (for scans that stop early)."""
-        order = self._ordered(None)
-        for i in range(len(order) - 1, -1, -1):
-            tid = self._slots.id_of(order[i])
-            if tid is not None:
-                yield tid
+
+def _padded(values: list[Any]) -> list[Any]:
+    return values + [None] * (_IN_LIST - len(values))
+
+
+def _chunks(values: list[Any]) -> Iterator[list[Any]]:
+    """``values`` in lists of ``_IN_LIST`` (the last one padded with NULLs): one SQL
+    text for every ``IN`` list, which SQLite prepares once."""
+    for start in range(0, len(values), _IN_LIST):
+        chunk = values[start : start + _IN_LIST]
+        yield chunk + [None] * (_IN_LIST - len(chunk))
+
+
+def _where(conditions: list[str]) -> str:
+    return ("WHERE " + " AND ".join(conditions)) if conditions else ""
 
 
 class _ThreadsView(Mapping[str, ThreadSummary]):
@@ -1395,17 +1569,51 @@ class _ThreadsView(Mapping[str, ThreadSummary]):
         self._index = index
 
     def __getitem__(self, thread_id: str) -> ThreadSummary:
-        slot = self._index._slots.find(thread_id) if isinstance(thread_id, str) else -1
-        if slot < 0:
+        found = self._index._thread(thread_id) if isinstance(thread_id, str) else None
+        if found is None:
             raise KeyError(thread_id)
-        return self._index._summary(slot, thread_id)
+        return found
 
     def __contains__(self, thread_id: object) -> bool:
-        return isinstance(thread_id, str) and self._index._slots.find(thread_id) >= 0
+        return isinstance(thread_id, str) and self._index._thread(thread_id) is not None
+
+    def _all(self) -> list[ThreadSummary]:
+        index = self._index
+        with index._reading() as db:
+            if db is None:
+                return []
+            rows = db.conn.execute(f"SELECT {_THREAD_COLUMNS} FROM threads ORDER BY id").fetchall()
+            return [index._summary(db, row) for row in rows]
+        return []
 
     def __iter__(self) -> Iterator[str]:
-        slots = self._index._slots
-        return iter([tid for tid in map(slots.id_of, slots.live()) if tid is not None])
+        with self._index._reading() as db:
+            if db is None:
+                return iter([])
+            return iter([str(t) for (t,) in db.conn.execute("SELECT id FROM threads ORDER BY id")])
+        return iter([])
 
     def __len__(self) -> int:
-        return self._index._slots.count
+        with self._index._reading() as db:
+            if db is None:
+                return 0
+            return int(db.conn.execute("SELECT count(*) FROM threads").fetchone()[0])
+        return 0
+
+    def keys(self) -> KeysView[str]:
+        return KeysView(self)
+
+    def values(self) -> ValuesView[ThreadSummary]:
+        return _Values(self._all())
+
+    def items(self) -> ItemsView[str, ThreadSummary]:
+        return _Items({s.id: s for s in self._all()})
+
+
+class _Values(ValuesView[ThreadSummary]):
+    def __init__(self, summaries: list[ThreadSummary]) -> None:
+        super().__init__({s.id: s for s in summaries})
+
+
+class _Items(ItemsView[str, ThreadSummary]):
+    pass

@@ -35,7 +35,8 @@ ELEMENTS_DIR = "elements"
 INDEX_DIR = "index"
 LOCKS_DIR = "locks"
 DELETED_FILE = "deleted.jsonl"
-INDEX_FILE = "threads.jsonl"
+INDEX_FILE = "current"
+"""Names the index database in ``index/`` (see filelayer.index)."""
 LOCK_STRIPES = 64
 
 DEFAULT_ROOT = "./chats"

@@ -7,9 +7,9 @@ loop: two coroutines of one process can never interleave inside a write, and two
 processes are kept apart by the lock files.
 
 Lock order, always: a thread's stripe lock, then ``users.lock`` / ``deleted.lock`` /
-``index.lock``. Source of truth is written first (journal, manifest, tombstone), the
-derived index after, so a crash in between leaves drift that ``reindex`` repairs, never
-loss.
+the index database's own write lock. Source of truth is written first (journal,
+manifest, tombstone), the derived index after, so a crash in between leaves drift that
+``reindex`` repairs, never loss.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .errors import (
     UnknownStepError,
 )
 from .ids import check_id, id_problem, is_valid_id
-from .index import DEFAULT_SEARCH_CHARS, Page, ThreadIndex, ThreadSummary
+from .index import DEFAULT_SEARCH_CHARS, Page, ThreadIndex, ThreadSummary, searchable
 from .index import delete_record as index_delete_record
 from .index import favorite_record as index_favorite_record
 from .index import feedback_record as index_feedback_record
@@ -54,7 +54,6 @@ ElementUrl = Callable[[str, str], str]
 _V = TypeVar("_V")
 
 _OWNER_CACHE_SIZE = 50_000
-_REINDEX_ATTEMPTS = 5
 _TOMBSTONE_CACHE = 256
 _FOLDED_CACHE = 32
 """Threads whose folded journal a process keeps: those being read (resumed, shown)."""
@@ -128,7 +127,7 @@ class ArchiveStore:
         self.lock_timeout = lock_timeout
         self.search_chars = search_chars
         self.index = ThreadIndex(
-            self.layout.index_file, self.layout.index_lock, lock_timeout=lock_timeout
+            self.layout.index_dir, self.layout.index_lock, lock_timeout=lock_timeout
         )
         self._deleted: dict[str, str] = {}  # thread id -> deletedAt
         self._deleted_offset = 0
@@ -138,7 +137,7 @@ class ArchiveStore:
         self._folded_cache: OrderedDict[str, journal.FoldedJournal] = OrderedDict()
         self._users_by_id: dict[str, dict[str, Any]] = {}
         self._authors: OrderedDict[str, tuple[tuple[int, int, int], str | None]] = OrderedDict()
-        if create:
+        if create or upgrade:  # the index is the layer's own, like the .gitignore
             self._ensure_index()
 
     # -- plumbing -----------------------------------------------------------------
@@ -148,18 +147,24 @@ class ArchiveStore:
         return _locks.locked(self.layout.thread_lock(thread_id), self.lock_timeout)
 
     def _ensure_index(self) -> None:
+        """Build the index if there is none usable (a new archive, a clone, an index of
+        an older format, a damaged one): it is derived from the thread directories."""
         if self.index.exists():
             return
+        try:
+            self._build_index()
+        except OSError as exc:  # a read-only archive: readable, without its index
+            log.warning("filelayer: could not build the index of %s: %s", self.root, exc)
+
+    def _build_index(self) -> None:
         has_threads = self.layout.threads.is_dir() and any(
             not p.name.startswith(".") for p in self.layout.threads.iterdir()
         )
         if has_threads:
-            log.info("filelayer: no index in %s, rebuilding it from the threads", self.root)
+            log.info("filelayer: no usable index in %s, building it from the threads", self.root)
             self.reindex()
         else:
-            with _locks.locked(self.layout.index_lock, self.lock_timeout):
-                if not self.index.exists():
-                    _fs.append(self.layout.index_file, b"")
+            self.index.rebuild([], replace=False)
 
     @staticmethod
     def _remember(cache: OrderedDict[str, _V], key: str, value: _V) -> None:
@@ -622,10 +627,14 @@ class ArchiveStore:
         layer does the same. ``updatedAt`` is the last change of any kind (a rename
         too); ``get_thread`` and the manifest keep the true creation time.
         """
-        self.index.refresh()
         page = self.index.page(
             user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback
         )
+        if self.index.damaged:  # found so just now: it is derived, build it again
+            self._ensure_index()
+            page = self.index.page(
+                user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback
+            )
         threads = []
         for summary in page.items:
             doc = self._read_manifest_lenient(summary.id) or {}
@@ -681,12 +690,9 @@ class ArchiveStore:
         return True
 
     def _indexed(self, thread_id: str) -> ThreadSummary | None:
-        """The index's current view of a thread, for a writer holding its lock.
-
-        Refreshed first: another process may have written this thread since we last
-        looked, and a stale view would make us skip a record the index needs.
-        """
-        self.index.refresh()
+        """The index's current view of a thread, for a writer holding its lock (the
+        database answers with what every process committed, this thread's last writer
+        included)."""
         return self.index.threads.get(thread_id)
 
     def _step_index_records(
@@ -704,8 +710,7 @@ class ArchiveStore:
             and not (isinstance(metadata, dict) and "favorite" in metadata)
         ):
             return []  # a run or tool step: nothing the index keeps (most writes)
-        summary = self._indexed(thread_id)
-        known = summary.texts.get(step_id) if summary else None
+        known = self.index.text(thread_id, step_id)
         records: list[dict[str, Any]] = []
         # A message is indexed from its first write, even while its text is still
         # empty: a later update may leave out the type, and must still be recognised.
@@ -714,7 +719,7 @@ class ArchiveStore:
         )
         if is_message:
             output = step.get("output")
-            text = output[: self.search_chars] if isinstance(output, str) else ""
+            text = searchable(output[: self.search_chars]) if isinstance(output, str) else ""
             if known is not None and not text:
                 text = known[1]  # as in the journal: an empty write keeps the text
             at = step.get("createdAt") or step.get("start") or ""
@@ -726,8 +731,7 @@ class ArchiveStore:
                 records.append(index_text_record(thread_id, step_id, at, text))
         if isinstance(metadata, dict) and "favorite" in metadata:
             on = bool(metadata["favorite"])
-            was = summary is not None and step_id in summary.favorites
-            if on != was:
+            if on != self.index.is_favorite(thread_id, step_id):
                 records.append(index_favorite_record(thread_id, step_id, on))
         if known is None and records and step_id in self._tombstones(thread_id).steps:
             return None
@@ -763,12 +767,9 @@ class ArchiveStore:
         if not is_valid_id(key):
             return None
         needle = f'"{key}"'.encode()
-        self.index.refresh()
-        candidates = sorted(
-            self.index.threads.values(), key=lambda s: (s.activity, s.id), reverse=True
-        )
-        seen = {s.id for s in candidates}
-        ordered = [s.id for s in candidates] + [t for t in self.thread_ids() if t not in seen]
+        indexed = list(self.index.newest_first())
+        seen = set(indexed)
+        ordered = indexed + [t for t in self.thread_ids() if t not in seen]
         for thread_id in ordered:
             data = _fs.read_bytes(self.layout.journal(thread_id))
             if data and needle in data:
@@ -1109,7 +1110,21 @@ class ArchiveStore:
         if doc is None:
             return None
         state = self.read_state(thread_id)
-        summary = ThreadSummary(
+        texts: dict[str, tuple[str, str]] = {}
+        favorites: set[str] = set()
+        for step in state.steps.values():
+            if step.get("type") in journal.MESSAGE_TYPES:
+                output = step.get("output")
+                text = output[: self.search_chars] if isinstance(output, str) else ""
+                at = step.get("createdAt") or step.get("start") or ""
+                texts[step["id"]] = (at if isinstance(at, str) else "", searchable(text))
+            if (step.get("metadata") or {}).get("favorite"):
+                favorites.add(step["id"])
+        feedback = {
+            fb["id"]: (fb["forId"], int(fb.get("value") or 0))
+            for fb in state.feedback_by_step().values()
+        }
+        return ThreadSummary(
             id=thread_id,
             user_id=doc.get("userId"),
             user_identifier=doc.get("userIdentifier"),
@@ -1117,49 +1132,26 @@ class ArchiveStore:
             created_at=doc.get("createdAt") or "",
             updated_at=doc.get("updatedAt") or "",
             tags=doc.get("tags"),
+            texts=texts,
+            feedback=feedback,
+            favorites=favorites,
         )
-        for step in state.steps.values():
-            if step.get("type") in journal.MESSAGE_TYPES:
-                output = step.get("output")
-                text = output[: self.search_chars] if isinstance(output, str) else ""
-                at = step.get("createdAt") or step.get("start") or ""
-                summary.texts[step["id"]] = (at if isinstance(at, str) else "", text)
-            if (step.get("metadata") or {}).get("favorite"):
-                summary.favorites.add(step["id"])
-        for fb in state.feedback_by_step().values():
-            summary.feedback[fb["id"]] = (fb["forId"], int(fb.get("value") or 0))
-        return summary
 
     def reindex(self, progress: Any = None) -> int:
         """Rebuild the index from the thread directories. Returns the thread count.
 
-        Writers go on meanwhile (the index lock is held only to swap the file): what
-        they append while the threads are read is replayed on top of the rebuild. If
-        the log is replaced under us (another reindex, a compaction) the work is done
-        again.
-        """
-        for _ in range(_REINDEX_ATTEMPTS):
-            since = self.index.mark()
-            summaries = []
-            ids = self.thread_ids()
-            for n, thread_id in enumerate(ids, start=1):
-                summary = self.summarise(thread_id)
-                if summary is not None and not self.is_deleted(thread_id):
-                    summaries.append(summary)
-                if progress is not None:
-                    progress(n, len(ids))
-            if self.index.replace_all(summaries, since):
-                return len(summaries)
-        raise ArchiveError(
-            f"the index of {self.root} kept being replaced while it was rebuilt; "
-            "is another `filelayer reindex` running? Try again when it is done."
-        )
+        Writers go on meanwhile: the new index is built aside and switched in under the
+        index lock for milliseconds, then what they wrote meanwhile is caught up (see
+        :mod:`filelayer.reindex`)."""
+        from .reindex import rebuild
+
+        return rebuild(self, progress)
 
     def reindex_thread(self, thread_id: str) -> None:
-        """Append what the index should know of one thread (after a repair)."""
-        summary = self.summarise(thread_id)
-        if summary is not None:
-            self.index.append(summary.records())
+        """Make the index hold what one thread's files say (after a repair)."""
+        from .reindex import reconcile_thread
+
+        reconcile_thread(self, thread_id)
 
     def close(self) -> None:
         """Release the index's file descriptor and the memory of the caches. Only the

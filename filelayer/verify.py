@@ -331,7 +331,9 @@ def _index_drift(store: ArchiveStore) -> list[str]:
         summary = store.summarise(thread_id)
         if summary is not None:
             on_disk[thread_id] = summary
-    indexed = store.index.threads
+    indexed = dict(store.index.threads.items())
+    if store.index.damaged:
+        return ["the index database is damaged"]
     for thread_id in sorted(set(on_disk) - set(indexed)):
         problems.append(f"thread {thread_id} is missing from the index")
     for thread_id in sorted(set(indexed) - set(on_disk)):
@@ -352,4 +354,6 @@ def _index_drift(store: ArchiveStore) -> list[str]:
         ]
         if fields:
             problems.append(f"thread {thread_id}: index differs in {', '.join(fields)}")
+    if store.index.damaged:
+        return ["the index database is damaged"]
     return problems

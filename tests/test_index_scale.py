@@ -1,20 +1,26 @@
 """The thread index at scale: a 20,000-thread index answers exactly what a brute-force
-reading of its records says, pages stay exact while threads are written, and the log is
-appended to, compacted when garbage outweighs the live records, and read back after
-another writer compacted it. Behaviour only: speed is the benchmark's business."""
+reading of its records says (with and without the trigram index), pages stay exact while
+threads are written, a write is all or nothing, and one user's texts are found only in
+that user's searches. Behaviour only: speed is the benchmark's business."""
 
 from __future__ import annotations
 
 import random
+import signal
+import sqlite3
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from conftest import REPO, subprocess_env
 
-from filelayer import ArchiveStore, _codec
+import filelayer.index
+from filelayer import ArchiveStore
 from filelayer.index import (
+    POINTER_FILE,
     ThreadIndex,
     decode_cursor,
     delete_record,
@@ -64,8 +70,8 @@ class Model:
         elif r["k"] == "x":
             if r["x"] is None:
                 t["texts"].pop(r["s"], None)
-            else:
-                t["texts"][r["s"]] = (r["at"], r["x"])
+            else:  # kept in the form search compares: case-folded
+                t["texts"][r["s"]] = (r["at"], r["x"].casefold())
         elif r["k"] == "f":
             for other in self.threads.values():
                 other["fb"].pop(r["f"], None)
@@ -164,11 +170,29 @@ def generate(n_threads: int, seed: int = 3) -> list[dict[str, Any]]:
     return records
 
 
-def write_log(path: Path, records: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        for r in records:
-            f.write(_codec.encode_line(r))
+def new_index(directory: Path, records: list[dict[str, Any]] | None = None) -> ThreadIndex:
+    """An empty index in ``directory``, then ``records`` applied (in batches, as writers
+    write them)."""
+    index = ThreadIndex(directory, directory / "index.lock", lock_timeout=10)
+    index.rebuild([])
+    records = records or []
+    for start in range(0, len(records), 5000):
+        index.append(records[start : start + 5000])
+    return index
+
+
+def copy_index(index: ThreadIndex, directory: Path) -> ThreadIndex:
+    """A copy of ``index`` in ``directory``, made with SQLite's online backup."""
+    directory.mkdir(parents=True)
+    name = (index.directory / POINTER_FILE).read_text().strip()
+    source, target = sqlite3.connect(index.directory / name), sqlite3.connect(directory / name)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    (directory / POINTER_FILE).write_text(name + "\n")
+    return ThreadIndex(directory, directory / "index.lock", lock_timeout=10)
 
 
 def ids_of(index: ThreadIndex, user: str | None, **filters: Any) -> list[str]:
@@ -188,15 +212,26 @@ def walk(index: ThreadIndex, user: str | None, first: int, **filters: Any) -> li
 
 
 @pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[ThreadIndex, Model, list[str]]:
-    records = generate(20_000)
-    path = tmp_path_factory.mktemp("big") / "threads.jsonl"
-    write_log(path, records)
+def records() -> list[dict[str, Any]]:
+    return generate(20_000)
+
+
+@pytest.fixture(scope="module", params=["trigram", "no-fts5"])
+def big(
+    request: Any, tmp_path_factory: pytest.TempPathFactory, records: list[dict[str, Any]]
+) -> tuple[ThreadIndex, Model, list[str]]:
+    """The index of 20,000 threads, with the trigram index and (a Python without
+    FTS5) without it."""
+    saved = filelayer.index._fts5
+    if request.param == "no-fts5":
+        filelayer.index._fts5 = False
+    try:  # the database made without a trigram index stays without one
+        index = new_index(tmp_path_factory.mktemp("big"), records)
+    finally:
+        filelayer.index._fts5 = saved
     model = Model()
     for r in records:
         model.apply(r)
-    index = ThreadIndex(path, path.with_suffix(".lock"), lock_timeout=10)
-    index.refresh()
     users = sorted({t["user"] for t in model.threads.values()})
     return index, model, users
 
@@ -214,13 +249,35 @@ def test_a_20k_thread_index_orders_every_users_threads_as_the_records_say(
     assert walk(index, heavy, 20, search="tax") == model.page_ids(heavy, search="tax")
 
 
-@pytest.mark.parametrize("search", ["bread", "BREAD", "straße", "STRASSE", "café", "turn 3", "x"])
+@pytest.mark.parametrize(
+    "search",
+    ["bread", "BREAD", "straße", "STRASSE", "café", "turn 3", "x", "ta", "renamed 1",
+     "question 19999", "about tax and more, turn 0. about"],
+)  # fmt: skip
 def test_search_matches_names_and_texts_case_insensitively_like_the_model(
     big: tuple[ThreadIndex, Model, list[str]], search: str
 ) -> None:
     index, model, users = big
     for user in users[:3]:
         assert ids_of(index, user, search=search) == model.page_ids(user, search=search)
+
+
+@pytest.mark.parametrize("threads_walked", [256, 512])
+def test_search_walking_the_newest_threads_then_checking_the_rest_agrees_with_the_model(
+    big: tuple[ThreadIndex, Model, list[str]], monkeypatch: pytest.MonkeyPatch, threads_walked: int
+) -> None:
+    """Every way a search can go (all candidates checked, the newest threads walked,
+    the walk cut short and the older candidates checked) gives the model's answer."""
+    index, model, users = big
+    monkeypatch.setattr(filelayer.index, "_CHECK_ALL", 4)
+    monkeypatch.setattr(filelayer.index, "_WALK", threads_walked)
+    for search in ["renamed", "late reply", "question 1", "and more, turn 3", "zyzzyva"]:
+        for user in users[:3]:
+            assert ids_of(index, user, search=search) == model.page_ids(user, search=search)
+            assert walk(index, user, 7, search=search) == model.page_ids(user, search=search)
+            assert ids_of(index, user, search=search, feedback=1) == model.page_ids(
+                user, search=search, feedback=1
+            )
 
 
 def test_search_for_absent_text_and_json_syntax_finds_nothing(
@@ -329,59 +386,113 @@ def test_a_thread_that_gets_a_new_message_moves_up_and_is_not_shown_twice(
     assert top[0]["id"] == "t17"
 
 
-def test_index_writes_append_and_compaction_comes_when_garbage_outweighs_live(
+def test_a_write_is_all_or_nothing_even_when_its_process_is_killed(tmp_path: Path) -> None:
+    """A writer killed in the middle of a batch leaves the index as it was before the
+    batch (SQLite rolls the transaction back), and the index goes on working."""
+    index = new_index(tmp_path, [
+        thread_record("a", user_id="u", user_identifier=None, name="A", created_at=at(1),
+                      updated_at=at(1), tags=None),
+        text_record("a", "s1", at(2), "first words"),
+    ])  # fmt: skip
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from filelayer.index import ThreadIndex, _Db, text_record, thread_record
+        real = _Db.apply
+        def apply(self, record):
+            real(self, record)
+            if record.get("id") == "c":
+                os.kill(os.getpid(), signal.SIGKILL)
+        _Db.apply = apply
+        index = ThreadIndex(Path({str(tmp_path)!r}), Path({str(tmp_path / "index.lock")!r}),
+                            lock_timeout=10)
+        index.append([
+            text_record("a", "s2", "2025-09-01T00:00:00.000000Z", "second words"),
+            thread_record("b", user_id="u", user_identifier=None, name="B",
+                          created_at="2025-09-01T00:00:00.000000Z",
+                          updated_at="2025-09-01T00:00:00.000000Z", tags=None),
+            thread_record("c", user_id="u", user_identifier=None, name="C",
+                          created_at="2025-09-01T00:00:00.000000Z",
+                          updated_at="2025-09-01T00:00:00.000000Z", tags=None),
+        ])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=subprocess_env(), timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    assert ids_of(index, "u") == ["a"]
+    assert ids_of(index, "u", search="words") == ["a"]
+    assert ids_of(index, "u", search="second") == []
+    assert dict(index.threads["a"].texts) == {"s1": (at(2), "first words")}
+    index.append([text_record("a", "s2", at(3), "Second words")])
+    assert ids_of(index, "u", search="SECOND") == ["a"]
+
+
+def test_a_thread_given_to_another_user_is_searched_as_theirs(tmp_path: Path) -> None:
+    """One user's texts sit in a range of the trigram index of their own: a thread
+    handed to another user moves with its texts."""
+    index = new_index(tmp_path)
+    records: list[dict[str, Any]] = []
+    for n in range(300):
+        tid, user = f"t{n}", "u" if n % 2 else "v"
+        records.append(thread_record(tid, user_id=user, user_identifier=None,
+                                     name=f"chat {n}", created_at=at(n), updated_at=at(n),
+                                     tags=None))  # fmt: skip
+        records.append(text_record(tid, f"m{n}", at(n), f"common words, number {n:03d}"))
+    records.append(text_record("t7", "rare", at(400), "a zyzzyva appears"))
+    index.append(records)
+    assert ids_of(index, "u", search="zyzzyva") == ["t7"]
+    assert ids_of(index, "v", search="zyzzyva") == []
+    index.append([thread_record("t7", user_id="v", user_identifier=None, name="given away",
+                                created_at=at(7), updated_at=at(500), tags=None)])  # fmt: skip
+    assert ids_of(index, "u", search="zyzzyva") == []
+    assert ids_of(index, "v", search="zyzzyva") == ["t7"]
+    assert ids_of(index, "v", search="GIVEN AWAY") == ["t7"]
+    assert ids_of(index, "v", search="number 007") == ["t7"]
+    assert ids_of(index, "u", search="number 0") == [f"t{n}" for n in range(99, 0, -2) if n != 7]
+    newest = ["t7"] + [f"t{n}" for n in range(9, -1, -1) if n != 7]  # t7 has the last word
+    assert ids_of(index, None, search="number 00") == newest
+
+
+def test_texts_wait_in_a_queue_for_the_trigram_index_and_are_searched_meanwhile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import filelayer.index
-
-    monkeypatch.setattr(filelayer.index, "_COMPACT_MIN_RECORDS", 100)
-    store = ArchiveStore(tmp_path / "a")
-    user = store.upsert_user("carol@example.com")["id"]
-    index_file = tmp_path / "a" / "index" / "threads.jsonl"
-    for n in range(60):
-        store.update_thread(f"t{n}", name=f"first name {n}", user_id=user)
-    inode, size = index_file.stat().st_ino, index_file.stat().st_size
-    store.update_thread("t0", name="renamed")
-    assert index_file.stat().st_ino == inode  # appended, not rewritten
-    assert index_file.stat().st_size > size
-    dead, total = store.index.garbage
-    assert dead * 2 < total
-    # Renaming every thread again and again makes most records dead: the log is
-    # rewritten as soon as the dead ones outweigh the live ones.
-    for round_ in range(4):
-        for n in range(60):
-            store.update_thread(f"t{n}", name=f"name {round_} of {n}")
-            dead, total = store.index.garbage
-            assert dead * 2 <= total
-    assert index_file.stat().st_ino != inode
-    assert len(index_file.read_bytes().splitlines()) < 3 * 60
-    names = {t["id"]: t["name"] for t in store.list_threads(user_id=user, first=1000)[0]}
-    assert names == {f"t{n}": f"name 3 of {n}" for n in range(60)}
-    fresh = ArchiveStore(tmp_path / "a")
-    assert [t["id"] for t in fresh.list_threads(user_id=user, first=1000)[0]] == [
-        t["id"] for t in store.list_threads(user_id=user, first=1000)[0]
-    ]
-
-
-def test_a_torn_last_line_is_ignored_until_its_writer_finishes_it(tmp_path: Path) -> None:
-    path = tmp_path / "index" / "threads.jsonl"
-    write_log(path, [thread_record("a", user_id="u", user_identifier=None, name="A",
-                                   created_at=at(1), updated_at=at(1), tags=None)])  # fmt: skip
-    index = ThreadIndex(path, tmp_path / "index.lock", lock_timeout=5)
-    line = _codec.encode_line(
-        thread_record("b", user_id="u", user_identifier=None, name="B", created_at=at(2),
-                      updated_at=at(2), tags=None)
-    )  # fmt: skip
-    with open(path, "ab") as f:
-        f.write(line[:30])
-    assert ids_of(index, "u") == ["a"]
-    with open(path, "ab") as f:
-        f.write(line[30:])
-    assert ids_of(index, "u") == ["b", "a"]
+    """Writes queue their texts for the trigram index, which takes them in batches; a
+    Python whose SQLite lacks FTS5 only queues (and searches by reading the texts).
+    Whatever is queued, every search gives the same answer."""
+    index = new_index(tmp_path, [
+        thread_record("a", user_id="u", user_identifier=None, name="Alpha", created_at=at(1),
+                      updated_at=at(1), tags=None),
+        text_record("a", "s1", at(2), "about bread"),
+    ])  # fmt: skip
+    assert ids_of(index, "u", search="bread") == ["a"]
+    monkeypatch.setattr(filelayer.index, "_fts5", False)
+    other = ThreadIndex(tmp_path, tmp_path / "index.lock", lock_timeout=10)
+    for n in range(100):  # more than a batch: this process cannot apply them
+        other.append([text_record("a", "s1", at(2), f"about rust {n}")])
+    other.append([
+        thread_record("b", user_id="u", user_identifier=None, name="Beta", created_at=at(3),
+                      updated_at=at(3), tags=None),
+        text_record("b", "s2", at(4), "more bread"),
+    ])  # fmt: skip
+    monkeypatch.setattr(filelayer.index, "_fts5", True)
+    queued = sqlite3.connect(next(tmp_path.glob("threads-*.sqlite")))
+    assert queued.execute("SELECT count(*) FROM fts_todo").fetchone()[0] == 4
+    assert ids_of(index, "u", search="bread") == ["b"]
+    assert ids_of(index, "u", search="rust 99") == ["a"]
+    for n in range(70):  # this process queues a batch, and applies the whole queue
+        index.append([text_record("c", f"s{n}", at(5 + n), f"and rust {n}")])
+    assert queued.execute("SELECT count(*) FROM fts_todo").fetchone()[0] < 10
+    for reader in (index, other):
+        assert ids_of(reader, "u", search="bread") == ["b"]
+        assert ids_of(reader, "u", search="rust 99") == ["a"]
+        assert ids_of(reader, "u", search="about") == ["a"]
+        assert ids_of(reader, None, search="rust 9") == ["c", "a"]
+    queued.close()
 
 
 def test_odd_times_and_ids_from_other_clients_order_as_strings(tmp_path: Path) -> None:
-    path = tmp_path / "threads.jsonl"
+    path = tmp_path / "index"
     times = ["2025-01-01T00:00:00Z", "2025-01-01T00:00:00.500000Z", "1999-12-31", "",
              "2025-01-01T00:00:01.000000Z", "zzz", "2025-01-01T00:00:00.000000+00:00"]  # fmt: skip
     ids = ["A-upper", "0c1f7a0e-8a4b-4b1e-9d2a-0a1b2c3d4e5f",
@@ -392,8 +503,7 @@ def test_odd_times_and_ids_from_other_clients_order_as_strings(tmp_path: Path) -
                       updated_at=t, tags=None)
         for tid, t in zip(ids, times, strict=True)
     ]  # fmt: skip
-    write_log(path, records)
-    index = ThreadIndex(path, tmp_path / "l", lock_timeout=5)
+    index = new_index(path, records)
     expected = [tid for t, tid in sorted(zip(times, ids, strict=True), reverse=True)]
     assert ids_of(index, "u") == expected
     assert walk(index, "u", 2) == expected
@@ -408,7 +518,7 @@ def test_odd_times_and_ids_from_other_clients_order_as_strings(tmp_path: Path) -
 
 
 def test_a_deleted_id_can_come_back_and_feedback_follows_its_thread(tmp_path: Path) -> None:
-    path = tmp_path / "threads.jsonl"
+    path = tmp_path / "index"
     rec = [
         thread_record("a", user_id="u", user_identifier=None, name="A", created_at=at(1),
                       updated_at=at(1), tags=None),
@@ -422,8 +532,7 @@ def test_a_deleted_id_can_come_back_and_feedback_follows_its_thread(tmp_path: Pa
                       updated_at=at(4), tags=None),
         feedback_record("b", "f1", "s2", 1),
     ]  # fmt: skip
-    write_log(path, rec)
-    index = ThreadIndex(path, tmp_path / "l", lock_timeout=5)
+    index = new_index(path, rec)
     assert ids_of(index, "u") == ["b"]
     assert ids_of(index, "v") == ["a", "c"]
     assert index.threads["a"].name == "A again"
@@ -442,7 +551,9 @@ def test_the_benchmark_archive_builder_writes_what_the_store_would_index(
 
     root = tmp_path / "bench"
     build_file_archive(root, ArchiveSpec(60, seed=5))
+    built_index = (root / "index" / "current").read_text()
     store = ArchiveStore(root)
+    assert (root / "index" / "current").read_text() == built_index  # opened as built
     store.index.refresh()
     users = {s.user_id for s in store.index.threads.values()}
 
@@ -464,34 +575,31 @@ def test_the_benchmark_archive_builder_writes_what_the_store_would_index(
     assert pages(rebuilt) == built_pages
 
 
-def test_small_batches_appended_to_a_20k_index_reorder_it_in_place(
-    tmp_path: Path, big: tuple[ThreadIndex, Model, list[str]]
+def test_small_batches_written_to_a_20k_index_reorder_it_in_place(
+    tmp_path: Path, big: tuple[ThreadIndex, Model, list[str]], records: list[dict[str, Any]]
 ) -> None:
     """What a live server does: a few records at a time (a message in an old thread, a
     new thread, a rename, a deletion, a text removed), each batch read by refresh."""
     index, model, users = big
-    path = tmp_path / "threads.jsonl"
-    path.write_bytes(index.path.read_bytes())
-    mine = ThreadIndex(path, tmp_path / "l", lock_timeout=5)
-    mine.refresh()
+    mine = copy_index(index, tmp_path / "copy")
     model = Model()
-    for line in path.read_bytes().splitlines():
-        model.apply(_codec.decode(line))
+    for r in records:
+        model.apply(r)
     rng = random.Random(9)
     threads = sorted(model.threads)
     clock = 10**7
     for batch in range(40):
-        records: list[dict[str, Any]] = []
+        batch_records: list[dict[str, Any]] = []
         for _ in range(rng.randint(1, 4)):
             clock += 1
             tid = rng.choice(threads)
             choice = rng.random()
             if choice < 0.4:
-                records.append(text_record(tid, f"b{batch}", at(clock), f"batch {batch} tax"))
+                batch_records.append(text_record(tid, f"b{batch}", at(clock), f"batch {batch} tax"))
             elif choice < 0.6:
                 new = f"new-{batch}-{clock}"
                 threads.append(new)
-                records.append(
+                batch_records.append(
                     thread_record(new, user_id=rng.choice(users), user_identifier=None,
                                   name=f"new {batch}", created_at=at(clock),
                                   updated_at=at(clock), tags=None)
@@ -499,7 +607,7 @@ def test_small_batches_appended_to_a_20k_index_reorder_it_in_place(
             elif choice < 0.75:
                 t = model.threads.get(tid)
                 if t is not None:  # renamed, and given to another user
-                    records.append(
+                    batch_records.append(
                         thread_record(tid, user_id=rng.choice(users), user_identifier=None,
                                       name="renamed", created_at=t["created"],
                                       updated_at=at(clock), tags=None)
@@ -507,18 +615,62 @@ def test_small_batches_appended_to_a_20k_index_reorder_it_in_place(
             elif choice < 0.85:
                 t = model.threads.get(tid)
                 if t is not None and t["texts"]:
-                    records.append(text_record(tid, sorted(t["texts"])[-1], "", None))
+                    batch_records.append(text_record(tid, sorted(t["texts"])[-1], "", None))
             elif choice < 0.95:
-                records.append(feedback_record(tid, f"fb-b{batch}", "s", rng.choice((0, 1))))
+                batch_records.append(feedback_record(tid, f"fb-b{batch}", "s", rng.choice((0, 1))))
             else:
-                records.append(delete_record(tid))
-        with open(path, "ab") as f:
-            for r in records:
-                model.apply(r)
-                f.write(_codec.encode_line(r))
+                batch_records.append(delete_record(tid))
+        for r in batch_records:
+            model.apply(r)
+        mine.append(batch_records)
         for user in users[:3]:
             assert ids_of(mine, user)[:50] == model.page_ids(user)[:50]
     for user in users:
         assert ids_of(mine, user) == model.page_ids(user)
         assert ids_of(mine, user, feedback=1) == model.page_ids(user, feedback=1)
     assert ids_of(mine, None) == model.page_ids(None)
+
+
+def test_one_users_pages_and_searches_read_only_that_users_rows(tmp_path: Path) -> None:
+    """Many users with as many threads each (issue #11, item 5): a user's sidebar walks
+    that user's range of the ordered index, and a search checks only texts of that
+    user, whether the trigram index answers it or the texts are read one by one."""
+    users = [f"user-{k}" for k in range(40)]
+    records: list[dict[str, Any]] = []
+    for n in range(1200):
+        user = users[n % len(users)]
+        tid = f"{user}-t{n}"
+        records.append(thread_record(tid, user_id=user, user_identifier=None,
+                                     name=f"{user} chat {n}", created_at=at(n + 1),
+                                     updated_at=at(n + 1), tags=None))  # fmt: skip
+        common = "espresso crema " if n % 3 else ""
+        records.append(text_record(tid, f"m{n}", at(n + 1), f"{user} says {common}hello"))
+    index = new_index(tmp_path, records)
+    # A few texts still queued for the trigram index.
+    index.append([text_record("user-17-t17", "late", at(5000), "user-17 late words")])
+    db = index._current()
+    assert db is not None
+    examined: list[str] = []
+
+    def instr(text: str, needle: str) -> int:
+        examined.append(text)
+        return text.find(needle) + 1
+
+    db.conn.create_function("instr", 2, instr)  # replaces SQLite's, for this connection
+    me = "user-17"
+    for search in ["zyzzyva", "espresso", "crema hello", "says", "he", "e", "user-3", "late"]:
+        examined.clear()
+        page = index.page(user_id=me, first=20, search=search)
+        assert all(s.user_id == me for s in page.items)
+        assert examined or search == "zyzzyva", search
+        assert all(text.startswith(me + " ") for text in examined), search
+    plan = " ".join(
+        str(row[3])
+        for row in db.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM threads WHERE u = ? AND (activity, id) < (?, ?) "
+            "ORDER BY activity DESC, id DESC LIMIT 36",
+            (5, "z", "z"),
+        )
+    )
+    assert "threads_order (u=? AND (activity,id)<(?,?))" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,7 @@ async def test_deleting_the_index_loses_nothing(layer: Any, user: Any, root: Pat
         await make_thread(layer, f"t{n:02d}", user.id, n)
     await layer.upsert_feedback(Feedback(forId="t03-run", value=0, threadId="t03"))
     before = await all_pages(layer, 5, userId=user.id)
-    (root / "index" / "threads.jsonl").unlink()
+    shutil.rmtree(root / "index")
     reopened = FileDataLayer(root)
     assert await all_pages(reopened, 5, userId=user.id) == before
     page = await reopened.list_threads(

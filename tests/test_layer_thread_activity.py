@@ -12,6 +12,7 @@ it is.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -295,7 +296,7 @@ async def scenario(layer: Any, user_id: str) -> list[tuple[str, str]]:
 
 async def test_a_rebuilt_index_gives_the_same_activity(layer: Any, user: Any, root: Path) -> None:
     shown = await scenario(layer, user.id)
-    (root / "index" / "threads.jsonl").unlink()
+    shutil.rmtree(root / "index")
     assert await sidebar(FileDataLayer(root), user.id) == shown
     layer.store.reindex()
     assert await sidebar(layer, user.id) == shown
