@@ -1245,7 +1245,8 @@ class Flushes:
 
 def flushes_of(events: list[Event], ack_times: list[float], base: str) -> Flushes:
     """Find the flusher thread (the one that opens the archive's files read-only and
-    fsyncs them: nothing else does) and its flushes (its system calls, split where it
+    fsyncs them: nothing else does, but for the derived index's own database, which
+    SQLite checkpoints from its own thread) and its flushes (its system calls, split where it
     was idle); the flush that covers a call is the first one to begin after the call
     was acknowledged (it takes over everything named before it began)."""
     opened: dict[tuple[str, str], bool] = {}
@@ -1253,7 +1254,9 @@ def flushes_of(events: list[Event], ack_times: list[float], base: str) -> Flushe
     for e in events:
         if e.name == "openat" and e.ret_path and e.ret_path.startswith(base + "/"):
             read_only = e.args[2].split("|")[0] == "O_RDONLY"
-            is_file = "." in os.path.basename(e.ret_path)
+            is_file = "." in os.path.basename(e.ret_path) and (
+                "/index/" not in e.ret_path[len(base) :]
+            )
             opened[(e.pid, e.ret_path)] = read_only and is_file
         elif e.name == "fsync":
             path = _fd_path(e.args[0])[0]
