@@ -1244,20 +1244,24 @@ class Flushes:
 
 
 def flushes_of(events: list[Event], ack_times: list[float], base: str) -> Flushes:
-    """Find the flusher thread (the one that opens the archive's files read-only and
-    fsyncs them: nothing else does, but for the derived index's own database, which
-    SQLite checkpoints from its own thread) and its flushes (its system calls, split where it
-    was idle); the flush that covers a call is the first one to begin after the call
-    was acknowledged (it takes over everything named before it began)."""
+    """Find the flusher thread (the one that opens the archive's own files read-only
+    and fsyncs them: nothing else does; the derived index's database, which SQLite
+    checkpoints from the maintenance processes too, and a rebuild's new files do not
+    count) and its flushes (its system calls, split where it was idle); the flush that
+    covers a call is the first one to begin after the call was acknowledged (it takes
+    over everything named before it began)."""
     opened: dict[tuple[str, str], bool] = {}
     flusher: set[str] = set()
+    derived = tuple(os.path.join(base, "chats", d) + "/" for d in ("index", "locks"))
     for e in events:
         if e.name == "openat" and e.ret_path and e.ret_path.startswith(base + "/"):
             read_only = e.args[2].split("|")[0] == "O_RDONLY"
-            is_file = "." in os.path.basename(e.ret_path) and (
-                "/index/" not in e.ret_path[len(base) :]
-            )
-            opened[(e.pid, e.ret_path)] = read_only and is_file
+            name = os.path.basename(e.ret_path)
+            # A source-of-truth file (not derived, not temporary: a maintenance step
+            # may fsync its own new file through a read-only descriptor too).
+            flushed_file = "." in name and not name.startswith(".")
+            flushed_file = flushed_file and not e.ret_path.startswith(derived)
+            opened[(e.pid, e.ret_path)] = read_only and flushed_file
         elif e.name == "fsync":
             path = _fd_path(e.args[0])[0]
             if path and opened.get((e.pid, path)):
