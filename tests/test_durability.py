@@ -175,8 +175,7 @@ def test_flush_mode_hands_writes_to_the_flusher(
     tmp_path: Path, fsyncs: Fsyncs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flushed: list[Path] = []
-    monkeypatch.setattr(_flusher, "_fsync_path", flushed.append)
-    flusher = _flusher.Flusher(interval=3600)  # this test flushes by hand
+    flusher = _flusher.Flusher(interval=3600, fsync=flushed.append)  # flushed by hand
     monkeypatch.setattr(_fs, "FLUSHER", flusher)
     monkeypatch.setattr(store_module, "FLUSHER", flusher)
     store = ArchiveStore(tmp_path / "chats")
@@ -226,10 +225,9 @@ def test_a_file_not_flushed_yet_is_replaced_without_an_fsync(
     has no version on the disk: replacing it needs no fsync first (its flush takes the
     new one); once flushed, replaced by a file fsynced first, or changed by someone
     else since, it does."""
-    flusher = _flusher.Flusher(interval=3600)
+    flusher = _flusher.Flusher(interval=3600, fsync=lambda path: None)
     monkeypatch.setattr(_fs, "FLUSHER", flusher)
     monkeypatch.setattr(store_module, "FLUSHER", flusher)
-    monkeypatch.setattr(_flusher, "_fsync_path", lambda path: None)
     store = ArchiveStore(tmp_path / "chats")
     store.update_thread("t1", name="new")
     fsyncs.clear()
@@ -253,7 +251,6 @@ def test_a_file_not_flushed_yet_is_replaced_without_an_fsync(
 def test_the_flusher_runs_within_its_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    flusher = _flusher.Flusher(interval=0.2)
     flushed: list[tuple[float, Path]] = []
     done = threading.Event()
 
@@ -261,7 +258,8 @@ def test_the_flusher_runs_within_its_interval(
         flushed.append((time.monotonic(), path))
         done.set()
 
-    monkeypatch.setattr(_flusher, "_fsync_path", record)
+    # Its own fsync, not a patched module: other tests' flushers may still be running.
+    flusher = _flusher.Flusher(interval=0.2, fsync=record)
     start = time.monotonic()
     flusher.add([tmp_path / "a"], [tmp_path])
     flusher.add([tmp_path / "b"], [tmp_path])
