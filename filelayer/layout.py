@@ -243,7 +243,7 @@ class Layout:
             raise ArchiveError(f"{self.root} is not a directory; pick another archive root.")
         marker = _fs.read_bytes(self.format_file)
         if marker is None:
-            if not create and any(self.root.iterdir()):
+            if not create and not self._unfinished_creation():
                 raise ArchiveError(
                     f"{self.root} is not a filelayer archive (no {FORMAT_FILE}). "
                     "Check the path, or let the data layer create a new archive there."
@@ -298,6 +298,23 @@ class Layout:
         what = "written (it was missing)" if text is None else "updated to the current rules"
         log.info("filelayer: %s %s; see docs/format.md", path, what)
         return [GITIGNORE_FILE]
+
+    def _unfinished_creation(self) -> bool:
+        """Whether the root, which has no format marker, holds nothing but what
+        :meth:`_create` makes before the marker: a creation cut short by a crash (or an
+        empty directory). Such a root reads as an empty archive; the next writer finishes
+        it. Anything else in it means the path is not an archive."""
+        skeleton = {self.threads, self.users, self.index_dir, self.locks}
+        for entry in self.root.iterdir():
+            if entry == self.gitignore or is_layer_leftover(entry.name):
+                continue
+            if entry not in skeleton or not entry.is_dir():
+                return False
+            if entry in (self.locks, self.index_dir):
+                continue  # lock files and the derived index: no data of their own
+            if any(entry.iterdir()):
+                return False
+        return True
 
     @property
     def lock_files(self) -> list[Path]:

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from reliability_support import (
@@ -371,6 +372,32 @@ def test_verify_repair_removes_a_thread_directory_left_empty_by_a_crash(tmp_path
     code, output = _problems(root, tmp_path)
     assert code == 0, output
     assert ArchiveStore(root).get_thread("kept")["name"] == "kept"
+
+
+def test_an_archive_whose_creation_a_kill_cut_short_reads_as_empty(tmp_path: Path) -> None:
+    """Found by the kill run (FILELAYER_SEED=1202477487): a writer killed while it made a
+    new archive leaves its directories and the .gitignore's temporary file but no
+    ``filelayer.json``; ``verify`` called the root "not a filelayer archive" (exit 2)."""
+    from filelayer import ArchiveStore
+
+    root = tmp_path / "chats"
+    for name in ("threads", "users", "index", "locks"):
+        (root / name).mkdir(parents=True)
+    (root / "locks" / "index.lock").touch()
+    (root / ".filelayer-.gitignore.30472f3e.tmp").write_text("# >>> filelayer\n")
+    code, output = _problems(root, tmp_path)
+    assert code == 1 and "leftover temporary file" in output, output
+    assert _problems(root, tmp_path, "--repair")[0] in (0, 1)
+    assert _problems(root, tmp_path) == (0, ANY)
+    store = ArchiveStore(root)  # the next writer finishes the archive
+    store.update_thread("t1", name="after")
+    assert (root / "filelayer.json").exists()
+    assert _problems(root, tmp_path)[0] == 0
+    # Anything else in such a root still means it is not an archive.
+    other = tmp_path / "other"
+    (other / "threads" / "t1").mkdir(parents=True)
+    code, output = _problems(other, tmp_path)
+    assert code == 2 and "not a filelayer archive" in output
 
 
 def test_verify_repair_sets_aside_an_element_file_no_element_refers_to(tmp_path: Path) -> None:
