@@ -321,7 +321,9 @@ def rows_for(sizes: list[int], turns: int = 50, users_case: UsersCase | None = N
 
 
 def extrapolate(results: Results, layer: str, metric: str, sizes: list[int]) -> float | None:
-    """A linear extrapolation from the two largest sizes measured for ``layer``."""
+    """A linear extrapolation from the two largest sizes measured for ``layer``; none
+    for a figure that shrank between them (noise: a line through it would go below
+    zero)."""
     name, _, at = metric.partition("@")
     if not at.isdigit():
         return None
@@ -332,6 +334,8 @@ def extrapolate(results: Results, layer: str, metric: str, sizes: list[int]) -> 
     a, b = measured[-2], measured[-1]
     va, vb = results.get(layer, metric_at(name, a)), results.get(layer, metric_at(name, b))
     assert va is not None and vb is not None
+    if vb < va:
+        return None
     return vb + (vb - va) / (b - a) * (target - b)
 
 

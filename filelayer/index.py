@@ -561,7 +561,10 @@ class _Db:
         self.commits += 1
         if self.queued >= _TODO_BATCH and fts5_available():
             self.queued = 0
-            self.apply_todo()
+            try:  # the write is done: the queue can wait for the next batch
+                self.apply_todo()
+            except sqlite3.Error as exc:
+                log.debug("filelayer: the trigram index queue waits (%s)", exc)
         if self.commits % _WAL_LOOK_EVERY == 0:
             self._look_at_the_log()
 
@@ -577,7 +580,7 @@ class _Db:
             )
             conn.execute(
                 "INSERT INTO fts (rowid, doc) SELECT d.r, d.doc FROM fts_todo q "
-                "JOIN docs d ON d.r = q.r WHERE d.doc != ''"
+                "CROSS JOIN docs d ON d.r = q.r WHERE d.doc != ''"  # the queue drives
             )
             conn.execute("DELETE FROM fts_todo")
         except BaseException:
@@ -1418,7 +1421,10 @@ class ThreadIndex:
                 )
             )
         rows: list[tuple[Any, ...]] = []
-        sql = f"SELECT {_THREAD_COLUMNS} FROM threads {_where([f'n IN ({marks})', *where])}"
+        sql = (  # found by row id: the user's ordered index would be walked whole
+            f"SELECT {_THREAD_COLUMNS} FROM threads NOT INDEXED "
+            f"{_where([f'n IN ({marks})', *where])}"
+        )
         for chunk in _chunks(sorted(threads)):
             rows += conn.execute(sql, (*chunk, *params)).fetchall()
         rows.sort(key=lambda row: (row[9], row[1]), reverse=True)  # activity, id
