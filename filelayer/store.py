@@ -2,9 +2,12 @@
 
 ``ArchiveStore`` is what both the Chainlit adapter and the command line use; it does
 not import Chainlit. Its methods are synchronous and hold a lock only for the few
-microseconds of an append or a rename, so the adapter calls them directly on the event
-loop: two coroutines of one process can never interleave inside a write, and two
-processes are kept apart by the lock files.
+microseconds of an append or a rename. The adapter runs them on the event loop when the
+locks they need are free, and in a worker thread otherwise (see :mod:`filelayer._offload`):
+so every write method takes all the locks it needs when it begins, before it changes
+anything, and a lock held elsewhere can stop it only there. Two processes are kept apart
+by the lock files; two threads of one process must not call one store at once (the
+adapter serialises its calls with :attr:`ArchiveStore.mutex`).
 
 Lock order, always: a thread's stripe lock, then ``users.lock`` / ``deleted.lock`` /
 the index database's own write lock. Source of truth is written first (journal,
@@ -22,6 +25,7 @@ import mimetypes
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -54,6 +58,7 @@ ElementUrl = Callable[[str, str], str]
 _V = TypeVar("_V")
 
 _OWNER_CACHE_SIZE = 50_000
+"""Step and element ids a process remembers (where they are)."""
 _TOMBSTONE_CACHE = 256
 _FOLDED_CACHE = 32
 """Threads whose folded journal a process keeps: those being read (resumed, shown)."""
@@ -103,6 +108,9 @@ class ArchiveStore:
 
     Opening an archive brings the files the layer owns up to date (its ``.gitignore``
     rules, see docs/format.md) and says so in the log; ``upgrade=False`` leaves them.
+
+    A store serves one thread at a time: its caches are not shared safely. Callers that
+    use threads (the Chainlit adapter does) hold :attr:`mutex` around each call.
     """
 
     def __init__(
@@ -137,6 +145,8 @@ class ArchiveStore:
         self._folded_cache: OrderedDict[str, journal.FoldedJournal] = OrderedDict()
         self._users_by_id: dict[str, dict[str, Any]] = {}
         self._authors: OrderedDict[str, tuple[tuple[int, int, int], str | None]] = OrderedDict()
+        self.mutex = threading.RLock()
+        """Held around each call by callers that use the store from several threads."""
         if create or upgrade:  # the index is the layer's own, like the .gitignore
             self._ensure_index()
 
@@ -145,6 +155,17 @@ class ArchiveStore:
     def thread_lock(self, thread_id: str) -> contextlib.AbstractContextManager[None]:
         """The lock that serialises every write to one thread (across processes)."""
         return _locks.locked(self.layout.thread_lock(thread_id), self.lock_timeout)
+
+    def _write_locks(
+        self, thread_id: str, *, deleted: bool = False
+    ) -> contextlib.AbstractContextManager[None]:
+        """Every lock a write to one thread takes, taken in order when it begins: the
+        thread's, then (for a deletion) the tombstones'. The index database has its own
+        write lock, held for the time of its transaction."""
+        paths = [self.layout.thread_lock(thread_id)]
+        if deleted:
+            paths.append(self.layout.deleted_lock)
+        return _locks.locked_all(paths, self.lock_timeout)
 
     def _ensure_index(self) -> None:
         """Build the index if there is none usable (a new archive, a clone, an index of
@@ -423,7 +444,7 @@ class ArchiveStore:
             user = self.user_by_id(user_id)
             identifier = user["identifier"] if user else None
         path = self.layout.manifest(thread_id)
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             doc = manifest.read(path)
             created = doc is None
@@ -470,7 +491,7 @@ class ArchiveStore:
             doc["userIdentifier"] = user["identifier"]
         manifest.encode(doc)
         path = self.layout.manifest(thread_id)
-        with self.thread_lock(thread_id), _fs.Changes(durable=True) as changes:
+        with self._write_locks(thread_id), _fs.Changes(durable=True) as changes:
             if self.is_deleted(thread_id):
                 raise ArchiveError(f"thread {thread_id} was deleted in {self.root}")
             self._make_dir(path.parent, changes)
@@ -492,15 +513,14 @@ class ArchiveStore:
         if not _deletable("thread", thread_id):
             return False
         directory = self.layout.thread_dir(thread_id)
-        with self.thread_lock(thread_id):
+        with self._write_locks(thread_id, deleted=True):
             self.authorize(thread_id, actor)
             existed = directory.exists()
-            with _locks.locked(self.layout.deleted_lock, self.lock_timeout):
-                _fs.append(
-                    self.layout.deleted_file,
-                    _codec.encode_line({"deletedAt": now_iso(), "id": thread_id}),
-                    durable=True,
-                )
+            _fs.append(
+                self.layout.deleted_file,
+                _codec.encode_line({"deletedAt": now_iso(), "id": thread_id}),
+                durable=True,
+            )
             self._deleted[thread_id] = now_iso()
             if existed:
                 # Rename first: readers see the whole thread or none of it.
@@ -535,8 +555,8 @@ class ArchiveStore:
 
     @contextlib.contextmanager
     def _locked_state(self, thread_id: str) -> Iterator[journal.ThreadState | None]:
-        """Hold the thread's lock and give its folded journal (``None``: no thread)."""
-        with self.thread_lock(thread_id):
+        """Hold the thread's locks and give its folded journal (``None``: no thread)."""
+        with self._write_locks(thread_id):
             if not self.layout.manifest(thread_id).exists():
                 yield None
             else:
@@ -675,7 +695,7 @@ class ArchiveStore:
         check_id("thread", thread_id)
         record = journal.step_record(step)
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             if not self._ensure_thread_locked(thread_id, changes):
                 return False
@@ -737,10 +757,13 @@ class ArchiveStore:
             return None
         return records
 
-    def locate_step(self, step_id: str, prefer: str | None = None) -> str | None:
+    def locate_step(
+        self, step_id: str, prefer: str | None = None, *, scan: bool = True
+    ) -> str | None:
         """The thread holding ``step_id``: ``prefer`` if it holds it, then recent
-        writes, then a scan of the journals, most recently active thread first
-        (Chainlit's delete_step and some feedback paths give no thread id).
+        writes, then (unless ``scan`` is false) a scan of the journals, most recently
+        active thread first (Chainlit's delete_step and some feedback paths give no
+        thread id).
 
         Step ids are chosen by the client, so two threads can hold the same id:
         ``prefer`` (the caller's own session thread) keeps a delete in the thread it
@@ -753,29 +776,42 @@ class ArchiveStore:
         ):
             return prefer
         owner = self._step_owner.get(step_id)
-        if owner is not None:
+        if owner is not None or not scan:
             return owner
-        return self._scan_for(step_id, lambda state: step_id in state.steps)
+        return self.scan_journals("step", step_id, self.scan_order())
 
-    def locate_element(self, element_id: str) -> str | None:
+    def locate_element(self, element_id: str, *, scan: bool = True) -> str | None:
         owner = self._element_owner.get(element_id)
-        if owner is not None:
+        if owner is not None or not scan:
             return owner
-        return self._scan_for(element_id, lambda state: element_id in state.elements)
+        return self.scan_journals("element", element_id, self.scan_order())
 
-    def _scan_for(self, key: str, found: Callable[[journal.ThreadState], bool]) -> str | None:
+    def scan_order(self) -> list[str]:
+        """The indexed threads, most recently active first: where a scan for an id
+        looks (the threads the index does not know come after, see
+        :meth:`scan_journals`)."""
+        self.index.refresh()
+        return list(self.index.newest_first())
+
+    def scan_journals(
+        self, kind: Literal["step", "element"], key: str, order: list[str]
+    ) -> str | None:
+        """The first thread of ``order``, then of the thread directories, whose journal
+        holds the live step (or element) ``key``; ``None`` if none does.
+
+        Reads files only, never the store's caches: the adapter runs it in a worker
+        thread, without holding :attr:`mutex`, while other calls go on."""
         if not is_valid_id(key):
             return None
         needle = f'"{key}"'.encode()
-        indexed = list(self.index.newest_first())
-        seen = set(indexed)
-        ordered = indexed + [t for t in self.thread_ids() if t not in seen]
-        for thread_id in ordered:
-            data = _fs.read_bytes(self.layout.journal(thread_id))
-            if data and needle in data:
-                state = journal.fold(journal.parse(data).records)
-                if found(state):
-                    return thread_id
+        seen = set(order)
+        for ids in (order, (t for t in self.thread_ids() if t not in seen)):
+            for thread_id in ids:
+                data = _fs.read_bytes(self.layout.journal(thread_id))
+                if data and needle in data:
+                    state = journal.fold(journal.parse(data).records)
+                    if key in (state.steps if kind == "step" else state.elements):
+                        return thread_id
         return None
 
     def delete_step(
@@ -859,7 +895,7 @@ class ArchiveStore:
             {"id": feedback_id, "forId": for_id, "value": int(value), "comment": comment}
         )
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             self.index.refresh()
             owner = self.index.feedback_owner(feedback_id)
@@ -891,7 +927,7 @@ class ArchiveStore:
         thread_id = self.index.feedback_owner(feedback_id)
         if thread_id is None:
             return True
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             if self.layout.manifest(thread_id).exists():
                 self._append_journal(
@@ -958,7 +994,7 @@ class ArchiveStore:
         check_id("thread", thread_id)
         if element is not None:
             check_id("element", element.get("id"))
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             if not self._ensure_thread_locked(thread_id, changes):
                 return None
@@ -977,7 +1013,7 @@ class ArchiveStore:
         element_id = check_id("element", element.get("id"))
         record = journal.element_record(element)
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             if not self._ensure_thread_locked(thread_id, changes) or self._element_refused(
                 thread_id, element, changes
