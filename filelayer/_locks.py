@@ -20,9 +20,9 @@ never sleep:
   held.
 - In :func:`no_wait` mode, a lock held elsewhere is not waited for: :class:`LockBusy` is
   raised instead, before anything was done under it, and the caller runs the call again
-  where waiting is allowed. Only the acquisitions that open a call may raise it: inside
-  the ``with`` block of :func:`locked`, waiting is allowed again, so a call never stops
-  half-way.
+  where waiting is allowed. Only the acquisitions that open a call may raise it: once a
+  ``with`` block of :func:`locked` has taken its locks, waiting is allowed again until
+  the no-wait block ends, so a call never stops half-way.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ class _Locked:
     """The context manager of :func:`locked`: a class, because every write takes two or
     three locks and a generator-based context manager costs more than the lock itself."""
 
-    __slots__ = ("no_wait", "paths", "taken", "timeout")
+    __slots__ = ("paths", "taken", "timeout")
 
     def __init__(self, paths: Sequence[Path], timeout: float) -> None:
         self.paths = paths
@@ -242,12 +242,11 @@ class _Locked:
 
     def __enter__(self) -> None:
         self.taken = _acquire(self.paths, self.timeout)
-        state = _state
-        self.no_wait = state.no_wait
-        state.no_wait = False  # the call has begun: it waits for anything else it takes
+        # The call has begun: from here on it waits for whatever else it takes, in this
+        # block and after it, so that it never stops half-way.
+        _state.no_wait = False
 
     def __exit__(self, *exc: object) -> None:
-        _state.no_wait = self.no_wait
         _release_all(self.taken)
 
 
@@ -280,7 +279,8 @@ class NoWait:
 
 def no_wait() -> NoWait:
     """In this block, a lock held elsewhere raises :class:`LockBusy` instead of being
-    waited for (until a ``with locked(...)`` block has taken its locks)."""
+    waited for, until a ``with locked(...)`` block has taken its locks: the call has
+    begun, and it waits for the locks it takes after that."""
     return NoWait()
 
 

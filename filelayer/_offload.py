@@ -1,0 +1,159 @@
+"""Running the store's calls from an event loop without ever blocking it.
+
+A Chainlit app is one asyncio loop shared by every user: whatever blocks it freezes
+every chat. The store is synchronous and most of its calls cost microseconds, less than
+handing them to a thread would, so they run on the loop, but only when nothing can make
+them wait:
+
+- the locks a write needs are taken without waiting (the store takes them all when a
+  call begins, see :mod:`filelayer._locks`); if another process or thread holds one,
+  the call stops there, having changed nothing, and runs again in a worker thread,
+  which may sleep on the lock;
+- the store is not in use by a worker thread (:attr:`ArchiveStore.mutex`, taken
+  without waiting).
+
+Writes that could not run on the loop go to one worker thread, in the order they were
+made, and the writes made while it has work queue behind them: two writes never land in
+another order than the one the app made them in. Reads that could not run on the loop
+go to the loop's default executor. A scan of every journal (a step or an element named
+without its thread) always runs in a worker thread, and holds the store only to read
+the order of the threads from the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+from . import _locks
+from .errors import ArchiveLockTimeout
+
+if TYPE_CHECKING:
+    from .store import ArchiveStore
+
+_T = TypeVar("_T")
+
+_ATTEMPTS = 20
+"""How often a worker runs a call again after waiting for the lock that stopped it,
+before it waits inside the call (another process keeps taking the locks in turn)."""
+
+
+class _Busy:
+    """The call could not run on the loop."""
+
+
+_BUSY = _Busy()
+
+
+class Offload:
+    """Runs the calls of one store for an event loop (see the module's docstring)."""
+
+    def __init__(self, store: ArchiveStore) -> None:
+        self.store = store
+        self._lane: ThreadPoolExecutor | None = None
+        self._queued = 0  # writes given to the lane and not finished yet
+        self.offloaded = 0
+        """How many calls ran in a worker thread (for tests and the benchmark)."""
+
+    # -- the calls ---------------------------------------------------------------------
+
+    async def write(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run a write (of ``fn``, a method of the store that may take locks)."""
+        if not self._queued:
+            result = self._inline(fn, args, kwargs)
+            if result is not _BUSY:
+                return cast(_T, result)
+        return await self._in_lane(fn, args, kwargs)
+
+    async def read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run a read."""
+        result = self._inline(fn, args, kwargs)
+        if result is not _BUSY:
+            return cast(_T, result)
+        return await self.read_off_loop(fn, *args, **kwargs)
+
+    async def read_off_loop(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run a read in a worker thread (one that may take long whatever happens)."""
+        self.offloaded += 1
+        return await asyncio.to_thread(self._read_blocking, fn, args, kwargs)
+
+    async def scan(self, kind: Literal["step", "element"], key: str) -> str | None:
+        """The thread holding step or element ``key``, by a scan of the journals."""
+        self.offloaded += 1
+        return await asyncio.to_thread(self._scan_blocking, kind, key)
+
+    async def close(self) -> None:
+        """Finish the queued writes, then release the store's files."""
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            await asyncio.to_thread(lane.shutdown, wait=True)
+        await asyncio.to_thread(self._read_blocking, self.store.close, (), {})
+
+    # -- on the loop -------------------------------------------------------------------
+
+    def _inline(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        mutex = self.store.mutex
+        if not mutex.acquire(blocking=False):
+            return _BUSY
+        try:
+            with _locks.no_wait():
+                return fn(*args, **kwargs)
+        except _locks.LockBusy:
+            return _BUSY
+        finally:
+            mutex.release()
+
+    # -- in worker threads -------------------------------------------------------------
+
+    async def _in_lane(self, fn: Callable[..., _T], args: Any, kwargs: Any) -> _T:
+        if self._lane is None:
+            self._lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filelayer")
+        self.offloaded += 1
+        self._queued += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._lane, self._write_blocking, fn, args, kwargs)
+        finally:
+            self._queued -= 1
+
+    def _write_blocking(self, fn: Callable[..., _T], args: Any, kwargs: Any) -> _T:
+        """Run a write, sleeping on the locks it waits for outside the mutex, so that
+        other calls go on meanwhile."""
+        store = self.store
+        deadline = time.monotonic() + store.lock_timeout
+        ahead: _locks.Held | None = None
+        try:
+            for _ in range(_ATTEMPTS):
+                with store.mutex:
+                    try:
+                        with _locks.no_wait():
+                            return fn(*args, **kwargs)
+                    except _locks.LockBusy as busy:
+                        path = busy.path
+                # Never hold one lock while waiting for another: that is how two
+                # processes taking them in another order would deadlock.
+                if ahead is not None:
+                    ahead.release()
+                    ahead = None
+                try:
+                    ahead = _locks.hold(path, max(0.0, deadline - time.monotonic()))
+                except ArchiveLockTimeout:
+                    raise ArchiveLockTimeout(path, store.lock_timeout) from None
+            with store.mutex:
+                return fn(*args, **kwargs)
+        finally:
+            if ahead is not None:
+                ahead.release()
+
+    def _read_blocking(self, fn: Callable[..., _T], args: Any, kwargs: Any) -> _T:
+        with self.store.mutex:
+            return fn(*args, **kwargs)
+
+    def _scan_blocking(self, kind: Literal["step", "element"], key: str) -> str | None:
+        store = self.store
+        with store.mutex:
+            order = store.scan_order()
+        return store.scan_journals(kind, key, order)
