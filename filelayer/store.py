@@ -58,7 +58,7 @@ ElementUrl = Callable[[str, str], str]
 _V = TypeVar("_V")
 
 _OWNER_CACHE_SIZE = 50_000
-"""Step and element ids a process remembers (where they are)."""
+"""Step, element and thread ids a process remembers (where they are, that they exist)."""
 _TOMBSTONE_CACHE = 256
 _FOLDED_CACHE = 32
 """Threads whose folded journal a process keeps: those being read (resumed, shown)."""
@@ -145,6 +145,7 @@ class ArchiveStore:
         self._folded_cache: OrderedDict[str, journal.FoldedJournal] = OrderedDict()
         self._users_by_id: dict[str, dict[str, Any]] = {}
         self._authors: OrderedDict[str, tuple[tuple[int, int, int], str | None]] = OrderedDict()
+        self._existing: OrderedDict[str, None] = OrderedDict()  # threads seen to exist
         self.mutex = threading.RLock()
         """Held around each call by callers that use the store from several threads."""
         if create or upgrade:  # the index is the layer's own, like the .gitignore
@@ -227,19 +228,41 @@ class ArchiveStore:
         self._refresh_deleted()
         return thread_id in self._deleted
 
-    def _tombstones(self, thread_id: str) -> journal.Tombstones:
-        """The thread's deleted step and element ids. Caller holds the thread's lock."""
+    def _tombstones(
+        self, thread_id: str, opened: _fs.AppendFile | None = None
+    ) -> journal.Tombstones:
+        """The thread's deleted step and element ids. Caller holds the thread's lock
+        (and has its journal ``opened``, if it has it open)."""
         cached = self._tombstone_cache.pop(thread_id, None) or journal.Tombstones()
         self._tombstone_cache[thread_id] = cached
         while len(self._tombstone_cache) > _TOMBSTONE_CACHE:
             self._tombstone_cache.popitem(last=False)
-        cached.catch_up(self.layout.journal(thread_id))
+        if opened is not None:
+            cached.catch_up_open(opened)
+        else:
+            cached.catch_up(self.layout.journal(thread_id))
         return cached
 
     def _changes(self) -> _fs.Changes:
         """What one write call changes, made durable as the store's mode says when the
         call is done (see :class:`~filelayer._fs.Changes`)."""
         return _fs.Changes(self.durable)
+
+    def _open_journal(self, thread_id: str, changes: _fs.Changes) -> _fs.AppendFile | None:
+        """The thread's journal, open to append to, the thread created first if it is
+        new; ``None`` if it was deleted. Caller holds the thread's lock.
+
+        A thread this process saw exist is taken to exist while its journal does (the
+        manifest is made before the first line): no look at its manifest."""
+        path = self.layout.journal(thread_id)
+        if thread_id in self._existing:
+            try:
+                return _fs.AppendFile(path, create=False)
+            except FileNotFoundError:
+                pass  # not written yet, or deleted since: look properly
+        if not self._ensure_thread_locked(thread_id, changes):
+            return None
+        return _fs.AppendFile(path)
 
     def _append_journal(
         self,
@@ -255,7 +278,26 @@ class ArchiveStore:
     def _append_lines(
         self, thread_id: str, data: bytes, changes: _fs.Changes, *, sync: bool = False
     ) -> None:
-        _fs.append(self.layout.journal(thread_id), data, changes=changes, sync=sync)
+        with _fs.AppendFile(self.layout.journal(thread_id)) as opened:
+            self._append_to(thread_id, opened, data, changes, sync=sync)
+
+    def _append_to(
+        self,
+        thread_id: str,
+        opened: _fs.AppendFile,
+        data: bytes,
+        changes: _fs.Changes,
+        *,
+        sync: bool = False,
+    ) -> None:
+        """Append lines to the thread's open journal. The tombstones of a thread being
+        written were read up to its end: they tell that the file ends with a complete
+        line, and take the new lines without reading them back."""
+        dead = self._tombstone_cache.get(thread_id)
+        whole = dead is not None and dead.ends_at(opened)
+        at = opened.write(data, changes=changes, sync=sync, whole=whole)
+        if dead is not None:
+            dead.appended(opened, at, data)
 
     def _make_dir(self, directory: Path, changes: _fs.Changes) -> None:
         try:
@@ -267,7 +309,9 @@ class ArchiveStore:
         """Create the thread if it is new; ``False`` if it was deleted. Caller locks."""
         path = self.layout.manifest(thread_id)
         if path.exists():
+            self._remember(self._existing, thread_id, None)
             return True
+        self._existing.pop(thread_id, None)
         if self.is_deleted(thread_id):
             log.debug("filelayer: ignoring a late write to deleted thread %s", thread_id)
             return False
@@ -276,6 +320,7 @@ class ArchiveStore:
         doc = manifest.new(thread_id, now)
         manifest.write(path, doc, changes=changes)
         self.index.append([self.thread_index_record(doc)])
+        self._remember(self._existing, thread_id, None)
         return True
 
     def author_of(self, thread_id: str) -> str | None:
@@ -522,6 +567,7 @@ class ArchiveStore:
                 durable=True,
             )
             self._deleted[thread_id] = now_iso()
+            self._existing.pop(thread_id, None)
             if existed:
                 # Rename first: readers see the whole thread or none of it.
                 doomed = deleting_path(directory)
@@ -697,13 +743,15 @@ class ArchiveStore:
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
         with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
-            if not self._ensure_thread_locked(thread_id, changes):
+            opened = self._open_journal(thread_id, changes)
+            if opened is None:
                 return False
-            index_records = self._step_index_records(thread_id, step_id, record["step"])
-            if index_records is None:
-                log.debug("filelayer: ignoring a late write to deleted step %s", step_id)
-                return True
-            self._append_lines(thread_id, line, changes)
+            with opened:
+                index_records = self._step_index_records(thread_id, step_id, record["step"], opened)
+                if index_records is None:
+                    log.debug("filelayer: ignoring a late write to deleted step %s", step_id)
+                    return True
+                self._append_to(thread_id, opened, line, changes)
             if index_records:
                 self.index.append(index_records)
         self._remember(self._step_owner, step_id, thread_id)
@@ -716,7 +764,7 @@ class ArchiveStore:
         return self.index.threads.get(thread_id)
 
     def _step_index_records(
-        self, thread_id: str, step_id: str, step: dict[str, Any]
+        self, thread_id: str, step_id: str, step: dict[str, Any], opened: _fs.AppendFile
     ) -> list[dict[str, Any]] | None:
         """The index records a step write needs; ``None`` if the step was deleted (the
         write would be ignored by every reader: it is not made at all).
@@ -753,7 +801,7 @@ class ArchiveStore:
             on = bool(metadata["favorite"])
             if on != self.index.is_favorite(thread_id, step_id):
                 records.append(index_favorite_record(thread_id, step_id, on))
-        if known is None and records and step_id in self._tombstones(thread_id).steps:
+        if known is None and records and step_id in self._tombstones(thread_id, opened).steps:
             return None
         return records
 
