@@ -18,11 +18,16 @@ another order than the one the app made them in. Reads that could not run on the
 go to the loop's default executor. A scan of every journal (a step or an element named
 without its thread) always runs in a worker thread, and holds the store only to read
 the order of the threads from the index.
+
+The journal compactions a write makes due (see ``auto_compact`` in
+:class:`~filelayer.store.ArchiveStore`) run in a maintenance thread of their own, after
+the write returned; they hold the thread's lock only to swap the new file in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +38,8 @@ from .errors import ArchiveLockTimeout
 
 if TYPE_CHECKING:
     from .store import ArchiveStore
+
+log = logging.getLogger("filelayer")
 
 _T = TypeVar("_T")
 
@@ -55,6 +62,9 @@ class Offload:
         self.store = store
         self._lane: ThreadPoolExecutor | None = None
         self._queued = 0  # writes given to the lane and not finished yet
+        self._maintenance: ThreadPoolExecutor | None = None
+        self._compacting: asyncio.Future[None] | None = None
+        store.defer_compaction = True
         self.offloaded = 0
         """How many calls ran in a worker thread (for tests and the benchmark)."""
 
@@ -62,11 +72,12 @@ class Offload:
 
     async def write(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a write (of ``fn``, a method of the store that may take locks)."""
-        if not self._queued:
-            result = self._inline(fn, args, kwargs)
-            if result is not _BUSY:
-                return cast(_T, result)
-        return await self._in_lane(fn, args, kwargs)
+        result = self._inline(fn, args, kwargs) if not self._queued else _BUSY
+        if result is _BUSY:
+            result = await self._in_lane(fn, args, kwargs)
+        if self.store._due and self._compacting is None:
+            self._compact_soon()
+        return cast(_T, result)
 
     async def read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a read."""
@@ -85,11 +96,22 @@ class Offload:
         self.offloaded += 1
         return await asyncio.to_thread(self._scan_blocking, kind, key)
 
+    async def idle(self) -> None:
+        """Wait until the queued writes and the compactions they made due are done."""
+        while self._queued or self._compacting is not None:
+            pending = self._compacting
+            if pending is not None and not pending.done():
+                await asyncio.wait([pending])
+            else:  # writes queued, or a compaction whose callback has yet to run
+                await asyncio.sleep(0.001)
+
     async def close(self) -> None:
-        """Finish the queued writes, then release the store's files."""
-        lane, self._lane = self._lane, None
-        if lane is not None:
-            await asyncio.to_thread(lane.shutdown, wait=True)
+        """Finish the queued writes and the compactions, then release the store's files."""
+        await self.idle()
+        for executor in (self._lane, self._maintenance):
+            if executor is not None:
+                await asyncio.to_thread(executor.shutdown, wait=True)
+        self._lane = self._maintenance = None
         await asyncio.to_thread(self._read_blocking, self.store.close, (), {})
 
     # -- on the loop -------------------------------------------------------------------
@@ -118,6 +140,38 @@ class Offload:
             return await loop.run_in_executor(self._lane, self._write_blocking, fn, args, kwargs)
         finally:
             self._queued -= 1
+
+    def _compact_soon(self) -> None:
+        """Run the due compactions in the maintenance thread."""
+        if self._maintenance is None:
+            self._maintenance = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="filelayer-compact"
+            )
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._maintenance, self._compact_blocking)
+        self._compacting = future
+
+        def done(_: asyncio.Future[None]) -> None:
+            self._compacting = None
+            if self.store._due:  # made due while the last ones ran
+                self._compact_soon()
+
+        future.add_done_callback(done)
+
+    def _compact_blocking(self) -> None:
+        store = self.store
+        while True:
+            with store.mutex:
+                due = store.take_due()
+            if not due:
+                return
+            for thread_id in due:
+                try:
+                    store.compact_journal(thread_id, only_if_worth_it=True)
+                except (OSError, ValueError) as exc:
+                    log.warning(
+                        "filelayer: could not compact the journal of %s: %s", thread_id, exc
+                    )
 
     def _write_blocking(self, fn: Callable[..., _T], args: Any, kwargs: Any) -> _T:
         """Run a write, sleeping on the locks it waits for outside the mutex, so that

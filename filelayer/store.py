@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import logging
 import mimetypes
@@ -29,6 +30,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -64,7 +66,34 @@ _FOLDED_CACHE = 32
 """Threads whose folded journal a process keeps: those being read (resumed, shown)."""
 """Threads whose deleted ids a process keeps in memory: those it is writing to."""
 
+_COMPACT_MIN_BYTES = 64 * 1024
+"""A journal is compacted by itself only past this size: below, there is little to save."""
+_COMPACT_THRESHOLDS = 4096
+"""Threads whose compaction threshold a process keeps (the others start from the
+minimum again: one look at a journal that is not worth compacting)."""
+_COMPACT_ROUNDS = 4
+"""Compactions of one journal in a row, while writers append faster than it folds."""
+_NOT_AGAIN = 1 << 62
+"""The threshold of a journal whose compaction is due already."""
+
 _EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _then_compact(method: _Method) -> _Method:
+    """Run the journal compactions the call made due, once it released its locks
+    (unless the caller runs them itself, see :attr:`ArchiveStore.defer_compaction`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: ArchiveStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if self._due and not self.defer_compaction:
+                self.compact_due()
+
+    return wrapper  # type: ignore[return-value]
+
 
 _STEP_DEFAULTS: dict[str, Any] = {
     "name": "",
@@ -109,6 +138,12 @@ class ArchiveStore:
     Opening an archive brings the files the layer owns up to date (its ``.gitignore``
     rules, see docs/format.md) and says so in the log; ``upgrade=False`` leaves them.
 
+    ``auto_compact``: a journal whose dead bytes (earlier versions of updated steps,
+    deleted records) outweigh its live ones, once past 64 KiB, is rewritten in its
+    compacted form after the write that made it so (see :meth:`compact_journal`), so
+    that a step updated again and again (progress shown with ``step.update()``, a
+    LangChain step carrying its whole prompt) does not grow its journal quadratically.
+
     A store serves one thread at a time: its caches are not shared safely. Callers that
     use threads (the Chainlit adapter does) hold :attr:`mutex` around each call.
     """
@@ -122,6 +157,7 @@ class ArchiveStore:
         search_chars: int = DEFAULT_SEARCH_CHARS,
         create: bool = True,
         upgrade: bool = True,
+        auto_compact: bool = True,
     ) -> None:
         if durability not in ("flush", "fsync"):
             raise ValueError("durability must be 'flush' or 'fsync'")
@@ -146,6 +182,12 @@ class ArchiveStore:
         self._users_by_id: dict[str, dict[str, Any]] = {}
         self._authors: OrderedDict[str, tuple[tuple[int, int, int], str | None]] = OrderedDict()
         self._existing: OrderedDict[str, None] = OrderedDict()  # threads seen to exist
+        self.auto_compact = auto_compact
+        self.defer_compaction = False
+        """Set by a caller that runs the due compactions itself (:meth:`take_due`):
+        the adapter runs them in a worker thread, never on the event loop."""
+        self._compact_at: OrderedDict[str, int] = OrderedDict()  # journal size to look at
+        self._due: dict[str, None] = {}  # journals to look at, in order
         self.mutex = threading.RLock()
         """Held around each call by callers that use the store from several threads."""
         if create or upgrade:  # the index is the layer's own, like the .gitignore
@@ -298,6 +340,16 @@ class ArchiveStore:
         at = opened.write(data, changes=changes, sync=sync, whole=whole)
         if dead is not None:
             dead.appended(opened, at, data)
+        if self.auto_compact and opened.size >= self._compact_at.get(thread_id, _COMPACT_MIN_BYTES):
+            self._due[thread_id] = None
+            self._remember_threshold(thread_id, _NOT_AGAIN)
+
+    def _remember_threshold(self, thread_id: str, size: int) -> None:
+        cache = self._compact_at
+        cache[thread_id] = size
+        cache.move_to_end(thread_id)
+        if len(cache) > _COMPACT_THRESHOLDS:
+            cache.popitem(last=False)
 
     def _make_dir(self, directory: Path, changes: _fs.Changes) -> None:
         try:
@@ -732,6 +784,7 @@ class ArchiveStore:
 
     # -- steps ---------------------------------------------------------------------
 
+    @_then_compact
     def write_step(self, step: dict[str, Any], *, actor: str | None = None) -> bool:
         """Create or update (merge) a step. ``False`` if its thread was deleted."""
         step_id = check_id("step", step.get("id"))
@@ -862,6 +915,7 @@ class ArchiveStore:
                         return thread_id
         return None
 
+    @_then_compact
     def delete_step(
         self,
         step_id: str,
@@ -912,6 +966,7 @@ class ArchiveStore:
 
     # -- feedback ------------------------------------------------------------------
 
+    @_then_compact
     def upsert_feedback(
         self,
         *,
@@ -966,6 +1021,7 @@ class ArchiveStore:
             self.index.append(index_records)
         return feedback_id
 
+    @_then_compact
     def delete_feedback(self, feedback_id: str, *, actor: str | None = None) -> bool:
         """Withdraw a feedback. ``True`` once it is gone (or was never given); ``False``
         for an id that is not a valid id, which names nothing."""
@@ -1052,6 +1108,7 @@ class ArchiveStore:
             self._make_dir(directory, changes)
             return directory
 
+    @_then_compact
     def record_element(
         self, thread_id: str, element: dict[str, Any], *, actor: str | None = None
     ) -> bool:
@@ -1145,6 +1202,7 @@ class ArchiveStore:
             return None
         return el, path
 
+    @_then_compact
     def delete_element(
         self, element_id: str, thread_id: str | None = None, *, actor: str | None = None
     ) -> bool:
@@ -1237,6 +1295,112 @@ class ArchiveStore:
 
         reconcile_thread(self, thread_id)
 
+    # -- journal compaction --------------------------------------------------------
+
+    def take_due(self) -> list[str]:
+        """The threads whose journals the last writes made worth a look (see
+        ``auto_compact``), forgotten here: the caller runs :meth:`compact_journal`."""
+        due = list(self._due)
+        self._due.clear()
+        return due
+
+    def compact_due(self) -> None:
+        """Compact the journals the last writes made worth it; a failure is logged."""
+        for thread_id in self.take_due():
+            try:
+                self.compact_journal(thread_id, only_if_worth_it=True)
+            except (OSError, ValueError) as exc:
+                log.warning("filelayer: could not compact the journal of %s: %s", thread_id, exc)
+
+    def compact_journal(self, thread_id: str, *, only_if_worth_it: bool = False) -> Compaction:
+        """Rewrite the thread's journal in its compacted form: one line per step in
+        conversation order, then feedback, elements and the tombstones that keep
+        deleted ids deleted (:func:`journal.compacted_records`). Every read gives what
+        it gave before. ``only_if_worth_it``: only when the dead bytes outweigh the
+        live ones.
+
+        Safe while writers go on, in this process or others: the journal is read and
+        folded aside, without any lock; then, under the thread's lock (for the time of
+        writing the new file), the lines appended meanwhile are copied after the
+        compacted ones, unchanged, and the new file replaces the old one at once. A
+        journal replaced meanwhile (another compaction, a repair) is read again. A
+        journal with damaged lines (or the torn end a killed writer left) is left
+        alone: ``filelayer verify --repair`` first.
+
+        Runs in any thread without :attr:`mutex` (the adapter runs it in a worker): it
+        reads files only, and its one note in memory, when to look at the journal
+        again, is a single dictionary entry.
+        """
+        path = self.layout.journal(thread_id)
+        first: Compaction | None = None
+        for _ in range(_COMPACT_ROUNDS):
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            except FileNotFoundError:
+                return Compaction(thread_id, 0, 0)
+            try:
+                outcome = self._compact_open(thread_id, path, fd, only_if_worth_it)
+            finally:
+                os.close(fd)
+            if outcome is None:
+                continue  # replaced meanwhile: read it again
+            done, copied = outcome
+            if first is not None:
+                done.before = first.before
+            first = done
+            # Lines appended during the compaction were copied as they came: when they
+            # outweigh the compacted ones (a writer going fast), fold them in too.
+            if not done.changed or copied <= done.after - copied:
+                return done
+        if first is not None:
+            return first
+        return Compaction(thread_id, 0, 0, skipped="it kept being replaced while compacted")
+
+    def _compact_open(
+        self, thread_id: str, path: Path, fd: int, only_if_worth_it: bool
+    ) -> tuple[Compaction, int] | None:
+        """One compaction of the open journal: what it did and how many bytes were
+        appended meanwhile and copied; ``None`` if the journal was replaced."""
+        st = os.fstat(fd)
+        data = _fs.pread_all(fd, st.st_size, 0)
+        end = data.rfind(b"\n") + 1  # a line being appended right now is left for later
+        parsed = journal.parse(data[:end], path)
+        if parsed.bad_lines:
+            self._remember_threshold(thread_id, 2 * len(data) + _COMPACT_MIN_BYTES)
+            return Compaction(thread_id, len(data), len(data), skipped=_DAMAGED), 0
+        canonical = b"".join(
+            _codec.encode_line(r) for r in journal.compacted_records(journal.fold(parsed.records))
+        )
+        live = len(canonical)
+        threshold = max(_COMPACT_MIN_BYTES, 2 * live + 1)
+        if only_if_worth_it and len(data) <= 2 * live:
+            # Not yet: its live bytes grew as much. Looked at again at twice their size,
+            # so that a journal of new lines only is read a few times in its life.
+            self._remember_threshold(thread_id, threshold)
+            return Compaction(thread_id, len(data), len(data)), 0
+        with self.thread_lock(thread_id):
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                return Compaction(thread_id, 0, 0), 0  # deleted meanwhile
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or now.st_size < end:
+                return None  # replaced meanwhile: read it again
+            tail = _fs.pread_all(fd, now.st_size - end, end)
+            if tail:
+                appended = journal.parse(tail, path)
+                if appended.bad_lines or appended.torn_tail:
+                    self._remember_threshold(thread_id, 2 * now.st_size + _COMPACT_MIN_BYTES)
+                    skipped = Compaction(thread_id, now.st_size, now.st_size, skipped=_DAMAGED)
+                    return skipped, 0
+            if canonical == data[:end]:
+                self._remember_threshold(thread_id, threshold)
+                return Compaction(thread_id, now.st_size, now.st_size), 0
+            # Always made durable before it replaces the journal: a power cut must not
+            # take acknowledged lines with the old file.
+            _fs.atomic_write(path, canonical + tail, durable=True)
+        self._remember_threshold(thread_id, threshold)
+        return Compaction(thread_id, now.st_size, live + len(tail)), len(tail)
+
     def close(self) -> None:
         """Release the index's file descriptor and the memory of the caches. Only the
         index holds anything open between calls; the store stays usable (the next call
@@ -1257,6 +1421,23 @@ def _deletable(kind: str, value: object) -> bool:
     if problem is not None:
         log.debug("filelayer: nothing to delete for %s id %r: %s", kind, value, problem)
     return problem is None
+
+
+_DAMAGED = "damaged lines: run `filelayer verify --repair` first"
+
+
+@dataclass
+class Compaction:
+    """What :meth:`ArchiveStore.compact_journal` did to one journal (sizes in bytes)."""
+
+    thread_id: str
+    before: int
+    after: int
+    skipped: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.skipped is None and self.before != self.after
 
 
 def _copy_json(value: Any) -> Any:
