@@ -18,7 +18,6 @@ manifest, tombstone), the derived index after, so a crash in between leaves drif
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import hashlib
 import logging
@@ -550,7 +549,7 @@ class ArchiveStore:
                     log.debug("filelayer: not resurrecting deleted thread %s", thread_id)
                     return False
                 doc = manifest.new(thread_id, now_iso())
-            before = copy.deepcopy(doc)
+            before = _copy_json(doc)
             if name is None and metadata and isinstance(metadata.get("name"), str):
                 name = metadata["name"]
             if name is not None:
@@ -563,13 +562,14 @@ class ArchiveStore:
                 doc["tags"] = list(tags)
             if metadata is not None:
                 doc["metadata"] = manifest.merge_metadata(doc.get("metadata") or {}, metadata)
-            manifest.encode(doc)  # refuse what cannot be stored before making anything
-            if created or doc != before:
-                if not created:
-                    doc["updatedAt"] = max(now_iso(), before.get("updatedAt") or "")
+            changed = created or doc != before
+            if changed and not created:
+                doc["updatedAt"] = max(now_iso(), before.get("updatedAt") or "")
+            data = manifest.encode(doc)  # refuse what cannot be stored before making anything
+            if changed:
                 if created:
                     self._make_dir(path.parent, changes)
-                manifest.write(path, doc, changes=changes)
+                manifest.write_encoded(path, data, changes=changes)
                 self.index.append([self.thread_index_record(doc)])
             elif not self._index_agrees(doc):
                 # A retry of a call whose manifest landed but whose index record was
