@@ -12,6 +12,10 @@ them wait:
 - the store is not in use by a worker thread (:attr:`ArchiveStore.mutex`, taken
   without waiting).
 
+Writes that wait for the disk (every write in the ``fsync`` mode; users and thread
+deletions, which are made durable in both modes) never run on the loop: an ``fsync``
+takes milliseconds, tens of them on a busy disk.
+
 Writes that could not run on the loop go to one worker thread, in the order they were
 made, and the writes made while it has work queue behind them: two writes never land in
 another order than the one the app made them in. Reads that could not run on the loop
@@ -72,12 +76,25 @@ class Offload:
 
     async def write(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a write (of ``fn``, a method of the store that may take locks)."""
-        result = self._inline(fn, args, kwargs) if not self._queued else _BUSY
+        result = self._inline(fn, args, kwargs) if self._may_inline() else _BUSY
         if result is _BUSY:
             result = await self._in_lane(fn, args, kwargs)
         if self.store._due and self._compacting is None:
             self._compact_soon()
         return cast(_T, result)
+
+    async def write_durable(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """A write made durable in every mode (a user, a thread's deletion): in the
+        worker thread, in its turn."""
+        result = await self._in_lane(fn, args, kwargs)
+        if self.store._due and self._compacting is None:
+            self._compact_soon()
+        return result
+
+    def _may_inline(self) -> bool:
+        """Whether a write may run on the loop: it would not overtake a queued one, and
+        it does not wait for the disk."""
+        return not self._queued and not self.store.durable
 
     async def read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a read."""

@@ -169,7 +169,7 @@ class FileDataLayer(BaseDataLayer):
 
     @_reported
     async def create_user(self, user: User) -> PersistedUser | None:
-        doc = await self.calls.write(
+        doc = await self.calls.write_durable(
             self.store.upsert_user,
             user.identifier,
             metadata=user.metadata,
@@ -310,7 +310,7 @@ class FileDataLayer(BaseDataLayer):
     @_reported
     async def delete_thread(self, thread_id: str) -> None:
         actor = await self.actor()
-        await self.calls.write(self.store.delete_thread, thread_id, actor=actor)
+        await self.calls.write_durable(self.store.delete_thread, thread_id, actor=actor)
 
     @_reported
     async def list_threads(
