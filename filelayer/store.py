@@ -1328,11 +1328,12 @@ class ArchiveStore:
         alone: ``filelayer verify --repair`` first.
 
         Runs in any thread without :attr:`mutex` (the adapter runs it in a worker): it
-        reads files only, and its one note in memory, when to look at the journal
-        again, is a single dictionary entry.
+        reads files only, and its notes in memory (when to look at the journal again,
+        whether it is due again) are single dictionary entries.
         """
         path = self.layout.journal(thread_id)
         first: Compaction | None = None
+        heavy = False
         for _ in range(_COMPACT_ROUNDS):
             try:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
@@ -1342,6 +1343,7 @@ class ArchiveStore:
                 outcome = self._compact_open(thread_id, path, fd, only_if_worth_it)
             finally:
                 os.close(fd)
+            heavy = False
             if outcome is None:
                 continue  # replaced meanwhile: read it again
             done, copied = outcome
@@ -1352,6 +1354,11 @@ class ArchiveStore:
             # outweigh the compacted ones (a writer going fast), fold them in too.
             if not done.changed or copied <= done.after - copied:
                 return done
+            heavy = True
+        if heavy:
+            # A writer still going faster than the compaction: due again, to be looked
+            # at after the next write, or at once by a caller that runs the due ones.
+            self._due[thread_id] = None
         if first is not None:
             return first
         return Compaction(thread_id, 0, 0, skipped="it kept being replaced while compacted")
