@@ -66,6 +66,7 @@ class Offload:
         self.store = store
         self._lane: ThreadPoolExecutor | None = None
         self._queued = 0  # writes given to the lane and not finished yet
+        self._durable = store.durable
         self._maintenance: ThreadPoolExecutor | None = None
         self._compacting: asyncio.Future[None] | None = None
         store.defer_compaction = True
@@ -76,12 +77,17 @@ class Offload:
 
     async def write(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a write (of ``fn``, a method of the store that may take locks)."""
-        result = self._inline(fn, args, kwargs) if self._may_inline() else _BUSY
-        if result is _BUSY:
+        # It runs on the loop only if it would not overtake a queued write, and does not
+        # wait for the disk.
+        if self._queued or self._durable:
             result = await self._in_lane(fn, args, kwargs)
+        else:
+            result = self._inline(fn, args, kwargs)
+            if result is _BUSY:
+                result = await self._in_lane(fn, args, kwargs)
         if self.store._due and self._compacting is None:
             self._compact_soon()
-        return cast(_T, result)
+        return result
 
     async def write_durable(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """A write made durable in every mode (a user, a thread's deletion): in the
@@ -90,11 +96,6 @@ class Offload:
         if self.store._due and self._compacting is None:
             self._compact_soon()
         return result
-
-    def _may_inline(self) -> bool:
-        """Whether a write may run on the loop: it would not overtake a queued one, and
-        it does not wait for the disk."""
-        return not self._queued and not self.store.durable
 
     async def read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a read."""
@@ -138,8 +139,7 @@ class Offload:
         if not mutex.acquire(blocking=False):
             return _BUSY
         try:
-            with _locks.no_wait():
-                return fn(*args, **kwargs)
+            return _locks.call_no_wait(fn, args, kwargs)
         except _locks.LockBusy:
             return _BUSY
         finally:

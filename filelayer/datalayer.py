@@ -272,17 +272,19 @@ class FileDataLayer(BaseDataLayer):
     @_queued
     @_reported
     async def create_step(self, step_dict: StepDict) -> None:
-        await self._write_step(dict(step_dict))
+        step: dict[str, Any] = dict(step_dict)
+        actor = await self.actor()
+        if not step.get("threadId"):
+            step["threadId"] = await self._locate("step", step.get("id"))  # type: ignore[arg-type]
+        await self.calls.write(self.store.write_step, step, actor=actor)
 
     @_queued
     @_reported
     async def update_step(self, step_dict: StepDict) -> None:
-        await self._write_step(dict(step_dict))
-
-    async def _write_step(self, step: dict[str, Any]) -> None:
+        step: dict[str, Any] = dict(step_dict)
         actor = await self.actor()
-        if not step.get("threadId") and isinstance(step.get("id"), str):
-            step["threadId"] = await self._locate("step", step["id"])
+        if not step.get("threadId"):
+            step["threadId"] = await self._locate("step", step.get("id"))  # type: ignore[arg-type]
         await self.calls.write(self.store.write_step, step, actor=actor)
 
     @_queued
