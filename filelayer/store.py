@@ -67,13 +67,11 @@ _FOLDED_CACHE = 32
 
 _COMPACT_MIN_BYTES = 64 * 1024
 """A journal is compacted by itself only past this size: below, there is little to save."""
-_COMPACT_THRESHOLDS = 4096
-"""Threads whose compaction threshold a process keeps (the others start from the
-minimum again: one look at a journal that is not worth compacting)."""
+_GROWTH_KEPT = 4096
+"""Journals whose live bytes a process follows as it writes them (the others are read
+once when they pass the minimum size, to know them again)."""
 _COMPACT_ROUNDS = 4
 """Compactions of one journal in a row, while writers append faster than it folds."""
-_NOT_AGAIN = 1 << 62
-"""The threshold of a journal whose compaction is due already."""
 
 _EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -185,7 +183,7 @@ class ArchiveStore:
         self.defer_compaction = False
         """Set by a caller that runs the due compactions itself (:meth:`take_due`):
         the adapter runs them in a worker thread, never on the event loop."""
-        self._compact_at: OrderedDict[str, int] = OrderedDict()  # journal size to look at
+        self._growth: OrderedDict[str, _Growth] = OrderedDict()  # live bytes, as written
         self._due: dict[str, None] = {}  # journals to look at, in order
         self.mutex = threading.RLock()
         """Held around each call by callers that use the store from several threads."""
@@ -312,15 +310,22 @@ class ArchiveStore:
         changes: _fs.Changes,
         *,
         sync: bool = False,
+        deleted: str | None = None,
     ) -> None:
         data = b"".join(_codec.encode_line(r) for r in records)
-        self._append_lines(thread_id, data, changes, sync=sync)
+        self._append_lines(thread_id, data, changes, sync=sync, deleted=deleted)
 
     def _append_lines(
-        self, thread_id: str, data: bytes, changes: _fs.Changes, *, sync: bool = False
+        self,
+        thread_id: str,
+        data: bytes,
+        changes: _fs.Changes,
+        *,
+        sync: bool = False,
+        deleted: str | None = None,
     ) -> None:
         with _fs.AppendFile(self.layout.journal(thread_id)) as opened:
-            self._append_to(thread_id, opened, data, changes, sync=sync)
+            self._append_to(thread_id, opened, data, changes, sync=sync, deleted=deleted)
 
     def _append_to(
         self,
@@ -330,8 +335,11 @@ class ArchiveStore:
         changes: _fs.Changes,
         *,
         sync: bool = False,
+        step: str | None = None,
+        deleted: str | None = None,
     ) -> None:
-        """Append lines to the thread's open journal. The tombstones of a thread being
+        """Append lines to the thread's open journal: a version of ``step``, or the
+        deletion of step ``deleted``, or other lines. The tombstones of a thread being
         written were read up to its end: they tell that the file ends with a complete
         line, and take the new lines without reading them back."""
         dead = self._tombstone_cache.get(thread_id)
@@ -339,16 +347,36 @@ class ArchiveStore:
         at = opened.write(data, changes=changes, sync=sync, whole=whole)
         if dead is not None:
             dead.appended(opened, at, data)
-        if self.auto_compact and opened.size >= self._compact_at.get(thread_id, _COMPACT_MIN_BYTES):
-            self._due[thread_id] = None
-            self._remember_threshold(thread_id, _NOT_AGAIN)
+        if self.auto_compact:
+            self._grew(thread_id, opened, at, len(data), step, deleted)
 
-    def _remember_threshold(self, thread_id: str, size: int) -> None:
-        cache = self._compact_at
-        cache[thread_id] = size
-        cache.move_to_end(thread_id)
-        if len(cache) > _COMPACT_THRESHOLDS:
-            cache.popitem(last=False)
+    def _grew(
+        self,
+        thread_id: str,
+        opened: _fs.AppendFile,
+        at: int,
+        size: int,
+        step: str | None,
+        deleted: str | None,
+    ) -> None:
+        """Follow the journal's live bytes as lines are appended (see :class:`_Growth`),
+        and make its compaction due once its dead bytes may outweigh them."""
+        growth = self._growth.get(thread_id)
+        if growth is None or growth.file != opened.id:
+            # A journal this write started is known from its first byte; any other is
+            # not known until a compaction (done or declined) has read it once.
+            growth = _Growth(opened.id) if at == 0 else _Growth()
+            self._growth[thread_id] = growth
+            if len(self._growth) > _GROWTH_KEPT:
+                self._growth.popitem(last=False)
+        growth.written(at, size, step, deleted)
+        end = opened.size
+        if end >= _COMPACT_MIN_BYTES and (
+            growth.file is None
+            or end > 2 * (growth.live + growth.unknown)
+            or growth.unknown > growth.live
+        ):
+            self._due[thread_id] = None
 
     def _make_dir(self, directory: Path, changes: _fs.Changes) -> None:
         try:
@@ -804,7 +832,7 @@ class ArchiveStore:
                 if index_records is None:
                     log.debug("filelayer: ignoring a late write to deleted step %s", step_id)
                     return True
-                self._append_to(thread_id, opened, line, changes)
+                self._append_to(thread_id, opened, line, changes, step=step_id)
             if index_records:
                 self.index.append(index_records)
         self._remember(self._step_owner, step_id, thread_id)
@@ -946,7 +974,9 @@ class ArchiveStore:
                         doomed_files.append(el["file"])
             # The records that hide the elements reach the disk before their files go
             # (in either mode): a power cut must not leave an element without its bytes.
-            self._append_journal(thread_id, records, changes, sync=bool(doomed_files))
+            self._append_journal(
+                thread_id, records, changes, sync=bool(doomed_files), deleted=step_id
+            )
             for relative in doomed_files:
                 self._remove_element_file(thread_id, relative, changes)
             summary = self._indexed(thread_id)
@@ -1351,8 +1381,9 @@ class ArchiveStore:
                 done.before = first.before
             first = done
             # Lines appended during the compaction were copied as they came: when they
-            # outweigh the compacted ones (a writer going fast), fold them in too.
-            if not done.changed or copied <= done.after - copied:
+            # outweigh the compacted ones (a writer going fast), fold them in too (when
+            # compacting by itself; on request, once is what was asked).
+            if not done.changed or copied <= done.after - copied or not only_if_worth_it:
                 return done
             heavy = True
         if heavy:
@@ -1367,23 +1398,28 @@ class ArchiveStore:
         self, thread_id: str, path: Path, fd: int, only_if_worth_it: bool
     ) -> tuple[Compaction, int] | None:
         """One compaction of the open journal: what it did and how many bytes were
-        appended meanwhile and copied; ``None`` if the journal was replaced."""
+        appended meanwhile and copied; ``None`` if the journal was replaced. What it
+        learnt of the journal's live bytes is noted for the writers (:class:`_Growth`)."""
         st = os.fstat(fd)
         data = _fs.pread_all(fd, st.st_size, 0)
         end = data.rfind(b"\n") + 1  # a line being appended right now is left for later
         parsed = journal.parse(data[:end], path)
         if parsed.bad_lines:
-            self._remember_threshold(thread_id, 2 * len(data) + _COMPACT_MIN_BYTES)
+            # Left alone: not looked at again before it doubled.
+            self._know(thread_id, (st.st_dev, st.st_ino), len(data), len(data), {})
             return Compaction(thread_id, len(data), len(data), skipped=_DAMAGED), 0
-        canonical = b"".join(
-            _codec.encode_line(r) for r in journal.compacted_records(journal.fold(parsed.records))
-        )
+        records = list(journal.compacted_records(journal.fold(parsed.records)))
+        lines = [_codec.encode_line(r) for r in records]
+        canonical = b"".join(lines)
         live = len(canonical)
-        threshold = max(_COMPACT_MIN_BYTES, 2 * live + 1)
+        steps = {
+            r[journal.OP_STEP]["id"]: len(line)
+            for r, line in zip(records, lines, strict=True)
+            if r["op"] == journal.OP_STEP
+        }
         if only_if_worth_it and len(data) <= 2 * live:
-            # Not yet: its live bytes grew as much. Looked at again at twice their size,
-            # so that a journal of new lines only is read a few times in its life.
-            self._remember_threshold(thread_id, threshold)
+            # Not yet. What was read is known; the lines appended since count as live.
+            self._know(thread_id, (st.st_dev, st.st_ino), len(data), live + len(data) - end, steps)
             return Compaction(thread_id, len(data), len(data)), 0
         with self.thread_lock(thread_id):
             try:
@@ -1396,17 +1432,28 @@ class ArchiveStore:
             if tail:
                 appended = journal.parse(tail, path)
                 if appended.bad_lines or appended.torn_tail:
-                    self._remember_threshold(thread_id, 2 * now.st_size + _COMPACT_MIN_BYTES)
+                    file = (now.st_dev, now.st_ino)
+                    self._know(thread_id, file, now.st_size, now.st_size, {})
                     skipped = Compaction(thread_id, now.st_size, now.st_size, skipped=_DAMAGED)
                     return skipped, 0
             if canonical == data[:end]:
-                self._remember_threshold(thread_id, threshold)
+                file = (now.st_dev, now.st_ino)
+                self._know(thread_id, file, now.st_size, live + len(tail), steps)
                 return Compaction(thread_id, now.st_size, now.st_size), 0
             # Always made durable before it replaces the journal: a power cut must not
             # take acknowledged lines with the old file.
             _fs.atomic_write(path, canonical + tail, durable=True)
-        self._remember_threshold(thread_id, threshold)
+            new = os.stat(path)
+        self._know(thread_id, (new.st_dev, new.st_ino), new.st_size, live + len(tail), steps)
         return Compaction(thread_id, now.st_size, live + len(tail)), len(tail)
+
+    def _know(
+        self, thread_id: str, file: tuple[int, int], size: int, live: int, steps: dict[str, int]
+    ) -> None:
+        """Note what a compaction learnt of a journal: from here on, the writers follow
+        its live bytes without reading it. (A single assignment: a worker thread may do
+        it while the event loop writes.)"""
+        self._growth[thread_id] = _Growth(file, size, live, steps)
 
     def close(self) -> None:
         """Release the index's file descriptor and the memory of the caches. Only the
@@ -1431,6 +1478,53 @@ def _deletable(kind: str, value: object) -> bool:
 
 
 _DAMAGED = "damaged lines: run `filelayer verify --repair` first"
+
+
+class _Growth:
+    """What a process knows of the live bytes of a journal it writes, to tell when its
+    dead bytes may outweigh them without reading it.
+
+    Learnt from a look at the whole journal (a compaction, done or declined), then
+    followed as this process appends: a new version of a step counts as live only by
+    what it outgrows the largest version written before (the earlier ones are dead but
+    for the fields they alone hold), a step's deletion takes its bytes from the live
+    ones, and any other line counts whole. The lines other processes appended in
+    between are not read: they are *unknown*, and once they outweigh the live bytes
+    the journal is looked at again. An estimate, used only to decide when to look: the
+    compaction itself measures exactly."""
+
+    __slots__ = ("file", "live", "size", "steps", "unknown")
+
+    def __init__(
+        self,
+        file: tuple[int, int] | None = None,
+        size: int = 0,
+        live: int = 0,
+        steps: dict[str, int] | None = None,
+    ) -> None:
+        self.file = file  # the file (device, inode) known; None: not looked at yet
+        self.size = size  # where what is known ends
+        self.live = live
+        self.steps = steps if steps is not None else {}  # step id -> its largest line
+        self.unknown = 0  # bytes other processes appended since the last look
+
+    def written(self, at: int, size: int, step: str | None, deleted: str | None) -> None:
+        """``size`` bytes appended at offset ``at``: a version of ``step``, the deletion
+        of ``deleted``, or other lines."""
+        if self.file is None:
+            return
+        if at != self.size:
+            self.unknown += max(0, at - self.size)  # appended by others meanwhile
+        if step is not None:
+            before = self.steps.get(step, 0)
+            if size > before:
+                self.live += size - before
+                self.steps[step] = size
+        else:
+            self.live += size
+            if deleted is not None:
+                self.live -= self.steps.pop(deleted, 0)
+        self.size = at + size
 
 
 @dataclass
