@@ -190,3 +190,36 @@ async def test_the_adapter_compacts_off_the_event_loop(root: Path, in_tmp: Path)
     thread = await layer.get_thread("t1")
     assert thread["steps"][0]["output"] == "99%"
     await layer.close()
+
+
+def test_a_journal_of_new_lines_is_not_read_again_and_again(tmp_path: Path) -> None:
+    """The live bytes are followed as lines are written: a journal that only grows is
+    never read to decide (when this process wrote it from its first byte), or read once
+    (when it found it written already), however large it grows."""
+    root = tmp_path / "chats"
+    looks: list[str] = []
+
+    def counting(store: ArchiveStore) -> ArchiveStore:
+        look = store._compact_open
+
+        def spy(thread_id: str, *args: Any) -> Any:
+            looks.append(thread_id)
+            return look(thread_id, *args)
+
+        store._compact_open = spy  # type: ignore[method-assign]
+        return store
+
+    first = counting(ArchiveStore(root))
+    for n in range(400):
+        first.write_step({"id": f"s{n}", "threadId": "t1", "type": "run", "output": "x" * 600})
+    assert first.layout.journal("t1").stat().st_size > 4 * _COMPACT_MIN_BYTES
+    assert looks == []
+    again = counting(ArchiveStore(root))  # a restarted process
+    for n in range(400, 800):
+        again.write_step({"id": f"s{n}", "threadId": "t1", "type": "run", "output": "x" * 600})
+    assert looks == ["t1"]
+    # Updates, though, are noticed without reading: dead bytes pile up, one compaction.
+    for n in range(1600):
+        again.write_step({"id": f"s{n % 800}", "threadId": "t1", "output": f"{n}" * 300})
+    assert looks.count("t1") >= 2
+    assert again.layout.journal("t1").stat().st_size <= 2 * live_bytes(again.layout.journal("t1"))
