@@ -310,6 +310,7 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
     writes: dict[str, list[float]] = {}
     spent: dict[str, list[float]] = {}
     spent_cpu: dict[str, list[float]] = {}
+    slowest: list[tuple[float, str, str]] = []
     collections: dict[str, list[float]] = {}
     stop = asyncio.Event()
     try:
@@ -358,8 +359,12 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 return inline(*a)
             finally:
-                spent.setdefault(phase, []).append(time.perf_counter() - t)
+                took = time.perf_counter() - t
+                spent.setdefault(phase, []).append(took)
                 spent_cpu.setdefault(phase, []).append(time.thread_time() - cpu)
+                slowest.append((took * 1000, phase, getattr(a[0], "__name__", "?")))
+                slowest.sort(reverse=True)
+                del slowest[5:]
 
         layer.calls._inline = timed_inline
         gc_started = [0.0]
@@ -410,6 +415,7 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
         inline_max_ms=max(sum((spent.get(p, []) for p in busy_phases), [0.0])) * 1000,
         inline_cpu_max_ms=max(sum((spent_cpu.get(p, []) for p in busy_phases), [0.0])) * 1000,
         quiet_inline_max_ms=max(spent.get("quiet", [0.0])) * 1000,
+        inline_slowest=[f"{ms:.1f} ms {name} ({where})" for ms, where, name in slowest],
         gc_max_ms=max(sum((collections.get(p, []) for p in busy_phases), [0.0])) * 1000,
     )
     return result
