@@ -16,6 +16,12 @@ Writes that wait for the disk (every write in the ``fsync`` mode; users and thre
 deletions, which are made durable in both modes) never run on the loop: an ``fsync``
 takes milliseconds, tens of them on a busy disk.
 
+Writes to the index database still run on the loop in the ``flush`` mode: its
+transactions wait (in SQLite) for another process's, and now and then bring its search
+index up to date. Handing every such write to a thread was measured: it halved the
+write rate here (a thread hop costs more than the write), so it is left to the index to
+keep its transactions short.
+
 Writes that could not run on the loop go to one worker thread, in the order they were
 made, and the writes made while it has work queue behind them: two writes never land in
 another order than the one the app made them in. Reads that could not run on the loop
