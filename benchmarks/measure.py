@@ -352,10 +352,12 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
 
         # What the loop itself spent in the layer's calls, and in garbage collection
         # (which stops every thread): apart from the machine's own noise.
-        inline = layer.calls._inline
+        calls = getattr(layer, "calls", None)  # absent before the layer had one
+        inline = calls._inline if calls is not None else None
 
         def timed_inline(*a: Any) -> Any:
             t, cpu = time.perf_counter(), time.thread_time()
+            assert inline is not None
             try:
                 return inline(*a)
             finally:
@@ -366,7 +368,8 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
                 slowest.sort(reverse=True)
                 del slowest[5:]
 
-        layer.calls._inline = timed_inline
+        if calls is not None:
+            calls._inline = timed_inline
         gc_started = [0.0]
 
         def on_gc(stage: str, info: dict[str, Any]) -> None:
@@ -411,7 +414,7 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
         write_max_ms=max(busy_writes) * 1000,
         write_p99_ms=percentile(busy_writes, 0.99) * 1000,
         writes=len(busy_writes),
-        offloaded=layer.calls.offloaded,
+        offloaded=getattr(getattr(layer, "calls", None), "offloaded", 0),
         inline_max_ms=max(sum((spent.get(p, []) for p in busy_phases), [0.0])) * 1000,
         inline_cpu_max_ms=max(sum((spent_cpu.get(p, []) for p in busy_phases), [0.0])) * 1000,
         quiet_inline_max_ms=max(spent.get("quiet", [0.0])) * 1000,
