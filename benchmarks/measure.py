@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +183,8 @@ async def role_writes(args: argparse.Namespace) -> dict[str, Any]:
             write_calls_per_s=statistics.median(rates),
             write_calls_per_s_overall=count / elapsed,
         )
+        if args.chats:
+            result.update(await concurrent_chats(layer, args, user_ids))
         if args.get_thread_turns:
             result.update(await measure_get_thread(args, people, user_ids, layer))
     finally:
@@ -243,6 +249,274 @@ async def measure_get_thread(
         "get_thread_ms": repeated["median_ms"],
         "get_thread_best_ms": repeated["best_ms"],
     }
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def concurrent_chats(
+    layer: Any, args: argparse.Namespace, user_ids: dict[str, str]
+) -> dict[str, Any]:
+    """``args.chats`` chats at once through one layer, each awaiting its calls in turn
+    (as Chainlit does for one user): calls per second over all of them, and the p99
+    latency of one call. Three rounds of new chats; the medians."""
+    rates, p99s, p50s = [], [], []
+    for n in range(3):
+        chats = list(
+            workload.archive_conversations(
+                args.chats, seed=1000 + n, users=3, turns=(args.turns, args.turns)
+            )
+        )
+        latencies: list[float] = []
+
+        async def chat(conv: workload.Conversation, latencies: list[float] = latencies) -> None:
+            for call in conv.calls:
+                t = time.perf_counter()
+                await workload.perform(layer, call, user_ids)
+                latencies.append(time.perf_counter() - t)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(chat(c) for c in chats))
+        took = time.perf_counter() - start
+        rates.append(len(latencies) / took)
+        p99s.append(percentile(latencies, 0.99) * 1000)
+        p50s.append(percentile(latencies, 0.5) * 1000)
+    return {
+        "concurrent_chats": args.chats,
+        "concurrent_calls_per_s": statistics.median(rates),
+        "concurrent_p99_ms": statistics.median(p99s),
+        "concurrent_p50_ms": statistics.median(p50s),
+    }
+
+
+async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
+    """The event loop of a serving process while another process runs ``filelayer
+    reindex`` and then ``filelayer compact`` on its archive.
+
+    The app writes a message every 10 ms (a create, then an update with its text) and
+    a heartbeat task sleeps 5 ms at a time; every heartbeat's lateness is its lag. A
+    quiet phase first gives the lag the machine itself causes (other processes)."""
+    from chainlit.context import init_http_context
+    from chainlit.types import Pagination, ThreadFilter
+    from chainlit.user import User
+
+    init_http_context()
+    layer = await open_layer("file", args.target, args.durability)
+    result: dict[str, Any] = {"mode": mode_of("file"), "durability": args.durability}
+    phase = "warm-up"
+    lags: dict[str, list[float]] = {}
+    writes: dict[str, list[float]] = {}
+    spent: dict[str, list[float]] = {}
+    spent_cpu: dict[str, list[float]] = {}
+    slowest: list[tuple[float, str, str]] = []
+    collections: dict[str, list[float]] = {}
+    stop = asyncio.Event()
+    try:
+        user = await layer.create_user(User(identifier="lag@example.com"))
+        await layer.list_threads(Pagination(first=PAGE), ThreadFilter(userId=user.id))
+
+        async def heartbeat() -> None:
+            while not stop.is_set():
+                t = time.perf_counter()
+                await asyncio.sleep(0.005)
+                lags.setdefault(phase, []).append(time.perf_counter() - t - 0.005)
+
+        async def chat() -> None:
+            n = 0
+            thread_id = ""
+            while not stop.is_set():
+                if n % 100 == 0:
+                    thread_id = f"lag-{uuid.uuid4().hex[:12]}"
+                    await layer.update_thread(thread_id, name=f"lag {n}", user_id=user.id)
+                sid = f"{thread_id}-{n}"
+                at = workload.format_time(datetime.now(timezone.utc))
+                message = {
+                    "id": sid,
+                    "threadId": thread_id,
+                    "type": "assistant_message",
+                    "name": "Assistant",
+                    "output": "",
+                    "createdAt": at,
+                    "start": at,
+                }
+                for output in ("", f"answer {n} " * 20):
+                    t = time.perf_counter()
+                    await (layer.create_step if not output else layer.update_step)(
+                        {**message, "output": output}
+                    )
+                    writes.setdefault(phase, []).append(time.perf_counter() - t)
+                    await asyncio.sleep(0.010)
+                n += 1
+
+        # What the loop itself spent in the layer's calls, and in garbage collection
+        # (which stops every thread): apart from the machine's own noise.
+        calls = getattr(layer, "calls", None)  # absent before the layer had one
+        inline = calls._inline if calls is not None else None
+
+        def timed_inline(*a: Any) -> Any:
+            t, cpu = time.perf_counter(), time.thread_time()
+            assert inline is not None
+            try:
+                return inline(*a)
+            finally:
+                took = time.perf_counter() - t
+                spent.setdefault(phase, []).append(took)
+                spent_cpu.setdefault(phase, []).append(time.thread_time() - cpu)
+                slowest.append((took * 1000, phase, getattr(a[0], "__name__", "?")))
+                slowest.sort(reverse=True)
+                del slowest[5:]
+
+        if calls is not None:
+            calls._inline = timed_inline
+        gc_started = [0.0]
+
+        def on_gc(stage: str, info: dict[str, Any]) -> None:
+            if stage == "start":
+                gc_started[0] = time.perf_counter()
+            else:
+                collections.setdefault(phase, []).append(time.perf_counter() - gc_started[0])
+
+        gc.callbacks.append(on_gc)
+        tasks = [asyncio.ensure_future(heartbeat()), asyncio.ensure_future(chat())]
+        await asyncio.sleep(1.0)
+        phase = "quiet"
+        await asyncio.sleep(args.quiet)
+        base = [sys.executable, "-m", "filelayer", "--root", args.target]
+        for command in ("reindex", "compact"):
+            phase = command
+            start = time.perf_counter()
+            proc = await asyncio.create_subprocess_exec(
+                *base, command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            code = await proc.wait()
+            if code != 0:
+                raise RuntimeError(f"filelayer {command} failed ({code})")
+            result[f"{command}_s"] = time.perf_counter() - start
+        phase = "after"
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.gather(*tasks)
+        gc.callbacks.remove(on_gc)
+    finally:
+        await layer.close()
+    busy_phases = ("reindex", "compact", "after")
+    busy = lags.get("reindex", []) + lags.get("compact", []) + lags.get("after", [])
+    busy_writes = writes.get("reindex", []) + writes.get("compact", []) + writes.get("after", [])
+    result.update(
+        lag_max_ms=max(busy) * 1000,
+        lag_p99_ms=percentile(busy, 0.99) * 1000,
+        lag_reindex_max_ms=max(lags.get("reindex", [0.0])) * 1000,
+        lag_compact_max_ms=max(lags.get("compact", [0.0])) * 1000,
+        quiet_lag_max_ms=max(lags.get("quiet", [0.0])) * 1000,
+        quiet_lag_p99_ms=percentile(lags.get("quiet", [0.0]), 0.99) * 1000,
+        write_max_ms=max(busy_writes) * 1000,
+        write_p99_ms=percentile(busy_writes, 0.99) * 1000,
+        writes=len(busy_writes),
+        offloaded=getattr(getattr(layer, "calls", None), "offloaded", 0),
+        inline_max_ms=max(sum((spent.get(p, []) for p in busy_phases), [0.0])) * 1000,
+        inline_cpu_max_ms=max(sum((spent_cpu.get(p, []) for p in busy_phases), [0.0])) * 1000,
+        quiet_inline_max_ms=max(spent.get("quiet", [0.0])) * 1000,
+        inline_slowest=[f"{ms:.1f} ms {name} ({where})" for ms, where, name in slowest],
+        gc_max_ms=max(sum((collections.get(p, []) for p in busy_phases), [0.0])) * 1000,
+    )
+    return result
+
+
+async def role_progress(args: argparse.Namespace) -> dict[str, Any]:
+    """A progress-style thread: steps that carry a large prompt, each updated again and
+    again (``step.update()`` to show progress). Its journal against its live bytes, and
+    its first read in a process; then the first read of a 1,000-step thread."""
+    from chainlit.context import init_http_context
+
+    from filelayer import _codec, journal
+
+    init_http_context()
+    layer = await open_layer("file", args.target, args.durability)
+    result: dict[str, Any] = {"mode": mode_of("file"), "durability": args.durability}
+    prompt = "You are a careful assistant. Answer from the documents below.\n" + (
+        "A paragraph of retrieved context, as a retrieval chain would pass it. " * 230
+    )
+    thread_id = "progress"
+    path = layer.store.layout.journal(thread_id)
+
+    def live() -> int:
+        state = journal.fold(journal.read(path).records)
+        return sum(len(_codec.encode_line(r)) for r in journal.compacted_records(state))
+
+    ratios: list[float] = []
+    writing = 0.0
+    calls = 0
+    try:
+        await layer.update_thread(thread_id, name="progress")
+        for k in range(args.progress_steps):
+            at = f"2026-01-01T00:{k // 60:02d}:{k % 60:02d}.000000Z"
+            step = {
+                "id": f"llm-{k}",
+                "threadId": thread_id,
+                "type": "llm",
+                "name": "ChatOpenAI",
+                "input": prompt,
+                "output": "",
+                "createdAt": at,
+                "start": at,
+            }
+            t = time.perf_counter()
+            await layer.create_step(step)
+            for u in range(1, args.progress_updates + 1):
+                await layer.update_step({**step, "output": f"working… {u}% " * (1 + u // 10)})
+            writing += time.perf_counter() - t
+            calls += 1 + args.progress_updates
+            await layer.calls.idle()
+            size = path.stat().st_size
+            if size > 2 * 65536:
+                ratios.append(size / live())
+        await layer.calls.idle()
+        result.update(
+            progress_steps=args.progress_steps,
+            progress_updates=args.progress_updates,
+            progress_calls_per_s=calls / writing,
+            progress_journal_bytes=path.stat().st_size,
+            progress_live_bytes=live(),
+            progress_ratio_max=max(ratios, default=0.0),
+            progress_written_bytes=calls * len(prompt),
+        )
+        result["progress_ratio"] = result["progress_journal_bytes"] / result["progress_live_bytes"]
+        result["progress_first_read_ms"] = await first_read(args, thread_id)
+
+        # A 1,000-step thread: 250 turns of a message, a run, a tool and an answer.
+        big = "thousand"
+        await layer.update_thread(big, name="a long thread")
+        for turn in range(250):
+            at = f"2026-01-02T{turn // 3600:02d}:{turn // 60 % 60:02d}:{turn % 60:02d}.000000Z"
+            q, r, tool, a = (f"{big}-{turn}-{x}" for x in "qrta")
+            for s in (
+                {"id": q, "type": "user_message", "output": f"question {turn}"},
+                {"id": r, "type": "run", "parentId": q, "name": "on_message"},
+                {"id": tool, "type": "tool", "parentId": r, "input": "{}", "output": "x" * 300},
+                {"id": a, "type": "assistant_message", "parentId": r, "output": "y" * 600},
+            ):
+                await layer.create_step({**s, "threadId": big, "createdAt": at, "start": at})
+        result["thousand_steps_first_read_ms"] = await first_read(args, big)
+        result["thousand_steps_journal_bytes"] = layer.store.layout.journal(big).stat().st_size
+    finally:
+        await layer.close()
+    return result
+
+
+async def first_read(args: argparse.Namespace, thread_id: str) -> float:
+    """get_thread of a thread no layer of this process read yet (a fresh layer each
+    time, opened before the clock starts): the median of several, in ms."""
+    samples = []
+    for _ in range(7):
+        fresh = await open_layer("file", args.target, args.durability)
+        t = time.perf_counter()
+        thread = await fresh.get_thread(thread_id)
+        samples.append((time.perf_counter() - t) * 1000)
+        assert thread is not None and thread["steps"]
+        await fresh.close()
+    return statistics.median(samples)
 
 
 def heavy_user(args: argparse.Namespace) -> str:
@@ -379,7 +653,14 @@ async def postgres_size(url: str) -> int:
         await conn.close()
 
 
-ROLES = {"writes": role_writes, "queries": role_queries, "start": role_start, "build": role_build}
+ROLES = {
+    "writes": role_writes,
+    "queries": role_queries,
+    "start": role_start,
+    "build": role_build,
+    "loop_lag": role_loop_lag,
+    "progress": role_progress,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -405,6 +686,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--even", action="store_true", help="as many threads for each user")
     parser.add_argument("--user-rank", type=int, default=0, help="whose sidebar (0: heaviest)")
     parser.add_argument("--evict", action="store_true", help="drop the archive from the cache")
+    parser.add_argument("--chats", type=int, default=0, help="concurrent chats (writes)")
+    parser.add_argument("--quiet", type=float, default=2.0, help="seconds (loop_lag)")
+    parser.add_argument("--progress-steps", type=int, default=20)
+    parser.add_argument("--progress-updates", type=int, default=50)
     args = parser.parse_args(argv)
     result = asyncio.run(ROLES[args.role](args))
     print(json.dumps(result))

@@ -11,8 +11,11 @@ Drives the same Chainlit-shaped workload (:mod:`benchmarks.workload`) through th
   no PostgreSQL server binaries are installed);
 
 then prints a Markdown table with the ratios and the issue's targets, and appends every
-figure to ``benchmarks/results.csv``. Everything it writes besides that file lives in a
-temporary directory, removed at the end.
+figure to ``benchmarks/results.csv``. The file layer also gets figures of its own: the
+event loop of a serving process while another process runs ``filelayer reindex`` and
+``filelayer compact``, and a progress-style thread (a step updated again and again).
+Everything it writes besides that file lives in a temporary directory, removed at the
+end.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ LABELS = {
 SETTLE_SECONDS = 5.0
 FILE_LAYERS = ("file-fast", "file-pure")
 SQL_LAYERS = ("sqlite", "postgres")
+PARTS = ("writes", "queries", "users", "lag", "progress")
 
 
 def log(message: str) -> None:
@@ -242,10 +246,29 @@ class UsersCase:
         return UsersCase(int(users), int(per_user))
 
 
-def rows_for(sizes: list[int], turns: int = 50, users_case: UsersCase | None = None) -> list[Row]:
+def rows_for(
+    sizes: list[int],
+    turns: int = 50,
+    users_case: UsersCase | None = None,
+    lag_sizes: list[int] | None = None,
+    chats: int = 20,
+) -> list[Row]:
     rows = [
         Row("write calls/s, default durability", "write_calls_per_s", "calls/s", True),
         Row("write calls/s, durability=fsync", "write_calls_per_s_fsync", "calls/s", True),
+        Row(f"{chats} concurrent chats, calls/s", "concurrent_calls_per_s", "calls/s", True),
+        Row(f"{chats} concurrent chats, p99 of one call", "concurrent_p99_ms", "ms"),
+        Row(
+            f"{chats} concurrent chats, calls/s, durability=fsync",
+            "concurrent_calls_per_s_fsync",
+            "calls/s",
+            True,
+        ),
+        Row(
+            f"{chats} concurrent chats, p99 of one call, durability=fsync",
+            "concurrent_p99_ms_fsync",
+            "ms",
+        ),
         Row(
             f"get_thread, {turns}-turn thread, first read in a process", "get_thread_first_ms", "ms"
         ),
@@ -313,6 +336,31 @@ def rows_for(sizes: list[int], turns: int = 50, users_case: UsersCase | None = N
                 ratio=False,
             ),
         ]
+    for n in lag_sizes or []:
+        label = f"{n:,} threads"
+        during = "while another process runs reindex + compact"
+        rows += [
+            Row(f"worst event-loop lag {during}, {label}", metric_at("loop_lag_ms", n), "ms",
+                ratio=False),
+            Row(f"the same, durability=fsync, {label}", metric_at("loop_lag_ms_fsync", n), "ms",
+                ratio=False),
+            Row(f"worst event-loop lag, no maintenance running, {label}",
+                metric_at("quiet_lag_ms", n), "ms", ratio=False),
+            Row(f"longest layer call on the loop {during}, {label}",
+                metric_at("loop_inline_ms", n), "ms", ratio=False),
+            Row(f"longest create_step {during}, {label}", metric_at("loop_write_ms", n), "ms",
+                ratio=False),
+        ]  # fmt: skip
+    rows += [
+        Row("progress-style thread: journal bytes / live bytes", "progress_ratio", "×",
+            ratio=False),
+        Row("progress-style thread: the most while written", "progress_ratio_max", "×",
+            ratio=False),
+        Row("progress-style thread, first read in a process", "progress_first_read_ms", "ms",
+            ratio=False),
+        Row("1,000-step thread, first read in a process", "thousand_first_read_ms", "ms",
+            ratio=False),
+    ]  # fmt: skip
     rows += [
         Row("disk per thread (file sizes)", "disk_kb_per_thread", "KB", ratio=False),
         Row("disk per thread (allocated blocks)", "disk_alloc_kb_per_thread", "KB", ratio=False),
@@ -370,12 +418,14 @@ def markdown(
     sql_sizes: list[int],
     turns: int,
     users_case: UsersCase | None = None,
+    lag_sizes: list[int] | None = None,
+    chats: int = 20,
 ) -> str:
     peers = [p for p in SQL_LAYERS if p in layers]
     head = ["", *(LABELS[x] for x in layers)]
     head += [f"fast vs {LABELS[p].split(' ')[-1]}" for p in peers if "file-fast" in layers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows_for(sizes, turns, users_case):
+    for row in rows_for(sizes, turns, users_case, lag_sizes, chats):
         cells = [f"{row.title} ({row.unit})"]
         any_value = False
         approx_of: dict[str, float] = {}
@@ -453,6 +503,10 @@ def targets(turns: int = 50) -> list[Target]:
             ratio_target("write_calls_per_s", "postgres", 10, True),
         ),
         Target(
+            "write calls ≥ 25× Postgres (flush mode, issue #11)",
+            ratio_target("write_calls_per_s", "postgres", 25, True),
+        ),
+        Target(
             "write calls ≥ 2× Postgres (fsync mode)",
             ratio_target("write_calls_per_s", "postgres", 2, True, ours="write_calls_per_s_fsync"),
         ),
@@ -516,6 +570,22 @@ def targets(turns: int = 50) -> list[Target]:
         Target(
             "peak RSS serving a 100k-thread index < 200 MB",
             at_most("peak_rss_mb@100000", 200, "MB"),
+        ),
+        Target(
+            "event-loop lag during reindex + compact at 100k ≤ 20 ms (flush)",
+            at_most("loop_lag_ms@100000", 20, "ms"),
+        ),
+        Target(
+            "event-loop lag during reindex + compact at 100k ≤ 20 ms (fsync)",
+            at_most("loop_lag_ms_fsync@100000", 20, "ms"),
+        ),
+        Target(
+            "progress-style thread: journal ≤ 2× its live bytes",
+            at_most("progress_ratio", 2, "×"),
+        ),
+        Target(
+            "1,000-step thread: first read ≤ 20 ms",
+            at_most("thousand_first_read_ms", 20, "ms"),
         ),
     ]
 
@@ -587,6 +657,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--start-runs", type=int, help=f"fresh processes per start-up figure ({START_RUNS})"
     )
+    p.add_argument("--chats", type=int, help="concurrent chats in the write test (default 20)")
+    p.add_argument(
+        "--lag-sizes",
+        help="archive sizes at which the event-loop lag is measured during reindex + compact "
+        "(default 10000,100000; each size of --sizes only)",
+    )
+    p.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="what to run, of " + ", ".join(PARTS) + " (default: all)",
+    )
     args = p.parse_args(argv)
     args.layers = [x.strip() for x in args.layers.split(",") if x.strip()]
     unknown = [x for x in args.layers if x not in LAYERS]
@@ -603,6 +684,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     default_case = "20x10" if args.quick else "1000x100"
     args.users_case = UsersCase.parse(args.users_case or default_case)
     args.start_runs = args.start_runs or (2 if args.quick else START_RUNS)
+    args.chats = args.chats or (4 if args.quick else 20)
+    args.lag_sizes = [
+        n
+        for n in parse_sizes(args.lag_sizes or ("" if args.quick else "10000,100000"))
+        if n in args.sizes
+    ]
+    args.parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    if set(args.parts) - set(PARTS):
+        p.error(f"unknown parts: {', '.join(sorted(set(args.parts) - set(PARTS)))}")
     return args
 
 
@@ -631,10 +721,14 @@ def run(args: argparse.Namespace, command: str) -> tuple[Results, str]:
             layers.remove("postgres")
     budget = ["--budget", str(args.budget)]
     try:
-        run_writes(args, layers, work, pg, results, budget)
-        for n in args.sizes:
-            run_size(args, n, layers, work, pg, results, budget)
-        if args.users_case is not None:
+        if "writes" in args.parts:
+            run_writes(args, layers, work, pg, results, budget)
+        if "progress" in args.parts:
+            run_progress(layers, work, results)
+        if "queries" in args.parts or "lag" in args.parts:
+            for n in args.sizes:
+                run_size(args, n, layers, work, pg, results, budget)
+        if args.users_case is not None and "users" in args.parts:
             run_users_case(args, args.users_case, layers, work, pg, results, budget)
     finally:
         if pg is not None:
@@ -656,7 +750,8 @@ def run_writes(
     common = [
         "--threads", str(args.write_threads), "--turns", str(args.turns),
         "--get-thread-turns", str(args.get_thread_turns),
-        "--get-thread-threads", str(args.get_thread_threads), *budget,
+        "--get-thread-threads", str(args.get_thread_threads), "--chats", str(args.chats),
+        *budget,
     ]  # fmt: skip
     for layer in layers:
         for durability in ("flush", "fsync") if layer in FILE_LAYERS else ("default",):
@@ -680,6 +775,9 @@ def run_writes(
             r = measure("writes", layer, target, work, *common, *extra)
             suffix = "_fsync" if durability == "fsync" else ""
             results.put(layer, "write_calls_per_s" + suffix, r["write_calls_per_s"])
+            for name in ("concurrent_calls_per_s", "concurrent_p99_ms", "concurrent_p50_ms"):
+                if name in r:
+                    results.put(layer, name + suffix, r[name])
             for name in ("get_thread_first_ms", "get_thread_ms"):
                 if name in r:
                     results.put(layer, name, r[name])
@@ -689,6 +787,39 @@ def run_writes(
                 Path(target).unlink(missing_ok=True)
             else:
                 shutil.rmtree(target, ignore_errors=True)
+
+
+def run_progress(layers: list[str], work: Path, results: Results) -> None:
+    """The progress-style thread and the 1,000-step thread, in each file mode."""
+    for layer in (x for x in layers if x in FILE_LAYERS):
+        log(f"progress-style thread: {LABELS[layer]}")
+        root = work / f"progress-{layer}"
+        r = measure("progress", layer, str(root), work)
+        for name in ("progress_ratio", "progress_ratio_max", "progress_first_read_ms"):
+            results.put(layer, name, r[name])
+        results.put(layer, "progress_calls_per_s", r["progress_calls_per_s"])
+        results.put(layer, "thousand_first_read_ms", r["thousand_steps_first_read_ms"])
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_loop_lag(n: int, root: Path, work: Path, results: Results) -> None:
+    """The event loop of a serving process (fast mode) while another process runs
+    ``filelayer reindex`` then ``filelayer compact`` on the archive, in both durability
+    modes (the second run finds the journals compacted already)."""
+    for durability in ("flush", "fsync"):
+        log(f"event-loop lag at {n:,} threads during reindex + compact, {durability}")
+        r = measure("loop_lag", "file-fast", str(root), work, "--durability", durability)
+        suffix = "_fsync" if durability == "fsync" else ""
+        results.put("file-fast", metric_at("loop_lag_ms" + suffix, n), r["lag_max_ms"])
+        results.put("file-fast", metric_at("loop_lag_p99_ms" + suffix, n), r["lag_p99_ms"])
+        results.put("file-fast", metric_at("quiet_lag_ms" + suffix, n), r["quiet_lag_max_ms"])
+        results.put("file-fast", metric_at("loop_inline_ms" + suffix, n), r["inline_max_ms"])
+        results.put(
+            "file-fast", metric_at("loop_inline_cpu_ms" + suffix, n), r["inline_cpu_max_ms"]
+        )
+        results.put("file-fast", metric_at("loop_write_ms" + suffix, n), r["write_max_ms"])
+        results.put("file-fast", metric_at("reindex_s" + suffix, n), r["reindex_s"])
+        results.put("file-fast", metric_at("compact_s" + suffix, n), r["compact_s"])
 
 
 def run_size(
@@ -702,16 +833,21 @@ def run_size(
 ) -> None:
     size = ["--threads", str(n), *budget]
     ours = [x for x in layers if x in FILE_LAYERS]
-    if ours:
+    lag = "lag" in args.parts and n in args.lag_sizes and "file-fast" in ours
+    if ours and ("queries" in args.parts or lag):
         root = work / f"archive-{n}"
         log(f"building a {n:,}-thread archive (files)")
         built = measure("build", ours[0], str(root), work, "--threads", str(n))
-        for layer in ours:
+        for layer in ours if "queries" in args.parts else []:
             disk(results, layer, n, built)
             log(f"queries at {n:,} threads: {LABELS[layer]}")
             record_queries(results, layer, n, measure("queries", layer, str(root), work, *size))
             record_starts(args, results, layer, n, str(root), work, size)
+        if lag:
+            run_loop_lag(n, root, work, results)
         shutil.rmtree(root, ignore_errors=True)
+    if "queries" not in args.parts:
+        return
     for layer in (x for x in layers if x in SQL_LAYERS):
         if n not in args.sql_sizes:
             continue
@@ -839,7 +975,14 @@ def render(
         f"Command: `{command}`",
         "",
         markdown(
-            results, layers, args.sizes, args.sql_sizes, args.get_thread_turns, args.users_case
+            results,
+            layers,
+            args.sizes,
+            args.sql_sizes,
+            args.get_thread_turns,
+            args.users_case,
+            args.lag_sizes,
+            args.chats,
         ),
         "",
     ]

@@ -239,16 +239,64 @@ def append(
     the data is on the disk when this returns, whatever the mode (a record that must
     reach the disk before what the call does next).
     """
-    if changes is not None:
-        durable = changes.durable
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise StorageWriteError(path, exc) from exc
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
+    with AppendFile(path) as opened:
+        opened.write(data, durable=durable, changes=changes, sync=sync)
+
+
+class AppendFile:
+    """A file opened to append whole lines, by a caller that holds its writers' lock:
+    :func:`append` in steps. The caller learns what opening the file tells (that it
+    exists, which file it is, how long it is) before it writes, and may say that the
+    file ends with a complete line, which spares reading its last byte back.
+
+    Opened per call and closed after it: a file kept open would go on receiving writes
+    after a compaction, a repair or a ``git checkout`` replaced it.
+    """
+
+    __slots__ = ("fd", "id", "path", "size")
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        """Open ``path``; without ``create``, ``FileNotFoundError`` if it is missing."""
+        flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        try:
+            self.fd = os.open(path, flags | os.O_CREAT if create else flags, 0o644)
+        except FileNotFoundError as exc:
+            if not create:
+                raise
+            raise StorageWriteError(path, exc) from exc
+        except OSError as exc:
+            raise StorageWriteError(path, exc) from exc
+        try:
+            st = os.fstat(self.fd)
+        except OSError as exc:  # pragma: no cover - fstat of an open file does not fail
+            os.close(self.fd)
+            raise StorageWriteError(path, exc) from exc
+        self.path = path
+        self.id = (st.st_dev, st.st_ino)
+        self.size = st.st_size
+
+    def write(
+        self,
+        data: bytes,
+        *,
+        durable: bool = False,
+        changes: Changes | None = None,
+        sync: bool = False,
+        whole: bool = False,
+    ) -> int:
+        """Append ``data`` (whole lines) and return the offset where it starts; the
+        durability as :func:`append` says.
+
+        ``whole``: the caller knows the file ends with a complete line. Otherwise, if
+        the last writer died mid-line, the torn fragment is first closed with a newline.
+        On failure the file is truncated back to its previous length."""
+        if changes is not None:
+            durable = changes.durable
+        fd, size, path = self.fd, self.size, self.path
+        start = size
+        if size and not whole and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
+            start += 1
         try:
             _write_all(fd, data)
             if durable or sync:
@@ -257,17 +305,42 @@ def append(
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)
             raise StorageWriteError(path, exc) from exc
-    finally:
-        os.close(fd)
-    if changes is not None:
-        changes.wrote(path)
-        if not size:
-            changes.entry(path.parent)
-    elif durable and not size:
-        try:
-            fsync_dir(path.parent)
-        except OSError as exc:
-            raise StorageWriteError(path.parent, exc) from exc
+        self.size = size + len(data)
+        if changes is not None:
+            changes.wrote(path)
+            if not size:
+                changes.entry(path.parent)
+        elif durable and not size:
+            try:
+                fsync_dir(path.parent)
+            except OSError as exc:
+                raise StorageWriteError(path.parent, exc) from exc
+        return start
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> AppendFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pread_all(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes from ``offset`` (fewer at the end of the file)."""
+    data = os.pread(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    chunks = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        chunks.append(more)
+        got += len(more)
+    return b"".join(chunks)
 
 
 def _write_all(fd: int, data: bytes) -> None:

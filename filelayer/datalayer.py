@@ -12,6 +12,11 @@ write names its *actor*: the logged-in user of the Chainlit session the call run
 (socket events, the element routes), else the logged-in user of the HTTP request being
 served (the feedback routes), else nobody, which is the app itself. The store refuses
 a write by an actor to a thread another user wrote (:class:`~filelayer.errors.NotAuthorError`).
+
+Every store call goes through :class:`~filelayer._offload.Offload`, which runs it on
+the event loop when nothing can make it wait and in a worker thread otherwise: a lock
+held by another process, a maintenance command, a scan of every journal never freeze the
+app's other chats.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from chainlit.types import (
 from chainlit.user import PersistedUser, User
 
 from . import _aio, serve
-from .errors import FileLayerError
+from ._offload import Offload
+from .errors import FileLayerError, UnknownStepError
 from .index import DEFAULT_SEARCH_CHARS
 from .layout import DEFAULT_ROOT, ROOT_ENV, default_root
 from .store import ArchiveStore, Durability, ElementUrl, element_file_fields
@@ -129,6 +135,7 @@ class FileDataLayer(BaseDataLayer):
             search_chars=search_chars,
         )
         _log_root(self.store, root)
+        self.calls = Offload(self.store)
         self._element_url = element_url
         serve.watch_callers(self)
         if element_url is None and serve_elements:
@@ -157,13 +164,16 @@ class FileDataLayer(BaseDataLayer):
 
     @_reported
     async def get_user(self, identifier: str) -> PersistedUser | None:
-        doc = self.store.get_user(identifier)
+        doc = await self.calls.read(self.store.get_user, identifier)
         return _persisted_user(doc) if doc else None
 
     @_reported
     async def create_user(self, user: User) -> PersistedUser | None:
-        doc = self.store.upsert_user(
-            user.identifier, metadata=user.metadata, display_name=user.display_name
+        doc = await self.calls.write_durable(
+            self.store.upsert_user,
+            user.identifier,
+            metadata=user.metadata,
+            display_name=user.display_name,
         )
         return _persisted_user(doc)
 
@@ -176,20 +186,39 @@ class FileDataLayer(BaseDataLayer):
 
     @_reported
     async def upsert_feedback(self, feedback: Feedback) -> str:
-        feedback_id = self.store.upsert_feedback(
+        actor = await self.actor()
+        thread_id = feedback.threadId
+        if thread_id is None:  # Slack, Teams, Discord: found in the journals
+            thread_id = await self._locate("step", feedback.forId)
+            if thread_id is None:
+                raise UnknownStepError(feedback.forId, None)
+        feedback_id = await self.calls.write(
+            self.store.upsert_feedback,
             for_id=feedback.forId,
             value=feedback.value,
             comment=feedback.comment,
             feedback_id=feedback.id,
-            thread_id=feedback.threadId,
-            actor=await self.actor(),
+            thread_id=thread_id,
+            actor=actor,
         )
         feedback.id = feedback_id
         return feedback_id
 
     @_reported
     async def delete_feedback(self, feedback_id: str) -> bool:
-        return self.store.delete_feedback(feedback_id, actor=await self.actor())
+        actor = await self.actor()
+        return await self.calls.write(self.store.delete_feedback, feedback_id, actor=actor)
+
+    async def _locate(self, kind: str, key: str, prefer: str | None = None) -> str | None:
+        """The thread holding step (or element) ``key``: from what this process knows,
+        else by a scan of the journals in a worker thread."""
+        if not isinstance(key, str):
+            return None
+        if kind == "step":
+            found = await self.calls.read(self.store.locate_step, key, prefer, scan=False)
+            return found or await self.calls.scan("step", key)
+        found = await self.calls.read(self.store.locate_element, key, scan=False)
+        return found or await self.calls.scan("element", key)
 
     # -- elements ------------------------------------------------------------------
 
@@ -205,7 +234,9 @@ class FileDataLayer(BaseDataLayer):
         actor = await self.actor()
         data = await _element_bytes(element)
         if data is not None:
-            directory = self.store.prepare_element(thread_id, record, actor=actor)
+            directory = await self.calls.write(
+                self.store.prepare_element, thread_id, record, actor=actor
+            )
             if directory is None:
                 return  # the thread, the element or its step was deleted
             relative = self.store.element_relative_path(element.id, element.name, element.mime)
@@ -219,62 +250,78 @@ class FileDataLayer(BaseDataLayer):
             )
             record.update(element_file_fields(relative, b""))
             record.update({"bytes": len(data), "sha256": digest.hexdigest()})
-        self.store.record_element(thread_id, record, actor=actor)
+        await self.calls.write(self.store.record_element, thread_id, record, actor=actor)
 
     @_reported
     async def get_element(self, thread_id: str, element_id: str) -> ElementDict | None:
-        return self.store.get_element(  # type: ignore[return-value]
-            thread_id, element_id, self._element_url
+        element = await self.calls.read(
+            self.store.get_element, thread_id, element_id, self._element_url
         )
+        return cast("ElementDict | None", element)
 
     @_queued
     @_reported
     async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
-        self.store.delete_element(element_id, thread_id, actor=await self.actor())
+        actor = await self.actor()
+        thread_id = thread_id or await self._locate("element", element_id)
+        if thread_id:
+            await self.calls.write(self.store.delete_element, element_id, thread_id, actor=actor)
 
     # -- steps ---------------------------------------------------------------------
 
     @_queued
     @_reported
     async def create_step(self, step_dict: StepDict) -> None:
-        self.store.write_step(dict(step_dict), actor=await self.actor())
+        step: dict[str, Any] = dict(step_dict)
+        actor = await self.actor()
+        if not step.get("threadId"):
+            step["threadId"] = await self._locate("step", step.get("id"))  # type: ignore[arg-type]
+        await self.calls.write(self.store.write_step, step, actor=actor)
 
     @_queued
     @_reported
     async def update_step(self, step_dict: StepDict) -> None:
-        self.store.write_step(dict(step_dict), actor=await self.actor())
+        step: dict[str, Any] = dict(step_dict)
+        actor = await self.actor()
+        if not step.get("threadId"):
+            step["threadId"] = await self._locate("step", step.get("id"))  # type: ignore[arg-type]
+        await self.calls.write(self.store.write_step, step, actor=actor)
 
     @_queued
     @_reported
     async def delete_step(self, step_id: str) -> None:
+        actor = await self.actor()
         # Step ids come from the client and may repeat another thread's: look in the
         # caller's own session thread first.
         prefer = getattr(_session(), "thread_id", None)
-        self.store.delete_step(
-            step_id,
-            prefer=prefer if isinstance(prefer, str) else None,
-            actor=await self.actor(),
-        )
+        thread_id = await self._locate("step", step_id, prefer if isinstance(prefer, str) else None)
+        if thread_id:
+            await self.calls.write(self.store.delete_step, step_id, thread_id, actor=actor)
 
     @_reported
     async def get_favorite_steps(self, user_id: str) -> list[StepDict]:
-        return self.store.favorite_steps(user_id)  # type: ignore[return-value]
+        steps = await self.calls.read(self.store.favorite_steps, user_id)
+        return cast("list[StepDict]", steps)
 
     # -- threads -------------------------------------------------------------------
 
     @_reported
     async def get_thread_author(self, thread_id: str) -> str:
-        return self.store.thread_author(thread_id)
+        return await self.calls.read(self.store.thread_author, thread_id)
 
     @_reported
     async def delete_thread(self, thread_id: str) -> None:
-        self.store.delete_thread(thread_id, actor=await self.actor())
+        actor = await self.actor()
+        await self.calls.write_durable(self.store.delete_thread, thread_id, actor=actor)
 
     @_reported
     async def list_threads(
         self, pagination: Pagination, filters: ThreadFilter
     ) -> PaginatedResponse[ThreadDict]:
-        threads, page = self.store.list_threads(
+        # A search may read the records of all the user's threads: never on the loop.
+        run = self.calls.read_off_loop if filters.search else self.calls.read
+        threads, page = await run(
+            self.store.list_threads,
             user_id=filters.userId,
             first=pagination.first,
             cursor=pagination.cursor,
@@ -292,7 +339,8 @@ class FileDataLayer(BaseDataLayer):
 
     @_reported
     async def get_thread(self, thread_id: str) -> ThreadDict | None:
-        return self.store.get_thread(thread_id, self._element_url)  # type: ignore[return-value]
+        thread = await self.calls.read(self.store.get_thread, thread_id, self._element_url)
+        return cast("ThreadDict | None", thread)
 
     @_reported
     async def update_thread(
@@ -303,13 +351,15 @@ class FileDataLayer(BaseDataLayer):
         metadata: dict[str, Any] | None = None,
         tags: list[str] | None = None,
     ) -> None:
-        self.store.update_thread(
+        actor = await self.actor()
+        await self.calls.write(
+            self.store.update_thread,
             thread_id,
             name=name,
             user_id=user_id,
             metadata=metadata,
             tags=tags,
-            actor=await self.actor(),
+            actor=actor,
         )
 
     # -- misc ----------------------------------------------------------------------
@@ -320,7 +370,7 @@ class FileDataLayer(BaseDataLayer):
 
     @_reported
     async def close(self) -> None:
-        self.store.close()
+        await self.calls.close()
 
 
 def _session() -> Any:

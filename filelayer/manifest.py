@@ -49,7 +49,14 @@ def write(
     durable: bool = True,
     changes: _fs.Changes | None = None,
 ) -> None:
-    _fs.atomic_write(path, encode(manifest), durable=durable, changes=changes)
+    write_encoded(path, encode(manifest), durable=durable, changes=changes)
+
+
+def write_encoded(
+    path: Path, data: bytes, *, durable: bool = True, changes: _fs.Changes | None = None
+) -> None:
+    """Write a manifest already encoded by :func:`encode`."""
+    _fs.atomic_write(path, data, durable=durable, changes=changes)
 
 
 def merge_metadata(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -194,7 +194,7 @@ async def _element_refusal(request: Request, body: bytes) -> Response | None:
     if not isinstance(identifier, str):
         return None
     try:
-        layer.store.authorize(thread_id, identifier)
+        await layer.calls.read(layer.store.authorize, thread_id, identifier)
     except NotAuthorError as exc:
         return JSONResponse(
             {"detail": str(exc)}, status_code=403, headers={"Cache-Control": "no-store"}
@@ -341,12 +341,12 @@ async def _serve_element(request: Request, thread_id: str, element_id: str) -> R
     layer = _current[0] if _current else None
     if layer is None or not (is_valid_id(thread_id) and is_valid_id(element_id)):
         return refuse()
-    manifest = layer.store.read_manifest(thread_id)
+    manifest = await layer.calls.read(layer.store.read_manifest, thread_id)
     if manifest is None or not await _may_read(layer, manifest, user, login_required):
         return refuse()
 
     # From here on the caller may know that the thread exists.
-    found = layer.store.element_file(thread_id, element_id)
+    found = await layer.calls.read(layer.store.element_file, thread_id, element_id)
     path = _contained(layer, thread_id, found[1]) if found else None
     if found is None or path is None:
         if found is not None:

@@ -2,9 +2,12 @@
 
 ``ArchiveStore`` is what both the Chainlit adapter and the command line use; it does
 not import Chainlit. Its methods are synchronous and hold a lock only for the few
-microseconds of an append or a rename, so the adapter calls them directly on the event
-loop: two coroutines of one process can never interleave inside a write, and two
-processes are kept apart by the lock files.
+microseconds of an append or a rename. The adapter runs them on the event loop when the
+locks they need are free, and in a worker thread otherwise (see :mod:`filelayer._offload`):
+so every write method takes all the locks it needs when it begins, before it changes
+anything, and a lock held elsewhere can stop it only there. Two processes are kept apart
+by the lock files; two threads of one process must not call one store at once (the
+adapter serialises its calls with :attr:`ArchiveStore.mutex`).
 
 Lock order, always: a thread's stripe lock, then ``users.lock`` / ``deleted.lock`` /
 the index database's own write lock. Source of truth is written first (journal,
@@ -15,16 +18,18 @@ manifest, tombstone), the derived index after, so a crash in between leaves drif
 from __future__ import annotations
 
 import contextlib
-import copy
+import functools
 import hashlib
 import logging
 import mimetypes
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -54,12 +59,38 @@ ElementUrl = Callable[[str, str], str]
 _V = TypeVar("_V")
 
 _OWNER_CACHE_SIZE = 50_000
+"""Step, element and thread ids a process remembers (where they are, that they exist)."""
 _TOMBSTONE_CACHE = 256
 _FOLDED_CACHE = 32
 """Threads whose folded journal a process keeps: those being read (resumed, shown)."""
 """Threads whose deleted ids a process keeps in memory: those it is writing to."""
 
+_COMPACT_MIN_BYTES = 64 * 1024
+"""A journal is compacted by itself only past this size: below, there is little to save."""
+_GROWTH_KEPT = 4096
+"""Journals whose live bytes a process follows as it writes them (the others are read
+once when they pass the minimum size, to know them again)."""
+_COMPACT_ROUNDS = 4
+"""Compactions of one journal in a row, while writers append faster than it folds."""
+
 _EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _then_compact(method: _Method) -> _Method:
+    """Run the journal compactions the call made due, once it released its locks
+    (unless the caller runs them itself, see :attr:`ArchiveStore.defer_compaction`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: ArchiveStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if self._due and not self.defer_compaction:
+                self.compact_due()
+
+    return wrapper  # type: ignore[return-value]
+
 
 _STEP_DEFAULTS: dict[str, Any] = {
     "name": "",
@@ -103,6 +134,15 @@ class ArchiveStore:
 
     Opening an archive brings the files the layer owns up to date (its ``.gitignore``
     rules, see docs/format.md) and says so in the log; ``upgrade=False`` leaves them.
+
+    ``auto_compact``: a journal whose dead bytes (earlier versions of updated steps,
+    deleted records) outweigh its live ones, once past 64 KiB, is rewritten in its
+    compacted form after the write that made it so (see :meth:`compact_journal`), so
+    that a step updated again and again (progress shown with ``step.update()``, a
+    LangChain step carrying its whole prompt) does not grow its journal quadratically.
+
+    A store serves one thread at a time: its caches are not shared safely. Callers that
+    use threads (the Chainlit adapter does) hold :attr:`mutex` around each call.
     """
 
     def __init__(
@@ -114,6 +154,7 @@ class ArchiveStore:
         search_chars: int = DEFAULT_SEARCH_CHARS,
         create: bool = True,
         upgrade: bool = True,
+        auto_compact: bool = True,
     ) -> None:
         if durability not in ("flush", "fsync"):
             raise ValueError("durability must be 'flush' or 'fsync'")
@@ -137,6 +178,15 @@ class ArchiveStore:
         self._folded_cache: OrderedDict[str, journal.FoldedJournal] = OrderedDict()
         self._users_by_id: dict[str, dict[str, Any]] = {}
         self._authors: OrderedDict[str, tuple[tuple[int, int, int], str | None]] = OrderedDict()
+        self._existing: OrderedDict[str, None] = OrderedDict()  # threads seen to exist
+        self.auto_compact = auto_compact
+        self.defer_compaction = False
+        """Set by a caller that runs the due compactions itself (:meth:`take_due`):
+        the adapter runs them in a worker thread, never on the event loop."""
+        self._growth: OrderedDict[str, _Growth] = OrderedDict()  # live bytes, as written
+        self._due: dict[str, None] = {}  # journals to look at, in order
+        self.mutex = threading.RLock()
+        """Held around each call by callers that use the store from several threads."""
         if create or upgrade:  # the index is the layer's own, like the .gitignore
             self._ensure_index()
 
@@ -145,6 +195,17 @@ class ArchiveStore:
     def thread_lock(self, thread_id: str) -> contextlib.AbstractContextManager[None]:
         """The lock that serialises every write to one thread (across processes)."""
         return _locks.locked(self.layout.thread_lock(thread_id), self.lock_timeout)
+
+    def _write_locks(
+        self, thread_id: str, *, deleted: bool = False
+    ) -> contextlib.AbstractContextManager[None]:
+        """Every lock a write to one thread takes, taken in order when it begins: the
+        thread's, then (for a deletion) the tombstones'. The index database has its own
+        write lock, held for the time of its transaction."""
+        paths = [self.layout.thread_lock(thread_id)]
+        if deleted:
+            paths.append(self.layout.deleted_lock)
+        return _locks.locked_all(paths, self.lock_timeout)
 
     def _ensure_index(self) -> None:
         """Build the index if there is none usable (a new archive, a clone, an index of
@@ -206,19 +267,41 @@ class ArchiveStore:
         self._refresh_deleted()
         return thread_id in self._deleted
 
-    def _tombstones(self, thread_id: str) -> journal.Tombstones:
-        """The thread's deleted step and element ids. Caller holds the thread's lock."""
+    def _tombstones(
+        self, thread_id: str, opened: _fs.AppendFile | None = None
+    ) -> journal.Tombstones:
+        """The thread's deleted step and element ids. Caller holds the thread's lock
+        (and has its journal ``opened``, if it has it open)."""
         cached = self._tombstone_cache.pop(thread_id, None) or journal.Tombstones()
         self._tombstone_cache[thread_id] = cached
         while len(self._tombstone_cache) > _TOMBSTONE_CACHE:
             self._tombstone_cache.popitem(last=False)
-        cached.catch_up(self.layout.journal(thread_id))
+        if opened is not None:
+            cached.catch_up_open(opened)
+        else:
+            cached.catch_up(self.layout.journal(thread_id))
         return cached
 
     def _changes(self) -> _fs.Changes:
         """What one write call changes, made durable as the store's mode says when the
         call is done (see :class:`~filelayer._fs.Changes`)."""
         return _fs.Changes(self.durable)
+
+    def _open_journal(self, thread_id: str, changes: _fs.Changes) -> _fs.AppendFile | None:
+        """The thread's journal, open to append to, the thread created first if it is
+        new; ``None`` if it was deleted. Caller holds the thread's lock.
+
+        A thread this process saw exist is taken to exist while its journal does (the
+        manifest is made before the first line): no look at its manifest."""
+        path = self.layout.journal(thread_id)
+        if thread_id in self._existing:
+            try:
+                return _fs.AppendFile(path, create=False)
+            except FileNotFoundError:
+                pass  # not written yet, or deleted since: look properly
+        if not self._ensure_thread_locked(thread_id, changes):
+            return None
+        return _fs.AppendFile(path)
 
     def _append_journal(
         self,
@@ -227,14 +310,73 @@ class ArchiveStore:
         changes: _fs.Changes,
         *,
         sync: bool = False,
+        deleted: str | None = None,
     ) -> None:
         data = b"".join(_codec.encode_line(r) for r in records)
-        self._append_lines(thread_id, data, changes, sync=sync)
+        self._append_lines(thread_id, data, changes, sync=sync, deleted=deleted)
 
     def _append_lines(
-        self, thread_id: str, data: bytes, changes: _fs.Changes, *, sync: bool = False
+        self,
+        thread_id: str,
+        data: bytes,
+        changes: _fs.Changes,
+        *,
+        sync: bool = False,
+        deleted: str | None = None,
     ) -> None:
-        _fs.append(self.layout.journal(thread_id), data, changes=changes, sync=sync)
+        with _fs.AppendFile(self.layout.journal(thread_id)) as opened:
+            self._append_to(thread_id, opened, data, changes, sync=sync, deleted=deleted)
+
+    def _append_to(
+        self,
+        thread_id: str,
+        opened: _fs.AppendFile,
+        data: bytes,
+        changes: _fs.Changes,
+        *,
+        sync: bool = False,
+        step: str | None = None,
+        deleted: str | None = None,
+    ) -> None:
+        """Append lines to the thread's open journal: a version of ``step``, or the
+        deletion of step ``deleted``, or other lines. The tombstones of a thread being
+        written were read up to its end: they tell that the file ends with a complete
+        line, and take the new lines without reading them back."""
+        dead = self._tombstone_cache.get(thread_id)
+        whole = dead is not None and dead.ends_at(opened)
+        at = opened.write(data, changes=changes, sync=sync, whole=whole)
+        if dead is not None:
+            dead.appended(opened, at, data)
+        if self.auto_compact:
+            self._grew(thread_id, opened, at, len(data), step, deleted)
+
+    def _grew(
+        self,
+        thread_id: str,
+        opened: _fs.AppendFile,
+        at: int,
+        size: int,
+        step: str | None,
+        deleted: str | None,
+    ) -> None:
+        """Follow the journal's live bytes as lines are appended (see :class:`_Growth`),
+        and make its compaction due once its dead bytes may outweigh them."""
+        growth = self._growth.get(thread_id)
+        if growth is None or growth.file != opened.id:
+            # A journal this write started is known from its first byte; any other is
+            # not known until a compaction (done or declined) has read it once.
+            growth = _Growth(opened.id) if at == 0 else _Growth()
+            self._growth[thread_id] = growth
+            if len(self._growth) > _GROWTH_KEPT:
+                self._growth.popitem(last=False)
+        growth.written(at, size, step, deleted)
+        end = opened.size
+        if end >= _COMPACT_MIN_BYTES and (
+            growth.file is None
+            or end > 2 * (growth.live + growth.unknown)
+            or growth.unknown > growth.live
+        ):
+            self._due[thread_id] = None
 
     def _make_dir(self, directory: Path, changes: _fs.Changes) -> None:
         try:
@@ -246,7 +388,9 @@ class ArchiveStore:
         """Create the thread if it is new; ``False`` if it was deleted. Caller locks."""
         path = self.layout.manifest(thread_id)
         if path.exists():
+            self._remember(self._existing, thread_id, None)
             return True
+        self._existing.pop(thread_id, None)
         if self.is_deleted(thread_id):
             log.debug("filelayer: ignoring a late write to deleted thread %s", thread_id)
             return False
@@ -255,6 +399,7 @@ class ArchiveStore:
         doc = manifest.new(thread_id, now)
         manifest.write(path, doc, changes=changes)
         self.index.append([self.thread_index_record(doc)])
+        self._remember(self._existing, thread_id, None)
         return True
 
     def author_of(self, thread_id: str) -> str | None:
@@ -423,7 +568,7 @@ class ArchiveStore:
             user = self.user_by_id(user_id)
             identifier = user["identifier"] if user else None
         path = self.layout.manifest(thread_id)
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             doc = manifest.read(path)
             created = doc is None
@@ -432,7 +577,7 @@ class ArchiveStore:
                     log.debug("filelayer: not resurrecting deleted thread %s", thread_id)
                     return False
                 doc = manifest.new(thread_id, now_iso())
-            before = copy.deepcopy(doc)
+            before = _copy_json(doc)
             if name is None and metadata and isinstance(metadata.get("name"), str):
                 name = metadata["name"]
             if name is not None:
@@ -445,13 +590,14 @@ class ArchiveStore:
                 doc["tags"] = list(tags)
             if metadata is not None:
                 doc["metadata"] = manifest.merge_metadata(doc.get("metadata") or {}, metadata)
-            manifest.encode(doc)  # refuse what cannot be stored before making anything
-            if created or doc != before:
-                if not created:
-                    doc["updatedAt"] = max(now_iso(), before.get("updatedAt") or "")
+            changed = created or doc != before
+            if changed and not created:
+                doc["updatedAt"] = max(now_iso(), before.get("updatedAt") or "")
+            data = manifest.encode(doc)  # refuse what cannot be stored before making anything
+            if changed:
                 if created:
                     self._make_dir(path.parent, changes)
-                manifest.write(path, doc, changes=changes)
+                manifest.write_encoded(path, data, changes=changes)
                 self.index.append([self.thread_index_record(doc)])
             elif not self._index_agrees(doc):
                 # A retry of a call whose manifest landed but whose index record was
@@ -470,7 +616,7 @@ class ArchiveStore:
             doc["userIdentifier"] = user["identifier"]
         manifest.encode(doc)
         path = self.layout.manifest(thread_id)
-        with self.thread_lock(thread_id), _fs.Changes(durable=True) as changes:
+        with self._write_locks(thread_id), _fs.Changes(durable=True) as changes:
             if self.is_deleted(thread_id):
                 raise ArchiveError(f"thread {thread_id} was deleted in {self.root}")
             self._make_dir(path.parent, changes)
@@ -492,16 +638,16 @@ class ArchiveStore:
         if not _deletable("thread", thread_id):
             return False
         directory = self.layout.thread_dir(thread_id)
-        with self.thread_lock(thread_id):
+        with self._write_locks(thread_id, deleted=True):
             self.authorize(thread_id, actor)
             existed = directory.exists()
-            with _locks.locked(self.layout.deleted_lock, self.lock_timeout):
-                _fs.append(
-                    self.layout.deleted_file,
-                    _codec.encode_line({"deletedAt": now_iso(), "id": thread_id}),
-                    durable=True,
-                )
+            _fs.append(
+                self.layout.deleted_file,
+                _codec.encode_line({"deletedAt": now_iso(), "id": thread_id}),
+                durable=True,
+            )
             self._deleted[thread_id] = now_iso()
+            self._existing.pop(thread_id, None)
             if existed:
                 # Rename first: readers see the whole thread or none of it.
                 doomed = deleting_path(directory)
@@ -535,8 +681,8 @@ class ArchiveStore:
 
     @contextlib.contextmanager
     def _locked_state(self, thread_id: str) -> Iterator[journal.ThreadState | None]:
-        """Hold the thread's lock and give its folded journal (``None``: no thread)."""
-        with self.thread_lock(thread_id):
+        """Hold the thread's locks and give its folded journal (``None``: no thread)."""
+        with self._write_locks(thread_id):
             if not self.layout.manifest(thread_id).exists():
                 yield None
             else:
@@ -666,6 +812,7 @@ class ArchiveStore:
 
     # -- steps ---------------------------------------------------------------------
 
+    @_then_compact
     def write_step(self, step: dict[str, Any], *, actor: str | None = None) -> bool:
         """Create or update (merge) a step. ``False`` if its thread was deleted."""
         step_id = check_id("step", step.get("id"))
@@ -675,15 +822,17 @@ class ArchiveStore:
         check_id("thread", thread_id)
         record = journal.step_record(step)
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
-            if not self._ensure_thread_locked(thread_id, changes):
+            opened = self._open_journal(thread_id, changes)
+            if opened is None:
                 return False
-            index_records = self._step_index_records(thread_id, step_id, record["step"])
-            if index_records is None:
-                log.debug("filelayer: ignoring a late write to deleted step %s", step_id)
-                return True
-            self._append_lines(thread_id, line, changes)
+            with opened:
+                index_records = self._step_index_records(thread_id, step_id, record["step"], opened)
+                if index_records is None:
+                    log.debug("filelayer: ignoring a late write to deleted step %s", step_id)
+                    return True
+                self._append_to(thread_id, opened, line, changes, step=step_id)
             if index_records:
                 self.index.append(index_records)
         self._remember(self._step_owner, step_id, thread_id)
@@ -696,7 +845,7 @@ class ArchiveStore:
         return self.index.threads.get(thread_id)
 
     def _step_index_records(
-        self, thread_id: str, step_id: str, step: dict[str, Any]
+        self, thread_id: str, step_id: str, step: dict[str, Any], opened: _fs.AppendFile
     ) -> list[dict[str, Any]] | None:
         """The index records a step write needs; ``None`` if the step was deleted (the
         write would be ignored by every reader: it is not made at all).
@@ -733,14 +882,17 @@ class ArchiveStore:
             on = bool(metadata["favorite"])
             if on != self.index.is_favorite(thread_id, step_id):
                 records.append(index_favorite_record(thread_id, step_id, on))
-        if known is None and records and step_id in self._tombstones(thread_id).steps:
+        if known is None and records and step_id in self._tombstones(thread_id, opened).steps:
             return None
         return records
 
-    def locate_step(self, step_id: str, prefer: str | None = None) -> str | None:
+    def locate_step(
+        self, step_id: str, prefer: str | None = None, *, scan: bool = True
+    ) -> str | None:
         """The thread holding ``step_id``: ``prefer`` if it holds it, then recent
-        writes, then a scan of the journals, most recently active thread first
-        (Chainlit's delete_step and some feedback paths give no thread id).
+        writes, then (unless ``scan`` is false) a scan of the journals, most recently
+        active thread first (Chainlit's delete_step and some feedback paths give no
+        thread id).
 
         Step ids are chosen by the client, so two threads can hold the same id:
         ``prefer`` (the caller's own session thread) keeps a delete in the thread it
@@ -753,31 +905,45 @@ class ArchiveStore:
         ):
             return prefer
         owner = self._step_owner.get(step_id)
-        if owner is not None:
+        if owner is not None or not scan:
             return owner
-        return self._scan_for(step_id, lambda state: step_id in state.steps)
+        return self.scan_journals("step", step_id, self.scan_order())
 
-    def locate_element(self, element_id: str) -> str | None:
+    def locate_element(self, element_id: str, *, scan: bool = True) -> str | None:
         owner = self._element_owner.get(element_id)
-        if owner is not None:
+        if owner is not None or not scan:
             return owner
-        return self._scan_for(element_id, lambda state: element_id in state.elements)
+        return self.scan_journals("element", element_id, self.scan_order())
 
-    def _scan_for(self, key: str, found: Callable[[journal.ThreadState], bool]) -> str | None:
+    def scan_order(self) -> list[str]:
+        """The indexed threads, most recently active first: where a scan for an id
+        looks (the threads the index does not know come after, see
+        :meth:`scan_journals`)."""
+        self.index.refresh()
+        return list(self.index.newest_first())
+
+    def scan_journals(
+        self, kind: Literal["step", "element"], key: str, order: list[str]
+    ) -> str | None:
+        """The first thread of ``order``, then of the thread directories, whose journal
+        holds the live step (or element) ``key``; ``None`` if none does.
+
+        Reads files only, never the store's caches: the adapter runs it in a worker
+        thread, without holding :attr:`mutex`, while other calls go on."""
         if not is_valid_id(key):
             return None
         needle = f'"{key}"'.encode()
-        indexed = list(self.index.newest_first())
-        seen = set(indexed)
-        ordered = indexed + [t for t in self.thread_ids() if t not in seen]
-        for thread_id in ordered:
-            data = _fs.read_bytes(self.layout.journal(thread_id))
-            if data and needle in data:
-                state = journal.fold(journal.parse(data).records)
-                if found(state):
-                    return thread_id
+        seen = set(order)
+        for ids in (order, (t for t in self.thread_ids() if t not in seen)):
+            for thread_id in ids:
+                data = _fs.read_bytes(self.layout.journal(thread_id))
+                if data and needle in data:
+                    state = journal.fold(journal.parse(data).records)
+                    if key in (state.steps if kind == "step" else state.elements):
+                        return thread_id
         return None
 
+    @_then_compact
     def delete_step(
         self,
         step_id: str,
@@ -808,7 +974,9 @@ class ArchiveStore:
                         doomed_files.append(el["file"])
             # The records that hide the elements reach the disk before their files go
             # (in either mode): a power cut must not leave an element without its bytes.
-            self._append_journal(thread_id, records, changes, sync=bool(doomed_files))
+            self._append_journal(
+                thread_id, records, changes, sync=bool(doomed_files), deleted=step_id
+            )
             for relative in doomed_files:
                 self._remove_element_file(thread_id, relative, changes)
             summary = self._indexed(thread_id)
@@ -828,6 +996,7 @@ class ArchiveStore:
 
     # -- feedback ------------------------------------------------------------------
 
+    @_then_compact
     def upsert_feedback(
         self,
         *,
@@ -859,7 +1028,7 @@ class ArchiveStore:
             {"id": feedback_id, "forId": for_id, "value": int(value), "comment": comment}
         )
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             self.index.refresh()
             owner = self.index.feedback_owner(feedback_id)
@@ -882,6 +1051,7 @@ class ArchiveStore:
             self.index.append(index_records)
         return feedback_id
 
+    @_then_compact
     def delete_feedback(self, feedback_id: str, *, actor: str | None = None) -> bool:
         """Withdraw a feedback. ``True`` once it is gone (or was never given); ``False``
         for an id that is not a valid id, which names nothing."""
@@ -891,7 +1061,7 @@ class ArchiveStore:
         thread_id = self.index.feedback_owner(feedback_id)
         if thread_id is None:
             return True
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             if self.layout.manifest(thread_id).exists():
                 self._append_journal(
@@ -958,7 +1128,7 @@ class ArchiveStore:
         check_id("thread", thread_id)
         if element is not None:
             check_id("element", element.get("id"))
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             if not self._ensure_thread_locked(thread_id, changes):
                 return None
@@ -968,6 +1138,7 @@ class ArchiveStore:
             self._make_dir(directory, changes)
             return directory
 
+    @_then_compact
     def record_element(
         self, thread_id: str, element: dict[str, Any], *, actor: str | None = None
     ) -> bool:
@@ -977,7 +1148,7 @@ class ArchiveStore:
         element_id = check_id("element", element.get("id"))
         record = journal.element_record(element)
         line = _codec.encode_line(record)  # refuse what cannot be stored before locking
-        with self.thread_lock(thread_id), self._changes() as changes:
+        with self._write_locks(thread_id), self._changes() as changes:
             self.authorize(thread_id, actor)
             if not self._ensure_thread_locked(thread_id, changes) or self._element_refused(
                 thread_id, element, changes
@@ -1061,6 +1232,7 @@ class ArchiveStore:
             return None
         return el, path
 
+    @_then_compact
     def delete_element(
         self, element_id: str, thread_id: str | None = None, *, actor: str | None = None
     ) -> bool:
@@ -1153,6 +1325,136 @@ class ArchiveStore:
 
         reconcile_thread(self, thread_id)
 
+    # -- journal compaction --------------------------------------------------------
+
+    def take_due(self) -> list[str]:
+        """The threads whose journals the last writes made worth a look (see
+        ``auto_compact``), forgotten here: the caller runs :meth:`compact_journal`."""
+        due = list(self._due)
+        self._due.clear()
+        return due
+
+    def compact_due(self) -> None:
+        """Compact the journals the last writes made worth it; a failure is logged."""
+        for thread_id in self.take_due():
+            try:
+                self.compact_journal(thread_id, only_if_worth_it=True)
+            except (OSError, ValueError) as exc:
+                log.warning("filelayer: could not compact the journal of %s: %s", thread_id, exc)
+
+    def compact_journal(self, thread_id: str, *, only_if_worth_it: bool = False) -> Compaction:
+        """Rewrite the thread's journal in its compacted form: one line per step in
+        conversation order, then feedback, elements and the tombstones that keep
+        deleted ids deleted (:func:`journal.compacted_records`). Every read gives what
+        it gave before. ``only_if_worth_it``: only when the dead bytes outweigh the
+        live ones.
+
+        Safe while writers go on, in this process or others: the journal is read and
+        folded aside, without any lock; then, under the thread's lock (for the time of
+        writing the new file), the lines appended meanwhile are copied after the
+        compacted ones, unchanged, and the new file replaces the old one at once. A
+        journal replaced meanwhile (another compaction, a repair) is read again. A
+        journal with damaged lines (or the torn end a killed writer left) is left
+        alone: ``filelayer verify --repair`` first.
+
+        Runs in any thread without :attr:`mutex` (the adapter runs it in a worker): it
+        reads files only, and its notes in memory (when to look at the journal again,
+        whether it is due again) are single dictionary entries.
+        """
+        path = self.layout.journal(thread_id)
+        first: Compaction | None = None
+        heavy = False
+        for _ in range(_COMPACT_ROUNDS):
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            except FileNotFoundError:
+                return Compaction(thread_id, 0, 0)
+            try:
+                outcome = self._compact_open(thread_id, path, fd, only_if_worth_it)
+            finally:
+                os.close(fd)
+            heavy = False
+            if outcome is None:
+                continue  # replaced meanwhile: read it again
+            done, copied = outcome
+            if first is not None:
+                done.before = first.before
+            first = done
+            # Lines appended during the compaction were copied as they came: when they
+            # outweigh the compacted ones (a writer going fast), fold them in too (when
+            # compacting by itself; on request, once is what was asked).
+            if not done.changed or copied <= done.after - copied or not only_if_worth_it:
+                return done
+            heavy = True
+        if heavy:
+            # A writer still going faster than the compaction: due again, to be looked
+            # at after the next write, or at once by a caller that runs the due ones.
+            self._due[thread_id] = None
+        if first is not None:
+            return first
+        return Compaction(thread_id, 0, 0, skipped="it kept being replaced while compacted")
+
+    def _compact_open(
+        self, thread_id: str, path: Path, fd: int, only_if_worth_it: bool
+    ) -> tuple[Compaction, int] | None:
+        """One compaction of the open journal: what it did and how many bytes were
+        appended meanwhile and copied; ``None`` if the journal was replaced. What it
+        learnt of the journal's live bytes is noted for the writers (:class:`_Growth`)."""
+        st = os.fstat(fd)
+        data = _fs.pread_all(fd, st.st_size, 0)
+        end = data.rfind(b"\n") + 1  # a line being appended right now is left for later
+        parsed = journal.parse(data[:end], path)
+        if parsed.bad_lines:
+            # Left alone: not looked at again before it doubled.
+            self._know(thread_id, (st.st_dev, st.st_ino), len(data), len(data), {})
+            return Compaction(thread_id, len(data), len(data), skipped=_DAMAGED), 0
+        records = list(journal.compacted_records(journal.fold(parsed.records)))
+        lines = [_codec.encode_line(r) for r in records]
+        canonical = b"".join(lines)
+        live = len(canonical)
+        steps = {
+            r[journal.OP_STEP]["id"]: len(line)
+            for r, line in zip(records, lines, strict=True)
+            if r["op"] == journal.OP_STEP
+        }
+        if only_if_worth_it and len(data) <= 2 * live:
+            # Not yet. What was read is known; the lines appended since count as live.
+            self._know(thread_id, (st.st_dev, st.st_ino), len(data), live + len(data) - end, steps)
+            return Compaction(thread_id, len(data), len(data)), 0
+        with self.thread_lock(thread_id):
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                return Compaction(thread_id, 0, 0), 0  # deleted meanwhile
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or now.st_size < end:
+                return None  # replaced meanwhile: read it again
+            tail = _fs.pread_all(fd, now.st_size - end, end)
+            if tail:
+                appended = journal.parse(tail, path)
+                if appended.bad_lines or appended.torn_tail:
+                    file = (now.st_dev, now.st_ino)
+                    self._know(thread_id, file, now.st_size, now.st_size, {})
+                    skipped = Compaction(thread_id, now.st_size, now.st_size, skipped=_DAMAGED)
+                    return skipped, 0
+            if canonical == data[:end]:
+                file = (now.st_dev, now.st_ino)
+                self._know(thread_id, file, now.st_size, live + len(tail), steps)
+                return Compaction(thread_id, now.st_size, now.st_size), 0
+            # Always made durable before it replaces the journal: a power cut must not
+            # take acknowledged lines with the old file.
+            _fs.atomic_write(path, canonical + tail, durable=True)
+            new = os.stat(path)
+        self._know(thread_id, (new.st_dev, new.st_ino), new.st_size, live + len(tail), steps)
+        return Compaction(thread_id, now.st_size, live + len(tail)), len(tail)
+
+    def _know(
+        self, thread_id: str, file: tuple[int, int], size: int, live: int, steps: dict[str, int]
+    ) -> None:
+        """Note what a compaction learnt of a journal: from here on, the writers follow
+        its live bytes without reading it. (A single assignment: a worker thread may do
+        it while the event loop writes.)"""
+        self._growth[thread_id] = _Growth(file, size, live, steps)
+
     def close(self) -> None:
         """Release the index's file descriptor and the memory of the caches. Only the
         index holds anything open between calls; the store stays usable (the next call
@@ -1173,6 +1475,70 @@ def _deletable(kind: str, value: object) -> bool:
     if problem is not None:
         log.debug("filelayer: nothing to delete for %s id %r: %s", kind, value, problem)
     return problem is None
+
+
+_DAMAGED = "damaged lines: run `filelayer verify --repair` first"
+
+
+class _Growth:
+    """What a process knows of the live bytes of a journal it writes, to tell when its
+    dead bytes may outweigh them without reading it.
+
+    Learnt from a look at the whole journal (a compaction, done or declined), then
+    followed as this process appends: a new version of a step counts as live only by
+    what it outgrows the largest version written before (the earlier ones are dead but
+    for the fields they alone hold), a step's deletion takes its bytes from the live
+    ones, and any other line counts whole. The lines other processes appended in
+    between are not read: they are *unknown*, and once they outweigh the live bytes
+    the journal is looked at again. An estimate, used only to decide when to look: the
+    compaction itself measures exactly."""
+
+    __slots__ = ("file", "live", "size", "steps", "unknown")
+
+    def __init__(
+        self,
+        file: tuple[int, int] | None = None,
+        size: int = 0,
+        live: int = 0,
+        steps: dict[str, int] | None = None,
+    ) -> None:
+        self.file = file  # the file (device, inode) known; None: not looked at yet
+        self.size = size  # where what is known ends
+        self.live = live
+        self.steps = steps if steps is not None else {}  # step id -> its largest line
+        self.unknown = 0  # bytes other processes appended since the last look
+
+    def written(self, at: int, size: int, step: str | None, deleted: str | None) -> None:
+        """``size`` bytes appended at offset ``at``: a version of ``step``, the deletion
+        of ``deleted``, or other lines."""
+        if self.file is None:
+            return
+        if at != self.size:
+            self.unknown += max(0, at - self.size)  # appended by others meanwhile
+        if step is not None:
+            before = self.steps.get(step, 0)
+            if size > before:
+                self.live += size - before
+                self.steps[step] = size
+        else:
+            self.live += size
+            if deleted is not None:
+                self.live -= self.steps.pop(deleted, 0)
+        self.size = at + size
+
+
+@dataclass
+class Compaction:
+    """What :meth:`ArchiveStore.compact_journal` did to one journal (sizes in bytes)."""
+
+    thread_id: str
+    before: int
+    after: int
+    skipped: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.skipped is None and self.before != self.after
 
 
 def _copy_json(value: Any) -> Any:

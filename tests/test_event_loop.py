@@ -1,0 +1,312 @@
+"""The event loop is never blocked by what another process does (issue #11, item 1).
+
+A Chainlit app is one asyncio loop shared by every user. These tests run a heartbeat
+task next to the data layer's calls while another process holds the locks the calls
+need, or replaces the index under them, and check that the heartbeat kept beating while
+the calls waited, that the calls then landed, in the order they were made, and that the
+store stayed consistent. No timing is asserted: only what happened while a call waited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("chainlit")
+
+from filelayer import ArchiveStore, _locks
+
+pytestmark = pytest.mark.skipif(_locks.fcntl is None, reason="flock locks (POSIX)")
+
+HOLDER = """
+import fcntl, os, sys
+held = {}
+for line in sys.stdin:
+    verb, _, path = line.strip().partition(" ")
+    if verb == "hold":
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held[path] = fd
+    elif verb == "release":
+        os.close(held.pop(path))
+    print("ok", flush=True)
+"""
+
+
+class LockHolder:
+    """Another process that takes and gives back lock files when told to."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def _say(self, line: str) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "ok"
+
+    def hold(self, path: Path) -> None:
+        self._say(f"hold {path}")
+
+    def release(self, path: Path) -> None:
+        self._say(f"release {path}")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Heartbeat:
+    """A task that counts how often the loop let it run."""
+
+    def __init__(self) -> None:
+        self.beats = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(0.001)
+            self.beats += 1
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._beat())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self._task
+
+    async def until(self, beats: int) -> None:
+        """Wait until the heartbeat beat ``beats`` more times."""
+        target = self.beats + beats
+        while self.beats < target:
+            await asyncio.sleep(0.001)
+
+
+@pytest.fixture
+def holder() -> Iterator[LockHolder]:
+    h = LockHolder()
+    yield h
+    h.close()
+
+
+@pytest.fixture
+async def layer(root: Path, in_tmp: Path) -> AsyncIterator[Any]:
+    from chainlit.context import init_http_context
+
+    from filelayer import FileDataLayer
+
+    init_http_context()
+    layer = FileDataLayer(root, lock_timeout=20)
+    await layer.update_thread("t1", name="first")
+    await layer.create_step({"id": "q1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    yield layer
+    await layer.close()
+
+
+def message(step_id: str, output: str, thread_id: str = "t1") -> dict[str, Any]:
+    return {
+        "id": step_id,
+        "threadId": thread_id,
+        "type": "assistant_message",
+        "output": output,
+        "createdAt": f"2026-01-01T00:00:{len(step_id) % 60:02d}.000000Z",
+    }
+
+
+@pytest.mark.parametrize("lock", ["thread", "users"])
+async def test_a_write_waiting_for_another_process_leaves_the_loop_free(
+    layer: Any, holder: LockHolder, lock: str
+) -> None:
+    from chainlit.user import User
+
+    store = layer.store
+    if lock == "thread":
+        path = store.layout.thread_lock("t1")
+        call = layer.create_step(message("a1", "answer"))
+    else:
+        path = store.layout.users_lock
+        call = layer.create_user(User(identifier="bob@example.com"))
+    beat = Heartbeat()
+    beat.start()
+    holder.hold(path)
+    write = asyncio.ensure_future(call)
+    # The write waits for the lock; meanwhile the loop runs the heartbeat, many times.
+    await beat.until(50)
+    assert not write.done()
+    holder.release(path)
+    await asyncio.wait_for(write, 60)
+    await beat.stop()
+    if lock == "thread":
+        thread = await layer.get_thread("t1")
+        assert [s["output"] for s in thread["steps"]] == ["hi", "answer"]
+    else:
+        assert (await layer.get_user("bob@example.com")) is not None
+
+
+async def test_writes_made_while_one_waits_land_in_the_order_they_were_made(
+    layer: Any, holder: LockHolder
+) -> None:
+    layout = layer.store.layout
+    other = next(
+        f"t{n}" for n in range(2, 100) if layout.thread_lock(f"t{n}") != layout.thread_lock("t1")
+    )
+    await layer.update_thread(other, name="other")
+    path = layout.thread_lock("t1")
+    holder.hold(path)
+    beat = Heartbeat()
+    beat.start()
+    first = asyncio.ensure_future(layer.update_thread("t1", name="second"))
+    await beat.until(5)
+    # A write to another thread needs no lock that is held, but must not overtake the
+    # waiting write; a later rename must land after it.
+    later = [
+        asyncio.ensure_future(layer.update_thread(other, name="renamed")),
+        asyncio.ensure_future(layer.update_thread("t1", name="third")),
+    ]
+    await beat.until(20)
+    assert not first.done() and not any(t.done() for t in later)
+    holder.release(path)
+    await asyncio.wait_for(asyncio.gather(first, *later), 60)
+    await beat.stop()
+    assert (await layer.get_thread("t1"))["name"] == "third"
+    assert (await layer.get_thread(other))["name"] == "renamed"
+    # And once the queue drained, calls run on the loop again.
+    before = layer.calls.offloaded
+    await layer.create_step(message("a2", "more"))
+    assert layer.calls.offloaded == before
+
+
+async def test_reads_go_on_while_a_write_waits(layer: Any, holder: LockHolder) -> None:
+    from chainlit.types import Pagination, ThreadFilter
+
+    path = layer.store.layout.thread_lock("t1")
+    holder.hold(path)
+    write = asyncio.ensure_future(layer.create_step(message("a1", "answer")))
+    await asyncio.sleep(0.01)
+    for _ in range(20):
+        thread = await layer.get_thread("t1")
+        assert [s["id"] for s in thread["steps"]] == ["q1"]
+        page = await layer.list_threads(Pagination(first=5), ThreadFilter())
+        assert [t["id"] for t in page.data] == ["t1"]
+    assert not write.done()
+    holder.release(path)
+    await asyncio.wait_for(write, 60)
+    assert len((await layer.get_thread("t1"))["steps"]) == 2
+
+
+async def test_an_index_rebuilt_by_another_process_is_used_at_once(layer: Any, root: Path) -> None:
+    """``filelayer reindex`` in another process switches the index to a new database:
+    the next call opens it (milliseconds), on the loop, and sees the same threads."""
+    from chainlit.types import Pagination, ThreadFilter
+
+    await layer.list_threads(Pagination(first=5), ThreadFilter())
+    before = layer.calls.offloaded
+    done = subprocess.run(
+        [sys.executable, "-m", "filelayer", "--root", str(root), "reindex"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    await layer.create_step(message("a1", "after the rebuild"))
+    page = await layer.list_threads(Pagination(first=5), ThreadFilter(search="rebuild"))
+    assert [t["id"] for t in page.data] == ["t1"]
+    page = await layer.list_threads(Pagination(first=5), ThreadFilter())
+    assert [t["id"] for t in page.data] == ["t1"]
+    assert layer.calls.offloaded == before + 1  # the search, which always runs off the loop
+
+
+async def test_a_step_named_without_its_thread_is_found_off_the_loop(
+    layer: Any, root: Path
+) -> None:
+    """Deleting (or rating) a step this process never saw scans the journals, in a
+    worker thread."""
+    from chainlit.context import init_http_context
+    from chainlit.types import Feedback
+
+    from filelayer import FileDataLayer
+
+    other = ArchiveStore(root)
+    other.write_step(message("far", "elsewhere", thread_id="t2"))
+    other.write_step(message("rated", "rate me", thread_id="t3"))
+    other.close()
+    fresh = FileDataLayer(root)
+    init_http_context()
+    before = fresh.calls.offloaded
+    await fresh.delete_step("far")
+    fb = await fresh.upsert_feedback(Feedback(forId="rated", value=1))
+    assert fresh.calls.offloaded >= before + 2
+    t2 = await fresh.get_thread("t2")
+    t3 = await fresh.get_thread("t3")
+    assert t2 is not None and t2["steps"] == []
+    assert t3 is not None and t3["steps"][0]["feedback"]["id"] == fb
+    await fresh.close()
+
+
+async def test_calls_on_the_loop_and_in_workers_keep_the_store_consistent(
+    layer: Any, holder: LockHolder
+) -> None:
+    """While another process keeps taking and giving back the locks of some threads,
+    hundreds of writes (some on the loop, some queued in the worker) and reads run at
+    once."""
+    from chainlit.types import Feedback, Pagination, ThreadFilter
+
+    store = layer.store
+    stop = asyncio.Event()
+
+    async def toggle() -> None:
+        paths = sorted({store.layout.thread_lock(f"c{t}") for t in range(3)})
+        while not stop.is_set():
+            for path in paths:
+                await asyncio.to_thread(holder.hold, path)
+            await asyncio.sleep(0.002)
+            for path in paths:
+                await asyncio.to_thread(holder.release, path)
+            await asyncio.sleep(0.002)
+
+    async def chat(n: int) -> None:
+        thread = f"c{n % 7}"
+        await layer.update_thread(thread, name=f"chat {n % 7}")
+        sid = f"m{n}"
+        await layer.create_step({**message(sid, ""), "threadId": thread})
+        await layer.create_step({"id": f"r{n}", "threadId": thread, "type": "run"})
+        await layer.update_step({"id": sid, "threadId": thread, "output": f"text {n}"})
+        if n % 3 == 0:
+            await layer.upsert_feedback(Feedback(forId=sid, value=n % 2, threadId=thread))
+        await layer.get_thread(thread)
+        await layer.list_threads(Pagination(first=3), ThreadFilter())
+
+    toggler = asyncio.ensure_future(toggle())
+    await asyncio.gather(*(chat(n) for n in range(150)))
+    stop.set()
+    await toggler
+    for t in range(7):
+        thread = await layer.get_thread(f"c{t}")
+        outputs = {s["id"]: s["output"] for s in thread["steps"]}
+        for n in range(t, 150, 7):
+            assert outputs[f"m{n}"] == f"text {n}"
+            assert f"r{n}" in outputs
+    fresh = ArchiveStore(store.root)
+    fresh.index.refresh()
+    for thread_id in fresh.thread_ids():
+        expected = fresh.summarise(thread_id)
+        indexed = fresh.index.threads[thread_id]
+        assert expected is not None
+        assert (indexed.name, indexed.texts, indexed.feedback) == (
+            expected.name,
+            expected.texts,
+            expected.feedback,
+        )
+    assert layer.calls.offloaded > 0  # some calls did wait
