@@ -72,8 +72,15 @@ def build_file_archive(root: Path, spec: ArchiveSpec) -> int:
     the records the store writes, in arrival order across conversations (a few thousand
     to a transaction, where a live server makes one per call: the result is the same).
     """
-    from filelayer import ArchiveStore, _codec, journal, manifest, users
-    from filelayer.index import DEFAULT_SEARCH_CHARS, feedback_record, searchable, text_record
+    from filelayer import ArchiveStore
+    from filelayer.format import codec as _codec
+    from filelayer.format import journal, manifest, users
+    from filelayer.index.thread_index import (
+        DEFAULT_SEARCH_CHARS,
+        feedback_record,
+        searchable,
+        text_record,
+    )
 
     store = ArchiveStore(root)  # creates the layout and an empty index
     layout = store.layout

@@ -133,7 +133,7 @@ def import_layer(kind: str) -> None:
     import chainlit.server
 
     if kind == "file":
-        import filelayer.datalayer  # noqa: F401
+        import filelayer.chainlit.datalayer  # noqa: F401
     elif kind == "sqlite":
         import chainlit.data.sql_alchemy
     elif kind == "postgres":
@@ -430,7 +430,8 @@ async def role_progress(args: argparse.Namespace) -> dict[str, Any]:
     its first read in a process; then the first read of a 1,000-step thread."""
     from chainlit.context import init_http_context
 
-    from filelayer import _codec, journal
+    from filelayer.format import codec as _codec
+    from filelayer.format import journal
 
     init_http_context()
     layer = await open_layer("file", args.target, args.durability)

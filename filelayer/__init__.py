@@ -27,11 +27,11 @@ from .errors import (
     StorageWriteError,
     UnknownStepError,
 )
-from .layout import FORMAT_VERSION
-from .store import ArchiveStore
+from .format.layout import FORMAT_VERSION
+from .store.archive import ArchiveStore
 
 if TYPE_CHECKING:
-    from .datalayer import FileDataLayer
+    from .chainlit.datalayer import FileDataLayer
 
 __version__ = "0.1.0"
 
@@ -55,7 +55,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "FileDataLayer":
-        from .datalayer import FileDataLayer
+        from .chainlit.datalayer import FileDataLayer
 
         return FileDataLayer
     raise AttributeError(f"module 'filelayer' has no attribute {name!r}")

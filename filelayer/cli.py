@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from . import copy as copy_command
-from .compact import compact_thread
 from .errors import FileLayerError
-from .export import file_stem, render_json, render_markdown, when
-from .ids import is_valid_id
-from .index import ThreadSummary
-from .journal import MESSAGE_TYPES
-from .layout import ROOT_ENV, default_root
+from .export.markdown import file_stem, render_json, render_markdown, when
+from .format.ids import is_valid_id
+from .format.journal import MESSAGE_TYPES
+from .format.layout import ROOT_ENV, default_root
+from .index.thread_index import ThreadSummary
+from .maintenance.compact import compact_thread
+from .maintenance.verify import verify
 from .progress import Progress
-from .store import ArchiveStore
-from .verify import verify
+from .store.archive import ArchiveStore
+from .transfer import copier as copy_command
 
 EXAMPLES = f"""\
 The archive root is --root, else ${ROOT_ENV}, else ./chats.

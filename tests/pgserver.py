@@ -134,7 +134,7 @@ async def apply_schema(url: str) -> None:
     """Create Chainlit's official schema in the database at ``url``."""
     import asyncpg
 
-    from filelayer.pgschema import STATEMENTS
+    from filelayer.transfer.pgschema import STATEMENTS
 
     conn = await asyncpg.connect(url)
     try:

@@ -411,7 +411,7 @@ class Spec:
 
 def plant_bug(kind: str) -> None:
     """Break the layer on purpose, to show that the explorer notices."""
-    from filelayer import _fs
+    from filelayer._io import fs as _fs
 
     if kind == "threads-dir-fsync":  # forget to fsync threads/ (a new thread's name)
         real = _fs.fsync_dir
@@ -422,7 +422,7 @@ def plant_bug(kind: str) -> None:
 
         _fs.fsync_dir = fsync_dir  # type: ignore[assignment]
     elif kind == "no-flusher":  # the flush mode without its background flush
-        from filelayer import _flusher
+        from filelayer._io import flusher as _flusher
 
         _flusher.FLUSHER.add = lambda files, dirs: None  # type: ignore[method-assign]
     else:  # pragma: no cover
@@ -435,7 +435,7 @@ def _maintain(
     """Compact every thread and rebuild the index, over and over: in this process (as
     ``filelayer compact`` and ``filelayer reindex`` do), or by running those commands."""
     from filelayer import ArchiveStore
-    from filelayer.compact import compact_thread
+    from filelayer.maintenance.compact import compact_thread
 
     store = ArchiveStore(root, create=False)
     while not stop.is_set():
@@ -491,7 +491,7 @@ def run_workload(spec: Spec) -> None:
     if worker is not None:
         worker.join()
     if spec.durability == "flush":  # the last calls' background flush, before close()
-        from filelayer._flusher import INTERVAL
+        from filelayer._io.flusher import INTERVAL
 
         time.sleep(INTERVAL + LATE + 0.5)
     os.write(ack_fd, f"END {rounds[0]}\n".encode())
@@ -1075,7 +1075,7 @@ def _agrees(got: dict[str, Any], want: dict[str, Any], part: str) -> bool:
 def check_state(root: Path, durability: str, expect: Expectation) -> tuple[list[str], Counter]:
     """Open a crash state with the layer, read it, repair it, read it again."""
     from filelayer import ArchiveStore
-    from filelayer.verify import verify
+    from filelayer.maintenance.verify import verify
 
     notes: Counter = Counter()
     if not (root / "filelayer.json").is_file():
@@ -1285,7 +1285,7 @@ def judge_flushes(flushes: Flushes, ack_times: list[float], dirty: list[bool]) -
     from their start (the previous acknowledgement: a flush that began while a call ran
     may have taken its writes) to the flusher's interval (plus ``LATE``) after they
     returned; and the longest time from such a call to the end of its flush."""
-    from filelayer._flusher import INTERVAL
+    from filelayer._io.flusher import INTERVAL
 
     for k in range(1, len(ack_times)):
         if not dirty[k]:
@@ -1398,7 +1398,7 @@ def explore(
     quiet = logging.getLogger("filelayer")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
-    from filelayer import _fs
+    from filelayer._io import fs as _fs
 
     real_fsync = _fs.fsync_fd
     _fs.fsync_fd = lambda fd: None  # type: ignore[assignment]  # states are throwaway copies

@@ -948,7 +948,7 @@ def zygote(backend: str) -> None:
         import chainlit.types
         import chainlit.user  # noqa: F401
 
-        import filelayer.datalayer
+        import filelayer.chainlit.datalayer
     import filelayer  # noqa: F401
 
     load_workload()

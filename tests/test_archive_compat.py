@@ -22,7 +22,7 @@ import pytest
 from filelayer import ArchiveStore
 from filelayer.cli import main
 from filelayer.errors import StorageWriteError
-from filelayer.layout import GITIGNORE_0_1_0, GITIGNORE_BLOCK
+from filelayer.format.layout import GITIGNORE_0_1_0, GITIGNORE_BLOCK
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RELEASES = ["0.1.0"]
@@ -228,7 +228,7 @@ def test_upgrade_false_and_a_failed_write_leave_the_file(
     def refuse(path: Path, data: bytes, *, durable: bool = True) -> None:
         raise StorageWriteError(path, OSError(30, "Read-only file system"))
 
-    monkeypatch.setattr("filelayer._fs.atomic_write", refuse)
+    monkeypatch.setattr("filelayer._io.fs.atomic_write", refuse)
     caplog.set_level(logging.INFO, logger="filelayer")
     store = ArchiveStore(old, create=False)  # still opens, and reads
     assert store.get_thread("uploads") is not None
@@ -240,7 +240,7 @@ def test_upgrade_false_and_a_failed_write_leave_the_file(
 async def test_a_dry_run_copy_writes_nothing_not_even_the_gitignore(
     old: Path, tmp_path: Path
 ) -> None:
-    from filelayer.copy import copy_archive
+    from filelayer.transfer.copier import copy_archive
 
     other = tmp_path / "other"
     store = ArchiveStore(other)

@@ -32,8 +32,10 @@ from chainlit.user import User
 from conftest import subprocess_env
 from pgserver import PostgresServer, apply_schema, find_bindir
 
-from filelayer import ArchiveStore, copy, pgcopy
-from filelayer.copy import KINDS, Summary, copy_archive
+from filelayer import ArchiveStore
+from filelayer.transfer import copier as copy
+from filelayer.transfer import postgres as pgcopy
+from filelayer.transfer.copier import KINDS, Summary, copy_archive
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -550,7 +552,7 @@ async def test_archive_to_archive_needs_neither_chainlit_nor_asyncpg(
         "for name in ('chainlit', 'asyncpg'):\n"
         "    sys.modules[name] = None\n"
         "import argparse\n"
-        "from filelayer import copy\n"
+        "from filelayer.transfer import copier as copy\n"
         "parser = argparse.ArgumentParser()\n"
         "copy.add_parser(parser.add_subparsers())\n"
         f"args = parser.parse_args(['copy', {str(root)!r}, {str(other)!r}])\n"

@@ -40,9 +40,10 @@ from chainlit.types import Feedback
 from chainlit.user import User
 from pgserver import PostgresServer, find_bindir
 
-from filelayer import ArchiveStore, FileDataLayer, copy
-from filelayer.copy import KINDS, Summary, copy_archive
-from filelayer.sqlaschema import STATEMENTS
+from filelayer import ArchiveStore, FileDataLayer
+from filelayer.transfer import copier as copy
+from filelayer.transfer.copier import KINDS, Summary, copy_archive
+from filelayer.transfer.sqlaschema import STATEMENTS
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

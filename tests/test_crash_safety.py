@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from filelayer import ArchiveStore, journal
+from filelayer import ArchiveStore
+from filelayer.format import journal
 
 
 def _journal(root: Path, thread: str = "t1") -> Path:

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from filelayer import ArchiveStore, _flusher, _fs
-from filelayer import store as store_module
-from filelayer.compact import compact_thread
+from filelayer import ArchiveStore
+from filelayer._io import flusher as _flusher
+from filelayer._io import fs as _fs
+from filelayer.maintenance.compact import compact_thread
+from filelayer.store import archive as store_module
 
 
 class Fsyncs:

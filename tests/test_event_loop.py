@@ -20,7 +20,8 @@ import pytest
 
 pytest.importorskip("chainlit")
 
-from filelayer import ArchiveStore, _locks
+from filelayer import ArchiveStore
+from filelayer._io import locks as _locks
 
 pytestmark = pytest.mark.skipif(_locks.fcntl is None, reason="flock locks (POSIX)")
 

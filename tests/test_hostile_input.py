@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from filelayer import ArchiveStore, InvalidIdError
-from filelayer.ids import is_valid_id
+from filelayer.format.ids import is_valid_id
 
 HOSTILE = [
     "..",

@@ -27,8 +27,9 @@ def run_blocked(code: str, cwd: Path) -> str:
 
 def test_core_modules_import_without_chainlit_or_optional_packages(tmp_path: Path) -> None:
     out = run_blocked(
-        "import filelayer, filelayer.store, filelayer.journal, filelayer.index, "
-        "filelayer.manifest, filelayer.layout, filelayer.users, filelayer.cli\n"
+        "import filelayer, filelayer.store, filelayer.format.journal, "
+        "filelayer.index.thread_index, filelayer.format.manifest, filelayer.format.layout, "
+        "filelayer.format.users, filelayer.cli\n"
         "print(filelayer.MODE)\n",
         tmp_path,
     )

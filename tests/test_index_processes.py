@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from conftest import subprocess_env
 
-import filelayer.index
+import filelayer.index.thread_index
 from filelayer import ArchiveStore
-from filelayer.verify import verify
+from filelayer.maintenance.verify import verify
 
 
 def run_elsewhere(root: Path, body: str) -> None:
@@ -40,13 +40,13 @@ def listing(store: ArchiveStore, user: str, **filters: Any) -> list[tuple[str, s
 def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every index database this process opens from now on."""
     opened: list[Path] = []
-    real = filelayer.index._Db.open
+    real = filelayer.index.thread_index._Db.open
 
-    def counting(path: Path, timeout: float) -> filelayer.index._Db:
+    def counting(path: Path, timeout: float) -> filelayer.index.thread_index._Db:
         opened.append(path)
         return real(path, timeout)
 
-    monkeypatch.setattr(filelayer.index._Db, "open", staticmethod(counting))
+    monkeypatch.setattr(filelayer.index.thread_index._Db, "open", staticmethod(counting))
     return opened
 
 

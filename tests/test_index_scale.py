@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from conftest import REPO, subprocess_env
 
-import filelayer.index
+import filelayer.index.thread_index
 from filelayer import ArchiveStore
-from filelayer.index import (
+from filelayer.index.thread_index import (
     POINTER_FILE,
     ThreadIndex,
     decode_cursor,
@@ -222,13 +222,13 @@ def big(
 ) -> tuple[ThreadIndex, Model, list[str]]:
     """The index of 20,000 threads, with the trigram index and (a Python without
     FTS5) without it."""
-    saved = filelayer.index._fts5
+    saved = filelayer.index.thread_index._fts5
     if request.param == "no-fts5":
-        filelayer.index._fts5 = False
+        filelayer.index.thread_index._fts5 = False
     try:  # the database made without a trigram index stays without one
         index = new_index(tmp_path_factory.mktemp("big"), records)
     finally:
-        filelayer.index._fts5 = saved
+        filelayer.index.thread_index._fts5 = saved
     model = Model()
     for r in records:
         model.apply(r)
@@ -269,8 +269,8 @@ def test_search_walking_the_newest_threads_then_checking_the_rest_agrees_with_th
     """Every way a search can go (all candidates checked, the newest threads walked,
     the walk cut short and the older candidates checked) gives the model's answer."""
     index, model, users = big
-    monkeypatch.setattr(filelayer.index, "_CHECK_ALL", 4)
-    monkeypatch.setattr(filelayer.index, "_WALK", threads_walked)
+    monkeypatch.setattr(filelayer.index.thread_index, "_CHECK_ALL", 4)
+    monkeypatch.setattr(filelayer.index.thread_index, "_WALK", threads_walked)
     for search in ["renamed", "late reply", "question 1", "and more, turn 3", "zyzzyva"]:
         for user in users[:3]:
             assert ids_of(index, user, search=search) == model.page_ids(user, search=search)
@@ -368,7 +368,7 @@ def test_a_thread_that_gets_a_new_message_moves_up_and_is_not_shown_twice(
     threads, page = store.list_threads(user_id=user, first=5)
     shown = [t["id"] for t in threads]
     assert shown == [f"t{n}" for n in range(19, 14, -1)]
-    from filelayer.store import now_iso
+    from filelayer.store.archive import now_iso
 
     store.write_step(
         {"id": "late", "threadId": "t17", "type": "assistant_message", "output": "late",
@@ -398,7 +398,7 @@ def test_a_write_is_all_or_nothing_even_when_its_process_is_killed(tmp_path: Pat
         f"""
         import os, signal
         from pathlib import Path
-        from filelayer.index import ThreadIndex, _Db, text_record, thread_record
+        from filelayer.index.thread_index import ThreadIndex, _Db, text_record, thread_record
         real = _Db.apply
         def apply(self, record):
             real(self, record)
@@ -466,7 +466,7 @@ def test_texts_wait_in_a_queue_for_the_trigram_index_and_are_searched_meanwhile(
         text_record("a", "s1", at(2), "about bread"),
     ])  # fmt: skip
     assert ids_of(index, "u", search="bread") == ["a"]
-    monkeypatch.setattr(filelayer.index, "_fts5", False)
+    monkeypatch.setattr(filelayer.index.thread_index, "_fts5", False)
     other = ThreadIndex(tmp_path, tmp_path / "index.lock", lock_timeout=10)
     for n in range(100):  # more than a batch: this process cannot apply them
         other.append([text_record("a", "s1", at(2), f"about rust {n}")])
@@ -475,7 +475,7 @@ def test_texts_wait_in_a_queue_for_the_trigram_index_and_are_searched_meanwhile(
                       updated_at=at(3), tags=None),
         text_record("b", "s2", at(4), "more bread"),
     ])  # fmt: skip
-    monkeypatch.setattr(filelayer.index, "_fts5", True)
+    monkeypatch.setattr(filelayer.index.thread_index, "_fts5", True)
     queued = sqlite3.connect(next(tmp_path.glob("threads-*.sqlite")))
     assert queued.execute("SELECT count(*) FROM fts_todo").fetchone()[0] == 4
     assert ids_of(index, "u", search="bread") == ["b"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from filelayer import _codec, journal
+from filelayer.format import codec as _codec
+from filelayer.format import journal
 
 
 def _step(sid: str, **fields: object) -> dict[str, object]:

@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from filelayer import ArchiveStore, journal
+from filelayer import ArchiveStore
+from filelayer.format import journal
 
 
 def step(step_id: str, output: str, kind: str = "assistant_message") -> dict[str, object]:

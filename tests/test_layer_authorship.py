@@ -22,7 +22,8 @@ from chainlit.types import Feedback
 from chainlit.user import User
 from starlette.requests import Request
 
-from filelayer import FileDataLayer, NotAuthorError, UnknownStepError, serve
+from filelayer import FileDataLayer, NotAuthorError, UnknownStepError
+from filelayer.chainlit import serve
 
 
 def step(thread: str, sid: str, text: str = "hi") -> dict[str, Any]:

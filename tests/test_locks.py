@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from filelayer import _locks
+from filelayer._io import locks as _locks
 from filelayer.errors import ArchiveLockTimeout
 
 pytestmark = pytest.mark.skipif(_locks.fcntl is None, reason="flock locks (POSIX)")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from filelayer import ArchiveStore, _mounts
+from filelayer import ArchiveStore
+from filelayer._io import mounts as _mounts
 
 LOCAL = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard\n"
 

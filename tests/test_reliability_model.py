@@ -76,7 +76,7 @@ class ArchiveMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            from filelayer.verify import verify
+            from filelayer.maintenance.verify import verify
 
             self.api.close()
             from filelayer import ArchiveStore
@@ -360,14 +360,14 @@ def _chainlit_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: Any)
 
 def test_message_types_are_the_formats() -> None:
     """The model and the format agree on which steps are conversation text."""
-    from filelayer.journal import MESSAGE_TYPES as FORMAT_TYPES
+    from filelayer.format.journal import MESSAGE_TYPES as FORMAT_TYPES
 
     assert MESSAGE_TYPES == FORMAT_TYPES
 
 
 def test_a_deleted_element_sent_again_leaves_no_file(tmp_path: Path) -> None:
     from filelayer import ArchiveStore
-    from filelayer.verify import verify
+    from filelayer.maintenance.verify import verify
 
     store = ArchiveStore(tmp_path / "chats")
     element = {"id": "e1", "type": "image", "name": "dot.png"}
@@ -408,7 +408,7 @@ def test_feedback_on_a_deleted_step_does_not_match_the_feedback_filter(tmp_path:
 
 def test_an_element_of_a_deleted_step_leaves_no_file(tmp_path: Path) -> None:
     from filelayer import ArchiveStore
-    from filelayer.verify import verify
+    from filelayer.maintenance.verify import verify
 
     store = ArchiveStore(tmp_path / "chats")
     store.write_step({"id": "m1", "threadId": "t1", "type": "assistant_message"})
@@ -449,7 +449,7 @@ def _replay(root: Path, backend: str, calls: list[tuple[str, Any]]) -> None:
     """Apply ``calls`` (method, argument) to a fresh layer, then check that element
     ``e2`` of thread ``t2`` is gone: read at once, after a reopen, and on disk."""
     from filelayer import ArchiveStore
-    from filelayer.verify import verify
+    from filelayer.maintenance.verify import verify
 
     api = open_api(root, backend)
     try:

@@ -15,7 +15,7 @@ import pytest
 
 from filelayer import ArchiveStore
 from filelayer.cli import main
-from filelayer.layout import (
+from filelayer.format.layout import (
     GITIGNORE_BLOCK,
     RESERVED_PREFIX,
     deleting_path,

@@ -659,7 +659,7 @@ async def test_the_route_is_ahead_of_chainlit_catch_all(site: Site) -> None:
     routes = site.app.router.routes
     names = [getattr(r, "name", None) for r in routes]
     ours = names.index("filelayer_element")
-    from filelayer.serve import _has_catch_all
+    from filelayer.chainlit.serve import _has_catch_all
 
     first_catch_all = next(i for i, r in enumerate(routes) if _has_catch_all(r))
     assert ours < first_catch_all

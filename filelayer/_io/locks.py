@@ -35,9 +35,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _fs
-from ._backend import PURE
-from .errors import ArchiveLockTimeout, StorageWriteError
+from .._backend import PURE
+from .._io import fs as _fs
+from ..errors import ArchiveLockTimeout, StorageWriteError
 
 DEFAULT_TIMEOUT = 30.0
 

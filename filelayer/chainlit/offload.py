@@ -43,11 +43,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from . import _locks
-from .errors import ArchiveLockTimeout
+from .._io import locks as _locks
+from ..errors import ArchiveLockTimeout
 
 if TYPE_CHECKING:
-    from .store import ArchiveStore
+    from ..store.archive import ArchiveStore
 
 log = logging.getLogger("filelayer")
 

@@ -8,7 +8,7 @@ journal with damaged lines is left alone (compacting would drop them): ``verify
 
 from __future__ import annotations
 
-from .store import ArchiveStore, Compaction
+from ..store.archive import ArchiveStore, Compaction
 
 __all__ = ["Compaction", "compact_thread"]
 

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
-from .journal import MESSAGE_TYPES
+from ..format.journal import MESSAGE_TYPES
 
 IMAGE_TYPES = frozenset(["image"])
 _SLUG_RE = re.compile(r"[^a-z0-9]+")

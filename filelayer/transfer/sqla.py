@@ -45,8 +45,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import journal
-from .copy import (
+from ..format import journal
+from ..transfer.copier import (
     CopyUsageError,
     ElementData,
     Endpoint,
@@ -58,7 +58,7 @@ from .copy import (
     fetch_url,
     time_key,
 )
-from .sqlaschema import STATEMENTS, TABLES
+from ..transfer.sqlaschema import STATEMENTS, TABLES
 
 STASH = "_filelayer"
 """The step metadata key holding what the step's columns cannot say."""
@@ -711,7 +711,7 @@ class SQLAlchemySchemaEndpoint(Endpoint):
         if self.storage_override is not None:
             self.storage = self.storage_override
             return
-        from .pgcopy import storage_client_from_env
+        from ..transfer.postgres import storage_client_from_env
 
         self.storage = storage_client_from_env()
 

@@ -12,11 +12,11 @@ import contextlib
 import os
 from pathlib import Path
 
-from ._backend import PURE
-from ._flusher import FLUSHER
-from ._fs import fsync_dir, fsync_fd
-from .errors import StorageWriteError
-from .layout import temp_path
+from .._backend import PURE
+from .._io.flusher import FLUSHER
+from .._io.fs import fsync_dir, fsync_fd
+from ..errors import StorageWriteError
+from ..format.layout import temp_path
 
 
 def _write_file_sync(dest: Path, data: bytes, durable: bool) -> None:

@@ -20,11 +20,13 @@ import secrets
 import zlib
 from pathlib import Path
 
-from . import _codec, _fs, users
-from .errors import ArchiveError, CorruptFileError, FormatVersionError, StorageWriteError
-from .ids import check_id
-from .journal import JOURNAL_NAME
-from .manifest import MANIFEST_NAME
+from .._io import fs as _fs
+from ..errors import ArchiveError, CorruptFileError, FormatVersionError, StorageWriteError
+from ..format import codec as _codec
+from ..format import users
+from ..format.ids import check_id
+from ..format.journal import JOURNAL_NAME
+from ..format.manifest import MANIFEST_NAME
 
 FORMAT_VERSION = 1
 FORMAT_FILE = "filelayer.json"

@@ -24,12 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _codec, _fs, journal, manifest, users
-from .errors import CorruptFileError
-from .ids import is_valid_id
-from .layout import ELEMENTS_DIR, is_layer_leftover
-from .manifest import MANIFEST_NAME
-from .store import ArchiveStore, now_iso
+from .._io import fs as _fs
+from ..errors import CorruptFileError
+from ..format import codec as _codec
+from ..format import journal, manifest, users
+from ..format.ids import is_valid_id
+from ..format.layout import ELEMENTS_DIR, is_layer_leftover
+from ..format.manifest import MANIFEST_NAME
+from ..store.archive import ArchiveStore, now_iso
 
 DAMAGED_SUFFIX = ".damaged"
 UNREFERENCED_DIR = "unreferenced"

@@ -13,7 +13,7 @@ write names its *actor*: the logged-in user of the Chainlit session the call run
 served (the feedback routes), else nobody, which is the app itself. The store refuses
 a write by an actor to a thread another user wrote (:class:`~filelayer.errors.NotAuthorError`).
 
-Every store call goes through :class:`~filelayer._offload.Offload`, which runs it on
+Every store call goes through :class:`~filelayer.chainlit.offload.Offload`, which runs it on
 the event loop when nothing can make it wait and in a worker thread otherwise: a lock
 held by another process, a maintenance command, a scan of every journal never freeze the
 app's other chats.
@@ -44,12 +44,13 @@ from chainlit.types import (
 )
 from chainlit.user import PersistedUser, User
 
-from . import _aio, serve
-from ._offload import Offload
-from .errors import FileLayerError, UnknownStepError
-from .index import DEFAULT_SEARCH_CHARS
-from .layout import DEFAULT_ROOT, ROOT_ENV, default_root
-from .store import ArchiveStore, Durability, ElementUrl, element_file_fields
+from .._io import aio as _aio
+from ..chainlit import serve
+from ..chainlit.offload import Offload
+from ..errors import FileLayerError, UnknownStepError
+from ..format.layout import DEFAULT_ROOT, ROOT_ENV, default_root
+from ..index.thread_index import DEFAULT_SEARCH_CHARS
+from ..store.archive import ArchiveStore, Durability, ElementUrl, element_file_fields
 
 if TYPE_CHECKING:
     from chainlit.element import Element, ElementDict

@@ -13,7 +13,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from . import _codec, _fs
+from .._io import fs as _fs
+from ..format import codec as _codec
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from ._flusher import FLUSHER
-from .errors import StorageWriteError
+from .._io.flusher import FLUSHER
+from ..errors import StorageWriteError
 
 try:
     import fcntl
@@ -151,7 +151,7 @@ def make_dirs(path: Path, changes: Changes) -> bool:
 def temp_path_for(path: Path) -> Path:
     """A fresh temporary sibling of ``path``: the name is the layout's (reserved, so
     never an element file's; ``verify --repair`` removes leftovers)."""
-    from .layout import temp_path  # layout builds on this module: imported when used
+    from ..format.layout import temp_path  # layout builds on this module: imported when used
 
     return temp_path(path)
 

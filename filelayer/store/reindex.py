@@ -27,10 +27,10 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from .index import ThreadSummary
+from ..index.thread_index import ThreadSummary
 
 if TYPE_CHECKING:
-    from .store import ArchiveStore
+    from ..store.archive import ArchiveStore
 
 Watermark = tuple[int, ...]
 """(inode, size, mtime in ns) of the journal, then of the manifest; zeros for a file

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import InvalidIdError
+from ..errors import InvalidIdError
 
 MAX_ID_LENGTH = 128
 

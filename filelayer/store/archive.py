@@ -3,7 +3,7 @@
 ``ArchiveStore`` is what both the Chainlit adapter and the command line use; it does
 not import Chainlit. Its methods are synchronous and hold a lock only for the few
 microseconds of an append or a rename. The adapter runs them on the event loop when the
-locks they need are free, and in a worker thread otherwise (see :mod:`filelayer._offload`):
+locks they need are free, and in a worker thread otherwise (see :mod:`filelayer.chainlit.offload`):
 so every write method takes all the locks it needs when it begins, before it changes
 anything, and a lock held elsewhere can stop it only there. Two processes are kept apart
 by the lock files; two threads of one process must not call one store at once (the
@@ -34,9 +34,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from . import _codec, _fs, _locks, _mounts, journal, manifest, users
-from ._flusher import FLUSHER
-from .errors import (
+from .._io import fs as _fs
+from .._io import locks as _locks
+from .._io import mounts as _mounts
+from .._io.flusher import FLUSHER
+from ..errors import (
     ArchiveError,
     CorruptFileError,
     InvalidIdError,
@@ -44,13 +46,15 @@ from .errors import (
     StorageWriteError,
     UnknownStepError,
 )
-from .ids import check_id, id_problem, is_valid_id
-from .index import DEFAULT_SEARCH_CHARS, Page, ThreadIndex, ThreadSummary, searchable
-from .index import delete_record as index_delete_record
-from .index import favorite_record as index_favorite_record
-from .index import feedback_record as index_feedback_record
-from .index import text_record as index_text_record
-from .layout import ELEMENTS_DIR, Layout, deleting_path
+from ..format import codec as _codec
+from ..format import journal, manifest, users
+from ..format.ids import check_id, id_problem, is_valid_id
+from ..format.layout import ELEMENTS_DIR, Layout, deleting_path
+from ..index.thread_index import DEFAULT_SEARCH_CHARS, Page, ThreadIndex, ThreadSummary, searchable
+from ..index.thread_index import delete_record as index_delete_record
+from ..index.thread_index import favorite_record as index_favorite_record
+from ..index.thread_index import feedback_record as index_feedback_record
+from ..index.thread_index import text_record as index_text_record
 
 log = logging.getLogger("filelayer")
 
@@ -1315,13 +1319,13 @@ class ArchiveStore:
         Writers go on meanwhile: the new index is built aside and switched in under the
         index lock for milliseconds, then what they wrote meanwhile is caught up (see
         :mod:`filelayer.reindex`)."""
-        from .reindex import rebuild
+        from ..store.reindex import rebuild
 
         return rebuild(self, progress)
 
     def reindex_thread(self, thread_id: str) -> None:
         """Make the index hold what one thread's files say (after a repair)."""
-        from .reindex import reconcile_thread
+        from ..store.reindex import reconcile_thread
 
         reconcile_thread(self, thread_id)
 

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from . import journal
-from .copy import (
+from ..format import journal
+from ..transfer.copier import (
     CopyUsageError,
     ElementData,
     Endpoint,
@@ -45,7 +45,7 @@ from .copy import (
     round_ms,
     time_key,
 )
-from .pgschema import STATEMENTS, STEP_TYPES, TABLES
+from ..transfer.pgschema import STATEMENTS, STEP_TYPES, TABLES
 
 STASH = "_filelayer"
 """The metadata key holding what a row's columns cannot say (see the module docstring)."""

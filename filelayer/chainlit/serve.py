@@ -52,12 +52,12 @@ from urllib.parse import quote
 from fastapi import HTTPException, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from .errors import NotAuthorError
-from .ids import is_valid_id
-from .layout import ELEMENTS_DIR, THREADS_DIR
+from ..errors import NotAuthorError
+from ..format.ids import is_valid_id
+from ..format.layout import ELEMENTS_DIR, THREADS_DIR
 
 if TYPE_CHECKING:
-    from .datalayer import FileDataLayer
+    from ..chainlit.datalayer import FileDataLayer
 
 log = logging.getLogger("filelayer")
 

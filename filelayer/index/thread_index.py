@@ -53,9 +53,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from . import _codec, _fs, _locks
-from .errors import ArchiveLockTimeout, StorageWriteError
-from .layout import temp_path
+from .._io import fs as _fs
+from .._io import locks as _locks
+from ..errors import ArchiveLockTimeout, StorageWriteError
+from ..format import codec as _codec
+from ..format.layout import temp_path
 
 log = logging.getLogger("filelayer")
 

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _fs
-from ._backend import PURE
-from .errors import CorruptFileError
+from .._backend import PURE
+from .._io import fs as _fs
+from ..errors import CorruptFileError
 
 _line_encoder = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False

@@ -39,11 +39,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _locks, journal, manifest, users
-from .errors import ArchiveError, FileLayerError
-from .ids import is_valid_id
-from .progress import Progress
-from .store import ArchiveStore
+from .._io import locks as _locks
+from ..errors import ArchiveError, FileLayerError
+from ..format import journal, manifest, users
+from ..format.ids import is_valid_id
+from ..progress import Progress
+from ..store.archive import ArchiveStore
 
 KINDS = ("users", "threads", "steps", "feedback", "elements")
 OUTCOMES = ("copied", "updated", "unchanged", "skipped", "deleted")
@@ -642,15 +643,15 @@ async def open_endpoint(
     kind = endpoint_kind(location, schema)
     endpoint: Endpoint
     if kind == "postgresql":
-        from .sqlacopy import detect_postgres_schema
+        from ..transfer.sqla import detect_postgres_schema
 
         kind = await detect_postgres_schema(location)
     if kind == "official":
-        from .pgcopy import PostgresEndpoint
+        from ..transfer.postgres import PostgresEndpoint
 
         endpoint = PostgresEndpoint(location, fetch_urls=fetch_urls)
     elif kind == "sqlalchemy":
-        from .sqlacopy import SQLAlchemySchemaEndpoint
+        from ..transfer.sqla import SQLAlchemySchemaEndpoint
 
         endpoint = SQLAlchemySchemaEndpoint(location, fetch_urls=fetch_urls)
     else:

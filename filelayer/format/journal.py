@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _codec, _fs
+from .._io import fs as _fs
+from ..format import codec as _codec
 
 log = logging.getLogger("filelayer")
 

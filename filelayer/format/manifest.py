@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import _codec, _fs
+from .._io import fs as _fs
+from ..format import codec as _codec
 
 MANIFEST_NAME = "thread.json"
 

@@ -33,7 +33,7 @@ INTERVAL = 1.0
 
 
 def _fsync_path(path: Path) -> None:
-    from ._fs import fsync_fd
+    from .._io.fs import fsync_fd
 
     try:
         fd = os.open(path, os.O_RDONLY)

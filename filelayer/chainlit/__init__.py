@@ -1,0 +1,1 @@
+"""The Chainlit adapter: the data layer, its element route and the event-loop offload."""

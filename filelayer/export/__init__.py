@@ -1,0 +1,1 @@
+"""Rendering threads as Markdown and JSON."""

@@ -1,0 +1,1 @@
+"""The derived, rebuildable SQLite index behind ``list_threads``."""

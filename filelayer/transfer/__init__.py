@@ -1,0 +1,1 @@
+"""Copying a whole archive between endpoints (files, PostgreSQL, SQLAlchemy schema)."""
