@@ -188,7 +188,11 @@ async def test_the_adapter_compacts_off_the_event_loop(root: Path, in_tmp: Path)
     await layer.calls.idle()
     assert where and threading.main_thread().name not in where
     path = store.layout.journal("t1")
-    assert path.stat().st_size <= 2 * live_bytes(path)
+    # The rule: past 64 KiB, within twice its live bytes. Below the threshold a journal is
+    # left as it is (here, a compaction that ends before the last few writes leaves up to
+    # four 15 KB versions, as a loaded CI machine showed).
+    size = path.stat().st_size
+    assert size < _COMPACT_MIN_BYTES or size <= 2 * live_bytes(path)
     thread = await layer.get_thread("t1")
     assert thread["steps"][0]["output"] == "99%"
     await layer.close()
