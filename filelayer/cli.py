@@ -23,6 +23,7 @@ from .format.journal import MESSAGE_TYPES
 from .format.layout import ROOT_ENV, default_root
 from .index.thread_index import ThreadSummary
 from .maintenance.compact import compact_thread
+from .maintenance.retention import erase_user, git_prefix, history_command, prune
 from .maintenance.verify import verify
 from .progress import Progress
 from .store.archive import ArchiveStore
@@ -40,6 +41,8 @@ examples:
   filelayer verify --repair
   filelayer compact
   filelayer copy ./chats postgresql://user:pass@host/chainlit --create-schema
+  filelayer prune --before 2025-01-01 --yes
+  filelayer erase-user alice@example.com
 """
 
 
@@ -110,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("compact", "fold journals into one line per step", cmd_compact)
     p.add_argument("threads", nargs="*", metavar="THREAD", help="thread ids (default: all)")
+
+    p = command("prune", "delete threads whose last activity is before a date", cmd_prune)
+    p.add_argument("--before", metavar="DATE", required=True, help="YYYY-MM-DD (UTC)")
+    p.add_argument("--user", metavar="IDENTIFIER", help="only this user's threads")
+    p.add_argument("--yes", action="store_true", help="delete (without it: a dry run)")
+
+    p = command(
+        "erase-user", "erase a user: their record and every thread they wrote", cmd_erase_user
+    )
+    p.add_argument("identifier", metavar="IDENTIFIER", help="the user's identifier")
 
     copy_command.add_parser(sub)
     return parser
@@ -388,3 +401,61 @@ def cmd_compact(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if skipped else 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    before = _date(args.before)
+    assert before is not None
+    progress = Progress("pruning")
+    try:
+        report = prune(store, before, args.user, act=args.yes, progress=progress)
+    finally:
+        progress.close()
+    out = _out()
+    for c in report.threads:
+        out.write(f"{c.id}  {when(c.activity)}  {c.author or '-'}  {c.name}".rstrip() + "\n")
+    verb = "deleted" if report.acted else "would delete"
+    print(
+        f"{verb} {len(report.threads)} thread(s) with activity before {before}"
+        + (f" by {args.user}" if args.user else "")
+        + f": {report.steps} step(s), {report.elements} element(s), {report.bytes} bytes"
+        + ("" if report.acted or not report.threads else "; run again with --yes to delete"),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_erase_user(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    progress = Progress("erasing")
+    try:
+        report = erase_user(store, args.identifier, progress=progress)
+    finally:
+        progress.close()
+    found = report.user_file is not None or report.threads
+    summary = (
+        f"erased {len(report.threads)} thread(s)"
+        f" ({sum(c.steps for c in report.threads)} step(s),"
+        f" {sum(c.elements for c in report.threads)} element(s))"
+        + (" and the user's record" if report.user_file else "; no user record was found")
+        + "; the index was rebuilt"
+    )
+    print(
+        summary if found else "no such user and no thread by them: nothing erased", file=sys.stderr
+    )
+    for thread_id in report.still_writing:
+        print(
+            f"still being written: {thread_id}; stop the user's session and run again",
+            file=sys.stderr,
+        )
+    prefix = git_prefix(store.root)
+    if prefix is not None and report.history_paths():
+        print(
+            "git history and every clone still hold the erased files; to rewrite this"
+            " repository's history, commit the deletion, then run from its top"
+            " directory (and force-push, and have every clone re-cloned):",
+            file=sys.stderr,
+        )
+        _out().write(history_command(report, prefix) + "\n")
+    return 0 if not report.still_writing else 1

@@ -1,1 +1,1 @@
-"""Verify, repair and compact an archive."""
+"""Verify, repair and compact an archive; prune it and erase users from it."""

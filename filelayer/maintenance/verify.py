@@ -23,6 +23,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._io import fs as _fs
 from ..errors import CorruptFileError
@@ -32,6 +33,7 @@ from ..format.ids import is_valid_id
 from ..format.layout import ELEMENTS_DIR, is_layer_leftover
 from ..format.manifest import MANIFEST_NAME
 from ..store.archive import ArchiveStore, now_iso
+from .retention import is_erased
 
 DAMAGED_SUFFIX = ".damaged"
 UNREFERENCED_DIR = "unreferenced"
@@ -104,6 +106,16 @@ def verify(
             continue
         if doc is not None and path.name != users.file_name(doc["identifier"]):
             add(path, "file name does not match the identifier inside")
+        elif doc is not None and erased_record(store, doc):
+            if repair:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            add(
+                path,
+                "the user was erased (filelayer erase-user) but this record of theirs is "
+                "back (a merge or a copy from before the erasure); repair removes it",
+                repair,
+            )
 
     drift = _index_drift(store)
     if drift:
@@ -112,6 +124,11 @@ def verify(
         for what in drift:
             add(store.layout.index_file, what, repair)
     return report
+
+
+def erased_record(store: ArchiveStore, doc: dict[str, Any]) -> bool:
+    """A user record that predates its user's erasure: it came back, it must go."""
+    return is_erased(store, doc.get("id"), doc.get("identifier"), doc.get("createdAt"))
 
 
 def _temporary_files(store: ArchiveStore) -> list[Path]:

@@ -43,6 +43,7 @@ from .._io import locks as _locks
 from ..errors import ArchiveError, FileLayerError
 from ..format import journal, manifest, users
 from ..format.ids import is_valid_id
+from ..maintenance.retention import is_erased
 from ..progress import Progress
 from ..store.archive import ArchiveStore
 
@@ -328,6 +329,12 @@ class Endpoint:
     async def user_by_identifier(self, identifier: str) -> dict[str, Any] | None:
         raise NotImplementedError
 
+    async def is_erased_user(self, user_id: object, identifier: object, created: object) -> bool:
+        """Whether this side erased the user (``filelayer erase-user``) after ``created``
+        (a user record's or a thread's creation): what was erased is never copied into it
+        again. Only an archive erases."""
+        return False
+
     async def user_ids(self) -> set[str]:
         raise NotImplementedError
 
@@ -516,6 +523,9 @@ class ArchiveEndpoint(Endpoint):
     async def user_by_identifier(self, identifier: str) -> dict[str, Any] | None:
         return self.store.get_user(identifier) if self.store else None
 
+    async def is_erased_user(self, user_id: object, identifier: object, created: object) -> bool:
+        return self.store is not None and is_erased(self.store, user_id, identifier, created)
+
     async def user_ids(self) -> set[str]:
         return {u["id"] for u in await self.list_users(None)}
 
@@ -699,6 +709,14 @@ class Copier:
     async def copy_users(self) -> None:
         self.dest_user_ids = await self.dest.user_ids()
         for user in await self.source.list_users(self.options.user):
+            if await self.dest.is_erased_user(user["id"], user["identifier"], user["createdAt"]):
+                self.summary.skip(
+                    "users",
+                    user["id"],
+                    "erased in the destination (filelayer erase-user); not brought back",
+                    problem=False,
+                )
+                continue
             existing = await self.dest.user_by_identifier(user["identifier"])
             wanted = dict(user)
             if existing is not None and existing["id"] != user["id"]:
@@ -744,6 +762,17 @@ class Copier:
                     "threads",
                     thread_id,
                     "deleted in the destination; not brought back",
+                    problem=False,
+                )
+                return
+            thread = src.thread
+            if await self.dest.is_erased_user(
+                thread.get("userId"), thread.get("userIdentifier"), thread.get("createdAt")
+            ):
+                self.summary.skip(
+                    "threads",
+                    thread_id,
+                    "its author was erased in the destination; not brought back",
                     problem=False,
                 )
                 return

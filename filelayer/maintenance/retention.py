@@ -1,0 +1,336 @@
+"""Retention and erasure: removing old threads, and everything a user left.
+
+:func:`prune` deletes the threads whose last activity is older than a date, the way the
+app deletes one (a tombstone in ``deleted.jsonl``, the directory removed), so a write
+that arrives late for one of them is ignored rather than bringing it back.
+
+:func:`erase_user` is the right to erasure. It deletes every thread the user authored,
+then the user's record, and leaves a *user tombstone* in ``deleted.jsonl``::
+
+    {"deletedAt": "…", "erasedUser": "<user id>", "identifierSha256": "<64 hex>"}
+
+The tombstone holds no identifier: only the user's random id and a SHA-256 of the
+identifier, which is what lets ``filelayer copy`` refuse to bring the user's record back
+from a database copied before the erasure (its rows carry the same identifier) and lets
+``verify`` recognise a user file that a merge from an older clone brought back. (Anyone
+who guesses the identifier can confirm from the hash that it was erased; nobody can read
+it from the archive.) The thread tombstones are the ordinary ones, so the index, ``copy``
+and a union merge of ``deleted.jsonl`` all keep those threads deleted.
+
+Erasure is judged by what remains under the root, so the derived index is rebuilt at
+once (:meth:`ArchiveStore.reindex`): a new SQLite database is built aside from the
+thread directories and switched in, and the old database with its WAL and FTS pages is
+removed, rather than waiting for SQLite to reuse free pages that still hold the texts.
+
+Both work while the app runs: every deletion takes the thread's locks like the app's
+own ``delete_thread``, and the rebuild is the live one of ``filelayer reindex``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._io import fs as _fs
+from .._io import locks as _locks
+from ..format import codec as _codec
+from ..format.layout import THREADS_DIR, USERS_DIR
+from ..store.archive import ArchiveStore, now_iso
+
+ERASED_USER_KEY = "erasedUser"
+IDENTIFIER_HASH_KEY = "identifierSha256"
+_PASSES = 5
+"""How many times erasure looks again for threads of the user (a live app may create
+one while the first pass runs); a user who goes on chatting meanwhile is reported."""
+
+
+def identifier_hash(identifier: str) -> str:
+    """The SHA-256 of a user identifier, as the user tombstone keeps it."""
+    return hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A thread a retention command selected, with what deleting it removes."""
+
+    id: str
+    name: str
+    author: str
+    activity: str
+    steps: int
+    elements: int
+    bytes: int
+
+
+@dataclass
+class PruneReport:
+    """What :func:`prune` selected, and whether it deleted it."""
+
+    before: str
+    user: str | None
+    acted: bool
+    threads: list[Candidate] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return sum(c.steps for c in self.threads)
+
+    @property
+    def elements(self) -> int:
+        return sum(c.elements for c in self.threads)
+
+    @property
+    def bytes(self) -> int:
+        return sum(c.bytes for c in self.threads)
+
+
+@dataclass
+class ErasureReport:
+    """What :func:`erase_user` removed, and the paths git history still holds."""
+
+    identifier: str
+    user_id: str | None
+    threads: list[Candidate] = field(default_factory=list)
+    user_file: str | None = None
+    still_writing: list[str] = field(default_factory=list)
+    """Threads of the user found again after the last pass (a user still chatting)."""
+
+    def history_paths(self) -> list[str]:
+        """Every path, relative to the root, that git history may still hold."""
+        paths = sorted(f"{THREADS_DIR}/{c.id}/" for c in self.threads)
+        if self.user_file:
+            paths.append(self.user_file)
+        return paths
+
+
+def _size(directory: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(directory):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def _candidate(store: ArchiveStore, thread_id: str) -> Candidate | None:
+    summary = store.summarise(thread_id)
+    if summary is None:
+        return None
+    state = store.read_state(thread_id)
+    return Candidate(
+        id=thread_id,
+        name=summary.name or "",
+        author=summary.user_identifier or "",
+        activity=summary.activity,
+        steps=len(state.steps),
+        elements=len(state.live_elements()),
+        bytes=_size(store.layout.thread_dir(thread_id)),
+    )
+
+
+def _threads(store: ArchiveStore) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every live thread with its manifest, read from the directories (not the index,
+    which may lag behind a crash or a checkout)."""
+    for thread_id in store.thread_ids():
+        doc = store.read_manifest(thread_id)
+        if doc is not None:
+            yield thread_id, doc
+
+
+def select_old(store: ArchiveStore, before: str, user: str | None = None) -> list[Candidate]:
+    """Threads whose activity (the later of creation and the last message, the order of
+    the sidebar) is before ``before`` (an ISO date or time), optionally of one user
+    (identifier). A thread continued yesterday is not old, whenever it began."""
+    selected = []
+    for thread_id, doc in _threads(store):
+        if user is not None and doc.get("userIdentifier") != user:
+            continue
+        found = _candidate(store, thread_id)
+        if found is not None and found.activity and found.activity < before:
+            selected.append(found)
+    selected.sort(key=lambda c: (c.activity, c.id))
+    return selected
+
+
+Progress = Callable[[int, int], None]
+
+
+def prune(
+    store: ArchiveStore,
+    before: str,
+    user: str | None = None,
+    *,
+    act: bool = False,
+    progress: Progress | None = None,
+) -> PruneReport:
+    """Select the threads :func:`select_old` names and, with ``act``, delete them."""
+    report = PruneReport(before=before, user=user, acted=act)
+    report.threads = select_old(store, before, user)
+    if act:
+        for n, candidate in enumerate(report.threads, start=1):
+            store.delete_thread(candidate.id)
+            if progress is not None:
+                progress(n, len(report.threads))
+    return report
+
+
+def _authored(store: ArchiveStore, identifier: str, user_id: str | None) -> list[str]:
+    return [
+        thread_id
+        for thread_id, doc in _threads(store)
+        if doc.get("userIdentifier") == identifier
+        or (user_id is not None and doc.get("userId") == user_id)
+    ]
+
+
+def erase_user(
+    store: ArchiveStore, identifier: str, *, progress: Progress | None = None
+) -> ErasureReport:
+    """Delete every thread ``identifier`` authored and the user's record, leave the
+    tombstones, and rebuild the index so that no file under the root holds their data.
+
+    A user without a record (threads copied in without one, or a second run after an
+    interrupted erasure) is erased all the same: whatever is found is removed."""
+    user = store.get_user(identifier)
+    user_id = str(user["id"]) if user is not None else None
+    report = ErasureReport(identifier=identifier, user_id=user_id)
+    seen: set[str] = set()
+    for _ in range(_PASSES):
+        found = [t for t in _authored(store, identifier, user_id) if t not in seen]
+        if not found:
+            break
+        for n, thread_id in enumerate(found, start=1):
+            seen.add(thread_id)
+            candidate = _candidate(store, thread_id)
+            if store.delete_thread(thread_id) and candidate is not None:
+                report.threads.append(candidate)
+            if progress is not None:
+                progress(n, len(found))
+    else:
+        report.still_writing = _authored(store, identifier, user_id)
+    report.threads.sort(key=lambda c: (c.activity, c.id))
+    _write_user_tombstone(store, identifier, user_id)
+    path = store.layout.user_file(identifier)
+    with _locks.locked(store.layout.users_lock, store.lock_timeout):
+        if path.exists():
+            report.user_file = f"{USERS_DIR}/{path.name}"
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            else:
+                _fs.fsync_dir(path.parent)
+    # Nothing of the user may stay in the index's free pages, WAL or FTS tables.
+    store.reindex()
+    return report
+
+
+def _write_user_tombstone(store: ArchiveStore, identifier: str, user_id: str | None) -> None:
+    record: dict[str, Any] = {
+        "deletedAt": now_iso(),
+        ERASED_USER_KEY: user_id,
+        IDENTIFIER_HASH_KEY: identifier_hash(identifier),
+    }
+    with _locks.locked(store.layout.deleted_lock, store.lock_timeout):
+        _fs.append(store.layout.deleted_file, _codec.encode_line(record), durable=True)
+
+
+@dataclass(frozen=True)
+class ErasedUser:
+    """A user tombstone: the erased user's id, the hash of their identifier, and when."""
+
+    id: str | None
+    identifier_sha256: str
+    at: str
+
+
+def erased_users(store: ArchiveStore) -> list[ErasedUser]:
+    """Every user tombstone in ``deleted.jsonl`` (thread tombstones are the store's)."""
+    try:
+        data = store.layout.deleted_file.read_bytes()
+    except FileNotFoundError:
+        return []
+    found = []
+    lines, _ = _fs.split_lines(data)
+    for line in lines:
+        with contextlib.suppress(*_codec.DecodeError):
+            record = _codec.decode(line)
+            if isinstance(record, dict) and isinstance(record.get(IDENTIFIER_HASH_KEY), str):
+                user_id = record.get(ERASED_USER_KEY)
+                found.append(
+                    ErasedUser(
+                        id=user_id if isinstance(user_id, str) else None,
+                        identifier_sha256=record[IDENTIFIER_HASH_KEY],
+                        at=str(record.get("deletedAt") or ""),
+                    )
+                )
+    return found
+
+
+def is_erased(
+    store: ArchiveStore, user_id: object, identifier: object, created: object = None
+) -> bool:
+    """Whether a user record, or a thread of that user (its ``createdAt`` in
+    ``created``), predates an erasure of that user here: it is what was erased, coming
+    back from a copy or a merge. A user who logs in again after the erasure is new, and
+    so are the threads they begin: neither is refused."""
+    digest = identifier_hash(identifier) if isinstance(identifier, str) else None
+    when = str(created or "")
+    return any(
+        (e.id is not None and e.id == user_id) or e.identifier_sha256 == digest
+        for e in erased_users(store)
+        if not when or not e.at or when <= e.at
+    )
+
+
+def git_prefix(root: Path) -> str | None:
+    """The root's path inside its git work tree (``""`` at the top), ``None`` when the
+    root is not in a git repository or git is not installed."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--show-prefix"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def history_command(report: ErasureReport, prefix: str) -> str:
+    """The ``git filter-repo`` command that removes the erased paths from every commit
+    (run from the top of the repository; the paths are relative to it)."""
+    paths = report.history_paths()
+    if not paths:
+        return ""
+    args = " \\\n    ".join(f"--path {_shell_quote(prefix + p)}" for p in paths)
+    return f"git filter-repo --invert-paths \\\n    {args}"
+
+
+def _shell_quote(text: str) -> str:
+    if text and all(ch.isalnum() or ch in "/._-" for ch in text):
+        return text
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+__all__ = [
+    "Candidate",
+    "ErasedUser",
+    "ErasureReport",
+    "PruneReport",
+    "erase_user",
+    "erased_users",
+    "git_prefix",
+    "history_command",
+    "identifier_hash",
+    "is_erased",
+    "prune",
+    "select_old",
+]
