@@ -17,7 +17,8 @@ from typing import Any, TextIO
 
 from . import __version__
 from .errors import FileLayerError
-from .export.markdown import file_stem, render_json, render_markdown, when
+from .export.bundle import build
+from .export.markdown import file_stem, render_json, when
 from .format.ids import is_valid_id
 from .format.journal import MESSAGE_TYPES
 from .format.layout import ROOT_ENV, default_root
@@ -99,12 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("stats", "count threads, steps, users and bytes", cmd_stats)
 
-    p = command("export", "export threads to Markdown (or JSON)", cmd_export)
+    p = command("export", "export threads to Markdown, HTML (or JSON)", cmd_export)
     p.add_argument("threads", nargs="*", metavar="THREAD", help="thread ids")
     p.add_argument("--all", action="store_true", help="every thread")
     filters(p)
     p.add_argument("-o", "--output", metavar="DIR", help="write one file per thread here")
-    p.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    p.add_argument("--format", choices=["markdown", "html", "json"], default="markdown")
 
     command("reindex", "rebuild the thread index from the thread directories", cmd_reindex)
 
@@ -293,8 +294,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             ids += [t for t in store.thread_ids() if t not in listed]  # even unindexed ones
     else:
         raise UsageError("say what to export: THREAD ids, --user IDENTIFIER or --all")
-    if not args.output and len(ids) > 1 and args.format == "json":
-        raise UsageError("several threads as JSON need -o DIR")
+    if not args.output and len(ids) > 1 and args.format != "markdown":
+        raise UsageError(f"several threads as {args.format.upper()} need -o DIR")
     progress = Progress("exporting")
     written = 0
     try:
@@ -303,7 +304,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             if args.output:
                 _export_to(store, thread, Path(args.output), args.format)
             else:
-                text = render_json(thread) if args.format == "json" else render_markdown(thread)
+                if args.format == "json":
+                    text = render_json(thread)
+                else:  # one page with its images inside (no directory to put them in)
+                    text = build(store, thread, args.format, self_contained=True).text
                 _out().write(text if n == 1 else "\n" + text)
             written += 1
             progress(n, len(ids))
@@ -316,22 +320,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_to(store: ArchiveStore, thread: dict[str, Any], directory: Path, fmt: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    stem = file_stem(thread)
     if fmt == "json":
-        _write_if_changed(directory / f"{stem}.json", render_json(thread).encode("utf-8"))
+        _write_if_changed(directory / f"{file_stem(thread)}.json", render_json(thread).encode())
         return
-    links = {}
-    for element in thread["elements"]:
-        found = store.element_file(thread["id"], element["id"])
-        if found is None:
-            continue
-        _, source = found
-        relative = f"{stem}.files/{source.name}"
+    for relative, data in build(store, thread, fmt).items():
         target = directory / relative
-        target.parent.mkdir(exist_ok=True)
-        _write_if_changed(target, source.read_bytes())
-        links[element["id"]] = relative
-    _write_if_changed(directory / f"{stem}.md", render_markdown(thread, links).encode("utf-8"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(target, data)
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:

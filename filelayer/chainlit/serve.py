@@ -1,5 +1,8 @@
 """The HTTP route that serves stored element files back to Chainlit's UI.
 
+(The export route beside it, ``{root_path}/filelayer/export/{thread}``, is in
+:mod:`filelayer.chainlit.export_route` and registered here with the others.)
+
 On resume the frontend loads every element from its ``url``: the live session's file is
 gone by then. This module adds ``GET {root_path}/filelayer/elements/{thread}/{element}``
 to Chainlit's own FastAPI app, ahead of Chainlit's catch-all route (which would
@@ -289,7 +292,13 @@ def _add_routes() -> None:
     # The prefix Chainlit's own router was built with (its --root-path; empty when
     # mounted, where the mount adds the prefix).
     prefix = str(getattr(getattr(server, "router", None), "prefix", "") or "").rstrip("/")
-    wanted = {ROUTE_NAME: prefix + ROUTE_SUFFIX, REFUSE_NAME: prefix + REFUSE_SUFFIX}
+    from . import export_route  # it builds on this module
+
+    wanted = {
+        ROUTE_NAME: prefix + ROUTE_SUFFIX,
+        REFUSE_NAME: prefix + REFUSE_SUFFIX,
+        export_route.ROUTE_NAME: prefix + export_route.ROUTE_SUFFIX,
+    }
     routes = app.router.routes
     present = [r for r in routes if getattr(r, "name", None) in wanted]
     if len(present) == len(wanted) and all(r.path == wanted[r.name] for r in present):
@@ -310,8 +319,15 @@ def _add_routes() -> None:
         name=REFUSE_NAME,
         include_in_schema=False,
     )
-    ours = routes[-2:]
-    del routes[-2:]
+    app.add_api_route(
+        wanted[export_route.ROUTE_NAME],
+        export_route.serve_export,
+        methods=["GET"],
+        name=export_route.ROUTE_NAME,
+        include_in_schema=False,
+    )
+    ours = routes[-3:]
+    del routes[-3:]
     first_shadow = next((i for i, r in enumerate(routes) if _has_catch_all(r)), len(routes))
     routes[first_shadow:first_shadow] = ours
 

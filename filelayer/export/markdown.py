@@ -67,13 +67,20 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
 
 
-def render_markdown(thread: dict[str, Any], element_links: dict[str, str] | None = None) -> str:
+def render_markdown(
+    thread: dict[str, Any],
+    element_links: dict[str, str] | None = None,
+    element_blocks: dict[str, str] | None = None,
+) -> str:
     """The conversation as Markdown.
 
     ``element_links`` maps element ids to the relative path of their exported copy;
-    elements without one link to their external ``url``, if any.
+    elements without one link to their external ``url``, if any. ``element_blocks``
+    maps element ids to the Markdown shown instead of a link (a text shown inline, a
+    dataframe as a table: see :mod:`filelayer.export.bundle`).
     """
     links = element_links or {}
+    blocks = element_blocks or {}
     steps: list[dict[str, Any]] = thread.get("steps") or []
     present = {s["id"] for s in steps}
     children: dict[str | None, list[dict[str, Any]]] = {}
@@ -96,7 +103,7 @@ def render_markdown(thread: dict[str, Any], element_links: dict[str, str] | None
             text = str(step.get("output") or "").strip()
             if text:
                 out.append(text + "\n")
-            out.extend(_elements(elements_by_step.get(step["id"], []), links))
+            out.extend(_elements(elements_by_step.get(step["id"], []), links, blocks))
             out.extend(_feedback(step))
             for child in children.get(step["id"], []):
                 render(child, depth)
@@ -105,7 +112,7 @@ def render_markdown(thread: dict[str, Any], element_links: dict[str, str] | None
             # at the top level; the rating Chainlit puts on them is shown after them.
             for child in children.get(step["id"], []):
                 render(child, depth)
-            out.extend(_elements(elements_by_step.get(step["id"], []), links))
+            out.extend(_elements(elements_by_step.get(step["id"], []), links, blocks))
             out.extend(_feedback(step))
         else:
             label = f"{step.get('name') or kind} ({kind})"
@@ -116,7 +123,7 @@ def render_markdown(thread: dict[str, Any], element_links: dict[str, str] | None
                 out.append("**Input**\n\n" + _fence(str(step["input"]), _language(step)) + "\n")
             if step.get("output"):
                 out.append("**Output**\n\n" + _fence(str(step["output"])) + "\n")
-            out.extend(_elements(elements_by_step.get(step["id"], []), links))
+            out.extend(_elements(elements_by_step.get(step["id"], []), links, blocks))
             out.extend(_feedback(step))
             for child in children.get(step["id"], []):
                 render(child, depth + 1)
@@ -127,7 +134,7 @@ def render_markdown(thread: dict[str, Any], element_links: dict[str, str] | None
     loose = elements_by_step.get(None, [])
     if loose:
         out.append("## Attachments\n")
-        out.extend(_elements(loose, links))
+        out.extend(_elements(loose, links, blocks))
     return "\n".join(part.rstrip("\n") + "\n" for part in out).rstrip("\n") + "\n"
 
 
@@ -141,9 +148,14 @@ def _html_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _elements(elements: Iterable[dict[str, Any]], links: dict[str, str]) -> list[str]:
+def _elements(
+    elements: Iterable[dict[str, Any]], links: dict[str, str], blocks: dict[str, str]
+) -> list[str]:
     lines = []
     for element in elements:
+        if element["id"] in blocks:
+            lines.append(blocks[element["id"]] + "\n")
+            continue
         name = str(element.get("name") or element.get("type") or "file")
         target = links.get(element["id"]) or element.get("url")
         if not target:

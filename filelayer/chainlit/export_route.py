@@ -1,0 +1,100 @@
+"""The app's "export this conversation" route, beside the element route.
+
+``GET {root_path}/filelayer/export/{thread_id}?format=markdown`` answers the Markdown
+export with its files as one zip (``<stem>.md``, ``<stem>.files/``, ``plotly.min.js``),
+the same files ``filelayer export -o DIR`` writes; ``?format=html`` answers the HTML
+page alone, its images inside it as ``data:`` URLs and its other files linked to the
+element route.
+
+Who may export is who may read the thread's elements: the same rules, in the same
+order, as :mod:`filelayer.serve` (the author; any logged-in user when the thread is
+shared; anyone in an app without login for a thread without an author), and the same
+answers to everyone else (401 not logged in, 404 logged in, whether the thread exists
+or not).
+
+The HTML page comes from the app's origin but holds other people's words: it is sent
+with a policy that runs no script at all and loads nothing but its own inline styles
+and images (``default-src 'none'``), in a sandbox, so a message crafted to look like
+markup can do nothing even if the renderer's escaping had a hole.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from urllib.parse import quote
+
+from fastapi import Request
+from starlette.responses import HTMLResponse, Response
+
+from ..export.bundle import FORMATS, Bundle, build
+from ..format.ids import is_valid_id
+from . import serve
+
+ROUTE_NAME = "filelayer_export"
+ROUTE_PREFIX = "/filelayer/export"
+ROUTE_SUFFIX = ROUTE_PREFIX + "/{thread_id}"
+_PAGE_POLICY = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    "sandbox allow-popups allow-popups-to-escape-sandbox allow-downloads"
+)
+_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
+"""Every member of the zip has this time: the same thread gives the same bytes."""
+
+
+def export_url(thread_id: str, fmt: str = "markdown") -> str:
+    """The URL that exports ``thread_id`` (``markdown``: a zip; ``html``: a page)."""
+    return f"{serve.url_prefix()}{ROUTE_PREFIX}/{quote(thread_id, safe='')}?format={fmt}"
+
+
+def zip_bundle(bundle: Bundle) -> bytes:
+    """The export's files in one zip, as ``filelayer export -o DIR`` lays them out."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in bundle.items():
+            info = zipfile.ZipInfo(name, _ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+    return out.getvalue()
+
+
+async def serve_export(request: Request, thread_id: str, format: str = "markdown") -> Response:
+    login_required = serve._login_required()
+    user = await serve._current_user(request) if login_required else None
+
+    def refuse() -> Response:
+        return serve._refusal(401 if login_required and user is None else 404)
+
+    layer = serve._current[0] if serve._current else None
+    if layer is None or not is_valid_id(thread_id):
+        return refuse()
+    manifest = await layer.calls.read(layer.store.read_manifest, thread_id)
+    if manifest is None or not await serve._may_read(layer, manifest, user, login_required):
+        return refuse()
+    if format not in FORMATS:
+        return Response(
+            f"format must be one of: {', '.join(FORMATS)}\n",
+            status_code=400,
+            media_type="text/plain",
+            headers={"Cache-Control": "no-store"},
+        )
+    thread = await layer.calls.read(layer.store.get_thread, thread_id)
+    if thread is None:
+        return serve._refusal(404)
+    bundle = await layer.calls.read_off_loop(
+        build,
+        layer.store,
+        thread,
+        format,
+        self_contained=format == "html",
+        element_url=serve.element_url,
+    )
+    headers = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+    if format == "html":
+        headers["Content-Security-Policy"] = _PAGE_POLICY
+        headers["Content-Disposition"] = serve._content_disposition("inline", bundle.name)
+        return HTMLResponse(bundle.text, headers=headers)
+    data = await layer.calls.read_off_loop(zip_bundle, bundle)
+    headers["Content-Disposition"] = serve._content_disposition("attachment", f"{bundle.stem}.zip")
+    return Response(data, media_type="application/zip", headers=headers)

@@ -1,0 +1,205 @@
+"""One thread's export as a page plus the files beside it, for the CLI and the app.
+
+:func:`build` reads a thread through the storage core and returns a :class:`Bundle`: the
+page (Markdown or HTML) and every file it refers to, by path relative to the export
+directory. ``filelayer export -o DIR`` writes the bundle into ``DIR``; the app's export
+route zips it (Markdown) or sends the page alone (HTML, with its images inside).
+
+Beside ``<stem>.md`` (or ``.html``) go ``<stem>.files/``: a copy of every element file
+(always, whatever the page shows of it), ``_tables/<element id>.csv`` with the whole
+data of each dataframe, ``_charts/<element id>.html`` drawing each Plotly chart, and,
+once for the whole directory, ``plotly.min.js``.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..store.archive import ArchiveStore
+from . import elements as ee
+from .markdown import file_stem, render_markdown
+
+FORMATS = ("markdown", "html")
+TABLES_DIR = "_tables"
+CHARTS_DIR = "_charts"
+"""Where a dataframe's CSV and a chart's page go inside ``<stem>.files/``: names that no
+element file can have (element files begin with a letter or a digit)."""
+_AUTO = object()
+
+
+@dataclass
+class ElementView:
+    """What the page shows of one element."""
+
+    id: str
+    name: str
+    type: str
+    href: str | None = None
+    """Where its file (or its external ``url``) is; ``None``: not stored."""
+    text: str | None = None
+    cut: bool = False
+    code_language: str | None = None
+    table: ee.Table | None = None
+    csv_href: str | None = None
+    chart_href: str | None = None
+    """The page that draws a chart; ``None`` when plotly was not installed."""
+
+
+@dataclass
+class Bundle:
+    """An exported thread: the page and the files beside it."""
+
+    stem: str
+    name: str
+    text: str
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def items(self) -> list[tuple[str, bytes]]:
+        """Every file of the export, the page first."""
+        return [(self.name, self.text.encode("utf-8")), *sorted(self.files.items())]
+
+
+def element_views(
+    store: ArchiveStore,
+    thread: dict[str, Any],
+    stem: str,
+    files: dict[str, bytes],
+    *,
+    plotly: bytes | None,
+    link: Callable[[dict[str, Any], str], str] | None = None,
+) -> dict[str, ElementView]:
+    """Read every element of ``thread``, put what goes beside the page into ``files``
+    and say what the page shows. ``link(element, relative)`` overrides the target of a
+    stored file (the app's HTML page links to the element route instead)."""
+    views: dict[str, ElementView] = {}
+    folder = f"{stem}.files"
+    for element in thread.get("elements") or []:
+        view = ElementView(
+            id=str(element["id"]),
+            name=str(element.get("name") or element.get("type") or "file"),
+            type=str(element.get("type") or "file"),
+            href=element.get("url") if isinstance(element.get("url"), str) else None,
+        )
+        views[view.id] = view
+        found = store.element_file(thread["id"], element["id"])
+        if found is None:
+            continue
+        _, source = found
+        try:
+            data = source.read_bytes()
+        except OSError:
+            continue
+        relative = f"{folder}/{source.name}"
+        files[relative] = data
+        view.href = link(element, relative) if link else relative
+        if view.type == "text":
+            view.text, view.cut = ee.read_text(data)
+            if ee.is_code(element):
+                view.code_language = str(element.get("language"))
+        elif view.type == "dataframe":
+            view.table = ee.read_table(data)
+            whole = ee.table_csv(data)
+            if whole is not None:
+                view.csv_href = f"{folder}/{TABLES_DIR}/{view.id}.csv"
+                files[view.csv_href] = whole
+        elif view.type == "plotly" and plotly is not None and ee.is_figure(data):
+            files[ee.PLOTLY_SCRIPT] = plotly
+            page = ee.chart_page(data, view.name, f"../../{ee.PLOTLY_SCRIPT}")
+            view.chart_href = f"{folder}/{CHARTS_DIR}/{view.id}.html"
+            files[view.chart_href] = page.encode("utf-8")
+    return views
+
+
+def markdown_block(view: ElementView) -> str | None:
+    """The Markdown an element shows as, or ``None`` for the plain link."""
+    target = _md_target(view.href or "")
+    if view.text is not None:
+        body = ee_fence(view.text, view.code_language or "") if view.code_language else view.text
+        note = f"\n\n_(cut here: the whole text is in [{_md_text(view.name)}]({target}))_"
+        return f"📄 **{_md_text(view.name)}**\n\n{body.strip()}" + (note if view.cut else "")
+    if view.table is not None:
+        where = f"[{_md_text(view.name)}.csv]({_md_target(view.csv_href or '')})"
+        return (
+            f"📊 **{_md_text(view.name)}** ({ee.table_note(view.table)}; all of it in {where})"
+            f"\n\n{ee.markdown_table(view.table)}"
+        )
+    if view.type == "plotly" and view.href:
+        if view.chart_href:
+            return f"📈 [{_md_text(view.name)} (chart)]({_md_target(view.chart_href)})"
+        return f"📈 [{_md_text(view.name)} (Plotly figure, JSON)]({target})"
+    return None
+
+
+def ee_fence(text: str, language: str) -> str:
+    ticks = "```"
+    while ticks in text:
+        ticks += "`"
+    return f"{ticks}{language}\n{text.rstrip()}\n{ticks}"
+
+
+def _md_text(text: str) -> str:
+    return text.replace("[", "(").replace("]", ")")
+
+
+def _md_target(target: str) -> str:
+    return target.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+
+
+def build(
+    store: ArchiveStore,
+    thread: dict[str, Any],
+    fmt: str = "markdown",
+    *,
+    plotly: Any = _AUTO,
+    self_contained: bool = False,
+    element_url: Callable[[str, str], str] | None = None,
+) -> Bundle:
+    """The export of ``thread`` (as :meth:`ArchiveStore.get_thread` returns it).
+
+    ``plotly``: the plotly.js to share (default: the installed package's, if any).
+    ``self_contained`` (HTML only): images are put inside the page as ``data:`` URLs
+    and other files are linked with ``element_url(thread id, element id)``, for a page
+    served alone by the app."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
+    script = ee.plotly_script() if plotly is _AUTO else plotly
+    stem = file_stem(thread)
+    files: dict[str, bytes] = {}
+    link = None
+    if self_contained:
+        link = _self_contained_link(files, thread, element_url)
+        script = None  # the served page runs no script
+    views = element_views(store, thread, stem, files, plotly=script, link=link)
+    if fmt == "markdown":
+        links = {k: v.href for k, v in views.items() if v.href}
+        blocks = {k: b for k, v in views.items() if (b := markdown_block(v)) is not None}
+        text = render_markdown(thread, links, blocks)
+        return Bundle(stem, f"{stem}.md", text, files)
+    from .html import render_html
+
+    text = render_html(thread, views)
+    if self_contained:
+        files.clear()
+    return Bundle(stem, f"{stem}.html", text, files)
+
+
+def _self_contained_link(
+    files: dict[str, bytes],
+    thread: dict[str, Any],
+    element_url: Callable[[str, str], str] | None,
+) -> Callable[[dict[str, Any], str], str]:
+    def link(element: dict[str, Any], relative: str) -> str:
+        if element.get("type") == "image":
+            mime = str(element.get("mime") or mimetypes.guess_type(relative)[0] or "")
+            if mime.startswith("image/") and mime != "image/svg+xml":
+                encoded = base64.b64encode(files[relative]).decode("ascii")
+                return f"data:{mime};base64,{encoded}"
+        if element_url is not None:
+            return element_url(str(thread["id"]), str(element["id"]))
+        return relative
+
+    return link

@@ -1,0 +1,308 @@
+"""A thread as one HTML page that looks like the chat, for people who do not read Markdown.
+
+One self-standing page per thread: the styles are in the page, images sit beside it (or
+inside it, as ``data:`` URLs, when the app serves the page alone), and the page runs no
+script, so opening an export never runs anything a message contained. Messages are
+bubbles (the user's on the right), tool steps fold under the answer they belong to as
+in Chainlit's UI, text elements and dataframes show inline, charts link to the page
+that draws them.
+
+Message texts are Markdown; the standard library has no Markdown renderer, so
+:func:`markdown_html` renders the common subset chat answers use (paragraphs, headings,
+lists, fenced and inline code, bold, italic, links, quotes) and shows everything else as
+the text it is. Every character of the data is escaped: the only markup in the page is
+the renderer's own.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import TYPE_CHECKING, Any
+
+from ..format.journal import MESSAGE_TYPES
+from . import elements as ee
+from .markdown import when
+
+if TYPE_CHECKING:
+    from .bundle import ElementView
+
+STYLE = """
+:root{color-scheme:light;--bg:#f5f6f8;--user:#dbe8ff;--bot:#fff;--muted:#6b7280;--line:#e5e7eb}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:#111827;
+font:15px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
+header{background:#fff;border-bottom:1px solid var(--line);padding:16px 24px}
+header h1{margin:0;font-size:20px}
+header p{margin:4px 0 0;color:var(--muted);font-size:13px}
+main{max-width:860px;margin:0 auto;padding:24px 16px 48px}
+.msg{display:flex;flex-direction:column;margin:0 0 18px}
+.msg.user{align-items:flex-end}
+.who{font-size:12px;color:var(--muted);margin:0 6px 4px}
+.bubble{max-width:85%;padding:10px 14px;border-radius:14px;background:var(--bot);
+border:1px solid var(--line);overflow-wrap:anywhere}
+.msg.user .bubble{background:var(--user);border-color:#c7d7f5;border-bottom-right-radius:4px}
+.msg.assistant .bubble{border-bottom-left-radius:4px}
+.bubble>:first-child{margin-top:0}.bubble>:last-child{margin-bottom:0}
+pre{background:#0f172a;color:#e2e8f0;padding:10px 12px;border-radius:8px;overflow:auto;
+font-size:13px}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.92em}
+:not(pre)>code{background:#eef0f3;padding:1px 4px;border-radius:4px}
+blockquote{margin:8px 0;padding:0 12px;border-left:3px solid var(--line);color:#374151}
+details.step{margin:6px 0;border:1px solid var(--line);border-radius:8px;background:#fafafa;
+padding:6px 10px;font-size:14px}
+details.step summary{cursor:pointer;color:#374151}
+details.step .label{font-size:12px;color:var(--muted);margin:8px 0 2px}
+.element{margin:10px 0}
+.element img{max-width:100%;border-radius:8px;border:1px solid var(--line);display:block}
+.element .title{font-size:13px;color:var(--muted);margin-bottom:4px}
+.element .text{background:#f9fafb;border:1px solid var(--line);border-radius:8px;
+padding:8px 12px}
+table{border-collapse:collapse;font-size:13px;margin:4px 0;display:block;overflow:auto}
+th,td{border:1px solid var(--line);padding:4px 8px;text-align:left}
+th{background:#f3f4f6}
+a{color:#1d4ed8}
+.feedback{font-size:13px;color:#374151;margin:6px 0 0}
+.attachments{margin-top:24px}
+"""
+
+_INLINE_RE = re.compile(
+    r"(?P<code>`+)(?P<codetext>.+?)(?P=code)"
+    r"|\[(?P<label>[^\]]+)\]\((?P<url>[^)\s]+)\)"
+    r"|\*\*(?P<bold>.+?)\*\*"
+    r"|__(?P<bold2>.+?)__"
+    r"|(?<![\w*])\*(?P<em>[^*\s][^*]*?)\*(?![\w*])"
+    r"|(?<!\w)_(?P<em2>[^_\s][^_]*?)_(?!\w)"
+)
+_SAFE_URL_RE = re.compile(r"(?:https?:|mailto:|#|\.{0,2}/|[\w.-]+(?:/|$))", re.IGNORECASE)
+_HEADING_RE = re.compile(r"(#{1,6})\s+(.*)")
+_LIST_RE = re.compile(r"\s*(?:[-*+]|(\d+)[.)])\s+(.*)")
+_FENCE_RE = re.compile(r"\s*(`{3,}|~{3,})\s*([\w+.-]*)")
+
+
+def _inline(text: str) -> str:
+    """Escape ``text`` and render its inline Markdown."""
+    out = []
+    at = 0
+    for m in _INLINE_RE.finditer(text):
+        out.append(html.escape(text[at : m.start()]))
+        at = m.end()
+        if m.group("code"):
+            out.append(f"<code>{html.escape(m.group('codetext').strip())}</code>")
+        elif m.group("label") is not None:
+            url = m.group("url")
+            label = _inline(m.group("label"))
+            if _SAFE_URL_RE.match(url) and not url.lower().startswith("javascript:"):
+                out.append(f'<a href="{html.escape(url)}">{label}</a>')
+            else:
+                out.append(label)
+        elif m.group("bold") is not None or m.group("bold2") is not None:
+            out.append(f"<strong>{_inline(m.group('bold') or m.group('bold2'))}</strong>")
+        else:
+            out.append(f"<em>{_inline(m.group('em') or m.group('em2'))}</em>")
+    out.append(html.escape(text[at:]))
+    return "".join(out)
+
+
+def markdown_html(text: str) -> str:
+    """The common Markdown of chat messages as HTML (see the module docstring)."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    out: list[str] = []
+    para: list[str] = []
+    items: list[str] = []
+    ordered = False
+
+    def flush() -> None:
+        nonlocal items
+        if para:
+            out.append("<p>" + "<br>\n".join(_inline(p) for p in para) + "</p>")
+            para.clear()
+        if items:
+            tag = "ol" if ordered else "ul"
+            out.append(f"<{tag}>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + f"</{tag}>")
+            items = []
+
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        fence = _FENCE_RE.fullmatch(line)
+        if fence:
+            flush()
+            marker, language = fence.group(1), fence.group(2)
+            body = []
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith(marker):
+                body.append(lines[i])
+                i += 1
+            cls = f' class="language-{html.escape(language)}"' if language else ""
+            out.append(f"<pre><code{cls}>{html.escape(chr(10).join(body))}</code></pre>")
+            i += 1
+            continue
+        heading = _HEADING_RE.fullmatch(line.strip())
+        listed = _LIST_RE.fullmatch(line)
+        if not line.strip():
+            flush()
+        elif heading:
+            flush()
+            level = min(len(heading.group(1)) + 2, 6)  # below the page's own headings
+            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
+        elif line.lstrip().startswith(">"):
+            flush()
+            quoted = []
+            while i < len(lines) and lines[i].lstrip().startswith(">"):
+                quoted.append(lines[i].lstrip()[1:].removeprefix(" "))
+                i += 1
+            out.append(f"<blockquote>{markdown_html(chr(10).join(quoted))}</blockquote>")
+            continue
+        elif listed:
+            if para:
+                flush()
+            if not items:
+                ordered = listed.group(1) is not None
+            items.append(listed.group(2))
+        elif items and line.startswith((" ", "\t")):
+            items[-1] += " " + line.strip()
+        else:
+            if items:
+                flush()
+            para.append(line.strip())
+        i += 1
+    flush()
+    return "\n".join(out)
+
+
+def _element_html(view: ElementView) -> str:
+    name = html.escape(view.name)
+    href = html.escape(view.href or "")
+    if not view.href:
+        return f'<div class="element"><em>{name} ({html.escape(view.type)}, not stored)</em></div>'
+    if view.type == "image":
+        return f'<div class="element"><img src="{href}" alt="{name}"></div>'
+    if view.text is not None:
+        if view.code_language:
+            lang = html.escape(view.code_language)
+            body = f'<pre><code class="language-{lang}">{html.escape(view.text)}</code></pre>'
+        else:
+            body = f'<div class="text">{markdown_html(view.text)}</div>'
+        cut = f' <a href="{href}">(cut here: the whole text)</a>' if view.cut else ""
+        return f'<div class="element"><div class="title">📄 {name}{cut}</div>{body}</div>'
+    if view.table is not None:
+        csv = html.escape(view.csv_href or view.href)
+        note = html.escape(ee.table_note(view.table))
+        return (
+            f'<div class="element"><div class="title">📊 {name} ({note}; '
+            f'all of it in <a href="{csv}">{name}.csv</a>)</div>'
+            f"{ee.html_table(view.table)}</div>"
+        )
+    if view.type == "plotly":
+        if view.chart_href:
+            chart = html.escape(view.chart_href)
+            return f'<div class="element">📈 <a href="{chart}">{name} (chart)</a></div>'
+        return f'<div class="element">📈 <a href="{href}">{name} (Plotly figure, JSON)</a></div>'
+    return f'<div class="element">📎 <a href="{href}">{name}</a></div>'
+
+
+def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
+    """The conversation as one HTML page (``views``: what each element shows as)."""
+    steps: list[dict[str, Any]] = thread.get("steps") or []
+    present = {s["id"] for s in steps}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for step in steps:
+        parent = step.get("parentId")
+        children.setdefault(parent if parent in present else None, []).append(step)
+    owned: dict[str | None, list[ElementView]] = {}
+    for element in thread.get("elements") or []:
+        owner = element.get("forId") if element.get("forId") in present else None
+        view = views.get(str(element["id"]))
+        if view is not None:
+            owned.setdefault(owner, []).append(view)
+    author = str(thread.get("userIdentifier") or "User")
+    title = str(thread.get("name") or "Untitled conversation")
+    body: list[str] = []
+
+    def extras(step: dict[str, Any]) -> str:
+        parts = [_element_html(v) for v in owned.get(step["id"], [])]
+        fb = step.get("feedback")
+        if fb:
+            mark = {1: "👍", 0: "👎"}.get(fb.get("value"), "")
+            comment = html.escape(str(fb.get("comment") or "").strip())
+            parts.append(f'<p class="feedback">{mark} {comment}</p>'.replace(" </p>", "</p>"))
+        return "".join(parts)
+
+    def inner(step: dict[str, Any]) -> str:
+        """Tool steps below a message, folded the way Chainlit folds them."""
+        return "".join(render(child, nested=True) for child in children.get(step["id"], []))
+
+    def render(step: dict[str, Any], nested: bool = False) -> str:
+        kind = step.get("type")
+        if kind in MESSAGE_TYPES:
+            user = kind == "user_message"
+            who = author if user else str(step.get("name") or "Assistant")
+            stamp = when(step.get("createdAt") or step.get("start"))
+            text = markdown_html(str(step.get("output") or "").strip())
+            css = "user" if user else "assistant"
+            tools = "".join(
+                render(c, nested=True)
+                for c in children.get(step["id"], [])
+                if c.get("type") not in MESSAGE_TYPES
+            )
+            after = "".join(
+                render(c) for c in children.get(step["id"], []) if c.get("type") in MESSAGE_TYPES
+            )
+            return (
+                f'<section class="msg {css}"><div class="who">{html.escape(who)} · {stamp}</div>'
+                f'<div class="bubble">{tools}{text}{extras(step)}</div></section>{after}'
+            )
+        if kind == "run":
+            # Invisible in Chainlit's UI: its tool steps go into the answer it made.
+            kids = children.get(step["id"], [])
+            tool_steps = [c for c in kids if c.get("type") not in (*MESSAGE_TYPES, "run")]
+            messages = [c for c in kids if c not in tool_steps]
+            folded = "".join(render(c, nested=True) for c in tool_steps)
+            out = []
+            opening = '<div class="bubble">'
+            for n, child in enumerate(messages):
+                piece = render(child)
+                if folded and n == len(messages) - 1 and opening in piece:
+                    piece = piece.replace(opening, opening + folded, 1)
+                    folded = ""
+                out.append(piece)
+            for rest in (folded, extras(step)):
+                if rest:
+                    out.append(f'<section class="msg assistant">{opening}{rest}</div></section>')
+            return "".join(out)
+        label = f"{step.get('name') or kind} ({kind})" + (" ⚠️ error" if step.get("isError") else "")
+        parts = [f'<details class="step"><summary>{html.escape(label)}</summary>']
+        if step.get("input"):
+            parts.append('<div class="label">Input</div>')
+            parts.append(f"<pre><code>{html.escape(str(step['input']))}</code></pre>")
+        if step.get("output"):
+            parts.append('<div class="label">Output</div>')
+            parts.append(f"<pre><code>{html.escape(str(step['output']))}</code></pre>")
+        parts.append(extras(step))
+        parts.append(inner(step))
+        parts.append("</details>")
+        piece = "".join(parts)
+        if nested:
+            return piece
+        return f'<section class="msg assistant"><div class="bubble">{piece}</div></section>'
+
+    for top in children.get(None, []):
+        body.append(render(top))
+    loose = owned.get(None, [])
+    if loose:
+        body.append('<section class="attachments"><h2>Attachments</h2>')
+        body.extend(_element_html(v) for v in loose)
+        body.append("</section>")
+    created = when(thread.get("createdAt"))
+    tags = ", ".join(str(t) for t in thread.get("tags") or [])
+    meta = f"{html.escape(author)} · {created}" + (f" · {html.escape(tags)}" if tags else "")
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<meta name="filelayer-thread" content="{html.escape(str(thread["id"]))}">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n"
+        f"<body>\n<header><h1>{html.escape(title)}</h1><p>{meta}</p></header>\n"
+        f"<main>\n" + "\n".join(body) + "\n</main>\n</body>\n</html>\n"
+    )
