@@ -12,7 +12,9 @@ the directory you start from).
 
 The assistant is scripted: each message gets a tool step, a streamed Markdown answer and
 an image. Ask for "everything" to get every kind of element (image, PDF, file, text,
-Plotly chart, dataframe and a custom element); attach files from the composer. Chainlit
+Plotly chart, dataframe and a custom element); attach files from the composer. Every
+answer has an "Export this conversation" button: it answers with links to filelayer's
+export route (the Markdown export as a zip, or a web page). Chainlit
 signs logins with ``CHAINLIT_AUTH_SECRET``: set it (``chainlit create-secret``) to keep
 users logged in across restarts; without it this demo makes a random one per run.
 """
@@ -32,6 +34,7 @@ import chainlit as cl
 from chainlit.types import ThreadDict
 
 from filelayer import FileDataLayer
+from filelayer.chainlit.export_route import export_url
 
 HERE = Path(__file__).resolve().parent
 # The demo's users (user name: password). Do not copy this into a real app.
@@ -133,10 +136,38 @@ async def on_message(message: cl.Message) -> None:
         lines.append(f"- you attached: **{upload.name}** ({_size(upload)})")
     if "everything" not in message.content.lower():
         lines += ["", 'Ask for "everything" to see every kind of element.']
-    answer = cl.Message(content="", elements=elements_for(message.content, turns))
+    answer = cl.Message(
+        content="", elements=elements_for(message.content, turns), actions=[export_action()]
+    )
     for word in "\n".join(lines).split(" "):
         await answer.stream_token(word + " ")
     await answer.send()
+
+
+def export_action() -> cl.Action:
+    """The "export this conversation" button under each answer."""
+    return cl.Action(
+        name="export_thread",
+        payload={},
+        label="Export this conversation",
+        tooltip="Download the conversation as Markdown (zip) or as a web page",
+        icon="download",
+    )
+
+
+@cl.action_callback("export_thread")
+async def export_thread(action: cl.Action) -> None:
+    """Answer with the two links of filelayer's export route (the same rules as the
+    thread itself: its author, or anyone logged in when it is shared)."""
+    thread_id = cl.context.session.thread_id
+    await cl.Message(
+        content=(
+            "Export of this conversation: "
+            f"[Markdown with its files (zip)]({export_url(thread_id, 'markdown')}) · "
+            f"[web page]({export_url(thread_id, 'html')})"
+        ),
+        author="filelayer",
+    ).send()
 
 
 def _size(element: cl.Element) -> str:

@@ -54,6 +54,18 @@ def test_markdown_shows_texts_tables_and_charts(store: ArchiveStore) -> None:
     assert f"📎 [recipe.pdf]({folder}/doc.pdf)" in md
 
 
+def test_a_file_stored_without_an_extension_is_copied_with_one(root: Path) -> None:
+    store = ArchiveStore(root)
+    store.write_step({"id": "m", "threadId": "t", "type": "assistant_message", "output": "x"})
+    frame = b'{"columns": ["a"], "index": [0], "data": [[1]]}'
+    store.put_element("t", {"id": "df", "type": "dataframe", "name": "words", "forId": "m"}, frame)
+    assert store.element_file("t", "df")[1].name == "df"  # type: ignore[index]
+    found = store.get_thread("t")
+    assert found is not None
+    bundle = build(store, found, "markdown", plotly=None)
+    assert bundle.files[f"{bundle.stem}.files/df.json"] == frame
+
+
 def test_without_plotly_a_chart_links_to_its_json(store: ArchiveStore) -> None:
     bundle = build(store, thread(store), "markdown", plotly=None)
     assert f"📈 [bars (Plotly figure, JSON)]({bundle.stem}.files/chart.json)" in bundle.text
@@ -100,3 +112,12 @@ def test_cli_exports_html_beside_markdown(
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert main(["export", "--all", "--format", "html", "-o", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_an_answer_under_the_users_message_is_its_own_bubble(store: ArchiveStore) -> None:
+    """Chainlit 2 hangs the ``on_message`` run under the user's message: the answer
+    still follows the question, in a bubble of its own."""
+    store.write_step({"id": "r1", "threadId": THREAD, "parentId": "u1"})
+    page = build(store, thread(store), "html", plotly=None).text
+    user = page.index('<section class="msg user">')
+    assert page.index("</section>", user) < page.index('<section class="msg assistant">')

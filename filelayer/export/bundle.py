@@ -93,7 +93,7 @@ def element_views(
             data = source.read_bytes()
         except OSError:
             continue
-        relative = f"{folder}/{source.name}"
+        relative = f"{folder}/{_copy_name(element, source.name)}"
         files[relative] = data
         view.href = link(element, relative) if link else relative
         if view.type == "text":
@@ -112,6 +112,21 @@ def element_views(
             view.chart_href = f"{folder}/{CHARTS_DIR}/{view.id}.html"
             files[view.chart_href] = page.encode("utf-8")
     return views
+
+
+_JSON_TYPES = frozenset(["dataframe", "plotly", "custom"])
+
+
+def _copy_name(element: dict[str, Any], stored: str) -> str:
+    """The stored name, given an extension when it has none (Chainlit stores a
+    dataframe and a chart without a type that names one): a reader opens
+    ``<id>.json`` with the right program, not a bare ``<id>``."""
+    if stored != str(element["id"]):
+        return stored
+    if element.get("type") in _JSON_TYPES:
+        return stored + ".json"
+    guessed = mimetypes.guess_extension(str(element.get("mime") or "").split(";")[0])
+    return stored + (guessed or "")
 
 
 def markdown_block(view: ElementView) -> str | None:

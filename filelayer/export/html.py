@@ -64,6 +64,8 @@ th{background:#f3f4f6}
 a{color:#1d4ed8}
 .feedback{font-size:13px;color:#374151;margin:6px 0 0}
 .attachments{margin-top:24px}
+.badge{display:inline-block;font-size:11px;text-transform:uppercase;letter-spacing:.04em;
+background:#eef2ff;color:#3730a3;border-radius:4px;padding:0 5px;margin-right:6px}
 """
 
 _INLINE_RE = re.compile(
@@ -171,6 +173,11 @@ def markdown_html(text: str) -> str:
     return "\n".join(out)
 
 
+def _badge(kind: str) -> str:
+    """A word for the element's kind (a reader's system may lack an emoji font)."""
+    return f'<span class="badge">{html.escape(kind)}</span>'
+
+
 def _element_html(view: ElementView) -> str:
     name = html.escape(view.name)
     href = html.escape(view.href or "")
@@ -185,21 +192,24 @@ def _element_html(view: ElementView) -> str:
         else:
             body = f'<div class="text">{markdown_html(view.text)}</div>'
         cut = f' <a href="{href}">(cut here: the whole text)</a>' if view.cut else ""
-        return f'<div class="element"><div class="title">📄 {name}{cut}</div>{body}</div>'
+        return (
+            f'<div class="element"><div class="title">{_badge("text")}{name}{cut}</div>{body}</div>'
+        )
     if view.table is not None:
         csv = html.escape(view.csv_href or view.href)
         note = html.escape(ee.table_note(view.table))
         return (
-            f'<div class="element"><div class="title">📊 {name} ({note}; '
+            f'<div class="element"><div class="title">{_badge("table")}{name} ({note}; '
             f'all of it in <a href="{csv}">{name}.csv</a>)</div>'
             f"{ee.html_table(view.table)}</div>"
         )
     if view.type == "plotly":
         if view.chart_href:
             chart = html.escape(view.chart_href)
-            return f'<div class="element">📈 <a href="{chart}">{name} (chart)</a></div>'
-        return f'<div class="element">📈 <a href="{href}">{name} (Plotly figure, JSON)</a></div>'
-    return f'<div class="element">📎 <a href="{href}">{name}</a></div>'
+            return f'<div class="element">{_badge("chart")}<a href="{chart}">{name}</a></div>'
+        link = f'<a href="{href}">{name} (Plotly figure, JSON)</a>'
+        return f'<div class="element">{_badge("chart")}{link}</div>'
+    return f'<div class="element">{_badge(view.type)}<a href="{href}">{name}</a></div>'
 
 
 def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
@@ -224,7 +234,7 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
         parts = [_element_html(v) for v in owned.get(step["id"], [])]
         fb = step.get("feedback")
         if fb:
-            mark = {1: "👍", 0: "👎"}.get(fb.get("value"), "")
+            mark = {1: "👍 helpful", 0: "👎 not helpful"}.get(fb.get("value"), "")
             comment = html.escape(str(fb.get("comment") or "").strip())
             parts.append(f'<p class="feedback">{mark} {comment}</p>'.replace(" </p>", "</p>"))
         return "".join(parts)
@@ -241,14 +251,12 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
             stamp = when(step.get("createdAt") or step.get("start"))
             text = markdown_html(str(step.get("output") or "").strip())
             css = "user" if user else "assistant"
-            tools = "".join(
-                render(c, nested=True)
-                for c in children.get(step["id"], [])
-                if c.get("type") not in MESSAGE_TYPES
-            )
-            after = "".join(
-                render(c) for c in children.get(step["id"], []) if c.get("type") in MESSAGE_TYPES
-            )
+            # Tool steps fold into the bubble; the answers (and the runs that made
+            # them: Chainlit 2 hangs the run under the user's message) follow it.
+            kids = children.get(step["id"], [])
+            following = (*MESSAGE_TYPES, "run")
+            tools = "".join(render(c, nested=True) for c in kids if c.get("type") not in following)
+            after = "".join(render(c) for c in kids if c.get("type") in following)
             return (
                 f'<section class="msg {css}"><div class="who">{html.escape(who)} · {stamp}</div>'
                 f'<div class="bubble">{tools}{text}{extras(step)}</div></section>{after}'
