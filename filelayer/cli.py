@@ -408,8 +408,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     out = _out()
-    for c in report.threads:
-        out.write(f"{c.id}  {when(c.activity)}  {c.author or '-'}  {c.name}".rstrip() + "\n")
+    rows = [(c.id, when(c.activity), c.author or "-", c.name) for c in report.threads]
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:3])]
+        out.write("  ".join([*cells, row[3]]).rstrip() + "\n")
     verb = "deleted" if report.acted else "would delete"
     print(
         f"{verb} {len(report.threads)} thread(s) with activity before {before}"

@@ -18,7 +18,7 @@ def commands() -> list[str]:
 
 def test_every_command_has_a_section_in_docs_cli() -> None:
     doc = (REPO / "docs" / "cli.md").read_text("utf-8")
-    documented = set(re.findall(r"^## `filelayer (\w+)", doc, flags=re.MULTILINE))
+    documented = set(re.findall(r"^## `filelayer ([\w-]+)", doc, flags=re.MULTILINE))
     assert set(commands()) <= documented, set(commands()) - documented
 
 
