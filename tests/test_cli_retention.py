@@ -314,3 +314,90 @@ def test_a_user_record_brought_back_by_a_merge_is_found_and_removed(
     store = ArchiveStore(archive)
     store.upsert_user(ALICE)
     assert main(["verify"]) == 0
+
+
+# -- a merge from a clone made before the erasure --------------------------------------
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=check, env=env
+    )
+
+
+def live_turn(root: Path, thread: str, text: str) -> None:
+    ArchiveStore(root).write_step(
+        {
+            "id": f"{thread}-{len(text)}",
+            "threadId": thread,
+            "type": "user_message",
+            "output": text,
+            "createdAt": "2026-04-01T00:00:00.000000Z",
+        }
+    )
+
+
+@pytest.fixture
+def two_clones(tmp_path: Path) -> tuple[Path, Path]:
+    """A repository holding the archive at ``chats/``, and a clone of it made before
+    anything is erased."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo, clone = tmp_path / "repo", tmp_path / "clone"
+    alice_archive(repo / "chats")
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "chats")
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    return repo, clone
+
+
+def test_a_merge_from_a_clone_made_before_brings_nothing_back(
+    two_clones: tuple[Path, Path],
+) -> None:
+    repo, clone = two_clones
+    live_turn(clone / "chats", "hello", "bob goes on chatting on the clone")
+    git(clone, "add", "-A")
+    git(clone, "commit", "-qm", "a turn on the clone")
+    assert main(["--root", str(repo / "chats"), "erase-user", ALICE]) == 0
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "erase alice")
+    merged = git(repo, "pull", "-q", "--no-rebase", str(clone), "main", check=False)
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    root = repo / "chats"
+    # what the git hooks of the archive's git setup do after a merge
+    assert main(["--root", str(root), "reindex"]) == 0
+    assert leaks(root, NEEDLES) == []
+    assert sorted(p.name for p in (root / "threads").iterdir()) == ["hello"]
+    hello = ArchiveStore(root).get_thread("hello")
+    assert hello is not None
+    assert "bob goes on chatting on the clone" in [s["output"] for s in hello["steps"]]
+    assert main(["--root", str(root), "verify"]) == 0
+
+
+def test_an_erased_thread_a_merge_puts_back_stays_deleted(two_clones: tuple[Path, Path]) -> None:
+    """The clone went on writing to a thread that was erased meanwhile: git stops on a
+    modify/delete conflict, and whoever keeps the clone's side gets the directory back.
+    The tombstone still decides: no read shows it, and `verify --repair` removes it."""
+    repo, clone = two_clones
+    live_turn(clone / "chats", "cake", "alice goes on chatting on the clone")
+    git(clone, "add", "-A")
+    git(clone, "commit", "-qm", "a turn on the clone")
+    assert main(["--root", str(repo / "chats"), "erase-user", ALICE]) == 0
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "erase alice")
+    merged = git(repo, "pull", "-q", "--no-rebase", str(clone), "main", check=False)
+    assert merged.returncode != 0  # modify/delete: git asks a person
+    git(repo, "add", "-A")  # the clone's side kept
+    git(repo, "commit", "-qm", "merge, keeping the clone's files")
+    root = repo / "chats"
+    assert (root / "threads" / "cake" / "steps.jsonl").exists()
+    store = ArchiveStore(root)
+    assert store.get_thread("cake") is None
+    assert main(["--root", str(root), "reindex"]) == 0
+    assert listed(ArchiveStore(root)) == ["hello"]
+    assert main(["--root", str(root), "verify"]) == 1
+    assert main(["--root", str(root), "verify", "--repair"]) == 0
+    assert leaks(root, NEEDLES) == []
