@@ -456,4 +456,4 @@ def cmd_erase_user(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         _out().write(history_command(report, prefix) + "\n")
-    return 0 if not report.still_writing else 1
+    return 0 if found and not report.still_writing else 1
