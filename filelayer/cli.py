@@ -306,8 +306,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             else:
                 if args.format == "json":
                     text = render_json(thread)
-                else:  # one page with its images inside (no directory to put them in)
-                    text = build(store, thread, args.format, self_contained=True).text
+                else:  # HTML: one page with its images inside (no directory for them)
+                    html = args.format == "html"
+                    text = build(store, thread, args.format, self_contained=html).text
                 _out().write(text if n == 1 else "\n" + text)
             written += 1
             progress(n, len(ids))

@@ -121,3 +121,14 @@ def test_an_answer_under_the_users_message_is_its_own_bubble(store: ArchiveStore
     page = build(store, thread(store), "html", plotly=None).text
     user = page.index('<section class="msg user">')
     assert page.index("</section>", user) < page.index('<section class="msg assistant">')
+
+
+def test_html_to_stdout_is_one_page_with_its_images_inside(
+    store: ArchiveStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FILELAYER_ROOT", str(store.root))
+    assert main(["export", THREAD, "--format", "html"]) == 0
+    page = capsys.readouterr().out
+    assert page.startswith("<!DOCTYPE html>") and 'src="data:image/png;base64,' in page
+    store.write_step({"id": "x", "threadId": "other", "type": "user_message", "output": "x"})
+    assert main(["export", "--all", "--format", "html"]) == 2  # several pages need -o DIR

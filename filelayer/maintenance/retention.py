@@ -250,15 +250,29 @@ class ErasedUser:
     at: str
 
 
+_erased_cache: dict[str, tuple[tuple[int, int, int], list[ErasedUser]]] = {}
+
+
 def erased_users(store: ArchiveStore) -> list[ErasedUser]:
-    """Every user tombstone in ``deleted.jsonl`` (thread tombstones are the store's)."""
+    """Every user tombstone in ``deleted.jsonl`` (thread tombstones are the store's).
+
+    Read again only when the file changed: ``copy`` and ``verify`` ask once per user
+    and per thread, and the file holds a line per deleted thread."""
+    path = store.layout.deleted_file
     try:
-        data = store.layout.deleted_file.read_bytes()
+        st = path.stat()
     except FileNotFoundError:
         return []
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = _erased_cache.get(str(path))
+    if cached is not None and cached[0] == key:
+        return cached[1]
     found = []
-    lines, _ = _fs.split_lines(data)
+    lines, _ = _fs.split_lines(path.read_bytes())
+    marker = IDENTIFIER_HASH_KEY.encode("ascii")
     for line in lines:
+        if marker not in line:
+            continue  # a thread tombstone: not decoded at all
         with contextlib.suppress(*_codec.DecodeError):
             record = _codec.decode(line)
             if isinstance(record, dict) and isinstance(record.get(IDENTIFIER_HASH_KEY), str):
@@ -270,6 +284,7 @@ def erased_users(store: ArchiveStore) -> list[ErasedUser]:
                         at=str(record.get("deletedAt") or ""),
                     )
                 )
+    _erased_cache[str(path)] = (key, found)
     return found
 
 
@@ -280,11 +295,14 @@ def is_erased(
     ``created``), predates an erasure of that user here: it is what was erased, coming
     back from a copy or a merge. A user who logs in again after the erasure is new, and
     so are the threads they begin: neither is refused."""
+    erased = erased_users(store)
+    if not erased:
+        return False
     digest = identifier_hash(identifier) if isinstance(identifier, str) else None
     when = str(created or "")
     return any(
         (e.id is not None and e.id == user_id) or e.identifier_sha256 == digest
-        for e in erased_users(store)
+        for e in erased
         if not when or not e.at or when <= e.at
     )
 
