@@ -248,8 +248,18 @@ def test_erasure_and_prune_while_an_app_writes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     stop, proc = live_writer
+    store = ArchiveStore(archive)
+    store.write_step(
+        {"id": "a1", "threadId": "ancient", "type": "user_message", "output": "2025 talk"}
+    )
+    doc = store.read_manifest("ancient")
+    assert doc is not None
+    store.put_manifest({**doc, "createdAt": "2025-01-01T00:00:00.000000Z"})
+    store.write_step({"id": "a1", "threadId": "ancient", "createdAt": "2025-01-01T00:00:00Z"})
     assert main(["erase-user", ALICE]) == 0
-    assert main(["prune", "--before", "2000-01-01", "--yes"]) == 0  # nothing that old
+    assert main(["prune", "--before", "2026-01-01", "--yes"]) == 0
+    assert "deleted 1 thread(s)" in capsys.readouterr().err
+    assert store.is_deleted("ancient")
     time.sleep(0.2)  # the writer goes on, into the erased thread too
     stop.touch()
     turns = int(proc.communicate(timeout=60)[0])
