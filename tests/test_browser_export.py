@@ -24,7 +24,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 from conftest import REPO, App  # noqa: E402
 from export_support import THREAD, every_element_archive  # noqa: E402
-from test_browser import CHROMIUM, FLAGS, TIMEOUT, log_in, send, shot  # noqa: E402
+from test_browser import ARTIFACTS, CHROMIUM, FLAGS, TIMEOUT, log_in, send, shot  # noqa: E402
 
 from filelayer import ArchiveStore  # noqa: E402
 from filelayer.cli import main  # noqa: E402
@@ -90,6 +90,12 @@ def test_the_html_export_reads_like_the_chat(exported: Path, page: Any) -> None:
     user = page.locator("section.msg.user .bubble").bounding_box()
     bot = page.locator("section.msg.assistant .bubble").first.bounding_box()
     assert user["x"] > bot["x"]
+    if plotly_script() is not None:  # the chart drawn in place, by its own page
+        page.locator("iframe.chart").scroll_into_view_if_needed()
+        chart = page.frame_locator("iframe.chart")
+        chart.locator(".main-svg").first.wait_for()
+        assert chart.locator(".bars path").count() == 2
+        page.locator("iframe.chart").screenshot(path=str(ARTIFACTS / "export-html-chart.png"))
     page.locator("details.step summary").first.click()
     page.wait_for_selector("text=Found 2 notes")
     shot(page, "export-html")

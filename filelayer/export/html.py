@@ -64,6 +64,8 @@ th{background:#f3f4f6}
 a{color:#1d4ed8}
 .feedback{font-size:13px;color:#374151;margin:6px 0 0}
 .attachments{margin-top:24px}
+.element iframe.chart{width:100%;height:380px;border:1px solid var(--line);border-radius:8px;
+background:#fff}
 .badge{display:inline-block;font-size:11px;text-transform:uppercase;letter-spacing:.04em;
 background:#eef2ff;color:#3730a3;border-radius:4px;padding:0 5px;margin-right:6px}
 """
@@ -205,8 +207,12 @@ def _element_html(view: ElementView) -> str:
         )
     if view.type == "plotly":
         if view.chart_href:
+            # The page that draws it, shown in place: the export's own page runs no
+            # script, the chart's page runs plotly.js on the figure's data alone.
             chart = html.escape(view.chart_href)
-            return f'<div class="element">{_badge("chart")}<a href="{chart}">{name}</a></div>'
+            title = f'<div class="title">{_badge("chart")}<a href="{chart}">{name}</a></div>'
+            frame = f'<iframe class="chart" src="{chart}" title="{name}" loading="lazy"></iframe>'
+            return f'<div class="element">{title}{frame}</div>'
         link = f'<a href="{href}">{name} (Plotly figure, JSON)</a>'
         return f'<div class="element">{_badge("chart")}{link}</div>'
     return f'<div class="element">{_badge(view.type)}<a href="{href}">{name}</a></div>'
@@ -234,9 +240,9 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
         parts = [_element_html(v) for v in owned.get(step["id"], [])]
         fb = step.get("feedback")
         if fb:
-            mark = {1: "👍 helpful", 0: "👎 not helpful"}.get(fb.get("value"), "")
+            mark = {1: "👍 helpful", 0: "👎 not helpful"}.get(fb.get("value"), "rated")
             comment = html.escape(str(fb.get("comment") or "").strip())
-            parts.append(f'<p class="feedback">{mark} {comment}</p>'.replace(" </p>", "</p>"))
+            parts.append(f'<p class="feedback">{_badge(mark)}{comment}</p>')
         return "".join(parts)
 
     def inner(step: dict[str, Any]) -> str:
