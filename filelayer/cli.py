@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .errors import FileLayerError
-from .export.bundle import build
+from .export.bundle import build, content
 from .export.markdown import file_stem, render_json, when
 from .format.ids import is_valid_id
 from .format.journal import MESSAGE_TYPES
@@ -327,7 +327,7 @@ def _export_to(store: ArchiveStore, thread: dict[str, Any], directory: Path, fmt
     for relative, data in build(store, thread, fmt).items():
         target = directory / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_if_changed(target, data)
+        _write_if_changed(target, content(data))
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:

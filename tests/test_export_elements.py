@@ -11,7 +11,7 @@ from export_support import CODE, ROWS, THREAD, every_element_archive
 
 from filelayer import ArchiveStore
 from filelayer.cli import main
-from filelayer.export.bundle import build
+from filelayer.export.bundle import build, content
 from filelayer.export.elements import plotly_script
 from filelayer.export.html import markdown_html
 
@@ -40,11 +40,12 @@ def test_markdown_shows_texts_tables_and_charts(store: ArchiveStore) -> None:
     assert "| n | name | weight | note |\n|---|---|---|---|\n| 0 | loaf 0 | 0.0 | ok |" in md
     assert "| 2 | loaf 2 | 3.0 | a\\|b |" in md
     assert "loaf 20" not in md
-    rows = list(csv.reader(io.StringIO(bundle.files[f"{folder}/_tables/table.csv"].decode())))
+    whole = content(bundle.files[f"{folder}/_tables/table.csv"]).decode()
+    rows = list(csv.reader(io.StringIO(whole)))
     assert rows[0] == ["n", "name", "weight", "note"] and len(rows) == ROWS + 1
     # the chart: a page that draws it with the one shared script
     assert f"📈 [bars (chart)]({folder}/_charts/chart.html)" in md
-    page = bundle.files[f"{folder}/_charts/chart.html"].decode()
+    page = content(bundle.files[f"{folder}/_charts/chart.html"]).decode()
     assert '<script src="../../plotly.min.js"></script>' in page and "Loaves per day" in page
     assert bundle.files["plotly.min.js"] == b"/* plotly */"
     # every element file is still copied, whatever the page shows of it
@@ -63,7 +64,7 @@ def test_a_file_stored_without_an_extension_is_copied_with_one(root: Path) -> No
     found = store.get_thread("t")
     assert found is not None
     bundle = build(store, found, "markdown", plotly=None)
-    assert bundle.files[f"{bundle.stem}.files/df.json"] == frame
+    assert content(bundle.files[f"{bundle.stem}.files/df.json"]) == frame
 
 
 def test_without_plotly_a_chart_links_to_its_json(store: ArchiveStore) -> None:

@@ -21,6 +21,7 @@ markup can do nothing even if the renderer's escaping had a hole.
 from __future__ import annotations
 
 import io
+import shutil
 import zipfile
 from urllib.parse import quote
 
@@ -55,7 +56,11 @@ def zip_bundle(bundle: Bundle) -> bytes:
             info = zipfile.ZipInfo(name, _ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            archive.writestr(info, data)
+            if isinstance(data, bytes):
+                archive.writestr(info, data)
+            else:  # an element file, copied in pieces
+                with open(data, "rb") as source, archive.open(info, "w") as member:
+                    shutil.copyfileobj(source, member, 1 << 20)
     return out.getvalue()
 
 

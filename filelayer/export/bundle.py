@@ -17,6 +17,7 @@ import base64
 import mimetypes
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..store.archive import ArchiveStore
@@ -56,18 +57,25 @@ class Bundle:
     stem: str
     name: str
     text: str
-    files: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, bytes | Path] = field(default_factory=dict)
+    """By path relative to the export directory: the bytes, or the archive's file to
+    copy (element files are read one at a time, when written, not all at once)."""
 
-    def items(self) -> list[tuple[str, bytes]]:
+    def items(self) -> list[tuple[str, bytes | Path]]:
         """Every file of the export, the page first."""
         return [(self.name, self.text.encode("utf-8")), *sorted(self.files.items())]
+
+
+def content(value: bytes | Path) -> bytes:
+    """The bytes of one of :attr:`Bundle.files`."""
+    return value.read_bytes() if isinstance(value, Path) else value
 
 
 def element_views(
     store: ArchiveStore,
     thread: dict[str, Any],
     stem: str,
-    files: dict[str, bytes],
+    files: dict[str, bytes | Path],
     *,
     plotly: bytes | None,
     link: Callable[[dict[str, Any], str], str] | None = None,
@@ -89,13 +97,17 @@ def element_views(
         if found is None:
             continue
         _, source = found
+        if not source.is_file():
+            continue
+        relative = f"{folder}/{_copy_name(element, source.name)}"
+        files[relative] = source
+        view.href = link(element, relative) if link else relative
+        if view.type not in ("text", "dataframe", "plotly"):
+            continue
         try:
             data = source.read_bytes()
         except OSError:
             continue
-        relative = f"{folder}/{_copy_name(element, source.name)}"
-        files[relative] = data
-        view.href = link(element, relative) if link else relative
         if view.type == "text":
             view.text, view.cut = ee.read_text(data)
             if ee.is_code(element):
@@ -133,7 +145,7 @@ def markdown_block(view: ElementView) -> str | None:
     """The Markdown an element shows as, or ``None`` for the plain link."""
     target = _md_target(view.href or "")
     if view.text is not None:
-        body = ee_fence(view.text, view.code_language or "") if view.code_language else view.text
+        body = _fence(view.text, view.code_language or "") if view.code_language else view.text
         note = f"\n\n_(cut here: the whole text is in [{_md_text(view.name)}]({target}))_"
         return f"📄 **{_md_text(view.name)}**\n\n{body.strip()}" + (note if view.cut else "")
     if view.table is not None:
@@ -149,7 +161,7 @@ def markdown_block(view: ElementView) -> str | None:
     return None
 
 
-def ee_fence(text: str, language: str) -> str:
+def _fence(text: str, language: str) -> str:
     ticks = "```"
     while ticks in text:
         ticks += "`"
@@ -183,7 +195,7 @@ def build(
         raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
     script = ee.plotly_script() if plotly is _AUTO else plotly
     stem = file_stem(thread)
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes | Path] = {}
     link = None
     if self_contained:
         link = _self_contained_link(files, thread, element_url)
@@ -203,7 +215,7 @@ def build(
 
 
 def _self_contained_link(
-    files: dict[str, bytes],
+    files: dict[str, bytes | Path],
     thread: dict[str, Any],
     element_url: Callable[[str, str], str] | None,
 ) -> Callable[[dict[str, Any], str], str]:
@@ -211,7 +223,7 @@ def _self_contained_link(
         if element.get("type") == "image":
             mime = str(element.get("mime") or mimetypes.guess_type(relative)[0] or "")
             if mime.startswith("image/") and mime != "image/svg+xml":
-                encoded = base64.b64encode(files[relative]).decode("ascii")
+                encoded = base64.b64encode(content(files[relative])).decode("ascii")
                 return f"data:{mime};base64,{encoded}"
         if element_url is not None:
             return element_url(str(thread["id"]), str(element["id"]))
