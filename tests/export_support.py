@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import struct
+import wave
 import zlib
 from pathlib import Path
 
@@ -30,6 +32,22 @@ def png(width: int = 60, height: int = 30) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+def wav(seconds: float = 0.25, rate: int = 8000) -> bytes:
+    """A short sine tone as a WAV file, made with the standard library."""
+    import math
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        samples = (
+            int(8000 * math.sin(2 * math.pi * 440 * n / rate)) for n in range(int(seconds * rate))
+        )
+        w.writeframes(b"".join(struct.pack("<h", v) for v in samples))
+    return out.getvalue()
 
 
 def frame_json() -> bytes:
@@ -110,6 +128,7 @@ def every_element_archive(root: Path) -> ArchiveStore:
             {"id": "chart", "type": "plotly", "name": "bars", "mime": "application/json"},
             figure_json(),
         ),
+        ({"id": "tone", "type": "audio", "name": "tone.wav", "mime": "audio/wav"}, wav()),
         (
             {
                 "id": "counter",

@@ -96,6 +96,8 @@ def test_the_html_export_reads_like_the_chat(exported: Path, page: Any) -> None:
         chart.locator(".main-svg").first.wait_for()
         assert chart.locator(".bars path").count() == 2
         page.locator("iframe.chart").screenshot(path=str(ARTIFACTS / "export-html-chart.png"))
+    # the audio element plays from the file beside the page
+    page.wait_for_function("() => document.querySelector('audio').duration > 0.2")
     page.locator("details.step summary").first.click()
     page.wait_for_selector("text=Found 2 notes")
     shot(page, "export-html")

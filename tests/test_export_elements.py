@@ -84,6 +84,7 @@ def test_the_html_page_escapes_everything_and_runs_nothing(store: ArchiveStore) 
     assert "<td>a|b</td>" in page and "loaf 20" not in page
     assert f'href="{bundle.stem}.files/_charts/chart.html"' in page
     assert '<details class="step"><summary>search_notes (tool)</summary>' in page
+    assert f'<audio controls preload="metadata" src="{bundle.stem}.files/tone.wav">' in page
 
 
 def test_markdown_html_renders_the_common_subset_safely() -> None:

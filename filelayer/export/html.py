@@ -54,6 +54,7 @@ padding:6px 10px;font-size:14px}
 details.step summary{cursor:pointer;color:#374151}
 details.step .label{font-size:12px;color:var(--muted);margin:8px 0 2px}
 .element{margin:10px 0}
+.element video{max-width:100%;border-radius:8px}
 .element img{max-width:100%;border-radius:8px;border:1px solid var(--line);display:block}
 .element .title{font-size:13px;color:var(--muted);margin-bottom:4px}
 .element .text{background:#f9fafb;border:1px solid var(--line);border-radius:8px;
@@ -187,6 +188,12 @@ def _element_html(view: ElementView) -> str:
         return f'<div class="element"><em>{name} ({html.escape(view.type)}, not stored)</em></div>'
     if view.type == "image":
         return f'<div class="element"><img src="{href}" alt="{name}"></div>'
+    if view.type in ("audio", "video") and not re.match(r"[a-z][a-z0-9+.-]*:|/", view.href):
+        # A file beside the page plays in it (the app's page links instead: its
+        # policy loads nothing but its own images).
+        media = f'<{view.type} controls preload="metadata" src="{href}"></{view.type}>'
+        link = f'<div class="title">{_badge(view.type)}<a href="{href}">{name}</a></div>'
+        return f'<div class="element">{link}{media}</div>'
     if view.text is not None:
         if view.code_language:
             lang = html.escape(view.code_language)
