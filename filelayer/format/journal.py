@@ -19,6 +19,7 @@ from typing import Any
 
 from .._io import fs as _fs
 from ..format import codec as _codec
+from .times import earliest, latest, time_key
 
 log = logging.getLogger("filelayer")
 
@@ -331,9 +332,9 @@ def merge_step(stored: dict[str, Any], incoming: dict[str, Any]) -> None:
             old = stored.get(key)
             if isinstance(old, str) and isinstance(value, str):
                 if key in _LATEST_FIELDS:
-                    stored[key] = max(old, value)
+                    stored[key] = latest(old, value)
                 else:
-                    stored[key] = min(old, value) if old else value
+                    stored[key] = earliest(old, value) if old else value
                 continue
             if (value == "" or value == {}) and old:
                 continue
@@ -405,12 +406,10 @@ def fold(records: Iterable[dict[str, Any]], state: ThreadState | None = None) ->
                 del state.elements[eid]
         elif op == OP_FEEDBACK:
             fb = record[OP_FEEDBACK]
-            if fb.get("forId") in state.deleted_steps:
+            if _for_id(fb) in state.deleted_steps:
                 continue
             # One feedback per step: a new id for the same step replaces the old one.
-            for fid in [
-                f for f, old in state.feedback.items() if old.get("forId") == fb.get("forId")
-            ]:
+            for fid in [f for f, old in state.feedback.items() if _for_id(old) == _for_id(fb)]:
                 del state.feedback[fid]
             state.feedback[fb["id"]] = dict(fb)
         elif op == OP_FEEDBACK_DELETE:
@@ -436,6 +435,13 @@ def fold(records: Iterable[dict[str, Any]], state: ThreadState | None = None) ->
     return state
 
 
+def _for_id(record: dict[str, Any]) -> str | None:
+    """The step a feedback or element is for; ``None`` when ``forId`` is not a string
+    (a hand-written or damaged line): it belongs to no step."""
+    for_id = record.get("forId")
+    return for_id if isinstance(for_id, str) else None
+
+
 def for_deleted_step(element: dict[str, Any], deleted_steps: set[str]) -> bool:
     for_id = element.get("forId")
     return isinstance(for_id, str) and for_id in deleted_steps
@@ -445,7 +451,7 @@ def _time_of(step: dict[str, Any]) -> str:
     for key in ("createdAt", "start"):
         value = step.get(key)
         if isinstance(value, str) and value:
-            return value
+            return time_key(value)
     return ""
 
 
@@ -483,6 +489,8 @@ def order_steps(steps: Iterable[dict[str, Any]], seq: dict[str, int]) -> list[di
 
     for _, _, step in keyed:
         parent = step.get("parentId")
+        if not isinstance(parent, str):  # a damaged parentId names no parent
+            parent = None
         if not parent or parent not in present or parent in emitted or parent == step["id"]:
             emit(step)
         else:
