@@ -1,10 +1,12 @@
 """Archives written by earlier releases open, verify and read the same with this one.
 
-``tests/fixtures/archive-<release>/`` is an archive as that release wrote it, byte for
-byte (made once by ``tests/fixtures/make_v1_fixture.py`` with that release's code), and
-``archive-<release>.json`` what that release answered. The committed bytes are the source
-of truth: never regenerate them. Opening such an archive also brings the files the layer
-owns up to date (``.gitignore``), and says so in the log; the user's own lines stay.
+``tests/conformance/release-<release>/archive/`` is an archive as that release wrote it,
+byte for byte (made once by the script beside it with that release's code), and
+``recorded.json`` what that release answered. The conformance test
+(tests/test_conformance.py) reads the same archives in the corpus's own shape. The
+committed bytes are the source of truth: never regenerate them. Opening such an archive
+also brings the files the layer owns up to date (``.gitignore``), and says so in the log;
+the user's own lines stay.
 """
 
 from __future__ import annotations
@@ -24,15 +26,21 @@ from filelayer.cli import main
 from filelayer.errors import StorageWriteError
 from filelayer.format.layout import GITIGNORE_0_1_0, GITIGNORE_BLOCK
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CORPUS = Path(__file__).resolve().parent / "conformance"
 RELEASES = ["0.1.0"]
+
+
+def release_dir(release: str) -> Path:
+    return CORPUS / f"release-{release}"
+
+
 HAS_GIT = shutil.which("git") is not None
 
 
 def recorder() -> Any:
     """The script that recorded the expected answers: the same questions are asked."""
     spec = importlib.util.spec_from_file_location(
-        "make_v1_fixture", FIXTURES / "make_v1_fixture.py"
+        "make_v1_fixture", release_dir("0.1.0") / "make_v1_fixture.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -41,7 +49,7 @@ def recorder() -> Any:
 
 
 def expected(release: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads((FIXTURES / f"archive-{release}.json").read_text("utf-8"))
+    result: dict[str, Any] = json.loads((release_dir(release) / "recorded.json").read_text("utf-8"))
     return result
 
 
@@ -66,7 +74,7 @@ def release(request: Any) -> str:
 def old(release: str, tmp_path: Path) -> Path:
     """A copy of the release's archive, untouched."""
     root = tmp_path / "project" / "chats"
-    shutil.copytree(FIXTURES / f"archive-{release}", root)
+    shutil.copytree(release_dir(release) / "archive", root)
     return root
 
 
@@ -80,7 +88,7 @@ def git(repo: Path, *args: str) -> str:
 def test_the_fixture_is_committed_whole(release: str) -> None:
     """Every file of the fixture is in git, its own .gitignore and the files that
     .gitignore hides included (they are part of what the release wrote)."""
-    fixture = FIXTURES / f"archive-{release}"
+    fixture = release_dir(release) / "archive"
     inside = subprocess.run(
         ["git", "-C", str(fixture), "rev-parse", "--is-inside-work-tree"],
         capture_output=True,
@@ -89,7 +97,7 @@ def test_the_fixture_is_committed_whole(release: str) -> None:
     if inside.returncode != 0:
         pytest.skip("not a git checkout")
     tracked = set(git(fixture, "ls-files", "--full-name", ".").splitlines())
-    prefix = f"tests/fixtures/archive-{release}/"
+    prefix = f"tests/conformance/release-{release}/archive/"
     on_disk = {prefix + p for p, data in tree(fixture).items() if data is not None}
     assert on_disk <= tracked, sorted(on_disk - tracked)
     assert prefix + ".gitignore" in tracked
