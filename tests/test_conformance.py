@@ -1,0 +1,96 @@
+"""The conformance corpus: every archive in tests/conformance/ reads as its ``expected/``.
+
+Each case is an archive and the reading docs/format.md gives it (one JSON file per
+thread, as ``filelayer export --format json`` prints it, and ``archive.json``); see
+"Conformance corpus" in docs/format.md. The project's own reader runs over it here in
+the mode of this run, and in a subprocess in each mode (``FILELAYER_PURE=1`` and not),
+since the two decoders must agree on every damaged byte too. Release archives
+(``release-<version>/``) were written by that release and are never regenerated: the
+release rule below makes every release add its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import filelayer
+
+CORPUS = Path(__file__).resolve().parent / "conformance"
+sys.path.insert(0, str(CORPUS))
+
+import read_archive  # noqa: E402
+
+CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "archive").is_dir())
+
+
+def expected(case: str) -> dict[str, str]:
+    return read_archive.read_tree(CORPUS / case / "expected")
+
+
+def test_the_corpus_has_a_case_for_every_rule_family() -> None:
+    assert {
+        "users-and-threads",
+        "journal-operations",
+        "merge-out-of-order",
+        "order",
+        "deleted-threads",
+        "compaction",
+        "damaged-lines",
+        "manifests",
+        "index-drift",
+    } <= set(CASES)
+    for case in CASES:
+        assert (CORPUS / case / "expected" / "archive.json").is_file(), case
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_reader_reads_each_case_as_expected(case: str) -> None:
+    assert read_archive.reading(CORPUS / case / "archive") == expected(case)
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["fast", "pure"])
+def test_both_modes_read_the_whole_corpus_as_expected(pure: bool) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FILELAYER_PURE"}
+    if pure:
+        env["FILELAYER_PURE"] = "1"
+    script = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(CORPUS)!r})\n"
+        "import read_archive\n"
+        "from pathlib import Path\n"
+        "from filelayer import _backend\n"
+        f"cases = {CASES!r}\n"
+        "root = Path(sys.argv[1])\n"
+        "out = {c: read_archive.reading(root / c / 'archive') for c in cases}\n"
+        "print(json.dumps({'pure': _backend.PURE, 'readings': out}))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(CORPUS)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    answer = json.loads(run.stdout)
+    if pure:
+        assert answer["pure"] is True
+    for case in CASES:
+        assert answer["readings"][case] == expected(case), case
+
+
+def test_this_version_has_its_release_archive_in_the_corpus() -> None:
+    """The release rule: every release adds an archive it wrote (``python
+    tests/conformance/make_corpus.py --release``) before it is tagged, and every later
+    version reads all of them as they say."""
+    release = CORPUS / f"release-{filelayer.__version__}"
+    assert (release / "archive" / "filelayer.json").is_file(), (
+        f"no archive written by {filelayer.__version__} in the corpus: run "
+        "`python tests/conformance/make_corpus.py --release` and commit it whole"
+    )
+    assert (release / "expected" / "archive.json").is_file()
