@@ -6,8 +6,10 @@ that the conformance corpus (tests/conformance/) and this file agree on every ru
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from filelayer import ArchiveStore
 from filelayer.format import journal
 
 
@@ -76,3 +78,40 @@ def test_a_parent_id_that_is_not_a_string_means_no_parent() -> None:
         _step("b", createdAt="T2", parentId={"x": 1}),
         _step("a", createdAt="T1", parentId=["b"]),
     ) == ["a", "b"]
+
+
+def test_an_empty_time_never_overwrites_a_stored_one() -> None:
+    state = journal.fold(
+        [
+            _step("a", createdAt="2026-01-01T00:00:01Z", start="2026-01-01T00:00:01Z"),
+            _step("a", createdAt="", start="", end=""),
+        ]
+    )
+    assert state.steps["a"]["createdAt"] == "2026-01-01T00:00:01Z"
+    assert state.steps["a"]["start"] == "2026-01-01T00:00:01Z"
+    assert state.steps["a"]["end"] == ""  # nothing stored before: "" is stored as sent
+
+
+def test_the_sidebar_orders_threads_by_instants_whatever_the_digits(tmp_path: Path) -> None:
+    store = ArchiveStore(tmp_path / "chats")
+    for tid, t in [("whole", "2030-01-01T00:00:01Z"), ("half", "2030-01-01T00:00:01.5Z")]:
+        store.update_thread(tid, name=tid)
+        store.write_step(
+            {
+                "id": f"{tid}-m",
+                "threadId": tid,
+                "type": "user_message",
+                "output": "hi",
+                "createdAt": t,
+            }
+        )
+    listed, _ = store.list_threads(user_id=None)
+    assert [t["id"] for t in listed] == ["half", "whole"]
+    # activity is given in one form: UTC, six fractional digits
+    assert [t["createdAt"] for t in listed] == [
+        "2030-01-01T00:00:01.500000Z",
+        "2030-01-01T00:00:01.000000Z",
+    ]
+    store.reindex()  # a rebuilt index gives the same
+    assert store.list_threads(user_id=None)[0] == listed
+    store.close()

@@ -330,7 +330,7 @@ def merge_step(stored: dict[str, Any], incoming: dict[str, Any]) -> None:
             continue
         if key in _TIME_FIELDS:
             old = stored.get(key)
-            if isinstance(old, str) and isinstance(value, str):
+            if isinstance(old, str) and isinstance(value, str) and value:
                 if key in _LATEST_FIELDS:
                     stored[key] = latest(old, value)
                 else:

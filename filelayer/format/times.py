@@ -54,3 +54,14 @@ def earliest(a: str, b: str) -> str:
 def latest(a: str, b: str) -> str:
     """The later of two times; ``a`` when they name the same instant."""
     return b if time_key(b) > time_key(a) else a
+
+
+def canonical(value: str) -> str:
+    """``value`` in the one form the thread index keeps and ``list_threads`` gives:
+    UTC, six fractional digits, ``Z`` (``2026-01-01T00:00:01.000000Z``), so that the
+    index's own comparisons (SQL, cursors) order instants. A fraction finer than a
+    microsecond is cut; what :func:`time_key` does not recognise is kept as it is."""
+    key = time_key(value)
+    if key is value or len(key) != 29:
+        return value
+    return f"{key[:26]}Z"

@@ -48,6 +48,7 @@ from ..errors import (
 )
 from ..format import codec as _codec
 from ..format import journal, manifest, users
+from ..format import times as _times
 from ..format.ids import check_id, id_problem, is_valid_id
 from ..format.layout import ELEMENTS_DIR, Layout, deleting_path
 from ..index.thread_index import DEFAULT_SEARCH_CHARS, Page, ThreadIndex, ThreadSummary, searchable
@@ -455,7 +456,7 @@ class ArchiveStore:
             user_id=doc.get("userId"),
             user_identifier=doc.get("userIdentifier"),
             name=doc.get("name"),
-            created_at=doc.get("createdAt") or "",
+            created_at=_index_time(doc.get("createdAt")),
             updated_at=doc.get("updatedAt") or "",
             tags=doc.get("tags"),
         ).record()
@@ -875,9 +876,7 @@ class ArchiveStore:
             text = searchable(output[: self.search_chars]) if isinstance(output, str) else ""
             if known is not None and not text:
                 text = known[1]  # as in the journal: an empty write keeps the text
-            at = step.get("createdAt") or step.get("start") or ""
-            if not isinstance(at, str):
-                at = ""
+            at = _index_time(step.get("createdAt") or step.get("start"))
             if known is not None and known[0]:
                 at = min(at, known[0]) if at else known[0]
             if known != (at, text):
@@ -1292,8 +1291,8 @@ class ArchiveStore:
             if step.get("type") in journal.MESSAGE_TYPES:
                 output = step.get("output")
                 text = output[: self.search_chars] if isinstance(output, str) else ""
-                at = step.get("createdAt") or step.get("start") or ""
-                texts[step["id"]] = (at if isinstance(at, str) else "", searchable(text))
+                at = _index_time(step.get("createdAt") or step.get("start"))
+                texts[step["id"]] = (at, searchable(text))
             if (step.get("metadata") or {}).get("favorite"):
                 favorites.add(step["id"])
         feedback = {
@@ -1305,7 +1304,7 @@ class ArchiveStore:
             user_id=doc.get("userId"),
             user_identifier=doc.get("userIdentifier"),
             name=doc.get("name"),
-            created_at=doc.get("createdAt") or "",
+            created_at=_index_time(doc.get("createdAt")),
             updated_at=doc.get("updatedAt") or "",
             tags=doc.get("tags"),
             texts=texts,
@@ -1469,6 +1468,12 @@ class ArchiveStore:
         self.index.close()
         self._folded_cache.clear()
         self._tombstone_cache.clear()
+
+
+def _index_time(value: object) -> str:
+    """A time as the index keeps it (see :func:`filelayer.format.times.canonical`): the
+    index compares its times as strings, so they must all have one form."""
+    return _times.canonical(value) if isinstance(value, str) else ""
 
 
 def _deletable(kind: str, value: object) -> bool:
