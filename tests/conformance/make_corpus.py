@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import secrets
 import shutil
 import sys
 import uuid
@@ -50,8 +51,9 @@ def at(minute: int, second: float = 0) -> str:
 
 @contextmanager
 def fixed_clock() -> Iterator[None]:
-    """Every time the layer stamps (manifests, users, tombstones) and every user id it
-    draws comes from a counter, so a regenerated case has the same bytes."""
+    """Every time the layer stamps (manifests, users, tombstones), every user id and
+    every random file name it draws comes from a counter, so a regenerated case has the
+    same bytes."""
     ticks = itertools.count(1)
     ids = itertools.count(1)
     patched: list[tuple[Any, str, Any]] = []
@@ -66,8 +68,13 @@ def fixed_clock() -> Iterator[None]:
         if name.startswith("filelayer") and hasattr(module, "now_iso"):
             patched.append((module, "now_iso", module.now_iso))
             module.now_iso = now
+    def token_hex(nbytes: int | None = None) -> str:
+        return f"{next(ids):0{2 * (nbytes or 32)}x}"
+
     patched.append((uuid, "uuid4", uuid.uuid4))
     uuid.uuid4 = uuid4  # type: ignore[assignment]
+    patched.append((secrets, "token_hex", secrets.token_hex))  # the index file's name
+    secrets.token_hex = token_hex
     try:
         yield
     finally:
@@ -385,6 +392,15 @@ def order(root: Path) -> None:
         ),  # the same instant as the ties: after them
     ]
     append_raw(journal_of(root, t), b"".join(line(r) for r in lines))
+    # The sidebar orders threads by the instant of their last message, not its digits.
+    for tid, when in [
+        ("t-whole-second", "2026-05-01T11:00:01Z"),
+        ("t-half-second", "2026-05-01T11:00:01.5Z"),
+    ]:
+        store = ArchiveStore(root)
+        store.update_thread(tid, name=tid)
+        store.write_step(msg(tid, f"{tid}-m", "user_message", when, when))
+        store.close()
 
 
 @case
