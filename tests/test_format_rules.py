@@ -115,3 +115,21 @@ def test_the_sidebar_orders_threads_by_instants_whatever_the_digits(tmp_path: Pa
     store.reindex()  # a rebuilt index gives the same
     assert store.list_threads(user_id=None)[0] == listed
     store.close()
+
+
+def test_a_manifest_made_again_takes_the_earliest_instant(tmp_path: Path) -> None:
+    from filelayer.cli import main
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    for sid, t in [("late", "2026-01-01T00:00:01.5Z"), ("early", "2026-01-01T00:00:01Z")]:
+        store.write_step(
+            {"id": sid, "threadId": "t", "type": "user_message", "output": sid, "createdAt": t}
+        )
+    store.close()
+    (root / "threads" / "t" / "thread.json").unlink()
+    assert main(["--root", str(root), "verify", "--repair"]) in (0, 1)
+    store = ArchiveStore(root, create=False)
+    thread = store.get_thread("t")
+    assert thread is not None and thread["createdAt"] == "2026-01-01T00:00:01Z"
+    store.close()

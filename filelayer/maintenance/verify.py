@@ -32,6 +32,7 @@ from ..format import journal, manifest, users
 from ..format.ids import is_valid_id
 from ..format.layout import ELEMENTS_DIR, is_layer_leftover
 from ..format.manifest import MANIFEST_NAME
+from ..format.times import time_key
 from ..store.archive import ArchiveStore, now_iso
 from .retention import is_erased
 
@@ -288,7 +289,7 @@ def _repair_missing_manifest(store: ArchiveStore, thread_id: str) -> str | None:
             for t in (step.get("createdAt"), step.get("start"))
             if isinstance(t, str) and t
         ]
-        doc = manifest.new(thread_id, min(times) if times else now_iso())
+        doc = manifest.new(thread_id, min(times, key=time_key) if times else now_iso())
         manifest.write(path, doc, durable=True)
     store.reindex_thread(thread_id)
     return "made"
