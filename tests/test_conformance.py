@@ -94,3 +94,50 @@ def test_this_version_has_its_release_archive_in_the_corpus() -> None:
         "`python tests/conformance/make_corpus.py --release` and commit it whole"
     )
     assert (release / "expected" / "archive.json").is_file()
+
+
+def test_the_release_script_writes_an_archive_that_reads_as_it_says(tmp_path: Path) -> None:
+    """The tool the release rule relies on works before a release needs it."""
+    import make_corpus
+
+    target = tmp_path / "release-next"
+    assert make_corpus.make_release(target) == 0
+    assert (target / "archive" / "filelayer.json").is_file()
+    reading = read_archive.read_tree(target / "expected")
+    assert read_archive.reading(target / "archive") == reading
+    found = json.loads(reading["archive.json"])
+    assert {"t-alice", "t-ops", "t-merge", "t-order", "t-compact", "t-kept"} <= set(
+        found["threads"]
+    )
+    assert make_corpus.make_release(target) == 1  # never written again
+
+
+def test_index_drift_is_reported_and_repaired_and_get_thread_never_drifts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The index of this case is stale on purpose: the directories are what counts."""
+    import shutil
+
+    from filelayer import ArchiveStore
+    from filelayer.cli import main
+
+    root = tmp_path / "archive"
+    shutil.copytree(CORPUS / "index-drift" / "archive", root)
+    store = ArchiveStore(root, create=False)
+    stale = [t["id"] for t in store.list_threads(user_id=None)[0]]
+    assert "t-removed" in stale and "t-added" not in stale  # opening does not compare
+    assert store.get_thread("t-removed") is None
+    assert store.get_thread("t-renamed")["name"] == "t-renamed (new name)"  # type: ignore[index]
+    store.close()
+    assert main(["--root", str(root), "verify"]) == 1
+    report = capsys.readouterr().out
+    assert "t-added is missing from the index" in report
+    assert "t-removed is in the index but not on disk" in report
+    assert "t-renamed: index differs in name" in report
+    assert "t-steady: index differs in messages" in report
+    assert main(["--root", str(root), "verify", "--repair"]) in (0, 1)
+    assert main(["--root", str(root), "verify"]) == 0
+    listed = json.loads(expected("index-drift")["archive.json"])["list"]
+    store = ArchiveStore(root, create=False)
+    assert [t["id"] for t in store.list_threads(user_id=None)[0]] == [t["id"] for t in listed]
+    store.close()

@@ -68,6 +68,7 @@ def fixed_clock() -> Iterator[None]:
         if name.startswith("filelayer") and hasattr(module, "now_iso"):
             patched.append((module, "now_iso", module.now_iso))
             module.now_iso = now
+
     def token_hex(nbytes: int | None = None) -> str:
         return f"{next(ids):0{2 * (nbytes or 32)}x}"
 
@@ -432,27 +433,27 @@ def compaction(root: Path) -> None:
     t = "t-compact"
     store.update_thread(t, name="Compaction")
     for n in range(4):
-        store.write_step(msg(t, f"q{n}", "user_message", f"question {n}", at(n * 2)))
-        store.write_step(msg(t, f"r{n}", "assistant_message", "", at(n * 2 + 1)))
+        store.write_step(msg(t, f"cq{n}", "user_message", f"question {n}", at(n * 2)))
+        store.write_step(msg(t, f"cr{n}", "assistant_message", "", at(n * 2 + 1)))
         for k in range(3):
-            store.write_step({"id": f"r{n}", "threadId": t, "output": f"answer {n}" + "." * k})
-    store.upsert_feedback(for_id="r0", value=1, feedback_id="fb0")
-    store.upsert_feedback(for_id="r1", value=0, feedback_id="fb1")
-    store.put_element(t, {"id": "el-q1", "type": "file", "name": "q1.txt", "forId": "q1"}, b"q1")
-    store.put_element(t, {"id": "el-r1", "type": "file", "name": "r1.txt", "forId": "r1"}, b"r1")
-    store.put_element(t, {"id": "el-x", "type": "file", "name": "x.txt", "forId": "q0"}, b"x")
+            store.write_step({"id": f"cr{n}", "threadId": t, "output": f"answer {n}" + "." * k})
+    store.upsert_feedback(for_id="cr0", value=1, feedback_id="fbc0")
+    store.upsert_feedback(for_id="cr1", value=0, feedback_id="fbc1")
+    store.put_element(t, {"id": "el-q1", "type": "file", "name": "q1.txt", "forId": "cq1"}, b"cq1")
+    store.put_element(t, {"id": "el-r1", "type": "file", "name": "r1.txt", "forId": "cr1"}, b"cr1")
+    store.put_element(t, {"id": "el-x", "type": "file", "name": "x.txt", "forId": "cq0"}, b"x")
     store.delete_element("el-x", t)
-    store.delete_step("r1", t)
+    store.delete_step("cr1", t)
     store.compact_journal(t)
     # after the compaction: new lines, and late writes the tombstones still stop
-    store.write_step(msg(t, "q9", "user_message", "after compaction", at(30)))
-    store.write_step({"id": "r2", "threadId": t, "output": "answer 2, edited"})
-    store.upsert_feedback(for_id="q9", value=1, feedback_id="fb9")
+    store.write_step(msg(t, "cq9", "user_message", "after compaction", at(30)))
+    store.write_step({"id": "cr2", "threadId": t, "output": "answer 2, edited"})
+    store.upsert_feedback(for_id="cq9", value=1, feedback_id="fbc9")
     store.close()
     append_raw(
         journal_of(root, t),
-        line({"op": "step", "step": {"id": "r1", "output": "r1 is deleted"}})
-        + line({"op": "element", "element": {"id": "el-x", "forId": "q0", "name": "x again"}}),
+        line({"op": "step", "step": {"id": "cr1", "output": "cr1 is deleted"}})
+        + line({"op": "element", "element": {"id": "el-x", "forId": "cq0", "name": "x again"}}),
     )
 
 
@@ -602,20 +603,34 @@ def make(name: str) -> None:
     read_archive.write(read_archive.reading(root), directory / "expected")
 
 
-def make_release() -> int:
+RELEASE_CASES = [
+    "users-and-threads",
+    "journal-operations",
+    "merge-out-of-order",
+    "order",
+    "deleted-threads",
+    "compaction",
+]
+"""What a release archive holds: the cases whose thread ids do not collide and that do
+not vandalise the archive's documents (damaged-lines, manifests and index-drift do)."""
+
+
+def make_release(directory: Path | None = None) -> int:
+    """Write this version's release archive (with its own clock: it is a real archive
+    of that release) and its reading into ``directory``."""
     import filelayer
 
     version = filelayer.__version__
-    directory = HERE / f"release-{version}"
+    directory = directory or HERE / f"release-{version}"
     if directory.exists():
         print(f"{directory.name} exists: a release archive is never written again")
         return 1
     root = directory / "archive"
-    for build in CASES.values():  # one archive holding every generated case's threads
-        build(root)
+    for name in RELEASE_CASES:
+        CASES[name](root)
     shutil.rmtree(root / "locks", ignore_errors=True)
     read_archive.write(read_archive.reading(root), directory / "expected")
-    print(f"wrote {directory.name}: commit it whole (git add -f, its .gitignore hides files)")
+    print(f"wrote {directory}: commit it whole (git add -f: its .gitignore hides files)")
     return 0
 
 
