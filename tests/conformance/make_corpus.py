@@ -35,7 +35,8 @@ sys.path.insert(0, str(HERE))
 
 import read_archive  # noqa: E402
 
-from filelayer import ArchiveStore, _codec  # noqa: E402
+from filelayer import ArchiveStore  # noqa: E402
+from filelayer.format import codec as _codec  # noqa: E402
 
 CASES: dict[str, Callable[[Path], None]] = {}
 

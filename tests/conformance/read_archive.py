@@ -22,8 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from filelayer import ArchiveStore, journal
-from filelayer.export import render_json
+from filelayer import ArchiveStore
+from filelayer.export.markdown import render_json
+from filelayer.format import journal
 
 
 def _json(value: Any) -> str:
