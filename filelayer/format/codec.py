@@ -56,13 +56,44 @@ def encode_document(obj: Any) -> bytes:
     return _to_utf8(_encode(_doc_encoder, obj) + "\n")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_text(value: Any) -> None:
+    """``ValueError`` if any string in ``value`` (keys included) holds an unpaired
+    surrogate, which only a ``\\ud800``-style escape can bring in."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            item.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _loads(data: bytes | str) -> Any:
+    """The standard library's reading, held to what orjson accepts, so that both modes
+    read every damaged byte alike (docs/format.md, "Which lines count"): UTF-8 only
+    (``json.loads`` of bytes would guess UTF-16 and let encoded surrogates through),
+    no ``NaN`` or ``Infinity`` (not JSON), no unpaired surrogate escape."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    value = json.loads(text, parse_constant=_refuse_constant)
+    if "\\ud" in text or "\\uD" in text:
+        _check_text(value)
+    return value
+
+
 if PURE:
 
     def decode(data: bytes | str) -> Any:
-        return json.loads(data)
+        return _loads(data)
 
     def decoder_for(data: bytes) -> Callable[[bytes], Any]:
-        return json.loads
+        return _loads
 
 else:
     import orjson
@@ -80,7 +111,7 @@ else:
     def decode(data: bytes | str) -> Any:
         raw = data.encode("utf-8") if isinstance(data, str) else data
         if _may_hold_big_int(raw):
-            return json.loads(raw)
+            return _loads(raw)
         return orjson.loads(raw)
 
     def decoder_for(data: bytes) -> Callable[[bytes], Any]:

@@ -61,10 +61,16 @@ def lines_of(data: bytes) -> list[bytes]:
     return [] if end < 0 else data[:end].split(b"\n")
 
 
+def no_constant(name: str) -> Any:
+    raise ValueError(name)  # NaN and Infinity are not JSON
+
+
 def decode(line: bytes) -> Any:
     try:
-        return json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        value = json.loads(line.decode("utf-8"), parse_constant=no_constant)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # no unpaired surrogate
+        return value
+    except ValueError:  # UnicodeDecodeError and UnicodeEncodeError included
         return None
 
 

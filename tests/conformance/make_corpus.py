@@ -487,6 +487,13 @@ def damaged_lines(root: Path) -> None:
         + b'{"op":"step","step":"not an object"}\n'
         + b'{"op":"step.delete","id":5}\n'
         + b'{"op":"step","step":{"id":"bad-utf8","output":"\xff\xfe"}}\n'
+        + b'{"op":"step","step":{"id":"nan","output":NaN}}\n'  # not JSON
+        + b'{"op":"step","step":{"id":"infinity","output":-Infinity}}\n'
+        + b'{"op":"step","step":{"id":"lone-surrogate","output":"\\ud800"}}\n'
+        + b'{"op":"step","step":{"createdAt":"2026-05-01T10:04:00Z","id":"pair",'
+        + b'"output":"\\ud83d\\ude00","type":"assistant_message"}}\n'  # an emoji: fine
+        + b'{"op":"step","step":{"createdAt":"2026-05-01T10:05:00Z","id":"big","n":'
+        + b'123456789012345678901234567890,"type":"tool"}}\n'  # read exactly
         + good("t-damaged", 2)
         + b'{"feedback":{"forId":["t-damaged-1"],"id":"fb-x","value":1},"op":"feedback"}\n'
         + good("t-damaged", 3),
