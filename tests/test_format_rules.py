@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from filelayer import ArchiveStore
 from filelayer.format import journal
 
@@ -133,3 +135,17 @@ def test_a_manifest_made_again_takes_the_earliest_instant(tmp_path: Path) -> Non
     thread = store.get_thread("t")
     assert thread is not None and thread["createdAt"] == "2026-01-01T00:00:01Z"
     store.close()
+
+
+def test_a_line_nested_past_any_parser_is_damaged_in_both_modes() -> None:
+    """The standard library's parser raised RecursionError through the fold (the pure
+    mode crashed get_thread); orjson calls such a line invalid. Both: a damaged line."""
+    from filelayer.format import codec
+
+    deep = b'{"op":"step","step":{"id":"deep","output":' + b"[" * 100_000 + b"]" * 100_000
+    data = deep + b"}}\n"
+    read = journal.parse(data + b'{"op":"step","step":{"id":"ok"}}\n')
+    assert read.bad_lines == [1]
+    assert [r["step"]["id"] for r in read.records] == ["ok"]
+    with pytest.raises(ValueError):
+        codec._loads(data)  # the reading both the pure mode and the big-number path use

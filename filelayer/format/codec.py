@@ -79,9 +79,13 @@ def _loads(data: bytes | str) -> Any:
     """The standard library's reading, held to what orjson accepts, so that both modes
     read every damaged byte alike (docs/format.md, "Which lines count"): UTF-8 only
     (``json.loads`` of bytes would guess UTF-16 and let encoded surrogates through),
-    no ``NaN`` or ``Infinity`` (not JSON), no unpaired surrogate escape."""
+    no ``NaN`` or ``Infinity`` (not JSON), no unpaired surrogate escape, and nesting
+    too deep to parse is damage, not a crash."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
-    value = json.loads(text, parse_constant=_refuse_constant)
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:  # orjson: "recursion limit reached", a ValueError
+        raise ValueError("nested too deeply to read") from None
     if "\\ud" in text or "\\uD" in text:
         _check_text(value)
     return value
