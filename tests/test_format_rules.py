@@ -149,3 +149,12 @@ def test_a_line_nested_past_any_parser_is_damaged_in_both_modes() -> None:
     assert [r["step"]["id"] for r in read.records] == ["ok"]
     with pytest.raises(ValueError):
         codec._loads(data)  # the reading both the pure mode and the big-number path use
+
+
+def test_a_null_in_the_first_line_of_a_step_is_no_value_either() -> None:
+    """Writers never write null; a hand-written first line with one reads like a line
+    without the field (the default), as a null in any later line does."""
+    state = journal.fold(
+        [{"op": "step", "step": {"id": "a", "output": None, "name": None, "type": "tool"}}]
+    )
+    assert state.steps["a"] == {"id": "a", "type": "tool"}

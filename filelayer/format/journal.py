@@ -390,7 +390,8 @@ def fold(records: Iterable[dict[str, Any]], state: ThreadState | None = None) ->
                 incoming = step_body(incoming)
             stored = state.steps.get(sid)
             if stored is None:
-                state.steps[sid] = dict(incoming)
+                # A null is no value, in the first line as in any later one.
+                state.steps[sid] = drop_none(incoming)
                 state.step_seq[sid] = seq
                 seq += 1
             else:

@@ -121,7 +121,7 @@ def fold(records: list[dict[str, Any]]) -> tuple[dict, dict, dict, list[str]]:
             if sid in steps:
                 merge(steps[sid], body)
             else:
-                steps[sid] = dict(body)
+                steps[sid] = {k: v for k, v in body.items() if v is not None}
                 first.append(sid)
         elif op == "step.delete":
             sid = r["id"]

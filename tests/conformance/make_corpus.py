@@ -342,6 +342,19 @@ def merge_out_of_order(root: Path) -> None:
                 "feedback": {"id": "x", "forId": "m4", "value": 1},
             },
         },
+        # a null in a first line is no value: the step reads with the defaults
+        {
+            "op": "step",
+            "step": {
+                "id": "m5",
+                "threadId": t,
+                "type": "tool",
+                "createdAt": at(5),
+                "output": None,
+                "input": None,
+                "isError": None,
+            },
+        },
         # a null in a line never overwrites
         {"op": "step", "step": {"id": "m4", "output": None, "name": None}},
         # an element re-sent: its fields merged key by key, a null replaces
