@@ -153,3 +153,20 @@ def test_index_drift_is_reported_and_repaired_and_get_thread_never_drifts(
     store = ArchiveStore(root, create=False)
     assert [t["id"] for t in store.list_threads(user_id=None)[0]] == [t["id"] for t in listed]
     store.close()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_compacting_a_case_changes_nothing_it_reads(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/format.md: reading the compacted form gives what reading the old journal
+    gave, whatever lines the journal holds (journals with damaged lines are left alone)."""
+    import shutil
+
+    from filelayer.cli import main
+
+    root = tmp_path / "archive"
+    shutil.copytree(CORPUS / case / "archive", root)
+    assert main(["--root", str(root), "compact"]) in (0, 1)
+    capsys.readouterr()
+    assert read_archive.reading(root) == expected(case)

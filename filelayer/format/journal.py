@@ -276,7 +276,7 @@ class Tombstones(_JournalTail):
                     self._delete_element(el["id"])
                 elif isinstance(el.get("forId"), str):
                     self._element_steps[el["id"]] = el["forId"]
-                elif "forId" in el:  # not a step id: belongs to no step any more
+                elif el.get("forId") is not None:  # not a step id: belongs to no step
                     self._element_steps.pop(el["id"], None)
 
     def _delete_element(self, element_id: str) -> None:
@@ -425,11 +425,12 @@ def fold(records: Iterable[dict[str, Any]], state: ThreadState | None = None) ->
                 state.deleted_elements.add(el["id"])
                 state.elements.pop(el["id"], None)
                 continue
+            # A null is no value, as in a step: the stored field (if any) stays.
             stored = state.elements.get(el["id"])
             if stored is None:
-                state.elements[el["id"]] = dict(el)
+                state.elements[el["id"]] = drop_none(el)
             else:
-                stored.update(el)
+                stored.update(drop_none(el))
         elif op == OP_ELEMENT_DELETE:
             state.deleted_elements.add(record["id"])
             state.elements.pop(record["id"], None)

@@ -147,7 +147,7 @@ def fold(records: list[dict[str, Any]]) -> tuple[dict, dict, dict, list[str]]:
                 delems.add(el["id"])
                 elements.pop(el["id"], None)
                 continue
-            elements.setdefault(el["id"], {}).update(el)
+            elements.setdefault(el["id"], {}).update({k: v for k, v in el.items() if v is not None})
         elif op == "element.delete":
             delems.add(r["id"])
             elements.pop(r["id"], None)

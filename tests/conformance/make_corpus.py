@@ -357,7 +357,7 @@ def merge_out_of_order(root: Path) -> None:
         },
         # a null in a line never overwrites
         {"op": "step", "step": {"id": "m4", "output": None, "name": None}},
-        # an element re-sent: its fields merged key by key, a null replaces
+        # an element re-sent: its fields merged key by key, a null is no value
         {
             "op": "element",
             "element": {
