@@ -322,8 +322,9 @@ def merge_step(stored: dict[str, Any], incoming: dict[str, Any]) -> None:
     The rule survives Chainlit landing ``send()`` (empty output) after ``update()``
     (final output), Chainlit issue #2789: a field present in the newer write wins,
     except that ``None``, an empty string or an empty dict never overwrites stored
-    content; start times keep the earliest value and end times the latest, so the order
-    of arrival does not move a step in the conversation.
+    content; start times keep the earliest value and end times the latest, compared as
+    instants (:func:`~filelayer.format.times.time_key`, since Chainlit drops the fraction
+    of a whole second), so the order of arrival does not move a step in the conversation.
     """
     for key, value in incoming.items():
         if value is None:
