@@ -170,3 +170,30 @@ def test_compacting_a_case_changes_nothing_it_reads(
     assert main(["--root", str(root), "compact"]) in (0, 1)
     capsys.readouterr()
     assert read_archive.reading(root) == expected(case)
+
+
+def test_the_generated_cases_are_what_the_script_writes_today(tmp_path: Path) -> None:
+    """The committed cases come from make_corpus.py and the current writer, byte for
+    byte. When this fails after a change of what the layer writes (the teams work's
+    ordering stamps, for one), run ``python tests/conformance/make_corpus.py``, review
+    the diff of every ``expected/`` against docs/format.md, and commit it."""
+    import make_corpus
+
+    for name in make_corpus.CASES:
+        make_corpus.make(name, tmp_path)
+        written = tmp_path / name
+        files = {
+            p.relative_to(written).as_posix(): p.read_bytes()
+            for p in sorted(written.rglob("*"))
+            if p.is_file()
+        }
+        committed = {
+            p.relative_to(CORPUS / name).as_posix(): p.read_bytes()
+            for p in sorted((CORPUS / name).rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts
+        }
+        assert files.keys() == committed.keys(), name
+        for relative, data in files.items():
+            if relative.endswith(".sqlite"):
+                continue  # its header names the SQLite library that wrote it
+            assert data == committed[relative], f"{name}/{relative}"

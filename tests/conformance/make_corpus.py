@@ -613,8 +613,9 @@ def _drop_derived(root: Path, keep_index: bool) -> None:
         shutil.rmtree(root / "index", ignore_errors=True)
 
 
-def make(name: str) -> None:
-    directory = HERE / name
+def make(name: str, into: Path = HERE) -> None:
+    """Write case ``name`` (its archive and its expected reading) under ``into``."""
+    directory = into / name
     root = directory / "archive"
     if directory.exists():
         shutil.rmtree(directory)
