@@ -158,3 +158,25 @@ def test_a_null_in_the_first_line_of_a_step_is_no_value_either() -> None:
         [{"op": "step", "step": {"id": "a", "output": None, "name": None, "type": "tool"}}]
     )
     assert state.steps["a"] == {"id": "a", "type": "tool"}
+
+
+def test_an_erasure_compares_its_time_as_an_instant(tmp_path: Path) -> None:
+    """A record created in the same second as the erasure, before it, is what was
+    erased, whatever the number of fractional digits of either time."""
+    from filelayer.format import codec
+    from filelayer.maintenance.retention import is_erased
+
+    store = ArchiveStore(tmp_path / "chats")
+    with open(store.layout.deleted_file, "ab") as f:
+        f.write(
+            codec.encode_line(
+                {
+                    "deletedAt": "2026-01-01T00:00:01.5Z",
+                    "erasedUser": "u1",
+                    "identifierSha256": "0" * 64,
+                }
+            )
+        )
+    assert is_erased(store, "u1", None, "2026-01-01T00:00:01Z")
+    assert not is_erased(store, "u1", None, "2026-01-01T00:00:02Z")
+    store.close()

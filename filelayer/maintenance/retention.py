@@ -41,6 +41,7 @@ from .._io import fs as _fs
 from .._io import locks as _locks
 from ..format import codec as _codec
 from ..format.layout import THREADS_DIR, USERS_DIR
+from ..format.times import time_key
 from ..store.archive import ArchiveStore, now_iso
 
 ERASED_USER_KEY = "erasedUser"
@@ -303,7 +304,7 @@ def is_erased(
     return any(
         (e.id is not None and e.id == user_id) or e.identifier_sha256 == digest
         for e in erased
-        if not when or not e.at or when <= e.at
+        if not when or not e.at or time_key(when) <= time_key(e.at)  # instants
     )
 
 
