@@ -45,6 +45,7 @@ def test_the_corpus_has_a_case_for_every_rule_family() -> None:
         "damaged-lines",
         "manifests",
         "index-drift",
+        "erased-user",
     } <= set(CASES)
     for case in CASES:
         assert (CORPUS / case / "expected" / "archive.json").is_file(), case

@@ -441,6 +441,22 @@ def deleted_threads(root: Path) -> None:
 
 
 @case
+def erased_user(root: Path) -> None:
+    """A user erased with ``filelayer erase-user``: their threads deleted, their record
+    gone, a user tombstone in deleted.jsonl that thread readers skip."""
+    from filelayer.maintenance.retention import erase_user
+
+    store = ArchiveStore(root)
+    dana = store.upsert_user("dana@example.com", {})
+    eve = store.upsert_user("eve@example.com", {})
+    for tid, user in [("t-dana-1", dana), ("t-dana-2", dana), ("t-eve", eve)]:
+        store.update_thread(tid, name=tid, user_id=user["id"])
+        store.write_step(msg(tid, f"{tid}-u", "user_message", f"in {tid}", at(1)))
+    erase_user(store, "dana@example.com")
+    store.close()
+
+
+@case
 def compaction(root: Path) -> None:
     """A compacted journal with lines appended after the compaction."""
     store = ArchiveStore(root, auto_compact=False)
