@@ -576,7 +576,8 @@ def manifests(root: Path) -> None:
     manifest.write_bytes(
         manifest.read_bytes().replace(b'"id": "t-other-id"', b'"id": "somewhere-else"')
     )
-    (root / "threads" / "t-empty-dir").mkdir()  # nothing in it: not a thread
+    # (An empty thread directory reads as no thread too, but git keeps no empty
+    # directory: a corpus case cannot hold one. tests/test_reliability_crash.py has it.)
 
 
 @case
