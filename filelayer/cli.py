@@ -28,7 +28,7 @@ from .maintenance.retention import erase_user, git_prefix, history_command, prun
 from .maintenance.verify import verify
 from .progress import Progress
 from .store.archive import ArchiveStore
-from .transfer import copier as copy_command
+from .transfer import command as copy_command
 
 EXAMPLES = f"""\
 The archive root is --root, else ${ROOT_ENV}, else ./chats.

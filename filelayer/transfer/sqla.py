@@ -45,8 +45,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._time import time_key
 from ..format import journal
-from ..transfer.copier import (
+from ..transfer.sqlaschema import STATEMENTS, TABLES
+from .model import (
     CopyUsageError,
     ElementData,
     Endpoint,
@@ -56,9 +58,7 @@ from ..transfer.copier import (
     ThreadPlan,
     ThreadRef,
     fetch_url,
-    time_key,
 )
-from ..transfer.sqlaschema import STATEMENTS, TABLES
 
 STASH = "_filelayer"
 """The step metadata key holding what the step's columns cannot say."""
