@@ -138,9 +138,10 @@ class FileDataLayer(BaseDataLayer):
         _log_root(self.store, root)
         self.calls = Offload(self.store)
         self._element_url = element_url
-        serve.watch_callers(self)
+        source = serve.ElementSource(self.store, self.calls, self.get_thread)
+        serve.watch_callers(source)
         if element_url is None and serve_elements:
-            self._element_url = serve.install(self)
+            self._element_url = serve.install(source)
 
     @property
     def root(self) -> Path:
