@@ -30,8 +30,8 @@ from chainlit.element import File, Image, Text
 from chainlit.types import Feedback, Pagination, ThreadFilter
 from chainlit.user import User
 from conftest import subprocess_env
-from pgserver import PostgresServer, apply_schema, find_bindir
 
+from benchmarks.pgserver import PostgresServer, apply_schema, find_bindir
 from filelayer import ArchiveStore, _time
 from filelayer.transfer import command, model
 from filelayer.transfer import postgres as pgcopy

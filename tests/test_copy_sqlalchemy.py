@@ -38,8 +38,8 @@ from chainlit.element import Image, Text
 from chainlit.step import Step
 from chainlit.types import Feedback
 from chainlit.user import User
-from pgserver import PostgresServer, find_bindir
 
+from benchmarks.pgserver import PostgresServer, find_bindir
 from filelayer import ArchiveStore, FileDataLayer
 from filelayer.transfer import command
 from filelayer.transfer.copier import copy_archive

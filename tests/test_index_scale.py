@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, subprocess_env
+from conftest import subprocess_env
 
 import filelayer.index.thread_index
 from filelayer import ArchiveStore
@@ -28,8 +28,6 @@ from filelayer.index.thread_index import (
     text_record,
     thread_record,
 )
-
-sys.path.insert(0, str(REPO))
 
 
 def at(n: int) -> str:
