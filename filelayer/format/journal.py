@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
-from ..format import codec as _codec
+from . import codec as _codec
 from .times import earliest, latest, time_key
 
 log = logging.getLogger("filelayer")

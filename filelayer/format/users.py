@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
-from ..format import codec as _codec
+from . import codec as _codec
 
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 

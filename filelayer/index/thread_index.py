@@ -55,9 +55,9 @@ from urllib.parse import quote
 
 from .._io import fs as _fs
 from .._io import locks as _locks
+from .._io.fs import temp_path
 from ..errors import ArchiveLockTimeout, StorageWriteError
 from ..format import codec as _codec
-from ..format.layout import temp_path
 
 log = logging.getLogger("filelayer")
 

@@ -1318,13 +1318,13 @@ class ArchiveStore:
         Writers go on meanwhile: the new index is built aside and switched in under the
         index lock for milliseconds, then what they wrote meanwhile is caught up (see
         :mod:`filelayer.reindex`)."""
-        from ..store.reindex import rebuild
+        from .reindex import rebuild
 
         return rebuild(self, progress)
 
     def reindex_thread(self, thread_id: str) -> None:
         """Make the index hold what one thread's files say (after a repair)."""
-        from ..store.reindex import reconcile_thread
+        from .reindex import reconcile_thread
 
         reconcile_thread(self, thread_id)
 

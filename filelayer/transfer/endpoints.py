@@ -44,15 +44,15 @@ async def open_endpoint(
     kind = endpoint_kind(location, schema)
     endpoint: Endpoint
     if kind == "postgresql":
-        from ..transfer.sqla import detect_postgres_schema
+        from .sqla import detect_postgres_schema
 
         kind = await detect_postgres_schema(location)
     if kind == "official":
-        from ..transfer.postgres import PostgresEndpoint
+        from .postgres import PostgresEndpoint
 
         endpoint = PostgresEndpoint(location, fetch_urls=fetch_urls)
     elif kind == "sqlalchemy":
-        from ..transfer.sqla import SQLAlchemySchemaEndpoint
+        from .sqla import SQLAlchemySchemaEndpoint
 
         endpoint = SQLAlchemySchemaEndpoint(location, fetch_urls=fetch_urls)
     else:

@@ -30,7 +30,6 @@ from typing import Any
 
 from .._time import format_time, parse_time, round_ms, time_key
 from ..format import journal
-from ..transfer.pgschema import STATEMENTS, STEP_TYPES, TABLES
 from .model import (
     CopyUsageError,
     ElementData,
@@ -43,6 +42,7 @@ from .model import (
     fetch_url,
     normalise_times,
 )
+from .pgschema import STATEMENTS, STEP_TYPES, TABLES
 
 STASH = "_filelayer"
 """The metadata key holding what a row's columns cannot say (see the module docstring)."""

@@ -47,7 +47,6 @@ from typing import Any
 
 from .._time import time_key
 from ..format import journal
-from ..transfer.sqlaschema import STATEMENTS, TABLES
 from .model import (
     CopyUsageError,
     ElementData,
@@ -59,6 +58,7 @@ from .model import (
     ThreadRef,
     fetch_url,
 )
+from .sqlaschema import STATEMENTS, TABLES
 
 STASH = "_filelayer"
 """The step metadata key holding what the step's columns cannot say."""
@@ -711,7 +711,7 @@ class SQLAlchemySchemaEndpoint(Endpoint):
         if self.storage_override is not None:
             self.storage = self.storage_override
             return
-        from ..transfer.postgres import storage_client_from_env
+        from .postgres import storage_client_from_env
 
         self.storage = storage_client_from_env()
 
