@@ -67,3 +67,8 @@ def time_key(value: object) -> str:
     """A time as comparable text at the precision both sides share (milliseconds)."""
     dt = parse_time(value)
     return format_time(round_ms(dt)) if dt else ""
+
+
+def now_iso() -> str:
+    """The current UTC time in Chainlit's own format (so times sort as strings)."""
+    return datetime.now(timezone.utc).strftime(ISO)

@@ -366,7 +366,7 @@ def test_a_thread_that_gets_a_new_message_moves_up_and_is_not_shown_twice(
     threads, page = store.list_threads(user_id=user, first=5)
     shown = [t["id"] for t in threads]
     assert shown == [f"t{n}" for n in range(19, 14, -1)]
-    from filelayer.store.archive import now_iso
+    from filelayer._time import now_iso
 
     store.write_step(
         {"id": "late", "threadId": "t17", "type": "assistant_message", "output": "late",

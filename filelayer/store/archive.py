@@ -30,7 +30,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -38,6 +37,7 @@ from .._io import fs as _fs
 from .._io import locks as _locks
 from .._io import mounts as _mounts
 from .._io.flusher import FLUSHER
+from .._time import now_iso
 from ..errors import (
     ArchiveError,
     CorruptFileError,
@@ -47,7 +47,7 @@ from ..errors import (
     UnknownStepError,
 )
 from ..format import codec as _codec
-from ..format import journal, manifest, users
+from ..format import journal, manifest
 from ..format import times as _times
 from ..format.ids import check_id, id_problem, is_valid_id
 from ..format.layout import ELEMENTS_DIR, Layout, deleting_path
@@ -56,6 +56,8 @@ from ..index.thread_index import delete_record as index_delete_record
 from ..index.thread_index import favorite_record as index_favorite_record
 from ..index.thread_index import feedback_record as index_feedback_record
 from ..index.thread_index import text_record as index_text_record
+from .accounts import Accounts
+from .deleted import DeletedThreads
 
 log = logging.getLogger("filelayer")
 
@@ -119,11 +121,6 @@ _STEP_DEFAULTS: dict[str, Any] = {
 }
 
 
-def now_iso() -> str:
-    """The current UTC time in Chainlit's own format (so times sort as strings)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class ArchiveStore:
     """An archive of conversations under ``root``.
 
@@ -175,13 +172,12 @@ class ArchiveStore:
         self.index = ThreadIndex(
             self.layout.index_dir, self.layout.index_lock, lock_timeout=lock_timeout
         )
-        self._deleted: dict[str, str] = {}  # thread id -> deletedAt
-        self._deleted_offset = 0
+        self.deleted = DeletedThreads(self.layout.deleted_file)
+        self.accounts = Accounts(self.layout, lock_timeout)
         self._step_owner: OrderedDict[str, str] = OrderedDict()
         self._element_owner: OrderedDict[str, str] = OrderedDict()
         self._tombstone_cache: OrderedDict[str, journal.Tombstones] = OrderedDict()
         self._folded_cache: OrderedDict[str, journal.FoldedJournal] = OrderedDict()
-        self._users_by_id: dict[str, dict[str, Any]] = {}
         self._authors: OrderedDict[str, tuple[tuple[int, int, int], str | None]] = OrderedDict()
         self._existing: OrderedDict[str, None] = OrderedDict()  # threads seen to exist
         self.auto_compact = auto_compact
@@ -239,38 +235,13 @@ class ArchiveStore:
         if len(cache) > _OWNER_CACHE_SIZE:
             cache.popitem(last=False)
 
-    def _refresh_deleted(self) -> None:
-        try:
-            size = self.layout.deleted_file.stat().st_size
-        except FileNotFoundError:
-            return
-        if size < self._deleted_offset:
-            self._deleted.clear()
-            self._deleted_offset = 0
-        if size == self._deleted_offset:
-            return
-        with open(self.layout.deleted_file, "rb") as f:
-            f.seek(self._deleted_offset)
-            data = f.read()
-        lines, tail = _fs.split_lines(data)
-        self._deleted_offset += len(data) - len(tail)
-        for line in lines:
-            with contextlib.suppress(*_codec.DecodeError):
-                record = _codec.decode(line)
-                if isinstance(record, dict) and isinstance(record.get("id"), str):
-                    self._deleted[record["id"]] = str(record.get("deletedAt") or "")
-
     def deleted_threads(self) -> dict[str, str]:
         """Every deleted thread id with the time it was deleted."""
-        self._refresh_deleted()
-        return dict(self._deleted)
+        return self.deleted.all()
 
     def is_deleted(self, thread_id: str) -> bool:
         """Whether ``thread_id`` was deleted (deleted ids stay deleted)."""
-        if thread_id in self._deleted:
-            return True
-        self._refresh_deleted()
-        return thread_id in self._deleted
+        return self.deleted.has(thread_id)
 
     def _tombstones(
         self, thread_id: str, opened: _fs.AppendFile | None = None
@@ -473,18 +444,7 @@ class ArchiveStore:
     # -- users ---------------------------------------------------------------------
 
     def get_user(self, identifier: str) -> dict[str, Any] | None:
-        if not isinstance(identifier, str) or not identifier:
-            return None
-        try:
-            path = self.layout.user_file(identifier)
-            doc = users.read(path)
-        except (CorruptFileError, ValueError) as exc:
-            log.warning("filelayer: %s", exc)
-            return None
-        if doc is None or doc["identifier"] != identifier:
-            return None
-        self._users_by_id[doc["id"]] = doc
-        return doc
+        return self.accounts.get(identifier)
 
     def upsert_user(
         self,
@@ -493,53 +453,13 @@ class ArchiveStore:
         display_name: str | None = None,
     ) -> dict[str, Any]:
         """Create the user, or update its metadata; the id never changes."""
-        if not isinstance(identifier, str) or not identifier:
-            raise ValueError("a user identifier must be a non-empty string")
-        path = self.layout.user_file(identifier)
-        with _locks.locked(self.layout.users_lock, self.lock_timeout):
-            existing = users.read(path)
-            if existing is not None and existing["identifier"] != identifier:
-                raise CorruptFileError(path, "it holds another identifier (hash collision?)")
-            if existing is None:
-                doc: dict[str, Any] = {
-                    "id": str(uuid.uuid4()),
-                    "identifier": identifier,
-                    "displayName": display_name,
-                    "metadata": dict(metadata or {}),
-                    "createdAt": now_iso(),
-                }
-            else:
-                doc = dict(existing)
-                if metadata is not None:
-                    doc["metadata"] = dict(metadata)
-                if display_name is not None:
-                    doc["displayName"] = display_name
-            if doc != existing:
-                users.write(path, doc, durable=True)
-        self._users_by_id[doc["id"]] = doc
-        return doc
+        return self.accounts.upsert(identifier, metadata, display_name)
 
     def user_by_id(self, user_id: str) -> dict[str, Any] | None:
-        if not isinstance(user_id, str):
-            return None
-        found = self._users_by_id.get(user_id)
-        if found is None:
-            for doc in self.iter_users():
-                self._users_by_id[doc["id"]] = doc
-            found = self._users_by_id.get(user_id)
-        return found
+        return self.accounts.by_id(user_id)
 
     def iter_users(self) -> Iterator[dict[str, Any]]:
-        if not self.layout.users.is_dir():
-            return
-        for path in sorted(self.layout.users.glob("*.json")):
-            try:
-                doc = users.read(path)
-            except CorruptFileError as exc:
-                log.warning("filelayer: %s", exc)
-                continue
-            if doc is not None:
-                yield doc
+        return self.accounts.all()
 
     # -- threads -------------------------------------------------------------------
 
@@ -651,7 +571,7 @@ class ArchiveStore:
                 _codec.encode_line({"deletedAt": now_iso(), "id": thread_id}),
                 durable=True,
             )
-            self._deleted[thread_id] = now_iso()
+            self.deleted.add(thread_id, now_iso())
             self._existing.pop(thread_id, None)
             if existed:
                 # Rename first: readers see the whole thread or none of it.
