@@ -22,7 +22,7 @@ from .export.markdown import file_stem, render_json, when
 from .format.ids import is_valid_id
 from .format.journal import MESSAGE_TYPES
 from .format.layout import ROOT_ENV, default_root
-from .index.thread_index import ThreadSummary
+from .index.summary import ThreadSummary
 from .maintenance.compact import compact_thread
 from .maintenance.retention import erase_user, git_prefix, history_command, prune
 from .maintenance.verify import verify

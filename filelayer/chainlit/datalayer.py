@@ -47,7 +47,7 @@ from chainlit.user import PersistedUser, User
 from .._io import aio as _aio
 from ..errors import FileLayerError, UnknownStepError
 from ..format.layout import DEFAULT_ROOT, ROOT_ENV, default_root
-from ..index.thread_index import DEFAULT_SEARCH_CHARS
+from ..index.records import DEFAULT_SEARCH_CHARS
 from ..store.archive import ArchiveStore, Durability, ElementUrl, element_file_fields
 from . import serve
 from .offload import Offload

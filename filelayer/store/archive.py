@@ -51,11 +51,13 @@ from ..format import journal, manifest
 from ..format import times as _times
 from ..format.ids import check_id, id_problem, is_valid_id
 from ..format.layout import ELEMENTS_DIR, Layout, deleting_path
-from ..index.thread_index import DEFAULT_SEARCH_CHARS, Page, ThreadIndex, ThreadSummary, searchable
-from ..index.thread_index import delete_record as index_delete_record
-from ..index.thread_index import favorite_record as index_favorite_record
-from ..index.thread_index import feedback_record as index_feedback_record
-from ..index.thread_index import text_record as index_text_record
+from ..index.records import DEFAULT_SEARCH_CHARS, searchable
+from ..index.records import delete_record as index_delete_record
+from ..index.records import favorite_record as index_favorite_record
+from ..index.records import feedback_record as index_feedback_record
+from ..index.records import text_record as index_text_record
+from ..index.summary import ThreadSummary
+from ..index.thread_index import Page, ThreadIndex
 from .accounts import Accounts
 from .deleted import DeletedThreads
 

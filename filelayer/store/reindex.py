@@ -29,7 +29,8 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from ..format.layout import Layout
-from ..index.thread_index import ThreadIndex, ThreadSummary
+from ..index.summary import ThreadSummary
+from ..index.thread_index import ThreadIndex
 
 
 class ArchiveStore(Protocol):
