@@ -48,7 +48,8 @@ from .._io import aio as _aio
 from ..errors import FileLayerError, UnknownStepError
 from ..format.layout import DEFAULT_ROOT, ROOT_ENV, default_root
 from ..index.records import DEFAULT_SEARCH_CHARS
-from ..store.archive import ArchiveStore, Durability, ElementUrl, element_file_fields
+from ..store.archive import ArchiveStore, Durability, ElementUrl
+from ..store.views import element_file_fields
 from . import serve
 from .offload import Offload
 

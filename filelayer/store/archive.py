@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import mimetypes
 import os
@@ -29,7 +28,6 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -59,7 +57,16 @@ from ..index.records import text_record as index_text_record
 from ..index.summary import ThreadSummary
 from ..index.thread_index import Page, ThreadIndex
 from .accounts import Accounts
+from .compaction import (
+    _COMPACT_MIN_BYTES,
+    _COMPACT_ROUNDS,
+    _DAMAGED,
+    _GROWTH_KEPT,
+    Compaction,
+    _Growth,
+)
 from .deleted import DeletedThreads
+from .views import _STEP_DEFAULTS, _copy_json, element_file_fields
 
 log = logging.getLogger("filelayer")
 
@@ -70,17 +77,9 @@ _V = TypeVar("_V")
 _OWNER_CACHE_SIZE = 50_000
 """Step, element and thread ids a process remembers (where they are, that they exist)."""
 _TOMBSTONE_CACHE = 256
+"""Threads whose deleted ids a process keeps in memory: those it is writing to."""
 _FOLDED_CACHE = 32
 """Threads whose folded journal a process keeps: those being read (resumed, shown)."""
-"""Threads whose deleted ids a process keeps in memory: those it is writing to."""
-
-_COMPACT_MIN_BYTES = 64 * 1024
-"""A journal is compacted by itself only past this size: below, there is little to save."""
-_GROWTH_KEPT = 4096
-"""Journals whose live bytes a process follows as it writes them (the others are read
-once when they pass the minimum size, to know them again)."""
-_COMPACT_ROUNDS = 4
-"""Compactions of one journal in a row, while writers append faster than it folds."""
 
 _EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -99,28 +98,6 @@ def _then_compact(method: _Method) -> _Method:
                 self.compact_due()
 
     return wrapper  # type: ignore[return-value]
-
-
-_STEP_DEFAULTS: dict[str, Any] = {
-    "name": "",
-    "type": "undefined",
-    "threadId": None,
-    "parentId": None,
-    "input": "",
-    "output": "",
-    "metadata": {},
-    "tags": None,
-    "createdAt": None,
-    "start": None,
-    "end": None,
-    "isError": False,
-    "showInput": None,
-    "language": None,
-    "generation": None,
-    "waitForAnswer": None,
-    "defaultOpen": None,
-    "autoCollapse": None,
-}
 
 
 class ArchiveStore:
@@ -1406,96 +1383,3 @@ def _deletable(kind: str, value: object) -> bool:
     if problem is not None:
         log.debug("filelayer: nothing to delete for %s id %r: %s", kind, value, problem)
     return problem is None
-
-
-_DAMAGED = "damaged lines: run `filelayer verify --repair` first"
-
-
-class _Growth:
-    """What a process knows of the live bytes of a journal it writes, to tell when its
-    dead bytes may outweigh them without reading it.
-
-    Learnt from a look at the whole journal (a compaction, done or declined), then
-    followed as this process appends: a new version of a step counts as live only by
-    what it outgrows the largest version written before (the earlier ones are dead but
-    for the fields they alone hold), a step's deletion takes its bytes from the live
-    ones, and any other line counts whole. The lines other processes appended in
-    between are not read: they are *unknown*, and once they outweigh the live bytes
-    the journal is looked at again. An estimate, used only to decide when to look: the
-    compaction itself measures exactly."""
-
-    __slots__ = ("file", "live", "size", "steps", "unknown")
-
-    def __init__(
-        self,
-        file: tuple[int, int] | None = None,
-        size: int = 0,
-        live: int = 0,
-        steps: dict[str, int] | None = None,
-    ) -> None:
-        self.file = file  # the file (device, inode) known; None: not looked at yet
-        self.size = size  # where what is known ends
-        self.live = live
-        self.steps = steps if steps is not None else {}  # step id -> its largest line
-        self.unknown = 0  # bytes other processes appended since the last look
-
-    def written(self, at: int, size: int, step: str | None, deleted: str | None) -> None:
-        """``size`` bytes appended at offset ``at``: a version of ``step``, the deletion
-        of ``deleted``, or other lines."""
-        if self.file is None:
-            return
-        if at != self.size:
-            self.unknown += max(0, at - self.size)  # appended by others meanwhile
-        if step is not None:
-            before = self.steps.get(step, 0)
-            if size > before:
-                self.live += size - before
-                self.steps[step] = size
-        else:
-            self.live += size
-            if deleted is not None:
-                self.live -= self.steps.pop(deleted, 0)
-        self.size = at + size
-
-
-@dataclass
-class Compaction:
-    """What :meth:`ArchiveStore.compact_journal` did to one journal (sizes in bytes)."""
-
-    thread_id: str
-    before: int
-    after: int
-    skipped: str | None = None
-
-    @property
-    def changed(self) -> bool:
-        return self.skipped is None and self.before != self.after
-
-
-def _copy_json(value: Any) -> Any:
-    """A deep copy of JSON data (dicts, lists, scalars), several times cheaper than
-    ``copy.deepcopy``, and without recursion: stored metadata may nest deeply."""
-    kind = type(value)
-    if kind is not dict and kind is not list:
-        return value
-    top: Any = {} if kind is dict else []
-    stack: list[tuple[Any, Any]] = [(value, top)]
-    while stack:
-        source, target = stack.pop()
-        items = source.items() if type(source) is dict else enumerate(source)
-        is_list = type(target) is list
-        for key, item in items:
-            kind = type(item)
-            if kind is dict or kind is list:
-                child: Any = {} if kind is dict else []
-                stack.append((item, child))
-                item = child
-            if is_list:
-                target.append(item)
-            else:
-                target[key] = item
-    return top
-
-
-def element_file_fields(relative: str, data: bytes) -> dict[str, Any]:
-    return {"file": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
