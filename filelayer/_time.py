@@ -72,3 +72,9 @@ def time_key(value: object) -> str:
 def now_iso() -> str:
     """The current UTC time in Chainlit's own format (so times sort as strings)."""
     return datetime.now(timezone.utc).strftime(ISO)
+
+
+def when(value: object) -> str:
+    """``2026-11-25 04:29 UTC`` from Chainlit's ISO time (what a reader wants to see)."""
+    text = str(value or "")
+    return f"{text[:10]} {text[11:16]} UTC" if len(text) >= 16 else text

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from ._time import when
 from .errors import FileLayerError
 from .export.bundle import build, content
-from .export.markdown import file_stem, render_json, when
+from .export.markdown import file_stem, render_json
 from .format.ids import is_valid_id
 from .format.journal import MESSAGE_TYPES
 from .format.layout import ROOT_ENV, default_root

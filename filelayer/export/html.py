@@ -20,9 +20,9 @@ import html
 import re
 from typing import TYPE_CHECKING, Any
 
+from .._time import when
 from ..format.journal import MESSAGE_TYPES
 from . import elements as ee
-from .markdown import when
 
 if TYPE_CHECKING:
     from .bundle import ElementView
