@@ -50,7 +50,7 @@ from ..format.layout import DEFAULT_ROOT, ROOT_ENV, default_root
 from ..index.records import DEFAULT_SEARCH_CHARS
 from ..store.archive import ArchiveStore, Durability, ElementUrl
 from ..store.views import element_file_fields
-from . import serve
+from . import serve  # export_route registers its route with serve
 from .offload import Offload
 
 if TYPE_CHECKING:

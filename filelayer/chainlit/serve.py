@@ -1,7 +1,8 @@
 """The HTTP route that serves stored element files back to Chainlit's UI.
 
 (The export route beside it, ``{root_path}/filelayer/export/{thread}``, is in
-:mod:`filelayer.chainlit.export_route` and registered here with the others.)
+:mod:`filelayer.chainlit.export_route`, which registers it here with :func:`add_route`:
+it builds on this module, so this module does not import it.)
 
 On resume the frontend loads every element from its ``url``: the live session's file is
 gone by then. This module adds ``GET {root_path}/filelayer/elements/{thread}/{element}``
@@ -116,6 +117,27 @@ class ElementSource:
 
 
 _current: list[ElementSource] = []
+
+
+@dataclass(frozen=True)
+class ExtraRoute:
+    """A route added to Chainlit's app with the element route (under the same prefix,
+    ahead of Chainlit's catch-all)."""
+
+    name: str
+    suffix: str
+    endpoint: Callable[..., Awaitable[Response]]
+    methods: tuple[str, ...]
+
+
+_extra_routes: list[ExtraRoute] = []
+
+
+def add_route(route: ExtraRoute) -> None:
+    """Serve ``route`` too, from the next :func:`install` on (a route of the same name
+    is replaced)."""
+    _extra_routes[:] = [r for r in _extra_routes if r.name != route.name] + [route]
+
 
 _Scope = MutableMapping[str, Any]
 _Asgi = Callable[[_Scope, Any, Any], Awaitable[None]]
@@ -310,12 +332,10 @@ def _add_routes() -> None:
     # The prefix Chainlit's own router was built with (its --root-path; empty when
     # mounted, where the mount adds the prefix).
     prefix = str(getattr(getattr(server, "router", None), "prefix", "") or "").rstrip("/")
-    from . import export_route  # it builds on this module
-
     wanted = {
         ROUTE_NAME: prefix + ROUTE_SUFFIX,
         REFUSE_NAME: prefix + REFUSE_SUFFIX,
-        export_route.ROUTE_NAME: prefix + export_route.ROUTE_SUFFIX,
+        **{extra.name: prefix + extra.suffix for extra in _extra_routes},
     }
     routes = app.router.routes
     present = [r for r in routes if getattr(r, "name", None) in wanted]
@@ -337,15 +357,17 @@ def _add_routes() -> None:
         name=REFUSE_NAME,
         include_in_schema=False,
     )
-    app.add_api_route(
-        wanted[export_route.ROUTE_NAME],
-        export_route.serve_export,
-        methods=["GET"],
-        name=export_route.ROUTE_NAME,
-        include_in_schema=False,
-    )
-    ours = routes[-3:]
-    del routes[-3:]
+    for extra in _extra_routes:
+        app.add_api_route(
+            wanted[extra.name],
+            extra.endpoint,
+            methods=list(extra.methods),
+            name=extra.name,
+            include_in_schema=False,
+        )
+    added = 2 + len(_extra_routes)
+    ours = routes[-added:]
+    del routes[-added:]
     first_shadow = next((i for i, r in enumerate(routes) if _has_catch_all(r)), len(routes))
     routes[first_shadow:first_shadow] = ours
 
