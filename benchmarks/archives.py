@@ -75,7 +75,7 @@ def build_file_archive(root: Path, spec: ArchiveSpec) -> int:
     from filelayer import ArchiveStore
     from filelayer.format import codec as _codec
     from filelayer.format import journal, manifest, users
-    from filelayer.index.thread_index import (
+    from filelayer.index.records import (
         DEFAULT_SEARCH_CHARS,
         feedback_record,
         searchable,

@@ -124,12 +124,11 @@ def measure(
 
 
 class Postgres:
-    """The throwaway server of the test suite (``tests/pgserver.py``), one database per
+    """The throwaway server the tests use too (``benchmarks/pgserver.py``), one database per
     archive, each with Chainlit's official schema."""
 
     def __init__(self) -> None:
-        sys.path.insert(0, str(REPO / "tests"))
-        import pgserver
+        from benchmarks import pgserver
 
         self.server = pgserver.PostgresServer()
         self._apply_schema = pgserver.apply_schema
@@ -137,8 +136,7 @@ class Postgres:
 
     @staticmethod
     def available() -> bool:
-        sys.path.insert(0, str(REPO / "tests"))
-        import pgserver
+        from benchmarks import pgserver
 
         return pgserver.find_bindir() is not None
 

@@ -16,19 +16,20 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from ._time import when
 from .errors import FileLayerError
 from .export.bundle import build, content
-from .export.markdown import file_stem, render_json, when
+from .export.markdown import file_stem, render_json
 from .format.ids import is_valid_id
 from .format.journal import MESSAGE_TYPES
 from .format.layout import ROOT_ENV, default_root
-from .index.thread_index import ThreadSummary
+from .index.summary import ThreadSummary
 from .maintenance.compact import compact_thread
 from .maintenance.retention import erase_user, git_prefix, history_command, prune
 from .maintenance.verify import verify
 from .progress import Progress
 from .store.archive import ArchiveStore
-from .transfer import copier as copy_command
+from .transfer import command as copy_command
 
 EXAMPLES = f"""\
 The archive root is --root, else ${ROOT_ENV}, else ./chats.

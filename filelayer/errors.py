@@ -1,7 +1,9 @@
 """The exceptions filelayer raises.
 
 Each one subclasses the built-in exception a caller already catches, carries the
-context it is about, and says in its message what to do next.
+context it is about, and says in its message what to do next. Each one with context of
+its own rebuilds itself from that context when unpickled (``__reduce__``, as filelock's
+``Timeout`` does), so an error raised in a worker process reaches its caller whole.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class InvalidIdError(FileLayerError, ValueError):
             "and '-' (at most 128 characters, starting with a letter or digit)."
         )
 
+    def __reduce__(self) -> tuple[type[InvalidIdError], tuple[str, object, str]]:
+        return type(self), (self.kind, self.value, self.reason)
+
 
 class ArchiveError(FileLayerError, OSError):
     """The archive root cannot be used (missing, not a directory, wrong format...)."""
@@ -54,10 +59,14 @@ class FormatVersionError(ArchiveError):
     def __init__(self, root: Path, found: object, supported: int) -> None:
         self.root = root
         self.found = found
+        self.supported = supported
         super().__init__(
             f"archive {root} has format version {found!r}; this filelayer reads version "
             f"{supported}. Upgrade chainlit-filelayer to open it."
         )
+
+    def __reduce__(self) -> tuple[type[FormatVersionError], tuple[Path, object, int]]:
+        return type(self), (self.root, self.found, self.supported)
 
 
 class CorruptFileError(FileLayerError, ValueError):
@@ -70,6 +79,9 @@ class CorruptFileError(FileLayerError, ValueError):
             f"{path} is damaged ({detail}). Run `filelayer verify --repair` to fix what can "
             "be fixed without losing data; it reports what it cannot fix."
         )
+
+    def __reduce__(self) -> tuple[type[CorruptFileError], tuple[Path, str]]:
+        return type(self), (self.path, self.detail)
 
 
 class StorageWriteError(FileLayerError, OSError):
@@ -88,6 +100,9 @@ class StorageWriteError(FileLayerError, OSError):
             "changed; free disk space or fix the permissions of the archive root and retry.",
         )
 
+    def __reduce__(self) -> tuple[type[StorageWriteError], tuple[Path, OSError]]:
+        return type(self), (self.path, self.cause)
+
 
 class ArchiveLockTimeout(FileLayerError, TimeoutError):
     """Another process held an archive lock for longer than the configured timeout."""
@@ -100,6 +115,9 @@ class ArchiveLockTimeout(FileLayerError, TimeoutError):
             "If no filelayer process is running, the lock is stale only if the file system "
             "does not release locks of dead processes (a network mount); delete the file."
         )
+
+    def __reduce__(self) -> tuple[type[ArchiveLockTimeout], tuple[Path, float]]:
+        return type(self), (self.lock_file, self.timeout)
 
 
 class NotAuthorError(FileLayerError, PermissionError):

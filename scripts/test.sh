@@ -2,7 +2,8 @@
 # Runs the whole test suite on a fresh machine: installs what it needs (as root, Debian's
 # chromium, postgresql and strace), then runs
 #
-#   fast         the suite in the fast mode (orjson, aiofiles, filelock)
+#   fast         the layering contract (lint-imports), then the suite in the fast mode
+#                (orjson, aiofiles, filelock)
 #   pure         the suite in the zero-dependency mode (FILELAYER_PURE=1)
 #   nodeps       the storage core and CLI tests in an environment that has no optional
 #                package and no Chainlit at all
@@ -101,6 +102,9 @@ if wants fast; then
   echo "== fast mode"
   started=$SECONDS
   code=0
+  # The layers of docs/architecture.md, checked: imports point down, the core never
+  # imports Chainlit ([tool.importlinter] in pyproject.toml).
+  .venv/bin/lint-imports --no-cache || code=$?
   .venv/bin/python -m pytest -q -p no:cacheprovider "$@" || code=$?
   ran fast $code
 fi

@@ -764,14 +764,12 @@ def order_problems(steps: list[dict[str, Any]], arrival: dict[str, int]) -> list
 
 
 def load_workload() -> ModuleType:
-    """``benchmarks/workload.py``: the Chainlit-shaped workload the benchmark drives."""
-    path = REPO / "benchmarks" / "workload.py"
-    spec = importlib.util.spec_from_file_location("filelayer_bench_workload", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """``benchmarks/workload.py``: the Chainlit-shaped workload the benchmark drives
+    (importable because the repository is on the tests' path: ``pythonpath`` in
+    pyproject.toml, ``PYTHONPATH`` in a child's environment)."""
+    from benchmarks import workload
+
+    return workload
 
 
 @dataclass

@@ -20,7 +20,7 @@ import pytest
 from filelayer import ArchiveStore
 from filelayer.format import codec as _codec
 from filelayer.format import journal
-from filelayer.store.archive import _COMPACT_MIN_BYTES
+from filelayer.store.compaction import _COMPACT_MIN_BYTES
 
 PROMPT = "You are a helpful assistant. " * 500  # about 15 KB, in every write of a step
 

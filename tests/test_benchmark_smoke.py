@@ -11,9 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, subprocess_env
-
-sys.path.insert(0, str(REPO))
+from conftest import subprocess_env
 
 from benchmarks import workload
 

@@ -24,7 +24,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 from conftest import REPO, App, chainlit_running, subprocess_env  # noqa: E402
 
 from filelayer import ArchiveStore  # noqa: E402
-from filelayer.store.archive import now_iso  # noqa: E402
+from filelayer.store import now_iso  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [

@@ -278,7 +278,7 @@ def test_erasure_and_prune_while_an_app_writes(
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
-    from pgserver import PostgresServer, find_bindir
+    from benchmarks.pgserver import PostgresServer, find_bindir
 
     if find_bindir() is None:
         pytest.skip("PostgreSQL server binaries not found (install Debian's `postgresql`)")

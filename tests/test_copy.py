@@ -30,12 +30,13 @@ from chainlit.element import File, Image, Text
 from chainlit.types import Feedback, Pagination, ThreadFilter
 from chainlit.user import User
 from conftest import subprocess_env
-from pgserver import PostgresServer, apply_schema, find_bindir
 
-from filelayer import ArchiveStore
-from filelayer.transfer import copier as copy
+from benchmarks.pgserver import PostgresServer, apply_schema, find_bindir
+from filelayer import ArchiveStore, _time
+from filelayer.transfer import command, model
 from filelayer.transfer import postgres as pgcopy
-from filelayer.transfer.copier import KINDS, Summary, copy_archive
+from filelayer.transfer.copier import copy_archive
+from filelayer.transfer.model import KINDS, Summary
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -232,7 +233,7 @@ def nothing_written(summary: Summary) -> bool:
 
 def canonical(thread: dict[str, Any]) -> dict[str, Any]:
     """A thread as get_thread gives it, thread times at milliseconds (the schema's)."""
-    out = copy.normalise_times(thread)
+    out = model.normalise_times(thread)
     out["elements"] = sorted(thread["elements"], key=lambda e: e["id"])
     return out
 
@@ -245,7 +246,7 @@ def assert_same_archives(a: Path, b: Path, carried: set[str]) -> None:
     for ident, ua in users_a.items():
         ub = users_b[ident]
         assert (ua["id"], ua["metadata"]) == (ub["id"], ub["metadata"])
-        assert copy.time_key(ua["createdAt"]) == copy.time_key(ub["createdAt"])
+        assert _time.time_key(ua["createdAt"]) == _time.time_key(ub["createdAt"])
     live_a = [x for x in sa.thread_ids() if not sa.is_deleted(x)]
     assert live_a == [x for x in sb.thread_ids() if not sb.is_deleted(x)]
     for tid in live_a:
@@ -351,7 +352,7 @@ async def test_cli_exit_codes_dry_run_and_bytes_left_behind(
     (exit 1); a dry run writes nothing, not even the schema; usage errors exit 2."""
     await fill(layer, http.base + "remote/report.csv")
     parser = argparse.ArgumentParser(prog="filelayer")
-    copy.add_parser(parser.add_subparsers())
+    command.add_parser(parser.add_subparsers())
 
     def cli(*argv: str) -> tuple[int, str]:
         """Exit code, and what was printed (summary and errors)."""
@@ -424,7 +425,7 @@ async def test_without_asyncpg_the_message_says_what_to_install(
         create_schema=False,
         no_fetch=False,
     )
-    assert await asyncio.to_thread(copy.run, args, io.StringIO()) == 2
+    assert await asyncio.to_thread(command.run, args, io.StringIO()) == 2
     assert "pip install 'chainlit-filelayer[sql]'" in capsys.readouterr().err
 
 
@@ -552,9 +553,9 @@ async def test_archive_to_archive_needs_neither_chainlit_nor_asyncpg(
         "for name in ('chainlit', 'asyncpg'):\n"
         "    sys.modules[name] = None\n"
         "import argparse\n"
-        "from filelayer.transfer import copier as copy\n"
+        "from filelayer.transfer import command\n"
         "parser = argparse.ArgumentParser()\n"
-        "copy.add_parser(parser.add_subparsers())\n"
+        "command.add_parser(parser.add_subparsers())\n"
         f"args = parser.parse_args(['copy', {str(root)!r}, {str(other)!r}])\n"
         "sys.exit(args.handler(args))\n"
     )

@@ -38,11 +38,12 @@ from chainlit.element import Image, Text
 from chainlit.step import Step
 from chainlit.types import Feedback
 from chainlit.user import User
-from pgserver import PostgresServer, find_bindir
 
+from benchmarks.pgserver import PostgresServer, find_bindir
 from filelayer import ArchiveStore, FileDataLayer
-from filelayer.transfer import copier as copy
-from filelayer.transfer.copier import KINDS, Summary, copy_archive
+from filelayer.transfer import command
+from filelayer.transfer.copier import copy_archive
+from filelayer.transfer.model import KINDS, Summary
 from filelayer.transfer.sqlaschema import STATEMENTS
 
 PNG = bytes.fromhex(
@@ -467,7 +468,7 @@ async def test_local_urls_are_read_without_a_client(tmp_path: Path, in_tmp: Path
 
 def cli(*argv: str) -> tuple[int, str]:
     parser = argparse.ArgumentParser(prog="filelayer")
-    copy.add_parser(parser.add_subparsers())
+    command.add_parser(parser.add_subparsers())
     args = parser.parse_args(["copy", *argv])
     out = io.StringIO()
     with contextlib.redirect_stderr(out):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import subprocess_env
 
-import filelayer.index.thread_index
+import filelayer.index.db
 from filelayer import ArchiveStore
 from filelayer.maintenance.verify import verify
 
@@ -40,13 +40,13 @@ def listing(store: ArchiveStore, user: str, **filters: Any) -> list[tuple[str, s
 def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every index database this process opens from now on."""
     opened: list[Path] = []
-    real = filelayer.index.thread_index._Db.open
+    real = filelayer.index.db._Db.open
 
-    def counting(path: Path, timeout: float) -> filelayer.index.thread_index._Db:
+    def counting(path: Path, timeout: float) -> filelayer.index.db._Db:
         opened.append(path)
         return real(path, timeout)
 
-    monkeypatch.setattr(filelayer.index.thread_index._Db, "open", staticmethod(counting))
+    monkeypatch.setattr(filelayer.index.db._Db, "open", staticmethod(counting))
     return opened
 
 

@@ -15,21 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, subprocess_env
+from conftest import subprocess_env
 
+import filelayer.index.db
 import filelayer.index.thread_index
 from filelayer import ArchiveStore
-from filelayer.index.thread_index import (
-    POINTER_FILE,
-    ThreadIndex,
-    decode_cursor,
-    delete_record,
-    feedback_record,
-    text_record,
-    thread_record,
-)
-
-sys.path.insert(0, str(REPO))
+from filelayer.index.records import delete_record, feedback_record, text_record, thread_record
+from filelayer.index.thread_index import POINTER_FILE, ThreadIndex, decode_cursor
 
 
 def at(n: int) -> str:
@@ -222,13 +214,13 @@ def big(
 ) -> tuple[ThreadIndex, Model, list[str]]:
     """The index of 20,000 threads, with the trigram index and (a Python without
     FTS5) without it."""
-    saved = filelayer.index.thread_index._fts5
+    saved = filelayer.index.db._fts5
     if request.param == "no-fts5":
-        filelayer.index.thread_index._fts5 = False
+        filelayer.index.db._fts5 = False
     try:  # the database made without a trigram index stays without one
         index = new_index(tmp_path_factory.mktemp("big"), records)
     finally:
-        filelayer.index.thread_index._fts5 = saved
+        filelayer.index.db._fts5 = saved
     model = Model()
     for r in records:
         model.apply(r)
@@ -368,7 +360,7 @@ def test_a_thread_that_gets_a_new_message_moves_up_and_is_not_shown_twice(
     threads, page = store.list_threads(user_id=user, first=5)
     shown = [t["id"] for t in threads]
     assert shown == [f"t{n}" for n in range(19, 14, -1)]
-    from filelayer.store.archive import now_iso
+    from filelayer._time import now_iso
 
     store.write_step(
         {"id": "late", "threadId": "t17", "type": "assistant_message", "output": "late",
@@ -398,7 +390,9 @@ def test_a_write_is_all_or_nothing_even_when_its_process_is_killed(tmp_path: Pat
         f"""
         import os, signal
         from pathlib import Path
-        from filelayer.index.thread_index import ThreadIndex, _Db, text_record, thread_record
+        from filelayer.index.db import _Db
+        from filelayer.index.records import text_record, thread_record
+        from filelayer.index.thread_index import ThreadIndex
         real = _Db.apply
         def apply(self, record):
             real(self, record)
@@ -466,7 +460,7 @@ def test_texts_wait_in_a_queue_for_the_trigram_index_and_are_searched_meanwhile(
         text_record("a", "s1", at(2), "about bread"),
     ])  # fmt: skip
     assert ids_of(index, "u", search="bread") == ["a"]
-    monkeypatch.setattr(filelayer.index.thread_index, "_fts5", False)
+    monkeypatch.setattr(filelayer.index.db, "_fts5", False)
     other = ThreadIndex(tmp_path, tmp_path / "index.lock", lock_timeout=10)
     for n in range(100):  # more than a batch: this process cannot apply them
         other.append([text_record("a", "s1", at(2), f"about rust {n}")])
@@ -475,7 +469,7 @@ def test_texts_wait_in_a_queue_for_the_trigram_index_and_are_searched_meanwhile(
                       updated_at=at(3), tags=None),
         text_record("b", "s2", at(4), "more bread"),
     ])  # fmt: skip
-    monkeypatch.setattr(filelayer.index.thread_index, "_fts5", True)
+    monkeypatch.setattr(filelayer.index.db, "_fts5", True)
     queued = sqlite3.connect(next(tmp_path.glob("threads-*.sqlite")))
     assert queued.execute("SELECT count(*) FROM fts_todo").fetchone()[0] == 4
     assert ids_of(index, "u", search="bread") == ["b"]

@@ -24,7 +24,7 @@ pytest.importorskip("chainlit")
 from chainlit.types import Feedback, Pagination, ThreadFilter
 
 from filelayer import ArchiveStore, FileDataLayer
-from filelayer.store.archive import now_iso
+from filelayer._time import now_iso
 from filelayer.transfer.copier import copy_archive
 
 BASE = datetime(2026, 10, 1, 9, 0, tzinfo=timezone.utc)

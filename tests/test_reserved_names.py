@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 
 from filelayer import ArchiveStore
+from filelayer._io.fs import temp_path
 from filelayer.cli import main
 from filelayer.format.layout import (
     GITIGNORE_BLOCK,
     RESERVED_PREFIX,
     deleting_path,
     is_layer_leftover,
-    temp_path,
 )
 
 # Upload names: every pattern the layer uses, or used, for its own files.

@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 
 from .._backend import PURE
-from .._io.flusher import FLUSHER
-from .._io.fs import fsync_dir, fsync_fd
 from ..errors import StorageWriteError
-from ..format.layout import temp_path
+from .durable import fsync_fd
+from .flusher import FLUSHER
+from .fs import fsync_dir, temp_path
 
 
 def _write_file_sync(dest: Path, data: bytes, durable: bool) -> None:

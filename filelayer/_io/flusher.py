@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .durable import fsync_fd
+
 log = logging.getLogger("filelayer")
 
 INTERVAL = 1.0
@@ -33,8 +35,6 @@ INTERVAL = 1.0
 
 
 def _fsync_path(path: Path) -> None:
-    from .._io.fs import fsync_fd
-
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -17,38 +17,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import sys
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from .._io.flusher import FLUSHER
 from ..errors import StorageWriteError
+from .durable import fsync_fd
+from .flusher import FLUSHER
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+RESERVED_PREFIX = ".filelayer-"
+"""Every transient file or directory the layer makes is named ``.filelayer-…``.
 
-_FULLFSYNC: int | None = (
-    getattr(fcntl, "F_FULLFSYNC", None) if sys.platform == "darwin" and fcntl else None
-)
-
-
-def fsync_fd(fd: int) -> None:
-    """Put a file's (or a directory's) data on the disk.
-
-    On macOS ``fsync`` only hands the data to the drive, whose cache a power cut
-    loses; ``F_FULLFSYNC`` has the drive write it through (where a file system refuses
-    it, plain ``fsync`` is the best there is).
-    """
-    if _FULLFSYNC is not None:  # pragma: no cover - macOS
-        try:
-            fcntl.fcntl(fd, _FULLFSYNC)
-            return
-        except OSError:
-            pass
-    os.fsync(fd)
+No other name in an archive can start with it: ids (thread directories, element files)
+start with a letter or a digit, and so do user files. ``verify --repair`` removes what is
+left of them after a crash, and ``.gitignore`` keeps them out of git.
+"""
+TEMP_SUFFIX = ".tmp"
+"""Temporary names also end with ``.tmp``, so that a person (or an older filelayer)
+sees what they are. The suffix alone means nothing: an upload named ``draft.tmp`` is
+stored as ``<element id>.tmp``."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -148,12 +136,9 @@ def make_dirs(path: Path, changes: Changes) -> bool:
     return True
 
 
-def temp_path_for(path: Path) -> Path:
-    """A fresh temporary sibling of ``path``: the name is the layout's (reserved, so
-    never an element file's; ``verify --repair`` removes leftovers)."""
-    from ..format.layout import temp_path  # layout builds on this module: imported when used
-
-    return temp_path(path)
+def temp_path(path: Path) -> Path:
+    """A fresh temporary sibling of ``path``, renamed over it once written."""
+    return path.with_name(f"{RESERVED_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
 def holds_durable_content(path: Path) -> bool:
@@ -188,7 +173,7 @@ def atomic_write(
     """
     if changes is not None:
         durable = changes.durable
-    tmp = temp_path_for(path)
+    tmp = temp_path(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         fresh = False

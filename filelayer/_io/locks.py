@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from .._backend import PURE
-from .._io import fs as _fs
 from ..errors import ArchiveLockTimeout, StorageWriteError
+from . import fs as _fs
 
 DEFAULT_TIMEOUT = 30.0
 

@@ -45,12 +45,13 @@ from chainlit.types import (
 from chainlit.user import PersistedUser, User
 
 from .._io import aio as _aio
-from ..chainlit import serve
-from ..chainlit.offload import Offload
 from ..errors import FileLayerError, UnknownStepError
 from ..format.layout import DEFAULT_ROOT, ROOT_ENV, default_root
-from ..index.thread_index import DEFAULT_SEARCH_CHARS
-from ..store.archive import ArchiveStore, Durability, ElementUrl, element_file_fields
+from ..index.records import DEFAULT_SEARCH_CHARS
+from ..store.archive import ArchiveStore, Durability, ElementUrl
+from ..store.views import element_file_fields
+from . import serve  # export_route registers its route with serve
+from .offload import Offload
 
 if TYPE_CHECKING:
     from chainlit.element import Element, ElementDict
@@ -138,9 +139,10 @@ class FileDataLayer(BaseDataLayer):
         _log_root(self.store, root)
         self.calls = Offload(self.store)
         self._element_url = element_url
-        serve.watch_callers(self)
+        source = serve.ElementSource(self.store, self.calls, self.get_thread)
+        serve.watch_callers(source)
         if element_url is None and serve_elements:
-            self._element_url = serve.install(self)
+            self._element_url = serve.install(source)
 
     @property
     def root(self) -> Path:

@@ -103,3 +103,6 @@ async def serve_export(request: Request, thread_id: str, format: str = "markdown
     data = await layer.calls.read_off_loop(zip_bundle, bundle)
     headers["Content-Disposition"] = serve._content_disposition("attachment", f"{bundle.stem}.zip")
     return Response(data, media_type="application/zip", headers=headers)
+
+
+serve.add_route(serve.ExtraRoute(ROUTE_NAME, ROUTE_SUFFIX, serve_export, ("GET",)))

@@ -1,7 +1,8 @@
 """The HTTP route that serves stored element files back to Chainlit's UI.
 
 (The export route beside it, ``{root_path}/filelayer/export/{thread}``, is in
-:mod:`filelayer.chainlit.export_route` and registered here with the others.)
+:mod:`filelayer.chainlit.export_route`, which registers it here with :func:`add_route`:
+it builds on this module, so this module does not import it.)
 
 On resume the frontend loads every element from its ``url``: the live session's file is
 gone by then. This module adds ``GET {root_path}/filelayer/elements/{thread}/{element}``
@@ -48,6 +49,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -60,7 +62,8 @@ from ..format.ids import is_valid_id
 from ..format.layout import ELEMENTS_DIR, THREADS_DIR
 
 if TYPE_CHECKING:
-    from ..chainlit.datalayer import FileDataLayer
+    from ..store.archive import ArchiveStore
+    from .offload import Offload
 
 log = logging.getLogger("filelayer")
 
@@ -97,7 +100,44 @@ _MIME_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-
 _NAME_LIMIT = 200
 _CACHE_CONTROL = "private, max-age=0, must-revalidate"
 
-_current: list[FileDataLayer] = []
+
+@dataclass(frozen=True)
+class ElementSource:
+    """What the route needs from a data layer: its store, the offload its store calls go
+    through (so the route never blocks the event loop either), and ``get_thread`` (the
+    shared-thread check hands Chainlit's own callback the thread as the layer shapes it).
+
+    The route depends on these three, not on the data layer, so the adapter imports the
+    route and never the other way round.
+    """
+
+    store: ArchiveStore
+    calls: Offload
+    get_thread: Callable[[str], Awaitable[Any]]
+
+
+_current: list[ElementSource] = []
+
+
+@dataclass(frozen=True)
+class ExtraRoute:
+    """A route added to Chainlit's app with the element route (under the same prefix,
+    ahead of Chainlit's catch-all)."""
+
+    name: str
+    suffix: str
+    endpoint: Callable[..., Awaitable[Response]]
+    methods: tuple[str, ...]
+
+
+_extra_routes: list[ExtraRoute] = []
+
+
+def add_route(route: ExtraRoute) -> None:
+    """Serve ``route`` too, from the next :func:`install` on (a route of the same name
+    is replaced)."""
+    _extra_routes[:] = [r for r in _extra_routes if r.name != route.name] + [route]
+
 
 _Scope = MutableMapping[str, Any]
 _Asgi = Callable[[_Scope, Any, Any], Awaitable[None]]
@@ -106,13 +146,13 @@ _request: ContextVar[Request | None] = ContextVar("filelayer_request", default=N
 _USER_KEY = "filelayer_user"
 
 
-def install(layer: FileDataLayer) -> Callable[[str, str], str]:
-    """Route requests to ``layer`` and return the URL builder for its elements.
+def install(source: ElementSource) -> Callable[[str, str], str]:
+    """Route requests to ``source`` and return the URL builder for its elements.
 
     The routes are added once per process; a later data layer replaces the earlier one
     (Chainlit builds its data layer once, tests build many).
     """
-    _current[:] = [layer]
+    _current[:] = [source]
     _add_routes()
     return element_url
 
@@ -185,19 +225,19 @@ def _replay(body: bytes, receive: Any) -> Any:
 
 async def _element_refusal(request: Request, body: bytes) -> Response | None:
     """403 when a logged-in user's element request names a thread another user wrote."""
-    layer = _current[0] if _current else None
+    source = _current[0] if _current else None
     try:
         element = json.loads(body).get("element") or {}
         thread_id = element.get("threadId")
     except (ValueError, AttributeError):
         return None  # Chainlit answers a malformed body itself
-    if layer is None or not isinstance(thread_id, str) or not is_valid_id(thread_id):
+    if source is None or not isinstance(thread_id, str) or not is_valid_id(thread_id):
         return None
     identifier = getattr(await _current_user(request), "identifier", None)
     if not isinstance(identifier, str):
         return None
     try:
-        await layer.calls.read(layer.store.authorize, thread_id, identifier)
+        await source.calls.read(source.store.authorize, thread_id, identifier)
     except NotAuthorError as exc:
         return JSONResponse(
             {"detail": str(exc)}, status_code=403, headers={"Cache-Control": "no-store"}
@@ -272,12 +312,12 @@ def _chainlit_server() -> Any:
     return server
 
 
-def watch_callers(layer: FileDataLayer | None = None) -> None:
+def watch_callers(source: ElementSource | None = None) -> None:
     """Install :class:`CallerMiddleware` on Chainlit's app (once per process), for
-    ``layer`` when given (a later data layer replaces an earlier one, as in
+    ``source`` when given (a later data layer replaces an earlier one, as in
     :func:`install`)."""
-    if layer is not None:
-        _current[:] = [layer]
+    if source is not None:
+        _current[:] = [source]
     server = _chainlit_server()
     if server is not None:
         _add_middleware(server.app)
@@ -292,12 +332,10 @@ def _add_routes() -> None:
     # The prefix Chainlit's own router was built with (its --root-path; empty when
     # mounted, where the mount adds the prefix).
     prefix = str(getattr(getattr(server, "router", None), "prefix", "") or "").rstrip("/")
-    from . import export_route  # it builds on this module
-
     wanted = {
         ROUTE_NAME: prefix + ROUTE_SUFFIX,
         REFUSE_NAME: prefix + REFUSE_SUFFIX,
-        export_route.ROUTE_NAME: prefix + export_route.ROUTE_SUFFIX,
+        **{extra.name: prefix + extra.suffix for extra in _extra_routes},
     }
     routes = app.router.routes
     present = [r for r in routes if getattr(r, "name", None) in wanted]
@@ -319,15 +357,17 @@ def _add_routes() -> None:
         name=REFUSE_NAME,
         include_in_schema=False,
     )
-    app.add_api_route(
-        wanted[export_route.ROUTE_NAME],
-        export_route.serve_export,
-        methods=["GET"],
-        name=export_route.ROUTE_NAME,
-        include_in_schema=False,
-    )
-    ours = routes[-3:]
-    del routes[-3:]
+    for extra in _extra_routes:
+        app.add_api_route(
+            wanted[extra.name],
+            extra.endpoint,
+            methods=list(extra.methods),
+            name=extra.name,
+            include_in_schema=False,
+        )
+    added = 2 + len(_extra_routes)
+    ours = routes[-added:]
+    del routes[-added:]
     first_shadow = next((i for i, r in enumerate(routes) if _has_catch_all(r)), len(routes))
     routes[first_shadow:first_shadow] = ours
 
@@ -354,16 +394,16 @@ async def _serve_element(request: Request, thread_id: str, element_id: str) -> R
     def refuse() -> Response:
         return _refusal(401 if login_required and user is None else 404)
 
-    layer = _current[0] if _current else None
-    if layer is None or not (is_valid_id(thread_id) and is_valid_id(element_id)):
+    source = _current[0] if _current else None
+    if source is None or not (is_valid_id(thread_id) and is_valid_id(element_id)):
         return refuse()
-    manifest = await layer.calls.read(layer.store.read_manifest, thread_id)
-    if manifest is None or not await _may_read(layer, manifest, user, login_required):
+    manifest = await source.calls.read(source.store.read_manifest, thread_id)
+    if manifest is None or not await _may_read(source, manifest, user, login_required):
         return refuse()
 
     # From here on the caller may know that the thread exists.
-    found = await layer.calls.read(layer.store.element_file, thread_id, element_id)
-    path = _contained(layer, thread_id, found[1]) if found else None
+    found = await source.calls.read(source.store.element_file, thread_id, element_id)
+    path = _contained(source, thread_id, found[1]) if found else None
     if found is None or path is None:
         if found is not None:
             log.warning(
@@ -442,7 +482,7 @@ async def _current_user(request: Request) -> Any:
 
 
 async def _may_read(
-    layer: FileDataLayer, manifest: Mapping[str, Any], user: Any, login_required: bool
+    source: ElementSource, manifest: Mapping[str, Any], user: Any, login_required: bool
 ) -> bool:
     """The author, or any logged-in user if the thread is shared (Chainlit's own share
     page answers 401 to anonymous visitors in an app with login); in an app without
@@ -456,10 +496,10 @@ async def _may_read(
         return True
     if login_required and user is None:
         return False
-    return await _is_shared(layer, manifest, user)
+    return await _is_shared(source, manifest, user)
 
 
-async def _is_shared(layer: FileDataLayer, manifest: Mapping[str, Any], user: Any) -> bool:
+async def _is_shared(source: ElementSource, manifest: Mapping[str, Any], user: Any) -> bool:
     """Chainlit's own rule for ``/project/share/{id}``: ``metadata.is_shared``, or the
     app's ``on_shared_thread_view(thread, viewer)`` says yes."""
     metadata: Any = manifest.get("metadata") or {}
@@ -475,7 +515,7 @@ async def _is_shared(layer: FileDataLayer, manifest: Mapping[str, Any], user: An
     hook = getattr(config.code, "on_shared_thread_view", None)
     if hook is None:
         return False
-    thread = await layer.get_thread(str(manifest.get("id") or ""))
+    thread = await source.get_thread(str(manifest.get("id") or ""))
     if thread is None:
         return False
     try:
@@ -485,12 +525,12 @@ async def _is_shared(layer: FileDataLayer, manifest: Mapping[str, Any], user: An
         return False
 
 
-def _contained(layer: FileDataLayer, thread_id: str, path: Path) -> Path | None:
+def _contained(source: ElementSource, thread_id: str, path: Path) -> Path | None:
     """The real path of an element file, if it lies directly in the thread's element
     directory under the real root (no link out, whatever the record says)."""
     try:
         real = path.resolve(strict=True)
-        base = layer.store.root.resolve(strict=True) / THREADS_DIR / thread_id / ELEMENTS_DIR
+        base = source.store.root.resolve(strict=True) / THREADS_DIR / thread_id / ELEMENTS_DIR
     except (OSError, RuntimeError):
         return None
     if real.parent != base or not real.is_file():

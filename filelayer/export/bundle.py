@@ -22,6 +22,7 @@ from typing import Any
 
 from ..store.archive import ArchiveStore
 from . import elements as ee
+from .elements import ElementView
 from .markdown import file_stem, render_markdown
 
 FORMATS = ("markdown", "html")
@@ -30,24 +31,6 @@ CHARTS_DIR = "_charts"
 """Where a dataframe's CSV and a chart's page go inside ``<stem>.files/``: names that no
 element file can have (element files begin with a letter or a digit)."""
 _AUTO = object()
-
-
-@dataclass
-class ElementView:
-    """What the page shows of one element."""
-
-    id: str
-    name: str
-    type: str
-    href: str | None = None
-    """Where its file (or its external ``url``) is; ``None``: not stored."""
-    text: str | None = None
-    cut: bool = False
-    code_language: str | None = None
-    table: ee.Table | None = None
-    csv_href: str | None = None
-    chart_href: str | None = None
-    """The page that draws a chart; ``None`` when plotly was not installed."""
 
 
 @dataclass

@@ -183,3 +183,21 @@ Plotly.newPlot("chart", figure.data || [], layout, {{responsive: true}});
 </body>
 </html>
 """
+
+
+@dataclass
+class ElementView:
+    """What the page shows of one element."""
+
+    id: str
+    name: str
+    type: str
+    href: str | None = None
+    """Where its file (or its external ``url``) is; ``None``: not stored."""
+    text: str | None = None
+    cut: bool = False
+    code_language: str | None = None
+    table: Table | None = None
+    csv_href: str | None = None
+    chart_href: str | None = None
+    """The page that draws a chart; ``None`` when plotly was not installed."""

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import html
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .._time import when
 from ..format.journal import MESSAGE_TYPES
 from . import elements as ee
-from .markdown import when
-
-if TYPE_CHECKING:
-    from .bundle import ElementView
+from .elements import ElementView
 
 STYLE = """
 :root{color-scheme:light;--bg:#f5f6f8;--user:#dbe8ff;--bot:#fff;--muted:#6b7280;--line:#e5e7eb}

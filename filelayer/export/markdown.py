@@ -8,33 +8,21 @@ unchanged archive exports to byte-identical files.
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
+from .._time import when
+from ..format.ids import slug
 from ..format.journal import MESSAGE_TYPES
 
 IMAGE_TYPES = frozenset(["image"])
-_SLUG_RE = re.compile(r"[^a-z0-9]+")
 _FEEDBACK_MARK = {1: "👍", 0: "👎"}
-
-
-def slug(text: str, limit: int = 50) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    return _SLUG_RE.sub("-", ascii_text.lower()).strip("-")[:limit].strip("-") or "untitled"
 
 
 def file_stem(thread: dict[str, Any]) -> str:
     """``2026-11-25-how-do-i-bake-bread-5f0c6c1e``: sorts by date, stable across runs."""
     day = str(thread.get("createdAt") or "")[:10] or "undated"
-    return f"{day}-{slug(thread.get('name') or '')}-{thread['id'][:8]}"
-
-
-def when(value: object) -> str:
-    """``2026-11-25 04:29 UTC`` from Chainlit's ISO time (what a reader wants to see)."""
-    text = str(value or "")
-    return f"{text[:10]} {text[11:16]} UTC" if len(text) >= 16 else text
+    return f"{day}-{slug(thread.get('name') or '', 50, 'untitled')}-{thread['id'][:8]}"
 
 
 def _yaml_str(value: object) -> str:

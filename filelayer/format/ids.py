@@ -8,6 +8,7 @@ device on Windows, or a hidden file of ours.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from ..errors import InvalidIdError
 
@@ -49,3 +50,14 @@ def check_id(kind: str, value: object) -> str:
         raise InvalidIdError(kind, value, problem)
     assert isinstance(value, str)
     return value
+
+
+_SLUG_RE = re.compile(r"[^a-z0-9]+")
+
+
+def slug(text: str, limit: int, fallback: str) -> str:
+    """``text`` as lowercase ASCII words joined by ``-``, at most ``limit`` characters
+    (``fallback`` when nothing is left): readable in a file name on any file system.
+    User files and exported threads are named with it."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _SLUG_RE.sub("-", ascii_text.lower()).strip("-")[:limit].strip("-") or fallback

@@ -21,12 +21,13 @@ import zlib
 from pathlib import Path
 
 from .._io import fs as _fs
+from .._io.fs import RESERVED_PREFIX, TEMP_SUFFIX
 from ..errors import ArchiveError, CorruptFileError, FormatVersionError, StorageWriteError
-from ..format import codec as _codec
-from ..format import users
-from ..format.ids import check_id
-from ..format.journal import JOURNAL_NAME
-from ..format.manifest import MANIFEST_NAME
+from . import codec as _codec
+from . import users
+from .ids import check_id
+from .journal import JOURNAL_NAME
+from .manifest import MANIFEST_NAME
 
 FORMAT_VERSION = 1
 FORMAT_FILE = "filelayer.json"
@@ -52,17 +53,6 @@ def default_root() -> str:
 
 log = logging.getLogger("filelayer")
 
-RESERVED_PREFIX = ".filelayer-"
-"""Every transient file or directory the layer makes is named ``.filelayer-…``.
-
-No other name in an archive can start with it: ids (thread directories, element files)
-start with a letter or a digit, and so do user files. ``verify --repair`` removes what is
-left of them after a crash, and ``.gitignore`` keeps them out of git.
-"""
-TEMP_SUFFIX = ".tmp"
-"""Temporary names also end with ``.tmp``, so that a person (or an older filelayer)
-sees what they are. The suffix alone means nothing: an upload named ``draft.tmp`` is
-stored as ``<element id>.tmp``."""
 DELETING_SUFFIX = ".deleting" + TEMP_SUFFIX
 
 _LEGACY_TEMP_RE = re.compile(r"\..+\.[0-9a-f]{8}(?:\.deleting)?\.tmp")
@@ -70,11 +60,6 @@ _LEGACY_TEMP_RE = re.compile(r"\..+\.[0-9a-f]{8}(?:\.deleting)?\.tmp")
 ``.<thread id>.<8 hex>.deleting.tmp`` for a thread directory being deleted. They begin
 with a dot, which no id nor element file can, so they are still recognised (and removed
 by ``verify --repair``) in archives that version wrote."""
-
-
-def temp_path(path: Path) -> Path:
-    """A fresh temporary sibling of ``path``, renamed over it once written."""
-    return path.with_name(f"{RESERVED_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
 def deleting_path(directory: Path) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
-from ..format import codec as _codec
+from . import codec as _codec
 
 MANIFEST_NAME = "thread.json"
 

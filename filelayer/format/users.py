@@ -8,23 +8,19 @@ of it plus a hash, and the identifier itself lives inside the file.
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
-from ..format import codec as _codec
-
-_SLUG_RE = re.compile(r"[^a-z0-9]+")
+from . import codec as _codec
+from .ids import slug
 
 
 def file_name(identifier: str) -> str:
     """A safe, stable, readable file name for ``identifier``."""
-    ascii_text = unicodedata.normalize("NFKD", identifier).encode("ascii", "ignore").decode("ascii")
-    slug = _SLUG_RE.sub("-", ascii_text.lower()).strip("-")[:40].strip("-") or "user"
+    readable = slug(identifier, 40, "user")
     digest = hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{slug}-{digest}.json"
+    return f"{readable}-{digest}.json"
 
 
 def read(path: Path) -> dict[str, Any] | None:

@@ -8,7 +8,8 @@ journal with damaged lines is left alone (compacting would drop them): ``verify
 
 from __future__ import annotations
 
-from ..store.archive import ArchiveStore, Compaction
+from ..store.archive import ArchiveStore
+from ..store.compaction import Compaction
 
 __all__ = ["Compaction", "compact_thread"]
 

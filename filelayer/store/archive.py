@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import mimetypes
 import os
@@ -29,8 +28,6 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -38,6 +35,7 @@ from .._io import fs as _fs
 from .._io import locks as _locks
 from .._io import mounts as _mounts
 from .._io.flusher import FLUSHER
+from .._time import now_iso
 from ..errors import (
     ArchiveError,
     CorruptFileError,
@@ -47,15 +45,28 @@ from ..errors import (
     UnknownStepError,
 )
 from ..format import codec as _codec
-from ..format import journal, manifest, users
+from ..format import journal, manifest
 from ..format import times as _times
 from ..format.ids import check_id, id_problem, is_valid_id
 from ..format.layout import ELEMENTS_DIR, Layout, deleting_path
-from ..index.thread_index import DEFAULT_SEARCH_CHARS, Page, ThreadIndex, ThreadSummary, searchable
-from ..index.thread_index import delete_record as index_delete_record
-from ..index.thread_index import favorite_record as index_favorite_record
-from ..index.thread_index import feedback_record as index_feedback_record
-from ..index.thread_index import text_record as index_text_record
+from ..index.records import DEFAULT_SEARCH_CHARS, searchable
+from ..index.records import delete_record as index_delete_record
+from ..index.records import favorite_record as index_favorite_record
+from ..index.records import feedback_record as index_feedback_record
+from ..index.records import text_record as index_text_record
+from ..index.summary import ThreadSummary
+from ..index.thread_index import Page, ThreadIndex
+from .accounts import Accounts
+from .compaction import (
+    _COMPACT_MIN_BYTES,
+    _COMPACT_ROUNDS,
+    _DAMAGED,
+    _GROWTH_KEPT,
+    Compaction,
+    _Growth,
+)
+from .deleted import DeletedThreads
+from .views import _STEP_DEFAULTS, _copy_json, element_file_fields
 
 log = logging.getLogger("filelayer")
 
@@ -66,17 +77,9 @@ _V = TypeVar("_V")
 _OWNER_CACHE_SIZE = 50_000
 """Step, element and thread ids a process remembers (where they are, that they exist)."""
 _TOMBSTONE_CACHE = 256
+"""Threads whose deleted ids a process keeps in memory: those it is writing to."""
 _FOLDED_CACHE = 32
 """Threads whose folded journal a process keeps: those being read (resumed, shown)."""
-"""Threads whose deleted ids a process keeps in memory: those it is writing to."""
-
-_COMPACT_MIN_BYTES = 64 * 1024
-"""A journal is compacted by itself only past this size: below, there is little to save."""
-_GROWTH_KEPT = 4096
-"""Journals whose live bytes a process follows as it writes them (the others are read
-once when they pass the minimum size, to know them again)."""
-_COMPACT_ROUNDS = 4
-"""Compactions of one journal in a row, while writers append faster than it folds."""
 
 _EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -95,33 +98,6 @@ def _then_compact(method: _Method) -> _Method:
                 self.compact_due()
 
     return wrapper  # type: ignore[return-value]
-
-
-_STEP_DEFAULTS: dict[str, Any] = {
-    "name": "",
-    "type": "undefined",
-    "threadId": None,
-    "parentId": None,
-    "input": "",
-    "output": "",
-    "metadata": {},
-    "tags": None,
-    "createdAt": None,
-    "start": None,
-    "end": None,
-    "isError": False,
-    "showInput": None,
-    "language": None,
-    "generation": None,
-    "waitForAnswer": None,
-    "defaultOpen": None,
-    "autoCollapse": None,
-}
-
-
-def now_iso() -> str:
-    """The current UTC time in Chainlit's own format (so times sort as strings)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ArchiveStore:
@@ -175,13 +151,12 @@ class ArchiveStore:
         self.index = ThreadIndex(
             self.layout.index_dir, self.layout.index_lock, lock_timeout=lock_timeout
         )
-        self._deleted: dict[str, str] = {}  # thread id -> deletedAt
-        self._deleted_offset = 0
+        self.deleted = DeletedThreads(self.layout.deleted_file)
+        self.accounts = Accounts(self.layout, lock_timeout)
         self._step_owner: OrderedDict[str, str] = OrderedDict()
         self._element_owner: OrderedDict[str, str] = OrderedDict()
         self._tombstone_cache: OrderedDict[str, journal.Tombstones] = OrderedDict()
         self._folded_cache: OrderedDict[str, journal.FoldedJournal] = OrderedDict()
-        self._users_by_id: dict[str, dict[str, Any]] = {}
         self._authors: OrderedDict[str, tuple[tuple[int, int, int], str | None]] = OrderedDict()
         self._existing: OrderedDict[str, None] = OrderedDict()  # threads seen to exist
         self.auto_compact = auto_compact
@@ -239,38 +214,13 @@ class ArchiveStore:
         if len(cache) > _OWNER_CACHE_SIZE:
             cache.popitem(last=False)
 
-    def _refresh_deleted(self) -> None:
-        try:
-            size = self.layout.deleted_file.stat().st_size
-        except FileNotFoundError:
-            return
-        if size < self._deleted_offset:
-            self._deleted.clear()
-            self._deleted_offset = 0
-        if size == self._deleted_offset:
-            return
-        with open(self.layout.deleted_file, "rb") as f:
-            f.seek(self._deleted_offset)
-            data = f.read()
-        lines, tail = _fs.split_lines(data)
-        self._deleted_offset += len(data) - len(tail)
-        for line in lines:
-            with contextlib.suppress(*_codec.DecodeError):
-                record = _codec.decode(line)
-                if isinstance(record, dict) and isinstance(record.get("id"), str):
-                    self._deleted[record["id"]] = str(record.get("deletedAt") or "")
-
     def deleted_threads(self) -> dict[str, str]:
         """Every deleted thread id with the time it was deleted."""
-        self._refresh_deleted()
-        return dict(self._deleted)
+        return self.deleted.all()
 
     def is_deleted(self, thread_id: str) -> bool:
         """Whether ``thread_id`` was deleted (deleted ids stay deleted)."""
-        if thread_id in self._deleted:
-            return True
-        self._refresh_deleted()
-        return thread_id in self._deleted
+        return self.deleted.has(thread_id)
 
     def _tombstones(
         self, thread_id: str, opened: _fs.AppendFile | None = None
@@ -473,18 +423,7 @@ class ArchiveStore:
     # -- users ---------------------------------------------------------------------
 
     def get_user(self, identifier: str) -> dict[str, Any] | None:
-        if not isinstance(identifier, str) or not identifier:
-            return None
-        try:
-            path = self.layout.user_file(identifier)
-            doc = users.read(path)
-        except (CorruptFileError, ValueError) as exc:
-            log.warning("filelayer: %s", exc)
-            return None
-        if doc is None or doc["identifier"] != identifier:
-            return None
-        self._users_by_id[doc["id"]] = doc
-        return doc
+        return self.accounts.get(identifier)
 
     def upsert_user(
         self,
@@ -493,53 +432,13 @@ class ArchiveStore:
         display_name: str | None = None,
     ) -> dict[str, Any]:
         """Create the user, or update its metadata; the id never changes."""
-        if not isinstance(identifier, str) or not identifier:
-            raise ValueError("a user identifier must be a non-empty string")
-        path = self.layout.user_file(identifier)
-        with _locks.locked(self.layout.users_lock, self.lock_timeout):
-            existing = users.read(path)
-            if existing is not None and existing["identifier"] != identifier:
-                raise CorruptFileError(path, "it holds another identifier (hash collision?)")
-            if existing is None:
-                doc: dict[str, Any] = {
-                    "id": str(uuid.uuid4()),
-                    "identifier": identifier,
-                    "displayName": display_name,
-                    "metadata": dict(metadata or {}),
-                    "createdAt": now_iso(),
-                }
-            else:
-                doc = dict(existing)
-                if metadata is not None:
-                    doc["metadata"] = dict(metadata)
-                if display_name is not None:
-                    doc["displayName"] = display_name
-            if doc != existing:
-                users.write(path, doc, durable=True)
-        self._users_by_id[doc["id"]] = doc
-        return doc
+        return self.accounts.upsert(identifier, metadata, display_name)
 
     def user_by_id(self, user_id: str) -> dict[str, Any] | None:
-        if not isinstance(user_id, str):
-            return None
-        found = self._users_by_id.get(user_id)
-        if found is None:
-            for doc in self.iter_users():
-                self._users_by_id[doc["id"]] = doc
-            found = self._users_by_id.get(user_id)
-        return found
+        return self.accounts.by_id(user_id)
 
     def iter_users(self) -> Iterator[dict[str, Any]]:
-        if not self.layout.users.is_dir():
-            return
-        for path in sorted(self.layout.users.glob("*.json")):
-            try:
-                doc = users.read(path)
-            except CorruptFileError as exc:
-                log.warning("filelayer: %s", exc)
-                continue
-            if doc is not None:
-                yield doc
+        return self.accounts.all()
 
     # -- threads -------------------------------------------------------------------
 
@@ -651,7 +550,7 @@ class ArchiveStore:
                 _codec.encode_line({"deletedAt": now_iso(), "id": thread_id}),
                 durable=True,
             )
-            self._deleted[thread_id] = now_iso()
+            self.deleted.add(thread_id, now_iso())
             self._existing.pop(thread_id, None)
             if existed:
                 # Rename first: readers see the whole thread or none of it.
@@ -1318,13 +1217,13 @@ class ArchiveStore:
         Writers go on meanwhile: the new index is built aside and switched in under the
         index lock for milliseconds, then what they wrote meanwhile is caught up (see
         :mod:`filelayer.reindex`)."""
-        from ..store.reindex import rebuild
+        from .reindex import rebuild
 
         return rebuild(self, progress)
 
     def reindex_thread(self, thread_id: str) -> None:
         """Make the index hold what one thread's files say (after a repair)."""
-        from ..store.reindex import reconcile_thread
+        from .reindex import reconcile_thread
 
         reconcile_thread(self, thread_id)
 
@@ -1484,96 +1383,3 @@ def _deletable(kind: str, value: object) -> bool:
     if problem is not None:
         log.debug("filelayer: nothing to delete for %s id %r: %s", kind, value, problem)
     return problem is None
-
-
-_DAMAGED = "damaged lines: run `filelayer verify --repair` first"
-
-
-class _Growth:
-    """What a process knows of the live bytes of a journal it writes, to tell when its
-    dead bytes may outweigh them without reading it.
-
-    Learnt from a look at the whole journal (a compaction, done or declined), then
-    followed as this process appends: a new version of a step counts as live only by
-    what it outgrows the largest version written before (the earlier ones are dead but
-    for the fields they alone hold), a step's deletion takes its bytes from the live
-    ones, and any other line counts whole. The lines other processes appended in
-    between are not read: they are *unknown*, and once they outweigh the live bytes
-    the journal is looked at again. An estimate, used only to decide when to look: the
-    compaction itself measures exactly."""
-
-    __slots__ = ("file", "live", "size", "steps", "unknown")
-
-    def __init__(
-        self,
-        file: tuple[int, int] | None = None,
-        size: int = 0,
-        live: int = 0,
-        steps: dict[str, int] | None = None,
-    ) -> None:
-        self.file = file  # the file (device, inode) known; None: not looked at yet
-        self.size = size  # where what is known ends
-        self.live = live
-        self.steps = steps if steps is not None else {}  # step id -> its largest line
-        self.unknown = 0  # bytes other processes appended since the last look
-
-    def written(self, at: int, size: int, step: str | None, deleted: str | None) -> None:
-        """``size`` bytes appended at offset ``at``: a version of ``step``, the deletion
-        of ``deleted``, or other lines."""
-        if self.file is None:
-            return
-        if at != self.size:
-            self.unknown += max(0, at - self.size)  # appended by others meanwhile
-        if step is not None:
-            before = self.steps.get(step, 0)
-            if size > before:
-                self.live += size - before
-                self.steps[step] = size
-        else:
-            self.live += size
-            if deleted is not None:
-                self.live -= self.steps.pop(deleted, 0)
-        self.size = at + size
-
-
-@dataclass
-class Compaction:
-    """What :meth:`ArchiveStore.compact_journal` did to one journal (sizes in bytes)."""
-
-    thread_id: str
-    before: int
-    after: int
-    skipped: str | None = None
-
-    @property
-    def changed(self) -> bool:
-        return self.skipped is None and self.before != self.after
-
-
-def _copy_json(value: Any) -> Any:
-    """A deep copy of JSON data (dicts, lists, scalars), several times cheaper than
-    ``copy.deepcopy``, and without recursion: stored metadata may nest deeply."""
-    kind = type(value)
-    if kind is not dict and kind is not list:
-        return value
-    top: Any = {} if kind is dict else []
-    stack: list[tuple[Any, Any]] = [(value, top)]
-    while stack:
-        source, target = stack.pop()
-        items = source.items() if type(source) is dict else enumerate(source)
-        is_list = type(target) is list
-        for key, item in items:
-            kind = type(item)
-            if kind is dict or kind is list:
-                child: Any = {} if kind is dict else []
-                stack.append((item, child))
-                item = child
-            if is_list:
-                target.append(item)
-            else:
-                target[key] = item
-    return top
-
-
-def element_file_fields(relative: str, data: bytes) -> dict[str, Any]:
-    return {"file": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

@@ -25,12 +25,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import Protocol
 
-from ..index.thread_index import ThreadSummary
+from ..format.layout import Layout
+from ..index.summary import ThreadSummary
+from ..index.thread_index import ThreadIndex
 
-if TYPE_CHECKING:
-    from ..store.archive import ArchiveStore
+
+class ArchiveStore(Protocol):
+    """What the reconciler needs of a store: its files, its index, its locks and how it
+    summarises a thread. A protocol rather than the class, so that the store imports
+    the reconciler and not the other way round."""
+
+    layout: Layout
+    index: ThreadIndex
+
+    def thread_ids(self) -> list[str]: ...
+    def is_deleted(self, thread_id: str) -> bool: ...
+    def summarise(self, thread_id: str) -> ThreadSummary | None: ...
+    def thread_lock(self, thread_id: str) -> AbstractContextManager[None]: ...
+
 
 Watermark = tuple[int, ...]
 """(inode, size, mtime in ns) of the journal, then of the manifest; zeros for a file

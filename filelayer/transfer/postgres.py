@@ -28,8 +28,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from .._time import format_time, parse_time, round_ms, time_key
 from ..format import journal
-from ..transfer.copier import (
+from .model import (
     CopyUsageError,
     ElementData,
     Endpoint,
@@ -39,13 +40,9 @@ from ..transfer.copier import (
     ThreadPlan,
     ThreadRef,
     fetch_url,
-    format_time,
     normalise_times,
-    parse_time,
-    round_ms,
-    time_key,
 )
-from ..transfer.pgschema import STATEMENTS, STEP_TYPES, TABLES
+from .pgschema import STATEMENTS, STEP_TYPES, TABLES
 
 STASH = "_filelayer"
 """The metadata key holding what a row's columns cannot say (see the module docstring)."""

@@ -45,8 +45,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._time import time_key
 from ..format import journal
-from ..transfer.copier import (
+from .model import (
     CopyUsageError,
     ElementData,
     Endpoint,
@@ -56,9 +57,8 @@ from ..transfer.copier import (
     ThreadPlan,
     ThreadRef,
     fetch_url,
-    time_key,
 )
-from ..transfer.sqlaschema import STATEMENTS, TABLES
+from .sqlaschema import STATEMENTS, TABLES
 
 STASH = "_filelayer"
 """The step metadata key holding what the step's columns cannot say."""
@@ -711,7 +711,7 @@ class SQLAlchemySchemaEndpoint(Endpoint):
         if self.storage_override is not None:
             self.storage = self.storage_override
             return
-        from ..transfer.postgres import storage_client_from_env
+        from .postgres import storage_client_from_env
 
         self.storage = storage_client_from_env()
 

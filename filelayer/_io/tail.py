@@ -1,0 +1,109 @@
+"""The one reader of "what was appended since last time".
+
+The archive's logs only grow (a thread's journal, the deleted-threads log) until they are
+replaced whole (compaction, repair). Whatever is kept about one of them (its folded
+state, its tombstones, the deleted thread ids) is a :class:`Tail`: it reads only the
+complete lines appended since its last look, and starts again from the beginning when
+the file was replaced, shrank or changed in place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import fs as _fs
+
+_RECOGNISE = 64
+"""Bytes compared to make sure a journal read on from where it was left is the same file."""
+
+
+class Tail:
+    """Something kept about a journal and brought up to date by reading only the
+    complete lines appended since the last look. A file that was replaced (compaction,
+    repair), shrank, or changed in place without growing is read again from the start.
+
+    A writer that holds the journal's lock tells it about its own appends
+    (:meth:`appended`), which it then takes without reading them back."""
+
+    __slots__ = ("last", "offset", "stamp")
+
+    def __init__(self) -> None:
+        # Which file was read: (device, inode), and its modification time when known.
+        self.stamp: tuple[tuple[int, int], int | None] | None = None
+        self.offset = 0
+        self.last = b""  # the bytes just before ``offset``, to recognise the file
+
+    def _reset(self) -> None:
+        self.stamp = None
+        self.offset = 0
+        self.last = b""
+
+    def _check(self, file_id: tuple[int, int], size: int, mtime: int | None) -> None:
+        stamp = self.stamp
+        if (
+            stamp is None
+            or stamp[0] != file_id
+            or size < self.offset
+            or (size == self.offset and None not in (mtime, stamp[1]) and stamp[1] != mtime)
+        ):
+            self._reset()
+
+    def catch_up(self, path: Path) -> None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._reset()
+            return
+        file_id = (st.st_dev, st.st_ino)
+        self._check(file_id, st.st_size, st.st_mtime_ns)
+        if st.st_size > self.offset:
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            except FileNotFoundError:
+                self._reset()
+                return
+            try:
+                self._read_to(fd, st.st_size, path)
+            finally:
+                os.close(fd)
+        self.stamp = (file_id, st.st_mtime_ns)
+
+    def catch_up_open(self, file: _fs.AppendFile) -> None:
+        """Catch up through a journal the caller has open to append to, under its lock."""
+        self._check(file.id, file.size, None)
+        if file.size > self.offset:
+            self._read_to(file.fd, file.size, file.path)
+        self.stamp = (file.id, None)
+
+    def ends_at(self, file: _fs.AppendFile) -> bool:
+        """Whether everything up to the end of ``file`` was read: it ends with a
+        complete line."""
+        return self.stamp is not None and self.stamp[0] == file.id and self.offset == file.size
+
+    def appended(self, file: _fs.AppendFile, at: int, lines: bytes) -> None:
+        """The caller appended ``lines`` (complete lines) at offset ``at`` of ``file``:
+        take them, if everything before them was read."""
+        if self.stamp is not None and self.stamp[0] == file.id and self.offset == at:
+            self._take(lines, file.path)
+            self.offset += len(lines)
+            self.last = (self.last + lines)[-_RECOGNISE:]
+            self.stamp = (file.id, None)  # its modification time is not known any more
+
+    def _read_to(self, fd: int, size: int, path: Path) -> None:
+        start = self.offset - len(self.last)
+        data = _fs.pread_all(fd, size - start, start)
+        # A file replaced twice can come back with the same inode number: the bytes
+        # before ``offset`` must still be the ones read last time.
+        if data[: len(self.last)] == self.last:
+            data = data[len(self.last) :]
+        else:
+            self._reset()
+            data = _fs.pread_all(fd, size, 0)
+        complete = data.rfind(b"\n") + 1
+        if complete:
+            self._take(data[:complete], path)
+            self.offset += complete
+            self.last = data[max(0, complete - _RECOGNISE) : complete]
+
+    def _take(self, lines: bytes, path: Path) -> None:
+        raise NotImplementedError

@@ -1,0 +1,95 @@
+"""The user registry: one file per user under ``users/``, and the ids this process saw."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from .._io import locks as _locks
+from .._time import now_iso
+from ..errors import CorruptFileError
+from ..format import users
+from ..format.layout import Layout
+
+log = logging.getLogger("filelayer")
+
+
+class Accounts:
+    """Users by identifier (their file's name is derived from it) and by id (a
+    process-wide map filled as users are read: ids never change)."""
+
+    def __init__(self, layout: Layout, lock_timeout: float) -> None:
+        self.layout = layout
+        self.lock_timeout = lock_timeout
+        self._users_by_id: dict[str, dict[str, Any]] = {}
+
+    def get(self, identifier: str) -> dict[str, Any] | None:
+        if not isinstance(identifier, str) or not identifier:
+            return None
+        try:
+            path = self.layout.user_file(identifier)
+            doc = users.read(path)
+        except (CorruptFileError, ValueError) as exc:
+            log.warning("filelayer: %s", exc)
+            return None
+        if doc is None or doc["identifier"] != identifier:
+            return None
+        self._users_by_id[doc["id"]] = doc
+        return doc
+
+    def upsert(
+        self,
+        identifier: str,
+        metadata: dict[str, Any] | None = None,
+        display_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Create the user, or update its metadata; the id never changes."""
+        if not isinstance(identifier, str) or not identifier:
+            raise ValueError("a user identifier must be a non-empty string")
+        path = self.layout.user_file(identifier)
+        with _locks.locked(self.layout.users_lock, self.lock_timeout):
+            existing = users.read(path)
+            if existing is not None and existing["identifier"] != identifier:
+                raise CorruptFileError(path, "it holds another identifier (hash collision?)")
+            if existing is None:
+                doc: dict[str, Any] = {
+                    "id": str(uuid.uuid4()),
+                    "identifier": identifier,
+                    "displayName": display_name,
+                    "metadata": dict(metadata or {}),
+                    "createdAt": now_iso(),
+                }
+            else:
+                doc = dict(existing)
+                if metadata is not None:
+                    doc["metadata"] = dict(metadata)
+                if display_name is not None:
+                    doc["displayName"] = display_name
+            if doc != existing:
+                users.write(path, doc, durable=True)
+        self._users_by_id[doc["id"]] = doc
+        return doc
+
+    def by_id(self, user_id: str) -> dict[str, Any] | None:
+        if not isinstance(user_id, str):
+            return None
+        found = self._users_by_id.get(user_id)
+        if found is None:
+            for doc in self.all():
+                self._users_by_id[doc["id"]] = doc
+            found = self._users_by_id.get(user_id)
+        return found
+
+    def all(self) -> Iterator[dict[str, Any]]:
+        if not self.layout.users.is_dir():
+            return
+        for path in sorted(self.layout.users.glob("*.json")):
+            try:
+                doc = users.read(path)
+            except CorruptFileError as exc:
+                log.warning("filelayer: %s", exc)
+                continue
+            if doc is not None:
+                yield doc

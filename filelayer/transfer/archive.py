@@ -1,0 +1,249 @@
+"""The archive side of a copy: reads and writes a filelayer archive, keeping ids and times."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from .._io import locks as _locks
+from .._time import time_key
+from ..errors import ArchiveError, FileLayerError
+from ..format import journal, manifest, users
+from ..format.ids import is_valid_id
+from ..maintenance.retention import is_erased
+from ..store.archive import ArchiveStore
+from .model import (
+    _ARCHIVE_ONLY_ELEMENT_KEYS,
+    CopyUsageError,
+    ElementData,
+    Endpoint,
+    Fetch,
+    Summary,
+    ThreadData,
+    ThreadPlan,
+    ThreadRef,
+    normalise_times,
+)
+
+
+class ArchiveEndpoint(Endpoint):
+    """A filelayer archive, through :class:`ArchiveStore` and the format's own modules.
+
+    Writing keeps ids and times, so the manifest and user files are written directly
+    (the store's ``update_thread``/``upsert_user`` stamp new times and new ids, which is
+    right for an app and wrong for a copy), under the same locks the store takes.
+    """
+
+    def __init__(self, root: str, *, fetch_urls: bool = True) -> None:
+        self.root = Path(root).expanduser()
+        self.label = str(self.root)
+        self.store: ArchiveStore | None = None
+        self.fetch_urls = fetch_urls
+
+    async def open(self, *, create: bool, dry_run: bool, create_schema: bool) -> None:
+        if not create and not self.root.exists():
+            raise CopyUsageError(f"no archive at {self.root}: check the SOURCE path")
+        if create and dry_run and not self.root.exists():
+            return  # a dry run into a new archive: everything would be copied
+        try:
+            self.store = ArchiveStore(self.root, create=create and not dry_run, upgrade=not dry_run)
+        except ArchiveError as exc:
+            raise CopyUsageError(str(exc)) from exc
+
+    def _need(self) -> ArchiveStore:
+        assert self.store is not None
+        return self.store
+
+    # reading
+
+    async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
+        if self.store is None:
+            return []
+        if identifier is not None:
+            user = self.store.get_user(identifier)
+            return [user] if user else []
+        return list(self.store.iter_users())
+
+    async def list_threads(self, identifier: str | None, since: str | None) -> list[ThreadRef]:
+        if self.store is None:
+            return []
+        store = self.store
+        user_id = None
+        if identifier is not None:
+            user = store.get_user(identifier)
+            if user is None:
+                return []
+            user_id = user["id"]
+        store.index.refresh()
+        tombstones = self._need().deleted_threads()
+        refs = []
+        for thread_id in store.thread_ids():
+            if thread_id in tombstones:
+                continue
+            doc = store.read_manifest(thread_id) or {}
+            if user_id is not None and doc.get("userId") != user_id:
+                continue
+            if since is not None:
+                summary = store.index.threads.get(thread_id)
+                # Any change counts here (a rename too), not only the sidebar's activity.
+                changed = summary.changed if summary else str(doc.get("updatedAt") or "")
+                newest = max(time_key(changed), time_key(doc.get("createdAt")))
+                if newest < since:
+                    continue
+            refs.append(ThreadRef(thread_id))
+        for thread_id, deleted_at in sorted(tombstones.items()):
+            if since is None or time_key(deleted_at) >= since:
+                refs.append(ThreadRef(thread_id, deleted_at=deleted_at or "deleted"))
+        return refs
+
+    async def is_deleted(self, thread_id: str) -> bool:
+        return self.store is not None and self.store.is_deleted(thread_id)
+
+    async def read_thread(self, thread_id: str) -> ThreadData | None:
+        store = self.store
+        if store is None or store.is_deleted(thread_id) or not is_valid_id(thread_id):
+            return None
+        path = store.layout.manifest(thread_id)
+        doc = manifest.read(path) if path.exists() else None
+        if doc is None:
+            return None
+        parsed = journal.read(store.layout.journal(thread_id))
+        state = journal.fold(parsed.records)
+        data = ThreadData(
+            thread={k: doc.get(k) for k in manifest.FIELDS},
+            steps=[dict(s) for s in state.ordered_steps()],
+            feedback=[dict(f) for f in state.feedback_by_step().values()],
+            deleted_steps=set(state.deleted_steps),
+            deleted_elements=set(state.deleted_elements),
+            deleted_feedback={
+                r["id"] for r in parsed.records if r["op"] == journal.OP_FEEDBACK_DELETE
+            },
+        )
+        live_feedback = {f["id"] for f in data.feedback}
+        data.deleted_feedback -= live_feedback
+        for el in state.live_elements():
+            fields = {k: v for k, v in el.items() if k not in _ARCHIVE_ONLY_ELEMENT_KEYS}
+            item = ElementData(fields=fields)
+            if isinstance(el.get("file"), str):
+                item.sha256 = el.get("sha256") if isinstance(el.get("sha256"), str) else None
+                item.size = el.get("bytes") if isinstance(el.get("bytes"), int) else None
+                item.origin = f"threads/{thread_id}/{el['file']}"
+                item.fetch = self._file_fetcher(thread_id, el["id"])
+            data.elements.append(item)
+        return data
+
+    def _file_fetcher(self, thread_id: str, element_id: str) -> Fetch:
+        store = self._need()
+
+        async def fetch() -> bytes | None:
+            found = store.element_file(thread_id, element_id)
+            if found is None:
+                return None
+            try:
+                return found[1].read_bytes()
+            except OSError:
+                return None
+
+        return fetch
+
+    # writing
+
+    async def user_by_identifier(self, identifier: str) -> dict[str, Any] | None:
+        return self.store.get_user(identifier) if self.store else None
+
+    async def is_erased_user(self, user_id: object, identifier: object, created: object) -> bool:
+        return self.store is not None and is_erased(self.store, user_id, identifier, created)
+
+    async def user_ids(self) -> set[str]:
+        return {u["id"] for u in await self.list_users(None)}
+
+    async def write_user(self, user: dict[str, Any]) -> None:
+        store = self._need()
+        path = store.layout.user_file(user["identifier"])
+        with _locks.locked(store.layout.users_lock, store.lock_timeout):
+            existing = users.read(path)
+            doc = dict(user)
+            if existing is not None and doc.get("displayName") is None:
+                doc["displayName"] = existing.get("displayName")
+            users.write(path, doc, durable=True)
+
+    async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
+        self._need().delete_thread(thread_id)
+
+    def same_step(self, dest: dict[str, Any], src: dict[str, Any], plan: ThreadPlan) -> bool:
+        # The journal merges writes (empty text never overwrites, the earliest start
+        # wins): the step is unchanged if storing the source would change nothing (its
+        # feedback and streaming flag, which readers add, are not stored).
+        merged = copy.deepcopy(dest)
+        journal.merge_step(merged, journal.step_body(src))
+        return normalise_times(merged) == normalise_times(dest)
+
+    def same_element(self, dest: ElementData, src: ElementData, plan: ThreadPlan) -> bool:
+        merged = dict(dest.fields)
+        merged.update(journal.drop_none(_kept_fields(src, dest.sha256 is not None)))
+        if merged != dest.fields:
+            return False
+        if dest.sha256 is not None:
+            return src.sha256 is None or src.sha256 == dest.sha256
+        return src.fetch is None  # bytes to fetch that the archive does not hold yet
+
+    def bytes_behind(self, src: ElementData, held: ElementData | None) -> str | None:
+        if held is not None and held.sha256 is not None:
+            return None
+        if src.fetch is None and src.elsewhere:
+            return "kept as a reference (its bytes could not be read from the source)"
+        return None
+
+    async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
+        store = self._need()
+        tid = plan.thread_id
+        if plan.thread is not None:
+            self._need().put_manifest(plan.thread)
+        elif not store.layout.manifest(tid).exists():
+            raise FileLayerError(f"thread {tid} has no manifest to add to")
+        for step in plan.steps:
+            store.write_step({**journal.drop_none(step), "threadId": tid})
+        for sid in plan.delete_steps:
+            store.delete_step(sid, tid)
+        for fid in plan.delete_feedback:
+            store.delete_feedback(fid)
+        for fb in plan.feedback:
+            store.upsert_feedback(
+                for_id=fb["forId"],
+                value=fb["value"],
+                comment=fb.get("comment"),
+                feedback_id=fb["id"],
+                thread_id=tid,
+            )
+        for el in plan.elements:
+            data = await el.fetch() if el.fetch is not None else None
+            if data is None and el.fetch is not None:
+                summary.stayed_behind(
+                    f"{el.origin or el.fields['id']}: could not be fetched; kept as a reference"
+                )
+            elif el.fetch is None and not el.fields.get("url"):
+                # Nothing a browser could load it from: say so rather than keep a blank.
+                summary.stayed_behind(
+                    f"{el.origin or el.fields['id']}: "
+                    + (
+                        "stored under a storage key, and no storage client is configured "
+                        "(set Chainlit's BUCKET_NAME and S3, GCS or Azure variables)"
+                        if el.elsewhere
+                        else "the source holds no bytes for it (no file, URL or storage key)"
+                    )
+                )
+            fields = _kept_fields(el, data is not None)
+            store.put_element(tid, journal.drop_none(fields), data)
+            if data is not None:
+                summary.bytes_copied += len(data)
+        for eid in plan.delete_elements:
+            store.delete_element(eid, tid)
+
+
+def _kept_fields(el: ElementData, bytes_kept: bool) -> dict[str, Any]:
+    """An element's fields as an archive keeps them: without a link that only pointed at
+    bytes the archive now holds itself."""
+    if bytes_kept and el.transient_url:
+        return {k: v for k, v in el.fields.items() if k != "url"}
+    return el.fields

@@ -1,0 +1,61 @@
+"""Which endpoint a location names, and opening it.
+
+The database endpoints are imported only when a URL names them, so the command line
+works without their optional packages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .archive import ArchiveEndpoint
+from .model import CopyUsageError, Endpoint
+
+SCHEMAS = ("official", "sqlalchemy")
+
+
+def endpoint_kind(location: str, schema: str | None = None) -> str:
+    """What a SOURCE or DEST names: ``archive``, ``official`` (Chainlit's PostgreSQL
+    schema), ``sqlalchemy`` (the SQLAlchemy data layer's schema, on SQLite or PostgreSQL)
+    or ``postgresql`` (a plain PostgreSQL URL whose schema is found from its tables)."""
+    lowered = location.lower()
+    if re.match(r"sqlite(\+\w+)?://", lowered):
+        if schema == "official":
+            raise CopyUsageError("Chainlit's official schema is PostgreSQL only, not SQLite")
+        return "sqlalchemy"
+    if re.match(r"postgres(ql)?\+\w+://", lowered):  # SQLAlchemy's own URL form
+        return schema or "sqlalchemy"
+    if lowered.startswith(("postgresql://", "postgres://")):
+        return schema or "postgresql"
+    if "://" in location:
+        raise CopyUsageError(
+            f"{location.split('://')[0]}:// is not supported: give an archive directory, "
+            "a postgresql:// URL or a sqlite:/// URL"
+        )
+    return "archive"
+
+
+async def open_endpoint(
+    location: str, *, fetch_urls: bool, schema: str | None = None, storage: Any = None
+) -> Endpoint:
+    """The endpoint for ``location``; a plain PostgreSQL URL is looked at to see which of
+    Chainlit's two schemas its database has (a database with neither gets the official
+    one, unless ``schema`` says otherwise)."""
+    kind = endpoint_kind(location, schema)
+    endpoint: Endpoint
+    if kind == "postgresql":
+        from .sqla import detect_postgres_schema
+
+        kind = await detect_postgres_schema(location)
+    if kind == "official":
+        from .postgres import PostgresEndpoint
+
+        endpoint = PostgresEndpoint(location, fetch_urls=fetch_urls)
+    elif kind == "sqlalchemy":
+        from .sqla import SQLAlchemySchemaEndpoint
+
+        endpoint = SQLAlchemySchemaEndpoint(location, fetch_urls=fetch_urls)
+    else:
+        endpoint = ArchiveEndpoint(location, fetch_urls=fetch_urls)
+    endpoint.storage_override = storage
+    return endpoint

@@ -1,0 +1,309 @@
+"""The neutral shape a copy moves, and the :class:`Endpoint` each side implements.
+
+Every endpoint (the archive, Chainlit's official PostgreSQL schema, its SQLAlchemy
+schema, the next one) depends on this module and nothing else of the copy, so a new
+endpoint is one new module plus a line in :mod:`filelayer.transfer.endpoints`."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._time import format_time, parse_time, round_ms, time_key
+from ..errors import FileLayerError
+
+KINDS = ("users", "threads", "steps", "feedback", "elements")
+OUTCOMES = ("copied", "updated", "unchanged", "skipped", "deleted")
+TIME_KEYS = ("createdAt", "updatedAt", "start", "end")
+_ARCHIVE_ONLY_ELEMENT_KEYS = ("file", "bytes", "sha256", "threadId")
+_FETCH_TIMEOUT = 60.0
+
+
+class CopyUsageError(FileLayerError):
+    """Wrong arguments, a missing package or an unreachable side: exit code 2."""
+
+
+def normalise_times(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with its times at millisecond precision: what both sides can agree on."""
+    out = dict(d)
+    for key in TIME_KEYS:
+        if isinstance(out.get(key), str) and parse_time(out[key]) is not None:
+            out[key] = time_key(out[key])
+    return out
+
+
+def since_bound(value: str | None) -> str | None:
+    """``--since``: a date or a time, as a comparable millisecond time string."""
+    if value is None:
+        return None
+    dt = parse_time(value)
+    if dt is None:
+        raise CopyUsageError(f"--since takes a date (YYYY-MM-DD) or an ISO time, not {value!r}")
+    return format_time(round_ms(dt))
+
+
+# -- the neutral shape ---------------------------------------------------------------
+
+
+Fetch = Callable[[], Awaitable[bytes | None]]
+
+
+@dataclass
+class ElementData:
+    """An element's fields (``ElementDict`` without thread id) and how to get its bytes."""
+
+    fields: dict[str, Any]
+    sha256: str | None = None
+    size: int | None = None
+    fetch: Fetch | None = None
+    origin: str = ""
+    """Where the bytes are, for the report (a file of the archive, a URL, a key)."""
+    elsewhere: bool = False
+    """The bytes live outside the source (a bucket, a URL): a destination that keeps
+    bytes should fetch them, and say so when it cannot."""
+    transient_url: bool = False
+    """The ``url`` only points at the bytes (a signed storage link that expires, a local
+    path): a destination that keeps the bytes themselves leaves it out."""
+
+
+@dataclass
+class ThreadData:
+    """One conversation in the neutral shape, plus the ids its side knows were deleted."""
+
+    thread: dict[str, Any]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    elements: list[ElementData] = field(default_factory=list)
+    deleted_steps: set[str] = field(default_factory=set)
+    deleted_elements: set[str] = field(default_factory=set)
+    deleted_feedback: set[str] = field(default_factory=set)
+
+    def activity(self) -> str:
+        """The last change this side knows of (thread update or step), in ms."""
+        times = [time_key(self.thread.get("updatedAt"))]
+        times += [time_key(s.get("createdAt") or s.get("start")) for s in self.steps]
+        return max(times)
+
+
+@dataclass
+class ThreadRef:
+    """A thread to consider: a live one, or a deleted one (``deleted_at``)."""
+
+    id: str
+    deleted_at: str | None = None
+
+
+@dataclass
+class ThreadPlan:
+    """What a destination must write for one thread (``thread`` None: manifest as is)."""
+
+    thread_id: str
+    thread: dict[str, Any] | None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    delete_steps: list[str] = field(default_factory=list)
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    delete_feedback: list[str] = field(default_factory=list)
+    elements: list[ElementData] = field(default_factory=list)
+    delete_elements: list[str] = field(default_factory=list)
+    all_step_ids: set[str] = field(default_factory=set)
+    thread_created: str = ""
+    user_id: str | None = None
+    source_steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return self.thread is None and not (
+            self.steps
+            or self.delete_steps
+            or self.feedback
+            or self.delete_feedback
+            or self.elements
+            or self.delete_elements
+        )
+
+
+@dataclass
+class Skip:
+    kind: str
+    id: str
+    reason: str
+    problem: bool
+
+
+@dataclass
+class Summary:
+    """Counts per kind and outcome, bytes carried, and everything left out, with why."""
+
+    dry_run: bool = False
+    counts: dict[str, Counter[str]] = field(
+        default_factory=lambda: {kind: Counter() for kind in KINDS}
+    )
+    bytes_copied: int = 0
+    skipped: list[Skip] = field(default_factory=list)
+    behind: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def count(self, kind: str, outcome: str, n: int = 1) -> None:
+        self.counts[kind][outcome] += n
+
+    def skip(self, kind: str, id: str, reason: str, *, problem: bool) -> None:
+        self.counts[kind]["skipped"] += 1
+        self.skipped.append(Skip(kind, id, reason, problem))
+
+    def stayed_behind(self, what: str) -> None:
+        self.behind.append(what)
+
+    @property
+    def problems(self) -> bool:
+        return bool(self.behind) or any(s.problem for s in self.skipped)
+
+    def merge(self, other: Summary) -> None:
+        for kind in KINDS:
+            self.counts[kind].update(other.counts[kind])
+        self.bytes_copied += other.bytes_copied
+        self.skipped += other.skipped
+        self.behind += other.behind
+        self.notes += other.notes
+
+    def render(self) -> str:
+        verb = "would be " if self.dry_run else ""
+        lines = ["dry run: nothing was written" if self.dry_run else "copy finished"]
+        for kind in KINDS:
+            c = self.counts[kind]
+            parts = [
+                f"{c[o]} {verb if o in ('copied', 'updated', 'deleted') else ''}{o}"
+                for o in OUTCOMES
+                if c[o] or o != "deleted"
+            ]
+            lines.append(f"  {kind:<9} " + ", ".join(parts))
+        lines.append(f"  bytes     {self.bytes_copied} {verb}copied (element files)")
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        for s in self.skipped:
+            label = "problem" if s.problem else "skipped"
+            lines.append(f"{label}: {s.kind[:-1]} {s.id}: {s.reason}")
+        if self.behind:
+            stay = "would stay" if self.dry_run else "stayed"
+            lines.append(
+                f"{len(self.behind)} element file(s) {stay} behind (the elements are "
+                "copied, their bytes are not):"
+            )
+            lines += [f"  {what}" for what in self.behind]
+        return "\n".join(lines) + "\n"
+
+
+# -- endpoints -----------------------------------------------------------------------
+
+
+class Endpoint:
+    """One side of a copy. Readers give the neutral shape; writers take plans.
+
+    ``same_*`` say whether the destination already holds what the source has, each in
+    the destination's own terms (what it can store, how it merges writes).
+    """
+
+    label = ""
+    storage_override: Any = None
+    """A storage client given on the command line (``--storage-client``), used instead of
+    the one Chainlit's environment variables configure."""
+    records_deletions = True
+    """Whether this side keeps the ids of deleted steps and elements (the archive's
+    journal does). When a source does not, whatever the destination holds of a copied
+    thread and the source lacks was deleted there."""
+
+    async def open(self, *, create: bool, dry_run: bool, create_schema: bool) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release connections; nothing to do for an archive."""
+
+    def final_notes(self) -> list[str]:
+        """What the summary should say about how this side stored things."""
+        return []
+
+    async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def list_threads(self, identifier: str | None, since: str | None) -> list[ThreadRef]:
+        raise NotImplementedError
+
+    async def read_thread(self, thread_id: str) -> ThreadData | None:
+        raise NotImplementedError
+
+    async def is_deleted(self, thread_id: str) -> bool:
+        raise NotImplementedError
+
+    async def user_by_identifier(self, identifier: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    async def is_erased_user(self, user_id: object, identifier: object, created: object) -> bool:
+        """Whether this side erased the user (``filelayer erase-user``) after ``created``
+        (a user record's or a thread's creation): what was erased is never copied into it
+        again. Only an archive erases."""
+        return False
+
+    async def user_ids(self) -> set[str]:
+        raise NotImplementedError
+
+    async def write_user(self, user: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
+        raise NotImplementedError
+
+    async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
+        raise NotImplementedError
+
+    def same_user(self, dest: dict[str, Any], src: dict[str, Any]) -> bool:
+        keys = ("id", "identifier", "metadata")
+        return all(dest.get(k) == src.get(k) for k in keys) and time_key(
+            dest.get("createdAt")
+        ) == time_key(src.get("createdAt"))
+
+    def same_thread(self, dest: dict[str, Any], src: dict[str, Any]) -> bool:
+        keys = ("name", "userId", "tags", "metadata", "createdAt", "updatedAt")
+        a, b = normalise_times(dest), normalise_times(src)
+        return all(a.get(k) == b.get(k) for k in keys)
+
+    def same_step(self, dest: dict[str, Any], src: dict[str, Any], plan: ThreadPlan) -> bool:
+        raise NotImplementedError
+
+    def same_feedback(self, dest: dict[str, Any], src: dict[str, Any]) -> bool:
+        keys = ("id", "forId", "value", "comment")
+        return all(dest.get(k) == src.get(k) for k in keys)
+
+    def same_element(self, dest: ElementData, src: ElementData, plan: ThreadPlan) -> bool:
+        raise NotImplementedError
+
+    def element_problem(self, el: ElementData, plan: ThreadPlan) -> str | None:
+        """Why this destination cannot hold the element at all (``None``: it can)."""
+        return None
+
+    def planned_step(self, step: dict[str, Any]) -> None:
+        """A step is about to be written here (dry run or not): note what matters."""
+
+    def bytes_behind(self, src: ElementData, held: ElementData | None) -> str | None:
+        """Why the element's bytes will not be in the destination (``None``: they will,
+        or a fetch will be tried and its failure reported when it happens)."""
+        return None
+
+
+async def fetch_url(url: str) -> bytes | None:
+    """The bytes behind an http(s) URL, ``None`` if it cannot be fetched."""
+    if not url.lower().startswith(("http://", "https://")):
+        return None
+
+    def get() -> bytes | None:
+        request = urllib.request.Request(url, headers={"User-Agent": "filelayer-copy"})
+        try:
+            with urllib.request.urlopen(request, timeout=_FETCH_TIMEOUT) as response:
+                data: bytes = response.read()
+                return data
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    return await asyncio.to_thread(get)
