@@ -21,10 +21,14 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ..errors import StorageWriteError
-from .durable import fsync_fd
+from .durable import fsync_fd as fsync_fd  # explicit: called (and patched) as fs.fsync_fd
 from .flusher import FLUSHER
+
+if TYPE_CHECKING:
+    from .commit import SyncGroup
 
 RESERVED_PREFIX = ".filelayer-"
 """Every transient file or directory the layer makes is named ``.filelayer-…``.
@@ -74,12 +78,17 @@ class Changes:
     call made there. Otherwise (the flush mode) the files written and the directories
     changed are handed to the background flusher, which fsyncs them within about a
     second. Used as a context manager, it commits when the block ends without error.
+
+    ``group`` (durable only): the call runs in a group commit (see
+    :mod:`filelayer._io.commit`): its journal appends and its directories are fsynced with
+    the group's, before the call is acknowledged, instead of here.
     """
 
-    __slots__ = ("dirs", "durable", "files")
+    __slots__ = ("dirs", "durable", "files", "group")
 
-    def __init__(self, durable: bool) -> None:
+    def __init__(self, durable: bool, group: SyncGroup | None = None) -> None:
         self.durable = durable
+        self.group = group if durable else None
         self.files: list[Path] = []
         self.dirs: list[Path] = []
 
@@ -96,7 +105,10 @@ class Changes:
     def done(self) -> None:
         """Make the directories durable now (durable) or soon (the flusher)."""
         if self.durable:
-            fsync_dirs(self.dirs)
+            if self.group is not None:
+                self.group.entries(self.dirs)
+            else:
+                fsync_dirs(self.dirs)
         elif self.files or self.dirs:
             FLUSHER.add(self.files, self.dirs)
         self.files.clear()
@@ -171,15 +183,25 @@ def atomic_write(
     publish the new name before its bytes and lose the old content with it (see
     :func:`holds_durable_content` for the one exception).
     """
+    group = None
     if changes is not None:
         durable = changes.durable
+        group = changes.group
     tmp = temp_path(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        fresh = False
+        fresh = kept = False
         try:
             _write_all(fd, data)
-            if not durable:
+            if group is not None and not os.path.lexists(path):
+                # A new file, in a group commit: nothing on the disk to lose, so it is
+                # published at once and fsynced with the group, before the call is
+                # acknowledged (a power cut before that may leave it empty, as the
+                # flush mode may: an unacknowledged call).
+                os.replace(tmp, path)
+                fresh = True
+                kept = group.keep_fd(fd, path)
+            elif not durable:
                 # A file with no version on the disk is replaced without an fsync, at
                 # once and marked so, before the flusher can take it (and make it
                 # durable, which would call for an fsync first).
@@ -191,7 +213,8 @@ def atomic_write(
             if not fresh:
                 fsync_fd(fd)
         finally:
-            os.close(fd)
+            if not kept:
+                os.close(fd)
         if not fresh:
             os.replace(tmp, path)
             FLUSHER.mark(path, fresh=False)
@@ -238,7 +261,7 @@ class AppendFile:
     after a compaction, a repair or a ``git checkout`` replaced it.
     """
 
-    __slots__ = ("fd", "id", "path", "size")
+    __slots__ = ("fd", "id", "kept", "path", "size")
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         """Open ``path``; without ``create``, ``FileNotFoundError`` if it is missing."""
@@ -259,6 +282,7 @@ class AppendFile:
         self.path = path
         self.id = (st.st_dev, st.st_ino)
         self.size = st.st_size
+        self.kept = False  # the descriptor was handed to a group commit, which closes it
 
     def write(
         self,
@@ -282,10 +306,13 @@ class AppendFile:
         if size and not whole and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
             start += 1
+        group = changes.group if changes is not None else None
         try:
             _write_all(fd, data)
-            if durable or sync:
+            if sync or (durable and group is None):
                 fsync_fd(fd)
+            elif group is not None:
+                self.kept = group.keep(self)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)
@@ -303,7 +330,8 @@ class AppendFile:
         return start
 
     def close(self) -> None:
-        os.close(self.fd)
+        if not self.kept:
+            os.close(self.fd)
 
     def __enter__(self) -> AppendFile:
         return self

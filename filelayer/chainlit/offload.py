@@ -24,7 +24,9 @@ keep its transactions short.
 
 Writes that could not run on the loop go to one worker thread, in the order they were
 made, and the writes made while it has work queue behind them: two writes never land in
-another order than the one the app made them in. Reads that could not run on the loop
+another order than the one the app made them in. The writes that worker runs back to
+back form one group commit (:mod:`filelayer._io.commit`): their fsyncs are made together
+once the queue is empty, and only then are they acknowledged. Reads that could not run on the loop
 go to the loop's default executor. A scan of every journal (a step or an element named
 without its thread) always runs in a worker thread, and holds the store only to read
 the order of the threads from the index.
@@ -37,14 +39,18 @@ the write returned; they hold the thread's lock only to swap the new file in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
+from .._io import commit as _commit
 from .._io import locks as _locks
-from ..errors import ArchiveLockTimeout
+from ..errors import ArchiveLockTimeout, StorageWriteError
 
 if TYPE_CHECKING:
     from ..store.archive import ArchiveStore
@@ -56,6 +62,49 @@ _T = TypeVar("_T")
 _ATTEMPTS = 20
 """How often a worker runs a call again after waiting for the lock that stopped it,
 before it waits inside the call (another process keeps taking the locks in turn)."""
+
+
+_GROUP_MAX = 256
+"""Writes run before their group is committed, at most (a steady stream of writes
+must not hold back the first one's acknowledgement for long)."""
+
+
+def _each_its_own(error: BaseException) -> BaseException:
+    """A failed group's error for one of its callers: an instance of its own, since
+    each caller's traceback is written into the exception it raises."""
+    if isinstance(error, StorageWriteError):
+        return StorageWriteError(error.path, error.cause)
+    return error
+
+
+class _Job:
+    """A write queued for the lane, and how its caller learns the outcome."""
+
+    __slots__ = ("args", "fn", "future", "kwargs", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.future, self.loop = future, loop
+
+    def settle(self, ok: bool, value: Any) -> None:
+        """Hand the outcome to the caller's loop (from the lane)."""
+        with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+            self.loop.call_soon_threadsafe(self._set, ok, value)
+
+    def _set(self, ok: bool, value: Any) -> None:
+        if self.future.done():  # the caller was cancelled
+            return
+        if ok:
+            self.future.set_result(value)
+        else:
+            self.future.set_exception(value)
 
 
 class _Busy:
@@ -71,6 +120,10 @@ class Offload:
     def __init__(self, store: ArchiveStore) -> None:
         self.store = store
         self._lane: ThreadPoolExecutor | None = None
+        self._jobs: deque[_Job] = deque()  # writes waiting for the lane, in order
+        self._jobs_lock = threading.Lock()
+        self._draining = False  # the lane is running _drain (set under _jobs_lock)
+        self._fsyncs: ThreadPoolExecutor | None = None
         self._queued = 0  # writes given to the lane and not finished yet
         self._durable = store.durable
         self._maintenance: ThreadPoolExecutor | None = None
@@ -132,10 +185,10 @@ class Offload:
     async def close(self) -> None:
         """Finish the queued writes and the compactions, then release the store's files."""
         await self.idle()
-        for executor in (self._lane, self._maintenance):
+        for executor in (self._lane, self._maintenance, self._fsyncs):
             if executor is not None:
                 await asyncio.to_thread(executor.shutdown, wait=True)
-        self._lane = self._maintenance = None
+        self._lane = self._maintenance = self._fsyncs = None
         await asyncio.to_thread(self._read_blocking, self.store.close, (), {})
 
     # -- on the loop -------------------------------------------------------------------
@@ -160,7 +213,14 @@ class Offload:
         self._queued += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._lane, self._write_blocking, fn, args, kwargs)
+            future: asyncio.Future[_T] = loop.create_future()
+            with self._jobs_lock:
+                self._jobs.append(_Job(fn, args, kwargs, future, loop))
+                start = not self._draining
+                self._draining = True
+            if start:
+                self._lane.submit(self._drain)
+            return await future
         finally:
             self._queued -= 1
 
@@ -196,9 +256,67 @@ class Offload:
                         "filelayer: could not compact the journal of %s: %s", thread_id, exc
                     )
 
-    def _write_blocking(self, fn: Callable[..., _T], args: Any, kwargs: Any) -> _T:
+    def _drain(self) -> None:
+        """The lane's work: run the queued writes in their order, as one group commit
+        (see :mod:`filelayer._io.commit`) for as long as writes keep arriving."""
+        group = _commit.SyncGroup()
+        done: list[tuple[_Job, bool, Any]] = []  # run, waiting for the group's fsyncs
+
+        def settle() -> None:
+            error: BaseException | None = None
+            try:
+                group.commit(self._fsync_pool)
+            except BaseException as exc:  # every call of the group fails with it
+                error = exc
+            for job, ok, value in done:
+                if error is not None and ok:
+                    ok, value = False, _each_its_own(error)
+                job.settle(ok, value)
+            done.clear()
+
+        try:
+            with _commit.deferring(group):
+                while True:
+                    with self._jobs_lock:
+                        if not self._jobs and not done:
+                            self._draining = False
+                            return
+                        job = self._jobs.popleft() if self._jobs else None
+                    if job is None or len(done) >= _GROUP_MAX:
+                        settle()
+                        if job is None:
+                            continue
+                    try:
+                        value = self._write_blocking(job.fn, job.args, job.kwargs, settle)
+                    except BaseException as exc:
+                        done.append((job, False, exc))
+                    else:
+                        done.append((job, True, value))
+        except BaseException as exc:  # pragma: no cover - the writes catch their own
+            group.abandon()
+            for job, _, _ in done:
+                job.settle(False, exc)
+            with self._jobs_lock:
+                self._draining = bool(self._jobs)
+            if self._draining and self._lane is not None:
+                self._lane.submit(self._drain)  # the writes queued meanwhile
+            raise
+
+    def _fsync_pool(self) -> ThreadPoolExecutor:
+        if self._fsyncs is None:
+            self._fsyncs = _commit.new_pool()
+        return self._fsyncs
+
+    def _write_blocking(
+        self,
+        fn: Callable[..., _T],
+        args: Any,
+        kwargs: Any,
+        before_wait: Callable[[], None] | None = None,
+    ) -> _T:
         """Run a write, sleeping on the locks it waits for outside the mutex, so that
-        other calls go on meanwhile."""
+        other calls go on meanwhile (``before_wait`` is called before it sleeps: the
+        writes before it are acknowledged first)."""
         store = self.store
         deadline = time.monotonic() + store.lock_timeout
         ahead: _locks.Held | None = None
@@ -215,6 +333,8 @@ class Offload:
                 if ahead is not None:
                     ahead.release()
                     ahead = None
+                if before_wait is not None:
+                    before_wait()
                 try:
                     ahead = _locks.hold(path, max(0.0, deadline - time.monotonic()))
                 except ArchiveLockTimeout:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from .._io import commit as _commit
 from .._io import fs as _fs
 from .._io import locks as _locks
 from .._io import mounts as _mounts
@@ -240,7 +241,7 @@ class ArchiveStore:
     def _changes(self) -> _fs.Changes:
         """What one write call changes, made durable as the store's mode says when the
         call is done (see :class:`~filelayer._fs.Changes`)."""
-        return _fs.Changes(self.durable)
+        return _fs.Changes(self.durable, _commit.current())
 
     def _open_journal(self, thread_id: str, changes: _fs.Changes) -> _fs.AppendFile | None:
         """The thread's journal, open to append to, the thread created first if it is

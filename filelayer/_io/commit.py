@@ -1,0 +1,171 @@
+"""Group commit: the ``fsync`` mode's writes made in one worker thread share their fsyncs.
+
+In the ``fsync`` mode every call waits for the disk before it returns. Made one call at a
+time, that is one ``fsync`` per call, each waiting for the file system's journal to
+commit (milliseconds on a busy disk), while the 20 chats of a busy app queue behind one
+another. PostgreSQL and SQLite's WAL answer this with group commit: the transactions
+that arrive while one flush runs share the next one. Here the writes queued for the
+adapter's worker thread run one after the other, as before (each under its locks,
+which it releases when it returns), but the fsyncs of their journal appends and of the
+directories whose names they changed are collected in a :class:`SyncGroup` instead of
+being made on the spot; when the queue is empty (or a write is about to wait for a lock)
+the group is committed: each file once, the files in parallel (ext4 and XFS put
+concurrent fsyncs into one journal commit), then the directories, deepest first. Only
+then are the calls of the group acknowledged: no call returns before its fsync.
+
+What is never deferred: a whole file replaced (a manifest, an element file: its bytes
+are fsynced before the rename publishes them, as always), and an append that must reach
+the disk before the call goes on (``sync``: the deletion record before the element
+files it hides are removed). A call whose append was deferred released the thread's
+lock before its fsync: another writer may append after it, and that writer's fsync of
+the same file covers both lines; a compaction that replaces the file meanwhile wrote
+(and fsynced) a file holding the line, and the fsync of the old one is then harmless.
+If a group's fsync fails, every call of the group fails with it (its line may or may
+not be on the disk, as with any call that did not return).
+
+The store opts in with ``Changes(..., group=current())``: a group is only active in a
+thread that runs calls inside :func:`deferring`, the adapter's worker thread; a store
+used directly (the command line, scripts, tests) fsyncs each call where it writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from ..errors import StorageWriteError
+from . import fs as _fs
+
+if TYPE_CHECKING:
+    from .fs import AppendFile
+
+_PARALLEL = 16
+"""Fsyncs made at once, at most: enough for the journals of many chats to share one
+commit of the file system's journal."""
+
+
+class SyncGroup:
+    """The fsyncs left by the calls of one group, made together by :meth:`commit`."""
+
+    __slots__ = ("dirs", "files")
+
+    def __init__(self) -> None:
+        self.files: dict[tuple[int, int], tuple[int, Path]] = {}  # file id -> (fd, path)
+        self.dirs: dict[Path, None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.files or self.dirs)
+
+    def keep(self, opened: AppendFile) -> bool:
+        """Take over the descriptor of ``opened``, just appended to, to fsync it at the
+        commit; ``False`` if the group holds that file already (its fsync covers this
+        append too: the caller closes its own descriptor)."""
+        if opened.id in self.files:
+            return False
+        self.files[opened.id] = (opened.fd, opened.path)
+        return True
+
+    def keep_fd(self, fd: int, path: Path) -> bool:
+        """Take over ``fd``, a file just written at ``path`` (see :meth:`keep`)."""
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        if key in self.files:
+            return False
+        self.files[key] = (fd, path)
+        return True
+
+    def entries(self, dirs: list[Path]) -> None:
+        """Names were created, renamed or removed in ``dirs``."""
+        for directory in dirs:
+            self.dirs[directory] = None
+
+    def commit(self, pool: Callable[[], ThreadPoolExecutor] | None = None) -> None:
+        """Make every kept file and directory durable, then close the files; raise
+        :class:`StorageWriteError` if any of them could not be (after trying all)."""
+        files, self.files = self.files, {}
+        dirs, self.dirs = self.dirs, {}
+        errors: list[StorageWriteError] = []
+
+        def sync_file(item: tuple[int, Path]) -> None:
+            fd, path = item
+            try:
+                _fs.fsync_fd(fd)
+            except OSError as exc:
+                errors.append(StorageWriteError(path, exc))
+
+        def sync_dir(path: Path) -> None:
+            try:
+                _fs.fsync_dir(path)
+            except OSError as exc:
+                errors.append(StorageWriteError(path, exc))
+
+        try:
+            _each(sync_file, list(files.values()), pool)
+            # A new directory's own entries before its name in its parent.
+            by_depth: dict[int, list[Path]] = {}
+            for directory in dirs:
+                by_depth.setdefault(len(directory.parts), []).append(directory)
+            for depth in sorted(by_depth, reverse=True):
+                _each(sync_dir, by_depth[depth], pool)
+        finally:
+            for fd, _ in files.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if errors:
+            raise errors[0]
+
+    def abandon(self) -> None:
+        """Close the kept files without syncing them (the group's calls failed)."""
+        files, self.files = self.files, {}
+        self.dirs = {}
+        for fd, _ in files.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_Item = TypeVar("_Item")
+
+
+def _each(
+    fn: Callable[[_Item], None],
+    items: list[_Item],
+    pool: Callable[[], ThreadPoolExecutor] | None,
+) -> None:
+    if len(items) > 1 and pool is not None:
+        list(pool().map(fn, items))
+    else:
+        for item in items:
+            fn(item)
+
+
+class _Current(threading.local):
+    group: SyncGroup | None = None
+
+
+_current = _Current()
+
+
+def current() -> SyncGroup | None:
+    """The group this thread's calls leave their fsyncs to, if any."""
+    return _current.group
+
+
+@contextlib.contextmanager
+def deferring(group: SyncGroup) -> Iterator[SyncGroup]:
+    """In this block, the calls made by this thread leave their fsyncs to ``group``."""
+    before = _current.group
+    _current.group = group
+    try:
+        yield group
+    finally:
+        _current.group = before
+
+
+def new_pool() -> ThreadPoolExecutor:
+    """The threads a group's fsyncs run in."""
+    return ThreadPoolExecutor(max_workers=_PARALLEL, thread_name_prefix="filelayer-fsync")
