@@ -143,8 +143,19 @@ def _each(
             fn(item)
 
 
+class DiskWait(Exception):
+    """A call running where it must not wait for the disk (the event loop, see
+    :func:`on_loop`) would have to: raised before it changed anything, so that its
+    caller runs it again in a worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"writing {path} waits for the disk")
+        self.path = path
+
+
 class _Current(threading.local):
     group: SyncGroup | None = None
+    on_loop = False
 
 
 _current = _Current()
@@ -153,6 +164,18 @@ _current = _Current()
 def current() -> SyncGroup | None:
     """The group this thread's calls leave their fsyncs to, if any."""
     return _current.group
+
+
+def on_loop() -> bool:
+    """Whether this thread runs a call on an event loop, which must not wait for the
+    disk (the adapter says so around the calls it runs there)."""
+    return _current.on_loop
+
+
+def set_on_loop(value: bool) -> bool:
+    """Say whether this thread runs calls on an event loop; returns what it was."""
+    before, _current.on_loop = _current.on_loop, value
+    return before
 
 
 @contextlib.contextmanager

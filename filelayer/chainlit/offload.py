@@ -10,7 +10,11 @@ them wait:
   the call stops there, having changed nothing, and runs again in a worker thread,
   which may sleep on the lock;
 - the store is not in use by a worker thread (:attr:`ArchiveStore.mutex`, taken
-  without waiting).
+  without waiting);
+- the call would not fsync: a manifest replaced by ``update_thread`` once a version of
+  it is on the disk must be fsynced before its rename, in the ``flush`` mode too; the
+  call stops before changing anything (:class:`~filelayer._io.commit.DiskWait`) and
+  runs again in the worker thread.
 
 Writes that wait for the disk (every write in the ``fsync`` mode; users and thread
 deletions, which are made durable in both modes) never run on the loop: an ``fsync``
@@ -197,11 +201,13 @@ class Offload:
         mutex = self.store.mutex
         if not mutex.acquire(blocking=False):
             return _BUSY
+        before = _commit.set_on_loop(True)
         try:
             return _locks.call_no_wait(fn, args, kwargs)
-        except _locks.LockBusy:
+        except (_locks.LockBusy, _commit.DiskWait):
             return _BUSY
         finally:
+            _commit.set_on_loop(before)
             mutex.release()
 
     # -- in worker threads -------------------------------------------------------------

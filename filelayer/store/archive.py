@@ -502,6 +502,9 @@ class ArchiveStore:
             if changed:
                 if created:
                     self._make_dir(path.parent, changes)
+                elif _commit.on_loop() and _fs.holds_durable_content(path):
+                    # Its replacement is fsynced before the rename: not on the loop.
+                    raise _commit.DiskWait(path)
                 manifest.write_encoded(path, data, changes=changes)
                 self.index.append([self.thread_index_record(doc)])
             elif not self._index_agrees(doc):

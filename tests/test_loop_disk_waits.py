@@ -1,0 +1,63 @@
+"""No fsync on the event loop in the ``flush`` mode (issue #11): a manifest replaced by
+``update_thread`` must be fsynced before its rename once a version of it is on the disk,
+and that wait belongs in a worker thread, not on the loop every chat shares."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("chainlit")
+
+from filelayer._io import flusher as _flusher
+from filelayer._io import fs as _fs
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="names open files through /proc (Linux)"
+)
+
+
+@pytest.fixture
+async def layer(root: Path, in_tmp: Path) -> AsyncIterator[Any]:
+    from chainlit.context import init_http_context
+
+    from filelayer import FileDataLayer
+
+    init_http_context()
+    layer = FileDataLayer(root)
+    yield layer
+    await layer.close()
+
+
+async def test_a_renamed_thread_is_not_fsynced_on_the_loop(
+    layer: Any, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await layer.update_thread("t1", name="first")
+    await layer.create_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    _flusher.FLUSHER.flush()  # the manifest is on the disk: replacing it needs an fsync
+    on_loop: list[str] = []
+    real = _fs.fsync_fd
+    loop_thread = threading.current_thread()
+
+    def fsync_fd(fd: int) -> None:
+        if threading.current_thread() is loop_thread:
+            on_loop.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(_fs, "fsync_fd", fsync_fd)
+    before = layer.calls.offloaded
+    await layer.update_thread("t1", name="renamed", metadata={"k": 1})
+    assert on_loop == []
+    assert layer.calls.offloaded == before + 1
+    thread = await layer.get_thread("t1")
+    assert thread["name"] == "renamed" and thread["metadata"] == {"k": 1}
+    # A change that makes no fsync (the step's journal) still runs on the loop.
+    await layer.create_step(
+        {"id": "s2", "threadId": "t1", "type": "user_message", "output": "again"}
+    )
+    assert layer.calls.offloaded == before + 1
