@@ -508,6 +508,22 @@ def targets(turns: int = 50) -> list[Target]:
             "write calls ≥ 2× Postgres (fsync mode)",
             ratio_target("write_calls_per_s", "postgres", 2, True, ours="write_calls_per_s_fsync"),
         ),
+        Target(
+            "write calls ≥ 5× Postgres (fsync mode, one chat, issue #11)",
+            ratio_target("write_calls_per_s", "postgres", 5, True, ours="write_calls_per_s_fsync"),
+        ),
+        Target(
+            "20 concurrent chats: calls/s ≥ 10× Postgres (fsync mode, group commit)",
+            ratio_target(
+                "concurrent_calls_per_s", "postgres", 10, True, ours="concurrent_calls_per_s_fsync"
+            ),
+        ),
+        Target(
+            "20 concurrent chats: p99 of one call below Postgres's (fsync mode)",
+            ratio_target(
+                "concurrent_p99_ms", "postgres", 1.0001, False, ours="concurrent_p99_ms_fsync"
+            ),
+        ),
         Target("list_threads first page at 10k threads ≤ 5 ms", at_most("list_ms@10000", 5, "ms")),
         Target(
             "list_threads at 10k ≥ 100× SQLAlchemy",
@@ -563,6 +579,14 @@ def targets(turns: int = 50) -> list[Target]:
         Target(
             f"get_thread ({turns} turns, first read) ≥ 2× faster than Postgres",
             ratio_target("get_thread_first_ms", "postgres", 2, False),
+        ),
+        Target(
+            f"get_thread ({turns} turns, first read) ≥ 5× faster than Postgres (issue #11)",
+            ratio_target("get_thread_first_ms", "postgres", 5, False),
+        ),
+        Target(
+            f"get_thread ({turns} turns, repeated read) ≥ 10× faster than Postgres",
+            ratio_target("get_thread_ms", "postgres", 10, False),
         ),
         Target("RSS serving a 100k-thread index < 200 MB", at_most("rss_mb@100000", 200, "MB")),
         Target(
