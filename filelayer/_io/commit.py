@@ -166,6 +166,12 @@ def current() -> SyncGroup | None:
     return _current.group
 
 
+def set_group(group: SyncGroup | None) -> SyncGroup | None:
+    """Have this thread's calls leave their fsyncs to ``group``; returns the one before."""
+    before, _current.group = _current.group, group
+    return before
+
+
 def on_loop() -> bool:
     """Whether this thread runs a call on an event loop, which must not wait for the
     disk (the adapter says so around the calls it runs there)."""

@@ -81,6 +81,12 @@ def _each_its_own(error: BaseException) -> BaseException:
     return error
 
 
+_PIPELINE = 2
+"""Groups handed to the committer and not yet durable, at most: the lane runs the next
+group's writes while one is committed, and waits beyond that (its queue then grows,
+and so does the next group)."""
+
+
 class _Job:
     """A write queued for the lane, and how its caller learns the outcome."""
 
@@ -128,6 +134,8 @@ class Offload:
         self._jobs_lock = threading.Lock()
         self._draining = False  # the lane is running _drain (set under _jobs_lock)
         self._fsyncs: ThreadPoolExecutor | None = None
+        self._commits: ThreadPoolExecutor | None = None  # one thread: groups in order
+        self._committing = threading.BoundedSemaphore(_PIPELINE)
         self._queued = 0  # writes given to the lane and not finished yet
         self._durable = store.durable
         self._maintenance: ThreadPoolExecutor | None = None
@@ -189,10 +197,10 @@ class Offload:
     async def close(self) -> None:
         """Finish the queued writes and the compactions, then release the store's files."""
         await self.idle()
-        for executor in (self._lane, self._maintenance, self._fsyncs):
+        for executor in (self._lane, self._commits, self._maintenance, self._fsyncs):
             if executor is not None:
                 await asyncio.to_thread(executor.shutdown, wait=True)
-        self._lane = self._maintenance = self._fsyncs = None
+        self._lane = self._commits = self._maintenance = self._fsyncs = None
         await asyncio.to_thread(self._read_blocking, self.store.close, (), {})
 
     # -- on the loop -------------------------------------------------------------------
@@ -263,41 +271,46 @@ class Offload:
                     )
 
     def _drain(self) -> None:
-        """The lane's work: run the queued writes in their order, as one group commit
-        (see :mod:`filelayer._io.commit`) for as long as writes keep arriving."""
+        """The lane's work: run the queued writes in their order, as group commits
+        (see :mod:`filelayer._io.commit`) for as long as writes keep arriving. A group
+        is committed in the committer thread while the lane runs the next one; the
+        groups are committed, and their calls acknowledged, in their order."""
         group = _commit.SyncGroup()
         done: list[tuple[_Job, bool, Any]] = []  # run, waiting for the group's fsyncs
 
         def settle() -> None:
-            error: BaseException | None = None
-            try:
-                group.commit(self._fsync_pool)
-            except BaseException as exc:  # every call of the group fails with it
-                error = exc
-            for job, ok, value in done:
-                if error is not None and ok:
-                    ok, value = False, _each_its_own(error)
-                job.settle(ok, value)
+            nonlocal group
+            if not done:
+                return
+            batch = done.copy()
             done.clear()
+            finished, group = group, _commit.SyncGroup()
+            _commit.set_group(group)
+            self._committing.acquire()  # a bounded number of groups wait for the disk
+            try:
+                self._committer().submit(self._commit_group, finished, batch)
+            except BaseException:  # pragma: no cover - the executor was shut down
+                self._committing.release()
+                raise
 
+        before = _commit.set_group(group)
         try:
-            with _commit.deferring(group):
-                while True:
-                    with self._jobs_lock:
-                        if not self._jobs and not done:
-                            self._draining = False
-                            return
-                        job = self._jobs.popleft() if self._jobs else None
-                    if job is None or len(done) >= _GROUP_MAX:
-                        settle()
-                        if job is None:
-                            continue
-                    try:
-                        value = self._write_blocking(job.fn, job.args, job.kwargs, settle)
-                    except BaseException as exc:
-                        done.append((job, False, exc))
-                    else:
-                        done.append((job, True, value))
+            while True:
+                with self._jobs_lock:
+                    if not self._jobs and not done:
+                        self._draining = False
+                        return
+                    job = self._jobs.popleft() if self._jobs else None
+                if job is None or len(done) >= _GROUP_MAX:
+                    settle()
+                    if job is None:
+                        continue
+                try:
+                    value = self._write_blocking(job.fn, job.args, job.kwargs, settle)
+                except BaseException as exc:
+                    done.append((job, False, exc))
+                else:
+                    done.append((job, True, value))
         except BaseException as exc:  # pragma: no cover - the writes catch their own
             group.abandon()
             for job, _, _ in done:
@@ -307,6 +320,29 @@ class Offload:
             if self._draining and self._lane is not None:
                 self._lane.submit(self._drain)  # the writes queued meanwhile
             raise
+        finally:
+            _commit.set_group(before)
+
+    def _commit_group(self, group: _commit.SyncGroup, batch: list[tuple[_Job, bool, Any]]) -> None:
+        """Make a group's writes durable, then acknowledge its calls (in the committer
+        thread). If the fsyncs fail, every call of the group fails with them."""
+        try:
+            error: BaseException | None = None
+            try:
+                group.commit(self._fsync_pool)
+            except BaseException as exc:
+                error = exc
+            for job, ok, value in batch:
+                if error is not None and ok:
+                    ok, value = False, _each_its_own(error)
+                job.settle(ok, value)
+        finally:
+            self._committing.release()
+
+    def _committer(self) -> ThreadPoolExecutor:
+        if self._commits is None:
+            self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="filelayer-commit")
+        return self._commits
 
     def _fsync_pool(self) -> ThreadPoolExecutor:
         if self._fsyncs is None:
