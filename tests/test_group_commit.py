@@ -178,3 +178,44 @@ async def test_a_failed_group_fsync_fails_every_call_of_the_group(
     watch.fail = None
     await layer.create_step(message("later", "t1"))
     assert "later" in {s["id"] for s in (await layer.get_thread("t1"))["steps"]}
+
+
+async def test_replaced_manifests_are_fsynced_before_their_rename_and_shared(
+    layer: Any, root: Path, watch: Watch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = [f"t{n}" for n in range(6)]
+    for tid in threads:
+        await layer.update_thread(tid, name=tid)
+    renamed_unsynced: list[str] = []
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        # A manifest renamed over the old one must have been fsynced first.
+        if Path(dst).name == "thread.json" and Path(dst).exists():
+            st = os.stat(src)
+            with watch.lock:
+                if not any(k == (st.st_dev, st.st_ino) for k, _ in watch.synced):
+                    renamed_unsynced.append(str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    watch.synced.clear()
+    calls = [layer.create_step(message("first", "t0"))]
+    calls += [layer.update_thread(tid, name=f"renamed {tid}") for tid in threads]
+    for tid in threads:  # after the renames of their threads: they wait for them
+        calls.append(layer.create_step(message(f"{tid}-a", tid)))
+        calls.append(layer.create_step(message(f"{tid}-b", tid)))
+    # Read-your-writes inside a group: a second change of t1 builds on the first.
+    calls.append(layer.update_thread("t1", metadata={"k": 1}))
+    outcomes = await held_until_queued(layer, watch, calls)
+    assert not [o for o in outcomes if isinstance(o, BaseException)]
+    assert renamed_unsynced == []
+    for tid in threads:
+        manifest = root / "threads" / tid / "thread.json"
+        assert watch.durable_up_to(manifest) == manifest.stat().st_size
+        thread = await layer.get_thread(tid)
+        assert thread["name"] == f"renamed {tid}"
+    assert (await layer.get_thread("t1"))["metadata"] == {"k": 1}
+    # The renames shared one group, the steps another: one fsync per file and group.
+    assert len(watch.synced) <= 2 + 2 * len(threads) < len(calls)
+    assert not list((root / "threads").glob("*/*.tmp"))

@@ -14,13 +14,19 @@ file once, the files in parallel (ext4 and XFS put concurrent fsyncs into one jo
 commit), then the directories, deepest first. Only then are the calls of the group
 acknowledged, group after group in their order: no call returns before its fsync.
 
-What is never deferred: a whole file replaced (a manifest, an element file: its bytes
-are fsynced before the rename publishes them, as always), and an append that must reach
-the disk before the call goes on (``sync``: the deletion record before the element
-files it hides are removed). A call whose append was deferred released the thread's
-lock before its fsync: another writer may append after it, and that writer's fsync of
-the same file covers both lines; a compaction that replaces the file meanwhile wrote
-(and fsynced) a file holding the line, and the fsync of the old one is then harmless.
+A manifest replaced by ``update_thread`` is written to its temporary file and left to
+the group too (:meth:`SyncGroup.replace_later`): the group fsyncs the new files in
+parallel, renames them over the old ones, and only then releases the threads' locks
+(held until that moment, so no other writer reads or replaces the old manifest
+meanwhile) and fsyncs the directories; a queued call that may touch one of those
+threads waits until they are renamed. What is never deferred: any other whole file
+replaced (an element file: its bytes are fsynced before the rename publishes them, as
+always), and an append that must reach the disk before the call goes on (``sync``: the
+deletion record before the element files it hides are removed). A call whose append was
+deferred released the thread's lock before its fsync: another writer may append after
+it, and that writer's fsync of the same file covers both lines; a compaction that
+replaces the file meanwhile wrote (and fsynced) a file holding the line, and the fsync
+of the old one is then harmless.
 If a group's fsync fails, every call of the group fails with it (its line may or may
 not be on the disk, as with any call that did not return).
 
@@ -41,6 +47,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import StorageWriteError
 from . import fs as _fs
+from .flusher import FLUSHER
 
 if TYPE_CHECKING:
     from .fs import AppendFile
@@ -53,14 +60,69 @@ commit of the file system's journal."""
 class SyncGroup:
     """The fsyncs left by the calls of one group, made together by :meth:`commit`."""
 
-    __slots__ = ("dirs", "files")
+    __slots__ = ("dirs", "files", "renames", "renaming")
 
     def __init__(self) -> None:
         self.files: dict[tuple[int, int], tuple[int, Path]] = {}  # file id -> (fd, path)
         self.dirs: dict[Path, None] = {}
+        # Files that replace others, written and not yet fsynced nor renamed: the
+        # descriptor, the temporary file, its target, and what releases the target's
+        # lock (held until the rename).
+        self.renames: list[tuple[int, Path, Path, Callable[[], None]]] = []
+        self.renaming: set[str] = set()
+        """What the renames are about (thread ids): a call about one of them must wait
+        until they are published (:meth:`publish`)."""
 
     def __bool__(self) -> bool:
-        return bool(self.files or self.dirs)
+        return bool(self.files or self.dirs or self.renames)
+
+    def replace_later(
+        self, fd: int, tmp: Path, path: Path, release: Callable[[], None], about: str
+    ) -> None:
+        """``tmp`` (open as ``fd``, written) is to replace ``path``: fsynced with the
+        group's other new files, then renamed, then ``release`` called (it releases the
+        lock that keeps other writers of ``path`` waiting meanwhile); see
+        :meth:`publish`. The group's directories are fsynced after that."""
+        self.renames.append((fd, tmp, path, release))
+        self.renaming.add(about)
+
+    def publish(self, pool: Callable[[], ThreadPoolExecutor] | None = None) -> None:
+        """Fsync the files waiting to replace others, in parallel, and rename each over
+        its target; release their locks. Runs in the thread that took the locks. A file
+        that could not be fsynced is not renamed (its target keeps its old version) and
+        :class:`StorageWriteError` is raised after the others were published."""
+        renames, self.renames = self.renames, []
+        self.renaming = set()
+        failed: dict[Path, OSError] = {}
+
+        def sync(item: tuple[int, Path, Path, Callable[[], None]]) -> None:
+            try:
+                _fs.fsync_fd(item[0])
+            except OSError as exc:
+                failed[item[1]] = exc
+
+        errors: list[StorageWriteError] = []
+        try:
+            _each(sync, renames, pool)
+            for fd, tmp, path, _ in renames:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                exc = failed.get(tmp)
+                if exc is None:
+                    try:
+                        os.replace(tmp, path)
+                        FLUSHER.mark(path, fresh=False)
+                        continue
+                    except OSError as err:
+                        exc = err
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                errors.append(StorageWriteError(path, exc))
+        finally:
+            for _, _, _, release in renames:
+                release()
+        if errors:
+            raise errors[0]
 
     def keep(self, opened: AppendFile) -> bool:
         """Take over the descriptor of ``opened``, just appended to, to fsync it at the
@@ -121,9 +183,18 @@ class SyncGroup:
             raise errors[0]
 
     def abandon(self) -> None:
-        """Close the kept files without syncing them (the group's calls failed)."""
+        """Close the kept files without syncing them (the group's calls failed); the
+        files that were to replace others are removed, their locks released."""
         files, self.files = self.files, {}
         self.dirs = {}
+        renames, self.renames = self.renames, []
+        self.renaming = set()
+        for fd, tmp, _, release in renames:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            release()
         for fd, _ in files.values():
             with contextlib.suppress(OSError):
                 os.close(fd)

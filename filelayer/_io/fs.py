@@ -171,6 +171,25 @@ def holds_durable_content(path: Path) -> bool:
     return made is None or st.st_mtime_ns > made
 
 
+def write_temp(path: Path, data: bytes) -> tuple[int, Path]:
+    """A new temporary sibling of ``path`` holding ``data``, still open (not fsynced):
+    its descriptor and its path, for a caller that fsyncs and renames it later (a group
+    commit, see :meth:`filelayer._io.commit.SyncGroup.replace_later`)."""
+    tmp = temp_path(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        raise StorageWriteError(path, exc) from exc
+    try:
+        _write_all(fd, data)
+    except OSError as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StorageWriteError(path, exc) from exc
+    return fd, tmp
+
+
 def atomic_write(
     path: Path, data: bytes, *, durable: bool = True, changes: Changes | None = None
 ) -> None:

@@ -87,6 +87,10 @@ def _open_lock_file(path: Path) -> int:
 class _State(threading.local):
     def __init__(self) -> None:
         self.held: dict[str, int] = {}  # lock file -> how many times this thread took it
+        # lock file -> what releases it, given back when the count drops to zero (by
+        # whichever block gives it back last: a group commit keeps a lock past the call
+        # that took it, see filelayer._io.commit)
+        self.tokens: dict[str, Any] = {}
         self.no_wait = False
 
 
@@ -205,6 +209,7 @@ def _acquire(paths: Sequence[Path], timeout: float) -> _Tokens:
                     raise LockBusy(path)
                 token = _wait(key, path, timeout)
             held[key] = 1
+            state.tokens[key] = token
             taken.append((key, token))
     except BaseException:
         _release_all(taken)
@@ -213,14 +218,15 @@ def _acquire(paths: Sequence[Path], timeout: float) -> _Tokens:
 
 
 def _release_all(taken: _Tokens) -> None:
-    held = _state.held
+    held, tokens = _state.held, _state.tokens
     error: BaseException | None = None
-    for key, token in reversed(taken):
+    for key, _ in reversed(taken):
         count = held[key] - 1
         if count:
             held[key] = count
             continue
         del held[key]
+        token = tokens.pop(key, None)
         if token is not None:
             try:
                 _release(token)

@@ -286,9 +286,15 @@ class Offload:
             done.clear()
             finished, group = group, _commit.SyncGroup()
             _commit.set_group(group)
+            failed: BaseException | None = None
+            if finished.renames:  # here: this thread holds their locks
+                try:
+                    finished.publish(self._fsync_pool)
+                except BaseException as exc:
+                    failed = exc
             self._committing.acquire()  # a bounded number of groups wait for the disk
             try:
-                self._committer().submit(self._commit_group, finished, batch)
+                self._committer().submit(self._commit_group, finished, batch, failed)
             except BaseException:  # pragma: no cover - the executor was shut down
                 self._committing.release()
                 raise
@@ -301,7 +307,11 @@ class Offload:
                         self._draining = False
                         return
                     job = self._jobs.popleft() if self._jobs else None
-                if job is None or len(done) >= _GROUP_MAX:
+                if (
+                    job is None
+                    or len(done) >= _GROUP_MAX
+                    or (group.renaming and self._may_touch(job, group.renaming))
+                ):
                     settle()
                     if job is None:
                         continue
@@ -323,15 +333,32 @@ class Offload:
         finally:
             _commit.set_group(before)
 
-    def _commit_group(self, group: _commit.SyncGroup, batch: list[tuple[_Job, bool, Any]]) -> None:
+    def _may_touch(self, job: _Job, threads: set[str]) -> bool:
+        """Whether ``job`` may read or write one of ``threads`` (a call whose thread
+        is not known from its arguments may)."""
+        store = self.store
+        thread: object = None
+        if job.fn == store.write_step and job.args and isinstance(job.args[0], dict):
+            thread = job.args[0].get("threadId")
+        elif job.fn == store.update_thread:
+            thread = job.args[0] if job.args else job.kwargs.get("thread_id")
+        return not isinstance(thread, str) or not thread or thread in threads
+
+    def _commit_group(
+        self,
+        group: _commit.SyncGroup,
+        batch: list[tuple[_Job, bool, Any]],
+        failed: BaseException | None = None,
+    ) -> None:
         """Make a group's writes durable, then acknowledge its calls (in the committer
-        thread). If the fsyncs fail, every call of the group fails with them."""
+        thread). If the fsyncs fail (or ``failed``, the publication of its replaced
+        files), every call of the group fails with them."""
         try:
-            error: BaseException | None = None
+            error: BaseException | None = failed
             try:
                 group.commit(self._fsync_pool)
             except BaseException as exc:
-                error = exc
+                error = error or exc
             for job, ok, value in batch:
                 if error is not None and ok:
                     ok, value = False, _each_its_own(error)

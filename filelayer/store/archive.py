@@ -505,7 +505,21 @@ class ArchiveStore:
                 elif _commit.on_loop() and _fs.holds_durable_content(path):
                     # Its replacement is fsynced before the rename: not on the loop.
                     raise _commit.DiskWait(path)
-                manifest.write_encoded(path, data, changes=changes)
+                group = changes.group
+                if group is not None and not created:
+                    # A group commit: the new manifest is fsynced with the group's other
+                    # files and renamed before the call is acknowledged; the thread's
+                    # lock is held until then.
+                    held = _locks.hold(self.layout.thread_lock(thread_id), self.lock_timeout)
+                    try:
+                        fd, tmp = _fs.write_temp(path, data)
+                    except BaseException:
+                        held.release()
+                        raise
+                    group.replace_later(fd, tmp, path, held.release, thread_id)
+                    changes.entry(path.parent)
+                else:
+                    manifest.write_encoded(path, data, changes=changes)
                 self.index.append([self.thread_index_record(doc)])
             elif not self._index_agrees(doc):
                 # A retry of a call whose manifest landed but whose index record was
