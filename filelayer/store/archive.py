@@ -44,8 +44,8 @@ from ..errors import (
     StorageWriteError,
     UnknownStepError,
 )
+from ..format import clock, journal, manifest
 from ..format import codec as _codec
-from ..format import journal, manifest
 from ..format import times as _times
 from ..format.ids import check_id, id_problem, is_valid_id
 from ..format.layout import ELEMENTS_DIR, Layout, deleting_path
@@ -299,6 +299,10 @@ class ArchiveStore:
         line, and take the new lines without reading them back."""
         dead = self._tombstone_cache.get(thread_id)
         whole = dead is not None and dead.ends_at(opened)
+        # Every record gets the next stamp of the journal's clock (docs/format.md,
+        # "Ordering records"): what a merge of two clones' lines is ordered by.
+        last = dead.last_stamp if dead is not None and whole else _last_stamp(opened)
+        data, _ = clock.stamp_lines(data, last)
         at = opened.write(data, changes=changes, sync=sync, whole=whole)
         if dead is not None:
             dead.appended(opened, at, data)
@@ -1383,3 +1387,30 @@ def _deletable(kind: str, value: object) -> bool:
     if problem is not None:
         log.debug("filelayer: nothing to delete for %s id %r: %s", kind, value, problem)
     return problem is None
+
+
+_STAMP_TAIL = 64 * 1024
+
+
+def _last_stamp(opened: _fs.AppendFile) -> str | None:
+    """The newest stamp of a journal open to append to, read from its end (the file is
+    in stamp order, so it is the last stamped line's): 4 KiB back, then more, up to
+    64 KiB, which holds hundreds of lines; none found there means an unstamped journal
+    (or one of giant lines: the clock alone then stamps, still after every line it
+    wrote itself)."""
+    size = opened.size
+    chunk = 4096
+    while size:
+        start = max(0, size - chunk)
+        data = _fs.pread_all(opened.fd, size - start, start)
+        lines = data.split(b"\n")
+        if start:
+            lines = lines[1:]  # the first piece may be the middle of a line
+        for line in reversed(lines):
+            stamp = clock.stamp_of_line(line)
+            if stamp is not None:
+                return stamp
+        if start == 0 or chunk >= _STAMP_TAIL:
+            return None
+        chunk *= 4
+    return None
