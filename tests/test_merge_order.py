@@ -193,7 +193,7 @@ def test_a_union_out_of_order_is_read_in_stamp_order(tmp_path: Path) -> None:
     store.write_step({"id": "s", "threadId": "t", "output": "new"})
     assert store.get_thread("t")["steps"][0]["output"] == "new"  # type: ignore[index]
     path = store.layout.journal("t")
-    first, second = path.read_bytes().splitlines(keepends=True)
+    first, _ = path.read_bytes().splitlines(keepends=True)
     # Another clone's line, stamped like the first one (before "new"), lands last.
     late = first.replace(b'"old"', b'"late"').replace(b'"type":"run",', b"")
     with path.open("ab") as f:

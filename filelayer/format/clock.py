@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from typing import TypeGuard
 
 STAMP_KEY = "at"
 """The record field that holds the stamp. It sorts before every other top-level key of
@@ -28,7 +29,7 @@ _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _TICK = timedelta(microseconds=1)
 
 
-def is_stamp(value: object) -> bool:
+def is_stamp(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a stamp this version writes (anything else orders as no
     stamp at all: a hand-edited line cannot jump the queue with a malformed one)."""
     return isinstance(value, str) and _STAMP_RE.fullmatch(value) is not None
