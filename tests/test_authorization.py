@@ -937,7 +937,7 @@ async def test_feedback_on_a_deleted_step_is_refused(world: World) -> None:
         assert wait_for(lambda: journal_of(world.app, thread).count('"op":"element"') >= 6)
     settled(world.app, world.alice, thread)
     # The author's own edit still deletes her later messages.
-    assert f'{{"id":"{answer}","op":"step.delete"}}' in journal_of(world.app, thread)
+    assert f'"id":"{answer}","op":"step.delete"}}' in journal_of(world.app, thread)
     before = snapshot(world)
     response = feedback(world, world.alice, answer, thread, value=1)
     assert_unchanged(world, before)

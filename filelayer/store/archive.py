@@ -44,7 +44,7 @@ from ..errors import (
     StorageWriteError,
     UnknownStepError,
 )
-from ..format import clock, journal, manifest
+from ..format import clock, journal, manifest, users
 from ..format import codec as _codec
 from ..format import times as _times
 from ..format.ids import check_id, id_problem, is_valid_id
@@ -157,6 +157,7 @@ class ArchiveStore:
         self._element_owner: OrderedDict[str, str] = OrderedDict()
         self._tombstone_cache: OrderedDict[str, journal.Tombstones] = OrderedDict()
         self._folded_cache: OrderedDict[str, journal.FoldedJournal] = OrderedDict()
+        self._owner_ids: OrderedDict[str, str] = OrderedDict()  # identifier -> user id
         self._authors: OrderedDict[str, tuple[tuple[int, int, int], str | None]] = OrderedDict()
         self._existing: OrderedDict[str, None] = OrderedDict()  # threads seen to exist
         self.auto_compact = auto_compact
@@ -403,11 +404,29 @@ class ArchiveStore:
             )
             raise NotAuthorError(thread_id, actor)
 
-    @staticmethod
-    def thread_index_record(doc: dict[str, Any]) -> dict[str, Any]:
+    def owner_id(self, doc: dict[str, Any]) -> str | None:
+        """The user id the index files a thread under: its manifest's ``userId``,
+        unless the archive's user file for its ``userIdentifier`` holds another id.
+        That happens when one person first logged in on two clones before user ids were
+        derived from identifiers (:func:`users.user_id`) and a merge kept one of the two
+        ids: the person's sidebar then holds the threads of both clones."""
+        uid = doc.get("userId")
+        ident = doc.get("userIdentifier")
+        if not isinstance(uid, str) or not isinstance(ident, str) or not ident:
+            return uid if isinstance(uid, str) else None
+        if uid == users.user_id(ident):
+            return uid  # a derived id is the same on every clone: no file to read
+        known = self._owner_ids.get(ident)
+        if known is None:
+            user = self.get_user(ident)
+            known = str(user["id"]) if user else uid
+            self._remember(self._owner_ids, ident, known)
+        return known
+
+    def thread_index_record(self, doc: dict[str, Any]) -> dict[str, Any]:
         return ThreadSummary(
             id=doc["id"],
-            user_id=doc.get("userId"),
+            user_id=self.owner_id(doc),
             user_identifier=doc.get("userIdentifier"),
             name=doc.get("name"),
             created_at=_index_time(doc.get("createdAt")),
@@ -538,7 +557,7 @@ class ArchiveStore:
             summary.user_id,
             summary.user_identifier,
             summary.tags,
-        ) == (doc.get("name"), doc.get("userId"), doc.get("userIdentifier"), doc.get("tags"))
+        ) == (doc.get("name"), self.owner_id(doc), doc.get("userIdentifier"), doc.get("tags"))
 
     def delete_thread(self, thread_id: str, *, actor: str | None = None) -> bool:
         """Delete a thread and everything in it. ``False`` if there was nothing (an id
@@ -1204,7 +1223,7 @@ class ArchiveStore:
         }
         return ThreadSummary(
             id=thread_id,
-            user_id=doc.get("userId"),
+            user_id=self.owner_id(doc),
             user_identifier=doc.get("userIdentifier"),
             name=doc.get("name"),
             created_at=_index_time(doc.get("createdAt")),
