@@ -19,7 +19,7 @@ import pytest
 from filelayer import ArchiveStore
 from filelayer.cli import main
 from filelayer.format import journal
-from filelayer.gitmerge import merge_documents, merge_file, merge_lines
+from filelayer.git.merge import merge_documents, merge_file, merge_lines
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given  # noqa: E402

@@ -22,22 +22,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._io import fs as _fs
-from .format import clock
-from .format import codec as _codec
-
-
-class MergeError(ValueError):
-    """A version git handed the driver cannot be merged (not JSON where a document was
-    expected): git then leaves the file conflicted, as without the driver."""
-
-    def __init__(self, what: str, reason: str) -> None:
-        super().__init__(what, reason)
-        self.what = what
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"cannot merge {self.what}: {self.reason}"
+from .._io import fs as _fs
+from ..errors import MergeError
+from ..format import clock
+from ..format import codec as _codec
 
 
 def _lines(data: bytes) -> list[bytes]:
