@@ -39,6 +39,8 @@ ELEMENTS_DIR = "elements"
 INDEX_DIR = "index"
 LOCKS_DIR = "locks"
 DELETED_FILE = "deleted.jsonl"
+SESSIONS_DIR = "sessions"
+"""Live session state per thread, kept out of git (see filelayer.session)."""
 INDEX_FILE = "current"
 """Names the index database in ``index/`` (see filelayer.index)."""
 LOCK_STRIPES = 64
@@ -81,12 +83,14 @@ GITIGNORE_BEGIN = "# >>> filelayer"
 GITIGNORE_END = "# <<< filelayer"
 GITIGNORE_BLOCK = f"""\
 {GITIGNORE_BEGIN}: rewritten when the archive is opened; add your own rules above it.
-# It ignores only filelayer's own files: the derived index, lock files, and temporary
-# files ("{RESERVED_PREFIX}*", and ".*{TEMP_SUFFIX}" left by filelayer 0.1.0). Element files are
-# named <element id><extension>, never start with "." and are never ignored, whatever
-# other rules say: this block stays last, so its rules win.
+# It ignores only filelayer's own files: the derived index, lock files, the live
+# sessions Chainlit saves at each disconnect (local state, see docs/format.md), and
+# temporary files ("{RESERVED_PREFIX}*", and ".*{TEMP_SUFFIX}" left by filelayer 0.1.0). Element
+# files are named <element id><extension>, never start with "." and are never ignored,
+# whatever other rules say: this block stays last, so its rules win.
 /{INDEX_DIR}/
 /{LOCKS_DIR}/
+/{SESSIONS_DIR}/
 !/{THREADS_DIR}/*/{ELEMENTS_DIR}/*
 {RESERVED_PREFIX}*
 .*{TEMP_SUFFIX}

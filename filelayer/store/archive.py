@@ -56,6 +56,7 @@ from ..index.records import feedback_record as index_feedback_record
 from ..index.records import text_record as index_text_record
 from ..index.summary import ThreadSummary
 from ..index.thread_index import Page, ThreadIndex
+from . import session
 from .accounts import Accounts
 from .compaction import (
     _COMPACT_MIN_BYTES,
@@ -488,6 +489,11 @@ class ArchiveStore:
             not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
         ):
             raise ValueError("thread tags must be a list of strings")
+        local: dict[str, Any] | None = None
+        if metadata is not None and session.is_session(metadata):
+            # Chainlit's persisted user session: its volatile part is kept out of the
+            # committed manifest (see filelayer.session).
+            metadata, local = session.split(metadata)
         identifier: str | None = None
         if user_id is not None:
             if not isinstance(user_id, str):
@@ -530,6 +536,8 @@ class ArchiveStore:
                 # A retry of a call whose manifest landed but whose index record was
                 # lost (a crash between the two): put the record back.
                 self.index.append([self.thread_index_record(doc)])
+            if local is not None:
+                session.write(session.path(self.root, thread_id), local)
         return True
 
     def put_manifest(self, doc: dict[str, Any]) -> None:
@@ -587,6 +595,7 @@ class ArchiveStore:
                 # readers also consult the tombstone, but a thread must not come back.
                 _fs.fsync_dirs([self.layout.threads])
             self.index.append([index_delete_record(thread_id)])
+            session.remove(session.path(self.root, thread_id))
         return existed
 
     def read_manifest(self, thread_id: str) -> dict[str, Any] | None:
@@ -675,7 +684,10 @@ class ArchiveStore:
             "userId": doc.get("userId"),
             "userIdentifier": doc.get("userIdentifier"),
             "tags": doc.get("tags"),
-            "metadata": doc.get("metadata") or {},
+            "metadata": {
+                **(doc.get("metadata") or {}),
+                **session.read(session.path(self.root, thread_id)),
+            },
             "steps": steps,
             "elements": elements,
         }
