@@ -217,7 +217,8 @@ def settled(app: App, token: str, thread_id: str, answers: int = 1) -> dict[str,
         folder = app.root / "threads" / thread_id / "elements"
         if len(list(folder.glob("*"))) < 2 * answers:
             return None
-        meta = (manifest_of(app, thread_id) or {}).get("metadata") or {}
+        # The session Chainlit saves at the disconnect (kept beside the manifest).
+        meta = thread.get("metadata") or {}
         return thread if "client_type" in meta else None
 
     thread = wait_for(done)
