@@ -502,7 +502,7 @@ def _root(args: argparse.Namespace) -> Path:
 
 def cmd_git_setup(args: argparse.Namespace) -> int:
     report = gitsetup.setup(_root(args))
-    print(f"registered the merge driver in {report.repository}", file=sys.stderr)
+    print("registered filelayer's merge driver in the repository's git config", file=sys.stderr)
     if report.hooks:
         print(f"installed hooks: {', '.join(report.hooks)}", file=sys.stderr)
     for hook in report.skipped:

@@ -150,8 +150,8 @@ def snapshot(root: Path, message: str | None) -> str | None:
     stage_archive(root)
     if not git(root, "diff", "--cached", "--name-only").strip():
         return None
-    git(root, "commit", "--quiet", "--no-verify", "-m", message or "Archive snapshot")
-    return git(root, "rev-parse", "HEAD").strip()
+    git(root, "commit", "--quiet", "-m", message or "Archive snapshot")
+    return git(root, "rev-parse", "--short", "HEAD").strip()
 
 
 def run_hook(root: Path, hook: str) -> int:
