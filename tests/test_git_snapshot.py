@@ -202,3 +202,37 @@ async def test_chainlits_own_session_saves_leave_git_status_clean(
         assert git(root, "status", "--porcelain") == "", n
     thread = await layer.get_thread("t")  # type: ignore[attr-defined]
     assert thread["metadata"]["history"] == ["hello", "visit 1", "visit 2", "visit 3"]
+
+
+def test_the_pre_commit_hook_commits_no_half_written_line(tmp_path: Path) -> None:
+    """``git add`` caught a journal line half written (the writer holds the thread's
+    lock); the hook ``git-setup`` installs stages the archive again once the writer is
+    done, so the commit holds the whole line."""
+    from filelayer._io import locks as _locks
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.write_step({"id": "s1", "threadId": "t", "type": "user_message", "output": "one"})
+    init(root)
+    assert main(["--root", str(root), "git-setup"]) == 0
+    assert main(["--root", str(root), "snapshot", "-m", "first"]) == 0
+    journal = store.layout.journal("t")
+    line = b'{"op":"step","step":{"id":"s2","output":"two","threadId":"t","type":"run"}}\n'
+    with _locks.locked(store.layout.thread_lock("t")):
+        with journal.open("ab") as f:
+            f.write(line[:20])
+        git(root, "add", "-A")  # what a person types while the app writes
+        commit = subprocess.Popen(
+            ["git", "-C", str(root), "commit", "-q", "-m", "second"], env=subprocess_env()
+        )
+        time.sleep(0.5)  # let the hook reach the lock (it waits however long this takes)
+        with journal.open("ab") as f:
+            f.write(line[20:])
+    assert commit.wait(timeout=120) == 0
+    committed = subprocess.run(
+        ["git", "-C", str(root), "show", "HEAD:threads/t/steps.jsonl"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert committed.endswith(line)
+    assert git(root, "status", "--porcelain") == ""
