@@ -217,3 +217,30 @@ def test_documents_newest_wins_per_field() -> None:
     merged = merge_documents(base, ours, theirs)
     assert merged == merge_documents(base, theirs, ours)
     assert b'"name": "ours"' in merged and b'"x": 2' in merged and b'"a": 1' in merged
+
+
+def test_stamps_grow_past_a_clone_whose_clock_runs_ahead(tmp_path: Path) -> None:
+    """The hybrid clock: after a merge brought in a line stamped in the future, new lines
+    (of this process or another) are stamped after it, so they still win."""
+    from filelayer.format import clock
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.write_step({"id": "s", "threadId": "t", "type": "run", "output": "mine"})
+    path = store.layout.journal("t")
+    ahead = (
+        b'{"at":"2099-01-01T00:00:00.000000Z","op":"step","step":{"id":"s","output":"theirs"}}\n'
+    )
+    with path.open("ab") as f:
+        f.write(ahead)
+    store.write_step({"id": "s", "threadId": "t", "output": "mine again"})
+    ArchiveStore(root).upsert_feedback(for_id="s", value=1, thread_id="t", feedback_id="f")
+    stamps = [clock.stamp_of_line(line) for line in path.read_bytes().splitlines()]
+    assert stamps[1:] == [
+        "2099-01-01T00:00:00.000000Z",
+        "2099-01-01T00:00:00.000001Z",
+        "2099-01-01T00:00:00.000002Z",
+    ]
+    assert stamps[0] is not None and stamps[0] < stamps[1]
+    got = ArchiveStore(root).get_thread("t")
+    assert got is not None and got["steps"][0]["output"] == "mine again"
