@@ -244,3 +244,16 @@ def test_stamps_grow_past_a_clone_whose_clock_runs_ahead(tmp_path: Path) -> None
     assert stamps[0] is not None and stamps[0] < stamps[1]
     got = ArchiveStore(root).get_thread("t")
     assert got is not None and got["steps"][0]["output"] == "mine again"
+
+
+def test_the_driver_without_a_path_tells_documents_from_journals() -> None:
+    """Registered as ``merge-driver %O %A %B`` (no ``%P``), the driver sees only git's
+    temporary file names: it merges by what the versions hold."""
+    base = b'{\n  "name": "n",\n  "updatedAt": "1"\n}\n'
+    ours = b'{\n  "name": "ours",\n  "updatedAt": "2"\n}\n'
+    theirs = b'{\n  "name": "n",\n  "tags": ["x"],\n  "updatedAt": "1"\n}\n'
+    assert merge_file(".merge_file_a", base, ours, theirs) == merge_documents(base, ours, theirs)
+    one = b'{"at":"2026-01-01T00:00:00.000001Z","id":"a","op":"step.delete"}\n'
+    two = b'{"at":"2026-01-01T00:00:00.000002Z","id":"b","op":"step.delete"}\n'
+    assert merge_file(".merge_file_b", b"", one, two) == one + two
+    assert merge_file(".merge_file_c", b"", one, one + two) == one + two

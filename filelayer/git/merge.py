@@ -150,10 +150,28 @@ def merge_documents(base: bytes, ours: bytes, theirs: bytes, what: str = "docume
     return _codec.encode_document(_merge_dicts(o, a, b, later))
 
 
+def _looks_like_document(*versions: bytes) -> bool | None:
+    """Whether the versions are whole JSON documents (indented, so on several lines)
+    rather than JSON Lines; ``None`` if no version tells (all empty)."""
+    for data in versions:
+        if not data.strip():
+            continue
+        try:
+            doc = _codec.decode(data)
+        except _codec.DecodeError:
+            return False  # several lines of JSON: JSON Lines
+        return isinstance(doc, dict) and b"\n" in data.strip()
+    return None
+
+
 def merge_file(path: str, base: bytes, ours: bytes, theirs: bytes) -> bytes:
-    """Merge by the kind of archive file ``path`` (git's ``%P``) names."""
+    """Merge by the kind of archive file ``path`` (git's ``%P``) names; without a path
+    that names one (a driver registered as ``merge-driver %O %A %B``: git's temporary
+    file names), by what the versions hold."""
     if path.endswith(".jsonl"):
         return merge_lines(base, ours, theirs)
     if path.endswith(".json"):
         return merge_documents(base, ours, theirs, path)
-    raise MergeError(path, "filelayer merges only the archive's .json and .jsonl files")
+    if _looks_like_document(ours, theirs, base):
+        return merge_documents(base, ours, theirs, path or "document")
+    return merge_lines(base, ours, theirs)
