@@ -208,23 +208,14 @@ def resolve(root: Path) -> Resolution:
             continue  # removed with its directory below
         result.unresolved.append(path)
     threads = root / THREADS_DIR
+    listed = git(repo, "ls-files", "-z", "--", f"{prefix}{THREADS_DIR}/").split("\0")
+    tracked = {p[len(prefix) :].split("/")[1] for p in listed if p.count("/") > prefix.count("/")}
     for thread_id in sorted(dead):
-        if not is_valid_id(thread_id):
-            continue
         directory = threads / thread_id
-        tracked = git(repo, "ls-files", "--", f"{prefix}{THREADS_DIR}/{thread_id}").strip()
-        if not directory.exists() and not tracked:
+        if not is_valid_id(thread_id) or (thread_id not in tracked and not directory.exists()):
             continue
-        git(
-            repo,
-            "rm",
-            "-r",
-            "-q",
-            "--cached",
-            "--ignore-unmatch",
-            "--",
-            f"{prefix}{THREADS_DIR}/{thread_id}",
-        )
+        where = f"{prefix}{THREADS_DIR}/{thread_id}"
+        git(repo, "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", where)
         if directory.exists():
             shutil.rmtree(directory)
         result.removed.append(thread_id)
