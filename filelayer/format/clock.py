@@ -35,14 +35,16 @@ def is_stamp(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _STAMP_RE.fullmatch(value) is not None
 
 
-def now() -> str:
+def now_iso() -> str:
+    """The clock's time as a stamp (named like the store's clock, so that a test or a
+    generator that fixes every clock of the layer fixes this one too)."""
     return datetime.now(timezone.utc).strftime(_FORMAT)
 
 
 def after(last: str | None, clock: str | None = None) -> str:
     """The next stamp: the clock's time, or one microsecond after ``last`` when the
     clock is not ahead of it."""
-    current = clock or now()
+    current = clock or now_iso()
     if last is None or not is_stamp(last) or current > last:
         return current
     following = datetime.strptime(last, _FORMAT).replace(tzinfo=timezone.utc) + _TICK
