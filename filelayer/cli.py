@@ -23,6 +23,8 @@ from .export.markdown import file_stem, render_json
 from .format.ids import is_valid_id
 from .format.journal import MESSAGE_TYPES
 from .format.layout import ROOT_ENV, default_root
+from .git import merge as gitmerge
+from .git import setup as gitsetup
 from .index.summary import ThreadSummary
 from .maintenance.compact import compact_thread
 from .maintenance.retention import erase_user, git_prefix, history_command, prune
@@ -125,6 +127,34 @@ def build_parser() -> argparse.ArgumentParser:
         "erase-user", "erase a user: their record and every thread they wrote", cmd_erase_user
     )
     p.add_argument("identifier", metavar="IDENTIFIER", help="the user's identifier")
+
+    p = command(
+        "git-setup",
+        "register the archive's merge driver and hooks in the git repository it is in",
+        cmd_git_setup,
+    )
+
+    p = command(
+        "snapshot",
+        "commit the archive as one consistent state while the app writes",
+        cmd_snapshot,
+    )
+    p.add_argument("-m", "--message", help="the commit message")
+
+    p = command(
+        "resolve",
+        "finish a stopped merge: threads deleted on one side stay deleted",
+        cmd_resolve,
+    )
+
+    p = command("merge-driver", "git's merge driver for the archive's files", cmd_merge_driver)
+    p.add_argument("base", help="the common ancestor's version (%%O)")
+    p.add_argument("ours", help="our version, replaced by the merge (%%A)")
+    p.add_argument("theirs", help="their version (%%B)")
+    p.add_argument("path", nargs="?", default="", help="the file's path in the work tree (%%P)")
+
+    p = command("git-hook", "what the hooks git-setup installs run", cmd_git_hook)
+    p.add_argument("hook", choices=gitsetup.HOOKS)
 
     copy_command.add_parser(sub)
     return parser
@@ -459,3 +489,70 @@ def cmd_erase_user(args: argparse.Namespace) -> int:
         )
         _out().write(history_command(report, prefix) + "\n")
     return 0 if found and not report.still_writing else 1
+
+
+# -- git --------------------------------------------------------------------------
+
+
+def _root(args: argparse.Namespace) -> Path:
+    root = Path(args.root or default_root())
+    open_store(args).close()  # an archive, and its .gitattributes up to date
+    return root
+
+
+def cmd_git_setup(args: argparse.Namespace) -> int:
+    report = gitsetup.setup(_root(args))
+    print("registered filelayer's merge driver in the repository's git config", file=sys.stderr)
+    if report.hooks:
+        print(f"installed hooks: {', '.join(report.hooks)}", file=sys.stderr)
+    for hook in report.skipped:
+        print(
+            f"left the {hook} hook alone (not a shell script); add to it: "
+            f"filelayer --root <archive> git-hook {hook}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    commit = gitsetup.snapshot(_root(args), args.message)
+    print(f"committed {commit}" if commit else "nothing to commit", file=sys.stderr)
+    return 0
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    root = Path(args.root or default_root())
+    result = gitsetup.resolve(root)
+    for thread_id in result.removed:
+        print(f"thread {thread_id}: deleted on one side, kept deleted (its files removed)")
+    for path in result.unresolved:
+        print(f"{path}: still conflicted; filelayer has no rule for it", file=sys.stderr)
+    if not result.removed and not result.unresolved:
+        print("nothing to resolve", file=sys.stderr)
+    if result.unresolved:
+        return 1
+    print("resolved: run `git commit` to finish the merge", file=sys.stderr)
+    return 0
+
+
+def cmd_merge_driver(args: argparse.Namespace) -> int:
+    ours = Path(args.ours)
+    try:
+        merged = gitmerge.merge_file(
+            args.path or args.ours,
+            Path(args.base).read_bytes(),
+            ours.read_bytes(),
+            Path(args.theirs).read_bytes(),
+        )
+    except FileLayerError as exc:
+        print(f"filelayer: {exc}; left conflicted", file=sys.stderr)
+        return 1
+    ours.write_bytes(merged)
+    return 0
+
+
+def cmd_git_hook(args: argparse.Namespace) -> int:
+    root = Path(args.root or default_root())
+    if not (root / "filelayer.json").exists():
+        return 0  # checked out a commit without the archive
+    return gitsetup.run_hook(root, args.hook)

@@ -16,7 +16,9 @@ __all__ = [
     "CorruptFileError",
     "FileLayerError",
     "FormatVersionError",
+    "GitError",
     "InvalidIdError",
+    "MergeError",
     "NotAuthorError",
     "StorageWriteError",
     "UnknownStepError",
@@ -158,3 +160,29 @@ class UnknownStepError(FileLayerError, ValueError):
 
     def __reduce__(self) -> tuple[type[UnknownStepError], tuple[str, str | None]]:
         return type(self), (self.step_id, self.thread_id)
+
+
+class MergeError(FileLayerError, ValueError):
+    """A version of an archive file that git handed the merge driver cannot be merged
+    (not JSON where a document was expected): git then leaves the file conflicted, as
+    it would without the driver."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"cannot merge {what}: {reason}")
+
+    def __reduce__(self) -> tuple[type[MergeError], tuple[str, str]]:
+        return (MergeError, (self.what, self.reason))
+
+
+class GitError(FileLayerError, RuntimeError):
+    """A git command that filelayer ran for the archive failed (or git is missing)."""
+
+    def __init__(self, command: str, detail: str) -> None:
+        self.command = command
+        self.detail = detail
+        super().__init__(f"`{command}` failed: {detail}")
+
+    def __reduce__(self) -> tuple[type[GitError], tuple[str, str]]:
+        return (GitError, (self.command, self.detail))

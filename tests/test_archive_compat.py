@@ -24,6 +24,7 @@ import pytest
 from filelayer import ArchiveStore
 from filelayer.cli import main
 from filelayer.errors import StorageWriteError
+from filelayer.format import gitattributes
 from filelayer.format.layout import GITIGNORE_0_1_0, GITIGNORE_BLOCK
 
 CORPUS = Path(__file__).resolve().parent / "conformance"
@@ -113,9 +114,10 @@ def test_opening_upgrades_the_gitignore_and_says_so(
     assert (old / ".gitignore").read_text() == GITIGNORE_BLOCK
     after = tree(old)
     changed = {k for k in set(after) | set(before) if after.get(k) != before.get(k)}
-    # Besides the .gitignore, only the derived index changed: the release's JSON-lines
-    # log was replaced by a database built from the thread directories.
-    assert {k for k in changed if not k.startswith("index/")} == {".gitignore"}
+    # Besides the .gitignore and the new .gitattributes, only the derived index changed:
+    # the release's JSON-lines log was replaced by a database built from the threads.
+    assert {k for k in changed if not k.startswith("index/")} == {".gitignore", ".gitattributes"}
+    assert (old / ".gitattributes").read_text() == gitattributes.BLOCK
     assert "index/threads.jsonl" in before and "index/threads.jsonl" not in after
     assert "index/current" in after
     messages = [r.getMessage() for r in caplog.records if r.name == "filelayer"]

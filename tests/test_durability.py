@@ -66,7 +66,15 @@ def step(sid: str, tid: str = "t1", **extra: object) -> dict[str, object]:
     return {"id": sid, "threadId": tid, "type": "user_message", "output": sid, **extra}
 
 
-KNOWN = ("thread.json", "steps.jsonl", "deleted.jsonl", "filelayer.json", "gitignore", "e1")
+KNOWN = (
+    "thread.json",
+    "steps.jsonl",
+    "deleted.jsonl",
+    "filelayer.json",
+    "gitignore",
+    "gitattributes",
+    "e1",
+)
 
 
 def names(paths: list[str]) -> list[str]:
@@ -82,12 +90,12 @@ pytestmark = pytest.mark.skipif(
 def test_a_new_archive_is_durable_up_to_its_name(tmp_path: Path, fsyncs: Fsyncs) -> None:
     root = tmp_path / "deep" / "chats"
     ArchiveStore(root, durability="flush")
-    # The marker and .gitignore, then the root (its four directories and two files
+    # The marker, .gitignore and .gitattributes, then the root (its four directories and three files
     # with one fsync), then each directory made above it, deepest first. (The derived
     # index makes its own files durable as it sees fit.)
     index = root / "index"
     ours = [f for f in fsyncs.files if not f.startswith(str(index))]
-    assert names(ours) == ["gitignore", "filelayer.json"]
+    assert names(ours) == ["gitignore", "gitattributes", "filelayer.json"]
     assert [d for d in fsyncs.dirs if d != index] == [root, root.parent, tmp_path]
     fsyncs.clear()
     ArchiveStore(root, durability="fsync")  # opening an archive flushes nothing

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ def digest_tree(root: Path) -> dict[str, str]:
             doc = json.loads(data)
             doc["createdAt"] = doc["updatedAt"] = "<clock>"
             data = json.dumps(doc).encode()
+        elif path.name.endswith(".jsonl"):  # each record's stamp: when it was written
+            data = re.sub(rb'"at":"[^"]*",', b"", data)
         result[rel] = hashlib.sha256(data).hexdigest()
     return result
 

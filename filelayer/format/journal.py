@@ -18,6 +18,7 @@ from typing import Any
 
 from .._io import fs as _fs
 from .._io.tail import Tail
+from . import clock
 from . import codec as _codec
 from .times import earliest, latest, time_key
 
@@ -140,22 +141,27 @@ class Tombstones(Tail):
     feedback count, no element file. Only lines naming a deletion or an element are
     decoded."""
 
-    __slots__ = ("_element_steps", "elements", "steps")
+    __slots__ = ("_element_steps", "elements", "last_stamp", "steps")
 
     def __init__(self) -> None:
         super().__init__()
         self.steps: set[str] = set()
         self.elements: set[str] = set()
         self._element_steps: dict[str, str] = {}  # live element id -> the step it is for
+        self.last_stamp: str | None = None  # the newest record stamp (see filelayer.clock)
 
     def _reset(self) -> None:
         super()._reset()
         self.steps = set()
         self.elements = set()
         self._element_steps = {}
+        self.last_stamp = None
 
     def _take(self, lines: bytes, path: Path) -> None:
         for line in lines.split(b"\n"):
+            stamp = clock.stamp_of_line(line)
+            if stamp is not None and (self.last_stamp is None or stamp > self.last_stamp):
+                self.last_stamp = stamp
             if b'.delete"' not in line and b'"element"' not in line:
                 continue
             try:
@@ -206,6 +212,12 @@ class FoldedJournal(Tail):
 
     def _take(self, lines: bytes, path: Path) -> None:
         fold(parse(lines, path).records, self.state)
+        if self.state.disordered:
+            # Lines out of stamp order (a merge made without filelayer's driver): fold
+            # the whole journal again, in stamp order.
+            end = self.offset + len(lines)
+            data = (_fs.read_bytes(path) or b"")[:end]
+            self.state = fold(parse(data, path).records)
         self._ordered = None
 
     @property
@@ -258,6 +270,13 @@ class ThreadState:
     feedback: dict[str, dict[str, Any]] = field(default_factory=dict)
     elements: dict[str, dict[str, Any]] = field(default_factory=dict)
     deleted_elements: set[str] = field(default_factory=set)
+    applied: int = 0
+    """How many records were folded in."""
+    last_stamp: str | None = None
+    """The newest stamp folded in (see :func:`order_keys`)."""
+    disordered: bool = False
+    """A record came after a newer one: this state is not the journal's meaning, which
+    a fold of all its records at once (sorted first) gives."""
 
     def feedback_by_step(self) -> dict[str, dict[str, Any]]:
         """The current feedback of each step (the latest one given, if several ids)."""
@@ -280,11 +299,25 @@ class ThreadState:
 
 
 def fold(records: Iterable[dict[str, Any]], state: ThreadState | None = None) -> ThreadState:
-    """Apply ``records`` in order to ``state`` (a new one by default): folding a
-    journal's lines in two batches gives what folding them at once gives."""
+    """Apply ``records`` to ``state`` (a new one by default) in the journal's order (see
+    :func:`order_keys`): folding a journal's lines in two batches gives what folding
+    them at once gives. A new state takes the records sorted when they are not in
+    order; a later batch with a record older than one already folded marks the state
+    :attr:`~ThreadState.disordered`, for the caller to fold everything again."""
     state = state if state is not None else ThreadState()
+    if not isinstance(records, list):
+        records = list(records)
+    if state.applied == 0 and not in_order(records):
+        records = sorted_records(records)
     seq = len(state.step_seq)  # step_seq only grows: deleted steps keep their number
     for record in records:
+        state.applied += 1
+        stamp = record.get(clock.STAMP_KEY)
+        if clock.is_stamp(stamp):
+            if state.last_stamp is not None and stamp < state.last_stamp:
+                state.disordered = True
+            else:
+                state.last_stamp = stamp
         op = record["op"]
         if op == OP_STEP:
             incoming = record[OP_STEP]
@@ -347,6 +380,49 @@ def _for_id(record: dict[str, Any]) -> str | None:
     (a hand-written or damaged line): it belongs to no step."""
     for_id = record.get("forId")
     return for_id if isinstance(for_id, str) else None
+
+
+def in_order(records: list[dict[str, Any]]) -> bool:
+    """Whether ``records`` are already in the journal's order: their stamps never go
+    back (every file filelayer writes is in order: its writers stamp in increasing
+    order, its merge driver sorts)."""
+    last = ""
+    for record in records:
+        stamp = record.get(clock.STAMP_KEY)
+        if clock.is_stamp(stamp):
+            if stamp < last:
+                return False
+            last = stamp
+    return True
+
+
+def order_keys(records: list[Any], lines: list[bytes]) -> list[tuple[str, int, bytes, int]]:
+    """The sort key of each record (``lines``: their encoded bytes) in the journal's
+    order (docs/format.md, "Ordering records"): by stamp; a record without one (written
+    before stamps, by a compaction, or by another program) right after the record before
+    it in its file, and first when nothing stamped comes before it; equal stamps (two
+    clones in the same microsecond) by the record's bytes."""
+    keys = []
+    last = ""
+    for n, (record, line) in enumerate(zip(records, lines, strict=True)):
+        stamp = record.get(clock.STAMP_KEY) if isinstance(record, dict) else None
+        if clock.is_stamp(stamp):
+            last = stamp
+            keys.append((stamp, 0, line, 0))
+        else:
+            keys.append((last, 1, b"", n))
+    return keys
+
+
+def sorted_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` in the journal's order (:func:`order_keys`), so that any two files
+    holding the same records fold the same."""
+    lines = [
+        _codec.encode_line(r) if clock.is_stamp(r.get(clock.STAMP_KEY)) else b"" for r in records
+    ]
+    keys = order_keys(records, lines)
+    order = sorted(range(len(records)), key=keys.__getitem__)
+    return [records[i] for i in order]
 
 
 def for_deleted_step(element: dict[str, Any], deleted_steps: set[str]) -> bool:

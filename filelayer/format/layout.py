@@ -18,13 +18,14 @@ import os
 import re
 import secrets
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from .._io import fs as _fs
 from .._io.fs import RESERVED_PREFIX, TEMP_SUFFIX
 from ..errors import ArchiveError, CorruptFileError, FormatVersionError, StorageWriteError
 from . import codec as _codec
-from . import users
+from . import gitattributes, users
 from .ids import check_id
 from .journal import JOURNAL_NAME
 from .manifest import MANIFEST_NAME
@@ -38,6 +39,8 @@ ELEMENTS_DIR = "elements"
 INDEX_DIR = "index"
 LOCKS_DIR = "locks"
 DELETED_FILE = "deleted.jsonl"
+SESSIONS_DIR = "sessions"
+"""Live session state per thread, kept out of git (see filelayer.session)."""
 INDEX_FILE = "current"
 """Names the index database in ``index/`` (see filelayer.index)."""
 LOCK_STRIPES = 64
@@ -80,12 +83,14 @@ GITIGNORE_BEGIN = "# >>> filelayer"
 GITIGNORE_END = "# <<< filelayer"
 GITIGNORE_BLOCK = f"""\
 {GITIGNORE_BEGIN}: rewritten when the archive is opened; add your own rules above it.
-# It ignores only filelayer's own files: the derived index, lock files, and temporary
-# files ("{RESERVED_PREFIX}*", and ".*{TEMP_SUFFIX}" left by filelayer 0.1.0). Element files are
-# named <element id><extension>, never start with "." and are never ignored, whatever
-# other rules say: this block stays last, so its rules win.
+# It ignores only filelayer's own files: the derived index, lock files, the live
+# sessions Chainlit saves at each disconnect (local state, see docs/format.md), and
+# temporary files ("{RESERVED_PREFIX}*", and ".*{TEMP_SUFFIX}" left by filelayer 0.1.0). Element
+# files are named <element id><extension>, never start with "." and are never ignored,
+# whatever other rules say: this block stays last, so its rules win.
 /{INDEX_DIR}/
 /{LOCKS_DIR}/
+/{SESSIONS_DIR}/
 !/{THREADS_DIR}/*/{ELEMENTS_DIR}/*
 {RESERVED_PREFIX}*
 .*{TEMP_SUFFIX}
@@ -260,31 +265,41 @@ class Layout:
         return False
 
     def upgrade(self) -> list[str]:
-        """Bring the files the layer owns in an existing archive up to date: today the
+        """Bring the files the layer owns in an existing archive up to date: the
         ``.gitignore`` block (see :func:`upgrade_gitignore`), which earlier versions
-        wrote only when they created the archive. Returns the names rewritten, and says
-        so in the log. A failure (a read-only archive) is logged, never raised: the
-        archive is as readable as before."""
-        path = self.gitignore
+        wrote only when they created the archive, and the ``.gitattributes`` block (see
+        :mod:`filelayer.gitattributes`), which they did not write. Returns the names
+        rewritten, and says so in the log. A failure (a read-only archive) is logged,
+        never raised: the archive is as readable as before."""
+        done = []
+        for name, rule in (
+            (GITIGNORE_FILE, upgrade_gitignore),
+            (gitattributes.GITATTRIBUTES_FILE, gitattributes.upgrade),
+        ):
+            if self._upgrade_file(self.root / name, rule):
+                done.append(name)
+        return done
+
+    def _upgrade_file(self, path: Path, rule: Callable[[str | None], str]) -> bool:
         try:
             raw = _fs.read_bytes(path)
             text = None if raw is None else raw.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             log.warning("filelayer: cannot read %s (%s); it was left as it is", path, exc)
-            return []
-        wanted = upgrade_gitignore(text)
+            return False
+        wanted = rule(text)
         if text is not None and wanted == text.replace("\r\n", "\n"):
-            return []
+            return False
         try:
             _fs.atomic_write(path, wanted.encode("utf-8"))
         except StorageWriteError as exc:
             log.warning(
                 "filelayer: %s is out of date but could not be rewritten: %s", path, exc.cause
             )
-            return []
+            return False
         what = "written (it was missing)" if text is None else "updated to the current rules"
         log.info("filelayer: %s %s; see docs/format.md", path, what)
-        return [GITIGNORE_FILE]
+        return True
 
     def _unfinished_creation(self) -> bool:
         """Whether the root, which has no format marker, holds nothing but what
@@ -293,7 +308,9 @@ class Layout:
         it. Anything else in it means the path is not an archive."""
         skeleton = {self.threads, self.users, self.index_dir, self.locks}
         for entry in self.root.iterdir():
-            if entry == self.gitignore or is_layer_leftover(entry.name):
+            if entry.name in (GITIGNORE_FILE, gitattributes.GITATTRIBUTES_FILE) or (
+                is_layer_leftover(entry.name)
+            ):
                 continue
             if entry not in skeleton or not entry.is_dir():
                 return False
@@ -317,9 +334,11 @@ class Layout:
             for path in self.lock_files:
                 os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
             changes.entry(self.locks)
-            if not self.gitignore.exists():
+            attributes = self.root / gitattributes.GITATTRIBUTES_FILE
+            if not self.gitignore.exists() and not attributes.exists():
                 _fs.atomic_write(self.gitignore, GITIGNORE_BLOCK.encode("utf-8"), changes=changes)
-            else:  # the directory held a .gitignore of its own: add the layer's block
+                _fs.atomic_write(attributes, gitattributes.BLOCK.encode("utf-8"), changes=changes)
+            else:  # the directory held git files of its own: add the layer's blocks
                 self.upgrade()
             if not self.format_file.exists():
                 _fs.atomic_write(

@@ -8,12 +8,28 @@ of it plus a hash, and the identifier itself lives inside the file.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
 from . import codec as _codec
 from .ids import slug
+
+_ID_NAMESPACE = uuid.UUID("5b0f3f4e-8a55-5e0c-9d4c-6c1a3a7f1e2d")
+"""The namespace of user ids derived from identifiers (fixed: changing it would give a
+person who logs in again another id)."""
+
+
+def user_id(identifier: str) -> str:
+    """The id of the user ``identifier``: a name-based UUID (version 5, RFC 4122) of it,
+    so that the same person gets the same id in every clone of an archive and the
+    index, keyed by user id, keeps their threads together after a git merge. Users
+    created before this keep the random id their file holds."""
+    digest = hashlib.sha1(  # the UUID version 5 algorithm, not a security use
+        _ID_NAMESPACE.bytes + identifier.encode("utf-8", "surrogatepass")
+    ).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def file_name(identifier: str) -> str:

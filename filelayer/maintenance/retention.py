@@ -9,9 +9,10 @@ then the user's record, and leaves a *user tombstone* in ``deleted.jsonl``::
 
     {"deletedAt": "…", "erasedUser": "<user id>", "identifierSha256": "<64 hex>"}
 
-The tombstone holds no identifier: only the user's random id and a SHA-256 of the
-identifier, which is what lets ``filelayer copy`` refuse to bring the user's record back
-from a database copied before the erasure (its rows carry the same identifier) and lets
+The tombstone holds no identifier: only the user's id (derived from the identifier, or
+random for a user made before ids were derived) and a SHA-256 of the identifier, which
+is what lets ``filelayer copy`` refuse to bring the user's record back from a database
+copied before the erasure (its rows carry the same identifier) and lets
 ``verify`` recognise a user file that a merge from an older clone brought back. (Anyone
 who guesses the identifier can confirm from the hash that it was erased; nobody can read
 it from the archive.) The thread tombstones are the ordinary ones, so the index, ``copy``

@@ -88,7 +88,10 @@ def verify(
                     leftover.unlink()
         add(leftover, "leftover temporary file from an interrupted write", repair)
 
-    entries = sorted(os.scandir(store.layout.threads), key=lambda e: e.name)
+    # A git checkout of an archive without threads has no threads/ (git keeps no empty
+    # directory): nothing to check there.
+    threads = store.layout.threads
+    entries = sorted(os.scandir(threads), key=lambda e: e.name) if threads.is_dir() else []
     names = [e.name for e in entries if not e.name.startswith(".")]
     for n, name in enumerate(names, start=1):
         directory = store.layout.threads / name

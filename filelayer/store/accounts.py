@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,7 +54,7 @@ class Accounts:
                 raise CorruptFileError(path, "it holds another identifier (hash collision?)")
             if existing is None:
                 doc: dict[str, Any] = {
-                    "id": str(uuid.uuid4()),
+                    "id": users.user_id(identifier),
                     "identifier": identifier,
                     "displayName": display_name,
                     "metadata": dict(metadata or {}),

@@ -45,8 +45,8 @@ from ..errors import (
     StorageWriteError,
     UnknownStepError,
 )
+from ..format import clock, journal, manifest, users
 from ..format import codec as _codec
-from ..format import journal, manifest
 from ..format import times as _times
 from ..format.ids import check_id, id_problem, is_valid_id
 from ..format.layout import ELEMENTS_DIR, Layout, deleting_path
@@ -57,6 +57,7 @@ from ..index.records import feedback_record as index_feedback_record
 from ..index.records import text_record as index_text_record
 from ..index.summary import ThreadSummary
 from ..index.thread_index import Page, ThreadIndex
+from . import session
 from .accounts import Accounts
 from .compaction import (
     _COMPACT_MIN_BYTES,
@@ -158,6 +159,7 @@ class ArchiveStore:
         self._element_owner: OrderedDict[str, str] = OrderedDict()
         self._tombstone_cache: OrderedDict[str, journal.Tombstones] = OrderedDict()
         self._folded_cache: OrderedDict[str, journal.FoldedJournal] = OrderedDict()
+        self._owner_ids: OrderedDict[str, str] = OrderedDict()  # identifier -> user id
         self._authors: OrderedDict[str, tuple[tuple[int, int, int], str | None]] = OrderedDict()
         self._existing: OrderedDict[str, None] = OrderedDict()  # threads seen to exist
         self.auto_compact = auto_compact
@@ -300,6 +302,10 @@ class ArchiveStore:
         line, and take the new lines without reading them back."""
         dead = self._tombstone_cache.get(thread_id)
         whole = dead is not None and dead.ends_at(opened)
+        # Every record gets the next stamp of the journal's clock (docs/format.md,
+        # "Ordering records"): what a merge of two clones' lines is ordered by.
+        last = dead.last_stamp if dead is not None and whole else _last_stamp(opened)
+        data, _ = clock.stamp_lines(data, last)
         at = opened.write(data, changes=changes, sync=sync, whole=whole)
         if dead is not None:
             dead.appended(opened, at, data)
@@ -400,11 +406,29 @@ class ArchiveStore:
             )
             raise NotAuthorError(thread_id, actor)
 
-    @staticmethod
-    def thread_index_record(doc: dict[str, Any]) -> dict[str, Any]:
+    def owner_id(self, doc: dict[str, Any]) -> str | None:
+        """The user id the index files a thread under: its manifest's ``userId``,
+        unless the archive's user file for its ``userIdentifier`` holds another id.
+        That happens when one person first logged in on two clones before user ids were
+        derived from identifiers (:func:`users.user_id`) and a merge kept one of the two
+        ids: the person's sidebar then holds the threads of both clones."""
+        uid = doc.get("userId")
+        ident = doc.get("userIdentifier")
+        if not isinstance(uid, str) or not isinstance(ident, str) or not ident:
+            return uid if isinstance(uid, str) else None
+        if uid == users.user_id(ident):
+            return uid  # a derived id is the same on every clone: no file to read
+        known = self._owner_ids.get(ident)
+        if known is None:
+            user = self.get_user(ident)
+            known = str(user["id"]) if user else uid
+            self._remember(self._owner_ids, ident, known)
+        return known
+
+    def thread_index_record(self, doc: dict[str, Any]) -> dict[str, Any]:
         return ThreadSummary(
             id=doc["id"],
-            user_id=doc.get("userId"),
+            user_id=self.owner_id(doc),
             user_identifier=doc.get("userIdentifier"),
             name=doc.get("name"),
             created_at=_index_time(doc.get("createdAt")),
@@ -466,6 +490,11 @@ class ArchiveStore:
             not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
         ):
             raise ValueError("thread tags must be a list of strings")
+        local: dict[str, Any] | None = None
+        if metadata is not None and session.is_session(metadata):
+            # Chainlit's persisted user session: its volatile part is kept out of the
+            # committed manifest (see filelayer.session).
+            metadata, local = session.split(metadata)
         identifier: str | None = None
         if user_id is not None:
             if not isinstance(user_id, str):
@@ -525,6 +554,8 @@ class ArchiveStore:
                 # A retry of a call whose manifest landed but whose index record was
                 # lost (a crash between the two): put the record back.
                 self.index.append([self.thread_index_record(doc)])
+            if local is not None:
+                session.write(session.path(self.root, thread_id), local)
         return True
 
     def put_manifest(self, doc: dict[str, Any]) -> None:
@@ -552,7 +583,7 @@ class ArchiveStore:
             summary.user_id,
             summary.user_identifier,
             summary.tags,
-        ) == (doc.get("name"), doc.get("userId"), doc.get("userIdentifier"), doc.get("tags"))
+        ) == (doc.get("name"), self.owner_id(doc), doc.get("userIdentifier"), doc.get("tags"))
 
     def delete_thread(self, thread_id: str, *, actor: str | None = None) -> bool:
         """Delete a thread and everything in it. ``False`` if there was nothing (an id
@@ -582,6 +613,7 @@ class ArchiveStore:
                 # readers also consult the tombstone, but a thread must not come back.
                 _fs.fsync_dirs([self.layout.threads])
             self.index.append([index_delete_record(thread_id)])
+            session.remove(session.path(self.root, thread_id))
         return existed
 
     def read_manifest(self, thread_id: str) -> dict[str, Any] | None:
@@ -670,7 +702,10 @@ class ArchiveStore:
             "userId": doc.get("userId"),
             "userIdentifier": doc.get("userIdentifier"),
             "tags": doc.get("tags"),
-            "metadata": doc.get("metadata") or {},
+            "metadata": {
+                **(doc.get("metadata") or {}),
+                **session.read(session.path(self.root, thread_id)),
+            },
             "steps": steps,
             "elements": elements,
         }
@@ -1218,7 +1253,7 @@ class ArchiveStore:
         }
         return ThreadSummary(
             id=thread_id,
-            user_id=doc.get("userId"),
+            user_id=self.owner_id(doc),
             user_identifier=doc.get("userIdentifier"),
             name=doc.get("name"),
             created_at=_index_time(doc.get("createdAt")),
@@ -1401,3 +1436,30 @@ def _deletable(kind: str, value: object) -> bool:
     if problem is not None:
         log.debug("filelayer: nothing to delete for %s id %r: %s", kind, value, problem)
     return problem is None
+
+
+_STAMP_TAIL = 64 * 1024
+
+
+def _last_stamp(opened: _fs.AppendFile) -> str | None:
+    """The newest stamp of a journal open to append to, read from its end (the file is
+    in stamp order, so it is the last stamped line's): 4 KiB back, then more, up to
+    64 KiB, which holds hundreds of lines; none found there means an unstamped journal
+    (or one of giant lines: the clock alone then stamps, still after every line it
+    wrote itself)."""
+    size = opened.size
+    chunk = 4096
+    while size:
+        start = max(0, size - chunk)
+        data = _fs.pread_all(opened.fd, size - start, start)
+        lines = data.split(b"\n")
+        if start:
+            lines = lines[1:]  # the first piece may be the middle of a line
+        for line in reversed(lines):
+            stamp = clock.stamp_of_line(line)
+            if stamp is not None:
+                return stamp
+        if start == 0 or chunk >= _STAMP_TAIL:
+            return None
+        chunk *= 4
+    return None

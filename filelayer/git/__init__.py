@@ -1,0 +1,2 @@
+"""Sharing an archive through git: the merge driver, the setup and hooks, resolving a
+stopped merge, consistent snapshots."""

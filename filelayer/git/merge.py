@@ -1,0 +1,177 @@
+"""Merging two versions of an archive file, as git's merge driver for the archive.
+
+Git calls ``filelayer merge-driver %O %A %B %P`` for every archive file both branches
+changed (the archive's ``.gitattributes`` names the driver, ``filelayer git-setup``
+registers it). The result depends only on the three versions, never on which side is
+"ours": merging A into B and B into A give the same bytes.
+
+- **JSON Lines** (``steps.jsonl``, ``deleted.jsonl``): a de-duplicated union of the
+  lines, less the lines of the common ancestor that one side removed (a compaction on
+  that side folded them into its own lines), in the journal's order
+  (:func:`filelayer.journal.order_keys`): what the fold reads is then what it would have
+  read had both sides' writes landed in one file.
+- **Whole documents** (``thread.json``, ``users/*.json``): merged key by key. A key
+  only one side changed takes that side's value; a dict both changed (``metadata``) is
+  merged the same way inside; a value both changed to different values is decided by
+  the ordering rule of docs/format.md: ``createdAt`` keeps the earliest, ``updatedAt``
+  the latest, any other the side changed last (the later ``updatedAt``), and if that
+  ties, the greater encoded value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._io import fs as _fs
+from ..errors import MergeError
+from ..format import clock
+from ..format import codec as _codec
+
+
+def _lines(data: bytes) -> list[bytes]:
+    # A torn last line (a crash mid-append was committed) was never acknowledged to
+    # anyone: it is left out rather than made a damaged line of the merge.
+    lines, _ = _fs.split_lines(data)
+    return [line for line in lines if line.strip()]
+
+
+def _stamp(line: bytes) -> str | None:
+    stamp = clock.stamp_of_line(line)
+    if stamp is not None:
+        return stamp
+    try:  # another writer's line, keys in another order
+        record = _codec.decode(line)
+    except _codec.DecodeError:
+        return None
+    value = record.get(clock.STAMP_KEY) if isinstance(record, dict) else None
+    return value if clock.is_stamp(value) else None
+
+
+def _groups(lines: list[bytes]) -> tuple[set[bytes], dict[str, list[bytes]]]:
+    """A file's stamped lines, and its unstamped lines grouped by the stamp before them
+    (``""`` before any), each group in file order."""
+    stamped: set[bytes] = set()
+    groups: dict[str, list[bytes]] = {}
+    last = ""
+    for line in lines:
+        stamp = _stamp(line)
+        if stamp is not None:
+            stamped.add(line)
+            last = stamp
+        else:
+            groups.setdefault(last, []).append(line)
+    return stamped, groups
+
+
+def merge_lines(base: bytes, ours: bytes, theirs: bytes) -> bytes:
+    """The merge of two versions of a JSON Lines file of the archive (see the module)."""
+    o, a, b = _lines(base), _lines(ours), _lines(theirs)
+    o_set, a_set, b_set = set(o), set(a), set(b)
+    removed = (o_set - a_set) | (o_set - b_set)
+    keyed: dict[bytes, tuple[str, int, bytes, int]] = {}
+    a_stamped, a_groups = _groups(a)
+    b_stamped, b_groups = _groups(b)
+    for line in a_stamped | b_stamped:
+        if line not in removed:
+            keyed[line] = (_stamp(line) or "", 0, line, 0)
+    for anchor in set(a_groups) | set(b_groups):
+        first, second = sorted([a_groups.get(anchor, []), b_groups.get(anchor, [])])
+        merged = list(dict.fromkeys(first + second))
+        for n, line in enumerate(merged):
+            if line not in removed and line not in keyed:
+                keyed[line] = (anchor, 1, b"", n)
+    ordered = sorted(keyed, key=keyed.__getitem__)
+    return b"".join(line + b"\n" for line in ordered)
+
+
+def _decode_document(data: bytes, what: str) -> dict[str, Any] | None:
+    if not data.strip():
+        return None
+    try:
+        doc = _codec.decode(data)
+    except _codec.DecodeError as exc:
+        raise MergeError(what, f"not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise MergeError(what, "not a JSON object")
+    return doc
+
+
+def _merge_values(key: str, base: Any, ours: Any, theirs: Any, later: int, missing: object) -> Any:
+    if ours == theirs:
+        return ours
+    if ours == base:
+        return theirs
+    if theirs == base:
+        return ours
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return _merge_dicts(base if isinstance(base, dict) else {}, ours, theirs, later)
+    if missing in (ours, theirs):  # removed on one side, changed on the other
+        return theirs if ours is missing else ours
+    if key == "createdAt" and isinstance(ours, str) and isinstance(theirs, str):
+        return min(ours, theirs)
+    if key == "updatedAt" and isinstance(ours, str) and isinstance(theirs, str):
+        return max(ours, theirs)
+    if later:
+        return ours if later > 0 else theirs
+    return max(ours, theirs, key=_codec.encode_line)
+
+
+def _merge_dicts(
+    base: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any], later: int
+) -> dict[str, Any]:
+    missing = object()
+    result: dict[str, Any] = {}
+    for key in sorted(set(base) | set(ours) | set(theirs)):
+        value = _merge_values(
+            key,
+            base.get(key, missing),
+            ours.get(key, missing),
+            theirs.get(key, missing),
+            later,
+            missing,
+        )
+        if value is not missing:
+            result[key] = value
+    return result
+
+
+def merge_documents(base: bytes, ours: bytes, theirs: bytes, what: str = "document") -> bytes:
+    """The merge of two versions of a whole JSON document of the archive (see the
+    module). A side that deleted the file while the other changed it: the changed
+    version (a deleted thread is deleted by its tombstone, not by its manifest)."""
+    o = _decode_document(base, what) or {}
+    a = _decode_document(ours, what)
+    b = _decode_document(theirs, what)
+    if a is None or b is None:
+        kept = a if a is not None else b
+        return _codec.encode_document(kept) if kept is not None else b""
+    a_time, b_time = str(a.get("updatedAt") or ""), str(b.get("updatedAt") or "")
+    later = (a_time > b_time) - (a_time < b_time)
+    return _codec.encode_document(_merge_dicts(o, a, b, later))
+
+
+def _looks_like_document(*versions: bytes) -> bool | None:
+    """Whether the versions are whole JSON documents (indented, so on several lines)
+    rather than JSON Lines; ``None`` if no version tells (all empty)."""
+    for data in versions:
+        if not data.strip():
+            continue
+        try:
+            doc = _codec.decode(data)
+        except _codec.DecodeError:
+            return False  # several lines of JSON: JSON Lines
+        return isinstance(doc, dict) and b"\n" in data.strip()
+    return None
+
+
+def merge_file(path: str, base: bytes, ours: bytes, theirs: bytes) -> bytes:
+    """Merge by the kind of archive file ``path`` (git's ``%P``) names; without a path
+    that names one (a driver registered as ``merge-driver %O %A %B``: git's temporary
+    file names), by what the versions hold."""
+    if path.endswith(".jsonl"):
+        return merge_lines(base, ours, theirs)
+    if path.endswith(".json"):
+        return merge_documents(base, ours, theirs, path)
+    if _looks_like_document(ours, theirs, base):
+        return merge_documents(base, ours, theirs, path or "document")
+    return merge_lines(base, ours, theirs)

@@ -1,0 +1,224 @@
+"""Sharing an archive through git: the merge driver's registration, the hooks, resolving
+what no driver is handed, and committing a consistent snapshot while the app writes.
+
+``filelayer git-setup`` registers the merge driver the archive's ``.gitattributes``
+names (``merge=filelayer``, see :mod:`filelayer.gitattributes`) in the repository's own
+configuration, and installs hooks:
+
+- ``post-checkout``, ``post-merge``, ``post-rewrite``: the files under the archive
+  changed behind the index's back; :func:`catch_up_index` brings it in line.
+- ``pre-commit``: stages the archive again under every lock of the archive, so that a
+  commit never holds a torn journal line or a thread without its manifest
+  (:func:`stage_archive`).
+
+Git configuration and hooks are not cloned: every clone runs ``git-setup`` once.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._io import fs as _fs
+from .._io import locks as _locks
+from ..errors import GitError
+from ..format import codec as _codec
+from ..format.gitattributes import DRIVER
+from ..format.ids import is_valid_id
+from ..format.layout import DELETED_FILE, THREADS_DIR, Layout
+
+HOOKS = ("post-checkout", "post-merge", "post-rewrite", "pre-commit")
+_BEGIN = "# >>> filelayer"
+_END = "# <<< filelayer"
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> str:
+    """Run git in ``cwd``; its standard output. A failure: :class:`GitError`."""
+    command = "git " + " ".join(args)
+    if shutil.which("git") is None:
+        raise GitError(command, "git is not installed")
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    if check and done.returncode != 0:
+        raise GitError(command, done.stderr.strip() or f"exit status {done.returncode}")
+    return done.stdout
+
+
+def repository_of(root: Path) -> Path:
+    """The top of the git work tree the archive is in."""
+    return Path(git(root, "rev-parse", "--show-toplevel").strip())
+
+
+def _filelayer_command() -> str:
+    # This interpreter, which has filelayer: git runs drivers and hooks with whatever
+    # PATH it has, where a `filelayer` script may be missing or another version.
+    return f"{shlex.quote(sys.executable)} -m filelayer"
+
+
+def catch_up_index(root: Path) -> int:
+    """Bring the archive's index in line with its files after git changed them (a
+    checkout, a merge, a rebase). The one place the hooks call: today a full
+    ``reindex``, which builds the new index aside while the app goes on."""
+    from ..store import ArchiveStore
+
+    store = ArchiveStore(root, create=False)
+    try:
+        return store.reindex()
+    finally:
+        store.close()
+
+
+@dataclass
+class SetupReport:
+    repository: Path
+    hooks: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def setup(root: Path) -> SetupReport:
+    """Register the merge driver and install the hooks for the archive at ``root``.
+    Running it again changes nothing; hooks of the user's own are kept (filelayer's
+    lines are added in a marked block, replaced on the next run)."""
+    root = root.resolve()
+    repo = repository_of(root)
+    rel = root.relative_to(repo.resolve()).as_posix() or "."
+    command = _filelayer_command()
+    git(repo, "config", "merge.filelayer.name", "filelayer archive merge (journals and JSON)")
+    git(repo, "config", f"merge.{DRIVER}.driver", f"{command} merge-driver %O %A %B %P")
+    hooks_dir = Path(git(repo, "rev-parse", "--git-path", "hooks").strip())
+    if not hooks_dir.is_absolute():
+        hooks_dir = repo / hooks_dir
+    hooks_dir.mkdir(parents=True, exist_ok=True)
+    report = SetupReport(repo)
+    for hook in HOOKS:
+        line = f"{command} --root {shlex.quote(rel)} git-hook {hook} || exit $?"
+        if hook != "pre-commit":  # a stale index is rebuilt later; never fail git
+            line = f"{command} --root {shlex.quote(rel)} git-hook {hook} || true"
+        path = hooks_dir / hook
+        text = path.read_text("utf-8") if path.exists() else None
+        if text is not None and not text.startswith("#!") and _BEGIN not in text:
+            report.skipped.append(hook)
+            continue
+        path.write_text(_with_block(text, rel, line), "utf-8")
+        path.chmod(0o755)
+        report.hooks.append(hook)
+    return report
+
+
+def _with_block(text: str | None, rel: str, line: str) -> str:
+    """The hook script with filelayer's line for the archive ``rel`` in its block."""
+    marker = f"{_BEGIN} {rel}"
+    block = f"{marker} (written by `filelayer git-setup`)\n{line}\n{_END} {rel}\n"
+    if text is None:
+        return "#!/bin/sh\n" + block
+    lines = text.splitlines(keepends=True)
+    kept: list[str] = []
+    inside = False
+    for current in lines:
+        if current.startswith(marker):
+            inside = True
+        elif inside and current.startswith(f"{_END} {rel}"):
+            inside = False
+        elif not inside:
+            kept.append(current)
+    body = "".join(kept)
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return body + block
+
+
+def stage_archive(root: Path, *, timeout: float = 60.0) -> None:
+    """``git add`` the whole archive while holding every one of its locks: no write is
+    half done while git reads the files, so what is staged is a state the archive was
+    in (whole journal lines, no thread without its manifest). Writers wait for the
+    time of the ``git add`` (what they wrote meanwhile goes into the next commit)."""
+    layout = Layout(root)
+    layout.locks.mkdir(exist_ok=True)
+    with _locks.locked_all(sorted(layout.lock_files), timeout):
+        git(root, "add", "--all", "--", ".")
+
+
+def snapshot(root: Path, message: str | None) -> str | None:
+    """Stage the archive consistently (:func:`stage_archive`) and commit it, with the
+    repository's other staged changes. The new commit's id; ``None`` if nothing
+    changed."""
+    stage_archive(root)
+    if not git(root, "diff", "--cached", "--name-only").strip():
+        return None
+    git(root, "commit", "--quiet", "-m", message or "Archive snapshot")
+    return git(root, "rev-parse", "--short", "HEAD").strip()
+
+
+def run_hook(root: Path, hook: str) -> int:
+    """What the hooks call (``filelayer git-hook NAME``)."""
+    if hook == "pre-commit":
+        staged = git(root, "diff", "--cached", "--name-only", "--", ".").strip()
+        if staged:  # the archive takes part in this commit: stage it whole, under its locks
+            stage_archive(root)
+        return 0
+    if (root / "filelayer.json").exists():
+        catch_up_index(root)
+    return 0
+
+
+@dataclass
+class Resolution:
+    removed: list[str] = field(default_factory=list)
+    """Thread directories removed because the other side deleted the thread."""
+    unresolved: list[str] = field(default_factory=list)
+    """Conflicted paths no filelayer rule decides."""
+
+
+def _tombstoned(root: Path) -> set[str]:
+    data = _fs.read_bytes(root / DELETED_FILE) or b""
+    found = set()
+    for line in _fs.split_lines(data)[0]:
+        try:
+            record = _codec.decode(line)
+        except _codec.DecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("id"), str):
+            found.add(record["id"])
+    return found
+
+
+def resolve(root: Path) -> Resolution:
+    """Finish a merge git stopped: a thread deleted on one side and written on the
+    other (a modify/delete conflict, which git hands no driver) stays deleted, as its
+    tombstone in ``deleted.jsonl`` says. Every such thread directory is removed from the
+    work tree and the index, as are any files left of a thread with a tombstone."""
+    root = root.resolve()
+    repo = repository_of(root)
+    prefix = root.relative_to(repo.resolve()).as_posix()
+    prefix = "" if prefix == "." else prefix + "/"
+    conflicted = sorted(
+        set(git(repo, "diff", "--name-only", "--diff-filter=U", "-z").split("\0")) - {""}
+    )
+    dead = _tombstoned(root)
+    result = Resolution()
+    for path in conflicted:
+        rel = path[len(prefix) :] if path.startswith(prefix) else None
+        parts = rel.split("/") if rel is not None else []
+        if len(parts) >= 2 and parts[0] == THREADS_DIR and parts[1] in dead:
+            continue  # removed with its directory below
+        result.unresolved.append(path)
+    threads = root / THREADS_DIR
+    listed = git(repo, "ls-files", "-z", "--", f"{prefix}{THREADS_DIR}/").split("\0")
+    tracked = {p[len(prefix) :].split("/")[1] for p in listed if p.count("/") > prefix.count("/")}
+    for thread_id in sorted(dead):
+        directory = threads / thread_id
+        if not is_valid_id(thread_id) or (thread_id not in tracked and not directory.exists()):
+            continue
+        where = f"{prefix}{THREADS_DIR}/{thread_id}"
+        git(repo, "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", where)
+        if directory.exists():
+            shutil.rmtree(directory)
+        result.removed.append(thread_id)
+    # No post-merge hook runs for a merge finished by `git commit`: catch up here.
+    catch_up_index(root)
+    return result

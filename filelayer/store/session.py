@@ -1,0 +1,89 @@
+"""A thread's live session state: kept beside the archive, out of the committed files.
+
+Chainlit calls ``update_thread(metadata=…)`` with the whole user session every time a
+session ends (``persist_user_session``): a new session id each time, the client type,
+the user, the environment, and whatever the app keeps in ``cl.user_session`` (often a
+second copy of the conversation). Merged into ``thread.json`` it would rewrite the
+manifest at every visit and leave a diff in git for nothing.
+
+So such a call (recognised by the keys Chainlit's ``to_persistable`` always sets) is
+split: the chat profile and chat settings, which a resume on another clone should also
+get back, and the keys a thread keeps whatever the session (``is_shared``,
+``shared_at``), stay in ``thread.json``, rewritten only when they change; the rest goes
+to ``sessions/<thread id>.json``, a file the archive's ``.gitignore`` keeps out of git.
+``get_thread`` returns both merged, so a resume on this machine gets its whole session
+back.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .._io import fs as _fs
+from ..format import codec as _codec
+from ..format.layout import SESSIONS_DIR
+
+log = logging.getLogger("filelayer")
+
+SESSION_MARKERS = frozenset(["chat_settings", "chat_profile", "client_type"])
+"""Keys Chainlit's ``WebsocketSession.to_persistable`` always sets: a metadata update
+that has all of them is a persisted user session."""
+
+COMMITTED_KEYS = frozenset(["chat_settings", "chat_profile", "is_shared", "shared_at"])
+"""Keys of a persisted session that stay in ``thread.json``."""
+
+
+def is_session(metadata: dict[str, Any]) -> bool:
+    return metadata.keys() >= SESSION_MARKERS
+
+
+def split(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A persisted session's metadata: what goes to ``thread.json`` (the update to
+    merge into it: the session's own keys there set to ``None``, which removes what an
+    earlier version stored) and what goes to the session file."""
+    local = {k: v for k, v in metadata.items() if k not in COMMITTED_KEYS}
+    committed: dict[str, Any] = {k: None for k in local}
+    committed.update({k: v for k, v in metadata.items() if k in COMMITTED_KEYS})
+    return committed, local
+
+
+def path(root: Path, thread_id: str) -> Path:
+    """The session file of a thread (``thread_id`` already checked)."""
+    return root / SESSIONS_DIR / f"{thread_id}.json"
+
+
+def read(file: Path) -> dict[str, Any]:
+    """The session kept for a thread; ``{}`` if none, or if the file is damaged (it is
+    local state, never the only copy of anything committed)."""
+    try:
+        data = _fs.read_bytes(file)
+    except OSError:
+        return {}
+    if not data:
+        return {}
+    try:
+        doc = _codec.decode(data)
+    except _codec.DecodeError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def write(file: Path, session: dict[str, Any]) -> bool:
+    """Keep ``session`` for the thread; ``False`` if it was already kept as it is."""
+    data = _codec.encode_document(session)
+    if _fs.read_bytes(file) == data:
+        return False
+    file.parent.mkdir(exist_ok=True)
+    _fs.atomic_write(file, data, durable=False)
+    return True
+
+
+def remove(file: Path) -> None:
+    try:
+        file.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # local state: a leftover is harmless, but say so
+        log.warning("filelayer: cannot remove the session file %s: %s", file, exc)
