@@ -18,17 +18,31 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import StorageWriteError
 from .durable import fsync_fd as fsync_fd  # explicit: called (and patched) as fs.fsync_fd
 from .flusher import FLUSHER
 
-if TYPE_CHECKING:
-    from .commit import SyncGroup
+
+class SyncGroup(Protocol):
+    """What a durable write hands to a group commit (:class:`filelayer._io.commit.SyncGroup`
+    is the one implementation; this module names only what it uses, so that it does not
+    import the module built on it)."""
+
+    def keep(self, opened: AppendFile) -> bool: ...
+
+    def keep_fd(self, fd: int, path: Path) -> bool: ...
+
+    def entries(self, dirs: list[Path]) -> None: ...
+
+    def replace_later(
+        self, fd: int, tmp: Path, path: Path, release: Callable[[], None], about: str
+    ) -> None: ...
+
 
 RESERVED_PREFIX = ".filelayer-"
 """Every transient file or directory the layer makes is named ``.filelayer-…``.
