@@ -37,13 +37,16 @@ def listing(store: ArchiveStore, user: str, **filters: Any) -> list[tuple[str, s
     return [(t["id"], t["name"]) for t in threads]
 
 
-def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every index database this process opens from now on."""
+def count_opens(monkeypatch: pytest.MonkeyPatch, root: Path) -> list[Path]:
+    """Every index database of ``root`` this process opens from now on (the patch
+    catches every thread of the process: a database of another test's archive, opened
+    by a thread it left behind, is not this test's to count)."""
     opened: list[Path] = []
     real = filelayer.index.db._Db.open
 
     def counting(path: Path, timeout: float) -> filelayer.index.db._Db:
-        opened.append(path)
+        if Path(path).is_relative_to(root):
+            opened.append(path)
         return real(path, timeout)
 
     monkeypatch.setattr(filelayer.index.db._Db, "open", staticmethod(counting))
@@ -58,7 +61,7 @@ def test_writes_of_another_process_are_seen_at_once_without_reopening_anything(
     user = store.upsert_user("alice@example.com")["id"]
     for n in range(30):
         store.update_thread(f"t{n}", name=f"chat {n}", user_id=user)
-    opened = count_opens(monkeypatch)
+    opened = count_opens(monkeypatch, root)
     for _ in range(5):
         assert len(listing(store, user)) == 30
     run_elsewhere(
