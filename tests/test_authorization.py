@@ -139,7 +139,7 @@ class Session:
     async def _round(self, event: str, data: Any = None) -> None:
         self._ended.clear()
         await self.client.emit(event, data)
-        await asyncio.wait_for(self._ended.wait(), timeout=30)
+        await asyncio.wait_for(self._ended.wait(), timeout=60)
 
     async def open(self) -> Session:
         auth: dict[str, Any] = {"sessionId": self.id, "clientType": "webapp"}
@@ -151,7 +151,7 @@ class Session:
             headers={"Cookie": f"access_token={self.token}"} if self.token else {},
             auth=auth,
             transports=["websocket"],
-            wait_timeout=20,
+            wait_timeout=60,
         )
         await self._round("connection_successful")
         return self
@@ -327,7 +327,7 @@ def call(
     sent = dict(headers or {})
     if token is not None:
         sent["Cookie"] = f"access_token={token}"
-    return httpx.request(method, app.url + path, json=body, headers=sent, timeout=20)
+    return httpx.request(method, app.url + path, json=body, headers=sent, timeout=60)
 
 
 def b64(data: dict[str, Any]) -> str:

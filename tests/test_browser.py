@@ -38,7 +38,7 @@ FLAGS = [
     "--disable-sync",
 ]
 ARTIFACTS = REPO / "test-artifacts"
-TIMEOUT = 30_000
+TIMEOUT = 60_000  # ms: a bound for a stuck page on a loaded machine
 
 if not os.path.exists(CHROMIUM):
     if os.environ.get("CI"):

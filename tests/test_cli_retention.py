@@ -215,12 +215,23 @@ WRITER = textwrap.dedent(
                 "name": "Assistant", "output": f"live turn {n}",
                 "createdAt": "2026-04-01T00:00:00.000000Z",
             })
-        if n == 1:
-            (stop.parent / "started").write_text("1")
+        (stop.parent / "turns.tmp").write_text(str(n))
+        (stop.parent / "turns.tmp").replace(stop.parent / "turns")
         time.sleep(0.002)
     print(n)
     """
 )
+
+
+def wait_for_turns(tmp_path: Path, turns: int, proc: subprocess.Popen[str]) -> int:
+    """Wait until the writer has written ``turns`` turns (bounded for a stuck writer)."""
+    deadline = time.monotonic() + 120  # a bound for a stuck writer, not a timing claim
+    done = tmp_path / "turns"
+    while not (done.exists() and int(done.read_text()) >= turns):
+        assert proc.poll() is None, "the writer died"
+        assert time.monotonic() < deadline, "the writer is stuck"
+        time.sleep(0.01)
+    return int(done.read_text())
 
 
 @pytest.fixture
@@ -233,9 +244,7 @@ def live_writer(archive: Path, tmp_path: Path) -> Iterator[tuple[Path, subproces
         text=True,
     )
     try:
-        while not (tmp_path / "started").exists():
-            assert proc.poll() is None, "the writer died"
-            time.sleep(0.01)
+        wait_for_turns(tmp_path, 1, proc)
         yield stop, proc
     finally:
         stop.touch()
@@ -260,7 +269,10 @@ def test_erasure_and_prune_while_an_app_writes(
     assert main(["prune", "--before", "2026-01-01", "--yes"]) == 0
     assert "deleted 1 thread(s)" in capsys.readouterr().err
     assert store.is_deleted("ancient")
-    time.sleep(0.2)  # the writer goes on, into the erased thread too
+    # The writer goes on, into the erased thread too: two more turns after the erasure,
+    # counted (a fixed sleep could pass with none on a loaded machine).
+    turns = int((stop.parent / "turns").read_text())
+    wait_for_turns(stop.parent, turns + 2, proc)
     stop.touch()
     turns = int(proc.communicate(timeout=60)[0])
     assert leaks(archive, NEEDLES) == []

@@ -150,7 +150,8 @@ def test_a_lock_held_by_another_process_times_out_clearly(tmp_path: Path) -> Non
         started = time.monotonic()
         with pytest.raises(ArchiveLockTimeout) as raised:
             store.write_step({"id": "s1", "threadId": "t1", "type": "run"})
-        assert 0.25 <= time.monotonic() - started < 10
+        # It waited its timeout, never less (the upper bound is for a stuck call only).
+        assert 0.25 <= time.monotonic() - started < 120
         assert str(lock) in str(raised.value)
     finally:
         holder.kill()

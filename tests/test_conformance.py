@@ -198,3 +198,25 @@ def test_the_generated_cases_are_what_the_script_writes_today(tmp_path: Path) ->
             if relative.endswith(".sqlite"):
                 continue  # its header names the SQLite library that wrote it
             assert data == committed[relative], f"{name}/{relative}"
+
+
+def test_the_fixed_clock_is_gone_after_the_corpus_is_made(tmp_path: Path) -> None:
+    """make_corpus.py's fixed clock leaves no filelayer module behind it, also one first
+    imported while it ran (the erasure module, by the erase-user case): otherwise the
+    tests after this one, in the same process, would stamp their times from it."""
+    script = (
+        "import sys, tempfile\n"
+        "from pathlib import Path\n"
+        "import make_corpus\n"
+        "assert 'filelayer.maintenance.retention' not in sys.modules\n"
+        "for name in make_corpus.CASES:\n"
+        "    make_corpus.make(name, Path(tempfile.mkdtemp()))\n"
+        "print(sorted(n for n, m in sys.modules.items() if n.startswith('filelayer')\n"
+        "      and hasattr(m, 'now_iso') and m.now_iso.__module__ == 'make_corpus'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(CORPUS), str(CORPUS.parent.parent)])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"

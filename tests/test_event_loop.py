@@ -266,16 +266,23 @@ async def test_calls_on_the_loop_and_in_workers_keep_the_store_consistent(
 
     store = layer.store
     stop = asyncio.Event()
+    paths = sorted({store.layout.thread_lock(f"c{t}") for t in range(3)})
+    # Held before the first chat runs: the first call on c0 finds its lock taken, so some
+    # calls wait whatever the machine's load (taken only inside the toggler, a slow
+    # holder process could let every chat finish before the first hold).
+    for path in paths:
+        holder.hold(path)
 
     async def toggle() -> None:
-        paths = sorted({store.layout.thread_lock(f"c{t}") for t in range(3)})
-        while not stop.is_set():
-            for path in paths:
-                await asyncio.to_thread(holder.hold, path)
+        while True:
             await asyncio.sleep(0.002)
             for path in paths:
                 await asyncio.to_thread(holder.release, path)
+            if stop.is_set():
+                return
             await asyncio.sleep(0.002)
+            for path in paths:
+                await asyncio.to_thread(holder.hold, path)
 
     async def chat(n: int) -> None:
         thread = f"c{n % 7}"

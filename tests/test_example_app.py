@@ -24,7 +24,7 @@ from conftest import App  # noqa: E402
 
 def login(app: App, username: str) -> str:
     response = httpx.post(
-        app.url + "/login", data={"username": username, "password": username}, timeout=10
+        app.url + "/login", data={"username": username, "password": username}, timeout=60
     )
     assert response.status_code == 200, response.text
     token = response.cookies.get("access_token")
@@ -55,6 +55,9 @@ async def chat(app: App, token: str, text: str) -> str:
         headers={"Cookie": f"access_token={token}"},
         auth={"sessionId": str(uuid.uuid4()), "clientType": "webapp"},
         transports=["websocket"],
+        # The client waits 1 s for Chainlit's connect handler by default: on a loaded
+        # machine the handler can take longer, and the connection fails.
+        wait_timeout=60,
     )
     try:
         await client.emit("connection_successful")
@@ -80,11 +83,11 @@ async def chat(app: App, token: str, text: str) -> str:
 
 def get_thread(app: App, token: str, thread_id: str) -> httpx.Response:
     return httpx.get(
-        f"{app.url}/project/thread/{thread_id}", cookies={"access_token": token}, timeout=10
+        f"{app.url}/project/thread/{thread_id}", cookies={"access_token": token}, timeout=60
     )
 
 
-def wait_for(predicate: Any, timeout: float = 30) -> Any:
+def wait_for(predicate: Any, timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -105,7 +108,7 @@ async def test_a_chat_is_persisted_listed_resumed_and_its_elements_served(
             app.url + "/project/threads",
             json={"pagination": {"first": 20}, "filter": {}},
             cookies={"access_token": token},
-            timeout=10,
+            timeout=60,
         )
         assert response.status_code == 200, response.text
         return [t for t in response.json()["data"] if t["id"] == thread_id]
@@ -135,7 +138,7 @@ async def test_a_chat_is_persisted_listed_resumed_and_its_elements_served(
     cookies = {"access_token": token}
     for element in thread["elements"]:
         assert element["url"], element
-        response = httpx.get(app.url + element["url"], cookies=cookies, timeout=10)
+        response = httpx.get(app.url + element["url"], cookies=cookies, timeout=60)
         assert response.status_code == 200, (element, response.status_code)
         if element["type"] == "image":
             assert response.content.startswith(b"\x89PNG")
@@ -154,10 +157,10 @@ async def test_a_chat_is_persisted_listed_resumed_and_its_elements_served(
     assert get_thread(app, guest, thread_id).status_code in (401, 403, 404)
     image = next(e for e in thread["elements"] if e["type"] == "image")
     assert (
-        httpx.get(app.url + image["url"], cookies={"access_token": guest}, timeout=10).status_code
+        httpx.get(app.url + image["url"], cookies={"access_token": guest}, timeout=60).status_code
         == 404
     )
-    assert httpx.get(app.url + image["url"], timeout=10).status_code == 401
+    assert httpx.get(app.url + image["url"], timeout=60).status_code == 401
 
 
 async def test_deleting_from_the_ui_removes_the_directory(example_app: App) -> None:
@@ -171,7 +174,7 @@ async def test_deleting_from_the_ui_removes_the_directory(example_app: App) -> N
         app.url + "/project/thread",
         json={"threadId": thread_id},
         cookies={"access_token": token},
-        timeout=10,
+        timeout=60,
     )
     assert response.status_code == 200, response.text
     assert not directory.exists()
@@ -193,7 +196,7 @@ async def test_the_element_route_speaks_http_properly(example_app: App) -> None:
     cookies = {"access_token": token}
     url = app.url + image["url"]
 
-    full = httpx.get(url, cookies=cookies, timeout=10)
+    full = httpx.get(url, cookies=cookies, timeout=60)
     assert full.headers["content-type"] == "image/png"
     assert full.headers["x-content-type-options"] == "nosniff"
     assert full.headers["content-disposition"].startswith("inline")
@@ -201,7 +204,7 @@ async def test_the_element_route_speaks_http_properly(example_app: App) -> None:
     assert full.headers["accept-ranges"] == "bytes"
     etag, modified = full.headers["etag"], full.headers["last-modified"]
 
-    part = httpx.get(url, cookies=cookies, headers={"Range": "bytes=0-3"}, timeout=10)
+    part = httpx.get(url, cookies=cookies, headers={"Range": "bytes=0-3"}, timeout=60)
     assert part.status_code == 206
     assert part.content == full.content[:4]
     assert part.headers["content-range"] == f"bytes 0-3/{len(full.content)}"
@@ -213,7 +216,7 @@ async def test_the_element_route_speaks_http_properly(example_app: App) -> None:
     changed = httpx.get(url, cookies=cookies, headers={"If-None-Match": '"other"'})
     assert changed.status_code == 200
 
-    download = httpx.get(app.url + notes["url"], cookies=cookies, timeout=10)
+    download = httpx.get(app.url + notes["url"], cookies=cookies, timeout=60)
     assert download.status_code == 200 and download.content.startswith(b"Notes of turn")
     assert "notes.txt" in download.headers["content-disposition"]
 
@@ -228,7 +231,7 @@ async def test_the_element_route_speaks_http_properly(example_app: App) -> None:
         f"{base}/{thread_id}/..\\..\\thread.json",
         f"{base}/{thread_id}/missing-element",
     ]:
-        response = httpx.get(crafted, cookies=cookies, timeout=10)
+        response = httpx.get(crafted, cookies=cookies, timeout=60)
         # A decoded slash no longer matches the route, and Chainlit's catch-all answers
         # with its HTML page; either way, never a file from the archive.
         served_page = response.status_code == 200 and response.headers["content-type"].startswith(
@@ -245,7 +248,7 @@ async def test_the_element_route_speaks_http_properly(example_app: App) -> None:
         app.url + "/project/thread/share",
         json={"threadId": thread_id, "isShared": True},
         cookies=cookies,
-        timeout=10,
+        timeout=60,
     )
     assert shared.status_code == 200, shared.text
     assert httpx.get(url, cookies={"access_token": guest}).content == full.content

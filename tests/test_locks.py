@@ -68,11 +68,13 @@ def test_two_threads_exclude_each_other(tmp_path: Path) -> None:
     def hold() -> None:
         with _locks.locked(path, 5):
             inside.set()
-            leave.wait(5)
+            # Until the main thread is done with its checks: a few seconds could run out
+            # first on a loaded machine, and the lock would be free when they run.
+            leave.wait(120)  # a bound for a stuck test, not a timing claim
 
     t = threading.Thread(target=hold)
     t.start()
-    assert inside.wait(5)
+    assert inside.wait(120)
     with pytest.raises(_locks.LockBusy), _locks.no_wait(), _locks.locked(path, 5):
         pass
     with pytest.raises(ArchiveLockTimeout), _locks.locked(path, 0.05):

@@ -742,7 +742,7 @@ async def test_chainlit_run_with_a_root_path(
     image_id = await add_element(seeding, thread_id, "image", name="pic.png", content=PNG)
     await seeding.close()
 
-    async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         login = await client.post("/chat/login", data={"username": "admin", "password": "admin"})
         assert login.status_code == 200, login.text
         resumed = await client.get(f"/chat/project/thread/{thread_id}")

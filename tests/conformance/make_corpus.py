@@ -82,6 +82,14 @@ def fixed_clock() -> Iterator[None]:
     finally:
         for module, attr, value in patched:
             setattr(module, attr, value)
+        # A module first imported inside the block (``from .._time import now_iso``)
+        # took the fixed clock: it would keep it for the rest of the process, and a
+        # later test stamp its times from a dead counter.
+        from filelayer import _time
+
+        for name, module in list(sys.modules.items()):
+            if name.startswith("filelayer") and getattr(module, "now_iso", None) is now:
+                module.now_iso = _time.now_iso
 
 
 def append_raw(path: Path, data: bytes) -> None:
