@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["markdown", "html", "json"], default="markdown")
 
     command("reindex", "rebuild the thread index from the thread directories", cmd_reindex)
+    command(
+        "reconcile",
+        "bring the index in line with the thread directories, reading only what changed",
+        cmd_reconcile,
+    )
 
     p = command("verify", "check the archive against the format", cmd_verify)
     p.add_argument("--repair", action="store_true", help="fix what can be fixed safely")
@@ -376,6 +381,20 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(f"indexed {count} thread(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    progress = Progress("reconciling")
+    try:
+        done = store.reconcile(progress=progress)
+    finally:
+        progress.close()
+    print(
+        f"reconciled: {done.read} of {done.threads} thread(s) read again in {done.seconds:.2f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

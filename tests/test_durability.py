@@ -124,7 +124,8 @@ def test_fsync_mode_makes_each_new_name_durable_once(tmp_path: Path, fsyncs: Fsy
     fsyncs.clear()
     store.write_step(step("s1"))  # a new thread: directory, manifest, journal
     assert names(fsyncs.files) == ["thread.json", "steps.jsonl"]
-    assert fsyncs.dirs == [threads / "t1", threads]
+    # index/ first: the process's writer session, once (see filelayer.store.heal).
+    assert fsyncs.dirs == [store.layout.index_dir, threads / "t1", threads]
     fsyncs.clear()
     store.write_step(step("s2"))  # an append: the journal alone
     assert names(fsyncs.files) == ["steps.jsonl"] and fsyncs.dirs == []
@@ -209,7 +210,9 @@ def test_flush_mode_hands_writes_to_the_flusher(
     fsyncs.clear()
     store.write_step(step("s1"))
     store.write_step(step("s2"))
-    assert fsyncs.files == [] and fsyncs.dirs == []  # the call waits for no disk
+    # The calls wait for no disk, but for the process's writer session, once: its name
+    # is on the disk before the first write it covers (see filelayer.store.heal).
+    assert fsyncs.files == [] and fsyncs.dirs == [store.layout.index_dir]
     assert flusher.pending > 0
     flusher.flush()
     # Files first, then directories, deepest first.

@@ -168,6 +168,8 @@ async def test_deleting_the_index_loses_nothing(layer: Any, user: Any, root: Pat
     before = await all_pages(layer, 5, userId=user.id)
     shutil.rmtree(root / "index")
     reopened = FileDataLayer(root)
+    # The app's layer fills the new index in the background, newest threads first.
+    assert reopened.store.wait_healed(60)
     assert await all_pages(reopened, 5, userId=user.id) == before
     page = await reopened.list_threads(
         Pagination(first=5), ThreadFilter(userId=user.id, feedback=0)

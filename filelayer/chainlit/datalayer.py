@@ -135,6 +135,7 @@ class FileDataLayer(BaseDataLayer):
             durability=durability,
             lock_timeout=lock_timeout,
             search_chars=search_chars,
+            heal="background",  # never the first page waiting for a whole rebuild
         )
         _log_root(self.store, root)
         self.calls = Offload(self.store)

@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import (
+    Iterable,
     Iterator,
     Mapping,
 )
@@ -111,6 +112,21 @@ _SCHEMA = (
     "CREATE TABLE fts_todo (r INTEGER PRIMARY KEY, old TEXT)",
 )
 
+_MARKS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS marks (id TEXT PRIMARY KEY, mark TEXT NOT NULL) WITHOUT ROWID"
+)
+"""Per thread, the watermark of its files (:func:`filelayer.store.heal.watermark`) that the
+thread's rows are known to agree with. Added to a database of format 2 in place when a
+writer opens it (a database without it has no watermarks: every thread is read again by
+the next reconcile), so that filelayer versions before it keep using the same file.
+
+The invariant the reconciler rests on: a thread whose files have the watermark stored
+here has rows that say what its files say. It is kept by setting a watermark only in
+the transaction that writes the rows it vouches for (a rebuild, a reconcile), or by a
+compare-and-set from the watermark a write found to the one it left, applied after the
+write's own rows (see :meth:`ThreadIndex.note_mark`). Anything else leaves a watermark
+that differs from the files, which only costs a read of the thread."""
+
 _FTS_SCHEMA = (
     "CREATE VIRTUAL TABLE fts USING fts5(doc, content='docs', content_rowid='r', "
     "detail=none, columnsize=0, tokenize='trigram case_sensitive 1')"
@@ -122,6 +138,9 @@ a full index; it narrows a search down to candidates, which ``instr`` then check
 Writes do not touch it: they queue the rows they change in ``fts_todo``, and the queue
 is applied a few dozen rows at a time (:meth:`_Db.apply_todo`), which costs a fifth of
 what a transaction per row does; until then searches read the queued texts directly."""
+
+ABSENT = "0:0:0/0:0:0"
+"""The watermark of a thread with no files (see :func:`filelayer.store.heal.watermark`)."""
 
 _THREAD_COLUMNS = "n, id, u, ident, name, tags, created, updated, last, activity"
 
@@ -183,6 +202,7 @@ class _Db:
         self.users: dict[str, int] = {}
         self.user_ids: dict[int, str | None] = {0: None}
         self.next_doc: dict[int, int] | None = None  # only while building
+        self.marks_added = False  # opened a database from before watermarks: added now
 
     @classmethod
     def open(cls, path: Path, timeout: float) -> _Db:
@@ -210,15 +230,23 @@ class _Db:
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
+            marks_added = False
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if meta.get("format") != str(INDEX_FORMAT):
                 raise LookupError(f"index format {meta.get('format')!r}")
             fts = meta.get("fts") == "1"
+            if (
+                not readonly
+                and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'marks'").fetchone()
+            ):
+                conn.execute(_MARKS_SCHEMA)
+                marks_added = True
         except BaseException:
             conn.close()
             raise
         db = cls(conn, path, fts=fts, readonly=readonly)
         db.timeout = timeout
+        db.marks_added = marks_added
         return db
 
     @classmethod
@@ -231,6 +259,7 @@ class _Db:
         conn.execute("BEGIN")
         for statement in _SCHEMA:
             conn.execute(statement)
+        conn.execute(_MARKS_SCHEMA)
         if fts:
             conn.execute(_FTS_SCHEMA)
         conn.executemany(
@@ -575,6 +604,7 @@ class _Db:
             self.conn.execute("DELETE FROM favorites WHERE n = ? AND step = ?", (n, sid))
 
     def delete_thread(self, tid: str) -> None:
+        self.conn.execute("DELETE FROM marks WHERE id = ?", (tid,))
         found = self.thread_no(tid)
         if found is None:
             return
@@ -586,9 +616,24 @@ class _Db:
         conn.execute("DELETE FROM favorites WHERE n = ?", (n,))
         conn.execute("DELETE FROM threads WHERE n = ?", (n,))
 
-    def put(self, summary: ThreadSummary) -> None:
-        """Make the index hold exactly ``summary`` for its thread."""
+    def apply_marks(self, changes: Iterable[tuple[str, str, str]]) -> None:
+        """Compare-and-set watermarks, in the order the writes made them: (thread id,
+        the one a write found, the one it left); a thread whose stored watermark is not
+        the first keeps it. A thread whose files did not exist gets the one its first
+        write left, unless one is stored (a thread removed behind the index's back)."""
+        conn = self.conn
+        for tid, old, new in changes:
+            if old == ABSENT:
+                conn.execute("INSERT OR IGNORE INTO marks (id, mark) VALUES (?, ?)", (tid, new))
+            else:
+                conn.execute("UPDATE marks SET mark = ? WHERE id = ? AND mark = ?", (new, tid, old))
+
+    def put(self, summary: ThreadSummary, mark: str | None = None) -> None:
+        """Make the index hold exactly ``summary`` for its thread, and ``mark`` as the
+        watermark of the files it was read from (none: unknown)."""
         self.delete_thread(summary.id)
+        if mark is not None:
+            self.conn.execute("INSERT INTO marks (id, mark) VALUES (?, ?)", (summary.id, mark))
         u = self.user_no(summary.user_id, create=True)
         assert u is not None
         texts = dict(summary.texts)

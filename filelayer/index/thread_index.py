@@ -134,6 +134,7 @@ class ThreadIndex:
         self._pointer_id: tuple[int, int, int] | None = None
         self._damaged: str | None = None  # the generation found damaged
         self._closer: weakref.finalize[Any, Any] | None = None
+        self._marks: list[tuple[str, str, str]] = []  # compare-and-sets not applied yet
 
     # -- the current database -------------------------------------------------------
 
@@ -217,6 +218,16 @@ class ThreadIndex:
             found = self._read_pointer()
             return found is not None and found[1] == self._damaged
 
+    def take_marks_added(self) -> bool:
+        """Whether the current database was opened without watermarks (made by a
+        version before them): every thread needs reading once. Answered once."""
+        with self._lock:
+            db = self._current()
+            if db is None or not db.marks_added:
+                return False
+            db.marks_added = False
+            return True
+
     def exists(self) -> bool:
         """Whether there is a usable index (of this format) to open."""
         with self._lock:
@@ -265,23 +276,125 @@ class ThreadIndex:
                 return
             try:
                 with db.write():
+                    self._apply_marks(db)
                     for r in batch:
                         db.apply(r)
             except sqlite3.Error as exc:
                 self._write_failed(db, exc)
 
-    def put(self, thread_id: str, summary: ThreadSummary | None) -> None:
-        """Make the index hold exactly ``summary`` for ``thread_id`` (``None``: nothing)."""
+    def put(self, thread_id: str, summary: ThreadSummary | None, mark: str | None = None) -> None:
+        """Make the index hold exactly ``summary`` for ``thread_id`` (``None``: nothing),
+        and ``mark`` as the watermark of the files it was read from."""
         with self._lock:
             db = self._writable()
             if db is None:
                 return
             try:
                 with db.write():
+                    self._apply_marks(db)
                     if summary is None:
                         db.delete_thread(thread_id)
+                        if mark is not None:  # files without a thread (no manifest)
+                            db.conn.execute(
+                                "INSERT INTO marks (id, mark) VALUES (?, ?)", (thread_id, mark)
+                            )
                     else:
-                        db.put(summary)
+                        db.put(summary, mark)
+            except sqlite3.Error as exc:
+                self._write_failed(db, exc)
+
+    # -- watermarks (see db._MARKS_SCHEMA) -----------------------------------------
+
+    _MARKS_BATCH = 64
+
+    def note_mark(self, thread_id: str, old: str, new: str) -> None:
+        """A write to ``thread_id`` found its files at watermark ``old`` and left them at
+        ``new``, its index records (if any) already applied: the stored watermark moves
+        to ``new`` if it is ``old``. Applied with this process's next index transaction
+        (a crash before that only leaves the watermark behind: the thread is read again)."""
+        with self._lock:
+            self._marks.append((thread_id, old, new))
+            if len(self._marks) < self._MARKS_BATCH:
+                return
+        self.flush_marks()
+
+    def flush_marks(self) -> None:
+        """Apply the noted watermark changes now (at close, or when many are waiting)."""
+        with self._lock:
+            if not self._marks:
+                return
+            db = self._current()
+            if db is None or db.readonly:
+                self._marks.clear()
+                return
+            try:
+                with db.write():
+                    self._apply_marks(db)
+            except sqlite3.Error as exc:  # they only save reads: never worth failing for
+                log.debug("filelayer: watermarks not stored (%s)", exc)
+                self._marks.clear()
+
+    def _apply_marks(self, db: _Db) -> None:
+        if self._marks:
+            db.apply_marks(self._marks)
+            self._marks.clear()
+
+    def sync(self) -> None:
+        """fsync the current database and its write-ahead log: the index is derived and
+        its commits are not fsynced one by one; a writer that ends its session makes
+        them durable once (see :mod:`filelayer.store.heal`)."""
+        with self._lock:
+            db = self._current()
+            if db is None or db.readonly:
+                return
+            for suffix in ("-wal", ""):
+                try:
+                    fd = os.open(f"{db.path}{suffix}", os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    def marks(self) -> dict[str, str]:
+        """Every stored watermark by thread id."""
+        with self._reading() as db:
+            if db is None:
+                return {}
+            try:
+                return dict(db.conn.execute("SELECT id, mark FROM marks"))
+            except sqlite3.OperationalError:  # a read-only database from before marks
+                return {}
+        return {}
+
+    def indexed_ids(self) -> set[str]:
+        """Every thread id the index holds."""
+        with self._reading() as db:
+            if db is None:
+                return set()
+            return {r for (r,) in db.conn.execute("SELECT id FROM threads")}
+        return set()
+
+    def meta(self, key: str) -> str | None:
+        """A value of the ``meta`` table (the reconciler keeps its own there)."""
+        with self._reading() as db:
+            if db is None:
+                return None
+            row = db.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row[0])
+        return None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            db = self._writable()
+            if db is None:
+                return
+            try:
+                with db.write():
+                    db.conn.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+                    )
             except sqlite3.Error as exc:
                 self._write_failed(db, exc)
 
@@ -306,13 +419,20 @@ class ThreadIndex:
 
     # -- rebuilding ----------------------------------------------------------------
 
-    def rebuild(self, summaries: Iterable[ThreadSummary], *, replace: bool = True) -> int:
+    def rebuild(
+        self,
+        summaries: Iterable[ThreadSummary],
+        *,
+        replace: bool = True,
+        marks: Mapping[str, str] | None = None,
+    ) -> int:
         """Write a whole new index from ``summaries`` (a generator over 100,000 threads
         is fine: nothing is kept in memory) into a new file, then make it the current
         one (under ``index.lock``, for milliseconds). Returns the thread count.
 
         Writes that other processes make to the old file meanwhile are not carried
         over: the caller catches up with them from the thread directories.
+        ``marks``: the watermark each thread's files had when it was read.
         ``replace=False`` keeps a usable index that another process made meanwhile
         (for the empty index of a new archive, where there is nothing to catch up)."""
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -323,7 +443,7 @@ class ThreadIndex:
             db = _Db.create(tmp, fts=fts5_available())
             try:
                 for summary in summaries:
-                    db.put(summary)
+                    db.put(summary, None if marks is None else marks.get(summary.id))
                     count += 1
                 db.finish()
             except BaseException:

@@ -281,22 +281,25 @@ def _repair_missing_manifest(store: ArchiveStore, thread_id: str) -> str | None:
         if _is_empty(path):
             path.unlink()
             _fs.fsync_dir(directory)
-        if not any(directory.iterdir()):
+        removed = not any(directory.iterdir())
+        if removed:
             with contextlib.suppress(OSError):
                 directory.rmdir()
                 _fs.fsync_dir(directory.parent)
-            return "removed"
-        state = store.read_state(thread_id)
-        times = [
-            t
-            for step in state.steps.values()
-            for t in (step.get("createdAt"), step.get("start"))
-            if isinstance(t, str) and t
-        ]
-        doc = manifest.new(thread_id, min(times, key=time_key) if times else now_iso())
-        manifest.write(path, doc, durable=True)
+        else:
+            state = store.read_state(thread_id)
+            times = [
+                t
+                for step in state.steps.values()
+                for t in (step.get("createdAt"), step.get("start"))
+                if isinstance(t, str) and t
+            ]
+            doc = manifest.new(thread_id, min(times, key=time_key) if times else now_iso())
+            manifest.write(path, doc, durable=True)
+    # Either way the index follows at once (an empty manifest was indexed as a
+    # thread without a name; a removed directory is no thread).
     store.reindex_thread(thread_id)
-    return "made"
+    return "removed" if removed else "made"
 
 
 def _set_aside(store: ArchiveStore, thread_id: str, path: Path) -> bool:

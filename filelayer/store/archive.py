@@ -12,11 +12,12 @@ adapter serialises its calls with :attr:`ArchiveStore.mutex`).
 Lock order, always: a thread's stripe lock, then ``users.lock`` / ``deleted.lock`` /
 the index database's own write lock. Source of truth is written first (journal,
 manifest, tombstone), the derived index after, so a crash in between leaves drift that
-``reindex`` repairs, never loss.
+the reconciler repairs (see :mod:`filelayer.store.heal`), never loss.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import logging
@@ -26,6 +27,7 @@ import re
 import shutil
 import threading
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,6 +59,7 @@ from ..index.records import feedback_record as index_feedback_record
 from ..index.records import text_record as index_text_record
 from ..index.summary import ThreadSummary
 from ..index.thread_index import Page, ThreadIndex
+from . import heal as _heal
 from . import session
 from .accounts import Accounts
 from .compaction import (
@@ -73,6 +76,7 @@ from .views import _STEP_DEFAULTS, _copy_json, element_file_fields
 log = logging.getLogger("filelayer")
 
 Durability = Literal["flush", "fsync"]
+HealMode = _heal.HealMode
 ElementUrl = Callable[[str, str], str]
 _V = TypeVar("_V")
 
@@ -138,9 +142,13 @@ class ArchiveStore:
         create: bool = True,
         upgrade: bool = True,
         auto_compact: bool = True,
+        heal: HealMode = "wait",
     ) -> None:
         if durability not in ("flush", "fsync"):
             raise ValueError("durability must be 'flush' or 'fsync'")
+        if heal not in ("wait", "background"):
+            raise ValueError("heal must be 'wait' or 'background'")
+        self.heal_mode: HealMode = heal
         self.root = Path(root).expanduser().absolute()
         self.layout = Layout(self.root)
         self.created = self.layout.initialise(create=create, upgrade=upgrade)
@@ -170,33 +178,94 @@ class ArchiveStore:
         self._due: dict[str, None] = {}  # journals to look at, in order
         self.mutex = threading.RLock()
         """Held around each call by callers that use the store from several threads."""
+        self._session: _heal.Session | None = None  # this store's writer session
+        self._session_end: Any = None
+        self._marking = threading.local()  # the threads whose writes this OS thread marks
+        self.healer = _heal.Healer(self)
         if create or upgrade:  # the index is the layer's own, like the .gitignore
             self._ensure_index()
 
     # -- plumbing -----------------------------------------------------------------
 
     def thread_lock(self, thread_id: str) -> contextlib.AbstractContextManager[None]:
-        """The lock that serialises every write to one thread (across processes)."""
+        """The lock that serialises every write to one thread (across processes). Whoever
+        takes it may write: this store's writer session begins first (see
+        :mod:`filelayer.store.heal`)."""
+        self._begin_session()
         return _locks.locked(self.layout.thread_lock(thread_id), self.lock_timeout)
 
-    def _write_locks(
-        self, thread_id: str, *, deleted: bool = False
-    ) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def _write_locks(self, thread_id: str, *, deleted: bool = False) -> Iterator[None]:
         """Every lock a write to one thread takes, taken in order when it begins: the
         thread's, then (for a deletion) the tombstones'. The index database has its own
-        write lock, held for the time of its transaction."""
+        write lock, held for the time of its transaction.
+
+        Under them, the write is marked for the reconciler (:mod:`filelayer.store.heal`): this
+        store's writer session exists before the first byte is written, and the thread's
+        watermark before and after a write that ends without error is noted, so that the
+        index's stored watermark follows the files once the write's rows are in."""
         paths = [self.layout.thread_lock(thread_id)]
         if deleted:
             paths.append(self.layout.deleted_lock)
-        return _locks.locked_all(paths, self.lock_timeout)
+        with _locks.locked_all(paths, self.lock_timeout):
+            marking: set[str] | None = getattr(self._marking, "ids", None)
+            if marking is None:
+                marking = self._marking.ids = set()
+            if thread_id in marking:  # an outer write of this thread marks it
+                yield
+                return
+            self._begin_session()
+            before = _heal.watermark(self, thread_id)
+            marking.add(thread_id)
+            try:
+                yield
+            finally:
+                marking.discard(thread_id)
+            after = _heal.watermark(self, thread_id)
+            if after != before:
+                self.index.note_mark(thread_id, before, after)
 
-    def _ensure_index(self) -> None:
-        """Build the index if there is none usable (a new archive, a clone, an index of
-        an older format, a damaged one): it is derived from the thread directories."""
-        if self.index.exists():
+    def _begin_session(self) -> None:
+        if self._session is not None:
             return
         try:
-            self._build_index()
+            session = _heal.Session(self.layout.index_dir)
+        except OSError as exc:  # a read-only archive: the write fails on its own
+            log.debug("filelayer: no writer session in %s (%s)", self.root, exc)
+            return
+        self._session = session
+        _LIVE.add(self)
+        # Collected without close(): the lock goes, the file stays (the next opening
+        # reconciles). A finalizer may run inside any call, locks held: it takes none.
+        self._session_end = weakref.finalize(self, session.close)
+        self._session_end.atexit = False
+
+    def _end_session(self) -> None:
+        """This store's writes all have their index rows: a later opening need not
+        check them (see :func:`_end_session`)."""
+        session = self._session
+        if session is None:
+            return
+        if self._session_end is not None:
+            self._session_end.detach()
+        self._session = self._session_end = None
+        _LIVE.discard(self)
+        _end_session(self.index, session, flush=not self.durable)
+
+    def _ensure_index(self) -> None:
+        """Make the index usable, and start the reconciler if it may lag (see
+        :mod:`filelayer.store.heal`): when there is none usable (a new archive, a clone, an
+        index of an older format, a damaged one), a new empty one is made at once and
+        filled from the thread directories, newest first; when writers died without
+        closing, or git changed the work tree since the last reconcile, the threads
+        whose files changed are read again. A clean start costs a few ``stat`` calls."""
+        try:
+            if not self.index.exists():
+                self._build_index()
+            elif self.index.take_marks_added():
+                self.healer.check_at_open(reason="watermarks added to the index")
+            else:
+                self.healer.check_at_open()
         except OSError as exc:  # a read-only archive: readable, without its index
             log.warning("filelayer: could not build the index of %s: %s", self.root, exc)
 
@@ -204,11 +273,67 @@ class ArchiveStore:
         has_threads = self.layout.threads.is_dir() and any(
             not p.name.startswith(".") for p in self.layout.threads.iterdir()
         )
-        if has_threads:
-            log.info("filelayer: no usable index in %s, building it from the threads", self.root)
-            self.reindex()
-        else:
+        if not has_threads:
             self.index.rebuild([], replace=False)
+            return
+        log.info("filelayer: no usable index in %s, building it from the threads", self.root)
+        # The fill is marked as a writer session before the empty index is switched
+        # in: if it stops half-way, the next opening finds it dead and goes on.
+        session = _heal.Session(self.layout.index_dir)
+        try:
+            # A damaged one is replaced; otherwise one another process made meanwhile
+            # is kept (its maker fills it).
+            self.index.rebuild([], replace=self.index.damaged)
+        except BaseException:
+            session.end()
+            raise
+        self.healer.check_at_open(session, "no usable index")
+
+    def reconcile(self, progress: Any = None) -> _heal.Reconciled:
+        """Bring the index in line with the thread directories now, reading again only
+        the threads whose files changed since their rows were written (see
+        :mod:`filelayer.store.heal`); what ``filelayer reconcile`` and git hooks run."""
+        self.healer.wait()
+        self._begin_session()  # a reconcile cut short is found and done again
+        stamp = _heal.git_stamp(self.healer.git)
+        done = _heal.reconcile_changed(self, progress=progress)
+        if self.healer.git is not None:
+            self.index.set_meta(_heal.GIT_META, stamp)
+            self.healer.git_seen = stamp
+        return done
+
+    def open_reconciling_twin(self) -> ArchiveStore:
+        """Another store on the same root and settings, for the background reconcile:
+        its own index connection and caches, so that it never holds this store's locks
+        while the application's requests wait for them."""
+        return ArchiveStore(
+            self.root,
+            durability=self.durability,
+            lock_timeout=self.lock_timeout,
+            search_chars=self.search_chars,
+            create=False,
+            upgrade=False,
+        )
+
+    def forget_cached(self) -> None:
+        """Drop what this store remembers of thread files, after they changed behind the
+        layer's back (``git checkout``): the next reads look at the files again."""
+        self.deleted = DeletedThreads(self.layout.deleted_file)
+        for cache in (
+            self._step_owner,
+            self._element_owner,
+            self._tombstone_cache,
+            self._folded_cache,
+            self._authors,
+            self._existing,
+            self._growth,
+        ):
+            cache.clear()
+
+    def wait_healed(self, timeout: float | None = None) -> bool:
+        """Wait until the reconciles started in the background are done (``False`` on
+        timeout): the index then says what the thread directories said when they began."""
+        return self.healer.wait(timeout)
 
     @staticmethod
     def _remember(cache: OrderedDict[str, _V], key: str, value: _V) -> None:
@@ -730,6 +855,7 @@ class ArchiveStore:
         layer does the same. ``updatedAt`` is the last change of any kind (a rename
         too); ``get_thread`` and the manifest keep the true creation time.
         """
+        self.healer.look()  # git moved the files under this process: reconcile
         page = self.index.page(
             user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback
         )
@@ -755,6 +881,7 @@ class ArchiveStore:
                     "elements": [],
                 }
             )
+        self.healer.page_served.set()
         return threads, page
 
     def thread_ids(self) -> list[str]:
@@ -1272,13 +1399,12 @@ class ArchiveStore:
         :mod:`filelayer.reindex`)."""
         from .reindex import rebuild
 
+        self._begin_session()  # a catch-up cut short is found and done again
         return rebuild(self, progress)
 
     def reindex_thread(self, thread_id: str) -> None:
         """Make the index hold what one thread's files say (after a repair)."""
-        from .reindex import reconcile_thread
-
-        reconcile_thread(self, thread_id)
+        _heal.reconcile_thread(self, thread_id)
 
     # -- journal compaction --------------------------------------------------------
 
@@ -1417,6 +1543,8 @@ class ArchiveStore:
         written yet is flushed now."""
         if not self.durable:
             FLUSHER.flush()
+        self.index.flush_marks()
+        self._end_session()
         self.index.close()
         self._folded_cache.clear()
         self._tombstone_cache.clear()
@@ -1426,6 +1554,31 @@ def _index_time(value: object) -> str:
     """A time as the index keeps it (see :func:`filelayer.format.times.canonical`): the
     index compares its times as strings, so they must all have one form."""
     return _times.canonical(value) if isinstance(value, str) else ""
+
+
+_LIVE: weakref.WeakSet[ArchiveStore] = weakref.WeakSet()
+"""The stores with a writer session: ended cleanly when the interpreter exits."""
+
+
+@atexit.register
+def _end_sessions_at_exit() -> None:
+    for store in list(_LIVE):
+        store._end_session()
+
+
+def _end_session(index: ThreadIndex, session: _heal.Session, *, flush: bool) -> None:
+    """End a writer session cleanly (at ``close``, or when the process exits): the files
+    the session wrote and the index rows that describe them reach the disk before its
+    file is removed, so that no power cut leaves the session gone and its rows lost."""
+    try:
+        if flush:
+            FLUSHER.flush()
+        index.flush_marks()
+        index.sync()
+    except Exception as exc:  # the session stays: the next opening reconciles
+        log.warning("filelayer: the index could not be made durable (%s)", exc)
+        return
+    session.end()
 
 
 def _deletable(kind: str, value: object) -> bool:

@@ -1,0 +1,487 @@
+"""The index heals itself: one reconciler, and the detectors that call it.
+
+The index is derived, written after the thread files it describes. A process killed or a
+machine cut between the two, or thread directories changed by another program (``git
+checkout``, ``git merge``, a restore), leaves it lagging: ``list_threads`` would omit a
+thread, show an old name, or list a deleted one. Three pieces make it heal:
+
+- **Watermarks** (table ``marks``, see ``filelayer.index.db._MARKS_SCHEMA``): per thread,
+  the inode, size and modification time of its journal and of its manifest that its
+  index rows are known to agree with. Every thread write notes the watermark it found
+  and the one it left, and the index moves the stored one by compare-and-set after the
+  write's own rows; a rebuild and a reconcile store the watermark they read under.
+- **Writer sessions**: a process that writes holds ``index/writer-<16 hex>.lock`` open
+  and ``flock``-ed from before its first write until it closes the store or exits
+  normally; the file's name is fsynced before that first write, so it outlives any
+  write it covers. A session file nobody holds any more is a writer that died without
+  closing: some of its writes may lack their index rows. A clean start (no dead
+  session, no change seen in git) skips the check altogether.
+- **One reconciler**, :func:`reconcile_changed`: it stats every thread directory (two
+  ``stat`` calls a thread), reads again only the threads whose watermark differs from
+  the stored one (and those deleted, or gone, that the index still holds), newest
+  first, each under its own lock, and puts each into the index as a whole with the
+  watermark it read under. Then it removes the dead sessions it was called for.
+
+What calls it: opening an archive that has dead writer sessions, an index that is
+missing, damaged or of another format (a new empty one is made at once and filled,
+newest threads first), or a git repository whose ``HEAD`` or index file changed since
+the last reconcile; a running store that sees the same git change in ``list_threads``;
+``filelayer reconcile`` (which git hooks can run); and ``filelayer reindex``, whose
+catch-up after a rebuild is the same function given the rebuild's watermarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from .._io import fs as _fs
+from .._io.fs import temp_path
+from ..format.ids import is_valid_id
+from ..format.layout import Layout
+from ..index.db import ABSENT
+from ..index.summary import ThreadSummary
+from ..index.thread_index import ThreadIndex
+
+HealMode = Literal["wait", "background"]
+"""Whether opening a store waits for the reconcile it needs, or runs it in a thread."""
+
+
+class ArchiveStore(Protocol):
+    """What the reconciler needs of a store: its files, its index, its locks and how it
+    summarises a thread. A protocol rather than the class, so that the store imports
+    the reconciler and not the other way round."""
+
+    root: Path
+    layout: Layout
+    index: ThreadIndex
+    heal_mode: HealMode
+
+    def thread_ids(self) -> list[str]: ...
+    def is_deleted(self, thread_id: str) -> bool: ...
+    def deleted_threads(self) -> dict[str, str]: ...
+    def summarise(self, thread_id: str) -> ThreadSummary | None: ...
+    def thread_lock(self, thread_id: str) -> AbstractContextManager[None]: ...
+    def forget_cached(self) -> None: ...
+    def close(self) -> None: ...
+    def open_reconciling_twin(self) -> ArchiveStore:
+        """Another store on the same root, for the background reconcile to work in."""
+        ...
+
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("filelayer")
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+SESSION = re.compile(r"writer-[0-9a-f]{16}\.lock")
+"""The name of a writer session file in ``index/``."""
+
+START_DELAY = 0.5
+"""Seconds a background reconcile waits, after the store opened, for the first sidebar
+page to be served before it starts (it starts at once when the page was served): its
+``stat`` calls and reads would otherwise compete with that page for the interpreter."""
+
+GIT_META = "git"
+"""The key of ``meta`` that holds the git stamp seen by the last reconcile."""
+
+
+# -- watermarks --------------------------------------------------------------------------
+
+
+def _stat(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "0:0:0"
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def watermark(store: ArchiveStore, thread_id: str) -> str:
+    """What changes whenever the thread's files change: (inode, size, mtime in ns) of its
+    journal, then of its manifest, ``0:0:0`` for a file that does not exist. Every write
+    changes one of them (a journal only grows, or is replaced by compaction; a manifest is
+    always replaced), and so does ``git checkout`` (it writes files anew)."""
+    threads = str(store.layout.threads)
+    return (
+        _stat(f"{threads}/{thread_id}/steps.jsonl")
+        + "/"
+        + _stat(f"{threads}/{thread_id}/thread.json")
+    )
+
+
+def journal_mtime(mark: str) -> int:
+    """When the journal of a thread with watermark ``mark`` was last written."""
+    return int(mark.split("/", 1)[0].rsplit(":", 1)[1])
+
+
+# -- writer sessions ---------------------------------------------------------------------
+
+
+class Session:
+    """A writer's presence: ``index/writer-<16 hex>.lock``, locked while it lives.
+
+    Made (and its name fsynced into ``index/``) before the first write it covers;
+    :meth:`end` removes it. Left behind by a process that died, it is found unlocked
+    by the next opening (:func:`dead_sessions`)."""
+
+    def __init__(self, directory: Path) -> None:
+        changes = _fs.Changes(durable=True)
+        _fs.make_dirs(directory, changes)
+        self.pid = os.getpid()
+        self.ended = False
+        self.path = directory / f"writer-{secrets.token_hex(8)}.lock"
+        # Locked under a temporary name, then renamed: an opening never sees a living
+        # writer's session unlocked (and takes it for a dead one).
+        made = temp_path(self.path)
+        self.fd = os.open(made, os.O_RDWR | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.replace(made, self.path)
+            changes.entry(directory)
+            changes.done()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(made)
+            self.end()
+            raise
+
+    def end(self) -> None:
+        """Remove the file (then let the lock go, so that nobody sees it unlocked)."""
+        if self.pid == os.getpid() and not self.ended:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.ended = True
+        self.close()
+
+    def close(self) -> None:
+        """Let the lock go and keep the file: the session reads as a dead writer's."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+def dead_sessions(directory: Path) -> list[Path]:
+    """The session files in ``directory`` that no living process holds. Without
+    ``flock`` (Windows) liveness cannot be told: every session file counts as dead, which
+    only costs a reconcile that finds nothing to do."""
+    dead = []
+    try:
+        entries = [e for e in os.scandir(directory) if SESSION.fullmatch(e.name)]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            fd = os.open(entry.path, os.O_RDWR | _CLOEXEC)
+        except OSError:
+            continue  # removed meanwhile: its writer closed
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            dead.append(Path(entry.path))
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+        finally:
+            os.close(fd)
+    return dead
+
+
+# -- git ---------------------------------------------------------------------------------
+
+
+def git_dir(root: Path) -> Path | None:
+    """The git directory of the work tree holding ``root``, if any (``.git`` may be a
+    file naming it, in a linked work tree or a submodule)."""
+    for folder in (root, *root.parents):
+        dot = folder / ".git"
+        if dot.is_dir():
+            return dot
+        if dot.is_file():
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                text = dot.read_text("utf-8").strip()
+                if text.startswith("gitdir:"):
+                    return (folder / text[len("gitdir:") :].strip()).resolve()
+            return None
+    return None
+
+
+def git_stamp(directory: Path | None) -> str:
+    """What a checkout, a merge, a reset or a commit changes: the stat of git's
+    ``HEAD`` and of its index file (two ``stat`` calls). Empty outside git."""
+    if directory is None:
+        return ""
+    return _stat(str(directory / "HEAD")) + "/" + _stat(str(directory / "index"))
+
+
+# -- the reconciler ----------------------------------------------------------------------
+
+
+@dataclass
+class Reconciled:
+    """What one reconcile did."""
+
+    threads: int = 0
+    """Thread directories looked at."""
+    read: int = 0
+    """Threads read again and put into the index (or taken out of it)."""
+    seconds: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+
+
+def reconcile_changed(
+    store: ArchiveStore,
+    marks: Mapping[str, str] | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Reconciled:
+    """Bring ``store``'s index in line with the thread directories, reading again only
+    what changed: the threads whose watermark is not the one in ``marks`` (the stored
+    ones when ``None``), the deleted ones it still holds, the ones it holds that are
+    gone. Newest first (by journal time), so the sidebar's first page heals first. Safe
+    while writers go on, in this process or others: each thread is read and put under
+    its own lock, and a write after that moves its watermark again."""
+    started = time.monotonic()
+    index = store.index
+    index.refresh()
+    stored = index.marks() if marks is None else dict(marks)
+    indexed = index.indexed_ids()
+    deleted = store.deleted_threads()
+    todo: list[tuple[int, str]] = []
+    present = set()
+    for thread_id, mark in _watermarks(store.layout.threads):
+        if thread_id in deleted:
+            if thread_id in indexed or thread_id in stored:
+                todo.append((0, thread_id))
+        elif stored.get(thread_id) != mark and is_valid_id(thread_id):
+            todo.append((journal_mtime(mark), thread_id))
+        present.add(thread_id)
+    for thread_id in (indexed | set(stored)) - present:
+        todo.append((0, thread_id))
+    todo.sort(reverse=True)
+    for n, (_, thread_id) in enumerate(todo, start=1):
+        reconcile_thread(store, thread_id)
+        if progress is not None:
+            progress(n, len(todo))
+    index.flush_marks()
+    return Reconciled(threads=len(present), read=len(todo), seconds=time.monotonic() - started)
+
+
+def _watermarks(threads: Path) -> Iterator[tuple[str, str]]:
+    """(name, watermark) of every directory in ``threads/`` (the stat pass). A name is
+    one path component (``scandir`` gives nothing else), so the paths stay inside; it is
+    checked as an id before its thread is read. Relative to an open ``threads/`` where
+    the platform allows: the kernel does not walk the whole path 200,000 times."""
+    try:
+        entries = [
+            e.name
+            for e in os.scandir(threads)
+            if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+        ]
+    except FileNotFoundError:
+        return
+    if os.stat not in os.supports_dir_fd:  # pragma: no cover - Windows
+        for name in entries:
+            yield (
+                name,
+                _stat(f"{threads}/{name}/steps.jsonl")
+                + "/"
+                + _stat(f"{threads}/{name}/thread.json"),
+            )
+        return
+    fd = os.open(threads, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for name in entries:
+            yield (
+                name,
+                _stat_at(fd, f"{name}/steps.jsonl") + "/" + _stat_at(fd, f"{name}/thread.json"),
+            )
+    finally:
+        os.close(fd)
+
+
+def _stat_at(fd: int, path: str) -> str:
+    try:
+        st = os.stat(path, dir_fd=fd)
+    except OSError:
+        return "0:0:0"
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def reconcile_thread(store: ArchiveStore, thread_id: str) -> None:
+    """Make the index hold what one thread's files say (nothing if it is gone or
+    deleted), with the watermark of the files it read, under the thread's lock."""
+    if not is_valid_id(thread_id):  # a row no thread directory can have: no path
+        store.index.put(thread_id, None)
+        return
+    with store.thread_lock(thread_id):
+        mark = watermark(store, thread_id)
+        if store.is_deleted(thread_id) or mark == ABSENT:
+            store.index.put(thread_id, None)
+        else:
+            store.index.put(thread_id, store.summarise(thread_id), mark)
+
+
+# -- running it --------------------------------------------------------------------------
+
+
+class Healer:
+    """Runs the reconciler for one store: now, or in a thread of its own.
+
+    The background run reads through a store of its own (its caches are not shared with
+    the caller's), so the caller's calls go on meanwhile; they read the index as it is,
+    which heals thread by thread, newest first."""
+
+    def __init__(self, store: ArchiveStore) -> None:
+        self.store = store
+        self.git = git_dir(store.root)
+        self.git_seen = git_stamp(self.git)
+        self.last: Reconciled | None = None
+        self._lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._worker: threading.Thread | None = None
+        self._queued: list[tuple[list[Path], Session | None, str]] = []
+        self.page_served = threading.Event()
+        """Set by the store once it served a sidebar page (see :data:`START_DELAY`)."""
+
+    # -- detectors -------------------------------------------------------------------
+
+    def check_at_open(self, session: Session | None = None, reason: str = "") -> bool:
+        """Whether opening calls for a reconcile (dead writers, or git moved since the
+        last one); starts it if so. ``session``/``reason``: the index was just made
+        empty (``session`` marks the fill as in progress until it is done)."""
+        dead = dead_sessions(self.store.layout.index_dir)
+        reasons = [reason] if reason else []
+        if dead:
+            reasons.append(f"{len(dead)} writer(s) ended without closing")
+        if self.git is not None and self.store.index.meta(GIT_META) != self.git_seen:
+            reasons.append("the git work tree changed")
+        if not reasons:
+            return False
+        self.start(dead, session, "; ".join(reasons))
+        return True
+
+    def look(self) -> bool:
+        """Cheap (two ``stat`` calls): did git move the work tree under this running
+        process? Starts a reconcile if so."""
+        if self.git is None:
+            return False
+        stamp = git_stamp(self.git)
+        if stamp == self.git_seen:
+            return False
+        self.git_seen = stamp
+        self.store.forget_cached()
+        self.start([], None, "the git work tree changed")
+        return True
+
+    # -- running -----------------------------------------------------------------------
+
+    def start(self, dead: list[Path], session: Session | None, reason: str) -> None:
+        """Reconcile now (a waiting store) or in the background thread."""
+        if self.store.heal_mode == "wait":
+            self._run_once(dead, session, reason, self.store)
+            return
+        with self._lock:
+            self._queued.append((dead, session, reason))
+            self._idle.clear()
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._work, name="filelayer-reconcile", daemon=True
+                )
+                self._worker.start()
+
+    def _work(self) -> None:
+        self.page_served.wait(START_DELAY)
+        own = self.store
+        reader: ArchiveStore | None = None
+        try:
+            reader = own.open_reconciling_twin()
+            while True:
+                with self._lock:
+                    if not self._queued:
+                        self._worker = None
+                        break
+                    jobs, self._queued = self._queued, []
+                dead = [p for job in jobs for p in job[0]]
+                sessions = [job[1] for job in jobs if job[1] is not None]
+                reason = "; ".join(job[2] for job in jobs)
+                try:
+                    self._run_once(dead, None, reason, reader)
+                except Exception:  # logged; the sessions stay: the next opening retries
+                    continue
+                for session in sessions:
+                    session.end()
+        except Exception:
+            log.exception("filelayer: the background reconcile of %s stopped", own.root)
+            with self._lock:
+                self._worker = None
+                self._queued.clear()
+        finally:
+            if reader is not None:
+                reader.close()  # its own session ends before anyone is told it is done
+            with self._lock:
+                if self._worker is None:
+                    self._idle.set()
+
+    def _run_once(
+        self, dead: list[Path], session: Session | None, reason: str, store: ArchiveStore
+    ) -> None:
+        own = session or _maybe_session(store.layout.index_dir)
+        try:
+            stamp = git_stamp(self.git)
+            done = reconcile_changed(store)
+            done.reasons.append(reason)
+            if self.git is not None:
+                store.index.set_meta(GIT_META, stamp)
+            for path in dead:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            self.last = done
+            log.info(
+                "filelayer: index of %s reconciled (%s): %d thread(s) read again of %d, in %.2f s",
+                store.root,
+                reason,
+                done.read,
+                done.threads,
+                done.seconds,
+            )
+        except Exception:
+            log.exception("filelayer: the reconcile of %s's index failed", store.root)
+            if own is not None:
+                own = None  # left behind: the next opening reconciles again
+            raise
+        finally:
+            if own is not None:
+                own.end()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the reconciles started so far; ``False`` on timeout."""
+        return self._idle.wait(timeout)
+
+
+def _maybe_session(directory: Path) -> Session | None:
+    """A session for the reconcile itself: if it stops half-way (the process dies),
+    the next opening finds it dead and reconciles again."""
+    try:
+        return Session(directory)
+    except OSError as exc:
+        log.debug("filelayer: no writer session in %s (%s)", directory, exc)
+        return None
