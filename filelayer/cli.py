@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `filelayer list | head`
         return 0
+    finally:
+        _close_opened()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,9 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OPENED: list[ArchiveStore] = []
+"""The stores a command opened, closed when it returns (see :func:`_close_opened`)."""
+
+
 def open_store(args: argparse.Namespace) -> ArchiveStore:
     # create=False: a mistyped root is an error, not a new empty archive.
-    return ArchiveStore(args.root or default_root(), create=False)
+    store = ArchiveStore(args.root or default_root(), create=False)
+    _OPENED.append(store)
+    return store
+
+
+def _close_opened() -> None:
+    """Close what the command opened, as soon as it is done rather than at exit: its
+    writer session ends and SQLite folds its log back into the database, so that a
+    command run in-process (a test, a script calling :func:`main`) leaves the archive's
+    files as a separate ``filelayer`` process would."""
+    while _OPENED:
+        _OPENED.pop().close()
 
 
 def _out() -> TextIO:
