@@ -128,28 +128,34 @@ def test_the_release_script_writes_an_archive_that_reads_as_it_says(tmp_path: Pa
 def test_index_drift_is_reported_and_repaired_and_get_thread_never_drifts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The index of this case is stale on purpose: the directories are what counts."""
+    """The index of this case is stale on purpose: the directories are what counts.
+
+    Whether opening the archive compares its index with the directories (it does when
+    the index has no watermarks, as here, or writers died) is not this case's business:
+    the stale index is looked at by a store that leaves the index alone (``upgrade=False``),
+    and what an ordinary opening and ``verify --repair`` give is checked either way."""
     import shutil
 
     from filelayer import ArchiveStore
     from filelayer.cli import main
+    from filelayer.maintenance.verify import verify
 
     root = tmp_path / "archive"
     shutil.copytree(CORPUS / "index-drift" / "archive", root)
-    store = ArchiveStore(root, create=False)
-    stale = [t["id"] for t in store.list_threads(user_id=None)[0]]
-    assert "t-removed" in stale and "t-added" not in stale  # opening does not compare
-    assert store.get_thread("t-removed") is None
-    assert store.get_thread("t-renamed")["name"] == "t-renamed (new name)"  # type: ignore[index]
-    store.close()
-    assert main(["--root", str(root), "verify"]) == 1
-    report = capsys.readouterr().out
+    stale = ArchiveStore(root, create=False, upgrade=False)
+    report = "\n".join(str(p) for p in verify(stale).problems)
+    stale.close()
     assert "t-added is missing from the index" in report
     assert "t-removed is in the index but not on disk" in report
     assert "t-renamed: index differs in name" in report
     assert "t-steady: index differs in messages" in report
+    store = ArchiveStore(root, create=False)
+    assert store.get_thread("t-removed") is None
+    assert store.get_thread("t-renamed")["name"] == "t-renamed (new name)"  # type: ignore[index]
+    store.close()
     assert main(["--root", str(root), "verify", "--repair"]) in (0, 1)
     assert main(["--root", str(root), "verify"]) == 0
+    capsys.readouterr()
     listed = json.loads(expected("index-drift")["archive.json"])["list"]
     store = ArchiveStore(root, create=False)
     assert [t["id"] for t in store.list_threads(user_id=None)[0]] == [t["id"] for t in listed]
