@@ -209,3 +209,35 @@ def test_a_user_first_seen_on_two_clones_before_derived_ids_is_one_user(
         work(two, "two", 2)
     git(one, "pull", "-q", "--no-rebase", "--no-edit", str(two), "side-two")
     check_merged(one)
+
+
+@pytest.mark.parametrize("detector", ["running store", "opening"])
+def test_without_hooks_a_merge_of_users_is_noticed(
+    origin: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, detector: str
+) -> None:
+    """The same merge with no hook run: a store open across the pull notices git moved
+    at its next ``list_threads``, and a store opened after it at opening; either way the
+    one reconciler re-files bob's threads under the id the kept user file holds."""
+    import json
+
+    from filelayer.format import users
+
+    one, two = clone(origin, "one"), clone(origin, "two")
+    for repo, tag in ((one, "one"), (two, "two")):
+        with monkeypatch.context() as patched:
+            patched.setattr(users, "user_id", lambda identifier, tag=tag: f"bob-id-{tag}")
+            work(repo, tag, 1 if tag == "one" else 2)
+    no_hooks = tmp_path / "no-hooks"
+    no_hooks.mkdir()
+    running = ArchiveStore(one / "chats") if detector == "running store" else None
+    pull = ("pull", "-q", "--no-rebase", "--no-edit", str(two), "side-two")
+    git(one, "-c", f"core.hooksPath={no_hooks}", *pull)
+    (bob_file,) = (one / "chats" / "users").glob("bob*.json")
+    bob_id = json.loads(bob_file.read_text("utf-8"))["id"]
+    store = running or ArchiveStore(one / "chats")
+    try:
+        bobs, _ = store.list_threads(user_id=bob_id)
+        assert sorted(t["id"] for t in bobs) == ["bob-one", "bob-two"]
+    finally:
+        store.close()
+    assert main(["--root", str(one / "chats"), "verify"]) == 0

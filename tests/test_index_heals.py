@@ -370,3 +370,41 @@ def test_git_checkout_of_an_older_commit_under_a_running_process(tmp_path: Path,
 
     git(repo, "checkout", "-q", "-")  # back to the newest commit, nothing running
     assert sidebar(ArchiveStore(root))["threads"][0][:2] == ("t3", "chat 3")
+
+
+# -- users/ ---------------------------------------------------------------------------------
+
+
+def test_a_user_file_changed_behind_the_index_moves_the_threads_it_owns(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A merge can change ``users/`` and no thread's own files: bob had a random id on
+    each of two clones, the merge kept one user file, and his threads are filed under
+    the id it holds. No thread watermark moved; the reconciler still re-files them (and
+    only them), whoever calls it."""
+    from filelayer.cli import main
+    from filelayer.format import users
+
+    store = ArchiveStore(root)
+    with monkeypatch.context() as patched:
+        patched.setattr(users, "user_id", lambda identifier: "bob-on-one")
+        bob = store.upsert_user("bob@example.com")
+    store.update_thread("bob-thread", name="bob's", user_id=bob["id"])
+    store.update_thread("alice-thread", name="alice's", user_id=store.upsert_user("a@x")["id"])
+    store.close()
+    assert main(["--root", str(root), "reconcile"]) == 0
+    (path,) = [p for p in (root / "users").iterdir() if p.name.startswith("bob")]
+    path.write_text(path.read_text("utf-8").replace("bob-on-one", "bob-on-two"), "utf-8")
+
+    capsys.readouterr()
+    assert main(["--root", str(root), "reconcile"]) == 0
+    assert "reconciled: 1 of 2 thread(s) read again" in capsys.readouterr().err
+    store = ArchiveStore(root)
+    try:
+        assert store.healer.last is None or store.healer.last.read == 0
+        listed, _ = store.list_threads(user_id="bob-on-two")
+        assert [t["id"] for t in listed] == ["bob-thread"]
+        assert store.list_threads(user_id="bob-on-one")[0] == []
+    finally:
+        store.close()
+    assert main(["--root", str(root), "verify"]) == 0

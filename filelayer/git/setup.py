@@ -62,13 +62,15 @@ def _filelayer_command() -> str:
 
 def catch_up_index(root: Path) -> int:
     """Bring the archive's index in line with its files after git changed them (a
-    checkout, a merge, a rebase). The one place the hooks call: today a full
-    ``reindex``, which builds the new index aside while the app goes on."""
+    checkout, a merge, a rebase). The one place the hooks call: the reconciler every
+    change detector uses (:func:`filelayer.store.heal.reconcile_changed`), which reads
+    again only the threads whose files, or whose author's user file, git changed.
+    Returns the number of threads read again."""
     from ..store import ArchiveStore
 
     store = ArchiveStore(root, create=False)
     try:
-        return store.reindex()
+        return store.reconcile().read
     finally:
         store.close()
 

@@ -40,6 +40,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import (
+    Callable,
     ItemsView,
     Iterable,
     Iterator,
@@ -374,6 +375,27 @@ class ThreadIndex:
             if db is None:
                 return set()
             return {r for (r,) in db.conn.execute("SELECT id FROM threads")}
+        return set()
+
+    def threads_by_identifier(self, wanted: Callable[[str], bool]) -> set[str]:
+        """The ids of the threads whose indexed user identifier satisfies ``wanted``
+        (the reconciler asks for those whose user file changed): one pass over the
+        distinct identifiers, then the threads of the few that match."""
+        with self._reading() as db:
+            if db is None:
+                return set()
+            idents = [
+                i
+                for (i,) in db.conn.execute("SELECT DISTINCT ident FROM threads")
+                if isinstance(i, str) and wanted(i)
+            ]
+            ids: set[str] = set()
+            for ident in idents:
+                ids.update(
+                    r
+                    for (r,) in db.conn.execute("SELECT id FROM threads WHERE ident = ?", (ident,))
+                )
+            return ids
         return set()
 
     def meta(self, key: str) -> str | None:

@@ -327,6 +327,7 @@ class ArchiveStore:
             self._authors,
             self._existing,
             self._growth,
+            self._owner_ids,
         ):
             cache.clear()
 

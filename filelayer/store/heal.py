@@ -20,13 +20,16 @@ thread, show an old name, or list a deleted one. Three pieces make it heal:
   ``stat`` calls a thread), reads again only the threads whose watermark differs from
   the stored one (and those deleted, or gone, that the index still holds), newest
   first, each under its own lock, and puts each into the index as a whole with the
-  watermark it read under. Then it removes the dead sessions it was called for.
+  watermark it read under. A thread's author also depends on its user's file in
+  ``users/`` (see ``ArchiveStore.owner_id``): a watermark of ``users/`` (key ``users``
+  of ``meta``) makes it re-read the threads filed under the identifiers whose user file
+  changed. Then it removes the dead sessions it was called for.
 
 What calls it: opening an archive that has dead writer sessions, an index that is
 missing, damaged or of another format (a new empty one is made at once and filled,
 newest threads first), or a git repository whose ``HEAD`` or index file changed since
 the last reconcile; a running store that sees the same git change in ``list_threads``;
-``filelayer reconcile`` (which git hooks can run); and ``filelayer reindex``, whose
+``filelayer reconcile`` and the git hooks (``catch_up_index``); and ``filelayer reindex``, whose
 catch-up after a rebuild is the same function given the rebuild's watermarks.
 """
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -48,6 +52,7 @@ from typing import Literal, Protocol
 
 from .._io import fs as _fs
 from .._io.fs import temp_path
+from ..format import users
 from ..format.ids import is_valid_id
 from ..format.layout import Layout
 from ..index.db import ABSENT
@@ -100,6 +105,9 @@ page to be served before it starts (it starts at once when the page was served):
 GIT_META = "git"
 """The key of ``meta`` that holds the git stamp seen by the last reconcile."""
 
+USERS_META = "users"
+"""The key of ``meta`` that holds the ``users/`` watermark the index agrees with."""
+
 
 # -- watermarks --------------------------------------------------------------------------
 
@@ -123,6 +131,55 @@ def watermark(store: ArchiveStore, thread_id: str) -> str:
         + "/"
         + _stat(f"{threads}/{thread_id}/thread.json")
     )
+
+
+def users_watermark(users_dir: Path) -> dict[str, str]:
+    """(inode, size, mtime in ns) of every user file by name: what changes when a merge,
+    a checkout or another process changes ``users/``. A thread's indexed author depends
+    on the user file of its identifier (see ``ArchiveStore.owner_id``), not only on the
+    thread's own files, so the thread watermarks alone would miss such a change."""
+    marks = {}
+    try:
+        entries = list(os.scandir(users_dir))
+    except OSError:
+        return {}
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.name.endswith(".json"):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        marks[entry.name] = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    return marks
+
+
+def _stored_users(index: ThreadIndex) -> dict[str, str] | None:
+    text = index.meta(USERS_META)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _owners_changed(
+    store: ArchiveStore, now: Mapping[str, str], before: Mapping[str, str] | None
+) -> set[str]:
+    """The threads the index holds whose author may have changed with ``users/``: those
+    whose user identifier's file was added, changed or removed since ``before`` (every
+    user file counts as changed when nothing was stored). A query on the index, not a
+    read of any thread."""
+    before = before or {}
+    changed = {n for n in now.keys() | before.keys() if now.get(n) != before.get(n)}
+    if not changed:
+        return set()
+    store.forget_cached()  # the store remembers each identifier's user id
+    return store.index.threads_by_identifier(lambda ident: users.file_name(ident) in changed)
 
 
 def journal_mtime(mark: str) -> int:
@@ -250,18 +307,27 @@ def reconcile_changed(
     store: ArchiveStore,
     marks: Mapping[str, str] | None = None,
     *,
+    users_marks: Mapping[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Reconciled:
     """Bring ``store``'s index in line with the thread directories, reading again only
     what changed: the threads whose watermark is not the one in ``marks`` (the stored
     ones when ``None``), the deleted ones it still holds, the ones it holds that are
-    gone. Newest first (by journal time), so the sidebar's first page heals first. Safe
-    while writers go on, in this process or others: each thread is read and put under
-    its own lock, and a write after that moves its watermark again."""
+    gone, and those whose author's user file changed since ``users_marks`` (the stored
+    ``users/`` watermark when ``None``). Newest first (by journal time), so the sidebar's
+    first page heals first. Safe while writers go on, in this process or others: each
+    thread is read and put under its own lock, and a write after that moves its
+    watermark again."""
     started = time.monotonic()
     index = store.index
     index.refresh()
     stored = index.marks() if marks is None else dict(marks)
+    # Noted before any thread is read: a user file changed during the reconcile differs
+    # from it next time, and the threads it owns are read again then.
+    users_now = users_watermark(store.layout.users)
+    users_stored = _stored_users(index)
+    users_before = users_stored if users_marks is None else users_marks
+    owners = _owners_changed(store, users_now, users_before)
     indexed = index.indexed_ids()
     deleted = store.deleted_threads()
     todo: list[tuple[int, str]] = []
@@ -270,7 +336,7 @@ def reconcile_changed(
         if thread_id in deleted:
             if thread_id in indexed or thread_id in stored:
                 todo.append((0, thread_id))
-        elif stored.get(thread_id) != mark and is_valid_id(thread_id):
+        elif (stored.get(thread_id) != mark or thread_id in owners) and is_valid_id(thread_id):
             todo.append((journal_mtime(mark), thread_id))
         present.add(thread_id)
     for thread_id in (indexed | set(stored)) - present:
@@ -281,6 +347,8 @@ def reconcile_changed(
         if progress is not None:
             progress(n, len(todo))
     index.flush_marks()
+    if users_now != users_stored:
+        index.set_meta(USERS_META, json.dumps(users_now, sort_keys=True, separators=(",", ":")))
     return Reconciled(threads=len(present), read=len(todo), seconds=time.monotonic() - started)
 
 

@@ -21,7 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from ..index.summary import ThreadSummary
-from .heal import ArchiveStore, journal_mtime, reconcile_changed, reconcile_thread, watermark
+from .heal import (
+    ArchiveStore,
+    journal_mtime,
+    reconcile_changed,
+    reconcile_thread,
+    users_watermark,
+    watermark,
+)
 
 __all__ = ["rebuild", "reconcile_thread"]
 
@@ -42,6 +49,7 @@ def rebuild(store: ArchiveStore, progress: Progress | None = None) -> int:
     threads and texts end up side by side in the file, as live writes leave them, and
     a sidebar page or a search reads a few pages of it rather than one per thread."""
     # Every watermark is noted before any file is read.
+    users_marks = users_watermark(store.layout.users)
     marks = {t: watermark(store, t) for t in store.thread_ids()}
     ids = sorted(marks, key=lambda t: (journal_mtime(marks[t]), t))
 
@@ -54,5 +62,5 @@ def rebuild(store: ArchiveStore, progress: Progress | None = None) -> int:
                 progress(n, len(ids))
 
     store.index.rebuild(summaries(), marks=marks)
-    reconcile_changed(store, marks)
+    reconcile_changed(store, marks, users_marks=users_marks)
     return len(store.index.threads)
