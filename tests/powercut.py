@@ -491,9 +491,15 @@ def run_workload(spec: Spec) -> None:
     if worker is not None:
         worker.join()
     if spec.durability == "flush":  # the last calls' background flush, before close()
-        from filelayer._io.flusher import INTERVAL
+        from filelayer._io.flusher import FLUSHER, INTERVAL
 
-        time.sleep(INTERVAL + LATE + 0.5)
+        # Waited for, not slept for: on a loaded machine the flusher's thread may wake
+        # late, and a trace that ends first shows no flush after the last calls.
+        time.sleep(INTERVAL)
+        deadline = time.monotonic() + 120  # a bound for a stuck thread only
+        while FLUSHER.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(LATE)  # the flush that took the last paths ends
     os.write(ack_fd, f"END {rounds[0]}\n".encode())
     api.close()
     if failures:
