@@ -61,12 +61,23 @@ def test_leftover_temporary_files_are_removed(archive: Path) -> None:
 def test_index_drift_is_found_and_rebuilt(
     archive: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ArchiveStore(archive).index.put("cake", None)  # what a crash between two writes leaves
-    assert main(["verify"]) == 1
-    assert "thread cake is missing from the index" in capsys.readouterr().out
+    # What a crash between two writes leaves. The opening of the archive heals it when it
+    # sees the writer gone (docs/format.md, "How the index heals itself"); otherwise
+    # `verify` finds it and `--repair` rebuilds. Either way the thread is listed again.
+    # (Which of the two happens depends on when the writer's session looks dead; the
+    # detection itself is tested on a store that does not heal, in test_conformance.)
+    writer = ArchiveStore(archive)
+    writer.index.put("cake", None)
+    found = main(["verify"])
+    out = capsys.readouterr().out
+    assert found in (0, 1)
+    assert (found == 1) == ("thread cake is missing from the index" in out)
     assert main(["verify", "--repair"]) == 0
+    assert main(["verify"]) == 0
+    capsys.readouterr()
     assert main(["list", "--json"]) == 0
     assert '"id": "cake"' in capsys.readouterr().out
+    writer.close()
 
 
 def test_missing_or_changed_element_files_are_reported(
