@@ -1,8 +1,18 @@
-"""Every parse, format and rounding of a time in one place.
+"""Every parse, format, rounding and ordering of a time, in one place.
 
-The archive and Chainlit write ISO 8601 text in UTC with milliseconds; the SQL databases
-hold ``TIMESTAMP(3)``. Comparing times written by different sides needs one parser that
-accepts what real data contains and one rounding both sides agree on."""
+The archive and Chainlit write ISO 8601 text in UTC (six fractional digits, except that
+Chainlit's ``utc_now()`` drops the fraction when the microseconds are 0, ``…:55Z``);
+other writers (a browser, another data layer, a copy) use three digits or an offset; the
+SQL databases hold ``TIMESTAMP(3)``. Two orders follow from that, each one function:
+
+* :func:`time_key`, the archive format's rule (docs/format.md spells it out for other
+  readers): a string that sorts as the instant, at full precision. Compared as strings,
+  ``…:55Z`` sorts after ``…:55.5Z`` (``Z`` > ``.``): a step would move. The stored
+  strings are never rewritten.
+* :func:`ms_key`, what both sides of a copy can agree on: the instant rounded to the
+  millisecond the way PostgreSQL stores ``TIMESTAMP(3)``, from a parser that accepts
+  what real data contains (dates alone, offsets without a colon).
+"""
 
 from __future__ import annotations
 
@@ -63,8 +73,9 @@ def round_ms(dt: datetime) -> datetime:
     return base + timedelta(milliseconds=1) if micro % 1000 >= 500 else base
 
 
-def time_key(value: object) -> str:
-    """A time as comparable text at the precision both sides share (milliseconds)."""
+def ms_key(value: object) -> str:
+    """A time as comparable text at the precision both sides of a copy share
+    (milliseconds, rounded as ``TIMESTAMP(3)`` stores it); ``""`` for what is no time."""
     dt = parse_time(value)
     return format_time(round_ms(dt)) if dt else ""
 
@@ -78,3 +89,60 @@ def when(value: object) -> str:
     """``2026-11-25 04:29 UTC`` from Chainlit's ISO time (what a reader wants to see)."""
     text = str(value or "")
     return f"{text[:10]} {text[11:16]} UTC" if len(text) >= 16 else text
+
+
+# -- the archive format's order of instants -----------------------------------------
+
+
+_INSTANT_RE = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})?",
+    re.ASCII,
+)
+
+
+def time_key(value: str) -> str:
+    """A string that sorts as the instant ``value`` names.
+
+    ``YYYY-MM-DDTHH:MM:SS`` with an optional fraction of 1 to 9 digits and an optional
+    ``Z`` or ``±HH:MM`` offset (none means UTC) becomes the UTC time with exactly nine
+    fractional digits: ``2026-01-01T00:00:01.000000000``. Anything else is its own key,
+    so it still sorts somewhere, the same way in every reader.
+    """
+    match = _INSTANT_RE.fullmatch(value)
+    if match is None:
+        return value
+    day, clock, fraction, offset = match.groups()
+    base = f"{day}T{clock}"
+    if offset and offset not in ("Z", "+00:00", "-00:00"):
+        try:
+            moment = datetime.fromisoformat(base)
+        except ValueError:
+            return value
+        sign = 1 if offset[0] == "+" else -1
+        shift = timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
+        moment = (moment - sign * shift).replace(tzinfo=timezone.utc)
+        base = moment.strftime("%Y-%m-%dT%H:%M:%S")
+        if moment.year < 1000:  # strftime does not pad years on every platform
+            base = f"{moment.year:04d}{base[base.index('-') :]}"
+    return f"{base}.{(fraction or '').ljust(9, '0')}"
+
+
+def earliest(a: str, b: str) -> str:
+    """The earlier of two times; ``a`` when they name the same instant."""
+    return b if time_key(b) < time_key(a) else a
+
+
+def latest(a: str, b: str) -> str:
+    """The later of two times; ``a`` when they name the same instant."""
+    return b if time_key(b) > time_key(a) else a
+
+
+def canonical(value: str) -> str:
+    """``value`` in the one form the thread index keeps and ``list_threads`` gives:
+    UTC, six fractional digits, ``Z`` (``2026-01-01T00:00:01.000000Z``), so that the
+    index's own comparisons (SQL, cursors) order instants. A fraction finer than a
+    microsecond is cut; what :func:`time_key` does not recognise is kept as it is."""
+    key = time_key(value)
+    if key is value or len(key) != 29:
+        return value
+    return f"{key[:26]}Z"

@@ -246,7 +246,7 @@ def assert_same_archives(a: Path, b: Path, carried: set[str]) -> None:
     for ident, ua in users_a.items():
         ub = users_b[ident]
         assert (ua["id"], ua["metadata"]) == (ub["id"], ub["metadata"])
-        assert _time.time_key(ua["createdAt"]) == _time.time_key(ub["createdAt"])
+        assert _time.ms_key(ua["createdAt"]) == _time.ms_key(ub["createdAt"])
     live_a = [x for x in sa.thread_ids() if not sa.is_deleted(x)]
     assert live_a == [x for x in sb.thread_ids() if not sb.is_deleted(x)]
     for tid in live_a:

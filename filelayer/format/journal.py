@@ -18,9 +18,9 @@ from typing import Any
 
 from .._io import fs as _fs
 from .._io.tail import Tail
+from .._time import earliest, latest, time_key
 from . import clock
 from . import codec as _codec
-from .times import earliest, latest, time_key
 
 log = logging.getLogger("filelayer")
 
@@ -239,7 +239,7 @@ def merge_step(stored: dict[str, Any], incoming: dict[str, Any]) -> None:
     (final output), Chainlit issue #2789: a field present in the newer write wins,
     except that ``None``, an empty string or an empty dict never overwrites stored
     content; start times keep the earliest value and end times the latest, compared as
-    instants (:func:`~filelayer.format.times.time_key`, since Chainlit drops the fraction
+    instants (:func:`~filelayer._time.time_key`, since Chainlit drops the fraction
     of a whole second), so the order of arrival does not move a step in the conversation.
     """
     for key, value in incoming.items():

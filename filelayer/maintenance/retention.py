@@ -40,10 +40,9 @@ from typing import Any
 
 from .._io import fs as _fs
 from .._io import locks as _locks
-from .._time import now_iso
+from .._time import now_iso, time_key
 from ..format import codec as _codec
 from ..format.layout import THREADS_DIR, USERS_DIR
-from ..format.times import time_key
 from ..store.archive import ArchiveStore
 
 ERASED_USER_KEY = "erasedUser"

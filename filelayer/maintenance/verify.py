@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
-from .._time import now_iso
+from .._time import now_iso, time_key
 from ..errors import CorruptFileError
 from ..format import codec as _codec
 from ..format import journal, manifest, users
 from ..format.ids import is_valid_id
 from ..format.layout import ELEMENTS_DIR, is_layer_leftover
 from ..format.manifest import MANIFEST_NAME
-from ..format.times import time_key
 from ..store.archive import ArchiveStore
 from .retention import is_erased
 

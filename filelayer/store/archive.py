@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from .. import _time as _times
 from .._io import commit as _commit
 from .._io import fs as _fs
 from .._io import locks as _locks
@@ -49,7 +50,6 @@ from ..errors import (
 )
 from ..format import clock, journal, manifest, users
 from ..format import codec as _codec
-from ..format import times as _times
 from ..format.ids import check_id, id_problem, is_valid_id
 from ..format.layout import ELEMENTS_DIR, Layout, deleting_path
 from ..index.records import DEFAULT_SEARCH_CHARS, searchable
@@ -1552,7 +1552,7 @@ class ArchiveStore:
 
 
 def _index_time(value: object) -> str:
-    """A time as the index keeps it (see :func:`filelayer.format.times.canonical`): the
+    """A time as the index keeps it (see :func:`filelayer._time.canonical`): the
     index compares its times as strings, so they must all have one form."""
     return _times.canonical(value) if isinstance(value, str) else ""
 

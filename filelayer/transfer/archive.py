@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import locks as _locks
-from .._time import time_key
+from .._time import ms_key
 from ..errors import ArchiveError, FileLayerError
 from ..format import journal, manifest, users
 from ..format.ids import is_valid_id
@@ -88,12 +88,12 @@ class ArchiveEndpoint(Endpoint):
                 summary = store.index.threads.get(thread_id)
                 # Any change counts here (a rename too), not only the sidebar's activity.
                 changed = summary.changed if summary else str(doc.get("updatedAt") or "")
-                newest = max(time_key(changed), time_key(doc.get("createdAt")))
+                newest = max(ms_key(changed), ms_key(doc.get("createdAt")))
                 if newest < since:
                     continue
             refs.append(ThreadRef(thread_id))
         for thread_id, deleted_at in sorted(tombstones.items()):
-            if since is None or time_key(deleted_at) >= since:
+            if since is None or ms_key(deleted_at) >= since:
                 refs.append(ThreadRef(thread_id, deleted_at=deleted_at or "deleted"))
         return refs
 

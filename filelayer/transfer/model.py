@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._time import format_time, parse_time, round_ms, time_key
+from .._time import format_time, ms_key, parse_time, round_ms
 from ..errors import FileLayerError
 
 KINDS = ("users", "threads", "steps", "feedback", "elements")
@@ -33,7 +33,7 @@ def normalise_times(d: dict[str, Any]) -> dict[str, Any]:
     out = dict(d)
     for key in TIME_KEYS:
         if isinstance(out.get(key), str) and parse_time(out[key]) is not None:
-            out[key] = time_key(out[key])
+            out[key] = ms_key(out[key])
     return out
 
 
@@ -85,8 +85,8 @@ class ThreadData:
 
     def activity(self) -> str:
         """The last change this side knows of (thread update or step), in ms."""
-        times = [time_key(self.thread.get("updatedAt"))]
-        times += [time_key(s.get("createdAt") or s.get("start")) for s in self.steps]
+        times = [ms_key(self.thread.get("updatedAt"))]
+        times += [ms_key(s.get("createdAt") or s.get("start")) for s in self.steps]
         return max(times)
 
 
@@ -260,9 +260,9 @@ class Endpoint:
 
     def same_user(self, dest: dict[str, Any], src: dict[str, Any]) -> bool:
         keys = ("id", "identifier", "metadata")
-        return all(dest.get(k) == src.get(k) for k in keys) and time_key(
+        return all(dest.get(k) == src.get(k) for k in keys) and ms_key(
             dest.get("createdAt")
-        ) == time_key(src.get("createdAt"))
+        ) == ms_key(src.get("createdAt"))
 
     def same_thread(self, dest: dict[str, Any], src: dict[str, Any]) -> bool:
         keys = ("name", "userId", "tags", "metadata", "createdAt", "updatedAt")

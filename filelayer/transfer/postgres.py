@@ -28,7 +28,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from .._time import format_time, parse_time, round_ms, time_key
+from .._time import format_time, ms_key, parse_time, round_ms
 from ..format import journal
 from .model import (
     CopyUsageError,
@@ -551,7 +551,7 @@ class PostgresEndpoint(Endpoint):
         refs = []
         for r in rows:
             deleted = r["deletedAt"]
-            when = time_key(deleted or r["activity"])
+            when = ms_key(deleted or r["activity"])
             if since is not None and when < since:
                 continue
             refs.append(ThreadRef(r["id"], deleted_at=format_time(deleted) if deleted else None))

@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._time import time_key
+from .._time import ms_key
 from ..format import journal
 from .model import (
     CopyUsageError,
@@ -387,8 +387,8 @@ class Codec:
         times = [s.get("createdAt") or s.get("start") for s in steps]
         known = [t for t in times if isinstance(t, str) and t]
         if not isinstance(created, str) or not created:
-            created = min(known, key=time_key) if known else EPOCH
-        updated = max([created, *known], key=time_key)
+            created = min(known, key=ms_key) if known else EPOCH
+        updated = max([created, *known], key=ms_key)
         return {
             "id": str(row["id"]),
             "name": row.get("name"),
@@ -797,7 +797,7 @@ class SQLAlchemySchemaEndpoint(Endpoint):
         refs = []
         for r in rows:
             if since is not None:
-                newest = max(time_key(r["created"]), time_key(r["latest"]))
+                newest = max(ms_key(r["created"]), ms_key(r["latest"]))
                 if newest < since:
                     continue
             refs.append(ThreadRef(str(r["id"])))
