@@ -33,8 +33,8 @@ from conftest import subprocess_env
 
 from benchmarks.pgserver import PostgresServer, apply_schema, find_bindir
 from filelayer import ArchiveStore, _time
-from filelayer.transfer import command, model
-from filelayer.transfer import postgres as pgcopy
+from filelayer.transfer import command, model, pgwrite
+from filelayer.transfer import storage as element_storage
 from filelayer.transfer.copier import copy_archive
 from filelayer.transfer.model import KINDS, Summary
 
@@ -129,7 +129,7 @@ def http() -> Iterator[Blobs]:
 @pytest.fixture
 def storage(http: Blobs, monkeypatch: pytest.MonkeyPatch) -> Blobs:
     """The copy's storage client is the in-memory one (as if Chainlit's variables set one)."""
-    monkeypatch.setattr(pgcopy, "storage_client_from_env", lambda: http)
+    monkeypatch.setattr(element_storage, "storage_client_from_env", lambda: http)
     return http
 
 
@@ -487,7 +487,7 @@ async def test_an_interrupted_copy_completes_when_run_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     made = await fill(layer, storage.base + "remote/report.csv")
-    real_write = pgcopy.PostgresEndpoint._write_element
+    real_write = pgwrite.PostgresWriter._write_element
     calls = {"n": 0}
 
     async def failing(self: Any, cols: dict[str, Any]) -> None:
@@ -496,7 +496,7 @@ async def test_an_interrupted_copy_completes_when_run_again(
             raise ConnectionResetError("connection lost (injected)")
         await real_write(self, cols)
 
-    monkeypatch.setattr(pgcopy.PostgresEndpoint, "_write_element", failing)
+    monkeypatch.setattr(pgwrite.PostgresWriter, "_write_element", failing)
     summary = await copy_archive(str(root), db, create_schema=True)
     assert summary.problems and "injected" in summary.render()
     conn = await asyncpg.connect(db)
@@ -505,7 +505,7 @@ async def test_an_interrupted_copy_completes_when_run_again(
         assert await conn.fetchval('SELECT count(*) FROM "Step" WHERE "threadId" = $1', "t1") == 0
     finally:
         await conn.close()
-    monkeypatch.setattr(pgcopy.PostgresEndpoint, "_write_element", real_write)
+    monkeypatch.setattr(pgwrite.PostgresWriter, "_write_element", real_write)
     summary = await copy_archive(str(root), db)
     assert not summary.problems, summary.render()
     assert counts(summary)["threads"] == {"copied": 1, "unchanged": 1}

@@ -22,9 +22,14 @@ modules, imported only when a URL is given, so the rest of the command line keep
 working without the optional packages (SQLite needs none: it is in the standard library).
 
 The package, bottom up: :mod:`~filelayer.transfer.model` (the neutral shape and the
-:class:`~filelayer.transfer.model.Endpoint` interface), the endpoints
-(:mod:`~filelayer.transfer.archive`, :mod:`~filelayer.transfer.postgres`,
-:mod:`~filelayer.transfer.sqla`), :mod:`~filelayer.transfer.endpoints` (which one a location
-names), :mod:`~filelayer.transfer.copier` (the copy) and :mod:`~filelayer.transfer.command`.
-An endpoint imports only the model, never the copier.
+:class:`~filelayer.transfer.model.Endpoint` interface); what the two SQL endpoints share,
+:mod:`~filelayer.transfer.stash` (row values and the stash), :mod:`~filelayer.transfer.storage`
+(element bytes: the storage client, local files, URLs) and :mod:`~filelayer.transfer.sqlbase`
+(connecting, the schema check, the bytes policy); the endpoints,
+:mod:`~filelayer.transfer.archive`, :mod:`~filelayer.transfer.postgres` (with ``pgschema``,
+``pgrows``, ``pgread``, ``pgwrite``) and :mod:`~filelayer.transfer.sqla` (with ``sqlaschema``,
+``sqldb``, ``sqlarows``, ``sqlaread``, ``sqlawrite``); :mod:`~filelayer.transfer.endpoints`
+(which one a location names), :mod:`~filelayer.transfer.copier` (the copy) and
+:mod:`~filelayer.transfer.command`. An endpoint imports the model and the shared modules,
+never the copier nor another endpoint.
 """

@@ -44,7 +44,7 @@ async def open_endpoint(
     kind = endpoint_kind(location, schema)
     endpoint: Endpoint
     if kind == "postgresql":
-        from .sqla import detect_postgres_schema
+        from .sqldb import detect_postgres_schema
 
         kind = await detect_postgres_schema(location)
     if kind == "official":

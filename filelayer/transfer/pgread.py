@@ -1,0 +1,120 @@
+"""Reading a database with Chainlit's official schema into the copy's neutral shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._time import format_time, ms_key
+from ..format import journal
+from .model import ElementData, Fetch, ThreadData, ThreadRef, fetch_url
+from .pgrows import StepCodec, element_read, feedback_plain, thread_plain, user_plain
+from .stash import one_per_step
+
+
+class PostgresReader:
+    """Rows of the official schema, through one asyncpg connection, as neutral dicts.
+
+    ``step_types``: the labels of the database's ``StepType`` enum; ``storage``: the
+    client holding element bytes (``None``: only http(s) URLs are fetched, and only
+    with ``fetch_urls``)."""
+
+    def __init__(
+        self, conn: Any, step_types: frozenset[str], storage: Any, *, fetch_urls: bool
+    ) -> None:
+        self.conn = conn
+        self.step_types = step_types
+        self.storage = storage
+        self.fetch_urls = fetch_urls
+
+    async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
+        rows = await self.conn.fetch(
+            'SELECT * FROM "User" WHERE $1::text IS NULL OR identifier = $1 '
+            'ORDER BY "createdAt", id',
+            identifier,
+        )
+        return [user_plain(dict(r)) for r in rows]
+
+    async def user_ids(self) -> set[str]:
+        return {r[0] for r in await self.conn.fetch('SELECT id FROM "User"')}
+
+    async def list_threads(self, identifier: str | None, since: str | None) -> list[ThreadRef]:
+        rows = await self.conn.fetch(
+            """
+            SELECT t.id, t."deletedAt",
+                   GREATEST(t."createdAt", t."updatedAt",
+                            (SELECT max(s."createdAt") FROM "Step" s WHERE s."threadId" = t.id))
+                       AS activity
+            FROM "Thread" t LEFT JOIN "User" u ON u.id = t."userId"
+            WHERE $1::text IS NULL OR u.identifier = $1
+            ORDER BY t.id
+            """,
+            identifier,
+        )
+        refs = []
+        for r in rows:
+            deleted = r["deletedAt"]
+            when = ms_key(deleted or r["activity"])
+            if since is not None and when < since:
+                continue
+            refs.append(ThreadRef(r["id"], deleted_at=format_time(deleted) if deleted else None))
+        return refs
+
+    async def is_deleted(self, thread_id: str) -> bool:
+        deleted = await self.conn.fetchval(
+            'SELECT "deletedAt" IS NOT NULL FROM "Thread" WHERE id = $1', thread_id
+        )
+        return bool(deleted)
+
+    async def read_thread(self, thread_id: str) -> ThreadData | None:
+        row = await self.conn.fetchrow(
+            'SELECT t.*, u.identifier AS "userIdentifier" FROM "Thread" t '
+            'LEFT JOIN "User" u ON u.id = t."userId" WHERE t.id = $1',
+            thread_id,
+        )
+        if row is None or row["deletedAt"] is not None:
+            return None
+        data = ThreadData(thread=thread_plain(dict(row)))
+        step_rows = await self.conn.fetch(
+            'SELECT * FROM "Step" WHERE "threadId" = $1 ORDER BY "startTime", "createdAt", id',
+            thread_id,
+        )
+        codec = StepCodec(self.step_types, {r["id"] for r in step_rows}, row["createdAt"])
+        steps = [codec.read(dict(r)) for r in step_rows]
+        data.steps = journal.order_steps(steps, {s["id"]: n for n, s in enumerate(steps)})
+        feedback = await self.conn.fetch(
+            'SELECT f.* FROM "Feedback" f JOIN "Step" s ON s.id = f."stepId" '
+            'WHERE s."threadId" = $1 ORDER BY f."createdAt", f.id',
+            thread_id,
+        )
+        data.feedback = one_per_step([feedback_plain(dict(r)) for r in feedback])
+        for r in await self.conn.fetch(
+            'SELECT * FROM "Element" WHERE "threadId" = $1 ORDER BY "createdAt", id', thread_id
+        ):
+            fields, stash = element_read(dict(r))
+            item = ElementData(fields=fields)
+            if stash.get("uploaded"):
+                item.sha256 = stash.get("sha256") if isinstance(stash.get("sha256"), str) else None
+                size = stash.get("bytes")
+                item.size = size if isinstance(size, int) else None
+            item.origin = str(r["objectKey"] or r["url"] or f"element {r['id']}")
+            item.elsewhere = bool(r["objectKey"] or r["url"])
+            item.fetch = self._fetcher(r["objectKey"], r["url"])
+            data.elements.append(item)
+        return data
+
+    def _fetcher(self, object_key: str | None, url: str | None) -> Fetch | None:
+        storage = self.storage
+        if object_key and storage is not None:
+
+            async def from_storage() -> bytes | None:
+                read_url = await storage.get_read_url(object_key=object_key)
+                return await fetch_url(str(read_url))
+
+            return from_storage
+        if url and self.fetch_urls and url.lower().startswith(("http://", "https://")):
+
+            async def from_url() -> bytes | None:
+                return await fetch_url(url)
+
+            return from_url
+        return None

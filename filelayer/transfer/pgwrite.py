@@ -1,0 +1,197 @@
+"""Writing the copy's plans as rows of Chainlit's official schema."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .._time import parse_time, round_ms
+from .model import ElementData, Summary, ThreadPlan
+from .pgrows import (
+    ELEMENT_COLUMNS,
+    FEEDBACK_NAME,
+    STEP_COLUMNS,
+    StepCodec,
+    element_row_values,
+    ts,
+)
+from .stash import json_text, text
+from .storage import upload
+
+
+def upload_key(thread_id: str, element_id: str) -> str:
+    """Where an element's bytes go in the storage."""
+    return f"threads/{thread_id}/files/{element_id}"
+
+
+class PostgresWriter:
+    """Users, deletions and each thread's plan written through one asyncpg connection;
+    a thread's rows in one transaction, its element bytes uploaded before it.
+
+    ``will_upload``: whether an element's bytes go to ``storage`` (the endpoint's rule)."""
+
+    def __init__(
+        self,
+        conn: Any,
+        step_types: frozenset[str],
+        storage: Any,
+        will_upload: Callable[[ElementData], bool],
+    ) -> None:
+        self.conn = conn
+        self.step_types = step_types
+        self.storage = storage
+        self.will_upload = will_upload
+
+    async def write_user(self, user: dict[str, Any]) -> None:
+        created = ts(user.get("createdAt"))
+        await self.conn.execute(
+            'INSERT INTO "User" (id, identifier, metadata, "createdAt", "updatedAt") '
+            "VALUES ($1, $2, $3::jsonb, $4, $4) ON CONFLICT (id) DO UPDATE SET "
+            "identifier = EXCLUDED.identifier, metadata = EXCLUDED.metadata, "
+            '"createdAt" = EXCLUDED."createdAt", "updatedAt" = CURRENT_TIMESTAMP',
+            user["id"],
+            user["identifier"],
+            json_text(user.get("metadata") or {}),
+            created,
+        )
+
+    async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
+        """Marked deleted (``deletedAt``), which Chainlit's layer honours; reversible."""
+        when = parse_time(deleted_at) or datetime.now(timezone.utc).replace(tzinfo=None)
+        await self.conn.execute(
+            'UPDATE "Thread" SET "deletedAt" = $2 WHERE id = $1', thread_id, round_ms(when)
+        )
+
+    async def _upload_all(
+        self, plan: ThreadPlan, summary: Summary
+    ) -> dict[str, tuple[str, str, int]]:
+        """The plan's element bytes put in the storage: element id -> (key, sha256, size)."""
+        uploads: dict[str, tuple[str, str, int]] = {}
+        for el in plan.elements:
+            if not self.will_upload(el):
+                continue
+            assert el.fetch is not None
+            data = await el.fetch()
+            eid = el.fields["id"]
+            if data is None:
+                summary.stayed_behind(f"{el.origin or eid}: its file is missing in the source")
+                continue
+            key = upload_key(plan.thread_id, eid)
+            mime = str(el.fields.get("mime") or "application/octet-stream")
+            name = str(el.fields.get("name") or eid)
+            await upload(self.storage, key, data, mime, download_name=name)
+            uploads[eid] = (key, hashlib.sha256(data).hexdigest(), len(data))
+            summary.bytes_copied += len(data)
+        return uploads
+
+    async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
+        tid = plan.thread_id
+        uploads = await self._upload_all(plan, summary)  # storage is not transactional
+        codec = StepCodec(self.step_types, plan.all_step_ids, plan.thread_created)
+        conn = self.conn
+        async with conn.transaction():
+            if plan.thread is not None:
+                await self._write_thread(plan.thread)
+            doomed = set(plan.delete_steps)
+            steps = list(plan.steps)
+            # Deleting a step cascades to its children in this schema (not in the
+            # archive, where they stay): write those children again, unparented.
+            planned = {s["id"] for s in steps}
+            steps += [
+                s
+                for s in plan.source_steps
+                if s.get("parentId") in doomed and s["id"] not in planned | doomed
+            ]
+            if doomed:
+                await conn.execute(
+                    'DELETE FROM "Feedback" WHERE "stepId" = ANY($1::text[])', sorted(doomed)
+                )
+                await conn.execute(
+                    'DELETE FROM "Step" WHERE id = ANY($1::text[]) AND "threadId" = $2',
+                    sorted(doomed),
+                    tid,
+                )
+            for step in steps:
+                await self._write_step(codec.row_values(step, tid))
+            if plan.delete_elements:
+                await conn.execute(
+                    'DELETE FROM "Element" WHERE id = ANY($1::text[]) AND "threadId" = $2',
+                    plan.delete_elements,
+                    tid,
+                )
+            for el in plan.elements:
+                cols = element_row_values(el.fields, tid, uploads.get(el.fields["id"]))
+                await self._write_element(cols)
+            if plan.delete_feedback:
+                await conn.execute(
+                    'DELETE FROM "Feedback" WHERE id = ANY($1::text[])', plan.delete_feedback
+                )
+            for fb in plan.feedback:
+                await self._write_feedback(fb)
+
+    async def _write_thread(self, thread: dict[str, Any]) -> None:
+        tags = thread.get("tags")
+        await self.conn.execute(
+            'INSERT INTO "Thread" (id, "createdAt", "updatedAt", name, metadata, tags, "userId") '
+            "VALUES ($1, $2, $3, $4, $5::jsonb, $6::text[], $7) ON CONFLICT (id) DO UPDATE SET "
+            '"createdAt" = EXCLUDED."createdAt", "updatedAt" = EXCLUDED."updatedAt", '
+            "name = EXCLUDED.name, metadata = EXCLUDED.metadata, tags = EXCLUDED.tags, "
+            '"userId" = EXCLUDED."userId"',
+            thread["id"],
+            ts(thread.get("createdAt") or thread.get("updatedAt")),
+            ts(thread.get("updatedAt") or thread.get("createdAt")),
+            text(thread.get("name")),
+            json_text(thread.get("metadata") or {}),
+            list(tags) if isinstance(tags, list) else None,
+            thread.get("userId"),
+        )
+
+    async def _write_step(self, cols: dict[str, Any]) -> None:
+        await self._write_owned(
+            "Step", STEP_COLUMNS, cols, {"metadata": "jsonb", "type": '"StepType"'}
+        )
+
+    async def _write_element(self, cols: dict[str, Any]) -> None:
+        await self._write_owned(
+            "Element", ELEMENT_COLUMNS, cols, {"metadata": "jsonb", "props": "jsonb"}
+        )
+
+    async def _write_owned(
+        self, table: str, columns: Sequence[str], cols: dict[str, Any], casts: dict[str, str]
+    ) -> None:
+        """Insert or update a step or element row, refusing one of another thread
+        (``casts``: the type each column's parameter is cast to; JSON ones are sent as
+        JSON text)."""
+        names = ", ".join(f'"{c}"' for c in columns)
+        values = ", ".join(
+            f"${n}::{casts[c]}" if c in casts else f"${n}" for n, c in enumerate(columns, start=1)
+        )
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c != "id")
+        params = [json_text(cols[c]) if casts.get(c) == "jsonb" else cols[c] for c in columns]
+        status = await self.conn.execute(
+            f'INSERT INTO "{table}" ({names}) VALUES ({values}) ON CONFLICT (id) DO UPDATE SET '
+            f'{updates}, "updatedAt" = CURRENT_TIMESTAMP '
+            f'WHERE "{table}"."threadId" IS NOT DISTINCT FROM EXCLUDED."threadId"',
+            *params,
+        )
+        if status.endswith(" 0"):
+            raise ValueError(f"{table.lower()} id {cols['id']} is already used by another thread")
+
+    async def _write_feedback(self, fb: dict[str, Any]) -> None:
+        # One feedback per step, as in the archive and in Chainlit's UI.
+        await self.conn.execute(
+            'DELETE FROM "Feedback" WHERE "stepId" = $1 AND id <> $2', fb["forId"], fb["id"]
+        )
+        await self.conn.execute(
+            'INSERT INTO "Feedback" (id, "stepId", name, value, comment) '
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET "
+            '"stepId" = EXCLUDED."stepId", value = EXCLUDED.value, '
+            'comment = EXCLUDED.comment, "updatedAt" = CURRENT_TIMESTAMP',
+            fb["id"],
+            fb["forId"],
+            FEEDBACK_NAME,
+            float(fb["value"]),
+            fb.get("comment"),
+        )

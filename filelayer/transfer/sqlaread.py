@@ -1,0 +1,151 @@
+"""Reading a database with the schema of Chainlit's ``SQLAlchemyDataLayer`` into the
+copy's neutral shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .._time import ms_key
+from ..format import journal
+from .model import ElementData, Fetch, ThreadData, ThreadRef
+from .sqlarows import Codec
+from .sqldb import Database
+from .stash import one_per_step
+from .storage import local_file, read_reference
+
+
+class SQLAlchemyReader:
+    """The schema's rows as neutral dicts.
+
+    An element's bytes are read through the storage client when one is configured, else
+    from its ``url`` or ``objectKey`` when it names a local file (relative to ``bases``),
+    else from an http(s) ``url`` (with ``fetch_urls``): the ``url`` column may hold a
+    signed link that has expired."""
+
+    def __init__(
+        self, db: Database, codec: Codec, storage: Any, bases: list[Path], *, fetch_urls: bool
+    ) -> None:
+        self.db = db
+        self.codec = codec
+        self.storage = storage
+        self.bases = bases
+        self.fetch_urls = fetch_urls
+
+    async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
+        rows = await self.db.fetch(
+            "SELECT * FROM users WHERE CAST(? AS TEXT) IS NULL OR identifier = ? "
+            'ORDER BY "createdAt", id',
+            identifier,
+            identifier,
+        )
+        return [self.codec.user_read(r) for r in rows]
+
+    async def user_ids(self) -> set[str]:
+        return {str(r["id"]) for r in await self.db.fetch("SELECT id FROM users")}
+
+    async def list_threads(self, identifier: str | None, since: str | None) -> list[ThreadRef]:
+        rows = await self.db.fetch(
+            """
+            SELECT t.id AS id, t."createdAt" AS created,
+                   (SELECT max(s."createdAt") FROM steps s WHERE s."threadId" = t.id) AS latest
+            FROM threads t LEFT JOIN users u ON u.id = t."userId"
+            WHERE CAST(? AS TEXT) IS NULL OR u.identifier = ? OR t."userIdentifier" = ?
+            ORDER BY t.id
+            """,
+            identifier,
+            identifier,
+            identifier,
+        )
+        refs = []
+        for r in rows:
+            if since is not None:
+                newest = max(ms_key(r["created"]), ms_key(r["latest"]))
+                if newest < since:
+                    continue
+            refs.append(ThreadRef(str(r["id"])))
+        return refs
+
+    async def is_deleted(self, thread_id: str) -> bool:
+        return False  # the layer keeps no trace of what it deleted
+
+    async def read_thread(self, thread_id: str) -> ThreadData | None:
+        if not self.codec.valid_id(thread_id):
+            return None
+        db = self.db
+        found = await db.fetch("SELECT * FROM threads WHERE id = ?", thread_id)
+        if not found:
+            return None
+        row = found[0]
+        if row.get("userId") is not None and not row.get("userIdentifier"):
+            owner = await db.fetch("SELECT identifier FROM users WHERE id = ?", row["userId"])
+            row["userIdentifier"] = owner[0]["identifier"] if owner else None
+        step_rows = await db.fetch(
+            'SELECT * FROM steps WHERE "threadId" = ? ORDER BY "createdAt", start, id', thread_id
+        )
+        steps = [self.codec.step_read(r) for r in step_rows]
+        data = ThreadData(thread=self.codec.thread_read(row, steps))
+        data.steps = journal.order_steps(steps, {s["id"]: n for n, s in enumerate(steps)})
+        step_ids = {s["id"] for s in steps}
+        feedback = [
+            self.codec.feedback_read(r)
+            for r in await db.fetch(
+                'SELECT * FROM feedbacks WHERE "threadId" = ? ORDER BY id', thread_id
+            )
+        ]
+        data.feedback = one_per_step([fb for fb in feedback if fb["forId"] in step_ids])
+        for r in await db.fetch(
+            'SELECT * FROM elements WHERE "threadId" = ? ORDER BY id', thread_id
+        ):
+            fields = self.codec.element_read(r)
+            key, url = fields.get("objectKey"), fields.get("url")
+            item = ElementData(fields=fields)
+            item.origin = str(key or url or f"element {fields['id']}")
+            item.elsewhere = bool(key or url)
+            # A stored link to bytes in the storage (signed, it may expire) or to a
+            # local file: not worth keeping where the bytes themselves are kept.
+            item.transient_url = bool(url) and (
+                bool(key) or not str(url).lower().startswith(("http://", "https://"))
+            )
+            item.fetch = self._fetcher(key, url)
+            data.elements.append(item)
+        return data
+
+    def _fetcher(self, object_key: Any, url: Any) -> Fetch | None:
+        storage, bases, fetch_urls = self.storage, self.bases, self.fetch_urls
+        ways: list[Fetch] = []
+        if isinstance(object_key, str) and object_key and storage is not None:
+
+            async def from_storage() -> bytes | None:
+                try:
+                    read_url = await storage.get_read_url(object_key=object_key)
+                except Exception:
+                    return None
+                return await read_reference(str(read_url), *bases, fetch_urls=True)
+
+            ways.append(from_storage)
+        local = [r for r in (url, object_key) if local_file(r, *bases) is not None]
+        remote = (
+            [url]
+            if fetch_urls
+            and isinstance(url, str)
+            and url.lower().startswith(("http://", "https://"))
+            else []
+        )
+        for reference in [*local, *remote]:
+
+            async def from_reference(ref: str = str(reference)) -> bytes | None:
+                return await read_reference(ref, *bases, fetch_urls=fetch_urls)
+
+            ways.append(from_reference)
+        if not ways:
+            return None
+
+        async def fetch() -> bytes | None:
+            for way in ways:
+                data = await way()
+                if data is not None:
+                    return data
+            return None
+
+        return fetch

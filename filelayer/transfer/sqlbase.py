@@ -1,0 +1,202 @@
+"""What the endpoints of Chainlit's two SQL schemas share: connecting, checking and
+creating the schema, the storage client, the element-bytes policy, and handing reads and
+writes to the schema's own reader and writer.
+
+An endpoint for a SQL schema (:mod:`~filelayer.transfer.postgres`,
+:mod:`~filelayer.transfer.sqla`) subclasses :class:`SQLEndpoint` and fills in its hooks:
+how to connect, which tables are missing, how to create them, and, once the database is
+there, a :class:`RowReader` (rows into the neutral shape) and a :class:`RowWriter` (plans
+as rows). A schema that does not exist yet (a dry run with ``--create-schema``) reads as
+empty and has neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any, Protocol
+
+from . import storage as _storage
+from .model import CopyUsageError, ElementData, Endpoint, Summary, ThreadData, ThreadPlan, ThreadRef
+
+INSTALL_HINT = "pip install 'chainlit-filelayer[sql]'"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+async def connect_asyncpg(url: str, label: str) -> Any:
+    """An asyncpg connection to ``url``; a missing asyncpg or an unreachable server is a
+    :class:`CopyUsageError` that says what to do (``label``: the URL without password)."""
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise CopyUsageError(
+            f"asyncpg is needed to use a PostgreSQL database ({label}): {INSTALL_HINT}"
+        ) from exc
+    try:
+        return await asyncpg.connect(url, timeout=15)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        raise CopyUsageError(
+            f"cannot connect to {label}: {exc}. Check the URL (user, password, "
+            "host, port, database) and that the server accepts connections."
+        ) from exc
+
+
+class RowReader(Protocol):
+    """A schema's rows read into the neutral shape (see :class:`~.model.Endpoint`)."""
+
+    async def list_users(self, identifier: str | None) -> list[dict[str, Any]]: ...
+
+    async def user_ids(self) -> set[str]: ...
+
+    async def list_threads(self, identifier: str | None, since: str | None) -> list[ThreadRef]: ...
+
+    async def is_deleted(self, thread_id: str) -> bool: ...
+
+    async def read_thread(self, thread_id: str) -> ThreadData | None: ...
+
+
+class RowWriter(Protocol):
+    """Plans written as a schema's rows (see :class:`~.model.Endpoint`)."""
+
+    async def write_user(self, user: dict[str, Any]) -> None: ...
+
+    async def delete_thread(self, thread_id: str, deleted_at: str) -> None: ...
+
+    async def apply(self, plan: ThreadPlan, summary: Summary) -> None: ...
+
+
+class SQLEndpoint(Endpoint):
+    """A database with one of Chainlit's SQL schemas (subclasses say which)."""
+
+    records_deletions = False  # Chainlit's layers delete rows outright
+    tables_are = ""
+    """Whose tables these are, for messages ("Chainlit's tables")."""
+    create_hint = ""
+    """How to get the tables, when a destination lacks them."""
+    source_hint = ""
+    """What to check, when a source lacks them."""
+
+    def __init__(self, location: str, *, fetch_urls: bool = True) -> None:
+        self.location = location
+        self.label = redact(location)
+        self.fetch_urls = fetch_urls
+        self.storage: Any = None
+        self.missing_schema = False
+        self.reader: RowReader | None = None
+        self.writer: RowWriter | None = None
+
+    # -- the hooks ------------------------------------------------------------------
+
+    async def _connect(self, *, create: bool, dry_run: bool, create_schema: bool) -> bool:
+        """Connect; ``False`` when there is no database yet and a dry run would make it."""
+        raise NotImplementedError
+
+    async def _missing_tables(self) -> list[str]:
+        raise NotImplementedError
+
+    async def apply_schema(self) -> None:
+        """Create the schema's tables (idempotent)."""
+        raise NotImplementedError
+
+    async def _open_rows(self) -> None:
+        """The schema is there: learn what it holds, set :attr:`reader` and :attr:`writer`."""
+        raise NotImplementedError
+
+    async def _disconnect(self) -> None:
+        raise NotImplementedError
+
+    # -- opening and closing --------------------------------------------------------
+
+    async def open(self, *, create: bool, dry_run: bool, create_schema: bool) -> None:
+        if not await self._connect(create=create, dry_run=dry_run, create_schema=create_schema):
+            self.missing_schema = True  # a dry run into a new database: all would be copied
+        else:
+            missing = await self._missing_tables()
+            if missing and create and create_schema and not dry_run:
+                await self.apply_schema()
+                missing = await self._missing_tables()
+            if missing:
+                if not (create and create_schema and dry_run):
+                    where = "destination" if create else "source"
+                    raise CopyUsageError(
+                        f"the {where} database {self.label} lacks {self.tables_are} "
+                        f"({', '.join(missing)}). "
+                        + (self.create_hint if create else self.source_hint)
+                    )
+                self.missing_schema = True  # would be created: the database reads as empty
+        if self.storage_override is not None:
+            self.storage = self.storage_override
+        else:
+            self.storage = _storage.storage_client_from_env()
+        if not self.missing_schema:
+            await self._open_rows()
+
+    async def close(self) -> None:
+        # A client given by the caller is the caller's to close.
+        if self.storage is not None and self.storage is not self.storage_override:
+            with contextlib.suppress(Exception):  # closing must not hide the copy's result
+                await self.storage.close()
+        await self._disconnect()
+
+    # -- reading and writing: the schema's reader and writer ------------------------
+
+    async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
+        return [] if self.reader is None else await self.reader.list_users(identifier)
+
+    async def user_by_identifier(self, identifier: str) -> dict[str, Any] | None:
+        found = await self.list_users(identifier)
+        return found[0] if found else None
+
+    async def user_ids(self) -> set[str]:
+        return set() if self.reader is None else await self.reader.user_ids()
+
+    async def list_threads(self, identifier: str | None, since: str | None) -> list[ThreadRef]:
+        return [] if self.reader is None else await self.reader.list_threads(identifier, since)
+
+    async def is_deleted(self, thread_id: str) -> bool:
+        return self.reader is not None and await self.reader.is_deleted(thread_id)
+
+    async def read_thread(self, thread_id: str) -> ThreadData | None:
+        return None if self.reader is None else await self.reader.read_thread(thread_id)
+
+    def _need_writer(self) -> RowWriter:
+        assert self.writer is not None, "written before the database was opened"
+        return self.writer
+
+    async def write_user(self, user: dict[str, Any]) -> None:
+        await self._need_writer().write_user(user)
+
+    async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
+        await self._need_writer().delete_thread(thread_id, deleted_at)
+
+    async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
+        await self._need_writer().apply(plan, summary)
+
+    # -- element bytes --------------------------------------------------------------
+
+    def wants_bytes(self, el: ElementData) -> bool:
+        """Whether the element's row here needs its bytes in the storage. Not when it
+        has a URL of its own: Chainlit reads the URL first and serves it from there."""
+        return not el.fields.get("url")
+
+    def will_upload(self, el: ElementData) -> bool:
+        return self.storage is not None and el.fetch is not None and self.wants_bytes(el)
+
+    def element_problem(self, el: ElementData, plan: ThreadPlan) -> str | None:
+        step = el.fields.get("forId")
+        if isinstance(step, str) and step not in plan.all_step_ids:
+            return f"its step {step} is not in the thread"
+        return None
+
+    def bytes_behind(self, src: ElementData, held: ElementData | None) -> str | None:
+        if src.fetch is not None and self.storage is None and self.wants_bytes(src):
+            return (
+                "no storage client is configured (set Chainlit's BUCKET_NAME and S3, GCS "
+                "or Azure variables, or name your app's client with --storage-client); only "
+                "the element row is copied"
+            )
+        return None

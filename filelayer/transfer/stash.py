@@ -1,0 +1,111 @@
+"""Values in the rows of Chainlit's two SQL schemas, and the stash that makes a copy lossless.
+
+Both schemas have fewer columns than Chainlit's step and element dicts, so that a copy to
+a database and back loses nothing, whatever a row's columns cannot say is kept in its
+JSON ``metadata`` under one key, :data:`STASH`. Reading applies a stashed value only
+while it still agrees with the columns (encoding it again gives the same row): a row
+edited later by Chainlit, the app or by hand reads as its columns say. The two SQL
+endpoints (:mod:`~filelayer.transfer.postgres`, :mod:`~filelayer.transfer.sqla`) encode
+their own columns and share this: one stash format, one rule for applying it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection
+from typing import Any
+
+STASH = "_filelayer"
+"""The metadata key holding what a row's columns cannot say."""
+
+
+def text(value: Any) -> str | None:
+    """A value for a ``TEXT`` column: a string as it is, anything else as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def json_text(value: Any) -> str | None:
+    """A value for a JSON column, written as JSON text (``None`` stays SQL ``NULL``)."""
+    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def json_value(raw: Any, *, layers: int) -> Any:
+    """A JSON column as the value it holds. Drivers hand JSON back as text (asyncpg
+    without a codec, SQLite always), and a writer may have stored JSON text in a JSON
+    column, which then holds a JSON string: text is parsed up to ``layers`` times, until
+    it is not text that parses (such text comes back as it is)."""
+    for _ in range(layers):
+        if not isinstance(raw, str):
+            return raw
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def make_stash(
+    original: dict[str, Any],
+    plain: dict[str, Any],
+    *,
+    ignored: Collection[str] = (),
+    none_is_absent: bool = False,
+) -> dict[str, Any]:
+    """What must be kept beside the columns so that ``original`` reads back exactly,
+    given ``plain``, what the columns alone say.
+
+    ``ignored``: fields never stashed (the fields readers add, which are not part of a
+    stored value). ``none_is_absent``: a field set to ``None`` counts as not set (a
+    schema whose reader leaves ``NULL`` columns out)."""
+    changed = {
+        k: v
+        for k, v in original.items()
+        if k not in ignored
+        and not (none_is_absent and v is None)
+        and (k not in plain or plain[k] != v)
+    }
+    if none_is_absent:
+        unset = sorted(k for k in plain if original.get(k) is None and k not in ignored)
+    else:
+        unset = sorted(k for k in plain if k not in original and k not in ignored)
+    stash: dict[str, Any] = {}
+    if changed:
+        stash["set"] = changed
+    if unset:
+        stash["unset"] = unset
+    return stash
+
+
+def apply_stash(
+    plain: dict[str, Any],
+    stash: dict[str, Any],
+    consistent: Callable[[dict[str, Any]], bool],
+) -> dict[str, Any]:
+    """``plain`` with each stashed value that still agrees with the row's columns
+    (``consistent``: encoding the candidate again gives the row as it is)."""
+    result = dict(plain)
+    changed = stash.get("set")
+    if isinstance(changed, dict):
+        for key in sorted(changed):
+            candidate = {**result, key: changed[key]}
+            if consistent(candidate):
+                result = candidate
+    unset = stash.get("unset")
+    if isinstance(unset, list):
+        for key in unset:
+            if isinstance(key, str) and key in result:
+                candidate = {k: v for k, v in result.items() if k != key}
+                if consistent(candidate):
+                    result = candidate
+    return result
+
+
+def one_per_step(feedback: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last feedback of each step (``forId``), in the order read: the archive and
+    Chainlit's UI keep one a step, a database may hold several."""
+    by_step: dict[str, dict[str, Any]] = {}
+    for fb in feedback:
+        by_step[fb["forId"]] = fb
+    return list(by_step.values())
