@@ -1,15 +1,15 @@
 """Which endpoint a location names, and opening it.
 
-The database endpoints are imported only when a URL names them, so the command line
-works without their optional packages."""
+The database endpoints are imported only when a URL names them (asyncpg and Chainlit
+only when one is opened), so the command line works without their optional packages."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from .archive import ArchiveEndpoint
 from .model import CopyUsageError, Endpoint
+from .sqldb import detect_postgres_schema, is_sqlalchemy_postgres_url, is_sqlite_url
 
 SCHEMAS = ("official", "sqlalchemy")
 
@@ -18,14 +18,13 @@ def endpoint_kind(location: str, schema: str | None = None) -> str:
     """What a SOURCE or DEST names: ``archive``, ``official`` (Chainlit's PostgreSQL
     schema), ``sqlalchemy`` (the SQLAlchemy data layer's schema, on SQLite or PostgreSQL)
     or ``postgresql`` (a plain PostgreSQL URL whose schema is found from its tables)."""
-    lowered = location.lower()
-    if re.match(r"sqlite(\+\w+)?://", lowered):
+    if is_sqlite_url(location):
         if schema == "official":
             raise CopyUsageError("Chainlit's official schema is PostgreSQL only, not SQLite")
         return "sqlalchemy"
-    if re.match(r"postgres(ql)?\+\w+://", lowered):  # SQLAlchemy's own URL form
+    if is_sqlalchemy_postgres_url(location):
         return schema or "sqlalchemy"
-    if lowered.startswith(("postgresql://", "postgres://")):
+    if location.lower().startswith(("postgresql://", "postgres://")):
         return schema or "postgresql"
     if "://" in location:
         raise CopyUsageError(
@@ -44,8 +43,6 @@ async def open_endpoint(
     kind = endpoint_kind(location, schema)
     endpoint: Endpoint
     if kind == "postgresql":
-        from .sqldb import detect_postgres_schema
-
         kind = await detect_postgres_schema(location)
     if kind == "official":
         from .postgres import PostgresEndpoint
