@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from filelayer import ArchiveStore
+from filelayer import ArchiveStore, StorageWriteError
+from filelayer._io import aio as _aio
 from filelayer._io import flusher as _flusher
 from filelayer._io import fs as _fs
 from filelayer.maintenance.compact import compact_thread
@@ -275,6 +276,37 @@ def test_a_file_not_flushed_yet_is_replaced_without_an_fsync(
     os.utime(manifest, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # another writer
     store.update_thread("t1", name="again")
     assert names(fsyncs.files) == ["thread.json"]
+
+
+async def test_element_bytes_follow_the_rules_of_every_other_file(
+    tmp_path: Path, fsyncs: Fsyncs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data layer writes element bytes off the event loop (``_io.aio``) with the one
+    atomic write every file goes through, so the same rules hold: in the ``fsync`` mode
+    the file, then its directory; in the ``flush`` mode nothing at once, the flusher's
+    next pass takes both, and a file replaced before that pass needs no fsync (it has no
+    version on the disk) while one already flushed is fsynced before it is replaced."""
+    flushed: list[Path] = []
+    flusher = _flusher.Flusher(interval=3600, fsync=flushed.append)  # flushed by hand
+    monkeypatch.setattr(_fs, "FLUSHER", flusher)
+    durable = tmp_path / "e1.png"
+    await _aio.write_file(durable, b"png", durable=True)
+    assert names(fsyncs.files) == ["e1"] and fsyncs.dirs == [tmp_path]
+    assert durable.read_bytes() == b"png" and flusher.pending == 0
+    fsyncs.clear()
+
+    later = tmp_path / "e1-flush.txt"
+    await _aio.write_file(later, b"one", durable=False)
+    await _aio.write_file(later, b"two", durable=False)
+    assert fsyncs.files == [] and fsyncs.dirs == []
+    flusher.flush()
+    assert flushed == [later, tmp_path]
+    await _aio.write_file(later, b"three", durable=False)
+    assert names(fsyncs.files) == ["e1"] and later.read_bytes() == b"three"
+
+    with pytest.raises(StorageWriteError):
+        await _aio.write_file(tmp_path / "no-such-dir" / "e1.txt", b"x", durable=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e1-flush.txt", "e1.png"]
 
 
 def test_the_flusher_runs_within_its_interval(
