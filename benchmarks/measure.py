@@ -291,6 +291,44 @@ async def concurrent_chats(
     }
 
 
+def _watch_loop(stop: asyncio.Event, result: dict[str, Any]) -> None:
+    """Sample the loop thread's stack whenever the loop has not run a callback for
+    20 ms (a diagnosis aid: FILELAYER_LAG_STACKS=1), counting the innermost frames of
+    the project, so a lag can be traced to the code that held the loop."""
+    import collections
+    import threading
+    import traceback
+
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
+    beat = [time.perf_counter()]
+    counts: collections.Counter[str] = collections.Counter()
+
+    def tick() -> None:
+        beat[0] = time.perf_counter()
+        if not stop.is_set():
+            loop.call_later(0.002, tick)
+
+    def watch() -> None:
+        while not stop.is_set():
+            time.sleep(0.004)
+            if time.perf_counter() - beat[0] > 0.020:
+                frame = sys._current_frames().get(loop_thread)
+                if frame is None:
+                    continue
+                stack = traceback.extract_stack(frame)
+                ours = [f for f in stack if "filelayer" in f.filename]
+                where = " < ".join(
+                    f"{'/'.join(f.filename.split('/')[-2:])}:{f.lineno} {f.name}"
+                    for f in reversed((ours or stack)[-4:])
+                )
+                counts[f"{stack[-1].name} @ {where}"] += 1
+        result["lag_stacks"] = counts.most_common(15)
+
+    loop.call_soon(tick)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
     """The event loop of a serving process while another process runs ``filelayer
     reindex`` and then ``filelayer compact`` on its archive.
@@ -379,6 +417,8 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
                 collections.setdefault(phase, []).append(time.perf_counter() - gc_started[0])
 
         gc.callbacks.append(on_gc)
+        if os.environ.get("FILELAYER_LAG_STACKS"):
+            _watch_loop(stop, result)
         tasks = [asyncio.ensure_future(heartbeat()), asyncio.ensure_future(chat())]
         await asyncio.sleep(1.0)
         phase = "quiet"
