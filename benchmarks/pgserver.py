@@ -7,7 +7,9 @@ directory, ``pg_ctl`` to start it on a free port bound to 127.0.0.1 only, and as
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import logging
 import os
 import shutil
 import socket
@@ -28,6 +30,12 @@ def find_bindir() -> Path | None:
         if c and (Path(c) / "initdb").exists() and (Path(c) / "pg_ctl").exists():
             return Path(c)
     return None
+
+
+_PORT_ATTEMPTS = 5
+"""Ports tried before giving up on starting the server."""
+
+_log = logging.getLogger(__name__)
 
 
 def _free_port() -> int:
@@ -86,6 +94,33 @@ class PostgresServer:
             "--locale=C",
             "--no-instructions",
         )
+        # The port was free when it was chosen, but another process may take it before
+        # the server binds it (tests start servers side by side): then a new one.
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                self._start_server()
+                break
+            except RuntimeError as exc:
+                if attempt + 1 == _PORT_ATTEMPTS or not self._port_was_taken():
+                    raise
+                _log.info("PostgreSQL could not bind port %d (%s); trying another", self.port, exc)
+                self.port = _free_port()
+        self.started = True
+        self._run(
+            "createdb",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            self.database,
+        )
+        return self
+
+    def _start_server(self) -> None:
+        with contextlib.suppress(OSError):  # each attempt is judged on its own log
+            self.logfile.unlink()
         options = (
             f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c max_connections=50"
         )
@@ -102,18 +137,14 @@ class PostgresServer:
             "60",
             "start",
         )
-        self.started = True
-        self._run(
-            "createdb",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            "postgres",
-            self.database,
-        )
-        return self
+
+    def _port_was_taken(self) -> bool:
+        """Whether the last start failed because the port was in use (its log says so)."""
+        try:
+            text = self.logfile.read_text(errors="replace")
+        except OSError:
+            return False
+        return "could not bind" in text or "Address already in use" in text
 
     def stop(self) -> None:
         try:
