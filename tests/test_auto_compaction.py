@@ -214,13 +214,13 @@ def test_a_journal_of_new_lines_is_not_read_again_and_again(tmp_path: Path) -> N
     looks: list[str] = []
 
     def counting(store: ArchiveStore) -> ArchiveStore:
-        look = store._compact_open
+        look = store.compactor.compact_open
 
         def spy(thread_id: str, *args: Any) -> Any:
             looks.append(thread_id)
             return look(thread_id, *args)
 
-        store._compact_open = spy  # type: ignore[method-assign]
+        store.compactor.compact_open = spy  # type: ignore[method-assign]
         return store
 
     first = counting(ArchiveStore(root))

@@ -24,7 +24,7 @@ from filelayer._io import aio as _aio
 from filelayer._io import flusher as _flusher
 from filelayer._io import fs as _fs
 from filelayer.maintenance.compact import compact_thread
-from filelayer.store import archive as store_module
+from filelayer.store import lifecycle as store_module
 
 
 class Fsyncs:

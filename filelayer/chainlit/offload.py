@@ -156,7 +156,7 @@ class Offload:
             result = self._inline(fn, args, kwargs)
             if result is _BUSY:
                 result = await self._in_lane(fn, args, kwargs)
-        if self.store._due and self._compacting is None:
+        if self.store.compactor.has_due and self._compacting is None:
             self._compact_soon()
         return result
 
@@ -164,7 +164,7 @@ class Offload:
         """A write made durable in every mode (a user, a thread's deletion): in the
         worker thread, in its turn."""
         result = await self._in_lane(fn, args, kwargs)
-        if self.store._due and self._compacting is None:
+        if self.store.compactor.has_due and self._compacting is None:
             self._compact_soon()
         return result
 
@@ -250,7 +250,7 @@ class Offload:
 
         def done(_: asyncio.Future[None]) -> None:
             self._compacting = None
-            if self.store._due:  # made due while the last ones ran
+            if self.store.compactor.has_due:  # made due while the last ones ran
                 self._compact_soon()
 
         future.add_done_callback(done)

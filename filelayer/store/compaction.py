@@ -1,10 +1,22 @@
-"""What a journal compaction needs to know and reports: the live bytes a process follows as
-it writes a journal (:class:`_Growth`), when a journal is worth compacting, and the
-outcome of one compaction (:class:`Compaction`)."""
+"""Journal compaction: the live bytes a process follows as it writes a journal
+(:class:`_Growth`), when a journal is worth compacting, the compaction itself
+(:class:`Compactor`) and the outcome of one (:class:`Compaction`)."""
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
+
+from .._io import fs as _fs
+from ..format import codec as _codec
+from ..format import journal
+from ..format.layout import Layout
+from .cache import Lru
+from .locking import WriteLocks
+
+log = logging.getLogger("filelayer")
 
 _COMPACT_MIN_BYTES = 64 * 1024
 """A journal is compacted by itself only past this size: below, there is little to save."""
@@ -77,3 +89,166 @@ class Compaction:
     @property
     def changed(self) -> bool:
         return self.skipped is None and self.before != self.after
+
+
+class Compactor:
+    """The compactions of one store: which journals its writes made worth a look
+    (due), what it knows of their live bytes, and the compaction of a journal.
+
+    Runs in any thread without the store's :attr:`~ArchiveStore.mutex` (the adapter runs
+    it in a worker): it reads files only, and its notes in memory (when to look at the
+    journal again, whether it is due again) are single dictionary entries."""
+
+    def __init__(self, layout: Layout, locks: WriteLocks, *, enabled: bool) -> None:
+        self.layout = layout
+        self.locks = locks
+        self.enabled = enabled
+        """Whether writes make journals due (``auto_compact``)."""
+        self._growth: Lru[str, _Growth] = Lru(_GROWTH_KEPT)  # live bytes, as written
+        self._due: dict[str, None] = {}  # journals to look at, in order
+
+    @property
+    def has_due(self) -> bool:
+        """Whether the last writes made a journal worth a look."""
+        return bool(self._due)
+
+    def forget(self) -> None:
+        """Forget what was learnt of the journals' live bytes (their files changed)."""
+        self._growth.clear()
+
+    def appended(
+        self,
+        thread_id: str,
+        opened: _fs.AppendFile,
+        at: int,
+        size: int,
+        step: str | None,
+        deleted: str | None,
+    ) -> None:
+        """Follow the journal's live bytes as lines are appended (see :class:`_Growth`),
+        and make its compaction due once its dead bytes may outweigh them."""
+        growth = self._growth.get(thread_id)
+        if growth is None or growth.file != opened.id:
+            # A journal this write started is known from its first byte; any other is
+            # not known until a compaction (done or declined) has read it once.
+            growth = _Growth(opened.id) if at == 0 else _Growth()
+            self._growth.put(thread_id, growth)
+        growth.written(at, size, step, deleted)
+        end = opened.size
+        if end >= _COMPACT_MIN_BYTES and (
+            growth.file is None
+            or end > 2 * (growth.live + growth.unknown)
+            or growth.unknown > growth.live
+        ):
+            self._due[thread_id] = None
+
+    def take_due(self) -> list[str]:
+        """The threads whose journals the last writes made worth a look, forgotten
+        here: the caller runs :meth:`compact_journal`."""
+        due = list(self._due)
+        self._due.clear()
+        return due
+
+    def compact_due(self) -> None:
+        """Compact the journals the last writes made worth it; a failure is logged."""
+        for thread_id in self.take_due():
+            try:
+                self.compact_journal(thread_id, only_if_worth_it=True)
+            except (OSError, ValueError) as exc:
+                log.warning("filelayer: could not compact the journal of %s: %s", thread_id, exc)
+
+    def compact_journal(self, thread_id: str, *, only_if_worth_it: bool = False) -> Compaction:
+        """See :meth:`ArchiveStore.compact_journal`."""
+        path = self.layout.journal(thread_id)
+        first: Compaction | None = None
+        heavy = False
+        for _ in range(_COMPACT_ROUNDS):
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            except FileNotFoundError:
+                return Compaction(thread_id, 0, 0)
+            try:
+                outcome = self.compact_open(thread_id, path, fd, only_if_worth_it)
+            finally:
+                os.close(fd)
+            heavy = False
+            if outcome is None:
+                continue  # replaced meanwhile: read it again
+            done, copied = outcome
+            if first is not None:
+                done.before = first.before
+            first = done
+            # Lines appended during the compaction were copied as they came: when they
+            # outweigh the compacted ones (a writer going fast), fold them in too (when
+            # compacting by itself; on request, once is what was asked).
+            if not done.changed or copied <= done.after - copied or not only_if_worth_it:
+                return done
+            heavy = True
+        if heavy:
+            # A writer still going faster than the compaction: due again, to be looked
+            # at after the next write, or at once by a caller that runs the due ones.
+            self._due[thread_id] = None
+        if first is not None:
+            return first
+        return Compaction(thread_id, 0, 0, skipped="it kept being replaced while compacted")
+
+    def compact_open(
+        self, thread_id: str, path: Path, fd: int, only_if_worth_it: bool
+    ) -> tuple[Compaction, int] | None:
+        """One compaction of the open journal: what it did and how many bytes were
+        appended meanwhile and copied; ``None`` if the journal was replaced. What it
+        learnt of the journal's live bytes is noted for the writers (:class:`_Growth`)."""
+        st = os.fstat(fd)
+        data = _fs.pread_all(fd, st.st_size, 0)
+        end = data.rfind(b"\n") + 1  # a line being appended right now is left for later
+        parsed = journal.parse(data[:end], path)
+        if parsed.bad_lines:
+            # Left alone: not looked at again before it doubled.
+            self._know(thread_id, (st.st_dev, st.st_ino), len(data), len(data), {})
+            return Compaction(thread_id, len(data), len(data), skipped=_DAMAGED), 0
+        records = list(journal.compacted_records(journal.fold(parsed.records)))
+        lines = [_codec.encode_line(r) for r in records]
+        canonical = b"".join(lines)
+        live = len(canonical)
+        steps = {
+            r[journal.OP_STEP]["id"]: len(line)
+            for r, line in zip(records, lines, strict=True)
+            if r["op"] == journal.OP_STEP
+        }
+        if only_if_worth_it and len(data) <= 2 * live:
+            # Not yet. What was read is known; the lines appended since count as live.
+            self._know(thread_id, (st.st_dev, st.st_ino), len(data), live + len(data) - end, steps)
+            return Compaction(thread_id, len(data), len(data)), 0
+        with self.locks.thread_lock(thread_id):
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                return Compaction(thread_id, 0, 0), 0  # deleted meanwhile
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or now.st_size < end:
+                return None  # replaced meanwhile: read it again
+            tail = _fs.pread_all(fd, now.st_size - end, end)
+            if tail:
+                appended = journal.parse(tail, path)
+                if appended.bad_lines or appended.torn_tail:
+                    file = (now.st_dev, now.st_ino)
+                    self._know(thread_id, file, now.st_size, now.st_size, {})
+                    skipped = Compaction(thread_id, now.st_size, now.st_size, skipped=_DAMAGED)
+                    return skipped, 0
+            if canonical == data[:end]:
+                file = (now.st_dev, now.st_ino)
+                self._know(thread_id, file, now.st_size, live + len(tail), steps)
+                return Compaction(thread_id, now.st_size, now.st_size), 0
+            # Always made durable before it replaces the journal: a power cut must not
+            # take acknowledged lines with the old file.
+            _fs.atomic_write(path, canonical + tail, durable=True)
+            new = os.stat(path)
+        self._know(thread_id, (new.st_dev, new.st_ino), new.st_size, live + len(tail), steps)
+        return Compaction(thread_id, now.st_size, live + len(tail)), len(tail)
+
+    def _know(
+        self, thread_id: str, file: tuple[int, int], size: int, live: int, steps: dict[str, int]
+    ) -> None:
+        """Note what a compaction learnt of a journal: from here on, the writers follow
+        its live bytes without reading it. (A single assignment: a worker thread may do
+        it while the event loop writes.)"""
+        self._growth[thread_id] = _Growth(file, size, live, steps)

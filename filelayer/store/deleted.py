@@ -37,6 +37,11 @@ class DeletedThreads(Tail):
                 if isinstance(record, dict) and isinstance(record.get("id"), str):
                     self._ids[record["id"]] = str(record.get("deletedAt") or "")
 
+    def forget(self) -> None:
+        """Forget what was read: the log is read again from its start at the next look
+        (it changed behind the layer's back, ``git checkout``)."""
+        self._reset()
+
     def add(self, thread_id: str, at: str) -> None:
         """This process just appended the deletion of ``thread_id`` to the log."""
         self._ids[thread_id] = at

@@ -121,11 +121,16 @@ def _stat(path: str) -> str:
 
 
 def watermark(store: ArchiveStore, thread_id: str) -> str:
+    """What changes whenever the thread's files change (see :func:`thread_watermark`)."""
+    return thread_watermark(store.layout, thread_id)
+
+
+def thread_watermark(layout: Layout, thread_id: str) -> str:
     """What changes whenever the thread's files change: (inode, size, mtime in ns) of its
     journal, then of its manifest, ``0:0:0`` for a file that does not exist. Every write
     changes one of them (a journal only grows, or is replaced by compaction; a manifest is
     always replaced), and so does ``git checkout`` (it writes files anew)."""
-    threads = str(store.layout.threads)
+    threads = str(layout.threads)
     return (
         _stat(f"{threads}/{thread_id}/steps.jsonl")
         + "/"

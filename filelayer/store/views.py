@@ -1,10 +1,28 @@
-"""Chainlit-shaped views of what the store holds: the defaults a step dict gets, the
-element fields an element file implies, and copies that callers may change freely."""
+"""Chainlit-shaped views of what the store holds: a thread in the ``ThreadDict`` shape,
+a page of the sidebar, an element and its bytes, the favorite steps; the defaults a step
+dict gets, the element fields an element file implies, and copies that callers may
+change freely. Reads only: they take no lock."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from ..format import manifest
+from ..format.ids import is_valid_id
+from ..format.layout import Layout
+from ..index.thread_index import Page, ThreadIndex
+from . import heal as _heal
+from . import session
+from .authors import manifest_or_stand_in
+from .deleted import DeletedThreads
+from .folds import FoldedJournals, read_state
+from .lifecycle import IndexLifecycle
+from .locate import Locator
+
+ElementUrl = Callable[[str, str], str]
 
 _STEP_DEFAULTS: dict[str, Any] = {
     "name": "",
@@ -28,7 +46,7 @@ _STEP_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _copy_json(value: Any) -> Any:
+def copy_json(value: Any) -> Any:
     """A deep copy of JSON data (dicts, lists, scalars), several times cheaper than
     ``copy.deepcopy``, and without recursion: stored metadata may nest deeply."""
     kind = type(value)
@@ -55,3 +73,191 @@ def _copy_json(value: Any) -> Any:
 
 def element_file_fields(relative: str, data: bytes) -> dict[str, Any]:
     return {"file": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def element_view(
+    thread_id: str, el: dict[str, Any], element_url: ElementUrl | None
+) -> dict[str, Any]:
+    """An element as Chainlit gets it: without the layer's file fields, with the URL
+    of its bytes (the element route) when it has a stored file and no URL of its own."""
+    view = {k: v for k, v in el.items() if k not in ("file", "sha256", "bytes")}
+    view["threadId"] = thread_id
+    if not view.get("url"):
+        has_file = isinstance(el.get("file"), str)
+        view["url"] = element_url(thread_id, el["id"]) if has_file and element_url else None
+    view.setdefault("props", {} if el.get("type") == "custom" else None)
+    return view
+
+
+class ThreadViews:
+    """The store's reads, in the shapes Chainlit asks for."""
+
+    def __init__(
+        self,
+        root: Path,
+        layout: Layout,
+        index: ThreadIndex,
+        deleted: DeletedThreads,
+        folds: FoldedJournals,
+        locator: Locator,
+        lifecycle: IndexLifecycle,
+        healer: _heal.Healer,
+    ) -> None:
+        self.root = root
+        self.layout = layout
+        self.index = index
+        self.deleted = deleted
+        self.folds = folds
+        self.locator = locator
+        self.lifecycle = lifecycle
+        self.healer = healer
+
+    def read_manifest(self, thread_id: str) -> dict[str, Any] | None:
+        """The thread's manifest; ``None`` for no thread, or a deleted one (whatever a
+        power cut left of its directory: the tombstone is what counts)."""
+        if not is_valid_id(thread_id) or self.deleted.has(thread_id):
+            return None
+        doc = manifest_or_stand_in(self.layout, thread_id)
+        if doc is None and self.layout.journal(thread_id).exists():
+            doc = manifest.new(thread_id, "")
+        return doc
+
+    def thread_author(self, thread_id: str) -> str:
+        """The author's identifier, ``""`` for an unknown thread (Chainlit: 404)."""
+        doc = self.read_manifest(thread_id)
+        if doc is None:
+            return ""
+        return str(doc.get("userIdentifier") or "")
+
+    def get_thread(
+        self, thread_id: str, element_url: ElementUrl | None = None
+    ) -> dict[str, Any] | None:
+        """See :meth:`ArchiveStore.get_thread`."""
+        doc = self.read_manifest(thread_id)
+        if doc is None:
+            return None
+        folded = self.folds.folded(thread_id)
+        state = folded.state
+        feedback = state.feedback_by_step()
+        steps = []
+        step_owner = self.locator.steps
+        for stored in folded.ordered:
+            # A copy: the folded state stays cached, and callers (the app's
+            # on_chat_resume) may change what they are given.
+            step = {**_STEP_DEFAULTS, "metadata": {}, **copy_json(stored)}
+            step["threadId"] = thread_id
+            step["streaming"] = False  # nothing persisted is still streaming
+            fb = feedback.get(stored["id"])
+            step["feedback"] = (
+                {
+                    "id": fb["id"],
+                    "forId": fb["forId"],
+                    "value": fb.get("value"),
+                    "comment": fb.get("comment"),
+                }
+                if fb
+                else None
+            )
+            steps.append(step)
+            step_owner.put(stored["id"], thread_id)
+        elements = []
+        for el in state.live_elements():
+            el = copy_json(el)
+            elements.append(element_view(thread_id, el, element_url))
+            self.locator.elements.put(el["id"], thread_id)
+        return {
+            "id": thread_id,
+            "createdAt": doc.get("createdAt") or "",
+            "updatedAt": doc.get("updatedAt") or "",
+            "name": doc.get("name"),
+            "userId": doc.get("userId"),
+            "userIdentifier": doc.get("userIdentifier"),
+            "tags": doc.get("tags"),
+            "metadata": {
+                **(doc.get("metadata") or {}),
+                **session.read(session.path(self.root, thread_id)),
+            },
+            "steps": steps,
+            "elements": elements,
+        }
+
+    def list_threads(
+        self,
+        *,
+        user_id: str | None,
+        first: int = 20,
+        cursor: str | None = None,
+        search: str | None = None,
+        feedback: int | None = None,
+    ) -> tuple[list[dict[str, Any]], Page]:
+        """See :meth:`ArchiveStore.list_threads`."""
+        self.healer.look()  # git moved the files under this process: reconcile
+        page = self.index.page(
+            user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback
+        )
+        if self.index.damaged:  # found so just now: it is derived, build it again
+            self.lifecycle.ensure_index()
+            page = self.index.page(
+                user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback
+            )
+        threads = []
+        for summary in page.items:
+            doc = manifest_or_stand_in(self.layout, summary.id) or {}
+            threads.append(
+                {
+                    "id": summary.id,
+                    "createdAt": summary.activity,  # what the UI sorts and groups by
+                    "updatedAt": summary.changed,
+                    "name": summary.name,
+                    "userId": summary.user_id,
+                    "userIdentifier": summary.user_identifier,
+                    "tags": summary.tags,
+                    "metadata": doc.get("metadata") or {},
+                    "steps": [],
+                    "elements": [],
+                }
+            )
+        self.healer.page_served.set()
+        return threads, page
+
+    def favorite_steps(self, user_id: str) -> list[dict[str, Any]]:
+        """The steps ``user_id`` marked as favorite, newest first."""
+        if not isinstance(user_id, str):
+            return []
+        self.index.refresh()
+        result = []
+        for thread_id, step_ids in self.index.favorites_of(user_id):
+            thread = self.get_thread(thread_id)
+            if thread is None:
+                continue
+            for step in thread["steps"]:
+                if step["id"] in step_ids and (step.get("metadata") or {}).get("favorite"):
+                    result.append(step)
+        result.sort(key=lambda s: s.get("createdAt") or "", reverse=True)
+        return result
+
+    def get_element(
+        self, thread_id: str, element_id: str, element_url: ElementUrl | None = None
+    ) -> dict[str, Any] | None:
+        if not (is_valid_id(thread_id) and is_valid_id(element_id)):
+            return None
+        if not self.layout.journal(thread_id).exists() or self.deleted.has(thread_id):
+            return None
+        el = self._live_element(thread_id, element_id)
+        return element_view(thread_id, el, element_url) if el else None
+
+    def element_file(self, thread_id: str, element_id: str) -> tuple[dict[str, Any], Path] | None:
+        """The element's stored record and the path of its bytes, if it has any."""
+        if not (is_valid_id(thread_id) and is_valid_id(element_id)) or self.deleted.has(thread_id):
+            return None
+        el = self._live_element(thread_id, element_id)
+        if el is None or not isinstance(el.get("file"), str):
+            return None
+        path = self.layout.element_file(thread_id, el["file"])
+        if path is None or not path.is_file():
+            return None
+        return el, path
+
+    def _live_element(self, thread_id: str, element_id: str) -> dict[str, Any] | None:
+        state = read_state(self.layout, thread_id)
+        return {e["id"]: e for e in state.live_elements()}.get(element_id)

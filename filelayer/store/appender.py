@@ -1,0 +1,207 @@
+"""Appending to a thread's journal: the thread made first if it is new, every line
+stamped by the journal's clock, the store's durability applied, the live bytes followed
+for compaction; and the one way a deletion is written (its records first, then the
+element files they hide). Callers hold the thread's lock (:class:`WriteLocks`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .._io import commit as _commit
+from .._io import fs as _fs
+from .._time import now_iso
+from ..errors import StorageWriteError
+from ..format import clock, manifest
+from ..format import codec as _codec
+from ..format.layout import Layout
+from ..index.thread_index import ThreadIndex
+from .authors import OWNER_CACHE_SIZE
+from .cache import Lru
+from .compaction import Compactor
+from .deleted import DeletedThreads
+from .folds import TombstoneCache
+from .indexing import IndexBook
+
+log = logging.getLogger("filelayer")
+
+
+class JournalAppender:
+    """The journal writes of one store (see the module's docstring)."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        index: ThreadIndex,
+        book: IndexBook,
+        deleted: DeletedThreads,
+        tombstones: TombstoneCache,
+        compactor: Compactor,
+        *,
+        durable: bool,
+    ) -> None:
+        self.layout = layout
+        self.index = index
+        self.book = book
+        self.deleted = deleted
+        self.tombstones = tombstones
+        self.compactor = compactor
+        self.durable = durable
+        self._existing: Lru[str, None] = Lru(OWNER_CACHE_SIZE)  # threads seen to exist
+
+    def forget(self) -> None:
+        self._existing.clear()
+
+    def forget_thread(self, thread_id: str) -> None:
+        """The thread is being deleted: it no longer exists."""
+        self._existing.pop(thread_id)
+
+    def changes(self) -> _fs.Changes:
+        """What one write call changes, made durable as the store's mode says when the
+        call is done (see :class:`~filelayer._io.fs.Changes`)."""
+        return _fs.Changes(self.durable, _commit.current())
+
+    def open_journal(self, thread_id: str, changes: _fs.Changes) -> _fs.AppendFile | None:
+        """The thread's journal, open to append to, the thread created first if it is
+        new; ``None`` if it was deleted. Caller holds the thread's lock.
+
+        A thread this process saw exist is taken to exist while its journal does (the
+        manifest is made before the first line): no look at its manifest."""
+        path = self.layout.journal(thread_id)
+        if thread_id in self._existing:
+            try:
+                return _fs.AppendFile(path, create=False)
+            except FileNotFoundError:
+                pass  # not written yet, or deleted since: look properly
+        if not self.ensure_thread(thread_id, changes):
+            return None
+        return _fs.AppendFile(path)
+
+    def append_records(
+        self,
+        thread_id: str,
+        records: list[dict[str, Any]],
+        changes: _fs.Changes,
+        *,
+        sync: bool = False,
+        deleted: str | None = None,
+    ) -> None:
+        data = b"".join(_codec.encode_line(r) for r in records)
+        self.append_lines(thread_id, data, changes, sync=sync, deleted=deleted)
+
+    def append_lines(
+        self,
+        thread_id: str,
+        data: bytes,
+        changes: _fs.Changes,
+        *,
+        sync: bool = False,
+        deleted: str | None = None,
+    ) -> None:
+        with _fs.AppendFile(self.layout.journal(thread_id)) as opened:
+            self.append_to(thread_id, opened, data, changes, sync=sync, deleted=deleted)
+
+    def append_to(
+        self,
+        thread_id: str,
+        opened: _fs.AppendFile,
+        data: bytes,
+        changes: _fs.Changes,
+        *,
+        sync: bool = False,
+        step: str | None = None,
+        deleted: str | None = None,
+    ) -> None:
+        """Append lines to the thread's open journal: a version of ``step``, or the
+        deletion of step ``deleted``, or other lines. The tombstones of a thread being
+        written were read up to its end: they tell that the file ends with a complete
+        line, and take the new lines without reading them back."""
+        dead = self.tombstones.known(thread_id)
+        whole = dead is not None and dead.ends_at(opened)
+        # Every record gets the next stamp of the journal's clock (docs/format.md,
+        # "Ordering records"): what a merge of two clones' lines is ordered by.
+        last = dead.last_stamp if dead is not None and whole else _last_stamp(opened)
+        data, _ = clock.stamp_lines(data, last)
+        at = opened.write(data, changes=changes, sync=sync, whole=whole)
+        if dead is not None:
+            dead.appended(opened, at, data)
+        if self.compactor.enabled:
+            self.compactor.appended(thread_id, opened, at, len(data), step, deleted)
+
+    def hide(
+        self,
+        thread_id: str,
+        records: list[dict[str, Any]],
+        files: list[str],
+        changes: _fs.Changes,
+        *,
+        deleted: str | None = None,
+    ) -> None:
+        """Journal deletion ``records``, then remove the element ``files`` they hide
+        (relative to the thread's directory). The records reach the disk before the
+        files go (in either mode): a power cut must not leave an element without its
+        bytes. ``deleted``: the step whose deletion this is."""
+        self.append_records(thread_id, records, changes, sync=bool(files), deleted=deleted)
+        for relative in files:
+            self.remove_element_file(thread_id, relative, changes)
+
+    def remove_element_file(self, thread_id: str, relative: str, changes: _fs.Changes) -> None:
+        path = self.layout.element_file(thread_id, relative)
+        if path is not None:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return
+            changes.entry(path.parent)
+
+    def make_dir(self, directory: Path, changes: _fs.Changes) -> None:
+        try:
+            _fs.make_dirs(directory, changes)
+        except OSError as exc:
+            raise StorageWriteError(directory, exc) from exc
+
+    def ensure_thread(self, thread_id: str, changes: _fs.Changes) -> bool:
+        """Create the thread if it is new; ``False`` if it was deleted. Caller locks."""
+        path = self.layout.manifest(thread_id)
+        if path.exists():
+            self._existing.put(thread_id, None)
+            return True
+        self._existing.pop(thread_id)
+        if self.deleted.has(thread_id):
+            log.debug("filelayer: ignoring a late write to deleted thread %s", thread_id)
+            return False
+        now = now_iso()
+        self.make_dir(path.parent, changes)
+        doc = manifest.new(thread_id, now)
+        manifest.write(path, doc, changes=changes)
+        self.index.append([self.book.thread_record(doc)])
+        self._existing.put(thread_id, None)
+        return True
+
+
+_STAMP_TAIL = 64 * 1024
+
+
+def _last_stamp(opened: _fs.AppendFile) -> str | None:
+    """The newest stamp of a journal open to append to, read from its end (the file is
+    in stamp order, so it is the last stamped line's): 4 KiB back, then more, up to
+    64 KiB, which holds hundreds of lines; none found there means an unstamped journal
+    (or one of giant lines: the clock alone then stamps, still after every line it
+    wrote itself)."""
+    size = opened.size
+    chunk = 4096
+    while size:
+        start = max(0, size - chunk)
+        data = _fs.pread_all(opened.fd, size - start, start)
+        lines = data.split(b"\n")
+        if start:
+            lines = lines[1:]  # the first piece may be the middle of a line
+        for line in reversed(lines):
+            stamp = clock.stamp_of_line(line)
+            if stamp is not None:
+                return stamp
+        if start == 0 or chunk >= _STAMP_TAIL:
+            return None
+        chunk *= 4
+    return None

@@ -1,0 +1,106 @@
+"""Who may write a thread: its author, as its manifest and the user registry say, and
+the user id the index files it under."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ..errors import CorruptFileError, NotAuthorError
+from ..format import manifest, users
+from ..format.layout import Layout
+from .accounts import Accounts
+from .cache import Lru
+
+log = logging.getLogger("filelayer")
+
+OWNER_CACHE_SIZE = 50_000
+"""Step, element and thread ids a process remembers (where they are, that they exist)."""
+
+
+def manifest_or_stand_in(layout: Layout, thread_id: str) -> dict[str, Any] | None:
+    """The manifest, or a stand-in built from the directory when it is damaged."""
+    path = layout.manifest(thread_id)
+    try:
+        return manifest.read(path)
+    except CorruptFileError as exc:
+        log.warning("filelayer: %s", exc)
+        return manifest.new(thread_id, "")
+
+
+class Authors:
+    """Thread authors and owners, remembered per manifest version and per identifier."""
+
+    __slots__ = ("_authors", "_owner_ids", "accounts", "layout")
+
+    def __init__(self, layout: Layout, accounts: Accounts) -> None:
+        self.layout = layout
+        self.accounts = accounts
+        self._authors: Lru[str, tuple[tuple[int, int, int], str | None]] = Lru(OWNER_CACHE_SIZE)
+        self._owner_ids: Lru[str, str] = Lru(OWNER_CACHE_SIZE)  # identifier -> user id
+
+    def forget(self) -> None:
+        self._authors.clear()
+        self._owner_ids.clear()
+
+    def author_of(self, thread_id: str) -> str | None:
+        """The identifier of the thread's author; ``None`` for a thread without one
+        (an app without login, a Slack or Teams thread, a thread not created yet).
+
+        A thread whose manifest names a user id that the archive does not know has an
+        author nobody can prove to be: ``""``, which matches no caller.
+        """
+        path = self.layout.manifest(thread_id)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._authors.get(thread_id)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        doc = manifest_or_stand_in(self.layout, thread_id) or {}
+        author: str | None = doc.get("userIdentifier") or None
+        if author is None and isinstance(doc.get("userId"), str) and doc["userId"]:
+            user = self.accounts.by_id(doc["userId"])
+            author = str(user["identifier"]) if user else ""
+        self._authors.put(thread_id, (signature, author))
+        return author
+
+    def authorize(self, thread_id: str, actor: str | None) -> None:
+        """Refuse a write by ``actor`` to a thread another user wrote.
+
+        ``actor`` is the identifier of the logged-in user on whose behalf the call is
+        made, ``None`` for the app itself (its own code, a script, the command line),
+        which may write anywhere. A thread without an author (no login, Slack and Teams
+        threads) may be written by anyone, as before. Callers hold the thread's lock, so
+        the author cannot change between this check and the write.
+        """
+        if actor is None:
+            return
+        author = self.author_of(thread_id)
+        if author is not None and author != actor:
+            log.warning(
+                "filelayer: refused a write by %r to thread %s of another user", actor, thread_id
+            )
+            raise NotAuthorError(thread_id, actor)
+
+    def owner_id(self, doc: dict[str, Any]) -> str | None:
+        """The user id the index files a thread under: its manifest's ``userId``,
+        unless the archive's user file for its ``userIdentifier`` holds another id.
+        That happens when one person first logged in on two clones before user ids were
+        derived from identifiers (:func:`users.user_id`) and a merge kept one of the two
+        ids: the person's sidebar then holds the threads of both clones."""
+        uid = doc.get("userId")
+        ident = doc.get("userIdentifier")
+        if not isinstance(uid, str) or not isinstance(ident, str) or not ident:
+            return uid if isinstance(uid, str) else None
+        if uid == users.user_id(ident):
+            return uid  # a derived id is the same on every clone: no file to read
+        known = self._owner_ids.get(ident)
+        if known is None:
+            user = self.accounts.get(ident)
+            known = str(user["id"]) if user else uid
+            self._owner_ids.put(ident, known)
+        return known

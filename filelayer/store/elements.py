@@ -1,0 +1,175 @@
+"""Writing elements: where an element's bytes live, storing them (in one call, or in two
+steps when the adapter writes the bytes off the event loop), and deleting an element
+with its file. Deleted ids stay deleted: an element of a deleted step is refused."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import re
+from pathlib import Path
+from typing import Any
+
+from .._io import fs as _fs
+from ..format import codec as _codec
+from ..format import journal
+from ..format.ids import check_id, is_valid_id
+from ..format.layout import ELEMENTS_DIR, Layout
+from .appender import JournalAppender
+from .authors import Authors
+from .folds import FoldedJournals, TombstoneCache
+from .locate import Locator, deletable
+from .locking import WriteLocks
+from .views import element_file_fields
+
+log = logging.getLogger("filelayer")
+
+_EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
+
+
+def element_relative_path(element_id: str, name: str | None, mime: str | None) -> str:
+    """See :meth:`ArchiveStore.element_relative_path`."""
+    check_id("element", element_id)
+    ext = ""
+    match = _EXT_RE.search(name or "")
+    if match:
+        ext = match.group(0)
+    elif mime:
+        # The system's table may offer ".c++" or ".~" first: take a plain one.
+        candidates = mimetypes.guess_all_extensions(mime.split(";")[0].strip())
+        ext = next((e for e in candidates if _EXT_RE.fullmatch(e)), "")
+    return f"{ELEMENTS_DIR}/{element_id}{ext.lower()}"
+
+
+class Elements:
+    """The writes of elements (see the module's docstring)."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        folds: FoldedJournals,
+        tombstones: TombstoneCache,
+        authors: Authors,
+        locator: Locator,
+        locks: WriteLocks,
+        appender: JournalAppender,
+    ) -> None:
+        self.layout = layout
+        self.folds = folds
+        self.tombstones = tombstones
+        self.authors = authors
+        self.locator = locator
+        self.locks = locks
+        self.appender = appender
+
+    def _refused(self, thread_id: str, element: dict[str, Any], changes: _fs.Changes) -> bool:
+        """Whether the element is deleted: its id was, or the step it is for (deleted
+        ids stay deleted: a late ``send`` after ``remove`` stores nothing). An element
+        sent for a deleted step is deleted with it, as the journal's readers fold it:
+        its tombstone is journaled, so no later re-send without a step brings it back.
+        Caller locks, and has made sure the thread exists."""
+        dead = self.tombstones.of(thread_id)
+        element_id = element.get("id")
+        if element_id in dead.elements:
+            return True
+        if journal.for_deleted_step(element, dead.steps):
+            log.debug("filelayer: element %s is for a deleted step: deleted", element_id)
+            stored = self.folds.folded(thread_id).state.elements.get(str(element_id))
+            record = journal.element_delete_record(str(element_id))
+            self.appender.hide(thread_id, [record], _file_of(stored), changes)  # an earlier copy's
+            return True
+        return False
+
+    def prepare_element(
+        self,
+        thread_id: str,
+        element: dict[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> Path | None:
+        """See :meth:`ArchiveStore.prepare_element`."""
+        check_id("thread", thread_id)
+        if element is not None:
+            check_id("element", element.get("id"))
+        with self.locks.writing(thread_id), self.appender.changes() as changes:
+            self.authors.authorize(thread_id, actor)
+            if not self.appender.ensure_thread(thread_id, changes):
+                return None
+            if element is not None and self._refused(thread_id, element, changes):
+                return None
+            directory = self.layout.elements_dir(thread_id)
+            self.appender.make_dir(directory, changes)
+            return directory
+
+    def record_element(
+        self, thread_id: str, element: dict[str, Any], *, actor: str | None = None
+    ) -> bool:
+        """See :meth:`ArchiveStore.record_element`."""
+        check_id("thread", thread_id)
+        element_id = check_id("element", element.get("id"))
+        record = journal.element_record(element)
+        line = _codec.encode_line(record)  # refuse what cannot be stored before locking
+        appender = self.appender
+        with self.locks.writing(thread_id), appender.changes() as changes:
+            self.authors.authorize(thread_id, actor)
+            if not appender.ensure_thread(thread_id, changes) or self._refused(
+                thread_id, element, changes
+            ):
+                if isinstance(element.get("file"), str):
+                    appender.remove_element_file(thread_id, element["file"], changes)
+                return False
+            appender.append_lines(thread_id, line, changes)
+        self.locator.elements.put(element_id, thread_id)
+        return True
+
+    def put_element(
+        self,
+        thread_id: str,
+        element: dict[str, Any],
+        data: bytes | None,
+        *,
+        actor: str | None = None,
+    ) -> bool:
+        """See :meth:`ArchiveStore.put_element`."""
+        element = dict(element)
+        check_id("thread", thread_id)
+        check_id("element", element.get("id"))
+        if data is not None:
+            directory = self.prepare_element(thread_id, element, actor=actor)
+            if directory is None:
+                return False
+            relative = element_relative_path(
+                element["id"], element.get("name"), element.get("mime")
+            )
+            target = self.layout.element_file(thread_id, relative)
+            assert target is not None
+            with self.appender.changes() as changes:
+                _fs.atomic_write(target, data, changes=changes)
+            element.update(element_file_fields(relative, data))
+        return self.record_element(thread_id, element, actor=actor)
+
+    def delete_element(
+        self, element_id: str, thread_id: str | None = None, *, actor: str | None = None
+    ) -> bool:
+        """See :meth:`ArchiveStore.delete_element`."""
+        if not deletable("element", element_id):
+            return False
+        thread_id = thread_id or self.locator.locate_element(element_id)
+        if not thread_id or not is_valid_id(thread_id):
+            return False
+        with self.locks.state(thread_id) as state, self.appender.changes() as changes:
+            if state is None:
+                return False
+            self.authors.authorize(thread_id, actor)
+            el = state.elements.get(element_id)
+            record = journal.element_delete_record(element_id)
+            self.appender.hide(thread_id, [record], _file_of(el), changes)
+        self.locator.elements.pop(element_id)
+        return el is not None
+
+
+def _file_of(element: dict[str, Any] | None) -> list[str]:
+    """The element's stored file (relative to its thread directory), if it has one."""
+    if element is not None and isinstance(element.get("file"), str):
+        return [element["file"]]
+    return []

@@ -1,0 +1,67 @@
+"""What a process keeps of the journals it reads and writes: their folded state (for the
+threads being shown) and their tombstones (for the threads being written), each brought
+up to date by reading only what was appended since the last look."""
+
+from __future__ import annotations
+
+from .._io import fs as _fs
+from ..format import journal
+from ..format.layout import Layout
+from .cache import Lru
+
+_TOMBSTONE_CACHE = 256
+"""Threads whose deleted ids a process keeps in memory: those it is writing to."""
+_FOLDED_CACHE = 32
+"""Threads whose folded journal a process keeps: those being read (resumed, shown)."""
+
+
+def read_state(layout: Layout, thread_id: str) -> journal.ThreadState:
+    """The thread's journal read and folded now, without any cache."""
+    return journal.fold(journal.read(layout.journal(thread_id)).records)
+
+
+class FoldedJournals:
+    """The folded journals of the threads read most recently."""
+
+    __slots__ = ("_cache", "layout")
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self._cache: Lru[str, journal.FoldedJournal] = Lru(_FOLDED_CACHE)
+
+    def folded(self, thread_id: str) -> journal.FoldedJournal:
+        """The thread's folded journal: a thread read again costs a ``stat`` plus the
+        lines appended since."""
+        folded = self._cache.take(thread_id, journal.FoldedJournal)
+        folded.catch_up(self.layout.journal(thread_id))
+        return folded
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+
+class TombstoneCache:
+    """The deleted step and element ids of the threads written most recently."""
+
+    __slots__ = ("_cache", "layout")
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self._cache: Lru[str, journal.Tombstones] = Lru(_TOMBSTONE_CACHE)
+
+    def of(self, thread_id: str, opened: _fs.AppendFile | None = None) -> journal.Tombstones:
+        """The thread's deleted step and element ids. Caller holds the thread's lock
+        (and has its journal ``opened``, if it has it open)."""
+        cached = self._cache.take(thread_id, journal.Tombstones)
+        if opened is not None:
+            cached.catch_up_open(opened)
+        else:
+            cached.catch_up(self.layout.journal(thread_id))
+        return cached
+
+    def known(self, thread_id: str) -> journal.Tombstones | None:
+        """The thread's tombstones as last read, if kept (no file is read)."""
+        return self._cache.get(thread_id)
+
+    def forget(self) -> None:
+        self._cache.clear()

@@ -1,0 +1,83 @@
+"""The locks a write takes, in their order, and the reconciler's marks around it.
+
+Lock order, always: a thread's stripe lock, then ``users.lock`` / ``deleted.lock`` /
+the index database's own write lock. Every write method takes all the locks it needs
+when it begins, before it changes anything (see :mod:`filelayer.store.archive`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+
+from .._io import locks as _locks
+from ..format import journal
+from ..format.layout import Layout
+from ..index.thread_index import ThreadIndex
+from .folds import read_state
+from .heal import thread_watermark
+from .lifecycle import IndexLifecycle
+
+log = logging.getLogger("filelayer")
+
+
+class WriteLocks:
+    """The locks of one store's writes, and the marks that tell the reconciler which
+    threads this store's writes moved."""
+
+    def __init__(
+        self, layout: Layout, index: ThreadIndex, lifecycle: IndexLifecycle, lock_timeout: float
+    ) -> None:
+        self.layout = layout
+        self.index = index
+        self.lifecycle = lifecycle
+        self.lock_timeout = lock_timeout
+        self._marking = threading.local()  # the threads whose writes this OS thread marks
+
+    def thread_lock(self, thread_id: str) -> contextlib.AbstractContextManager[None]:
+        """The lock that serialises every write to one thread (across processes). Whoever
+        takes it may write: this store's writer session begins first (see
+        :mod:`filelayer.store.heal`)."""
+        self.lifecycle.begin_session()
+        return _locks.locked(self.layout.thread_lock(thread_id), self.lock_timeout)
+
+    @contextlib.contextmanager
+    def writing(self, thread_id: str, *, deleted: bool = False) -> Iterator[None]:
+        """Every lock a write to one thread takes, taken in order when it begins: the
+        thread's, then (for a deletion) the tombstones'. The index database has its own
+        write lock, held for the time of its transaction.
+
+        Under them, the write is marked for the reconciler (:mod:`filelayer.store.heal`): this
+        store's writer session exists before the first byte is written, and the thread's
+        watermark before and after a write that ends without error is noted, so that the
+        index's stored watermark follows the files once the write's rows are in."""
+        paths = [self.layout.thread_lock(thread_id)]
+        if deleted:
+            paths.append(self.layout.deleted_lock)
+        with _locks.locked_all(paths, self.lock_timeout):
+            marking: set[str] | None = getattr(self._marking, "ids", None)
+            if marking is None:
+                marking = self._marking.ids = set()
+            if thread_id in marking:  # an outer write of this thread marks it
+                yield
+                return
+            self.lifecycle.begin_session()
+            before = thread_watermark(self.layout, thread_id)
+            marking.add(thread_id)
+            try:
+                yield
+            finally:
+                marking.discard(thread_id)
+            after = thread_watermark(self.layout, thread_id)
+            if after != before:
+                self.index.note_mark(thread_id, before, after)
+
+    @contextlib.contextmanager
+    def state(self, thread_id: str) -> Iterator[journal.ThreadState | None]:
+        """Hold the thread's locks and give its folded journal (``None``: no thread)."""
+        with self.writing(thread_id):
+            if not self.layout.manifest(thread_id).exists():
+                yield None
+            else:
+                yield read_state(self.layout, thread_id)

@@ -1,0 +1,170 @@
+"""Writing steps and feedback: a step created or merged, a step deleted with its
+feedback and elements, a rating given or withdrawn; each journaled under the thread's
+lock, then told to the index."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from ..errors import InvalidIdError, UnknownStepError
+from ..format import codec as _codec
+from ..format import journal
+from ..format.ids import check_id, is_valid_id
+from ..format.layout import Layout
+from ..index.records import feedback_record
+from ..index.thread_index import ThreadIndex
+from .appender import JournalAppender
+from .authors import Authors
+from .deleted import DeletedThreads
+from .folds import FoldedJournals
+from .indexing import IndexBook
+from .locate import Locator, deletable
+from .locking import WriteLocks
+
+log = logging.getLogger("filelayer")
+
+
+class Steps:
+    """The writes of steps and feedback (see the module's docstring)."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        index: ThreadIndex,
+        deleted: DeletedThreads,
+        folds: FoldedJournals,
+        authors: Authors,
+        book: IndexBook,
+        locator: Locator,
+        locks: WriteLocks,
+        appender: JournalAppender,
+    ) -> None:
+        self.layout = layout
+        self.index = index
+        self.deleted = deleted
+        self.folds = folds
+        self.authors = authors
+        self.book = book
+        self.locator = locator
+        self.locks = locks
+        self.appender = appender
+
+    def write_step(self, step: dict[str, Any], *, actor: str | None = None) -> bool:
+        """See :meth:`ArchiveStore.write_step`."""
+        step_id = check_id("step", step.get("id"))
+        thread_id = step.get("threadId") or self.locator.locate_step(step_id)
+        if not thread_id:
+            raise ValueError(f"step {step_id!r} has no threadId and is not in the archive")
+        check_id("thread", thread_id)
+        record = journal.step_record(step)
+        line = _codec.encode_line(record)  # refuse what cannot be stored before locking
+        appender = self.appender
+        with self.locks.writing(thread_id), appender.changes() as changes:
+            self.authors.authorize(thread_id, actor)
+            opened = appender.open_journal(thread_id, changes)
+            if opened is None:
+                return False
+            with opened:
+                index_records = self.book.step_records(thread_id, step_id, record["step"], opened)
+                if index_records is None:
+                    log.debug("filelayer: ignoring a late write to deleted step %s", step_id)
+                    return True
+                appender.append_to(thread_id, opened, line, changes, step=step_id)
+            if index_records:
+                self.index.append(index_records)
+        self.locator.steps.put(step_id, thread_id)
+        return True
+
+    def delete_step(
+        self,
+        step_id: str,
+        thread_id: str | None = None,
+        *,
+        prefer: str | None = None,
+        actor: str | None = None,
+    ) -> bool:
+        """See :meth:`ArchiveStore.delete_step`."""
+        if not deletable("step", step_id):
+            return False
+        thread_id = thread_id or self.locator.locate_step(step_id, prefer)
+        if not thread_id or not is_valid_id(thread_id):
+            return False
+        with self.locks.state(thread_id) as state, self.appender.changes() as changes:
+            if state is None:
+                return False
+            self.authors.authorize(thread_id, actor)
+            records = [journal.step_delete_record(step_id)]
+            doomed_files = []
+            for el in state.elements.values():
+                if el.get("forId") == step_id:
+                    records.append(journal.element_delete_record(el["id"]))
+                    if isinstance(el.get("file"), str):
+                        doomed_files.append(el["file"])
+            self.appender.hide(thread_id, records, doomed_files, changes, deleted=step_id)
+            index_records = self.book.step_deleted_records(thread_id, step_id)
+            if index_records:
+                self.index.append(index_records)
+        self.locator.steps.pop(step_id)
+        return True
+
+    def upsert_feedback(
+        self,
+        *,
+        for_id: str,
+        value: int,
+        comment: str | None = None,
+        feedback_id: str | None = None,
+        thread_id: str | None = None,
+        actor: str | None = None,
+    ) -> str:
+        """See :meth:`ArchiveStore.upsert_feedback`."""
+        check_id("step", for_id)
+        feedback_id = check_id("feedback", feedback_id or str(uuid.uuid4()))
+        if value not in (0, 1):  # True and False are 1 and 0
+            raise ValueError("feedback value must be 0 or 1")
+        value = int(value)
+        if comment is not None and not isinstance(comment, str):
+            raise ValueError("a feedback comment must be a string")
+        if thread_id is None:
+            thread_id = self.locator.locate_step(for_id)
+            if thread_id is None:
+                raise UnknownStepError(for_id, None)
+        check_id("thread", thread_id)
+        record = journal.feedback_record(
+            {"id": feedback_id, "forId": for_id, "value": int(value), "comment": comment}
+        )
+        line = _codec.encode_line(record)  # refuse what cannot be stored before locking
+        with self.locks.writing(thread_id), self.appender.changes() as changes:
+            self.authors.authorize(thread_id, actor)
+            self.index.refresh()
+            owner = self.index.feedback_owner(feedback_id)
+            if owner is not None and owner != thread_id:
+                raise InvalidIdError("feedback", feedback_id, "it rates a step of another thread")
+            if (
+                self.deleted.has(thread_id)
+                or not self.layout.manifest(thread_id).exists()
+                or for_id not in self.folds.folded(thread_id).state.steps
+            ):
+                raise UnknownStepError(for_id, thread_id)
+            self.appender.append_lines(thread_id, line, changes)
+            self.index.append(self.book.feedback_records(thread_id, feedback_id, for_id, value))
+        return feedback_id
+
+    def delete_feedback(self, feedback_id: str, *, actor: str | None = None) -> bool:
+        """See :meth:`ArchiveStore.delete_feedback`."""
+        if not deletable("feedback", feedback_id):
+            return False
+        self.index.refresh()
+        thread_id = self.index.feedback_owner(feedback_id)
+        if thread_id is None:
+            return True
+        with self.locks.writing(thread_id), self.appender.changes() as changes:
+            self.authors.authorize(thread_id, actor)
+            if self.layout.manifest(thread_id).exists():
+                self.appender.append_records(
+                    thread_id, [journal.feedback_delete_record(feedback_id)], changes
+                )
+            self.index.append([feedback_record(thread_id, feedback_id, None, None)])
+        return True

@@ -1,0 +1,193 @@
+"""Writing threads: creating and changing a manifest (Chainlit's ``update_thread``, a
+copy's ``put_manifest``) and deleting a thread whole."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .._io import commit as _commit
+from .._io import fs as _fs
+from .._io import locks as _locks
+from .._time import now_iso
+from ..errors import ArchiveError, StorageWriteError
+from ..format import codec as _codec
+from ..format import manifest
+from ..format.ids import check_id
+from ..format.layout import Layout, deleting_path
+from ..index.records import delete_record
+from ..index.thread_index import ThreadIndex
+from . import session
+from .accounts import Accounts
+from .appender import JournalAppender
+from .authors import Authors
+from .deleted import DeletedThreads
+from .indexing import IndexBook
+from .locate import deletable
+from .locking import WriteLocks
+from .views import copy_json
+
+log = logging.getLogger("filelayer")
+
+
+class Threads:
+    """The writes of whole threads (see the module's docstring)."""
+
+    def __init__(
+        self,
+        root: Path,
+        layout: Layout,
+        index: ThreadIndex,
+        accounts: Accounts,
+        authors: Authors,
+        deleted: DeletedThreads,
+        book: IndexBook,
+        locks: WriteLocks,
+        appender: JournalAppender,
+    ) -> None:
+        self.root = root
+        self.layout = layout
+        self.index = index
+        self.accounts = accounts
+        self.authors = authors
+        self.deleted = deleted
+        self.book = book
+        self.locks = locks
+        self.appender = appender
+
+    def update_thread(
+        self,
+        thread_id: str,
+        *,
+        name: str | None = None,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        actor: str | None = None,
+    ) -> bool:
+        """See :meth:`ArchiveStore.update_thread`."""
+        check_id("thread", thread_id)
+        if name is not None and not isinstance(name, str):
+            raise ValueError("a thread name must be a string")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError("thread metadata must be a dict")
+        if tags is not None and (
+            not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
+        ):
+            raise ValueError("thread tags must be a list of strings")
+        local: dict[str, Any] | None = None
+        if metadata is not None and session.is_session(metadata):
+            # Chainlit's persisted user session: its volatile part is kept out of the
+            # committed manifest (see filelayer.store.session).
+            metadata, local = session.split(metadata)
+        identifier: str | None = None
+        if user_id is not None:
+            if not isinstance(user_id, str):
+                raise ValueError("a user id must be a string")
+            user = self.accounts.by_id(user_id)
+            identifier = user["identifier"] if user else None
+        path = self.layout.manifest(thread_id)
+        with self.locks.writing(thread_id), self.appender.changes() as changes:
+            self.authors.authorize(thread_id, actor)
+            doc = manifest.read(path)
+            created = doc is None
+            if doc is None:
+                if self.deleted.has(thread_id):
+                    log.debug("filelayer: not resurrecting deleted thread %s", thread_id)
+                    return False
+                doc = manifest.new(thread_id, now_iso())
+            before = copy_json(doc)
+            if name is None and metadata and isinstance(metadata.get("name"), str):
+                name = metadata["name"]
+            if name is not None:
+                doc["name"] = name
+            if user_id is not None:
+                doc["userId"] = user_id
+                if identifier is not None or doc.get("userId") != before.get("userId"):
+                    doc["userIdentifier"] = identifier
+            if tags is not None:
+                doc["tags"] = list(tags)
+            if metadata is not None:
+                doc["metadata"] = manifest.merge_metadata(doc.get("metadata") or {}, metadata)
+            changed = created or doc != before
+            if changed and not created:
+                doc["updatedAt"] = max(now_iso(), before.get("updatedAt") or "")
+            data = manifest.encode(doc)  # refuse what cannot be stored before making anything
+            if changed:
+                if created:
+                    self.appender.make_dir(path.parent, changes)
+                elif _commit.on_loop() and _fs.holds_durable_content(path):
+                    # Its replacement is fsynced before the rename: not on the loop.
+                    raise _commit.DiskWait(path)
+                group = changes.group
+                if group is not None and not created:
+                    # A group commit: the new manifest is fsynced with the group's other
+                    # files and renamed before the call is acknowledged; the thread's
+                    # lock is held until then.
+                    held = _locks.hold(self.layout.thread_lock(thread_id), self.locks.lock_timeout)
+                    try:
+                        fd, tmp = _fs.write_temp(path, data)
+                    except BaseException:
+                        held.release()
+                        raise
+                    group.replace_later(fd, tmp, path, held.release, thread_id)
+                    changes.entry(path.parent)
+                else:
+                    manifest.write_encoded(path, data, changes=changes)
+                self.index.append([self.book.thread_record(doc)])
+            elif not self.book.agrees(doc):
+                # A retry of a call whose manifest landed but whose index record was
+                # lost (a crash between the two): put the record back.
+                self.index.append([self.book.thread_record(doc)])
+            if local is not None:
+                session.write(session.path(self.root, thread_id), local)
+        return True
+
+    def put_manifest(self, doc: dict[str, Any]) -> None:
+        """See :meth:`ArchiveStore.put_manifest`."""
+        thread_id = check_id("thread", doc.get("id"))
+        doc = {**doc, "metadata": doc.get("metadata") or {}}
+        user = self.accounts.by_id(doc["userId"]) if isinstance(doc.get("userId"), str) else None
+        if user is not None:
+            doc["userIdentifier"] = user["identifier"]
+        manifest.encode(doc)
+        path = self.layout.manifest(thread_id)
+        with self.locks.writing(thread_id), _fs.Changes(durable=True) as changes:
+            if self.deleted.has(thread_id):
+                raise ArchiveError(f"thread {thread_id} was deleted in {self.root}")
+            self.appender.make_dir(path.parent, changes)
+            manifest.write(path, doc, changes=changes)
+            self.index.append([self.book.thread_record(doc)])
+
+    def delete_thread(self, thread_id: str, *, actor: str | None = None) -> bool:
+        """See :meth:`ArchiveStore.delete_thread`."""
+        if not deletable("thread", thread_id):
+            return False
+        directory = self.layout.thread_dir(thread_id)
+        with self.locks.writing(thread_id, deleted=True):
+            self.authors.authorize(thread_id, actor)
+            existed = directory.exists()
+            _fs.append(
+                self.layout.deleted_file,
+                _codec.encode_line({"deletedAt": now_iso(), "id": thread_id}),
+                durable=True,
+            )
+            self.deleted.add(thread_id, now_iso())
+            self.appender.forget_thread(thread_id)
+            if existed:
+                # Rename first: readers see the whole thread or none of it.
+                doomed = deleting_path(directory)
+                try:
+                    os.replace(directory, doomed)
+                except OSError as exc:
+                    raise StorageWriteError(directory, exc) from exc
+                shutil.rmtree(doomed, ignore_errors=True)
+                # The rename and the removal reach the disk before the call returns:
+                # readers also consult the tombstone, but a thread must not come back.
+                _fs.fsync_dirs([self.layout.threads])
+            self.index.append([delete_record(thread_id)])
+            session.remove(session.path(self.root, thread_id))
+        return existed
