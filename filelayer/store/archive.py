@@ -21,12 +21,11 @@ loss.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from .._io import locks as _locks
 from .._io import mounts as _mounts
@@ -39,7 +38,7 @@ from . import heal as _heal
 from .accounts import Accounts
 from .appender import JournalAppender
 from .authors import Authors
-from .compaction import Compaction, Compactor
+from .compaction import Compaction, Compactor, then_compact
 from .deleted import DeletedThreads
 from .elements import Elements, element_relative_path
 from .folds import FoldedJournals, TombstoneCache, read_state
@@ -55,22 +54,6 @@ __all__ = ["ArchiveStore", "Durability", "ElementUrl", "HealMode"]
 
 Durability = Literal["flush", "fsync"]
 HealMode = _heal.HealMode
-_Method = TypeVar("_Method", bound=Callable[..., Any])
-
-
-def _then_compact(method: _Method) -> _Method:
-    """Run the journal compactions the call made due, once it released its locks
-    (unless the caller runs them itself, see :attr:`ArchiveStore.defer_compaction`)."""
-
-    @functools.wraps(method)
-    def wrapper(self: ArchiveStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            if self.compactor.has_due and not self.defer_compaction:
-                self.compactor.compact_due()
-
-    return wrapper  # type: ignore[return-value]
 
 
 class ArchiveStore:
@@ -333,11 +316,8 @@ class ArchiveStore:
     def get_thread(
         self, thread_id: str, element_url: ElementUrl | None = None
     ) -> dict[str, Any] | None:
-        """The whole thread in Chainlit's ``ThreadDict`` shape, or ``None``.
-
-        ``element_url(thread_id, element_id)`` gives the URL of a stored element's bytes
-        (the element route); elements that came with their own URL keep it.
-        """
+        """The whole thread in Chainlit's ``ThreadDict`` shape, or ``None`` (see
+        :meth:`ThreadViews.get_thread`)."""
         return self.views.get_thread(thread_id, element_url)
 
     def list_threads(
@@ -349,17 +329,8 @@ class ArchiveStore:
         search: str | None = None,
         feedback: int | None = None,
     ) -> tuple[list[dict[str, Any]], Page]:
-        """A page of threads (without steps), newest activity first, from the index.
-
-        Each thread's ``createdAt`` is its *activity* (the later of its creation and its
-        last message), not its creation time: Chainlit's UI re-sorts the threads it
-        receives by ``createdAt`` and groups them by that date ("Today", "Yesterday"…),
-        so an old thread continued today must say today, and the order the UI makes
-        must be the order of the pages (their cursors follow the same key), or threads
-        of a later page would land above those already shown. Chainlit's PostgreSQL
-        layer does the same. ``updatedAt`` is the last change of any kind (a rename
-        too); ``get_thread`` and the manifest keep the true creation time.
-        """
+        """A page of threads (without steps), newest activity first, from the index
+        (see :meth:`ThreadViews.list_threads`: why ``createdAt`` is the activity)."""
         return self.views.list_threads(
             user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback
         )
@@ -370,7 +341,7 @@ class ArchiveStore:
 
     # -- steps and feedback ---------------------------------------------------------
 
-    @_then_compact
+    @then_compact
     def write_step(self, step: dict[str, Any], *, actor: str | None = None) -> bool:
         """Create or update (merge) a step. ``False`` if its thread was deleted."""
         return self.steps.write_step(step, actor=actor)
@@ -378,14 +349,8 @@ class ArchiveStore:
     def locate_step(
         self, step_id: str, prefer: str | None = None, *, scan: bool = True
     ) -> str | None:
-        """The thread holding ``step_id``: ``prefer`` if it holds it, then recent
-        writes, then (unless ``scan`` is false) a scan of the journals, most recently
-        active thread first (Chainlit's delete_step and some feedback paths give no
-        thread id).
-
-        Step ids are chosen by the client, so two threads can hold the same id:
-        ``prefer`` (the caller's own session thread) keeps a delete in the thread it
-        was meant for."""
+        """The thread holding ``step_id``, for calls that give none (see
+        :meth:`Locator.locate_step`)."""
         return self.locator.locate_step(step_id, prefer, scan=scan)
 
     def locate_element(self, element_id: str, *, scan: bool = True) -> str | None:
@@ -406,7 +371,7 @@ class ArchiveStore:
         thread, without holding :attr:`mutex`, while other calls go on."""
         return self.locator.scan_journals(kind, key, order)
 
-    @_then_compact
+    @then_compact
     def delete_step(
         self,
         step_id: str,
@@ -421,7 +386,7 @@ class ArchiveStore:
         Without ``thread_id`` the step is looked up (see :meth:`locate_step`)."""
         return self.steps.delete_step(step_id, thread_id, prefer=prefer, actor=actor)
 
-    @_then_compact
+    @then_compact
     def upsert_feedback(
         self,
         *,
@@ -432,11 +397,8 @@ class ArchiveStore:
         thread_id: str | None = None,
         actor: str | None = None,
     ) -> str:
-        """Rate a step (one feedback per step: a new one replaces the old).
-
-        Refused with :class:`UnknownStepError` unless the step is live in an existing
-        thread: feedback never creates a thread, nor rates what was deleted.
-        """
+        """Rate a step (one feedback per step: a new one replaces the old; see
+        :meth:`Steps.upsert_feedback`)."""
         return self.steps.upsert_feedback(
             for_id=for_id,
             value=value,
@@ -446,7 +408,7 @@ class ArchiveStore:
             actor=actor,
         )
 
-    @_then_compact
+    @then_compact
     def delete_feedback(self, feedback_id: str, *, actor: str | None = None) -> bool:
         """Withdraw a feedback. ``True`` once it is gone (or was never given); ``False``
         for an id that is not a valid id, which names nothing."""
@@ -458,14 +420,8 @@ class ArchiveStore:
     # -- elements -------------------------------------------------------------------
 
     def element_relative_path(self, element_id: str, name: str | None, mime: str | None) -> str:
-        """Where an element's bytes live, relative to its thread directory.
-
-        The file is named by the element id (re-sending an element overwrites its file)
-        plus an extension from its name or mime type, so a person can open it: a dot
-        and 1 to 10 ASCII letters or digits, lowercased. So the name starts with a letter
-        or a digit, like the id, and never takes a name the layer reserves for its own
-        files (see :data:`filelayer.format.layout.RESERVED_PREFIX`).
-        """
+        """Where an element's bytes live, relative to its thread directory (see
+        :func:`filelayer.store.elements.element_relative_path`)."""
         return element_relative_path(element_id, name, mime)
 
     def prepare_element(
@@ -479,7 +435,7 @@ class ArchiveStore:
         ``element`` (when given) or its step was."""
         return self.elements.prepare_element(thread_id, element, actor=actor)
 
-    @_then_compact
+    @then_compact
     def record_element(
         self, thread_id: str, element: dict[str, Any], *, actor: str | None = None
     ) -> bool:
@@ -507,7 +463,7 @@ class ArchiveStore:
         """The element's stored record and the path of its bytes, if it has any."""
         return self.views.element_file(thread_id, element_id)
 
-    @_then_compact
+    @then_compact
     def delete_element(
         self, element_id: str, thread_id: str | None = None, *, actor: str | None = None
     ) -> bool:
@@ -527,22 +483,6 @@ class ArchiveStore:
         self.compactor.compact_due()
 
     def compact_journal(self, thread_id: str, *, only_if_worth_it: bool = False) -> Compaction:
-        """Rewrite the thread's journal in its compacted form: one line per step in
-        conversation order, then feedback, elements and the tombstones that keep
-        deleted ids deleted (:func:`journal.compacted_records`). Every read gives what
-        it gave before. ``only_if_worth_it``: only when the dead bytes outweigh the
-        live ones.
-
-        Safe while writers go on, in this process or others: the journal is read and
-        folded aside, without any lock; then, under the thread's lock (for the time of
-        writing the new file), the lines appended meanwhile are copied after the
-        compacted ones, unchanged, and the new file replaces the old one at once. A
-        journal replaced meanwhile (another compaction, a repair) is read again. A
-        journal with damaged lines (or the torn end a killed writer left) is left
-        alone: ``filelayer verify --repair`` first.
-
-        Runs in any thread without :attr:`mutex` (the adapter runs it in a worker): it
-        reads files only, and its notes in memory (when to look at the journal again,
-        whether it is due again) are single dictionary entries.
-        """
+        """Rewrite the thread's journal in its compacted form, safe while writers go on
+        (see :meth:`Compactor.compact_journal`)."""
         return self.compactor.compact_journal(thread_id, only_if_worth_it=only_if_worth_it)

@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .._io import fs as _fs
 from ..format import codec as _codec
@@ -17,6 +20,7 @@ from .cache import Lru
 from .locking import WriteLocks
 
 log = logging.getLogger("filelayer")
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 _COMPACT_MIN_BYTES = 64 * 1024
 """A journal is compacted by itself only past this size: below, there is little to save."""
@@ -28,6 +32,21 @@ _COMPACT_ROUNDS = 4
 
 
 _DAMAGED = "damaged lines: run `filelayer verify --repair` first"
+
+
+def then_compact(method: _Method) -> _Method:
+    """Run the journal compactions the call made due, once it released its locks
+    (unless the caller runs them itself, see :attr:`ArchiveStore.defer_compaction`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if self.compactor.has_due and not self.defer_compaction:
+                self.compactor.compact_due()
+
+    return wrapper  # type: ignore[return-value]
 
 
 class _Growth:
@@ -158,7 +177,24 @@ class Compactor:
                 log.warning("filelayer: could not compact the journal of %s: %s", thread_id, exc)
 
     def compact_journal(self, thread_id: str, *, only_if_worth_it: bool = False) -> Compaction:
-        """See :meth:`ArchiveStore.compact_journal`."""
+        """Rewrite the thread's journal in its compacted form: one line per step in
+        conversation order, then feedback, elements and the tombstones that keep
+        deleted ids deleted (:func:`journal.compacted_records`). Every read gives what
+        it gave before. ``only_if_worth_it``: only when the dead bytes outweigh the
+        live ones.
+
+        Safe while writers go on, in this process or others: the journal is read and
+        folded aside, without any lock; then, under the thread's lock (for the time of
+        writing the new file), the lines appended meanwhile are copied after the
+        compacted ones, unchanged, and the new file replaces the old one at once. A
+        journal replaced meanwhile (another compaction, a repair) is read again. A
+        journal with damaged lines (or the torn end a killed writer left) is left
+        alone: ``filelayer verify --repair`` first.
+
+        Runs in any thread without :attr:`mutex` (the adapter runs it in a worker): it
+        reads files only, and its notes in memory (when to look at the journal again,
+        whether it is due again) are single dictionary entries.
+        """
         path = self.layout.journal(thread_id)
         first: Compaction | None = None
         heavy = False

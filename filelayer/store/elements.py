@@ -28,7 +28,14 @@ _EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 
 
 def element_relative_path(element_id: str, name: str | None, mime: str | None) -> str:
-    """See :meth:`ArchiveStore.element_relative_path`."""
+    """Where an element's bytes live, relative to its thread directory.
+
+    The file is named by the element id (re-sending an element overwrites its file)
+    plus an extension from its name or mime type, so a person can open it: a dot
+    and 1 to 10 ASCII letters or digits, lowercased. So the name starts with a letter
+    or a digit, like the id, and never takes a name the layer reserves for its own
+    files (see :data:`filelayer.format.layout.RESERVED_PREFIX`).
+    """
     check_id("element", element_id)
     ext = ""
     match = _EXT_RE.search(name or "")

@@ -62,7 +62,14 @@ class Locator:
     def locate_step(
         self, step_id: str, prefer: str | None = None, *, scan: bool = True
     ) -> str | None:
-        """See :meth:`ArchiveStore.locate_step`."""
+        """The thread holding ``step_id``: ``prefer`` if it holds it, then recent
+        writes, then (unless ``scan`` is false) a scan of the journals, most recently
+        active thread first (Chainlit's delete_step and some feedback paths give no
+        thread id).
+
+        Step ids are chosen by the client, so two threads can hold the same id:
+        ``prefer`` (the caller's own session thread) keeps a delete in the thread it
+        was meant for."""
         if (
             prefer
             and is_valid_id(prefer)

@@ -119,7 +119,11 @@ class Steps:
         thread_id: str | None = None,
         actor: str | None = None,
     ) -> str:
-        """See :meth:`ArchiveStore.upsert_feedback`."""
+        """Rate a step (one feedback per step: a new one replaces the old).
+
+        Refused with :class:`UnknownStepError` unless the step is live in an existing
+        thread: feedback never creates a thread, nor rates what was deleted.
+        """
         check_id("step", for_id)
         feedback_id = check_id("feedback", feedback_id or str(uuid.uuid4()))
         if value not in (0, 1):  # True and False are 1 and 0

@@ -132,7 +132,11 @@ class ThreadViews:
     def get_thread(
         self, thread_id: str, element_url: ElementUrl | None = None
     ) -> dict[str, Any] | None:
-        """See :meth:`ArchiveStore.get_thread`."""
+        """The whole thread in Chainlit's ``ThreadDict`` shape, or ``None``.
+
+        ``element_url(thread_id, element_id)`` gives the URL of a stored element's bytes
+        (the element route); elements that came with their own URL keep it.
+        """
         doc = self.read_manifest(thread_id)
         if doc is None:
             return None
@@ -190,7 +194,17 @@ class ThreadViews:
         search: str | None = None,
         feedback: int | None = None,
     ) -> tuple[list[dict[str, Any]], Page]:
-        """See :meth:`ArchiveStore.list_threads`."""
+        """A page of threads (without steps), newest activity first, from the index.
+
+        Each thread's ``createdAt`` is its *activity* (the later of its creation and its
+        last message), not its creation time: Chainlit's UI re-sorts the threads it
+        receives by ``createdAt`` and groups them by that date ("Today", "Yesterday"…),
+        so an old thread continued today must say today, and the order the UI makes
+        must be the order of the pages (their cursors follow the same key), or threads
+        of a later page would land above those already shown. Chainlit's PostgreSQL
+        layer does the same. ``updatedAt`` is the last change of any kind (a rename
+        too); ``get_thread`` and the manifest keep the true creation time.
+        """
         self.healer.look()  # git moved the files under this process: reconcile
         page = self.index.page(
             user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback
