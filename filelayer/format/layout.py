@@ -13,6 +13,7 @@ apart by their directory instead, ``locks/``, where nothing else is ever written
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -161,20 +162,14 @@ class Layout:
         self.index_lock = self.locks / "index.lock"
         self.users_lock = self.locks / "users.lock"
         self.deleted_lock = self.locks / "deleted.lock"
-        self._thread_paths: dict[str, tuple[Path, Path, Path]] = {}
         self._stripe_locks = [self.locks / f"thread-{n:02d}.lock" for n in range(LOCK_STRIPES)]
-
-    def _paths(self, thread_id: str) -> tuple[Path, Path, Path]:
         # Every write builds these paths two or three times; pathlib's joins cost more
         # than the write's own system calls, so they are kept for recent threads.
-        paths = self._thread_paths.get(thread_id)
-        if paths is None:
-            directory = self.threads / check_id("thread", thread_id)
-            paths = (directory, directory / MANIFEST_NAME, directory / JOURNAL_NAME)
-            if len(self._thread_paths) >= _PATH_CACHE:
-                self._thread_paths.clear()
-            self._thread_paths[thread_id] = paths
-        return paths
+        self._paths = functools.lru_cache(maxsize=_PATH_CACHE)(self._make_paths)
+
+    def _make_paths(self, thread_id: str) -> tuple[Path, Path, Path]:
+        directory = self.threads / check_id("thread", thread_id)
+        return directory, directory / MANIFEST_NAME, directory / JOURNAL_NAME
 
     def thread_dir(self, thread_id: str) -> Path:
         return self._paths(thread_id)[0]
