@@ -10,12 +10,12 @@ thread, show an old name, or list a deleted one. Three pieces make it heal:
   index rows are known to agree with. Every thread write notes the watermark it found
   and the one it left, and the index moves the stored one by compare-and-set after the
   write's own rows; a rebuild and a reconcile store the watermark they read under.
-- **Writer sessions**: a process that writes holds ``index/writer-<16 hex>.lock`` open
-  and ``flock``-ed from before its first write until it closes the store or exits
-  normally; the file's name is fsynced before that first write, so it outlives any
-  write it covers. A session file nobody holds any more is a writer that died without
-  closing: some of its writes may lack their index rows. A clean start (no dead
-  session, no change seen in git) skips the check altogether.
+- **Writer sessions** (:mod:`filelayer.store.writers`): a process that writes holds
+  ``index/writer-<16 hex>.lock`` open and ``flock``-ed from before its first write until
+  it closes the store or exits normally; the file's name is fsynced before that first
+  write, so it outlives any write it covers. A session file nobody holds any more is a
+  writer that died without closing: some of its writes may lack their index rows. A
+  clean start (no dead session, no change seen in git) skips the check altogether.
 - **One reconciler**, :func:`reconcile_changed`: it stats every thread directory (two
   ``stat`` calls a thread), reads again only the threads whose watermark differs from
   the stored one (and those deleted, or gone, that the index still holds), newest
@@ -36,12 +36,9 @@ catch-up after a rebuild is the same function given the rebuild's watermarks.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
-import re
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -50,14 +47,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from .._io import fs as _fs
-from .._io.fs import temp_path
 from ..format import users
 from ..format.ids import is_valid_id
 from ..format.layout import Layout
 from ..index.db import ABSENT
 from ..index.summary import ThreadSummary
 from ..index.thread_index import ThreadIndex
+from .writers import Session as Session  # callers also reach it as heal.Session
+from .writers import dead_sessions as dead_sessions
 
 HealMode = Literal["wait", "background"]
 """Whether opening a store waits for the reconcile it needs, or runs it in a thread."""
@@ -85,17 +82,7 @@ class ArchiveStore(Protocol):
         ...
 
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 log = logging.getLogger("filelayer")
-
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-
-SESSION = re.compile(r"writer-[0-9a-f]{16}\.lock")
-"""The name of a writer session file in ``index/``."""
 
 START_DELAY = 0.5
 """Seconds a background reconcile waits, after the store opened, for the first sidebar
@@ -190,80 +177,6 @@ def _owners_changed(
 def journal_mtime(mark: str) -> int:
     """When the journal of a thread with watermark ``mark`` was last written."""
     return int(mark.split("/", 1)[0].rsplit(":", 1)[1])
-
-
-# -- writer sessions ---------------------------------------------------------------------
-
-
-class Session:
-    """A writer's presence: ``index/writer-<16 hex>.lock``, locked while it lives.
-
-    Made (and its name fsynced into ``index/``) before the first write it covers;
-    :meth:`end` removes it. Left behind by a process that died, it is found unlocked
-    by the next opening (:func:`dead_sessions`)."""
-
-    def __init__(self, directory: Path) -> None:
-        changes = _fs.Changes(durable=True)
-        _fs.make_dirs(directory, changes)
-        self.pid = os.getpid()
-        self.ended = False
-        self.path = directory / f"writer-{secrets.token_hex(8)}.lock"
-        # Locked under a temporary name, then renamed: an opening never sees a living
-        # writer's session unlocked (and takes it for a dead one).
-        made = temp_path(self.path)
-        self.fd = os.open(made, os.O_RDWR | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o644)
-        try:
-            if fcntl is not None:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.replace(made, self.path)
-            changes.entry(directory)
-            changes.done()
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(made)
-            self.end()
-            raise
-
-    def end(self) -> None:
-        """Remove the file (then let the lock go, so that nobody sees it unlocked)."""
-        if self.pid == os.getpid() and not self.ended:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            self.ended = True
-        self.close()
-
-    def close(self) -> None:
-        """Let the lock go and keep the file: the session reads as a dead writer's."""
-        if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = -1
-
-
-def dead_sessions(directory: Path) -> list[Path]:
-    """The session files in ``directory`` that no living process holds. Without
-    ``flock`` (Windows) liveness cannot be told: every session file counts as dead, which
-    only costs a reconcile that finds nothing to do."""
-    dead = []
-    try:
-        entries = [e for e in os.scandir(directory) if SESSION.fullmatch(e.name)]
-    except OSError:
-        return []
-    for entry in entries:
-        try:
-            fd = os.open(entry.path, os.O_RDWR | _CLOEXEC)
-        except OSError:
-            continue  # removed meanwhile: its writer closed
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            dead.append(Path(entry.path))
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-        finally:
-            os.close(fd)
-    return dead
 
 
 # -- git ---------------------------------------------------------------------------------

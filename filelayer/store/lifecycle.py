@@ -14,6 +14,7 @@ from .._io.flusher import FLUSHER
 from ..format.layout import Layout
 from ..index.thread_index import ThreadIndex
 from . import heal as _heal
+from .writers import Session
 
 log = logging.getLogger("filelayer")
 
@@ -36,7 +37,7 @@ class IndexLifecycle:
         self.index = index
         self.healer = healer
         self.durable = durable
-        self._session: _heal.Session | None = None  # this store's writer session
+        self._session: Session | None = None  # this store's writer session
         self._session_end: Any = None
 
     def begin_session(self) -> None:
@@ -44,7 +45,7 @@ class IndexLifecycle:
         if self._session is not None:
             return
         try:
-            session = _heal.Session(self.layout.index_dir)
+            session = Session(self.layout.index_dir)
         except OSError as exc:  # a read-only archive: the write fails on its own
             log.debug("filelayer: no writer session in %s (%s)", self.root, exc)
             return
@@ -94,7 +95,7 @@ class IndexLifecycle:
         log.info("filelayer: no usable index in %s, building it from the threads", self.root)
         # The fill is marked as a writer session before the empty index is switched
         # in: if it stops half-way, the next opening finds it dead and goes on.
-        session = _heal.Session(self.layout.index_dir)
+        session = Session(self.layout.index_dir)
         try:
             # A damaged one is replaced; otherwise one another process made meanwhile
             # is kept (its maker fills it).
@@ -124,7 +125,7 @@ def _end_sessions_at_exit() -> None:
         lifecycle.end_session()
 
 
-def end_session(index: ThreadIndex, session: _heal.Session, *, flush: bool) -> None:
+def end_session(index: ThreadIndex, session: Session, *, flush: bool) -> None:
     """End a writer session cleanly (at ``close``, or when the process exits): the files
     the session wrote and the index rows that describe them reach the disk before its
     file is removed, so that no power cut leaves the session gone and its rows lost."""
