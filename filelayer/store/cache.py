@@ -60,6 +60,3 @@ class Lru(Generic[_K, _V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
-
-    def __len__(self) -> int:
-        return len(self._data)
