@@ -98,6 +98,8 @@ _INSTANT_RE = re.compile(
     r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})?",
     re.ASCII,
 )
+_CHAINLIT_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
+"""The form Chainlit and filelayer write (microseconds, ``Z``): its key is a slice."""
 
 
 def time_key(value: str) -> str:
@@ -108,6 +110,8 @@ def time_key(value: str) -> str:
     fractional digits: ``2026-01-01T00:00:01.000000000``. Anything else is its own key,
     so it still sorts somewhere, the same way in every reader.
     """
+    if len(value) == 27 and _CHAINLIT_RE.fullmatch(value) is not None:
+        return f"{value[:26]}000"  # the common form, at a fraction of the cost
     match = _INSTANT_RE.fullmatch(value)
     if match is None:
         return value

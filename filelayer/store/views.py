@@ -148,7 +148,10 @@ class ThreadViews:
         for stored in folded.ordered:
             # A copy: the folded state stays cached, and callers (the app's
             # on_chat_resume) may change what they are given.
-            step = {**_STEP_DEFAULTS, "metadata": {}, **copy_json(stored)}
+            step = {**_STEP_DEFAULTS, "metadata": {}, **stored}
+            for key, value in stored.items():
+                if type(value) is dict or type(value) is list:
+                    step[key] = copy_json(value)
             step["threadId"] = thread_id
             step["streaming"] = False  # nothing persisted is still streaming
             fb = feedback.get(stored["id"])
