@@ -34,11 +34,12 @@ declare -A RELEASE=([2.0]=2.0.0 [2.3]=2.3.0)
 # The data-layer contract, the authorization rules and the element route: the code that
 # leans on Chainlit's internals (its context, session, auth helpers and routes).
 CONTRACT_TESTS=(
-  tests/test_contract_*.py
-  tests/test_layer_*.py
-  tests/test_serve.py
-  tests/test_authorship.py
-  tests/test_authorization.py
+  tests/store/test_contract_*.py
+  tests/store/test_authorship.py
+  tests/chainlit/test_contract_interface.py
+  tests/chainlit/test_layer_*.py
+  tests/chainlit/test_serve.py
+  tests/chainlit/test_authorization.py
 )
 
 wants() { [[ "$STAGES" == *" $1 "* ]]; }

@@ -1,28 +1,23 @@
-"""Shared fixtures and helpers. Nothing here imports Chainlit at module level: the suite
-also runs in an environment without Chainlit, where the modules that need it skip
-themselves (``pytest.importorskip("chainlit")``) and the storage-core tests still run."""
+"""Shared fixtures (their helpers are in ``tests/support/``). Nothing here imports
+Chainlit at module level: the suite also runs in an environment without Chainlit, where
+the modules that need it skip themselves (``pytest.importorskip("chainlit")``) and the
+storage-core tests still run."""
 
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tests.support.apps import App, chainlit_running
+from tests.support.processes import REPO, subprocess_env
 
 _CHAINLIT_HOME: list[str] = []
 
@@ -40,7 +35,7 @@ def _load_hypothesis_profile() -> None:
         from hypothesis import HealthCheck, settings
     except ImportError:  # the tests that need Hypothesis say so themselves
         return
-    from reliability_support import hypothesis_profile
+    from tests.support.reliability import hypothesis_profile
 
     common: dict[str, Any] = {
         "database": None,
@@ -57,7 +52,7 @@ _load_hypothesis_profile()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    from reliability_support import hypothesis_profile, seed, stress
+    from tests.support.reliability import hypothesis_profile, seed, stress
 
     run = "stress run (FILELAYER_STRESS=1)" if stress() else "deterministic run"
     return f"filelayer: {run}, FILELAYER_SEED={seed()}, Hypothesis profile {hypothesis_profile()!r}"
@@ -157,202 +152,7 @@ def registered(layer: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     return layer
 
 
-# -- helpers shared by the contract tests ------------------------------------------------
-
-
-def chainlit_version() -> str:
-    from importlib.metadata import version
-
-    return version("chainlit")
-
-
-def needs_base_method(name: str) -> pytest.MarkDecorator:
-    """Skip a test of ``name`` on a Chainlit release whose ``BaseDataLayer`` lacks it
-    (favorites came after 2.0): the supported range includes releases without it."""
-    from chainlit.data.base import BaseDataLayer
-
-    return pytest.mark.skipif(
-        not hasattr(BaseDataLayer, name),
-        reason=f"Chainlit {chainlit_version()}'s BaseDataLayer has no {name}",
-    )
-
-
-def needs_thread_sharing() -> pytest.MarkDecorator:
-    """Skip where Chainlit has no thread sharing yet (``on_shared_thread_view`` and the
-    ``/project/thread/share`` route came after 2.0)."""
-    from chainlit.config import CodeSettings
-
-    # A pydantic model in recent releases, a (pydantic) dataclass in older ones.
-    fields = set(getattr(CodeSettings, "model_fields", None) or ()) | set(
-        getattr(CodeSettings, "__dataclass_fields__", None) or ()
-    )
-    has = "on_shared_thread_view" in fields
-    return pytest.mark.skipif(
-        not has, reason=f"Chainlit {chainlit_version()} has no thread sharing"
-    )
-
-
-async def end_session(session: Any) -> None:
-    """``session.delete()``: a coroutine in recent Chainlit, a plain call in 2.0."""
-    result = session.delete()
-    if inspect.isawaitable(result):
-        await result
-
-
-def at(second: int, day: int = 1) -> str:
-    """A fixed time in Chainlit's format; larger ``second`` is later."""
-    return (
-        f"2026-03-{day:02d}T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}.000000Z"
-    )
-
-
-def step(sid: str, thread: str = "t1", **fields: Any) -> dict[str, Any]:
-    """A StepDict as Chainlit sends it (only the fields given, plus id and thread)."""
-    return {"id": sid, "threadId": thread, **fields}
-
-
-async def listed(layer: Any, user_id: str | None, first: int = 100, **filters: Any) -> list[str]:
-    """The ids on the first sidebar page of ``user_id``."""
-    from chainlit.types import Pagination, ThreadFilter
-
-    page = await layer.list_threads(
-        Pagination(first=first), ThreadFilter(userId=user_id, **filters)
-    )
-    return [t["id"] for t in page.data]
-
-
-async def all_pages(layer: Any, first: int, **filters: Any) -> list[list[str]]:
-    """Every page, following ``endCursor`` as the sidebar does while ``hasNextPage``."""
-    from chainlit.types import Pagination, ThreadFilter
-
-    pages: list[list[str]] = []
-    cursor = None
-    for _ in range(10_000):
-        page = await layer.list_threads(
-            Pagination(first=first, cursor=cursor), ThreadFilter(**filters)
-        )
-        pages.append([t["id"] for t in page.data])
-        if not page.pageInfo.hasNextPage:
-            return pages
-        assert page.pageInfo.endCursor, "hasNextPage without an endCursor"
-        cursor = page.pageInfo.endCursor
-    raise AssertionError("pagination never ends")
-
-
-def tree(directory: Path) -> dict[str, bytes | None]:
-    """Every path under ``directory`` with its bytes (``None`` for a directory)."""
-    result: dict[str, bytes | None] = {}
-    if not directory.exists():
-        return result
-    for path in sorted(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        result[rel] = None if path.is_dir() else path.read_bytes()
-    return result
-
-
-def temporary_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
-
-
 # -- the example app -------------------------------------------------------------------
-
-
-@dataclass
-class App:
-    url: str
-    root: Path
-    log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-_PORT_TRIES = 5
-"""How many free ports ``chainlit_running`` tries before it gives up."""
-
-
-def _listens_on(pid: int, port: int) -> bool:
-    """Whether process ``pid`` (or one of its children) listens on loopback ``port``:
-    what answers there may be another program that took the port first."""
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-        family = [parent, *parent.children(recursive=True)]
-        for process in family:
-            sockets = getattr(process, "net_connections", None) or process.connections
-            for conn in sockets(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                    return True
-    except psutil.Error:
-        return False
-    return False
-
-
-class _PortTaken(Exception):
-    """The free port was taken by another program before Chainlit could bind it."""
-
-
-@contextmanager
-def chainlit_running(
-    app_dir: Path, env: dict[str, str], log: Path, *extra: str, health_path: str = "/auth/config"
-) -> Iterator[str]:
-    """``chainlit run app.py`` in ``app_dir`` on a free loopback port, until the block
-    ends; gives the base URL once ``health_path`` answers 200.
-
-    A port found free is free only until someone binds it: on a busy machine another
-    program (a client's ephemeral port, another suite's server) can take it while
-    Chainlit starts. Chainlit then exits (with status 0) saying so, or the health check
-    reaches the other program: either way another port is tried, so that a test never
-    runs against a server that is not its own."""
-    for attempt in range(_PORT_TRIES):
-        try:
-            with _chainlit_on_free_port(app_dir, env, log, extra, health_path) as url:
-                yield url
-            return
-        except _PortTaken:
-            if attempt == _PORT_TRIES - 1:
-                pytest.fail(f"no free port after {_PORT_TRIES} tries:\n{log.read_text()[-3000:]}")
-
-
-@contextmanager
-def _chainlit_on_free_port(
-    app_dir: Path, env: dict[str, str], log: Path, extra: tuple[str, ...], health_path: str
-) -> Iterator[str]:
-    port = _free_port()
-    cmd = [sys.executable, "-c", "from chainlit.cli import cli; cli()", "run", "app.py"]
-    cmd += ["--headless", "--host", "127.0.0.1", "--port", str(port), *extra]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                if "address already in use" in log.read_text(errors="replace"):
-                    raise _PortTaken(port)
-                pytest.fail(f"chainlit exited early:\n{log.read_text()[-3000:]}")
-            try:
-                if _httpx().get(url + health_path, timeout=2).status_code == 200:
-                    if not _listens_on(proc.pid, port):
-                        raise _PortTaken(port)  # another program answered
-                    break
-            except _httpx().HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"chainlit did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -364,19 +164,3 @@ def example_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     env = subprocess_env(FILELAYER_ROOT=str(root), CHAINLIT_AUTH_SECRET="test-secret-" + "x" * 40)
     with chainlit_running(work / "app", env, log) as url:
         yield App(url=url, root=root, log=log)
-
-
-def _httpx() -> Any:
-    import httpx
-
-    return httpx
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment of a child Python: this repository first on its path, and the
-    fast mode unless ``FILELAYER_PURE`` is passed explicitly."""
-    env = dict(os.environ)
-    env.pop("FILELAYER_PURE", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env.update(extra)
-    return env

@@ -1,4 +1,4 @@
-"""The app that tests/test_authorization.py attacks: two users, one archive.
+"""The app that tests/chainlit/test_authorization.py attacks: two users, one archive.
 
 Every answer carries an image and a file whose bytes the data layer stores, so that an
 attack on another user's thread has files to overwrite or delete. Run by the suite with

@@ -4,7 +4,7 @@
 
 It imports nothing from filelayer (standard library only) and writes the corpus's shape
 (``OUT/threads/<id>.json`` and ``OUT/archive.json``, see "Conformance corpus" in
-docs/format.md). tests/test_conformance.py runs it over every case: where it and the
+docs/format.md). tests/format/test_conformance.py runs it over every case: where it and the
 expected reading disagree, the document is not precise enough, or not true.
 """
 

@@ -585,7 +585,7 @@ def manifests(root: Path) -> None:
         manifest.read_bytes().replace(b'"id": "t-other-id"', b'"id": "somewhere-else"')
     )
     # (An empty thread directory reads as no thread too, but git keeps no empty
-    # directory: a corpus case cannot hold one. tests/test_reliability_crash.py has it.)
+    # directory: a corpus case cannot hold one. tests/reliability/test_reliability_crash.py has it.)
 
 
 @case

@@ -1,0 +1,106 @@
+"""The export route, over HTTP, inside Chainlit's real FastAPI app: a zip of the
+Markdown export or the HTML page, under the same rules as the element route."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+import zipfile
+
+import pytest
+
+pytest.importorskip("chainlit")
+pytest.importorskip("httpx")
+
+from filelayer.chainlit.export_route import export_url, zip_bundle
+from tests.chainlit.test_serve import PNG, Site, as_user
+from tests.chainlit.test_serve import site as served_site  # noqa: F401 (a fixture, used below)
+from tests.support.layer import needs_thread_sharing
+
+
+@pytest.fixture
+def site(request: pytest.FixtureRequest) -> Site:
+    """The element route's test site: a FileDataLayer in Chainlit's real app."""
+    found: Site = request.getfixturevalue("served_site")
+    return found
+
+
+def url(thread_id: str, fmt: str = "markdown") -> str:
+    return f"/filelayer/export/{thread_id}?format={fmt}"
+
+
+async def test_the_author_gets_the_markdown_and_its_files_as_one_zip(site: Site) -> None:
+    response = await site.client.get(url(site.thread_id), headers=as_user("alice"))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/zip"
+    assert response.headers["content-disposition"].startswith('attachment; filename="')
+    assert response.headers["cache-control"] == "private, no-store"
+    members = zipfile.ZipFile(io.BytesIO(response.content))
+    names = members.namelist()
+    [page] = [n for n in names if n.endswith(".md")]
+    stem = page[: -len(".md")]
+    text = members.read(page).decode("utf-8")
+    assert "here it is" in text and 'author: "alice"' in text
+    assert f"![pic.png]({stem}.files/{site.image_id}.png)" in text
+    assert members.read(f"{stem}.files/{site.image_id}.png") == PNG
+    assert f"{stem}.files/{site.video_id}.mp4" in names
+    # the same bytes every time: a re-download is the same file
+    again = await site.client.get(url(site.thread_id), headers=as_user("alice"))
+    assert again.content == response.content
+
+
+async def test_the_html_page_holds_its_images_and_runs_nothing(site: Site) -> None:
+    response = await site.client.get(url(site.thread_id, "html"), headers=as_user("alice"))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "sandbox" in policy
+    assert "script-src" not in policy
+    page = response.text
+    assert "here it is" in page and "<script" not in page
+    assert "data:image/png;base64," in page
+    assert f"/filelayer/elements/{site.thread_id}/{site.video_id}" in page
+
+
+async def test_strangers_get_the_same_answers_as_for_a_missing_thread(site: Site) -> None:
+    bob = as_user("bob")
+    missing = str(uuid.uuid4())
+    for fmt in ("markdown", "html", "nonsense"):
+        theirs = await site.client.get(url(site.thread_id, fmt), headers=bob)
+        none = await site.client.get(url(missing, fmt), headers=bob)
+        assert theirs.status_code == none.status_code == 404
+        assert theirs.content == none.content and b"here it is" not in theirs.content
+        for headers in ({}, {"Authorization": "Bearer garbage"}):
+            anonymous = await site.client.get(url(site.thread_id, fmt), headers=headers)
+            assert anonymous.status_code == 401
+    for crafted in ("..", "%2e%2e%2fusers", "a b", "x" * 200):
+        response = await site.client.get(f"/filelayer/export/{crafted}", headers=bob)
+        assert b"here it is" not in response.content, crafted
+        assert response.headers.get("content-type") != "application/zip", crafted
+    # the author asking for a format that does not exist learns only that
+    bad = await site.client.get(url(site.thread_id, "pdf"), headers=as_user("alice"))
+    assert bad.status_code == 400
+
+
+@needs_thread_sharing()
+async def test_a_shared_thread_is_exported_to_logged_in_users(site: Site) -> None:
+    bob = as_user("bob")
+    assert (await site.client.get(url(site.thread_id), headers=bob)).status_code == 404
+    share = await site.client.put(
+        "/project/thread/share",
+        json={"threadId": site.thread_id, "isShared": True},
+        headers=as_user("alice"),
+    )
+    assert share.status_code == 200, share.text
+    assert (await site.client.get(url(site.thread_id), headers=bob)).status_code == 200
+    assert (await site.client.get(url(site.thread_id))).status_code == 401
+
+
+async def test_the_route_is_ahead_of_chainlit_catch_all(site: Site) -> None:
+    names = [getattr(r, "name", None) for r in site.app.router.routes]
+    assert names.count("filelayer_export") == 1
+    assert export_url(site.thread_id, "html") == url(site.thread_id, "html")
+    index = json.dumps(names)
+    assert index  # the route answered above, so it is before the catch-all
+    assert zip_bundle  # the helper the route uses is public for apps' own routes

@@ -1,0 +1,70 @@
+"""Chainlit saves the whole user session into the thread at every disconnect
+(``persist_user_session(thread, session.to_persistable())``): with Chainlit's own code,
+visits to a committed thread leave ``git status`` clean, and ``resume_thread`` still
+gets the chat settings and the app's session back."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("chainlit")
+
+from filelayer.cli import main
+from tests.git.test_git_snapshot import git, init
+from tests.support.layer import end_session
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+async def test_chainlits_own_session_saves_leave_git_status_clean(
+    registered: object, user: object, root: Path
+) -> None:
+    """Chainlit's own code: ``persist_user_session(thread, session.to_persistable())`` at
+    each disconnect, from a new session with the app's own keys, then ``resume_thread``."""
+    from chainlit.session import WebsocketSession
+    from chainlit.socket import persist_user_session, resume_thread
+    from chainlit.user_session import user_sessions
+
+    layer: object = registered
+    await layer.update_thread("t", name="chat", user_id=user.id)  # type: ignore[attr-defined]
+
+    async def emit_call(*args: object) -> None:
+        return None
+
+    def visit(n: int) -> WebsocketSession:
+        return WebsocketSession(
+            id=f"session-{n}",
+            socket_id=f"socket-{n}",
+            emit=lambda *args: None,
+            emit_call=emit_call,
+            user_env={},
+            client_type="webapp",
+            thread_id="t",
+            user=user,  # type: ignore[arg-type]
+        )
+
+    first = visit(0)
+    first.chat_settings = {"temperature": 0.3}
+    user_sessions[first.id] = {"history": ["hello"]}
+    await persist_user_session("t", first.to_persistable())
+    user_sessions.pop(first.id, None)
+    await end_session(first)
+    init(root)
+    assert main(["--root", str(root), "snapshot", "-m", "first visit"]) == 0
+    for n in range(1, 4):
+        session = visit(n)
+        try:
+            assert await resume_thread(session) is not None
+            assert session.chat_settings == {"temperature": 0.3}
+            assert user_sessions[session.id]["history"][0] == "hello"
+            user_sessions[session.id]["history"].append(f"visit {n}")
+            await persist_user_session("t", session.to_persistable())
+        finally:
+            user_sessions.pop(session.id, None)
+            await end_session(session)
+        assert git(root, "status", "--porcelain") == "", n
+    thread = await layer.get_thread("t")  # type: ignore[attr-defined]
+    assert thread["metadata"]["history"] == ["hello", "visit 1", "visit 2", "visit 3"]

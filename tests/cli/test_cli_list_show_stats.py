@@ -1,0 +1,92 @@
+"""`filelayer list`, `show` and `stats`: reading an archive from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from filelayer.cli import main
+from tests.support.cli import build_archive
+
+
+@pytest.fixture
+def archive(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    build_archive(root)
+    monkeypatch.setenv("FILELAYER_ROOT", str(root))
+    return root
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_a_table_newest_first(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "UPDATED", "AUTHOR", "MSGS", "NAME"]
+    assert [line.split()[0] for line in lines[1:]] == ["hello", "cake", "bread"]
+    assert "Sourdough bread" in out
+
+
+def test_list_filters_and_json(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "list", "--user", "alice@example.com", "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["id"] for r in rows] == ["cake", "bread"]
+    assert rows[1]["author"] == "alice@example.com" and rows[1]["messages"] == 4
+    assert run(capsys, "list", "--search", "CELSIUS")[0] == 1  # nothing matched
+    assert run(capsys, "list", "--search", "250 °c", "--json")[1].count("\n") == 1
+    _, out, _ = run(capsys, "list", "--feedback", "0", "--json")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["cake"]
+    _, out, _ = run(capsys, "list", "--feedback", "1", "--json")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["bread"]
+    assert run(capsys, "list", "--user", "nobody")[0] == 1
+
+
+def test_list_date_filters(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "list", "--since", "2999-01-01")[0] == 1
+    assert run(capsys, "list", "--until", "2000-01-01")[0] == 1
+    assert run(capsys, "list", "--since", "2000-01-01")[0] == 0
+    code, _, err = run(capsys, "list", "--since", "yesterday")
+    assert code == 2 and "YYYY-MM-DD" in err
+
+
+def test_show_prints_the_conversation(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "show", "bread")
+    assert code == 0
+    assert out.index("How do I bake **sourdough**?") < out.index("search_notes (tool)")
+    assert out.index("search_notes (tool)") < out.index("Feed the starter.")
+    assert "👍 Very helpful" in out
+    assert "📎 loaf.png (image)" in out
+    code, _, err = run(capsys, "show", "no-such-thread")
+    assert code == 2 and "no thread" in err
+
+
+def test_stats(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "stats")
+    assert code == 0
+    fields = dict(line.split(None, 1) for line in out.splitlines())
+    assert fields["threads"] == "3" and fields["users"] == "2" and fields["elements"] == "2"
+    assert int(fields["steps"]) == 4 * 4
+    assert int(fields["bytes"]) > 0
+
+
+def test_a_missing_root_is_an_error_not_a_new_archive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "--root", str(tmp_path / "typo"), "list")
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "typo").exists()
+
+
+def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "filelayer export --all -o exported/" in out

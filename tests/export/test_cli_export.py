@@ -1,0 +1,135 @@
+"""`filelayer export`: Markdown that renders on GitHub, stable across runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from filelayer.cli import main
+from tests.support.cli import build_archive
+from tests.support.processes import subprocess_env
+
+
+@pytest.fixture
+def archive(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    build_archive(root)
+    monkeypatch.setenv("FILELAYER_ROOT", str(root))
+    return root
+
+
+def tree(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_export_all_to_a_directory(archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["export", "--all", "-o", str(out)]) == 0
+    names = sorted(p.name for p in out.glob("*.md"))
+    assert len(names) == 3
+    [bread] = [n for n in names if "sourdough-bread" in n]
+    assert bread.endswith("-bread.md") and bread[:4].isdigit()
+    text = (out / bread).read_text("utf-8")
+    head, body = text.split("---\n", 2)[1:]
+    assert 'id: "bread"' in head and 'author: "alice@example.com"' in head
+    assert 'tags: ["baking"]' in head and 'name: "Sourdough bread"' in head
+    assert body.startswith("\n# Sourdough bread\n")
+    # Order, authors and times of each message; markdown kept as it is.
+    assert body.index("**alice@example.com** · 2026-03-01 10:00 UTC") < body.index(
+        "How do I bake **sourdough**?"
+    )
+    assert body.index("**Assistant** · 2026-03-01 10:03 UTC") < body.index("- flour\n- water")
+    # Tool steps folded, feedback shown, elements copied and linked.
+    assert "<details>\n<summary>search_notes (tool)</summary>" in body
+    assert body.count("<details>") == body.count("</details>") == 2
+    assert "> 👍 Very helpful" in body
+    stem = bread[: -len(".md")]
+    assert f"![loaf.png]({stem}.files/img1.png)" in body
+    assert f"📎 [recipe.pdf]({stem}.files/doc1.pdf)" in body
+    assert (out / f"{stem}.files" / "img1.png").read_bytes() == b"\x89PNG fake"
+    cake = (out / next(n for n in names if "chocolate" in n)).read_text("utf-8")
+    assert "> 👎 Too short" in cake
+
+
+def test_re_exporting_an_unchanged_archive_is_byte_identical(archive: Path, tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    main(["export", "--all", "-o", str(first)])
+    main(["export", "--all", "-o", str(second)])
+    assert tree(first) == tree(second)
+    mtimes = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
+    main(["export", "--all", "-o", str(first)])
+    assert {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()} == mtimes
+
+
+def test_export_by_user_and_by_date(archive: Path, tmp_path: Path) -> None:
+    main(["export", "--user", "bob", "-o", str(tmp_path / "bob")])
+    assert [p.name.split("-", 3)[-1] for p in (tmp_path / "bob").glob("*.md")] == ["hi-hello.md"]
+    assert main(["export", "--since", "2999-01-01", "-o", str(tmp_path / "none")]) == 1
+
+
+def test_export_one_thread_to_stdout_and_as_json(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", "cake"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('---\nid: "cake"') and "Melt the chocolate." in out
+    assert main(["export", "cake", "--format", "json"]) == 0
+    thread = json.loads(capsys.readouterr().out)
+    assert thread["id"] == "cake" and len(thread["steps"]) == 4
+
+
+def test_export_needs_a_selection(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export"]) == 2
+    assert "say what to export" in capsys.readouterr().err
+
+
+def test_the_cli_runs_without_chainlit_or_optional_packages(archive: Path, tmp_path: Path) -> None:
+    prelude = "".join(
+        f"import sys; sys.modules[{m!r}] = None\n"
+        for m in ("chainlit", "orjson", "aiofiles", "filelock")
+    )
+    code = prelude + (
+        "import runpy, sys\n"
+        f"sys.argv = ['filelayer', '--root', {str(archive)!r}, 'export', 'bread']\n"
+        "runpy.run_module('filelayer', run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "# Sourdough bread" in result.stdout
+
+
+def test_python_dash_m_and_the_console_script_agree(archive: Path, tmp_path: Path) -> None:
+    by_module = subprocess.run(
+        [sys.executable, "-m", "filelayer", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(FILELAYER_ROOT=str(archive)),
+        cwd=tmp_path,
+        check=True,
+    ).stdout
+    script = Path(sys.executable).with_name("filelayer")
+    if script.exists():
+        by_script = subprocess.run(
+            [str(script), "list", "--json"],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(FILELAYER_ROOT=str(archive)),
+            cwd=tmp_path,
+            check=True,
+        ).stdout
+        assert by_script == by_module
+    assert len(by_module.splitlines()) == 3

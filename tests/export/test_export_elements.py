@@ -1,0 +1,136 @@
+"""What an export shows of each kind of element, in Markdown and in HTML."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from filelayer import ArchiveStore
+from filelayer.cli import main
+from filelayer.export.bundle import build, content
+from filelayer.export.elements import plotly_script
+from filelayer.export.html import markdown_html
+from tests.support.export import CODE, ROWS, THREAD, every_element_archive
+
+
+@pytest.fixture
+def store(root: Path) -> ArchiveStore:
+    return every_element_archive(root)
+
+
+def thread(store: ArchiveStore) -> dict:  # type: ignore[type-arg]
+    found = store.get_thread(THREAD)
+    assert found is not None
+    return found
+
+
+def test_markdown_shows_texts_tables_and_charts(store: ArchiveStore) -> None:
+    bundle = build(store, thread(store), "markdown", plotly=b"/* plotly */")
+    md = bundle.text
+    folder = f"{bundle.stem}.files"
+    # text inline; code fenced with its language, a fence inside it cannot close it
+    assert "📄 **details**\n\nDetails in **Markdown**: knead for *ten* minutes." in md
+    assert "````python\n" + CODE.rstrip() + "\n````" in md
+    # the dataframe: a bounded table, a note, the whole data as CSV beside
+    assert "📊 **loaves** (the first 20 of 30 rows; all of it in " in md
+    assert f"[loaves.csv]({folder}/_tables/table.csv)" in md
+    assert "| n | name | weight | note |\n|---|---|---|---|\n| 0 | loaf 0 | 0.0 | ok |" in md
+    assert "| 2 | loaf 2 | 3.0 | a\\|b |" in md
+    assert "loaf 20" not in md
+    whole = content(bundle.files[f"{folder}/_tables/table.csv"]).decode()
+    rows = list(csv.reader(io.StringIO(whole)))
+    assert rows[0] == ["n", "name", "weight", "note"] and len(rows) == ROWS + 1
+    # the chart: a page that draws it with the one shared script
+    assert f"📈 [bars (chart)]({folder}/_charts/chart.html)" in md
+    page = content(bundle.files[f"{folder}/_charts/chart.html"]).decode()
+    assert '<script src="../../plotly.min.js"></script>' in page and "Loaves per day" in page
+    assert bundle.files["plotly.min.js"] == b"/* plotly */"
+    # every element file is still copied, whatever the page shows of it
+    for name in ("img.png", "doc.pdf", "notes.txt", "code.py", "table.json", "chart.json"):
+        assert f"{folder}/{name}" in bundle.files, name
+    assert f"![loaf.png]({folder}/img.png)" in md
+    assert f"📎 [recipe.pdf]({folder}/doc.pdf)" in md
+
+
+def test_a_file_stored_without_an_extension_is_copied_with_one(root: Path) -> None:
+    store = ArchiveStore(root)
+    store.write_step({"id": "m", "threadId": "t", "type": "assistant_message", "output": "x"})
+    frame = b'{"columns": ["a"], "index": [0], "data": [[1]]}'
+    store.put_element("t", {"id": "df", "type": "dataframe", "name": "words", "forId": "m"}, frame)
+    assert store.element_file("t", "df")[1].name == "df"  # type: ignore[index]
+    found = store.get_thread("t")
+    assert found is not None
+    bundle = build(store, found, "markdown", plotly=None)
+    assert content(bundle.files[f"{bundle.stem}.files/df.json"]) == frame
+
+
+def test_without_plotly_a_chart_links_to_its_json(store: ArchiveStore) -> None:
+    bundle = build(store, thread(store), "markdown", plotly=None)
+    assert f"📈 [bars (Plotly figure, JSON)]({bundle.stem}.files/chart.json)" in bundle.text
+    assert "plotly.min.js" not in bundle.files
+
+
+def test_the_html_page_escapes_everything_and_runs_nothing(store: ArchiveStore) -> None:
+    bundle = build(store, thread(store), "html", plotly=b"/* plotly */")
+    page = bundle.text
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert '<section class="msg user">' in page and '<section class="msg assistant">' in page
+    assert "<strong>everything</strong>" in page
+    assert f'<img src="{bundle.stem}.files/img.png" alt="loaf.png">' in page
+    assert "<td>a|b</td>" in page and "loaf 20" not in page
+    assert f'href="{bundle.stem}.files/_charts/chart.html"' in page
+    assert '<details class="step"><summary>search_notes (tool)</summary>' in page
+    assert f'<audio controls preload="metadata" src="{bundle.stem}.files/tone.wav">' in page
+
+
+def test_markdown_html_renders_the_common_subset_safely() -> None:
+    assert markdown_html("**b** _i_ `c<d>`") == (
+        "<p><strong>b</strong> <em>i</em> <code>c&lt;d&gt;</code></p>"
+    )
+    assert markdown_html("- a\n- b") == "<ul><li>a</li><li>b</li></ul>"
+    assert markdown_html("1. a\n2. b") == "<ol><li>a</li><li>b</li></ol>"
+    assert 'href="https://example.com"' in markdown_html("[x](https://example.com)")
+    assert "href" not in markdown_html("[x](javascript:alert(1))")
+    assert markdown_html("```\n<b>\n```") == "<pre><code>&lt;b&gt;</code></pre>"
+    assert markdown_html("> quoted") == "<blockquote><p>quoted</p></blockquote>"
+
+
+def test_cli_exports_html_beside_markdown(
+    store: ArchiveStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FILELAYER_ROOT", str(store.root))
+    out = tmp_path / "out"
+    assert main(["export", "--all", "-o", str(out)]) == 0
+    assert main(["export", "--all", "--format", "html", "-o", str(out)]) == 0
+    [md] = out.glob("*.md")
+    [page] = out.glob("*.html")
+    assert md.stem == page.stem
+    assert (out / f"{md.stem}.files" / "img.png").exists()
+    assert ((out / "plotly.min.js").exists()) == (plotly_script() is not None)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert main(["export", "--all", "--format", "html", "-o", str(out)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_an_answer_under_the_users_message_is_its_own_bubble(store: ArchiveStore) -> None:
+    """Chainlit 2 hangs the ``on_message`` run under the user's message: the answer
+    still follows the question, in a bubble of its own."""
+    store.write_step({"id": "r1", "threadId": THREAD, "parentId": "u1"})
+    page = build(store, thread(store), "html", plotly=None).text
+    user = page.index('<section class="msg user">')
+    assert page.index("</section>", user) < page.index('<section class="msg assistant">')
+
+
+def test_html_to_stdout_is_one_page_with_its_images_inside(
+    store: ArchiveStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FILELAYER_ROOT", str(store.root))
+    assert main(["export", THREAD, "--format", "html"]) == 0
+    page = capsys.readouterr().out
+    assert page.startswith("<!DOCTYPE html>") and 'src="data:image/png;base64,' in page
+    store.write_step({"id": "x", "threadId": "other", "type": "user_message", "output": "x"})
+    assert main(["export", "--all", "--format", "html"]) == 2  # several pages need -o DIR

@@ -1,0 +1,85 @@
+"""Committing an archive to git: a chat turn is a few added lines in one thread."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from filelayer import ArchiveStore
+from filelayer.cli import main
+from tests.support.cli import build_archive
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "Test")
+    build_archive(repo / "chats")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "archive")
+    return repo
+
+
+def test_derived_files_are_ignored(repo: Path) -> None:
+    tracked = git(repo, "ls-files").split()
+    assert not [t for t in tracked if t.startswith(("chats/index/", "chats/locks/"))]
+    assert "chats/threads/bread/steps.jsonl" in tracked
+    assert "chats/.gitignore" in tracked
+
+
+def test_a_chat_turn_only_adds_lines_to_that_thread(repo: Path) -> None:
+    store = ArchiveStore(repo / "chats")
+    for step in [
+        {
+            "id": "u9",
+            "threadId": "cake",
+            "type": "user_message",
+            "output": "And icing?",
+            "createdAt": "2026-03-09T10:00:00.000000Z",
+        },
+        {"id": "r9", "threadId": "cake", "type": "run", "createdAt": "2026-03-09T10:00:01Z"},
+        {
+            "id": "a9",
+            "threadId": "cake",
+            "type": "assistant_message",
+            "parentId": "r9",
+            "output": "",
+            "createdAt": "2026-03-09T10:00:02.000000Z",
+        },
+        {"id": "a9", "threadId": "cake", "output": "Whip the cream."},
+    ]:
+        store.write_step(step)
+    store.upsert_feedback(for_id="r9", value=1, thread_id="cake", feedback_id="fb9")
+    store.put_element(
+        "cake",
+        {"id": "img9", "type": "image", "name": "icing.png", "forId": "a9", "mime": "image/png"},
+        b"\x89PNG icing",
+    )
+    changed = git(repo, "status", "--porcelain", "--untracked-files=all").splitlines()
+    paths = sorted(line[3:] for line in changed)
+    assert paths == ["chats/threads/cake/elements/img9.png", "chats/threads/cake/steps.jsonl"]
+    numstat = git(repo, "diff", "--numstat").split()
+    added, removed, path = numstat
+    assert (int(added), int(removed), path) == (6, 0, "chats/threads/cake/steps.jsonl")
+
+
+def test_a_compacted_thread_is_byte_stable(repo: Path) -> None:
+    main(["--root", str(repo / "chats"), "compact"])
+    git(repo, "commit", "-q", "-am", "compact")
+    for _ in range(3):
+        main(["--root", str(repo / "chats"), "compact"])
+        assert git(repo, "status", "--porcelain") == ""

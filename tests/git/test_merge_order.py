@@ -1,0 +1,260 @@
+"""One ordering rule: merging two clones' concurrent histories commutes.
+
+Two copies of an archive (two clones) are written independently through the public
+store, then their files are merged the way git's merge driver merges them, once in each
+direction. Both merges must read the same and, after ``filelayer compact``, be the same
+bytes; and a union of the lines in any order (a merge made without the driver) must
+fold to what the driver's merge reads.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from filelayer import ArchiveStore
+from filelayer.cli import main
+from filelayer.format import journal
+from filelayer.git.merge import merge_documents, merge_file, merge_lines
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.support.reliability import hypothesis_settings  # noqa: E402
+
+THREAD = "shared"
+STEPS = ["s1", "s2", "s3"]
+DERIVED = ("index", "locks")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] not in DERIVED
+    }
+
+
+def merge_trees(base: Path, ours: Path, theirs: Path, out: Path) -> None:
+    """What git does with the archive's .gitattributes and filelayer's driver, file by
+    file: taken as is where only one side changed it, merged by the driver where both
+    did, removed where one side removed it and the other left it alone."""
+    o, a, b = _files(base), _files(ours), _files(theirs)
+    for rel in sorted(set(a) | set(b)):
+        ov, av, bv = o.get(rel), a.get(rel), b.get(rel)
+        if av == bv:
+            result = av
+        elif av == ov:
+            result = bv
+        elif bv == ov:
+            result = av
+        elif av is None or bv is None:
+            result = av if av is not None else bv
+        else:
+            result = merge_file(rel, ov or b"", av, bv)
+        if result is not None:
+            target = out / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(result)
+
+
+def base_archive(root: Path) -> None:
+    store = ArchiveStore(root)
+    store.upsert_user("alice@example.com")
+    store.update_thread(THREAD, name="first name", metadata={"k": 0})
+    for n, sid in enumerate(STEPS):
+        store.write_step(
+            {
+                "id": sid,
+                "threadId": THREAD,
+                "type": "user_message" if n % 2 == 0 else "assistant_message",
+                "output": f"base {sid}",
+                "createdAt": f"2026-01-01T00:00:0{n}.000000Z",
+            }
+        )
+    store.close()
+
+
+op = st.one_of(
+    st.tuples(st.just("edit"), st.sampled_from(STEPS), st.text("abc", max_size=3)),
+    st.tuples(
+        st.just("feedback"),
+        st.sampled_from(STEPS),
+        st.integers(0, 1),
+        st.sampled_from(["f1", "f2", "f3"]),
+    ),
+    st.tuples(st.just("unfeedback"), st.sampled_from(["f1", "f2", "f3"])),
+    st.tuples(st.just("rename"), st.text("xyz", min_size=1, max_size=3)),
+    st.tuples(st.just("tags"), st.lists(st.sampled_from(["a", "b", "c"]), max_size=2)),
+    st.tuples(st.just("meta"), st.sampled_from(["k", "m"]), st.integers(0, 3)),
+    st.tuples(st.just("delete"), st.sampled_from(STEPS)),
+    st.tuples(st.just("new"), st.sampled_from(["n1", "n2"]), st.text("pq", max_size=2)),
+    st.tuples(st.just("element"), st.sampled_from(["e1", "e2"]), st.sampled_from(STEPS)),
+    st.tuples(st.just("unelement"), st.sampled_from(["e1", "e2"])),
+)
+
+
+def apply(root: Path, ops: list[tuple[Any, ...]]) -> None:
+    store = ArchiveStore(root)
+    for o in ops:
+        kind = o[0]
+        if kind == "edit":
+            store.write_step({"id": o[1], "threadId": THREAD, "output": o[2]})
+        elif kind == "new":
+            store.write_step(
+                {
+                    "id": o[1],
+                    "threadId": THREAD,
+                    "type": "assistant_message",
+                    "output": o[2],
+                    "createdAt": "2026-01-01T00:00:05.000000Z",
+                }
+            )
+        elif kind == "feedback":
+            if o[1] in store.read_state(THREAD).steps:
+                store.upsert_feedback(for_id=o[1], value=o[2], feedback_id=o[3], thread_id=THREAD)
+        elif kind == "unfeedback":
+            store.delete_feedback(o[1])
+        elif kind == "rename":
+            store.update_thread(THREAD, name=o[1])
+        elif kind == "tags":
+            store.update_thread(THREAD, tags=o[1])
+        elif kind == "meta":
+            store.update_thread(THREAD, metadata={o[1]: o[2]})
+        elif kind == "delete":
+            store.delete_step(o[1], THREAD)
+        elif kind == "element":
+            store.put_element(
+                THREAD,
+                {
+                    "id": o[1],
+                    "type": "file",
+                    "name": f"{o[1]}.txt",
+                    "forId": o[2],
+                    "mime": "text/plain",
+                },
+                f"bytes of {o[1]}".encode(),
+            )
+        elif kind == "unelement":
+            store.delete_element(o[1], THREAD)
+    store.close()
+
+
+def reading(root: Path) -> Any:
+    store = ArchiveStore(root)
+    thread = store.get_thread(THREAD)
+    store.close()
+    return thread
+
+
+@hypothesis_settings(25, 400)
+@given(ours=st.lists(op, max_size=6), theirs=st.lists(op, max_size=6))
+def test_merges_commute(
+    tmp_path_factory: pytest.TempPathFactory, ours: list[Any], theirs: list[Any]
+) -> None:
+    tmp = tmp_path_factory.mktemp("merge")
+    base, a, b = tmp / "base", tmp / "a", tmp / "b"
+    base_archive(base)
+    shutil.copytree(base, a)
+    shutil.copytree(base, b)
+    apply(a, ours)
+    apply(b, theirs)
+    ab, ba = tmp / "ab", tmp / "ba"
+    merge_trees(base, a, b, ab)
+    merge_trees(base, b, a, ba)
+    assert _files(ab) == _files(ba)  # the driver's merge is symmetric
+    assert reading(ab) == reading(ba)
+    for root in (ab, ba):
+        assert main(["--root", str(root), "compact"]) == 0
+    assert _files(ab) == _files(ba)
+
+    # Without the driver (a union in any order), the fold still reads the same.
+    merged = ab / "threads" / THREAD / "steps.jsonl"
+    lines = merged.read_bytes().splitlines(keepends=True)
+    rng = random.Random(len(lines))
+    for _ in range(3):
+        rng.shuffle(lines)
+        shuffled = journal.fold(journal.parse(b"".join(lines)).records)
+        expected = journal.fold(journal.parse(merged.read_bytes()).records)
+        assert shuffled.steps == expected.steps
+        assert shuffled.feedback_by_step() == expected.feedback_by_step()
+        assert shuffled.live_elements() == expected.live_elements()
+
+
+def test_a_union_out_of_order_is_read_in_stamp_order(tmp_path: Path) -> None:
+    """A merge made without filelayer's driver can leave lines out of stamp order: the
+    store's reader folds them in stamp order, also when it had read the journal before."""
+    store = ArchiveStore(tmp_path / "chats")
+    store.write_step({"id": "s", "threadId": "t", "type": "run", "output": "old"})
+    store.write_step({"id": "s", "threadId": "t", "output": "new"})
+    assert store.get_thread("t")["steps"][0]["output"] == "new"  # type: ignore[index]
+    path = store.layout.journal("t")
+    first, _ = path.read_bytes().splitlines(keepends=True)
+    # Another clone's line, stamped like the first one (before "new"), lands last.
+    late = first.replace(b'"old"', b'"late"').replace(b'"type":"run",', b"")
+    with path.open("ab") as f:
+        f.write(late)
+    assert store.get_thread("t")["steps"][0]["output"] == "new"  # type: ignore[index]
+    assert ArchiveStore(tmp_path / "chats").get_thread("t")["steps"][0]["output"] == "new"  # type: ignore[index]
+
+
+def test_merge_lines_drops_what_one_side_compacted_away() -> None:
+    base = b'{"at":"2026-01-01T00:00:00.000001Z","op":"step","step":{"id":"s","output":"a"}}\n'
+    compacted = b'{"op":"step","step":{"id":"s","output":"a"}}\n'
+    added = b'{"at":"2026-01-01T00:00:00.000002Z","op":"step","step":{"id":"s","output":"b"}}\n'
+    ab = merge_lines(base, compacted, base + added)
+    assert ab == merge_lines(base, base + added, compacted) == compacted + added
+
+
+def test_documents_newest_wins_per_field() -> None:
+    base = b'{"createdAt":"1","name":"n","updatedAt":"1","metadata":{"x":1}}'
+    ours = b'{"createdAt":"1","name":"ours","updatedAt":"3","metadata":{"x":1,"a":1}}'
+    theirs = b'{"createdAt":"1","name":"theirs","updatedAt":"2","metadata":{"x":2}}'
+    merged = merge_documents(base, ours, theirs)
+    assert merged == merge_documents(base, theirs, ours)
+    assert b'"name": "ours"' in merged and b'"x": 2' in merged and b'"a": 1' in merged
+
+
+def test_stamps_grow_past_a_clone_whose_clock_runs_ahead(tmp_path: Path) -> None:
+    """The hybrid clock: after a merge brought in a line stamped in the future, new lines
+    (of this process or another) are stamped after it, so they still win."""
+    from filelayer.format import clock
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.write_step({"id": "s", "threadId": "t", "type": "run", "output": "mine"})
+    path = store.layout.journal("t")
+    ahead = (
+        b'{"at":"2099-01-01T00:00:00.000000Z","op":"step","step":{"id":"s","output":"theirs"}}\n'
+    )
+    with path.open("ab") as f:
+        f.write(ahead)
+    store.write_step({"id": "s", "threadId": "t", "output": "mine again"})
+    ArchiveStore(root).upsert_feedback(for_id="s", value=1, thread_id="t", feedback_id="f")
+    stamps = [clock.stamp_of_line(line) for line in path.read_bytes().splitlines()]
+    assert stamps[1:] == [
+        "2099-01-01T00:00:00.000000Z",
+        "2099-01-01T00:00:00.000001Z",
+        "2099-01-01T00:00:00.000002Z",
+    ]
+    assert stamps[0] is not None and stamps[0] < stamps[1]
+    got = ArchiveStore(root).get_thread("t")
+    assert got is not None and got["steps"][0]["output"] == "mine again"
+
+
+def test_the_driver_without_a_path_tells_documents_from_journals() -> None:
+    """Registered as ``merge-driver %O %A %B`` (no ``%P``), the driver sees only git's
+    temporary file names: it merges by what the versions hold."""
+    base = b'{\n  "name": "n",\n  "updatedAt": "1"\n}\n'
+    ours = b'{\n  "name": "ours",\n  "updatedAt": "2"\n}\n'
+    theirs = b'{\n  "name": "n",\n  "tags": ["x"],\n  "updatedAt": "1"\n}\n'
+    assert merge_file(".merge_file_a", base, ours, theirs) == merge_documents(base, ours, theirs)
+    one = b'{"at":"2026-01-01T00:00:00.000001Z","id":"a","op":"step.delete"}\n'
+    two = b'{"at":"2026-01-01T00:00:00.000002Z","id":"b","op":"step.delete"}\n'
+    assert merge_file(".merge_file_b", b"", one, two) == one + two
+    assert merge_file(".merge_file_c", b"", one, one + two) == one + two

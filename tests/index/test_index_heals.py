@@ -1,0 +1,410 @@
+"""The index heals itself (issue #13, part 3).
+
+A crash between a thread's files and its index rows, a power cut that keeps one and not
+the other, a torn, missing or old index, and ``git checkout`` under a running process:
+in each case the sidebar must come back to what the thread directories say, without
+anyone running ``filelayer reindex``. The oracle is a rebuild from scratch of a copy of
+the archive: a healed index lists exactly what a new one lists.
+
+Crashed writers are real processes ended by ``os._exit`` (no ``close``, no exit
+handlers: what SIGKILL leaves), and what a power cut keeps is built directly from
+snapshots the writer took of its own files just before its last call.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from filelayer import ArchiveStore
+from filelayer.store.heal import dead_sessions
+from tests.support.processes import subprocess_env
+
+SETUP = """
+def step(tid, sid, text, at):
+    store.write_step({"id": sid, "threadId": tid, "type": "user_message",
+                      "output": text, "createdAt": at})
+
+for n in range(30):
+    tid = f"t{n:02d}"
+    store.update_thread(tid, name=f"chat {n}")
+    step(tid, f"{tid}-m", f"message {n} about bread", f"2026-01-01T00:00:{n:02d}.000000Z")
+"""
+
+LAST_CALLS = {
+    "new thread": """
+store.update_thread("tnew", name="the newest chat")
+step("tnew", "tnew-m", "a brand new crumpet", "2026-02-01T00:00:00.000000Z")
+""",
+    "rename": 'store.update_thread("t05", name="renamed at the end")\n',
+    "delete": 'store.delete_thread("t07")\n',
+    "message": 'step("t03", "t03-late", "a late crumpet", "2026-03-01T00:00:00.000000Z")\n',
+}
+
+
+def run_writer(root: Path, body: str, *, end: str = "crash") -> None:
+    """Run ``body`` in a child process with ``store`` open on ``root``; ``end``: "crash"
+    (``os._exit``: no close, no exit handlers), "close" or "exit" (returns normally)."""
+    finish = {
+        "crash": "os._exit(0)",
+        "close": "store.close()",
+        "exit": "pass",
+    }[end]
+    script = (
+        "import os, shutil, sys\nfrom filelayer import ArchiveStore\n"
+        f"root = {str(root)!r}\nstore = ArchiveStore(root)\n"
+        + textwrap.dedent(SETUP)
+        + textwrap.dedent(body)
+        + finish
+        + "\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+SNAPSHOT_INDEX = """
+snap = root + ".index-snap"
+os.makedirs(snap)
+for name in os.listdir(root + "/index"):
+    if name.startswith("threads-") and not name.endswith("-shm"):
+        shutil.copy2(root + "/index/" + name, snap)
+"""
+
+SNAPSHOT_FILES = """
+shutil.copytree(root + "/threads", root + ".threads-snap")
+if os.path.exists(root + "/deleted.jsonl"):
+    shutil.copy2(root + "/deleted.jsonl", root + ".deleted-snap")
+"""
+
+
+def restore_index(root: Path) -> None:
+    """The index as it was before the last call: its rows were lost, the files kept."""
+    snap = Path(f"{root}.index-snap")
+    for p in (root / "index").glob("threads-*"):
+        p.unlink()
+    for p in snap.iterdir():
+        shutil.copy2(p, root / "index" / p.name)
+
+
+def restore_files(root: Path) -> None:
+    """The thread files as they were before the last call: the index kept its rows."""
+    shutil.rmtree(root / "threads")
+    shutil.copytree(Path(f"{root}.threads-snap"), root / "threads")
+    deleted = Path(f"{root}.deleted-snap")
+    if deleted.exists():
+        shutil.copy2(deleted, root / "deleted.jsonl")
+    else:
+        (root / "deleted.jsonl").unlink(missing_ok=True)
+
+
+def sidebar(store: ArchiveStore) -> dict[str, Any]:
+    """Everything the sidebar can show: every thread listed, and searches."""
+    threads, _ = store.list_threads(user_id=None, first=1000)
+    return {
+        "threads": [(t["id"], t["name"], t["createdAt"], t["updatedAt"]) for t in threads],
+        "search": {
+            term: [t["id"] for t in store.list_threads(user_id=None, first=1000, search=term)[0]]
+            for term in ("crumpet", "bread", "renamed")
+        },
+    }
+
+
+def rebuilt_sidebar(root: Path, tmp_path: Path) -> dict[str, Any]:
+    """What an index built from scratch from the same thread directories shows."""
+    copy = tmp_path / "oracle"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("index", "locks"))
+    store = ArchiveStore(copy)
+    try:
+        return sidebar(store)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "chats"
+
+
+# -- crash states, built directly ------------------------------------------------------
+
+
+@pytest.mark.parametrize("last", sorted(LAST_CALLS))
+def test_a_writer_killed_after_its_files_and_before_its_index_rows(
+    root: Path, tmp_path: Path, last: str
+) -> None:
+    """Index one call behind: the last call's files are there, its rows are not."""
+    run_writer(root, SNAPSHOT_INDEX + LAST_CALLS[last])
+    restore_index(root)
+    store = ArchiveStore(root)
+    assert store.healer.last is not None, "the dead writer was not noticed"
+    assert store.healer.last.read <= 2, "more than the threads the crash touched was read"
+    shown = sidebar(store)
+    assert shown == rebuilt_sidebar(root, tmp_path)
+    if last == "new thread":
+        assert shown["threads"][0][0] == "tnew"
+    if last == "delete":
+        assert "t07" not in [t[0] for t in shown["threads"]]
+    assert dead_sessions(root / "index") == []
+
+
+@pytest.mark.parametrize("last", sorted(LAST_CALLS))
+def test_a_power_cut_that_kept_the_index_rows_and_lost_the_files(
+    root: Path, tmp_path: Path, last: str
+) -> None:
+    """Index one call ahead: its rows say what the files no longer do."""
+    run_writer(root, SNAPSHOT_FILES + LAST_CALLS[last])
+    restore_files(root)
+    store = ArchiveStore(root)
+    shown = sidebar(store)
+    assert shown == rebuilt_sidebar(root, tmp_path)
+    assert "tnew" not in [t[0] for t in shown["threads"]]
+    assert ("t05", "chat 5") in [t[:2] for t in shown["threads"]]
+
+
+def test_only_the_threads_written_since_the_last_clean_state_are_read(root: Path) -> None:
+    """The marks follow every write: after a crash, the reconcile reads the threads
+    whose files moved past their stored watermark, not all thirty."""
+    run_writer(root, LAST_CALLS["message"] + LAST_CALLS["rename"])
+    store = ArchiveStore(root)
+    assert store.healer.last is not None
+    assert store.healer.last.threads == 30
+    assert store.healer.last.read <= 2
+
+
+def test_the_stored_watermark_follows_every_kind_of_write(root: Path) -> None:
+    """Writes that change no index row (a run step, a tool step's update) move the
+    watermark too, in order with those that do: a clean close leaves every thread's
+    stored watermark equal to its files', so a later crash reads only what it touched."""
+    from filelayer.store.heal import watermark
+
+    store = ArchiveStore(root)
+    for n in range(3):
+        tid = f"t{n}"
+        store.update_thread(tid, name=f"chat {n}")
+        for sid, kind, out in [("u", "user_message", "hi"), ("r", "run", None)]:
+            store.write_step(
+                {
+                    "id": f"{tid}-{sid}",
+                    "threadId": tid,
+                    "type": kind,
+                    "output": out,
+                    "createdAt": "2026-01-01T00:00:00Z",
+                }
+            )
+        store.write_step({"id": f"{tid}-r", "threadId": tid, "output": "done"})
+        store.update_thread(tid, metadata={"env": "x"})
+    store.delete_thread("t1")
+    store.close()
+    marks = store.index.marks()
+    assert marks == {t: watermark(store, t) for t in ("t0", "t2")}
+
+
+@pytest.mark.parametrize("end", ["close", "exit"])
+def test_a_clean_start_skips_the_check(root: Path, end: str, caplog: Any) -> None:
+    run_writer(root, LAST_CALLS["rename"], end=end)
+    assert list((root / "index").glob("writer-*")) == []
+    with caplog.at_level(logging.INFO, logger="filelayer"):
+        store = ArchiveStore(root)
+    assert store.healer.last is None
+    assert "reconciled" not in caplog.text
+    assert ("t05", "renamed at the end") in [t[:2] for t in sidebar(store)["threads"]]
+
+
+def test_a_live_writer_is_not_taken_for_a_dead_one(root: Path) -> None:
+    writer = ArchiveStore(root)
+    writer.update_thread("t1", name="one")
+    assert len(list((root / "index").glob("writer-*"))) == 1
+    reader = ArchiveStore(root)
+    assert reader.healer.last is None
+    writer.close()
+    assert list((root / "index").glob("writer-*")) == []
+
+
+# -- torn, missing, old ------------------------------------------------------------------
+
+
+def _database(root: Path) -> Path:
+    name = (root / "index" / "current").read_text().strip()
+    return root / "index" / name
+
+
+@pytest.mark.parametrize("how", ["missing", "torn header", "torn pages", "old format", "no marks"])
+def test_an_unusable_index_is_made_again(root: Path, tmp_path: Path, how: str) -> None:
+    run_writer(root, LAST_CALLS["new thread"], end="close")
+    db = _database(root)
+    if how == "missing":
+        shutil.rmtree(root / "index")
+    elif how == "torn header":
+        with open(db, "r+b") as f:
+            f.write(b"\x00" * 4096)
+    elif how == "torn pages":
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with open(db, "r+b") as f:
+            f.seek(4096 * 2)
+            f.write(b"\xa5" * 4096 * 6)
+    elif how == "old format":
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE meta SET value = '1' WHERE key = 'format'")
+    else:  # a database from the version before watermarks
+        with sqlite3.connect(db) as conn:
+            conn.execute("DROP TABLE marks")
+    store = ArchiveStore(root)
+    assert sidebar(store) == rebuilt_sidebar(root, tmp_path)
+    assert set(store.index.marks()) == set(store.thread_ids())
+    store.close()
+    assert list((root / "index").glob("writer-*")) == []
+
+
+def test_the_app_fills_a_missing_index_in_the_background(root: Path, tmp_path: Path) -> None:
+    """The app's store (``heal="background"``) opens at once on an empty index and fills
+    it newest first; the sidebar is whole once the fill is done."""
+    run_writer(root, LAST_CALLS["new thread"], end="close")
+    shutil.rmtree(root / "index")
+    store = ArchiveStore(root, heal="background")
+    assert store.index.exists()  # the empty index is there before the fill ends
+    assert store.wait_healed(60)
+    assert sidebar(store) == rebuilt_sidebar(root, tmp_path)
+    store.close()
+    assert list((root / "index").glob("writer-*")) == []
+
+
+def test_a_fill_cut_short_is_taken_up_by_the_next_opening(root: Path, tmp_path: Path) -> None:
+    run_writer(root, "", end="close")
+    shutil.rmtree(root / "index")
+    script = (
+        "import os, filelayer.store.heal as h\nfrom filelayer import ArchiveStore\n"
+        "real = h.reconcile_thread\nseen = []\n"
+        "def dying(store, tid):\n"
+        "    seen.append(tid)\n"
+        "    if len(seen) > 5: os._exit(0)\n"
+        "    real(store, tid)\n"
+        "h.reconcile_thread = dying\n"
+        f"ArchiveStore({str(root)!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", script], env=subprocess_env(), check=True, timeout=60)
+    assert len(ArchiveStore(root, create=False, upgrade=False).index.threads) == 5
+    store = ArchiveStore(root)
+    assert sidebar(store) == rebuilt_sidebar(root, tmp_path)
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def test_filelayer_reconcile(root: Path, tmp_path: Path) -> None:
+    run_writer(root, SNAPSHOT_INDEX + LAST_CALLS["rename"], end="close")
+    restore_index(root)  # a clean close, then a restore behind the layer's back
+    done = subprocess.run(
+        [sys.executable, "-m", "filelayer", "--root", str(root), "reconcile"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    # t05, renamed; and t29, whose last write's watermark was not stored yet.
+    assert "reconciled: 2 of 30 thread(s) read again" in done.stderr
+    assert sidebar(ArchiveStore(root)) == rebuilt_sidebar(root, tmp_path)
+
+
+# -- git -----------------------------------------------------------------------------------
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@pytest.mark.parametrize("mode", ["wait", "background"])
+def test_git_checkout_of_an_older_commit_under_a_running_process(tmp_path: Path, mode: str) -> None:
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "Test")
+    root = repo / "chats"
+    running = ArchiveStore(root, heal=mode)  # type: ignore[arg-type]
+    for n in range(3):
+        running.update_thread(f"t{n}", name=f"chat {n}")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "three chats")
+    old = git(repo, "rev-parse", "HEAD").strip()
+    running.update_thread("t0", name="renamed")
+    running.delete_thread("t1")
+    running.update_thread("t3", name="chat 3")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "later")
+    assert [t[:2] for t in sidebar(running)["threads"]] == [
+        ("t3", "chat 3"),
+        ("t2", "chat 2"),
+        ("t0", "renamed"),
+    ]
+
+    git(repo, "checkout", "-q", old)
+    sidebar(running)  # the sidebar's call notices git moved the work tree
+    assert running.wait_healed(60)
+    shown = sidebar(running)
+    assert [t[:2] for t in shown["threads"]] == [
+        ("t2", "chat 2"),
+        ("t1", "chat 1"),
+        ("t0", "chat 0"),
+    ]
+    assert shown == rebuilt_sidebar(root, tmp_path)
+    running.close()
+
+    git(repo, "checkout", "-q", "-")  # back to the newest commit, nothing running
+    assert sidebar(ArchiveStore(root))["threads"][0][:2] == ("t3", "chat 3")
+
+
+# -- users/ ---------------------------------------------------------------------------------
+
+
+def test_a_user_file_changed_behind_the_index_moves_the_threads_it_owns(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A merge can change ``users/`` and no thread's own files: bob had a random id on
+    each of two clones, the merge kept one user file, and his threads are filed under
+    the id it holds. No thread watermark moved; the reconciler still re-files them (and
+    only them), whoever calls it."""
+    from filelayer.cli import main
+    from filelayer.format import users
+
+    store = ArchiveStore(root)
+    with monkeypatch.context() as patched:
+        patched.setattr(users, "user_id", lambda identifier: "bob-on-one")
+        bob = store.upsert_user("bob@example.com")
+    store.update_thread("bob-thread", name="bob's", user_id=bob["id"])
+    store.update_thread("alice-thread", name="alice's", user_id=store.upsert_user("a@x")["id"])
+    store.close()
+    assert main(["--root", str(root), "reconcile"]) == 0
+    (path,) = [p for p in (root / "users").iterdir() if p.name.startswith("bob")]
+    path.write_text(path.read_text("utf-8").replace("bob-on-one", "bob-on-two"), "utf-8")
+
+    capsys.readouterr()
+    assert main(["--root", str(root), "reconcile"]) == 0
+    assert "reconciled: 1 of 2 thread(s) read again" in capsys.readouterr().err
+    store = ArchiveStore(root)
+    try:
+        assert store.healer.last is None or store.healer.last.read == 0
+        listed, _ = store.list_threads(user_id="bob-on-two")
+        assert [t["id"] for t in listed] == ["bob-thread"]
+        assert store.list_threads(user_id="bob-on-one")[0] == []
+    finally:
+        store.close()
+    assert main(["--root", str(root), "verify"]) == 0

@@ -1,0 +1,168 @@
+"""`filelayer verify`, `verify --repair`, `compact` and `reindex`."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from filelayer import ArchiveStore
+from filelayer.cli import main
+from tests.support.cli import build_archive
+
+
+@pytest.fixture
+def archive(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    build_archive(root)
+    monkeypatch.setenv("FILELAYER_ROOT", str(root))
+    return root
+
+
+def journal(root: Path, thread: str = "bread") -> Path:
+    return root / "threads" / thread / "steps.jsonl"
+
+
+def test_a_clean_archive_verifies(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify"]) == 0
+    assert "checked 3 thread(s): no problems" in capsys.readouterr().err
+
+
+def test_torn_and_damaged_lines_are_found_then_set_aside(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = ArchiveStore(archive).get_thread("bread")
+    data = journal(archive).read_bytes().split(b"\n")
+    data.insert(2, b"{garbage")
+    journal(archive).write_bytes(b"\n".join(data) + b'{"op":"step","step":{"id":"x"')
+    assert main(["verify"]) == 1
+    out = capsys.readouterr().out
+    assert "1 damaged line(s)" in out and "torn last line" in out
+    assert main(["verify", "--repair"]) == 0
+    assert "repaired: threads/bread/steps.jsonl" in capsys.readouterr().out
+    damaged = (archive / "threads" / "bread" / "steps.jsonl.damaged").read_bytes()
+    assert b"{garbage" in damaged and b'"id":"x"' in damaged
+    assert ArchiveStore(archive).get_thread("bread") == before
+    assert main(["verify"]) == 0
+
+
+def test_leftover_temporary_files_are_removed(archive: Path) -> None:
+    leftover = archive / "threads" / "bread" / ".thread.json.abcd1234.tmp"
+    leftover.write_text("half")
+    doomed = archive / "threads" / ".cake.deadbeef.deleting.tmp"
+    doomed.mkdir()
+    (doomed / "steps.jsonl").write_text("")
+    assert main(["verify"]) == 1
+    assert main(["verify", "--repair"]) == 0
+    assert not leftover.exists() and not doomed.exists()
+
+
+def test_index_drift_is_found_and_rebuilt(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a crash between two writes leaves. The opening of the archive heals it when it
+    # sees the writer gone (docs/format.md, "How the index heals itself"); otherwise
+    # `verify` finds it and `--repair` rebuilds. Either way the thread is listed again.
+    # (Which of the two happens depends on when the writer's session looks dead; the
+    # detection itself is tested on a store that does not heal, in test_conformance.)
+    writer = ArchiveStore(archive)
+    writer.index.put("cake", None)
+    found = main(["verify"])
+    out = capsys.readouterr().out
+    assert found in (0, 1)
+    assert (found == 1) == ("thread cake is missing from the index" in out)
+    assert main(["verify", "--repair"]) == 0
+    assert main(["verify"]) == 0
+    capsys.readouterr()
+    assert main(["list", "--json"]) == 0
+    assert '"id": "cake"' in capsys.readouterr().out
+    writer.close()
+
+
+def test_missing_or_changed_element_files_are_reported(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (archive / "threads" / "bread" / "elements" / "img1.png").write_bytes(b"other bytes")
+    (archive / "threads" / "bread" / "elements" / "doc1.pdf").unlink()
+    (archive / "threads" / "bread" / "elements" / "stray.bin").write_bytes(b"?")
+    assert main(["verify", "--repair"]) == 1  # nothing safe to do about these
+    out = capsys.readouterr().out
+    assert "img1's file differs" in out and "doc1's file is missing" in out
+    assert "no element refers to this file" in out
+
+
+def test_a_deleted_thread_left_on_disk_is_finished(archive: Path) -> None:
+    with open(archive / "deleted.jsonl", "a") as f:
+        f.write('{"deletedAt":"2026-01-01T00:00:00.000000Z","id":"hello"}\n')
+    assert main(["verify"]) == 1
+    assert main(["verify", "--repair"]) == 0
+    assert not (archive / "threads" / "hello").exists()
+
+
+def test_compact_is_canonical_stable_and_keeps_every_read(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ArchiveStore(archive)
+    store.delete_step("bread-t2")
+    before = {t: store.get_thread(t) for t in store.thread_ids()}
+    assert main(["compact"]) == 0
+    assert "compacted 3 of 3 thread(s)" in capsys.readouterr().err
+    once = journal(archive).read_bytes()
+    assert main(["compact", "bread"]) == 0
+    assert journal(archive).read_bytes() == once
+    lines = once.splitlines()
+    step_lines = [line for line in lines if line.startswith(b'{"op":"step","step"')]
+    assert len(step_lines) == len(before["bread"]["steps"])  # one line per step
+    fresh = ArchiveStore(archive)
+    assert {t: fresh.get_thread(t) for t in fresh.thread_ids()} == before
+    assert main(["verify"]) == 0
+
+
+def test_compact_leaves_damaged_journals_alone(archive: Path) -> None:
+    with open(journal(archive), "ab") as f:
+        f.write(b"{torn")
+    data = journal(archive).read_bytes()
+    assert main(["compact", "bread"]) == 1
+    assert journal(archive).read_bytes() == data
+
+
+def test_compact_while_the_app_writes_loses_nothing(archive: Path) -> None:
+    writer = ArchiveStore(archive)
+    stop = threading.Event()
+    written: list[str] = []
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set() or n < 50:
+            sid = f"live-{n}"
+            writer.write_step(
+                {
+                    "id": sid,
+                    "threadId": "bread",
+                    "type": "user_message",
+                    "output": f"live {n}",
+                    "createdAt": "2026-03-09T00:00:00Z",
+                }
+            )
+            written.append(sid)
+            n += 1
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    for _ in range(20):
+        assert main(["compact", "bread"]) == 0
+    stop.set()
+    thread.join()
+    steps = {s["id"]: s["output"] for s in ArchiveStore(archive).get_thread("bread")["steps"]}
+    assert all(steps[sid] == f"live {sid.split('-')[1]}" for sid in written)
+
+
+def test_reindex_rebuilds_a_deleted_index(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.rmtree(archive / "index")
+    assert main(["reindex"]) == 0
+    assert "indexed 3 thread(s)" in capsys.readouterr().err
+    assert main(["list", "--feedback", "0", "--json"]) == 0
+    assert '"id": "cake"' in capsys.readouterr().out

@@ -1,0 +1,425 @@
+"""`filelayer prune` and `filelayer erase-user`: retention and the right to erasure.
+
+Erasure is judged by what remains: after it, no file under the root (the derived index
+included) holds the user's identifier, a text they wrote or the bytes of their elements,
+and neither a re-run copy from a database or archive copied before, nor a live app that
+goes on writing, brings any of it back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from filelayer import ArchiveStore
+from filelayer.cli import main
+from tests.support.cli import build_archive
+from tests.support.processes import subprocess_env
+
+ALICE = "alice@example.com"
+SECRET_TEXT = "my mother's maiden name is Quetzalcoatl-7731"
+SECRET_BYTES = b"\x00ALICE-ELEMENT-BYTES-5f2e9c\x01" * 40
+
+
+def alice_archive(root: Path) -> ArchiveStore:
+    """The CLI's three-thread archive, plus what a real Chainlit app writes for alice:
+    a user message named after her identifier, a secret text and an element file."""
+    store = build_archive(root)
+    store.write_step(
+        {
+            "id": "bread-u9",
+            "threadId": "bread",
+            "type": "user_message",
+            "name": ALICE,
+            "output": SECRET_TEXT,
+            "createdAt": "2026-03-05T10:00:00.000000Z",
+        }
+    )
+    store.put_element(
+        "cake",
+        {"id": "note1", "type": "file", "name": "secret.bin", "forId": "cake-a3"},
+        SECRET_BYTES,
+    )
+    # Threads begun in March (the archive's own were created today).
+    for thread, day in (("bread", 1), ("cake", 3), ("hello", 4)):
+        doc = store.read_manifest(thread)
+        assert doc is not None
+        store.put_manifest({**doc, "createdAt": f"2026-03-{day:02d}T09:00:00.000000Z"})
+    return store
+
+
+def leaks(root: Path, needles: list[bytes]) -> list[str]:
+    """Every file under ``root`` (index, WAL, locks included) holding one of ``needles``."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path.relative_to(root)}: {n[:30]!r}" for n in needles if n in data]
+    return found
+
+
+NEEDLES = [
+    ALICE.encode(),
+    SECRET_TEXT.encode(),
+    SECRET_BYTES[:60],
+    b"Melt the chocolate",
+    b"Feed the starter",
+    b"sourdough",
+]
+
+
+def listed(store: ArchiveStore, search: str | None = None) -> list[str]:
+    """The sidebar, as the index answers it (every user's threads)."""
+    return [t["id"] for t in store.list_threads(user_id=None, first=10, search=search)[0]]
+
+
+@pytest.fixture
+def archive(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    alice_archive(root)
+    monkeypatch.setenv("FILELAYER_ROOT", str(root))
+    return root
+
+
+# -- prune ---------------------------------------------------------------------------
+
+
+def test_prune_is_a_dry_run_by_default(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prune", "--before", "2026-03-04"]) == 0
+    out, err = capsys.readouterr()
+    # bread was begun on March 1st but its last message is from March 5th: not old.
+    assert [line.split()[0] for line in out.splitlines()] == ["cake"]
+    assert "would delete 1 thread(s) with activity before 2026-03-04" in err
+    assert "--yes" in err
+    assert sorted(p.name for p in (archive / "threads").iterdir()) == ["bread", "cake", "hello"]
+
+
+def test_prune_deletes_by_last_activity_not_by_creation(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["prune", "--before", "2026-03-04", "--yes"]) == 0
+    err = capsys.readouterr().err
+    assert "deleted 1 thread(s)" in err
+    store = ArchiveStore(archive)
+    assert store.is_deleted("cake") and not store.is_deleted("bread")
+    assert sorted(p.name for p in (archive / "threads").iterdir()) == ["bread", "hello"]
+    assert listed(store) == ["bread", "hello"]
+    # a late write from a session still open does not bring it back
+    store.write_step({"id": "late", "threadId": "cake", "type": "user_message", "output": "x"})
+    assert store.get_thread("cake") is None
+    assert main(["verify"]) == 0
+
+
+def test_prune_for_one_user(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prune", "--before", "2027-01-01", "--user", "bob", "--yes"]) == 0
+    assert "deleted 1 thread(s) with activity before 2027-01-01 by bob" in capsys.readouterr().err
+    assert sorted(p.name for p in (archive / "threads").iterdir()) == ["bread", "cake"]
+
+
+def test_prune_refuses_a_malformed_date(archive: Path) -> None:
+    assert main(["prune", "--before", "March"]) == 2
+
+
+# -- erase-user ----------------------------------------------------------------------
+
+
+def test_erasure_leaves_no_byte_of_the_user_under_the_root(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert leaks(archive, NEEDLES)  # the search finds them before
+    assert main(["erase-user", ALICE]) == 0
+    err = capsys.readouterr().err
+    assert "erased 2 thread(s)" in err and "the user's record" in err
+    assert leaks(archive, NEEDLES) == []
+    store = ArchiveStore(archive)
+    assert store.get_user(ALICE) is None
+    assert store.get_user("bob") is not None
+    assert listed(store) == ["hello"]
+    assert listed(store, search="chocolate") == []
+    assert main(["verify"]) == 0
+    # erasing again finds nothing more and says so
+    assert main(["erase-user", ALICE]) == 1
+    assert "nothing erased" in capsys.readouterr().err
+
+
+def test_a_re_run_copy_from_an_archive_copied_before_brings_nothing_back(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = tmp_path / "before"
+    assert main(["copy", str(archive), str(before)]) == 0
+    assert main(["erase-user", ALICE]) == 0
+    capsys.readouterr()
+    assert main(["copy", str(before), str(archive)]) == 0
+    out = capsys.readouterr().out
+    assert "erased in the destination" in out
+    assert leaks(archive, NEEDLES) == []
+    assert sorted(p.name for p in (archive / "threads").iterdir()) == ["hello"]
+    assert main(["verify"]) == 0
+
+
+def test_the_history_command_names_the_exact_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    root = repo / "data" / "chats"
+    alice_archive(root)
+    user_file = next(p.name for p in (root / "users").iterdir() if p.name.startswith("alice"))
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "chats"], check=True, env=env)
+    assert main(["--root", str(root), "erase-user", ALICE]) == 0
+    out, err = capsys.readouterr()
+    assert "git history and every clone still hold the erased files" in err
+    assert out.startswith("git filter-repo --invert-paths")
+    paths = [line.split("--path ")[1].rstrip(" \\") for line in out.splitlines()[1:]]
+    assert paths == [
+        "data/chats/threads/bread/",
+        "data/chats/threads/cake/",
+        f"data/chats/users/{user_file}",
+    ]
+    # git sees the deletions: every erased path is in the working tree's diff
+    status = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True
+    ).stdout
+    assert f"data/chats/users/{user_file}" in status
+    assert "data/chats/threads/cake/steps.jsonl" in status
+
+
+# -- while the app writes ------------------------------------------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from filelayer import ArchiveStore
+
+    root, stop = Path(sys.argv[1]), Path(sys.argv[2])
+    store = ArchiveStore(root)
+    n = 0
+    while not stop.exists():
+        n += 1
+        for thread in ("hello", "cake"):
+            store.write_step({
+                "id": f"{thread}-live{n}", "threadId": thread, "type": "assistant_message",
+                "name": "Assistant", "output": f"live turn {n}",
+                "createdAt": "2026-04-01T00:00:00.000000Z",
+            })
+        (stop.parent / "turns.tmp").write_text(str(n))
+        (stop.parent / "turns.tmp").replace(stop.parent / "turns")
+        time.sleep(0.002)
+    print(n)
+    """
+)
+
+
+def wait_for_turns(tmp_path: Path, turns: int, proc: subprocess.Popen[str]) -> int:
+    """Wait until the writer has written ``turns`` turns (bounded for a stuck writer)."""
+    deadline = time.monotonic() + 120  # a bound for a stuck writer, not a timing claim
+    done = tmp_path / "turns"
+    while not (done.exists() and int(done.read_text()) >= turns):
+        assert proc.poll() is None, "the writer died"
+        assert time.monotonic() < deadline, "the writer is stuck"
+        time.sleep(0.01)
+    return int(done.read_text())
+
+
+@pytest.fixture
+def live_writer(archive: Path, tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
+    stop = tmp_path / "stop"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(archive), str(stop)],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_turns(tmp_path, 1, proc)
+        yield stop, proc
+    finally:
+        stop.touch()
+        proc.wait(timeout=60)
+
+
+def test_erasure_and_prune_while_an_app_writes(
+    archive: Path,
+    live_writer: tuple[Path, subprocess.Popen[str]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stop, proc = live_writer
+    store = ArchiveStore(archive)
+    store.write_step(
+        {"id": "a1", "threadId": "ancient", "type": "user_message", "output": "2025 talk"}
+    )
+    doc = store.read_manifest("ancient")
+    assert doc is not None
+    store.put_manifest({**doc, "createdAt": "2025-01-01T00:00:00.000000Z"})
+    store.write_step({"id": "a1", "threadId": "ancient", "createdAt": "2025-01-01T00:00:00Z"})
+    assert main(["erase-user", ALICE]) == 0
+    assert main(["prune", "--before", "2026-01-01", "--yes"]) == 0
+    assert "deleted 1 thread(s)" in capsys.readouterr().err
+    assert store.is_deleted("ancient")
+    # The writer goes on, into the erased thread too: two more turns after the erasure,
+    # counted (a fixed sleep could pass with none on a loaded machine).
+    turns = int((stop.parent / "turns").read_text())
+    wait_for_turns(stop.parent, turns + 2, proc)
+    stop.touch()
+    turns = int(proc.communicate(timeout=60)[0])
+    assert leaks(archive, NEEDLES) == []
+    store = ArchiveStore(archive)
+    assert store.get_thread("cake") is None and store.get_thread("bread") is None
+    hello = store.get_thread("hello")
+    assert hello is not None
+    assert {f"hello-live{n}" for n in range(1, turns + 1)} <= {s["id"] for s in hello["steps"]}
+    assert main(["verify"]) == 0
+    assert listed(store) == ["hello"]
+
+
+# -- a re-run copy from PostgreSQL ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    from benchmarks.pgserver import PostgresServer, find_bindir
+
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL server binaries not found (install Debian's `postgresql`)")
+    with PostgresServer() as pg:
+        yield pg.url
+
+
+def test_a_re_run_copy_from_postgresql_copied_before_brings_nothing_back(
+    archive: Path, postgres: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("asyncpg")
+    # Chainlit's own data layer's schema, filled from the archive before the erasure
+    # (no storage client: the element rows are copied, their bytes stay behind).
+    assert main(["copy", str(archive), postgres, "--create-schema"]) in (0, 1)
+    assert main(["erase-user", ALICE]) == 0
+    capsys.readouterr()
+    assert main(["copy", postgres, str(archive)]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "erased in the destination" in out
+    assert leaks(archive, NEEDLES) == []
+    store = ArchiveStore(archive)
+    assert store.get_user(ALICE) is None
+    assert sorted(p.name for p in (archive / "threads").iterdir()) == ["hello"]
+    assert main(["verify"]) == 0
+    # and the other way: the archive's tombstones delete the erased threads there
+    assert main(["copy", str(archive), postgres]) in (0, 1)
+    assert "2 deleted" in capsys.readouterr().out
+
+
+def test_a_user_record_brought_back_by_a_merge_is_found_and_removed(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user_file = next(p for p in (archive / "users").iterdir() if p.name.startswith("alice"))
+    old = user_file.read_bytes()
+    assert main(["erase-user", ALICE]) == 0
+    user_file.write_bytes(old)  # what a merge from a clone made before does
+    capsys.readouterr()
+    assert main(["verify"]) == 1
+    assert "the user was erased" in capsys.readouterr().out
+    assert main(["verify", "--repair"]) == 0
+    assert not user_file.exists()
+    # the same person logging in again afterwards is a new user, and is left alone
+    store = ArchiveStore(archive)
+    store.upsert_user(ALICE)
+    assert main(["verify"]) == 0
+
+
+# -- a merge from a clone made before the erasure --------------------------------------
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=check, env=env
+    )
+
+
+def live_turn(root: Path, thread: str, text: str) -> None:
+    ArchiveStore(root).write_step(
+        {
+            "id": f"{thread}-{len(text)}",
+            "threadId": thread,
+            "type": "user_message",
+            "output": text,
+            "createdAt": "2026-04-01T00:00:00.000000Z",
+        }
+    )
+
+
+@pytest.fixture
+def two_clones(tmp_path: Path) -> tuple[Path, Path]:
+    """A repository holding the archive at ``chats/``, and a clone of it made before
+    anything is erased."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo, clone = tmp_path / "repo", tmp_path / "clone"
+    alice_archive(repo / "chats")
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "chats")
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    return repo, clone
+
+
+def test_a_merge_from_a_clone_made_before_brings_nothing_back(
+    two_clones: tuple[Path, Path],
+) -> None:
+    repo, clone = two_clones
+    live_turn(clone / "chats", "hello", "bob goes on chatting on the clone")
+    git(clone, "add", "-A")
+    git(clone, "commit", "-qm", "a turn on the clone")
+    assert main(["--root", str(repo / "chats"), "erase-user", ALICE]) == 0
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "erase alice")
+    merged = git(repo, "pull", "-q", "--no-rebase", str(clone), "main", check=False)
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    root = repo / "chats"
+    # what the git hooks of the archive's git setup do after a merge
+    assert main(["--root", str(root), "reindex"]) == 0
+    assert leaks(root, NEEDLES) == []
+    assert sorted(p.name for p in (root / "threads").iterdir()) == ["hello"]
+    hello = ArchiveStore(root).get_thread("hello")
+    assert hello is not None
+    assert "bob goes on chatting on the clone" in [s["output"] for s in hello["steps"]]
+    assert main(["--root", str(root), "verify"]) == 0
+
+
+def test_an_erased_thread_a_merge_puts_back_stays_deleted(two_clones: tuple[Path, Path]) -> None:
+    """The clone went on writing to a thread that was erased meanwhile: git stops on a
+    modify/delete conflict, and whoever keeps the clone's side gets the directory back.
+    The tombstone still decides: no read shows it, and `verify --repair` removes it."""
+    repo, clone = two_clones
+    live_turn(clone / "chats", "cake", "alice goes on chatting on the clone")
+    git(clone, "add", "-A")
+    git(clone, "commit", "-qm", "a turn on the clone")
+    assert main(["--root", str(repo / "chats"), "erase-user", ALICE]) == 0
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "erase alice")
+    merged = git(repo, "pull", "-q", "--no-rebase", str(clone), "main", check=False)
+    assert merged.returncode != 0  # modify/delete: git asks a person
+    git(repo, "add", "-A")  # the clone's side kept
+    git(repo, "commit", "-qm", "merge, keeping the clone's files")
+    root = repo / "chats"
+    assert (root / "threads" / "cake" / "steps.jsonl").exists()
+    store = ArchiveStore(root)
+    assert store.get_thread("cake") is None
+    assert main(["--root", str(root), "reindex"]) == 0
+    assert listed(ArchiveStore(root)) == ["hello"]
+    assert main(["--root", str(root), "verify"]) == 1
+    assert main(["--root", str(root), "verify", "--repair"]) == 0
+    assert leaks(root, NEEDLES) == []
