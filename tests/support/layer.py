@@ -1,5 +1,5 @@
-"""Helpers shared by the data-layer tests: Chainlit-shaped steps and times, the sidebar as
-Chainlit asks for it, and the skips for features a supported Chainlit release lacks.
+"""Helpers shared by the data-layer tests: Chainlit-shaped steps and times, a directory's
+files, and the skips for features a supported Chainlit release lacks.
 Nothing here imports Chainlit at module level (the storage-core tests import it too, in
 environments without Chainlit)."""
 
@@ -63,34 +63,6 @@ def step(sid: str, thread: str = "t1", **fields: Any) -> dict[str, Any]:
     return {"id": sid, "threadId": thread, **fields}
 
 
-async def listed(layer: Any, user_id: str | None, first: int = 100, **filters: Any) -> list[str]:
-    """The ids on the first sidebar page of ``user_id``."""
-    from chainlit.types import Pagination, ThreadFilter
-
-    page = await layer.list_threads(
-        Pagination(first=first), ThreadFilter(userId=user_id, **filters)
-    )
-    return [t["id"] for t in page.data]
-
-
-async def all_pages(layer: Any, first: int, **filters: Any) -> list[list[str]]:
-    """Every page, following ``endCursor`` as the sidebar does while ``hasNextPage``."""
-    from chainlit.types import Pagination, ThreadFilter
-
-    pages: list[list[str]] = []
-    cursor = None
-    for _ in range(10_000):
-        page = await layer.list_threads(
-            Pagination(first=first, cursor=cursor), ThreadFilter(**filters)
-        )
-        pages.append([t["id"] for t in page.data])
-        if not page.pageInfo.hasNextPage:
-            return pages
-        assert page.pageInfo.endCursor, "hasNextPage without an endCursor"
-        cursor = page.pageInfo.endCursor
-    raise AssertionError("pagination never ends")
-
-
 def tree(directory: Path) -> dict[str, bytes | None]:
     """Every path under ``directory`` with its bytes (``None`` for a directory)."""
     result: dict[str, bytes | None] = {}
@@ -100,7 +72,3 @@ def tree(directory: Path) -> dict[str, bytes | None]:
         rel = path.relative_to(directory).as_posix()
         result[rel] = None if path.is_dir() else path.read_bytes()
     return result
-
-
-def temporary_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]

@@ -7,6 +7,9 @@ message, by the message's own time), pages by that same key, and keeps the true 
 time for ``get_thread`` and the manifest. Only a message is activity: a rename, a share,
 feedback, or the session metadata Chainlit saves on every disconnect leave a thread where
 it is.
+
+The contract of ``tests/support/drivers.py``: each test runs on ``ArchiveStore`` and
+through ``FileDataLayer``.
 """
 
 from __future__ import annotations
@@ -19,13 +22,10 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("chainlit")
-
-from chainlit.types import Feedback, Pagination, ThreadFilter
-
-from filelayer import ArchiveStore, FileDataLayer
+from filelayer import ArchiveStore
 from filelayer._time import now_iso
 from filelayer.transfer.copier import copy_archive
+from tests.support.drivers import Driver, Page
 
 BASE = datetime(2026, 10, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -40,10 +40,10 @@ def tid(n: int) -> str:
     return f"t{n:02d}"
 
 
-async def old_thread(layer: Any, user_id: str, n: int, *, messages: bool = True) -> None:
+async def old_thread(driver: Driver, user_id: str, n: int, *, messages: bool = True) -> None:
     """Thread ``n``, made ``n`` days after BASE with a question and its answer, as
     ``filelayer copy`` or an import brings it: its own times, not the present."""
-    layer.store.put_manifest(
+    driver.store.put_manifest(
         {
             "id": tid(n),
             "name": f"chat {n}",
@@ -55,12 +55,12 @@ async def old_thread(layer: Any, user_id: str, n: int, *, messages: bool = True)
         }
     )
     if messages:
-        await message(layer, tid(n), f"{tid(n)}-q", "user_message", when(n, 60))
-        await message(layer, tid(n), f"{tid(n)}-a", "assistant_message", when(n, 90))
+        await message(driver, tid(n), f"{tid(n)}-q", "user_message", when(n, 60))
+        await message(driver, tid(n), f"{tid(n)}-a", "assistant_message", when(n, 90))
 
 
-async def message(layer: Any, thread_id: str, step_id: str, kind: str, at: str) -> None:
-    await layer.create_step(
+async def message(driver: Driver, thread_id: str, step_id: str, kind: str, at: str) -> None:
+    await driver.create_step(
         {
             "id": step_id,
             "threadId": thread_id,
@@ -74,27 +74,25 @@ async def message(layer: Any, thread_id: str, step_id: str, kind: str, at: str) 
     )
 
 
-async def history(layer: Any, user_id: str, count: int) -> None:
+async def history(driver: Driver, user_id: str, count: int) -> None:
     for n in range(count):
-        await old_thread(layer, user_id, n)
+        await old_thread(driver, user_id, n)
 
 
-async def page(layer: Any, user_id: str, first: int, cursor: str | None = None) -> Any:
-    return await layer.list_threads(
-        Pagination(first=first, cursor=cursor), ThreadFilter(userId=user_id)
-    )
+async def page(driver: Driver, user_id: str, first: int, cursor: str | None = None) -> Page:
+    return await driver.list_threads(user_id, first=first, cursor=cursor)
 
 
-async def sidebar(layer: Any, user_id: str, first: int = 35) -> list[tuple[str, str]]:
+async def sidebar(driver: Driver, user_id: str, first: int = 35) -> list[tuple[str, str]]:
     """Every (id, createdAt), page after page, as the UI loads them while scrolling."""
     shown: list[tuple[str, str]] = []
     cursor = None
     while True:
-        result = await page(layer, user_id, first, cursor)
-        shown += [(t["id"], t["createdAt"]) for t in result.data]
-        if not result.pageInfo.hasNextPage:
+        result = await page(driver, user_id, first, cursor)
+        shown += [(t["id"], t["createdAt"]) for t in result.threads]
+        if not result.has_next:
             return shown
-        cursor = result.pageInfo.endCursor
+        cursor = result.end_cursor
 
 
 def as_the_ui_sorts(shown: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -112,54 +110,54 @@ def manifest(root: Path, thread_id: str) -> dict[str, Any]:
 
 
 async def test_an_old_thread_continued_today_is_first_and_dated_by_its_new_message(
-    layer: Any, user: Any, root: Path
+    driver: Driver, alice: Any, root: Path
 ) -> None:
-    await history(layer, user.id, 50)
-    first = await page(layer, user.id, 35)
-    assert tid(0) not in [t["id"] for t in first.data]  # on the second sidebar page
+    await history(driver, alice["id"], 50)
+    first = await page(driver, alice["id"], 35)
+    assert tid(0) not in [t["id"] for t in first.threads]  # on the second sidebar page
 
     asked, answered = now_iso(), now_iso()
-    await message(layer, tid(0), "late-q", "user_message", asked)
-    await message(layer, tid(0), "late-a", "assistant_message", answered)
+    await message(driver, tid(0), "late-q", "user_message", asked)
+    await message(driver, tid(0), "late-a", "assistant_message", answered)
 
-    top = (await page(layer, user.id, 35)).data[0]
+    top = (await page(driver, alice["id"], 35)).threads[0]
     assert (top["id"], top["createdAt"]) == (tid(0), answered)
     # The true creation time stays where it belongs.
-    thread = await layer.get_thread(tid(0))
+    thread = await driver.get_thread(tid(0))
     assert thread["createdAt"] == when(0)
     assert manifest(root, tid(0))["createdAt"] == when(0)
 
 
 async def test_every_thread_is_dated_by_its_last_message_and_pages_are_in_that_order(
-    layer: Any, user: Any
+    driver: Driver, alice: Any
 ) -> None:
-    await history(layer, user.id, 40)
-    await old_thread(layer, user.id, 40, messages=False)  # no message yet: its creation
-    shown = await sidebar(layer, user.id)
+    await history(driver, alice["id"], 40)
+    await old_thread(driver, alice["id"], 40, messages=False)  # no message yet: its creation
+    shown = await sidebar(driver, alice["id"])
     assert shown[0] == (tid(40), when(40))
     assert shown[1:] == [(tid(n), when(n, 90)) for n in range(39, -1, -1)]
     assert as_the_ui_sorts(shown) == shown
 
 
 async def test_a_continued_thread_from_a_later_page_never_shows_twice_nor_jumps(
-    layer: Any, user: Any
+    driver: Driver, alice: Any
 ) -> None:
-    await history(layer, user.id, 50)
-    first = await page(layer, user.id, 35)
-    loaded = [(t["id"], t["createdAt"]) for t in first.data]
+    await history(driver, alice["id"], 50)
+    first = await page(driver, alice["id"], 35)
+    loaded = [(t["id"], t["createdAt"]) for t in first.threads]
     assert [i for i, _ in loaded] == [tid(n) for n in range(49, 14, -1)]
 
     # While the first page is on screen, an old thread of the second page gets a message.
-    await message(layer, tid(3), "late", "user_message", now_iso())
+    await message(driver, tid(3), "late", "user_message", now_iso())
 
-    second = await page(layer, user.id, 35, first.pageInfo.endCursor)
-    more = [(t["id"], t["createdAt"]) for t in second.data]
+    second = await page(driver, alice["id"], 35, first.end_cursor)
+    more = [(t["id"], t["createdAt"]) for t in second.threads]
     assert [i for i, _ in more] == [tid(n) for n in range(14, -1, -1) if n != 3]
-    assert not second.pageInfo.hasNextPage
+    assert not second.has_next
     # Nothing of the second page sorts above what the first showed: the UI appends it.
     assert as_the_ui_sorts(loaded + more) == loaded + more
     # The next load of the sidebar has it on top, once.
-    again = await sidebar(layer, user.id)
+    again = await sidebar(driver, alice["id"])
     assert again[0][0] == tid(3)
     assert [i for i, _ in again].count(tid(3)) == 1
     assert len(again) == 50
@@ -167,86 +165,86 @@ async def test_a_continued_thread_from_a_later_page_never_shows_twice_nor_jumps(
 
 
 async def test_threads_active_at_the_same_moment_page_in_a_stable_order(
-    layer: Any, user: Any
+    driver: Driver, alice: Any
 ) -> None:
     for n in range(6):
-        await old_thread(layer, user.id, n, messages=False)
-        await message(layer, tid(n), f"{tid(n)}-q", "user_message", when(10))
-    shown = await sidebar(layer, user.id, first=1)
+        await old_thread(driver, alice["id"], n, messages=False)
+        await message(driver, tid(n), f"{tid(n)}-q", "user_message", when(10))
+    shown = await sidebar(driver, alice["id"], first=1)
     assert shown == [(tid(n), when(10)) for n in range(5, -1, -1)]  # ties: id, descending
-    assert await sidebar(layer, user.id, first=4) == shown
+    assert await sidebar(driver, alice["id"], first=4) == shown
 
 
 # -- what is not activity -------------------------------------------------------------
 
 
-async def session_saved(layer: Any, thread_id: str) -> None:
+async def session_saved(driver: Driver, thread_id: str) -> None:
     # What Chainlit's persist_user_session sends on every disconnect, resumes included.
-    await layer.update_thread(
+    await driver.update_thread(
         thread_id,
         metadata={"id": "session-2", "env": {}, "chat_settings": {}, "client_type": "webapp"},
     )
 
 
-async def renamed(layer: Any, thread_id: str) -> None:
-    await layer.update_thread(thread_id, name="A better name")
+async def renamed(driver: Driver, thread_id: str) -> None:
+    await driver.update_thread(thread_id, name="A better name")
 
 
-async def shared(layer: Any, thread_id: str) -> None:
-    await layer.update_thread(thread_id, metadata={"is_shared": True, "shared_at": now_iso()})
+async def shared(driver: Driver, thread_id: str) -> None:
+    await driver.update_thread(thread_id, metadata={"is_shared": True, "shared_at": now_iso()})
 
 
-async def tagged(layer: Any, thread_id: str) -> None:
-    await layer.update_thread(thread_id, tags=["later"])
+async def tagged(driver: Driver, thread_id: str) -> None:
+    await driver.update_thread(thread_id, tags=["later"])
 
 
-async def resumed(layer: Any, thread_id: str) -> None:
-    thread = await layer.get_thread(thread_id)
+async def resumed(driver: Driver, thread_id: str) -> None:
+    thread = await driver.get_thread(thread_id)
     assert thread is not None
-    await session_saved(layer, thread_id)
+    await session_saved(driver, thread_id)
 
 
-async def rated(layer: Any, thread_id: str) -> None:
-    await layer.upsert_feedback(Feedback(forId=f"{thread_id}-a", value=0, threadId=thread_id))
+async def rated(driver: Driver, thread_id: str) -> None:
+    await driver.upsert_feedback(f"{thread_id}-a", 0, thread_id=thread_id)
 
 
-async def answer_updated(layer: Any, thread_id: str) -> None:
+async def answer_updated(driver: Driver, thread_id: str) -> None:
     # update_step sends the whole step again, with its own createdAt (an edit, a
     # favorite, the end of a stream).
-    thread = await layer.get_thread(thread_id)
+    thread = await driver.get_thread(thread_id)
     answer = next(s for s in thread["steps"] if s["id"] == f"{thread_id}-a")
-    await layer.update_step({**answer, "output": "edited", "metadata": {"favorite": True}})
+    await driver.update_step({**answer, "output": "edited", "metadata": {"favorite": True}})
 
 
 @pytest.mark.parametrize(
     "change", [session_saved, renamed, shared, tagged, resumed, rated, answer_updated]
 )
 async def test_a_change_that_is_no_message_leaves_the_thread_in_its_place(
-    layer: Any, user: Any, root: Path, change: Any
+    driver: Driver, alice: Any, root: Path, change: Any
 ) -> None:
-    await history(layer, user.id, 12)
-    await old_thread(layer, user.id, 12, messages=False)
-    before = await sidebar(layer, user.id, first=5)
+    await history(driver, alice["id"], 12)
+    await old_thread(driver, alice["id"], 12, messages=False)
+    before = await sidebar(driver, alice["id"], first=5)
     on_a_message = change in (rated, answer_updated)
     for n in (4, 12):  # a thread with messages, one without
         if n == 12 and on_a_message:
             continue
         updated = manifest(root, tid(n))["updatedAt"]
-        await change(layer, tid(n))
+        await change(driver, tid(n))
         if not on_a_message:
             # A real change of the thread, and it says so...
             assert manifest(root, tid(n))["updatedAt"] > updated
     # ...but the sidebar is as it was, dates included.
-    assert await sidebar(layer, user.id, first=5) == before
-    assert (await layer.get_thread(tid(4)))["createdAt"] == when(4)
+    assert await sidebar(driver, alice["id"], first=5) == before
+    assert (await driver.get_thread(tid(4)))["createdAt"] == when(4)
 
 
 async def test_updated_at_in_the_list_is_the_last_change_of_any_kind(
-    layer: Any, user: Any, root: Path
+    driver: Driver, alice: Any, root: Path
 ) -> None:
-    await history(layer, user.id, 3)
-    await renamed(layer, tid(1))
-    listed = {t["id"]: t for t in (await page(layer, user.id, 10)).data}
+    await history(driver, alice["id"], 3)
+    await renamed(driver, tid(1))
+    listed = {t["id"]: t for t in (await page(driver, alice["id"], 10)).threads}
     assert listed[tid(1)]["createdAt"] == when(1, 90)
     assert listed[tid(1)]["updatedAt"] == manifest(root, tid(1))["updatedAt"] > when(1, 90)
     assert listed[tid(2)]["updatedAt"] == when(2, 90)  # its answer came after its update
@@ -256,72 +254,74 @@ async def test_updated_at_in_the_list_is_the_last_change_of_any_kind(
 
 
 async def test_a_message_counts_at_its_own_time_not_when_it_was_written(
-    layer: Any, user: Any
+    driver: Driver, alice: Any
 ) -> None:
     """A replay or an import writes old messages today: they keep the order of their
     times, and a message that arrives late with an earlier time does not lower it."""
-    await history(layer, user.id, 10)
-    await message(layer, tid(2), "replayed", "assistant_message", when(6, 120))
-    shown = await sidebar(layer, user.id)
+    await history(driver, alice["id"], 10)
+    await message(driver, tid(2), "replayed", "assistant_message", when(6, 120))
+    shown = await sidebar(driver, alice["id"])
     assert [i for i, _ in shown][:5] == [tid(9), tid(8), tid(7), tid(2), tid(6)]
     assert dict(shown)[tid(2)] == when(6, 120)
-    await message(layer, tid(9), "straggler", "user_message", when(9, 1))
-    assert (await sidebar(layer, user.id))[0] == (tid(9), when(9, 90))
+    await message(driver, tid(9), "straggler", "user_message", when(9, 1))
+    assert (await sidebar(driver, alice["id"]))[0] == (tid(9), when(9, 90))
 
 
 async def test_deleting_the_last_message_gives_the_thread_its_previous_place(
-    layer: Any, user: Any
+    driver: Driver, alice: Any
 ) -> None:
-    await history(layer, user.id, 5)
-    before = await sidebar(layer, user.id)
-    await message(layer, tid(1), "late", "user_message", now_iso())
-    assert (await sidebar(layer, user.id))[0][0] == tid(1)
-    await layer.delete_step("late")
-    assert await sidebar(layer, user.id) == before
+    await history(driver, alice["id"], 5)
+    before = await sidebar(driver, alice["id"])
+    await message(driver, tid(1), "late", "user_message", now_iso())
+    assert (await sidebar(driver, alice["id"]))[0][0] == tid(1)
+    await driver.delete_step("late")
+    assert await sidebar(driver, alice["id"]) == before
 
 
 # -- a rebuilt index, a copy ----------------------------------------------------------
 
 
-async def scenario(layer: Any, user_id: str) -> list[tuple[str, str]]:
-    await history(layer, user_id, 40)
-    await old_thread(layer, user_id, 40, messages=False)
-    await message(layer, tid(5), "late", "user_message", now_iso())
-    await message(layer, tid(7), "replayed", "assistant_message", when(20, 30))
+async def scenario(driver: Driver, user_id: str) -> list[tuple[str, str]]:
+    await history(driver, user_id, 40)
+    await old_thread(driver, user_id, 40, messages=False)
+    await message(driver, tid(5), "late", "user_message", now_iso())
+    await message(driver, tid(7), "replayed", "assistant_message", when(20, 30))
     for n in (30, 38, 40):
-        await session_saved(layer, tid(n))
-        await renamed(layer, tid(n))
-    return await sidebar(layer, user_id)
+        await session_saved(driver, tid(n))
+        await renamed(driver, tid(n))
+    return await sidebar(driver, user_id)
 
 
-async def test_a_rebuilt_index_gives_the_same_activity(layer: Any, user: Any, root: Path) -> None:
-    shown = await scenario(layer, user.id)
+async def test_a_rebuilt_index_gives_the_same_activity(
+    driver: Driver, alice: Any, root: Path
+) -> None:
+    shown = await scenario(driver, alice["id"])
     shutil.rmtree(root / "index")
-    reopened = FileDataLayer(root)
-    assert reopened.store.wait_healed(60)  # the app's layer fills it in the background
-    assert await sidebar(reopened, user.id) == shown
-    layer.store.reindex()
-    assert await sidebar(layer, user.id) == shown
+    reopened = driver.another_worker()
+    assert reopened.store.wait_healed(60)  # the app's driver fills it in the background
+    assert await sidebar(reopened, alice["id"]) == shown
+    driver.store.reindex()
+    assert await sidebar(driver, alice["id"]) == shown
 
 
 async def test_a_copied_archive_gives_the_same_activity(
-    layer: Any, user: Any, root: Path, tmp_path: Path
+    driver: Driver, alice: Any, root: Path, tmp_path: Path
 ) -> None:
-    shown = await scenario(layer, user.id)
+    shown = await scenario(driver, alice["id"])
     other = tmp_path / "copy"
     await copy_archive(str(root), str(other))
     copied = ArchiveStore(other, create=False)
-    threads, _ = copied.list_threads(user_id=user.id, first=100)
+    threads, _ = copied.list_threads(user_id=alice["id"], first=100)
     assert [(t["id"], t["createdAt"]) for t in threads] == shown
 
 
 async def test_copy_since_still_takes_a_thread_changed_without_a_message(
-    layer: Any, user: Any, root: Path, tmp_path: Path
+    driver: Driver, alice: Any, root: Path, tmp_path: Path
 ) -> None:
     """``copy --since`` means "changed since": a rename counts there, while it does not
     move the thread in the sidebar."""
-    await history(layer, user.id, 3)
-    await renamed(layer, tid(0))
+    await history(driver, alice["id"], 3)
+    await renamed(driver, tid(0))
     other = tmp_path / "copy"
     await copy_archive(str(root), str(other), since=now_iso()[:10])
     copied = ArchiveStore(other, create=False)
