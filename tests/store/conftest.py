@@ -25,18 +25,8 @@ async def driver(request: pytest.FixtureRequest, root: Path, in_tmp: Path) -> As
         made = LayerDriver(root)
     else:
         made = StoreDriver(root)
-    workers: list[Driver] = [made]
-    original = made.another_worker
-
-    def another_worker() -> Driver:
-        other = original()
-        workers.append(other)
-        return other
-
-    made.another_worker = another_worker  # type: ignore[method-assign]
     yield made
-    for worker in workers:
-        await worker.close()
+    await made.close()
 
 
 @pytest.fixture

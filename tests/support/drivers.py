@@ -45,9 +45,14 @@ class Driver:
 
     kind: str
     root: Path
+    others: list[Driver]
     store: ArchiveStore
     """The store underneath (the layer's own): for what no data-layer call does, such as
     waiting for the index to heal or putting a manifest as an import writes it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.others = []
 
     # -- users ---------------------------------------------------------------------
 
@@ -163,10 +168,18 @@ class Driver:
 
     def another_worker(self) -> Driver:
         """A second process's view of the same root (a fresh store or layer: no cache,
-        no memory of which thread holds what)."""
-        raise NotImplementedError
+        no memory of which thread holds what), closed with this one."""
+        other = type(self)(self.root)
+        self.others.append(other)
+        return other
 
     async def close(self) -> None:
+        """Close this driver and every other worker it opened."""
+        for other in self.others:
+            await other.close()
+        await self._close()
+
+    async def _close(self) -> None:
         raise NotImplementedError
 
 
@@ -176,7 +189,7 @@ class StoreDriver(Driver):
     kind = "store"
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        super().__init__(root)
         self.store = ArchiveStore(root)
 
     async def create_user(
@@ -300,10 +313,7 @@ class StoreDriver(Driver):
     async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
         self.store.delete_element(element_id, thread_id)
 
-    def another_worker(self) -> Driver:
-        return StoreDriver(self.root)
-
-    async def close(self) -> None:
+    async def _close(self) -> None:
         self.store.close()
 
 
@@ -315,7 +325,7 @@ class LayerDriver(Driver):
     def __init__(self, root: Path) -> None:
         from filelayer import FileDataLayer
 
-        self.root = root
+        super().__init__(root)
         self.layer = FileDataLayer(root)
         self.store = self.layer.store
 
@@ -370,7 +380,7 @@ class LayerDriver(Driver):
 
         page = await self.layer.list_threads(
             Pagination(first=first, cursor=cursor),
-            ThreadFilter(userId=user_id, search=search, feedback=feedback),
+            ThreadFilter(userId=user_id, search=search, feedback=feedback),  # type: ignore[arg-type]
         )
         return Page(list(page.data), page.pageInfo.hasNextPage, page.pageInfo.endCursor)  # type: ignore[arg-type]
 
@@ -388,7 +398,7 @@ class LayerDriver(Driver):
 
         if not hasattr(BaseDataLayer, "set_step_favorite"):
             pytest.skip("this Chainlit's BaseDataLayer has no set_step_favorite (it came later)")
-        return await self.layer.set_step_favorite(step, favorite)  # type: ignore[arg-type]
+        return await self.layer.set_step_favorite(step, favorite)  # type: ignore[arg-type,return-value]
 
     async def favorite_steps(self, user_id: str) -> list[dict[str, Any]]:
         return await self.layer.get_favorite_steps(user_id)  # type: ignore[return-value]
@@ -405,7 +415,13 @@ class LayerDriver(Driver):
         from chainlit.types import Feedback
 
         return await self.layer.upsert_feedback(
-            Feedback(forId=for_id, value=value, comment=comment, id=feedback_id, threadId=thread_id)
+            Feedback(
+                forId=for_id,
+                value=value,  # type: ignore[arg-type]
+                comment=comment,
+                id=feedback_id,
+                threadId=thread_id,
+            )
         )
 
     async def delete_feedback(self, feedback_id: str) -> bool:
@@ -454,10 +470,7 @@ class LayerDriver(Driver):
     async def delete_element(self, element_id: str, thread_id: str | None = None) -> None:
         await self.layer.delete_element(element_id, thread_id)
 
-    def another_worker(self) -> Driver:
-        return LayerDriver(self.root)
-
-    async def close(self) -> None:
+    async def _close(self) -> None:
         await self.layer.close()
 
 
