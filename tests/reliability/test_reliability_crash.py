@@ -1,7 +1,7 @@
 """Crash consistency: a writer killed with SIGKILL at random moments, over and over, on
 the same root, never loses a write it had acknowledged.
 
-The writer replays a seeded, Chainlit-shaped workload (``reliability_support.crash_ops``:
+The writer replays a seeded, Chainlit-shaped workload (``tests.support.reliability.crash_ops``:
 the chat turns of ``benchmarks/workload.py`` plus elements with bytes and thread
 updates) in the ``fsync`` durability mode, and reports each call on a pipe once it has
 returned. The parent kills it after a random number of acknowledgements plus a random

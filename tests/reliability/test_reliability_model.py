@@ -1,6 +1,6 @@
 """Model-based testing: random sequences of data-layer calls, applied both to the real
 layer and to ``ContractModel`` (the contract in a few dozen lines of plain Python, in
-``reliability_support.py``), comparing every read.
+``tests/support/reliability.py``), comparing every read.
 
 The calls: users created and logged in again; ``update_thread`` with names, authors,
 tags and metadata (merged, ``None`` removing a key); threads deleted and then written to

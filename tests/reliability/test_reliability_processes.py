@@ -1,6 +1,6 @@
 """Several processes write one archive at once while another compacts and reindexes it.
 
-Four or more writer processes (``reliability_support.proc_writer``) write to the same
+Four or more writer processes (``tests.support.reliability.proc_writer``) write to the same
 threads and to their own (message steps created empty then updated, feedback, renames,
 metadata merges, threads deleted and then written to late), each recording every call
 that returned. Meanwhile a maintenance process runs ``filelayer compact`` and

@@ -19,7 +19,7 @@ cut can leave of an archive, derived from the real system calls of a workload.
    materialised in a fresh directory.
 4. **Check.** Each state is opened with the store, read back, repaired with
    ``verify --repair`` as the README prescribes, and compared with the data-layer
-   contract (``reliability_support.ContractModel``) after the acknowledged calls:
+   contract (``tests.support.reliability.ContractModel``) after the acknowledged calls:
    exactly, at an acknowledgement in the fsync mode; allowing the one call in flight
    at a cut inside it; and, in the flush mode, requiring everything acknowledged more
    than the flusher's interval (plus a margin) before the cut.
