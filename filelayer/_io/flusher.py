@@ -58,6 +58,14 @@ class Flusher:
         """How one path is made durable; a test passes its own to watch this flusher
         alone (patching the module would also catch other flushers' threads)."""
         self.flushes = 0
+        self.observer: Callable[[str, int], None] | None = None
+        """Told ``("took", n)`` when flush ``n`` takes the paths named so far, under the
+        lock :meth:`add` takes (every path named before it is in flush ``n``, every one
+        named after it is not), and ``("flushed", n)`` once they are all fsynced. The
+        flusher's first system call may come long after it took its paths (the thread
+        needs the interpreter lock back), so only this says which calls a flush covers:
+        the power-cut explorer writes both where its trace orders them against the
+        calls' acknowledgements."""
         self._init_state()
 
     def _init_state(self) -> None:
@@ -132,6 +140,9 @@ class Flusher:
                 files, dirs = self._files, self._dirs
                 self._files, self._dirs, self._fresh = {}, {}, {}
                 self._wake.clear()
+                observer = self.observer if files or dirs else None
+                if observer is not None:
+                    observer("took", self.flushes + 1)
             if not files and not dirs:
                 return
             for path in files:
@@ -139,6 +150,8 @@ class Flusher:
             for path in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
                 self._fsync(path)
             self.flushes += 1
+            if observer is not None:
+                observer("flushed", self.flushes)
 
     def _after_fork(self) -> None:
         # The parent flushes what it wrote; a forked child starts with nothing named

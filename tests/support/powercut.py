@@ -460,6 +460,48 @@ def _maintain(
     store.close()
 
 
+class _FlushMarks:
+    """The flusher's ``took`` and ``flushed`` moments, written to the acknowledgement
+    file as ``FLUSH n`` and ``FLUSHED n``. The file's order is the order in which they
+    and the acknowledgements happened: every call acknowledged before ``FLUSH n`` had
+    named its paths before flush ``n`` took them."""
+
+    def __init__(self, ack_fd: int) -> None:
+        self.ack_fd = ack_fd
+        self.seen = {"took": 0, "flushed": 0}
+        self.changed = threading.Condition()
+
+    def __call__(self, what: str, n: int) -> None:
+        os.write(self.ack_fd, f"{'FLUSH' if what == 'took' else 'FLUSHED'} {n}\n".encode())
+        with self.changed:
+            self.seen[what] = n
+            self.changed.notify_all()
+
+    def wait_for_the_last(self) -> None:
+        """Until the background flush has taken what the last calls named and ended
+        (waited for, not slept for: on a loaded machine the flusher's thread may wake
+        late, and a trace that ends first shows no flush after the last calls)."""
+        from filelayer._io.flusher import FLUSHER
+
+        with self.changed:
+            taken = self.seen["took"]
+
+            def done() -> bool:
+                took, flushed = self.seen["took"], self.seen["flushed"]
+                return (took > taken or not FLUSHER.pending) and flushed == took
+
+            if not self.changed.wait_for(done, timeout=120):  # a stuck thread only
+                raise SystemExit("the background flush never came")
+
+
+def _observe_flushes(ack_fd: int) -> _FlushMarks:
+    from filelayer._io.flusher import FLUSHER
+
+    marks = _FlushMarks(ack_fd)
+    FLUSHER.observer = marks
+    return marks
+
+
 def run_workload(spec: Spec) -> None:
     """The traced process: open the layer, make the calls, acknowledge each one."""
     if spec.plant:
@@ -470,6 +512,7 @@ def run_workload(spec: Spec) -> None:
         os.write(ack_fd, f"ACK {seq} {json.dumps(result)}\n".encode())
 
     calls = workload_calls(spec.seed, spec.extra)
+    flushes = _observe_flushes(ack_fd) if spec.durability == "flush" else None
     api = open_api(Path(spec.root), spec.backend, spec.durability)
     ack(0)  # the constructor: a new archive
     stop, rounds, failures = threading.Event(), [0], []
@@ -490,16 +533,8 @@ def run_workload(spec: Spec) -> None:
     stop.set()
     if worker is not None:
         worker.join()
-    if spec.durability == "flush":  # the last calls' background flush, before close()
-        from filelayer._io.flusher import FLUSHER, INTERVAL
-
-        # Waited for, not slept for: on a loaded machine the flusher's thread may wake
-        # late, and a trace that ends first shows no flush after the last calls.
-        time.sleep(INTERVAL)
-        deadline = time.monotonic() + 120  # a bound for a stuck thread only
-        while FLUSHER.pending and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(LATE)  # the flush that took the last paths ends
+    if flushes is not None:
+        flushes.wait_for_the_last()
     os.write(ack_fd, f"END {rounds[0]}\n".encode())
     api.close()
     if failures:
@@ -1208,9 +1243,9 @@ class Report:
         )
 
 
-def trace_workload(spec: Spec, work: Path) -> tuple[Path, list[tuple[int, Any]], int]:
-    """Run the workload under strace; the trace, the acknowledgements and the
-    maintenance rounds."""
+def trace_workload(spec: Spec, work: Path) -> tuple[Path, list[tuple[int, Any]], int, list[str]]:
+    """Run the workload under strace; the trace, the acknowledgements, the maintenance
+    rounds and the acknowledgement file's lines (with the flusher's marks)."""
     problem = tracer_problem()
     if problem:
         raise RuntimeError(problem)
@@ -1236,14 +1271,15 @@ def trace_workload(spec: Spec, work: Path) -> tuple[Path, list[tuple[int, Any]],
         raise RuntimeError(f"the workload failed: {done.stderr[-3000:]}")
     acks = []
     rounds = 0
-    for line in Path(spec.ack_path).read_text().splitlines():
+    lines = Path(spec.ack_path).read_text().splitlines()
+    for line in lines:
         kind, _, rest = line.partition(" ")
         if kind == "ACK":
             seq, _, payload = rest.partition(" ")
             acks.append((int(seq), json.loads(payload)))
         elif kind == "END":
             rounds = int(rest)
-    return trace, acks, rounds
+    return trace, acks, rounds, lines
 
 
 LATE = 1.0
@@ -1251,51 +1287,59 @@ LATE = 1.0
 explorer calls it late (a loaded machine delays a sleeping thread, strace more)."""
 
 
+NEVER = 1 << 62
+"""The trace position of a flush that never came."""
+
+
 @dataclass
 class Flushes:
     """The background flushes a flush-mode trace shows, and which call each covers."""
 
-    batches: list[tuple[float, float]]  # (began, ended) of each flush
-    covered: list[float]  # per acknowledgement: when the flush that covers it ended
+    batches: list[tuple[float, float]]  # (took its paths, ended) of each flush
+    covered: list[int]  # per acknowledgement: where in the trace its flush ended (or NEVER)
     late: list[str]  # calls whose flush began more than ``INTERVAL + LATE`` after them
     max_lag: float  # the longest time from an acknowledgement to its flush's end
+    ended: list[float] = field(default_factory=list)  # per acknowledgement, when
 
 
-def flushes_of(events: list[Event], ack_times: list[float], base: str) -> Flushes:
-    """Find the flusher thread (the one that opens the archive's own files read-only
-    and fsyncs them: nothing else does; the derived index's database, which SQLite
-    checkpoints from the maintenance processes too, and a rebuild's new files do not
-    count) and its flushes (its system calls, split where it was idle); the flush that
-    covers a call is the first one to begin after the call was acknowledged (it takes
-    over everything named before it began)."""
-    opened: dict[tuple[str, str], bool] = {}
-    flusher: set[str] = set()
-    derived = tuple(os.path.join(base, "chats", d) + "/" for d in ("index", "locks"))
+def flushes_of(events: list[Event], lines: list[str], ack_path: str) -> Flushes:
+    """The flushes, from the marks the flusher wrote to the acknowledgement file when it
+    took the paths named so far (``FLUSH n``, under the lock every call takes to name
+    its paths) and when it had fsynced them (``FLUSHED n``). The flush that covers a call
+    is the first one to take its paths after the call was acknowledged, in the file's
+    order: the call named its paths before that (or an earlier flush took them).
+
+    Not the flusher's own system calls: it takes its paths, then needs the interpreter
+    lock back before its first one, and on a loaded machine a whole call may run in
+    between. A flush whose first system call came after a call returned may have taken
+    its paths before the call wrote; crediting it with the call demanded what it never
+    promised."""
+    took: dict[int, float] = {}
+    ended: dict[int, tuple[int, float]] = {}
     for e in events:
-        if e.name == "openat" and e.ret_path and e.ret_path.startswith(base + "/"):
-            read_only = e.args[2].split("|")[0] == "O_RDONLY"
-            name = os.path.basename(e.ret_path)
-            # A source-of-truth file (not derived, not temporary: a maintenance step
-            # may fsync its own new file through a read-only descriptor too).
-            flushed_file = "." in name and not name.startswith(".")
-            flushed_file = flushed_file and not e.ret_path.startswith(derived)
-            opened[(e.pid, e.ret_path)] = read_only and flushed_file
-        elif e.name == "fsync":
-            path = _fd_path(e.args[0])[0]
-            if path and opened.get((e.pid, path)):
-                flusher.add(e.pid)
-    mine = sorted((e.time, e.end_time) for e in events if e.pid in flusher)
-    batches: list[tuple[float, float]] = []
-    for began, ended in mine:
-        if batches and began - batches[-1][1] < 0.25:
-            batches[-1] = (batches[-1][0], max(batches[-1][1], ended))
-        else:
-            batches.append((began, ended))
-    covered = []
-    for t in ack_times:
-        batch = next((b for b in batches if b[0] >= t), None)
-        covered.append(batch[1] if batch else float("inf"))
-    return Flushes(batches, covered, [], 0.0)
+        if e.name == "write" and _fd_path(e.args[0])[0] == ack_path:
+            kind, _, n = _string(e.args[1]).decode().strip().partition(" ")
+            if kind == "FLUSH":
+                took[int(n)] = e.time
+            elif kind == "FLUSHED":
+                ended[int(n)] = (e.end, e.end_time)
+    batches = [(took[n], ended[n][1]) for n in sorted(ended) if n in took]
+    covered: list[int] = []
+    ended_at: list[float] = []
+    waiting = 0  # acknowledgements not yet covered by a flush that took its paths
+    for line in lines:
+        kind, _, rest = line.partition(" ")
+        if kind == "ACK":
+            covered.append(NEVER)
+            ended_at.append(float("inf"))
+            waiting += 1
+        elif kind == "FLUSH" and waiting:
+            n = int(rest)
+            if n in ended:
+                for k in range(len(covered) - waiting, len(covered)):
+                    covered[k], ended_at[k] = ended[n]
+            waiting = 0
+    return Flushes(batches, covered, [], 0.0, ended_at)
 
 
 def judge_flushes(flushes: Flushes, ack_times: list[float], dirty: list[bool]) -> None:
@@ -1314,8 +1358,8 @@ def judge_flushes(flushes: Flushes, ack_times: list[float], dirty: list[bool]) -
             flushes.late.append(f"call #{k}: no background flush after it")
         elif began - t > INTERVAL + LATE:
             flushes.late.append(f"call #{k}: its flush began {began - t:.2f}s after it")
-        if flushes.covered[k] != float("inf"):
-            flushes.max_lag = max(flushes.max_lag, flushes.covered[k] - t)
+        if flushes.ended[k] != float("inf"):
+            flushes.max_lag = max(flushes.max_lag, flushes.ended[k] - t)
 
 
 def explore(
@@ -1343,7 +1387,7 @@ def explore(
     report = Report(spec)
     calls = workload_calls(spec.seed, spec.extra)
     report.calls = len(calls)
-    trace, acks, report.maintenance_rounds = trace_workload(spec, work)
+    trace, acks, report.maintenance_rounds, lines = trace_workload(spec, work)
     report.acknowledged = len(acks)
     if [seq for seq, _ in acks] != list(range(len(calls) + 1)):
         raise RuntimeError(f"acknowledgements out of order: {[s for s, _ in acks][:20]}")
@@ -1387,18 +1431,18 @@ def explore(
     else:
         # A call must survive a cut once the background flush that covers it has
         # ended; that flush must begin within the flusher's interval of the call.
-        flushes = flushes_of(events, [t for _, t in ack_at], spec.base)
+        flushes = flushes_of(events, lines, ack_path)
         report.flushes = len(flushes.batches)
         # Which calls left writes for the flusher (the derived index aside).
         derived = tuple(os.path.join("chats", d) for d in ("index", "locks"))
         first, last = ack_at[0][0], ack_at[-1][0]
         span = [p for p in positions if first < p <= last]
         chosen = sorted(rng.sample(span, min(len(span), max(1, len(ack_at) // cut_every))))
-        when = {e.end: e.time for e in events}
         for p in chosen:
-            now = when[p]
             acked = max(k for k, (at, _) in enumerate(ack_at) if at < p)
-            safe = max((k for k, c in enumerate(flushes.covered) if c <= now), default=-1)
+            # Everything the flush that ended before the cut took is on the disk.
+            safe = max((k for k, c in enumerate(flushes.covered) if c < p), default=-1)
+            safe = min(safe, acked)
             if safe >= 0:
                 cuts.append((p, safe, min(acked + 1, len(models) - 1), False))
     cuts.sort()
