@@ -69,6 +69,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def sync_now(path: Path) -> None:
+    """Put the file ``path`` and its name in its directory on the disk now, whatever the
+    mode: for a file that a later write will point to in place of something already on
+    the disk (a re-sent element, see ``ArchiveStore.record_element``). The flush mode
+    orders nothing, so that later write could otherwise reach the disk first."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fsync_fd(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageWriteError(path, exc) from exc
+
+
 def fsync_dirs(dirs: Iterable[Path]) -> None:
     """fsync each directory once, deepest first: a new directory's own entries are on
     the disk before its name in its parent is. A failure is a failed write."""

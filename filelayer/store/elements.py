@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .._io import commit as _commit
 from .._io import fs as _fs
 from ..format import codec as _codec
 from ..format import journal
@@ -125,9 +126,33 @@ class Elements:
                 if isinstance(element.get("file"), str):
                     appender.remove_element_file(thread_id, element["file"], changes)
                 return False
+            self._settle_resent(thread_id, element_id, element.get("file"), changes)
             appender.append_lines(thread_id, line, changes)
         self.locator.elements.put(element_id, thread_id)
         return True
+
+    def _settle_resent(
+        self, thread_id: str, element_id: str, relative: object, changes: _fs.Changes
+    ) -> None:
+        """A re-sent element's new file and its name on the disk before its record, in
+        the flush mode too (the fsync mode made them durable already). The new record
+        replaces one whose bytes the background flush may have put on the disk, and may
+        name another file (``e3.txt`` re-sent as ``e3.pdf``); were it to reach the disk
+        before that file's name, which nothing orders in the flush mode, a power cut
+        would leave the element with neither its old bytes nor its new ones. As a file
+        that replaces another is fsynced before its rename: two fsyncs, on re-sends
+        only. Caller locks; raises ``DiskWait`` on the event loop before any change."""
+        if changes.durable or not isinstance(relative, str):
+            return
+        stored = self.folds.folded(thread_id).state.elements.get(element_id)
+        if not _file_of(stored):
+            return  # a first send: nothing on the disk to lose
+        path = self.layout.element_file(thread_id, relative)
+        if path is None:
+            return
+        if _commit.on_loop():
+            raise _commit.DiskWait(path)
+        _fs.sync_now(path)
 
     def put_element(
         self,
