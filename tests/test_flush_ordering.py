@@ -11,8 +11,11 @@ before its record is appended, as any file that replaces another is fsynced befo
 published. Here every ``fsync`` the writer makes is recorded (the real ``os.fsync``, with
 what the journal held at that moment), and the order is checked after the re-send.
 
-The explorer's own attribution of calls to background flushes is checked here too, on
-a hand-made trace: a flush that took its paths before a call wrote must not be taken for
+A fresh file (made by this process, not yet flushed, replaced without an fsync) is
+known by its inode, not by comparing its modification time with the moment it was
+marked: another process's file renamed there within the same tick of the clock is not
+fresh. The explorer's own attribution of calls to background flushes is checked on a
+hand-made trace: a flush that took its paths before a call wrote must not be taken for
 the flush that covers that call, however late its first system call comes.
 """
 
@@ -30,7 +33,8 @@ from powercut import Event, flushes_of
 from reliability_support import have_chainlit, open_api
 
 from filelayer import ArchiveStore
-from filelayer._io.flusher import FLUSHER
+from filelayer._io import fs as _fs
+from filelayer._io.flusher import FLUSHER, Flusher
 
 
 @dataclass
@@ -123,6 +127,45 @@ def test_a_first_element_costs_the_call_no_fsync(
         element = {"id": "e1", "type": "file", "name": "a.txt", "forId": "s1", "mime": "text/plain"}
         store.put_element("t1", element, b"bytes")
         assert seen == []
+    finally:
+        store.close()
+
+
+def test_a_file_another_process_put_there_is_not_taken_for_a_fresh_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsyncs: tuple[list[Synced], list[Path]]
+) -> None:
+    """A file this process made in the flush mode and has not flushed yet is replaced
+    without an fsync (nothing of it is on the disk). Once another process renamed its
+    own, durable file there, that is no longer so, even if it did so within the same
+    tick of the kernel's clock (its modification time then is no later than this
+    process's mark): replacing it without an fsync could publish an empty file in its
+    place after a power cut."""
+    seen, watch = fsyncs
+    flusher = Flusher(interval=3600.0)  # flushes only when told: nothing races the test
+    monkeypatch.setattr(_fs, "FLUSHER", flusher)
+    store = ArchiveStore(tmp_path / "chats")
+    try:
+        store.update_thread("t1", name="Chat")
+        manifest = tmp_path / "chats" / "threads" / "t1" / "thread.json"
+        assert not _fs.holds_durable_content(manifest)  # ours, fresh: no fsync needed
+        ours = manifest.stat()
+        # Another process (the fsync mode, or verify --repair) replaces it durably, in
+        # the same tick: its file's modification time is ours.
+        other = manifest.with_name("other.tmp")
+        other.write_bytes(manifest.read_bytes().replace(b'"Chat"', b'"Theirs"'))
+        fd = os.open(other, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(other, manifest)
+        os.utime(manifest, ns=(ours.st_atime_ns, ours.st_mtime_ns))
+        assert _fs.holds_durable_content(manifest)
+        watch.extend([manifest, manifest])
+        store.update_thread("t1", name="Ours again")
+        assert manifest.stat().st_ino in {s.ino for s in seen if not s.is_dir}, (
+            "the replacement of a durable manifest was renamed without an fsync"
+        )
+        flusher.flush()
+        assert _fs.holds_durable_content(manifest)  # flushed: on the disk now
     finally:
         store.close()
 

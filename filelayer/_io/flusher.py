@@ -77,7 +77,7 @@ class Flusher:
         become durable in between (see ``_fs.atomic_write``)."""
         self._files: dict[Path, None] = {}
         self._dirs: dict[Path, None] = {}
-        self._fresh: dict[Path, int] = {}  # see fresh_since
+        self._fresh: dict[Path, tuple[int, int, int]] = {}  # see mark
         self._since = 0.0
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -108,16 +108,28 @@ class Flusher:
     def mark(self, path: Path, fresh: bool) -> None:
         """Record that the file just renamed to ``path`` has no version on the disk
         (``fresh``: it was made where there was none, or over such a file, without an
-        fsync), or that it may have one. A flush forgets every mark."""
+        fsync), or that it may have one. A flush forgets every mark.
+
+        A fresh file is known by what it is now (device, inode, change time), not by
+        when it was marked: a file another process renamed over it is another inode,
+        however close in time (a modification time has the granularity of the kernel's
+        tick, and this process's clock is not the file system's)."""
+        identity = None
+        if fresh:
+            try:
+                st = os.stat(path)
+                identity = (st.st_dev, st.st_ino, st.st_ctime_ns)
+            except OSError:
+                pass  # gone already: nothing is fresh there
         with self._lock:
-            if fresh:
-                self._fresh[path] = time.time_ns()
+            if identity is not None:
+                self._fresh[path] = identity
             else:
                 self._fresh.pop(path, None)
 
-    def fresh_since(self, path: Path) -> int | None:
-        """When (``time.time_ns()``) ``path`` was marked fresh since the last flush
-        began, or ``None``."""
+    def fresh_file(self, path: Path) -> tuple[int, int, int] | None:
+        """The identity (device, inode, change time) of the file marked fresh at
+        ``path`` since the last flush began, or ``None``."""
         return self._fresh.get(path)
 
     @property

@@ -189,16 +189,16 @@ def holds_durable_content(path: Path) -> bool:
 
     Yes if ``path`` exists, unless no version of it is on the disk: this process made
     it in the flush mode where there was none, its flusher has not flushed it yet, and
-    nobody else changed it since. Then there is nothing on the disk to lose, and the
-    flush that was due for it takes the new file instead. A thread created, then named
-    a moment later, is written once to the disk, not twice.
+    it is still that file (the same inode, unchanged since: one another process put
+    there is not, even within the same tick of the clock). Then there is nothing on the
+    disk to lose, and the flush that was due for it takes the new file instead. A thread
+    created, then named a moment later, is written once to the disk, not twice.
     """
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return False
-    made = FLUSHER.fresh_since(path)
-    return made is None or st.st_mtime_ns > made
+    return FLUSHER.fresh_file(path) != (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
 def write_temp(path: Path, data: bytes) -> tuple[int, Path]:
