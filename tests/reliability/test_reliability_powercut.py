@@ -108,7 +108,9 @@ def test_flush_mode_loses_at_most_its_last_second(tmp_path: Path, backend: str) 
     """The flush mode's calls are paced over several seconds. Each background flush
     seen in the trace must begin within the flusher's second (plus ``powercut.LATE`` for
     a loaded, traced machine) of the calls it covers, and at any moment of the run a
-    power cut must keep every call whose flush had ended."""
+    power cut must keep every call whose flush had ended: the first flush to take its
+    paths after the call was acknowledged, as the flusher marks it (not its first system
+    call, which may come after a later call wrote)."""
     require_tracer()
     # The compactions and reindexes run as `filelayer compact` and `filelayer reindex`
     # processes here (their system calls are traced too).

@@ -21,8 +21,9 @@ cut can leave of an archive, derived from the real system calls of a workload.
    ``verify --repair`` as the README prescribes, and compared with the data-layer
    contract (``tests.support.reliability.ContractModel``) after the acknowledged calls:
    exactly, at an acknowledgement in the fsync mode; allowing the one call in flight
-   at a cut inside it; and, in the flush mode, requiring everything acknowledged more
-   than the flusher's interval (plus a margin) before the cut.
+   at a cut inside it; and, in the flush mode, requiring every call whose background
+   flush had ended (the flusher marks when it took its paths and when it had fsynced
+   them, in the acknowledgement file: see ``flushes_of``).
 
 Run as a script, this module is the workload process (``powercut.py workload SPEC``).
 """
