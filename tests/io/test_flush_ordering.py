@@ -1,6 +1,6 @@
 """The flush mode's ordering rules, checked deterministically (no tracer, no sleeps).
 
-The power-cut explorer (``test_reliability_powercut.py``) found, now and then on a
+The power-cut explorer (``tests/reliability/test_reliability_powercut.py``) found, now and then on a
 loaded machine, a crash state taken after the background flush of a ``create_element``
 had ended in which the element was broken: a re-send of it a moment later had its
 journal record on the disk, but neither the record's new file (a re-send may change the
@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from powercut import Event, flushes_of
-from reliability_support import have_chainlit, open_api
 
 from filelayer import ArchiveStore
 from filelayer._io import fs as _fs
 from filelayer._io.flusher import FLUSHER, Flusher
+from tests.support.powercut import Event, flushes_of
+from tests.support.reliability import have_chainlit, open_api
 
 
 @dataclass
