@@ -5,7 +5,7 @@ machine cut between the two, or thread directories changed by another program (`
 checkout``, ``git merge``, a restore), leaves it lagging: ``list_threads`` would omit a
 thread, show an old name, or list a deleted one. Three pieces make it heal:
 
-- **Watermarks** (table ``marks``, see ``filelayer.index.db._MARKS_SCHEMA``): per thread,
+- **Watermarks** (table ``marks``, see ``filelayer.index.schema.MARKS_SCHEMA``): per thread,
   the inode, size and modification time of its journal and of its manifest that its
   index rows are known to agree with. Every thread write notes the watermark it found
   and the one it left, and the index moves the stored one by compare-and-set after the
@@ -50,7 +50,7 @@ from typing import Literal, Protocol
 from ..format import users
 from ..format.ids import is_valid_id
 from ..format.layout import Layout
-from ..index.db import ABSENT
+from ..index.schema import ABSENT
 from ..index.summary import ThreadSummary
 from ..index.thread_index import ThreadIndex
 from .writers import Session as Session  # callers also reach it as heal.Session

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import filelayer.index.db
-import filelayer.index.thread_index
+import filelayer.index.pages
 from filelayer import ArchiveStore
 from filelayer.index.records import delete_record, feedback_record, text_record, thread_record
 from filelayer.index.thread_index import POINTER_FILE, ThreadIndex, decode_cursor
@@ -261,8 +261,8 @@ def test_search_walking_the_newest_threads_then_checking_the_rest_agrees_with_th
     """Every way a search can go (all candidates checked, the newest threads walked,
     the walk cut short and the older candidates checked) gives the model's answer."""
     index, model, users = big
-    monkeypatch.setattr(filelayer.index.thread_index, "_CHECK_ALL", 4)
-    monkeypatch.setattr(filelayer.index.thread_index, "_WALK", threads_walked)
+    monkeypatch.setattr(filelayer.index.pages, "_CHECK_ALL", 4)
+    monkeypatch.setattr(filelayer.index.pages, "_WALK", threads_walked)
     for search in ["renamed", "late reply", "question 1", "and more, turn 3", "zyzzyva"]:
         for user in users[:3]:
             assert ids_of(index, user, search=search) == model.page_ids(user, search=search)
@@ -390,15 +390,15 @@ def test_a_write_is_all_or_nothing_even_when_its_process_is_killed(tmp_path: Pat
         f"""
         import os, signal
         from pathlib import Path
-        from filelayer.index.db import _Db
         from filelayer.index.records import text_record, thread_record
+        from filelayer.index.rows import Rows
         from filelayer.index.thread_index import ThreadIndex
-        real = _Db.apply
+        real = Rows.apply
         def apply(self, record):
             real(self, record)
             if record.get("id") == "c":
                 os.kill(os.getpid(), signal.SIGKILL)
-        _Db.apply = apply
+        Rows.apply = apply
         index = ThreadIndex(Path({str(tmp_path)!r}), Path({str(tmp_path / "index.lock")!r}),
                             lock_timeout=10)
         index.append([
@@ -642,7 +642,8 @@ def test_one_users_pages_and_searches_read_only_that_users_rows(tmp_path: Path) 
     index = new_index(tmp_path, records)
     # A few texts still queued for the trigram index.
     index.append([text_record("user-17-t17", "late", at(5000), "user-17 late words")])
-    db = index._current()
+    with index._generations.lock:
+        db = index._generations.current()
     assert db is not None
     examined: list[str] = []
 

@@ -1,0 +1,189 @@
+"""The write side of the index: a write's records, a thread's whole summary, the
+watermarks writes leave, and a whole new generation (a rebuild).
+
+Every change is one transaction on the current database (:meth:`_Db.write`), and what
+is folded into which table is :class:`~filelayer.index.rows.Rows`' business. Without
+an index (none made yet, or the current one damaged) a write is dropped: the next
+rebuild or reconcile reads everything from the thread directories."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .._io.fs import temp_path
+from ..errors import StorageWriteError
+from .db import _Db, fts5_available
+from .generations import SIDE_FILES, Generations
+from .summary import ThreadSummary
+
+log = logging.getLogger("filelayer")
+
+
+class IndexWriter:
+    """Changes the current database of ``generations``, one transaction each.
+
+    Watermark changes noted by :meth:`note_mark` wait here and ride along with this
+    process's next transaction (see ``schema.MARKS_SCHEMA`` for the invariant)."""
+
+    _MARKS_BATCH = 64
+
+    def __init__(self, generations: Generations) -> None:
+        self.generations = generations
+        self._marks: list[tuple[str, str, str]] = []  # compare-and-sets not applied yet
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Apply ``records`` in one transaction (nothing when there is no index yet:
+        the next rebuild reads everything from the thread directories)."""
+        batch = list(records)
+        if not batch:
+            return
+        gen = self.generations
+        with gen.lock:
+            db = gen.writable()
+            if db is None:
+                return
+            try:
+                with db.write():
+                    self._apply_marks(db)
+                    rows = db.rows
+                    for r in batch:
+                        rows.apply(r)
+            except sqlite3.Error as exc:
+                gen.write_failed(db, exc)
+
+    def put(self, thread_id: str, summary: ThreadSummary | None, mark: str | None = None) -> None:
+        """Make the index hold exactly ``summary`` for ``thread_id`` (``None``: nothing),
+        and ``mark`` as the watermark of the files it was read from."""
+        gen = self.generations
+        with gen.lock:
+            db = gen.writable()
+            if db is None:
+                return
+            try:
+                with db.write():
+                    self._apply_marks(db)
+                    if summary is None:
+                        db.rows.put_absent(thread_id, mark)
+                    else:
+                        db.rows.put(summary, mark)
+            except sqlite3.Error as exc:
+                gen.write_failed(db, exc)
+
+    def set_meta(self, key: str, value: str) -> None:
+        gen = self.generations
+        with gen.lock:
+            db = gen.writable()
+            if db is None:
+                return
+            try:
+                with db.write():
+                    db.rows.set_meta(key, value)
+            except sqlite3.Error as exc:
+                gen.write_failed(db, exc)
+
+    # -- watermarks (see schema.MARKS_SCHEMA) --------------------------------------
+
+    def note_mark(self, thread_id: str, old: str, new: str) -> None:
+        """A write to ``thread_id`` found its files at watermark ``old`` and left them at
+        ``new``, its index records (if any) already applied: the stored watermark moves
+        to ``new`` if it is ``old``. Applied with this process's next index transaction
+        (a crash before that only leaves the watermark behind: the thread is read again)."""
+        with self.generations.lock:
+            self._marks.append((thread_id, old, new))
+            if len(self._marks) < self._MARKS_BATCH:
+                return
+        self.flush_marks()
+
+    def flush_marks(self) -> None:
+        """Apply the noted watermark changes now (at close, or when many are waiting)."""
+        gen = self.generations
+        with gen.lock:
+            if not self._marks:
+                return
+            db = gen.current()
+            if db is None or db.readonly:
+                self._marks.clear()
+                return
+            try:
+                with db.write():
+                    self._apply_marks(db)
+            except sqlite3.Error as exc:  # they only save reads: never worth failing for
+                log.debug("filelayer: watermarks not stored (%s)", exc)
+                self._marks.clear()
+
+    def _apply_marks(self, db: _Db) -> None:
+        if self._marks:
+            db.rows.apply_marks(self._marks)
+            self._marks.clear()
+
+    def sync(self) -> None:
+        """fsync the current database and its write-ahead log: the index is derived and
+        its commits are not fsynced one by one; a writer that ends its session makes
+        them durable once (see :mod:`filelayer.store.heal`)."""
+        with self.generations.lock:
+            db = self.generations.current()
+            if db is None or db.readonly:
+                return
+            for suffix in ("-wal", ""):
+                try:
+                    fd = os.open(f"{db.path}{suffix}", os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    # -- a new generation ----------------------------------------------------------
+
+    def rebuild(
+        self,
+        summaries: Iterable[ThreadSummary],
+        *,
+        replace: bool = True,
+        marks: Mapping[str, str] | None = None,
+    ) -> int:
+        """Write a whole new index from ``summaries`` (a generator over 100,000 threads
+        is fine: nothing is kept in memory) into a new file, then make it the current
+        one (under ``index.lock``, for milliseconds). Returns the thread count.
+
+        Writes that other processes make to the old file meanwhile are not carried
+        over: the caller catches up with them from the thread directories.
+        ``marks``: the watermark each thread's files had when it was read.
+        ``replace=False`` keeps a usable index that another process made meanwhile
+        (for the empty index of a new archive, where there is nothing to catch up)."""
+        directory = self.generations.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"threads-{secrets.token_hex(8)}.sqlite"
+        tmp = temp_path(directory / name)
+        count = 0
+        try:
+            db = _Db.create(tmp, fts=fts5_available())
+            try:
+                for summary in summaries:
+                    db.rows.put(summary, None if marks is None else marks.get(summary.id))
+                    count += 1
+                db.finish()
+            except BaseException:
+                db.close()
+                raise
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.generations.switch(tmp, name, replace=replace)
+        except BaseException as exc:
+            for suffix in SIDE_FILES:
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{tmp}{suffix}")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageWriteError(tmp, OSError(0, str(exc))) from exc
+            raise
+        return count
