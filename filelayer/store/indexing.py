@@ -6,21 +6,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _time as _times
 from .._io import fs as _fs
 from ..format import journal
 from ..format.layout import Layout
-from ..index.records import favorite_record, feedback_record, searchable, text_record
+from ..index.records import (
+    favorite_record,
+    feedback_record,
+    index_time,
+    manifest_record,
+    searchable,
+    text_record,
+)
 from ..index.summary import ThreadSummary
 from ..index.thread_index import ThreadIndex
 from .authors import Authors
 from .folds import TombstoneCache, read_state
-
-
-def index_time(value: object) -> str:
-    """A time as the index keeps it (see :func:`filelayer._time.canonical`): the
-    index compares its times as strings, so they must all have one form."""
-    return _times.canonical(value) if isinstance(value, str) else ""
 
 
 class IndexBook:
@@ -45,15 +45,7 @@ class IndexBook:
 
     def thread_record(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The index record of a thread's manifest."""
-        return ThreadSummary(
-            id=doc["id"],
-            user_id=self.authors.owner_id(doc),
-            user_identifier=doc.get("userIdentifier"),
-            name=doc.get("name"),
-            created_at=index_time(doc.get("createdAt")),
-            updated_at=doc.get("updatedAt") or "",
-            tags=doc.get("tags"),
-        ).record()
+        return manifest_record(doc, self.authors.owner_id(doc))
 
     def indexed(self, thread_id: str) -> ThreadSummary | None:
         """The index's current view of a thread, for a writer holding its lock (the
