@@ -78,6 +78,8 @@ def build_file_archive(root: Path, spec: ArchiveSpec) -> int:
     from filelayer.index.records import (
         DEFAULT_SEARCH_CHARS,
         feedback_record,
+        index_time,
+        manifest_record,
         searchable,
         text_record,
     )
@@ -106,16 +108,9 @@ def build_file_archive(root: Path, spec: ArchiveSpec) -> int:
             yield conv
 
     def thread_record(doc: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "k": "t",
-            "id": doc["id"],
-            "user": doc.get("userId"),
-            "ident": doc.get("userIdentifier"),
-            "name": doc.get("name"),
-            "created": doc.get("createdAt") or "",
-            "updated": doc.get("updatedAt") or "",
-            "tags": doc.get("tags"),
-        }
+        # The store's own builder. The owner is the manifest's userId: the user files
+        # written above give every user that id, which is what the store resolves.
+        return manifest_record(doc, doc.get("userId"))
 
     count = 0
     pending: list[dict[str, Any]] = []
@@ -159,7 +154,7 @@ def build_file_archive(root: Path, spec: ArchiveSpec) -> int:
             output = body.get("output")
             if body.get("type") in journal.MESSAGE_TYPES and isinstance(output, str) and output:
                 known = build.texts.get(body["id"])
-                at = body.get("createdAt") or ""
+                at = index_time(body.get("createdAt") or body.get("start"))
                 if known is not None and known[0]:
                     at = min(at, known[0]) if at else known[0]
                 text = searchable(output[:DEFAULT_SEARCH_CHARS])
