@@ -51,6 +51,8 @@ from ..index.records import DEFAULT_SEARCH_CHARS
 from ..store.archive import ArchiveStore, Durability, ElementUrl
 from ..store.views import element_file_fields
 from . import serve  # export_route registers its route with serve
+from .access import ElementSource
+from .caller import request_user
 from .offload import Offload
 
 if TYPE_CHECKING:
@@ -140,7 +142,7 @@ class FileDataLayer(BaseDataLayer):
         _log_root(self.store, root)
         self.calls = Offload(self.store)
         self._element_url = element_url
-        source = serve.ElementSource(self.store, self.calls, self.get_thread)
+        source = ElementSource(self.store, self.calls, self.get_thread)
         serve.watch_callers(source)
         if element_url is None and serve_elements:
             self._element_url = serve.install(source)
@@ -160,7 +162,7 @@ class FileDataLayer(BaseDataLayer):
         """
         user = getattr(_session(), "user", None)
         if user is None:
-            user = await serve.request_user()
+            user = await request_user()
         identifier = getattr(user, "identifier", None)
         return identifier if isinstance(identifier, str) else None
 

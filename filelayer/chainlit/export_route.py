@@ -6,11 +6,11 @@ the same files ``filelayer export -o DIR`` writes; ``?format=html`` answers the 
 page alone, its images inside it as ``data:`` URLs and its other files linked to the
 element route.
 
-Who may export is who may read the thread's elements: the same rules, in the same
-order, as :mod:`filelayer.serve` (the author; any logged-in user when the thread is
-shared; anyone in an app without login for a thread without an author), and the same
-answers to everyone else (401 not logged in, 404 logged in, whether the thread exists
-or not).
+Who may export is who may read the thread's elements: the one rule of
+:mod:`filelayer.chainlit.access`, which the element route applies too (the author; any
+logged-in user when the thread is shared; anyone in an app without login for a thread
+without an author), and the same answers to everyone else (401 not logged in, 404
+logged in, whether the thread exists or not).
 
 The HTML page comes from the app's origin but holds other people's words: it is sent
 with a policy that runs no script at all and loads nothing but its own inline styles
@@ -29,8 +29,9 @@ from fastapi import Request
 from starlette.responses import HTMLResponse, Response
 
 from ..export.bundle import FORMATS, Bundle, build
-from ..format.ids import is_valid_id
 from . import serve
+from .access import readable_thread, refusal
+from .element_response import content_disposition
 
 ROUTE_NAME = "filelayer_export"
 ROUTE_PREFIX = "/filelayer/export"
@@ -65,18 +66,10 @@ def zip_bundle(bundle: Bundle) -> bytes:
 
 
 async def serve_export(request: Request, thread_id: str, format: str = "markdown") -> Response:
-    login_required = serve._login_required()
-    user = await serve._current_user(request) if login_required else None
-
-    def refuse() -> Response:
-        return serve._refusal(401 if login_required and user is None else 404)
-
-    layer = serve._current[0] if serve._current else None
-    if layer is None or not is_valid_id(thread_id):
-        return refuse()
-    manifest = await layer.calls.read(layer.store.read_manifest, thread_id)
-    if manifest is None or not await serve._may_read(layer, manifest, user, login_required):
-        return refuse()
+    admitted = await readable_thread(request, thread_id)
+    if isinstance(admitted, Response):
+        return admitted
+    layer = admitted[0]
     if format not in FORMATS:
         return Response(
             f"format must be one of: {', '.join(FORMATS)}\n",
@@ -86,7 +79,7 @@ async def serve_export(request: Request, thread_id: str, format: str = "markdown
         )
     thread = await layer.calls.read(layer.store.get_thread, thread_id)
     if thread is None:
-        return serve._refusal(404)
+        return refusal(404)
     bundle = await layer.calls.read_off_loop(
         build,
         layer.store,
@@ -98,10 +91,10 @@ async def serve_export(request: Request, thread_id: str, format: str = "markdown
     headers = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
     if format == "html":
         headers["Content-Security-Policy"] = _PAGE_POLICY
-        headers["Content-Disposition"] = serve._content_disposition("inline", bundle.name)
+        headers["Content-Disposition"] = content_disposition("inline", bundle.name)
         return HTMLResponse(bundle.text, headers=headers)
     data = await layer.calls.read_off_loop(zip_bundle, bundle)
-    headers["Content-Disposition"] = serve._content_disposition("attachment", f"{bundle.stem}.zip")
+    headers["Content-Disposition"] = content_disposition("attachment", f"{bundle.stem}.zip")
     return Response(data, media_type="application/zip", headers=headers)
 
 
