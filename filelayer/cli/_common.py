@@ -1,0 +1,89 @@
+"""What the ``filelayer`` commands share: opening the archive, finding threads, errors.
+
+Every command opens the store through :func:`open_store` (closed again by
+:func:`close_opened` when the command returns) and refuses wrong arguments with
+:class:`UsageError`, which :func:`filelayer.cli.main` prints with the usage, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from ..format.ids import is_valid_id
+from ..format.layout import default_root
+from ..index.summary import ThreadSummary
+from ..store.archive import ArchiveStore
+
+
+class UsageError(Exception):
+    """Wrong arguments: printed with the command's usage, exit code 2."""
+
+
+_OPENED: list[ArchiveStore] = []
+"""The stores a command opened, closed when it returns (see :func:`close_opened`)."""
+
+
+def open_store(args: argparse.Namespace) -> ArchiveStore:
+    # create=False: a mistyped root is an error, not a new empty archive.
+    store = ArchiveStore(args.root or default_root(), create=False)
+    _OPENED.append(store)
+    return store
+
+
+def close_opened() -> None:
+    """Close what the command opened, as soon as it is done rather than at exit: its
+    writer session ends and SQLite folds its log back into the database, so that a
+    command run in-process (a test, a script calling :func:`main`) leaves the archive's
+    files as a separate ``filelayer`` process would."""
+    while _OPENED:
+        _OPENED.pop().close()
+
+
+def stdout() -> TextIO:
+    """Where a command writes its output (looked up per call, so a redirect applies)."""
+    return sys.stdout
+
+
+def selected(store: ArchiveStore, args: argparse.Namespace) -> Iterator[ThreadSummary]:
+    """Threads matching --user/--since/--until (and list's filters), newest first."""
+    store.index.refresh()
+    user_id = None
+    if getattr(args, "user", None):
+        user = store.get_user(args.user)
+        if user is None:
+            return
+        user_id = user["id"]
+    page = store.index.page(
+        user_id=user_id,
+        first=len(store.index.threads) + 1,
+        search=getattr(args, "search", None),
+        feedback=getattr(args, "feedback", None),
+    )
+    since, until = parse_date(args.since), parse_date(args.until)
+    for summary in page.items:
+        day = summary.created_at[:10]
+        if (since and day < since) or (until and day > until):
+            continue
+        yield summary
+
+
+def parse_date(value: str | None) -> str | None:
+    """A ``YYYY-MM-DD`` option as given (compared as text with ISO times), or a
+    :class:`UsageError`."""
+    if value is None:
+        return None
+    if len(value) != 10 or value[4] != "-" or value[7] != "-":
+        raise UsageError(f"dates are written YYYY-MM-DD, not {value!r}")
+    return value
+
+
+def require_thread(store: ArchiveStore, thread_id: str) -> dict[str, Any]:
+    """The thread as ``get_thread`` gives it, or a :class:`UsageError` naming the id
+    (which is validated before it comes near a path)."""
+    thread = store.get_thread(thread_id) if is_valid_id(thread_id) else None
+    if thread is None:
+        raise UsageError(f"no thread {thread_id!r} in {store.root}")
+    return thread

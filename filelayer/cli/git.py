@@ -1,0 +1,81 @@
+"""The git commands: ``git-setup``, ``snapshot``, ``resolve``, and what git itself runs
+(``merge-driver``, ``git-hook``).
+
+They wrap :mod:`filelayer.git`, for an archive kept in a git repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import FileLayerError
+from ..format.layout import default_root
+from ..git import merge as gitmerge
+from ..git import setup as gitsetup
+from ._common import open_store
+
+
+def _root(args: argparse.Namespace) -> Path:
+    root = Path(args.root or default_root())
+    open_store(args).close()  # an archive, and its .gitattributes up to date
+    return root
+
+
+def cmd_git_setup(args: argparse.Namespace) -> int:
+    report = gitsetup.setup(_root(args))
+    print("registered filelayer's merge driver in the repository's git config", file=sys.stderr)
+    if report.hooks:
+        print(f"installed hooks: {', '.join(report.hooks)}", file=sys.stderr)
+    for hook in report.skipped:
+        print(
+            f"left the {hook} hook alone (not a shell script); add to it: "
+            f"filelayer --root <archive> git-hook {hook}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    commit = gitsetup.snapshot(_root(args), args.message)
+    print(f"committed {commit}" if commit else "nothing to commit", file=sys.stderr)
+    return 0
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    root = Path(args.root or default_root())
+    result = gitsetup.resolve(root)
+    for thread_id in result.removed:
+        print(f"thread {thread_id}: deleted on one side, kept deleted (its files removed)")
+    for path in result.unresolved:
+        print(f"{path}: still conflicted; filelayer has no rule for it", file=sys.stderr)
+    if not result.removed and not result.unresolved:
+        print("nothing to resolve", file=sys.stderr)
+    if result.unresolved:
+        return 1
+    print("resolved: run `git commit` to finish the merge", file=sys.stderr)
+    return 0
+
+
+def cmd_merge_driver(args: argparse.Namespace) -> int:
+    ours = Path(args.ours)
+    try:
+        merged = gitmerge.merge_file(
+            args.path or args.ours,
+            Path(args.base).read_bytes(),
+            ours.read_bytes(),
+            Path(args.theirs).read_bytes(),
+        )
+    except FileLayerError as exc:
+        print(f"filelayer: {exc}; left conflicted", file=sys.stderr)
+        return 1
+    ours.write_bytes(merged)
+    return 0
+
+
+def cmd_git_hook(args: argparse.Namespace) -> int:
+    root = Path(args.root or default_root())
+    if not (root / "filelayer.json").exists():
+        return 0  # checked out a commit without the archive
+    return gitsetup.run_hook(root, args.hook)
