@@ -56,6 +56,7 @@ class Generations:
         self._pointer_id: tuple[int, int, int] | None = None
         self._damaged: str | None = None  # the generation found damaged
         self._closer: weakref.finalize[Any, Any] | None = None
+        self.defer_upkeep = False  # see _Db.defer_upkeep, given to every database opened
 
     def _read_pointer(self) -> tuple[tuple[int, int, int], str] | None:
         try:
@@ -96,7 +97,10 @@ class Generations:
         if db is not None and db.path == path and db.pid == os.getpid():
             self._pointer_id = pointer_id
             return db
-        self.drop()
+        # Another process switched to a new generation. Closing the last connection to
+        # the old one folds its write-ahead log into a file nobody will read again:
+        # work this call (maybe on an event loop) does not wait for.
+        self.drop(aside=True)
         if name == self._damaged:
             return None
         try:
@@ -105,9 +109,15 @@ class Generations:
             if not (isinstance(exc, sqlite3.OperationalError) and not path.exists()):
                 log.warning("filelayer: the index %s cannot be used (%s)", path, exc)
             return None
+        db.defer_upkeep = self.defer_upkeep
         self._db, self._pointer_id = db, pointer_id
         self._closer = weakref.finalize(self, db.close)
         return db
+
+    @property
+    def opened(self) -> _Db | None:
+        """The database open now, as it is (no look at ``index/current``)."""
+        return self._db
 
     def exists(self) -> bool:
         """Whether there is a usable index (of this format) to open."""
@@ -124,11 +134,16 @@ class Generations:
         with self.lock:
             self.drop()
 
-    def drop(self) -> None:
-        """Close the database; called under :attr:`lock` (see :meth:`close`)."""
+    def drop(self, *, aside: bool = False) -> None:
+        """Close the database; called under :attr:`lock` (see :meth:`close`).
+        ``aside``: in a thread of its own, the caller does not wait for it."""
         if self._closer is not None:
             if self._db is not None and self._db.pid != os.getpid():
                 self._closer.detach()  # the parent's connection: never closed by a child
+            elif aside and self._closer.detach() is not None and self._db is not None:
+                threading.Thread(
+                    target=self._db.close, name="filelayer-index-close", daemon=True
+                ).start()
             else:
                 self._closer()
         self._db = None

@@ -318,3 +318,75 @@ async def test_calls_on_the_loop_and_in_workers_keep_the_store_consistent(
             expected.feedback,
         )
     assert layer.calls.offloaded > 0  # some calls did wait
+
+
+async def test_the_search_index_catches_up_off_the_loop(layer: Any) -> None:
+    """Every 64 texts, the trigram index takes in the queued ones: tens of milliseconds
+    on a large archive, run by the maintenance thread, never by a write on the loop; the
+    texts are found either way."""
+    import threading
+
+    from chainlit.types import Pagination, ThreadFilter
+
+    from filelayer.index.db import _Db, fts5_available
+
+    if not fts5_available():
+        pytest.skip("this Python's SQLite has no FTS5 trigram tokenizer")
+    where: list[str] = []
+    apply = _Db.apply_todo
+
+    def spy(self: _Db) -> None:
+        where.append(threading.current_thread().name)
+        apply(self)
+
+    loop_thread = threading.current_thread().name
+    _Db.apply_todo = spy  # type: ignore[method-assign]
+    try:
+        for n in range(150):
+            await layer.create_step(message(f"m{n}", f"needle{n} haystack"))
+        await layer.calls.idle()
+    finally:
+        _Db.apply_todo = apply  # type: ignore[method-assign]
+    assert where, "the queue was never applied"
+    assert loop_thread not in where
+    page = await layer.list_threads(Pagination(first=5), ThreadFilter(search="needle149"))
+    assert [t["id"] for t in page.data] == ["t1"]
+
+
+async def test_the_old_index_is_closed_off_the_loop_after_a_rebuild_elsewhere(
+    layer: Any, root: Path
+) -> None:
+    """Closing the last connection to the generation another process replaced folds its
+    write-ahead log into a file nobody reads again: not on the loop."""
+    import threading
+
+    from chainlit.types import Pagination, ThreadFilter
+
+    from filelayer.index.db import _Db
+
+    await layer.list_threads(Pagination(first=5), ThreadFilter())
+    where: list[str] = []
+    close = _Db.close
+
+    def spy(self: _Db) -> None:
+        where.append(threading.current_thread().name)
+        close(self)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "filelayer", "--root", str(root), "reindex"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    _Db.close = spy  # type: ignore[method-assign]
+    try:
+        await layer.create_step(message("a2", "after the rebuild"))
+        page = await layer.list_threads(Pagination(first=5), ThreadFilter())
+        assert [t["id"] for t in page.data] == ["t1"]
+        for _ in range(500):  # the closing thread: started, maybe not finished
+            if where:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        _Db.close = close  # type: ignore[method-assign]
+    assert where and threading.current_thread().name not in where
