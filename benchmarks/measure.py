@@ -291,6 +291,15 @@ async def concurrent_chats(
     }
 
 
+def _run_queue_wait() -> float:
+    """Seconds this thread has spent waiting for a core (Linux's schedstat), 0 elsewhere."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _watch_loop(stop: asyncio.Event, result: dict[str, Any]) -> None:
     """Sample the loop thread's stack whenever the loop has not run a callback for
     20 ms (a diagnosis aid: FILELAYER_LAG_STACKS=1), counting the innermost frames of
@@ -345,6 +354,7 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"mode": mode_of("file"), "durability": args.durability}
     phase = "warm-up"
     lags: dict[str, list[float]] = {}
+    own: dict[str, list[float]] = {}
     writes: dict[str, list[float]] = {}
     spent: dict[str, list[float]] = {}
     spent_cpu: dict[str, list[float]] = {}
@@ -357,9 +367,13 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
 
         async def heartbeat() -> None:
             while not stop.is_set():
-                t = time.perf_counter()
+                t, queued = time.perf_counter(), _run_queue_wait()
                 await asyncio.sleep(0.005)
-                lags.setdefault(phase, []).append(time.perf_counter() - t - 0.005)
+                lag = time.perf_counter() - t - 0.005
+                lags.setdefault(phase, []).append(lag)
+                # Without the time the loop's thread waited for a core: the lag the
+                # process itself caused, apart from the machine's load.
+                own.setdefault(phase, []).append(max(0.0, lag - (_run_queue_wait() - queued)))
 
         async def chat() -> None:
             n = 0
@@ -394,15 +408,21 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
         inline = calls._inline if calls is not None else None
 
         def timed_inline(*a: Any) -> Any:
-            t, cpu = time.perf_counter(), time.thread_time()
+            t, cpu, queued = time.perf_counter(), time.thread_time(), _run_queue_wait()
             assert inline is not None
             try:
                 return inline(*a)
             finally:
                 took = time.perf_counter() - t
+                used = time.thread_time() - cpu
+                waited = _run_queue_wait() - queued
                 spent.setdefault(phase, []).append(took)
-                spent_cpu.setdefault(phase, []).append(time.thread_time() - cpu)
-                slowest.append((took * 1000, phase, getattr(a[0], "__name__", "?")))
+                spent_cpu.setdefault(phase, []).append(used)
+                # Wall time = CPU + waiting for a core (the machine's load) + blocked
+                # (a lock, the disk): only the last is the layer's to answer for.
+                blocked = max(0.0, took - used - waited) * 1000
+                name = getattr(a[0], "__name__", "?")
+                slowest.append((took * 1000, phase, f"{name}, blocked {blocked:.1f} ms"))
                 slowest.sort(reverse=True)
                 del slowest[5:]
 
@@ -447,6 +467,8 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
     result.update(
         lag_max_ms=max(busy) * 1000,
         lag_p99_ms=percentile(busy, 0.99) * 1000,
+        own_lag_max_ms=max(sum((own.get(p, []) for p in busy_phases), [0.0])) * 1000,
+        own_quiet_lag_max_ms=max(own.get("quiet", [0.0])) * 1000,
         lag_reindex_max_ms=max(lags.get("reindex", [0.0])) * 1000,
         lag_compact_max_ms=max(lags.get("compact", [0.0])) * 1000,
         quiet_lag_max_ms=max(lags.get("quiet", [0.0])) * 1000,
