@@ -20,13 +20,11 @@ Writes that wait for the disk (every write in the ``fsync`` mode; users and thre
 deletions, which are made durable in both modes) never run on the loop: an ``fsync``
 takes milliseconds, tens of them on a busy disk.
 
-Writes to the index database still run on the loop in the ``flush`` mode: a
-transaction of microseconds, which waits (in SQLite) only for another process's short
-ones. Handing every such write to a thread was measured: it halved the write rate here
-(a thread hop costs more than the write). What takes longer is done elsewhere: the
-search index's catching up with the queued texts (every 64 of them) runs in the
-maintenance thread (``defer_upkeep`` of the index), and the connection to an index
-generation another process replaced is closed in a thread of its own.
+Writes to the index database still run on the loop in the ``flush`` mode: its
+transactions wait (in SQLite) for another process's, and now and then bring its search
+index up to date. Handing every such write to a thread was measured: it halved the
+write rate here (a thread hop costs more than the write), so it is left to the index to
+keep its transactions short.
 
 Writes that could not run on the loop go to one worker thread, in the order they were
 made, and the writes made while it has work queue behind them: two writes never land in
@@ -38,9 +36,8 @@ without its thread) always runs in a worker thread, and holds the store only to 
 the order of the threads from the index.
 
 The journal compactions a write makes due (see ``auto_compact`` in
-:class:`~filelayer.store.ArchiveStore`) and the search index's catching up run in a
-maintenance thread of their own, after the write returned; a compaction holds the
-thread's lock only to swap the new file in.
+:class:`~filelayer.store.ArchiveStore`) run in a maintenance thread of their own, after
+the write returned; they hold the thread's lock only to swap the new file in.
 """
 
 from __future__ import annotations
@@ -144,7 +141,6 @@ class Offload:
         self._maintenance: ThreadPoolExecutor | None = None
         self._compacting: asyncio.Future[None] | None = None
         store.defer_compaction = True
-        store.index.defer_upkeep = True
         self.offloaded = 0
         """How many calls ran in a worker thread (for tests and the benchmark)."""
 
@@ -160,7 +156,7 @@ class Offload:
             result = self._inline(fn, args, kwargs)
             if result is _BUSY:
                 result = await self._in_lane(fn, args, kwargs)
-        if self._compacting is None and self._upkeep_due():
+        if self.store.compactor.has_due and self._compacting is None:
             self._compact_soon()
         return result
 
@@ -168,7 +164,7 @@ class Offload:
         """A write made durable in every mode (a user, a thread's deletion): in the
         worker thread, in its turn."""
         result = await self._in_lane(fn, args, kwargs)
-        if self._compacting is None and self._upkeep_due():
+        if self.store.compactor.has_due and self._compacting is None:
             self._compact_soon()
         return result
 
@@ -242,15 +238,8 @@ class Offload:
         finally:
             self._queued -= 1
 
-    def _upkeep_due(self) -> bool:
-        """Whether the store has upkeep for the maintenance thread: journals due for
-        compaction, or texts waiting for the search index."""
-        store = self.store
-        return store.compactor.has_due or store.index.upkeep_due
-
     def _compact_soon(self) -> None:
-        """Run the due upkeep (compactions, the search index) in the maintenance
-        thread."""
+        """Run the due compactions in the maintenance thread."""
         if self._maintenance is None:
             self._maintenance = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="filelayer-compact"
@@ -261,18 +250,13 @@ class Offload:
 
         def done(_: asyncio.Future[None]) -> None:
             self._compacting = None
-            if self._upkeep_due():  # made due while the last ones ran
+            if self.store.compactor.has_due:  # made due while the last ones ran
                 self._compact_soon()
 
         future.add_done_callback(done)
 
     def _compact_blocking(self) -> None:
         store = self.store
-        if store.index.upkeep_due:
-            # Holding the store, so that writes meanwhile go to the lane rather than
-            # wait on the event loop for the index this work holds.
-            with store.mutex:
-                store.index.upkeep()
         while True:
             with store.mutex:
                 due = store.take_due()

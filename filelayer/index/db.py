@@ -82,10 +82,6 @@ class _Db:
         self.checkpointer: _Checkpointer | None = None
         self.timeout = 5.0
         self.marks_added = False  # opened a database from before watermarks: added now
-        self.defer_upkeep = False
-        """Leave the trigram index's catching up to :meth:`upkeep` (called by whoever
-        owns a thread for such work) instead of doing it after the commit that fills
-        the queue: tens of milliseconds that a write on an event loop must not take."""
         self.users = UserNumbers(conn)
         self.texts = SearchTexts(conn, fts=fts, building=building)
         self.rows = Rows(conn, self.users, self.texts)
@@ -186,24 +182,14 @@ class _Db:
             raise
         conn.execute("COMMIT")
         self.commits += 1
-        if not self.defer_upkeep and self.upkeep_due:
-            self.upkeep()
+        if self.texts.queued >= _TODO_BATCH and fts5_available():
+            self.texts.queued = 0
+            try:  # the write is done: the queue can wait for the next batch
+                self.apply_todo()
+            except sqlite3.Error as exc:
+                log.debug("filelayer: the trigram index queue waits (%s)", exc)
         if self.commits % _WAL_LOOK_EVERY == 0:
             self._look_at_the_log()
-
-    @property
-    def upkeep_due(self) -> bool:
-        """Whether enough texts wait for the trigram index to bring it up to date."""
-        return self.texts.queued >= _TODO_BATCH and fts5_available()
-
-    def upkeep(self) -> None:
-        """Bring the trigram index up to date with the queued texts; a failure leaves
-        them queued for the next time (the write that queued them is done)."""
-        self.texts.queued = 0
-        try:
-            self.apply_todo()
-        except sqlite3.Error as exc:
-            log.debug("filelayer: the trigram index queue waits (%s)", exc)
 
     def apply_todo(self) -> None:
         """Bring the trigram index up to date with the queued texts (all of them: a

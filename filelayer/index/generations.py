@@ -56,7 +56,6 @@ class Generations:
         self._pointer_id: tuple[int, int, int] | None = None
         self._damaged: str | None = None  # the generation found damaged
         self._closer: weakref.finalize[Any, Any] | None = None
-        self.defer_upkeep = False  # see _Db.defer_upkeep, given to every database opened
 
     def _read_pointer(self) -> tuple[tuple[int, int, int], str] | None:
         try:
@@ -109,15 +108,9 @@ class Generations:
             if not (isinstance(exc, sqlite3.OperationalError) and not path.exists()):
                 log.warning("filelayer: the index %s cannot be used (%s)", path, exc)
             return None
-        db.defer_upkeep = self.defer_upkeep
         self._db, self._pointer_id = db, pointer_id
         self._closer = weakref.finalize(self, db.close)
         return db
-
-    @property
-    def opened(self) -> _Db | None:
-        """The database open now, as it is (no look at ``index/current``)."""
-        return self._db
 
     def exists(self) -> bool:
         """Whether there is a usable index (of this format) to open."""

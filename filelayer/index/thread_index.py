@@ -102,31 +102,6 @@ class ThreadIndex:
         and ``mark`` as the watermark of the files it was read from."""
         self._writer.put(thread_id, summary, mark)
 
-    @property
-    def defer_upkeep(self) -> bool:
-        """Whether writes leave the trigram index's catching up to :meth:`upkeep`."""
-        return self._generations.defer_upkeep
-
-    @defer_upkeep.setter
-    def defer_upkeep(self, value: bool) -> None:
-        gen = self._generations
-        with gen.lock:
-            gen.defer_upkeep = value
-            db = gen.current()
-            if db is not None:
-                db.defer_upkeep = value
-
-    @property
-    def upkeep_due(self) -> bool:
-        """Whether :meth:`upkeep` has work (only with :attr:`defer_upkeep`). A read of
-        the open database's counter, without a lock: a late answer only delays it."""
-        db = self._generations.opened
-        return db is not None and db.upkeep_due
-
-    def upkeep(self) -> None:
-        """Bring the trigram index up to date with the texts queued for it."""
-        self._writer.upkeep()
-
     def note_mark(self, thread_id: str, old: str, new: str) -> None:
         """A write moved ``thread_id``'s files from watermark ``old`` to ``new``: the
         stored one follows with this process's next index transaction."""

@@ -87,15 +87,6 @@ class IndexWriter:
             except sqlite3.Error as exc:
                 gen.write_failed(db, exc)
 
-    def upkeep(self) -> None:
-        """Bring the trigram index up to date with the texts queued for it, if enough
-        wait (see ``_Db.defer_upkeep``: the caller runs it off the event loop)."""
-        gen = self.generations
-        with gen.lock:
-            db = gen.writable()
-            if db is not None and db.upkeep_due:
-                db.upkeep()
-
     # -- watermarks (see schema.MARKS_SCHEMA) --------------------------------------
 
     def note_mark(self, thread_id: str, old: str, new: str) -> None:

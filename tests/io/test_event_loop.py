@@ -320,39 +320,6 @@ async def test_calls_on_the_loop_and_in_workers_keep_the_store_consistent(
     assert layer.calls.offloaded > 0  # some calls did wait
 
 
-async def test_the_search_index_catches_up_off_the_loop(layer: Any) -> None:
-    """Every 64 texts, the trigram index takes in the queued ones: tens of milliseconds
-    on a large archive, run by the maintenance thread, never by a write on the loop; the
-    texts are found either way."""
-    import threading
-
-    from chainlit.types import Pagination, ThreadFilter
-
-    from filelayer.index.db import _Db, fts5_available
-
-    if not fts5_available():
-        pytest.skip("this Python's SQLite has no FTS5 trigram tokenizer")
-    where: list[str] = []
-    apply = _Db.apply_todo
-
-    def spy(self: _Db) -> None:
-        where.append(threading.current_thread().name)
-        apply(self)
-
-    loop_thread = threading.current_thread().name
-    _Db.apply_todo = spy  # type: ignore[method-assign]
-    try:
-        for n in range(150):
-            await layer.create_step(message(f"m{n}", f"needle{n} haystack"))
-        await layer.calls.idle()
-    finally:
-        _Db.apply_todo = apply  # type: ignore[method-assign]
-    assert where, "the queue was never applied"
-    assert loop_thread not in where
-    page = await layer.list_threads(Pagination(first=5), ThreadFilter(search="needle149"))
-    assert [t["id"] for t in page.data] == ["t1"]
-
-
 async def test_the_old_index_is_closed_off_the_loop_after_a_rebuild_elsewhere(
     layer: Any, root: Path
 ) -> None:
