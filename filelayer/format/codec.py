@@ -9,6 +9,8 @@ differently, e.g. ``1e16`` against ``1e+16``). Reading, which dominates the cost
 from __future__ import annotations
 
 import json
+import secrets
+import string
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,40 @@ else:
 
 DecodeError = (ValueError, UnicodeDecodeError)
 """What :func:`decode` raises on damaged input (orjson's error is a ValueError too)."""
+
+# decode_lines joins the lines into one array with this string between them. Drawn
+# anew by each process and never written anywhere, so no line can hold it: see there.
+_SEPARATOR = "".join(secrets.choice(string.ascii_lowercase) for _ in range(26))
+_JOINER = b',"' + _SEPARATOR.encode("ascii") + b'",'
+
+
+def decode_lines(lines: bytes) -> list[Any] | None:
+    """The values of ``lines`` (complete lines, each ending with a newline), decoded in
+    one call; ``None`` when a line is not one JSON value (the caller then decodes them
+    one by one, to tell which).
+
+    A call per line costs about as much as the decoding itself in the standard library
+    (and a fifth of it with orjson), so the lines become one array: ``[line1,"S",line2,
+    "S",…]``. That array can only decode to values alternating with the string ``S`` if
+    each line is exactly one value: a line that is not (``1,2``, or a value begun on one
+    line and ended on the next) would need ``S`` itself to end up in the array where a
+    line's value belongs, and no line can write ``S``, drawn at random by this process.
+    """
+    count = lines.count(b"\n")
+    if not count:
+        return []
+    joined = b"[" + lines[:-1].replace(b"\n", _JOINER) + b"]"
+    try:
+        values = decoder_for(joined)(joined)
+    except DecodeError:
+        return None
+    if (
+        type(values) is not list
+        or len(values) != 2 * count - 1
+        or values[1::2].count(_SEPARATOR) != count - 1
+    ):
+        return None
+    return values[::2]
 
 
 def read_document(path: Path, required: tuple[str, ...]) -> dict[str, Any] | None:

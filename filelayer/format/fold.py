@@ -9,11 +9,13 @@ are applied in one loop, with no call per record beyond the merge of a step.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
-from .._time import earliest, latest, time_key
+from .._time import earliest, keys_are_values, latest, time_key
 from . import clock
 from . import codec as _codec
 from .records import (
@@ -36,6 +38,7 @@ from .records import (
 _EARLIEST_FIELDS = ("createdAt", "start")
 _LATEST_FIELDS = ("end",)
 _TIME_FIELDS = frozenset(_EARLIEST_FIELDS + _LATEST_FIELDS)
+_CREATED = operator.itemgetter("createdAt")
 
 
 def merge_step(stored: dict[str, Any], incoming: dict[str, Any]) -> None:
@@ -48,12 +51,31 @@ def merge_step(stored: dict[str, Any], incoming: dict[str, Any]) -> None:
     instants (:func:`~filelayer._time.time_key`, since Chainlit drops the fraction
     of a whole second), so the order of arrival does not move a step in the conversation.
     """
+    get = stored.get
     for key, value in incoming.items():
-        if value is None:
+        if type(value) is str:
+            # Most fields of an update repeat the stored text: nothing to decide (for
+            # strings only: 1 == True and {"a": 1} == {"a": True}, yet the newer wins).
+            old = get(key)
+            if old == value:
+                continue
+            if key in _TIME_FIELDS:
+                if isinstance(old, str) and value:
+                    if key in _LATEST_FIELDS:
+                        stored[key] = latest(old, value)
+                    else:
+                        stored[key] = earliest(old, value) if old else value
+                    continue
+                if not value and old:
+                    continue
+            elif not value and old:
+                continue
+            stored[key] = value
+        elif value is None:
             continue
-        if key in _TIME_FIELDS:
-            old = stored.get(key)
-            if old == value:  # most updates repeat the times: nothing to compare
+        elif key in _TIME_FIELDS:
+            old = get(key)
+            if old == value:
                 continue
             if isinstance(old, str) and isinstance(value, str) and value:
                 if key in _LATEST_FIELDS:
@@ -61,11 +83,13 @@ def merge_step(stored: dict[str, Any], incoming: dict[str, Any]) -> None:
                 else:
                     stored[key] = earliest(old, value) if old else value
                 continue
-            if (value == "" or value == {}) and old:
+            if value == {} and old:
                 continue
-        elif (value == "" or value == {}) and stored.get(key):
+            stored[key] = value
+        elif value == {} and get(key):
             continue
-        stored[key] = value
+        else:
+            stored[key] = value
 
 
 @dataclass
@@ -106,81 +130,117 @@ class ThreadState:
         return order_steps(self.steps.values(), self.step_seq)
 
 
-def fold(records: Iterable[dict[str, Any]], state: ThreadState | None = None) -> ThreadState:
+def fold(
+    records: Iterable[dict[str, Any]],
+    state: ThreadState | None = None,
+    *,
+    owned: bool = False,
+    nulls: bool = True,
+) -> ThreadState:
     """Apply ``records`` to ``state`` (a new one by default) in the journal's order (see
     :func:`order_keys`): folding a journal's lines in two batches gives what folding
     them at once gives. A new state takes the records sorted when they are not in
     order; a later batch with a record older than one already folded marks the state
-    :attr:`~ThreadState.disordered`, for the caller to fold everything again."""
+    :attr:`~ThreadState.disordered`, for the caller to fold everything again.
+
+    ``owned``: the records were just decoded and nobody keeps them, so the state takes
+    their step bodies as its own instead of copying them; ``nulls=False``: their lines
+    hold no ``null`` at all, so no body needs its nulls dropped (a fold of a whole
+    journal is most of the cost of a thread's first read).
+    """
     state = state if state is not None else ThreadState()
     if not isinstance(records, list):
         records = list(records)
-    if state.applied == 0 and not in_order(records):
-        records = sorted_records(records)
-    seq = len(state.step_seq)  # step_seq only grows: deleted steps keep their number
+    if not records:
+        return state
+    stamps = [record.get(clock.STAMP_KEY) for record in records]
+    if clock.all_stamps(stamps) and all(map(operator.le, stamps, islice(stamps, 1, None))):
+        # Every record stamped, in order: what filelayer writes. The stamps say the
+        # same as the record by record rule below, at the cost of two passes in C.
+        last = state.last_stamp
+        if last is not None and stamps[0] < last:
+            state.disordered = True
+        if last is None or stamps[-1] >= last:
+            state.last_stamp = stamps[-1]
+    else:
+        if state.applied == 0 and not in_order(records):
+            records = sorted_records(records)
+        for record in records:
+            stamp = record.get(clock.STAMP_KEY)
+            if clock.is_stamp(stamp):
+                if state.last_stamp is not None and stamp < state.last_stamp:
+                    state.disordered = True
+                else:
+                    state.last_stamp = stamp
+    state.applied += len(records)
+    steps = state.steps
+    step_seq = state.step_seq
+    deleted_steps = state.deleted_steps
+    seq = len(step_seq)  # step_seq only grows: deleted steps keep their number
     for record in records:
-        state.applied += 1
-        stamp = record.get(clock.STAMP_KEY)
-        if clock.is_stamp(stamp):
-            if state.last_stamp is not None and stamp < state.last_stamp:
-                state.disordered = True
-            else:
-                state.last_stamp = stamp
         op = record["op"]
-        if op == OP_STEP:
-            incoming = record[OP_STEP]
-            sid = incoming["id"]
-            if sid in state.deleted_steps:
-                continue  # a late write must not bring a deleted step back
-            if "streaming" in incoming or "feedback" in incoming:  # older writers kept them
-                incoming = step_body(incoming)
-            stored = state.steps.get(sid)
-            if stored is None:
-                # A null is no value, in the first line as in any later one.
-                state.steps[sid] = drop_none(incoming)
-                state.step_seq[sid] = seq
-                seq += 1
-            else:
-                merge_step(stored, incoming)
-        elif op == OP_STEP_DELETE:
-            sid = record["id"]
-            state.deleted_steps.add(sid)
-            state.steps.pop(sid, None)
-            for fid in [f for f, fb in state.feedback.items() if fb.get("forId") == sid]:
-                del state.feedback[fid]
-            for eid in [e for e, el in state.elements.items() if el.get("forId") == sid]:
-                state.deleted_elements.add(eid)
-                del state.elements[eid]
-        elif op == OP_FEEDBACK:
-            fb = record[OP_FEEDBACK]
-            if _for_id(fb) in state.deleted_steps:
-                continue
-            # One feedback per step: a new id for the same step replaces the old one.
-            for fid in [f for f, old in state.feedback.items() if _for_id(old) == _for_id(fb)]:
-                del state.feedback[fid]
-            state.feedback[fb["id"]] = dict(fb)
-        elif op == OP_FEEDBACK_DELETE:
-            state.feedback.pop(record["id"], None)
-        elif op == OP_ELEMENT:
-            el = record[OP_ELEMENT]
-            if el["id"] in state.deleted_elements:
-                continue
-            if for_deleted_step(el, state.deleted_steps):
-                # Sent for a deleted step: deleted with it, as if it had come before the
-                # step's deletion, so no later re-send (without a step) brings it back.
-                state.deleted_elements.add(el["id"])
-                state.elements.pop(el["id"], None)
-                continue
-            # A null is no value, as in a step: the stored field (if any) stays.
-            stored = state.elements.get(el["id"])
-            if stored is None:
-                state.elements[el["id"]] = drop_none(el)
-            else:
-                stored.update(drop_none(el))
-        elif op == OP_ELEMENT_DELETE:
-            state.deleted_elements.add(record["id"])
-            state.elements.pop(record["id"], None)
+        if op != OP_STEP:
+            _apply(state, op, record, owned)
+            continue
+        incoming = record[OP_STEP]
+        sid = incoming["id"]
+        if sid in deleted_steps:
+            continue  # a late write must not bring a deleted step back
+        if "streaming" in incoming or "feedback" in incoming:  # older writers kept them
+            incoming = step_body(incoming)
+        stored = steps.get(sid)
+        if stored is None:
+            # A null is no value, in the first line as in any later one.
+            if not owned or (nulls and None in incoming.values()):
+                incoming = drop_none(incoming)
+            steps[sid] = incoming
+            step_seq[sid] = seq
+            seq += 1
+        else:
+            merge_step(stored, incoming)
     return state
+
+
+def _apply(state: ThreadState, op: str, record: dict[str, Any], owned: bool) -> None:
+    """Apply a record that is not a step write (rarer: :func:`fold` keeps those inline)."""
+    if op == OP_STEP_DELETE:
+        sid = record["id"]
+        state.deleted_steps.add(sid)
+        state.steps.pop(sid, None)
+        for fid in [f for f, fb in state.feedback.items() if fb.get("forId") == sid]:
+            del state.feedback[fid]
+        for eid in [e for e, el in state.elements.items() if el.get("forId") == sid]:
+            state.deleted_elements.add(eid)
+            del state.elements[eid]
+    elif op == OP_FEEDBACK:
+        fb = record[OP_FEEDBACK]
+        if _for_id(fb) in state.deleted_steps:
+            return
+        # One feedback per step: a new id for the same step replaces the old one.
+        for fid in [f for f, old in state.feedback.items() if _for_id(old) == _for_id(fb)]:
+            del state.feedback[fid]
+        state.feedback[fb["id"]] = fb if owned else dict(fb)
+    elif op == OP_FEEDBACK_DELETE:
+        state.feedback.pop(record["id"], None)
+    elif op == OP_ELEMENT:
+        el = record[OP_ELEMENT]
+        if el["id"] in state.deleted_elements:
+            return
+        if for_deleted_step(el, state.deleted_steps):
+            # Sent for a deleted step: deleted with it, as if it had come before the
+            # step's deletion, so no later re-send (without a step) brings it back.
+            state.deleted_elements.add(el["id"])
+            state.elements.pop(el["id"], None)
+            return
+        # A null is no value, as in a step: the stored field (if any) stays.
+        stored = state.elements.get(el["id"])
+        if stored is None:
+            state.elements[el["id"]] = drop_none(el)
+        else:
+            stored.update(drop_none(el))
+    elif op == OP_ELEMENT_DELETE:
+        state.deleted_elements.add(record["id"])
+        state.elements.pop(record["id"], None)
 
 
 def _for_id(record: dict[str, Any]) -> str | None:
@@ -250,14 +310,21 @@ def order_steps(steps: Iterable[dict[str, Any]], seq: dict[str, int]) -> list[di
     parent. A step without a time keeps the place of the step written before it.
     """
     by_arrival = sorted(steps, key=lambda s: seq.get(s["id"], 0))
-    keyed: list[tuple[str, int, dict[str, Any]]] = []
-    last_time = ""
-    for step in by_arrival:
-        t = _time_of(step) or last_time
-        last_time = max(last_time, t)
-        keyed.append((t, seq.get(step["id"], 0), step))
-    keyed.sort(key=lambda k: (k[0], k[1]))
-    present = {s["id"] for _, _, s in keyed}
+    created = [step.get("createdAt") for step in by_arrival]
+    if keys_are_values(created):
+        # Every step has a creation time in Chainlit's own form (the usual thread):
+        # those sort as their keys do, and a stable sort keeps arrival order on ties.
+        keyed = sorted(by_arrival, key=_CREATED)
+    else:
+        times: list[tuple[str, int, dict[str, Any]]] = []
+        last_time = ""
+        for step in by_arrival:
+            t = _time_of(step) or last_time
+            last_time = max(last_time, t)
+            times.append((t, seq.get(step["id"], 0), step))
+        times.sort(key=lambda k: (k[0], k[1]))
+        keyed = [step for _, _, step in times]
+    present = {s["id"] for s in keyed}
 
     ordered: list[dict[str, Any]] = []
     emitted: set[str] = set()
@@ -273,18 +340,24 @@ def order_steps(steps: Iterable[dict[str, Any]], seq: dict[str, int]) -> list[di
             emitted.add(current["id"])
             stack.extend(reversed(waiting.pop(current["id"], [])))
 
-    for _, _, step in keyed:
+    for step in keyed:
+        sid = step["id"]
         parent = step.get("parentId")
         if not isinstance(parent, str):  # a damaged parentId names no parent
             parent = None
-        if not parent or parent not in present or parent in emitted or parent == step["id"]:
-            emit(step)
+        if not parent or parent not in present or parent in emitted or parent == sid:
+            if sid in waiting or sid in emitted:
+                emit(step)
+            else:  # nothing waits for it (the usual case): placed, and that is all
+                ordered.append(step)
+                emitted.add(sid)
         else:
             waiting.setdefault(parent, []).append(step)
     # Whatever still waits belongs to a parent cycle (corrupt data): keep it, in time order.
-    for _, _, step in keyed:
-        if step["id"] not in emitted:
-            emit(step)
+    if len(ordered) < len(keyed):
+        for step in keyed:
+            if step["id"] not in emitted:
+                emit(step)
     return ordered
 
 

@@ -105,8 +105,33 @@ def parse(data: bytes, origin: Path | None = None) -> JournalRead:
     """Parse journal bytes. A torn last line (no newline: a crash mid-append) is left
     out silently; a damaged complete line is left out with a warning, so that one bad
     line never hides the rest of a conversation."""
-    lines, tail = _fs.split_lines(data)
-    result = JournalRead(records=[], torn_tail=bool(tail))
+    end = data.rfind(b"\n") + 1
+    result = JournalRead(records=[], torn_tail=end < len(data))
+    values = _codec.decode_lines(data[:end] if end < len(data) else data)
+    if values is not None:  # every line one JSON value: the usual journal
+        records = [v for v in values if type(v) is dict and well_formed(v)]
+        if len(records) == len(values):
+            result.records = records
+            return result
+        # A torn fragment that a later append closed with a newline lands here too.
+        result.bad_lines = [
+            n for n, v in enumerate(values, start=1) if not (type(v) is dict and well_formed(v))
+        ]
+        result.records = records
+    else:
+        _parse_lines(data[:end].split(b"\n")[:-1], data, result)
+    if result.bad_lines:
+        log.warning(
+            "%s: skipped %d damaged line(s) (line %s); run `filelayer verify` for details",
+            origin or "journal",
+            len(result.bad_lines),
+            ", ".join(map(str, result.bad_lines[:5])),
+        )
+    return result
+
+
+def _parse_lines(lines: list[bytes], data: bytes, result: JournalRead) -> None:
+    """Decode ``lines`` one by one (some line is not one JSON value: which?)."""
     decode = _codec.decoder_for(data)
     records = result.records
     for number, line in enumerate(lines, start=1):
@@ -117,18 +142,9 @@ def parse(data: bytes, origin: Path | None = None) -> JournalRead:
                 continue
             record = None
         if not (type(record) is dict and well_formed(record)):
-            # A torn fragment that a later append closed with a newline lands here too.
             result.bad_lines.append(number)
             continue
         records.append(record)
-    if result.bad_lines:
-        log.warning(
-            "%s: skipped %d damaged line(s) (line %s); run `filelayer verify` for details",
-            origin or "journal",
-            len(result.bad_lines),
-            ", ".join(map(str, result.bad_lines[:5])),
-        )
-    return result
 
 
 class Tombstones(Tail):
@@ -195,27 +211,33 @@ class FoldedJournal(Tail):
     """A journal's folded state (what ``get_thread`` reads), with its steps in
     conversation order, sorted again only when lines were added."""
 
-    __slots__ = ("_ordered", "state")
+    __slots__ = ("_ordered", "state", "version")
 
     def __init__(self) -> None:
         super().__init__()
         self.state = ThreadState()
         self._ordered: list[dict[str, Any]] | None = None
+        self.version = 0
+        """Changes whenever :attr:`state` does: what a reader derived from it stays
+        good while the version is the same."""
 
     def _reset(self) -> None:
         super()._reset()
         self.state = ThreadState()
         self._ordered = None
+        self.version += 1
 
     def _take(self, lines: bytes, path: Path) -> None:
-        fold(parse(lines, path).records, self.state)
+        # The records are decoded for this fold alone: it keeps their bodies.
+        fold(parse(lines, path).records, self.state, owned=True, nulls=b"null" in lines)
         if self.state.disordered:
             # Lines out of stamp order (a merge made without filelayer's driver): fold
             # the whole journal again, in stamp order.
             end = self.offset + len(lines)
             data = (_fs.read_bytes(path) or b"")[:end]
-            self.state = fold(parse(data, path).records)
+            self.state = fold(parse(data, path).records, owned=True, nulls=b"null" in data)
         self._ordered = None
+        self.version += 1
 
     @property
     def ordered(self) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from .cache import Lru
 
 _TOMBSTONE_CACHE = 256
 """Threads whose deleted ids a process keeps in memory: those it is writing to."""
-_FOLDED_CACHE = 32
+FOLDED_CACHE = 32
 """Threads whose folded journal a process keeps: those being read (resumed, shown)."""
 
 
@@ -27,7 +27,7 @@ class FoldedJournals:
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self._cache: Lru[str, journal.FoldedJournal] = Lru(_FOLDED_CACHE)
+        self._cache: Lru[str, journal.FoldedJournal] = Lru(FOLDED_CACHE)
 
     def folded(self, thread_id: str) -> journal.FoldedJournal:
         """The thread's folded journal: a thread read again costs a ``stat`` plus the

@@ -10,15 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..format import manifest
+from ..format import journal, manifest
 from ..format.ids import is_valid_id
 from ..format.layout import Layout
 from ..index.thread_index import Page, ThreadIndex
 from . import heal as _heal
 from . import session
 from .authors import manifest_or_stand_in
+from .cache import Lru
 from .deleted import DeletedThreads
-from .folds import FoldedJournals, read_state
+from .folds import FOLDED_CACHE, FoldedJournals, read_state
 from .lifecycle import IndexLifecycle
 from .locate import Locator
 
@@ -52,6 +53,8 @@ def copy_json(value: Any) -> Any:
     kind = type(value)
     if kind is not dict and kind is not list:
         return value
+    if not value:  # most steps' metadata
+        return {} if kind is dict else []
     top: Any = {} if kind is dict else []
     stack: list[tuple[Any, Any]] = [(value, top)]
     while stack:
@@ -69,6 +72,68 @@ def copy_json(value: Any) -> Any:
             else:
                 target[key] = item
     return top
+
+
+class _StepViews:
+    """A thread's steps in Chainlit's shape, made once per version of its folded
+    journal: each step with its defaults, thread id and feedback filled in, and the
+    fields that hold a dict or a list, the only ones a caller could change in place.
+    A read then costs a shallow copy of each step and a copy of those fields."""
+
+    __slots__ = ("folded", "steps", "version")
+
+    def __init__(self, thread_id: str, folded: journal.FoldedJournal) -> None:
+        self.folded = folded
+        self.version = folded.version
+        feedback = folded.state.feedback_by_step()
+        steps: list[tuple[dict[str, Any], tuple[str, ...]]] = []
+        for stored in folded.ordered:
+            step = {**_STEP_DEFAULTS, **stored}
+            containers = _containers(stored)
+            if "metadata" not in stored:
+                step["metadata"] = {}
+                containers += ("metadata",)
+            step["threadId"] = thread_id
+            step["streaming"] = False  # nothing persisted is still streaming
+            fb = feedback.get(stored["id"])
+            if fb:
+                step["feedback"] = {
+                    "id": fb["id"],
+                    "forId": fb["forId"],
+                    "value": fb.get("value"),
+                    "comment": fb.get("comment"),
+                }
+                containers += ("feedback",)
+            else:
+                step["feedback"] = None
+            steps.append((step, containers))
+        self.steps = steps
+
+    def fresh(self) -> list[dict[str, Any]]:
+        """The steps, as copies the caller may change (the app's ``on_chat_resume``
+        may): the views stay cached."""
+        steps = []
+        for view, containers in self.steps:
+            step = view.copy()
+            for key in containers:
+                step[key] = copy_json(step[key])
+            steps.append(step)
+        return steps
+
+
+def _containers(step: dict[str, Any]) -> tuple[str, ...]:
+    """The keys of ``step`` whose values are dicts or lists. Counted in C first: a
+    step has a score of fields and usually one such, its metadata."""
+    types = list(map(type, step.values()))
+    dicts = types.count(dict)
+    if not dicts and list not in types:
+        return ()
+    if dicts == 1 and list not in types and type(step.get("metadata")) is dict:
+        return _METADATA
+    return tuple(k for k, v in step.items() if type(v) is dict or type(v) is list)
+
+
+_METADATA = ("metadata",)
 
 
 def element_file_fields(relative: str, data: bytes) -> dict[str, Any]:
@@ -111,6 +176,7 @@ class ThreadViews:
         self.locator = locator
         self.lifecycle = lifecycle
         self.healer = healer
+        self._step_views: Lru[str, _StepViews] = Lru(FOLDED_CACHE)
 
     def read_manifest(self, thread_id: str) -> dict[str, Any] | None:
         """The thread's manifest; ``None`` for no thread, or a deleted one (whatever a
@@ -141,34 +207,16 @@ class ThreadViews:
         if doc is None:
             return None
         folded = self.folds.folded(thread_id)
-        state = folded.state
-        feedback = state.feedback_by_step()
-        steps = []
-        step_owner = self.locator.steps
-        for stored in folded.ordered:
-            # A copy: the folded state stays cached, and callers (the app's
-            # on_chat_resume) may change what they are given.
-            step = {**_STEP_DEFAULTS, "metadata": {}, **stored}
-            for key, value in stored.items():
-                if type(value) is dict or type(value) is list:
-                    step[key] = copy_json(value)
-            step["threadId"] = thread_id
-            step["streaming"] = False  # nothing persisted is still streaming
-            fb = feedback.get(stored["id"])
-            step["feedback"] = (
-                {
-                    "id": fb["id"],
-                    "forId": fb["forId"],
-                    "value": fb.get("value"),
-                    "comment": fb.get("comment"),
-                }
-                if fb
-                else None
-            )
-            steps.append(step)
-            step_owner.put(stored["id"], thread_id)
+        views = self._step_views.get(thread_id)
+        if views is None or views.folded is not folded or views.version != folded.version:
+            views = _StepViews(thread_id, folded)
+            self._step_views.put(thread_id, views)
+            step_owner = self.locator.steps
+            for stored in folded.ordered:
+                step_owner.put(stored["id"], thread_id)
+        steps = views.fresh()
         elements = []
-        for el in state.live_elements():
+        for el in folded.state.live_elements():
             el = copy_json(el)
             elements.append(element_view(thread_id, el, element_url))
             self.locator.elements.put(el["id"], thread_id)
