@@ -149,7 +149,8 @@ class IndexBook:
                 text = output[: self.search_chars] if isinstance(output, str) else ""
                 at = index_time(step.get("createdAt") or step.get("start"))
                 texts[step["id"]] = (at, searchable(text))
-            if (step.get("metadata") or {}).get("favorite"):
+            metadata = step.get("metadata")
+            if isinstance(metadata, dict) and metadata.get("favorite"):  # a line may say "x"
                 favorites.add(step["id"])
         feedback = {
             fb["id"]: (fb["forId"], int(fb.get("value") or 0))

@@ -296,7 +296,12 @@ class ThreadViews:
             if thread is None:
                 continue
             for step in thread["steps"]:
-                if step["id"] in step_ids and (step.get("metadata") or {}).get("favorite"):
+                metadata = step.get("metadata")
+                if (
+                    step["id"] in step_ids
+                    and isinstance(metadata, dict)
+                    and metadata.get("favorite")
+                ):
                     result.append(step)
         result.sort(key=lambda s: s.get("createdAt") or "", reverse=True)
         return result
