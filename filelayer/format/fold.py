@@ -135,7 +135,6 @@ def fold(
     state: ThreadState | None = None,
     *,
     owned: bool = False,
-    nulls: bool = True,
 ) -> ThreadState:
     """Apply ``records`` to ``state`` (a new one by default) in the journal's order (see
     :func:`order_keys`): folding a journal's lines in two batches gives what folding
@@ -144,9 +143,8 @@ def fold(
     :attr:`~ThreadState.disordered`, for the caller to fold everything again.
 
     ``owned``: the records were just decoded and nobody keeps them, so the state takes
-    their step bodies as its own instead of copying them; ``nulls=False``: their lines
-    hold no ``null`` at all, so no body needs its nulls dropped (a fold of a whole
-    journal is most of the cost of a thread's first read).
+    their step bodies as its own instead of copying them (a fold of a whole journal is
+    most of the cost of a thread's first read).
     """
     state = state if state is not None else ThreadState()
     if not isinstance(records, list):
@@ -191,7 +189,7 @@ def fold(
         stored = steps.get(sid)
         if stored is None:
             # A null is no value, in the first line as in any later one.
-            if not owned or (nulls and None in incoming.values()):
+            if not owned or None in incoming.values():
                 incoming = drop_none(incoming)
             steps[sid] = incoming
             step_seq[sid] = seq

@@ -238,13 +238,13 @@ class FoldedJournal(Tail):
 
     def _fold(self, lines: bytes, path: Path) -> None:
         # The records are decoded for this fold alone: it keeps their bodies.
-        fold(parse(lines, path).records, self.state, owned=True, nulls=b"null" in lines)
+        fold(parse(lines, path).records, self.state, owned=True)
         if self.state.disordered:
             # Lines out of stamp order (a merge made without filelayer's driver): fold
             # the whole journal again, in stamp order.
             end = self.offset + len(lines)
             data = (_fs.read_bytes(path) or b"")[:end]
-            self.state = fold(parse(data, path).records, owned=True, nulls=b"null" in data)
+            self.state = fold(parse(data, path).records, owned=True)
 
     @property
     def ordered(self) -> list[dict[str, Any]]:

@@ -96,7 +96,7 @@ def _fold_both_ways(*records: dict[str, Any]) -> list[journal.ThreadState]:
     """The fold of records given to it (copied) and of records it may keep (as a
     first read gives them), from the bytes of a journal."""
     data = b"".join(_line(r) for r in records)
-    kept = journal.fold(journal.parse(data).records, owned=True, nulls=b"null" in data)
+    kept = journal.fold(journal.parse(data).records, owned=True)
     return [journal.fold(journal.parse(data).records), kept]
 
 
