@@ -187,6 +187,7 @@ class ArchiveStore:
             self.locator,
             self.tombstones,
             self.folds,
+            self.views,
             self.authors,
             self.appender,
             self.compactor,

@@ -178,6 +178,11 @@ class ThreadViews:
         self.healer = healer
         self._step_views: Lru[str, _StepViews] = Lru(FOLDED_CACHE)
 
+    def forget(self) -> None:
+        """Drop the steps made for Chainlit (never served once their fold changed, but
+        they hold on to it)."""
+        self._step_views.clear()
+
     def read_manifest(self, thread_id: str) -> dict[str, Any] | None:
         """The thread's manifest; ``None`` for no thread, or a deleted one (whatever a
         power cut left of its directory: the tombstone is what counts)."""
