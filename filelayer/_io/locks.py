@@ -332,3 +332,94 @@ def is_free(path: Path) -> bool:
         return False
     _release(token)
     return True
+
+
+# -- announcing a long job ------------------------------------------------------------------
+#
+# Maintenance (a rebuild of the index, a compaction of every journal...) writes a lot,
+# and while it does, the kernel makes every writer of the file system wait now and then,
+# in an ordinary write, for tens of milliseconds. The serving processes therefore want
+# to know that it runs, to keep their writes off the event loop meanwhile. A lock file
+# held *shared* says so: any number of maintainers hold it at once, and the kernel drops
+# a hold with its process, so a killed maintainer announces nothing (the file's mere
+# existence says nothing). A serving process asks by trying to take it *exclusively*
+# without waiting, and lets go at once.
+
+_ANNOUNCE_PATIENCE = 1.0
+"""Seconds a maintainer retries its shared hold while a serving process's look holds
+the file exclusively (microseconds each), before it goes on unannounced."""
+
+
+class Announcement:
+    """A shared hold on a lock file, for the time of a ``with`` block (see
+    :func:`announce`). Re-entrant per object: nesting maintenance helpers is harmless,
+    and two objects on one file share it as two processes would."""
+
+    __slots__ = ("_fd", "_path")
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether the announcement is made (``False`` where there is no ``flock``,
+        or when it could not be made: see :func:`announce`)."""
+        return self._fd is not None
+
+    def __enter__(self) -> Announcement:
+        if fcntl is None or self._fd is not None:  # pragma: no cover - Windows
+            return self
+        fd = _open_lock_file(self._path)
+        deadline = time.monotonic() + _ANNOUNCE_PATIENCE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:  # a serving process is looking, for microseconds
+                if time.monotonic() >= deadline:  # pragma: no cover - a stopped process
+                    os.close(fd)
+                    return self
+                time.sleep(0.001)
+            except BaseException:  # pragma: no cover - flock on a file we opened
+                os.close(fd)
+                raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # the last descriptor of the hold: the kernel drops it
+
+
+def announce(path: Path) -> Announcement:
+    """Announce a long job by holding ``path`` shared for a ``with`` block.
+
+    Never blocks for long: only a look by :func:`announced` (an exclusive hold of
+    microseconds) can stand in its way, and after a second of such looks (a serving
+    process stopped in the middle of one) the job goes on unannounced rather than
+    waiting. Where there is no ``flock`` (Windows) nothing is announced."""
+    return Announcement(path)
+
+
+def announced(path: Path) -> bool:
+    """Whether some process (or another descriptor of this one) announces a job on
+    ``path`` right now: one non-blocking exclusive ``flock``, given back at once. The
+    file is never created here (none: nothing announced), so the look writes nothing
+    and waits for nothing; it costs an ``open``, a ``flock`` and a ``close``."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # pragma: no cover - a file system without flock
+        return False
+    finally:
+        os.close(fd)  # drops the exclusive hold, if it was taken
+    return False

@@ -1,7 +1,11 @@
 """The git commands: ``git-setup``, ``snapshot``, ``resolve``, and what git itself runs
 (``merge-driver``, ``git-hook``).
 
-They wrap :mod:`filelayer.git`, for an archive kept in a git repository.
+They wrap :mod:`filelayer.git`, for an archive kept in a git repository. ``snapshot``
+and the hooks (which stage the archive, or bring the index in line after git rewrote the
+work tree) announce themselves as maintenance while they run
+(:mod:`filelayer.maintenance.announce`); the merge driver, run by git once per file,
+rewrites one file and does not.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ import sys
 from pathlib import Path
 
 from ..errors import FileLayerError
-from ..format.layout import default_root
+from ..format.layout import Layout, default_root
 from ..git import merge as gitmerge
 from ..git import setup as gitsetup
+from ..maintenance.announce import maintaining
 from ._common import open_store
 
 
@@ -38,7 +43,9 @@ def cmd_git_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    commit = gitsetup.snapshot(_root(args), args.message)
+    root = _root(args)
+    with maintaining(Layout(root)):
+        commit = gitsetup.snapshot(root, args.message)
     print(f"committed {commit}" if commit else "nothing to commit", file=sys.stderr)
     return 0
 
@@ -78,4 +85,5 @@ def cmd_git_hook(args: argparse.Namespace) -> int:
     root = Path(args.root or default_root())
     if not (root / "filelayer.json").exists():
         return 0  # checked out a commit without the archive
-    return gitsetup.run_hook(root, args.hook)
+    with maintaining(Layout(root)):
+        return gitsetup.run_hook(root, args.hook)

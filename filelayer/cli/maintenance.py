@@ -1,7 +1,10 @@
 """The maintenance commands: ``reindex``, ``reconcile``, ``verify`` and ``compact``.
 
 Each runs one :mod:`filelayer.maintenance` or store operation over the archive, with
-progress on the terminal and a one-line summary on standard error.
+progress on the terminal and a one-line summary on standard error. Those that rewrite
+much (``reindex``, ``reconcile``, ``compact``, ``verify --repair``) announce themselves
+as maintenance while they run (:mod:`filelayer.maintenance.announce`), so that a serving
+app keeps its writes off its event loop meanwhile.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..maintenance.announce import maintaining
 from ..maintenance.compact import compact_thread
 from ..maintenance.verify import verify
 from ..progress import Progress
@@ -19,7 +23,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     store = open_store(args)
     progress = Progress("indexing")
     try:
-        count = store.reindex(progress=progress)
+        with maintaining(store.layout):
+            count = store.reindex(progress=progress)
     finally:
         progress.close()
     print(f"indexed {count} thread(s)", file=sys.stderr)
@@ -30,7 +35,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     store = open_store(args)
     progress = Progress("reconciling")
     try:
-        done = store.reconcile(progress=progress)
+        with maintaining(store.layout):
+            done = store.reconcile(progress=progress)
     finally:
         progress.close()
     print(
@@ -72,15 +78,16 @@ def cmd_compact(args: argparse.Namespace) -> int:
     changed = skipped = saved = 0
     progress = Progress("compacting")
     try:
-        for n, thread_id in enumerate(ids, start=1):
-            result = compact_thread(store, thread_id)
-            if result.skipped:
-                skipped += 1
-                print(f"skipped {thread_id}: {result.skipped}", file=sys.stderr)
-            elif result.changed:
-                changed += 1
-                saved += result.before - result.after
-            progress(n, len(ids))
+        with maintaining(store.layout):
+            for n, thread_id in enumerate(ids, start=1):
+                result = compact_thread(store, thread_id)
+                if result.skipped:
+                    skipped += 1
+                    print(f"skipped {thread_id}: {result.skipped}", file=sys.stderr)
+                elif result.changed:
+                    changed += 1
+                    saved += result.before - result.after
+                progress(n, len(ids))
     finally:
         progress.close()
     print(

@@ -162,6 +162,8 @@ class Layout:
         self.index_lock = self.locks / "index.lock"
         self.users_lock = self.locks / "users.lock"
         self.deleted_lock = self.locks / "deleted.lock"
+        # Held shared by maintenance while it runs (not a lock of any file: an announcement).
+        self.maintenance_lock = self.locks / "maintenance.lock"
         self._stripe_locks = [self.locks / f"thread-{n:02d}.lock" for n in range(LOCK_STRIPES)]
         # Every write builds these paths two or three times; pathlib's joins cost more
         # than the write's own system calls, so they are kept for recent threads.

@@ -44,6 +44,7 @@ from .._time import now_iso, time_key
 from ..format import codec as _codec
 from ..format.layout import THREADS_DIR, USERS_DIR
 from ..store.archive import ArchiveStore
+from .announce import maintaining
 
 ERASED_USER_KEY = "erasedUser"
 IDENTIFIER_HASH_KEY = "identifierSha256"
@@ -171,14 +172,16 @@ def prune(
     act: bool = False,
     progress: Progress | None = None,
 ) -> PruneReport:
-    """Select the threads :func:`select_old` names and, with ``act``, delete them."""
+    """Select the threads :func:`select_old` names and, with ``act``, delete them
+    (announced as maintenance meanwhile: see :mod:`.announce`)."""
     report = PruneReport(before=before, user=user, acted=act)
     report.threads = select_old(store, before, user)
     if act:
-        for n, candidate in enumerate(report.threads, start=1):
-            store.delete_thread(candidate.id)
-            if progress is not None:
-                progress(n, len(report.threads))
+        with maintaining(store.layout):
+            for n, candidate in enumerate(report.threads, start=1):
+                store.delete_thread(candidate.id)
+                if progress is not None:
+                    progress(n, len(report.threads))
     return report
 
 
@@ -198,7 +201,13 @@ def erase_user(
     tombstones, and rebuild the index so that no file under the root holds their data.
 
     A user without a record (threads copied in without one, or a second run after an
-    interrupted erasure) is erased all the same: whatever is found is removed."""
+    interrupted erasure) is erased all the same: whatever is found is removed. The
+    erasure announces itself as maintenance while it runs (see :mod:`.announce`)."""
+    with maintaining(store.layout):
+        return _erase_user(store, identifier, progress)
+
+
+def _erase_user(store: ArchiveStore, identifier: str, progress: Progress | None) -> ErasureReport:
     user = store.get_user(identifier)
     user_id = str(user["id"]) if user is not None else None
     report = ErasureReport(identifier=identifier, user_id=user_id)

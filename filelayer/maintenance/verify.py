@@ -34,6 +34,7 @@ from ..format.ids import is_valid_id
 from ..format.layout import ELEMENTS_DIR, is_layer_leftover
 from ..format.manifest import MANIFEST_NAME
 from ..store.archive import ArchiveStore
+from .announce import maintaining
 from .retention import is_erased
 
 DAMAGED_SUFFIX = ".damaged"
@@ -68,7 +69,22 @@ def verify(
     repair: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Report:
-    """Check every thread, user and leftover file; with ``repair``, fix what is safe."""
+    """Check every thread, user and leftover file; with ``repair``, fix what is safe.
+
+    A repair announces itself as maintenance (:mod:`.announce`) while it runs: it may
+    rewrite many files, and a serving process then keeps its writes off its event loop."""
+    if not repair:
+        return _verify(store, repair=False, progress=progress)
+    with maintaining(store.layout):
+        return _verify(store, repair=True, progress=progress)
+
+
+def _verify(
+    store: ArchiveStore,
+    *,
+    repair: bool,
+    progress: Callable[[int, int], None] | None,
+) -> Report:
     report = Report()
     root = store.root
 

@@ -1,0 +1,161 @@
+"""Maintenance announces itself while it runs, and only then.
+
+Every command that rewrites much of an archive holds ``locks/maintenance.lock`` shared
+for its duration (see :mod:`filelayer.maintenance.announce`), which a serving process
+notices with one non-blocking ``flock``: it then keeps its writes off its event loop.
+These tests run the commands in this process and look, from inside the work they do,
+with the same look a serving process makes (a ``flock`` on a descriptor of its own,
+which a hold of this process excludes as another process's would).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from filelayer import ArchiveStore
+from filelayer._io import locks as _locks
+from filelayer.cli import main
+from filelayer.format.layout import Layout
+from filelayer.maintenance.announce import maintaining
+from tests.support.cli import build_archive
+from tests.support.processes import REPO, subprocess_env
+
+pytestmark = pytest.mark.skipif(_locks.fcntl is None, reason="flock locks (POSIX)")
+
+
+@pytest.fixture
+def archive(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    build_archive(root).close()
+    monkeypatch.setenv("FILELAYER_ROOT", str(root))
+    return root
+
+
+def announced(root: Path) -> bool:
+    return _locks.announced(Layout(root).maintenance_lock)
+
+
+def spy(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, root: Path
+) -> Callable[[], list[bool]]:
+    """Wrap ``owner.name`` so that each call notes whether maintenance was announced
+    while it ran."""
+    seen: list[bool] = []
+    original = getattr(owner, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        seen.append(announced(root))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)
+    return lambda: seen
+
+
+@pytest.mark.parametrize(
+    ("argv", "method"),
+    [
+        (["reindex"], "reindex"),
+        (["reconcile"], "reconcile"),
+        (["compact"], "compact_journal"),
+        (["verify", "--repair"], "read_manifest"),
+        (["prune", "--before", "2099-01-01", "--yes"], "delete_thread"),
+        (["erase-user", "alice@example.com"], "delete_thread"),
+    ],
+)
+def test_commands_that_rewrite_much_announce_themselves(
+    archive: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], method: str
+) -> None:
+    seen = spy(monkeypatch, ArchiveStore, method, archive)
+    assert not announced(archive)
+    main(argv)
+    assert seen() and all(seen())
+    assert not announced(archive)  # given back when the command ends
+
+
+@pytest.mark.parametrize(
+    "argv", [["verify"], ["prune", "--before", "2099-01-01"], ["list"], ["stats"]]
+)
+def test_commands_that_only_read_announce_nothing(
+    archive: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    seen = spy(monkeypatch, ArchiveStore, "read_manifest", archive)
+    main(argv)
+    assert not any(seen())
+
+
+def test_the_git_hooks_announce_themselves(archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from filelayer.git import setup as gitsetup
+
+    seen = spy(monkeypatch, gitsetup, "run_hook", archive)
+    assert main(["git-hook", "post-checkout"]) == 0
+    assert seen() == [True]
+    assert not announced(archive)
+
+
+def test_a_failed_command_gives_its_announcement_back(
+    archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from filelayer.errors import StorageWriteError
+
+    def fail(*args: Any, **kwargs: Any) -> int:
+        raise StorageWriteError(archive / "index", OSError(28, "No space left on device"))
+
+    monkeypatch.setattr(ArchiveStore, "reindex", fail)
+    assert main(["reindex"]) == 2
+    assert not announced(archive)
+
+
+def test_maintainers_overlap_and_the_last_one_ends_it(archive: Path) -> None:
+    """Any number of jobs announce at once (a shared hold); nested ones too."""
+    layout = Layout(archive)
+    with maintaining(layout):
+        with maintaining(layout):
+            assert announced(archive)
+        assert announced(archive)
+    assert not announced(archive)
+
+
+def test_the_announcement_of_a_killed_process_ends_with_it(archive: Path) -> None:
+    """The kernel drops a ``flock`` with its process: a maintainer killed in the
+    middle of its job (no ``finally`` ran) leaves nothing announced, although the file
+    stays."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from filelayer.format.layout import Layout;"
+            " from filelayer.maintenance.announce import maintaining;"
+            " maintaining(Layout(Path(sys.argv[1]))).__enter__(); print('held', flush=True);"
+            " sys.stdin.read()",
+            str(archive),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(same_mode=True),
+        cwd=REPO,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        assert announced(archive)
+        holder.kill()
+        holder.wait()
+        assert Layout(archive).maintenance_lock.exists()
+        assert not announced(archive)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_a_look_creates_nothing(tmp_path: Path) -> None:
+    """A serving process looks without writing: no file, nothing announced."""
+    layout = Layout(tmp_path / "nowhere")
+    assert not _locks.announced(layout.maintenance_lock)
+    assert not layout.locks.exists()
