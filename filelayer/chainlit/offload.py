@@ -26,6 +26,20 @@ index up to date. Handing every such write to a thread was measured: it halved t
 write rate here (a thread hop costs more than the write), so it is left to the index to
 keep its transactions short.
 
+Except while another process maintains the archive. A ``filelayer reindex`` or
+``compact`` (any job of :mod:`filelayer.maintenance`) writes hundreds of megabytes, and
+while the disk catches up the kernel makes every writer of the file system wait now and
+then, inside an ordinary ``write`` (a journal's append, the index's ``COMMIT``), for tens
+of milliseconds: measured at 20,000 threads, the loop stalled 35-60 ms in the ``flush``
+mode and 5 ms in the ``fsync`` mode, whose writes run in the worker lane. Such a job
+announces itself (:mod:`filelayer.maintenance.announce`: ``locks/maintenance.lock`` held
+shared); the offload looks at the announcement at most every :attr:`Offload.probe_every`
+seconds (a monotonic clock read per call, and one non-blocking ``flock`` per interval),
+and while it is made, every write goes to the worker lane as in the ``fsync`` mode, and
+every read to a worker thread. When the job ends, writes come back to the loop once the
+lane has run the ones queued in it (a write on the loop never overtakes a queued one,
+below).
+
 Writes that could not run on the loop go to one worker thread, in the order they were
 made, and the writes made while it has work queue behind them: two writes never land in
 another order than the one the app made them in. The writes that worker runs back to
@@ -66,6 +80,16 @@ _T = TypeVar("_T")
 _ATTEMPTS = 20
 """How often a worker runs a call again after waiting for the lock that stopped it,
 before it waits inside the call (another process keeps taking the locks in turn)."""
+
+
+_clock = time.monotonic
+"""The clock of the looks (a name of this module, so that a test can stub it without
+stopping the event loop's own clock)."""
+
+PROBE_EVERY = 0.1
+"""Seconds between two looks at the maintenance announcement, at most: a job noticed
+within that of the next call, and a look (about 5 µs) paid once per interval, not per
+call."""
 
 
 _GROUP_MAX = 256
@@ -143,14 +167,34 @@ class Offload:
         store.defer_compaction = True
         self.offloaded = 0
         """How many calls ran in a worker thread (for tests and the benchmark)."""
+        self.probe_every = PROBE_EVERY
+        """Seconds between looks at the maintenance announcement (0: every call)."""
+        self._announcement = store.layout.maintenance_lock
+        self._next_probe = 0.0  # monotonic time of the next look
+        self._maintained = False  # what the last look saw
+
+    @property
+    def queued(self) -> int:
+        """Writes handed to the worker lane and not finished yet."""
+        return self._queued
+
+    def maintained(self) -> bool:
+        """Whether another process announces maintenance of the archive (as seen by
+        the last look, which is at most :attr:`probe_every` old). On the loop: the look
+        never waits (see :func:`filelayer._io.locks.announced`)."""
+        now = _clock()
+        if now >= self._next_probe:
+            self._next_probe = now + self.probe_every
+            self._maintained = _locks.announced(self._announcement)
+        return self._maintained
 
     # -- the calls ---------------------------------------------------------------------
 
     async def write(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a write (of ``fn``, a method of the store that may take locks)."""
-        # It runs on the loop only if it would not overtake a queued write, and does not
-        # wait for the disk.
-        if self._queued or self._durable:
+        # It runs on the loop only if it would not overtake a queued write, does not
+        # wait for the disk, and no maintenance makes the disk slow for every writer.
+        if self._queued or self._durable or self.maintained():
             result = await self._in_lane(fn, args, kwargs)
         else:
             result = self._inline(fn, args, kwargs)
@@ -169,7 +213,10 @@ class Offload:
         return result
 
     async def read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """Run a read."""
+        """Run a read (in a worker thread while the archive is maintained: a read may
+        wait for the disk then, as writes do)."""
+        if self.maintained():
+            return await self.read_off_loop(fn, *args, **kwargs)
         result = self._inline(fn, args, kwargs)
         if result is not _BUSY:
             return cast(_T, result)
