@@ -87,9 +87,9 @@ _clock = time.monotonic
 stopping the event loop's own clock)."""
 
 PROBE_EVERY = 0.1
-"""Seconds between two looks at the maintenance announcement, at most: a job noticed
-within that of the next call, and a look (about 5 µs) paid once per interval, not per
-call."""
+"""Seconds between two looks at the maintenance announcement, at most: a job is noticed
+within that of the next call, and a look (2.5 µs measured here; 8 µs while the file
+does not exist yet) is paid once per interval, not per call."""
 
 
 _GROUP_MAX = 256
