@@ -137,7 +137,10 @@ def test_it_verifies_clean_and_reads_the_same(
     assert answers(old) == expected(release)
     before = tree(old)
     assert main(["--root", str(old), "verify", "--repair"]) == 0
-    assert tree(old) == before  # nothing to repair: not a file moved nor removed
+    repaired = tree(old)
+    # A repair announces itself as maintenance on a lock file (derived, made if missing).
+    assert repaired.pop("locks/maintenance.lock", b"") == b""
+    assert repaired == before  # nothing to repair: not a file moved nor removed
     assert main(["--root", str(old), "compact"]) == 0
     assert main(["--root", str(old), "verify"]) == 0
     assert answers(old) == expected(release)
