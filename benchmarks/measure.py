@@ -344,7 +344,9 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
 
     The app writes a message every 10 ms (a create, then an update with its text) and
     a heartbeat task sleeps 5 ms at a time; every heartbeat's lateness is its lag. A
-    quiet phase first gives the lag the machine itself causes (other processes)."""
+    quiet phase first gives the lag the machine itself causes (other processes), and
+    ``load_avg`` the machine's 1-minute load average, the highest of the run (the
+    machine may be shared: a figure taken under a high load says less)."""
     from chainlit.context import init_http_context
     from chainlit.types import Pagination, ThreadFilter
     from chainlit.user import User
@@ -444,6 +446,7 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
         phase = "quiet"
         await asyncio.sleep(args.quiet)
         base = [sys.executable, "-m", "filelayer", "--root", args.target]
+        loads = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else [0.0]
         for command in ("reindex", "compact"):
             phase = command
             start = time.perf_counter()
@@ -454,6 +457,7 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
             if code != 0:
                 raise RuntimeError(f"filelayer {command} failed ({code})")
             result[f"{command}_s"] = time.perf_counter() - start
+            loads.append(os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
         phase = "after"
         await asyncio.sleep(1.0)
         stop.set()
@@ -476,6 +480,7 @@ async def role_loop_lag(args: argparse.Namespace) -> dict[str, Any]:
         write_max_ms=max(busy_writes) * 1000,
         write_p99_ms=percentile(busy_writes, 0.99) * 1000,
         writes=len(busy_writes),
+        load_avg=max(loads),
         offloaded=getattr(getattr(layer, "calls", None), "offloaded", 0),
         inline_max_ms=max(sum((spent.get(p, []) for p in busy_phases), [0.0])) * 1000,
         inline_cpu_max_ms=max(sum((spent_cpu.get(p, []) for p in busy_phases), [0.0])) * 1000,
