@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from .._io import locks as _locks
 from ..format import users
 from ..format.ids import is_valid_id
 from ..format.layout import Layout
@@ -410,7 +411,11 @@ class Healer:
                 sessions = [job[1] for job in jobs if job[1] is not None]
                 reason = "; ".join(job[2] for job in jobs)
                 try:
-                    self._run_once(dead, None, reason, reader)
+                    # Announced as another process's reconcile is: it reads every
+                    # changed thread and rewrites their index rows, and this process's
+                    # loop keeps its writes and reads off the disk meanwhile.
+                    with _locks.announce(own.layout.maintenance_lock):
+                        self._run_once(dead, None, reason, reader)
                 except Exception:  # logged; the sessions stay: the next opening retries
                     continue
                 for session in sessions:

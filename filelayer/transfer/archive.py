@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from .._time import ms_key
 from ..errors import ArchiveError, FileLayerError
 from ..format import journal, manifest, users
 from ..format.ids import is_valid_id
+from ..maintenance.announce import maintaining
 from ..maintenance.retention import is_erased
 from ..store.archive import ArchiveStore
 from .model import (
@@ -40,6 +42,7 @@ class ArchiveEndpoint(Endpoint):
         self.label = str(self.root)
         self.store: ArchiveStore | None = None
         self.fetch_urls = fetch_urls
+        self._held = contextlib.ExitStack()
 
     async def open(self, *, create: bool, dry_run: bool, create_schema: bool) -> None:
         if not create and not self.root.exists():
@@ -50,6 +53,13 @@ class ArchiveEndpoint(Endpoint):
             self.store = ArchiveStore(self.root, create=create and not dry_run, upgrade=not dry_run)
         except ArchiveError as exc:
             raise CopyUsageError(str(exc)) from exc
+        if create and not dry_run:
+            # Every thread of the source is about to be written here: the apps serving
+            # this archive keep their writes off their event loop until the copy ends.
+            self._held.enter_context(maintaining(self.store.layout))
+
+    async def close(self) -> None:
+        self._held.close()
 
     def _need(self) -> ArchiveStore:
         assert self.store is not None

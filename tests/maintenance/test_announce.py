@@ -159,3 +159,88 @@ def test_a_look_creates_nothing(tmp_path: Path) -> None:
     layout = Layout(tmp_path / "nowhere")
     assert not _locks.announced(layout.maintenance_lock)
     assert not layout.locks.exists()
+
+
+def test_a_copy_into_an_archive_announces_itself_there(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``filelayer copy`` writes every thread of its source into the destination: the
+    apps serving the destination keep off their loop meanwhile. The source is only
+    read: nothing is announced there."""
+    from filelayer.transfer.archive import ArchiveEndpoint
+
+    dest = tmp_path / "copy"
+    seen: list[tuple[bool, bool]] = []
+    original = ArchiveEndpoint.apply
+
+    async def wrapped(self: ArchiveEndpoint, *args: Any, **kwargs: Any) -> Any:
+        seen.append((announced(dest), announced(archive)))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ArchiveEndpoint, "apply", wrapped)
+    assert main(["copy", str(archive), str(dest)]) == 0
+    assert seen and all(into and not source for into, source in seen)
+    assert not announced(dest)
+
+
+def test_a_dry_run_copy_announces_nothing(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dry run writes nothing: the destination's apps are left alone."""
+    from filelayer.transfer.archive import ArchiveEndpoint
+
+    dest = tmp_path / "copy"
+    build_archive(dest).close()
+    seen: list[bool] = []
+    original = ArchiveEndpoint.close
+
+    async def closing(self: ArchiveEndpoint) -> None:
+        seen.append(announced(dest))
+        await original(self)
+
+    monkeypatch.setattr(ArchiveEndpoint, "close", closing)
+    assert main(["copy", "--dry-run", str(archive), str(dest)]) in (0, 1)
+    assert seen and not any(seen)
+    assert not announced(dest)
+
+
+def test_a_serving_process_announces_its_own_background_reconcile(archive: Path) -> None:
+    """The reconcile a serving store starts by itself (after a crash, a ``git
+    checkout``) reads every changed thread and rewrites their index rows, in a thread
+    of the app's own process: its loop keeps off the disk meanwhile, as for another
+    process's reconcile. Its own look sees its own hold (a ``flock`` excludes another
+    descriptor of the same process)."""
+    import threading
+
+    from filelayer.store import heal
+
+    seen: list[bool] = []
+    release = threading.Event()
+    original = heal.reconcile_changed
+
+    def slow(store: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(announced(archive))
+        release.wait(10)
+        return original(store, *args, **kwargs)
+
+    store = ArchiveStore(archive, heal="background")
+    try:
+        store.healer.page_served.set()  # no first sidebar page to wait for
+        heal_module = pytest.MonkeyPatch()
+        heal_module.setattr(heal, "reconcile_changed", slow)
+        try:
+            store.healer.start([], None, "a test asked")
+            for _ in range(1000):
+                if seen:
+                    break
+                threading.Event().wait(0.01)
+            assert seen == [True]
+            assert announced(archive)
+            release.set()
+            assert store.healer.wait(30)
+        finally:
+            release.set()
+            heal_module.undo()
+        assert not announced(archive)
+    finally:
+        store.close()
