@@ -23,8 +23,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     store = open_store(args)
     progress = Progress("indexing")
     try:
-        with maintaining(store.layout):
-            count = store.reindex(progress=progress)
+        count = store.reindex(progress=progress)  # announces itself
     finally:
         progress.close()
     print(f"indexed {count} thread(s)", file=sys.stderr)
@@ -35,8 +34,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     store = open_store(args)
     progress = Progress("reconciling")
     try:
-        with maintaining(store.layout):
-            done = store.reconcile(progress=progress)
+        done = store.reconcile(progress=progress)  # announces itself
     finally:
         progress.close()
     print(

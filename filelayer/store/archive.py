@@ -156,15 +156,25 @@ class ArchiveStore:
     def reconcile(self, progress: Any = None) -> _heal.Reconciled:
         """Bring the index in line with the thread directories now, reading again only
         the threads whose files changed since their rows were written (see
-        :mod:`filelayer.store.heal`); what ``filelayer reconcile`` and git hooks run."""
+        :mod:`filelayer.store.heal`); what ``filelayer reconcile`` and git hooks run.
+        Announced as maintenance while it runs (:meth:`announcing`)."""
         self.healer.wait()
-        self.lifecycle.begin_session()  # a reconcile cut short is found and done again
-        stamp = _heal.git_stamp(self.healer.git)
-        done = _heal.reconcile_changed(self, progress=progress)
-        if self.healer.git is not None:
-            self.index.set_meta(_heal.GIT_META, stamp)
-            self.healer.git_seen = stamp
+        with self.announcing():
+            self.lifecycle.begin_session()  # a reconcile cut short is found and done again
+            stamp = _heal.git_stamp(self.healer.git)
+            done = _heal.reconcile_changed(self, progress=progress)
+            if self.healer.git is not None:
+                self.index.set_meta(_heal.GIT_META, stamp)
+                self.healer.git_seen = stamp
         return done
+
+    def announcing(self) -> _locks.Announcement:
+        """Announce maintenance of this archive for a ``with`` block: the serving
+        processes (this one included) keep their writes and reads off their event loop
+        meanwhile (see :mod:`filelayer.maintenance.announce`). The store's own rebuilds
+        announce themselves, so that a script calling them is covered as the
+        ``filelayer`` command is."""
+        return _locks.announce(self.layout.maintenance_lock)
 
     def open_reconciling_twin(self) -> ArchiveStore:
         """Another store on the same root and settings, for the background reconcile:
@@ -208,11 +218,12 @@ class ArchiveStore:
 
         Writers go on meanwhile: the new index is built aside and switched in under the
         index lock for milliseconds, then what they wrote meanwhile is caught up (see
-        :mod:`filelayer.store.reindex`)."""
+        :mod:`filelayer.store.reindex`). Announced as maintenance while it runs."""
         from .reindex import rebuild
 
-        self.lifecycle.begin_session()  # a catch-up cut short is found and done again
-        return rebuild(self, progress)
+        with self.announcing():
+            self.lifecycle.begin_session()  # a catch-up cut short is found and done again
+            return rebuild(self, progress)
 
     def reindex_thread(self, thread_id: str) -> None:
         """Make the index hold what one thread's files say (after a repair)."""
