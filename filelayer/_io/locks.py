@@ -28,6 +28,7 @@ never sleep:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -38,6 +39,8 @@ from typing import Any
 from .._backend import PURE
 from ..errors import ArchiveLockTimeout, StorageWriteError
 from . import fs as _fs
+
+log = logging.getLogger("filelayer")
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -370,7 +373,11 @@ class Announcement:
     def __enter__(self) -> Announcement:
         if fcntl is None or self._fd is not None:  # pragma: no cover - Windows
             return self
-        fd = _open_lock_file(self._path)
+        try:
+            fd = _open_lock_file(self._path)
+        except StorageWriteError as exc:  # advisory: the job goes on unannounced
+            log.debug("filelayer: maintenance not announced (%s)", exc)
+            return self
         deadline = time.monotonic() + _ANNOUNCE_PATIENCE
         while True:
             try:
@@ -390,7 +397,12 @@ class Announcement:
     def __exit__(self, *exc: object) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)  # the last descriptor of the hold: the kernel drops it
+            # Unlocked before it is closed: a child forked meanwhile shares the open
+            # file, and with it the hold, which closing this descriptor would not end.
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
 
 
 def announce(path: Path) -> Announcement:

@@ -60,27 +60,25 @@ BACKGROUND_COMMANDS = frozenset({"reindex", "reconcile", "compact"})
 
 
 def lower_priority(increment: int = 10) -> None:
-    """Run this process as a batch job: a rebuild or a compaction of a whole archive
-    must not take the core a serving app's event loop waits for.
+    """Run this process at a lower CPU priority (``nice``): a rebuild or a compaction of
+    a whole archive is a batch job, and on a machine of few cores it otherwise takes
+    the core a serving app's event loop waits for (measured at 100,000 threads on two
+    cores: the app's loop waited up to 38 ms for a core while another process ran
+    ``reindex``, none of it time the app itself spent).
 
-    Measured at 100,000 threads on two cores while another process ran ``reindex``
-    then ``compact``: at normal priority the app's loop waited up to 38 ms for a core,
-    none of it time the app itself spent; at ``nice`` 10 still up to 17 ms (a niced
-    process keeps a share of a busy core); in Linux's idle scheduling class
-    (``SCHED_IDLE``: a core only when no other process wants it) 7-12 ms, what the
-    machine causes with no maintenance running. The job itself took as long
-    (its lock holds are short: a journal's swap, the index's switch, so a starved job
-    does not hold a writer up for long). ``nice`` is also set, for systems without that
-    class. Only when the command is its process's program (``filelayer ...``,
-    ``python -m filelayer ...``): ``main`` called with arguments from a script or a test
-    leaves its caller's priority alone. Where the priority cannot be changed, the
-    command runs as it is."""
+    ``nice`` and not Linux's idle scheduling class, which measured no better on a quiet
+    machine (7-12 ms against 9-27 ms, within the noise) and can starve the job outright
+    while every core is busy: the job holds a thread's lock while it rewrites and
+    fsyncs that thread's journal, and with maintenance announced the app's writes run
+    one after another, so one write waiting for a starved job would hold up every chat.
+    A niced job keeps a share of a busy core (a tenth at ``nice`` 10).
+
+    Only when the command is its process's program (``filelayer ...``, ``python -m
+    filelayer ...``): ``main`` called with arguments from a script or a test leaves its
+    caller's priority alone. Where the priority cannot be changed, the command runs as
+    it is."""
     with contextlib.suppress(OSError, AttributeError):  # AttributeError: no os.nice
         os.nice(increment)
-    idle = getattr(os, "SCHED_IDLE", None)
-    if idle is not None:
-        with contextlib.suppress(OSError, AttributeError):
-            os.sched_setscheduler(0, idle, os.sched_param(0))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -411,11 +411,7 @@ class Healer:
                 sessions = [job[1] for job in jobs if job[1] is not None]
                 reason = "; ".join(job[2] for job in jobs)
                 try:
-                    # Announced as another process's reconcile is: it reads every
-                    # changed thread and rewrites their index rows, and this process's
-                    # loop keeps its writes and reads off the disk meanwhile.
-                    with _locks.announce(own.layout.maintenance_lock):
-                        self._run_once(dead, None, reason, reader)
+                    self._run_once(dead, None, reason, reader)
                 except Exception:  # logged; the sessions stay: the next opening retries
                     continue
                 for session in sessions:
@@ -436,9 +432,13 @@ class Healer:
         self, dead: list[Path], session: Session | None, reason: str, store: ArchiveStore
     ) -> None:
         own = session or _maybe_session(store.layout.index_dir)
+        # Announced as maintenance, at an opening as in the background: it reads every
+        # changed thread and rewrites their index rows, and the serving processes (this
+        # one too, whose look sees its own hold) keep their loops off the disk meanwhile.
         try:
-            stamp = git_stamp(self.git)
-            done = reconcile_changed(store)
+            with _locks.announce(store.layout.maintenance_lock):
+                stamp = git_stamp(self.git)
+                done = reconcile_changed(store)
             done.reasons.append(reason)
             if self.git is not None:
                 store.index.set_meta(GIT_META, stamp)

@@ -280,7 +280,13 @@ async def copy_archive(
         await dst.open(create=True, dry_run=dry_run, create_schema=create_schema)
         return await Copier(src, dst, options).run(progress)
     finally:
-        if progress is not None:
-            progress.close()
-        await src.close()
-        await dst.close()
+        # Each side is closed whatever closing the other did: the destination's close
+        # also ends its maintenance announcement.
+        try:
+            if progress is not None:
+                progress.close()
+        finally:
+            try:
+                await src.close()
+            finally:
+                await dst.close()

@@ -299,3 +299,70 @@ def test_compacting_a_thread_through_the_api_announces(
         store.close()
     assert seen() and all(seen())
     assert not announced(archive)
+
+
+def test_the_reconcile_a_store_runs_as_it_opens_is_announced(
+    archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that died leaves its session file unlocked; the next store to open
+    reconciles there and then (``heal="wait"``, the default): that is the long part of
+    ``filelayer reconcile`` after a crash, and it is announced as the rest is."""
+    seen = spy(monkeypatch, resolve("filelayer.store.heal"), "reconcile_changed", archive)
+    index_dir = Layout(archive).index_dir
+    (index_dir / "writer-0123456789abcdef.lock").write_bytes(b"")  # nobody holds it
+    store = ArchiveStore(archive)
+    store.close()
+    assert seen() and all(seen())
+    assert not announced(archive)
+
+
+def test_a_forked_child_does_not_keep_the_announcement(archive: Path) -> None:
+    """A ``flock`` belongs to the open file, which a forked child shares: closing the
+    parent's descriptor alone would leave the archive announced for as long as the
+    child lives (a worker pool forked while the background reconcile ran: every
+    serving process would keep off its loop for good)."""
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    with maintaining(Layout(archive)):
+        pid = os.fork()
+        if pid == 0:  # the child: wait to be told, then leave at once
+            try:
+                os.write(ready_w, b"x")
+                os.read(go_r, 1)
+            finally:
+                os._exit(0)
+        os.read(ready_r, 1)
+    try:
+        assert not announced(archive)
+    finally:
+        os.write(go_w, b"x")
+        os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, go_r, go_w):
+            os.close(fd)
+
+
+def test_maintenance_goes_on_when_it_cannot_announce(
+    archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The announcement is advisory: a lock file that cannot be opened (no descriptor
+    left, a read-only ``locks/``) leaves the job unannounced, never undone."""
+    from filelayer.errors import StorageWriteError
+
+    original = _locks._open_lock_file
+
+    def refuse(path: Path) -> int:
+        if path == Layout(archive).maintenance_lock:
+            raise StorageWriteError(path, OSError(24, "Too many open files"))
+        return original(path)
+
+    monkeypatch.setattr(_locks, "_open_lock_file", refuse)
+    store = ArchiveStore(archive)
+    try:
+        assert store.reindex() > 0
+        store.reconcile()
+    finally:
+        store.close()

@@ -74,20 +74,19 @@ def test_rewriting_commands_run_at_a_lower_priority(tmp_path: Path, command: str
     assert nice > before
 
 
-_IDLE = getattr(os, "SCHED_IDLE", None)
-
-
-@pytest.mark.skipif(_IDLE is None, reason="no idle scheduling class here")
-@pytest.mark.parametrize("command", ["reindex", "reconcile", "compact"])
-def test_rewriting_commands_run_in_the_idle_scheduling_class(tmp_path: Path, command: str) -> None:
-    """``nice`` 10 still takes a tenth of a busy core from the app, and more from an
-    idle-looking one: measured at 100,000 threads, the app's loop still waited up to
-    17 ms for a core during a compaction. The idle class runs only on a core nobody
-    else wants."""
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="no scheduling classes")
+@pytest.mark.parametrize("command", ["reindex", "compact"])
+def test_rewriting_commands_stay_in_the_normal_scheduling_class(
+    tmp_path: Path, command: str
+) -> None:
+    """Never the idle class: a job in it can be starved outright while every core is
+    busy, and it holds a thread's lock while it rewrites that thread's journal; the
+    app's writes, queued one after another while maintenance is announced, would all
+    wait behind the one that waits for it."""
     root = _archive(tmp_path)
     _, code, policy = _run(_PROGRAM, "--root", str(root), command)
     assert code == 0
-    assert policy == _IDLE
+    assert policy == _normal_policy()
 
 
 def test_reading_commands_keep_their_priority(tmp_path: Path) -> None:
