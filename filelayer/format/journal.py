@@ -231,7 +231,7 @@ class FoldedJournal(Tail):
         self.version += 1
 
     def _take(self, lines: bytes, path: Path) -> None:
-        with _no_collection(len(lines)):
+        with no_collection(len(lines)):
             self._fold(lines, path)
         self._ordered = None
         self.version += 1
@@ -259,7 +259,7 @@ collector's passes to count (a few hundred objects per kilobyte)."""
 
 
 @contextmanager
-def _no_collection(size: int) -> Iterator[None]:
+def no_collection(size: int) -> Iterator[None]:
     """The cyclic garbage collector held off while ``size`` bytes of lines are
     decoded and folded. Those make thousands of dicts, none of them in a cycle, and
     every 700 of them the collector runs over the young objects (the new dicts), every

@@ -5,7 +5,7 @@ recently used entries kept, the oldest forgotten past a size."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 _K = TypeVar("_K")
@@ -38,6 +38,16 @@ class Lru(Generic[_K, _V]):
         if len(data) > self.size:
             data.popitem(last=False)
 
+    def put_all(self, keys: Iterable[_K], value: _V) -> None:
+        """:meth:`put` of ``value`` under each of ``keys``, in one loop."""
+        data = self._data
+        recent = data.move_to_end
+        for key in keys:
+            data[key] = value
+            recent(key)
+        while len(data) > self.size:
+            data.popitem(last=False)
+
     def take(self, key: _K, make: Callable[[], _V]) -> _V:
         """The entry of ``key`` (made by ``make`` if there is none), now the most recent."""
         data = self._data
@@ -54,6 +64,10 @@ class Lru(Generic[_K, _V]):
 
     def clear(self) -> None:
         self._data.clear()
+
+    def keys(self) -> list[_K]:
+        """The keys, most recent last."""
+        return list(self._data)
 
     def __setitem__(self, key: _K, value: _V) -> None:
         self._data[key] = value
