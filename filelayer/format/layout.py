@@ -43,6 +43,7 @@ DELETED_FILE = "deleted.jsonl"
 SESSIONS_DIR = "sessions"
 """Live session state per thread, kept out of git (see filelayer.session)."""
 INDEX_FILE = "current"
+VIEWS_DIR = "views"
 """Names the index database in ``index/`` (see filelayer.index)."""
 LOCK_STRIPES = 64
 
@@ -181,6 +182,11 @@ class Layout:
 
     def journal(self, thread_id: str) -> Path:
         return self._paths(thread_id)[2]
+
+    def thread_view(self, thread_id: str) -> Path:
+        """The thread's view kept for fast first reads (derived, see
+        :mod:`filelayer.store.snapshots`)."""
+        return self.index_dir / VIEWS_DIR / f"{check_id('thread', thread_id)}.json"
 
     def elements_dir(self, thread_id: str) -> Path:
         return self.thread_dir(thread_id) / ELEMENTS_DIR

@@ -31,7 +31,7 @@ from ..errors import CorruptFileError
 from ..format import codec as _codec
 from ..format import journal, manifest, users
 from ..format.ids import is_valid_id
-from ..format.layout import ELEMENTS_DIR, is_layer_leftover
+from ..format.layout import ELEMENTS_DIR, VIEWS_DIR, is_layer_leftover
 from ..format.manifest import MANIFEST_NAME
 from ..store.archive import ArchiveStore
 from .announce import maintaining
@@ -158,7 +158,7 @@ def _temporary_files(store: ArchiveStore) -> list[Path]:
     ``users/``, ``index/`` and the thread directories."""
     found: list[Path] = []
     layout = store.layout
-    for top in (layout.root, layout.users, layout.index_dir):
+    for top in (layout.root, layout.users, layout.index_dir, layout.index_dir / VIEWS_DIR):
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             found.extend(Path(e.path) for e in os.scandir(top) if is_layer_leftover(e.name))
     if not layout.threads.is_dir():

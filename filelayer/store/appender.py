@@ -26,6 +26,9 @@ from .indexing import IndexBook
 
 log = logging.getLogger("filelayer")
 
+WRITTEN_KEPT = 64
+"""Threads a store remembers having written, for their views at its close."""
+
 
 class JournalAppender:
     """The journal writes of one store (see the module's docstring)."""
@@ -49,6 +52,9 @@ class JournalAppender:
         self.compactor = compactor
         self.durable = durable
         self._existing: Lru[str, None] = Lru(OWNER_CACHE_SIZE)  # threads seen to exist
+        self.written: Lru[str, None] = Lru(WRITTEN_KEPT)
+        """The threads whose journals this store appended to most recently: those
+        whose views it writes when it closes (see :mod:`filelayer.store.snapshots`)."""
 
     def forget(self) -> None:
         self._existing.clear()
@@ -56,6 +62,7 @@ class JournalAppender:
     def forget_thread(self, thread_id: str) -> None:
         """The thread is being deleted: it no longer exists."""
         self._existing.pop(thread_id)
+        self.written.pop(thread_id)
 
     def changes(self) -> _fs.Changes:
         """What one write call changes, made durable as the store's mode says when the
@@ -124,6 +131,7 @@ class JournalAppender:
         last = dead.last_stamp if dead is not None and whole else _last_stamp(opened)
         data, _ = clock.stamp_lines(data, last)
         at = opened.write(data, changes=changes, sync=sync, whole=whole)
+        self.written.put(thread_id, None)
         if dead is not None:
             dead.appended(opened, at, data)
         if self.compactor.enabled:

@@ -233,7 +233,11 @@ class ArchiveStore:
         """Release the index's file descriptor and the memory of the caches. Only the
         index holds anything open between calls; the store stays usable (the next call
         reads the index again). In the flush mode, what the background flusher has not
-        written yet is flushed now."""
+        written yet is flushed now. The long threads it wrote get their view files (see
+        :mod:`filelayer.store.snapshots`): the next process reads them fast."""
+        written = self.appender.written.keys()
+        self.appender.written.clear()
+        self.views.save_views(written[::-1])
         self.lifecycle.close()
         self.folds.forget()
         self.tombstones.forget()

@@ -18,6 +18,7 @@ from ..format import journal
 from ..format.layout import Layout
 from .cache import Lru
 from .locking import WriteLocks
+from .snapshots import ThreadSnapshots
 
 log = logging.getLogger("filelayer")
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -278,6 +279,8 @@ class Compactor:
             # take acknowledged lines with the old file.
             _fs.atomic_write(path, canonical + tail, durable=True)
             new = os.stat(path)
+        # The view was stale already; it goes, for it may still hold deleted steps.
+        ThreadSnapshots(self.layout).remove(thread_id)
         self._know(thread_id, (new.st_dev, new.st_ino), new.st_size, live + len(tail), steps)
         return Compaction(thread_id, now.st_size, live + len(tail)), len(tail)
 

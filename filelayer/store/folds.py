@@ -36,6 +36,9 @@ class FoldedJournals:
         folded.catch_up(self.layout.journal(thread_id))
         return folded
 
+    def __contains__(self, thread_id: object) -> bool:
+        return thread_id in self._cache
+
     def forget(self) -> None:
         self._cache.clear()
 

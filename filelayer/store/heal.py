@@ -54,6 +54,7 @@ from ..format.layout import Layout
 from ..index.schema import ABSENT
 from ..index.summary import ThreadSummary
 from ..index.thread_index import ThreadIndex
+from .snapshots import ThreadSnapshots
 from .writers import Session as Session  # callers also reach it as heal.Session
 from .writers import dead_sessions as dead_sessions
 
@@ -322,6 +323,9 @@ def reconcile_thread(store: ArchiveStore, thread_id: str) -> None:
         mark = watermark(store, thread_id)
         if store.is_deleted(thread_id) or mark == ABSENT:
             store.index.put(thread_id, None)
+            # Its view, if any, goes too: a thread removed by git, or by hand, must not
+            # live on in a derived copy.
+            ThreadSnapshots(store.layout).remove(thread_id)
         else:
             store.index.put(thread_id, store.summarise(thread_id), mark)
 

@@ -28,6 +28,7 @@ from .deleted import DeletedThreads
 from .indexing import IndexBook
 from .locate import deletable
 from .locking import WriteLocks
+from .snapshots import ThreadSnapshots
 from .views import copy_json
 
 log = logging.getLogger("filelayer")
@@ -190,4 +191,5 @@ class Threads:
                 _fs.fsync_dirs([self.layout.threads])
             self.index.append([delete_record(thread_id)])
             session.remove(session.path(self.root, thread_id))
+            ThreadSnapshots(self.layout).remove(thread_id)
         return existed

@@ -6,7 +6,7 @@ change freely. Reads only: they take no lock."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from ..format.layout import Layout
 from ..index.thread_index import Page, ThreadIndex
 from . import heal as _heal
 from . import session
+from . import snapshots as _snapshots
 from .authors import manifest_or_stand_in
 from .cache import Lru
 from .deleted import DeletedThreads
@@ -76,15 +77,50 @@ def copy_json(value: Any) -> Any:
 
 class _StepViews:
     """A thread's steps in Chainlit's shape, made once per version of its folded
-    journal: each step with its defaults, thread id and feedback filled in, and the
-    fields that hold a dict or a list, the only ones a caller could change in place.
-    A read then costs a shallow copy of each step and a copy of those fields."""
+    journal (or read from its view file): each step with its defaults, thread id and
+    feedback filled in, and the fields that hold a dict or a list, the only ones a
+    caller could change in place. A read then costs a shallow copy of each step and a
+    copy of those fields. Also the thread's live elements, as stored."""
 
-    __slots__ = ("folded", "steps", "version")
+    __slots__ = ("_file", "_made", "folded", "key", "version")
 
-    def __init__(self, thread_id: str, folded: journal.FoldedJournal) -> None:
+    def __init__(
+        self,
+        made: tuple[list[tuple[dict[str, Any], tuple[str, ...]]], list[dict[str, Any]]] | None,
+        *,
+        folded: journal.FoldedJournal | None = None,
+        file: _snapshots.View | None = None,
+    ) -> None:
+        self._made = made
+        self._file = file.source if file is not None else None  # not its objects
         self.folded = folded
-        self.version = folded.version
+        """The fold these were made of, good while its version is :attr:`version`."""
+        self.version = folded.version if folded is not None else 0
+        self.key = file.key if file is not None else None
+        """For views read from a view file: the journal they match, good while it does."""
+
+    @property
+    def steps(self) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+        return self._make()[0]
+
+    @property
+    def elements(self) -> list[dict[str, Any]]:
+        return self._make()[1]
+
+    def _make(
+        self,
+    ) -> tuple[list[tuple[dict[str, Any], tuple[str, ...]]], list[dict[str, Any]]]:
+        """The views of a view file are made at their second read: the first one hands
+        out the objects decoded from the file as they are, with nothing to copy."""
+        if self._made is None:
+            assert self._file is not None
+            steps, elements = self._file.decode()
+            self._made = ([(s, _containers(s)) for s in steps], elements)
+            self._file = None
+        return self._made
+
+    @classmethod
+    def of_fold(cls, thread_id: str, folded: journal.FoldedJournal) -> _StepViews:
         feedback = folded.state.feedback_by_step()
         steps: list[tuple[dict[str, Any], tuple[str, ...]]] = []
         for stored in folded.ordered:
@@ -107,7 +143,7 @@ class _StepViews:
             else:
                 step["feedback"] = None
             steps.append((step, containers))
-        self.steps = steps
+        return cls((steps, folded.state.live_elements()), folded=folded)
 
     def fresh(self) -> list[dict[str, Any]]:
         """The steps, as copies the caller may change (the app's ``on_chat_resume``
@@ -177,6 +213,7 @@ class ThreadViews:
         self.lifecycle = lifecycle
         self.healer = healer
         self._step_views: Lru[str, _StepViews] = Lru(FOLDED_CACHE)
+        self.snapshots = _snapshots.ThreadSnapshots(layout)
 
     def forget(self) -> None:
         """Drop the steps made for Chainlit (never served once their fold changed, but
@@ -211,18 +248,13 @@ class ThreadViews:
         doc = self.read_manifest(thread_id)
         if doc is None:
             return None
-        folded = self.folds.folded(thread_id)
-        views = self._step_views.get(thread_id)
-        if views is None or views.folded is not folded or views.version != folded.version:
-            views = _StepViews(thread_id, folded)
-            self._step_views.put(thread_id, views)
-            step_owner = self.locator.steps
-            for stored in folded.ordered:
-                step_owner.put(stored["id"], thread_id)
-        steps = views.fresh()
+        views, first = self._views(thread_id)
+        if first is not None:  # decoded from the view file just now: the caller's
+            steps, stored_elements = first.steps, first.elements
+        else:
+            steps, stored_elements = views.fresh(), [copy_json(e) for e in views.elements]
         elements = []
-        for el in folded.state.live_elements():
-            el = copy_json(el)
+        for el in stored_elements:
             elements.append(element_view(thread_id, el, element_url))
             self.locator.elements.put(el["id"], thread_id)
         return {
@@ -240,6 +272,62 @@ class ThreadViews:
             "steps": steps,
             "elements": elements,
         }
+
+    def _views(self, thread_id: str) -> tuple[_StepViews, _snapshots.View | None]:
+        """The thread's steps and elements as they are now: from memory while its
+        journal is unchanged; on a first read in this process, from its view file if
+        that matches the journal (returned too: its objects are the caller's); else
+        from its fold (then kept as a view file, when it had to be read from the
+        beginning and is long)."""
+        views = self._step_views.get(thread_id)
+        if views is not None and views.key is not None:
+            if views.key == _snapshots.journal_key(self.layout, thread_id):
+                return views, None
+            views = None
+        first = thread_id not in self.folds
+        if first:
+            view = self.snapshots.load(thread_id)
+            if view is not None:
+                views = _StepViews(None, file=view)
+                self._keep(thread_id, views, (step["id"] for step in view.steps))
+                return views, view
+        folded = self.folds.folded(thread_id)
+        if views is None or views.folded is not folded or views.version != folded.version:
+            views = _StepViews.of_fold(thread_id, folded)
+            self._keep(thread_id, views, (step["id"] for step, _ in views.steps))
+            if first:
+                self._save(thread_id, folded, views)
+        return views, None
+
+    def _keep(self, thread_id: str, views: _StepViews, step_ids: Iterable[Any]) -> None:
+        self._step_views.put(thread_id, views)
+        self.locator.steps.put_all(step_ids, thread_id)
+
+    def _save(self, thread_id: str, folded: journal.FoldedJournal, views: _StepViews) -> None:
+        """Write the view file of a journal just folded from its beginning, if it is
+        long and the fold covers the whole file as it is now."""
+        if folded.offset < _snapshots.VIEW_MIN_BYTES or folded.stamp is None:
+            return
+        key = _snapshots.journal_key(self.layout, thread_id)
+        file_id, mtime = folded.stamp
+        if key is None or key[:3] != (*file_id, folded.offset) or mtime not in (None, key[3]):
+            return
+        self.snapshots.save(
+            thread_id, key, folded.last, [step for step, _ in views.steps], views.elements
+        )
+
+    def save_views(self, thread_ids: list[str]) -> None:
+        """Write the view files of ``thread_ids`` that are long and have none that
+        matches their journal (a store closing, for the threads it wrote)."""
+        for thread_id in thread_ids:
+            key = _snapshots.journal_key(self.layout, thread_id)
+            if key is None or key[2] < _snapshots.VIEW_MIN_BYTES or self.deleted.has(thread_id):
+                continue
+            if self.snapshots.matches(thread_id, key):
+                continue
+            folded = journal.FoldedJournal()
+            folded.catch_up(self.layout.journal(thread_id))
+            self._save(thread_id, folded, _StepViews.of_fold(thread_id, folded))
 
     def list_threads(
         self,

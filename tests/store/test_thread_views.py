@@ -1,0 +1,281 @@
+"""The view files of long threads (``index/views/``): a first read in a new process
+decodes one of them instead of folding the journal, and must still say exactly what
+the files say, whatever changed them since the view was written, whoever wrote it,
+and whatever a caller does with what it was given."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from filelayer import ArchiveStore
+from filelayer.store.snapshots import VIEW_MIN_BYTES
+from tests.support.thread_views import folded, view_path
+
+TID = "t1"
+BIG = 2**70 + 1  # beyond 64 bits: orjson alone would read it as a float
+
+
+def _write_long(store: ArchiveStore, thread_id: str = TID, steps: int = 40) -> None:
+    store.update_thread(thread_id, name="long")
+    for n in range(steps):
+        store.write_step(
+            {
+                "id": f"{thread_id}-s{n:03d}",
+                "threadId": thread_id,
+                "type": "assistant_message" if n % 2 else "user_message",
+                "output": f"réponse {n} " + "x" * 1000,
+                "metadata": {"n": n, "big": BIG, "nested": {"deep": [n, {"k": "v"}]}},
+                "createdAt": f"2026-12-01T00:00:{n:02d}.000000Z",
+            }
+        )
+    store.upsert_feedback(for_id=f"{thread_id}-s001", value=1, thread_id=thread_id)
+    element = {
+        "id": f"{thread_id}-el",
+        "threadId": thread_id,
+        "forId": f"{thread_id}-s001",
+        "type": "file",
+        "name": "note.txt",
+        "mime": "text/plain",
+    }
+    store.put_element(thread_id, element, b"hello")
+
+
+def _first_read(root: Path, thread_id: str = TID) -> dict[str, Any]:
+    store = ArchiveStore(root)
+    try:
+        thread = store.get_thread(thread_id)
+    finally:
+        store.close()
+    assert thread is not None
+    return thread
+
+
+def _served_fromview_path(root: Path, thread_id: str = TID) -> bool:
+    store = ArchiveStore(root)
+    try:
+        return store.views.snapshots.load(thread_id) is not None
+    finally:
+        store.close()
+
+
+def test_a_closing_store_writes_the_views_of_the_long_threads_it_wrote(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    store.write_step({"id": "short-s", "threadId": "short", "type": "run", "output": "hi"})
+    assert not view_path(root).exists()
+    store.close()
+    assert store.layout.journal(TID).stat().st_size >= VIEW_MIN_BYTES
+    assert view_path(root).exists()
+    assert not view_path(root, "short").exists()  # a short thread reads fast without one
+    assert _served_fromview_path(root)
+    thread = _first_read(root)
+    assert thread == folded(root)
+    assert thread["steps"][0]["metadata"]["big"] == BIG
+    assert thread["steps"][1]["feedback"]["value"] == 1
+    assert [e["id"] for e in thread["elements"]] == [f"{TID}-el"]
+
+
+def test_a_first_read_that_folded_a_long_journal_writes_itsview_path(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    store.appender.written.clear()  # a writer killed before it closed
+    store.close()
+    assert not view_path(root).exists()
+    reader = ArchiveStore(root)
+    assert reader.get_thread(TID) is not None
+    assert view_path(root).exists()
+    assert _first_read(root) == folded(root)
+
+
+def test_a_line_appended_by_another_process_makes_the_view_stale(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    store.close()
+    script = (
+        "import os, sys\n"
+        "from filelayer import ArchiveStore\n"
+        "store = ArchiveStore(sys.argv[1])\n"
+        "store.write_step({'id': 'late', 'threadId': 't1', 'type': 'run', 'output': 'late'})\n"
+        "os._exit(0)\n"  # killed: no close, so no new view
+    )
+    subprocess.run([sys.executable, "-c", script, str(root)], check=True)
+    assert not _served_fromview_path(root)
+    thread = _first_read(root)
+    assert thread["steps"][-1]["output"] == "late"
+    assert thread == folded(root)
+
+
+def test_a_journal_changed_in_place_with_its_size_and_mtime_kept_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """An edit that keeps the length and puts the modification time back (``cp -p``
+    over the file, a hand edit with ``touch -r``): only the change time tells."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    store.close()
+    journal = store.layout.journal(TID)
+    before = journal.stat()
+    data = journal.read_bytes()
+    assert data.count("réponse 7 ".encode()) == 1
+    with open(journal, "r+b") as f:  # the same inode, the same size
+        f.write(data.replace("réponse 7 ".encode(), "RÉPONSE 7 ".encode()))
+    os.utime(journal, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = journal.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    outputs = [s["output"][:10] for s in _first_read(root)["steps"]]
+    assert "RÉPONSE 7 " in outputs
+
+
+def test_a_journal_replaced_by_one_of_the_same_size_is_read_again(tmp_path: Path) -> None:
+    """A ``git checkout`` or a restore from a backup: a new file, same size and times."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    store.close()
+    journal = store.layout.journal(TID)
+    before = journal.stat()
+    data = journal.read_bytes().replace("réponse 9 ".encode(), b"REPLY  9 " + b"\xc2\xb7")
+    assert len(data) == before.st_size
+    replacement = journal.with_name("replacement")
+    replacement.write_bytes(data)
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(replacement, journal)
+    assert any(s["output"].startswith("REPLY  9 ") for s in _first_read(root)["steps"])
+
+
+def test_views_that_do_not_match_are_ignored(tmp_path: Path) -> None:
+    """Another thread's view put in its place, a torn one (a power cut: views are not
+    fsynced), an empty one, garbage, a view of another format: each read as nothing,
+    and the thread is folded instead; the next fold writes a good view again."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    _write_long(store, "t2")
+    store.close()
+    expected = folded(root)
+    good = view_path(root).read_bytes()
+    head, body = good.split(b"\n", 1)
+    broken = {
+        "another thread's": view_path(root, "t2").read_bytes(),
+        "torn": good[: len(good) // 2],
+        "empty": b"",
+        "garbage": b"\x00\xff not json \n {",
+        "no body": head + b"\n",
+        "another format": head.replace(b'"format":1', b'"format":99') + b"\n" + body,
+        "a body of the wrong shape": head + b'\n{"steps": {"a": 1}, "elements": []}\n',
+        "a tail of other bytes": head.replace(b'"tail":"', b'"tail":"00') + b"\n" + body,
+    }
+    for what, data in broken.items():
+        view_path(root).write_bytes(data)
+        assert not _served_fromview_path(root), what
+        assert _first_read(root) == expected, what
+    reader = ArchiveStore(root)
+    assert reader.get_thread(TID) == expected
+    assert _served_fromview_path(root)
+
+
+def test_what_a_caller_does_to_a_thread_does_not_reach_the_next_read(tmp_path: Path) -> None:
+    """The first read hands out the objects decoded from the view; the second decodes
+    it again; the later ones copy what the store keeps."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    store.close()
+    expected = folded(root)
+    reader = ArchiveStore(root)
+    for _ in range(4):
+        thread = reader.get_thread(TID)
+        assert thread == expected
+        thread["steps"][0]["metadata"]["nested"]["deep"].append("changed")
+        thread["steps"][1]["feedback"]["value"] = 0
+        thread["steps"][2]["output"] = "changed"
+        thread["elements"][0]["name"] = "changed"
+        thread["steps"].clear()
+
+
+def test_a_read_after_a_write_by_this_process_sees_the_write(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    store.close()
+    app = ArchiveStore(root)
+    assert app.get_thread(TID) == folded(root)  # from the view
+    app.write_step({"id": "more", "threadId": TID, "type": "run", "output": "more"})
+    thread = app.get_thread(TID)
+    assert thread is not None and thread["steps"][-1]["output"] == "more"
+    app.delete_step(f"{TID}-s000")
+    thread = app.get_thread(TID)
+    assert thread is not None and thread["steps"][0]["id"] == f"{TID}-s001"
+
+
+def test_a_deleted_thread_takes_its_view_with_it(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    store.close()
+    assert view_path(root).exists()
+    store = ArchiveStore(root)
+    store.delete_thread(TID)
+    store.close()
+    assert not view_path(root).exists()
+    assert ArchiveStore(root).get_thread(TID) is None
+
+
+def test_compaction_takes_the_view_with_it(tmp_path: Path) -> None:
+    """The view may hold steps deleted since: compaction, which drops their bytes from
+    the journal, drops the view too."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    store.close()
+    store = ArchiveStore(root)
+    store.delete_step(f"{TID}-s003")
+    store.compact_journal(TID)
+    assert not view_path(root).exists()
+    assert "réponse 3 ".encode() not in store.layout.journal(TID).read_bytes()
+    store.close()
+
+
+def test_no_view_can_be_written_and_every_read_still_works(tmp_path: Path) -> None:
+    """A view is derived: where none can be written (``index/views`` is a file here,
+    as a full disk or a read-only archive would refuse it), reads fold as before."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    (root / "index" / "views").write_bytes(b"not a directory")
+    store.close()
+    assert _first_read(root) == folded(root)
+    reader = ArchiveStore(root)
+    assert reader.get_thread(TID) is not None
+    reader.close()
+
+
+def test_a_thread_removed_behind_the_layers_back_loses_its_view_at_the_reconcile(
+    tmp_path: Path,
+) -> None:
+    """``git rm``, a pull that removed it, a person deleting the directory: the
+    reconcile that takes the thread out of the index takes its view out too, so that
+    no copy of the conversation stays behind in ``index/``."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    store.close()
+    assert view_path(root).exists()
+    shutil.rmtree(root / "threads" / TID)
+    store = ArchiveStore(root)
+    store.reconcile()
+    store.close()
+    assert not view_path(root).exists()
