@@ -197,40 +197,61 @@ async def measure_get_thread(
 ) -> dict[str, Any]:
     """``get_thread`` of a long thread: its first read in a process, and a repeated one.
 
-    ``--get-thread-threads`` threads of ``--get-thread-turns`` turns are written; then a
-    reader is opened on the same archive or database, as a restarted app or another
-    worker would be, and reads one of them (so that connecting is not counted). Each of
-    the others is then read once: the first read of that thread in the process, the
-    figure the targets are judged on (filelayer keeps the folded journals of recently
-    read threads, so a repeated read is answered mostly from memory). The repeated read
-    is timed last, on one of them. "First" is first in the process: the operating
-    system's file cache (and the database's buffers) are warm from the writes.
+    ``--get-thread-threads`` threads of ``--get-thread-turns`` turns are written by a
+    layer that is then closed, as an app is before it restarts; then a reader is opened
+    on the same archive or database, as the restarted app would be, and reads one of
+    them (so that connecting is not counted). Each of the others is then read once: the
+    first read of that thread in the process, the figure the targets are judged on
+    (filelayer keeps the folded journals of recently read threads, so a repeated read is
+    answered mostly from memory). The same number of threads is also written by
+    ``writer``, still open: their first reads by the reader are those of a thread that
+    another live process just wrote (another worker), reported apart. The repeated read
+    is timed last. "First" is first in the process: the operating system's file cache
+    (and the database's buffers) are warm from the writes.
     """
     import random
 
     count = max(2, args.get_thread_threads)
     rng = random.Random(50)
     clock = workload.Clock()
-    chats = [
-        workload.conversation(
-            rng, clock, people[0], turns=args.get_thread_turns, feedback_rate=0.15
-        )
-        for _ in range(count)
-    ]
-    for chat in chats:
+
+    def chats_of(n: int) -> list[workload.Conversation]:
+        return [
+            workload.conversation(
+                rng, clock, people[0], turns=args.get_thread_turns, feedback_rate=0.15
+            )
+            for _ in range(n)
+        ]
+
+    chats, live = chats_of(count), chats_of(count - 1)
+    restarted = await open_layer(args.layer, args.target, args.durability)
+    try:
+        for chat in chats:
+            await workload.replay(restarted, chat.calls, user_ids)
+    finally:
+        await restarted.close()
+    for chat in live:
         await workload.replay(writer, chat.calls, user_ids)
     reader = await open_layer(args.layer, args.target, args.durability)
     try:
         warm_up, *measured = chats
+
+        seen: list[int] = [0]
+
+        async def first_reads(threads: list[workload.Conversation]) -> list[float]:
+            times = []
+            for chat in threads:
+                start = time.perf_counter()
+                thread = await reader.get_thread(chat.thread_id)
+                times.append((time.perf_counter() - start) * 1000)
+                assert thread is not None
+                seen.append(len(thread["steps"]))
+            return times
+
         assert await reader.get_thread(warm_up.thread_id) is not None
-        firsts: list[float] = []
-        steps = 0
-        for chat in measured:
-            start = time.perf_counter()
-            thread = await reader.get_thread(chat.thread_id)
-            firsts.append((time.perf_counter() - start) * 1000)
-            assert thread is not None
-            steps = max(steps, len(thread["steps"]))
+        firsts = await first_reads(measured)
+        firsts_live = await first_reads(live)
+        steps = max(seen)
         again = measured[0].thread_id
 
         async def get() -> Any:
@@ -246,6 +267,7 @@ async def measure_get_thread(
         "get_thread_first_ms": statistics.median(firsts),
         "get_thread_first_best_ms": min(firsts),
         "get_thread_first_runs": len(firsts),
+        "get_thread_first_live_ms": statistics.median(firsts_live),
         "get_thread_ms": repeated["median_ms"],
         "get_thread_best_ms": repeated["best_ms"],
     }

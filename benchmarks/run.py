@@ -270,6 +270,11 @@ def rows_for(
         Row(
             f"get_thread, {turns}-turn thread, first read in a process", "get_thread_first_ms", "ms"
         ),
+        Row(
+            f"get_thread, {turns}-turn thread, first read, written by another live process",
+            "get_thread_first_live_ms",
+            "ms",
+        ),
         Row(f"get_thread, {turns}-turn thread, repeated read", "get_thread_ms", "ms"),
     ]
     for n in sizes:
@@ -800,7 +805,7 @@ def run_writes(
             for name in ("concurrent_calls_per_s", "concurrent_p99_ms", "concurrent_p50_ms"):
                 if name in r:
                     results.put(layer, name + suffix, r[name])
-            for name in ("get_thread_first_ms", "get_thread_ms"):
+            for name in ("get_thread_first_ms", "get_thread_first_live_ms", "get_thread_ms"):
                 if name in r:
                     results.put(layer, name, r[name])
             if layer == "postgres" and pg is not None:
