@@ -25,18 +25,23 @@ class Tail:
     A writer that holds the journal's lock tells it about its own appends
     (:meth:`appended`), which it then takes without reading them back."""
 
-    __slots__ = ("last", "offset", "stamp")
+    __slots__ = ("changed", "last", "offset", "stamp")
 
     def __init__(self) -> None:
         # Which file was read: (device, inode), and its modification time when known.
         self.stamp: tuple[tuple[int, int], int | None] | None = None
         self.offset = 0
         self.last = b""  # the bytes just before ``offset``, to recognise the file
+        self.changed: int | None = None
+        """The file's change time (ns) in the ``stat`` taken before it was read whole,
+        from its beginning to its end, in one look; ``None`` once anything else was
+        taken (a view file's key, see :mod:`filelayer.store.snapshots`)."""
 
     def _reset(self) -> None:
         self.stamp = None
         self.offset = 0
         self.last = b""
+        self.changed = None
 
     def _check(self, file_id: tuple[int, int], size: int, mtime: int | None) -> None:
         stamp = self.stamp
@@ -56,6 +61,7 @@ class Tail:
             return
         file_id = (st.st_dev, st.st_ino)
         self._check(file_id, st.st_size, st.st_mtime_ns)
+        whole = self.offset == 0
         if st.st_size > self.offset:
             try:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
@@ -67,6 +73,9 @@ class Tail:
             finally:
                 os.close(fd)
         self.stamp = (file_id, st.st_mtime_ns)
+        # Known only for a read of the whole file, from before that read: whatever
+        # changed the file in place while it was read changed this time too.
+        self.changed = st.st_ctime_ns if whole and self.offset == st.st_size else None
 
     def catch_up_open(self, file: _fs.AppendFile) -> None:
         """Catch up through a journal the caller has open to append to, under its lock."""
@@ -74,6 +83,7 @@ class Tail:
         if file.size > self.offset:
             self._read_to(file.fd, file.size, file.path)
         self.stamp = (file.id, None)
+        self.changed = None
 
     def ends_at(self, file: _fs.AppendFile) -> bool:
         """Whether everything up to the end of ``file`` was read: it ends with a
@@ -88,6 +98,7 @@ class Tail:
             self.offset += len(lines)
             self.last = (self.last + lines)[-_RECOGNISE:]
             self.stamp = (file.id, None)  # its modification time is not known any more
+            self.changed = None
 
     def _read_to(self, fd: int, size: int, path: Path) -> None:
         start = self.offset - len(self.last)

@@ -22,6 +22,7 @@ from ..errors import CorruptFileError
 _line_encoder = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
 )
+_compact_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _doc_encoder = json.JSONEncoder(ensure_ascii=False, sort_keys=True, indent=2, allow_nan=False)
 
 
@@ -117,6 +118,9 @@ def holds_digit_run(data: bytes) -> bool:
 
 if PURE:
 
+    def encode_derived(obj: Any) -> bytes:
+        return _to_utf8(_encode(_compact_encoder, obj))
+
     def decode(data: bytes | str) -> Any:
         return _loads(data)
 
@@ -128,6 +132,16 @@ if PURE:
 
 else:
     import orjson
+
+    def encode_derived(obj: Any) -> bytes:
+        """``obj`` as compact JSON in its own key order, for a derived file that is not
+        kept in git (so not held to the byte-identical writing of the two modes): orjson
+        where it can (ten times the standard library's speed), else the standard library
+        (an integer beyond 64 bits)."""
+        try:
+            return orjson.dumps(obj)
+        except TypeError:
+            return _to_utf8(_encode(_compact_encoder, obj))
 
     def decode_plain(data: bytes) -> Any:
         """:func:`decode` of bytes known to hold no run of 19 digits

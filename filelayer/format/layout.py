@@ -43,8 +43,9 @@ DELETED_FILE = "deleted.jsonl"
 SESSIONS_DIR = "sessions"
 """Live session state per thread, kept out of git (see filelayer.session)."""
 INDEX_FILE = "current"
-VIEWS_DIR = "views"
 """Names the index database in ``index/`` (see filelayer.index)."""
+VIEWS_DIR = "views"
+"""The view files of long threads, in ``index/`` (see filelayer.store.snapshots)."""
 LOCK_STRIPES = 64
 
 DEFAULT_ROOT = "./chats"

@@ -237,8 +237,8 @@ class ArchiveStore:
         :mod:`filelayer.store.snapshots`): the next process reads them fast."""
         written = self.appender.written.keys()
         self.appender.written.clear()
+        self.lifecycle.close()  # first: nothing the views do may keep it from its end
         self.views.save_views(written[::-1])
-        self.lifecycle.close()
         self.folds.forget()
         self.tombstones.forget()
 

@@ -5,20 +5,22 @@ its whole journal.
 A view is a thread's steps and elements as its journal folds to them, in the shape
 ``get_thread`` serves, written to ``index/views/<thread id>.json``: derived, like the
 rest of ``index/``, and ignored by git. Its first line names the journal it was made
-from: device, inode, size, modification and change times, and the journal's last
-bytes. A view is used only while the journal is still exactly that file; a line
-appended since, a compaction, a repair or a ``git checkout`` makes it stale, and the
-journal is folded as before (and a new view written). The change time cannot be set by
-any program, so even a file rewritten in place with its old size and modification time
-does not match.
+from: device, inode, size, modification and change times (from one ``stat`` taken
+before the journal was read whole), and the journal's last bytes. A view is used only
+while the journal is still exactly that file; a line appended since, a compaction, a
+repair or a ``git checkout`` makes it stale, and the journal is folded as before. The
+change time cannot be set by any program, so even a file rewritten in place with its
+old size and modification time put back does not match, nor one changed while it was
+read.
 
-Views are written without an fsync (a power cut may leave one empty or torn: it then
-does not decode or does not match, and is ignored), from two places: a read that had
-to fold a long journal from its beginning, and a store that closes, for the long
-threads it wrote (an app's shutdown: its next start serves them from their views).
-Threads shorter than :data:`VIEW_MIN_BYTES` get none: folding them costs less than a
-fraction of a millisecond. A view goes with its thread (``delete_thread``, retention,
-erasure) and with its journal's compaction (it may still hold deleted steps).
+A store writes views when it closes (Chainlit closes its data layer on shutdown), for
+the long threads it wrote, the last ones first; reads never write them. They are
+written without an fsync (a power cut may leave one empty or torn: it then does not
+decode or does not match, and is ignored). Threads shorter than :data:`VIEW_MIN_BYTES`
+get none: folding them costs a fraction of a millisecond. A view goes with its thread
+(``delete_thread``, retention, erasure, a reconcile that finds it gone) and with its
+journal's compaction (it may still hold deleted steps); one made while either happened
+is removed by its writer, which checks the journal again once the view is in place.
 """
 
 from __future__ import annotations
@@ -37,10 +39,20 @@ VIEW_MIN_BYTES = 32 * 1024
 """Journals shorter than this get no view: their first read is already fast."""
 
 VIEW_FORMAT = 1
-"""The version of the view file; a view of another version is not read."""
+"""The version of the view file; a view of another version is not read. Bumped with any
+change to what ``get_thread`` makes of a journal (``store/views``, ``format/fold``)."""
+
+CLOSE_BUDGET_BYTES = 64 * 1024 * 1024
+"""Journal bytes a closing store reads at most for views (64 threads of a megabyte)."""
 
 _TAIL = 64
 """Bytes of the journal's end a view keeps, to recognise the file it was made from."""
+
+_ENABLED = os.name == "posix"
+"""Views need a change time no program can set: on Windows ``st_ctime`` is the creation
+time, so there are no views there (every first read folds the journal)."""
+
+_BINARY = getattr(os, "O_BINARY", 0)
 
 Key = tuple[int, int, int, int, int]
 """A journal file's identity and state: device, inode, size, mtime_ns, ctime_ns."""
@@ -95,8 +107,10 @@ class ThreadSnapshots:
 
     def load(self, thread_id: str) -> View | None:
         """The thread's view, if its file matches the journal as it is now."""
+        if not _ENABLED:
+            return None
         try:
-            fd = os.open(self.layout.journal(thread_id), os.O_RDONLY)
+            fd = os.open(self.layout.journal(thread_id), os.O_RDONLY | _BINARY)
         except OSError:
             return None
         try:
@@ -109,16 +123,10 @@ class ThreadSnapshots:
             end = data.find(b"\n")
             key = key_of(st)
             try:
-                head = _codec.decode(data[:end])
-                if not (
-                    type(head) is dict
-                    and head.get("format") == VIEW_FORMAT
-                    and head.get("thread") == thread_id
-                    and head.get("journal") == list(key)
-                ):
+                if end <= 0:
                     return None
-                tail = _fs.pread_all(fd, _TAIL, st.st_size - _TAIL)
-                if head.get("tail") != tail.hex():
+                head = _codec.decode(data[:end])
+                if not _fits(head, thread_id, key, fd):
                     return None
                 body_bytes = data[end + 1 :]
                 plain = head.get("plain") is True
@@ -135,25 +143,26 @@ class ThreadSnapshots:
             return None
         steps: Any = body.get("steps")
         elements: Any = body.get("elements")
-        if not (_dicts(steps) and _dicts(elements)):
+        if not (_records(steps, thread_id) and _records(elements, thread_id)):
             return None
         return View(key, steps, elements, ViewBytes(body_bytes, plain))
 
     def matches(self, thread_id: str, key: Key) -> bool:
-        """Whether the thread's view file names the journal ``key`` (its first line
-        only: for a writer deciding whether to write it again)."""
+        """Whether the thread's view file fits the journal ``key`` names (its first
+        line only: for a writer deciding whether to write it again)."""
         try:
             with open(self.layout.thread_view(thread_id), "rb") as f:
                 line = f.readline(4096)
             head = _codec.decode(line)
+            fd = os.open(self.layout.journal(thread_id), os.O_RDONLY | _BINARY)
         except (OSError, *_codec.DecodeError):
             return False
-        return (
-            type(head) is dict
-            and head.get("format") == VIEW_FORMAT
-            and head.get("thread") == thread_id
-            and head.get("journal") == list(key)
-        )
+        try:
+            return key_of(os.fstat(fd)) == key and _fits(head, thread_id, key, fd)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def save(
         self,
@@ -166,10 +175,10 @@ class ThreadSnapshots:
         """Keep the view of the journal ``key`` names, ending with ``tail`` (its last
         bytes, at least :data:`_TAIL` of them). Best effort: a view is derived, so a
         full disk or a read-only archive only costs the next first read its fold."""
-        if key[2] < VIEW_MIN_BYTES or len(tail) < _TAIL:
+        if not _ENABLED or key[2] < VIEW_MIN_BYTES or len(tail) < _TAIL:
             return
         try:
-            body = _codec.encode_line({"steps": steps, "elements": elements})
+            body = _codec.encode_derived({"steps": steps, "elements": elements}) + b"\n"
         except (TypeError, ValueError):
             return
         head = {
@@ -192,6 +201,12 @@ class ThreadSnapshots:
         except OSError:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            return
+        # The thread may have been deleted, or its journal compacted, while the view was
+        # made: their removal of the view came before it was put there. Either shows in
+        # the journal now, which the view must still match.
+        if journal_key(self.layout, thread_id) != key:
+            self.remove(thread_id)
 
     def remove(self, thread_id: str) -> None:
         """Remove the thread's view (the thread is deleted, or its journal compacted)."""
@@ -199,5 +214,24 @@ class ThreadSnapshots:
             os.unlink(self.layout.thread_view(thread_id))
 
 
-def _dicts(value: Any) -> bool:
-    return type(value) is list and all(type(item) is dict for item in value)
+def _fits(head: Any, thread_id: str, key: Key, fd: int) -> bool:
+    """Whether a view's first line names the journal open as ``fd``, whose key is
+    ``key``: the same format, thread, key, and last bytes."""
+    return (
+        type(head) is dict
+        and head.get("format") == VIEW_FORMAT
+        and head.get("thread") == thread_id
+        and head.get("journal") == list(key)
+        and head.get("tail") == _fs.pread_all(fd, _TAIL, key[2] - _TAIL).hex()
+    )
+
+
+def _records(value: Any, thread_id: str) -> bool:
+    """Whether ``value`` is a list of the thread's records, each with an id: what a
+    read needs of a view to use it (a hand-made view could hold anything)."""
+    return type(value) is list and all(
+        type(item) is dict
+        and type(item.get("id")) is str
+        and item.get("threadId", thread_id) == thread_id
+        for item in value
+    )

@@ -6,6 +6,7 @@ change freely. Reads only: they take no lock."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from .deleted import DeletedThreads
 from .folds import FOLDED_CACHE, FoldedJournals, read_state
 from .lifecycle import IndexLifecycle
 from .locate import Locator
+
+log = logging.getLogger("filelayer")
 
 ElementUrl = Callable[[str, str], str]
 
@@ -277,15 +280,14 @@ class ThreadViews:
         """The thread's steps and elements as they are now: from memory while its
         journal is unchanged; on a first read in this process, from its view file if
         that matches the journal (returned too: its objects are the caller's); else
-        from its fold (then kept as a view file, when it had to be read from the
-        beginning and is long)."""
+        from its fold. A read never writes a view: it takes no lock and writes nothing,
+        and the encoding would cost the event loop as much as the fold did."""
         views = self._step_views.get(thread_id)
         if views is not None and views.key is not None:
             if views.key == _snapshots.journal_key(self.layout, thread_id):
                 return views, None
             views = None
-        first = thread_id not in self.folds
-        if first:
+        if thread_id not in self.folds:
             view = self.snapshots.load(thread_id)
             if view is not None:
                 views = _StepViews(None, file=view)
@@ -295,39 +297,47 @@ class ThreadViews:
         if views is None or views.folded is not folded or views.version != folded.version:
             views = _StepViews.of_fold(thread_id, folded)
             self._keep(thread_id, views, (step["id"] for step, _ in views.steps))
-            if first:
-                self._save(thread_id, folded, views)
         return views, None
 
     def _keep(self, thread_id: str, views: _StepViews, step_ids: Iterable[Any]) -> None:
         self._step_views.put(thread_id, views)
         self.locator.steps.put_all(step_ids, thread_id)
 
-    def _save(self, thread_id: str, folded: journal.FoldedJournal, views: _StepViews) -> None:
-        """Write the view file of a journal just folded from its beginning, if it is
-        long and the fold covers the whole file as it is now."""
-        if folded.offset < _snapshots.VIEW_MIN_BYTES or folded.stamp is None:
-            return
-        key = _snapshots.journal_key(self.layout, thread_id)
-        file_id, mtime = folded.stamp
-        if key is None or key[:3] != (*file_id, folded.offset) or mtime not in (None, key[3]):
-            return
-        self.snapshots.save(
-            thread_id, key, folded.last, [step for step, _ in views.steps], views.elements
-        )
-
     def save_views(self, thread_ids: list[str]) -> None:
         """Write the view files of ``thread_ids`` that are long and have none that
-        matches their journal (a store closing, for the threads it wrote)."""
+        matches their journal (a store closing, for the threads it wrote). Each journal
+        is read whole, from one ``stat`` taken before: its key. Best effort: a thread
+        that cannot be read gets no view."""
+        budget = _snapshots.CLOSE_BUDGET_BYTES
         for thread_id in thread_ids:
-            key = _snapshots.journal_key(self.layout, thread_id)
-            if key is None or key[2] < _snapshots.VIEW_MIN_BYTES or self.deleted.has(thread_id):
-                continue
-            if self.snapshots.matches(thread_id, key):
-                continue
-            folded = journal.FoldedJournal()
-            folded.catch_up(self.layout.journal(thread_id))
-            self._save(thread_id, folded, _StepViews.of_fold(thread_id, folded))
+            try:
+                budget -= self._save_view(thread_id)
+            except (OSError, ValueError) as exc:
+                log.debug("filelayer: no view of thread %s (%s)", thread_id, exc)
+            if budget <= 0:
+                break
+
+    def _save_view(self, thread_id: str) -> int:
+        """Write the thread's view if it needs one; the journal bytes it read."""
+        key = _snapshots.journal_key(self.layout, thread_id)
+        if key is None or key[2] < _snapshots.VIEW_MIN_BYTES or self.deleted.has(thread_id):
+            return 0
+        if self.snapshots.matches(thread_id, key):
+            return 0
+        folded = journal.FoldedJournal()
+        folded.catch_up(self.layout.journal(thread_id))
+        stamp, changed = folded.stamp, folded.changed
+        if stamp is None or changed is None:
+            return folded.offset  # not read whole in one look (a line being appended)
+        (dev, ino), mtime = stamp
+        if mtime is None:
+            return folded.offset
+        read = (dev, ino, folded.offset, mtime, changed)
+        views = _StepViews.of_fold(thread_id, folded)
+        self.snapshots.save(
+            thread_id, read, folded.last, [step for step, _ in views.steps], views.elements
+        )
+        return folded.offset
 
     def list_threads(
         self,
