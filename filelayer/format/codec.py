@@ -63,6 +63,18 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused if it is too large for a
+    float (``1e400``), as orjson refuses it: no infinity enters what is read."""
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+_INF = float("inf")
+
+
 def _check_text(value: Any) -> None:
     """``ValueError`` if any string in ``value`` (keys included) holds an unpaired
     surrogate, which only a ``\\ud800``-style escape can bring in."""
@@ -78,7 +90,9 @@ def _check_text(value: Any) -> None:
             stack.extend(item)
 
 
-_decoder = json.JSONDecoder(parse_constant=_refuse_constant)  # made once: json.loads with
+_decoder = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float
+)  # made once: json.loads with
 # an argument would build a decoder per call, four times the cost of the reading itself
 
 
@@ -124,8 +138,8 @@ if PURE:
     def decode(data: bytes | str) -> Any:
         return _loads(data)
 
-    def decode_plain(data: bytes) -> Any:
-        return _loads(data)
+    def decode_plain(data: bytes | memoryview) -> Any:
+        return _loads(bytes(data))
 
     def decoder_for(data: bytes) -> Callable[[bytes], Any]:
         return _loads
@@ -143,7 +157,7 @@ else:
         except TypeError:
             return _to_utf8(_encode(_compact_encoder, obj))
 
-    def decode_plain(data: bytes) -> Any:
+    def decode_plain(data: bytes | memoryview) -> Any:
         """:func:`decode` of bytes known to hold no run of 19 digits
         (:func:`holds_digit_run`): without looking for one again."""
         return orjson.loads(data)

@@ -180,3 +180,18 @@ def test_an_erasure_compares_its_time_as_an_instant(tmp_path: Path) -> None:
     assert is_erased(store, "u1", None, "2026-01-01T00:00:01Z")
     assert not is_erased(store, "u1", None, "2026-01-01T00:00:02Z")
     store.close()
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"1.5e999"])
+def test_a_number_too_large_for_a_float_is_damage_in_both_modes(number: bytes) -> None:
+    """orjson refuses ``1e400``; the standard library read it as infinity, so the two
+    modes read such a line differently (and infinity cannot be written back as JSON).
+    Both refuse it, with or without a long run of digits beside it (which sends a line
+    to the standard library in the fast mode)."""
+    from filelayer.format import codec
+
+    for data in (b'{"x":' + number + b"}", b'{"n":1234567890123456789,"x":' + number + b"}"):
+        with pytest.raises(ValueError):
+            codec.decode(data)
+        with pytest.raises(ValueError):
+            codec._loads(data)
