@@ -218,12 +218,15 @@ class ArchiveStore:
 
         Writers go on meanwhile: the new index is built aside and switched in under the
         index lock for milliseconds, then what they wrote meanwhile is caught up (see
-        :mod:`filelayer.store.reindex`). Announced as maintenance while it runs."""
+        :mod:`filelayer.store.reindex`). Announced as maintenance while it runs. The
+        view files of threads that are gone are removed too."""
         from .reindex import rebuild
 
         with self.announcing():
             self.lifecycle.begin_session()  # a catch-up cut short is found and done again
-            return rebuild(self, progress)
+            count = rebuild(self, progress)
+        self.views.snapshots.prune()  # the views of threads that are gone, too
+        return count
 
     def reindex_thread(self, thread_id: str) -> None:
         """Make the index hold what one thread's files say (after a repair)."""

@@ -4,6 +4,7 @@ recently used entries kept, the oldest forgotten past a size."""
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
@@ -39,12 +40,11 @@ class Lru(Generic[_K, _V]):
             data.popitem(last=False)
 
     def put_all(self, keys: Iterable[_K], value: _V) -> None:
-        """:meth:`put` of ``value`` under each of ``keys``, in one loop."""
+        """Store ``value`` under each of ``keys`` at once (a thread's step ids, read
+        together). Keys new to the cache become the most recent; keys already in it
+        keep their place (not made recent): one C call for the lot."""
         data = self._data
-        recent = data.move_to_end
-        for key in keys:
-            data[key] = value
-            recent(key)
+        data.update(zip(keys, itertools.repeat(value)))
         while len(data) > self.size:
             data.popitem(last=False)
 

@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
 from ..format import codec as _codec
+from ..format.ids import is_valid_id
 from ..format.journal import no_collection
-from ..format.layout import Layout
+from ..format.layout import VIEWS_DIR, Layout
 
 VIEW_MIN_BYTES = 32 * 1024
 """Journals shorter than this get no view: their first read is already fast."""
@@ -72,17 +75,23 @@ def journal_key(layout: Layout, thread_id: str) -> Key | None:
 
 @dataclass(frozen=True)
 class ViewBytes:
-    """A view file's body, to decode again."""
+    """A view file's bytes, to decode its body (from ``start``) again."""
 
-    body: bytes
+    data: bytes
+    start: int
     plain: bool
-    """It holds no run of 19 digits (see :func:`filelayer.format.codec.decode_plain`)."""
+    """The body holds no run of 19 digits (see :func:`filelayer.format.codec.decode_plain`)."""
+
+    def decode_body(self) -> Any:
+        body = memoryview(self.data)[self.start :]  # not copied
+        with no_collection(len(body)):
+            if self.plain:
+                return _codec.decode_plain(body)
+            return _codec.decode(body.tobytes())
 
     def decode(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """New copies of the steps and elements."""
-        decode = _codec.decode_plain if self.plain else _codec.decode
-        with no_collection(len(self.body)):
-            body = decode(self.body)
+        body = self.decode_body()
         return body["steps"], body["elements"]
 
 
@@ -117,7 +126,7 @@ class ThreadSnapshots:
             st = os.fstat(fd)
             if st.st_size < VIEW_MIN_BYTES:
                 return None
-            data = _fs.read_bytes(self.layout.thread_view(thread_id))
+            data = _read_view(self.layout.thread_view(thread_id))
             if not data:
                 return None
             end = data.find(b"\n")
@@ -128,11 +137,9 @@ class ThreadSnapshots:
                 head = _codec.decode(data[:end])
                 if not _fits(head, thread_id, key, fd):
                     return None
-                body_bytes = data[end + 1 :]
                 plain = head.get("plain") is True
-                decode = _codec.decode_plain if plain else _codec.decode
-                with no_collection(len(body_bytes)):
-                    body = decode(body_bytes)
+                source = ViewBytes(data, end + 1, plain)
+                body = source.decode_body()
             except _codec.DecodeError:
                 return None
         except OSError:
@@ -145,15 +152,16 @@ class ThreadSnapshots:
         elements: Any = body.get("elements")
         if not (_records(steps, thread_id) and _records(elements, thread_id)):
             return None
-        return View(key, steps, elements, ViewBytes(body_bytes, plain))
+        return View(key, steps, elements, source)
 
     def matches(self, thread_id: str, key: Key) -> bool:
         """Whether the thread's view file fits the journal ``key`` names (its first
         line only: for a writer deciding whether to write it again)."""
         try:
-            with open(self.layout.thread_view(thread_id), "rb") as f:
-                line = f.readline(4096)
-            head = _codec.decode(line)
+            data = _read_view(self.layout.thread_view(thread_id), head_only=True)
+            if data is None:
+                return False
+            head = _codec.decode(data.split(b"\n", 1)[0])
             fd = os.open(self.layout.journal(thread_id), os.O_RDONLY | _BINARY)
         except (OSError, *_codec.DecodeError):
             return False
@@ -208,10 +216,55 @@ class ThreadSnapshots:
         if journal_key(self.layout, thread_id) != key:
             self.remove(thread_id)
 
+    def prune(self) -> int:
+        """Remove the views of threads that have no journal any more (removed by git or
+        by hand, behind the layer's back) and whatever else is in ``index/views/``:
+        what ``filelayer reindex`` does, so that no copy of a conversation outlives it.
+        Returns how many files went."""
+        directory = self.layout.index_dir / VIEWS_DIR
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return 0
+        removed = 0
+        for entry in entries:
+            thread_id = entry.name.removesuffix(".json")
+            if (
+                entry.name != thread_id
+                and is_valid_id(thread_id)
+                and self.layout.journal(thread_id).exists()
+            ):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed += 1
+        return removed
+
     def remove(self, thread_id: str) -> None:
         """Remove the thread's view (the thread is deleted, or its journal compacted)."""
         with contextlib.suppress(OSError):
             os.unlink(self.layout.thread_view(thread_id))
+
+
+_MAX_VIEW_BYTES = 256 * 1024 * 1024
+"""A view file larger than this is not read (a thread that large folds anyway)."""
+
+
+def _read_view(path: Path, *, head_only: bool = False) -> bytes | None:
+    """A view file's bytes (its first 4 KB with ``head_only``), or ``None`` if it is not
+    a regular file of a sane size: ``index/`` is derived and trusted less than the
+    thread files, and a pipe or a device put there must not hang a read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _BINARY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_VIEW_BYTES:
+            return None
+        return _fs.pread_all(fd, min(st.st_size, 4096) if head_only else st.st_size, 0)
+    finally:
+        os.close(fd)
 
 
 def _fits(head: Any, thread_id: str, key: Key, fd: int) -> bool:

@@ -189,7 +189,7 @@ class Threads:
                 # The rename and the removal reach the disk before the call returns:
                 # readers also consult the tombstone, but a thread must not come back.
                 _fs.fsync_dirs([self.layout.threads])
+            ThreadSnapshots(self.layout).remove(thread_id)  # no copy of it may stay
             self.index.append([delete_record(thread_id)])
             session.remove(session.path(self.root, thread_id))
-            ThreadSnapshots(self.layout).remove(thread_id)
         return existed

@@ -390,3 +390,45 @@ def test_a_thread_read_from_its_view_has_the_keys_of_a_folded_one_in_order(
     thread = _first_read(root)
     expected = folded(root)
     assert [list(s) for s in thread["steps"]] == [list(s) for s in expected["steps"]]
+
+
+def test_a_pipe_in_place_of_a_view_does_not_hang_a_read(tmp_path: Path) -> None:
+    """``index/`` is derived and trusted less than the thread files: a pipe (or a
+    device) put where a view goes is not opened for reading, it is passed by."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    store.close()
+    expected = folded(root)
+    view_path(root).unlink()
+    os.mkfifo(view_path(root))
+    script = (
+        "import sys\n"
+        "from filelayer import ArchiveStore\n"
+        "store = ArchiveStore(sys.argv[1])\n"
+        "print(len(store.get_thread('t1')['steps']))\n"
+        "store.appender.written.put('t1', None)\n"
+        "store.close()\n"  # the view is looked at again, to be written
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(len(expected["steps"]))
+
+
+def test_reindex_removes_the_views_of_threads_that_are_gone(tmp_path: Path) -> None:
+    """A thread directory removed while no process looked (the index still lists it,
+    or no longer does): ``filelayer reindex`` leaves no view of it behind, nor any other
+    file in ``index/views/``."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    _write_long(store, "t2")
+    store.close()
+    shutil.rmtree(root / "threads" / TID)
+    (root / "index" / "views" / "not a view").write_bytes(b"x")
+    store = ArchiveStore(root)
+    store.reindex()
+    store.close()
+    assert sorted(p.name for p in (root / "index" / "views").iterdir()) == ["t2.json"]

@@ -22,7 +22,6 @@ def folded(root: Path, thread_id: str = "t1") -> dict[str, Any]:
     try:
         store = ArchiveStore(root)
         thread = store.get_thread(thread_id)
-        store.views.snapshots.remove(thread_id)  # the one this read wrote
         store.close()
     finally:
         if aside.exists():
