@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from .._io import fs as _fs
@@ -41,23 +42,61 @@ def thread_ids(layout: Layout) -> list[str]:
     )
 
 
+_UNFILED_THREADS = 64
+"""Threads read whose step ids wait to be filed (the oldest are dropped past it)."""
+
+
 class Locator:
     """Step and element ids -> their thread, as far as this process saw them."""
 
-    __slots__ = ("elements", "folds", "index", "layout", "steps")
+    __slots__ = ("_steps", "_unfiled", "elements", "folds", "index", "layout")
 
     def __init__(self, layout: Layout, index: ThreadIndex, folds: FoldedJournals) -> None:
         self.layout = layout
         self.index = index
         self.folds = folds
-        self.steps: Lru[str, str] = Lru(OWNER_CACHE_SIZE)
+        self._steps: Lru[str, str] = Lru(OWNER_CACHE_SIZE)
         """Step id -> the thread it was last seen in."""
         self.elements: Lru[str, str] = Lru(OWNER_CACHE_SIZE)
         """Element id -> the thread it was last seen in."""
+        self._unfiled: Lru[str, Callable[[], Iterable[str]]] = Lru(_UNFILED_THREADS)
+        """Threads read whose step ids are not in :attr:`_steps` yet (see
+        :meth:`saw_steps`), oldest first."""
 
     def forget(self) -> None:
-        self.steps.clear()
+        self._steps.clear()
         self.elements.clear()
+        self._unfiled.clear()
+
+    def saw_steps(self, thread_id: str, step_ids: Callable[[], Iterable[str]]) -> None:
+        """A read saw the steps ``step_ids()`` in ``thread_id``. They are filed at the
+        next lookup or change of :attr:`_steps`, not now: a read of a long thread would
+        otherwise pay for filing hundreds of ids that no call may ever look up (the ids
+        of a thread read from its view are not even decoded again unless one does)."""
+        self._unfiled.put(thread_id, step_ids)
+
+    def saw_step(self, step_id: str, thread_id: str) -> None:
+        """A write put ``step_id`` in ``thread_id``."""
+        self._file_unfiled()
+        self._steps.put(step_id, thread_id)
+
+    def forget_step(self, step_id: str) -> None:
+        """``step_id`` was deleted."""
+        self._file_unfiled()
+        self._steps.pop(step_id)
+
+    def step_owner(self, step_id: str) -> str | None:
+        """The thread ``step_id`` was last seen in by this process, if any."""
+        self._file_unfiled()
+        return self._steps.get(step_id)
+
+    def _file_unfiled(self) -> None:
+        """File what reads saw, in the order they saw it: what was seen last wins."""
+        if self._unfiled:
+            pending = self._unfiled.items()
+            self._unfiled.clear()
+            for thread_id, step_ids in pending:
+                self._steps.put_all(step_ids(), thread_id)
 
     def locate_step(
         self, step_id: str, prefer: str | None = None, *, scan: bool = True
@@ -77,7 +116,7 @@ class Locator:
             and step_id in self.folds.folded(prefer).state.steps
         ):
             return prefer
-        owner = self.steps.get(step_id)
+        owner = self.step_owner(step_id)
         if owner is not None or not scan:
             return owner
         return self.scan_journals("step", step_id, self.scan_order())

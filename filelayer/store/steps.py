@@ -74,7 +74,7 @@ class Steps:
                 appender.append_to(thread_id, opened, line, changes, step=step_id)
             if index_records:
                 self.index.append(index_records)
-        self.locator.steps.put(step_id, thread_id)
+        self.locator.saw_step(step_id, thread_id)
         return True
 
     def delete_step(
@@ -106,7 +106,7 @@ class Steps:
             index_records = self.book.step_deleted_records(thread_id, step_id)
             if index_records:
                 self.index.append(index_records)
-        self.locator.steps.pop(step_id)
+        self.locator.forget_step(step_id)
         return True
 
     def upsert_feedback(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -291,17 +291,19 @@ class ThreadViews:
             view = self.snapshots.load(thread_id)
             if view is not None:
                 views = _StepViews(None, file=view)
-                self._keep(thread_id, views, (step["id"] for step in view.steps))
+                self._keep(thread_id, views)
                 return views, view
         folded = self.folds.folded(thread_id)
         if views is None or views.folded is not folded or views.version != folded.version:
             views = _StepViews.of_fold(thread_id, folded)
-            self._keep(thread_id, views, (step["id"] for step, _ in views.steps))
+            self._keep(thread_id, views)
         return views, None
 
-    def _keep(self, thread_id: str, views: _StepViews, step_ids: Iterable[Any]) -> None:
+    def _keep(self, thread_id: str, views: _StepViews) -> None:
+        """Keep the views, and tell the locator which steps the thread holds (from the
+        views the store keeps, never from the objects handed to a caller)."""
         self._step_views.put(thread_id, views)
-        self.locator.steps.put_all(step_ids, thread_id)
+        self.locator.saw_steps(thread_id, lambda: (step["id"] for step, _ in views.steps))
 
     def save_views(self, thread_ids: list[str]) -> None:
         """Write the view files of ``thread_ids`` that are long and have none that

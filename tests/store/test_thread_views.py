@@ -432,3 +432,30 @@ def test_reindex_removes_the_views_of_threads_that_are_gone(tmp_path: Path) -> N
     store.reindex()
     store.close()
     assert sorted(p.name for p in (root / "index" / "views").iterdir()) == ["t2.json"]
+
+
+def test_a_read_tells_where_its_steps_are_and_later_writes_still_win(tmp_path: Path) -> None:
+    """A first read, from a view or from a fold, makes the thread's steps findable
+    without a scan (Chainlit's ``delete_step`` gives no thread id) even though they are
+    filed only when a lookup needs them; a write or a deletion made after the read
+    still decides, as it did when the read filed them at once."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    _write_long(store, "t2", steps=3)  # too short for a view: folded
+    store.close()
+    assert _served_from_view(root)
+    store = ArchiveStore(root)
+    try:
+        assert store.get_thread(TID) is not None
+        assert store.get_thread("t2") is not None
+        assert store.locate_step(f"{TID}-s005", scan=False) == TID
+        assert store.locate_step("t2-s002", scan=False) == "t2"
+        assert store.get_thread(TID) is not None  # read again: filed again, later
+        store.write_step({"id": f"{TID}-s007", "threadId": "t2", "type": "run"})
+        assert store.delete_step(f"{TID}-s009", TID)
+        assert store.locate_step(f"{TID}-s007", scan=False) == "t2"
+        assert store.locate_step(f"{TID}-s009", scan=False) is None
+        assert store.locate_step(f"{TID}-s011", scan=False) == TID
+    finally:
+        store.close()
