@@ -415,12 +415,33 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def read_bytes(path: Path) -> bytes | None:
-    """The file's bytes, or ``None`` if it does not exist."""
+    """The file's bytes, or ``None`` if it does not exist.
+
+    With the system calls themselves: a buffered file object costs more than reading a
+    manifest does, and every read of a thread reads a few small files."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | _BINARY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1 if size else _READ_CHUNK)  # +1: sees the end at once
+        if len(data) == size or not data:
+            return data
+        # The file changed size since the fstat, or the read was short (a single read
+        # stops at 2 GiB on Linux), or it is no regular file: read on to the end.
+        chunks = [data]
+        while True:
+            more = os.read(fd, _READ_CHUNK)
+            if not more:
+                return b"".join(chunks)
+            chunks.append(more)
+    finally:
+        os.close(fd)
+
+
+_BINARY = getattr(os, "O_BINARY", 0)
+_READ_CHUNK = 1 << 20
 
 
 def split_lines(data: bytes) -> tuple[list[bytes], bytes]:

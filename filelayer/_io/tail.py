@@ -25,31 +25,33 @@ class Tail:
     A writer that holds the journal's lock tells it about its own appends
     (:meth:`appended`), which it then takes without reading them back."""
 
-    __slots__ = ("changed", "last", "offset", "stamp")
+    __slots__ = ("last", "offset", "read_whole", "stamp")
 
     def __init__(self) -> None:
-        # Which file was read: (device, inode), and its modification time when known.
+        # Which file was read: (device, inode), and its change time when known (not the
+        # modification time: a program can put that back after an edit in place, as
+        # `cp -p` and `touch -r` do; the change time moves with every write).
         self.stamp: tuple[tuple[int, int], int | None] | None = None
         self.offset = 0
         self.last = b""  # the bytes just before ``offset``, to recognise the file
-        self.changed: int | None = None
-        """The file's change time (ns) in the ``stat`` taken before it was read whole,
-        from its beginning to its end, in one look; ``None`` once anything else was
-        taken (a view file's key, see :mod:`filelayer.store.snapshots`)."""
+        self.read_whole: os.stat_result | None = None
+        """The ``stat`` taken before the file was read whole, from its beginning to its
+        end, in one look; ``None`` once anything else was taken (a view file's key, see
+        :mod:`filelayer.store.snapshots`)."""
 
     def _reset(self) -> None:
         self.stamp = None
         self.offset = 0
         self.last = b""
-        self.changed = None
+        self.read_whole = None
 
-    def _check(self, file_id: tuple[int, int], size: int, mtime: int | None) -> None:
+    def _check(self, file_id: tuple[int, int], size: int, ctime: int | None) -> None:
         stamp = self.stamp
         if (
             stamp is None
             or stamp[0] != file_id
             or size < self.offset
-            or (size == self.offset and None not in (mtime, stamp[1]) and stamp[1] != mtime)
+            or (size == self.offset and None not in (ctime, stamp[1]) and stamp[1] != ctime)
         ):
             self._reset()
 
@@ -60,7 +62,7 @@ class Tail:
             self._reset()
             return
         file_id = (st.st_dev, st.st_ino)
-        self._check(file_id, st.st_size, st.st_mtime_ns)
+        self._check(file_id, st.st_size, st.st_ctime_ns)
         whole = self.offset == 0
         if st.st_size > self.offset:
             try:
@@ -72,10 +74,10 @@ class Tail:
                 self._read_to(fd, st.st_size, path)
             finally:
                 os.close(fd)
-        self.stamp = (file_id, st.st_mtime_ns)
+        self.stamp = (file_id, st.st_ctime_ns)
         # Known only for a read of the whole file, from before that read: whatever
         # changed the file in place while it was read changed this time too.
-        self.changed = st.st_ctime_ns if whole and self.offset == st.st_size else None
+        self.read_whole = st if whole and self.offset == st.st_size else None
 
     def catch_up_open(self, file: _fs.AppendFile) -> None:
         """Catch up through a journal the caller has open to append to, under its lock."""
@@ -83,7 +85,7 @@ class Tail:
         if file.size > self.offset:
             self._read_to(file.fd, file.size, file.path)
         self.stamp = (file.id, None)
-        self.changed = None
+        self.read_whole = None
 
     def ends_at(self, file: _fs.AppendFile) -> bool:
         """Whether everything up to the end of ``file`` was read: it ends with a
@@ -97,8 +99,8 @@ class Tail:
             self._take(lines, file.path)
             self.offset += len(lines)
             self.last = (self.last + lines)[-_RECOGNISE:]
-            self.stamp = (file.id, None)  # its modification time is not known any more
-            self.changed = None
+            self.stamp = (file.id, None)  # its change time is not known any more
+            self.read_whole = None
 
     def _read_to(self, fd: int, size: int, path: Path) -> None:
         start = self.offset - len(self.last)

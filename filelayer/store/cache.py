@@ -65,13 +65,6 @@ class Lru(Generic[_K, _V]):
     def clear(self) -> None:
         self._data.clear()
 
-    def items(self) -> list[tuple[_K, _V]]:
-        """The entries, most recent last."""
-        return list(self._data.items())
-
-    def __bool__(self) -> bool:
-        return bool(self._data)
-
     def keys(self) -> list[_K]:
         """The keys, most recent last."""
         return list(self._data)

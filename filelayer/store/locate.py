@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
 from typing import Literal
 
 from .._io import fs as _fs
@@ -43,7 +42,7 @@ def thread_ids(layout: Layout) -> list[str]:
 
 
 _UNFILED_THREADS = 64
-"""Threads read whose step ids wait to be filed (the oldest are dropped past it)."""
+"""Threads read whose step ids may wait to be filed; past it, all of them are filed."""
 
 
 class Locator:
@@ -59,21 +58,25 @@ class Locator:
         """Step id -> the thread it was last seen in."""
         self.elements: Lru[str, str] = Lru(OWNER_CACHE_SIZE)
         """Element id -> the thread it was last seen in."""
-        self._unfiled: Lru[str, Callable[[], Iterable[str]]] = Lru(_UNFILED_THREADS)
-        """Threads read whose step ids are not in :attr:`_steps` yet (see
-        :meth:`saw_steps`), oldest first."""
+        self._unfiled: dict[str, list[str]] = {}
+        """Thread id -> the step ids a read saw in it, not in :attr:`_steps` yet (see
+        :meth:`saw_steps`), in the order they were seen."""
 
     def forget(self) -> None:
         self._steps.clear()
         self.elements.clear()
         self._unfiled.clear()
 
-    def saw_steps(self, thread_id: str, step_ids: Callable[[], Iterable[str]]) -> None:
-        """A read saw the steps ``step_ids()`` in ``thread_id``. They are filed at the
-        next lookup or change of :attr:`_steps`, not now: a read of a long thread would
-        otherwise pay for filing hundreds of ids that no call may ever look up (the ids
-        of a thread read from its view are not even decoded again unless one does)."""
-        self._unfiled.put(thread_id, step_ids)
+    def saw_steps(self, thread_id: str, step_ids: list[str]) -> None:
+        """A read saw ``step_ids`` in ``thread_id``. They are filed at the next lookup or
+        change of :attr:`_steps` (or once reads of many threads wait), not now: a read of
+        a long thread would otherwise pay for filing hundreds of ids that no call may
+        ever look up. Filing keeps the order things were seen in: the last one wins."""
+        unfiled = self._unfiled
+        unfiled.pop(thread_id, None)
+        unfiled[thread_id] = step_ids
+        if len(unfiled) > _UNFILED_THREADS:
+            self._file_unfiled()
 
     def saw_step(self, step_id: str, thread_id: str) -> None:
         """A write put ``step_id`` in ``thread_id``."""
@@ -86,17 +89,21 @@ class Locator:
         self._steps.pop(step_id)
 
     def step_owner(self, step_id: str) -> str | None:
-        """The thread ``step_id`` was last seen in by this process, if any."""
+        """The thread ``step_id`` was last seen in by this process, if that thread still
+        exists (a thread deleted since, by any process, is forgotten here)."""
         self._file_unfiled()
-        return self._steps.get(step_id)
+        owner = self._steps.get(step_id)
+        if owner is not None and not self.layout.journal(owner).exists():
+            self._steps.pop(step_id)
+            return None
+        return owner
 
     def _file_unfiled(self) -> None:
-        """File what reads saw, in the order they saw it: what was seen last wins."""
         if self._unfiled:
-            pending = self._unfiled.items()
+            pending = list(self._unfiled.items())
             self._unfiled.clear()
             for thread_id, step_ids in pending:
-                self._steps.put_all(step_ids(), thread_id)
+                self._steps.put_all(step_ids, thread_id)
 
     def locate_step(
         self, step_id: str, prefer: str | None = None, *, scan: bool = True

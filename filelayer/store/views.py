@@ -291,19 +291,19 @@ class ThreadViews:
             view = self.snapshots.load(thread_id)
             if view is not None:
                 views = _StepViews(None, file=view)
-                self._keep(thread_id, views)
+                # The ids are taken before the objects are handed to the caller.
+                self._keep(thread_id, views, [step["id"] for step in view.steps])
                 return views, view
         folded = self.folds.folded(thread_id)
         if views is None or views.folded is not folded or views.version != folded.version:
             views = _StepViews.of_fold(thread_id, folded)
-            self._keep(thread_id, views)
+            self._keep(thread_id, views, [step["id"] for step, _ in views.steps])
         return views, None
 
-    def _keep(self, thread_id: str, views: _StepViews) -> None:
-        """Keep the views, and tell the locator which steps the thread holds (from the
-        views the store keeps, never from the objects handed to a caller)."""
+    def _keep(self, thread_id: str, views: _StepViews, step_ids: list[str]) -> None:
+        """Keep the views, and tell the locator which steps the thread holds."""
         self._step_views.put(thread_id, views)
-        self.locator.saw_steps(thread_id, lambda: (step["id"] for step, _ in views.steps))
+        self.locator.saw_steps(thread_id, step_ids)
 
     def save_views(self, thread_ids: list[str]) -> None:
         """Write the view files of ``thread_ids`` that are long and have none that
@@ -328,13 +328,10 @@ class ThreadViews:
             return 0
         folded = journal.FoldedJournal()
         folded.catch_up(self.layout.journal(thread_id))
-        stamp, changed = folded.stamp, folded.changed
-        if stamp is None or changed is None:
+        st = folded.read_whole
+        if st is None:
             return folded.offset  # not read whole in one look (a line being appended)
-        (dev, ino), mtime = stamp
-        if mtime is None:
-            return folded.offset
-        read = (dev, ino, folded.offset, mtime, changed)
+        read = _snapshots.key_of(st)
         views = _StepViews.of_fold(thread_id, folded)
         self.snapshots.save(
             thread_id, read, folded.last, [step for step, _ in views.steps], views.elements

@@ -80,6 +80,27 @@ def test_a_journal_replaced_whole_is_read_again(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_journal_edited_in_place_with_its_time_put_back_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """An edit that keeps the size and puts the modification time back (``cp -p``,
+    ``touch -r``, a restore): the process that read the thread before must see it, as
+    a new process does (the change time moved; no program can set it)."""
+    store = ArchiveStore(tmp_path)
+    store.write_step(_step("s1", "hello"))
+    store.write_step(_step("s2", "world"))
+    assert _outputs(store, "t1") == ["hello", "world"]
+    journal = store.layout.journal("t1")
+    before = os.stat(journal)
+    data = journal.read_bytes()
+    with open(journal, "r+b") as f:  # in place: same file, same size
+        f.write(data.replace(b'"hello"', b'"HELLO"'))
+    os.utime(journal, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(journal).st_size == before.st_size
+    assert _outputs(store, "t1") == ["HELLO", "world"]
+    store.close()
+
+
 def test_a_thread_deleted_by_another_process_is_not_read_from_memory(tmp_path: Path) -> None:
     store = ArchiveStore(tmp_path)
     store.write_step(_step("s1", "one"))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from filelayer import ArchiveStore
-from filelayer.store.snapshots import VIEW_MIN_BYTES
+from filelayer.store.snapshots import VIEW_MIN_BYTES, ViewBytes
 from tests.support.thread_views import folded, view_path
 
 TID = "t1"
@@ -457,5 +457,83 @@ def test_a_read_tells_where_its_steps_are_and_later_writes_still_win(tmp_path: P
         assert store.locate_step(f"{TID}-s007", scan=False) == "t2"
         assert store.locate_step(f"{TID}-s009", scan=False) is None
         assert store.locate_step(f"{TID}-s011", scan=False) == TID
+    finally:
+        store.close()
+
+
+def test_many_reads_between_two_sightings_of_a_step_id_do_not_bring_back_the_older(
+    tmp_path: Path,
+) -> None:
+    """Step ids come from the client: two threads may hold the same one. The last
+    thread a process saw it in is where ``delete_step`` looks first, however many other
+    threads it read meanwhile; and a thread deleted since, by any process, is never the
+    answer: the delete goes to the thread that still holds the step."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    store.write_step({"id": "dup", "threadId": "A", "type": "run", "output": "in A"})
+    for n in range(70):
+        store.write_step({"id": f"o{n}", "threadId": f"O{n:02d}", "type": "run"})
+    store.close()
+    store = ArchiveStore(root)
+    try:
+        store.write_step({"id": "dup", "threadId": "B", "type": "run", "output": "in B"})
+        other = ArchiveStore(root)
+        assert other.delete_thread("B")
+        other.close()
+        assert store.get_thread("A") is not None  # seen in A last
+        for n in range(70):
+            assert store.get_thread(f"O{n:02d}") is not None
+        assert store.locate_step("dup", scan=False) == "A"
+        assert store.delete_step("dup")
+        thread = store.get_thread("A")
+        assert thread is not None and thread["steps"] == []
+    finally:
+        store.close()
+
+
+def test_a_step_id_seen_in_a_thread_deleted_since_is_looked_for_again(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    try:
+        store.write_step({"id": "dup", "threadId": "A", "type": "run"})
+        store.write_step({"id": "dup", "threadId": "B", "type": "run"})
+        store.write_step({"id": "only-b", "threadId": "B", "type": "run"})
+        assert store.get_thread("A") is not None
+        assert store.get_thread("B") is not None
+        assert store.delete_thread("B")
+        assert store.locate_step("only-b", scan=False) is None
+        assert store.locate_step("dup", scan=False) is None  # B's answer is gone
+        assert store.delete_step("dup")  # found by a scan, in A
+        thread = store.get_thread("A")
+        assert thread is not None and thread["steps"] == []
+    finally:
+        store.close()
+
+
+def test_a_write_after_first_reads_from_views_does_not_decode_them_again(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The steps a read saw are filed for the locator from the ids taken at the read,
+    never by decoding the view file again on a later call (which runs on the loop)."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    for n in range(3):
+        _write_long(store, f"t{n}")
+    store.close()
+    store = ArchiveStore(root)
+    try:
+        for n in range(3):
+            assert store.get_thread(f"t{n}") is not None
+        decodes: list[int] = []
+        original = ViewBytes.decode_body
+
+        def counted(self: ViewBytes) -> Any:
+            decodes.append(1)
+            return original(self)
+
+        monkeypatch.setattr(ViewBytes, "decode_body", counted)
+        store.write_step({"id": "new", "threadId": "w", "type": "run"})
+        assert store.locate_step("t1-s003", scan=False) == "t1"
+        assert decodes == []
     finally:
         store.close()
