@@ -35,20 +35,53 @@ def _to_utf8(text: str) -> bytes:
         ) from exc
 
 
+MAX_DEPTH = 512
+"""The deepest nesting of lists and objects a write accepts (docs/format.md). Every
+reader must read back what was written: orjson stops at 1,024 levels, and the standard
+library's reader where the interpreter's stack runs out, which depends on how deep in
+the stack the read happens (about 950 levels at the default limit, fewer in a deep
+call). A writer of its own would otherwise follow the interpreter's limit, which an app
+may raise."""
+
+_TOO_DEEP = f"data nested deeper than {MAX_DEPTH} levels cannot be stored; flatten it first"
+
+
 def _encode(encoder: json.JSONEncoder, obj: Any) -> str:
     try:
-        return encoder.encode(obj)
+        text = encoder.encode(obj)
     except RecursionError:
-        raise ValueError(
-            "data nested too deeply to store (hundreds of levels); flatten it first"
-        ) from None
+        raise ValueError(_TOO_DEEP) from None
+    # Nesting needs an opening bracket per level: counted in C, the walk is rare.
+    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:
+        raise ValueError(_TOO_DEEP)
+    return text
+
+
+def _depth(value: Any) -> int:
+    """The deepest nesting of dicts and lists in ``value`` (a scalar: 0)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def encode_line(obj: Any) -> bytes:
     """One JSON Lines record: compact, sorted keys, UTF-8, ending in a newline.
 
     Raises ``ValueError`` for what JSON cannot hold (NaN, infinities, unpaired
-    surrogates, nesting deep enough to exhaust the interpreter's stack) and
+    surrogates) or what not every reader can read back (nesting deeper than
+    :data:`MAX_DEPTH`) and
     ``TypeError`` for objects that are not JSON data.
     """
     return _to_utf8(_encode(_line_encoder, obj) + "\n")

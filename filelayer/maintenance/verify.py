@@ -221,6 +221,12 @@ def _check_thread(
                 "author are unknown)",
                 True,
             )
+        elif outcome == "recovered":
+            add(
+                manifest_path,
+                "missing; made a new one with the name and author the index held",
+                True,
+            )
         elif outcome is None:
             add(manifest_path, "missing: the thread has no name nor author")
     elif doc is not None and doc["id"] != thread_id:
@@ -310,11 +316,32 @@ def _repair_missing_manifest(store: ArchiveStore, thread_id: str) -> str | None:
                 if isinstance(t, str) and t
             ]
             doc = manifest.new(thread_id, min(times, key=time_key) if times else now_iso())
+            recovered = _from_index(store, thread_id, doc)
             manifest.write(path, doc, durable=True)
     # Either way the index follows at once (an empty manifest was indexed as a
     # thread without a name; a removed directory is no thread).
     store.reindex_thread(thread_id)
-    return "removed" if removed else "made"
+    if removed:
+        return "removed"
+    return "recovered" if recovered else "made"
+
+
+def _from_index(store: ArchiveStore, thread_id: str, doc: dict[str, Any]) -> bool:
+    """Put into a new manifest the name, author and tags the index still holds for
+    the thread (derived from the manifest before it was lost, unless a reconcile read
+    the thread since); whether it held them. Without an author, a thread is writable by
+    every user: recovering it keeps the thread its author's."""
+    store.index.refresh()
+    summary = store.index.threads.get(thread_id)
+    if summary is None or not (summary.user_id or summary.user_identifier or summary.name):
+        return False
+    doc.update(
+        name=summary.name,
+        userId=summary.user_id,
+        userIdentifier=summary.user_identifier,
+        tags=summary.tags,
+    )
+    return True
 
 
 def _set_aside(store: ArchiveStore, thread_id: str, path: Path) -> bool:

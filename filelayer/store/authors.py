@@ -29,6 +29,17 @@ def manifest_or_stand_in(layout: Layout, thread_id: str) -> dict[str, Any] | Non
         return manifest.new(thread_id, "")
 
 
+def manifest_lost(layout: Layout, thread_id: str) -> bool:
+    """Whether the thread's manifest cannot be read (damaged, emptied by a power cut,
+    missing beside a journal): its name and author are not known from its files."""
+    path = layout.manifest(thread_id)
+    try:
+        doc = manifest.read(path)
+    except (CorruptFileError, OSError):
+        return True
+    return doc is None and layout.journal(thread_id).exists()
+
+
 class Authors:
     """Thread authors and owners, remembered per manifest version and per identifier."""
 
@@ -48,19 +59,31 @@ class Authors:
         """The identifier of the thread's author; ``None`` for a thread without one
         (an app without login, a Slack or Teams thread, a thread not created yet).
 
-        A thread whose manifest names a user id that the archive does not know has an
-        author nobody can prove to be: ``""``, which matches no caller.
+        A thread whose author nobody can prove to be has the author ``""``, which
+        matches no caller: its manifest names a user id that the archive does not know,
+        or it cannot be read (damaged, emptied by a power cut, missing beside a journal).
+        Refusing is the safe side: the app itself (``actor=None``) still writes, and
+        ``filelayer verify --repair`` makes a new manifest.
         """
         path = self.layout.manifest(thread_id)
         try:
             st = os.stat(path)
+        except FileNotFoundError:
+            # No thread yet (anyone may make it), unless its journal is there.
+            return "" if self.layout.journal(thread_id).exists() else None
         except OSError:
-            return None
+            return ""
         signature = (st.st_ino, st.st_size, st.st_mtime_ns)
         cached = self._authors.get(thread_id)
         if cached is not None and cached[0] == signature:
             return cached[1]
-        doc = manifest_or_stand_in(self.layout, thread_id) or {}
+        try:
+            doc = manifest.read(path)
+        except (CorruptFileError, OSError):
+            doc = None
+        if doc is None:  # damaged, or gone since the stat (deleted): not cached
+            gone = not path.exists() and not self.layout.journal(thread_id).exists()
+            return None if gone else ""
         author: str | None = doc.get("userIdentifier") or None
         if author is None and isinstance(doc.get("userId"), str) and doc["userId"]:
             user = self.accounts.by_id(doc["userId"])

@@ -54,6 +54,7 @@ from ..format.layout import Layout
 from ..index.schema import ABSENT
 from ..index.summary import ThreadSummary
 from ..index.thread_index import ThreadIndex
+from .authors import manifest_lost
 from .snapshots import ThreadSnapshots
 from .writers import Session as Session  # callers also reach it as heal.Session
 from .writers import dead_sessions as dead_sessions
@@ -327,7 +328,21 @@ def reconcile_thread(store: ArchiveStore, thread_id: str) -> None:
             # live on in a derived copy.
             ThreadSnapshots(store.layout).remove(thread_id)
         else:
-            store.index.put(thread_id, store.summarise(thread_id), mark)
+            summary = store.summarise(thread_id)
+            if summary is not None and manifest_lost(store.layout, thread_id):
+                _keep_known(store.index, summary)
+            store.index.put(thread_id, summary, mark)
+
+
+def _keep_known(index: ThreadIndex, summary: ThreadSummary) -> None:
+    """A thread whose manifest cannot be read keeps the name, author and tags the index
+    held: the thread stays in its author's sidebar, and ``filelayer verify --repair``
+    writes them into its new manifest (without them, the thread would have no author,
+    and every user could write it)."""
+    known = index.threads.get(summary.id)
+    if known is not None:
+        summary.name, summary.user_id = known.name, known.user_id
+        summary.user_identifier, summary.tags = known.user_identifier, known.tags
 
 
 # -- running it --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ that the conformance corpus (tests/conformance/) and this file agree on every ru
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,50 @@ def test_a_number_too_large_for_a_float_is_damage_in_both_modes(number: bytes) -
             codec.decode(data)
         with pytest.raises(ValueError):
             codec._loads(data)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return {"k": value} if depth else value
+
+
+def test_nesting_deeper_than_every_reader_reads_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """What a write accepts, every reader reads back: orjson stops at 1,024 levels, the
+    standard library's reader where the stack runs out, which depends on how deep the
+    read happens; the writer used to stop only where its own stack ran out, which an
+    app may push past both by raising the interpreter's limit. So a write refuses
+    nesting past ``MAX_DEPTH`` (512) before anything reaches the disk: the line or
+    manifest it would have made could never be read again (and a manifest that cannot
+    be read names no author)."""
+    from filelayer.format.codec import MAX_DEPTH
+
+    store = ArchiveStore(tmp_path)
+    store.update_thread("t", name="kept", metadata={"ok": _nested(MAX_DEPTH - 8)})
+    store.write_step({"id": "s", "threadId": "t", "metadata": _nested(MAX_DEPTH - 8)})
+    def files() -> list[tuple[Path, bytes]]:  # the derived index and locks aside
+        return sorted(
+            (p, p.read_bytes())
+            for p in tmp_path.rglob("*")
+            if p.is_file() and not {"index", "locks"} & set(p.relative_to(tmp_path).parts)
+        )
+
+    before = files()
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)  # an app may: the writer must not follow it
+    try:
+        for depth in (MAX_DEPTH + 1, 1100):
+            with pytest.raises(ValueError, match="nested deeper"):
+                store.update_thread("t", metadata={"deep": _nested(depth)})
+            with pytest.raises(ValueError, match="nested deeper"):
+                store.write_step({"id": "s2", "threadId": "t", "metadata": _nested(depth)})
+    finally:
+        sys.setrecursionlimit(limit)
+    assert files() == before
+    thread = store.get_thread("t")
+    assert thread is not None and thread["name"] == "kept"
+    assert [s["id"] for s in thread["steps"]] == ["s"]
+    store.close()

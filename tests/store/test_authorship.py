@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from filelayer import ArchiveStore, InvalidIdError, NotAuthorError, UnknownStepError
+from filelayer.maintenance.verify import verify
 
 ALICE, MALLORY = "alice", "mallory"
 
@@ -179,3 +180,52 @@ def test_errors_survive_pickle(error: Exception) -> None:
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is type(error) and str(again) == str(error)
     assert again.__dict__ == error.__dict__
+
+
+@pytest.mark.parametrize("damage", ["emptied", "garbage", "removed"])
+def test_a_manifest_that_cannot_be_read_opens_the_thread_to_nobody(
+    archive: ArchiveStore, damage: str
+) -> None:
+    """An emptied ``thread.json`` (a power cut in the ``flush`` mode can leave one), a
+    damaged one, or none beside a journal: nobody can prove to be the author, so no
+    logged-in caller may write; it used to read as a thread without author, which
+    everyone may write (and delete)."""
+    manifest = archive.layout.manifest("ta")
+    if damage == "removed":
+        manifest.unlink()
+    else:
+        manifest.write_bytes(b"" if damage == "emptied" else b"{not json")
+    for who in (MALLORY, ALICE):
+        before = snapshot(archive.root)
+        fresh = ArchiveStore(archive.root)
+        try:
+            with pytest.raises(NotAuthorError):
+                fresh.write_step(step("ta", "new"), actor=who)
+            with pytest.raises(NotAuthorError):
+                fresh.delete_thread("ta", actor=who)
+        finally:
+            fresh.close()
+        assert snapshot(archive.root) == before
+    archive.write_step(step("ta", "by-the-app"))  # the app itself still may
+
+
+def test_a_manifest_emptied_by_a_power_cut_gets_its_author_back(archive: ArchiveStore) -> None:
+    """The index still knows the thread's name and author: a reconcile that finds the
+    manifest emptied keeps them (the thread stays in alice's sidebar, and nobody may
+    write it), and ``verify --repair`` writes them into the new manifest."""
+    alice = archive.get_user(ALICE)
+    assert alice is not None
+    archive.layout.manifest("ta").write_bytes(b"")
+    fresh = ArchiveStore(archive.root)
+    try:
+        fresh.reconcile()
+        listed = fresh.list_threads(user_id=alice["id"])[0]
+        assert [(t["id"], t["name"]) for t in listed] == [("ta", "alice's")]
+        report = verify(fresh, repair=True)
+        assert any("the name and author the index held" in str(p) for p in report.problems)
+        assert fresh.thread_author("ta") == ALICE
+        fresh.write_step(step("ta", "again"), actor=ALICE)
+        with pytest.raises(NotAuthorError):
+            fresh.write_step(step("ta", "pwned"), actor=MALLORY)
+    finally:
+        fresh.close()
