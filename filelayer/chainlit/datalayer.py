@@ -22,12 +22,13 @@ app's other chats.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -45,7 +46,9 @@ from chainlit.types import (
 from chainlit.user import PersistedUser, User
 
 from .._io import aio as _aio
-from ..errors import FileLayerError, UnknownStepError
+from ..errors import FileLayerError, NotAuthorError, UnknownStepError
+from ..format.codec import encode_line
+from ..format.journal import element_record
 from ..format.layout import DEFAULT_ROOT, ROOT_ENV, default_root
 from ..index.records import DEFAULT_SEARCH_CHARS
 from ..store.archive import ArchiveStore, Durability, ElementUrl
@@ -141,6 +144,7 @@ class FileDataLayer(BaseDataLayer):
         )
         _log_root(self.store, root)
         self.calls = Offload(self.store)
+        self._element_turns = _Turns()
         self._element_url = element_url
         source = ElementSource(self.store, self.calls, self.get_thread)
         serve.watch_callers(source)
@@ -194,19 +198,27 @@ class FileDataLayer(BaseDataLayer):
     async def upsert_feedback(self, feedback: Feedback) -> str:
         actor = await self.actor()
         thread_id = feedback.threadId
+        located = thread_id is None
         if thread_id is None:  # Slack, Teams, Discord: found in the journals
             thread_id = await self._locate("step", feedback.forId)
             if thread_id is None:
                 raise UnknownStepError(feedback.forId, None)
-        feedback_id = await self.calls.write(
-            self.store.upsert_feedback,
-            for_id=feedback.forId,
-            value=feedback.value,
-            comment=feedback.comment,
-            feedback_id=feedback.id,
-            thread_id=thread_id,
-            actor=actor,
-        )
+        try:
+            feedback_id = await self.calls.write(
+                self.store.upsert_feedback,
+                for_id=feedback.forId,
+                value=feedback.value,
+                comment=feedback.comment,
+                feedback_id=feedback.id,
+                thread_id=thread_id,
+                actor=actor,
+            )
+        except NotAuthorError:
+            if not located:
+                raise
+            # The step is in another user's thread, which the caller did not name:
+            # the error must not tell them which one (Chainlit shows its text).
+            raise UnknownStepError(feedback.forId, None) from None
         feedback.id = feedback_id
         return feedback_id
 
@@ -234,9 +246,19 @@ class FileDataLayer(BaseDataLayer):
         await self._create_element(element)
 
     async def _create_element(self, element: Element) -> None:
+        # Chainlit sends a task list or a custom element again at each change, each
+        # send a task of its own: the sends of one element take turns, in the order
+        # they were made (the bytes are written between two locked steps, and two
+        # sends interleaved could leave an older version, or a record describing
+        # other bytes than the file's).
+        async with self._element_turns.turn((element.thread_id, element.id)):
+            await self._send_element(element)
+
+    async def _send_element(self, element: Element) -> None:
         thread_id = element.thread_id
         fields: dict[str, Any] = element.to_dict()  # type: ignore[assignment]
         record = {k: fields.get(k) for k in _ELEMENT_FIELDS}
+        encode_line(element_record(record))  # refused before anything is written
         actor = await self.actor()
         data = await _element_bytes(element)
         if data is not None:
@@ -440,3 +462,27 @@ async def _element_bytes(element: Element) -> bytes | None:
             log.error("filelayer: element %s: cannot read %s: %s", element.id, path, exc)
             return None
     return None  # only an external url: kept as it is
+
+
+class _Turns:
+    """Calls that take turns by key, first come first served (``asyncio.Lock`` is
+    fair); a key is forgotten once nobody holds or awaits its turn."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Any, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: Any) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)

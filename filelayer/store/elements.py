@@ -126,13 +126,24 @@ class Elements:
                 if isinstance(element.get("file"), str):
                     appender.remove_element_file(thread_id, element["file"], changes)
                 return False
-            self._settle_resent(thread_id, element_id, element.get("file"), changes)
-            appender.append_lines(thread_id, line, changes)
+            stored = self.folds.folded(thread_id).state.elements.get(element_id)
+            relative = element.get("file")
+            self._settle_resent(thread_id, stored, relative, changes)
+            # A re-send that names another file (``e1.txt`` re-sent as ``e1.pdf``)
+            # replaces the old one: its record on the disk first, then the old file goes.
+            replaced = [f for f in _file_of(stored) if isinstance(relative, str) and f != relative]
+            appender.append_lines(thread_id, line, changes, sync=bool(replaced))
+            for old in replaced:
+                appender.remove_element_file(thread_id, old, changes)
         self.locator.elements.put(element_id, thread_id)
         return True
 
     def _settle_resent(
-        self, thread_id: str, element_id: str, relative: object, changes: _fs.Changes
+        self,
+        thread_id: str,
+        stored: dict[str, Any] | None,
+        relative: object,
+        changes: _fs.Changes,
     ) -> None:
         """A re-sent element's new file and its name on the disk before its record, in
         the flush mode too (the fsync mode made them durable already). The new record
@@ -144,7 +155,6 @@ class Elements:
         only. Caller locks; raises ``DiskWait`` on the event loop before any change."""
         if changes.durable or not isinstance(relative, str):
             return
-        stored = self.folds.folded(thread_id).state.elements.get(element_id)
         if not _file_of(stored):
             return  # a first send: nothing on the disk to lose
         path = self.layout.element_file(thread_id, relative)
@@ -166,19 +176,24 @@ class Elements:
         element = dict(element)
         check_id("thread", thread_id)
         check_id("element", element.get("id"))
-        if data is not None:
-            directory = self.prepare_element(thread_id, element, actor=actor)
-            if directory is None:
-                return False
-            relative = element_relative_path(
-                element["id"], element.get("name"), element.get("mime")
-            )
-            target = self.layout.element_file(thread_id, relative)
-            assert target is not None
-            with self.appender.changes() as changes:
-                _fs.atomic_write(target, data, changes=changes)
-            element.update(element_file_fields(relative, data))
-        return self.record_element(thread_id, element, actor=actor)
+        _codec.encode_line(journal.element_record(element))  # refused before any change
+        # The thread's lock across the three steps: concurrent sends of one element
+        # (other threads, other processes) land whole, one after the other, and the
+        # record always describes the bytes on the disk.
+        with self.locks.writing(thread_id):
+            if data is not None:
+                directory = self.prepare_element(thread_id, element, actor=actor)
+                if directory is None:
+                    return False
+                relative = element_relative_path(
+                    element["id"], element.get("name"), element.get("mime")
+                )
+                target = self.layout.element_file(thread_id, relative)
+                assert target is not None
+                with self.appender.changes() as changes:
+                    _fs.atomic_write(target, data, changes=changes)
+                element.update(element_file_fields(relative, data))
+            return self.record_element(thread_id, element, actor=actor)
 
     def delete_element(
         self, element_id: str, thread_id: str | None = None, *, actor: str | None = None

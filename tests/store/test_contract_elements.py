@@ -6,10 +6,12 @@ through ``FileDataLayer`` (which makes the element from Chainlit's ``Image``, ``
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
 from tests.support.drivers import Driver
+from tests.support.layer import tree
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -123,3 +125,67 @@ async def test_get_element_of_the_wrong_thread_is_none(driver: Driver) -> None:
     await driver.create_element("e-x", "t1", "m1", "x.png", type="image", content=PNG)
     assert await driver.get_element("t2", "e-x") is None
     assert await driver.get_element("t1", "missing") is None
+
+
+async def test_an_element_resent_under_another_extension_leaves_no_old_file(
+    driver: Driver, root: Path
+) -> None:
+    """``e1.txt`` re-sent as ``e1.pdf``: the old bytes go once the new record is in (a
+    deleted element's bytes must not stay behind, where git would keep them)."""
+    await driver.create_element("e1", "t1", "m1", "report.txt", content=b"SECRET v1")
+    await driver.create_element("e1", "t1", "m1", "report.pdf", content=b"%PDF v2")
+    assert [p.name for p in element_files(root)] == ["e1.pdf"]
+    got = await driver.get_element("t1", "e1")
+    assert got["name"] == "report.pdf"
+    await driver.delete_element("e1", "t1")
+    assert element_files(root) == []
+
+
+async def test_concurrent_resends_of_an_element_end_with_the_last_one(
+    driver: Driver, root: Path
+) -> None:
+    """Chainlit sends a task list or a custom element again at each change, each send
+    a task of its own: the sends of one element land in the order they were made, and
+    the record always describes the bytes on the disk."""
+    for round_ in range(40):
+        element_id = f"tasks{round_}"
+        sends = [
+            asyncio.ensure_future(
+                driver.create_element(
+                    element_id,
+                    "t1",
+                    "m1",
+                    "tasks",
+                    type="text",
+                    content=f"status {n} " + "x" * ((3 - n) * 3000),
+                    mime="text/plain",
+                )
+            )
+            for n in range(4)
+        ]
+        await asyncio.gather(*sends)
+        [path] = [p for p in element_files(root) if p.name.startswith(element_id + ".")]
+        data = path.read_bytes()
+        assert data.startswith(b"status 3 ")
+        record, _ = driver.store.element_file("t1", element_id)
+        assert record is not None
+        assert record["sha256"] == hashlib.sha256(data).hexdigest()
+        assert record["bytes"] == len(data)
+
+
+async def test_an_element_that_cannot_be_stored_changes_nothing(driver: Driver, root: Path) -> None:
+    """A custom element's props holding NaN (a client may send them): refused before
+    its bytes, its thread or its directory are made."""
+    before = tree(root)
+    for thread in ("t-new", "t1"):
+        try:
+            await driver.create_element(
+                "e-nan", thread, "m1", "Counter", type="custom", props={"count": float("nan")}
+            )
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("a NaN in an element was stored")
+    assert {k: v for k, v in tree(root).items() if k.startswith("threads")} == {
+        k: v for k, v in before.items() if k.startswith("threads")
+    }
