@@ -142,9 +142,14 @@ def _page_rows(
         sql = f"SELECT {THREAD_COLUMNS} FROM threads {_where(where)} {order} LIMIT ?"
         return conn.execute(sql, (*params, limit)).fetchall()
     needle = searchable(search)
+    try:
+        needle.encode("utf-8")
+    except UnicodeEncodeError:
+        return []  # an unpaired surrogate: no stored text holds one (refused on write)
     matches = "EXISTS (SELECT 1 FROM docs d WHERE d.n = t.n AND instr(d.doc, ?) > 0)"
     scan = f"SELECT {THREAD_COLUMNS} FROM threads t {_where([*where, matches])} {order} LIMIT ?"
-    if db.fts and len(needle) >= 3 and fts5_available():
+    # A NUL cannot be written in a query of the trigram index: such a term is scanned.
+    if db.fts and len(needle) >= 3 and "\x00" not in needle and fts5_available():
         # The rows of this user's texts holding every trigram of the term, and those
         # not in the trigram index yet: a few (a rare term, or none) are each checked
         # exactly, and their threads sorted.

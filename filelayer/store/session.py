@@ -70,9 +70,15 @@ def read(file: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def write(file: Path, session: dict[str, Any]) -> bool:
-    """Keep ``session`` for the thread; ``False`` if it was already kept as it is."""
-    data = _codec.encode_document(session)
+def encode(session: dict[str, Any]) -> bytes:
+    """The session file's bytes; ``ValueError`` for what JSON cannot hold (checked
+    before the call that keeps it changes anything)."""
+    return _codec.encode_document(session)
+
+
+def write(file: Path, data: bytes) -> bool:
+    """Keep a session encoded by :func:`encode` for the thread; ``False`` if it was
+    already kept as it is."""
     if _fs.read_bytes(file) == data:
         return False
     file.parent.mkdir(exist_ok=True)

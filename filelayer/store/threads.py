@@ -79,11 +79,13 @@ class Threads:
             not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
         ):
             raise ValueError("thread tags must be a list of strings")
-        local: dict[str, Any] | None = None
+        local: bytes | None = None
         if metadata is not None and session.is_session(metadata):
             # Chainlit's persisted user session: its volatile part is kept out of the
-            # committed manifest (see filelayer.store.session).
-            metadata, local = session.split(metadata)
+            # committed manifest (see filelayer.store.session), encoded before anything
+            # is written.
+            metadata, kept = session.split(metadata)
+            local = session.encode(kept)
         identifier: str | None = None
         if user_id is not None:
             if not isinstance(user_id, str):

@@ -358,6 +358,9 @@ class ThreadViews:
         layer does the same. ``updatedAt`` is the last change of any kind (a rename
         too); ``get_thread`` and the manifest keep the true creation time.
         """
+        for name, value in (("cursor", cursor), ("search", search), ("user id", user_id)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"a {name} must be a string, not {type(value).__name__}")
         self.healer.look()  # git moved the files under this process: reconcile
         page = self.index.page(
             user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback

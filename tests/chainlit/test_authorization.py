@@ -885,6 +885,8 @@ async def test_another_user_cannot_rate_alices_messages(
     )
     assert_unchanged(world, before)
     refused(response)
+    if not thread_given:  # the answer must not tell mallory which thread holds the step
+        assert target.id not in response.text, response.text
 
 
 @pytest.mark.parametrize("step", ["alices", "unknown"])

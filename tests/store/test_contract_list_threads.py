@@ -171,3 +171,35 @@ async def test_an_unknown_cursor_starts_from_the_top(driver: Driver, alice: Any)
     await make_thread(driver, "t1", alice["id"], 1)
     page = await driver.list_threads(alice["id"], first=5, cursor="not-a-cursor")
     assert page.ids == ["t1"]
+
+
+async def test_a_search_for_any_text_answers_and_never_fails(driver: Driver, alice: Any) -> None:
+    """The search box sends what the user typed: a NUL (stored texts may hold one),
+    an unpaired surrogate (none can), quotes and the trigram index's own syntax are
+    all just text, found or not; nothing reaches the user as a server error."""
+    await make_thread(driver, "zero", alice["id"], 1, text="before\x00after the NUL")
+    await make_thread(driver, "plain", alice["id"], 2, text='say "AND" OR NEAR(x y) *')
+
+    async def search(q: str) -> list[str]:
+        return sorted((await driver.list_threads(alice["id"], first=20, search=q)).ids)
+
+    assert await search("e\x00a") == ["zero"]
+    assert await search("\x00\x00\x00") == []
+    assert await search("ab\ud800cd") == []
+    assert await search('"and" or near(') == ["plain"]
+    assert await search("*") == ["plain"]
+
+
+@pytest.mark.parametrize("field", ["cursor", "search", "user_id"])
+def test_a_page_asked_with_a_value_of_the_wrong_type_is_a_clear_error(
+    tmp_path: Path, field: str
+) -> None:
+    from filelayer import ArchiveStore
+
+    store = ArchiveStore(tmp_path)
+    try:
+        kwargs: dict[str, Any] = {"user_id": None, field: 5}
+        with pytest.raises(ValueError, match="must be a string"):
+            store.list_threads(**kwargs)
+    finally:
+        store.close()

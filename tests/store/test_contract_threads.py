@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.drivers import Driver
-from tests.support.layer import at, step
+from tests.support.layer import at, step, tree
 
 THREAD_KEYS = {
     "id",
@@ -292,3 +292,26 @@ async def test_a_late_update_from_another_worker_does_not_resurrect_it_either(
         assert await worker.get_thread("t1") is None
         assert await listed(worker, alice["id"]) == []
     assert not (root / "threads" / "t1").exists()
+
+
+async def test_a_session_that_cannot_be_stored_changes_nothing(driver: Driver, root: Path) -> None:
+    """Chainlit's persisted user session goes partly to ``thread.json`` and partly to a
+    local session file: a value neither can hold (NaN) is refused before either is
+    written, and the thread is not made."""
+    before = tree(root / "threads")
+    session = {
+        "id": "session-1",
+        "env": {},
+        "chat_settings": {},
+        "chat_profile": "gpt",
+        "client_type": "webapp",
+        "user_session": {"score": float("nan")},
+    }
+    try:
+        await driver.update_thread("t-nan", name="first message", metadata=session)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a NaN in the session was stored")
+    assert tree(root / "threads") == before
+    assert await driver.get_thread("t-nan") is None
