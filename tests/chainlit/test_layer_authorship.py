@@ -87,8 +87,10 @@ async def test_the_request_user_is_the_caller_of_plain_http_routes(
         assert await layer.actor() == "mallory"
         with pytest.raises(NotAuthorError):
             await layer.upsert_feedback(Feedback(forId="ta-s1", value=0, threadId="ta"))
-        with pytest.raises(NotAuthorError):
+        # Found by lookup in a thread the caller did not name: refused without naming it.
+        with pytest.raises(UnknownStepError) as refused:
             await layer.upsert_feedback(Feedback(forId="ta-s1", value=0))
+        assert "ta" not in str(refused.value).replace("ta-s1", "")
         with pytest.raises(UnknownStepError):
             await layer.upsert_feedback(Feedback(forId="ta-s1", value=0, threadId="junk"))
     with serve.serving(request_of("alice")):
