@@ -42,6 +42,27 @@ def close_opened() -> None:
         _OPENED.pop().close()
 
 
+_UNPRINTABLE = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (
+        *range(0x20),  # C0: escape sequences (ESC), bells, carriage returns, new lines
+        0x7F,
+        *range(0x80, 0xA0),  # C1: CSI and the like, in one character
+        *range(0x202A, 0x202F),  # bidirectional overrides: text that reads otherwise
+        *range(0x2066, 0x206A),
+    )
+    if code != 0x09  # a tab is harmless
+}
+
+
+def printable(text: object) -> str:
+    """``text`` as one line safe to print on a terminal: a name, a message line, a path
+    is the data's, and a chat user wrote it. Control characters (an escape sequence
+    clears the screen, sets the window's title, or forges a line of output) are shown
+    as ``\\x1b``-style escapes instead of being sent to the terminal."""
+    return str(text).translate(_UNPRINTABLE)
+
+
 def stdout() -> TextIO:
     """Where a command writes its output (looked up per call, so a redirect applies)."""
     return sys.stdout

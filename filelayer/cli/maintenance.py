@@ -16,7 +16,7 @@ from ..maintenance.announce import maintaining
 from ..maintenance.compact import compact_thread
 from ..maintenance.verify import verify
 from ..progress import Progress
-from ._common import open_store, require_thread, stdout
+from ._common import open_store, printable, require_thread, stdout
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
@@ -52,7 +52,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     for problem in report.problems:
-        stdout().write(f"{problem}\n")
+        stdout().write(f"{printable(problem)}\n")
     remaining = len(report.unrepaired)
     repaired = len(report.problems) - remaining
     summary = f"checked {report.threads} thread(s): "

@@ -13,7 +13,8 @@ from typing import Any
 
 from .._time import when
 from ..format.journal import MESSAGE_TYPES
-from ._common import open_store, require_thread, selected, stdout
+from ..format.tree import step_children
+from ._common import open_store, printable, require_thread, selected, stdout
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -35,7 +36,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0 if rows else 1
     table = [("ID", "UPDATED", "AUTHOR", "MSGS", "NAME")]
     table += [
-        (s.id, when(s.activity), s.user_identifier or "-", str(len(s.texts)), s.name or "")
+        (
+            s.id,
+            when(s.activity),
+            printable(s.user_identifier or "-"),
+            str(len(s.texts)),
+            printable(s.name or ""),
+        )
         for s in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(4)]
@@ -50,17 +57,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     store = open_store(args)
     thread = require_thread(store, args.thread)
     out = stdout()
-    out.write(f"{thread.get('name') or 'Untitled'}  ({thread['id']})\n")
-    out.write(f"by {thread.get('userIdentifier') or '-'}, created {when(thread['createdAt'])}\n")
+    # Every name and text is a user's: printed without its control characters.
+    out.write(f"{printable(thread.get('name') or 'Untitled')}  ({thread['id']})\n")
+    author = printable(thread.get("userIdentifier") or "-")
+    out.write(f"by {author}, created {printable(when(thread['createdAt']))}\n")
     present = {s["id"] for s in thread["steps"]}
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for step in thread["steps"]:
-        parent = step.get("parentId")
-        children.setdefault(parent if parent in present else None, []).append(step)
+    children = step_children(thread["steps"])
     elements: dict[str | None, list[str]] = {}
     for element in thread["elements"]:
         owner = element.get("forId") if element.get("forId") in present else None
-        elements.setdefault(owner, []).append(f"📎 {element.get('name')} ({element.get('type')})")
+        label = printable(f"📎 {element.get('name')} ({element.get('type')})")
+        elements.setdefault(owner, []).append(label)
 
     def show(step: dict[str, Any], level: int) -> None:
         indent = "  " * level
@@ -72,9 +79,10 @@ def cmd_show(args: argparse.Namespace) -> int:
                 who = str(step.get("name") or "assistant")
             else:
                 who = f"↳ {step.get('name') or kind} ({kind})"
-            out.write(f"\n{indent}[{when(step.get('createdAt') or step.get('start'))}] {who}:\n")
+            stamp = printable(when(step.get("createdAt") or step.get("start")))
+            out.write(f"\n{indent}[{stamp}] {printable(who)}:\n")
             for line in str(step.get("output") or "").splitlines() or [""]:
-                out.write(f"{indent}  {line}".rstrip() + "\n")
+                out.write(f"{indent}  {printable(line)}".rstrip() + "\n")
         inner = level + 1 if kind not in MESSAGE_TYPES and kind != "run" else level
         for child in children.get(step["id"], []):
             show(child, inner)
@@ -83,7 +91,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         fb = step.get("feedback")
         if fb:
             mark = "👍" if fb.get("value") == 1 else "👎"
-            out.write(f"{indent}  {mark} {fb.get('comment') or ''}".rstrip() + "\n")
+            out.write(f"{indent}  {mark} {printable(fb.get('comment') or '')}".rstrip() + "\n")
 
     for top in children.get(None, []):
         show(top, 0)
@@ -110,6 +118,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
     out.write(f"root      {store.root}\n")
     out.write(f"threads   {threads}\nsteps     {steps}\nelements  {elements}\n")
     out.write(f"users     {user_count}\nbytes     {size}\n")
-    out.write(f"oldest    {min(created) if created else '-'}\n")
-    out.write(f"newest    {max(created) if created else '-'}\n")
+    out.write(f"oldest    {printable(min(created)) if created else '-'}\n")
+    out.write(f"newest    {printable(max(created)) if created else '-'}\n")
     return 0

@@ -73,7 +73,7 @@ def element_views(
             id=str(element["id"]),
             name=str(element.get("name") or element.get("type") or "file"),
             type=str(element.get("type") or "file"),
-            href=element.get("url") if isinstance(element.get("url"), str) else None,
+            href=_external(element.get("url")),
         )
         views[view.id] = view
         found = store.element_file(thread["id"], element["id"])
@@ -213,3 +213,8 @@ def _self_contained_link(
         return relative
 
     return link
+
+
+def _external(url: object) -> str | None:
+    """An element's own URL, if an export may link to it (see :func:`ee.safe_url`)."""
+    return url if isinstance(url, str) and ee.safe_url(url) else None

@@ -20,6 +20,7 @@ import html
 import importlib.util
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,16 @@ TEXT_LIMIT = 20_000
 """A text element longer than this is cut in the export (its file has it all)."""
 PLOTLY_SCRIPT = "plotly.min.js"
 """Where the one shared copy of plotly.js goes, at the top of the export directory."""
+
+
+_SAFE_URL_RE = re.compile(r"(?:https?:|mailto:|#|\.{0,2}/|[\w.-]+(?:/|$))", re.IGNORECASE)
+
+
+def safe_url(url: str) -> bool:
+    """Whether an export may link to ``url``: the web, mail, an anchor or a path, never a
+    scheme a browser runs (``javascript:``, ``vbscript:``) or that carries a page of its
+    own (``data:``). An element's ``url`` is the client's, like a message's links."""
+    return bool(_SAFE_URL_RE.match(url))
 
 
 @dataclass(frozen=True)

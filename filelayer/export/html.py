@@ -22,6 +22,7 @@ from typing import Any
 
 from .._time import when
 from ..format.journal import MESSAGE_TYPES
+from ..format.tree import step_children
 from . import elements as ee
 from .elements import ElementView
 
@@ -70,14 +71,19 @@ background:#eef2ff;color:#3730a3;border-radius:4px;padding:0 5px;margin-right:6p
 """
 
 _INLINE_RE = re.compile(
-    r"(?P<code>`+)(?P<codetext>.+?)(?P=code)"
-    r"|\[(?P<label>[^\]]+)\]\((?P<url>[^)\s]+)\)"
+    # A code span opens and closes with whole runs of backticks of one length, at most
+    # 2,000 characters apart: no run is tried at each of its lengths (cubic in its
+    # length before: a minute for 16,000 backticks after one other).
+    r"(?<!`)(?P<code>`+)(?!`)(?P<codetext>.{1,2000}?)(?<!`)(?P=code)(?!`)"
+    # Neither a label nor a URL runs past the next bracket that could open another:
+    # each character is looked at a bounded number of times (a run of "[" or of "[a]("
+    # took time quadratic in its length: an hour for a 1 MB message).
+    r"|\[(?P<label>[^\[\]]+)\]\((?P<url>[^()\s]+)\)"
     r"|\*\*(?P<bold>.+?)\*\*"
     r"|__(?P<bold2>.+?)__"
     r"|(?<![\w*])\*(?P<em>[^*\s][^*]*?)\*(?![\w*])"
     r"|(?<!\w)_(?P<em2>[^_\s][^_]*?)_(?!\w)"
 )
-_SAFE_URL_RE = re.compile(r"(?:https?:|mailto:|#|\.{0,2}/|[\w.-]+(?:/|$))", re.IGNORECASE)
 _HEADING_RE = re.compile(r"(#{1,6})\s+(.*)")
 _LIST_RE = re.compile(r"\s*(?:[-*+]|(\d+)[.)])\s+(.*)")
 _FENCE_RE = re.compile(r"\s*(`{3,}|~{3,})\s*([\w+.-]*)")
@@ -95,7 +101,7 @@ def _inline(text: str) -> str:
         elif m.group("label") is not None:
             url = m.group("url")
             label = _inline(m.group("label"))
-            if _SAFE_URL_RE.match(url) and not url.lower().startswith("javascript:"):
+            if ee.safe_url(url):
                 out.append(f'<a href="{html.escape(url)}">{label}</a>')
             else:
                 out.append(label)
@@ -107,7 +113,12 @@ def _inline(text: str) -> str:
     return "".join(out)
 
 
-def markdown_html(text: str) -> str:
+_QUOTE_DEPTH = 16
+"""Quotes nested deeper are shown as the text they hold (a renderer that recursed once
+per ``>`` failed on a line of a thousand of them)."""
+
+
+def markdown_html(text: str, depth: int = 0) -> str:
     """The common Markdown of chat messages as HTML (see the module docstring)."""
     lines = text.replace("\r\n", "\n").split("\n")
     out: list[str] = []
@@ -149,13 +160,14 @@ def markdown_html(text: str) -> str:
             flush()
             level = min(len(heading.group(1)) + 2, 6)  # below the page's own headings
             out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-        elif line.lstrip().startswith(">"):
+        elif line.lstrip().startswith(">") and depth < _QUOTE_DEPTH:
             flush()
             quoted = []
             while i < len(lines) and lines[i].lstrip().startswith(">"):
                 quoted.append(lines[i].lstrip()[1:].removeprefix(" "))
                 i += 1
-            out.append(f"<blockquote>{markdown_html(chr(10).join(quoted))}</blockquote>")
+            inside = markdown_html(chr(10).join(quoted), depth + 1)
+            out.append(f"<blockquote>{inside}</blockquote>")
             continue
         elif listed:
             if para:
@@ -181,12 +193,15 @@ def _badge(kind: str) -> str:
 
 def _element_html(view: ElementView) -> str:
     name = html.escape(view.name)
-    href = html.escape(view.href or "")
-    if not view.href:
+    target = view.href or ""
+    if not (ee.safe_url(target) or (view.type == "image" and target.startswith("data:image/"))):
+        target = ""  # a script's URL (the element's own, from the client): no link
+    href = html.escape(target)
+    if not target:
         return f'<div class="element"><em>{name} ({html.escape(view.type)}, not stored)</em></div>'
     if view.type == "image":
         return f'<div class="element"><img src="{href}" alt="{name}"></div>'
-    if view.type in ("audio", "video") and not re.match(r"[a-z][a-z0-9+.-]*:|/", view.href):
+    if view.type in ("audio", "video") and not re.match(r"[a-z][a-z0-9+.-]*:|/", target):
         # A file beside the page plays in it (the app's page links instead: its
         # policy loads nothing but its own images).
         media = f'<{view.type} controls preload="metadata" src="{href}"></{view.type}>'
@@ -203,7 +218,7 @@ def _element_html(view: ElementView) -> str:
             f'<div class="element"><div class="title">{_badge("text")}{name}{cut}</div>{body}</div>'
         )
     if view.table is not None:
-        csv = html.escape(view.csv_href or view.href)
+        csv = html.escape(view.csv_href or target)
         note = html.escape(ee.table_note(view.table))
         return (
             f'<div class="element"><div class="title">{_badge("table")}{name} ({note}; '
@@ -227,10 +242,7 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
     """The conversation as one HTML page (``views``: what each element shows as)."""
     steps: list[dict[str, Any]] = thread.get("steps") or []
     present = {s["id"] for s in steps}
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for step in steps:
-        parent = step.get("parentId")
-        children.setdefault(parent if parent in present else None, []).append(step)
+    children = step_children(steps)
     owned: dict[str | None, list[ElementView]] = {}
     for element in thread.get("elements") or []:
         owner = element.get("forId") if element.get("forId") in present else None
@@ -259,7 +271,7 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
         if kind in MESSAGE_TYPES:
             user = kind == "user_message"
             who = author if user else str(step.get("name") or "Assistant")
-            stamp = when(step.get("createdAt") or step.get("start"))
+            stamp = html.escape(when(step.get("createdAt") or step.get("start")))
             text = markdown_html(str(step.get("output") or "").strip())
             css = "user" if user else "assistant"
             # Tool steps fold into the bubble; the answers (and the runs that made
@@ -313,7 +325,7 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
         body.append('<section class="attachments"><h2>Attachments</h2>')
         body.extend(_element_html(v) for v in loose)
         body.append("</section>")
-    created = when(thread.get("createdAt"))
+    created = html.escape(when(thread.get("createdAt")))
     tags = ", ".join(str(t) for t in thread.get("tags") or [])
     meta = f"{html.escape(author)} · {created}" + (f" · {html.escape(tags)}" if tags else "")
     return (

@@ -8,21 +8,37 @@ unchanged archive exports to byte-identical files.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from .._time import when
 from ..format.ids import slug
 from ..format.journal import MESSAGE_TYPES
+from ..format.tree import step_children
+from .elements import safe_url
 
 IMAGE_TYPES = frozenset(["image"])
 _FEEDBACK_MARK = {1: "👍", 0: "👎"}
 
 
 def file_stem(thread: dict[str, Any]) -> str:
-    """``2026-11-25-how-do-i-bake-bread-5f0c6c1e``: sorts by date, stable across runs."""
-    day = str(thread.get("createdAt") or "")[:10] or "undated"
-    return f"{day}-{slug(thread.get('name') or '', 50, 'untitled')}-{thread['id'][:8]}"
+    """``2026-11-25-how-do-i-bake-bread-5f0c6c1e``: sorts by date, stable across runs.
+
+    Made of checked parts only, since a file is named after it: the day when the
+    creation time starts with one (a manifest may hold anything: ``../../``, an absolute
+    path), the name's slug, and the id (a valid id: one path component), shortened to
+    its first 8 characters only when it is a UUID (other ids, ``conversation-1`` and
+    ``conversation-2``, would otherwise share a file)."""
+    created = str(thread.get("createdAt") or "")
+    day = created[:10] if _DAY_RE.match(created) else "undated"
+    thread_id = str(thread["id"])
+    short = thread_id[:8] if _UUID_RE.fullmatch(thread_id) else thread_id
+    return f"{day}-{slug(thread.get('name') or '', 50, 'untitled')}-{short}"
+
+
+_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_UUID_RE = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 
 
 def _yaml_str(value: object) -> str:
@@ -71,24 +87,23 @@ def render_markdown(
     blocks = element_blocks or {}
     steps: list[dict[str, Any]] = thread.get("steps") or []
     present = {s["id"] for s in steps}
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for step in steps:
-        parent = step.get("parentId")
-        children.setdefault(parent if parent in present else None, []).append(step)
+    children = step_children(steps)
     elements_by_step: dict[str | None, list[dict[str, Any]]] = {}
     for element in thread.get("elements") or []:
         owner = element.get("forId")
         elements_by_step.setdefault(owner if owner in present else None, []).append(element)
 
-    out = [front_matter(thread), f"# {thread.get('name') or 'Untitled conversation'}\n"]
-    author = str(thread.get("userIdentifier") or "User")
+    title = _one_line(str(thread.get("name") or "Untitled conversation"))
+    out = [front_matter(thread), f"# {title}\n"]
+    author = _one_line(str(thread.get("userIdentifier") or "User"))
 
     def render(step: dict[str, Any], depth: int) -> None:
         kind = step.get("type")
         if kind in MESSAGE_TYPES:
             who = author if kind == "user_message" else str(step.get("name") or "Assistant")
-            out.append(f"**{who}** · {when(step.get('createdAt') or step.get('start'))}\n")
-            text = str(step.get("output") or "").strip()
+            stamp = _one_line(when(step.get("createdAt") or step.get("start")))
+            out.append(f"**{_one_line(who)}** · {stamp}\n")
+            text = _defused(str(step.get("output") or "").strip())
             if text:
                 out.append(text + "\n")
             out.extend(_elements(elements_by_step.get(step["id"], []), links, blocks))
@@ -132,6 +147,31 @@ def _language(step: dict[str, Any]) -> str:
     return "json" if str(step.get("showInput") or "").lower() == "json" else ""
 
 
+def _one_line(text: str) -> str:
+    """A name or a time put in a heading or a speaker's line: one line, whatever it
+    holds (a thread's name is its first message, new lines included)."""
+    return (
+        " ".join(text.split())
+        if any(c in text for c in "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+        else text
+    )
+
+
+_SPEAKER_RE = re.compile(r"^( {0,3})(\*\*[^\n]*\*\* · )", re.MULTILINE)
+_HTML_START_RE = re.compile(r"^( {0,3})<", re.MULTILINE)
+
+
+def _defused(text: str) -> str:
+    """A message's Markdown, kept as written, except what would forge the export's own
+    structure: a line shaped like a speaker's line (``**Assistant** · …``) and HTML
+    that starts a line or opens a comment (``<!--`` hid every later message in a
+    renderer). Their first character is escaped: a reader sees them as typed."""
+    text = _SPEAKER_RE.sub(r"\1\\\2", text)
+    if "<!--" in text:
+        text = text.replace("<!--", "\\<!--")
+    return _HTML_START_RE.sub(r"\1\\<", text)
+
+
 def _html_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -145,7 +185,10 @@ def _elements(
             lines.append(blocks[element["id"]] + "\n")
             continue
         name = str(element.get("name") or element.get("type") or "file")
-        target = links.get(element["id"]) or element.get("url")
+        url = element.get("url")
+        target = links.get(element["id"]) or (
+            url if isinstance(url, str) and safe_url(url) else None
+        )
         if not target:
             lines.append(f"_{name} ({element.get('type')}, not stored)_\n")
         elif element.get("type") in IMAGE_TYPES:

@@ -90,3 +90,29 @@ def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and "filelayer export --all -o exported/" in out
+
+
+def test_what_users_wrote_cannot_drive_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A thread's name is its first message, as typed: escape sequences (clear the
+    screen, set the window's title), a bell, a carriage return or a new line that forges
+    a row of the table are shown as escapes, never sent to the terminal."""
+    from filelayer import ArchiveStore
+
+    store = ArchiveStore(tmp_path)
+    store.upsert_user("eve\x1b[31m")
+    nasty = "hi\x1b[2J\x1b]0;pwned\x07\rfake\nbread  2026-01-01  alice  9  forged\u202e"
+    store.write_step(
+        {"id": "s1", "threadId": "t1", "type": "user_message", "output": nasty, "name": nasty}
+    )
+    store.update_thread("t1", name=nasty, user_id=store.get_user("eve\x1b[31m")["id"])  # type: ignore[index]
+    store.write_step({"id": "s2", "threadId": "t2", "type": "user_message", "output": "ok"})
+    store.close()
+    for command in (["list"], ["show", "t1"], ["stats"], ["verify"]):
+        main(["--root", str(tmp_path), *command])
+        out = capsys.readouterr().out
+        assert not any(c in out for c in "\x1b\x07\r\u202e"), (command, out)
+        if command == ["list"]:
+            assert len(out.splitlines()) == 3  # the header and two threads
+            assert "\\x1b[2J" in out

@@ -220,6 +220,7 @@ def test_nesting_deeper_than_every_reader_reads_is_refused_and_changes_nothing(
     store = ArchiveStore(tmp_path)
     store.update_thread("t", name="kept", metadata={"ok": _nested(MAX_DEPTH - 8)})
     store.write_step({"id": "s", "threadId": "t", "metadata": _nested(MAX_DEPTH - 8)})
+
     def files() -> list[tuple[Path, bytes]]:  # the derived index and locks aside
         return sorted(
             (p, p.read_bytes())

@@ -1,0 +1,189 @@
+"""Exports of conversations a hostile user wrote (or a hostile branch merged in).
+
+Every field of a thread is somebody's input: Chainlit names a thread after its first
+message, takes a step's ``parentId`` from the client's payload, and keeps an element's
+``url`` as sent; a manifest that arrived by ``git merge`` or ``copy`` may hold anything.
+An export opened in a browser must run nothing, write nowhere but where it was told,
+show every step exactly once, and finish.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from filelayer import ArchiveStore
+from filelayer.cli import main
+from filelayer.export.html import markdown_html, render_html
+from filelayer.export.markdown import render_markdown
+from filelayer.format.tree import MAX_DEPTH
+
+
+def _message(store: ArchiveStore, thread: str, sid: str, text: str, **fields: object) -> None:
+    store.write_step(
+        {
+            "id": sid,
+            "threadId": thread,
+            "type": "user_message",
+            "output": text,
+            "createdAt": "2026-03-01T10:00:00.000000Z",
+            **fields,
+        }
+    )
+
+
+def _thread(root: Path, thread_id: str) -> dict[str, object]:
+    store = ArchiveStore(root)
+    try:
+        thread = store.get_thread(thread_id)
+    finally:
+        store.close()
+    assert thread is not None
+    return thread
+
+
+def test_an_elements_script_url_is_no_link(tmp_path: Path) -> None:
+    store = ArchiveStore(tmp_path)
+    _message(store, "t1", "s1", "see the invoice")
+    for n, url in enumerate(
+        ("javascript:alert('url')", " JaVaScRiPt:alert(1)", "data:text/html,x")
+    ):
+        store.put_element(
+            "t1",
+            {"id": f"e{n}", "type": "file", "name": "invoice.pdf", "forId": "s1", "url": url},
+            None,
+        )
+    store.close()
+    out = tmp_path / "out"
+    for fmt in ("markdown", "html"):
+        assert main(["--root", str(tmp_path), "export", "t1", "--format", fmt, "-o", str(out)]) == 0
+    [page] = [p.read_text("utf-8") for p in out.glob("*.html")]
+    [markdown] = [p.read_text("utf-8") for p in out.glob("*.md")]
+    for text in (page, markdown):
+        assert "javascript" not in text.lower() and "data:text" not in text
+        assert text.count("invoice.pdf") >= 3
+
+
+def test_a_steps_time_is_text_in_the_page(tmp_path: Path) -> None:
+    """Two times that together made an ``<svg onload>`` (the times come from files a
+    merge or a copy brought: Chainlit sets them itself)."""
+    store = ArchiveStore(tmp_path)
+    _message(store, "x", "a", "hello", createdAt="<svg onload='/*")
+    _message(store, "x", "b", "hi", createdAt="~*/body.id=1'>")
+    store.close()
+    page = render_html(_thread(tmp_path, "x"), {})
+    assert "<svg" not in page and "&lt;svg onload=" in page
+
+
+@pytest.mark.parametrize("created", ["../../../../../../../", "/tmp/absolute/ABS"])
+def test_an_export_writes_only_into_its_directory(tmp_path: Path, created: str) -> None:
+    root, out = tmp_path / "a", tmp_path / "deep" / "er" / "out"
+    store = ArchiveStore(root)
+    store.put_manifest({"id": "trav", "name": "x", "createdAt": created, "updatedAt": created})
+    _message(store, "trav", "s1", "hello")
+    store.close()
+    before = {p for p in tmp_path.rglob("*")}
+    for fmt in ("markdown", "html"):
+        assert main(["--root", str(root), "export", "trav", "--format", fmt, "-o", str(out)]) == 0
+    made = {p for p in tmp_path.rglob("*") if not p.is_dir()} - before
+    assert made and all(out in p.parents for p in made), made
+    assert sorted(p.name for p in out.iterdir()) == ["undated-x-trav.html", "undated-x-trav.md"]
+
+
+def test_threads_of_one_day_and_name_export_to_files_of_their_own(tmp_path: Path) -> None:
+    root, out = tmp_path / "a", tmp_path / "out"
+    store = ArchiveStore(root)
+    for thread in ("conversation-1", "conversation-2"):
+        _message(store, thread, f"{thread}-s", f"words of {thread}")
+        store.update_thread(thread, name="Hello")
+    store.close()
+    assert main(["--root", str(root), "export", "--all", "-o", str(out)]) == 0
+    texts = sorted(p.read_text("utf-8") for p in out.glob("*.md"))
+    assert len(texts) == 2
+    assert "words of conversation-1" in texts[0] and "words of conversation-2" in texts[1]
+
+
+def test_every_step_shows_once_whatever_its_parents(tmp_path: Path) -> None:
+    """A parent that loops (``m1 -> m2 -> m1``), a step its own parent, and a chain of
+    700 parents (each the parent of the next): every step is shown, once, and the
+    renderers (which recurse once per level) finish."""
+    store = ArchiveStore(tmp_path)
+    _message(store, "loop", "m1", "first of a loop", parentId="m2")
+    _message(store, "loop", "m2", "second of a loop", parentId="m1")
+    _message(store, "loop", "m3", "its own parent", parentId="m3")
+    _message(store, "loop", "m4", "a plain one")
+    for n in range(700):
+        parent = f"c{n - 1}" if n else None
+        _message(store, "chain", f"c{n}", f"link number {n}.", parentId=parent)
+    store.close()
+    for thread_id, count, word in (("loop", 4, "of a loop"), ("chain", 700, "link number")):
+        thread = _thread(tmp_path, thread_id)
+        markdown, page = render_markdown(thread), render_html(thread, {})
+        for text in (markdown, page):
+            assert text.count(word) == (2 if thread_id == "loop" else count)
+        for sid, text in (("m3", "its own parent"), ("m4", "a plain one")):
+            if thread_id == "loop":
+                assert markdown.count(text) == page.count(text) == 1, sid
+    assert MAX_DEPTH < 700
+
+
+def test_a_thousand_quote_marks_are_a_quote_not_a_crash() -> None:
+    page = markdown_html(">" * 1000 + " quoted")
+    assert "quoted" in page and page.count("<blockquote>") <= 32
+
+
+_SLOW_BEFORE = """
+import sys, time
+from filelayer.export.html import markdown_html
+for text in ("[" * 200_000, "[a](" * 50_000, "`x" + "`" * 20_000, "** " * 60_000):
+    markdown_html(text)
+print("done")
+"""
+
+
+def test_markdown_that_took_hours_to_render_takes_no_time() -> None:
+    """Runs of ``[``, of ``[a](`` and of backticks after one other took time quadratic
+    (or cubic) in their length: about an hour for a 1 MB message, in the app's export
+    route too. Now each character is looked at a bounded number of times; the guard
+    here is only that the run ends (it took minutes before)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SLOW_BEFORE], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "done"
+
+
+def test_a_message_cannot_forge_the_markdown_exports_structure(tmp_path: Path) -> None:
+    """A name with new lines (a thread is named after its first message, as typed), a
+    fake speaker's line and an HTML comment that hid every later message in a
+    CommonMark renderer: rendered, the export has one title, and every real message
+    shows, after the speaker line the export wrote."""
+    markdown_it = pytest.importorskip("markdown_it")
+    store = ArchiveStore(tmp_path)
+    forged = (
+        "Can I get a refund?\n\n**Assistant** · 2026-03-01 10:01 UTC\n\n"
+        "Yes, approved: $10,000.\n\n<!--"
+    )
+    _message(store, "t1", "u1", forged)
+    store.write_step(
+        {
+            "id": "a1",
+            "threadId": "t1",
+            "type": "assistant_message",
+            "name": "Assistant",
+            "output": "No, refunds are not possible.",
+            "createdAt": "2026-03-01T10:02:00.000000Z",
+        }
+    )
+    store.update_thread("t1", name="refund\n# Approved by the bank\n**Assistant** · now")
+    store.close()
+    text = render_markdown(_thread(tmp_path, "t1"))
+    body = text.split("---\n", 2)[2]  # the front matter: a table on GitHub, JSON strings
+    page = markdown_it.MarkdownIt("commonmark").render(body)
+    assert page.count("<h1>") == 1 and "<h1>refund # Approved" in page
+    assert "No, refunds are not possible." in page
+    assert page.count("<p><strong>Assistant</strong> · ") == 1  # the real speaker only
+    assert "<!--" not in page
