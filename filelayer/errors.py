@@ -8,6 +8,7 @@ its own rebuilds itself from that context when unpickled (``__reduce__``, as fil
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "InvalidIdError",
     "MergeError",
     "NotAuthorError",
+    "NotRegularFileError",
     "StorageWriteError",
     "UnknownStepError",
 ]
@@ -186,3 +188,16 @@ class GitError(FileLayerError, RuntimeError):
 
     def __reduce__(self) -> tuple[type[GitError], tuple[str, str]]:
         return (GitError, (self.command, self.detail))
+
+
+class NotRegularFileError(FileLayerError, IsADirectoryError):
+    """A directory, a FIFO or a device where the archive keeps a file: not read (a
+    FIFO would block its reader forever). An ``IsADirectoryError``, as reading a
+    directory raises."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(errno.EISDIR, "not a regular file", str(path))
+        self.path = Path(path)
+
+    def __reduce__(self) -> tuple[type[NotRegularFileError], tuple[str]]:
+        return type(self), (str(self.path),)

@@ -18,12 +18,13 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from ..errors import StorageWriteError
+from ..errors import NotRegularFileError, StorageWriteError
 from .durable import fsync_fd as fsync_fd  # explicit: called (and patched) as fs.fsync_fd
 from .flusher import FLUSHER
 
@@ -419,12 +420,16 @@ def read_bytes(path: Path) -> bytes | None:
 
     With the system calls themselves: a buffered file object costs more than reading a
     manifest does, and every read of a thread reads a few small files."""
+    flags = os.O_RDONLY | _BINARY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | _BINARY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)  # not blocking: a FIFO put there must not hang a read
     except FileNotFoundError:
         return None
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(path)
+        size = st.st_size
         data = os.read(fd, size + 1 if size else _READ_CHUNK)  # +1: sees the end at once
         if len(data) == size or not data:
             return data

@@ -17,7 +17,7 @@ from typing import Any
 
 from .._backend import PURE
 from .._io import fs as _fs
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, NotRegularFileError
 
 _line_encoder = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
@@ -265,7 +265,10 @@ def _decode_joined(lines: bytes, count: int) -> list[Any] | None:
 def read_document(path: Path, required: tuple[str, ...]) -> dict[str, Any] | None:
     """A whole JSON document whose ``required`` keys are strings; ``None`` if the file
     does not exist, :class:`CorruptFileError` if it cannot be what it should be."""
-    data = _fs.read_bytes(path)
+    try:
+        data = _fs.read_bytes(path)
+    except NotRegularFileError as exc:
+        raise CorruptFileError(path, "not a regular file (a directory, a FIFO...)") from exc
     if data is None:
         return None
     try:

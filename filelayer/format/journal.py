@@ -21,6 +21,7 @@ from typing import Any
 
 from .._io import fs as _fs
 from .._io.tail import Tail
+from ..errors import NotRegularFileError
 from . import clock
 from . import codec as _codec
 from .fold import (
@@ -277,5 +278,12 @@ def no_collection(size: int) -> Iterator[None]:
 
 
 def read(path: Path) -> JournalRead:
-    data = _fs.read_bytes(path)
+    """The journal at ``path``; none (no records) if there is none, or if something
+    else than a file is in its place (a directory, a FIFO), which ``filelayer verify``
+    reports: one such thread must not stop a command that reads every thread."""
+    try:
+        data = _fs.read_bytes(path)
+    except NotRegularFileError:
+        log.warning("filelayer: %s is not a regular file: read as empty", path)
+        data = None
     return parse(data or b"", path)

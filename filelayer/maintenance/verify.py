@@ -110,11 +110,26 @@ def _verify(
     names = [e.name for e in entries if not e.name.startswith(".")]
     for n, name in enumerate(names, start=1):
         directory = store.layout.threads / name
-        if not directory.is_dir() or not is_valid_id(name):
+        if directory.is_symlink():
+            # Never followed: a link (which git keeps, and a merge can bring) would
+            # have every reader and writer of the archive work outside it.
+            if repair:
+                directory.unlink()
+            add(directory, "a symbolic link, not a thread directory: never followed", repair)
+        elif not directory.is_dir() or not is_valid_id(name):
             add(directory, "not a thread directory (its name is not a valid id)")
         else:
             report.threads += 1
-            _check_thread(store, name, repair, add)
+            links = _links_inside(directory)
+            for link in links:
+                if repair:
+                    link.unlink()
+                add(link, "a symbolic link in a thread directory: never followed", repair)
+            try:
+                if repair or not links:  # the rest is checked once the links are gone
+                    _check_thread(store, name, repair, add)
+            except OSError as exc:  # a directory or a FIFO in place of a file...
+                add(directory, f"could not be read: {exc}")
         if progress is not None:
             progress(n, len(names))
 
@@ -286,6 +301,15 @@ def _is_empty(path: Path) -> bool:
         return path.stat().st_size == 0
     except OSError:
         return False
+
+
+def _links_inside(directory: Path) -> list[Path]:
+    """The symbolic links among a thread's files and element files (not followed)."""
+    found = [p for p in sorted(directory.iterdir()) if p.is_symlink()]
+    elements = directory / ELEMENTS_DIR
+    if elements.is_dir() and not elements.is_symlink():
+        found += [p for p in sorted(elements.iterdir()) if p.is_symlink()]
+    return found
 
 
 def _repair_missing_manifest(store: ArchiveStore, thread_id: str) -> str | None:

@@ -37,7 +37,10 @@ def thread_ids(layout: Layout) -> list[str]:
     return sorted(
         entry.name
         for entry in os.scandir(layout.threads)
-        if entry.is_dir() and not entry.name.startswith(".") and is_valid_id(entry.name)
+        # A link is no thread (see filelayer verify): never followed out of the root.
+        if entry.is_dir(follow_symlinks=False)
+        and not entry.name.startswith(".")
+        and is_valid_id(entry.name)
     )
 
 

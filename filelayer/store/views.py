@@ -431,6 +431,11 @@ class ThreadViews:
         path = self.layout.element_file(thread_id, el["file"])
         if path is None or not path.is_file():
             return None
+        # A link (a merge can bring one: git keeps symbolic links) could make an export
+        # or a copy read any file the process can: the archive's files are its own.
+        if any(p.is_symlink() for p in (path, path.parent, path.parent.parent)):
+            log.warning("filelayer: %s is a symbolic link: not read", path)
+            return None
         return el, path
 
     def _live_element(self, thread_id: str, element_id: str) -> dict[str, Any] | None:

@@ -1,0 +1,119 @@
+"""What a hostile branch (or a careless hand) can put in an archive besides files:
+symbolic links (git keeps them), FIFOs, directories where files belong. No command
+follows a link out of the root, reads through it, or writes through it; none hangs or
+stops for one bad thread; ``verify`` says what it found and ``--repair`` removes the
+links themselves, never what they point to."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from filelayer import ArchiveStore
+from filelayer.cli import main
+from filelayer.errors import NotRegularFileError
+from tests.support.processes import subprocess_env
+
+SECRET = b"root:x:0:0:the secret outside the archive\n"
+
+
+def _archive(root: Path) -> ArchiveStore:
+    store = ArchiveStore(root)
+    store.write_step({"id": "s1", "threadId": "ta", "type": "user_message", "output": "hi"})
+    store.put_element(
+        "ta", {"id": "ta-e1", "type": "text", "name": "notes.txt", "forId": "s1"}, b"mine"
+    )
+    store.write_step({"id": "s2", "threadId": "tb", "type": "user_message", "output": "hey"})
+    return store
+
+
+def _outside(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    outside = tmp_path / "outside"
+    (outside / "tz").mkdir(parents=True)
+    (outside / "passwd").write_bytes(SECRET)
+    (outside / "tz" / "steps.jsonl").write_bytes(b"not yours\n")
+    return outside, {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+
+
+def test_links_are_never_read_nor_written_through(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    _archive(root).close()
+    outside, before = _outside(tmp_path)
+    element = root / "threads" / "ta" / "elements" / "ta-e1.txt"
+    element.unlink()
+    element.symlink_to(outside / "passwd")
+    (root / "threads" / "tz").symlink_to(outside / "tz", target_is_directory=True)
+
+    out, copied = tmp_path / "out", tmp_path / "copied"
+    assert main(["--root", str(root), "export", "--all", "-o", str(out)]) == 0
+    main(["copy", str(root), str(copied)])  # says the linked element stayed behind
+    for directory in (out, copied):
+        for path in directory.rglob("*"):
+            assert path.is_symlink() or not path.is_file() or SECRET not in path.read_bytes()
+    for command in (["compact"], ["reindex"], ["verify"]):
+        main(["--root", str(root), *command])
+    assert {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
+
+    store = ArchiveStore(root)
+    try:
+        assert store.element_file("ta", "ta-e1") is None
+        assert "tz" not in store.thread_ids()
+    finally:
+        store.close()
+    main(["--root", str(root), "verify", "--repair"])
+    assert not element.is_symlink() and not (root / "threads" / "tz").exists()
+    assert {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
+
+
+def test_verify_names_the_links_it_finds(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    _archive(root).close()
+    outside, _ = _outside(tmp_path)
+    (root / "threads" / "tz").symlink_to(outside / "tz", target_is_directory=True)
+    journal = root / "threads" / "tb" / "steps.jsonl"
+    journal.unlink()
+    journal.symlink_to(outside / "tz" / "steps.jsonl")
+    done = subprocess.run(
+        [sys.executable, "-m", "filelayer", "--root", str(root), "verify"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
+    )
+    assert "tz: a symbolic link, not a thread directory" in done.stdout
+    assert "steps.jsonl: a symbolic link in a thread directory" in done.stdout
+
+
+def test_a_fifo_or_a_directory_in_place_of_a_file_stops_nothing(tmp_path: Path) -> None:
+    """Each command finishes (a FIFO read blocked forever before) and reports the bad
+    thread; the other threads are still checked and listed."""
+    root = tmp_path / "a"
+    store = _archive(root)
+    store.write_step({"id": "s3", "threadId": "tc", "type": "user_message", "output": "yo"})
+    store.close()
+    os.unlink(root / "threads" / "ta" / "steps.jsonl")
+    os.mkfifo(root / "threads" / "ta" / "steps.jsonl")
+    (root / "threads" / "tb" / "thread.json").unlink()
+    (root / "threads" / "tb" / "thread.json").mkdir()
+    for command in (["verify"], ["stats"], ["show", "tc"], ["list"], ["reindex"], ["verify"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "filelayer", "--root", str(root), *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=subprocess_env(),
+        )
+        assert "Traceback" not in done.stderr, (command, done.stderr)
+        if command == ["verify"]:
+            assert "ta" in done.stdout and "tb" in done.stdout, done.stdout
+
+
+def test_the_error_for_a_file_that_is_not_one_is_an_is_a_directory_error() -> None:
+    import pickle
+
+    error = NotRegularFileError("/archive/threads/t1/steps.jsonl")
+    assert isinstance(error, IsADirectoryError)
+    again = pickle.loads(pickle.dumps(error))
+    assert again.path == error.path and str(again) == str(error)
