@@ -47,7 +47,7 @@ from chainlit.user import PersistedUser, User
 
 from .._io import aio as _aio
 from ..errors import FileLayerError, NotAuthorError, UnknownStepError
-from ..format.codec import encode_line
+from ..format.codec import encode_new_line
 from ..format.journal import element_record
 from ..format.layout import DEFAULT_ROOT, ROOT_ENV, default_root
 from ..index.records import DEFAULT_SEARCH_CHARS
@@ -258,7 +258,7 @@ class FileDataLayer(BaseDataLayer):
         thread_id = element.thread_id
         fields: dict[str, Any] = element.to_dict()  # type: ignore[assignment]
         record = {k: fields.get(k) for k in _ELEMENT_FIELDS}
-        encode_line(element_record(record))  # refused before anything is written
+        encode_new_line(element_record(record))  # refused before anything is written
         actor = await self.actor()
         data = await _element_bytes(element)
         if data is not None:

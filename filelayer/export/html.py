@@ -75,10 +75,11 @@ _INLINE_RE = re.compile(
     # 2,000 characters apart: no run is tried at each of its lengths (cubic in its
     # length before: a minute for 16,000 backticks after one other).
     r"(?<!`)(?P<code>`+)(?!`)(?P<codetext>.{1,2000}?)(?<!`)(?P=code)(?!`)"
-    # Neither a label nor a URL runs past the next bracket that could open another:
-    # each character is looked at a bounded number of times (a run of "[" or of "[a]("
-    # took time quadratic in its length: an hour for a 1 MB message).
-    r"|\[(?P<label>[^\[\]]+)\]\((?P<url>[^()\s]+)\)"
+    # Neither a label nor a URL runs past the next bracket that could open another (a
+    # URL may hold balanced parentheses, one level: Wikipedia's): each character is
+    # looked at a bounded number of times (a run of "[" or of "[a](" took time
+    # quadratic in its length: an hour for a 1 MB message).
+    r"|\[(?P<label>[^\[\]]+)\]\((?P<url>(?:[^()\s]|\([^()\s]*\))+)\)"
     r"|\*\*(?P<bold>.+?)\*\*"
     r"|__(?P<bold2>.+?)__"
     r"|(?<![\w*])\*(?P<em>[^*\s][^*]*?)\*(?![\w*])"

@@ -157,19 +157,36 @@ def _one_line(text: str) -> str:
     )
 
 
-_SPEAKER_RE = re.compile(r"^( {0,3})(\*\*[^\n]*\*\* · )", re.MULTILINE)
-_HTML_START_RE = re.compile(r"^( {0,3})<", re.MULTILINE)
+_SPEAKER_RE = re.compile(r"^( {0,3})(\*\*[^\n]*\*\* · )")
+# The HTML blocks that run past a blank line, to a closing marker that may never come
+# (CommonMark's kinds 1 to 5): a comment, <script>, <pre>, <style>, <textarea>, <?...?>,
+# <!X...>, <![CDATA[...]]>. The others end at the blank line after the message.
+_HTML_BLOCK_RE = re.compile(r"^( {0,3})(<(?:[!?]|(?:script|pre|style|textarea)(?![\w-])))", re.I)
+_FENCE_RE = re.compile(r" {0,3}(`{3,}|~{3,})")
 
 
 def _defused(text: str) -> str:
     """A message's Markdown, kept as written, except what would forge the export's own
-    structure: a line shaped like a speaker's line (``**Assistant** · …``) and HTML
-    that starts a line or opens a comment (``<!--`` hid every later message in a
-    renderer). Their first character is escaped: a reader sees them as typed."""
-    text = _SPEAKER_RE.sub(r"\1\\\2", text)
-    if "<!--" in text:
-        text = text.replace("<!--", "\\<!--")
-    return _HTML_START_RE.sub(r"\1\\<", text)
+    structure: a line shaped like a speaker's line (``**Assistant** · …``), and an HTML
+    block that would run on over the messages after it (``<!--`` hid them all in a
+    renderer). Their first character is escaped: a reader sees them as typed. Code is
+    never touched: inside a fence an escape would show."""
+    out = []
+    fence = ""
+    for line in text.split("\n"):
+        opening = _FENCE_RE.match(line)
+        if fence:
+            if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence):
+                fence = ""
+        elif opening:
+            fence = opening.group(1)
+        else:
+            line = _SPEAKER_RE.sub(r"\1\\\2", line, count=1) if "** · " in line else line
+            line = _HTML_BLOCK_RE.sub(r"\1\\\2", line, count=1) if "<" in line else line
+        out.append(line)
+    if fence:  # left open, it would run on over every later message
+        out.append(fence)
+    return "\n".join(out)
 
 
 def _html_escape(text: str) -> str:

@@ -48,13 +48,22 @@ _TOO_DEEP = f"data nested deeper than {MAX_DEPTH} levels cannot be stored; flatt
 
 def _encode(encoder: json.JSONEncoder, obj: Any) -> str:
     try:
-        text = encoder.encode(obj)
+        return encoder.encode(obj)
     except RecursionError:
         raise ValueError(_TOO_DEEP) from None
-    # Nesting needs an opening bracket per level: counted in C, the walk is rare.
-    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(obj) > MAX_DEPTH:
+
+
+def check_depth(value: Any, encoded: bytes | None = None) -> None:
+    """``ValueError`` if ``value``, new data a caller gives, nests deeper than
+    :data:`MAX_DEPTH`. Checked where data enters (a step, an element, a thread's or a
+    user's metadata, a session), never when stored data is written again (a
+    compaction, a merge): what an older release stored stays readable and writable.
+    ``encoded``: its encoding, whose brackets are counted in C first (nesting needs one
+    per level), so that the walk is rare."""
+    if encoded is not None and encoded.count(b"{") + encoded.count(b"[") <= MAX_DEPTH:
+        return
+    if _depth(value) > MAX_DEPTH:
         raise ValueError(_TOO_DEEP)
-    return text
 
 
 def _depth(value: Any) -> int:
@@ -80,11 +89,18 @@ def encode_line(obj: Any) -> bytes:
     """One JSON Lines record: compact, sorted keys, UTF-8, ending in a newline.
 
     Raises ``ValueError`` for what JSON cannot hold (NaN, infinities, unpaired
-    surrogates) or what not every reader can read back (nesting deeper than
-    :data:`MAX_DEPTH`) and
+    surrogates, nesting deep enough to exhaust the interpreter's stack) and
     ``TypeError`` for objects that are not JSON data.
     """
     return _to_utf8(_encode(_line_encoder, obj) + "\n")
+
+
+def encode_new_line(obj: Any) -> bytes:
+    """:func:`encode_line` of a record made from new data: also refused if it nests
+    deeper than every reader reads back (see :func:`check_depth`)."""
+    line = encode_line(obj)
+    check_depth(obj, line)
+    return line
 
 
 def encode_document(obj: Any) -> bytes:

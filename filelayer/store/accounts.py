@@ -9,6 +9,7 @@ from typing import Any
 from .._io import locks as _locks
 from .._time import now_iso
 from ..errors import CorruptFileError
+from ..format import codec as _codec
 from ..format import users
 from ..format.layout import Layout
 
@@ -47,6 +48,8 @@ class Accounts:
         """Create the user, or update its metadata; the id never changes."""
         if not isinstance(identifier, str) or not identifier:
             raise ValueError("a user identifier must be a non-empty string")
+        if metadata:
+            _codec.check_depth(metadata)
         path = self.layout.user_file(identifier)
         with _locks.locked(self.layout.users_lock, self.lock_timeout):
             existing = users.read(path)

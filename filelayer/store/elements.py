@@ -116,7 +116,7 @@ class Elements:
         check_id("thread", thread_id)
         element_id = check_id("element", element.get("id"))
         record = journal.element_record(element)
-        line = _codec.encode_line(record)  # refuse what cannot be stored before locking
+        line = _codec.encode_new_line(record)  # refuse what cannot be stored before locking
         appender = self.appender
         with self.locks.writing(thread_id), appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
@@ -176,7 +176,7 @@ class Elements:
         element = dict(element)
         check_id("thread", thread_id)
         check_id("element", element.get("id"))
-        _codec.encode_line(journal.element_record(element))  # refused before any change
+        _codec.encode_new_line(journal.element_record(element))  # refused before any change
         # The thread's lock across the three steps: concurrent sends of one element
         # (other threads, other processes) land whole, one after the other, and the
         # record always describes the bytes on the disk.

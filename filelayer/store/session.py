@@ -73,6 +73,7 @@ def read(file: Path) -> dict[str, Any]:
 def encode(session: dict[str, Any]) -> bytes:
     """The session file's bytes; ``ValueError`` for what JSON cannot hold (checked
     before the call that keeps it changes anything)."""
+    _codec.check_depth(session)
     return _codec.encode_document(session)
 
 

@@ -59,7 +59,7 @@ class Steps:
             raise ValueError(f"step {step_id!r} has no threadId and is not in the archive")
         check_id("thread", thread_id)
         record = journal.step_record(step)
-        line = _codec.encode_line(record)  # refuse what cannot be stored before locking
+        line = _codec.encode_new_line(record)  # refuse what cannot be stored before locking
         appender = self.appender
         with self.locks.writing(thread_id), appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
@@ -139,7 +139,7 @@ class Steps:
         record = journal.feedback_record(
             {"id": feedback_id, "forId": for_id, "value": int(value), "comment": comment}
         )
-        line = _codec.encode_line(record)  # refuse what cannot be stored before locking
+        line = _codec.encode_new_line(record)  # refuse what cannot be stored before locking
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
             self.index.refresh()

@@ -75,6 +75,8 @@ class Threads:
             raise ValueError("a thread name must be a string")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError("thread metadata must be a dict")
+        if metadata:
+            _codec.check_depth(metadata)
         if tags is not None and (
             not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
         ):

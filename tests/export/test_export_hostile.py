@@ -187,3 +187,22 @@ def test_a_message_cannot_forge_the_markdown_exports_structure(tmp_path: Path) -
     assert "No, refunds are not possible." in page
     assert page.count("<p><strong>Assistant</strong> · ") == 1  # the real speaker only
     assert "<!--" not in page
+
+
+def test_legitimate_markdown_is_exported_as_written(tmp_path: Path) -> None:
+    """Code (an HTML answer in a fence, a comment in inline code), an autolink, a bold
+    line, plain HTML: exported byte for byte, no escape added; only a fence left open
+    at a message's end is closed, or it would hold every later message."""
+    answer = (
+        "Here:\n\n```html\n<!DOCTYPE html>\n<!-- note -->\n**Assistant** · in code\n```\n\n"
+        "Use `<!-- -->` for comments, see <https://example.com>.\n\n"
+        "**Note:** bold\n\n<div>fine</div>"
+    )
+    store = ArchiveStore(tmp_path)
+    _message(store, "t1", "a1", answer, type="assistant_message")
+    _message(store, "t1", "a2", "open fence\n```python\nprint(1)", type="assistant_message")
+    _message(store, "t1", "a3", "after it", type="assistant_message")
+    store.close()
+    markdown = render_markdown(_thread(tmp_path, "t1"))
+    assert answer in markdown
+    assert "open fence\n```python\nprint(1)\n```\n" in markdown

@@ -244,3 +244,32 @@ def test_nesting_deeper_than_every_reader_reads_is_refused_and_changes_nothing(
     assert thread is not None and thread["name"] == "kept"
     assert [s["id"] for s in thread["steps"]] == ["s"]
     store.close()
+
+
+def test_deep_data_an_older_release_stored_stays_readable_and_compactable(
+    tmp_path: Path,
+) -> None:
+    """The limit is on new data only: a step nested 600 levels deep that an older
+    release wrote is read, ordered again (a merge without the driver put its lines out
+    of stamp order, and ordering encodes every record) and compacted, never refused."""
+    from filelayer.format import codec
+
+    store = ArchiveStore(tmp_path)
+    store.write_step({"id": "s1", "threadId": "t", "type": "run", "output": "hi"})
+    store.write_step({"id": "s2", "threadId": "t", "type": "run", "output": "v2"})
+    store.close()
+    journal_path = tmp_path / "threads" / "t" / "steps.jsonl"
+    lines = journal_path.read_bytes().splitlines(keepends=True)
+    deep = journal.parse(lines[-1]).records[0]
+    deep["step"] = {**deep["step"], "metadata": _nested(600)}
+    lines[-1] = codec.encode_line(deep)  # as the older release wrote it
+    journal_path.write_bytes(lines[-1] + b"".join(lines[:-1]))  # out of stamp order
+    store = ArchiveStore(tmp_path)
+    try:
+        thread = store.get_thread("t")
+        assert thread is not None and [s["id"] for s in thread["steps"]] == ["s1", "s2"]
+        store.compact_journal("t")
+        again = ArchiveStore(tmp_path).get_thread("t")
+        assert again is not None and again["steps"] == thread["steps"]
+    finally:
+        store.close()
