@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from filelayer.cli import main
 from filelayer.export.html import markdown_html, render_html
 from filelayer.export.markdown import render_markdown
 from filelayer.format.tree import MAX_DEPTH
+from tests.support.thread_views import read_thread
 
 
 def _message(store: ArchiveStore, thread: str, sid: str, text: str, **fields: object) -> None:
@@ -35,14 +37,8 @@ def _message(store: ArchiveStore, thread: str, sid: str, text: str, **fields: ob
     )
 
 
-def _thread(root: Path, thread_id: str) -> dict[str, object]:
-    store = ArchiveStore(root)
-    try:
-        thread = store.get_thread(thread_id)
-    finally:
-        store.close()
-    assert thread is not None
-    return thread
+def _thread(root: Path, thread_id: str) -> dict[str, Any]:
+    return read_thread(root, thread_id)
 
 
 def test_an_elements_script_url_is_no_link(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from filelayer import ArchiveStore
 from filelayer.store.snapshots import VIEW_MIN_BYTES, ViewBytes
-from tests.support.thread_views import folded, view_path
+from tests.support.thread_views import folded, read_thread, view_path
 
 TID = "t1"
 BIG = 2**70 + 1  # beyond 64 bits: orjson alone would read it as a float
@@ -46,13 +46,7 @@ def _write_long(store: ArchiveStore, thread_id: str = TID, steps: int = 40) -> N
 
 
 def _first_read(root: Path, thread_id: str = TID) -> dict[str, Any]:
-    store = ArchiveStore(root)
-    try:
-        thread = store.get_thread(thread_id)
-    finally:
-        store.close()
-    assert thread is not None
-    return thread
+    return read_thread(root, thread_id)
 
 
 def _served_from_view(root: Path, thread_id: str = TID) -> bool:

@@ -13,6 +13,17 @@ def view_path(root: Path, thread_id: str = "t1") -> Path:
     return root / "index" / "views" / f"{thread_id}.json"
 
 
+def read_thread(root: Path, thread_id: str = "t1") -> dict[str, Any]:
+    """The thread as a new process reads it first (a store opened for it, then closed)."""
+    store = ArchiveStore(root)
+    try:
+        thread = store.get_thread(thread_id)
+    finally:
+        store.close()
+    assert thread is not None
+    return thread
+
+
 def folded(root: Path, thread_id: str = "t1") -> dict[str, Any]:
     """What the thread reads as without any view: folded from its journal."""
     aside = root.parent / "views-aside"
