@@ -5,6 +5,7 @@ element files they hide). Callers hold the thread's lock (:class:`WriteLocks`)."
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,17 @@ class JournalAppender:
         data = b"".join(_codec.encode_line(r) for r in records)
         self.append_lines(thread_id, data, changes, sync=sync, deleted=deleted)
 
+    def refuse_link(self, thread_id: str) -> None:
+        """``StorageWriteError`` if the thread's directory is a symbolic link (a merge
+        can bring one: git keeps links): written through, it would write outside the
+        archive. ``filelayer verify --repair`` removes such links."""
+        directory = self.layout.thread_dir(thread_id)
+        if directory.is_symlink():
+            raise StorageWriteError(
+                directory,
+                OSError(errno.ELOOP, "a symbolic link, not a thread directory: never written"),
+            )
+
     def append_lines(
         self,
         thread_id: str,
@@ -106,6 +118,7 @@ class JournalAppender:
         sync: bool = False,
         deleted: str | None = None,
     ) -> None:
+        self.refuse_link(thread_id)
         with _fs.AppendFile(self.layout.journal(thread_id)) as opened:
             self.append_to(thread_id, opened, data, changes, sync=sync, deleted=deleted)
 
@@ -172,6 +185,7 @@ class JournalAppender:
     def ensure_thread(self, thread_id: str, changes: _fs.Changes) -> bool:
         """Create the thread if it is new; ``False`` if it was deleted. Caller locks."""
         path = self.layout.manifest(thread_id)
+        self.refuse_link(thread_id)
         if path.exists():
             self._existing.put(thread_id, None)
             return True

@@ -97,6 +97,9 @@ class _Growth:
         self.size = at + size
 
 
+_LINKED = "a symbolic link, never written through (filelayer verify --repair removes it)"
+
+
 @dataclass
 class Compaction:
     """What :meth:`ArchiveStore.compact_journal` did to one journal (sizes in bytes)."""
@@ -197,6 +200,9 @@ class Compactor:
         whether it is due again) are single dictionary entries.
         """
         path = self.layout.journal(thread_id)
+        if path.parent.is_symlink() or path.is_symlink():
+            # Never rewritten through a link: it would write outside the archive.
+            return Compaction(thread_id, 0, 0, skipped=_LINKED)
         first: Compaction | None = None
         heavy = False
         for _ in range(_COMPACT_ROUNDS):

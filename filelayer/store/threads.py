@@ -97,6 +97,7 @@ class Threads:
         path = self.layout.manifest(thread_id)
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
+            self.appender.refuse_link(thread_id)
             doc = manifest.read(path)
             created = doc is None
             if doc is None:

@@ -228,6 +228,8 @@ class ThreadViews:
         power cut left of its directory: the tombstone is what counts)."""
         if not is_valid_id(thread_id) or self.deleted.has(thread_id):
             return None
+        if self.layout.thread_dir(thread_id).is_symlink():
+            return None  # a link is no thread: never read through (filelayer verify)
         doc = manifest_or_stand_in(self.layout, thread_id)
         if doc is None and self.layout.journal(thread_id).exists():
             doc = manifest.new(thread_id, "")

@@ -117,3 +117,35 @@ def test_the_error_for_a_file_that_is_not_one_is_an_is_a_directory_error() -> No
     assert isinstance(error, IsADirectoryError)
     again = pickle.loads(pickle.dumps(error))
     assert again.path == error.path and str(again) == str(error)
+
+
+def test_a_thread_directory_that_is_a_link_is_never_written_nor_read(tmp_path: Path) -> None:
+    """Named on purpose (``compact tb``, a write to ``tb``), a linked thread directory
+    is still not followed: nothing outside the root changes, and reads find no thread."""
+    import pytest
+
+    root = tmp_path / "a"
+    store = _archive(root)
+    store.close()
+    outside = tmp_path / "outside" / "tb"
+    outside.parent.mkdir()
+    (root / "threads" / "tb").rename(outside)
+    (root / "threads" / "tb").symlink_to(outside, target_is_directory=True)
+    with (outside / "steps.jsonl").open("ab") as f:  # something to compact
+        f.write((outside / "steps.jsonl").read_bytes())
+    before = {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+    main(["--root", str(root), "compact", "tb"])
+    store = ArchiveStore(root)
+    try:
+        assert store.get_thread("tb") is None
+        for write in (
+            lambda: store.write_step({"id": "x", "threadId": "tb", "type": "run"}),
+            lambda: store.update_thread("tb", name="renamed"),
+            lambda: store.upsert_feedback(for_id="s2", value=1, thread_id="tb"),
+            lambda: store.put_element("tb", {"id": "e9", "type": "file", "name": "a"}, b"a"),
+        ):
+            with pytest.raises(OSError):
+                write()
+    finally:
+        store.close()
+    assert {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
