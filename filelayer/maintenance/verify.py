@@ -96,7 +96,7 @@ def _verify(
             add(leftover, "named like a temporary file, but an element refers to it; kept")
             continue
         if repair:
-            if leftover.is_dir():
+            if leftover.is_dir() and not leftover.is_symlink():  # a link: itself only
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 with contextlib.suppress(FileNotFoundError):

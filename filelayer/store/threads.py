@@ -90,8 +90,9 @@ class Threads:
             local = session.encode(kept)
         identifier: str | None = None
         if user_id is not None:
-            if not isinstance(user_id, str):
-                raise ValueError("a user id must be a string")
+            if not isinstance(user_id, str) or not user_id:
+                # "" would leave the thread without an author: everyone's to write.
+                raise ValueError("a user id must be a non-empty string")
             user = self.accounts.by_id(user_id)
             identifier = user["identifier"] if user else None
         path = self.layout.manifest(thread_id)

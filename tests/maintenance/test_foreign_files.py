@@ -149,3 +149,24 @@ def test_a_thread_directory_that_is_a_link_is_never_written_nor_read(tmp_path: P
     finally:
         store.close()
     assert {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
+
+
+def test_a_deleted_linked_thread_leaves_nothing_that_repair_keeps_repairing(
+    tmp_path: Path,
+) -> None:
+    """Deleting a thread whose directory is a link moves the link aside; the next
+    repair removes that link (not what it points to), and the one after finds nothing."""
+    root = tmp_path / "a"
+    _archive(root).close()
+    outside, before = _outside(tmp_path)
+    (root / "threads" / "tz").symlink_to(outside / "tz", target_is_directory=True)
+    store = ArchiveStore(root)
+    try:
+        store.delete_thread("tz")
+    finally:
+        store.close()
+    main(["--root", str(root), "verify", "--repair"])
+    leftovers = [p for p in (root / "threads").iterdir() if p.name.startswith(".")]
+    assert leftovers == [] and not (root / "threads" / "tz").exists()
+    assert main(["--root", str(root), "verify"]) == 0
+    assert {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before

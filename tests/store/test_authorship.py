@@ -229,3 +229,14 @@ def test_a_manifest_emptied_by_a_power_cut_gets_its_author_back(archive: Archive
             fresh.write_step(step("ta", "pwned"), actor=MALLORY)
     finally:
         fresh.close()
+
+
+def test_an_empty_user_id_is_refused_not_an_open_thread(archive: ArchiveStore) -> None:
+    """``user_id=""`` would have left alice's thread without an author, everyone's to
+    write: refused, and nothing changes."""
+    before = snapshot(archive.root)
+    with pytest.raises(ValueError, match="non-empty"):
+        archive.update_thread("ta", user_id="", actor=ALICE)
+    assert snapshot(archive.root) == before
+    with pytest.raises(NotAuthorError):
+        archive.write_step(step("ta", "x"), actor=MALLORY)
