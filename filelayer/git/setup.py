@@ -16,6 +16,7 @@ Git configuration and hooks are not cloned: every clone runs ``git-setup`` once.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -193,7 +194,8 @@ def resolve(root: Path) -> Resolution:
     """Finish a merge git stopped: a thread deleted on one side and written on the
     other (a modify/delete conflict, which git hands no driver) stays deleted, as its
     tombstone in ``deleted.jsonl`` says. Every such thread directory is removed from the
-    work tree and the index, as are any files left of a thread with a tombstone."""
+    work tree and the index, as are any files left of a thread with a tombstone (a
+    symbolic link in place of its directory is removed itself, never followed)."""
     root = root.resolve()
     repo = repository_of(root)
     prefix = root.relative_to(repo.resolve()).as_posix()
@@ -214,11 +216,18 @@ def resolve(root: Path) -> Resolution:
     tracked = {p[len(prefix) :].split("/")[1] for p in listed if p.count("/") > prefix.count("/")}
     for thread_id in sorted(dead):
         directory = threads / thread_id
-        if not is_valid_id(thread_id) or (thread_id not in tracked and not directory.exists()):
+        if not is_valid_id(thread_id) or (
+            thread_id not in tracked and not os.path.lexists(directory)
+        ):
             continue
         where = f"{prefix}{THREADS_DIR}/{thread_id}"
         git(repo, "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", where)
-        if directory.exists():
+        if directory.is_symlink():
+            # A link (git keeps them; a branch can bring one) is never followed, even
+            # to remove: the link itself goes, as `verify --repair` removes it, and
+            # whatever it points to, outside the thread, is not the archive's.
+            directory.unlink()
+        elif directory.exists():
             shutil.rmtree(directory)
         result.removed.append(thread_id)
     # No post-merge hook runs for a merge finished by `git commit`: catch up here.

@@ -177,6 +177,40 @@ def test_a_thread_deleted_on_one_side_and_continued_on_the_other_stays_deleted(
     assert ArchiveStore(two / "chats").get_thread("doomed") is None
 
 
+@pytest.mark.parametrize("target", ["a directory", "nothing"])
+def test_resolve_removes_a_deleted_thread_s_link_never_what_it_points_to(
+    origin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    """A branch can bring a link where a thread directory was (git keeps links). The
+    thread was deleted on the other side: ``resolve`` removes the link itself, as
+    ``verify --repair`` does, and nothing it points to (it crashed on such a link)."""
+    one, two = clone(origin, "one"), clone(origin, "two")
+    store = ArchiveStore(one / "chats")
+    assert store.delete_thread("doomed")
+    store.close()
+    assert main(["--root", str(one / "chats"), "snapshot", "-m", "delete"]) == 0
+    outside = tmp_path / "outside"
+    if target == "a directory":
+        outside.mkdir()
+        (outside / "thread.json").write_bytes(b"not yours\n")
+        (outside / "steps.jsonl").write_bytes(b"not yours either\n")
+    before = {str(p): p.read_bytes() for p in tmp_path.glob("outside/*")}
+    doomed = two / "chats" / "threads" / "doomed"
+    shutil.rmtree(doomed)
+    doomed.symlink_to(outside, target_is_directory=True)
+    git(two, "add", "-A")
+    git(two, "commit", "-q", "-m", "a link in place of a thread")
+    git(two, "pull", "-q", "--no-rebase", "--no-edit", str(one), "HEAD", check=False)
+    capsys.readouterr()
+    assert main(["--root", str(two / "chats"), "resolve"]) == 0
+    assert "thread doomed: deleted on one side, kept deleted" in capsys.readouterr().out
+    assert not os.path.lexists(doomed)
+    assert {str(p): p.read_bytes() for p in tmp_path.glob("outside/*")} == before
+    assert git(two, "ls-files", "chats/threads/doomed").stdout == ""
+    assert main(["--root", str(two / "chats"), "verify"]) == 0
+    assert ArchiveStore(two / "chats").get_thread("doomed") is None
+
+
 def test_git_keeps_the_bytes_of_element_files(origin: Path) -> None:
     one = clone(origin, "one")
     attributes = git(
