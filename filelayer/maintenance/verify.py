@@ -1,8 +1,9 @@
 """Checking an archive against docs/format.md, and repairing what can be repaired.
 
 A repair never discards data: damaged journal lines and torn tails are moved to a
-``steps.jsonl.damaged`` file beside the journal before the journal is rewritten, and
-only files the format calls temporary or derived are removed or rebuilt.
+``steps.jsonl.damaged`` file beside the journal before the journal is rewritten (those
+of ``deleted.jsonl`` to ``deleted.jsonl.damaged``, likewise), and only files the format
+calls temporary or derived are removed or rebuilt.
 
 A file that an element of the journal names is never removed nor moved, whatever its
 name: an upload named ``draft.tmp`` is stored as ``<element id>.tmp``, and is the user's.
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
+from .._io import locks as _locks
 from .._time import now_iso, time_key
 from ..errors import CorruptFileError
 from ..format import codec as _codec
@@ -35,7 +37,7 @@ from ..format.layout import ELEMENTS_DIR, VIEWS_DIR, is_layer_leftover
 from ..format.manifest import MANIFEST_NAME
 from ..store.archive import ArchiveStore
 from .announce import maintaining
-from .retention import is_erased
+from .retention import IDENTIFIER_HASH_KEY, is_erased
 
 DAMAGED_SUFFIX = ".damaged"
 UNREFERENCED_DIR = "unreferenced"
@@ -102,6 +104,8 @@ def _verify(
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
         add(leftover, "leftover temporary file from an interrupted write", repair)
+
+    _check_tombstones(store, repair, add)
 
     # A git checkout of an archive without threads has no threads/ (git keeps no empty
     # directory): nothing to check there.
@@ -294,6 +298,64 @@ def _check_thread(
                 add(path, f"no element refers to this file; moved to {UNREFERENCED_DIR}/", True)
             else:
                 add(path, "no element refers to this file (`verify --repair` sets it aside)")
+
+
+def _check_tombstones(store: ArchiveStore, repair: bool, add: Callable[..., None]) -> None:
+    """``deleted.jsonl``'s damaged lines and torn last line, reported and repaired as a
+    journal's are. Readers skip them, so they delete nothing: a tombstone that counts
+    is never among them, and setting them aside brings no thread back."""
+    path = store.layout.deleted_file
+    try:
+        data = _fs.read_bytes(path) or b""
+    except OSError as exc:  # a directory or a FIFO in its place
+        add(path, f"could not be read: {exc}")
+        return
+    lines, tail = _fs.split_lines(data)
+    bad = [n for n, line in enumerate(lines, start=1) if line.strip() and not _is_tombstone(line)]
+    if not bad and not tail:
+        return
+    what = []
+    if bad:
+        what.append(f"{len(bad)} damaged line(s): {bad[:5]}")
+    if tail:
+        what.append("a torn last line (a write interrupted by a crash)")
+    fixed = repair and _repair_tombstones(store)
+    suffix = f"; set aside in {path.name}{DAMAGED_SUFFIX}" if fixed else ""
+    add(path, ", ".join(what) + suffix, fixed)
+
+
+def _is_tombstone(line: bytes) -> bool:
+    """Whether a line of ``deleted.jsonl`` counts (docs/format.md): a JSON object with a
+    string ``id`` (a thread's tombstone, as every reader takes it) or with a string
+    ``identifierSha256`` (an erased user's). Any other line is damaged."""
+    try:
+        record = _codec.decode(line)
+    except _codec.DecodeError:
+        return False
+    return isinstance(record, dict) and (
+        isinstance(record.get("id"), str) or isinstance(record.get(IDENTIFIER_HASH_KEY), str)
+    )
+
+
+def _repair_tombstones(store: ArchiveStore) -> bool:
+    """Move the damaged lines and the torn last line of ``deleted.jsonl`` aside and
+    rewrite it with the tombstones, in order. Under its writers' lock: a deletion that
+    lands meanwhile is in what is read here, never lost by the rewrite."""
+    path = store.layout.deleted_file
+    with _locks.locked(store.layout.deleted_lock, store.lock_timeout):
+        lines, tail = _fs.split_lines(_fs.read_bytes(path) or b"")
+        good: list[bytes] = []
+        bad: list[bytes] = []
+        for line in lines:
+            if line.strip():
+                (good if _is_tombstone(line) else bad).append(line + b"\n")
+        if tail:
+            bad.append(tail + b"\n")
+        if not bad:
+            return True
+        _fs.append(path.with_name(path.name + DAMAGED_SUFFIX), b"".join(bad), durable=True)
+        _fs.atomic_write(path, b"".join(good))
+    return True
 
 
 def _is_empty(path: Path) -> bool:

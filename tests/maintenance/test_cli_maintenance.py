@@ -100,6 +100,47 @@ def test_a_deleted_thread_left_on_disk_is_finished(archive: Path) -> None:
     assert not (archive / "threads" / "hello").exists()
 
 
+def test_damaged_tombstones_are_found_then_set_aside_and_nothing_deleted_comes_back(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """deleted.jsonl's damaged lines and torn last line are reported as a journal's are,
+    and ``--repair`` moves them to ``deleted.jsonl.damaged``: every tombstone (of a
+    thread, of an erased user) stays, in its order, and no deleted thread comes back."""
+    assert main(["erase-user", "bob"]) == 0  # thread "hello", and bob's user tombstone
+    store = ArchiveStore(archive)
+    assert store.delete_thread("cake")
+    bread = store.get_thread("bread")
+    store.close()
+    tombstones = archive / "deleted.jsonl"
+    kept = tombstones.read_bytes()
+    first = kept.count(b"\n") + 1  # the number of the first line added below
+    gone = b'{"deletedAt":"2026-01-01T00:00:00.000000Z","id":"gone"}\n'
+    torn = b'{"deletedAt":"2026-01-02T00:00:00.000000Z","id":"bread"}'
+    tombstones.write_bytes(kept + b"{garbage\n" + gone + b'[]\n\n{"id": 17}\n' + torn)
+    capsys.readouterr()
+
+    assert main(["verify"]) == 1
+    out = capsys.readouterr().out
+    bad = [first, first + 2, first + 4]
+    assert f"problem: deleted.jsonl: 3 damaged line(s): {bad}, a torn last line" in out
+    assert main(["verify", "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert "repaired: deleted.jsonl: 3 damaged line(s)" in out
+    assert "set aside in deleted.jsonl.damaged" in out
+    assert tombstones.read_bytes() == kept + gone
+    aside = (archive / "deleted.jsonl.damaged").read_bytes()
+    assert aside == b'{garbage\n[]\n{"id": 17}\n' + torn + b"\n"
+    store = ArchiveStore(archive)
+    try:
+        for thread_id in ("hello", "cake", "gone"):
+            assert store.is_deleted(thread_id) and store.get_thread(thread_id) is None
+        assert store.get_thread("bread") == bread  # its torn tombstone was never there
+        assert [t["id"] for t in store.list_threads(user_id=None)[0]] == ["bread"]
+    finally:
+        store.close()
+    assert main(["verify"]) == 0
+
+
 def test_compact_is_canonical_stable_and_keeps_every_read(
     archive: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
