@@ -237,6 +237,7 @@ class Layout:
                 raise ArchiveError(f"cannot create the archive root {self.root}: {exc}") from exc
         elif not self.root.is_dir():
             raise ArchiveError(f"{self.root} is not a directory; pick another archive root.")
+        self.refuse_links()
         marker = _fs.read_bytes(self.format_file)
         if marker is None:
             if not create and not self._unfinished_creation():
@@ -267,6 +268,33 @@ class Layout:
         if upgrade:
             self.upgrade()
         return False
+
+    def refuse_links(self) -> None:
+        """:class:`ArchiveError` if a directory the layer writes in, or ``deleted.jsonl``,
+        is a symbolic link. The root is a boundary: through such a link every write
+        would land outside it (``threads/`` may come from a branch, git keeps links;
+        ``index/``, ``locks/`` and ``sessions/`` are kept out of git, so a hand placed
+        it). Refused before anything is written, rather than removed: the link may be
+        someone's setup, and what it points to is not the layer's."""
+        derived = {self.index_dir: "derived files", self.locks: "lock files"}
+        derived[self.root / SESSIONS_DIR] = "local session state"
+        for path in (*derived, self.threads, self.users, self.deleted_file):
+            if not path.is_symlink():
+                continue
+            if path in derived:
+                todo = (
+                    f"it holds only {derived[path]}, which the layer makes again: remove "
+                    "the link and open the archive again"
+                )
+            else:
+                todo = (
+                    "remove the link and move what it points to in its place, if it is "
+                    "this archive's"
+                )
+            raise ArchiveError(
+                f"{path} is a symbolic link; filelayer follows no link out of the archive "
+                f"root: {todo}."
+            )
 
     def upgrade(self) -> list[str]:
         """Bring the files the layer owns in an existing archive up to date: the

@@ -141,6 +141,7 @@ def stage_archive(root: Path, *, timeout: float = 60.0) -> None:
     in (whole journal lines, no thread without its manifest). Writers wait for the
     time of the ``git add`` (what they wrote meanwhile goes into the next commit)."""
     layout = Layout(root)
+    layout.refuse_links()  # the locks are files written in locks/
     layout.locks.mkdir(exist_ok=True)
     with _locks.locked_all(sorted(layout.lock_files), timeout):
         git(root, "add", "--all", "--", ".")

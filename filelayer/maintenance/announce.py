@@ -24,5 +24,8 @@ __all__ = ["maintaining"]
 
 def maintaining(layout: Layout) -> _locks.Announcement:
     """Announce maintenance of the archive at ``layout`` for a ``with`` block:
-    ``with maintaining(store.layout): ...``."""
+    ``with maintaining(store.layout): ...``. A ``locks/`` that is a symbolic link is
+    refused first (:meth:`Layout.refuse_links`): the announcement is a file written
+    there, and callers such as the git hooks announce before they open the archive."""
+    layout.refuse_links()
     return _locks.announce(layout.maintenance_lock)

@@ -7,16 +7,21 @@ links themselves, never what they point to."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from filelayer import ArchiveStore
 from filelayer.cli import main
-from filelayer.errors import NotRegularFileError
+from filelayer.errors import ArchiveError, NotRegularFileError
 from tests.support.processes import subprocess_env
 
 SECRET = b"root:x:0:0:the secret outside the archive\n"
+_SESSION = {"chat_settings": {}, "chat_profile": None, "client_type": "webapp", "id": "x"}
+"""Metadata as Chainlit persists a session: written to ``sessions/``."""
 
 
 def _archive(root: Path) -> ArchiveStore:
@@ -122,7 +127,6 @@ def test_the_error_for_a_file_that_is_not_one_is_an_is_a_directory_error() -> No
 def test_a_thread_directory_that_is_a_link_is_never_written_nor_read(tmp_path: Path) -> None:
     """Named on purpose (``compact tb``, a write to ``tb``), a linked thread directory
     is still not followed: nothing outside the root changes, and reads find no thread."""
-    import pytest
 
     root = tmp_path / "a"
     store = _archive(root)
@@ -170,3 +174,56 @@ def test_a_deleted_linked_thread_leaves_nothing_that_repair_keeps_repairing(
     assert leftovers == [] and not (root / "threads" / "tz").exists()
     assert main(["--root", str(root), "verify"]) == 0
     assert {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    "name", ["index", "locks", "sessions", "threads", "users", "deleted.jsonl"]
+)
+def test_a_link_in_place_of_a_directory_of_the_layer_is_refused_at_opening(
+    tmp_path: Path, name: str
+) -> None:
+    """The root is a boundary: ``index/`` or ``locks/`` (derived, kept out of git, so
+    placed by a hand) or ``threads/`` (which a branch can bring: git keeps links) as a
+    link had every write go outside it. Opening refuses such a link with an error that
+    says what to do, before anything is written; nothing outside the root changes."""
+    root = tmp_path / "a"
+    store = _archive(root)
+    assert store.delete_thread("tb")  # a deleted.jsonl to link
+    store.close()
+    outside = tmp_path / "outside"
+    if name in ("threads", "users", "deleted.jsonl"):  # data: what the link points to
+        (root / name).rename(outside)
+    else:  # derived or local: an empty directory to fill
+        shutil.rmtree(root / name, ignore_errors=True)
+        outside.mkdir()
+    (root / name).symlink_to(outside, target_is_directory=outside.is_dir())
+
+    def files() -> dict[str, bytes]:
+        found = [outside] if outside.is_file() else sorted(outside.rglob("*"))
+        return {str(p): p.read_bytes() for p in found if p.is_file()}
+
+    before = files()
+    refused: ArchiveError | None = None
+    try:
+        store = ArchiveStore(root)
+    except ArchiveError as exc:
+        refused = exc
+    else:
+        try:
+            store.write_step({"id": "s9", "threadId": "tc", "type": "user_message"})
+            store.update_thread("tc", metadata=_SESSION)
+            store.upsert_user("carol")
+            store.delete_thread("ta")
+        finally:
+            store.close()
+    main(["--root", str(root), "git-hook", "post-checkout"])
+    assert files() == before, "written outside the root"
+    assert refused is not None and "symbolic link" in str(refused)
+    assert str(root / name) in str(refused)
+    if name in ("index", "locks", "sessions"):  # as the error says: the link goes
+        (root / name).unlink()
+        store = ArchiveStore(root)
+        try:
+            assert store.get_thread("ta") is not None
+        finally:
+            store.close()
