@@ -124,7 +124,9 @@ def time_key(value: str) -> str:
     ``YYYY-MM-DDTHH:MM:SS`` with an optional fraction of 1 to 9 digits and an optional
     ``Z`` or ``±HH:MM`` offset (none means UTC) becomes the UTC time with exactly nine
     fractional digits: ``2026-01-01T00:00:01.000000000``. Anything else is its own key,
-    so it still sorts somewhere, the same way in every reader.
+    so it still sorts somewhere, the same way in every reader, and never raises: that
+    includes a date that does not exist and an offset that moves the instant before
+    year 1 or past 9999, which the key cannot spell.
     """
     if len(value) == 27 and _CHAINLIT_RE.fullmatch(value) is not None:
         return f"{value[:26]}000"  # the common form, at a fraction of the cost
@@ -134,13 +136,12 @@ def time_key(value: str) -> str:
     day, clock, fraction, offset = match.groups()
     base = f"{day}T{clock}"
     if offset and offset not in ("Z", "+00:00", "-00:00"):
-        try:
-            moment = datetime.fromisoformat(base)
-        except ValueError:
-            return value
         sign = 1 if offset[0] == "+" else -1
         shift = timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
-        moment = (moment - sign * shift).replace(tzinfo=timezone.utc)
+        try:
+            moment = (datetime.fromisoformat(base) - sign * shift).replace(tzinfo=timezone.utc)
+        except (ValueError, OverflowError):  # no date, or before year 1 / after 9999 in UTC
+            return value
         base = moment.strftime("%Y-%m-%dT%H:%M:%S")
         if moment.year < 1000:  # strftime does not pad years on every platform
             base = f"{moment.year:04d}{base[base.index('-') :]}"

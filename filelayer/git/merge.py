@@ -15,7 +15,10 @@ registers it). The result depends only on the three versions, never on which sid
   merged the same way inside; a value both changed to different values is decided by
   the ordering rule of docs/format.md: ``createdAt`` keeps the earliest, ``updatedAt``
   the latest, any other the side changed last (the later ``updatedAt``), and if that
-  ties, the greater encoded value.
+  ties, the greater encoded value. Times are compared as the instants they name
+  (:func:`filelayer._time.time_key`), never as text: writers spell one instant
+  ``…:00Z``, ``…:00.000Z`` or ``…+01:00``, and as text ``…:00Z`` sorts after
+  ``…:00.5Z``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._io import fs as _fs
+from .._time import time_key
 from ..errors import MergeError
 from ..format import clock
 from ..format import codec as _codec
@@ -96,6 +100,13 @@ def _decode_document(data: bytes, what: str) -> dict[str, Any] | None:
     return doc
 
 
+def _instant(value: str) -> tuple[str, str]:
+    """What orders two times in a merge: the instant (:func:`time_key`; a value that
+    is no time is its own key), then the text, so that two spellings of one instant
+    (``…:00Z``, ``…:00.000Z``) still give one answer whichever side is "ours"."""
+    return time_key(value), value
+
+
 def _merge_values(key: str, base: Any, ours: Any, theirs: Any, later: int, missing: object) -> Any:
     if ours == theirs:
         return ours
@@ -108,9 +119,9 @@ def _merge_values(key: str, base: Any, ours: Any, theirs: Any, later: int, missi
     if missing in (ours, theirs):  # removed on one side, changed on the other
         return theirs if ours is missing else ours
     if key == "createdAt" and isinstance(ours, str) and isinstance(theirs, str):
-        return min(ours, theirs)
+        return min(ours, theirs, key=_instant)
     if key == "updatedAt" and isinstance(ours, str) and isinstance(theirs, str):
-        return max(ours, theirs)
+        return max(ours, theirs, key=_instant)
     if later:
         return ours if later > 0 else theirs
     return max(ours, theirs, key=_codec.encode_line)
@@ -145,7 +156,10 @@ def merge_documents(base: bytes, ours: bytes, theirs: bytes, what: str = "docume
     if a is None or b is None:
         kept = a if a is not None else b
         return _codec.encode_document(kept) if kept is not None else b""
-    a_time, b_time = str(a.get("updatedAt") or ""), str(b.get("updatedAt") or "")
+    # Which side changed last: by instant; one instant spelled two ways is a tie,
+    # decided value by value (the greater encoded value), the same in both directions.
+    a_time = time_key(str(a.get("updatedAt") or ""))
+    b_time = time_key(str(b.get("updatedAt") or ""))
     later = (a_time > b_time) - (a_time < b_time)
     return _codec.encode_document(_merge_dicts(o, a, b, later))
 

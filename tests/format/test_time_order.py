@@ -27,3 +27,14 @@ def test_forms_near_the_common_one_are_not_taken_for_it() -> None:
     assert time_key("2026-11-25 04:29:55.691608Z") == "2026-11-25T04:29:55.691608000"
     assert earliest("2026-11-25T04:29:55Z", "2026-11-25T04:29:55.500000Z").endswith("55Z")
     assert latest("2026-11-25T04:29:55Z", "2026-11-25T04:29:55.500000Z").endswith(".500000Z")
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59.5-01:00"])
+def test_an_instant_outside_the_years_one_to_9999_is_its_own_key(value: str) -> None:
+    """In UTC it would fall before year 1 or after 9999, which the key cannot spell: like
+    any other string that names no instant, it is its own key (never an error, which
+    would stop a write, a read or a merge)."""
+    assert time_key(value) == value
+    other = "2026-01-01T00:00:00Z"
+    assert earliest(value, other) == earliest(other, value)
+    assert latest(value, other) == latest(other, value)

@@ -9,6 +9,7 @@ fold to what the driver's merge reads.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from pathlib import Path
@@ -218,6 +219,70 @@ def test_documents_newest_wins_per_field() -> None:
     merged = merge_documents(base, ours, theirs)
     assert merged == merge_documents(base, theirs, ours)
     assert b'"name": "ours"' in merged and b'"x": 2' in merged and b'"a": 1' in merged
+
+
+def _doc(**fields: Any) -> bytes:
+    return json.dumps(fields, indent=2).encode()
+
+
+def _merged(base: bytes, ours: bytes, theirs: bytes) -> dict[str, Any]:
+    """The merge, after checking that it gives the same bytes in both directions."""
+    one, other = merge_documents(base, ours, theirs), merge_documents(base, theirs, ours)
+    assert one == other
+    merged: dict[str, Any] = json.loads(one)
+    return merged
+
+
+def test_documents_compare_times_as_instants_not_as_text() -> None:
+    """Chainlit drops the fraction when it is 0 (``…:00Z``), other writers use an offset
+    or three digits: as text, ``…10:30:00+01:00`` (09:30 UTC) sorts after ``…10:00:00Z``
+    and ``…:00.5Z`` before ``…:00Z``. The merge orders the instants."""
+    base = _doc(createdAt="2024-01-01T09:00:00Z", name="n", updatedAt="2024-01-01T09:00:00Z")
+    # ours changed last (10:00 UTC), theirs at 09:30 UTC written with an offset.
+    ours = _doc(createdAt="2024-01-01T08:00:00Z", name="ours", updatedAt="2024-01-01T10:00:00Z")
+    theirs = _doc(
+        createdAt="2024-01-01T08:00:00.5Z",
+        name="theirs",
+        updatedAt="2024-01-01T10:30:00+01:00",
+    )
+    merged = _merged(base, ours, theirs)
+    assert merged["name"] == "ours"  # the side changed last wins
+    assert merged["updatedAt"] == "2024-01-01T10:00:00Z"  # the latest instant
+    assert merged["createdAt"] == "2024-01-01T08:00:00Z"  # the earliest instant
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("2024-01-01T10:00:00Z", "2024-01-01T11:00:00+01:00"),  # one instant, two spellings
+        ("2024-01-01T10:00:00Z", "2024-01-01T10:00:00.000Z"),
+        ("2024-01-01T10:00:00.000000Z", "2024-01-01T10:00:00Z"),
+        ("not a time", "2024-01-01T10:00:00Z"),  # unparseable: still one answer
+        ("yesterday", "tomorrow"),
+        ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"),  # outside years 1-9999
+        ("2024-01-01T10:00:00Z", ""),
+    ],
+)
+def test_equal_or_unparseable_times_merge_the_same_both_ways(one: str, other: str) -> None:
+    base = _doc(createdAt="2023-01-01T00:00:00Z", name="n", updatedAt="2023-01-01T00:00:00Z")
+    ours = _doc(createdAt=one, name="ours", updatedAt=one)
+    theirs = _doc(createdAt=other, name="theirs", updatedAt=other)
+    merged = _merged(base, ours, theirs)
+    assert {merged["createdAt"], merged["updatedAt"]} <= {one, other}
+
+
+def test_a_later_change_wins_whatever_the_precision_of_its_time() -> None:
+    """As text, ``…:00Z`` sorts after ``…:00.25Z`` (``Z`` > ``.``) and ``…:00.5Z``
+    after ``…:00.500001Z`` (``Z`` > ``0``): the later instant wins all the same."""
+    base = _doc(name="n", updatedAt="2024-01-01T09:00:00.000Z")
+    whole = _doc(name="whole second", updatedAt="2024-01-01T10:00:00Z")
+    quarter = _doc(name="quarter past", updatedAt="2024-01-01T10:00:00.25Z")
+    assert _merged(base, whole, quarter)["name"] == "quarter past"
+    half = _doc(name="half", updatedAt="2024-01-01T10:00:00.5Z")
+    just_after = _doc(name="just after", updatedAt="2024-01-01T10:00:00.500001Z")
+    merged = _merged(base, half, just_after)
+    assert merged["name"] == "just after"
+    assert merged["updatedAt"] == "2024-01-01T10:00:00.500001Z"
 
 
 def test_stamps_grow_past_a_clone_whose_clock_runs_ahead(tmp_path: Path) -> None:
