@@ -18,6 +18,7 @@ __all__ = [
     "FileLayerError",
     "FormatVersionError",
     "GitError",
+    "InvalidFieldError",
     "InvalidIdError",
     "MergeError",
     "NotAuthorError",
@@ -51,6 +52,29 @@ class InvalidIdError(FileLayerError, ValueError):
 
     def __reduce__(self) -> tuple[type[InvalidIdError], tuple[str, object, str]]:
         return type(self), (self.kind, self.value, self.reason)
+
+
+class InvalidFieldError(FileLayerError, ValueError):
+    """A field of a step a caller sent whose value is of a type that no reader of the
+    step expects (an ``output`` that is a number, ``tags`` that are one string...).
+
+    Stored as given, it would break every later reader (the UI, exports, search), and a
+    journal line is never rewritten: so it is refused before anything is written.
+    """
+
+    def __init__(self, kind: str, item_id: str, field: str, expected: str, got: str) -> None:
+        self.kind = kind
+        self.item_id = item_id
+        self.field = field
+        self.expected = expected
+        self.got = got
+        super().__init__(
+            f"{kind} {item_id!r}: {field!r} must be {expected} (or null), not {got}; "
+            "nothing was written."
+        )
+
+    def __reduce__(self) -> tuple[type[InvalidFieldError], tuple[str, str, str, str, str]]:
+        return type(self), (self.kind, self.item_id, self.field, self.expected, self.got)
 
 
 class ArchiveError(FileLayerError, OSError):

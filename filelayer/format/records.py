@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InvalidFieldError
+
 OP_STEP = "step"
 OP_STEP_DELETE = "step.delete"
 OP_FEEDBACK = "feedback"
@@ -30,6 +32,74 @@ READ_ONLY_STEP_FIELDS = frozenset(["feedback", "streaming"])
 them (``feedback`` from the journal's feedback lines, ``streaming`` always false), and
 Chainlit sends them back in the dicts it got from ``get_thread`` or
 ``get_favorite_steps`` (un-favouriting) and in every live ``Step.to_dict()``."""
+
+
+_TEXT, _OBJECT, _FLAG, _TEXTS, _FLAG_OR_TEXT = range(5)
+STEP_FIELD_TYPES: dict[str, int] = {
+    "name": _TEXT,
+    "type": _TEXT,
+    "parentId": _TEXT,
+    "input": _TEXT,
+    "output": _TEXT,
+    "createdAt": _TEXT,
+    "start": _TEXT,
+    "end": _TEXT,
+    "language": _TEXT,
+    "command": _TEXT,
+    "icon": _TEXT,
+    "metadata": _OBJECT,
+    "generation": _OBJECT,
+    "modes": _OBJECT,
+    "feedback": _OBJECT,
+    "tags": _TEXTS,
+    "isError": _FLAG,
+    "streaming": _FLAG,
+    "waitForAnswer": _FLAG,
+    "defaultOpen": _FLAG,
+    "autoCollapse": _FLAG,
+    "showInput": _FLAG_OR_TEXT,
+}
+"""The type of each field of Chainlit's ``StepDict`` (as its ``Step.to_dict()`` and
+``Message.to_dict()`` make them) other than the ids, which are checked as ids; ``None``
+is no value for every one (docs/format.md, "Field types"). Fields not named here are
+newer Chainlit's, or an app's: kept whatever their type."""
+
+_EXPECTED = {
+    _TEXT: "a string",
+    _OBJECT: "an object (dict)",
+    _FLAG: "true or false",
+    _TEXTS: "a list of strings",
+    _FLAG_OR_TEXT: "true, false or a string",
+}
+
+
+def _fits(kind: int, value: Any) -> bool:
+    if kind == _TEXT:
+        return isinstance(value, str)
+    if kind == _OBJECT:
+        return isinstance(value, dict)
+    if kind == _FLAG:
+        return value is True or value is False
+    if kind == _TEXTS:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return value is True or value is False or isinstance(value, str)
+
+
+def check_step_fields(step: dict[str, Any], step_id: str) -> None:
+    """:class:`InvalidFieldError` if a field of ``step``, new data a caller sends,
+    has a type no reader of a step expects (:data:`STEP_FIELD_TYPES`). Checked where a
+    step enters, never on what is already stored (a read, a compaction, a merge): what
+    an earlier release stored stays readable and writable."""
+    for field, value in step.items():
+        kind = STEP_FIELD_TYPES.get(field)
+        if kind is None or value is None or _fits(kind, value):
+            continue
+        got = type(value).__name__
+        if kind == _TEXTS and isinstance(value, list):
+            got = "a list holding " + next(
+                type(item).__name__ for item in value if not isinstance(item, str)
+            )
+        raise InvalidFieldError("step", step_id, field, _EXPECTED[kind], got)
 
 
 def drop_none(d: dict[str, Any]) -> dict[str, Any]:

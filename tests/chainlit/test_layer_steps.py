@@ -85,3 +85,63 @@ async def test_unfavouriting_stores_only_the_step(layer: Any, user: Any, root: P
     assert (step["feedback"], step["streaming"]) == (None, False)
     assert step["metadata"]["favorite"] is False and step["output"] == "keep me"
     assert await layer.get_favorite_steps(user.id) == []
+
+
+async def test_every_field_chainlits_own_steps_send_is_accepted(layer: Any) -> None:
+    """The field types the store checks are the ones Chainlit's ``Step.to_dict()`` and
+    ``Message.to_dict()`` produce, with every option set."""
+    import chainlit as cl
+    from chainlit.context import init_http_context
+
+    init_http_context(thread_id="t1")
+    tool = cl.Step(
+        name="lookup",
+        type="tool",
+        metadata={"k": 1},
+        tags=["a"],
+        language="python",
+        icon="search",
+        default_open=True,
+        auto_collapse=True,
+        show_input="python",
+    )
+    tool.input = {"q": "bread"}  # Chainlit makes text of it
+    tool.output = 42
+    tool.is_error = True
+    tool.start, tool.end = tool.created_at, tool.created_at
+    message = cl.Message(
+        content="hi",
+        author="Bot",
+        language="markdown",
+        metadata={"m": 1},
+        tags=["t"],
+        parent_id=tool.id,
+        command="search",
+        modes={"model": "fast"},
+    )
+    for sent in (tool.to_dict(), message.to_dict()):
+        await layer.create_step(sent)
+        await layer.update_step(sent)
+    by_id = {s["id"]: s for s in await steps_of(layer)}
+    assert by_id[tool.id]["output"] == "42" and by_id[tool.id]["showInput"] == "python"
+    assert by_id[message.id]["modes"] == {"model": "fast"}
+
+
+async def test_a_message_whose_content_is_no_text_changes_nothing_stored(
+    registered: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app that sets ``content`` to a number after ``send()`` made Chainlit send
+    ``output=5``: refused (and logged, the task being Chainlit's own), the text stays."""
+    import chainlit as cl
+    from chainlit.context import init_http_context
+
+    context = init_http_context(thread_id="t1")
+    message = cl.Message(content="the answer")
+    await message.send()
+    await settle()
+    message.content = 5  # type: ignore[assignment]
+    await message.update()
+    await settle()
+    [stored] = await steps_of(registered, context.session.thread_id)
+    assert stored["output"] == "the answer"
+    assert "output" in caplog.text

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from filelayer import FileLayerError
 from tests.support.drivers import Driver
-from tests.support.layer import at, step
+from tests.support.layer import at, step, tree
 
 
 async def steps_of(driver: Driver, thread: str = "t1") -> list[dict[str, Any]]:
@@ -181,6 +182,121 @@ async def test_a_step_may_arrive_before_its_thread_exists(driver: Driver, alice:
     assert thread["name"] == "first"
     assert [s["output"] for s in thread["steps"]] == ["first"]
     assert await listed(driver, alice["id"]) == ["new"]
+
+
+# -- field types -----------------------------------------------------------------------
+
+WRONG_TYPES = [
+    ("output", 123),
+    ("input", {"q": "bread"}),
+    ("name", ["a"]),
+    ("type", 1),
+    ("metadata", "x"),
+    ("tags", "abc"),
+    ("tags", ["a", 1]),
+    ("parentId", 5),
+    ("generation", "scripted"),
+    ("showInput", 1),
+    ("isError", "yes"),
+    ("streaming", "no"),
+    ("waitForAnswer", 1),
+    ("defaultOpen", "true"),
+    ("autoCollapse", 0),
+    ("language", 5),
+    ("createdAt", 1_700_000_000),
+    ("start", 1.5),
+    ("end", []),
+    ("command", 1),
+    ("modes", "x"),
+    ("icon", 3),
+    ("feedback", "up"),
+]
+
+
+def archive_files(root: Path) -> dict[str, bytes | None]:
+    """The archive's own files, byte for byte (not the locks, not the derived index,
+    which is compared through ``list_threads``)."""
+    return {
+        rel: data
+        for rel, data in tree(root).items()
+        if not rel.startswith(("index", "locks")) and not rel.endswith(".lock")
+    }
+
+
+@pytest.mark.parametrize(("field", "value"), WRONG_TYPES, ids=lambda v: repr(v)[:20])
+async def test_a_step_field_of_the_wrong_type_is_refused_and_nothing_changes(
+    driver: Driver, alice: Any, root: Path, field: str, value: Any
+) -> None:
+    """Stored as given, such a value broke every later reader (the UI, exports, search).
+    Refused with a ``ValueError`` of filelayer's own, before anything is written."""
+    await driver.update_thread("t1", name="chat", user_id=alice["id"])
+    await driver.create_step(step("s1", type="user_message", output="hello", createdAt=at(1)))
+    files, thread = archive_files(root), await driver.get_thread("t1")
+    listing = await driver.list_threads(alice["id"])
+    bad_writes = [
+        (driver.update_step, {**step("s1", output="changed"), field: value}),
+        (driver.create_step, {**step("s2", type="run", output="ghost"), field: value}),
+        (driver.create_step, {**step("s3", thread="t-new", output="ghost"), field: value}),
+    ]
+    for write, bad in bad_writes:
+        with pytest.raises(ValueError) as caught:
+            await write(bad)
+        assert isinstance(caught.value, FileLayerError)
+        assert getattr(caught.value, "field", None) == field
+        assert field in str(caught.value) and "nothing was written" in str(caught.value)
+    assert archive_files(root) == files
+    assert await driver.get_thread("t1") == thread
+    assert await driver.get_thread("t-new") is None
+    assert (await driver.list_threads(alice["id"])).threads == listing.threads
+    assert await listed(driver, alice["id"], search="ghost") == []
+    assert await listed(driver, alice["id"], search="changed") == []
+
+
+async def test_nulls_and_fields_filelayer_does_not_know_are_taken_as_they_are(
+    driver: Driver,
+) -> None:
+    """``None`` is "no value" for every field (Chainlit sends many), and a field of a
+    newer Chainlit is kept whatever its type (forward compatibility)."""
+    await driver.create_step(
+        step(
+            "s1",
+            type="run",
+            output="x",
+            parentId=None,
+            tags=None,
+            generation=None,
+            language=None,
+            isError=None,
+            showInput=True,
+            modes={"model": "fast"},
+            command="search",
+            futureField={"any": [1, None]},
+            indent=2,
+        )
+    )
+    await driver.update_step(step("s1", showInput="json", name=None, output=None, tags=[]))
+    [got] = await steps_of(driver)
+    assert (got["output"], got["showInput"], got["tags"]) == ("x", "json", [])
+    assert (got["futureField"], got["indent"]) == ({"any": [1, None]}, 2)
+
+
+async def test_a_step_stored_with_other_types_before_stays_readable(
+    driver: Driver, root: Path
+) -> None:
+    """The check is on new input only: what an earlier release stored is read as it
+    was stored, and the step can still be written."""
+    await driver.create_step(step("s1", type="run", output="first", createdAt=at(1)))
+    journal = root / "threads" / "t1" / "steps.jsonl"
+    with journal.open("ab") as f:
+        f.write(b'{"op":"step","step":{"id":"old","output":123,"tags":"abc","threadId":"t1"}}\n')
+    by_id = {s["id"]: s for s in await steps_of(driver)}
+    assert (by_id["old"]["output"], by_id["old"]["tags"]) == (123, "abc")
+    driver.store.compact_journal("t1")  # what is stored is written again as it is
+    by_id = {s["id"]: s for s in await steps_of(driver)}
+    assert (by_id["old"]["output"], by_id["old"]["tags"]) == (123, "abc")
+    await driver.update_step(step("old", output="fixed"))
+    by_id = {s["id"]: s for s in await steps_of(driver)}
+    assert by_id["old"]["output"] == "fixed"
 
 
 # -- delete_step -----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from filelayer import (
     CorruptFileError,
     FileLayerError,
     FormatVersionError,
+    InvalidFieldError,
     InvalidIdError,
     NotAuthorError,
     StorageWriteError,
@@ -26,6 +27,7 @@ ROOT = Path("/archive/root")
 
 ERRORS = {
     "invalid id": (InvalidIdError("thread", "../etc", "contains '/'"), ValueError),
+    "invalid field": (InvalidFieldError("step", "s1", "output", "a string", "int"), ValueError),
     "format version": (FormatVersionError(ROOT, 7, 1), OSError),
     "corrupt file": (CorruptFileError(ROOT / "thread.json", "not JSON"), ValueError),
     "write": (
