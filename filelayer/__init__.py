@@ -27,6 +27,7 @@ from .errors import (
     NotAuthorError,
     StorageWriteError,
     UnknownStepError,
+    UnknownUserError,
 )
 from .format.layout import FORMAT_VERSION
 from .store.archive import ArchiveStore
@@ -51,6 +52,7 @@ __all__ = [
     "NotAuthorError",
     "StorageWriteError",
     "UnknownStepError",
+    "UnknownUserError",
     "__version__",
 ]
 

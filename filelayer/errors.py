@@ -25,6 +25,7 @@ __all__ = [
     "NotRegularFileError",
     "StorageWriteError",
     "UnknownStepError",
+    "UnknownUserError",
 ]
 
 
@@ -186,6 +187,28 @@ class UnknownStepError(FileLayerError, ValueError):
 
     def __reduce__(self) -> tuple[type[UnknownStepError], tuple[str, str | None]]:
         return type(self), (self.step_id, self.thread_id)
+
+
+class UnknownUserError(FileLayerError, ValueError):
+    """A thread given to a user id that no user of the archive has.
+
+    The thread's author would be someone nobody can log in as: its real author would be
+    locked out of it (their writes refused as another user's). Chainlit gives the id of
+    the logged-in user, which ``create_user``/``get_user`` returned; nothing was written.
+    """
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        shown = repr(user_id)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(
+            f"no user has the id {shown}: a thread's author must be a user of the archive "
+            "(create_user makes one); nothing was written."
+        )
+
+    def __reduce__(self) -> tuple[type[UnknownUserError], tuple[str]]:
+        return type(self), (self.user_id,)
 
 
 class MergeError(FileLayerError, ValueError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,11 @@ from ..format.layout import Layout
 
 log = logging.getLogger("filelayer")
 
+SETTLED_NS = 2_000_000_000
+"""How long ago the users directory must have changed for a reading of all its files to
+be trusted until it changes again: a file system whose times have a resolution of a
+second or two (FAT, some network mounts) could add a file within the same tick."""
+
 
 class Accounts:
     """Users by identifier (their file's name is derived from it) and by id (a
@@ -24,6 +31,9 @@ class Accounts:
         self.layout = layout
         self.lock_timeout = lock_timeout
         self._users_by_id: dict[str, dict[str, Any]] = {}
+        self._read_in_full: tuple[int, int, int] | None = None
+        """The users directory's state (:meth:`_directory_state`) when every user file
+        in it was read, if it had not changed for :data:`SETTLED_NS` by then."""
 
     def get(self, identifier: str) -> dict[str, Any] | None:
         if not isinstance(identifier, str) or not identifier:
@@ -75,14 +85,37 @@ class Accounts:
         return doc
 
     def by_id(self, user_id: str) -> dict[str, Any] | None:
+        """The user whose id is ``user_id``, ``None`` if the archive has none.
+
+        A user this process made or read is found in memory (Chainlit looks its user
+        up at every login). Any other id costs a reading of every user file (a user
+        file is named after the identifier, which an id does not give back), but only
+        once while the users directory stays as it was then: a new user file changes
+        the directory, and a change too recent to tell from the time of the reading
+        (file systems whose times are coarse) is not trusted.
+        """
         if not isinstance(user_id, str):
             return None
         found = self._users_by_id.get(user_id)
-        if found is None:
-            for doc in self.all():
-                self._users_by_id[doc["id"]] = doc
-            found = self._users_by_id.get(user_id)
-        return found
+        if found is not None:
+            return found
+        state = self._directory_state()
+        if state is not None and state == self._read_in_full:
+            return None  # no user file came or went since every one was read
+        for doc in self.all():
+            self._users_by_id[doc["id"]] = doc
+        settled = state is not None and time.time_ns() - state[2] >= SETTLED_NS
+        self._read_in_full = state if settled else None
+        return self._users_by_id.get(user_id)
+
+    def _directory_state(self) -> tuple[int, int, int] | None:
+        """What changes when a user file is added, replaced or removed: the users
+        directory's identity and modification time (``None``: no directory yet)."""
+        try:
+            st = os.stat(self.layout.users)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_mtime_ns
 
     def all(self) -> Iterator[dict[str, Any]]:
         if not self.layout.users.is_dir():

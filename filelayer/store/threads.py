@@ -13,7 +13,7 @@ from .._io import commit as _commit
 from .._io import fs as _fs
 from .._io import locks as _locks
 from .._time import now_iso
-from ..errors import ArchiveError, StorageWriteError
+from ..errors import ArchiveError, StorageWriteError, UnknownUserError
 from ..format import codec as _codec
 from ..format import manifest
 from ..format.ids import check_id
@@ -94,7 +94,10 @@ class Threads:
                 # "" would leave the thread without an author: everyone's to write.
                 raise ValueError("a user id must be a non-empty string")
             user = self.accounts.by_id(user_id)
-            identifier = user["identifier"] if user else None
+            if user is None:
+                # An author nobody can log in as: the thread's real author locked out.
+                raise UnknownUserError(user_id)
+            identifier = user["identifier"]
         path = self.layout.manifest(thread_id)
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
@@ -112,9 +115,7 @@ class Threads:
             if name is not None:
                 doc["name"] = name
             if user_id is not None:
-                doc["userId"] = user_id
-                if identifier is not None or doc.get("userId") != before.get("userId"):
-                    doc["userIdentifier"] = identifier
+                doc["userId"], doc["userIdentifier"] = user_id, identifier
             if tags is not None:
                 doc["tags"] = list(tags)
             if metadata is not None:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 
 import read_archive  # noqa: E402
 
-from filelayer import ArchiveStore  # noqa: E402
+from filelayer import ArchiveStore, _time  # noqa: E402
 from filelayer.format import codec as _codec  # noqa: E402
 
 CASES: dict[str, Callable[[Path], None]] = {}
@@ -575,7 +575,13 @@ def manifests(root: Path) -> None:
         store.update_thread(tid, name=tid, user_id=bob["id"])
         if tid != "t-no-journal":
             store.write_step(msg(tid, f"{tid}-1", "user_message", f"in {tid}", at(1)))
-    store.update_thread("t-unknown-user", user_id="no-such-user")
+    # A user id no user file holds (update_thread refuses one; a copy or a merge can
+    # bring one in), given the way a copy writes a manifest.
+    unknown = store.read_manifest("t-unknown-user")
+    assert unknown is not None
+    store.put_manifest(
+        {**unknown, "userId": "no-such-user", "userIdentifier": None, "updatedAt": _time.now_iso()}
+    )
     store.close()
     (root / "threads" / "t-missing" / "thread.json").unlink()
     (root / "threads" / "t-empty" / "thread.json").write_bytes(b"")

@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from filelayer import ArchiveStore, InvalidIdError, NotAuthorError, UnknownStepError
+from filelayer import (
+    ArchiveStore,
+    InvalidIdError,
+    NotAuthorError,
+    UnknownStepError,
+    UnknownUserError,
+)
 from filelayer.maintenance.verify import verify
 
 ALICE, MALLORY = "alice", "mallory"
@@ -68,7 +74,9 @@ ATTACKS: dict[str, Callable[[ArchiveStore, str | None], Any]] = {
     "delete a step by thread": lambda s, who: s.delete_step("ta-s1", "ta", actor=who),
     "rename": lambda s, who: s.update_thread("ta", name="pwned", actor=who),
     "unshare": lambda s, who: s.update_thread("ta", metadata={"is_shared": False}, actor=who),
-    "take over": lambda s, who: s.update_thread("ta", user_id="x", actor=who),
+    "take over": lambda s, who: s.update_thread(
+        "ta", user_id=s.upsert_user(MALLORY)["id"], actor=who
+    ),
     "delete the thread": lambda s, who: s.delete_thread("ta", actor=who),
     "rate": lambda s, who: s.upsert_feedback(for_id="ta-s1", value=0, thread_id="ta", actor=who),
     "rate without thread": lambda s, who: s.upsert_feedback(for_id="ta-s1", value=0, actor=who),
@@ -121,7 +129,11 @@ def test_a_thread_without_author_is_everyones(store: ArchiveStore) -> None:
 
 
 def test_an_author_the_archive_cannot_name_matches_nobody(store: ArchiveStore) -> None:
-    store.update_thread("t", user_id="no-such-user")
+    """A manifest naming a user id that no user file holds (``update_thread`` refuses
+    one, but a copy or a merge can bring one in) names an author nobody can prove to be."""
+    store.put_manifest(
+        {"id": "t", "userId": "no-such-user", "createdAt": "2026-01-01T00:00:00.000000Z"}
+    )
     with pytest.raises(NotAuthorError):
         store.write_step(step("t", "s"), actor=ALICE)
     store.write_step(step("t", "s"))  # the app still may
@@ -240,3 +252,19 @@ def test_an_empty_user_id_is_refused_not_an_open_thread(archive: ArchiveStore) -
     assert snapshot(archive.root) == before
     with pytest.raises(NotAuthorError):
         archive.write_step(step("ta", "x"), actor=MALLORY)
+
+
+def test_an_unknown_user_id_is_refused_not_a_lockout(archive: ArchiveStore) -> None:
+    """An id no user has would have made alice's thread an unknown user's, and alice
+    another user there, refused her own thread: refused, and nothing changes."""
+    before = snapshot(archive.root)
+    with pytest.raises(UnknownUserError) as caught:
+        archive.update_thread("ta", user_id="no-such-user", actor=ALICE)
+    assert isinstance(caught.value, ValueError) and caught.value.user_id == "no-such-user"
+    assert snapshot(archive.root) == before
+    fresh = ArchiveStore(archive.root)
+    try:
+        assert fresh.thread_author("ta") == ALICE
+    finally:
+        fresh.close()
+    archive.write_step(step("ta", "still-mine"), actor=ALICE)

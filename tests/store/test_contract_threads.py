@@ -7,9 +7,15 @@ in ``tests/chainlit/test_layer_threads.py``."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from filelayer import FileLayerError
+from filelayer.format import users
 from tests.support.drivers import Driver
 from tests.support.layer import at, step, tree
 
@@ -132,6 +138,90 @@ async def test_the_user_identifier_is_resolved_from_a_user_made_by_another_worke
     await driver.update_thread("t1", user_id=bob["id"])
     assert (await driver.get_thread("t1"))["userIdentifier"] == "bob@example.com"
     assert await driver.thread_author("t1") == "bob@example.com"
+
+
+def archive_files(root: Path) -> dict[str, bytes | None]:
+    """The archive's own files, byte for byte (not the locks, not the derived index,
+    which is compared through ``list_threads``)."""
+    return {
+        rel: data
+        for rel, data in tree(root).items()
+        if not rel.startswith(("index", "locks")) and not rel.endswith(".lock")
+    }
+
+
+def age_users_directory(root: Path) -> None:
+    """Date the users directory's last change an hour back, as in an archive whose
+    users all logged in before: no recent change to distrust."""
+    users = root / "users"
+    past = time.time() - 3600
+    os.utime(users, (past, past))
+
+
+async def test_an_unknown_user_id_is_refused_and_the_author_keeps_the_thread(
+    driver: Driver, alice: Any, root: Path
+) -> None:
+    """An id no user has made the thread an unknown user's: its real author was
+    locked out of it (a write by them is refused as another user's). Refused with a
+    ``ValueError`` of filelayer's own, and nothing changes."""
+    await driver.update_thread("t1", name="mine", user_id=alice["id"])
+    await driver.create_step(step("m1", type="user_message", output="hello", createdAt=at(1)))
+    files, thread = archive_files(root), await driver.get_thread("t1")
+    for unknown in ("no-such-user", "0f1e2d3c-4b5a-5968-8776-a5b4c3d2e1f0"):
+        for thread_id in ("t1", "t-new"):
+            with pytest.raises(ValueError) as caught:
+                await driver.update_thread(thread_id, name="taken", user_id=unknown)
+            assert isinstance(caught.value, FileLayerError)
+            assert getattr(caught.value, "user_id", None) == unknown
+            assert unknown in str(caught.value) and "nothing was written" in str(caught.value)
+    assert archive_files(root) == files
+    assert await driver.get_thread("t1") == thread
+    assert await driver.get_thread("t-new") is None
+    assert await driver.thread_author("t1") == "alice@example.com"
+    assert await listed(driver, alice["id"]) == ["t1"]
+
+
+async def test_a_user_made_by_another_worker_after_a_refusal_is_known(
+    driver: Driver, alice: Any, root: Path
+) -> None:
+    """Whatever a refused look-up remembered, a user another process makes later
+    (Chainlit's login on another worker) is found at once."""
+    age_users_directory(root)
+    with pytest.raises(ValueError):
+        await driver.update_thread("t1", user_id=users.user_id("bob@example.com"))
+    bob = await driver.another_worker().create_user("bob@example.com")
+    assert bob["id"] == users.user_id("bob@example.com")
+    await driver.update_thread("t1", name="bob's", user_id=bob["id"])
+    assert await driver.thread_author("t1") == "bob@example.com"
+
+
+async def test_a_known_user_costs_no_read_and_an_unknown_one_no_scan_each_time(
+    driver: Driver, alice: Any, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user of a login (or of create_user) is looked up in memory; an unknown id is
+    answered from one reading of the users directory while it does not change."""
+    other = driver.another_worker()
+    for n in range(20):
+        await other.create_user(f"user{n}@example.com")
+    age_users_directory(root)
+    reads: list[Path] = []
+    real_read = users.read
+
+    def counting(path: Path) -> dict[str, Any] | None:
+        reads.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(users, "read", counting)
+    await driver.update_thread("t1", name="mine", user_id=alice["id"])
+    assert reads == []
+    with pytest.raises(ValueError):
+        await driver.update_thread("t1", user_id="no-such-user")
+    assert len(reads) == 21  # the first miss reads the directory once
+    reads.clear()
+    for _ in range(5):
+        with pytest.raises(ValueError):
+            await driver.update_thread("t1", user_id="no-such-user")
+    assert reads == []
 
 
 async def test_list_threads_shows_the_change_as_soon_as_update_thread_returns(

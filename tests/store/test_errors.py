@@ -20,6 +20,7 @@ from filelayer import (
     NotAuthorError,
     StorageWriteError,
     UnknownStepError,
+    UnknownUserError,
 )
 from filelayer.transfer.model import CopyUsageError
 
@@ -37,6 +38,7 @@ ERRORS = {
     "lock timeout": (ArchiveLockTimeout(ROOT / "locks" / "t.lock", 2.5), TimeoutError),
     "not author": (NotAuthorError("t1", "mallory"), PermissionError),
     "unknown step": (UnknownStepError("s1", "t1"), ValueError),
+    "unknown user": (UnknownUserError("no-such-user"), ValueError),
     "copy usage": (CopyUsageError("give a URL"), Exception),
 }
 
