@@ -31,6 +31,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from filelayer.errors import UnknownUserError
 from tests.support.reliability import (
     MESSAGE_TYPES,
     ContractModel,
@@ -55,6 +56,7 @@ FEEDBACK = [f"f{n}" for n in range(4)]
 ELEMENTS = [f"e{n}" for n in range(4)]
 ELEMENT_THREAD = {eid: THREADS[n % len(THREADS)] for n, eid in enumerate(ELEMENTS)}
 IDENTIFIERS = ["alice@example.com", "Zoë", "bob"]
+UNKNOWN_USER_ID = "unknown-user-id"
 TIMES = [f"2026-03-01T10:00:0{n}.000000Z" for n in range(6)]
 
 texts = st.text(alphabet="abcXYZ é✓🙂\n", max_size=12)
@@ -105,7 +107,7 @@ class ArchiveMachine(RuleBasedStateMachine):
         if choice is None:
             return None
         ids = [u["id"] for u in self.model.users.values()]
-        return ids[choice % len(ids)] if ids and choice >= 0 else "unknown-user-id"
+        return ids[choice % len(ids)] if ids and choice >= 0 else UNKNOWN_USER_ID
 
     @rule(
         thread=st.sampled_from(THREADS),
@@ -118,6 +120,12 @@ class ArchiveMachine(RuleBasedStateMachine):
         self, thread: str, name: str | None, user: int | None, metadata: Any, tags: Any
     ) -> None:
         user_id = self._user_id(user)
+        if user_id == UNKNOWN_USER_ID:  # no user has it: refused, nothing changes
+            with pytest.raises(UnknownUserError):
+                self.api.update_thread(
+                    thread, name=name, user_id=user_id, metadata=metadata, tags=tags
+                )
+            return
         self.api.update_thread(thread, name=name, user_id=user_id, metadata=metadata, tags=tags)
         self.model.update_thread(thread, name=name, user_id=user_id, metadata=metadata, tags=tags)
 
