@@ -8,10 +8,13 @@ differently, e.g. ``1e16`` against ``1e+16``). Reading, which dominates the cost
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import string
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +48,43 @@ may raise."""
 
 _TOO_DEEP = f"data nested deeper than {MAX_DEPTH} levels cannot be stored; flatten it first"
 
+READ_DEPTH = 1024
+"""The deepest nesting a reader takes, in both modes (docs/format.md, "Which lines
+count"): orjson's own limit, to which the standard library's reader is held, given the
+stack it needs wherever the read happens (:func:`_stack_room`). Deeper is damage. Data
+an older release stored up to that depth is read, ordered and written again alike."""
+
+_SHALLOW = 256
+"""Fewer brackets than this, and the standard library's reader and writer fit in any
+stack an app leaves them: no room is made, no depth measured."""
+
+_ROOM = threading.Lock()
+
+
+@contextlib.contextmanager
+def _stack_room() -> Iterator[None]:
+    """The interpreter's recursion limit raised by :data:`READ_DEPTH` levels for a
+    block: the standard library's reader and writer take a level of the stack per
+    level of nesting, so the depth they reach would otherwise depend on how deep in
+    the stack the call happens (a deep app, a worker thread) and differ from orjson's.
+    The limit is the process's: one block at a time."""
+    with _ROOM:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit + READ_DEPTH + 64)
+        try:
+            yield
+        finally:
+            sys.setrecursionlimit(limit)
+
 
 def _encode(encoder: json.JSONEncoder, obj: Any) -> str:
     try:
         return encoder.encode(obj)
+    except RecursionError:
+        pass
+    try:  # stored data nested up to READ_DEPTH levels is written again wherever
+        with _stack_room():
+            return encoder.encode(obj)
     except RecursionError:
         raise ValueError(_TOO_DEEP) from None
 
@@ -66,8 +102,9 @@ def check_depth(value: Any, encoded: bytes | None = None) -> None:
         raise ValueError(_TOO_DEEP)
 
 
-def _depth(value: Any) -> int:
-    """The deepest nesting of dicts and lists in ``value`` (a scalar: 0)."""
+def _depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """The deepest nesting of dicts and lists in ``value`` (a scalar: 0), or a depth
+    past ``limit`` as soon as one is found."""
     deepest = 0
     stack = [(value, 1)]
     while stack:
@@ -79,7 +116,7 @@ def _depth(value: Any) -> int:
         else:
             continue
         deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
+        if deepest > limit:
             return deepest
         stack.extend((child, depth + 1) for child in children)
     return deepest
@@ -139,24 +176,47 @@ def _check_text(value: Any) -> None:
             stack.extend(item)
 
 
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object read from text holding a surrogate escape: the values a duplicate key
+    discards are checked too (orjson refuses an unpaired surrogate wherever it is; the
+    check of the result alone would never see them)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        _check_text([v for _, v in pairs])
+    return value
+
+
 _decoder = json.JSONDecoder(
     parse_constant=_refuse_constant, parse_float=_finite_float
 )  # made once: json.loads with
 # an argument would build a decoder per call, four times the cost of the reading itself
+_surrogate_decoder = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_pairs
+)
 
 
 def _loads(data: bytes | str) -> Any:
     """The standard library's reading, held to what orjson accepts, so that both modes
     read every damaged byte alike (docs/format.md, "Which lines count"): UTF-8 only
     (``json.loads`` of bytes would guess UTF-16 and let encoded surrogates through),
-    no ``NaN`` or ``Infinity`` (not JSON), no unpaired surrogate escape, and nesting
-    too deep to parse is damage, not a crash."""
+    no ``NaN`` or ``Infinity`` (not JSON), no unpaired surrogate escape (in a value a
+    duplicate key discards too), and nesting up to :data:`READ_DEPTH` levels wherever
+    the read happens, deeper being damage, not a crash."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
+    surrogates = "\\ud" in text or "\\uD" in text
+    decoder = _surrogate_decoder if surrogates else _decoder
+    deep = text.count("{") + text.count("[") >= _SHALLOW
     try:
-        value = _decoder.decode(text)
-    except RecursionError:  # orjson: "recursion limit reached", a ValueError
+        if deep:
+            with _stack_room():
+                value = decoder.decode(text)
+        else:
+            value = decoder.decode(text)
+    except RecursionError:  # orjson: "depth limit exceeded", a ValueError
         raise ValueError("nested too deeply to read") from None
-    if "\\ud" in text or "\\uD" in text:
+    if deep and _depth(value, READ_DEPTH) > READ_DEPTH:
+        raise ValueError(f"nested deeper than {READ_DEPTH} levels")
+    if surrogates:
         _check_text(value)
     return value
 
@@ -215,7 +275,13 @@ else:
         raw = data.encode("utf-8") if isinstance(data, str) else data
         if _may_hold_big_int(raw):
             return _loads(raw)
-        return orjson.loads(raw)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            # Damaged: said in the standard library's words, as the pure mode says it
+            # (what verify, show and the logs print does not depend on the mode).
+            _loads(raw)
+            raise
 
     def decoder_for(data: bytes) -> Callable[[bytes], Any]:
         """The decoder for the lines of ``data``: orjson when no line can hold a

@@ -273,3 +273,100 @@ def test_deep_data_an_older_release_stored_stays_readable_and_compactable(
         assert again is not None and again["steps"] == thread["steps"]
     finally:
         store.close()
+
+
+def _deep_json(depth: int) -> bytes:
+    """An object nested ``depth`` levels deep, as bytes (made without any encoder)."""
+    return b'{"k":' * (depth - 1) + b'{"k":"leaf"}' + b"}" * (depth - 1)
+
+
+def _at_depth(frames: int, fn: Any) -> Any:
+    """``fn()`` called ``frames`` calls deeper in the stack (as in a deep app)."""
+    return fn() if frames <= 0 else _at_depth(frames - 1, fn)
+
+
+@pytest.mark.parametrize("frames", [0, 400])
+def test_nesting_up_to_1024_levels_is_read_alike_in_both_modes_from_any_stack(
+    tmp_path: Path, frames: int
+) -> None:
+    """Both modes take a line nested up to 1,024 levels (orjson's own limit) and take
+    a deeper one as damaged, wherever in the stack the read happens. The standard
+    library's reader gave up where the stack ran out (about 975 levels at the top,
+    fewer in a deep call) and its writer could not write such a record again: the two
+    modes read different conversations (and deleted different threads), and the fast
+    mode's get_thread and compact crashed on a line it had read."""
+    from filelayer.format import codec
+
+    store = ArchiveStore(tmp_path)
+    store.write_step({"id": "s1", "threadId": "t", "type": "run", "output": "hi"})
+    store.write_step({"id": "s2", "threadId": "t", "type": "run", "output": "v2"})
+    store.close()
+    journal_path = tmp_path / "threads" / "t" / "steps.jsonl"
+    lines = journal_path.read_bytes().splitlines(keepends=True)
+    assert b'"output":"v2"' in lines[-1]
+    deep = lines[-1].replace(
+        b'"output":"v2"', b'"metadata":' + _deep_json(1000) + b',"output":"v2"'
+    )
+    deeper = (
+        lines[-1]
+        .replace(b'"id":"s2"', b'"id":"s3"')
+        .replace(b'"output":"v2"', b'"metadata":' + _deep_json(1030) + b',"output":"v3"')
+    )
+    # Out of stamp order, as a merge without the driver leaves lines: ordering them
+    # encodes every record again.
+    journal_path.write_bytes(deeper + deep + b"".join(lines[:-1]))
+    store = ArchiveStore(tmp_path)
+    try:
+        thread = _at_depth(frames, lambda: store.get_thread("t"))
+        assert thread is not None and [s["id"] for s in thread["steps"]] == ["s1", "s2"]
+        assert journal.parse(journal_path.read_bytes()).bad_lines == [1]
+        _at_depth(frames, lambda: store.compact_journal("t"))
+        again = ArchiveStore(tmp_path).get_thread("t")
+        assert again is not None  # compared as bytes: == on 1,000 levels runs out of stack
+        assert codec.encode_line(again["steps"]) == codec.encode_line(thread["steps"])
+    finally:
+        store.close()
+
+
+def test_a_lone_surrogate_in_a_duplicate_key_is_damage_in_both_modes(tmp_path: Path) -> None:
+    """orjson refuses a line whose discarded duplicate holds an unpaired surrogate; the
+    standard library kept only the last value, so its check never saw it: the pure
+    mode read a tombstone (and a step, a manifest) that the fast mode took as damaged,
+    and ``verify --repair`` removed a conversation in one mode only."""
+    from filelayer.format import codec
+
+    for data in (b'{"x":"\\ud800","x":"ok"}', b'{"a":[{"x":"\\udc00","x":1}]}'):
+        with pytest.raises(codec.DecodeError):
+            codec.decode(data)
+    step = b'{"op":"step","step":{"id":"s","output":"\\ud800","output":"ok"}}\n'
+    assert journal.parse(step + b'{"op":"step","step":{"id":"ok"}}\n').bad_lines == [1]
+    store = ArchiveStore(tmp_path)
+    store.write_step({"id": "s1", "threadId": "t", "type": "run", "output": "hi"})
+    store.close()
+    (tmp_path / "deleted.jsonl").write_bytes(
+        b'{"deletedAt":"2026-01-01T00:00:00.000000Z","id":"t","why":"\\ud800","why":"x"}\n'
+    )
+    store = ArchiveStore(tmp_path)
+    try:
+        assert store.get_thread("t") is not None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b'{"a":NaN}', "NaN is not JSON"),
+        (b'{"a":}', "Expecting value"),
+        (b'{"a":1,}', "Expecting property name"),
+        (b"\xff", "can't decode byte 0xff"),
+    ],
+)
+def test_damaged_json_is_described_in_the_same_words_in_both_modes(data: bytes, words: str) -> None:
+    """What ``verify``, ``show`` and the logs say of a damaged file does not depend on
+    the mode: the fast mode used orjson's wording, the pure mode the standard
+    library's; both now give the standard library's."""
+    from filelayer.format import codec
+
+    with pytest.raises(codec.DecodeError, match=words):
+        codec.decode(data)
