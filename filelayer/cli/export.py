@@ -37,7 +37,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     written = 0
     try:
         for n, thread_id in enumerate(ids, start=1):
-            thread = require_thread(store, thread_id)
+            if args.threads:
+                thread = require_thread(store, thread_id)
+            else:  # listed a moment ago: deleted since, or a tombstone beside its files
+                found = store.get_thread(thread_id)
+                if found is None:
+                    continue
+                thread = found
             if args.output:
                 _export_to(store, thread, Path(args.output), args.format)
             else:
@@ -46,7 +52,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 else:  # HTML: one page with its images inside (no directory for them)
                     html = args.format == "html"
                     text = build(store, thread, args.format, self_contained=html).text
-                stdout().write(text if n == 1 else "\n" + text)
+                stdout().write(text if not written else "\n" + text)
             written += 1
             progress(n, len(ids))
     finally:

@@ -59,6 +59,22 @@ def test_export_all_to_a_directory(archive: Path, tmp_path: Path) -> None:
     assert "> 👎 Too short" in cake
 
 
+def test_export_all_leaves_out_a_deleted_thread_whose_directory_is_still_there(
+    archive: Path, tmp_path: Path
+) -> None:
+    """A tombstone whose thread directory is still on disk (a merge before ``filelayer
+    resolve``, a crash between the two steps of a deletion) is a deleted thread:
+    ``export --all`` used to stop at it with "no thread", exporting nothing after it."""
+    with (archive / "deleted.jsonl").open("ab") as tombstones:
+        tombstones.write(b'{"deletedAt":"2026-04-01T00:00:00.000000Z","id":"cake"}\n')
+    assert (archive / "threads" / "cake").is_dir()
+    out = tmp_path / "out"
+    assert main(["export", "--all", "-o", str(out)]) == 0
+    names = sorted(p.name for p in out.glob("*.md"))
+    assert len(names) == 2 and not [n for n in names if "chocolate" in n]
+    assert main(["export", "cake"]) == 2  # named, it is still an error
+
+
 def test_re_exporting_an_unchanged_archive_is_byte_identical(archive: Path, tmp_path: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     main(["export", "--all", "-o", str(first)])
