@@ -33,9 +33,10 @@ from ..errors import CorruptFileError
 from ..format import codec as _codec
 from ..format import journal, manifest, users
 from ..format.ids import is_valid_id
-from ..format.layout import ELEMENTS_DIR, VIEWS_DIR, is_layer_leftover
+from ..format.layout import ELEMENTS_DIR, SESSIONS_DIR, VIEWS_DIR, is_layer_leftover
 from ..format.manifest import MANIFEST_NAME
 from ..store.archive import ArchiveStore
+from ..store.snapshots import ThreadSnapshots
 from .announce import maintaining
 from .retention import IDENTIFIER_HASH_KEY, is_erased
 
@@ -156,6 +157,8 @@ def _verify(
                 repair,
             )
 
+    _check_copies(store, repair, add)
+
     drift = _index_drift(store)
     if drift:
         if repair:
@@ -163,6 +166,49 @@ def _verify(
         for what in drift:
             add(store.layout.index_file, what, repair)
     return report
+
+
+def _check_copies(store: ArchiveStore, repair: bool, add: Callable[..., None]) -> None:
+    """The views (``index/views/``) and session files (``sessions/``) of threads that
+    were deleted (a tombstone) or are gone (no directory): copies of a conversation that
+    a deletion or an erasure removes, back after a power cut, or left by a thread
+    removed by git or by hand. Nothing reads them any more, and they must not outlive
+    their thread: ``--repair`` removes them, under the thread's lock (a thread made
+    meanwhile keeps its own), and the removals are on the disk when it returns."""
+    changed: list[Path] = []
+    for directory in (ThreadSnapshots(store.layout).directory, store.root / SESSIONS_DIR):
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        what = "view" if directory.name == VIEWS_DIR else "session file"
+        for entry in entries:
+            thread_id = entry.name.removesuffix(".json")
+            if thread_id == entry.name or not is_valid_id(thread_id):
+                continue  # not a thread's (a leftover of the layer's is reported above)
+            if not _without_thread(store, thread_id):
+                continue
+            removed = False
+            if repair:
+                with store.thread_lock(thread_id):
+                    if _without_thread(store, thread_id):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                        removed = True
+                        changed.append(directory)
+            add(
+                Path(entry.path),
+                f"the {what} of a thread that is no more (deleted, or its directory "
+                "gone): a copy of its conversation with no thread; repair removes it",
+                removed,
+            )
+    _fs.fsync_dirs(changed)
+
+
+def _without_thread(store: ArchiveStore, thread_id: str) -> bool:
+    """Whether the thread was deleted or has no directory (a link is none)."""
+    directory = store.layout.thread_dir(thread_id)
+    return store.is_deleted(thread_id) or directory.is_symlink() or not directory.is_dir()
 
 
 def erased_record(store: ArchiveStore, doc: dict[str, Any]) -> bool:
@@ -174,10 +220,11 @@ def _temporary_files(store: ArchiveStore) -> list[Path]:
     """What interrupted writes and deletions left: files and directories named by
     :func:`filelayer.layout.is_layer_leftover`, in the root (not below: ``locks/`` and
     whatever else a person keeps there, ``.git/`` say, are not the layer's to clean),
-    ``users/``, ``index/`` and the thread directories."""
+    ``users/``, ``index/``, ``index/views/``, ``sessions/`` and the thread directories."""
     found: list[Path] = []
     layout = store.layout
-    for top in (layout.root, layout.users, layout.index_dir, layout.index_dir / VIEWS_DIR):
+    views, sessions = layout.index_dir / VIEWS_DIR, layout.root / SESSIONS_DIR
+    for top in (layout.root, layout.users, layout.index_dir, views, sessions):
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             found.extend(Path(e.path) for e in os.scandir(top) if is_layer_leftover(e.name))
     if not layout.threads.is_dir():

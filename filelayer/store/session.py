@@ -87,10 +87,14 @@ def write(file: Path, data: bytes) -> bool:
     return True
 
 
-def remove(file: Path) -> None:
+def remove(file: Path) -> bool:
+    """Remove a thread's session file; whether there was one. Not fsynced here: a
+    deletion fsyncs ``sessions/`` with its own (see ``Threads.delete_thread``)."""
     try:
         file.unlink()
     except FileNotFoundError:
-        pass
-    except OSError as exc:  # local state: a leftover is harmless, but say so
+        return False
+    except OSError as exc:  # cannot be removed: say so (verify --repair removes it later)
         log.warning("filelayer: cannot remove the session file %s: %s", file, exc)
+        return False
+    return True

@@ -221,9 +221,8 @@ class ThreadSnapshots:
         by hand, behind the layer's back) and whatever else is in ``index/views/``:
         what ``filelayer reindex`` does, so that no copy of a conversation outlives it.
         Returns how many files went."""
-        directory = self.layout.index_dir / VIEWS_DIR
         try:
-            entries = list(os.scandir(directory))
+            entries = list(os.scandir(self.directory))
         except OSError:
             return 0
         removed = 0
@@ -240,10 +239,20 @@ class ThreadSnapshots:
                 removed += 1
         return removed
 
-    def remove(self, thread_id: str) -> None:
-        """Remove the thread's view (the thread is deleted, or its journal compacted)."""
-        with contextlib.suppress(OSError):
+    def remove(self, thread_id: str) -> bool:
+        """Remove the thread's view (the thread is deleted, or its journal compacted);
+        whether there was one. The removal is not fsynced here: a deletion fsyncs the
+        views' directory with its own (see ``Threads.delete_thread``)."""
+        try:
             os.unlink(self.layout.thread_view(thread_id))
+        except OSError:
+            return False
+        return True
+
+    @property
+    def directory(self) -> Path:
+        """Where the views are: ``index/views/``."""
+        return self.layout.index_dir / VIEWS_DIR
 
 
 _MAX_VIEW_BYTES = 256 * 1024 * 1024

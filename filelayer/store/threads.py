@@ -185,6 +185,7 @@ class Threads:
             )
             self.deleted.add(thread_id, now_iso())
             self.appender.forget_thread(thread_id)
+            removed: list[Path] = []  # the directories whose names changed
             if existed:
                 # Rename first: readers see the whole thread or none of it.
                 doomed = deleting_path(directory)
@@ -193,10 +194,16 @@ class Threads:
                 except OSError as exc:
                     raise StorageWriteError(directory, exc) from exc
                 shutil.rmtree(doomed, ignore_errors=True)
-                # The rename and the removal reach the disk before the call returns:
-                # readers also consult the tombstone, but a thread must not come back.
-                _fs.fsync_dirs([self.layout.threads])
-            ThreadSnapshots(self.layout).remove(thread_id)  # no copy of it may stay
+                removed.append(self.layout.threads)
+            views = ThreadSnapshots(self.layout)
+            if views.remove(thread_id):  # no copy of it may stay
+                removed.append(views.directory)
             self.index.append([delete_record(thread_id)])
-            session.remove(session.path(self.root, thread_id))
+            file = session.path(self.root, thread_id)
+            if session.remove(file):
+                removed.append(file.parent)
+            # Every removal reaches the disk before the call returns: readers also
+            # consult the tombstone, but a thread must not come back, nor a copy of its
+            # conversation (its view, its session) outlive a deletion or an erasure.
+            _fs.fsync_dirs(removed)
         return existed

@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.powercut import (
-    FsModel,
     Report,
     Spec,
     explore,
     read_trace,
+    replay_trace,
     strace_command,
     tracer_problem,
 )
@@ -184,24 +184,7 @@ def test_the_model_follows_the_persistence_rules(tmp_path: Path) -> None:
         [*strace_command(trace, seccomp), "--", sys.executable, "-c", SCRIPT, str(base)],
         check=True,
     )
-    model = FsModel(str(base))
-    events = read_trace(trace)
-    actions = sorted(
-        [(e.end, 1, i) for i, e in enumerate(events)]
-        + [(e.begin, 0, i) for i, e in enumerate(events) if e.name == "fsync"]
-    )
-    for _, kind, i in actions:
-        e = events[i]
-        if e.name == "fsync":
-            from tests.support.powercut import _fd_path
-
-            node = model.lookup(_fd_path(e.args[0])[0] or "")
-            if kind == 0 and node is not None:
-                model.fsync_begin(node, e.begin)
-            elif kind == 1 and e.begin in model.fsyncs:
-                model.fsync_end(e.begin)
-        elif kind == 1:
-            model.replay(e)
+    model = replay_trace(str(base), read_trace(trace))
     # d/ is durable in base; its entries were fsynced after the rename, not after the
     # unlink; "synced" holds what its fsync covered.
     assert model.strict() == {"d": None, "d/synced": b"one", "d/renamed": b"new"}

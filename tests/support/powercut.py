@@ -1026,6 +1026,59 @@ def materialise(state: dict[str, bytes | None], where: Path) -> None:
             path.write_bytes(content)
 
 
+def replay_trace(base: str, events: list[Event]) -> FsModel:
+    """The model after every system call of ``events`` (fsyncs covering what was done
+    before they began), for a test that cuts the power once, at the end."""
+    model = FsModel(base)
+    actions = sorted(
+        [(e.end, 1, i) for i, e in enumerate(events)]
+        + [(e.begin, 0, i) for i, e in enumerate(events) if e.name in ("fsync", "fdatasync")]
+    )
+    for _, kind, i in actions:
+        e = events[i]
+        if e.name in ("fsync", "fdatasync"):
+            path, deleted = _fd_path(e.args[0])
+            if path is None or deleted or model._parts(path) is None or e.ret != 0:
+                continue
+            node = model.lookup(path)
+            if kind == 0 and node is not None:
+                model.fsync_begin(node, e.begin)
+            elif kind == 1 and e.begin in model.fsyncs:
+                model.fsync_end(e.begin)
+        elif kind == 1:
+            model.replay(e)
+    return model
+
+
+def trace_scripts(work: Path, scripts: list[str]) -> FsModel:
+    """Run ``scripts`` (Python sources, each its own process, one after another, each
+    given the archive's root as its argument) under one trace, and return the model of
+    what they did to the root: ``strict()`` is what a power cut right after the last
+    one keeps."""
+    problem = tracer_problem()
+    if problem:
+        raise RuntimeError(problem)
+    base = Path(os.path.realpath(work)) / "base"
+    base.mkdir()
+    files = []
+    for n, script in enumerate(scripts):
+        path = work / f"script{n}.py"
+        path.write_text(script)
+        files.append(path)
+    trace = work / "trace.txt"
+    shell = "; ".join(f"{sys.executable} {path} {base} || exit 1" for path in files)
+    done = subprocess.run(
+        [*strace_command(trace, _tracer_checked.get("seccomp", True)), "--", "sh", "-c", shell],
+        env=subprocess_env(same_mode=True, PYTHONDONTWRITEBYTECODE="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"a script failed: {done.stderr[-3000:]}")
+    return replay_trace(str(base), read_trace(trace))
+
+
 # -- checking a crash state ------------------------------------------------------------------
 
 REINDEX_BEFORE_LISTING = False
