@@ -90,6 +90,10 @@ def _verify(
 ) -> Report:
     report = Report()
     root = store.root
+    # The directories whose names a repair removed, fsynced once each at the end: the
+    # repairs are on the disk when verify returns (a removed record of an erased user
+    # must not come back with a power cut).
+    changed: list[Path] = []
 
     def add(path: Path, what: str, repaired: bool = False) -> None:
         report.problems.append(Problem(str(path.relative_to(root)), what, repaired))
@@ -104,6 +108,7 @@ def _verify(
             else:
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
+            changed.append(leftover.parent)
         add(leftover, "leftover temporary file from an interrupted write", repair)
 
     _check_tombstones(store, repair, add)
@@ -120,6 +125,7 @@ def _verify(
             # have every reader and writer of the archive work outside it.
             if repair:
                 directory.unlink()
+                changed.append(directory.parent)
             add(directory, "a symbolic link, not a thread directory: never followed", repair)
         elif not directory.is_dir() or not is_valid_id(name):
             add(directory, "not a thread directory (its name is not a valid id)")
@@ -129,6 +135,7 @@ def _verify(
             for link in links:
                 if repair:
                     link.unlink()
+                    changed.append(link.parent)
                 add(link, "a symbolic link in a thread directory: never followed", repair)
             try:
                 if repair or not links:  # the rest is checked once the links are gone
@@ -150,6 +157,7 @@ def _verify(
             if repair:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+                changed.append(path.parent)
             add(
                 path,
                 "the user was erased (filelayer erase-user) but this record of theirs is "
@@ -157,7 +165,7 @@ def _verify(
                 repair,
             )
 
-    _check_copies(store, repair, add)
+    _check_copies(store, repair, add, changed)
 
     drift = _index_drift(store)
     if drift:
@@ -165,17 +173,21 @@ def _verify(
             store.reindex()
         for what in drift:
             add(store.layout.index_file, what, repair)
+    # A directory removed since (a deleted thread's, its deletion finished) is not there
+    # to fsync: its removal was made durable with its parent.
+    _fs.fsync_dirs(d for d in changed if d.is_dir())
     return report
 
 
-def _check_copies(store: ArchiveStore, repair: bool, add: Callable[..., None]) -> None:
+def _check_copies(
+    store: ArchiveStore, repair: bool, add: Callable[..., None], changed: list[Path]
+) -> None:
     """The views (``index/views/``) and session files (``sessions/``) of threads that
     were deleted (a tombstone) or are gone (no directory): copies of a conversation that
     a deletion or an erasure removes, back after a power cut, or left by a thread
     removed by git or by hand. Nothing reads them any more, and they must not outlive
     their thread: ``--repair`` removes them, under the thread's lock (a thread made
-    meanwhile keeps its own), and the removals are on the disk when it returns."""
-    changed: list[Path] = []
+    meanwhile keeps its own); the directories it changes go to ``changed``."""
     for directory in (ThreadSnapshots(store.layout).directory, store.root / SESSIONS_DIR):
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
@@ -202,7 +214,6 @@ def _check_copies(store: ArchiveStore, repair: bool, add: Callable[..., None]) -
                 "gone): a copy of its conversation with no thread; repair removes it",
                 removed,
             )
-    _fs.fsync_dirs(changed)
 
 
 def _without_thread(store: ArchiveStore, thread_id: str) -> bool:

@@ -157,3 +157,64 @@ def test_verify_repair_removes_them_durably(tmp_path: Path) -> None:
     require_tracer()
     model = trace_scripts(tmp_path, [WRITE, ORPHANS, WRITEBACK, REPAIR])
     assert holding_secrets(model.strict()) == []
+
+
+LEFTOVERS = r"""
+import sys
+from pathlib import Path
+from filelayer import ArchiveStore
+from filelayer.maintenance.retention import erase_user
+root = Path(sys.argv[1])
+store = ArchiveStore(root, durability="fsync")
+store.upsert_user("bob@example.com", metadata={"secret": "SECRETTEXT"})
+record = root / "users" / next(p.name for p in (root / "users").glob("bob*.json"))
+kept = record.read_bytes()
+erase_user(store, "bob@example.com")
+store.close()
+record.write_bytes(kept)  # a merge from an older clone brings the record back
+# What interrupted writes and a deletion cut short leave.
+(root / ".filelayer-deleted.jsonl.0123abcd.tmp").write_bytes(b"SECRETTEXT")
+(root / "users" / ".filelayer-bob.json.0123abcd.tmp").write_bytes(b"SECRETTEXT")
+doomed = root / "threads" / ".filelayer-t9.0123abcd.deleting"
+doomed.mkdir()
+(doomed / "steps.jsonl").write_bytes(b"SECRETTEXT\n")
+"""
+
+REPAIR_ALL = r"""
+import os, sys
+from filelayer import ArchiveStore
+from filelayer.maintenance.verify import verify
+store = ArchiveStore(sys.argv[1], durability="fsync")
+report = verify(store, repair=True)
+assert len([p for p in report.problems if p.repaired]) == 4, report.problems
+os._exit(0)  # the power goes once the repair returned
+"""
+
+
+def test_verify_repairs_removals_are_durable(tmp_path: Path) -> None:
+    """README: ``verify --repair``'s repairs are fsynced before they return. The removal
+    of an erased user's record that came back, and of leftover temporary files and
+    directories, were unlinks with no fsync of their directories: a power cut brought
+    them back (the erased user's record among them)."""
+    require_tracer()
+    model = trace_scripts(tmp_path, [LEFTOVERS, WRITEBACK, REPAIR_ALL])
+    assert not [p for p in model.volatile() if p.startswith("users/bob")]
+    assert holding_secrets(model.volatile()) == []
+    assert holding_secrets(model.strict()) == []
+
+
+def test_a_link_in_a_deleted_threads_directory_is_repaired(tmp_path: Path) -> None:
+    """The link's removal is fsynced at the end, when its directory is gone (the
+    deletion that the repair finishes removes it): no error for that."""
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    store.write_step({"id": "s", "threadId": "t", "type": "user_message", "output": "hi"})
+    (root / "threads" / "t" / "elsewhere").symlink_to(tmp_path)
+    kept = root / "threads" / "kept"
+    shutil.copytree(root / "threads" / "t", kept, symlinks=True)
+    store.delete_thread("t")
+    shutil.move(kept, root / "threads" / "t")  # a deletion cut short, with a link inside
+    report = verify(store, repair=True)
+    assert not report.unrepaired, report.problems
+    assert not (root / "threads" / "t").exists()
+    store.close()
