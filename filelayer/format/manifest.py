@@ -16,6 +16,14 @@ from . import codec as _codec
 
 MANIFEST_NAME = "thread.json"
 
+UNKNOWN_AUTHOR = "(unknown author)"
+"""The ``userId`` of a thread whose author was lost and could not be recovered (its
+manifest lost, and the index no longer holding it): ``verify --repair`` writes it into
+the new manifest. No user has it (user ids are UUIDs, and a match is refused anyway:
+see ``Authors.author_of``), so the thread is nobody's to write, as a thread whose
+manifest cannot be read is, until the app gives it to its author; without it, the new
+manifest would have no author, and a thread without one is everyone's to write."""
+
 FIELDS = ("id", "name", "userId", "userIdentifier", "tags", "metadata", "createdAt", "updatedAt")
 
 

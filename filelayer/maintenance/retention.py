@@ -44,6 +44,7 @@ from .._time import now_iso, time_key
 from ..format import codec as _codec
 from ..format.layout import THREADS_DIR, USERS_DIR
 from ..store.archive import ArchiveStore
+from ..store.authors import manifest_lost
 from .announce import maintaining
 
 ERASED_USER_KEY = "erasedUser"
@@ -186,12 +187,23 @@ def prune(
 
 
 def _authored(store: ArchiveStore, identifier: str, user_id: str | None) -> list[str]:
-    return [
-        thread_id
-        for thread_id, doc in _threads(store)
-        if doc.get("userIdentifier") == identifier
-        or (user_id is not None and doc.get("userId") == user_id)
-    ]
+    """The user's threads. Those whose manifest cannot be read (a power cut, damage) are
+    the user's if the index still names them as the author: the index keeps the author
+    of such a thread (see ``heal.summary_keeping_known``), and its conversation is
+    theirs all the same."""
+
+    def theirs(author_id: object, author: object) -> bool:
+        return author == identifier or (user_id is not None and author_id == user_id)
+
+    found = []
+    for thread_id, doc in _threads(store):
+        if theirs(doc.get("userId"), doc.get("userIdentifier")):
+            found.append(thread_id)
+        elif manifest_lost(store.layout, thread_id):
+            known = store.index.threads.get(thread_id)
+            if known is not None and theirs(known.user_id, known.user_identifier):
+                found.append(thread_id)
+    return found
 
 
 def erase_user(

@@ -2,7 +2,8 @@
 
 A repair never discards data: damaged journal lines and torn tails are moved to a
 ``steps.jsonl.damaged`` file beside the journal before the journal is rewritten (those
-of ``deleted.jsonl`` to ``deleted.jsonl.damaged``, likewise), and only files the format
+of ``deleted.jsonl`` to ``deleted.jsonl.damaged``, likewise, and a manifest that does not
+decode to ``thread.json.damaged`` before a new one is made), and only files the format
 calls temporary or derived are removed or rebuilt.
 
 A file that an element of the journal names is never removed nor moved, whatever its
@@ -268,22 +269,18 @@ def _check_thread(
 ) -> None:
     directory = store.layout.thread_dir(thread_id)
     manifest_path = directory / MANIFEST_NAME
+    damage: str | None = None
     try:
         doc = _codec.read_document(manifest_path, ("id",))
     except CorruptFileError as exc:
-        doc = None
-        emptied = _is_empty(manifest_path)  # a power cut in the flush mode
-        if not (emptied and repair):
-            add(
-                manifest_path,
-                f"{exc.detail}; the conversation is still readable, but its name "
-                "and author are lost unless you restore this file from a backup",
-            )
-            emptied = False
-    else:
-        emptied = False
-    if emptied or (doc is None and not manifest_path.exists()):
-        outcome = _repair_missing_manifest(store, thread_id) if repair else None
+        # Empty or torn (a power cut in the flush mode keeps a prefix of a new manifest
+        # renamed into place unsynced), or damaged otherwise: repaired alike.
+        doc, damage = None, exc.detail
+    if damage is not None or (doc is None and not manifest_path.exists()):
+        found = "missing" if damage is None else damage
+        outcome, aside = _repair_missing_manifest(store, thread_id) if repair else (None, None)
+        if aside is not None:
+            found += f"; set aside in {aside}"
         if outcome == "removed":
             add(
                 directory,
@@ -294,18 +291,25 @@ def _check_thread(
         if outcome == "made":
             add(
                 manifest_path,
-                "missing; made a new one (the conversation is kept, its name and "
-                "author are unknown)",
+                f"{found}; made a new one: the conversation is kept, but its name and author "
+                "are unknown (the index did not hold them either), so it is nobody's to "
+                "write but the app's until the app gives it to its author "
+                "(update_thread with the author's user id)",
                 True,
             )
         elif outcome == "recovered":
             add(
                 manifest_path,
-                "missing; made a new one with the name and author the index held",
+                f"{found}; made a new one with the name and author the index held",
                 True,
             )
         elif outcome is None:
-            add(manifest_path, "missing: the thread has no name nor author")
+            add(
+                manifest_path,
+                f"{found}: the conversation is still readable, but the thread has no name "
+                "nor author and is nobody's to write; `verify --repair` makes a new "
+                "manifest with those the index holds",
+            )
     elif doc is not None and doc["id"] != thread_id:
         add(manifest_path, f"holds id {doc['id']!r}, not the directory's {thread_id!r}")
     if store.is_deleted(thread_id):
@@ -432,19 +436,35 @@ def _links_inside(directory: Path) -> list[Path]:
     return found
 
 
-def _repair_missing_manifest(store: ArchiveStore, thread_id: str) -> str | None:
+_DAMAGED_MANIFEST = MANIFEST_NAME + DAMAGED_SUFFIX
+
+
+def _repair_missing_manifest(store: ArchiveStore, thread_id: str) -> tuple[str | None, str | None]:
     """A thread directory without a manifest (a crash inside the write that creates a
-    thread) or with an empty one (a power cut soon after it was written, in the flush
-    mode). Empty, the directory is removed; holding a conversation, it gets a new
-    manifest (the name and author were never stored, or are lost). ``None`` if the
-    thread got a real manifest meanwhile."""
+    thread), with an empty one or one that does not decode (a power cut soon after it
+    was written, in the flush mode, keeps nothing of it or a torn prefix). A damaged
+    one is first set aside in ``thread.json.damaged`` (a repair never discards data);
+    an empty one is removed. An empty directory is then removed; one holding a
+    conversation gets a new manifest, with the name and author the index still held,
+    or else the unknown author (:data:`manifest.UNKNOWN_AUTHOR`): an author lost is
+    nobody's, never everyone's. Returns what was done (``None`` if the thread got a real
+    manifest meanwhile) and the name the damaged manifest was set aside under."""
     directory = store.layout.thread_dir(thread_id)
     path = directory / MANIFEST_NAME
     with store.thread_lock(thread_id):
-        if not directory.is_dir() or (path.exists() and not _is_empty(path)):
-            return None
+        if not directory.is_dir() or _readable(path):
+            return None, None
+        aside: Path | None = None
         if _is_empty(path):
             path.unlink()
+            _fs.fsync_dir(directory)
+        elif path.exists():
+            aside = directory / _DAMAGED_MANIFEST
+            n = 1
+            while aside.exists():
+                aside = directory / f"{_DAMAGED_MANIFEST}.{n}"
+                n += 1
+            os.replace(path, aside)
             _fs.fsync_dir(directory)
         removed = not any(directory.iterdir())
         if removed:
@@ -461,13 +481,24 @@ def _repair_missing_manifest(store: ArchiveStore, thread_id: str) -> str | None:
             ]
             doc = manifest.new(thread_id, min(times, key=time_key) if times else now_iso())
             recovered = _from_index(store, thread_id, doc)
+            if not recovered:
+                doc["userId"] = manifest.UNKNOWN_AUTHOR
             manifest.write(path, doc, durable=True)
     # Either way the index follows at once (an empty manifest was indexed as a
     # thread without a name; a removed directory is no thread).
     store.reindex_thread(thread_id)
+    named = None if aside is None else aside.name
     if removed:
-        return "removed"
-    return "recovered" if recovered else "made"
+        return "removed", named
+    return ("recovered" if recovered else "made"), named
+
+
+def _readable(path: Path) -> bool:
+    """Whether ``path`` is a manifest that reads."""
+    try:
+        return manifest.read(path) is not None
+    except CorruptFileError:
+        return False
 
 
 def _from_index(store: ArchiveStore, thread_id: str, doc: dict[str, Any]) -> bool:

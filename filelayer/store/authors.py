@@ -61,9 +61,11 @@ class Authors:
 
         A thread whose author nobody can prove to be has the author ``""``, which
         matches no caller: its manifest names a user id that the archive does not know,
-        or it cannot be read (damaged, emptied by a power cut, missing beside a journal).
-        Refusing is the safe side: the app itself (``actor=None``) still writes, and
-        ``filelayer verify --repair`` makes a new manifest.
+        or the unknown author (:data:`manifest.UNKNOWN_AUTHOR`: ``verify --repair``
+        found neither the manifest nor the index holding the author), or it cannot be
+        read (damaged, emptied by a power cut, missing beside a journal). Refusing is
+        the safe side: the app itself (``actor=None``) still writes, and ``filelayer
+        verify --repair`` makes a new manifest.
         """
         path = self.layout.manifest(thread_id)
         try:
@@ -85,7 +87,9 @@ class Authors:
             gone = not path.exists() and not self.layout.journal(thread_id).exists()
             return None if gone else ""
         author: str | None = doc.get("userIdentifier") or None
-        if author is None and isinstance(doc.get("userId"), str) and doc["userId"]:
+        if doc.get("userId") == manifest.UNKNOWN_AUTHOR:
+            author = ""
+        elif author is None and isinstance(doc.get("userId"), str) and doc["userId"]:
             user = self.accounts.by_id(doc["userId"])
             author = str(user["identifier"]) if user else ""
         self._authors.put(thread_id, (signature, author))

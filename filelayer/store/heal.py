@@ -328,21 +328,29 @@ def reconcile_thread(store: ArchiveStore, thread_id: str) -> None:
             # live on in a derived copy.
             ThreadSnapshots(store.layout).remove(thread_id)
         else:
-            summary = store.summarise(thread_id)
-            if summary is not None and manifest_lost(store.layout, thread_id):
-                _keep_known(store.index, summary)
-            store.index.put(thread_id, summary, mark)
+            store.index.put(thread_id, summary_keeping_known(store, thread_id), mark)
 
 
-def _keep_known(index: ThreadIndex, summary: ThreadSummary) -> None:
-    """A thread whose manifest cannot be read keeps the name, author and tags the index
-    held: the thread stays in its author's sidebar, and ``filelayer verify --repair``
-    writes them into its new manifest (without them, the thread would have no author,
-    and every user could write it)."""
-    known = index.threads.get(summary.id)
-    if known is not None:
-        summary.name, summary.user_id = known.name, known.user_id
-        summary.user_identifier, summary.tags = known.user_identifier, known.tags
+def summary_keeping_known(store: ArchiveStore, thread_id: str) -> ThreadSummary | None:
+    """What the index should hold for a thread (:meth:`ArchiveStore.summarise`), except
+    that a thread whose manifest cannot be read keeps the name, author and tags the
+    index held: the thread stays in its author's sidebar, and ``filelayer verify
+    --repair`` writes them into its new manifest (without them, the thread would have
+    no author, and every user could write it). The reconcile and the rebuild both read
+    a thread through it, so neither drops them; the rebuild reads them from the index
+    it replaces."""
+    summary = store.summarise(thread_id)
+    if (
+        summary is not None
+        and summary.user_id is None
+        and not summary.updated_at  # the stand-in's: a manifest read whole has a time
+        and manifest_lost(store.layout, thread_id)  # read once more, only then
+    ):
+        known = store.index.threads.get(thread_id)
+        if known is not None:
+            summary.name, summary.user_id = known.name, known.user_id
+            summary.user_identifier, summary.tags = known.user_identifier, known.tags
+    return summary
 
 
 # -- running it --------------------------------------------------------------------------

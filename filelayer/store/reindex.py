@@ -6,7 +6,9 @@ the new one is switched in (under ``locks/index.lock``, for milliseconds) and th
 reconciler (:func:`filelayer.store.heal.reconcile_changed`) brings it up to date: every thread
 whose files changed since they were read is summarised again, under the thread's own
 lock, and put into the index as a whole. New threads are added and vanished ones
-removed the same way.
+removed the same way. A thread whose manifest cannot be read keeps the name and author
+the index it replaces held, as a reconcile keeps them (see
+:func:`filelayer.store.heal.summary_keeping_known`).
 
 Each thread's watermark (:func:`filelayer.store.heal.watermark`) is noted before its files
 are read, and stored with its rows in the new database. Every write to a thread changes
@@ -26,6 +28,7 @@ from .heal import (
     journal_mtime,
     reconcile_changed,
     reconcile_thread,
+    summary_keeping_known,
     users_watermark,
     watermark,
 )
@@ -38,7 +41,7 @@ Progress = Callable[[int, int], None]
 def _current_summary(store: ArchiveStore, thread_id: str) -> ThreadSummary | None:
     if store.is_deleted(thread_id):
         return None
-    return store.summarise(thread_id)
+    return summary_keeping_known(store, thread_id)
 
 
 def rebuild(store: ArchiveStore, progress: Progress | None = None) -> int:

@@ -11,6 +11,7 @@ Storage-core only: runs without Chainlit.
 from __future__ import annotations
 
 import pickle
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,129 @@ def test_a_manifest_emptied_by_a_power_cut_gets_its_author_back(archive: Archive
             fresh.write_step(step("ta", "pwned"), actor=MALLORY)
     finally:
         fresh.close()
+
+
+def tear(path: Path) -> bytes:
+    """What a power cut may keep of a manifest renamed into place unsynced in the
+    ``flush`` mode: a prefix that does not decode (its whole bytes are returned)."""
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return whole
+
+
+def test_a_torn_manifest_is_set_aside_and_made_again(archive: ArchiveStore) -> None:
+    """A torn manifest (not only an emptied one) is made again with the name and author
+    the index held; it was reported as damaged, "restore from a backup", and the thread
+    stayed nameless and nobody's. Its bytes are kept beside it."""
+    path = archive.layout.manifest("ta")
+    tear(path)
+    torn = path.read_bytes()
+    fresh = ArchiveStore(archive.root)
+    try:
+        report = verify(fresh, repair=True)
+        assert not report.unrepaired, [str(p) for p in report.problems]
+        assert any("the name and author the index held" in str(p) for p in report.problems)
+        assert (path.parent / "thread.json.damaged").read_bytes() == torn
+        assert fresh.thread_author("ta") == ALICE
+        assert fresh.get_thread("ta")["name"] == "alice's"  # type: ignore[index]
+        fresh.write_step(step("ta", "again"), actor=ALICE)
+        with pytest.raises(NotAuthorError):
+            fresh.write_step(step("ta", "pwned"), actor=MALLORY)
+        assert not verify(fresh).problems
+    finally:
+        fresh.close()
+
+
+@pytest.mark.parametrize("how", ["reindex", "verify"])
+def test_a_rebuild_keeps_the_author_of_a_lost_manifest(archive: ArchiveStore, how: str) -> None:
+    """The reconcile keeps a lost manifest's name and author in the index; a rebuild
+    (``filelayer reindex``, or ``verify --repair``'s repair of a drift) read the thread
+    from its files alone and dropped them: the thread left its author's sidebar, and a
+    later ``verify --repair`` made it a manifest with no author, everyone's to write."""
+    alice = archive.get_user(ALICE)
+    assert alice is not None
+    tear(archive.layout.manifest("ta"))
+    (archive.root / "threads" / "tm" / "thread.json").write_bytes(b"")  # drift, too
+    fresh = ArchiveStore(archive.root)
+    try:
+        fresh.reconcile()
+        if how == "reindex":
+            fresh.reindex()
+        else:  # the manifests are made again before the drift's rebuild
+            verify(fresh, repair=True)
+        fresh.index.refresh()
+        known = fresh.index.threads.get("ta")
+        assert known is not None
+        assert (known.user_id, known.name) == (alice["id"], "alice's")
+        listed = fresh.list_threads(user_id=alice["id"])[0]
+        assert [t["id"] for t in listed] == ["ta"]
+        verify(fresh, repair=True)
+        assert fresh.thread_author("ta") == ALICE
+        with pytest.raises(NotAuthorError):
+            fresh.write_step(step("ta", "pwned"), actor=MALLORY)
+    finally:
+        fresh.close()
+
+
+@pytest.mark.parametrize("damage", ["emptied", "torn", "removed"])
+def test_a_lost_author_nobody_knows_stays_nobodys(archive: ArchiveStore, damage: str) -> None:
+    """The index lost the author too (it was rebuilt while the manifest was lost, or
+    the power cut took it): ``verify --repair`` made a manifest with no author, and a
+    thread without an author is everyone's to write. It now names an unknown author:
+    nobody's to write, the app's own calls aside, until the app gives it to its
+    author."""
+    path = archive.layout.manifest("ta")
+    if damage == "removed":
+        path.unlink()
+    elif damage == "emptied":
+        path.write_bytes(b"")
+    else:
+        tear(path)
+    archive.close()
+    shutil.rmtree(archive.root / "index")  # the index goes with it
+    fresh = ArchiveStore(archive.root)
+    try:
+        report = verify(fresh, repair=True)
+        assert any("unknown" in str(p) for p in report.problems), report.problems
+        assert fresh.thread_author("ta") == ""
+        for who in (MALLORY, ALICE):
+            with pytest.raises(NotAuthorError):
+                fresh.write_step(step("ta", "pwned"), actor=who)
+        assert not verify(fresh).problems  # repaired: the marker is no damage
+        fresh.write_step(step("ta", "by-the-app"))  # the app itself still may
+        alice = fresh.get_user(ALICE)
+        assert alice is not None
+        fresh.update_thread("ta", user_id=alice["id"])  # and gives it back
+        fresh.write_step(step("ta", "hers"), actor=ALICE)
+    finally:
+        fresh.close()
+    again = ArchiveStore(archive.root)
+    try:
+        with pytest.raises(NotAuthorError):
+            again.write_step(step("ta", "pwned"), actor=MALLORY)
+    finally:
+        again.close()
+
+
+def test_erasure_reaches_a_thread_whose_manifest_is_lost(archive: ArchiveStore) -> None:
+    """The index still names the author of a thread whose manifest is lost: the erasure
+    of that user deletes it too (it kept the conversation, and the rebuilt index kept
+    the user's identifier)."""
+    from filelayer.maintenance.retention import erase_user
+
+    tear(archive.layout.manifest("ta"))
+    fresh = ArchiveStore(archive.root)
+    try:
+        fresh.reconcile()
+        report = erase_user(fresh, ALICE)
+        assert [c.id for c in report.threads] == ["ta"]
+        assert fresh.is_deleted("ta")
+        assert fresh.index.threads.get("ta") is None
+    finally:
+        fresh.close()
+    assert ALICE.encode() not in b"".join(
+        p.read_bytes() for p in archive.root.rglob("*") if p.is_file()
+    )
 
 
 def test_an_empty_user_id_is_refused_not_an_open_thread(archive: ArchiveStore) -> None:
