@@ -37,7 +37,7 @@ class ArchiveEndpoint(Endpoint):
     right for an app and wrong for a copy), under the same locks the store takes.
     """
 
-    def __init__(self, root: str, *, fetch_urls: bool = True) -> None:
+    def __init__(self, root: str, *, fetch_urls: bool = False) -> None:
         self.root = Path(root).expanduser()
         self.label = str(self.root)
         self.store: ArchiveStore | None = None
@@ -201,8 +201,17 @@ class ArchiveEndpoint(Endpoint):
     def bytes_behind(self, src: ElementData, held: ElementData | None) -> str | None:
         if held is not None and held.sha256 is not None:
             return None
+        if src.fetch is None and src.elsewhere and not src.fields.get("url"):
+            return (
+                "stored under a storage key, and no storage client is configured "
+                "(set Chainlit's BUCKET_NAME and S3, GCS or Azure variables)"
+            )
         if src.fetch is None and src.elsewhere:
-            return "kept as a reference (its bytes could not be read from the source)"
+            return (
+                "kept as a reference (its bytes could not be read from the source: a URL "
+                "is downloaded only with --fetch-urls, a local file only inside the "
+                "database's directory)"
+            )
         return None
 
     async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
@@ -230,18 +239,16 @@ class ArchiveEndpoint(Endpoint):
             data = await el.fetch() if el.fetch is not None else None
             if data is None and el.fetch is not None:
                 summary.stayed_behind(
-                    f"{el.origin or el.fields['id']}: could not be fetched; kept as a reference"
+                    f"{el.origin or el.fields['id']}: could not be fetched (unreachable, "
+                    "too large, or on a private, loopback or link-local address); kept as "
+                    "a reference"
                 )
-            elif el.fetch is None and not el.fields.get("url"):
-                # Nothing a browser could load it from: say so rather than keep a blank.
+            elif el.fetch is None and not el.elsewhere and not el.fields.get("url"):
+                # Nothing a browser could load it from: say so rather than keep a blank
+                # (an element kept as a reference was listed when planned).
                 summary.stayed_behind(
-                    f"{el.origin or el.fields['id']}: "
-                    + (
-                        "stored under a storage key, and no storage client is configured "
-                        "(set Chainlit's BUCKET_NAME and S3, GCS or Azure variables)"
-                        if el.elsewhere
-                        else "the source holds no bytes for it (no file, URL or storage key)"
-                    )
+                    f"{el.origin or el.fields['id']}: the source holds no bytes for it "
+                    "(no file, URL or storage key)"
                 )
             fields = _kept_fields(el, data is not None)
             store.put_element(tid, journal.drop_none(fields), data)

@@ -63,10 +63,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="create Chainlit's tables in the destination database first (idempotent)",
     )
     p.add_argument(
-        "--no-fetch",
+        "--fetch-urls",
         action="store_true",
-        help="do not download element bytes from http(s) URLs",
+        help="download element bytes from the http(s) URLs of the source's rows (public "
+        "addresses only); without it such elements keep their URL and are listed",
     )
+    p.add_argument("--no-fetch", action="store_true", help="the default; kept for scripts")
     p.add_argument(
         "--schema",
         choices=SCHEMAS,
@@ -106,7 +108,8 @@ async def _run(args: argparse.Namespace) -> Summary:
         user=args.user,
         since=args.since,
         create_schema=bool(args.create_schema),
-        fetch_urls=not getattr(args, "no_fetch", False),
+        fetch_urls=bool(getattr(args, "fetch_urls", False))
+        and not getattr(args, "no_fetch", False),
         schema=getattr(args, "schema", None),
         storage=storage_from_spec(spec)
         if (spec := getattr(args, "storage_client", None))

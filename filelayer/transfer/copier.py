@@ -255,7 +255,7 @@ async def copy_archive(
     user: str | None = None,
     since: str | None = None,
     create_schema: bool = False,
-    fetch_urls: bool = True,
+    fetch_urls: bool = False,
     schema: str | None = None,
     storage: Any = None,
     progress: Progress | None = None,
@@ -264,7 +264,9 @@ async def copy_archive(
     what happened; the function behind the command, for programs and tests.
 
     ``schema`` says which of Chainlit's schemas a plain postgresql:// URL holds;
-    ``storage`` is a storage client for element bytes on the database side(s)."""
+    ``storage`` is a storage client for element bytes on the database side(s);
+    ``fetch_urls`` downloads the bytes behind the source rows' http(s) URLs (public
+    addresses only: a row may name any URL)."""
     if source == dest:
         raise CopyUsageError("SOURCE and DEST are the same")
     options = CopyOptions(dry_run=dry_run, user=user, since=since, create_schema=create_schema)

@@ -7,6 +7,9 @@ endpoint is one new module plus a line in :mod:`filelayer.transfer.endpoints`.""
 from __future__ import annotations
 
 import asyncio
+import http.client
+import ipaddress
+import socket
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -22,6 +25,9 @@ OUTCOMES = ("copied", "updated", "unchanged", "skipped", "deleted")
 TIME_KEYS = ("createdAt", "updatedAt", "start", "end")
 _ARCHIVE_ONLY_ELEMENT_KEYS = ("file", "bytes", "sha256", "threadId")
 _FETCH_TIMEOUT = 60.0
+MAX_FETCH_BYTES = 500 * 1024 * 1024
+"""The most bytes one element file is read or fetched with (Chainlit's own default upload
+limit): a row cannot make the copy fill memory or the archive."""
 
 
 class CopyUsageError(FileLayerError):
@@ -292,18 +298,87 @@ class Endpoint:
         return None
 
 
-async def fetch_url(url: str) -> bytes | None:
-    """The bytes behind an http(s) URL, ``None`` if it cannot be fetched."""
+def refused_address(address: str) -> str | None:
+    """Why a row's URL may not be fetched from ``address`` (``None``: it may).
+
+    A URL in a database row is data anyone who could write a row chose: fetched from the
+    copy's machine, ``http://169.254.169.254/`` or ``http://localhost:...`` would bring a
+    cloud's credentials or an internal service's answer into the archive. Only global
+    addresses are fetched."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return f"{address!r} is not an address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if not ip.is_global or ip.is_multicast:
+        return f"{ip} is a private, loopback, link-local or reserved address"
+    return None
+
+
+def _check_host(host: str | None, port: int | None) -> None:
+    if not host:
+        raise ValueError("no host")
+    for info in socket.getaddrinfo(host, port or 80, proto=socket.IPPROTO_TCP):
+        why = refused_address(str(info[4][0]))
+        if why is not None:
+            raise ValueError(why)
+
+
+class _PublicHTTPConnection(http.client.HTTPConnection):
+    """Connects only to a global address: checked again on the socket itself, so a name
+    that resolves differently the second time (or a redirect) cannot reach inside."""
+
+    def connect(self) -> None:
+        _check_host(self.host, self.port)
+        super().connect()
+        why = refused_address(str(self.sock.getpeername()[0]))
+        if why is not None:
+            self.sock.close()
+            raise OSError(why)
+
+
+class _PublicHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        _check_host(self.host, self.port)
+        super().connect()
+        why = refused_address(str(self.sock.getpeername()[0]))
+        if why is not None:
+            self.sock.close()
+            raise OSError(why)
+
+
+class _PublicHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_PublicHTTPConnection, req)
+
+
+class _PublicHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_PublicHTTPSConnection, req)
+
+
+async def fetch_url(url: str, *, public_only: bool = True) -> bytes | None:
+    """The bytes behind an http(s) URL, ``None`` if it cannot be fetched, is refused
+    (``public_only``: a row's URL reaches only global addresses, see
+    :func:`refused_address`; no proxy, which would hide where it leads) or is larger than
+    ``MAX_FETCH_BYTES``."""
     if not url.lower().startswith(("http://", "https://")):
         return None
 
     def get() -> bytes | None:
         request = urllib.request.Request(url, headers={"User-Agent": "filelayer-copy"})
+        if public_only:
+            opener = urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), _PublicHTTPHandler(), _PublicHTTPSHandler()
+            )
+        else:
+            opener = urllib.request.build_opener()
         try:
-            with urllib.request.urlopen(request, timeout=_FETCH_TIMEOUT) as response:
-                data: bytes = response.read()
-                return data
-        except (urllib.error.URLError, OSError, ValueError):
+            with opener.open(request, timeout=_FETCH_TIMEOUT) as response:
+                data: bytes = response.read(MAX_FETCH_BYTES + 1)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
             return None
+        return data if len(data) <= MAX_FETCH_BYTES else None
 
     return await asyncio.to_thread(get)

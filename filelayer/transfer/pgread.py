@@ -9,14 +9,15 @@ from ..format import journal
 from .model import ElementData, Fetch, ThreadData, ThreadRef, fetch_url
 from .pgrows import StepCodec, element_read, feedback_plain, thread_plain, user_plain
 from .stash import one_per_step
+from .storage import clean_key
 
 
 class PostgresReader:
     """Rows of the official schema, through one asyncpg connection, as neutral dicts.
 
     ``step_types``: the labels of the database's ``StepType`` enum; ``storage``: the
-    client holding element bytes (``None``: only http(s) URLs are fetched, and only
-    with ``fetch_urls``)."""
+    client holding element bytes (``None``: only http(s) URLs on public addresses are
+    fetched, and only with ``fetch_urls``)."""
 
     def __init__(
         self, conn: Any, step_types: frozenset[str], storage: Any, *, fetch_urls: bool
@@ -104,17 +105,17 @@ class PostgresReader:
 
     def _fetcher(self, object_key: str | None, url: str | None) -> Fetch | None:
         storage = self.storage
-        if object_key and storage is not None:
+        if object_key and clean_key(object_key) and storage is not None:
 
             async def from_storage() -> bytes | None:
                 read_url = await storage.get_read_url(object_key=object_key)
-                return await fetch_url(str(read_url))
+                return await fetch_url(str(read_url), public_only=False)  # the app's bucket
 
             return from_storage
         if url and self.fetch_urls and url.lower().startswith(("http://", "https://")):
 
             async def from_url() -> bytes | None:
-                return await fetch_url(url)
+                return await fetch_url(url, public_only=True)
 
             return from_url
         return None

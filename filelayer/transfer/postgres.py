@@ -40,7 +40,7 @@ class PostgresEndpoint(SQLEndpoint):
     create_hint = "Run the copy with --create-schema, or apply Chainlit's migrations."
     source_hint = "Is this the database of a Chainlit app?"
 
-    def __init__(self, url: str, *, fetch_urls: bool = True) -> None:
+    def __init__(self, url: str, *, fetch_urls: bool = False) -> None:
         super().__init__(url, fetch_urls=fetch_urls)
         self.url = url
         self.conn: Any = None

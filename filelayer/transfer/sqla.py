@@ -42,7 +42,7 @@ class SQLAlchemySchemaEndpoint(SQLEndpoint):
     )
     source_hint = "Is this the database of a Chainlit app using SQLAlchemyDataLayer?"
 
-    def __init__(self, location: str, *, fetch_urls: bool = True) -> None:
+    def __init__(self, location: str, *, fetch_urls: bool = False) -> None:
         super().__init__(location, fetch_urls=fetch_urls)
         self.sqlite = is_sqlite_url(location)
         self.db: Database | None = None

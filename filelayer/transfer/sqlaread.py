@@ -12,7 +12,7 @@ from .model import ElementData, Fetch, ThreadData, ThreadRef
 from .sqlarows import Codec
 from .sqldb import Database
 from .stash import one_per_step
-from .storage import local_file, read_reference
+from .storage import clean_key, local_file, read_reference
 
 
 class SQLAlchemyReader:
@@ -20,8 +20,8 @@ class SQLAlchemyReader:
 
     An element's bytes are read through the storage client when one is configured, else
     from its ``url`` or ``objectKey`` when it names a local file (relative to ``bases``),
-    else from an http(s) ``url`` (with ``fetch_urls``): the ``url`` column may hold a
-    signed link that has expired."""
+    else from an http(s) ``url`` on a public address (with ``fetch_urls``): the ``url``
+    column may hold a signed link that has expired."""
 
     def __init__(
         self, db: Database, codec: Codec, storage: Any, bases: list[Path], *, fetch_urls: bool
@@ -114,14 +114,16 @@ class SQLAlchemyReader:
     def _fetcher(self, object_key: Any, url: Any) -> Fetch | None:
         storage, bases, fetch_urls = self.storage, self.bases, self.fetch_urls
         ways: list[Fetch] = []
-        if isinstance(object_key, str) and object_key and storage is not None:
+        if isinstance(object_key, str) and clean_key(object_key) and storage is not None:
 
             async def from_storage() -> bytes | None:
                 try:
                     read_url = await storage.get_read_url(object_key=object_key)
                 except Exception:
                     return None
-                return await read_reference(str(read_url), *bases, fetch_urls=True)
+                # The app's own client: its read URL may be a local file or a bucket on
+                # the local network, and is read as it says.
+                return await read_reference(str(read_url), fetch_urls=True, trusted=True)
 
             ways.append(from_storage)
         local = [r for r in (url, object_key) if local_file(r, *bases) is not None]

@@ -80,7 +80,7 @@ class SQLEndpoint(Endpoint):
     source_hint = ""
     """What to check, when a source lacks them."""
 
-    def __init__(self, location: str, *, fetch_urls: bool = True) -> None:
+    def __init__(self, location: str, *, fetch_urls: bool = False) -> None:
         self.location = location
         self.label = redact(location)
         self.fetch_urls = fetch_urls

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import stat
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from .model import CopyUsageError, fetch_url
+from .model import MAX_FETCH_BYTES, CopyUsageError, fetch_url
 
 
 def storage_client_from_env() -> Any:
@@ -98,8 +99,23 @@ async def upload(
     return result if isinstance(result, dict) else {}
 
 
+def clean_key(key: str) -> bool:
+    """Whether an ``objectKey`` is a plain relative key (as Chainlit's ``<user id>/<element
+    id>/<name>``): not absolute, no ``..`` step, no NUL. Any other is never handed to the
+    storage client, which may map keys onto a directory."""
+    parts = key.replace("\\", "/").split("/")
+    return bool(key) and "\0" not in key and not key.startswith(("/", "~")) and ".." not in parts
+
+
 def local_file(reference: Any, *bases: Path) -> Path | None:
-    """The local file a ``url`` or ``objectKey`` names (``file://`` URL or a path)."""
+    """The local file a ``url`` or ``objectKey`` names (``file://`` URL or a path), only
+    if it is a regular file inside one of ``bases``, reached through no symbolic link.
+
+    A row is data, not configuration: it may name ``/proc/self/environ`` (the copy's own
+    database password), ``~/.ssh/id_rsa`` or ``../../etc/passwd``, and the bytes it names
+    end up in the archive, served to the thread's author. So a path is taken relative to
+    the directory the database's files belong to, never ``~``, and whatever it resolves
+    to must stay there."""
     if not isinstance(reference, str) or not reference:
         return None
     text = reference
@@ -108,23 +124,62 @@ def local_file(reference: Any, *bases: Path) -> Path | None:
         text = urllib.parse.unquote(parsed.path)
     elif "://" in text:
         return None
-    path = Path(text).expanduser()
-    candidates = [path] if path.is_absolute() else [path, *(b / path for b in bases)]
-    for candidate in candidates:
-        with contextlib.suppress(OSError):
-            if candidate.is_file():
-                return candidate
+    if not text or "\0" in text:
+        return None
+    for base in bases:
+        found = _inside(base, text)
+        if found is not None:
+            return found
     return None
 
 
-async def read_reference(reference: str, *bases: Path, fetch_urls: bool = True) -> bytes | None:
-    """The bytes behind a local file or an http(s) URL."""
-    path = local_file(reference, *bases)
-    if path is not None:
+def _inside(base: Path, text: str) -> Path | None:
+    """``text`` (relative to ``base``, or absolute) as a regular file under ``base``'s real
+    directory, reached through no link; ``None`` otherwise."""
+    with contextlib.suppress(OSError, ValueError):
+        given = os.path.normpath(os.path.join(os.path.abspath(base), text))
+        real_base = os.path.realpath(base)
+        for prefix in (os.path.normpath(os.path.abspath(base)), real_base):
+            if given.startswith(prefix.rstrip(os.sep) + os.sep):
+                wanted = os.path.join(real_base, os.path.relpath(given, prefix))
+                break
+        else:
+            return None
+        if os.path.realpath(wanted) != wanted:
+            return None  # a symbolic link on the way: it may lead anywhere
+        if stat.S_ISREG(os.lstat(wanted).st_mode):
+            return Path(wanted)
+    return None
+
+
+def read_local(path: Path) -> bytes | None:
+    """The bytes of a file :func:`local_file` chose, opened without following a link
+    (one put there since cannot redirect the read), at most ``MAX_FETCH_BYTES``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
         try:
-            return path.read_bytes()
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            data = f.read(MAX_FETCH_BYTES + 1)
         except OSError:
             return None
+    return data if len(data) <= MAX_FETCH_BYTES else None
+
+
+async def read_reference(
+    reference: str, *bases: Path, fetch_urls: bool = False, trusted: bool = False
+) -> bytes | None:
+    """The bytes behind a local file inside ``bases`` or an http(s) URL (with
+    ``fetch_urls``; only public addresses unless ``trusted``, as a storage client's own
+    read URL is: a bucket may well be on the local network)."""
+    path = local_file(reference, *bases)
+    if path is None and trusted and reference.lower().startswith("file://"):
+        path = Path(urllib.parse.unquote(urllib.parse.urlparse(reference).path))
+    if path is not None:
+        return read_local(path)
     if fetch_urls:
-        return await fetch_url(reference)
+        return await fetch_url(reference, public_only=not trusted)
     return None

@@ -134,6 +134,13 @@ def storage(http: Blobs, monkeypatch: pytest.MonkeyPatch) -> Blobs:
 
 
 @pytest.fixture
+def public_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loopback server stands in for a public one: an element's own URL is fetched
+    (with ``fetch_urls``) from there, where loopback addresses are otherwise refused."""
+    monkeypatch.setattr(model, "refused_address", lambda address: None)
+
+
+@pytest.fixture
 async def chainlit_layer(db: str, storage: Blobs) -> AsyncIterator[ChainlitDataLayer]:
     dl = ChainlitDataLayer(database_url=db, storage_client=storage)
     yield dl
@@ -271,6 +278,7 @@ async def test_round_trip_through_postgres(
     db: str,
     storage: Blobs,
     chainlit_layer: ChainlitDataLayer,
+    public_loopback: None,
 ) -> None:
     made = await fill(layer, storage.base + "remote/report.csv")
     before = (root / "threads").stat().st_mtime_ns, sorted(root.rglob("*"))
@@ -328,7 +336,7 @@ async def test_round_trip_through_postgres(
 
     # Back into a new archive: the same conversations, field by field.
     back = tmp_path / "back"
-    summary = await copy_archive(db, str(back))
+    summary = await copy_archive(db, str(back), fetch_urls=True)
     assert not summary.problems, summary.render()
     assert counts(summary)["steps"] == {"copied": 6}
     carried = {made["image"].id, made["note"].id, made["remote"].id}
@@ -448,12 +456,12 @@ async def test_user_and_since_filters(
 
 
 async def test_deletions_are_carried_and_nothing_comes_back(
-    layer: Any, root: Path, tmp_path: Path, db: str, storage: Blobs
+    layer: Any, root: Path, tmp_path: Path, db: str, storage: Blobs, public_loopback: None
 ) -> None:
     await fill(layer, storage.base + "remote/report.csv")
     assert not (await copy_archive(str(root), db, create_schema=True)).problems
     back = tmp_path / "back"
-    assert not (await copy_archive(db, str(back))).problems
+    assert not (await copy_archive(db, str(back), fetch_urls=True)).problems
     await layer.delete_step("tool1")
     await layer.delete_thread("t2")
     summary = await copy_archive(str(root), db)
@@ -467,7 +475,7 @@ async def test_deletions_are_carried_and_nothing_comes_back(
     finally:
         await dl.cleanup()
     # The thread deleted in PostgreSQL is deleted in the second archive, for good.
-    summary = await copy_archive(db, str(back))
+    summary = await copy_archive(db, str(back), fetch_urls=True)
     assert counts(summary)["threads"]["deleted"] == 1
     assert counts(summary)["steps"]["deleted"] == 1  # gone from the database: deleted
     sb = ArchiveStore(back, create=False)
@@ -485,6 +493,7 @@ async def test_an_interrupted_copy_completes_when_run_again(
     db: str,
     storage: Blobs,
     monkeypatch: pytest.MonkeyPatch,
+    public_loopback: None,
 ) -> None:
     made = await fill(layer, storage.base + "remote/report.csv")
     real_write = pgwrite.PostgresWriter._write_element
@@ -522,12 +531,12 @@ async def test_an_interrupted_copy_completes_when_run_again(
         return real_step(self, step)
 
     monkeypatch.setattr(ArchiveStore, "write_step", failing_step)
-    summary = await copy_archive(db, str(back))
+    summary = await copy_archive(db, str(back), fetch_urls=True)
     assert summary.problems
     partial = ArchiveStore(back, create=False).get_thread("t1")
     assert partial is not None and len(partial["steps"]) == 2
     monkeypatch.setattr(ArchiveStore, "write_step", real_step)
-    summary = await copy_archive(db, str(back))
+    summary = await copy_archive(db, str(back), fetch_urls=True)
     assert not summary.problems, summary.render()
     assert counts(summary)["steps"] == {"copied": 3, "unchanged": 3}
     carried = {made["image"].id, made["note"].id, made["remote"].id}

@@ -1,0 +1,183 @@
+"""``filelayer copy`` given hostile or odd rows and files: what a row names is read only
+where it may be, one bad item never stops the rest, and every thing left out is listed.
+
+SQLite needs no server; the PostgreSQL cases share one throwaway server on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from filelayer import ArchiveStore
+from filelayer.transfer import model
+from filelayer.transfer.copier import copy_archive
+from filelayer.transfer.sqlaschema import STATEMENTS
+
+SECRET = b"served only on loopback\n"
+
+
+@pytest.fixture
+def loopback() -> Iterator[dict[str, Any]]:
+    """An HTTP server on 127.0.0.1 that counts the requests it gets."""
+    seen = {"hits": 0, "base": ""}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen["hits"] += 1
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(SECRET)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    seen["base"] = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield seen
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def sqlite_with_elements(path: Path, elements: dict[str, tuple[str, str | None]]) -> str:
+    """An SQLite database of the SQLAlchemy layer's schema holding one thread of alice's
+    with one step and ``elements`` (id: (column, value)): its URL for the copy."""
+    conn = sqlite3.connect(path)
+    for statement in STATEMENTS:
+        conn.execute(statement)
+    conn.execute("INSERT INTO users VALUES ('u1', 'alice', '{}', '2026-01-01T00:00:00Z')")
+    conn.execute(
+        'INSERT INTO threads (id, "createdAt", name, "userId", "userIdentifier", metadata) '
+        "VALUES ('t1', '2026-01-01T00:00:00Z', 'x', 'u1', 'alice', '{}')"
+    )
+    conn.execute(
+        'INSERT INTO steps (id, name, type, "threadId", streaming, metadata, output, '
+        "\"createdAt\") VALUES ('s1', 'a', 'user_message', 't1', 0, '{}', 'hi', "
+        "'2026-01-01T00:00:01Z')"
+    )
+    for eid, (column, value) in elements.items():
+        conn.execute(
+            f'INSERT INTO elements (id, "threadId", type, name, "{column}", "forId") '
+            "VALUES (?, 't1', 'file', ?, ?, 's1')",
+            (eid, eid, value),
+        )
+    conn.commit()
+    conn.close()
+    return f"sqlite:///{path}"
+
+
+def element_files(archive: Path) -> dict[str, bytes | None]:
+    store = ArchiveStore(archive, create=False)
+    thread = store.get_thread("t1")
+    assert thread is not None
+    out = {}
+    for el in thread["elements"]:
+        found = store.element_file("t1", el["id"])
+        out[el["id"]] = found[1].read_bytes() if found else None
+    store.close()
+    return out
+
+
+# -- a row names a file or a URL ------------------------------------------------------------
+
+
+async def test_a_row_reads_only_files_inside_the_database_directory(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    (app / "files").mkdir(parents=True)
+    (app / "files" / "ok.txt").write_bytes(b"mine")
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not the app's")
+    os.symlink(outside, app / "files" / "link.txt")
+    os.symlink(tmp_path, app / "up")
+    url = sqlite_with_elements(
+        app / "app.db",
+        {
+            "passwd": ("url", "file:///etc/passwd"),
+            "hostname": ("objectKey", "../../../../../../etc/hostname"),
+            "home": ("url", "~/.bashrc"),
+            "environ": ("url", "/proc/self/environ"),
+            "dotdot": ("url", "files/../../outside.txt"),
+            "link": ("url", "files/link.txt"),
+            "linkdir": ("url", "up/outside.txt"),
+            "absolute-outside": ("url", str(outside)),
+            "ok": ("url", "files/ok.txt"),
+            "ok-absolute": ("objectKey", str(app / "files" / "ok.txt")),
+        },
+    )
+    archive = tmp_path / "chats"
+    summary = await copy_archive(url, str(archive))
+    files = element_files(archive)
+    assert files.pop("ok") == b"mine" and files.pop("ok-absolute") == b"mine"
+    assert files == dict.fromkeys(files, None), files  # nothing else was read
+    assert len(files) == 8
+    assert summary.problems and len(summary.behind) == 8, summary.render()
+    store = ArchiveStore(archive, create=False)
+    thread = store.get_thread("t1")
+    assert thread is not None
+    kept = {e["id"]: e.get("url") or e.get("objectKey") for e in thread["elements"]}
+    assert kept["passwd"] == "file:///etc/passwd"  # kept as it was: nothing is lost
+
+
+def test_only_global_addresses_may_be_fetched() -> None:
+    for address in (
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "172.16.0.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+    ):
+        assert model.refused_address(address) is not None, address
+    assert model.refused_address("8.8.8.8") is None
+    assert model.refused_address("2001:4860:4860::8888") is None
+
+
+async def test_urls_are_fetched_only_when_asked_and_never_inside(
+    tmp_path: Path, loopback: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = loopback["base"]
+    port = base.rsplit(":", 1)[1]
+    elements = {
+        "metadata": ("url", "http://169.254.169.254/latest/meta-data/"),
+        "loopback": ("url", base + "admin"),
+        "localhost": ("url", f"http://localhost:{port}/admin"),
+    }
+    url = sqlite_with_elements(tmp_path / "app.db", elements)
+
+    # By default no URL is fetched: the elements keep them, and are listed.
+    summary = await copy_archive(url, str(tmp_path / "a"))
+    assert loopback["hits"] == 0
+    assert element_files(tmp_path / "a") == dict.fromkeys(elements, None)
+    assert len(summary.behind) == 3, summary.render()
+    assert "--fetch-urls" in summary.render()
+
+    # Asked to, still not from a private, loopback or link-local address.
+    summary = await copy_archive(url, str(tmp_path / "b"), fetch_urls=True)
+    assert loopback["hits"] == 0
+    assert element_files(tmp_path / "b") == dict.fromkeys(elements, None)
+    assert len(summary.behind) == 3, summary.render()
+    assert await model.fetch_url(base + "x") is None
+    assert loopback["hits"] == 0
+
+    # A public address (the loopback server stands in for one) is fetched, up to the cap.
+    monkeypatch.setattr(model, "refused_address", lambda address: None)
+    summary = await copy_archive(url, str(tmp_path / "c"), fetch_urls=True)
+    files = element_files(tmp_path / "c")
+    assert files["loopback"] == SECRET and files["localhost"] == SECRET
+    monkeypatch.setattr(model, "MAX_FETCH_BYTES", len(SECRET) - 1)
+    assert await model.fetch_url(base + "x") is None
