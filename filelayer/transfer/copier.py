@@ -8,10 +8,12 @@ only on :mod:`filelayer.transfer.model`."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ArchiveLockTimeout, FileLayerError, StorageWriteError
 from ..progress import Progress
 from .endpoints import endpoint_kind, open_endpoint
 from .model import CopyUsageError, Endpoint, Summary, ThreadData, ThreadPlan, ThreadRef, since_bound
@@ -37,6 +39,9 @@ class Copier:
         self.summary = Summary(dry_run=options.dry_run)
         self.user_map: dict[str, str] = {}
         self.dest_user_ids: set[str] = set()
+        self.failed_users: set[str] = set()
+        """Source ids of the users that could not be written: their threads are not
+        copied (without its author a thread would be anyone's to write)."""
 
     async def run(self, progress: Callable[[int, int], None] | None = None) -> Summary:
         since = since_bound(self.options.since)
@@ -55,33 +60,44 @@ class Copier:
     async def copy_users(self) -> None:
         self.dest_user_ids = await self.dest.user_ids()
         for user in await self.source.list_users(self.options.user):
-            if await self.dest.is_erased_user(user["id"], user["identifier"], user["createdAt"]):
-                self.summary.skip(
-                    "users",
-                    user["id"],
-                    "erased in the destination (filelayer erase-user); not brought back",
-                    problem=False,
-                )
-                continue
-            existing = await self.dest.user_by_identifier(user["identifier"])
-            wanted = dict(user)
-            if existing is not None and existing["id"] != user["id"]:
-                # The identifier is unique on both sides: keep the destination's id and
-                # attach this user's threads to it.
-                self.user_map[user["id"]] = existing["id"]
-                wanted["id"] = existing["id"]
-                wanted["createdAt"] = existing["createdAt"]
-                self.summary.notes.append(
-                    f"user {user['identifier']} already exists in the destination with id "
-                    f"{existing['id']}; its threads were attached to that id"
-                )
-            if existing is not None and self.dest.same_user(existing, wanted):
-                self.summary.count("users", "unchanged")
-                continue
-            if not self.options.dry_run:
-                await self.dest.write_user(wanted)
-            self.dest_user_ids.add(wanted["id"])
-            self.summary.count("users", "copied" if existing is None else "updated")
+            try:
+                await self.copy_user(user)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reported; the other users and their threads go on
+                self.failed_users.add(str(user.get("id")))
+                self.summary.skip("users", str(user.get("id")), failure(exc), problem=True)
+
+    async def copy_user(self, user: dict[str, Any]) -> None:
+        """One user, as the destination keeps it (an identifier it already has keeps
+        its id there, and this user's threads are attached to it)."""
+        if await self.dest.is_erased_user(user["id"], user["identifier"], user["createdAt"]):
+            self.summary.skip(
+                "users",
+                user["id"],
+                "erased in the destination (filelayer erase-user); not brought back",
+                problem=False,
+            )
+            return
+        existing = await self.dest.user_by_identifier(user["identifier"])
+        wanted = dict(user)
+        if existing is not None and existing["id"] != user["id"]:
+            # The identifier is unique on both sides: keep the destination's id and
+            # attach this user's threads to it.
+            self.user_map[user["id"]] = existing["id"]
+            wanted["id"] = existing["id"]
+            wanted["createdAt"] = existing["createdAt"]
+            self.summary.notes.append(
+                f"user {user['identifier']} already exists in the destination with id "
+                f"{existing['id']}; its threads were attached to that id"
+            )
+        if existing is not None and self.dest.same_user(existing, wanted):
+            self.summary.count("users", "unchanged")
+            return
+        if not self.options.dry_run:
+            await self.dest.write_user(wanted)
+        self.dest_user_ids.add(wanted["id"])
+        self.summary.count("users", "copied" if existing is None else "updated")
 
     async def propagate_delete(self, ref: ThreadRef) -> None:
         """A thread deleted in the source is deleted in the destination too, never
@@ -112,6 +128,15 @@ class Copier:
                 )
                 return
             thread = src.thread
+            if thread.get("userId") is not None and str(thread["userId"]) in self.failed_users:
+                self.summary.skip(
+                    "threads",
+                    thread_id,
+                    f"its author (user id {thread['userId']}) could not be copied (listed); "
+                    "not copied without its author",
+                    problem=True,
+                )
+                return
             if await self.dest.is_erased_user(
                 thread.get("userId"), thread.get("userIdentifier"), thread.get("createdAt")
             ):
@@ -245,6 +270,38 @@ class Copier:
             plan.delete_elements.append(eid)
             local.count("elements", "deleted")
         return plan
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether running the copy again, as it is, may succeed where ``exc`` stopped it: a
+    lost connection, a lock, a full disk. Not a value the destination refuses, which would
+    fail the same way on every run."""
+    if isinstance(exc, (ArchiveLockTimeout, StorageWriteError)):
+        return True
+    if isinstance(exc, FileLayerError):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str) and state:
+        # connection, transaction rollback (deadlock, serialization), resources,
+        # operator intervention, lock not available
+        return state[:2] in ("08", "40", "53", "57") or state == "55P03"
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(word in str(exc) for word in ("locked", "busy", "disk"))
+    return type(exc).__name__ in ("InterfaceError", "ConnectionDoesNotExistError")
+
+
+def failure(exc: BaseException) -> str:
+    """What the summary says of an item that ``exc`` kept from being written: to run the
+    copy again only when that may help."""
+    said = f"{type(exc).__name__}: {exc}"
+    if transient(exc):
+        return f"not copied ({said}); run the copy again"
+    return (
+        f"not copied: the destination refuses it ({said}); running the copy again will "
+        "not change that"
+    )
 
 
 async def copy_archive(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,12 +17,50 @@ from typing import Any
 
 import pytest
 
+from benchmarks.pgserver import PostgresServer, find_bindir
 from filelayer import ArchiveStore
 from filelayer.transfer import model
 from filelayer.transfer.copier import copy_archive
 from filelayer.transfer.sqlaschema import STATEMENTS
 
 SECRET = b"served only on loopback\n"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PostgresServer]:
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL server binaries not found (install Debian's `postgresql`)")
+    pytest.importorskip("asyncpg")
+    with PostgresServer() as pg:
+        yield pg
+
+
+@pytest.fixture
+async def db(server: PostgresServer) -> str:
+    """A new, empty database (no schema) on the module's server."""
+    import asyncpg
+
+    name = "h" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(server.url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server.url.rsplit("/", 1)[0] + "/" + name
+
+
+async def pg_ids(url: str, table: str) -> list[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        return sorted(str(r[0]) for r in await conn.fetch(f'SELECT id FROM "{table}"'))
+    finally:
+        await conn.close()
+
+
+def skipped(summary: Any) -> dict[tuple[str, str], str]:
+    return {(s.kind, s.id): s.reason for s in summary.skipped if s.problem}
 
 
 @pytest.fixture
@@ -181,3 +220,61 @@ async def test_urls_are_fetched_only_when_asked_and_never_inside(
     assert files["loopback"] == SECRET and files["localhost"] == SECRET
     monkeypatch.setattr(model, "MAX_FETCH_BYTES", len(SECRET) - 1)
     assert await model.fetch_url(base + "x") is None
+
+
+# -- one bad item --------------------------------------------------------------------------
+
+
+async def test_a_user_the_database_refuses_is_listed_and_the_rest_copied(
+    tmp_path: Path, db: str
+) -> None:
+    root = tmp_path / "chats"
+    store = ArchiveStore(root, create=True)
+    ok = store.upsert_user("ok@example.com")
+    bad = store.upsert_user("mallory\u0000@example.com")  # PostgreSQL text holds no NUL
+    for tid, author in (("t-ok", ok), ("t-bad", bad)):
+        store.update_thread(tid, name="n", user_id=author["id"])
+        store.write_step(
+            {"id": tid + "-s", "threadId": tid, "type": "user_message", "output": "hi"}
+        )
+    store.close()
+    summary = await copy_archive(str(root), db, create_schema=True)
+    problems = skipped(summary)
+    assert set(problems) == {("users", bad["id"]), ("threads", "t-bad")}, summary.render()
+    assert "run the copy again" not in problems[("users", bad["id"])]
+    assert await pg_ids(db, "User") == [ok["id"]]
+    assert await pg_ids(db, "Thread") == ["t-ok"]  # never copied without its author
+
+
+async def test_a_user_id_the_schema_refuses_is_listed_and_the_rest_copied(
+    tmp_path: Path, server: PostgresServer
+) -> None:
+    good, t_good, t_bad = (str(uuid.uuid4()) for _ in range(3))
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    for statement in STATEMENTS:
+        conn.execute(statement)
+    conn.execute("INSERT INTO users VALUES ('u1', 'alice', '{}', '2026-01-01T00:00:00Z')")
+    conn.execute("INSERT INTO users VALUES (?, 'bob', '{}', '2026-01-01T00:00:00Z')", (good,))
+    for tid, uid in ((t_bad, "u1"), (t_good, good)):
+        conn.execute(
+            'INSERT INTO threads (id, "createdAt", name, "userId", metadata) '
+            "VALUES (?, '2026-01-01T00:00:00Z', 'x', ?, '{}')",
+            (tid, uid),
+        )
+    conn.commit()
+    conn.close()
+    name = "h" + uuid.uuid4().hex[:12]
+    import asyncpg
+
+    admin = await asyncpg.connect(server.url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dest = server.url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/"
+    dest += name
+    summary = await copy_archive(f"sqlite:///{path}", dest, create_schema=True)
+    assert set(skipped(summary)) == {("users", "u1"), ("threads", t_bad)}, summary.render()
+    assert await pg_ids(dest, "users") == [good]
+    assert await pg_ids(dest, "threads") == [t_good]
