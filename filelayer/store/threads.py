@@ -166,6 +166,7 @@ class Threads:
         with self.locks.writing(thread_id), _fs.Changes(durable=True) as changes:
             if self.deleted.has(thread_id):
                 raise ArchiveError(f"thread {thread_id} was deleted in {self.root}")
+            self.appender.refuse_link(thread_id)  # written through, it lands outside
             self.appender.make_dir(path.parent, changes)
             manifest.write(path, doc, changes=changes)
             self.index.append([self.book.thread_record(doc)])

@@ -114,6 +114,8 @@ class ArchiveEndpoint(Endpoint):
         store = self.store
         if store is None or store.is_deleted(thread_id) or not is_valid_id(thread_id):
             return None
+        if store.layout.thread_dir(thread_id).is_symlink():
+            return None  # no thread of this archive: read through, it is anyone's files
         path = store.layout.manifest(thread_id)
         doc = manifest.read(path) if path.exists() else None
         if doc is None:

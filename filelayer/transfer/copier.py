@@ -8,6 +8,7 @@ only on :mod:`filelayer.transfer.model`."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,13 +163,8 @@ class Copier:
                 await self.dest.apply(plan, local)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # reported, and the copy goes on: a re-run retries it
-            self.summary.skip(
-                "threads",
-                thread_id,
-                f"not copied ({type(exc).__name__}: {exc}); run the copy again",
-                problem=True,
-            )
+        except Exception as exc:  # reported, and the copy goes on
+            self.summary.skip("threads", thread_id, failure(exc), problem=True)
             return
         self.summary.merge(local)
 
@@ -276,7 +272,9 @@ def transient(exc: BaseException) -> bool:
     """Whether running the copy again, as it is, may succeed where ``exc`` stopped it: a
     lost connection, a lock, a full disk. Not a value the destination refuses, which would
     fail the same way on every run."""
-    if isinstance(exc, (ArchiveLockTimeout, StorageWriteError)):
+    if isinstance(exc, StorageWriteError):
+        return exc.errno != errno.ELOOP  # a link in place of a directory stays one
+    if isinstance(exc, ArchiveLockTimeout):
         return True
     if isinstance(exc, FileLayerError):
         return False
@@ -296,6 +294,11 @@ def failure(exc: BaseException) -> str:
     """What the summary says of an item that ``exc`` kept from being written: to run the
     copy again only when that may help."""
     said = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, StorageWriteError) and exc.errno == errno.ELOOP:
+        return (
+            f"not copied: its directory in the destination is a symbolic link ({said}); "
+            "`filelayer verify --repair` removes it"
+        )
     if transient(exc):
         return f"not copied ({said}); run the copy again"
     return (

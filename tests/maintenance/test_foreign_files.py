@@ -147,6 +147,7 @@ def test_a_thread_directory_that_is_a_link_is_never_written_nor_read(tmp_path: P
             lambda: store.update_thread("tb", name="renamed"),
             lambda: store.upsert_feedback(for_id="s2", value=1, thread_id="tb"),
             lambda: store.put_element("tb", {"id": "e9", "type": "file", "name": "a"}, b"a"),
+            lambda: store.put_manifest({"id": "tb", "name": "copied", "createdAt": "2026"}),
         ):
             with pytest.raises(OSError):
                 write()

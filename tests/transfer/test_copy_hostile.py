@@ -278,3 +278,40 @@ async def test_a_user_id_the_schema_refuses_is_listed_and_the_rest_copied(
     assert set(skipped(summary)) == {("users", "u1"), ("threads", t_bad)}, summary.render()
     assert await pg_ids(dest, "users") == [good]
     assert await pg_ids(dest, "threads") == [t_good]
+
+
+# -- links in an archive ---------------------------------------------------------------------
+
+
+def one_thread_archive(root: Path, name: str) -> None:
+    store = ArchiveStore(root, create=True)
+    user = store.upsert_user("alice")
+    store.update_thread("t1", name=name, user_id=user["id"])
+    store.write_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    store.close()
+
+
+async def test_a_linked_thread_directory_is_never_written_nor_read_through(
+    tmp_path: Path,
+) -> None:
+    source, dest = tmp_path / "source", tmp_path / "dest"
+    one_thread_archive(source, "secret stuff")
+    ArchiveStore(dest, create=True).close()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (dest / "threads" / "t1").symlink_to(outside, target_is_directory=True)
+    summary = await copy_archive(str(source), str(dest))
+    assert list(outside.iterdir()) == []  # nothing written outside the root
+    reason = skipped(summary)[("threads", "t1")]
+    assert "link" in reason and "run the copy again" not in reason, summary.render()
+
+    # Nor read: linked to another archive's newer thread, it is not taken for the
+    # destination's own (which would leave the copy "changed in the destination").
+    elsewhere = tmp_path / "elsewhere"
+    one_thread_archive(elsewhere, "not this archive's")
+    before = {p: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()}
+    (dest / "threads" / "t1").unlink()
+    (dest / "threads" / "t1").symlink_to(elsewhere / "threads" / "t1")
+    summary = await copy_archive(str(source), str(dest))
+    assert "link" in skipped(summary).get(("threads", "t1"), ""), summary.render()
+    assert {p: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()} == before
