@@ -132,6 +132,11 @@ class ArchiveEndpoint(Endpoint):
                 r["id"] for r in parsed.records if r["op"] == journal.OP_FEEDBACK_DELETE
             },
         )
+        data.unreadable = [
+            f"line {n} of threads/{thread_id}/steps.jsonl is damaged and was left out "
+            "(`filelayer verify --repair` sets it aside)"
+            for n in parsed.bad_lines
+        ]
         live_feedback = {f["id"] for f in data.feedback}
         data.deleted_feedback -= live_feedback
         for el in state.live_elements():

@@ -120,6 +120,8 @@ class Copier:
             src = await self.source.read_thread(thread_id)
             if src is None:
                 return
+            for what in src.unreadable:
+                self.summary.skip("steps", f"in thread {thread_id}", what, problem=True)
             if await self.dest.is_deleted(thread_id):
                 self.summary.skip(
                     "threads",

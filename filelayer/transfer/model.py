@@ -88,6 +88,9 @@ class ThreadData:
     deleted_steps: set[str] = field(default_factory=set)
     deleted_elements: set[str] = field(default_factory=set)
     deleted_feedback: set[str] = field(default_factory=set)
+    unreadable: list[str] = field(default_factory=list)
+    """What this side holds of the thread and could not read (a damaged journal line):
+    left out of the copy, so the summary must say so."""
 
     def activity(self) -> str:
         """The last change this side knows of (thread update or step), in ms."""

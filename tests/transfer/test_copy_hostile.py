@@ -315,3 +315,19 @@ async def test_a_linked_thread_directory_is_never_written_nor_read_through(
     summary = await copy_archive(str(source), str(dest))
     assert "link" in skipped(summary).get(("threads", "t1"), ""), summary.render()
     assert {p: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()} == before
+
+
+async def test_a_damaged_journal_line_of_the_source_is_listed(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    store = ArchiveStore(source, create=True)
+    store.update_thread("t1", name="n")
+    for n in range(3):
+        store.write_step({"id": f"s{n}", "threadId": "t1", "type": "run", "output": f"o{n}"})
+    store.close()
+    journal = source / "threads" / "t1" / "steps.jsonl"
+    lines = journal.read_bytes().split(b"\n")
+    lines[1] = lines[1][:20] + b"\xff\xfe garbage"
+    journal.write_bytes(b"\n".join(lines))
+    summary = await copy_archive(str(source), str(tmp_path / "dest"))
+    assert summary.problems, summary.render()
+    assert any("line 2" in reason for reason in skipped(summary).values()), summary.render()
