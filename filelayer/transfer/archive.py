@@ -10,8 +10,10 @@ from typing import Any
 from .._io import locks as _locks
 from .._time import ms_key
 from ..errors import ArchiveError, FileLayerError
+from ..format import codec as _codec
 from ..format import journal, manifest, users
-from ..format.ids import is_valid_id
+from ..format.ids import id_problem, is_valid_id
+from ..format.records import check_step_fields
 from ..maintenance.announce import maintaining
 from ..maintenance.retention import is_erased
 from ..store.archive import ArchiveStore
@@ -187,6 +189,24 @@ class ArchiveEndpoint(Endpoint):
 
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
         self._need().delete_thread(thread_id)
+
+    def item_problem(self, kind: str, item: dict[str, Any]) -> str | None:
+        # What the store would refuse (an id that is no path component, a field of the
+        # wrong type, data nested too deep), asked of each item before writing any.
+        ids = [item.get("id")] + ([item.get("forId")] if kind == "feedback" else [])
+        for value in ids:
+            why = id_problem(value)
+            if why is not None:
+                return f"the archive cannot store the id {value!r}: {why}"
+        try:
+            if kind == "steps":
+                check_step_fields(item, str(item["id"]))
+                _codec.encode_new_line(journal.step_record(journal.drop_none(item)))
+            elif kind == "elements":
+                _codec.encode_new_line(journal.element_record(item))
+        except (ValueError, TypeError) as exc:
+            return f"the archive cannot store it: {exc}"
+        return None
 
     def same_step(self, dest: dict[str, Any], src: dict[str, Any], plan: ThreadPlan) -> bool:
         # The journal merges writes (empty text never overwrites, the earliest start

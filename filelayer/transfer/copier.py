@@ -12,12 +12,32 @@ import errno
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ArchiveLockTimeout, FileLayerError, StorageWriteError
 from ..progress import Progress
 from .endpoints import endpoint_kind, open_endpoint
-from .model import CopyUsageError, Endpoint, Summary, ThreadData, ThreadPlan, ThreadRef, since_bound
+from .model import (
+    CopyUsageError,
+    ElementData,
+    Endpoint,
+    Summary,
+    ThreadData,
+    ThreadPlan,
+    ThreadRef,
+    since_bound,
+)
+
+_T = TypeVar("_T")
+
+
+def _itself(item: dict[str, Any]) -> dict[str, Any]:
+    return item
+
+
+def _fields(element: ElementData) -> dict[str, Any]:
+    return element.fields
+
 
 # -- the copy ------------------------------------------------------------------------
 
@@ -160,6 +180,7 @@ class Copier:
                     problem=False,
                 )
                 return
+            self.drop_refused(src, dest)
             plan = self.plan(src, dest, local)
             if not self.options.dry_run and not plan.empty():
                 await self.dest.apply(plan, local)
@@ -169,6 +190,33 @@ class Copier:
             self.summary.skip("threads", thread_id, failure(exc), problem=True)
             return
         self.summary.merge(local)
+
+    def drop_refused(self, src: ThreadData, dest: ThreadData | None) -> None:
+        """Leave out, and list, each item the destination cannot store at all: checked
+        for the whole thread before anything of it is written, so the rest is copied
+        whole instead of the thread stopping half written on every run. What the
+        destination already holds under a refused item's id stays as it is (it is not
+        taken for deleted in the source)."""
+        held = dest or ThreadData(thread={})
+        src.steps = self._storable("steps", src.steps, held.steps, _itself)
+        src.feedback = self._storable("feedback", src.feedback, held.feedback, _itself)
+        src.elements = self._storable("elements", src.elements, held.elements, _fields)
+
+    def _storable(
+        self, kind: str, items: list[_T], held: list[_T], fields: Callable[[_T], dict[str, Any]]
+    ) -> list[_T]:
+        theirs = {fields(item).get("id"): item for item in held}
+        out = []
+        for item in items:
+            item_id = fields(item).get("id")
+            why = self.dest.item_problem(kind, fields(item))
+            if why is None:
+                out.append(item)
+                continue
+            self.summary.skip(kind, str(item_id), why, problem=True)
+            if item_id in theirs:
+                out.append(theirs[item_id])
+        return out
 
     def plan(self, src: ThreadData, dest: ThreadData | None, local: Summary) -> ThreadPlan:
         tid = src.thread["id"]

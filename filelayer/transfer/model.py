@@ -288,6 +288,13 @@ class Endpoint:
     def same_element(self, dest: ElementData, src: ElementData, plan: ThreadPlan) -> bool:
         raise NotImplementedError
 
+    def item_problem(self, kind: str, item: dict[str, Any]) -> str | None:
+        """Why this destination cannot store a step, feedback or element (``kind``, with
+        the item's fields) at all, ``None`` if it can. Every item of a thread is asked
+        before anything of it is written: one refused item is listed, and the rest of the
+        thread copied, rather than a thread left half written on every run."""
+        return None
+
     def element_problem(self, el: ElementData, plan: ThreadPlan) -> str | None:
         """Why this destination cannot hold the element at all (``None``: it can)."""
         return None

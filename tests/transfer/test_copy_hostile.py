@@ -331,3 +331,52 @@ async def test_a_damaged_journal_line_of_the_source_is_listed(tmp_path: Path) ->
     summary = await copy_archive(str(source), str(tmp_path / "dest"))
     assert summary.problems, summary.render()
     assert any("line 2" in reason for reason in skipped(summary).values()), summary.render()
+
+
+async def test_an_id_the_archive_refuses_is_listed_and_the_rest_of_the_thread_copied(
+    tmp_path: Path, db: str
+) -> None:
+    import asyncpg
+
+    from benchmarks.pgserver import apply_schema
+
+    await apply_schema(db)
+    conn = await asyncpg.connect(db)
+    try:
+        await conn.execute(
+            """INSERT INTO "User" (id, identifier, metadata) VALUES ('u2', 'bob', '{}')"""
+        )
+        await conn.execute(
+            """INSERT INTO "Thread" (id, name, metadata, "userId")
+               VALUES ('ok-thread', 'x', '{}', 'u2')"""
+        )
+        await conn.execute(
+            """INSERT INTO "Step" (id, "threadId", metadata, type, "startTime", "endTime",
+                                   output)
+               VALUES ('../../pwn_step', 'ok-thread', '{}', 'user_message', now(), now(), 'e'),
+                      ('good', 'ok-thread', '{}', 'user_message', now(), now(), 'fine')"""
+        )
+        await conn.execute(
+            """INSERT INTO "Element" (id, "threadId", "stepId", metadata, name)
+               VALUES ('../../pwn_el', 'ok-thread', 'good', '{"type": "file"}', 'a'),
+                      ('e-ok', 'ok-thread', 'good', '{"type": "file"}', 'b')"""
+        )
+        await conn.execute(
+            """INSERT INTO "Feedback" (id, "stepId", name, value)
+               VALUES ('../../fb', 'good', 'user_feedback', 1)"""
+        )
+    finally:
+        await conn.close()
+    back = tmp_path / "back"
+    for _ in range(2):  # the same on every run: never "run the copy again"
+        summary = await copy_archive(db, str(back))
+        assert set(skipped(summary)) == {
+            ("steps", "../../pwn_step"),
+            ("elements", "../../pwn_el"),
+            ("feedback", "../../fb"),
+        }, summary.render()
+        thread = ArchiveStore(back, create=False).get_thread("ok-thread")
+        assert thread is not None
+        assert [s["id"] for s in thread["steps"]] == ["good"]
+        assert [e["id"] for e in thread["elements"]] == ["e-ok"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back"]
