@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .._time import format_time, parse_time, round_ms
-from .stash import STASH, apply_stash, json_value, make_stash, text
+from .stash import STASH, apply_stash, column_safe, int_column, json_value, make_stash, text
 
 FEEDBACK_NAME = "user_feedback"
 EPOCH = datetime(1970, 1, 1)
@@ -90,7 +90,7 @@ class StepCodec:
             if isinstance(parent, str) and parent in self.parents and parent != step["id"]
             else None,
             "input": text(step.get("input")),
-            "metadata": metadata if isinstance(metadata, dict) else {},
+            "metadata": column_safe(metadata) if isinstance(metadata, dict) else {},
             "name": text(step.get("name")),
             "output": text(step.get("output")),
             "type": kind if isinstance(kind, str) and kind in self.step_types else "undefined",
@@ -151,13 +151,15 @@ def element_columns(el: dict[str, Any], thread_id: str, object_key: str | None) 
         "threadId": thread_id,
         "stepId": el.get("forId"),
         # What Chainlit's own layer keeps there; its reader takes the type from it.
-        "metadata": {
-            "type": el.get("type"),
-            "size": el.get("size"),
-            "language": el.get("language"),
-            "display": el.get("display"),
-            "page": page,
-        },
+        "metadata": column_safe(
+            {
+                "type": el.get("type"),
+                "size": el.get("size"),
+                "language": el.get("language"),
+                "display": el.get("display"),
+                "page": page,
+            }
+        ),
         "mime": text(el.get("mime")),
         "name": text(el.get("name")) or "",
         "objectKey": object_key,
@@ -166,8 +168,8 @@ def element_columns(el: dict[str, Any], thread_id: str, object_key: str | None) 
         "display": text(el.get("display")),
         "size": text(el.get("size")),
         "language": text(el.get("language")),
-        "page": page if isinstance(page, int) and not isinstance(page, bool) else None,
-        "props": props if isinstance(props, dict) else None,
+        "page": int_column(page),
+        "props": column_safe(props) if isinstance(props, dict) else None,
     }
 
 

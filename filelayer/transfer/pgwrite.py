@@ -193,5 +193,5 @@ class PostgresWriter:
             fb["forId"],
             FEEDBACK_NAME,
             float(fb["value"]),
-            fb.get("comment"),
+            text(fb.get("comment")),  # without NUL, which PostgreSQL's text refuses
         )

@@ -25,7 +25,7 @@ from typing import Any
 
 from .._time import ms_key
 from ..format import journal
-from .stash import STASH, apply_stash, json_text, json_value, make_stash, text
+from .stash import STASH, apply_stash, int_column, json_text, json_value, make_stash, text
 
 EPOCH = "1970-01-01T00:00:00.000Z"
 
@@ -90,6 +90,7 @@ class Codec:
         self.columns = columns
         self.can_bind_lists = not sqlite
         self.uuid_ids = not sqlite
+        self.int_bits = 64 if sqlite else 32  # what an INT column holds there
 
     def has(self, table: str, column: str) -> bool:
         return column in self.columns.get(table, ())
@@ -187,7 +188,7 @@ class Codec:
             else None,
             # As the layer writes it: str(value).lower() ("true", "false", "json", ...).
             "showInput": str(show).lower() if isinstance(show, bool) else text(show),
-            "indent": _int(step.get("indent")),
+            "indent": int_column(_int(step.get("indent")), bits=self.int_bits),
         }
         for key in _STEP_BOOLS:
             row[key] = _bool(step.get(key))
@@ -264,7 +265,7 @@ class Codec:
             "threadId": thread_id,
             "name": text(el.get("name")) or "",
             "forId": el.get("forId") if isinstance(el.get("forId"), str) else None,
-            "page": _int(el.get("page")),
+            "page": int_column(_int(el.get("page")), bits=self.int_bits),
             "autoPlay": _bool(el.get("autoPlay")),
         }
         for key in _ELEMENT_TEXT:

@@ -19,16 +19,44 @@ STASH = "_filelayer"
 """The metadata key holding what a row's columns cannot say."""
 
 
+def column_safe(value: Any) -> Any:
+    """``value`` as a text or JSON column can hold it: without NUL characters, which
+    PostgreSQL's ``TEXT`` and ``JSONB`` refuse (in a string or a key, at any depth). The
+    exact value goes to the stash (:func:`make_stash`), so nothing is lost."""
+    if isinstance(value, str):
+        return value.replace("\0", "")
+    if isinstance(value, dict):
+        return {column_safe(k): column_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [column_safe(v) for v in value]
+    return value
+
+
+def int_column(value: Any, *, bits: int = 32) -> int | None:
+    """An integer for an ``INT`` column (32 bits on PostgreSQL, 64 on SQLite), ``None``
+    when it is not one or is too large for it (the exact value is then stashed, where the
+    row has a stash)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if -(2 ** (bits - 1)) <= value < 2 ** (bits - 1) else None
+    return None
+
+
 def text(value: Any) -> str | None:
-    """A value for a ``TEXT`` column: a string as it is, anything else as JSON."""
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    """A value for a ``TEXT`` column: a string as it is, anything else as JSON; without
+    NUL characters either way (see :func:`column_safe`)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.replace("\0", "")
+    return json.dumps(column_safe(value), sort_keys=True, ensure_ascii=False)
 
 
 def json_text(value: Any) -> str | None:
-    """A value for a JSON column, written as JSON text (``None`` stays SQL ``NULL``)."""
-    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    """A value for a JSON column, written as JSON text (``None`` stays SQL ``NULL``),
+    without NUL characters (see :func:`column_safe`)."""
+    if value is None:
+        return None
+    return json.dumps(column_safe(value), ensure_ascii=False, sort_keys=True)
 
 
 def json_value(raw: Any, *, layers: int) -> Any:
@@ -71,8 +99,14 @@ def make_stash(
     else:
         unset = sorted(k for k in plain if k not in original and k not in ignored)
     stash: dict[str, Any] = {}
+    # A value the metadata column cannot hold itself (a NUL character) is kept as JSON
+    # text, where a NUL is the six characters of its escape.
+    exact = {k: json.dumps(v) for k, v in changed.items() if column_safe(v) != v}
+    changed = {k: v for k, v in changed.items() if k not in exact}
     if changed:
         stash["set"] = changed
+    if exact:
+        stash["json"] = exact
     if unset:
         stash["unset"] = unset
     return stash
@@ -87,6 +121,15 @@ def apply_stash(
     (``consistent``: encoding the candidate again gives the row as it is)."""
     result = dict(plain)
     changed = stash.get("set")
+    exact = stash.get("json")
+    if isinstance(exact, dict):
+        decoded = {}
+        for key, raw in exact.items():
+            try:
+                decoded[key] = json.loads(raw) if isinstance(raw, str) else None
+            except ValueError:
+                continue
+        changed = {**(changed if isinstance(changed, dict) else {}), **decoded}
     if isinstance(changed, dict):
         for key in sorted(changed):
             candidate = {**result, key: changed[key]}

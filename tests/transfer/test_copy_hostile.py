@@ -19,7 +19,7 @@ import pytest
 
 from benchmarks.pgserver import PostgresServer, find_bindir
 from filelayer import ArchiveStore
-from filelayer.transfer import model
+from filelayer.transfer import copier, model
 from filelayer.transfer.copier import copy_archive
 from filelayer.transfer.sqlaschema import STATEMENTS
 
@@ -380,3 +380,71 @@ async def test_an_id_the_archive_refuses_is_listed_and_the_rest_of_the_thread_co
         assert [s["id"] for s in thread["steps"]] == ["good"]
         assert [e["id"] for e in thread["elements"]] == ["e-ok"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back"]
+
+
+# -- values a column cannot hold -------------------------------------------------------------
+
+
+def odd_values_archive(root: Path) -> dict[str, Any]:
+    store = ArchiveStore(root, create=True)
+    user = store.upsert_user("alice")
+    store.update_thread("t1", name="n", user_id=user["id"])
+    odd = {
+        "id": "s-odd",
+        "threadId": "t1",
+        "type": "assistant_message",
+        "name": "na\u0000me",
+        "output": "a\u0000b",
+        "metadata": {"k": "a\u0000b", "x\u0000": 1},
+        "generation": {"messages": [{"role": "user", "content": "hi\u0000"}]},
+        "indent": 2**70,
+        "createdAt": "2026-03-01T10:00:00.123456Z",
+    }
+    store.write_step(odd)
+    store.upsert_feedback(for_id="s-odd", value=1, comment="great\u0000", thread_id="t1")
+    store.update_thread("t-nul", name="a\u0000b", metadata={"x\u0000": 1}, user_id=user["id"])
+    store.write_step({"id": "s-nul", "threadId": "t-nul", "type": "run", "output": "x"})
+    store.put_element(
+        "t1",
+        {"id": "e-page", "type": "pdf", "name": "p.pdf", "forId": "s-odd", "page": 2**40},
+        b"%PDF",
+    )
+    store.close()
+    return odd
+
+
+async def test_values_a_column_cannot_hold_are_stashed_and_come_back(
+    tmp_path: Path, db: str
+) -> None:
+    source = tmp_path / "source"
+    odd = odd_values_archive(source)
+    for dest in (db, f"sqlite:///{tmp_path / 'app.db'}"):
+        summary = await copy_archive(str(source), dest, create_schema=True)
+        assert not skipped(summary), summary.render()
+        again = await copy_archive(str(source), dest)
+        assert not again.counts["steps"]["copied"] and not again.counts["steps"]["updated"]
+        back = tmp_path / f"back{len(dest)}"
+        summary = await copy_archive(dest, str(back))
+        assert not skipped(summary), summary.render()
+        store = ArchiveStore(back, create=False)
+        thread = store.get_thread("t1")
+        assert thread is not None
+        step = next(s for s in thread["steps"] if s["id"] == "s-odd")
+        for key in ("name", "output", "metadata", "generation", "indent"):
+            assert step.get(key) == odd[key], (dest, key, step.get(key))
+        assert [e.get("page") for e in thread["elements"]] == [2**40]
+        store.close()
+
+
+def test_only_a_failure_that_may_pass_says_to_run_the_copy_again() -> None:
+    class Refused(Exception):
+        sqlstate = "22021"  # character not in repertoire: the same on every run
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    for exc in (ConnectionResetError("lost"), TimeoutError("slow"), Deadlock("deadlock")):
+        assert "run the copy again" in copier.failure(exc), exc
+    for exc in (Refused("NUL"), ValueError("not a UUID"), OverflowError("int too big")):
+        assert "run the copy again" not in copier.failure(exc), exc
+        assert "will not change" in copier.failure(exc)
