@@ -96,15 +96,16 @@ class PostgresWriter:
                 await self._write_thread(plan.thread)
             doomed = set(plan.delete_steps)
             steps = list(plan.steps)
-            # Deleting a step cascades to its children in this schema (not in the
-            # archive, where they stay): write those children again, unparented.
-            planned = {s["id"] for s in steps}
-            steps += [
-                s
-                for s in plan.source_steps
-                if s.get("parentId") in doomed and s["id"] not in planned | doomed
-            ]
             if doomed:
+                await self._detach_children(sorted(doomed), tid)
+                # The detached children the source holds are written again, so that
+                # their real parent is kept (stashed) for a copy back.
+                planned = {s["id"] for s in steps}
+                steps += [
+                    s
+                    for s in plan.source_steps
+                    if s.get("parentId") in doomed and s["id"] not in planned | doomed
+                ]
                 await conn.execute(
                     'DELETE FROM "Feedback" WHERE "stepId" = ANY($1::text[])', sorted(doomed)
                 )
@@ -130,6 +131,19 @@ class PostgresWriter:
                 )
             for fb in plan.feedback:
                 await self._write_feedback(fb)
+
+    async def _detach_children(self, doomed: list[str], thread_id: str) -> None:
+        """Unparent the surviving children of steps about to be deleted. The schema
+        cascades a step's deletion to its children (``parentId ON DELETE CASCADE``),
+        and from them to their own children, elements (``stepId ON DELETE CASCADE``) and
+        feedback links: all of which the archive keeps when it deletes a step, and which
+        a copy back would then take for deleted there."""
+        await self.conn.execute(
+            'UPDATE "Step" SET "parentId" = NULL WHERE "parentId" = ANY($1::text[]) '
+            'AND id <> ALL($1::text[]) AND "threadId" = $2',
+            doomed,
+            thread_id,
+        )
 
     async def _write_thread(self, thread: dict[str, Any]) -> None:
         tags = thread.get("tags")

@@ -1,0 +1,154 @@
+"""``filelayer copy`` and deletions: what one side deleted (or could never hold) must not
+take anything else with it, on either side, however often the copy runs.
+
+One throwaway PostgreSQL server serves the module; every test gets its own database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("asyncpg")
+
+import asyncpg
+
+from benchmarks.pgserver import PostgresServer, find_bindir
+from filelayer import ArchiveStore
+from filelayer.transfer.copier import copy_archive
+from filelayer.transfer.model import KINDS, Summary
+
+
+def t(second: int) -> str:
+    return f"2026-03-01T10:00:{second:02d}.000Z"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PostgresServer]:
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL server binaries not found (install Debian's `postgresql`)")
+    with PostgresServer() as pg:
+        yield pg
+
+
+@pytest.fixture
+async def db(server: PostgresServer) -> str:
+    """A new, empty database (no schema) on the module's server."""
+    name = "d" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(server.url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server.url.rsplit("/", 1)[0] + "/" + name
+
+
+class Blobs:
+    """A storage client like Chainlit's, keeping objects in memory."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    async def upload_file(
+        self, object_key: str, data: Any, mime: str = "", overwrite: bool = True, **kw: Any
+    ) -> dict[str, Any]:
+        self.objects[object_key] = data if isinstance(data, bytes) else data.encode()
+        return {"object_key": object_key, "url": "http://127.0.0.1:9/" + object_key}
+
+    async def delete_file(self, object_key: str) -> bool:
+        return self.objects.pop(object_key, None) is not None
+
+    async def get_read_url(self, object_key: str) -> str:
+        return "http://127.0.0.1:9/" + object_key
+
+    async def close(self) -> None:
+        pass
+
+
+def counts(summary: Summary) -> dict[str, dict[str, int]]:
+    return {kind: {k: v for k, v in summary.counts[kind].items() if v} for kind in KINDS}
+
+
+def nothing_written(summary: Summary) -> bool:
+    return all(not summary.counts[k][o] for k in KINDS for o in ("copied", "updated", "deleted"))
+
+
+def tree(root: Path) -> ArchiveStore:
+    """An archive with one thread: run1 -> tool1 -> {sub1, ans1}; feedback on ans1, a
+    file on tool1 and one on sub1."""
+    s = ArchiveStore(root, create=True)
+    u = s.upsert_user("bob")
+    s.update_thread("t1", name="n", user_id=u["id"])
+    s.write_step({"id": "run1", "threadId": "t1", "type": "run", "name": "r", "createdAt": t(1)})
+    for n, (sid, parent) in enumerate(
+        (("tool1", "run1"), ("sub1", "tool1"), ("ans1", "tool1")), start=2
+    ):
+        s.write_step(
+            {
+                "id": sid,
+                "threadId": "t1",
+                "type": "tool",
+                "name": sid,
+                "parentId": parent,
+                "createdAt": t(n),
+                "output": sid,
+            }
+        )
+    s.upsert_feedback(for_id="ans1", value=1, comment="good", thread_id="t1", feedback_id="fb1")
+    for eid, step in (("el1", "tool1"), ("el2", "sub1")):
+        s.put_element(
+            "t1", {"id": eid, "type": "file", "name": eid, "forId": step}, b"x" + eid.encode()
+        )
+    return s
+
+
+def shape(s: ArchiveStore) -> tuple[dict[str, Any], list[str], list[str]]:
+    th = s.get_thread("t1")
+    assert th is not None
+    steps = {x["id"]: x.get("parentId") for x in th["steps"]}
+    elements = sorted(e["id"] for e in th["elements"])
+    feedback = sorted(x["feedback"]["id"] for x in th["steps"] if x.get("feedback"))
+    return steps, elements, feedback
+
+
+async def test_a_deleted_step_takes_nothing_else_with_it(db: str, tmp_path: Path) -> None:
+    """Deleting a step cascades in Chainlit's schema (sub-steps, their elements and
+    feedback): its children are detached first, keep their parent for the way back, and
+    nothing the archive still holds is lost on either side."""
+    blobs = Blobs()
+    root = tmp_path / "a"
+    s = tree(root)
+    assert not (await copy_archive(str(root), db, create_schema=True, storage=blobs)).problems
+    s.delete_step("run1", "t1")
+    before = shape(s)
+    assert before == (
+        {"tool1": "run1", "sub1": "tool1", "ans1": "tool1"},
+        ["el1", "el2"],
+        ["fb1"],
+    )
+    summary = await copy_archive(str(root), db, storage=blobs)
+    assert counts(summary)["steps"].get("deleted") == 1, summary.render()
+    conn = await asyncpg.connect(db)
+    try:
+        steps = dict(await conn.fetch('SELECT id, "parentId" FROM "Step"'))
+        elements = dict(await conn.fetch('SELECT id, "stepId" FROM "Element"'))
+        feedback = dict(await conn.fetch('SELECT id, "stepId" FROM "Feedback"'))
+    finally:
+        await conn.close()
+    assert steps == {"tool1": None, "sub1": "tool1", "ans1": "tool1"}
+    assert elements == {"el1": "tool1", "el2": "sub1"}
+    assert feedback == {"fb1": "ans1"}
+    again = await copy_archive(str(root), db, storage=blobs)
+    assert nothing_written(again), again.render()
+    # Back into the original archive: nothing is taken for deleted, tool1 keeps its parent.
+    back = await copy_archive(db, str(root), storage=blobs)
+    assert nothing_written(back), back.render()
+    assert shape(ArchiveStore(root, create=False)) == before
+    # ...and into a new one, the same conversation (the test's storage serves no bytes).
+    other = tmp_path / "b"
+    await copy_archive(db, str(other), storage=blobs)
+    assert shape(ArchiveStore(other, create=False))[0] == before[0]
