@@ -235,6 +235,11 @@ class Copier:
         plan = ThreadPlan(thread_id=tid, thread=None, source_steps=src.steps)
         plan.user_id = thread.get("userId")
         plan.thread_created = str(thread.get("createdAt") or thread.get("updatedAt") or "")
+        if dest is not None:
+            # What the source cannot store is unknown there, not emptied: kept as it is.
+            for key in self.source.unstored_thread_fields():
+                if key in dest.thread:
+                    thread[key] = dest.thread[key]
         if dest is None:
             plan.thread = thread
             local.count("threads", "copied")
@@ -245,13 +250,7 @@ class Copier:
             local.count("threads", "updated")
         dest = dest or ThreadData(thread={})
         if not self.source.records_deletions:
-            src.deleted_steps |= {s["id"] for s in dest.steps} - {s["id"] for s in src.steps}
-            src.deleted_elements |= {e.fields["id"] for e in dest.elements} - {
-                e.fields["id"] for e in src.elements
-            }
-            src.deleted_feedback |= {f["id"] for f in dest.feedback} - {
-                f["id"] for f in src.feedback
-            }
+            self.infer_deletions(src, dest)
 
         dest_steps = {s["id"]: s for s in dest.steps}
         plan.all_step_ids = {s["id"] for s in src.steps if s["id"] not in dest.deleted_steps}
@@ -274,12 +273,9 @@ class Copier:
         dest_fb = {f["id"]: f for f in dest.feedback}
         src_for = {f["forId"] for f in src.feedback}
         for fb in src.feedback:
-            if fb.get("value") not in (0, 1):
-                local.skip(
-                    "feedback", fb["id"], f"value {fb.get('value')!r} is not 0 or 1", problem=True
-                )
-            elif fb["forId"] not in plan.all_step_ids:
-                local.skip("feedback", fb["id"], "its step is not in the thread", problem=True)
+            problem = feedback_problem(fb, plan.all_step_ids)
+            if problem is not None:
+                local.skip("feedback", fb["id"], problem, problem=True)
             elif fb["id"] in dest_fb and self.dest.same_feedback(dest_fb[fb["id"]], fb):
                 local.count("feedback", "unchanged")
             else:
@@ -316,6 +312,44 @@ class Copier:
             plan.delete_elements.append(eid)
             local.count("elements", "deleted")
         return plan
+
+    def infer_deletions(self, src: ThreadData, dest: ThreadData) -> None:
+        """For a source that keeps no record of deletions (a database): what the
+        destination holds of the thread and the source lacks was deleted there, but only
+        what the source could have held. An element attached to no step, a feedback or
+        element whose step the source lacks, an id it cannot take: a copy into it
+        skipped them, so their absence says nothing."""
+        source = self.source
+        step_ids = {s["id"] for s in src.steps}
+        held = ThreadPlan(thread_id=src.thread["id"], thread=None, all_step_ids=step_ids)
+        src.deleted_steps |= {
+            s["id"] for s in dest.steps if s["id"] not in step_ids and source.holds_id(s["id"])
+        }
+        have = {e.fields["id"] for e in src.elements}
+        src.deleted_elements |= {
+            e.fields["id"]
+            for e in dest.elements
+            if e.fields["id"] not in have
+            and source.holds_id(e.fields["id"])
+            and source.element_problem(e, held) is None
+        }
+        have = {f["id"] for f in src.feedback}
+        src.deleted_feedback |= {
+            f["id"]
+            for f in dest.feedback
+            if f["id"] not in have
+            and source.holds_id(f["id"])
+            and feedback_problem(f, step_ids) is None
+        }
+
+
+def feedback_problem(fb: dict[str, Any], step_ids: set[str]) -> str | None:
+    """Why a feedback cannot be copied into a thread with these steps (``None``: it can)."""
+    if fb.get("value") not in (0, 1):
+        return f"value {fb.get('value')!r} is not 0 or 1"
+    if fb.get("forId") not in step_ids:
+        return "its step is not in the thread"
+    return None
 
 
 def transient(exc: BaseException) -> bool:

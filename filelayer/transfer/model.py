@@ -299,6 +299,15 @@ class Endpoint:
         """Why this destination cannot hold the element at all (``None``: it can)."""
         return None
 
+    def holds_id(self, value: str) -> bool:
+        """Whether a step, element or feedback can have this id here."""
+        return True
+
+    def unstored_thread_fields(self) -> tuple[str, ...]:
+        """Thread fields this side cannot store: read from it, their value is unknown
+        (not empty), and a destination keeps its own."""
+        return ()
+
     def planned_step(self, step: dict[str, Any]) -> None:
         """A step is about to be written here (dry run or not): note what matters."""
 

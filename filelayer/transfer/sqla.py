@@ -165,6 +165,12 @@ class SQLAlchemySchemaEndpoint(SQLEndpoint):
             held.pop("url", None)
         return held == wanted
 
+    def holds_id(self, value: str) -> bool:
+        return self.codec.valid_id(value)
+
+    def unstored_thread_fields(self) -> tuple[str, ...]:
+        return () if self.codec.can_bind_lists else ("tags",)
+
     def planned_step(self, step: dict[str, Any]) -> None:
         for key in ("command", "defaultOpen", "autoCollapse", "modes", "tags"):
             if step.get(key) is not None and not self.codec.has("steps", key):

@@ -152,3 +152,32 @@ async def test_a_deleted_step_takes_nothing_else_with_it(db: str, tmp_path: Path
     other = tmp_path / "b"
     await copy_archive(db, str(other), storage=blobs)
     assert shape(ArchiveStore(other, create=False))[0] == before[0]
+
+
+async def test_what_the_database_could_not_hold_is_not_deleted_from_the_archive(
+    db: str, tmp_path: Path
+) -> None:
+    """Copying back into the archive a database was filled from: an element attached to
+    no step (which Chainlit's schema cannot hold) and thread tags (which SQLite cannot)
+    are not taken for deleted there."""
+    blobs = Blobs()
+    root = tmp_path / "a"
+    s = tree(root)
+    s.put_element("t1", {"id": "loose", "type": "file", "name": "loose"}, b"no step")
+    s.update_thread("t1", tags=["x", "y"])
+    s.update_thread("t2", name="untagged", tags=[])
+    s.write_step({"id": "q", "threadId": "t2", "type": "user_message", "createdAt": t(9)})
+    loose = s.element_file("t1", "loose")
+    assert loose is not None
+    before = {tid: s.get_thread(tid) for tid in ("t1", "t2")}
+    first = await copy_archive(str(root), db, create_schema=True, storage=blobs)
+    assert [x.id for x in first.skipped] == ["loose"], first.render()
+    back = await copy_archive(db, str(root), storage=blobs)
+    assert nothing_written(back), back.render()
+    lite = f"sqlite:///{tmp_path / 'c.db'}"
+    await copy_archive(str(root), lite, create_schema=True, storage=blobs)
+    back = await copy_archive(lite, str(root), storage=blobs)
+    assert nothing_written(back), back.render()
+    after = ArchiveStore(root, create=False)
+    assert {tid: after.get_thread(tid) for tid in ("t1", "t2")} == before
+    assert after.element_file("t1", "loose") == loose and loose[1].read_bytes() == b"no step"
