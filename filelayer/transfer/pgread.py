@@ -8,6 +8,7 @@ from .._time import format_time, ms_key
 from ..format import journal
 from .model import ElementData, Fetch, ThreadData, ThreadRef, fetch_url
 from .pgrows import StepCodec, element_read, feedback_plain, thread_plain, user_plain
+from .sqlbase import COPIED_TABLE
 from .stash import one_per_step
 from .storage import clean_key
 
@@ -26,6 +27,23 @@ class PostgresReader:
         self.step_types = step_types
         self.storage = storage
         self.fetch_urls = fetch_urls
+        self._tracked: bool | None = None
+
+    async def _tracks_copies(self) -> bool:
+        if self._tracked is None:
+            self._tracked = bool(
+                await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", COPIED_TABLE)
+            )
+        return self._tracked
+
+    async def app_deleted(self) -> list[str]:
+        if not await self._tracks_copies():
+            return []
+        rows = await self.conn.fetch(
+            f"SELECT c.id FROM {COPIED_TABLE} c "
+            'WHERE NOT EXISTS (SELECT 1 FROM "Thread" t WHERE t.id = c.id) ORDER BY c.id'
+        )
+        return [r[0] for r in rows]
 
     async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
         rows = await self.conn.fetch(
@@ -61,10 +79,17 @@ class PostgresReader:
         return refs
 
     async def is_deleted(self, thread_id: str) -> bool:
-        deleted = await self.conn.fetchval(
-            'SELECT "deletedAt" IS NOT NULL FROM "Thread" WHERE id = $1', thread_id
+        """Marked deleted, or written by a copy and deleted by the app since."""
+        row = await self.conn.fetchrow('SELECT "deletedAt" FROM "Thread" WHERE id = $1', thread_id)
+        if row is not None:
+            return row["deletedAt"] is not None
+        if not await self._tracks_copies():
+            return False
+        return bool(
+            await self.conn.fetchval(
+                f"SELECT count(*) FROM {COPIED_TABLE} WHERE id = $1", thread_id
+            )
         )
-        return bool(deleted)
 
     async def read_thread(self, thread_id: str) -> ThreadData | None:
         row = await self.conn.fetchrow(

@@ -17,6 +17,7 @@ from .pgrows import (
     element_row_values,
     ts,
 )
+from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE
 from .stash import json_text, text
 from .storage import upload
 
@@ -57,6 +58,9 @@ class PostgresWriter:
             created,
         )
 
+    async def track_copies(self) -> None:
+        await self.conn.execute(CREATE_COPIED_TABLE)
+
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
         """Marked deleted (``deletedAt``), which Chainlit's layer honours; reversible."""
         when = parse_time(deleted_at) or datetime.now(timezone.utc).replace(tzinfo=None)
@@ -94,6 +98,9 @@ class PostgresWriter:
         async with conn.transaction():
             if plan.thread is not None:
                 await self._write_thread(plan.thread)
+            await conn.execute(
+                f"INSERT INTO {COPIED_TABLE} (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", tid
+            )
             doomed = set(plan.delete_steps)
             steps = list(plan.steps)
             if doomed:

@@ -10,6 +10,7 @@ from .._time import ms_key
 from ..format import journal
 from .model import ElementData, Fetch, ThreadData, ThreadRef
 from .sqlarows import Codec
+from .sqlbase import COPIED_TABLE
 from .sqldb import Database
 from .stash import one_per_step
 from .storage import clean_key, local_file, read_reference
@@ -31,6 +32,21 @@ class SQLAlchemyReader:
         self.storage = storage
         self.bases = bases
         self.fetch_urls = fetch_urls
+        self._tracked: bool | None = None
+
+    async def _tracks_copies(self) -> bool:
+        if self._tracked is None:
+            self._tracked = bool(await self.db.columns(COPIED_TABLE))
+        return self._tracked
+
+    async def app_deleted(self) -> list[str]:
+        if not await self._tracks_copies():
+            return []
+        rows = await self.db.fetch(
+            f"SELECT c.id AS id FROM {COPIED_TABLE} c WHERE NOT EXISTS "
+            "(SELECT 1 FROM threads t WHERE CAST(t.id AS TEXT) = c.id) ORDER BY c.id"
+        )
+        return [str(r["id"]) for r in rows]
 
     async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
         rows = await self.db.fetch(
@@ -67,7 +83,15 @@ class SQLAlchemyReader:
         return refs
 
     async def is_deleted(self, thread_id: str) -> bool:
-        return False  # the layer keeps no trace of what it deleted
+        """Written by a copy and deleted since (the layer keeps no trace of its own)."""
+        if not await self._tracks_copies():
+            return False
+        found = await self.db.fetch(
+            f"SELECT c.id FROM {COPIED_TABLE} c WHERE c.id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM threads t WHERE CAST(t.id AS TEXT) = c.id)",
+            thread_id,
+        )
+        return bool(found)
 
     async def read_thread(self, thread_id: str) -> ThreadData | None:
         if not self.codec.valid_id(thread_id):

@@ -8,6 +8,7 @@ from typing import Any
 
 from .model import ElementData, Summary, ThreadPlan
 from .sqlarows import Codec
+from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE
 from .sqldb import Database
 from .storage import upload
 
@@ -41,8 +42,12 @@ class SQLAlchemyWriter:
         row = self.codec.user_row(user)
         await self._upsert("users", row, "id", update=("identifier", "metadata", "createdAt"))
 
+    async def track_copies(self) -> None:
+        await self.db.execute(CREATE_COPIED_TABLE)
+
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
-        """As the layer deletes a thread: its rows go (its files stay in the storage)."""
+        """As the layer deletes a thread: its rows go (its files stay in the storage);
+        its id stays in the copy's table, so that it reads as deleted."""
         if not self.codec.valid_id(thread_id):
             return
         db = self.db
@@ -100,6 +105,9 @@ class SQLAlchemyWriter:
                     "id",
                     update=("createdAt", "name", "userId", "userIdentifier", "tags", "metadata"),
                 )
+            await db.execute(
+                f"INSERT INTO {COPIED_TABLE} (id) VALUES (?) ON CONFLICT (id) DO NOTHING", tid
+            )
             if plan.delete_steps:
                 marks = ", ".join("?" for _ in plan.delete_steps)
                 doomed = sorted(plan.delete_steps)

@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import re
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from .._time import format_time
 from . import storage as _storage
 from .model import CopyUsageError, ElementData, Endpoint, Summary, ThreadData, ThreadPlan, ThreadRef
 
 INSTALL_HINT = "pip install 'chainlit-filelayer[sql]'"
+
+COPIED_TABLE = "filelayer_copied"
+"""The copy's own table in a database it writes into: the ids of the threads it wrote.
+Chainlit's layers delete a thread's rows outright, so a thread listed here that has no
+row was deleted by the app, where one never copied is not listed: the first is not
+copied back to life, and is deleted in an archive a copy from the database goes to."""
+CREATE_COPIED_TABLE = f"CREATE TABLE IF NOT EXISTS {COPIED_TABLE} (id TEXT PRIMARY KEY)"
 
 
 def redact(url: str) -> str:
@@ -58,6 +67,10 @@ class RowReader(Protocol):
 
     async def read_thread(self, thread_id: str) -> ThreadData | None: ...
 
+    async def app_deleted(self) -> list[str]:
+        """The threads the copy wrote here that are gone (see :data:`COPIED_TABLE`)."""
+        ...
+
 
 class RowWriter(Protocol):
     """Plans written as a schema's rows (see :class:`~.model.Endpoint`)."""
@@ -66,7 +79,13 @@ class RowWriter(Protocol):
 
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None: ...
 
-    async def apply(self, plan: ThreadPlan, summary: Summary) -> None: ...
+    async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
+        """Write the plan, and record its thread in :data:`COPIED_TABLE`."""
+        ...
+
+    async def track_copies(self) -> None:
+        """Create :data:`COPIED_TABLE` if missing."""
+        ...
 
 
 class SQLEndpoint(Endpoint):
@@ -134,6 +153,8 @@ class SQLEndpoint(Endpoint):
             self.storage = _storage.storage_client_from_env()
         if not self.missing_schema:
             await self._open_rows()
+            if create and not dry_run:
+                await self._need_writer().track_copies()
 
     async def close(self) -> None:
         # A client given by the caller is the caller's to close.
@@ -155,7 +176,14 @@ class SQLEndpoint(Endpoint):
         return set() if self.reader is None else await self.reader.user_ids()
 
     async def list_threads(self, identifier: str | None, since: str | None) -> list[ThreadRef]:
-        return [] if self.reader is None else await self.reader.list_threads(identifier, since)
+        """The threads, then those the app deleted after a copy wrote them: when and by
+        whom is not known any more, so they are listed whatever the filters (a copy
+        deletes only what its destination holds, by the filter's author)."""
+        if self.reader is None:
+            return []
+        refs = await self.reader.list_threads(identifier, since)
+        now = format_time(datetime.now(timezone.utc))
+        return refs + [ThreadRef(tid, deleted_at=now) for tid in await self.reader.app_deleted()]
 
     async def is_deleted(self, thread_id: str) -> bool:
         return self.reader is not None and await self.reader.is_deleted(thread_id)

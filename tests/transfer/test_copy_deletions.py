@@ -6,6 +6,7 @@ One throwaway PostgreSQL server serves the module; every test gets its own datab
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,3 +182,46 @@ async def test_what_the_database_could_not_hold_is_not_deleted_from_the_archive(
     after = ArchiveStore(root, create=False)
     assert {tid: after.get_thread(tid) for tid in ("t1", "t2")} == before
     assert after.element_file("t1", "loose") == loose and loose[1].read_bytes() == b"no step"
+
+
+@pytest.mark.parametrize("schema", ["official", "sqlite"])
+async def test_a_thread_the_app_deleted_is_not_copied_back_to_life(
+    schema: str, db: str, tmp_path: Path
+) -> None:
+    """Chainlit's layers delete a thread's rows outright. The copy records the threads
+    it wrote, so it tells a thread the app deleted from one it never copied: the next
+    copy from the archive does not bring it back, and a copy to the archive deletes it
+    there (with a tombstone, as the app would)."""
+    blobs = Blobs()
+    root = tmp_path / "a"
+    s = tree(root)
+    s.update_thread("t2", name="other")
+    s.write_step({"id": "q", "threadId": "t2", "type": "user_message", "createdAt": t(9)})
+    url = db if schema == "official" else f"sqlite:///{tmp_path / 'c.db'}"
+    assert not (await copy_archive(str(root), url, create_schema=True, storage=blobs)).problems
+    if schema == "official":  # as ChainlitDataLayer.delete_thread does
+        conn = await asyncpg.connect(db)
+        try:
+            await conn.execute('DELETE FROM "Thread" WHERE id = $1', "t2")
+        finally:
+            await conn.close()
+    else:  # as SQLAlchemyDataLayer.delete_thread does
+        lite = sqlite3.connect(tmp_path / "c.db")
+        for table in ("feedbacks", "elements", "steps"):
+            lite.execute(f'DELETE FROM {table} WHERE "threadId" = ?', ("t2",))
+        lite.execute("DELETE FROM threads WHERE id = ?", ("t2",))
+        lite.commit()
+        lite.close()
+    again = await copy_archive(str(root), url, storage=blobs)
+    assert nothing_written(again), again.render()
+    assert [(x.id, x.problem) for x in again.skipped] == [("t2", False)], again.render()
+    assert "deleted in the destination" in again.skipped[0].reason
+    back = await copy_archive(url, str(root), storage=blobs)
+    assert counts(back)["threads"] == {"deleted": 1, "unchanged": 1}, back.render()
+    after = ArchiveStore(root, create=False)
+    assert after.is_deleted("t2") and after.get_thread("t2") is None
+    assert after.get_thread("t1") is not None
+    # A thread the copy never wrote is not taken for deleted.
+    fresh = tmp_path / "fresh"
+    ArchiveStore(fresh, create=True).update_thread("t3", name="new")
+    assert counts(await copy_archive(str(fresh), url, storage=blobs))["threads"] == {"copied": 1}
