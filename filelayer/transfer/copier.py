@@ -75,6 +75,7 @@ class Copier:
                 await self.copy_thread(ref.id)
             if progress is not None:
                 progress(n, len(refs))
+        await self.erase_users()
         self.summary.notes += self.dest.final_notes()
         return self.summary
 
@@ -130,9 +131,34 @@ class Copier:
             author = existing.thread.get("userIdentifier")
             if author != self.options.user:
                 return
+        thread = existing.thread
+        erased = await self.source.is_erased_user(
+            thread.get("userId"), thread.get("userIdentifier"), thread.get("createdAt")
+        )
         if not self.options.dry_run:
-            await self.dest.delete_thread(ref.id, ref.deleted_at or "")
+            if erased:
+                for key in await self.dest.erase_thread(ref.id, ref.deleted_at or ""):
+                    self.summary.skip(
+                        "elements",
+                        key,
+                        f"a file of erased thread {ref.id}: could not be deleted from the "
+                        "storage (no storage client, or it failed); delete it there",
+                        problem=True,
+                    )
+            else:
+                await self.dest.delete_thread(ref.id, ref.deleted_at or "")
         self.summary.count("threads", "deleted")
+
+    async def erase_users(self) -> None:
+        """The destination's records of users erased in the source go too (after their
+        threads): the erasure promised that nothing of them stays in the copies."""
+        for user in await self.dest.list_users(self.options.user):
+            if not await self.source.is_erased_user(
+                user["id"], user["identifier"], user["createdAt"]
+            ):
+                continue
+            if self.options.dry_run or await self.dest.erase_user(user["id"]):
+                self.summary.count("users", "deleted")
 
     async def copy_thread(self, thread_id: str) -> None:
         local = Summary(dry_run=self.options.dry_run)

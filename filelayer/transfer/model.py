@@ -264,6 +264,18 @@ class Endpoint:
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
         raise NotImplementedError
 
+    async def erase_thread(self, thread_id: str, deleted_at: str) -> list[str]:
+        """Delete a thread whose author was erased (``filelayer erase-user``): nothing of
+        it may stay, where :meth:`delete_thread` may keep a reversible mark. Returns
+        what could not be deleted (files of a storage), for the report."""
+        await self.delete_thread(thread_id, deleted_at)
+        return []
+
+    async def erase_user(self, user_id: str) -> bool:
+        """Delete the record of a user erased in the source; ``False`` when this side
+        leaves that to its own erasure (an archive: ``filelayer erase-user``)."""
+        return False
+
     async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
         raise NotImplementedError
 

@@ -17,7 +17,7 @@ from .pgrows import (
     element_row_values,
     ts,
 )
-from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE
+from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE, delete_objects
 from .stash import json_text, text
 from .storage import upload
 
@@ -67,6 +67,25 @@ class PostgresWriter:
         await self.conn.execute(
             'UPDATE "Thread" SET "deletedAt" = $2 WHERE id = $1', thread_id, round_ms(when)
         )
+
+    async def erase_thread(self, thread_id: str) -> list[str]:
+        """Its rows deleted (steps and elements go with the thread by cascade, feedback
+        is only unlinked: deleted first), then its files in the storage."""
+        rows = await self.conn.fetch(
+            'SELECT "objectKey" FROM "Element" WHERE "threadId" = $1 AND "objectKey" IS NOT NULL',
+            thread_id,
+        )
+        async with self.conn.transaction():
+            await self.conn.execute(
+                'DELETE FROM "Feedback" WHERE "stepId" IN '
+                '(SELECT id FROM "Step" WHERE "threadId" = $1)',
+                thread_id,
+            )
+            await self.conn.execute('DELETE FROM "Thread" WHERE id = $1', thread_id)
+        return await delete_objects(self.storage, [r[0] for r in rows])
+
+    async def erase_user(self, user_id: str) -> None:
+        await self.conn.execute('DELETE FROM "User" WHERE id = $1', user_id)
 
     async def _upload_all(
         self, plan: ThreadPlan, summary: Summary

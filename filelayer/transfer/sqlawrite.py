@@ -8,7 +8,7 @@ from typing import Any
 
 from .model import ElementData, Summary, ThreadPlan
 from .sqlarows import Codec
-from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE
+from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE, delete_objects
 from .sqldb import Database
 from .storage import upload
 
@@ -55,6 +55,21 @@ class SQLAlchemyWriter:
             for table in ("feedbacks", "elements", "steps"):
                 await db.execute(f'DELETE FROM {table} WHERE "threadId" = ?', thread_id)
             await db.execute("DELETE FROM threads WHERE id = ?", thread_id)
+
+    async def erase_thread(self, thread_id: str) -> list[str]:
+        """Its rows deleted, then its files in the storage."""
+        if not self.codec.valid_id(thread_id):
+            return []
+        rows = await self.db.fetch(
+            'SELECT "objectKey" FROM elements WHERE "threadId" = ? AND "objectKey" IS NOT NULL',
+            thread_id,
+        )
+        await self.delete_thread(thread_id, "")
+        return await delete_objects(self.storage, [str(r["objectKey"]) for r in rows])
+
+    async def erase_user(self, user_id: str) -> None:
+        if self.codec.valid_id(user_id):
+            await self.db.execute("DELETE FROM users WHERE id = ?", user_id)
 
     def _check_id(self, kind: str, value: Any) -> None:
         if not self.codec.valid_id(value):

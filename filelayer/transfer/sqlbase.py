@@ -54,6 +54,20 @@ async def connect_asyncpg(url: str, label: str) -> Any:
         ) from exc
 
 
+async def delete_objects(storage: Any, keys: list[str]) -> list[str]:
+    """Delete these objects from the storage; the keys that could not be (all of them
+    without a client), for the report: each is tried whatever the others did."""
+    if storage is None:
+        return list(keys)
+    failed = []
+    for key in keys:
+        try:
+            await storage.delete_file(object_key=key)
+        except Exception:  # reported by the caller; the others are deleted all the same
+            failed.append(key)
+    return failed
+
+
 class RowReader(Protocol):
     """A schema's rows read into the neutral shape (see :class:`~.model.Endpoint`)."""
 
@@ -78,6 +92,13 @@ class RowWriter(Protocol):
     async def write_user(self, user: dict[str, Any]) -> None: ...
 
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None: ...
+
+    async def erase_thread(self, thread_id: str) -> list[str]:
+        """The thread's rows deleted, and its element files in the storage; the storage
+        keys that could not be deleted."""
+        ...
+
+    async def erase_user(self, user_id: str) -> None: ...
 
     async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
         """Write the plan, and record its thread in :data:`COPIED_TABLE`."""
@@ -200,6 +221,13 @@ class SQLEndpoint(Endpoint):
 
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
         await self._need_writer().delete_thread(thread_id, deleted_at)
+
+    async def erase_thread(self, thread_id: str, deleted_at: str) -> list[str]:
+        return await self._need_writer().erase_thread(thread_id)
+
+    async def erase_user(self, user_id: str) -> bool:
+        await self._need_writer().erase_user(user_id)
+        return True
 
     async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
         await self._need_writer().apply(plan, summary)

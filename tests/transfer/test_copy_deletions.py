@@ -20,6 +20,7 @@ import asyncpg
 
 from benchmarks.pgserver import PostgresServer, find_bindir
 from filelayer import ArchiveStore
+from filelayer.maintenance.retention import erase_user
 from filelayer.transfer.copier import copy_archive
 from filelayer.transfer.model import KINDS, Summary
 
@@ -225,3 +226,48 @@ async def test_a_thread_the_app_deleted_is_not_copied_back_to_life(
     fresh = tmp_path / "fresh"
     ArchiveStore(fresh, create=True).update_thread("t3", name="new")
     assert counts(await copy_archive(str(fresh), url, storage=blobs))["threads"] == {"copied": 1}
+
+
+async def test_an_erasure_erases_in_the_database_too(db: str, tmp_path: Path) -> None:
+    """After ``erase-user``, a copy into the database deletes the user's threads there
+    for good (rows, elements, stored files: not a ``deletedAt`` mark) and the user's row;
+    other users' threads stay."""
+    blobs = Blobs()
+    root = tmp_path / "a"
+    s = tree(root)  # bob's thread t1
+    alice = s.upsert_user("alice@example.com")
+    s.update_thread("t9", name="alice secret", user_id=alice["id"])
+    s.write_step(
+        {
+            "id": "a1",
+            "threadId": "t9",
+            "type": "user_message",
+            "output": "private",
+            "createdAt": t(5),
+        }
+    )
+    s.upsert_feedback(for_id="a1", value=0, thread_id="t9", feedback_id="fa1")
+    s.put_element("t9", {"id": "ea1", "type": "file", "name": "scan", "forId": "a1"}, b"%PDF")
+    assert not (await copy_archive(str(root), db, create_schema=True, storage=blobs)).problems
+    assert "threads/t9/files/ea1" in blobs.objects
+    erase_user(s, "alice@example.com")
+    summary = await copy_archive(str(root), db, storage=blobs)
+    assert counts(summary)["threads"].get("deleted") == 1, summary.render()
+    assert counts(summary)["users"].get("deleted") == 1, summary.render()
+    conn = await asyncpg.connect(db)
+    try:
+        for table in ("Thread", "Step", "Element"):
+            assert (
+                await conn.fetchval(f'SELECT count(*) FROM "{table}" WHERE id LIKE $1', "%9") == 0
+            )
+        assert await conn.fetchval('SELECT count(*) FROM "Step" WHERE id = $1', "a1") == 0
+        assert await conn.fetchval('SELECT count(*) FROM "Element" WHERE id = $1', "ea1") == 0
+        assert await conn.fetchval('SELECT count(*) FROM "Feedback" WHERE id = $1', "fa1") == 0
+        users = [r[0] for r in await conn.fetch('SELECT identifier FROM "User"')]
+        assert users == ["bob"]
+        assert await conn.fetchval('SELECT count(*) FROM "Step" WHERE "threadId" = $1', "t1") == 4
+    finally:
+        await conn.close()
+    assert sorted(blobs.objects) == ["threads/t1/files/el1", "threads/t1/files/el2"]
+    again = await copy_archive(str(root), db, storage=blobs)
+    assert nothing_written(again), again.render()
