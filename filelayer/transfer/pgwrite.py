@@ -15,10 +15,11 @@ from .pgrows import (
     STEP_COLUMNS,
     StepCodec,
     element_row_values,
+    jsonb_text,
     ts,
 )
 from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE, delete_objects
-from .stash import json_text, text
+from .stash import text
 from .storage import upload
 
 
@@ -54,7 +55,7 @@ class PostgresWriter:
             '"createdAt" = EXCLUDED."createdAt", "updatedAt" = CURRENT_TIMESTAMP',
             user["id"],
             user["identifier"],
-            json_text(user.get("metadata") or {}),
+            jsonb_text(user.get("metadata") or {}),
             created,
         )
 
@@ -183,7 +184,7 @@ class PostgresWriter:
             ts(thread.get("createdAt") or thread.get("updatedAt")),
             ts(thread.get("updatedAt") or thread.get("createdAt")),
             text(thread.get("name")),
-            json_text(thread.get("metadata") or {}),
+            jsonb_text(thread.get("metadata") or {}),
             list(tags) if isinstance(tags, list) else None,
             thread.get("userId"),
         )
@@ -209,7 +210,7 @@ class PostgresWriter:
             f"${n}::{casts[c]}" if c in casts else f"${n}" for n, c in enumerate(columns, start=1)
         )
         updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c != "id")
-        params = [json_text(cols[c]) if casts.get(c) == "jsonb" else cols[c] for c in columns]
+        params = [jsonb_text(cols[c]) if casts.get(c) == "jsonb" else cols[c] for c in columns]
         status = await self.conn.execute(
             f'INSERT INTO "{table}" ({names}) VALUES ({values}) ON CONFLICT (id) DO UPDATE SET '
             f'{updates}, "updatedAt" = CURRENT_TIMESTAMP '

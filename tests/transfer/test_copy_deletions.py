@@ -6,6 +6,7 @@ One throwaway PostgreSQL server serves the module; every test gets its own datab
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -271,3 +272,34 @@ async def test_an_erasure_erases_in_the_database_too(db: str, tmp_path: Path) ->
     assert sorted(blobs.objects) == ["threads/t1/files/el1", "threads/t1/files/el2"]
     again = await copy_archive(str(root), db, storage=blobs)
     assert nothing_written(again), again.render()
+
+
+async def test_floats_keep_their_type_and_value_through_jsonb(db: str, tmp_path: Path) -> None:
+    """JSONB keeps numbers as decimals and writes 1e16 back as 10000000000000000: an int,
+    and for 1e300 another value. Floats are written so that they read back as they were,
+    and a re-run finds them unchanged."""
+    floats = {"a": 1e16, "g": 1e300, "c": 0.1, "d": 1e-320, "n": 5, "m": [2.5e20, -3e40]}
+    root = tmp_path / "a"
+    s = ArchiveStore(root, create=True)
+    u = s.upsert_user("carol", metadata=dict(floats))
+    s.update_thread("t1", name="n", user_id=u["id"], metadata=dict(floats))
+    s.write_step(
+        {"id": "s1", "threadId": "t1", "type": "tool", "createdAt": t(1), "metadata": floats}
+    )
+    s.put_element(
+        "t1", {"id": "e1", "type": "text", "name": "e", "forId": "s1", "props": dict(floats)}, b"x"
+    )
+    await copy_archive(str(root), db, create_schema=True, storage=Blobs())
+    again = await copy_archive(str(root), db, storage=Blobs())
+    assert nothing_written(again), again.render()
+    back = tmp_path / "b"
+    await copy_archive(db, str(back), storage=Blobs())
+    b = ArchiveStore(back, create=False)
+    thread = b.get_thread("t1")
+    assert thread is not None
+    exact = json.dumps(floats, sort_keys=True)
+    assert json.dumps(thread["steps"][0]["metadata"], sort_keys=True) == exact
+    assert json.dumps(thread["metadata"], sort_keys=True) == exact
+    assert json.dumps(thread["elements"][0]["props"], sort_keys=True) == exact
+    user = b.get_user("carol")
+    assert user is not None and json.dumps(user["metadata"], sort_keys=True) == exact
