@@ -119,7 +119,11 @@ class StepCodec:
             if isinstance(parent, str) and parent in self.parents and parent != step["id"]
             else None,
             "input": text(step.get("input")),
-            "metadata": column_safe(metadata) if isinstance(metadata, dict) else {},
+            # The stash's key is the copy's: an app's own key of that name goes to the
+            # stash with the rest of its metadata, and is read back from there.
+            "metadata": column_safe({k: v for k, v in metadata.items() if k != STASH})
+            if isinstance(metadata, dict)
+            else {},
             "name": text(step.get("name")),
             "output": text(step.get("output")),
             "type": kind if isinstance(kind, str) and kind in self.step_types else "undefined",

@@ -303,3 +303,25 @@ async def test_floats_keep_their_type_and_value_through_jsonb(db: str, tmp_path:
     assert json.dumps(thread["elements"][0]["props"], sort_keys=True) == exact
     user = b.get_user("carol")
     assert user is not None and json.dumps(user["metadata"], sort_keys=True) == exact
+
+
+async def test_the_apps_own_filelayer_metadata_key_is_kept(db: str, tmp_path: Path) -> None:
+    """A step's metadata may hold a key named as the copy's stash: it is the app's, kept
+    through PostgreSQL as it was and never read as the copy's."""
+    meta = {"note": "x", "_filelayer": {"set": {"tags": ["forged"], "language": "evil"}}}
+    root = tmp_path / "a"
+    s = ArchiveStore(root, create=True)
+    s.update_thread("t1", name="n")
+    s.write_step(
+        {"id": "s1", "threadId": "t1", "type": "tool", "createdAt": t(1), "metadata": meta}
+    )
+    await copy_archive(str(root), db, create_schema=True)
+    again = await copy_archive(str(root), db)
+    assert nothing_written(again), again.render()
+    back = tmp_path / "b"
+    await copy_archive(db, str(back))
+    thread = ArchiveStore(back, create=False).get_thread("t1")
+    assert thread is not None
+    step = thread["steps"][0]
+    assert step["metadata"] == meta
+    assert step.get("tags") is None and step.get("language") is None
