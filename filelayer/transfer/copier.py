@@ -198,6 +198,8 @@ class Copier:
                 return
             dest = await self.dest.read_thread(thread_id)
             if dest is not None and dest.activity() > src.activity():
+                if not self.options.dry_run:
+                    await self.dest.holds_copy(thread_id)
                 self.summary.skip(
                     "threads",
                     thread_id,
@@ -210,6 +212,8 @@ class Copier:
             plan = self.plan(src, dest, local)
             if not self.options.dry_run and not plan.empty():
                 await self.dest.apply(plan, local)
+            elif not self.options.dry_run:
+                await self.dest.holds_copy(thread_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # reported, and the copy goes on

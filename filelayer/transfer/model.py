@@ -264,6 +264,11 @@ class Endpoint:
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
         raise NotImplementedError
 
+    async def holds_copy(self, thread_id: str) -> None:
+        """The thread, already as the source has it, is a copy's (writing a plan says so
+        too): a side whose app deletes without a trace records it, so that the thread
+        missing later reads as deleted, not as never copied."""
+
     async def erase_thread(self, thread_id: str, deleted_at: str) -> list[str]:
         """Delete a thread whose author was erased (``filelayer erase-user``): nothing of
         it may stay, where :meth:`delete_thread` may keep a reversible mark. Returns

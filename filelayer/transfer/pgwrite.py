@@ -62,6 +62,11 @@ class PostgresWriter:
     async def track_copies(self) -> None:
         await self.conn.execute(CREATE_COPIED_TABLE)
 
+    async def record_copy(self, thread_id: str) -> None:
+        await self.conn.execute(
+            f"INSERT INTO {COPIED_TABLE} (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", thread_id
+        )
+
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
         """Marked deleted (``deletedAt``), which Chainlit's layer honours; reversible."""
         when = parse_time(deleted_at) or datetime.now(timezone.utc).replace(tzinfo=None)
@@ -118,9 +123,7 @@ class PostgresWriter:
         async with conn.transaction():
             if plan.thread is not None:
                 await self._write_thread(plan.thread)
-            await conn.execute(
-                f"INSERT INTO {COPIED_TABLE} (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", tid
-            )
+            await self.record_copy(tid)
             doomed = set(plan.delete_steps)
             steps = list(plan.steps)
             if doomed:

@@ -45,6 +45,11 @@ class SQLAlchemyWriter:
     async def track_copies(self) -> None:
         await self.db.execute(CREATE_COPIED_TABLE)
 
+    async def record_copy(self, thread_id: str) -> None:
+        await self.db.execute(
+            f"INSERT INTO {COPIED_TABLE} (id) VALUES (?) ON CONFLICT (id) DO NOTHING", thread_id
+        )
+
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
         """As the layer deletes a thread: its rows go (its files stay in the storage);
         its id stays in the copy's table, so that it reads as deleted."""
@@ -120,9 +125,7 @@ class SQLAlchemyWriter:
                     "id",
                     update=("createdAt", "name", "userId", "userIdentifier", "tags", "metadata"),
                 )
-            await db.execute(
-                f"INSERT INTO {COPIED_TABLE} (id) VALUES (?) ON CONFLICT (id) DO NOTHING", tid
-            )
+            await self.record_copy(tid)
             if plan.delete_steps:
                 marks = ", ".join("?" for _ in plan.delete_steps)
                 doomed = sorted(plan.delete_steps)

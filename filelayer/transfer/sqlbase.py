@@ -24,7 +24,8 @@ from .model import CopyUsageError, ElementData, Endpoint, Summary, ThreadData, T
 INSTALL_HINT = "pip install 'chainlit-filelayer[sql]'"
 
 COPIED_TABLE = "filelayer_copied"
-"""The copy's own table in a database it writes into: the ids of the threads it wrote.
+"""The copy's own table in a database it writes into: the ids of the threads it wrote
+or found there already.
 Chainlit's layers delete a thread's rows outright, so a thread listed here that has no
 row was deleted by the app, where one never copied is not listed: the first is not
 copied back to life, and is deleted in an archive a copy from the database goes to."""
@@ -106,6 +107,10 @@ class RowWriter(Protocol):
 
     async def track_copies(self) -> None:
         """Create :data:`COPIED_TABLE` if missing."""
+        ...
+
+    async def record_copy(self, thread_id: str) -> None:
+        """Add the thread to :data:`COPIED_TABLE`."""
         ...
 
 
@@ -221,6 +226,9 @@ class SQLEndpoint(Endpoint):
 
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
         await self._need_writer().delete_thread(thread_id, deleted_at)
+
+    async def holds_copy(self, thread_id: str) -> None:
+        await self._need_writer().record_copy(thread_id)
 
     async def erase_thread(self, thread_id: str, deleted_at: str) -> list[str]:
         return await self._need_writer().erase_thread(thread_id)

@@ -201,6 +201,19 @@ async def test_a_thread_the_app_deleted_is_not_copied_back_to_life(
     s.write_step({"id": "q", "threadId": "t2", "type": "user_message", "createdAt": t(9)})
     url = db if schema == "official" else f"sqlite:///{tmp_path / 'c.db'}"
     assert not (await copy_archive(str(root), url, create_schema=True, storage=blobs)).problems
+    # A database filled before the copy kept its table learns its threads at a re-run.
+    if schema == "official":
+        conn = await asyncpg.connect(db)
+        try:
+            await conn.execute("DROP TABLE filelayer_copied")
+        finally:
+            await conn.close()
+    else:
+        lite = sqlite3.connect(tmp_path / "c.db")
+        lite.execute("DROP TABLE filelayer_copied")
+        lite.commit()
+        lite.close()
+    assert nothing_written(await copy_archive(str(root), url, storage=blobs))
     if schema == "official":  # as ChainlitDataLayer.delete_thread does
         conn = await asyncpg.connect(db)
         try:
