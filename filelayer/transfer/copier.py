@@ -152,13 +152,16 @@ class Copier:
     async def erase_users(self) -> None:
         """The destination's records of users erased in the source go too (after their
         threads): the erasure promised that nothing of them stays in the copies."""
+        if not self.dest.erases_users:
+            return
         for user in await self.dest.list_users(self.options.user):
             if not await self.source.is_erased_user(
                 user["id"], user["identifier"], user["createdAt"]
             ):
                 continue
-            if self.options.dry_run or await self.dest.erase_user(user["id"]):
-                self.summary.count("users", "deleted")
+            if not self.options.dry_run:
+                await self.dest.erase_user(user["id"])
+            self.summary.count("users", "deleted")
 
     async def copy_thread(self, thread_id: str) -> None:
         local = Summary(dry_run=self.options.dry_run)

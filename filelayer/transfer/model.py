@@ -219,6 +219,9 @@ class Endpoint:
     storage_override: Any = None
     """A storage client given on the command line (``--storage-client``), used instead of
     the one Chainlit's environment variables configure."""
+    erases_users = False
+    """Whether a copy into this side deletes the records of users erased in the source
+    (an archive leaves that to its own ``filelayer erase-user``)."""
     records_deletions = True
     """Whether this side keeps the ids of deleted steps and elements (the archive's
     journal does). When a source does not, whatever the destination holds of a copied
@@ -276,10 +279,8 @@ class Endpoint:
         await self.delete_thread(thread_id, deleted_at)
         return []
 
-    async def erase_user(self, user_id: str) -> bool:
-        """Delete the record of a user erased in the source; ``False`` when this side
-        leaves that to its own erasure (an archive: ``filelayer erase-user``)."""
-        return False
+    async def erase_user(self, user_id: str) -> None:
+        """Delete the record of a user erased in the source (see :attr:`erases_users`)."""
 
     async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
         raise NotImplementedError

@@ -24,11 +24,11 @@ from .model import CopyUsageError, ElementData, Endpoint, Summary, ThreadData, T
 INSTALL_HINT = "pip install 'chainlit-filelayer[sql]'"
 
 COPIED_TABLE = "filelayer_copied"
-"""The copy's own table in a database it writes into: the ids of the threads it wrote
-or found there already.
-Chainlit's layers delete a thread's rows outright, so a thread listed here that has no
-row was deleted by the app, where one never copied is not listed: the first is not
-copied back to life, and is deleted in an archive a copy from the database goes to."""
+"""The copy's own table in a database it writes into: the ids of the threads it wrote or
+found there already. Chainlit's layers delete a thread's rows outright, so a thread
+listed here that has no row was deleted by the app, where one never copied is not
+listed: the first is not copied back to life, and is deleted in an archive a copy from
+the database goes to."""
 CREATE_COPIED_TABLE = f"CREATE TABLE IF NOT EXISTS {COPIED_TABLE} (id TEXT PRIMARY KEY)"
 
 
@@ -118,6 +118,7 @@ class SQLEndpoint(Endpoint):
     """A database with one of Chainlit's SQL schemas (subclasses say which)."""
 
     records_deletions = False  # Chainlit's layers delete rows outright
+    erases_users = True
     tables_are = ""
     """Whose tables these are, for messages ("Chainlit's tables")."""
     create_hint = ""
@@ -233,9 +234,8 @@ class SQLEndpoint(Endpoint):
     async def erase_thread(self, thread_id: str, deleted_at: str) -> list[str]:
         return await self._need_writer().erase_thread(thread_id)
 
-    async def erase_user(self, user_id: str) -> bool:
+    async def erase_user(self, user_id: str) -> None:
         await self._need_writer().erase_user(user_id)
-        return True
 
     async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
         await self._need_writer().apply(plan, summary)

@@ -265,6 +265,12 @@ async def test_an_erasure_erases_in_the_database_too(db: str, tmp_path: Path) ->
     assert not (await copy_archive(str(root), db, create_schema=True, storage=blobs)).problems
     assert "threads/t9/files/ea1" in blobs.objects
     erase_user(s, "alice@example.com")
+    dry = await copy_archive(str(root), db, storage=blobs, dry_run=True)
+    assert counts(dry)["users"].get("deleted") == 1, dry.render()
+    assert "threads/t9/files/ea1" in blobs.objects
+    # Into another archive, the user's record is left to that archive's own erase-user.
+    other = await copy_archive(str(root), str(tmp_path / "copy"), dry_run=True)
+    assert not counts(other)["users"].get("deleted"), other.render()
     summary = await copy_archive(str(root), db, storage=blobs)
     assert counts(summary)["threads"].get("deleted") == 1, summary.render()
     assert counts(summary)["users"].get("deleted") == 1, summary.render()
