@@ -60,10 +60,11 @@ def jsonb_text(value: Any) -> str | None:
     numbers as decimals and writes them in positional notation: ``1e16`` comes back as
     ``10000000000000000``, an int (``1e300`` even as another value). A float is written in
     positional notation with a fraction, which JSONB keeps and which parses back to the
-    same float. ``None`` stays SQL ``NULL``."""
+    same float. ``None`` stays SQL ``NULL``. Without NUL characters, which JSONB refuses
+    (see :func:`~filelayer.transfer.stash.column_safe`)."""
     if value is None:
         return None
-    return _jsonb(value)
+    return _jsonb(column_safe(value))
 
 
 def _jsonb(value: Any) -> str:
