@@ -189,6 +189,17 @@ class Copier:
                     problem=True,
                 )
                 return
+            author = thread.get("userId")
+            if author and self.user_map.get(author, author) not in self.dest_user_ids:
+                self.summary.skip(
+                    "threads",
+                    thread_id,
+                    f"its author (user id {author}) is not a user of the source; not copied "
+                    "without an author (it would be anyone's to write): give the thread "
+                    "to a user, then copy again",
+                    problem=True,
+                )
+                return
             if await self.dest.is_erased_user(
                 thread.get("userId"), thread.get("userIdentifier"), thread.get("createdAt")
             ):
@@ -258,13 +269,6 @@ class Copier:
         if uid:
             uid = self.user_map.get(uid, uid)
             thread["userId"] = uid
-            if uid not in self.dest_user_ids:
-                local.notes.append(
-                    f"thread {tid}: its author (user id {uid}) is not in the source's "
-                    "users; copied without an author"
-                )
-                thread["userId"] = None
-                thread["userIdentifier"] = None
         plan = ThreadPlan(thread_id=tid, thread=None, source_steps=src.steps)
         plan.user_id = thread.get("userId")
         plan.thread_created = str(thread.get("createdAt") or thread.get("updatedAt") or "")

@@ -448,3 +448,31 @@ def test_only_a_failure_that_may_pass_says_to_run_the_copy_again() -> None:
     for exc in (Refused("NUL"), ValueError("not a UUID"), OverflowError("int too big")):
         assert "run the copy again" not in copier.failure(exc), exc
         assert "will not change" in copier.failure(exc)
+
+
+async def test_a_thread_whose_author_is_no_user_of_the_source_is_never_copied_authorless(
+    tmp_path: Path,
+) -> None:
+    """A thread whose author the source does not hold (the marker ``verify --repair``
+    writes for a lost author, or a user file gone) was copied without an author: in an
+    archive that makes it anyone's to write. It is listed and left out instead."""
+    source, dest = tmp_path / "source", tmp_path / "dest"
+    store = ArchiveStore(source, create=True)
+    alice = store.upsert_user("alice")
+    for tid in ("t-marker", "t-ghost", "t-alice"):
+        store.update_thread(tid, name=tid, user_id=alice["id"])
+        store.write_step({"id": f"{tid}-s", "threadId": tid, "type": "run", "output": "hi"})
+    store.close()
+    for tid, author in (("t-marker", "(unknown author)"), ("t-ghost", "ghost-id")):
+        path = source / "threads" / tid / "thread.json"
+        path.write_text(path.read_text("utf-8").replace(alice["id"], author), "utf-8")
+    summary = await copy_archive(str(source), str(dest))
+    problems = skipped(summary)
+    assert {("threads", "t-marker"), ("threads", "t-ghost")} <= set(problems), summary.render()
+    copied = ArchiveStore(dest)
+    try:
+        assert copied.get_thread("t-marker") is None and copied.get_thread("t-ghost") is None
+        thread = copied.get_thread("t-alice")
+        assert thread is not None and thread["userIdentifier"] == "alice"
+    finally:
+        copied.close()
