@@ -70,6 +70,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-fetch", action="store_true", help="the default; kept for scripts")
     p.add_argument(
+        "--files-dir",
+        metavar="DIR",
+        help="the directory whose files a SQLite source's rows may name as element bytes "
+        "(a file:// URL or a path); without it no local file is read",
+    )
+    p.add_argument(
         "--schema",
         choices=SCHEMAS,
         help="which Chainlit schema a postgresql:// URL holds (default: found from its "
@@ -110,6 +116,7 @@ async def _run(args: argparse.Namespace) -> Summary:
         create_schema=bool(args.create_schema),
         fetch_urls=bool(getattr(args, "fetch_urls", False))
         and not getattr(args, "no_fetch", False),
+        files_dir=getattr(args, "files_dir", None),
         schema=getattr(args, "schema", None),
         storage=storage_from_spec(spec)
         if (spec := getattr(args, "storage_client", None))

@@ -437,6 +437,7 @@ async def copy_archive(
     since: str | None = None,
     create_schema: bool = False,
     fetch_urls: bool = False,
+    files_dir: str | None = None,
     schema: str | None = None,
     storage: Any = None,
     progress: Progress | None = None,
@@ -447,13 +448,19 @@ async def copy_archive(
     ``schema`` says which of Chainlit's schemas a plain postgresql:// URL holds;
     ``storage`` is a storage client for element bytes on the database side(s);
     ``fetch_urls`` downloads the bytes behind the source rows' http(s) URLs (public
-    addresses only: a row may name any URL)."""
+    addresses only: a row may name any URL); ``files_dir`` is the directory whose files
+    a SQLite source's rows may name (none by default: a row may name any file)."""
     if source == dest:
         raise CopyUsageError("SOURCE and DEST are the same")
     options = CopyOptions(dry_run=dry_run, user=user, since=since, create_schema=create_schema)
     since_bound(since)  # a bad date is a usage error before connecting
     endpoint_kind(source, schema), endpoint_kind(dest, schema)  # usage errors first
-    kw: dict[str, Any] = {"fetch_urls": fetch_urls, "schema": schema, "storage": storage}
+    kw: dict[str, Any] = {
+        "fetch_urls": fetch_urls,
+        "files_dir": files_dir,
+        "schema": schema,
+        "storage": storage,
+    }
     src = await open_endpoint(source, **kw)
     dst = await open_endpoint(dest, **kw)
     if create_schema and not hasattr(dst, "apply_schema"):

@@ -35,7 +35,12 @@ def endpoint_kind(location: str, schema: str | None = None) -> str:
 
 
 async def open_endpoint(
-    location: str, *, fetch_urls: bool, schema: str | None = None, storage: Any = None
+    location: str,
+    *,
+    fetch_urls: bool,
+    files_dir: str | None = None,
+    schema: str | None = None,
+    storage: Any = None,
 ) -> Endpoint:
     """The endpoint for ``location``; a plain PostgreSQL URL is looked at to see which of
     Chainlit's two schemas its database has (a database with neither gets the official
@@ -51,7 +56,9 @@ async def open_endpoint(
     elif kind == "sqlalchemy":
         from .sqla import SQLAlchemySchemaEndpoint
 
-        endpoint = SQLAlchemySchemaEndpoint(location, fetch_urls=fetch_urls)
+        endpoint = SQLAlchemySchemaEndpoint(
+            location, fetch_urls=fetch_urls, files_dir=files_dir
+        )
     else:
         endpoint = ArchiveEndpoint(location, fetch_urls=fetch_urls)
     endpoint.storage_override = storage

@@ -42,8 +42,14 @@ class SQLAlchemySchemaEndpoint(SQLEndpoint):
     )
     source_hint = "Is this the database of a Chainlit app using SQLAlchemyDataLayer?"
 
-    def __init__(self, location: str, *, fetch_urls: bool = False) -> None:
+    def __init__(
+        self, location: str, *, fetch_urls: bool = False, files_dir: str | None = None
+    ) -> None:
         super().__init__(location, fetch_urls=fetch_urls)
+        self.files_dir = Path(files_dir) if files_dir else None
+        """The only directory whose files a row's ``url`` or ``objectKey`` may name
+        (``--files-dir``): none unless the operator names one. The database's own
+        directory is an app's (its ``.env``, the database itself), not a store of files."""
         self.sqlite = is_sqlite_url(location)
         self.db: Database | None = None
         self.codec = Codec({}, sqlite=self.sqlite)
@@ -58,7 +64,13 @@ class SQLAlchemySchemaEndpoint(SQLEndpoint):
             self.db = await PostgresDatabase.connect(self.location)
             return True
         path = sqlite_path(self.location)
-        self.bases = [path.parent]
+        self.bases = [self.files_dir] if self.files_dir is not None else []
+        if self.files_dir is not None and path.resolve().is_relative_to(self.files_dir.resolve()):
+            raise CopyUsageError(
+                f"--files-dir {self.files_dir} holds the database itself, whose rows would "
+                "then reach every user's conversations: name the directory of the element "
+                "files only"
+            )
         if create and not path.exists():
             if not create_schema:
                 raise CopyUsageError(

@@ -147,6 +147,8 @@ def _inside(base: Path, text: str) -> Path | None:
             return None
         if os.path.realpath(wanted) != wanted:
             return None  # a symbolic link on the way: it may lead anywhere
+        if any(part.startswith(".") for part in Path(os.path.relpath(wanted, real_base)).parts):
+            return None  # a hidden file or directory: an app's secrets (.env), git's data
         if stat.S_ISREG(os.lstat(wanted).st_mode):
             return Path(wanted)
     return None

@@ -129,14 +129,20 @@ def element_files(archive: Path) -> dict[str, bytes | None]:
 # -- a row names a file or a URL ------------------------------------------------------------
 
 
-async def test_a_row_reads_only_files_inside_the_database_directory(tmp_path: Path) -> None:
+async def test_a_row_reads_only_files_inside_the_files_directory(tmp_path: Path) -> None:
+    """A row is data: it may name any file. Only files inside the directory the operator
+    names (``--files-dir``) are read, regular, through no link, not hidden; none at all
+    without one (the database's own directory is an app's: its ``.env``, the database)."""
     app = tmp_path / "app"
-    (app / "files").mkdir(parents=True)
+    (app / "files" / ".git").mkdir(parents=True)
     (app / "files" / "ok.txt").write_bytes(b"mine")
+    (app / "files" / ".env").write_bytes(b"SECRET=1")
+    (app / "files" / ".git" / "config").write_bytes(b"[core]")
+    (app / ".env").write_bytes(b"CHAINLIT_AUTH_SECRET=x")
     outside = tmp_path / "outside.txt"
     outside.write_bytes(b"not the app's")
     os.symlink(outside, app / "files" / "link.txt")
-    os.symlink(tmp_path, app / "up")
+    os.symlink(tmp_path, app / "files" / "up")
     url = sqlite_with_elements(
         app / "app.db",
         {
@@ -144,21 +150,30 @@ async def test_a_row_reads_only_files_inside_the_database_directory(tmp_path: Pa
             "hostname": ("objectKey", "../../../../../../etc/hostname"),
             "home": ("url", "~/.bashrc"),
             "environ": ("url", "/proc/self/environ"),
-            "dotdot": ("url", "files/../../outside.txt"),
-            "link": ("url", "files/link.txt"),
+            "dotdot": ("url", "../../outside.txt"),
+            "link": ("url", "link.txt"),
             "linkdir": ("url", "up/outside.txt"),
             "absolute-outside": ("url", str(outside)),
-            "ok": ("url", "files/ok.txt"),
+            "env": ("url", "../.env"),
+            "hidden": ("url", ".env"),
+            "git": ("objectKey", ".git/config"),
+            "db": ("url", "../app.db"),
+            "ok": ("url", "ok.txt"),
             "ok-absolute": ("objectKey", str(app / "files" / "ok.txt")),
         },
     )
+    nothing = await copy_archive(url, str(tmp_path / "no-files-dir"))
+    assert set(element_files(tmp_path / "no-files-dir").values()) == {None}
+    assert len(nothing.behind) == 14, nothing.render()
+    with pytest.raises(copier.CopyUsageError, match="holds the database"):
+        await copy_archive(url, str(tmp_path / "wide"), files_dir=str(app))
     archive = tmp_path / "chats"
-    summary = await copy_archive(url, str(archive))
+    summary = await copy_archive(url, str(archive), files_dir=str(app / "files"))
     files = element_files(archive)
     assert files.pop("ok") == b"mine" and files.pop("ok-absolute") == b"mine"
     assert files == dict.fromkeys(files, None), files  # nothing else was read
-    assert len(files) == 8
-    assert summary.problems and len(summary.behind) == 8, summary.render()
+    assert len(files) == 12
+    assert summary.problems and len(summary.behind) == 12, summary.render()
     store = ArchiveStore(archive, create=False)
     thread = store.get_thread("t1")
     assert thread is not None

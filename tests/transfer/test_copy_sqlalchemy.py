@@ -446,7 +446,8 @@ async def test_without_a_storage_client_the_files_left_behind_are_listed(
 
 
 async def test_local_urls_are_read_without_a_client(tmp_path: Path, in_tmp: Path) -> None:
-    """A storage client that stores local paths as URLs: its files are read from there."""
+    """A storage client that stores local paths as URLs: its files are read from there,
+    the directory named with ``--files-dir``."""
 
     class LocalPaths(DirectoryStorage):
         async def upload_file(self, object_key: str, data: Any, *a: Any, **k: Any) -> Any:
@@ -457,7 +458,9 @@ async def test_local_urls_are_read_without_a_client(tmp_path: Path, in_tmp: Path
     async with sqla(url, LocalPaths(tmp_path / "files")) as layer:
         made = await populate(layer)
     archive = tmp_path / "chats"
-    summary = await copy_archive("sqlite:///" + str(tmp_path / "app.db"), str(archive))
+    summary = await copy_archive(
+        "sqlite:///" + str(tmp_path / "app.db"), str(archive), files_dir=str(tmp_path / "files")
+    )
     assert not summary.problems, summary.render()
     found = ArchiveStore(archive, create=False).element_file(made["t1"], made["image"])
     assert found is not None and found[1].read_bytes() == PNG
