@@ -54,10 +54,6 @@ count"): orjson's own limit, to which the standard library's reader is held, giv
 stack it needs wherever the read happens (:func:`_stack_room`). Deeper is damage. Data
 an older release stored up to that depth is read, ordered and written again alike."""
 
-_SHALLOW = 256
-"""Fewer brackets than this, and the standard library's reader and writer fit in any
-stack an app leaves them: no room is made, no depth measured."""
-
 _ROOM = threading.Lock()
 
 
@@ -67,14 +63,19 @@ def _stack_room() -> Iterator[None]:
     block: the standard library's reader and writer take a level of the stack per
     level of nesting, so the depth they reach would otherwise depend on how deep in
     the stack the call happens (a deep app, a worker thread) and differ from orjson's.
-    The limit is the process's: one block at a time."""
+
+    Only a retry after a ``RecursionError`` takes it, so only data nested hundreds of
+    levels deep (none that Chainlit writes). The limit is the process's: one block at a
+    time, and a limit the app set meanwhile is left as the app set it."""
     with _ROOM:
         limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(limit + READ_DEPTH + 64)
+        raised = limit + READ_DEPTH + 64
+        sys.setrecursionlimit(raised)
         try:
             yield
         finally:
-            sys.setrecursionlimit(limit)
+            if sys.getrecursionlimit() == raised:
+                sys.setrecursionlimit(limit)
 
 
 def _encode(encoder: json.JSONEncoder, obj: Any) -> str:
@@ -205,16 +206,21 @@ def _loads(data: bytes | str) -> Any:
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     surrogates = "\\ud" in text or "\\uD" in text
     decoder = _surrogate_decoder if surrogates else _decoder
-    deep = text.count("{") + text.count("[") >= _SHALLOW
+    roomy = sys.getrecursionlimit() > READ_DEPTH  # an app raised it: deeper may parse
     try:
-        if deep:
+        value = decoder.decode(text)
+    except RecursionError:
+        try:
             with _stack_room():
                 value = decoder.decode(text)
-        else:
-            value = decoder.decode(text)
-    except RecursionError:  # orjson: "depth limit exceeded", a ValueError
-        raise ValueError("nested too deeply to read") from None
-    if deep and _depth(value, READ_DEPTH) > READ_DEPTH:
+        except RecursionError:  # orjson: "depth limit exceeded", a ValueError
+            raise ValueError("nested too deeply to read") from None
+        roomy = True
+    if (
+        roomy
+        and text.count("{") + text.count("[") > READ_DEPTH
+        and _depth(value, READ_DEPTH) > READ_DEPTH
+    ):
         raise ValueError(f"nested deeper than {READ_DEPTH} levels")
     if surrogates:
         _check_text(value)

@@ -370,3 +370,20 @@ def test_damaged_json_is_described_in_the_same_words_in_both_modes(data: bytes, 
 
     with pytest.raises(codec.DecodeError, match=words):
         codec.decode(data)
+
+
+def test_the_room_made_for_a_deep_read_leaves_the_app_s_own_limit_alone() -> None:
+    """A deep read raises the interpreter's recursion limit for its time only, and a
+    limit the app set meanwhile (in another thread) stays as the app set it."""
+    from filelayer.format import codec
+
+    before = sys.getrecursionlimit()
+    try:
+        with codec._stack_room():
+            assert sys.getrecursionlimit() > before
+        assert sys.getrecursionlimit() == before
+        with codec._stack_room():
+            sys.setrecursionlimit(20_000)  # the app's, meanwhile
+        assert sys.getrecursionlimit() == 20_000
+    finally:
+        sys.setrecursionlimit(before)
