@@ -56,9 +56,7 @@ async def open_endpoint(
     elif kind == "sqlalchemy":
         from .sqla import SQLAlchemySchemaEndpoint
 
-        endpoint = SQLAlchemySchemaEndpoint(
-            location, fetch_urls=fetch_urls, files_dir=files_dir
-        )
+        endpoint = SQLAlchemySchemaEndpoint(location, fetch_urls=fetch_urls, files_dir=files_dir)
     else:
         endpoint = ArchiveEndpoint(location, fetch_urls=fetch_urls)
     endpoint.storage_override = storage

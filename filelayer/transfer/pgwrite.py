@@ -18,7 +18,7 @@ from .pgrows import (
     jsonb_text,
     ts,
 )
-from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE, delete_objects
+from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE, delete_objects, not_tracked
 from .stash import text
 from .storage import upload
 
@@ -45,6 +45,7 @@ class PostgresWriter:
         self.step_types = step_types
         self.storage = storage
         self.will_upload = will_upload
+        self.tracking = True
 
     async def write_user(self, user: dict[str, Any]) -> None:
         created = ts(user.get("createdAt"))
@@ -60,9 +61,16 @@ class PostgresWriter:
         )
 
     async def track_copies(self) -> None:
-        await self.conn.execute(CREATE_COPIED_TABLE)
+        if await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", COPIED_TABLE):
+            return  # no CREATE, which a role with rights to the tables only may not run
+        try:
+            await self.conn.execute(CREATE_COPIED_TABLE)
+        except Exception as exc:  # no right to create it: copy, without the record
+            self.tracking = not_tracked(exc)
 
     async def record_copy(self, thread_id: str) -> None:
+        if not self.tracking:
+            return
         await self.conn.execute(
             f"INSERT INTO {COPIED_TABLE} (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", thread_id
         )

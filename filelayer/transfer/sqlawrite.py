@@ -8,7 +8,7 @@ from typing import Any
 
 from .model import ElementData, Summary, ThreadPlan
 from .sqlarows import Codec
-from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE, delete_objects
+from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE, delete_objects, not_tracked
 from .sqldb import Database
 from .storage import upload
 
@@ -32,6 +32,7 @@ class SQLAlchemyWriter:
         dropped_tags: Counter[str],
     ) -> None:
         self.db = db
+        self.tracking = True
         self.codec = codec
         self.storage = storage
         self.element_fields = element_fields
@@ -43,9 +44,16 @@ class SQLAlchemyWriter:
         await self._upsert("users", row, "id", update=("identifier", "metadata", "createdAt"))
 
     async def track_copies(self) -> None:
-        await self.db.execute(CREATE_COPIED_TABLE)
+        if await self.db.columns(COPIED_TABLE):
+            return  # no CREATE, which a role with rights to the tables only may not run
+        try:
+            await self.db.execute(CREATE_COPIED_TABLE)
+        except Exception as exc:  # no right to create it: copy, without the record
+            self.tracking = not_tracked(exc)
 
     async def record_copy(self, thread_id: str) -> None:
+        if not self.tracking:
+            return
         await self.db.execute(
             f"INSERT INTO {COPIED_TABLE} (id) VALUES (?) ON CONFLICT (id) DO NOTHING", thread_id
         )

@@ -13,6 +13,7 @@ empty and has neither.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -20,6 +21,8 @@ from typing import Any, Protocol
 from .._time import format_time
 from . import storage as _storage
 from .model import CopyUsageError, ElementData, Endpoint, Summary, ThreadData, ThreadPlan, ThreadRef
+
+log = logging.getLogger("filelayer")
 
 INSTALL_HINT = "pip install 'chainlit-filelayer[sql]'"
 
@@ -30,6 +33,21 @@ listed here that has no row was deleted by the app, where one never copied is no
 listed: the first is not copied back to life, and is deleted in an archive a copy from
 the database goes to."""
 CREATE_COPIED_TABLE = f"CREATE TABLE IF NOT EXISTS {COPIED_TABLE} (id TEXT PRIMARY KEY)"
+
+
+def not_tracked(exc: Exception) -> bool:
+    """Say (in the log) that :data:`COPIED_TABLE` could not be created, and return
+    ``False``: the copy goes on without it, as before the table existed. Only later
+    copies lose something: a thread the app deletes there reads as never copied."""
+    log.warning(
+        "filelayer: cannot create the table %s (%s): copying without it; a thread the app "
+        "deletes in this database will not be known as deleted by a later copy (have the "
+        "database's owner run: %s)",
+        COPIED_TABLE,
+        exc,
+        CREATE_COPIED_TABLE,
+    )
+    return False
 
 
 def redact(url: str) -> str:

@@ -491,3 +491,48 @@ async def test_a_thread_whose_author_is_no_user_of_the_source_is_never_copied_au
         assert thread is not None and thread["userIdentifier"] == "alice"
     finally:
         copied.close()
+
+
+async def test_a_role_with_rights_to_the_tables_only_still_copies(db: str, tmp_path: Path) -> None:
+    """The copy's record of the threads it wrote (``filelayer_copied``) is created when
+    missing and only then: a role that may read and write Chainlit's tables but not
+    create any (every role but the owner, in ``public`` since PostgreSQL 15) could no
+    longer copy at all. Without the right to create it, the copy goes on without it."""
+    import asyncpg
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    alice = store.upsert_user("alice")
+    store.update_thread("11111111-1111-4111-8111-111111111111", user_id=alice["id"], name="x")
+    store.close()
+    assert not (await copy_archive(str(root), db, create_schema=True)).problems  # the owner
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    plain = db.replace("postgresql+asyncpg://", "postgresql://", 1)
+    conn = await asyncpg.connect(plain)
+    try:
+        await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app'")
+        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        await conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await conn.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+    finally:
+        await conn.close()
+    head, tail = db.split("://", 1)
+    as_app = f"{head}://{role}:app@{tail.split('@', 1)[1]}"
+    store = ArchiveStore(root)
+    store.update_thread("11111111-1111-4111-8111-111111111111", name="renamed")
+    store.close()
+    summary = await copy_archive(str(root), as_app)
+    assert not summary.problems and summary.counts["threads"]["updated"] == 1, summary.render()
+
+    conn = await asyncpg.connect(plain)  # the record gone: the role cannot make it again
+    try:
+        await conn.execute("DROP TABLE filelayer_copied")
+    finally:
+        await conn.close()
+    store = ArchiveStore(root)
+    store.update_thread("11111111-1111-4111-8111-111111111111", name="again")
+    store.close()
+    summary = await copy_archive(str(root), as_app)
+    assert not summary.problems and summary.counts["threads"]["updated"] == 1, summary.render()
