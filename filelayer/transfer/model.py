@@ -11,6 +11,7 @@ import http.client
 import ipaddress
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -335,6 +336,9 @@ class Endpoint:
         return None
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def refused_address(address: str) -> str | None:
     """Why a row's URL may not be fetched from ``address`` (``None``: it may).
 
@@ -346,8 +350,16 @@ def refused_address(address: str) -> str | None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return f"{address!r} is not an address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.teredo is not None:
+            return f"{ip} is a Teredo address (a tunnel to an IPv4 address)"
+        # An IPv4 address inside an IPv6 one reaches that IPv4 address: it is judged.
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     if not ip.is_global or ip.is_multicast:
         return f"{ip} is a private, loopback, link-local or reserved address"
     return None
@@ -395,6 +407,26 @@ class _PublicHTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(_PublicHTTPSConnection, req)
 
 
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to another http(s) URL (each hop's address is checked
+    when it connects)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise urllib.error.HTTPError(
+                newurl, code, "a redirect out of http(s) is not followed", headers, fp
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 async def fetch_url(url: str, *, public_only: bool = True) -> bytes | None:
     """The bytes behind an http(s) URL, ``None`` if it cannot be fetched, is refused
     (``public_only``: a row's URL reaches only global addresses, see
@@ -406,9 +438,18 @@ async def fetch_url(url: str, *, public_only: bool = True) -> bytes | None:
     def get() -> bytes | None:
         request = urllib.request.Request(url, headers={"User-Agent": "filelayer-copy"})
         if public_only:
-            opener = urllib.request.build_opener(
-                urllib.request.ProxyHandler({}), _PublicHTTPHandler(), _PublicHTTPSHandler()
-            )
+            # Built by hand: urllib's default opener also speaks ftp, file and data, and
+            # follows a redirect to ftp://, whose connection no address check covers.
+            opener = urllib.request.OpenerDirector()
+            for handler in (
+                urllib.request.ProxyHandler({}),
+                _PublicHTTPHandler(),
+                _PublicHTTPSHandler(),
+                _HttpRedirectsOnly(),
+                urllib.request.HTTPDefaultErrorHandler(),
+                urllib.request.HTTPErrorProcessor(),
+            ):
+                opener.add_handler(handler)
         else:
             opener = urllib.request.build_opener()
         try:

@@ -195,6 +195,9 @@ def test_only_global_addresses_may_be_fetched() -> None:
         "fd00::1",
         "::ffff:127.0.0.1",
         "224.0.0.1",
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
     ):
         assert model.refused_address(address) is not None, address
     assert model.refused_address("8.8.8.8") is None
@@ -536,3 +539,40 @@ async def test_a_role_with_rights_to_the_tables_only_still_copies(db: str, tmp_p
     store.close()
     summary = await copy_archive(str(root), as_app)
     assert not summary.problems and summary.counts["threads"]["updated"] == 1, summary.render()
+
+
+def test_a_fetch_never_follows_a_redirect_out_of_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only http(s) is fetched, each hop checked: urllib's default opener follows a
+    redirect to ``ftp://`` (or ``file:`` with its own handlers), whose connection no
+    address check covers."""
+    import asyncio
+    import socket
+
+    monkeypatch.setattr(model, "refused_address", lambda address: None)  # a public hop
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.5)
+    target = f"ftp://127.0.0.1:{listener.getsockname()[1]}/secret"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", target if self.path == "/ftp" else "file:///etc/passwd")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        assert asyncio.run(model.fetch_url(f"{base}/ftp")) is None
+        assert asyncio.run(model.fetch_url(f"{base}/file")) is None
+        with pytest.raises(socket.timeout):
+            listener.accept()  # no connection was made to the FTP "server"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        listener.close()
