@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
+from ..errors import CorruptFileError
 from . import codec as _codec
 from .ids import slug
+from .manifest import UNKNOWN_AUTHOR
 
 _ID_NAMESPACE = uuid.UUID("5b0f3f4e-8a55-5e0c-9d4c-6c1a3a7f1e2d")
 """The namespace of user ids derived from identifiers (fixed: changing it would give a
@@ -40,11 +42,18 @@ def file_name(identifier: str) -> str:
 
 
 def read(path: Path) -> dict[str, Any] | None:
-    """The user record at ``path``, ``None`` if there is none; damaged: CorruptFileError."""
-    return _codec.read_document(path, ("id", "identifier"))
+    """The user record at ``path``, ``None`` if there is none; damaged: CorruptFileError.
+    A record whose id is the unknown author's (:data:`manifest.UNKNOWN_AUTHOR`) is
+    damaged too: whoever held it would be handed every thread whose author was lost."""
+    doc = _codec.read_document(path, ("id", "identifier"))
+    if doc is not None and doc["id"] == UNKNOWN_AUTHOR:
+        raise CorruptFileError(path, "its id is the unknown author's, which no user may have")
+    return doc
 
 
 def write(path: Path, user: dict[str, Any], *, durable: bool) -> None:
+    if user["id"] == UNKNOWN_AUTHOR:
+        raise ValueError(f"{UNKNOWN_AUTHOR!r} is the id of no user: it names a lost author")
     doc = {
         "id": user["id"],
         "identifier": user["identifier"],

@@ -121,6 +121,8 @@ class Authors:
         ids: the person's sidebar then holds the threads of both clones."""
         uid = doc.get("userId")
         ident = doc.get("userIdentifier")
+        if uid == manifest.UNKNOWN_AUTHOR:
+            return None  # in no one's sidebar: the author is not known
         if not isinstance(uid, str) or not isinstance(ident, str) or not ident:
             return uid if isinstance(uid, str) else None
         if uid == users.user_id(ident):

@@ -346,6 +346,40 @@ def test_a_lost_author_nobody_knows_stays_nobodys(archive: ArchiveStore, damage:
         again.close()
 
 
+def test_no_user_may_have_the_unknown_author_s_id(archive: ArchiveStore) -> None:
+    """The unknown author (the ``userId`` ``verify --repair`` writes for a lost author)
+    is nobody: a user file claiming that id (a copy, a merge, a hand edit) is no user,
+    the id is no user to give a thread to, and the lost threads are in no sidebar."""
+    from filelayer import UnknownUserError
+    from filelayer.errors import CorruptFileError
+    from filelayer.format import manifest, users
+
+    path = archive.layout.manifest("ta")
+    path.write_bytes(b"")
+    archive.close()
+    shutil.rmtree(archive.root / "index")
+    fresh = ArchiveStore(archive.root)
+    try:
+        verify(fresh, repair=True)
+        assert fresh.read_manifest("ta")["userId"] == manifest.UNKNOWN_AUTHOR  # type: ignore[index]
+        claim = {"id": manifest.UNKNOWN_AUTHOR, "identifier": "mallory2", "createdAt": "x"}
+        with pytest.raises(ValueError):
+            users.write(fresh.layout.user_file("mallory2"), claim, durable=True)
+        fresh.layout.user_file("mallory2").write_text(
+            '{"id": "(unknown author)", "identifier": "mallory2", "metadata": {}}', "utf-8"
+        )
+        with pytest.raises(CorruptFileError):
+            users.read(fresh.layout.user_file("mallory2"))
+        assert fresh.get_user("mallory2") is None
+        with pytest.raises(UnknownUserError):
+            fresh.update_thread("ta", user_id=manifest.UNKNOWN_AUTHOR)
+        fresh.reindex()
+        listed, _ = fresh.list_threads(user_id=manifest.UNKNOWN_AUTHOR)
+        assert listed == []
+    finally:
+        fresh.close()
+
+
 def test_erasure_reaches_a_thread_whose_manifest_is_lost(archive: ArchiveStore) -> None:
     """The index still names the author of a thread whose manifest is lost: the erasure
     of that user deletes it too (it kept the conversation, and the rebuilt index kept
