@@ -88,7 +88,8 @@ class Accounts:
         """The user whose id is ``user_id``, ``None`` if the archive has none.
 
         A user this process made or read is found in memory (Chainlit looks its user
-        up at every login). Any other id costs a reading of every user file (a user
+        up at every login), while its file is still there (one ``stat``: another process
+        may have erased the user). Any other id costs a reading of every user file (a user
         file is named after the identifier, which an id does not give back), but only
         once while the users directory stays as it was then: a new user file changes
         the directory, and a change too recent to tell from the time of the reading
@@ -98,7 +99,10 @@ class Accounts:
             return None
         found = self._users_by_id.get(user_id)
         if found is not None:
-            return found
+            if self.layout.user_file(found["identifier"]).exists():
+                return found
+            # Erased (or removed) by another process since it was read: no user now.
+            del self._users_by_id[user_id]
         state = self._directory_state()
         if state is not None and state == self._read_in_full:
             return None  # no user file came or went since every one was read

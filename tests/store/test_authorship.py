@@ -426,3 +426,22 @@ def test_an_unknown_user_id_is_refused_not_a_lockout(archive: ArchiveStore) -> N
     finally:
         fresh.close()
     archive.write_step(step("ta", "still-mine"), actor=ALICE)
+
+
+def test_a_user_erased_by_another_process_is_no_user_to_give_a_thread(
+    archive: ArchiveStore,
+) -> None:
+    """A worker that knew a user still took their id after another process erased them,
+    and wrote the erased identifier back into a new manifest."""
+    from filelayer.maintenance.retention import erase_user
+
+    bob = archive.upsert_user("bob")
+    archive.update_thread("tb", user_id=bob["id"])  # this worker now knows bob
+    other = ArchiveStore(archive.root)
+    try:
+        erase_user(other, "bob")
+    finally:
+        other.close()
+    with pytest.raises(UnknownUserError):
+        archive.update_thread("tc", user_id=bob["id"])
+    assert not archive.layout.manifest("tc").exists()
