@@ -85,14 +85,20 @@ def _fits(kind: int, value: Any) -> bool:
     return value is True or value is False or isinstance(value, str)
 
 
-def check_step_fields(step: dict[str, Any], step_id: str) -> None:
+def check_step_fields(
+    step: dict[str, Any], step_id: str, stored: dict[str, Any] | None = None
+) -> None:
     """:class:`InvalidFieldError` if a field of ``step``, new data a caller sends,
     has a type no reader of a step expects (:data:`STEP_FIELD_TYPES`). Checked where a
     step enters, never on what is already stored (a read, a compaction, a merge): what
-    an earlier release stored stays readable and writable."""
+    an earlier release stored stays readable and writable. ``stored``: the step as
+    stored, whose values a caller may send back as they are (Chainlit un-favourites a
+    step with the dict it was given)."""
     for field, value in step.items():
         kind = STEP_FIELD_TYPES.get(field)
         if kind is None or value is None or _fits(kind, value):
+            continue
+        if stored is not None and field in stored and stored[field] == value:
             continue
         got = type(value).__name__
         if kind == _TEXTS and isinstance(value, list):

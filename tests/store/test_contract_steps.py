@@ -297,6 +297,15 @@ async def test_a_step_stored_with_other_types_before_stays_readable(
     await driver.update_step(step("old", output="fixed"))
     by_id = {s["id"]: s for s in await steps_of(driver)}
     assert by_id["old"]["output"] == "fixed"
+    # Sent back as it was read (Chainlit un-favourites with the dict it was given):
+    # a value stored before stays the step's, not new input to refuse.
+    sent_back = {**by_id["old"], "metadata": {"favorite": False}}
+    assert sent_back["tags"] == "abc"
+    await driver.update_step(sent_back)
+    by_id = {s["id"]: s for s in await steps_of(driver)}
+    assert by_id["old"]["metadata"] == {"favorite": False}
+    with pytest.raises(ValueError):  # a value of the wrong type that is new is refused
+        await driver.update_step({**sent_back, "tags": "xyz"})
 
 
 # -- delete_step -----------------------------------------------------------------------
