@@ -34,6 +34,7 @@ from tests.support.powercut import (
     read_trace,
     replay_trace,
     strace_command,
+    trace_scripts,
     tracer_problem,
 )
 from tests.support.reliability import have_chainlit, scaled, seed
@@ -189,3 +190,30 @@ def test_the_model_follows_the_persistence_rules(tmp_path: Path) -> None:
     # unlink; "synced" holds what its fsync covered.
     assert model.strict() == {"d": None, "d/synced": b"one", "d/renamed": b"new"}
     assert model.volatile() == {"d": None, "d/synced": b"onetwo"}
+    # sync() makes everything durable: a call strace pads to its column of results.
+    model = trace_scripts(tmp_path / "again", [SCRIPT + "\nos.sync()\nos._exit(0)\n"])
+    assert model.strict() == model.volatile() == {"d": None, "d/synced": b"onetwo"}
+
+
+def test_the_trace_reader_takes_every_call_that_returned(tmp_path: Path) -> None:
+    """strace pads a short call up to its column of results (``sync()   = 0``): read,
+    not dropped, as are calls whose halves other threads' lines came between; a call
+    that never returned is left out."""
+    trace = tmp_path / "trace"
+    trace.write_text(
+        "101 1700000000.000001 sync()                                  = 0\n"
+        "101 1700000000.000002 fsync(3<\\x2f\\x74>) = 0\n"
+        "102 1700000000.000003 syncfs(4<\\x2f> <unfinished ...>\n"
+        "101 1700000000.000004 fdatasync(5)                  = -1 EIO (Input/output error)\n"
+        "102 1700000000.000005 <... syncfs resumed>)                   = 0\n"
+        "103 1700000000.000006 sync( <unfinished ...>\n"
+        "103 1700000000.000007 +++ killed by SIGKILL +++\n"
+    )
+    events = read_trace(trace)
+    assert [(e.name, e.args, e.ret) for e in events] == [
+        ("sync", [], 0),
+        ("fsync", ["3<\\x2f\\x74>"], 0),
+        ("fdatasync", ["5"], -1),
+        ("syncfs", ["4<\\x2f>"], 0),
+    ]
+    assert events[-1].begin == 2 and events[-1].end == 4

@@ -37,6 +37,7 @@ import logging
 import os
 import random
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -549,6 +550,10 @@ _HEX = r"((?:\\x[0-9a-f]{2})*)"
 _FD = re.compile(r"^(-?\d+|AT_FDCWD)(?:<" + _HEX + r">(\(deleted\))?)?$")
 _STR = re.compile(r'^"' + _HEX + r'"(\.\.\.)?$')
 _RET = re.compile(r"^(-?\d+|\?)(?:<" + _HEX + r">)?(?: (E[A-Z0-9]+) .*)?$")
+_RESULT = re.compile(r"^(.*)\) += (.*)$")
+"""A call and its result: ``name(args) = result``. strace pads a short call with spaces
+up to its column of results (``sync()          = 0``); the last ``) =`` is the one (the
+arguments' strings are all hex with ``-xx``)."""
 
 
 def _unhex(text: str) -> bytes:
@@ -614,9 +619,10 @@ def read_trace(path: Path) -> list[Event]:
             if rest.endswith(" <unfinished ...>"):
                 pending[pid] = (begin, began, rest[: -len(" <unfinished ...>")])
                 continue
-            head, sep, ret_text = rest.rpartition(") = ")
-            if not sep:
+            done = _RESULT.match(rest)
+            if done is None:
                 continue  # a call that never returned (the process exited)
+            head, ret_text = done.group(1), done.group(2)
             name, _, arg_text = head.partition("(")
             r = _RET.match(ret_text.strip())
             ret: int | None = None
@@ -1059,22 +1065,25 @@ def trace_scripts(work: Path, scripts: list[str]) -> FsModel:
     if problem:
         raise RuntimeError(problem)
     base = Path(os.path.realpath(work)) / "base"
-    base.mkdir()
+    base.mkdir(parents=True)
     files = []
     for n, script in enumerate(scripts):
         path = work / f"script{n}.py"
         path.write_text(script)
         files.append(path)
     trace = work / "trace.txt"
-    shell = "; ".join(f"{sys.executable} {path} {base} || exit 1" for path in files)
+    # A script may end killed (the next one is the restart): only a traceback, or the
+    # last script's status, fails.
+    shell = "; ".join(shlex.join([sys.executable, str(path), str(base)]) for path in files)
     done = subprocess.run(
         [*strace_command(trace, _tracer_checked.get("seccomp", True)), "--", "sh", "-c", shell],
+        cwd=work,
         env=subprocess_env(same_mode=True, PYTHONDONTWRITEBYTECODE="1"),
         capture_output=True,
         text=True,
         timeout=600,
     )
-    if done.returncode != 0:
+    if done.returncode != 0 or "Traceback" in done.stderr:
         raise RuntimeError(f"a script failed: {done.stderr[-3000:]}")
     return replay_trace(str(base), read_trace(trace))
 
