@@ -26,7 +26,10 @@ deletion record before the element files it hides are removed). A call whose app
 deferred released the thread's lock before its fsync: another writer may append after
 it, and that writer's fsync of the same file covers both lines; a compaction that
 replaces the file meanwhile wrote (and fsynced) a file holding the line, and the fsync
-of the old one is then harmless.
+of the old one is then harmless. The names such a call made (a new thread, journal,
+``elements/``) are not on the disk yet either: another process that writes there
+meanwhile makes them durable itself (each store does, the first time it writes behind a
+name: ``DurableNames`` in :mod:`filelayer.store.appender`).
 If a group's fsync fails, every call of the group fails with it (its line may or may
 not be on the disk, as with any call that did not return).
 
@@ -60,11 +63,13 @@ commit of the file system's journal."""
 class SyncGroup:
     """The fsyncs left by the calls of one group, made together by :meth:`commit`."""
 
-    __slots__ = ("dirs", "files", "renames", "renaming")
+    __slots__ = ("after", "dirs", "files", "renames", "renaming")
 
     def __init__(self) -> None:
         self.files: dict[tuple[int, int], tuple[int, Path]] = {}  # file id -> (fd, path)
         self.dirs: dict[Path, None] = {}
+        self.after: list[Callable[[], None]] = []
+        """Called once the group is on the disk (see :meth:`then`)."""
         # Files that replace others, written and not yet fsynced nor renamed: the
         # descriptor, the temporary file, its target, and what releases the target's
         # lock (held until the rename).
@@ -147,11 +152,17 @@ class SyncGroup:
         for directory in dirs:
             self.dirs[directory] = None
 
+    def then(self, callbacks: list[Callable[[], None]]) -> None:
+        """Call ``callbacks`` once :meth:`commit` made the group durable (in the thread
+        that commits it); never if it failed. See :meth:`filelayer._io.fs.Changes.then`."""
+        self.after.extend(callbacks)
+
     def commit(self, pool: Callable[[], ThreadPoolExecutor] | None = None) -> None:
         """Make every kept file and directory durable, then close the files; raise
         :class:`StorageWriteError` if any of them could not be (after trying all)."""
         files, self.files = self.files, {}
         dirs, self.dirs = self.dirs, {}
+        after, self.after = self.after, []
         errors: list[StorageWriteError] = []
 
         def sync_file(item: tuple[int, Path]) -> None:
@@ -181,12 +192,15 @@ class SyncGroup:
                     os.close(fd)
         if errors:
             raise errors[0]
+        for callback in after:
+            callback()
 
     def abandon(self) -> None:
         """Close the kept files without syncing them (the group's calls failed); the
         files that were to replace others are removed, their locks released."""
         files, self.files = self.files, {}
         self.dirs = {}
+        self.after = []
         renames, self.renames = self.renames, []
         self.renaming = set()
         for fd, tmp, _, release in renames:

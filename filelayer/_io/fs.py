@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import stat
@@ -28,6 +29,8 @@ from ..errors import NotRegularFileError, StorageWriteError
 from .durable import fsync_fd as fsync_fd  # explicit: called (and patched) as fs.fsync_fd
 from .flusher import FLUSHER
 
+log = logging.getLogger("filelayer")
+
 
 class SyncGroup(Protocol):
     """What a durable write hands to a group commit (:class:`filelayer._io.commit.SyncGroup`
@@ -39,6 +42,8 @@ class SyncGroup(Protocol):
     def keep_fd(self, fd: int, path: Path) -> bool: ...
 
     def entries(self, dirs: list[Path]) -> None: ...
+
+    def then(self, callbacks: list[Callable[[], None]]) -> None: ...
 
     def replace_later(
         self, fd: int, tmp: Path, path: Path, release: Callable[[], None], about: str
@@ -113,15 +118,20 @@ class Changes:
     ``group`` (durable only): the call runs in a group commit (see
     :mod:`filelayer._io.commit`): its journal appends and its directories are fsynced with
     the group's, before the call is acknowledged, instead of here.
+
+    A call that fails after it made names still makes them durable (or hands them to
+    the flusher) as it ends: a retry, or another writer, finds them there and cannot
+    tell that they are not on the disk yet.
     """
 
-    __slots__ = ("dirs", "durable", "files", "group")
+    __slots__ = ("after", "dirs", "durable", "files", "group")
 
     def __init__(self, durable: bool, group: SyncGroup | None = None) -> None:
         self.durable = durable
         self.group = group if durable else None
         self.files: list[Path] = []
         self.dirs: list[Path] = []
+        self.after: list[Callable[[], None]] | None = None
 
     def wrote(self, path: Path) -> None:
         """``path``'s data was written (already fsynced, if durable)."""
@@ -133,17 +143,34 @@ class Changes:
         if directory not in self.dirs:
             self.dirs.append(directory)
 
+    def then(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the directories recorded so far are on the disk (after
+        the group's commit, in a group), or handed to the flusher (the flush mode): a
+        store notes there which names it need not make durable again. Not called if
+        they could not be made durable."""
+        if self.after is None:
+            self.after = [callback]
+        else:
+            self.after.append(callback)
+
     def done(self) -> None:
         """Make the directories durable now (durable) or soon (the flusher)."""
+        after, self.after = self.after, None
         if self.durable:
             if self.group is not None:
                 self.group.entries(self.dirs)
+                if after:
+                    self.group.then(after)
+                    after = None
             else:
                 fsync_dirs(self.dirs)
         elif self.files or self.dirs:
             FLUSHER.add(self.files, self.dirs)
         self.files.clear()
         self.dirs.clear()
+        if after:
+            for callback in after:
+                callback()
 
     def __enter__(self) -> Changes:
         return self
@@ -156,6 +183,13 @@ class Changes:
     ) -> None:
         if exc_type is None:
             self.done()
+        elif self.dirs or self.files:
+            # The call failed, but what it made is there: its names are made durable
+            # all the same (the call's own error is the one raised).
+            try:
+                self.done()
+            except Exception as error:  # the call's own error is the one to raise
+                log.warning("filelayer: could not make a failed call's names durable: %s", error)
 
 
 def make_dirs(path: Path, changes: Changes) -> bool:
@@ -292,13 +326,23 @@ def append(
     The caller holds the lock that serialises writers of this file. On failure the file
     is truncated back to its previous length, so a full disk never leaves half a record.
     ``durable``: the data is on the disk when this returns, and so is the file's name
-    if the file was new (or empty: its name may not have reached the disk yet). With
-    ``changes`` the call's mode decides, and the name is left to ``changes``. ``sync``:
+    if the file was new, or empty, or not yet appended to durably by this process (its
+    name may not have reached the disk yet: the call that made it may have died before
+    it fsynced its directory). With ``changes`` the call's mode decides, and the name of
+    a new or empty file is left to ``changes`` (the caller knows which other names it
+    must make durable: see ``JournalAppender``). ``sync``:
     the data is on the disk when this returns, whatever the mode (a record that must
     reach the disk before what the call does next).
     """
     with AppendFile(path) as opened:
         opened.write(data, durable=durable, changes=changes, sync=sync)
+
+
+_NAMED: dict[tuple[int, int], None] = {}
+"""The files (device, inode) whose names this process made durable by a durable append
+without :class:`Changes` (``deleted.jsonl``, a ``.damaged`` file): the next ones need
+no fsync of the directory. (Journals are the store's, see ``JournalAppender``.)"""
+_NAMED_KEPT = 1024
 
 
 class AppendFile:
@@ -372,11 +416,17 @@ class AppendFile:
             changes.wrote(path)
             if not size:
                 changes.entry(path.parent)
-        elif durable and not size:
+        elif durable and (not size or self.id not in _NAMED):
+            # The file's name, too, the first time this process appends to it: another
+            # call (a crashed process, a failed call) may have made it and never fsynced
+            # its directory.
             try:
                 fsync_dir(path.parent)
             except OSError as exc:
                 raise StorageWriteError(path.parent, exc) from exc
+            if len(_NAMED) >= _NAMED_KEPT:
+                _NAMED.clear()
+            _NAMED[self.id] = None
         return start
 
     def close(self) -> None:

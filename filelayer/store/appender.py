@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,95 @@ WRITTEN_KEPT = 64
 """Threads a store remembers having written, for their views at its close."""
 
 
+class DurableNames:
+    """The names of thread files this store made durable: each is fsynced once per
+    store, not by every call that writes behind it.
+
+    A name is on the disk once its directory was fsynced after it was made. The call
+    that makes a name has its directory fsynced (``Changes.entry``), but that call may
+    die before it does, or fail, or (in a group commit) release the thread's lock
+    before its group fsyncs it; a later call that finds the file there cannot tell, and
+    without its names an acknowledged line goes with the directory at a power cut. So
+    the first time a store writes behind a name, it makes that name durable itself: a
+    thread's directory in ``threads/``, its journal or ``elements/`` in it, a directory
+    of the root (``sessions/``). That is one fsync of each directory, the first time
+    (shared by a group commit; in the flush mode handed to the flusher), noted only
+    once done (``Changes.then``: a failed fsync is made again by the next call).
+
+    A journal is known by its file (device, inode): one made since it was noted (a
+    compaction, the first line another writer gave a thread known without a journal)
+    has its name made durable again. Entries are noted under a lock, by the thread that
+    made them durable (a group's committer, say); the write path only looks (one
+    dictionary lookup), and a process remembers the last ``size`` threads."""
+
+    def __init__(self, layout: Layout, size: int = OWNER_CACHE_SIZE) -> None:
+        self.layout = layout
+        self.size = size
+        self._threads: dict[str, tuple[int, int] | None] = {}
+        """Threads whose directory's name is durable -> the journal (device, inode)
+        whose name is too (``None``: none known)."""
+        self._elements: dict[str, None] = {}  # threads whose elements/ name is durable
+        self._dirs: dict[Path, None] = {}  # other directories whose name is durable
+        self._lock = threading.Lock()
+
+    def journal(self, thread_id: str, opened: _fs.AppendFile, changes: _fs.Changes) -> None:
+        """The thread's journal ``opened`` is written to by this call."""
+        if self._threads.get(thread_id) != opened.id:
+            changes.entry(opened.path.parent)
+            if thread_id not in self._threads:
+                changes.entry(self.layout.threads)
+            changes.then(partial(self._note, thread_id, opened.id, False))
+
+    def thread(self, thread_id: str, changes: _fs.Changes) -> None:
+        """A file in the thread's directory is written by this call (which records
+        the directory itself, if it makes a name there)."""
+        if thread_id not in self._threads:
+            changes.entry(self.layout.threads)
+            changes.then(partial(self._note, thread_id, None, False))
+
+    def elements(self, thread_id: str, changes: _fs.Changes) -> None:
+        """A file in the thread's ``elements/`` is written by this call."""
+        if thread_id not in self._elements:
+            changes.entry(self.layout.thread_dir(thread_id))
+            if thread_id not in self._threads:
+                changes.entry(self.layout.threads)
+            changes.then(partial(self._note, thread_id, None, True))
+
+    def directory(self, directory: Path, changes: _fs.Changes) -> None:
+        """A file in ``directory`` (one of the root's, as ``sessions/``) is written."""
+        if directory not in self._dirs:
+            changes.entry(directory.parent)
+            changes.then(partial(self._note_dir, directory))
+
+    def _note(self, thread_id: str, journal: tuple[int, int] | None, elements: bool) -> None:
+        with self._lock:
+            threads = self._threads
+            if journal is not None or thread_id not in threads:
+                threads[thread_id] = journal
+            if elements:
+                self._elements[thread_id] = None
+            for kept in (threads, self._elements):
+                while len(kept) > self.size:
+                    del kept[next(iter(kept))]  # the oldest noted
+
+    def _note_dir(self, directory: Path) -> None:
+        with self._lock:
+            self._dirs[directory] = None
+
+    def forget_thread(self, thread_id: str) -> None:
+        with self._lock:
+            self._threads.pop(thread_id, None)
+            self._elements.pop(thread_id, None)
+
+    def forget(self) -> None:
+        """Files changed behind the layer's back (``git checkout`` writes without
+        fsyncs): every name is made durable again by the next write behind it."""
+        with self._lock:
+            self._threads.clear()
+            self._elements.clear()
+            self._dirs.clear()
+
+
 class JournalAppender:
     """The journal writes of one store (see the module's docstring)."""
 
@@ -53,17 +144,20 @@ class JournalAppender:
         self.compactor = compactor
         self.durable = durable
         self._existing: Lru[str, None] = Lru(OWNER_CACHE_SIZE)  # threads seen to exist
+        self.names = DurableNames(layout)
         self.written: Lru[str, None] = Lru(WRITTEN_KEPT)
         """The threads whose journals this store appended to most recently: those
         whose views it writes when it closes (see :mod:`filelayer.store.snapshots`)."""
 
     def forget(self) -> None:
         self._existing.clear()
+        self.names.forget()
 
     def forget_thread(self, thread_id: str) -> None:
         """The thread is being deleted: it no longer exists."""
         self._existing.pop(thread_id)
         self.written.pop(thread_id)
+        self.names.forget_thread(thread_id)
 
     def changes(self) -> _fs.Changes:
         """What one write call changes, made durable as the store's mode says when the
@@ -144,6 +238,7 @@ class JournalAppender:
         last = dead.last_stamp if dead is not None and whole else _last_stamp(opened)
         data, _ = clock.stamp_lines(data, last)
         at = opened.write(data, changes=changes, sync=sync, whole=whole)
+        self.names.journal(thread_id, opened, changes)
         self.written.put(thread_id, None)
         if dead is not None:
             dead.appended(opened, at, data)

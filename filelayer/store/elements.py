@@ -107,6 +107,9 @@ class Elements:
                 return None
             directory = self.layout.elements_dir(thread_id)
             self.appender.make_dir(directory, changes)
+            # Its name in the thread's directory, and that one's, on the disk before the
+            # element's bytes are written in it (whoever made them).
+            self.appender.names.elements(thread_id, changes)
             return directory
 
     def record_element(

@@ -77,14 +77,17 @@ def encode(session: dict[str, Any]) -> bytes:
     return _codec.encode_document(session)
 
 
-def write(file: Path, data: bytes) -> bool:
-    """Keep a session encoded by :func:`encode` for the thread; ``False`` if it was
-    already kept as it is."""
-    if _fs.read_bytes(file) == data:
-        return False
-    file.parent.mkdir(exist_ok=True)
-    _fs.atomic_write(file, data, durable=False)
-    return True
+def differs(file: Path, data: bytes) -> bool:
+    """Whether the session kept for the thread is not ``data`` (encoded by
+    :func:`encode`): whether :func:`write` has anything to do."""
+    return _fs.read_bytes(file) != data
+
+
+def write(file: Path, data: bytes, changes: _fs.Changes) -> None:
+    """Keep a session encoded by :func:`encode` for the thread, durable as the call's
+    ``changes`` say (as the manifest it belongs with); ``sessions/`` exists. The
+    caller makes the name of ``sessions/`` itself durable."""
+    _fs.atomic_write(file, data, changes=changes)
 
 
 def remove(file: Path) -> bool:

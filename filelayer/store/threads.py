@@ -124,6 +124,14 @@ class Threads:
             if changed and not created:
                 doc["updatedAt"] = max(now_iso(), before.get("updatedAt") or "")
             data = manifest.encode(doc)  # refuse what cannot be stored before making anything
+            session_file = None
+            if local is not None:
+                session_file = session.path(self.root, thread_id)
+                if not session.differs(session_file, local):
+                    session_file = None
+                elif _commit.on_loop() and _fs.holds_durable_content(session_file):
+                    # Replaced by a file fsynced before the rename: not on the loop.
+                    raise _commit.DiskWait(session_file)
             if changed:
                 if created:
                     self.appender.make_dir(path.parent, changes)
@@ -145,13 +153,17 @@ class Threads:
                     changes.entry(path.parent)
                 else:
                     manifest.write_encoded(path, data, changes=changes)
+                # The thread directory's name on the disk too, whoever made it.
+                self.appender.names.thread(thread_id, changes)
                 self.index.append([self.book.thread_record(doc)])
             elif not self.book.agrees(doc):
                 # A retry of a call whose manifest landed but whose index record was
                 # lost (a crash between the two): put the record back.
                 self.index.append([self.book.thread_record(doc)])
-            if local is not None:
-                session.write(session.path(self.root, thread_id), local)
+            if session_file is not None and local is not None:
+                self.appender.make_dir(session_file.parent, changes)
+                session.write(session_file, local, changes)
+                self.appender.names.directory(session_file.parent, changes)
         return True
 
     def put_manifest(self, doc: dict[str, Any]) -> None:
@@ -169,6 +181,7 @@ class Threads:
             self.appender.refuse_link(thread_id)  # written through, it lands outside
             self.appender.make_dir(path.parent, changes)
             manifest.write(path, doc, changes=changes)
+            self.appender.names.thread(thread_id, changes)
             self.index.append([self.book.thread_record(doc)])
 
     def delete_thread(self, thread_id: str, *, actor: str | None = None) -> bool:

@@ -165,6 +165,114 @@ def test_fsync_mode_elements_and_deletions(tmp_path: Path, fsyncs: Fsyncs) -> No
     assert names(fsyncs.files) == ["deleted.jsonl"] and fsyncs.dirs == [store.layout.threads]
 
 
+def test_a_store_makes_the_names_it_writes_behind_durable_once(
+    tmp_path: Path, fsyncs: Fsyncs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread made by another process (one that may have died before it fsynced its
+    directories): the first write of this store to it fsyncs them, the next ones do not.
+    The same for ``deleted.jsonl``, ``elements/`` and ``sessions/``."""
+    root = tmp_path / "chats"
+    before = ArchiveStore(root, durability="fsync")
+    before.write_step(step("s1"))
+    before.put_element("t1", {"id": "e1", "name": "a.txt", "forId": "s1"}, b"bytes")
+    before.update_thread("t1", metadata=session_metadata("one"))
+    before.write_step(step("s1", "t2"))
+    before.write_step(step("s1", "t3"))
+    before.delete_thread("t2")
+    monkeypatch.setattr(_fs, "_NAMED", {})  # what this process knows of deleted.jsonl
+    store = ArchiveStore(root, durability="fsync")
+    threads, thread_dir = store.layout.threads, store.layout.thread_dir("t1")
+    fsyncs.clear()
+    store.write_step(step("s2"))
+    assert names(fsyncs.files) == ["steps.jsonl"]
+    # (index/ first: the process's writer session, once.)
+    assert fsyncs.dirs == [store.layout.index_dir, thread_dir, threads]
+    fsyncs.clear()
+    store.write_step(step("s3"))
+    assert names(fsyncs.files) == ["steps.jsonl"] and fsyncs.dirs == []
+    fsyncs.clear()
+    store.put_element("t1", {"id": "e2", "name": "b.txt", "forId": "s1"}, b"bytes")
+    assert fsyncs.dirs == [thread_dir, thread_dir / "elements"]  # elements/ first seen
+    fsyncs.clear()
+    store.put_element("t1", {"id": "e3", "name": "c.txt", "forId": "s1"}, b"bytes")
+    assert fsyncs.dirs == [thread_dir / "elements"]
+    fsyncs.clear()
+    store.update_thread("t1", metadata=session_metadata("two"))
+    assert fsyncs.dirs == [store.root / "sessions", store.root]  # sessions/ first seen
+    fsyncs.clear()
+    store.update_thread("t1", metadata=session_metadata("three"))
+    assert fsyncs.dirs == [store.root / "sessions"]
+    fsyncs.clear()
+    store.delete_thread("t3")  # deleted.jsonl first appended to by this process
+    assert names(fsyncs.files) == ["deleted.jsonl"] and fsyncs.dirs == [store.root, threads]
+
+
+def test_a_failed_call_makes_the_names_it_made_durable(tmp_path: Path, fsyncs: Fsyncs) -> None:
+    """A retry, or another writer, finds the names a failed call made and cannot tell
+    that they are not on the disk: they are made durable as the call ends, and the
+    call's own error is the one raised (not an error of that fsync)."""
+    made = tmp_path / "made"
+    made.mkdir()
+    with pytest.raises(KeyError), _fs.Changes(durable=True) as changes:
+        changes.entry(made)
+        changes.entry(tmp_path)
+        raise KeyError("the call's own error")
+    assert fsyncs.dirs == [made, tmp_path]
+    fsyncs.clear()
+    with pytest.raises(KeyError), _fs.Changes(durable=True) as changes:
+        changes.entry(tmp_path / "gone")  # its fsync fails: the call's error still wins
+        raise KeyError("the call's own error")
+
+
+def test_names_are_noted_only_once_on_the_disk(tmp_path: Path, fsyncs: Fsyncs) -> None:
+    """What a store notes as durable is noted once the fsync is done: after its group
+    commit, never if it failed (the next call makes the names durable again)."""
+    from filelayer._io import commit as _commit
+
+    store = ArchiveStore(tmp_path / "chats", durability="fsync")
+    threads = store.layout.threads
+    store.write_step(step("s0", "t0"))  # the process's writer session made
+    fsyncs.clear()
+    failed = _commit.SyncGroup()
+    with _commit.deferring(failed):
+        store.write_step(step("s1"))
+    assert fsyncs.dirs == []  # left to the group
+    failed.abandon()
+    group = _commit.SyncGroup()
+    with _commit.deferring(group):
+        store.write_step(step("s2"))
+        store.write_step(step("s3"))
+    assert set(group.dirs) == {threads / "t1", threads}
+    group.commit()
+    fsyncs.clear()
+    store.write_step(step("s4"))
+    assert names(fsyncs.files) == ["steps.jsonl"] and fsyncs.dirs == []
+
+
+def test_flush_mode_hands_the_names_to_the_flusher_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ArchiveStore(tmp_path / "chats").write_step(step("s1"))
+    _flusher.FLUSHER.flush()
+    flushed: list[Path] = []
+    flusher = _flusher.Flusher(interval=3600, fsync=flushed.append)  # flushed by hand
+    monkeypatch.setattr(_fs, "FLUSHER", flusher)
+    store = ArchiveStore(tmp_path / "chats")  # another process's store
+    threads = store.layout.threads
+    store.write_step(step("s2"))
+    flusher.flush()
+    assert flushed == [threads / "t1" / "steps.jsonl", threads / "t1", threads]
+    flushed.clear()
+    store.write_step(step("s3"))
+    flusher.flush()
+    assert flushed == [threads / "t1" / "steps.jsonl"]
+
+
+def session_metadata(memory: str) -> dict[str, object]:
+    """What Chainlit's ``persist_user_session`` passes to ``update_thread``."""
+    return {"chat_settings": {}, "chat_profile": None, "client_type": "webapp", "memory": memory}
+
+
 def test_a_lock_file_is_made_durably_once(tmp_path: Path, fsyncs: Fsyncs) -> None:
     """A new archive makes every lock file under its one fsync of locks/; a lock file
     made later (locks/ is derived: it may be deleted) has its name fsynced then."""

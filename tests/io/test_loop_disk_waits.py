@@ -61,3 +61,34 @@ async def test_a_renamed_thread_is_not_fsynced_on_the_loop(
         {"id": "s2", "threadId": "t1", "type": "user_message", "output": "again"}
     )
     assert layer.calls.offloaded == before + 1
+
+
+async def test_a_persisted_session_is_not_fsynced_on_the_loop(
+    layer: Any, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chainlit's session, kept in ``sessions/``, is durable as the manifest: once on the
+    disk, its replacement is fsynced before the rename, in a worker thread."""
+
+    def session(memory: str) -> dict[str, Any]:
+        return {"chat_settings": {}, "chat_profile": None, "client_type": "webapp", "m": memory}
+
+    await layer.update_thread("t1", name="first")
+    await layer.update_thread("t1", metadata=session("one"))
+    _flusher.FLUSHER.flush()  # the session file is on the disk
+    on_loop: list[str] = []
+    real = _fs.fsync_fd
+    loop_thread = threading.current_thread()
+
+    def fsync_fd(fd: int) -> None:
+        if threading.current_thread() is loop_thread:
+            on_loop.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(_fs, "fsync_fd", fsync_fd)
+    before = layer.calls.offloaded
+    await layer.update_thread("t1", metadata=session("two"))
+    assert on_loop == []
+    assert layer.calls.offloaded == before + 1
+    assert (await layer.get_thread("t1"))["metadata"]["m"] == "two"
+    await layer.update_thread("t1", metadata=session("two"))  # kept as it is: on the loop
+    assert layer.calls.offloaded == before + 1
