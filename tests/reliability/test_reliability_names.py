@@ -31,7 +31,7 @@ def traced(tmp_path: Path, *scripts: str) -> FsModel:
     problem = tracer_problem()
     if problem:
         pytest.fail(problem, pytrace=False)
-    return trace_scripts(tmp_path, *scripts)
+    return trace_scripts(tmp_path, list(scripts))
 
 
 HEAD = r"""
