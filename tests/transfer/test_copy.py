@@ -13,7 +13,6 @@ import io
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,7 +29,7 @@ from chainlit.element import File, Image, Text
 from chainlit.types import Feedback, Pagination, ThreadFilter
 from chainlit.user import User
 
-from benchmarks.pgserver import PostgresServer, apply_schema, find_bindir
+from benchmarks.pgserver import apply_schema
 from filelayer import ArchiveStore, _time
 from filelayer.transfer import command, model, pgwrite
 from filelayer.transfer import storage as element_storage
@@ -51,26 +50,6 @@ def t(second: int, micro: int = 123456) -> str:
 
 
 # -- fixtures -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    if find_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found (install Debian's `postgresql`)")
-    with PostgresServer() as pg:
-        yield pg
-
-
-@pytest.fixture
-async def db(server: PostgresServer) -> str:
-    """A new, empty database (no schema) on the module's server."""
-    name = "t" + uuid.uuid4().hex[:12]
-    conn = await asyncpg.connect(server.url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server.url.rsplit("/", 1)[0] + "/" + name
 
 
 class Blobs:

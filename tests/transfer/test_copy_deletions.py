@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,6 @@ pytest.importorskip("asyncpg")
 
 import asyncpg
 
-from benchmarks.pgserver import PostgresServer, find_bindir
 from filelayer import ArchiveStore
 from filelayer.maintenance.retention import erase_user
 from filelayer.transfer.copier import copy_archive
@@ -28,26 +25,6 @@ from filelayer.transfer.model import KINDS, Summary
 
 def t(second: int) -> str:
     return f"2026-03-01T10:00:{second:02d}.000Z"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    if find_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found (install Debian's `postgresql`)")
-    with PostgresServer() as pg:
-        yield pg
-
-
-@pytest.fixture
-async def db(server: PostgresServer) -> str:
-    """A new, empty database (no schema) on the module's server."""
-    name = "d" + uuid.uuid4().hex[:12]
-    conn = await asyncpg.connect(server.url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server.url.rsplit("/", 1)[0] + "/" + name
 
 
 class Blobs:

@@ -17,36 +17,13 @@ from typing import Any
 
 import pytest
 
-from benchmarks.pgserver import PostgresServer, find_bindir
+from benchmarks.pgserver import PostgresServer
 from filelayer import ArchiveStore
 from filelayer.transfer import copier, model
 from filelayer.transfer.copier import copy_archive
 from filelayer.transfer.sqlaschema import STATEMENTS
 
 SECRET = b"served only on loopback\n"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    if find_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found (install Debian's `postgresql`)")
-    pytest.importorskip("asyncpg")
-    with PostgresServer() as pg:
-        yield pg
-
-
-@pytest.fixture
-async def db(server: PostgresServer) -> str:
-    """A new, empty database (no schema) on the module's server."""
-    import asyncpg
-
-    name = "h" + uuid.uuid4().hex[:12]
-    conn = await asyncpg.connect(server.url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server.url.rsplit("/", 1)[0] + "/" + name
 
 
 async def pg_ids(url: str, table: str) -> list[str]:

@@ -21,7 +21,7 @@ import io
 import json
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,13 @@ from chainlit.step import Step
 from chainlit.types import Feedback
 from chainlit.user import User
 
-from benchmarks.pgserver import PostgresServer, find_bindir
+from benchmarks.pgserver import PostgresServer
 from filelayer import ArchiveStore, FileDataLayer
 from filelayer.transfer import command
 from filelayer.transfer.copier import copy_archive
 from filelayer.transfer.model import KINDS, Summary
 from filelayer.transfer.sqlaschema import STATEMENTS
+from tests.support.databases import new_database
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -105,13 +106,7 @@ async def create_postgres(server: PostgresServer) -> str:
     """A new PostgreSQL database with the layer's schema; its SQLAlchemy URL."""
     import asyncpg
 
-    name = "s" + uuid.uuid4().hex[:12]
-    conn = await asyncpg.connect(server.url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = server.url.rsplit("/", 1)[0] + "/" + name
+    url = await new_database(server, "s")
     conn = await asyncpg.connect(url)
     try:
         for statement in STATEMENTS:
@@ -275,15 +270,6 @@ def assert_same_conversation(theirs: dict[str, Any], ours: dict[str, Any]) -> No
 
 
 # -- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    if find_bindir() is None:
-        pytest.skip("PostgreSQL server binaries not found (install Debian's `postgresql`)")
-    pytest.importorskip("asyncpg")
-    with PostgresServer() as pg:
-        yield pg
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
