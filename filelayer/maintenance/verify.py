@@ -403,21 +403,27 @@ def _repair_tombstones(store: ArchiveStore) -> bool:
     """Move the damaged lines and the torn last line of ``deleted.jsonl`` aside and
     rewrite it with the tombstones, in order. Under its writers' lock: a deletion that
     lands meanwhile is in what is read here, never lost by the rewrite."""
-    path = store.layout.deleted_file
     with _locks.locked(store.layout.deleted_lock, store.lock_timeout):
-        lines, tail = _fs.split_lines(_fs.read_bytes(path) or b"")
-        good: list[bytes] = []
-        bad: list[bytes] = []
-        for line in lines:
-            if line.strip():
-                (good if _is_tombstone(line) else bad).append(line + b"\n")
-        if tail:
-            bad.append(tail + b"\n")
-        if not bad:
-            return True
-        _fs.append(path.with_name(path.name + DAMAGED_SUFFIX), b"".join(bad), durable=True)
-        _fs.atomic_write(path, b"".join(good))
+        _set_aside_damaged(store.layout.deleted_file, _is_tombstone)
     return True
+
+
+def _set_aside_damaged(path: Path, counts: Callable[[bytes], bool]) -> None:
+    """Move the lines of the JSON Lines file ``path`` that do not count (and its torn
+    last line) to ``<name>.damaged``, durably, then rewrite it with the others in order.
+    The caller holds the file's writers' lock."""
+    lines, tail = _fs.split_lines(_fs.read_bytes(path) or b"")
+    good: list[bytes] = []
+    bad: list[bytes] = []
+    for line in lines:
+        if line.strip():
+            (good if counts(line) else bad).append(line + b"\n")
+    if tail:
+        bad.append(tail + b"\n")
+    if not bad:
+        return
+    _fs.append(path.with_name(path.name + DAMAGED_SUFFIX), b"".join(bad), durable=True)
+    _fs.atomic_write(path, b"".join(good))
 
 
 def _is_empty(path: Path) -> bool:
@@ -543,25 +549,10 @@ def _set_aside(store: ArchiveStore, thread_id: str, path: Path) -> bool:
 
 def _repair_journal(store: ArchiveStore, thread_id: str) -> bool:
     """Move damaged lines aside and rewrite the journal with the good ones, in order."""
-    path = store.layout.journal(thread_id)
     with store.thread_lock(thread_id):
-        data = _fs.read_bytes(path) or b""
-        lines, tail = _fs.split_lines(data)
-        good: list[bytes] = []
-        bad: list[bytes] = []
-        for line in lines:
-            if not line.strip():
-                continue
-            if journal.parse(line + b"\n").records:
-                good.append(line + b"\n")
-            else:
-                bad.append(line + b"\n")
-        if tail:
-            bad.append(tail + b"\n")
-        if not bad:
-            return True
-        _fs.append(path.with_name(path.name + DAMAGED_SUFFIX), b"".join(bad), durable=True)
-        _fs.atomic_write(path, b"".join(good))
+        _set_aside_damaged(
+            store.layout.journal(thread_id), lambda line: bool(journal.parse(line + b"\n").records)
+        )
     return True
 
 

@@ -374,27 +374,26 @@ def _check_host(host: str | None, port: int | None) -> None:
             raise ValueError(why)
 
 
-class _PublicHTTPConnection(http.client.HTTPConnection):
-    """Connects only to a global address: checked again on the socket itself, so a name
-    that resolves differently the second time (or a redirect) cannot reach inside."""
+def _connect_public(conn: http.client.HTTPConnection, connect: Callable[[], None]) -> None:
+    """Connect ``conn`` only to a global address: checked before, and again on the
+    socket itself, so a name that resolves differently the second time (or a redirect)
+    cannot reach inside."""
+    _check_host(conn.host, conn.port)
+    connect()
+    why = refused_address(str(conn.sock.getpeername()[0]))
+    if why is not None:
+        conn.sock.close()
+        raise OSError(why)
 
+
+class _PublicHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
-        _check_host(self.host, self.port)
-        super().connect()
-        why = refused_address(str(self.sock.getpeername()[0]))
-        if why is not None:
-            self.sock.close()
-            raise OSError(why)
+        _connect_public(self, super().connect)
 
 
 class _PublicHTTPSConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
-        _check_host(self.host, self.port)
-        super().connect()
-        why = refused_address(str(self.sock.getpeername()[0]))
-        if why is not None:
-            self.sock.close()
-            raise OSError(why)
+        _connect_public(self, super().connect)
 
 
 class _PublicHTTPHandler(urllib.request.HTTPHandler):
