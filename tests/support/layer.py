@@ -72,3 +72,11 @@ def tree(directory: Path) -> dict[str, bytes | None]:
         rel = path.relative_to(directory).as_posix()
         result[rel] = None if path.is_dir() else path.read_bytes()
     return result
+
+
+def options_of(cls: Any, **options: Any) -> dict[str, Any]:
+    """The ``options`` that ``cls.__init__`` accepts in the installed Chainlit: a test that
+    sets every option of a Step or a Message runs on releases that lack some (``icon``,
+    ``command`` and ``modes`` came after 2.0)."""
+    accepted = inspect.signature(cls.__init__).parameters
+    return {name: value for name, value in options.items() if name in accepted}
