@@ -198,6 +198,10 @@ def resolve(root: Path) -> Resolution:
     work tree and the index, as are any files left of a thread with a tombstone (a
     symbolic link in place of its directory is removed itself, never followed)."""
     root = root.resolve()
+    # Before anything is read or removed: through a linked ``threads/`` a tombstone
+    # would name a directory outside the archive, and a linked ``deleted.jsonl`` would
+    # be tombstones from outside it.
+    Layout(root).refuse_links()
     repo = repository_of(root)
     prefix = root.relative_to(repo.resolve()).as_posix()
     prefix = "" if prefix == "." else prefix + "/"

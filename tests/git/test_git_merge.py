@@ -211,6 +211,41 @@ def test_resolve_removes_a_deleted_thread_s_link_never_what_it_points_to(
     assert ArchiveStore(two / "chats").get_thread("doomed") is None
 
 
+@pytest.mark.parametrize("link", ["threads", "deleted.jsonl"])
+def test_resolve_through_a_linked_archive_directory_removes_nothing(
+    origin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], link: str
+) -> None:
+    """A branch can replace ``threads/`` with a link out of the archive, and add a
+    tombstone naming a directory there: ``resolve`` refuses before removing anything
+    (it removed the directory the link led to, then refused)."""
+    two = clone(origin, "two")
+    outside = tmp_path / "outside"
+    (outside / "victim").mkdir(parents=True)
+    (outside / "victim" / "keep.txt").write_bytes(b"precious\n")
+    chats = two / "chats"
+    tombstone = b'{"deletedAt":"2026-01-01T00:00:00.000000Z","id":"victim"}\n'
+    if link == "threads":
+        git(two, "rm", "-r", "-q", "chats/threads")
+        shutil.rmtree(chats / "threads", ignore_errors=True)
+        (chats / "threads").symlink_to(outside, target_is_directory=True)
+        with (chats / "deleted.jsonl").open("ab") as f:
+            f.write(tombstone)
+    else:
+        (outside / "deleted.jsonl").write_bytes(tombstone)
+        (chats / "threads" / "victim").mkdir()
+        (chats / "threads" / "victim" / "keep.txt").write_bytes(b"precious\n")
+        (chats / "deleted.jsonl").unlink(missing_ok=True)
+        (chats / "deleted.jsonl").symlink_to(outside / "deleted.jsonl")
+    git(two, "add", "-A")
+    git(two, "commit", "-q", "--no-verify", "-m", "a link out of the archive")  # another clone's
+    capsys.readouterr()
+    assert main(["--root", str(chats), "resolve"]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert (outside / "victim" / "keep.txt").read_bytes() == b"precious\n"
+    if link == "deleted.jsonl":
+        assert (chats / "threads" / "victim" / "keep.txt").exists()
+
+
 def test_git_keeps_the_bytes_of_element_files(origin: Path) -> None:
     one = clone(origin, "one")
     attributes = git(
