@@ -359,7 +359,7 @@ class AppendFile:
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         """Open ``path``; without ``create``, ``FileNotFoundError`` if it is missing."""
-        flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | NOFOLLOW
         try:
             self.fd = os.open(path, flags | os.O_CREAT if create else flags, 0o644)
         except FileNotFoundError as exc:
@@ -472,9 +472,13 @@ def read_bytes(path: Path) -> bytes | None:
     manifest does, and every read of a thread reads a few small files."""
     flags = os.O_RDONLY | _BINARY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, flags)  # not blocking: a FIFO put there must not hang a read
+        fd = os.open(path, flags | NOFOLLOW)  # not blocking: a FIFO must not hang a read
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symbolic link: not the archive's file
+            raise NotRegularFileError(path) from exc
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -496,6 +500,11 @@ def read_bytes(path: Path) -> bytes | None:
 
 
 _BINARY = getattr(os, "O_BINARY", 0)
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+"""Opens the file itself, never what a symbolic link in its place points to (``ELOOP``):
+a branch can bring a link where a thread's journal or manifest belongs (git keeps
+links), and the root is a boundary. Only the last part of a path: the root itself may
+be a link (a person's choice), and the directories inside it are checked apart."""
 _READ_CHUNK = 1 << 20
 
 

@@ -8,7 +8,9 @@ the file was replaced, shrank or changed in place."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from . import fs as _fs
@@ -56,9 +58,15 @@ class Tail:
             self._reset()
 
     def catch_up(self, path: Path) -> None:
+        """Read what was appended to ``path`` since the last look. Something else than a
+        file in its place (a symbolic link, a FIFO, a directory) reads as no file: its
+        bytes are not the archive's (``filelayer verify`` names it)."""
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except FileNotFoundError:
+            self._reset()
+            return
+        if not stat.S_ISREG(st.st_mode):
             self._reset()
             return
         file_id = (st.st_dev, st.st_ino)
@@ -66,8 +74,10 @@ class Tail:
         whole = self.offset == 0
         if st.st_size > self.offset:
             try:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            except FileNotFoundError:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | _fs.NOFOLLOW)
+            except OSError as exc:  # gone, or a link put in its place since the lstat
+                if exc.errno not in (errno.ENOENT, errno.ELOOP):
+                    raise
                 self._reset()
                 return
             try:

@@ -356,7 +356,9 @@ def read_document(path: Path, required: tuple[str, ...]) -> dict[str, Any] | Non
     try:
         data = _fs.read_bytes(path)
     except NotRegularFileError as exc:
-        raise CorruptFileError(path, "not a regular file (a directory, a FIFO...)") from exc
+        raise CorruptFileError(
+            path, "not a regular file (a symbolic link, a directory, a FIFO...)"
+        ) from exc
     if data is None:
         return None
     try:

@@ -119,7 +119,7 @@ class ThreadSnapshots:
         if not _ENABLED:
             return None
         try:
-            fd = os.open(self.layout.journal(thread_id), os.O_RDONLY | _BINARY)
+            fd = os.open(self.layout.journal(thread_id), os.O_RDONLY | _BINARY | _fs.NOFOLLOW)
         except OSError:
             return None
         try:
@@ -162,7 +162,7 @@ class ThreadSnapshots:
             if data is None:
                 return False
             head = _codec.decode(data.split(b"\n", 1)[0])
-            fd = os.open(self.layout.journal(thread_id), os.O_RDONLY | _BINARY)
+            fd = os.open(self.layout.journal(thread_id), os.O_RDONLY | _BINARY | _fs.NOFOLLOW)
         except (OSError, *_codec.DecodeError):
             return False
         try:
@@ -264,7 +264,7 @@ def _read_view(path: Path, *, head_only: bool = False) -> bytes | None:
     a regular file of a sane size: ``index/`` is derived and trusted less than the
     thread files, and a pipe or a device put there must not hang a read."""
     try:
-        fd = os.open(path, os.O_RDONLY | _BINARY | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(path, os.O_RDONLY | _BINARY | getattr(os, "O_NONBLOCK", 0) | _fs.NOFOLLOW)
     except OSError:
         return None
     try:

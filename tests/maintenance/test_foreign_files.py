@@ -6,6 +6,7 @@ links themselves, never what they point to."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -153,6 +154,51 @@ def test_a_thread_directory_that_is_a_link_is_never_written_nor_read(tmp_path: P
                 write()
     finally:
         store.close()
+    assert {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("name", ["steps.jsonl", "thread.json"])
+def test_a_linked_journal_or_manifest_is_never_read_nor_written_through(
+    tmp_path: Path, name: str
+) -> None:
+    """A thread directory that is no link may still hold its journal or its manifest as
+    one (a branch can bring it): reading the thread, exporting it and writing to it
+    never reach what the link points to (the journal was read and served, the
+    manifest decided who the author was, and a write appended outside the root)."""
+    root = tmp_path / "a"
+    store = _archive(root)
+    store.update_thread("ta", name="mine")
+    store.close()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    planted = root / "threads" / "ta" / name
+    if name == "steps.jsonl":
+        secret = planted.read_bytes().replace(b'"hi"', b'"the secret outside the archive"')
+    else:
+        secret = planted.read_bytes().replace(b'"mine"', b'"the secret outside the archive"')
+    (outside / name).write_bytes(secret)
+    planted.unlink()
+    planted.symlink_to(outside / name)
+    before = {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+
+    store = ArchiveStore(root)
+    try:
+        thread = None
+        with contextlib.suppress(OSError, ValueError):
+            thread = store.get_thread("ta")
+        assert b"the secret" not in repr(thread).encode()
+        for write in (
+            lambda: store.write_step({"id": "x", "threadId": "ta", "type": "run"}),
+            lambda: store.update_thread("ta", name="renamed"),
+        ):
+            with contextlib.suppress(OSError, ValueError):  # refused: not the thread's file
+                write()
+    finally:
+        store.close()
+    out = tmp_path / "out"
+    main(["--root", str(root), "export", "ta", "-o", str(out)])
+    for path in out.rglob("*"):
+        assert not path.is_file() or b"the secret" not in path.read_bytes()
     assert {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
 
 
