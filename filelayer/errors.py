@@ -15,6 +15,7 @@ __all__ = [
     "ArchiveError",
     "ArchiveLockTimeout",
     "CorruptFileError",
+    "ExportLinkError",
     "FileLayerError",
     "FormatVersionError",
     "GitError",
@@ -247,4 +248,22 @@ class NotRegularFileError(FileLayerError, IsADirectoryError):
         self.path = Path(path)
 
     def __reduce__(self) -> tuple[type[NotRegularFileError], tuple[str]]:
+        return type(self), (str(self.path),)
+
+
+class ExportLinkError(FileLayerError, OSError):
+    """A symbolic link where an export writes a file or a directory: nothing is written
+    through it (it points out of the export, perhaps into a home directory). An
+    ``OSError`` with ``ELOOP``, as opening the link without following it fails."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(
+            errno.ELOOP,
+            "a symbolic link where the export writes: nothing is written through it; "
+            "remove the link and export again",
+            str(path),
+        )
+        self.path = Path(path)
+
+    def __reduce__(self) -> tuple[type[ExportLinkError], tuple[str]]:
         return type(self), (str(self.path),)

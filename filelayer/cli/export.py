@@ -7,10 +7,15 @@ the files, leaving identical ones untouched.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from .._io import fs as _fs
+from ..errors import ExportLinkError
 from ..export.bundle import build, content
 from ..export.markdown import file_stem, render_json
 from ..progress import Progress
@@ -65,16 +70,44 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export_to(store: ArchiveStore, thread: dict[str, Any], directory: Path, fmt: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     if fmt == "json":
-        _write_if_changed(directory / f"{file_stem(thread)}.json", render_json(thread).encode())
+        _write_if_changed(directory, f"{file_stem(thread)}.json", render_json(thread).encode())
         return
     for relative, data in build(store, thread, fmt).items():
-        target = directory / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_if_changed(target, content(data))
+        _write_if_changed(directory, relative, content(data))
 
 
-def _write_if_changed(path: Path, data: bytes) -> None:
-    """Leave identical files untouched, so re-exports do not churn a git checkout."""
-    if path.exists() and path.read_bytes() == data:
-        return
-    path.write_bytes(data)
+def _write_if_changed(directory: Path, relative: str, data: bytes) -> None:
+    """Write ``directory/relative``, leaving an identical file untouched, so re-exports
+    do not churn a git checkout.
+
+    Never through a symbolic link below ``directory`` (the directory itself is the
+    caller's choice): an export kept in git can receive one from a merge, in place of a
+    page or of a thread's ``.files`` directory, and the export would then overwrite
+    whatever it points to. Such a link stops the export, which says where it is."""
+    path = directory
+    for part in Path(relative).parts:
+        path = path / part
+        if path.is_symlink():
+            raise ExportLinkError(path)
+        if path.name != Path(relative).name:
+            with contextlib.suppress(FileExistsError):
+                path.mkdir()
+            if path.is_symlink():  # put there since the look above
+                raise ExportLinkError(path)
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | _fs.NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ExportLinkError(path) from exc
+        raise
+    else:
+        try:
+            same = _fs.pread_all(fd, len(data) + 1, 0) == data
+        finally:
+            os.close(fd)
+        if same:
+            return
+    _fs.atomic_write(path, data, durable=False)  # replaces a link put there meanwhile

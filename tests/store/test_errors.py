@@ -22,6 +22,7 @@ from filelayer import (
     UnknownStepError,
     UnknownUserError,
 )
+from filelayer.errors import ExportLinkError
 from filelayer.transfer.model import CopyUsageError
 
 ROOT = Path("/archive/root")
@@ -40,6 +41,7 @@ ERRORS = {
     "unknown step": (UnknownStepError("s1", "t1"), ValueError),
     "unknown user": (UnknownUserError("no-such-user"), ValueError),
     "copy usage": (CopyUsageError("give a URL"), Exception),
+    "export link": (ExportLinkError(ROOT / "out" / "t.md"), OSError),
 }
 
 
