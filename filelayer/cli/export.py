@@ -40,6 +40,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"several threads as {args.format.upper()} need -o DIR")
     progress = Progress("exporting")
     written = 0
+    stems: dict[str, str] = {}  # file name stem -> the thread exported under it
     try:
         for n, thread_id in enumerate(ids, start=1):
             if args.threads:
@@ -50,7 +51,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                     continue
                 thread = found
             if args.output:
-                _export_to(store, thread, Path(args.output), args.format)
+                stem = file_stem(thread)
+                if stems.setdefault(stem, thread_id) != thread_id:
+                    stem = file_stem(thread, whole_id=True)  # two threads, one name
+                stems[stem] = thread_id
+                _export_to(store, thread, Path(args.output), args.format, stem)
             else:
                 if args.format == "json":
                     text = render_json(thread)
@@ -67,12 +72,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0 if written else 1
 
 
-def _export_to(store: ArchiveStore, thread: dict[str, Any], directory: Path, fmt: str) -> None:
+def _export_to(
+    store: ArchiveStore, thread: dict[str, Any], directory: Path, fmt: str, stem: str
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     if fmt == "json":
-        _write_if_changed(directory, f"{file_stem(thread)}.json", render_json(thread).encode())
+        _write_if_changed(directory, f"{stem}.json", render_json(thread).encode())
         return
-    for relative, data in build(store, thread, fmt).items():
+    for relative, data in build(store, thread, fmt, stem=stem).items():
         _write_if_changed(directory, relative, content(data))
 
 

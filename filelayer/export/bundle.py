@@ -167,8 +167,11 @@ def build(
     plotly: Any = _AUTO,
     self_contained: bool = False,
     element_url: Callable[[str, str], str] | None = None,
+    stem: str | None = None,
 ) -> Bundle:
     """The export of ``thread`` (as :meth:`ArchiveStore.get_thread` returns it).
+
+    ``stem``: the name its files start with, :func:`file_stem`'s by default.
 
     ``plotly``: the plotly.js to share (default: the installed package's, if any).
     ``self_contained`` (HTML only): images are put inside the page as ``data:`` URLs
@@ -177,7 +180,7 @@ def build(
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
     script = ee.plotly_script() if plotly is _AUTO else plotly
-    stem = file_stem(thread)
+    stem = stem or file_stem(thread)
     files: dict[str, bytes | Path] = {}
     link = None
     if self_contained:

@@ -22,18 +22,20 @@ IMAGE_TYPES = frozenset(["image"])
 _FEEDBACK_MARK = {1: "👍", 0: "👎"}
 
 
-def file_stem(thread: dict[str, Any]) -> str:
+def file_stem(thread: dict[str, Any], *, whole_id: bool = False) -> str:
     """``2026-11-25-how-do-i-bake-bread-5f0c6c1e``: sorts by date, stable across runs.
 
     Made of checked parts only, since a file is named after it: the day when the
     creation time starts with one (a manifest may hold anything: ``../../``, an absolute
     path), the name's slug, and the id (a valid id: one path component), shortened to
     its first 8 characters only when it is a UUID (other ids, ``conversation-1`` and
-    ``conversation-2``, would otherwise share a file)."""
+    ``conversation-2``, would otherwise share a file). ``whole_id``: the whole id even
+    then, for a thread whose short name another thread of the same export has (a
+    client chooses its thread ids, and can choose one that begins like another's)."""
     created = str(thread.get("createdAt") or "")
     day = created[:10] if _DAY_RE.match(created) else "undated"
     thread_id = str(thread["id"])
-    short = thread_id[:8] if _UUID_RE.fullmatch(thread_id) else thread_id
+    short = thread_id[:8] if _UUID_RE.fullmatch(thread_id) and not whole_id else thread_id
     return f"{day}-{slug(thread.get('name') or '', 50, 'untitled')}-{short}"
 
 

@@ -246,3 +246,31 @@ def test_export_writes_nothing_through_a_link_in_the_output_directory(
     assert "symbolic link" in capsys.readouterr().err
     assert (home / ".profile").read_bytes() == b"# mine\n"
     assert list((home / ".ssh").iterdir()) == []
+
+
+def test_two_threads_whose_names_would_match_are_both_exported(tmp_path: Path) -> None:
+    """A client chooses its thread ids: one that begins like another thread's (of the
+    same day and name) was exported to the same file, and one of the two was lost while
+    the command said both were exported. The second gets its whole id in its name."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    ids = ("3dce5dbf-0000-4000-8000-000000000001", "3dce5dbf-ffff-4000-8000-000000000002")
+    for n, (thread_id, text) in enumerate(zip(ids, ("victim", "attacker"), strict=True)):
+        store.write_step(
+            {
+                "id": f"s{n}",
+                "threadId": thread_id,
+                "type": "user_message",
+                "output": text,
+                "createdAt": "2026-03-01T10:00:00Z",
+            }
+        )
+        store.update_thread(thread_id, name="Hello")
+    store.close()
+    for fmt in ("markdown", "html", "json"):
+        out = tmp_path / f"out-{fmt}"
+        assert main(["--root", str(root), "export", "--all", "--format", fmt, "-o", str(out)]) == 0
+        pages = sorted(p for p in out.iterdir() if p.is_file())
+        assert len(pages) == 2, pages
+        texts = b"".join(p.read_bytes() for p in pages)
+        assert b"victim" in texts and b"attacker" in texts
