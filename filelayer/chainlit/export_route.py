@@ -21,6 +21,7 @@ markup can do nothing even if the renderer's escaping had a hole.
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import zipfile
 from urllib.parse import quote
@@ -28,10 +29,12 @@ from urllib.parse import quote
 from fastapi import Request
 from starlette.responses import HTMLResponse, Response
 
-from ..export.bundle import FORMATS, Bundle, build
+from ..export.bundle import FORMATS, UNRENDERABLE, Bundle, build, describe
 from . import serve
 from .access import readable_thread, refusal
 from .element_response import content_disposition
+
+log = logging.getLogger("filelayer")
 
 ROUTE_NAME = "filelayer_export"
 ROUTE_PREFIX = "/filelayer/export"
@@ -80,20 +83,33 @@ async def serve_export(request: Request, thread_id: str, format: str = "markdown
     thread = await layer.calls.read(layer.store.get_thread, thread_id)
     if thread is None:
         return refusal(404)
-    bundle = await layer.calls.read_off_loop(
-        build,
-        layer.store,
-        thread,
-        format,
-        self_contained=format == "html",
-        element_url=serve.element_url,
-    )
+    try:
+        bundle = await layer.calls.read_off_loop(
+            build,
+            layer.store,
+            thread,
+            format,
+            self_contained=format == "html",
+            element_url=serve.element_url,
+        )
+        if format == "html":
+            data = bundle.text.encode()
+        else:
+            data = await layer.calls.read_off_loop(zip_bundle, bundle)
+    except UNRENDERABLE as exc:  # a hand-edited or damaged value in the thread's files
+        log.warning("filelayer: thread %s not exported: %s", thread_id, describe(exc))
+        return Response(
+            "this conversation holds a value the export cannot render; "
+            "`filelayer verify` on the server names damaged files\n",
+            status_code=422,
+            media_type="text/plain",
+            headers={"Cache-Control": "no-store"},
+        )
     headers = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
     if format == "html":
         headers["Content-Security-Policy"] = _PAGE_POLICY
         headers["Content-Disposition"] = content_disposition("inline", bundle.name)
-        return HTMLResponse(bundle.text, headers=headers)
-    data = await layer.calls.read_off_loop(zip_bundle, bundle)
+        return HTMLResponse(data, headers=headers)
     headers["Content-Disposition"] = content_disposition("attachment", f"{bundle.stem}.zip")
     return Response(data, media_type="application/zip", headers=headers)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._io import fs as _fs
 from ..errors import ExportLinkError
-from ..export.bundle import build, content
+from ..export.bundle import UNRENDERABLE, build, content, describe
 from ..export.markdown import file_stem, render_json
 from ..progress import Progress
 from ..store.archive import ArchiveStore
@@ -38,8 +38,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("say what to export: THREAD ids, --user IDENTIFIER or --all")
     if not args.output and len(ids) > 1 and args.format != "markdown":
         raise UsageError(f"several threads as {args.format.upper()} need -o DIR")
+    if args.output and os.path.lexists(args.output) and not os.path.isdir(args.output):
+        raise UsageError(f"-o {args.output}: not a directory")
     progress = Progress("exporting")
     written = 0
+    failed = 0
     stems: dict[str, str] = {}  # file name stem -> the thread exported under it
     try:
         for n, thread_id in enumerate(ids, start=1):
@@ -50,26 +53,34 @@ def cmd_export(args: argparse.Namespace) -> int:
                 if found is None:
                     continue
                 thread = found
-            if args.output:
-                stem = file_stem(thread)
-                if stems.setdefault(stem, thread_id) != thread_id:
-                    stem = file_stem(thread, whole_id=True)  # two threads, one name
-                stems[stem] = thread_id
-                _export_to(store, thread, Path(args.output), args.format, stem)
-            else:
-                if args.format == "json":
-                    text = render_json(thread)
-                else:  # HTML: one page with its images inside (no directory for them)
-                    html = args.format == "html"
-                    text = build(store, thread, args.format, self_contained=html).text
-                stdout().write(text if not written else "\n" + text)
+            try:
+                if args.output:
+                    stem = file_stem(thread)
+                    if stems.setdefault(stem, thread_id) != thread_id:
+                        stem = file_stem(thread, whole_id=True)  # two threads, one name
+                    stems[stem] = thread_id
+                    _export_to(store, thread, Path(args.output), args.format, stem)
+                else:
+                    if args.format == "json":
+                        text = render_json(thread)
+                    else:  # HTML: one page with its images inside (no directory for them)
+                        html = args.format == "html"
+                        text = build(store, thread, args.format, self_contained=html).text
+                    stdout().write(text if not written else "\n" + text)
+            except UNRENDERABLE as exc:
+                # Hand-edited or damaged values (a name that is a list, a table nested
+                # beyond any reader's depth): this thread is named and skipped, the
+                # others are still exported.
+                failed += 1
+                print(f"thread {thread_id}: not exported: {describe(exc)}", file=sys.stderr)
+                continue
             written += 1
             progress(n, len(ids))
     finally:
         progress.close()
     if args.output:
         print(f"exported {written} thread(s) to {args.output}", file=sys.stderr)
-    return 0 if written else 1
+    return 0 if written and not failed else 1
 
 
 def _export_to(

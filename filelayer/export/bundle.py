@@ -159,6 +159,19 @@ def _md_target(target: str) -> str:
     return target.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
 
 
+UNRENDERABLE = (ValueError, TypeError, LookupError, RecursionError, UnicodeError)
+"""What rendering a thread whose files hold values no writer of filelayer makes (a
+hand-edited manifest, a damaged table element) raises: the export of that one thread
+fails with a message, as the exceptions of a bug would not be caught elsewhere."""
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line account of why a thread could not be rendered."""
+    if isinstance(exc, RecursionError):
+        return "a value nested too deep to render"
+    return f"a value it cannot render ({type(exc).__name__}: {exc})"
+
+
 def build(
     store: ArchiveStore,
     thread: dict[str, Any],

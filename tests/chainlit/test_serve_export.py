@@ -104,3 +104,20 @@ async def test_the_route_is_ahead_of_chainlit_catch_all(site: Site) -> None:
     index = json.dumps(names)
     assert index  # the route answered above, so it is before the catch-all
     assert zip_bundle  # the helper the route uses is public for apps' own routes
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "html"])
+async def test_a_thread_the_export_cannot_render_gets_a_clear_answer(site: Site, fmt: str) -> None:
+    """A table element nested beyond any reader's depth (a damaged or hand-made file)
+    made the route raise, which a server answers with a bare 500; it answers 422 with
+    what to do, and the app goes on serving."""
+    steps = (await site.layer.get_thread(site.thread_id))["steps"]
+    site.layer.store.put_element(
+        site.thread_id,
+        {"id": "deep-table", "type": "dataframe", "name": "t", "forId": steps[0]["id"]},
+        b"[" * 200_000,
+    )
+    site.layer.store.forget_cached()
+    response = await site.client.get(url(site.thread_id, fmt), headers=as_user("alice"))
+    assert response.status_code == 422, response.text
+    assert "verify" in response.text

@@ -274,3 +274,66 @@ def test_two_threads_whose_names_would_match_are_both_exported(tmp_path: Path) -
         assert len(pages) == 2, pages
         texts = b"".join(p.read_bytes() for p in pages)
         assert b"victim" in texts and b"attacker" in texts
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["deep table", "surrogate in a table", "name is a list", "tags is a number"],
+)
+def test_a_thread_the_export_cannot_render_is_named_and_the_others_exported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    """Values no writer of filelayer makes (a hand-edited manifest, a damaged table)
+    stopped ``export --all`` with a traceback at the first such thread. That thread is
+    now named with the reason, the others are exported, and the command exits 1."""
+    import json
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    for thread_id in ("good", "bad"):
+        store.write_step(
+            {
+                "id": f"u-{thread_id}",
+                "threadId": thread_id,
+                "type": "user_message",
+                "output": f"{thread_id} text",
+                "createdAt": "2026-03-01T10:00:00Z",
+            }
+        )
+    if damage == "deep table":
+        data = b"[" * 200_000
+    elif damage == "surrogate in a table":
+        data = b'{"columns":["a"],"data":[["\\ud800"]]}'
+    else:
+        data = b""
+    if data:
+        store.put_element(
+            "bad", {"id": "e1", "type": "dataframe", "name": "t", "forId": "u-bad"}, data
+        )
+    store.close()
+    if not data:
+        manifest = root / "threads" / "bad" / "thread.json"
+        doc = json.loads(manifest.read_bytes())
+        doc.update({"name": ["x"]} if damage == "name is a list" else {"tags": 5})
+        manifest.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["--root", str(root), "export", "--all", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "thread bad: not exported" in err and "Traceback" not in err
+    pages = [p.read_bytes() for p in out.glob("*.md")]
+    assert any(b"good text" in page for page in pages)
+
+
+def test_export_into_a_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.write_step({"id": "u1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    store.close()
+    target = tmp_path / "a-file"
+    target.write_bytes(b"mine\n")
+    assert main(["--root", str(root), "export", "t1", "-o", str(target)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert target.read_bytes() == b"mine\n"
