@@ -36,6 +36,12 @@ def element_relative_path(element_id: str, name: str | None, mime: str | None) -
     and 1 to 10 ASCII letters or digits, lowercased. So the name starts with a letter
     or a digit, like the id, and never takes a name the layer reserves for its own
     files (see :data:`filelayer.format.layout.RESERVED_PREFIX`).
+
+    No two elements share a name: an id may hold dots, and ``e1`` named ``report.pdf``
+    and ``e1.pdf`` named ``other`` would both be ``e1.pdf``. So an id with a dot always
+    takes an extension (``.bin`` when it has none): a name then has at most one dot
+    for an id without one, at least two for an id with one, and its id is what comes
+    before its last dot (an extension holds none).
     """
     check_id("element", element_id)
     ext = ""
@@ -46,6 +52,8 @@ def element_relative_path(element_id: str, name: str | None, mime: str | None) -
         # The system's table may offer ".c++" or ".~" first: take a plain one.
         candidates = mimetypes.guess_all_extensions(mime.split(";")[0].strip())
         ext = next((e for e in candidates if _EXT_RE.fullmatch(e)), "")
+    if not ext and "." in element_id:
+        ext = ".bin"
     return f"{ELEMENTS_DIR}/{element_id}{ext.lower()}"
 
 

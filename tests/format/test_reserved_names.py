@@ -134,6 +134,37 @@ def test_element_file_names_never_take_a_reserved_name(tmp_path: Path) -> None:
         assert not is_layer_leftover(name), name
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("e1", "report.pdf", None), ("e1.pdf", "other", None)),
+        (("e1.pdf", "other", None), ("e1", "report.pdf", None)),
+        (("e1", None, "application/pdf"), ("e1.pdf", None, None)),
+    ],
+)
+def test_two_elements_never_share_a_file(
+    tmp_path: Path, first: tuple[str, str | None, str | None], second: tuple[str, Any, Any]
+) -> None:
+    """Element ``e1`` named ``report.pdf`` and element ``e1.pdf`` (ids may hold dots)
+    were both stored as ``elements/e1.pdf``: the second send replaced the first one's
+    bytes. An id with a dot always takes an extension of its own, so no element's file
+    name is another's id plus its extension."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.write_step({"id": "u1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    for n, (element_id, name, mime) in enumerate((first, second)):
+        element = {"id": element_id, "type": "file", "forId": "u1", "name": name, "mime": mime}
+        store.put_element("t1", {k: v for k, v in element.items() if v}, f"bytes {n}".encode())
+    store.close()
+    store = ArchiveStore(root)
+    try:
+        for n, (element_id, _, _) in enumerate((first, second)):
+            found = store.element_file("t1", element_id)
+            assert found is not None and found[1].read_bytes() == f"bytes {n}".encode()
+    finally:
+        store.close()
+
+
 def test_the_layer_writes_only_reserved_temporary_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
