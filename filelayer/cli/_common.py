@@ -8,8 +8,10 @@ Every command opens the store through :func:`open_store` (closed again by
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterator
+from datetime import date
 from typing import Any, TextIO
 
 from ..format.ids import is_valid_id
@@ -70,6 +72,7 @@ def stdout() -> TextIO:
 
 def selected(store: ArchiveStore, args: argparse.Namespace) -> Iterator[ThreadSummary]:
     """Threads matching --user/--since/--until (and list's filters), newest first."""
+    since, until = parse_date(args.since), parse_date(args.until)
     store.index.refresh()
     user_id = None
     if getattr(args, "user", None):
@@ -83,7 +86,6 @@ def selected(store: ArchiveStore, args: argparse.Namespace) -> Iterator[ThreadSu
         search=getattr(args, "search", None),
         feedback=getattr(args, "feedback", None),
     )
-    since, until = parse_date(args.since), parse_date(args.until)
     for summary in page.items:
         day = summary.created_at[:10]
         if (since and day < since) or (until and day > until):
@@ -91,13 +93,23 @@ def selected(store: ArchiveStore, args: argparse.Namespace) -> Iterator[ThreadSu
         yield summary
 
 
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def parse_date(value: str | None) -> str | None:
     """A ``YYYY-MM-DD`` option as given (compared as text with ISO times), or a
-    :class:`UsageError`."""
+    :class:`UsageError`: only a day that exists, in ASCII digits (full-width digits or
+    a letter O would sort after, or before, every real date and select everything)."""
     if value is None:
         return None
-    if len(value) != 10 or value[4] != "-" or value[7] != "-":
+    if _DATE_RE.fullmatch(value) is None:
         raise UsageError(f"dates are written YYYY-MM-DD, not {value!r}")
+    try:
+        date(int(value[:4]), int(value[5:7]), int(value[8:]))
+    except ValueError:
+        raise UsageError(
+            f"dates are written YYYY-MM-DD, and {value!r} is no day of the calendar"
+        ) from None
     return value
 
 

@@ -32,9 +32,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,16 +149,38 @@ def _threads(store: ArchiveStore) -> Iterator[tuple[str, dict[str, Any]]]:
             yield thread_id, doc
 
 
+_DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_KEY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}")
+
+
+def _cutoff(before: str) -> str:
+    """``before`` (a ``YYYY-MM-DD`` day, midnight UTC, or an ISO time) as a
+    :func:`time_key`, or a ``ValueError``: compared as text, a string that is neither
+    (full-width digits, a letter O, a 13th month) sorts after or before every real time
+    and would select every thread, or none."""
+    key = time_key(f"{before}T00:00:00" if _DAY_RE.fullmatch(before) else before)
+    refused = ValueError(f"before must be a YYYY-MM-DD date or an ISO time, not {before!r}")
+    if _KEY_RE.fullmatch(key) is None:
+        raise refused
+    try:
+        datetime.fromisoformat(key[:19])
+    except ValueError:  # a 13th month, a 30th of February
+        raise refused from None
+    return key
+
+
 def select_old(store: ArchiveStore, before: str, user: str | None = None) -> list[Candidate]:
     """Threads whose activity (the later of creation and the last message, the order of
-    the sidebar) is before ``before`` (an ISO date or time), optionally of one user
+    the sidebar) is before ``before`` (a ``YYYY-MM-DD`` date, meaning midnight UTC, or
+    an ISO time; anything else is a ``ValueError``), optionally of one user
     (identifier). A thread continued yesterday is not old, whenever it began."""
+    cutoff = _cutoff(before)
     selected = []
     for thread_id, doc in _threads(store):
         if user is not None and doc.get("userIdentifier") != user:
             continue
         found = _candidate(store, thread_id)
-        if found is not None and found.activity and found.activity < before:
+        if found is not None and found.activity and time_key(found.activity) < cutoff:
             selected.append(found)
     selected.sort(key=lambda c: (c.activity, c.id))
     return selected

@@ -21,6 +21,7 @@ import pytest
 
 from filelayer import ArchiveStore
 from filelayer.cli import main
+from filelayer.maintenance.retention import prune, select_old
 from tests.support.cli import build_archive
 from tests.support.processes import subprocess_env
 
@@ -125,6 +126,45 @@ def test_prune_for_one_user(archive: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_prune_refuses_a_malformed_date(archive: Path) -> None:
     assert main(["prune", "--before", "March"]) == 2
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "\uff12\uff10\uff12\uff15-01-01",  # full-width digits: sorts after every year
+        "2O26-01-01",  # a letter O
+        "2026-13-45",  # no such month or day
+        "2026-02-30",
+        "0000-01-01",
+        "2026-1-011",
+        "+026-01-01",
+    ],
+)
+def test_prune_refuses_what_is_no_date_and_deletes_nothing(
+    archive: Path, date: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["prune", "--before", date, "--yes"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "YYYY-MM-DD" in err
+    assert sorted(p.name for p in (archive / "threads").iterdir()) == ["bread", "cake", "hello"]
+    # the other date options refuse it too, rather than filtering by it as text
+    for option in ("--since", "--until"):
+        assert main(["list", option, date]) == 2
+        assert main(["export", "--all", option, date, "-o", str(archive.parent / "x")]) == 2
+    capsys.readouterr()
+
+
+def test_select_old_refuses_what_is_no_date_or_time(archive: Path) -> None:
+    store = ArchiveStore(archive)
+    for before in ("\uff12\uff10\uff12\uff15-01-01", "2O26-01-01", "2026-13-45", "soon", ""):
+        with pytest.raises(ValueError, match="before"):
+            select_old(store, before)
+        with pytest.raises(ValueError, match="before"):
+            prune(store, before, act=True)
+    assert sorted(p.name for p in (archive / "threads").iterdir()) == ["bread", "cake", "hello"]
+    # a date, or a time with an offset (compared as the instant it names)
+    assert [c.id for c in select_old(store, "2026-03-04")] == ["cake"]
+    assert [c.id for c in select_old(store, "2026-03-04T00:00:00+01:00")] == ["cake"]
 
 
 # -- erase-user ----------------------------------------------------------------------
