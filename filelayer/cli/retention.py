@@ -38,6 +38,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
         + ("" if report.acted or not report.threads else "; run again with --yes to delete"),
         file=sys.stderr,
     )
+    if report.kept:
+        print(
+            f"kept {len(report.kept)} thread(s) written to while pruning (no longer old): "
+            + ", ".join(c.id for c in report.kept),
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -30,6 +30,7 @@ own ``delete_thread``, and the rebuild is the live one of ``filelayer reindex``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -82,6 +83,10 @@ class PruneReport:
     user: str | None
     acted: bool
     threads: list[Candidate] = field(default_factory=list)
+    """What was deleted (with ``acted``), or would be."""
+    kept: list[Candidate] = field(default_factory=list)
+    """Selected, but written to before its turn came (a message arrived meanwhile):
+    no longer old, so not deleted."""
 
     @property
     def steps(self) -> int:
@@ -198,15 +203,34 @@ def prune(
     progress: Progress | None = None,
 ) -> PruneReport:
     """Select the threads :func:`select_old` names and, with ``act``, delete them
-    (announced as maintenance meanwhile: see :mod:`.announce`)."""
+    (announced as maintenance meanwhile: see :mod:`.announce`). Each one's activity is
+    checked again under its write locks just before it is deleted: one that the app
+    wrote to since the selection is kept (``kept``), not reported as deleted."""
     report = PruneReport(before=before, user=user, acted=act)
-    report.threads = select_old(store, before, user)
-    if act:
-        with maintaining(store.layout):
-            for n, candidate in enumerate(report.threads, start=1):
-                store.delete_thread(candidate.id)
-                if progress is not None:
-                    progress(n, len(report.threads))
+    selected = select_old(store, before, user)
+    if not act:
+        report.threads = selected
+        return report
+    cutoff = _cutoff(before)
+
+    def still_old(thread_id: str) -> bool:
+        # Under the thread's locks: what the app wrote since the selection counts.
+        summary = store.summarise(thread_id)
+        return summary is not None and bool(summary.activity) and is_old(summary.activity)
+
+    def is_old(activity: str) -> bool:
+        return time_key(activity) < cutoff
+
+    with maintaining(store.layout):
+        for n, candidate in enumerate(selected, start=1):
+            if store.delete_thread(
+                candidate.id, only_if=functools.partial(still_old, candidate.id)
+            ):
+                report.threads.append(candidate)
+            elif store.read_manifest(candidate.id) is not None:
+                report.kept.append(candidate)
+            if progress is not None:
+                progress(n, len(selected))
     return report
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -315,10 +315,22 @@ class ArchiveStore:
         Refused for a deleted thread."""
         self.threads.put_manifest(doc)
 
-    def delete_thread(self, thread_id: str, *, actor: str | None = None) -> bool:
+    def delete_thread(
+        self,
+        thread_id: str,
+        *,
+        actor: str | None = None,
+        only_if: Callable[[], bool] | None = None,
+    ) -> bool:
         """Delete a thread and everything in it. ``False`` if there was nothing (an id
-        that is not a valid id names nothing: ``False``, nothing written)."""
-        return self.threads.delete_thread(thread_id, actor=actor)
+        that is not a valid id names nothing: ``False``, nothing written).
+
+        ``only_if``, when given, is called under the thread's write locks, after every
+        write that was acknowledged before them and before any other can begin: the
+        thread is deleted only if it returns true (otherwise ``False``, nothing
+        written). A deletion decided on what the thread held earlier (``prune``'s age)
+        checks it again there, so that no write slips in between check and delete."""
+        return self.threads.delete_thread(thread_id, actor=actor, only_if=only_if)
 
     def read_manifest(self, thread_id: str) -> dict[str, Any] | None:
         """The thread's manifest; ``None`` for no thread, or a deleted one (whatever a

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,13 +185,21 @@ class Threads:
             self.appender.names.thread(thread_id, changes)
             self.index.append([self.book.thread_record(doc)])
 
-    def delete_thread(self, thread_id: str, *, actor: str | None = None) -> bool:
+    def delete_thread(
+        self,
+        thread_id: str,
+        *,
+        actor: str | None = None,
+        only_if: Callable[[], bool] | None = None,
+    ) -> bool:
         """See :meth:`ArchiveStore.delete_thread`."""
         if not deletable("thread", thread_id):
             return False
         directory = self.layout.thread_dir(thread_id)
         with self.locks.writing(thread_id, deleted=True):
             self.authors.authorize(thread_id, actor)
+            if only_if is not None and not only_if():
+                return False
             existed = directory.exists()
             _fs.append(
                 self.layout.deleted_file,

@@ -167,6 +167,36 @@ def test_select_old_refuses_what_is_no_date_or_time(archive: Path) -> None:
     assert [c.id for c in select_old(store, "2026-03-04T00:00:00+01:00")] == ["cake"]
 
 
+def test_prune_keeps_a_thread_that_became_active_after_it_was_selected(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The app writes a message to a selected thread while prune deletes the ones before
+    it: that message was acknowledged, so the thread is no longer old and stays."""
+    store = ArchiveStore(archive)
+    app = ArchiveStore(archive)  # the app's own store, on the same root
+
+    def progress(n: int, total: int) -> None:
+        if n == 1:  # cake is deleted; hello and bread are still to come
+            app.write_step(
+                {
+                    "id": "fresh",
+                    "threadId": "bread",
+                    "type": "user_message",
+                    "output": "KEEP ME",
+                    "createdAt": "2026-04-01T00:00:00.000000Z",
+                }
+            )
+
+    report = prune(store, "2026-03-06", act=True, progress=progress)
+    assert [c.id for c in report.threads] == ["cake", "hello"]
+    assert [c.id for c in report.kept] == ["bread"]
+    bread = ArchiveStore(archive).get_thread("bread")
+    assert bread is not None and "KEEP ME" in [s["output"] for s in bread["steps"]]
+    assert not store.is_deleted("bread")
+    assert sorted(p.name for p in (archive / "threads").iterdir()) == ["bread"]
+    assert main(["verify"]) == 0
+
+
 # -- erase-user ----------------------------------------------------------------------
 
 
