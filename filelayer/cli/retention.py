@@ -12,7 +12,7 @@ import sys
 from .._time import when
 from ..maintenance.retention import erase_user, git_prefix, history_command, prune
 from ..progress import Progress
-from ._common import open_store, parse_date, stdout
+from ._common import open_store, parse_date, printable, stdout
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -25,7 +25,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     out = stdout()
-    rows = [(c.id, when(c.activity), c.author or "-", c.name) for c in report.threads]
+    # Names and authors are the chat users': escaped like `list` does (no control
+    # character reaches the terminal, no line is forged).
+    rows = [
+        (c.id, printable(when(c.activity)), printable(c.author or "-"), printable(c.name))
+        for c in report.threads
+    ]
     widths = [max((len(r[i]) for r in rows), default=0) for i in range(3)]
     for row in rows:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:3])]
@@ -33,7 +38,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     verb = "deleted" if report.acted else "would delete"
     print(
         f"{verb} {len(report.threads)} thread(s) with activity before {before}"
-        + (f" by {args.user}" if args.user else "")
+        + (f" by {printable(args.user)}" if args.user else "")
         + f": {report.steps} step(s), {report.elements} element(s), {report.bytes} bytes"
         + ("" if report.acted or not report.threads else "; run again with --yes to delete"),
         file=sys.stderr,

@@ -197,6 +197,23 @@ def test_prune_keeps_a_thread_that_became_active_after_it_was_selected(
     assert main(["verify"]) == 0
 
 
+def test_prune_prints_names_escaped(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A chat user names the thread: an escape sequence or a new line in the name
+    reaches the terminal as text, never as a control."""
+    store = ArchiveStore(archive)
+    doc = store.read_manifest("cake")
+    assert doc is not None
+    name = "Cake\x1b]0;pwned\x07\x1b[2J\rdeleted 0 thread(s)\nhello  forged"
+    store.put_manifest({**doc, "name": name})
+    assert main(["prune", "--before", "2026-03-04"]) == 0
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "\x07" not in out
+    assert "\r" not in out
+    assert len(out.splitlines()) == 1  # no forged line
+    assert out.startswith("cake ")
+    assert "\\x1b]0;pwned\\x07" in out
+
+
 # -- erase-user ----------------------------------------------------------------------
 
 
