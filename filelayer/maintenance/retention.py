@@ -261,7 +261,8 @@ def erase_user(
     tombstones, and rebuild the index so that no file under the root holds their data.
 
     A user without a record (threads copied in without one, or a second run after an
-    interrupted erasure) is erased all the same: whatever is found is removed. The
+    interrupted erasure) is erased all the same: whatever is found is removed. An
+    identifier with neither a record nor a thread changes nothing (no tombstone). The
     erasure announces itself as maintenance while it runs (see :mod:`.announce`)."""
     with maintaining(store.layout):
         return _erase_user(store, identifier, progress)
@@ -286,8 +287,15 @@ def _erase_user(store: ArchiveStore, identifier: str, progress: Progress | None)
     else:
         report.still_writing = _authored(store, identifier, user_id)
     report.threads.sort(key=lambda c: (c.activity, c.id))
-    _write_user_tombstone(store, identifier, user_id)
     path = store.layout.user_file(identifier)
+    if user is None and not seen and not report.still_writing and not path.exists():
+        # No record and no thread: nothing to erase, so nothing changes (a tombstone
+        # would mark someone who never was here as erased). A re-run after an erasure
+        # cut short before its rebuild still rebuilds the index.
+        if any(e.identifier_sha256 == identifier_hash(identifier) for e in erased_users(store)):
+            store.reindex()
+        return report
+    _write_user_tombstone(store, identifier, user_id)
     with _locks.locked(store.layout.users_lock, store.lock_timeout):
         if path.exists():
             report.user_file = f"{USERS_DIR}/{path.name}"

@@ -21,7 +21,7 @@ import pytest
 
 from filelayer import ArchiveStore
 from filelayer.cli import main
-from filelayer.maintenance.retention import prune, select_old
+from filelayer.maintenance.retention import is_erased, prune, select_old
 from tests.support.cli import build_archive
 from tests.support.processes import subprocess_env
 
@@ -234,6 +234,30 @@ def test_erasure_leaves_no_byte_of_the_user_under_the_root(
     # erasing again finds nothing more and says so
     assert main(["erase-user", ALICE]) == 1
     assert "nothing erased" in capsys.readouterr().err
+
+
+def test_erasing_no_one_changes_nothing(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    deleted = archive / "deleted.jsonl"
+    before = deleted.read_bytes() if deleted.exists() else None
+    assert main(["erase-user", "dave@example.com"]) == 1
+    assert "nothing erased" in capsys.readouterr().err
+    assert (deleted.read_bytes() if deleted.exists() else None) == before
+    store = ArchiveStore(archive)
+    assert not is_erased(store, None, "dave@example.com")
+    # dave signing up afterwards is not taken for an erased user come back
+    store.upsert_user("dave@example.com")
+    assert main(["verify"]) == 0
+
+
+def test_a_user_whose_record_is_gone_is_erased_all_the_same(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user_file = next(p for p in (archive / "users").iterdir() if p.name.startswith("alice"))
+    user_file.unlink()
+    assert main(["erase-user", ALICE]) == 0
+    assert "erased 2 thread(s)" in capsys.readouterr().err
+    assert leaks(archive, NEEDLES) == []
+    assert is_erased(ArchiveStore(archive), None, ALICE)
 
 
 def test_a_re_run_copy_from_an_archive_copied_before_brings_nothing_back(
