@@ -398,7 +398,9 @@ def git_prefix(root: Path) -> str | None:
         )
     except OSError:
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    # Only the new line git ends its answer with: a directory's name may begin or end
+    # with a space, and the command must name that directory.
+    return done.stdout.removesuffix("\n") if done.returncode == 0 else None
 
 
 def history_command(report: ErasureReport, prefix: str) -> str:

@@ -307,6 +307,24 @@ def test_the_history_command_names_the_exact_paths(
     assert "data/chats/threads/cake/steps.jsonl" in status
 
 
+def test_the_history_command_keeps_the_whitespace_of_the_directory_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    root = repo / " chats "
+    alice_archive(root)
+    git(tmp_path, "init", "-q", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "chats")
+    assert main(["--root", str(root), "erase-user", ALICE]) == 0
+    out = capsys.readouterr().out
+    assert "--path ' chats /threads/bread/'" in out
+    assert "--path ' chats /threads/cake/'" in out
+    assert "--path chats" not in out
+
+
 # -- while the app writes ------------------------------------------------------------
 
 WRITER = textwrap.dedent(
