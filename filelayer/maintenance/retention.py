@@ -45,7 +45,9 @@ from .._io import fs as _fs
 from .._io import locks as _locks
 from .._time import now_iso, time_key
 from ..format import codec as _codec
+from ..format import users
 from ..format.layout import THREADS_DIR, USERS_DIR
+from ..format.manifest import MANIFEST_NAME
 from ..store.archive import ArchiveStore
 from ..store.authors import manifest_lost
 from .announce import maintaining
@@ -111,13 +113,19 @@ class ErasureReport:
     user_file: str | None = None
     still_writing: list[str] = field(default_factory=list)
     """Threads of the user found again after the last pass (a user still chatting)."""
+    earlier: list[str] = field(default_factory=list)
+    """Paths of the user's, relative to the root, that only git history holds: threads
+    deleted before the erasure (by the user, ``prune``, an earlier erasure), and user
+    records (see :func:`in_history`)."""
 
     def history_paths(self) -> list[str]:
-        """Every path, relative to the root, that git history may still hold."""
-        paths = sorted(f"{THREADS_DIR}/{c.id}/" for c in self.threads)
+        """Every path, relative to the root, that git history may still hold: the
+        threads first, then the user records."""
+        paths = {f"{THREADS_DIR}/{c.id}/" for c in self.threads} | set(self.earlier)
         if self.user_file:
-            paths.append(self.user_file)
-        return paths
+            paths.add(self.user_file)
+        threads = sorted(p for p in paths if p.startswith(f"{THREADS_DIR}/"))
+        return threads + sorted(paths.difference(threads))
 
 
 def _size(directory: Path) -> int:
@@ -265,7 +273,9 @@ def erase_user(
     identifier with neither a record nor a thread changes nothing (no tombstone). The
     erasure announces itself as maintenance while it runs (see :mod:`.announce`)."""
     with maintaining(store.layout):
-        return _erase_user(store, identifier, progress)
+        report = _erase_user(store, identifier, progress)
+    report.earlier = in_history(store.root, identifier, report.user_id)
+    return report
 
 
 def _erase_user(store: ArchiveStore, identifier: str, progress: Progress | None) -> ErasureReport:
@@ -403,6 +413,73 @@ def git_prefix(root: Path) -> str | None:
     return done.stdout.removesuffix("\n") if done.returncode == 0 else None
 
 
+def in_history(root: Path, identifier: str, user_id: str | None = None) -> list[str]:
+    """The paths, relative to ``root``, of every thread and user record of
+    ``identifier`` that the history of the git repository holding ``root`` holds, on
+    any branch or tag: every version of every thread manifest and user file in it is
+    read, so a thread deleted long before the erasure is found as well as a live one.
+    Empty when ``root`` is in no repository (or git is not installed)."""
+    prefix = git_prefix(root)
+    if prefix is None:
+        return []
+    listed = _git(root, ["rev-list", "--all", "--objects"])
+    if listed is None:
+        return []
+    threads_at, users_at = f"{prefix}{THREADS_DIR}/", f"{prefix}{USERS_DIR}/"
+    wanted: dict[str, tuple[str, str]] = {}  # blob -> (kind, path relative to the root)
+    for line in listed.decode("utf-8", "surrogateescape").splitlines():
+        blob, _, path = line.partition(" ")
+        if path.startswith(threads_at):
+            thread_id, _, name = path[len(threads_at) :].partition("/")
+            if name == MANIFEST_NAME:
+                wanted[blob] = ("thread", f"{THREADS_DIR}/{thread_id}/")
+        elif path.startswith(users_at) and path.endswith(".json"):
+            name = path[len(users_at) :]
+            if "/" not in name:
+                wanted[blob] = ("user", f"{USERS_DIR}/{name}")
+    if not wanted:
+        return []
+    batch = _git(root, ["cat-file", "--batch"], "".join(f"{b}\n" for b in wanted).encode())
+    if batch is None:
+        return []
+    ids = {users.user_id(identifier)} | ({user_id} if user_id else set())
+    found: set[str] = set()
+    at = 0
+    while at < len(batch):
+        end = batch.index(b"\n", at)
+        header = batch[at:end].split()
+        at = end + 1
+        if len(header) != 3 or header[1] != b"blob":  # "<blob> missing"
+            continue
+        size = int(header[2])
+        data, at = batch[at : at + size], at + size + 1
+        kind, path = wanted.get(header[0].decode("ascii"), ("", ""))
+        try:
+            doc = _codec.decode(data)
+        except _codec.DecodeError:
+            continue
+        if not isinstance(doc, dict):
+            continue
+        if kind == "thread":
+            mine = doc.get("userIdentifier") == identifier or doc.get("userId") in ids
+        else:
+            mine = doc.get("identifier") == identifier
+        if mine:
+            found.add(path)
+    return sorted(found)
+
+
+def _git(root: Path, args: list[str], given: bytes | None = None) -> bytes | None:
+    """What ``git -C root ARGS`` prints, ``None`` when it fails or git is missing."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args], input=given, capture_output=True, check=False
+        )
+    except OSError:
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
 def history_command(report: ErasureReport, prefix: str) -> str:
     """The ``git filter-repo`` command that removes the erased paths from every commit
     (run from the top of the repository; the paths are relative to it)."""
@@ -429,6 +506,7 @@ __all__ = [
     "git_prefix",
     "history_command",
     "identifier_hash",
+    "in_history",
     "is_erased",
     "prune",
     "select_old",

@@ -325,6 +325,41 @@ def test_the_history_command_keeps_the_whitespace_of_the_directory_names(
     assert "--path chats" not in out
 
 
+def test_the_history_command_names_the_threads_the_user_deleted_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A thread alice deleted herself last month is gone from the working tree, not from
+    history: erasing her must name it too, or its texts stay in every commit."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    root = repo / "chats"
+    store = alice_archive(root)
+    git(tmp_path, "init", "-q", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "chats")
+    assert store.delete_thread("cake")  # alice deletes it in the app
+    store.write_step({"id": "h9", "threadId": "hello", "type": "user_message", "output": "hi"})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "later")
+    store.close()
+    assert main(["--root", str(root), "erase-user", ALICE]) == 0
+    out, err = capsys.readouterr()
+    assert "erased 1 thread(s)" in err
+    paths = [line.split("--path ")[1].rstrip(" \\") for line in out.splitlines()[1:]]
+    assert paths[:2] == ["chats/threads/bread/", "chats/threads/cake/"]
+    assert len(paths) == 3 and paths[2].startswith("chats/users/alice")
+    # bob's thread, in the same commits, is not named
+    assert "hello" not in out
+    # and once nothing of alice's is left in the working tree, history still is
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "erase alice")
+    assert main(["--root", str(root), "erase-user", ALICE]) == 1
+    out, err = capsys.readouterr()
+    assert "nothing erased" in err
+    assert "chats/threads/cake/" in out and "chats/threads/bread/" in out
+
+
 # -- while the app writes ------------------------------------------------------------
 
 WRITER = textwrap.dedent(
