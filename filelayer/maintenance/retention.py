@@ -491,9 +491,21 @@ def history_command(report: ErasureReport, prefix: str) -> str:
 
 
 def _shell_quote(text: str) -> str:
+    """``text`` as one shell word. A name that git history holds may be anything a
+    merge brought in: one with a control character is written in bash's ``$'…'``, each
+    such character as the ``\\xNN`` escapes of its UTF-8 bytes, so that the command
+    still names it exactly and no escape sequence reaches the terminal."""
     if text and all(ch.isalnum() or ch in "/._-" for ch in text):
         return text
-    return "'" + text.replace("'", "'\"'\"'") + "'"
+    if text.isprintable():
+        return "'" + text.replace("'", "'\"'\"'") + "'"
+    escaped = (
+        ch
+        if ch.isprintable() and ch not in "\\'"
+        else "".join(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
+        for ch in text
+    )
+    return "$'" + "".join(escaped) + "'"
 
 
 __all__ = [

@@ -360,6 +360,37 @@ def test_the_history_command_names_the_threads_the_user_deleted_before(
     assert "chats/threads/cake/" in out and "chats/threads/bread/" in out
 
 
+def test_the_history_command_quotes_control_characters_of_names_in_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory a merge once brought in may have any name: the command still names
+    it exactly, and no escape sequence of it reaches the terminal."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    root = repo / "chats"
+    alice_archive(root)
+    odd = root / "threads" / "x\x1b[2J\u202ey"
+    odd.mkdir()
+    (odd / "thread.json").write_text('{"id": "x", "userIdentifier": "alice@example.com"}')
+    git(tmp_path, "init", "-q", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "chats")
+    shutil.rmtree(odd)
+    assert main(["--root", str(root), "erase-user", ALICE]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "\u202e" not in out
+    odd_line = next(line for line in out.splitlines() if "threads/x" in line)
+    argument = odd_line.split("--path ")[1].rstrip(" \\")
+    assert argument == "$'chats/threads/x\\x1b[2J\\xe2\\x80\\xaey/'"
+    if shutil.which("bash"):  # the shell reads back the exact name
+        echoed = subprocess.run(
+            ["bash", "-c", f"printf %s {argument}"], capture_output=True, text=True
+        ).stdout
+        assert echoed == "chats/threads/x\x1b[2J\u202ey/"
+
+
 # -- while the app writes ------------------------------------------------------------
 
 WRITER = textwrap.dedent(
