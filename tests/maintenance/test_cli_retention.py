@@ -197,6 +197,39 @@ def test_prune_keeps_a_thread_that_became_active_after_it_was_selected(
     assert main(["verify"]) == 0
 
 
+def test_prune_says_which_threads_it_kept(
+    archive: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import filelayer.cli.retention as command
+
+    class AppWritesMeanwhile:
+        def __init__(self, label: str) -> None:
+            pass
+
+        def __call__(self, done: int, total: int) -> None:
+            if done == 1:
+                ArchiveStore(archive).write_step(
+                    {
+                        "id": "fresh",
+                        "threadId": "bread",
+                        "type": "user_message",
+                        "output": "x",
+                        "createdAt": "2026-04-01T00:00:00.000000Z",
+                    }
+                )
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(command, "Progress", AppWritesMeanwhile)
+    assert main(["prune", "--before", "2026-03-06", "--yes"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[0] for line in out.splitlines()] == ["cake", "hello"]
+    assert "deleted 2 thread(s)" in err
+    assert "kept 1 thread(s) written to while pruning (no longer old): bread" in err
+    assert sorted(p.name for p in (archive / "threads").iterdir()) == ["bread"]
+
+
 def test_prune_prints_names_escaped(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A chat user names the thread: an escape sequence or a new line in the name
     reaches the terminal as text, never as a control."""
