@@ -164,28 +164,65 @@ def merge_documents(base: bytes, ours: bytes, theirs: bytes, what: str = "docume
     return _codec.encode_document(_merge_dicts(o, a, b, later))
 
 
-def _looks_like_document(*versions: bytes) -> bool | None:
-    """Whether the versions are whole JSON documents (indented, so on several lines)
-    rather than JSON Lines; ``None`` if no version tells (all empty)."""
-    for data in versions:
-        if not data.strip():
-            continue
+# Keys only a record of a JSON Lines file of the archive has: every journal record
+# has ``op``, every tombstone ``deletedAt``.
+_RECORD_KEYS = frozenset({"op", "deletedAt"})
+
+
+def _shape(data: bytes, what: str) -> str | None:
+    """What one version is, by its bytes: ``"document"`` (one JSON object, indented over
+    several lines, or on one line without the newline every JSON Lines record ends
+    with), ``"lines"`` (several lines, at least one a JSON object), ``"record"`` (one
+    line that is a JSON Lines record), ``"line"`` (one other JSON object and its
+    newline: a document or a record, no telling), ``None`` (empty); neither JSON
+    Lines nor a document: :class:`MergeError`."""
+    if not data.strip():
+        return None
+    try:
+        doc = _codec.decode(data)
+    except _codec.DecodeError:
+        doc = None
+    else:
+        if not isinstance(doc, dict):
+            raise MergeError(what, "not a JSON object")
+        if b"\n" in data.strip() or not data.endswith(b"\n"):
+            return "document"
+        return "record" if _RECORD_KEYS & set(doc) else "line"
+    for line in _lines(data):
         try:
-            doc = _codec.decode(data)
+            if isinstance(_codec.decode(line), dict):
+                return "lines"
         except _codec.DecodeError:
-            return False  # several lines of JSON: JSON Lines
-        return isinstance(doc, dict) and b"\n" in data.strip()
-    return None
+            continue
+    raise MergeError(what, "neither a JSON document nor JSON Lines")
+
+
+def _kind(what: str, *versions: bytes) -> str:
+    """Whether versions git names by temporary files only are a whole document or JSON
+    Lines. A compact document on one line with a newline is also a JSON Lines file of
+    one line: merged as lines, two versions of it would become two objects in one
+    file, and merged as a document, two journal records would become one. So versions
+    that disagree, or that are all such lines and not all records, are left
+    conflicted (:class:`MergeError`) rather than merged the wrong way."""
+    shapes = {_shape(data, what) for data in versions} - {None}
+    if "document" in shapes and shapes & {"lines", "record"}:
+        raise MergeError(what, "a whole document in one version, JSON Lines in another")
+    if "document" in shapes:
+        return "document"
+    if "line" not in shapes:
+        return "lines"  # records only, or all empty
+    raise MergeError(what, "a JSON object on one line: a document or a record, no telling")
 
 
 def merge_file(path: str, base: bytes, ours: bytes, theirs: bytes) -> bytes:
     """Merge by the kind of archive file ``path`` (git's ``%P``) names; without a path
     that names one (a driver registered as ``merge-driver %O %A %B``: git's temporary
-    file names), by what the versions hold."""
+    file names), by what the versions hold (:func:`_kind`)."""
     if path.endswith(".jsonl"):
         return merge_lines(base, ours, theirs)
     if path.endswith(".json"):
         return merge_documents(base, ours, theirs, path)
-    if _looks_like_document(ours, theirs, base):
-        return merge_documents(base, ours, theirs, path or "document")
+    what = path or "document"
+    if _kind(what, base, ours, theirs) == "document":
+        return merge_documents(base, ours, theirs, what)
     return merge_lines(base, ours, theirs)

@@ -323,3 +323,66 @@ def test_the_driver_without_a_path_tells_documents_from_journals() -> None:
     two = b'{"at":"2026-01-01T00:00:00.000002Z","id":"b","op":"step.delete"}\n'
     assert merge_file(".merge_file_b", b"", one, two) == one + two
     assert merge_file(".merge_file_c", b"", one, one + two) == one + two
+
+
+def _drive(tmp_path: Path, base: bytes, ours: bytes, theirs: bytes) -> tuple[int, bytes]:
+    """``filelayer merge-driver %O %A %B`` (no path) on three versions: its exit code and
+    what it left in OURS."""
+    paths = []
+    for name, data in (("o", base), ("a", ours), ("b", theirs)):
+        path = tmp_path / name
+        path.write_bytes(data)
+        paths.append(str(path))
+    code = main(["merge-driver", *paths])
+    return code, (tmp_path / "a").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("base", "ours", "theirs"),
+    [
+        # one line, no newline: a document another program wrote compactly
+        (
+            b'{"id":"u","identifier":"alice","metadata":{}}',
+            b'{"id":"u","identifier":"alice","metadata":{"x":1}}',
+            b'{"id":"u","identifier":"alice","metadata":{"y":2}}',
+        ),
+        # indented on one side, compact on the other
+        (b'{\n"id":"u"\n}', b'{"id":"u","x":1}', b'{\n"id":"u","y":2\n}'),
+        (b'{\n"id":"u"\n}\n', b'{"id":"u","x":1}\n', b'{\n"id":"u","y":2\n}\n'),
+    ],
+)
+def test_the_driver_without_a_path_never_merges_a_document_as_lines(
+    tmp_path: Path, base: bytes, ours: bytes, theirs: bytes
+) -> None:
+    """A document on one line looks like a JSON Lines file of one line: the driver
+    either merges it as the document it is or leaves it conflicted, never writes lines
+    (or nothing) in its place with exit 0."""
+    code, merged = _drive(tmp_path, base, ours, theirs)
+    if code == 0:
+        doc = json.loads(merged)
+        assert isinstance(doc, dict) and doc["id"] == "u"
+        assert sum(key in json.dumps(doc) for key in ('"x"', '"y"')) == 2
+        assert (code, merged) == _drive(tmp_path, base, theirs, ours)
+    else:
+        assert code == 1 and merged == ours  # left conflicted, as git wrote it
+
+
+def test_the_driver_without_a_path_leaves_what_it_cannot_tell_conflicted(
+    tmp_path: Path,
+) -> None:
+    """A compact document with a newline on each side and a journal of one record per
+    side are the same shape; a journal is told by its records' keys, anything else
+    (or versions of both shapes) is left to a person."""
+    one = b'{"at":"2026-01-01T00:00:00.000001Z","id":"a","op":"step.delete"}\n'
+    two = b'{"at":"2026-01-01T00:00:00.000002Z","id":"b","op":"step.delete"}\n'
+    assert _drive(tmp_path, b"", one, two) == (0, one + two)
+    dead = b'{"deletedAt":"2026-01-01T00:00:00Z","id":"t1"}\n'
+    other = b'{"deletedAt":"2026-01-01T00:00:01Z","id":"t2"}\n'
+    assert _drive(tmp_path, b"", dead, other) == (0, dead + other)
+    user = b'{"id":"u","identifier":"alice","metadata":{"x":1}}\n'
+    changed = b'{"id":"u","identifier":"alice","metadata":{"y":2}}\n'
+    assert _drive(tmp_path, b"", user, changed) == (1, user)
+    document = b'{\n  "id": "u",\n  "name": "n"\n}\n'
+    assert _drive(tmp_path, b"", document, one + two) == (1, document)
+    broken = b'{\n  "id": "u",\n'
+    assert _drive(tmp_path, b"", broken, b'{\n  "id": "v",\n') == (1, broken)
