@@ -78,7 +78,10 @@ def merge_lines(base: bytes, ours: bytes, theirs: bytes) -> bytes:
     for line in a_stamped | b_stamped:
         if line not in removed:
             keyed[line] = (_stamp(line) or "", 0, line, 0)
-    for anchor in set(a_groups) | set(b_groups):
+    # Anchors in order: a line the two versions put after different stamped lines goes
+    # after the earlier one, whatever the order a set iterates in (the hash seed) and
+    # whichever side is "ours".
+    for anchor in sorted(set(a_groups) | set(b_groups)):
         first, second = sorted([a_groups.get(anchor, []), b_groups.get(anchor, [])])
         merged = list(dict.fromkeys(first + second))
         for n, line in enumerate(merged):

@@ -10,6 +10,7 @@ fold to what the driver's merge reads.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -386,3 +387,36 @@ def test_the_driver_without_a_path_leaves_what_it_cannot_tell_conflicted(
     assert _drive(tmp_path, b"", document, one + two) == (1, document)
     broken = b'{\n  "id": "u",\n'
     assert _drive(tmp_path, b"", broken, b'{\n  "id": "v",\n') == (1, broken)
+
+
+def test_an_unstamped_line_placed_differently_merges_the_same_under_every_hash_seed() -> None:
+    """A line without a stamp that one version has after one stamped line and the other
+    after another: where it goes depends on the two versions only, not on the order in
+    which this interpreter happens to iterate a set (``PYTHONHASHSEED``) nor on which
+    side is "ours"."""
+    import subprocess
+    import sys
+
+    s0 = b'{"at":"2026-01-01T00:00:00.000001Z","op":"step","step":{"id":"a","output":"0"}}\n'
+    s1 = b'{"at":"2026-01-01T00:00:00.000002Z","op":"step","step":{"id":"b","output":"1"}}\n'
+    x = b'{"op":"step","step":{"id":"c","output":"x"}}\n'
+    ours, theirs = s0 + x + s1, s0 + s1 + x
+    script = (
+        "import sys; from filelayer.git.merge import merge_lines as m; "
+        f"sys.stdout.buffer.write(m(b'', {ours!r}, {theirs!r}) + b'|' + "
+        f"m(b'', {theirs!r}, {ours!r}))"
+    )
+    results = set()
+    for seed in range(12):
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        one, other = done.stdout.split(b"|")
+        assert one == other
+        results.add(one)
+    assert len(results) == 1
+    assert results == {s0 + x + s1}  # after the earlier of the two stamped lines
