@@ -110,12 +110,21 @@ def _instant(value: str) -> tuple[str, str]:
     return time_key(value), value
 
 
+def _same(one: Any, other: Any, missing: object) -> bool:
+    """Whether two values are one JSON value: compared as their encodings, because
+    Python holds ``1``, ``1.0`` and ``true`` (or ``0`` and ``-0.0``) equal, and a merge
+    that took them for one would keep whichever side is "ours"."""
+    if one is missing or other is missing:
+        return one is other
+    return _codec.encode_line(one) == _codec.encode_line(other)
+
+
 def _merge_values(key: str, base: Any, ours: Any, theirs: Any, later: int, missing: object) -> Any:
-    if ours == theirs:
+    if _same(ours, theirs, missing):
         return ours
-    if ours == base:
+    if _same(ours, base, missing):
         return theirs
-    if theirs == base:
+    if _same(theirs, base, missing):
         return ours
     if isinstance(ours, dict) and isinstance(theirs, dict):
         return _merge_dicts(base if isinstance(base, dict) else {}, ours, theirs, later)

@@ -420,3 +420,28 @@ def test_an_unstamped_line_placed_differently_merges_the_same_under_every_hash_s
         results.add(one)
     assert len(results) == 1
     assert results == {s0 + x + s1}  # after the earlier of the two stamped lines
+
+
+@pytest.mark.parametrize(
+    ("base", "one", "other"),
+    [
+        (0, 1, 1.0),
+        (0, True, 1),
+        (1, 0, -0.0),
+        (1, False, 0),
+        (0, {"k": 1}, {"k": 1.0}),
+        (0, [1], [True]),
+        (1, 1.0, 1),  # one side rewrote the base's value as another type
+    ],
+)
+def test_values_python_holds_equal_merge_the_same_both_ways(
+    base: Any, one: Any, other: Any
+) -> None:
+    """``1``, ``1.0`` and ``true`` are equal in Python but three JSON values: a merge
+    that took them for one kept whichever side was "ours"."""
+    merged = _merged(
+        _doc(id="t", metadata={"x": base}),
+        _doc(id="t", metadata={"x": one}),
+        _doc(id="t", metadata={"x": other}),
+    )
+    assert json.dumps(merged["metadata"]["x"]) in {json.dumps(one), json.dumps(other)}
