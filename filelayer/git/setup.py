@@ -21,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,10 +114,29 @@ def setup(root: Path) -> SetupReport:
     return report
 
 
+# Control characters, line and paragraph separators: every character that
+# str.splitlines breaks at is one of them.
+_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+
+
+def _label(rel: str) -> str:
+    """How the markers of a hook's block name the archive ``rel``: as it is, unless it
+    holds a character that ends a line (for the shell, ``\\n``: the rest of the comment
+    would run as a command and fail every commit; for :meth:`str.splitlines`, which
+    finds the block again, also ``\\r``, ``\\u2028``…) or another control character;
+    then with those characters and backslashes escaped, so that it is one line."""
+    if all(unicodedata.category(c) not in _BREAKING for c in rel):
+        return rel  # the name earlier versions wrote, so that their block is found again
+    return "".join(
+        f"\\u{ord(c):04x}" if unicodedata.category(c) in _BREAKING or c == "\\" else c for c in rel
+    )
+
+
 def _with_block(text: str | None, rel: str, line: str) -> str:
     """The hook script with filelayer's line for the archive ``rel`` in its block."""
-    marker = f"{_BEGIN} {rel}"
-    block = f"{marker} (written by `filelayer git-setup`)\n{line}\n{_END} {rel}\n"
+    label = _label(rel)
+    marker = f"{_BEGIN} {label}"
+    block = f"{marker} (written by `filelayer git-setup`)\n{line}\n{_END} {label}\n"
     if text is None:
         return "#!/bin/sh\n" + block
     lines = text.splitlines(keepends=True)
@@ -125,7 +145,7 @@ def _with_block(text: str | None, rel: str, line: str) -> str:
     for current in lines:
         if current.startswith(marker):
             inside = True
-        elif inside and current.startswith(f"{_END} {rel}"):
+        elif inside and current.startswith(f"{_END} {label}"):
             inside = False
         elif not inside:
             kept.append(current)

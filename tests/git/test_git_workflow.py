@@ -83,3 +83,33 @@ def test_a_compacted_thread_is_byte_stable(repo: Path) -> None:
     for _ in range(3):
         main(["--root", str(repo / "chats"), "compact"])
         assert git(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("name", ["ch\nats", "ch\rats", "ch\u2028ats"])
+def test_hooks_of_an_archive_whose_name_breaks_lines_still_run(tmp_path: Path, name: str) -> None:
+    """The hooks name the archive in a comment: a line break in its name would end the
+    comment and make the rest of it a command, failing every commit. Running git-setup
+    again finds its block (and only it) again."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "Test")
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    hook.write_text('#!/bin/sh\necho mine >> "$GIT_DIR/../mine.log"\n', "utf-8")
+    root = repo / name
+    store = ArchiveStore(root)
+    store.write_step({"id": "s1", "threadId": "t", "type": "user_message", "output": "hi"})
+    store.close()
+    assert main(["--root", str(root), "git-setup"]) == 0
+    installed = hook.read_text("utf-8")
+    assert main(["--root", str(root), "git-setup"]) == 0
+    assert hook.read_text("utf-8") == installed
+    assert installed.startswith('#!/bin/sh\necho mine >> "$GIT_DIR/../mine.log"\n')
+    git(repo, "add", "-A")
+    done = subprocess.run(
+        ["git", "-C", str(repo), "commit", "-q", "-m", "archive"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "threads/t/steps.jsonl" in git(repo, "ls-files", "-z").replace("\0", "\n")
