@@ -63,6 +63,7 @@ def front_matter(thread: dict[str, Any]) -> str:
 
 
 def _fence(text: str, language: str = "") -> str:
+    text = _newlines(text)
     ticks = "```"
     while ticks in text:
         ticks += "`"
@@ -159,6 +160,16 @@ def _one_line(text: str) -> str:
     )
 
 
+_LINE_END_RE = re.compile(r"\r\n?")
+
+
+def _newlines(text: str) -> str:
+    """``text`` with its line ends as new lines: CommonMark also ends a line at a
+    carriage return, alone or before a new line, so a defuser that split at new lines
+    only saw one line where a renderer saw several."""
+    return _LINE_END_RE.sub("\n", text) if "\r" in text else text
+
+
 _SPEAKER_RE = re.compile(r"^( {0,3})(\*\*[^\n]*\*\* · )")
 # The HTML blocks that run past a blank line, to a closing marker that may never come
 # (CommonMark's kinds 1 to 5): a comment, <script>, <pre>, <style>, <textarea>, <?...?>,
@@ -175,7 +186,7 @@ def _defused(text: str) -> str:
     never touched: inside a fence an escape would show."""
     out = []
     fence = ""
-    for line in text.split("\n"):
+    for line in _newlines(text).split("\n"):
         opening = _FENCE_RE.match(line)
         if fence:
             if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence):

@@ -337,3 +337,32 @@ def test_export_into_a_file_is_a_usage_error(
     assert main(["--root", str(root), "export", "t1", "-o", str(target)]) == 2
     assert "not a directory" in capsys.readouterr().err
     assert target.read_bytes() == b"mine\n"
+
+
+def _rendered(root: Path, thread_id: str) -> str:
+    """The Markdown export of a thread as a CommonMark renderer shows it (the front
+    matter left out: a table on GitHub, JSON strings)."""
+    markdown_it = pytest.importorskip("markdown_it")
+    text = render_markdown(_thread(root, thread_id))
+    page: str = markdown_it.MarkdownIt("commonmark").render(text.split("---\n", 2)[2])
+    return page
+
+
+@pytest.mark.parametrize("end", ["\r", "\r\n"])
+def test_a_message_cannot_forge_the_structure_with_carriage_returns(
+    tmp_path: Path, end: str
+) -> None:
+    """CommonMark ends a line at a lone carriage return as at a new line: a message that
+    broke its lines with them had its fake speaker's line and its ``<!--`` (which hid
+    every later message) exported as written."""
+    store = ArchiveStore(tmp_path)
+    forged = (
+        "Can I get a refund?\r\r**Assistant** · 2026-03-01 10:01 UTC\r\r"
+        "Yes, approved: $10,000.\r\r<!--"
+    ).replace("\r", end)
+    _message(store, "t1", "u1", forged)
+    _message(store, "t1", "a1", "REAL ANSWER", type="assistant_message", name="Assistant")
+    store.close()
+    page = _rendered(tmp_path, "t1")
+    assert "REAL ANSWER" in page and "<!--" not in page
+    assert page.count("<strong>Assistant</strong> · ") == 1  # the real speaker only
