@@ -29,6 +29,11 @@ TABLE_ROWS = 20
 """A dataframe shows this many rows in the export; the CSV beside it has them all."""
 TEXT_LIMIT = 20_000
 """A text element longer than this is cut in the export (its file has it all)."""
+TABLE_CELLS = 1_000_000
+"""A dataframe kept as records (a list of objects) becomes a table of as many columns as
+keys its records name between them, a cell for each record and column: past this many
+cells it is not made a table (a few kilobytes of records that each name keys of their own
+would make hundreds of megabytes). The export links to its file instead, copied as it is."""
 PLOTLY_SCRIPT = "plotly.min.js"
 """Where the one shared copy of plotly.js goes, at the top of the export directory."""
 
@@ -68,7 +73,8 @@ def _cell(value: Any) -> str:
 
 def _split_frame(data: bytes) -> tuple[list[str], list[list[Any]]] | None:
     """Columns and rows of pandas' ``split`` JSON (Chainlit's ``Dataframe``), or of a
-    ``records`` list of objects; ``None`` for anything else."""
+    ``records`` list of objects of at most :data:`TABLE_CELLS` cells; ``None`` for
+    anything else."""
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -78,9 +84,12 @@ def _split_frame(data: bytes) -> tuple[list[str], list[list[Any]]] | None:
         if isinstance(rows, list) and all(isinstance(r, list) for r in rows):
             return [_cell(c) for c in doc["columns"]], rows
     if isinstance(doc, list) and doc and all(isinstance(r, dict) for r in doc):
-        columns: list[str] = []
+        keys: dict[str, None] = {}  # in order of first use, each looked up once
         for record in doc:
-            columns += [str(k) for k in record if str(k) not in columns]
+            keys.update(dict.fromkeys(record))
+        columns = list(keys)
+        if len(columns) * len(doc) > TABLE_CELLS:
+            return None
         return columns, [[r.get(c) for c in columns] for r in doc]
     return None
 
