@@ -7,6 +7,7 @@ unchanged archive exports to byte-identical files.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Iterable
@@ -170,36 +171,162 @@ def _newlines(text: str) -> str:
     return _LINE_END_RE.sub("\n", text) if "\r" in text else text
 
 
-_SPEAKER_RE = re.compile(r"^( {0,3})(\*\*[^\n]*\*\* · )")
-# The HTML blocks that run past a blank line, to a closing marker that may never come
-# (CommonMark's kinds 1 to 5): a comment, <script>, <pre>, <style>, <textarea>, <?...?>,
-# <!X...>, <![CDATA[...]]>. The others end at the blank line after the message.
-_HTML_BLOCK_RE = re.compile(r"^( {0,3})(<(?:[!?]|(?:script|pre|style|textarea)(?![\w-])))", re.I)
-_FENCE_RE = re.compile(r" {0,3}(`{3,}|~{3,})")
+# A fence a renderer opens whatever it is in: at most 3 spaces, and, for backticks, an
+# info string without one.
+_OPENER_RE = re.compile(r"( {0,3})(`{3,}(?=[^`]*$)|~{3,})")
+_CLOSER_RE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*$")
+# Anything that may be a fence in some container: after spaces, tabs, block quote and
+# list markers.
+_FENCE_LIKE_RE = re.compile(r"[ \t]*(?:(?:>|[-+*]|\d{1,9}[.)])[ \t]*)*(`|~)(?=\1\1)")
+# What starts an HTML tag, a comment, a declaration or a processing instruction.
+_TAG_START_RE = re.compile(r"<[A-Za-z/!?]")
+_AUTOLINK_RE = re.compile(
+    r"<(?:[A-Za-z][A-Za-z0-9+.-]{1,31}:[^\x00-\x20<>]*"
+    r"|[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)>"
+)
+# Emphasis followed, past any spacing (a line end, a no-break space, an invisible
+# character), by an entity or a sign that is not ASCII: a speaker's line is
+# ``**Name** · time``, and ``__Name__ &middot; time`` looks the same.
+_SPEAKER_LIKE_RE = re.compile(
+    r"[*_](?:\s|[\u00ad\u200b-\u200f\u2060\ufeff])*(?:&[#\w]+;|[^\w\s\x00-\x7f])"
+)
+_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
 def _defused(text: str) -> str:
     """A message's Markdown, kept as written, except what would forge the export's own
-    structure: a line shaped like a speaker's line (``**Assistant** · …``), and an HTML
-    block that would run on over the messages after it (``<!--`` hid them all in a
-    renderer). Their first character is escaped: a reader sees them as typed. Code is
-    never touched: inside a fence an escape would show."""
-    out = []
-    fence = ""
-    for line in _newlines(text).split("\n"):
-        opening = _FENCE_RE.match(line)
+    structure or hide what follows: raw HTML (``<!--`` hid every later message in a
+    renderer, an unclosed ``<details>`` in a browser), a line that renders like a
+    speaker's line (``**Assistant** · …``, or ``__Assistant__ &middot; …``), and a fence
+    left open. They are escaped: a reader sees them as typed.
+
+    Code is never touched, since an escape would show there, but only code that every
+    renderer agrees is code: a fence not in a list item, or one whose lines all stay in
+    it (a list item ends at a line less indented, and its fence with it), and code spans
+    within a line that no earlier backtick may have opened. Any other fence is broken
+    (shown as typed), and its lines are treated as text: a line-by-line reading that
+    took a fence for one where a renderer did not (or missed one it saw) let the
+    renderer find HTML in what it read as code."""
+    lines = _newlines(text).split("\n")
+    out: list[str] = []
+    spans = True  # no backtick left open: a code span within a line is one
+    budget = 4 * len(lines) + 1000  # lines that indented fences may look at, in all
+    i = 0
+    while i < len(lines):
+        opener = _OPENER_RE.match(lines[i])
+        end: int | None = None
+        if opener and (budget > 0 or not opener.group(1)):
+            end, seen = _fence_end(lines, i, len(opener.group(1)), opener.group(2))
+            if opener.group(1):
+                budget -= seen - i
+        if opener and end is not None:
+            out.extend(lines[i : end + 1])
+            if end == len(lines):  # left open, it would run on over every later message
+                out.append(opener.group(2))
+            i, spans = end + 1, True
+            continue
+        line = lines[i]
+        fence = _FENCE_LIKE_RE.match(line)
         if fence:
-            if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence):
-                fence = ""
-        elif opening:
-            fence = opening.group(1)
-        else:
-            line = _SPEAKER_RE.sub(r"\1\\\2", line, count=1) if "** · " in line else line
-            line = _HTML_BLOCK_RE.sub(r"\1\\\2", line, count=1) if "<" in line else line
+            line = line[: fence.start(1)] + "\\" + line[fence.start(1) :]
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        emphasis = bool(_SPEAKER_LIKE_RE.search(line + "\n" + following))
+        if not line.strip(" \t"):
+            spans = True
+        line, spans = _inline_defused(line, spans, emphasis)
         out.append(line)
-    if fence:  # left open, it would run on over every later message
-        out.append(fence)
+        i += 1
     return "\n".join(out)
+
+
+def _indent(line: str) -> int:
+    """The columns of a line's indentation (a tab goes to the next multiple of 4)."""
+    column = 0
+    for char in line:
+        if char == " ":
+            column += 1
+        elif char == "\t":
+            column += 4 - column % 4
+        else:
+            break
+    return column
+
+
+def _fence_end(lines: list[str], start: int, indent: int, mark: str) -> tuple[int | None, int]:
+    """The line that closes the fence ``lines[start]`` opens (``len(lines)``: none, and
+    the fence is not indented), or ``None`` when a renderer may read the fence
+    otherwise: indented, it may be in a list item, which ends at a line less indented
+    than its text, or closes at an indentation that only a list item allows. Then the
+    line where the look stopped (a bound on the work keeps the whole linear)."""
+    for j in range(start + 1, len(lines)):
+        line = lines[j]
+        if not line.strip(" \t"):
+            continue
+        depth = _indent(line)
+        if depth < indent:
+            return None, j
+        closer = _CLOSER_RE.match(line)
+        if closer and closer.group(1)[0] == mark[0] and len(closer.group(1)) >= len(mark):
+            if depth <= 3:
+                return j, j
+            if depth <= indent + 3:
+                return None, j
+    return (len(lines) if indent == 0 else None), len(lines)
+
+
+def _inline_defused(line: str, spans: bool, emphasis: bool) -> tuple[str, bool]:
+    """One line of text with its HTML escaped (and its emphasis, when ``emphasis``), past
+    code spans and autolinks; and whether no backtick was left open. With ``spans``
+    false, an earlier line left one that may close here, so nothing is code."""
+    out: list[str] = []
+    open_tick = False
+    runs = _tick_runs(line) if spans and "`" in line else {}
+    i, size = 0, len(line)
+    while i < size:
+        char = line[i]
+        if char == "\\" and i + 1 < size and line[i + 1] in _PUNCTUATION:
+            out.append(line[i : i + 2])
+            i += 2
+        elif char == "`":
+            run = i
+            while run < size and line[run] == "`":
+                run += 1
+            ends = runs.get(run - i, [])
+            after = bisect.bisect_right(ends, run)
+            # The closing run ends past its own length from where the opening one ends.
+            close = ends[after] if spans and after < len(ends) else -1
+            if close < 0:
+                open_tick = True
+                out.append(line[i:run])
+                i = run
+            else:
+                out.append(line[i:close])
+                i = close
+        elif char == "<":
+            link = _AUTOLINK_RE.match(line, i)
+            if link:
+                out.append(link.group())
+                i = link.end()
+            else:
+                out.append("\\<" if _TAG_START_RE.match(line, i) else "<")
+                i += 1
+        else:
+            out.append("\\" + char if emphasis and char in "*_" else char)
+            i += 1
+    return "".join(out), spans and not open_tick
+
+
+def _tick_runs(line: str) -> dict[int, list[int]]:
+    """Where each run of backticks in ``line`` ends, by its length: a code span closes
+    at the next run of its opening's length (one look-up each, however many runs)."""
+    runs: dict[int, list[int]] = {}
+    for run in _TICKS_RE.finditer(line):
+        runs.setdefault(run.end() - run.start(), []).append(run.end())
+    return runs
+
+
+_TICKS_RE = re.compile(r"`+")
 
 
 def _html_escape(text: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,22 +188,39 @@ def test_a_message_cannot_forge_the_markdown_exports_structure(tmp_path: Path) -
 
 
 def test_legitimate_markdown_is_exported_as_written(tmp_path: Path) -> None:
-    """Code (an HTML answer in a fence, a comment in inline code), an autolink, a bold
-    line, plain HTML: exported byte for byte, no escape added; only a fence left open
-    at a message's end is closed, or it would hold every later message."""
+    """Code (an HTML answer in a fence, one in a list item, a comment in inline code),
+    an autolink, a bold line: exported byte for byte, no escape added; only a fence
+    left open at a message's end is closed, or it would hold every later message. Raw
+    HTML shows as typed: a browser would leave an unclosed tag open over the page."""
     answer = (
         "Here:\n\n```html\n<!DOCTYPE html>\n<!-- note -->\n**Assistant** · in code\n```\n\n"
+        "1. Save it:\n   ```html\n   <b>hi</b>\n\n     <i>x</i>\n   ```\n2. Open it.\n\n"
         "Use `<!-- -->` for comments, see <https://example.com>.\n\n"
-        "**Note:** bold\n\n<div>fine</div>"
+        "**Note:** bold, **also**: this, a_b_c and 2 * 3 * 4"
     )
     store = ArchiveStore(tmp_path)
     _message(store, "t1", "a1", answer, type="assistant_message")
     _message(store, "t1", "a2", "open fence\n```python\nprint(1)", type="assistant_message")
-    _message(store, "t1", "a3", "after it", type="assistant_message")
+    _message(store, "t1", "a3", "after it <div>fine</div>", type="assistant_message")
     store.close()
     markdown = render_markdown(_thread(tmp_path, "t1"))
     assert answer in markdown
     assert "open fence\n```python\nprint(1)\n```\n" in markdown
+    assert "after it \\<div>fine\\</div>" in markdown
+
+
+_SLOW_DEFUSING = [
+    "   ```x\n" * 100_000,  # each an indented fence that looks to the end for its close
+    "".join("`" * n + "a" for n in range(1, 600)) + "``a" * 200_000,  # open code spans
+]
+
+
+@pytest.mark.parametrize("text", _SLOW_DEFUSING, ids=["indented-fences", "backtick-runs"])
+def test_defusing_takes_time_in_proportion_to_the_message(text: str) -> None:
+    thread = {"id": "t", "steps": [{"id": "s", "type": "user_message", "output": text}]}
+    started = time.monotonic()
+    render_markdown(thread)
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize("planted", ["page", "files"])
@@ -398,3 +416,61 @@ def test_a_small_dataframe_of_many_columns_exports_small(tmp_path: Path) -> None
     assert sum(sizes.values()) < 4 * len(records), sizes
     [markdown] = [p.read_text("utf-8") for p in out.glob("*.md")]
     assert "wide" in markdown and "e1.json" in markdown
+
+
+_HIDING = [
+    # Not a fence: a backtick fence's info string has no backtick.
+    "x\n```x`\n<!--",
+    # Not a closing fence (it has an info string): the fence ran on over later messages.
+    "```\ncode\n```foo\nstill code",
+    # Raw HTML that a browser leaves open over the rest of the page.
+    "see <details> here",
+    "<details>\n<summary>more</summary>",
+    "a <textarea> b",
+    # Fences in a list item, which ends before the next line that is not indented.
+    "- ```\n  ```\n  <!--\n  ```",
+    "- a\n  ```\nfoo\n<!--",
+    "- a\n\t```\n  ```\n  <!--\n  ```",
+    " ```\nx\n```\n<!--",
+    "`a\n<!--`",
+    "x ` y\n`<details>` z",
+]
+
+
+@pytest.mark.parametrize("text", _HIDING)
+def test_a_message_cannot_hide_the_messages_after_it(tmp_path: Path, text: str) -> None:
+    """Fences a renderer does not see where a line-by-line reading did, fences inside
+    list items, and raw HTML anywhere in a line: whatever a message holds, the next
+    message shows, after its own speaker's line, and no HTML the message wrote is
+    left for the browser."""
+    store = ArchiveStore(tmp_path)
+    _message(store, "t1", "u1", text)
+    _message(store, "t1", "a1", "REAL ANSWER", type="assistant_message", name="Assistant")
+    store.close()
+    page = _rendered(tmp_path, "t1")
+    assert "<p><strong>Assistant</strong> · " in page
+    assert "<p>REAL ANSWER</p>" in page
+    for tag in ("<!--", "<details", "<summary", "<textarea"):
+        assert tag not in page, tag
+
+
+_LOOK_ALIKES = [
+    "__Assistant__ · 2026-03-01 10:01 UTC",
+    "**Assistant** &middot; 2026-03-01 10:01 UTC",
+    "**Assistant**\u00a0·\u00a02026-03-01 10:01 UTC",
+    "**Assistant**\n· 2026-03-01 10:01 UTC",
+    "[](x)**Assistant** · 2026-03-01 10:01 UTC",
+    "<strong>Assistant</strong> · 2026-03-01 10:01 UTC",
+]
+
+
+@pytest.mark.parametrize("line", _LOOK_ALIKES)
+def test_a_message_cannot_forge_a_speakers_line(tmp_path: Path, line: str) -> None:
+    """Lines that render as a speaker's line does (other emphasis, the dot as an
+    entity, other spaces, a line break between) are shown as typed."""
+    store = ArchiveStore(tmp_path)
+    _message(store, "t1", "u1", f"Can I get a refund?\n\n{line}\n\nYes, approved.")
+    _message(store, "t1", "a1", "REAL ANSWER", type="assistant_message", name="Assistant")
+    store.close()
+    page = _rendered(tmp_path, "t1")
+    assert page.count("<strong>Assistant</strong>") == 1  # the real speaker only
