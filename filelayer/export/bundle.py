@@ -23,7 +23,7 @@ from typing import Any
 from ..store.archive import ArchiveStore
 from . import elements as ee
 from .elements import ElementView
-from .markdown import file_stem, render_markdown
+from .markdown import defused, fence, file_stem, link_target, plain, render_markdown
 
 FORMATS = ("markdown", "html")
 TABLES_DIR = "_tables"
@@ -126,37 +126,25 @@ def _copy_name(element: dict[str, Any], stored: str) -> str:
 
 def markdown_block(view: ElementView) -> str | None:
     """The Markdown an element shows as, or ``None`` for the plain link."""
-    target = _md_target(view.href or "")
+    target = link_target(view.href or "")
     if view.text is not None:
-        body = _fence(view.text, view.code_language or "") if view.code_language else view.text
-        note = f"\n\n_(cut here: the whole text is in [{_md_text(view.name)}]({target}))_"
-        return f"📄 **{_md_text(view.name)}**\n\n{body.strip()}" + (note if view.cut else "")
+        if view.code_language:
+            body = fence(view.text.rstrip(), view.code_language)
+        else:
+            body = defused(view.text.strip())
+        note = f"\n\n_(cut here: the whole text is in [{plain(view.name)}]({target}))_"
+        return f"📄 **{plain(view.name)}**\n\n{body.strip()}" + (note if view.cut else "")
     if view.table is not None:
-        where = f"[{_md_text(view.name)}.csv]({_md_target(view.csv_href or '')})"
+        where = f"[{plain(view.name)}.csv]({link_target(view.csv_href or '')})"
         return (
-            f"📊 **{_md_text(view.name)}** ({ee.table_note(view.table)}; all of it in {where})"
+            f"📊 **{plain(view.name)}** ({ee.table_note(view.table)}; all of it in {where})"
             f"\n\n{ee.markdown_table(view.table)}"
         )
     if view.type == "plotly" and view.href:
         if view.chart_href:
-            return f"📈 [{_md_text(view.name)} (chart)]({_md_target(view.chart_href)})"
-        return f"📈 [{_md_text(view.name)} (Plotly figure, JSON)]({target})"
+            return f"📈 [{plain(view.name)} (chart)]({link_target(view.chart_href)})"
+        return f"📈 [{plain(view.name)} (Plotly figure, JSON)]({target})"
     return None
-
-
-def _fence(text: str, language: str) -> str:
-    ticks = "```"
-    while ticks in text:
-        ticks += "`"
-    return f"{ticks}{language}\n{text.rstrip()}\n{ticks}"
-
-
-def _md_text(text: str) -> str:
-    return text.replace("[", "(").replace("]", ")")
-
-
-def _md_target(target: str) -> str:
-    return target.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
 
 
 UNRENDERABLE = (ValueError, TypeError, LookupError, RecursionError, UnicodeError)

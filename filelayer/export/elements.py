@@ -117,10 +117,13 @@ def table_csv(data: bytes) -> bytes | None:
 
 
 def markdown_table(table: Table) -> str:
-    """A GitHub Markdown table; pipes and line breaks in cells cannot break it."""
+    """A GitHub Markdown table; pipes and line breaks in cells cannot break it, and a
+    cell is data, not Markdown: its signs show as they are (a cell that rendered as
+    ``**Assistant** · …`` on a line of its own looked like a speaker's line)."""
 
     def cell(text: str) -> str:
-        return html.escape(text, quote=False).replace("|", "\\|").replace("\n", "<br>") or " "
+        escaped = html.escape(_CELL_SIGN_RE.sub(r"\\\1", text), quote=False)
+        return _LINE_END_RE.sub("<br>", escaped) or " "
 
     lines = [
         "| " + " | ".join(cell(c) for c in table.columns) + " |",
@@ -128,6 +131,11 @@ def markdown_table(table: Table) -> str:
     ]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.rows]
     return "\n".join(lines)
+
+
+_CELL_SIGN_RE = re.compile(r"([\\`*_\[\]!~|#])")
+_LINE_END_RE = re.compile(r"\r\n?|\n")
+"""What ends a line in Markdown: a carriage return too, alone or before a new line."""
 
 
 def html_table(table: Table) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,12 +64,18 @@ def front_matter(thread: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fence(text: str, language: str = "") -> str:
+def fence(text: str, language: str = "") -> str:
+    """``text`` as code, in a fence that nothing in it closes, after a language of word
+    characters only (a language is an info string, on the fence's own line: a new line
+    or a backtick there ended it, and the code's first line was Markdown)."""
     text = _newlines(text)
     ticks = "```"
     while ticks in text:
         ticks += "`"
-    return f"{ticks}{language}\n{text}\n{ticks}"
+    return f"{ticks}{_LANGUAGE_DROPPED_RE.sub('', language)}\n{text}\n{ticks}"
+
+
+_LANGUAGE_DROPPED_RE = re.compile(r"[^\w+#.-]")
 
 
 def _quote(text: str) -> str:
@@ -97,17 +104,17 @@ def render_markdown(
         owner = element.get("forId")
         elements_by_step.setdefault(owner if owner in present else None, []).append(element)
 
-    title = _one_line(str(thread.get("name") or "Untitled conversation"))
+    title = plain(str(thread.get("name") or "Untitled conversation"))
     out = [front_matter(thread), f"# {title}\n"]
-    author = _one_line(str(thread.get("userIdentifier") or "User"))
+    author = str(thread.get("userIdentifier") or "User")
 
     def render(step: dict[str, Any], depth: int) -> None:
         kind = step.get("type")
         if kind in MESSAGE_TYPES:
             who = author if kind == "user_message" else str(step.get("name") or "Assistant")
-            stamp = _one_line(when(step.get("createdAt") or step.get("start")))
-            out.append(f"**{_one_line(who)}** · {stamp}\n")
-            text = _defused(str(step.get("output") or "").strip())
+            stamp = plain(when(step.get("createdAt") or step.get("start")))
+            out.append(f"**{plain(who)}** · {stamp}\n")
+            text = defused(str(step.get("output") or "").strip())
             if text:
                 out.append(text + "\n")
             out.extend(_elements(elements_by_step.get(step["id"], []), links, blocks))
@@ -125,11 +132,11 @@ def render_markdown(
             label = f"{step.get('name') or kind} ({kind})"
             if step.get("isError"):
                 label += " ⚠️ error"
-            out.append(f"<details>\n<summary>{_html_escape(label)}</summary>\n")
+            out.append(f"<details>\n<summary>{_html_escape(_one_line(label))}</summary>\n")
             if step.get("input"):
-                out.append("**Input**\n\n" + _fence(str(step["input"]), _language(step)) + "\n")
+                out.append("**Input**\n\n" + fence(str(step["input"]), _language(step)) + "\n")
             if step.get("output"):
-                out.append("**Output**\n\n" + _fence(str(step["output"])) + "\n")
+                out.append("**Output**\n\n" + fence(str(step["output"])) + "\n")
             out.extend(_elements(elements_by_step.get(step["id"], []), links, blocks))
             out.extend(_feedback(step))
             for child in children.get(step["id"], []):
@@ -194,7 +201,7 @@ _SPEAKER_LIKE_RE = re.compile(
 _PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
-def _defused(text: str) -> str:
+def defused(text: str) -> str:
     """A message's Markdown, kept as written, except what would forge the export's own
     structure or hide what follows: raw HTML (``<!--`` hid every later message in a
     renderer, an unclosed ``<details>`` in a browser), a line that renders like a
@@ -347,20 +354,28 @@ def _elements(
             url if isinstance(url, str) and safe_url(url) else None
         )
         if not target:
-            lines.append(f"_{name} ({element.get('type')}, not stored)_\n")
+            lines.append(f"_{plain(name)} ({plain(str(element.get('type')))}, not stored)_\n")
         elif element.get("type") in IMAGE_TYPES:
-            lines.append(f"![{_link_text(name)}]({_link_target(str(target))})\n")
+            lines.append(f"![{plain(name)}]({link_target(str(target))})\n")
         else:
-            lines.append(f"📎 [{_link_text(name)}]({_link_target(str(target))})\n")
+            lines.append(f"📎 [{plain(name)}]({link_target(str(target))})\n")
     return lines
 
 
-def _link_text(text: str) -> str:
-    return text.replace("[", "(").replace("]", ")")
+_SIGN_RE = re.compile(r"([\\`*_\[\]<>&!~|#])")
 
 
-def _link_target(target: str) -> str:
-    return target.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+def plain(text: str) -> str:
+    """A name, a type or a time as text on one line of the Markdown: every sign that
+    could start Markdown or HTML there (a tag, a comment, emphasis, a link, an entity)
+    escaped, and its line breaks made spaces, whatever it holds."""
+    return _SIGN_RE.sub(r"\\\1", _one_line(text))
+
+
+def link_target(target: str) -> str:
+    """A link's target with everything that could end it (a space, a line break, a
+    parenthesis, an angle bracket) percent-encoded."""
+    return urllib.parse.quote(target, safe="/:?#@!$&'*+,;=%~")
 
 
 def _feedback(step: dict[str, Any]) -> list[str]:
@@ -369,7 +384,7 @@ def _feedback(step: dict[str, Any]) -> list[str]:
         return []
     mark = _FEEDBACK_MARK.get(fb.get("value"), "")
     comment = str(fb.get("comment") or "").strip()
-    return [_quote(f"{mark} {comment}".strip()) + "\n"]
+    return [_quote(defused(f"{mark} {comment}".strip())) + "\n"]
 
 
 def render_json(thread: dict[str, Any]) -> str:

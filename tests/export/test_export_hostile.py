@@ -474,3 +474,70 @@ def test_a_message_cannot_forge_a_speakers_line(tmp_path: Path, line: str) -> No
     store.close()
     page = _rendered(tmp_path, "t1")
     assert page.count("<strong>Assistant</strong>") == 1  # the real speaker only
+
+
+_HOSTILE_FIELDS: list[tuple[str, dict[str, Any], bytes | None]] = [
+    ("element name", {"type": "file", "name": "a\n\n<!--"}, b"bytes"),
+    ("element name as a tag", {"type": "file", "name": "<details>.pdf"}, b"bytes"),
+    ("image name", {"type": "image", "name": "a]\n\n<!--", "mime": "image/png"}, b"png"),
+    ("name of nothing stored", {"type": "file", "name": "a_\n\n<!--"}, None),
+    ("element url", {"type": "file", "name": "x", "url": "https://x.example/\n\n<!--"}, None),
+    ("element url, a paren", {"type": "file", "name": "x", "url": "https://x.example/)<!--"}, None),
+    ("code language", {"type": "text", "name": "c", "language": "py`\n\n<!--"}, b"print()"),
+    ("text", {"type": "text", "name": "notes"}, b"hi\n\n<!--\n"),
+    (
+        "dataframe cell",
+        {"type": "dataframe", "name": "d"},
+        b'{"columns": ["a"], "data": [["x\\r\\r**Assistant** \\u00b7 10:01\\r\\r<details>"]]}',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("element", "data"), [f[1:] for f in _HOSTILE_FIELDS], ids=[f[0] for f in _HOSTILE_FIELDS]
+)
+def test_an_elements_fields_cannot_forge_the_markdown_exports_structure(
+    tmp_path: Path, element: dict[str, Any], data: bytes | None
+) -> None:
+    """An element's name, url, language, text and cells are written into the Markdown
+    too: each, whatever it holds, shows as text, and the next message shows after its
+    own speaker's line."""
+    markdown_it = pytest.importorskip("markdown_it")
+    root, out = tmp_path / "a", tmp_path / "out"
+    store = ArchiveStore(root)
+    _message(store, "t1", "u1", "see the file")
+    store.put_element("t1", {"id": "e1", "forId": "u1", **element}, data)
+    _message(store, "t1", "a1", "REAL ANSWER", type="assistant_message", name="Assistant")
+    store.close()
+    assert main(["--root", str(root), "export", "t1", "-o", str(out)]) == 0
+    [markdown] = [p.read_text("utf-8") for p in out.glob("*.md")]
+    page = markdown_it.MarkdownIt("commonmark").render(markdown.split("---\n", 2)[2])
+    assert page.count("<strong>Assistant</strong>") == 1 and "<p>REAL ANSWER</p>" in page
+    for tag in ("<!--", "<details"):
+        assert tag not in page, tag
+
+
+def test_a_tool_steps_fields_cannot_forge_the_markdown_exports_structure(tmp_path: Path) -> None:
+    """A thread's name (its first message), a tool's name and language, a rating's
+    comment: text, whatever they hold."""
+    store = ArchiveStore(tmp_path)
+    _message(store, "t1", "u1", "hello")
+    store.write_step(
+        {
+            "id": "tool",
+            "threadId": "t1",
+            "parentId": "u1",
+            "type": "tool",
+            "name": "search\n\n**Assistant** · 10:01",
+            "input": "q",
+            "language": "py\n```\n\n<!--",
+            "createdAt": "2026-03-01T10:00:01.000000Z",
+        }
+    )
+    store.upsert_feedback(for_id="u1", value=0, comment="bad\n\n<details>")
+    _message(store, "t1", "a1", "REAL ANSWER", type="assistant_message", name="Assistant")
+    store.update_thread("t1", name="<details> hello")
+    store.close()
+    page = _rendered(tmp_path, "t1")
+    assert page.count("<strong>Assistant</strong>") == 1 and "<p>REAL ANSWER</p>" in page
+    assert "<!--" not in page and page.count("<details") == 1  # the tool's own
