@@ -97,6 +97,8 @@ def element_views(
                 view.code_language = str(element.get("language"))
         elif view.type == "dataframe":
             view.table = ee.read_table(data)
+            if view.table is None:
+                view.table_note = ee.oversized_note(data)
             whole = ee.table_csv(data)
             if whole is not None:
                 view.csv_href = f"{folder}/{TABLES_DIR}/{view.id}.csv"
@@ -140,6 +142,8 @@ def markdown_block(view: ElementView) -> str | None:
             f"📊 **{plain(view.name)}** ({ee.table_note(view.table)}; all of it in {where})"
             f"\n\n{ee.markdown_table(view.table)}"
         )
+    if view.table_note is not None:
+        return f"📊 [{plain(view.name)}]({target}) _({plain(view.table_note)})_"
     if view.type == "plotly" and view.href:
         if view.chart_href:
             return f"📈 [{plain(view.name)} (chart)]({link_target(view.chart_href)})"

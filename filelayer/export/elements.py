@@ -94,6 +94,27 @@ def _split_frame(data: bytes) -> tuple[list[str], list[list[Any]]] | None:
     return None
 
 
+def oversized_note(data: bytes) -> str | None:
+    """What the export says of a dataframe of records too large to make a table of (see
+    :data:`TABLE_CELLS`), or ``None`` when it is not one."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not (isinstance(doc, list) and doc and all(isinstance(r, dict) for r in doc)):
+        return None
+    keys: dict[str, None] = {}
+    for record in doc:
+        keys.update(dict.fromkeys(record))
+    cells = len(keys) * len(doc)
+    if cells <= TABLE_CELLS:
+        return None
+    return (
+        f"{len(doc)} records naming {len(keys)} columns between them: too large to show as "
+        f"a table ({cells} cells, more than {TABLE_CELLS}); the data is in its file"
+    )
+
+
 def read_table(data: bytes, limit: int = TABLE_ROWS) -> Table | None:
     """The first ``limit`` rows of a stored dataframe (``None``: not a dataframe)."""
     frame = _split_frame(data)
@@ -227,5 +248,7 @@ class ElementView:
     code_language: str | None = None
     table: Table | None = None
     csv_href: str | None = None
+    table_note: str | None = None
+    """Why a dataframe is not shown as a table (too large: see :data:`TABLE_CELLS`)."""
     chart_href: str | None = None
     """The page that draws a chart; ``None`` when plotly was not installed."""

@@ -226,6 +226,10 @@ def _element_html(view: ElementView) -> str:
             f'all of it in <a href="{csv}">{name}.csv</a>)</div>'
             f"{ee.html_table(view.table)}</div>"
         )
+    if view.table_note is not None:
+        note = html.escape(view.table_note)
+        link = f'<a href="{href}">{name}</a>'
+        return f'<div class="element">{_badge("table")}{link} <em>({note})</em></div>'
     if view.type == "plotly":
         if view.chart_href:
             # The page that draws it, shown in place: the export's own page runs no

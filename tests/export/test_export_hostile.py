@@ -415,7 +415,9 @@ def test_a_small_dataframe_of_many_columns_exports_small(tmp_path: Path) -> None
     sizes = {p.name: p.stat().st_size for p in out.rglob("*") if p.is_file()}
     assert sum(sizes.values()) < 4 * len(records), sizes
     [markdown] = [p.read_text("utf-8") for p in out.glob("*.md")]
-    assert "wide" in markdown and "e1.json" in markdown
+    [page] = [p.read_text("utf-8") for p in out.glob("*.html")]
+    for text in (markdown, page):
+        assert "wide" in text and "e1.json" in text and "too large to show as a table" in text
 
 
 _HIDING = [
