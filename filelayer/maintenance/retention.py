@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -46,7 +47,7 @@ from .._io import locks as _locks
 from .._time import now_iso, time_key
 from ..format import codec as _codec
 from ..format import users
-from ..format.layout import THREADS_DIR, USERS_DIR
+from ..format.layout import THREADS_DIR, USERS_DIR, is_layer_leftover
 from ..format.manifest import MANIFEST_NAME
 from ..store.archive import ArchiveStore
 from ..store.authors import manifest_lost
@@ -111,6 +112,9 @@ class ErasureReport:
     user_id: str | None
     threads: list[Candidate] = field(default_factory=list)
     user_file: str | None = None
+    other_records: list[str] = field(default_factory=list)
+    """Other files of ``users/`` that held the user's record (renamed by a hand or a
+    merge, or a temporary file a crashed write left), removed too."""
     still_writing: list[str] = field(default_factory=list)
     """Threads of the user found again after the last pass (a user still chatting)."""
     earlier: list[str] = field(default_factory=list)
@@ -122,6 +126,7 @@ class ErasureReport:
         """Every path, relative to the root, that git history may still hold: the
         threads first, then the user records."""
         paths = {f"{THREADS_DIR}/{c.id}/" for c in self.threads} | set(self.earlier)
+        paths.update(self.other_records)
         if self.user_file:
             paths.add(self.user_file)
         threads = sorted(p for p in paths if p.startswith(f"{THREADS_DIR}/"))
@@ -298,7 +303,8 @@ def _erase_user(store: ArchiveStore, identifier: str, progress: Progress | None)
         report.still_writing = _authored(store, identifier, user_id)
     report.threads.sort(key=lambda c: (c.activity, c.id))
     path = store.layout.user_file(identifier)
-    if user is None and not seen and not report.still_writing and not path.exists():
+    copies = _copies_of_record(store, identifier)
+    if user is None and not seen and not report.still_writing and not path.exists() and not copies:
         # No record and no thread: nothing to erase, so nothing changes (a tombstone
         # would mark someone who never was here as erased). A re-run after an erasure
         # cut short before its rebuild still rebuilds the index.
@@ -315,9 +321,50 @@ def _erase_user(store: ArchiveStore, identifier: str, progress: Progress | None)
                 pass
             else:
                 _fs.fsync_dir(path.parent)
+        removed = []
+        for copy in _copies_of_record(store, identifier):  # again, under the lock
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(copy)
+                removed.append(f"{USERS_DIR}/{copy.name}")
+        if removed:
+            _fs.fsync_dir(store.layout.users)
+            report.other_records = sorted(removed)
     # Nothing of the user may stay in the index's free pages, WAL or FTS tables.
     store.reindex()
     return report
+
+
+def _copies_of_record(store: ArchiveStore, identifier: str) -> list[Path]:
+    """The files of ``users/`` besides the user's own that hold the user's record: a
+    ``.json`` whose identifier is this one (renamed by a hand or a merge; ``verify``
+    only says its name does not match), or a temporary file of the layer (a write cut
+    short) that holds the identifier, whole or torn. Never a link (what it points to
+    is not the archive's), never another user's record."""
+    own = store.layout.user_file(identifier).name
+    spelled = {identifier.encode(), json.dumps(identifier)[1:-1].encode()}  # raw, escaped
+    found = []
+    try:
+        entries = list(os.scandir(store.layout.users))
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.name == own or not entry.is_file(follow_symlinks=False):
+            continue
+        leftover = is_layer_leftover(entry.name)
+        if not leftover and not entry.name.endswith(".json"):
+            continue
+        try:
+            data = _fs.read_bytes(Path(entry.path)) or b""
+        except OSError:
+            continue
+        try:
+            doc = _codec.decode(data)
+        except _codec.DecodeError:
+            doc = None
+        mine = isinstance(doc, dict) and doc.get("identifier") == identifier
+        if mine or (leftover and any(s in data for s in spelled)):
+            found.append(Path(entry.path))
+    return sorted(found)
 
 
 def _write_user_tombstone(store: ArchiveStore, identifier: str, user_id: str | None) -> None:

@@ -293,6 +293,24 @@ def test_a_user_whose_record_is_gone_is_erased_all_the_same(
     assert is_erased(ArchiveStore(archive), None, ALICE)
 
 
+@pytest.mark.parametrize("where", ["renamed", "leftover of a crashed write"])
+def test_a_copy_of_the_user_record_under_another_name_is_erased_too(
+    archive: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """The user's record under another name (renamed by a hand or a merge) or in a
+    temporary file a crashed write left in ``users/``: erased with the rest (both
+    stayed, with the identifier in them, while the command said it had erased)."""
+    user_file = next(p for p in (archive / "users").iterdir() if p.name.startswith("alice"))
+    if where == "renamed":
+        user_file.rename(user_file.with_name("alice-old-name.json"))
+    else:
+        (archive / "users" / ".filelayer-1234abcd.tmp").write_bytes(user_file.read_bytes()[:-9])
+    assert main(["erase-user", ALICE]) == 0
+    capsys.readouterr()
+    assert leaks(archive, NEEDLES) == []
+    assert main(["verify"]) == 0
+
+
 def test_a_re_run_copy_from_an_archive_copied_before_brings_nothing_back(
     archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
