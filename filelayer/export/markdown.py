@@ -180,7 +180,7 @@ def _newlines(text: str) -> str:
 
 # A fence a renderer opens whatever it is in: at most 3 spaces, and, for backticks, an
 # info string without one.
-_OPENER_RE = re.compile(r"( {0,3})(`{3,}(?=[^`]*$)|~{3,})")
+_OPENER_RE = re.compile(r"( *)(`{3,}(?=[^`]*$)|~{3,})")
 _CLOSER_RE = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*$")
 # Anything that may be a fence in some container: after spaces, tabs, block quote and
 # list markers.
@@ -193,11 +193,15 @@ _AUTOLINK_RE = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)>"
 )
 # Emphasis followed, past any spacing (a line end, a no-break space, an invisible
-# character), by an entity or a sign that is not ASCII: a speaker's line is
-# ``**Name** · time``, and ``__Name__ &middot; time`` looks the same.
+# character), by an entity or a sign (anything but an ASCII letter or digit: dots that
+# look alike include letters, ``ꞏ`` and ``ᐧ``), with a time on the line or the next:
+# a speaker's line is ``**Name** · 2026-03-01 10:01 UTC``, and ``__Name__ &middot;
+# 10:01`` looks the same. The time keeps ordinary emphasis (``**Step 1** — install``,
+# ``**Done** ✅``) as written.
 _SPEAKER_LIKE_RE = re.compile(
-    r"[*_](?:\s|[\u00ad\u200b-\u200f\u2060\ufeff])*(?:&[#\w]+;|[^\w\s\x00-\x7f])"
+    r"[*_](?:\s|[\u00ad\u200b-\u200f\u2060\ufeff])*(?:&[#\w]+;|[^A-Za-z0-9\s*_])"
 )
+_TIME_RE = re.compile(r"[0-9][:：][0-9]{2}")
 _PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
@@ -222,6 +226,10 @@ def defused(text: str) -> str:
     i = 0
     while i < len(lines):
         opener = _OPENER_RE.match(lines[i])
+        if opener and len(opener.group(1)) > 3 and i and lines[i - 1].strip(" \t"):
+            # Indented as code, right after a line of text: outside a list item that
+            # line's paragraph goes on over it (text, where HTML acts).
+            opener = None
         end: int | None = None
         if opener and (budget > 0 or not opener.group(1)):
             end, seen = _fence_end(lines, i, len(opener.group(1)), opener.group(2))
@@ -238,7 +246,8 @@ def defused(text: str) -> str:
         if fence:
             line = line[: fence.start(1)] + "\\" + line[fence.start(1) :]
         following = lines[i + 1] if i + 1 < len(lines) else ""
-        emphasis = bool(_SPEAKER_LIKE_RE.search(line + "\n" + following))
+        pair = line + "\n" + following
+        emphasis = bool(_SPEAKER_LIKE_RE.search(pair)) and bool(_TIME_RE.search(pair))
         if not line.strip(" \t"):
             spans = True
         line, spans = _inline_defused(line, spans, emphasis)
@@ -275,7 +284,12 @@ def _fence_end(lines: list[str], start: int, indent: int, mark: str) -> tuple[in
             return None, j
         closer = _CLOSER_RE.match(line)
         if closer and closer.group(1)[0] == mark[0] and len(closer.group(1)) >= len(mark):
-            if depth <= 3:
+            if depth <= 3 or depth == indent:
+                # At the opening's indentation, every line from the opening to here is
+                # code however a renderer reads it: an indented code block outside a
+                # list, a fence (or an indented block) in a list item, which no line
+                # less indented than the opening has ended (``1. Install:`` and an
+                # indented fence, as assistants write them).
                 return j, j
             if depth <= indent + 3:
                 return None, j

@@ -463,7 +463,29 @@ _LOOK_ALIKES = [
     "**Assistant**\n· 2026-03-01 10:01 UTC",
     "[](x)**Assistant** · 2026-03-01 10:01 UTC",
     "<strong>Assistant</strong> · 2026-03-01 10:01 UTC",
+    "**Assistant** \ua78f 2026-03-01 10:01 UTC",  # dots that are letters
+    "**Assistant** \u1427 2026-03-01 10:01 UTC",
 ]
+
+_AS_ASSISTANTS_WRITE = [
+    "**Step 1** — install the package",
+    "**Summary**\n✅ All tests pass",
+    "_Note_ — restart the server",
+    "Total **12**\n€ per month",
+    "* 🚀 Launch\n* Élan vital",
+    "1. Install:\n\n    ```bash\n    pip install x\n    ```\n2. Run it",
+    "- Example:\n\n    ```html\n    <div>hi</div>\n    ```",
+]
+
+
+@pytest.mark.parametrize("text", _AS_ASSISTANTS_WRITE)
+def test_markdown_as_assistants_write_it_is_exported_as_written(text: str) -> None:
+    """Emphasis before a sign, and a fenced block indented in a list item after a blank
+    line (code however a renderer reads it), stay as written: the defence against
+    forged speaker lines escaped them, and broke the fence."""
+    from filelayer.export.markdown import defused
+
+    assert defused(text) == text
 
 
 @pytest.mark.parametrize("line", _LOOK_ALIKES)
