@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -55,10 +56,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 thread = found
             try:
                 if args.output:
-                    stem = file_stem(thread)
-                    if stems.setdefault(stem, thread_id) != thread_id:
-                        stem = file_stem(thread, whole_id=True)  # two threads, one name
-                    stems[stem] = thread_id
+                    stem = _free_stem(thread, stems)
                     _export_to(store, thread, Path(args.output), args.format, stem)
                 else:
                     if args.format == "json":
@@ -81,6 +79,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output:
         print(f"exported {written} thread(s) to {args.output}", file=sys.stderr)
     return 0 if written and not failed else 1
+
+
+def _free_stem(thread: dict[str, Any], stems: dict[str, str]) -> str:
+    """The name the thread's files start with in this export, noted in ``stems``: its
+    own, or, when another thread of the export took that one (a client chooses its
+    ids: one may begin like another's, or be another's first 8 characters), its whole
+    id, then a number after it."""
+    thread_id = str(thread["id"])
+    whole = file_stem(thread, whole_id=True)
+    later = (f"{whole}-{n}" for n in itertools.count(2))
+    for stem in itertools.chain((file_stem(thread), whole), later):
+        if stems.setdefault(stem, thread_id) == thread_id:
+            return stem
+    raise AssertionError("unreachable: the names to try never end")
 
 
 def _export_to(

@@ -9,6 +9,7 @@ show every step exactly once, and finish.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -267,13 +268,21 @@ def test_export_writes_nothing_through_a_link_in_the_output_directory(
     assert list((home / ".ssh").iterdir()) == []
 
 
-def test_two_threads_whose_names_would_match_are_both_exported(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ("3dce5dbf-0000-4000-8000-000000000001", "3dce5dbf-ffff-4000-8000-000000000002"),
+        ("5f0c6c1e-0000-4000-8000-000000000000", "5f0c6c1e"),  # a plain id, a UUID's start
+    ],
+)
+def test_two_threads_whose_names_would_match_are_both_exported(
+    tmp_path: Path, ids: tuple[str, str]
+) -> None:
     """A client chooses its thread ids: one that begins like another thread's (of the
     same day and name) was exported to the same file, and one of the two was lost while
     the command said both were exported. The second gets its whole id in its name."""
     root = tmp_path / "chats"
     store = ArchiveStore(root)
-    ids = ("3dce5dbf-0000-4000-8000-000000000001", "3dce5dbf-ffff-4000-8000-000000000002")
     for n, (thread_id, text) in enumerate(zip(ids, ("victim", "attacker"), strict=True)):
         store.write_step(
             {
@@ -286,9 +295,10 @@ def test_two_threads_whose_names_would_match_are_both_exported(tmp_path: Path) -
         )
         store.update_thread(thread_id, name="Hello")
     store.close()
-    for fmt in ("markdown", "html", "json"):
-        out = tmp_path / f"out-{fmt}"
-        assert main(["--root", str(root), "export", "--all", "--format", fmt, "-o", str(out)]) == 0
+    selections = (["--all"], list(ids), list(reversed(ids)))
+    for n, (fmt, chosen) in enumerate(itertools.product(("markdown", "html", "json"), selections)):
+        out = tmp_path / f"out-{n}"
+        assert main(["--root", str(root), "export", *chosen, "--format", fmt, "-o", str(out)]) == 0
         pages = sorted(p for p in out.iterdir() if p.is_file())
         assert len(pages) == 2, pages
         texts = b"".join(p.read_bytes() for p in pages)
