@@ -59,12 +59,13 @@ def cmd_erase_user(args: argparse.Namespace) -> int:
         report = erase_user(store, args.identifier, progress=progress)
     finally:
         progress.close()
-    found = report.user_file is not None or report.threads
+    records = report.user_file is not None or bool(report.other_records)
+    found = records or report.threads
     summary = (
         f"erased {len(report.threads)} thread(s)"
         f" ({sum(c.steps for c in report.threads)} step(s),"
         f" {sum(c.elements for c in report.threads)} element(s))"
-        + (" and the user's record" if report.user_file else "; no user record was found")
+        + (" and the user's record" if records else "; no user record was found")
         + "; the index was rebuilt"
     )
     print(

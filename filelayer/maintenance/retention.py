@@ -168,6 +168,9 @@ def _threads(store: ArchiveStore) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 _DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_MINUTE_RE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?:Z|[+-][0-9]{2}:[0-9]{2})?"
+)
 _KEY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}")
 
 
@@ -176,7 +179,11 @@ def _cutoff(before: str) -> str:
     :func:`time_key`, or a ``ValueError``: compared as text, a string that is neither
     (full-width digits, a letter O, a 13th month) sorts after or before every real time
     and would select every thread, or none."""
-    key = time_key(f"{before}T00:00:00" if _DAY_RE.fullmatch(before) else before)
+    if _DAY_RE.fullmatch(before):
+        before += "T00:00:00"
+    elif _MINUTE_RE.fullmatch(before):  # an ISO time may leave out its seconds
+        before = before[:16] + ":00" + before[16:]
+    key = time_key(before)
     refused = ValueError(f"before must be a YYYY-MM-DD date or an ISO time, not {before!r}")
     if _KEY_RE.fullmatch(key) is None:
         raise refused
@@ -341,7 +348,9 @@ def _copies_of_record(store: ArchiveStore, identifier: str) -> list[Path]:
     short) that holds the identifier, whole or torn. Never a link (what it points to
     is not the archive's), never another user's record."""
     own = store.layout.user_file(identifier).name
-    spelled = {identifier.encode(), json.dumps(identifier)[1:-1].encode()}  # raw, escaped
+    # The identifier as a record spells it, quotes included (``"bob"`` is not in
+    # ``"bobby"``), raw or escaped, for a file cut short before it decodes.
+    spelled = {_codec.encode_line(identifier).strip(), json.dumps(identifier).encode()}
     found = []
     try:
         entries = list(os.scandir(store.layout.users))
@@ -361,8 +370,11 @@ def _copies_of_record(store: ArchiveStore, identifier: str) -> list[Path]:
             doc = _codec.decode(data)
         except _codec.DecodeError:
             doc = None
+        torn = doc is None and leftover
         mine = isinstance(doc, dict) and doc.get("identifier") == identifier
-        if mine or (leftover and any(s in data for s in spelled)):
+        if mine or (
+            torn and any(b'"identifier":' + s in data.replace(b'": ', b'":') for s in spelled)
+        ):
             found.append(Path(entry.path))
     return sorted(found)
 

@@ -311,6 +311,50 @@ def test_a_copy_of_the_user_record_under_another_name_is_erased_too(
     assert main(["verify"]) == 0
 
 
+def test_a_renamed_record_alone_is_reported_erased_and_another_users_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only a renamed record of bob's (no thread): the command said "nothing erased"
+    and exited 1 after removing it. And a crashed write's temporary file holding
+    bobby's record is bobby's, though it holds the text "bob": it stays."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.upsert_user("bob")
+    store.upsert_user("bobby")
+    store.close()
+    users_dir = root / "users"
+    bob = next(p for p in users_dir.iterdir() if p.name.startswith("bob-"))
+    bobby = next(p for p in users_dir.iterdir() if p.name.startswith("bobby-"))
+    bob.rename(users_dir / "renamed.json")
+    leftover = users_dir / ".filelayer-bobby.json.1a2b3c4d.tmp"
+    leftover.write_bytes(bobby.read_bytes()[:-3])  # torn
+    capsys.readouterr()
+    assert main(["--root", str(root), "erase-user", "bob"]) == 0
+    assert "the user's record" in capsys.readouterr().err
+    assert not (users_dir / "renamed.json").exists()
+    assert leftover.exists() and bobby.exists()
+
+
+def test_a_cutoff_may_be_an_iso_time_without_seconds(tmp_path: Path) -> None:
+    store = ArchiveStore(tmp_path / "chats")
+    store.write_step(
+        {
+            "id": "s1",
+            "threadId": "t1",
+            "type": "user_message",
+            "output": "hi",
+            "createdAt": "2020-01-01T00:00:00.000000Z",
+        }
+    )
+    try:
+        assert [c.id for c in select_old(store, "2030-01-01T10:00")] == ["t1"]
+        assert [c.id for c in select_old(store, "2030-01-01T10:00Z")] == ["t1"]
+        with pytest.raises(ValueError):
+            select_old(store, "2030-01-01T1O:00")
+    finally:
+        store.close()
+
+
 def test_a_re_run_copy_from_an_archive_copied_before_brings_nothing_back(
     archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
