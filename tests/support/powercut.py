@@ -30,6 +30,7 @@ Run as a script, this module is the workload process (``powercut.py workload SPE
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -581,6 +582,22 @@ class TraceError(Exception):
     """The trace holds something the model does not know how to replay."""
 
 
+class MissingPath(TraceError):
+    """A call named a path the model does not have at that point of the trace.
+
+    strace writes a call's line when it handles the call's stop, not when the kernel
+    ran it: another thread may already have seen the effect of a call whose line comes
+    later (a reindex lists ``threads/`` and opens a thread a writer is creating; a
+    group commit fsyncs a journal whose thread a deletion is renaming away). The
+    replay then first applies the calls that were in flight in other threads
+    (:class:`Replay`). ``harmless``: nothing is lost if the call is left out (a
+    read-only open, a write to a file whose name is gone)."""
+
+    def __init__(self, message: str, harmless: bool = False) -> None:
+        super().__init__(message)
+        self.harmless = harmless
+
+
 @dataclass
 class Event:
     """One system call: where it began and ended in the trace, and what it returned."""
@@ -727,7 +744,7 @@ class FsModel:
         for part in parts:
             child = node.entries.get(part) if node.is_dir else None
             if child is None:
-                raise TraceError(f"{path}: not in the model")
+                raise MissingPath(f"{path}: not in the model")
             node = self.nodes[child]
         return node
 
@@ -806,10 +823,13 @@ class FsModel:
             raise TraceError(f"a relative path without a directory: {name}")
         return os.path.join(base, name)
 
-    def replay(self, e: Event) -> None:
+    def replay(self, e: Event, at: int | None = None) -> None:
+        """Apply one call that returned, its changes placed at ``at`` (its end unless
+        the replay moved it earlier)."""
         if e.ret is None or e.ret < 0:
             return  # failed, or never returned: changed nothing
         name, a = e.name, e.args
+        at = e.end if at is None else at
         if name in ("openat", "open", "creat"):
             if name == "openat":
                 path, flags = self._resolve(a[0], a[1]), a[2]
@@ -820,16 +840,23 @@ class FsModel:
             parts = self._parts(path)
             if parts is None:
                 return
-            found = self.parent(path)
+            # Opened only to read: it changes nothing, whatever the model has there.
+            changes = "O_CREAT" in flags or "O_TRUNC" in flags or "O_RDONLY" not in flags
+            try:
+                found = self.parent(path)
+            except MissingPath as exc:
+                raise MissingPath(str(exc), harmless=not changes) from None
             node = self.base_node if not parts else None
             if found is not None and found[1] in found[0].entries:
                 node = self.nodes[found[0].entries[found[1]]]
             elif "O_CREAT" in flags:
-                node = self.create(path, e.end, is_dir=False)
+                node = self.create(path, at, is_dir=False)
             if node is None:
-                raise TraceError(f"opened {path}, which the model does not have")
+                raise MissingPath(
+                    f"opened {path}, which the model does not have", harmless=not changes
+                )
             if "O_TRUNC" in flags and not node.is_dir and node.data:
-                self._write(node, e.end, 0, 0)
+                self._write(node, at, 0, 0)
             self.offsets[(node.ident, e.ret)] = ["O_APPEND" in flags, 0]
         elif name in ("write", "pwrite64", "writev"):
             path, deleted = _fd_path(a[0])
@@ -841,7 +868,7 @@ class FsModel:
                 # the file when the call began; it is replayed where it ended): a write to
                 # a removed file, of which nothing can persist. A writer appending to the
                 # index database that a rebuild has just replaced does this.
-                return
+                raise MissingPath(f"a write to {path}, which has no name now", harmless=True)
             node = self.lookup(path)
             assert node is not None
             if name == "writev":
@@ -861,7 +888,7 @@ class FsModel:
             else:
                 offset = len(node.data) if state[0] else state[1]
                 state[1] = offset + len(data)
-            self._write(node, e.end, offset, data)
+            self._write(node, at, offset, data)
         elif name in ("fsync", "fdatasync"):
             pass  # at its beginning and its end (see explore)
         elif name in ("sync", "syncfs"):
@@ -876,27 +903,29 @@ class FsModel:
             src, dst = self.parent(old), self.parent(new)
             if src is None or dst is None:
                 raise TraceError(f"a rename across the archive's edge: {old} -> {new}")
+            if src[1] not in src[0].entries:
+                raise MissingPath(f"renamed {old}, which the model does not have")
             target = src[0].entries[src[1]]
             if src[0] is dst[0]:
-                self._change(src[0], e.end, [(src[1], None), (dst[1], target)])
+                self._change(src[0], at, [(src[1], None), (dst[1], target)])
             else:
-                self._change(src[0], e.end, [(src[1], None)])
-                self._change(dst[0], e.end, [(dst[1], target)])
+                self._change(src[0], at, [(src[1], None)])
+                self._change(dst[0], at, [(dst[1], target)])
         elif name in ("unlink", "unlinkat", "rmdir"):
             path = self._resolve(a[0], a[1]) if name == "unlinkat" else self._resolve(None, a[0])
             found = self.parent(path) if self._parts(path) else None
             if found is not None:
-                self._change(found[0], e.end, [(found[1], None)])
+                self._change(found[0], at, [(found[1], None)])
         elif name in ("mkdir", "mkdirat"):
             path = self._resolve(a[0], a[1]) if name == "mkdirat" else self._resolve(None, a[0])
             if self._parts(path):
-                self.create(path, e.end, is_dir=True)
+                self.create(path, at, is_dir=True)
         elif name in ("ftruncate", "truncate"):
             path = _fd_path(a[0])[0] if name == "ftruncate" else self._resolve(None, a[0])
             if path is not None and self._parts(path) is not None:
                 node = self.lookup(path)
                 assert node is not None
-                self._write(node, e.end, 0, int(a[1]))
+                self._write(node, at, 0, int(a[1]))
         else:  # link, symlink, fallocate, sendfile, copy_file_range, sync_file_range
             text = " ".join(a)
             for arg in a:
@@ -1032,28 +1061,99 @@ def materialise(state: dict[str, bytes | None], where: Path) -> None:
             path.write_bytes(content)
 
 
-def replay_trace(base: str, events: list[Event]) -> FsModel:
-    """The model after every system call of ``events`` (fsyncs covering what was done
-    before they began), for a test that cuts the power once, at the end."""
-    model = FsModel(base)
-    actions = sorted(
-        [(e.end, 1, i) for i, e in enumerate(events)]
-        + [(e.begin, 0, i) for i, e in enumerate(events) if e.name in ("fsync", "fdatasync")]
-    )
-    for _, kind, i in actions:
-        e = events[i]
+_NAMING = ("mkdir", "mkdirat", "rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir")
+
+
+class Replay:
+    """Replays a trace's calls on a model in an order the kernel may have run them.
+
+    ``actions`` are the trace's positions: each call is applied where its result line
+    is (``1``), and each fsync also takes what it covers where its first line is
+    (``0``). Lines come in the order strace handled the stops, which is the kernel's
+    order within a thread and for anything one thread learnt from another; but a
+    thread may see the effect of another thread's call before that call's line, by
+    looking at the file system. When a call names a path the model does not have
+    (:class:`MissingPath`), the calls of other threads that were still in flight there
+    (begun before it, ended after it) and change names are applied first, where it
+    is; if the path is still missing, a call whose absence loses nothing is left out
+    and any other is an error of the trace or of the model.
+    """
+
+    def __init__(self, model: FsModel, events: list[Event], trace: Path | None = None) -> None:
+        self.model = model
+        self.events = events
+        self.trace = trace
+        self.applied = [False] * len(events)
+        self.ends = [e.end for e in events]  # events are in the order they ended
+        self.actions: list[tuple[int, int, int]] = sorted(
+            [(e.end, 1, i) for i, e in enumerate(events)]
+            + [(e.begin, 0, i) for i, e in enumerate(events) if e.name in ("fsync", "fdatasync")]
+        )
+        self.moved = 0  # calls applied before their line, for a report
+
+    def apply(self, kind: int, i: int) -> None:
+        """Apply action ``(kind, i)`` of :attr:`actions`."""
+        if kind == 1 and self.applied[i]:
+            return  # moved earlier, where another call needed it
+        e = self.events[i]
+        at = e.end if kind else e.begin
+        try:
+            try:
+                self._apply(kind, e)
+            except MissingPath:
+                if not self._apply_in_flight(e, at):
+                    raise
+                self._apply(kind, e)
+        except MissingPath as exc:
+            if not exc.harmless:
+                raise TraceError(f"line {at + 1} of {self.trace}: {exc}") from exc
+        except TraceError as exc:
+            raise TraceError(f"line {at + 1} of {self.trace}: {exc}") from exc
+        if kind == 1:
+            self.applied[i] = True
+
+    def _apply(self, kind: int, e: Event) -> None:
+        model = self.model
         if e.name in ("fsync", "fdatasync"):
             path, deleted = _fd_path(e.args[0])
             if path is None or deleted or model._parts(path) is None or e.ret != 0:
-                continue
-            node = model.lookup(path)
-            if kind == 0 and node is not None:
+                return
+            if kind == 0:
+                node = model.lookup(path)
+                assert node is not None
                 model.fsync_begin(node, e.begin)
-            elif kind == 1 and e.begin in model.fsyncs:
+            elif e.begin in model.fsyncs:
                 model.fsync_end(e.begin)
         elif kind == 1:
             model.replay(e)
-    return model
+
+    def _apply_in_flight(self, e: Event, at: int) -> bool:
+        """Apply, at ``at``, the calls of other threads in flight there that change
+        names; whether there were any."""
+        moved = False
+        first = bisect.bisect_right(self.ends, at)
+        # At most one call per thread is in flight; a few thousand lines bound the wait.
+        for j in range(first, min(first + 4096, len(self.events))):
+            z = self.events[j]
+            if self.applied[j] or z.pid == e.pid or z.begin >= at:
+                continue
+            creates = z.name in ("openat", "open") and "O_CREAT" in " ".join(z.args)
+            if z.name not in _NAMING and not creates and z.name != "creat":
+                continue
+            self.model.replay(z, at)
+            self.applied[j] = True
+            self.moved += 1
+            moved = True
+        return moved
+
+
+def replay_trace(base: str, events: list[Event]) -> FsModel:
+    """The model after every system call of ``events`` (fsyncs covering what was done
+    before they began), for a test that cuts the power once, at the end."""
+    replay = Replay(FsModel(base), events)
+    for _, kind, i in replay.actions:
+        replay.apply(kind, i)
+    return replay.model
 
 
 def trace_scripts(work: Path, scripts: list[str]) -> FsModel:
@@ -1286,6 +1386,7 @@ class Report:
     bad_states: int = 0  # crash states that lose or break an acknowledged call
     kinds: Counter = field(default_factory=Counter)  # what the violations were
     notes: Counter = field(default_factory=Counter)  # what verify --repair repaired
+    moved: int = 0  # calls of one thread replayed before their line (see Replay)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -1302,7 +1403,7 @@ class Report:
                 if self.spec.durability == "flush"
                 else ""
             )
-            + f"{self.seconds:.1f}s"
+            + f"{self.moved} calls replayed before their line, {self.seconds:.1f}s"
         )
 
 
@@ -1510,11 +1611,8 @@ def explore(
                 cuts.append((p, safe, min(acked + 1, len(models) - 1), False))
     cuts.sort()
 
-    model = FsModel(spec.base)
-    starts = sorted((e.begin, i) for i, e in enumerate(events) if e.name in ("fsync", "fdatasync"))
-    actions: list[tuple[int, int, int]] = [(e.end, 1, i) for i, e in enumerate(events)]
-    actions += [(b, 0, i) for b, i in starts]
-    actions.sort()
+    replay = Replay(FsModel(spec.base), events, trace)
+    model = replay.model
     scratch = _scratch_dir(work)
     cut_index = 0
     dirty = [False] * len(ack_at)
@@ -1528,7 +1626,7 @@ def explore(
     real_fsync = _fs.fsync_fd
     _fs.fsync_fd = lambda fd: None  # type: ignore[assignment]  # states are throwaway copies
     try:
-        for at, kind, i in [*actions, (1 << 62, 2, -1)]:
+        for at, kind, i in [*replay.actions, (1 << 62, 2, -1)]:
             while flushes is not None and ack_index < len(ack_at) and ack_at[ack_index][0] <= at:
                 lo = ack_at[ack_index - 1][0] if ack_index else -1
                 dirty[ack_index] = model.dirty_between(lo, ack_at[ack_index][0], derived)
@@ -1572,27 +1670,13 @@ def explore(
                         return report
             if kind == 2:
                 break
-            e = events[i]
-            if e.name in ("fsync", "fdatasync"):
-                path, deleted = _fd_path(e.args[0])
-                if path is None or deleted or model._parts(path) is None or e.ret != 0:
-                    continue
-                if kind == 0:
-                    node = model.lookup(path)
-                    assert node is not None
-                    model.fsync_begin(node, e.begin)
-                elif e.begin in model.fsyncs:
-                    model.fsync_end(e.begin)
-            elif kind == 1:
-                try:
-                    model.replay(e)
-                except TraceError as exc:
-                    raise TraceError(f"line {e.end + 1} of {trace}: {exc}") from exc
+            replay.apply(kind, i)
         if flushes is not None:
             judge_flushes(flushes, [t for _, t in ack_at], dirty)
             report.max_lag = flushes.max_lag
             report.violations.extend(f"the flusher was late: {x}" for x in flushes.late)
     finally:
+        report.moved = replay.moved
         _fs.fsync_fd = real_fsync  # type: ignore[assignment]
         quiet.setLevel(level)
         shutil.rmtree(scratch, ignore_errors=True)
