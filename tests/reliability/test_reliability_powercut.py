@@ -311,3 +311,21 @@ def test_a_read_of_a_file_removed_meanwhile_is_left_out(tmp_path: Path) -> None:
     )
     with pytest.raises(TraceError, match="never"):
         replay_trace(base, read_trace(trace))
+
+
+def test_a_write_to_a_file_replaced_meanwhile_stays_with_the_old_file(tmp_path: Path) -> None:
+    """A write through a descriptor whose file another thread unlinked (its line first)
+    went to the old file: the new file being created under the name meanwhile (its
+    call still in flight) must not receive it."""
+    base, trace = _trace(
+        tmp_path,
+        [
+            '101 openat(AT_FDCWD</>, "@/db", O_WRONLY|O_CREAT, 0644) = 3<@/db>',
+            '101 write(3<@/db>, "old", 3 <unfinished ...>',
+            '102 unlink("@/db") = 0',
+            '102 openat(AT_FDCWD</>, "@/db", O_WRONLY|O_CREAT, 0644 <unfinished ...>',
+            "101 <... write resumed>) = 3",
+            "102 <... openat resumed>) = 4<@/db>",
+        ],
+    )
+    assert replay_trace(base, read_trace(trace)).volatile() == {"db": b""}

@@ -591,7 +591,7 @@ class MissingPath(TraceError):
     group commit fsyncs a journal whose thread a deletion is renaming away). The
     replay then first applies the calls that were in flight in other threads
     (:class:`Replay`). ``harmless``: nothing is lost if the call is left out (a
-    read-only open, a write to a file whose name is gone)."""
+    read-only open)."""
 
     def __init__(self, message: str, harmless: bool = False) -> None:
         super().__init__(message)
@@ -867,8 +867,9 @@ class FsModel:
                 # Unlinked by another thread while this write was in flight (strace named
                 # the file when the call began; it is replayed where it ended): a write to
                 # a removed file, of which nothing can persist. A writer appending to the
-                # index database that a rebuild has just replaced does this.
-                raise MissingPath(f"a write to {path}, which has no name now", harmless=True)
+                # index database that a rebuild has just replaced does this. (Not a
+                # call in flight: the writer's own open put the name in the model.)
+                return
             node = self.lookup(path)
             assert node is not None
             if name == "writev":
@@ -1075,8 +1076,8 @@ class Replay:
     looking at the file system. When a call names a path the model does not have
     (:class:`MissingPath`), the calls of other threads that were still in flight there
     (begun before it, ended after it) and change names are applied first, where it
-    is; if the path is still missing, a call whose absence loses nothing is left out
-    and any other is an error of the trace or of the model.
+    is. A call whose absence loses nothing (a read-only open) is left out instead;
+    any other call whose path is still missing is an error of the trace or the model.
     """
 
     def __init__(self, model: FsModel, events: list[Event], trace: Path | None = None) -> None:
@@ -1100,8 +1101,8 @@ class Replay:
         try:
             try:
                 self._apply(kind, e)
-            except MissingPath:
-                if not self._apply_in_flight(e, at):
+            except MissingPath as exc:
+                if exc.harmless or not self._apply_in_flight(e, at):
                     raise
                 self._apply(kind, e)
         except MissingPath as exc:
