@@ -163,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         "erase-user", "erase a user: their record and every thread they wrote", cmd_erase_user
     )
     p.add_argument("identifier", metavar="IDENTIFIER", help="the user's identifier")
+    p.add_argument(
+        "--thread",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="also erase this thread as theirs (one whose author the archive lost); repeatable",
+    )
 
     p = command(
         "git-setup",

@@ -56,7 +56,7 @@ def cmd_erase_user(args: argparse.Namespace) -> int:
     store = open_store(args)
     progress = Progress("erasing")
     try:
-        report = erase_user(store, args.identifier, progress=progress)
+        report = erase_user(store, args.identifier, threads=args.thread, progress=progress)
     finally:
         progress.close()
     records = report.user_file is not None or bool(report.other_records)
@@ -76,6 +76,14 @@ def cmd_erase_user(args: argparse.Namespace) -> int:
             f"still being written: {thread_id}; stop the user's session and run again",
             file=sys.stderr,
         )
+    if report.unattributed:
+        print(
+            f"not known to be complete: {len(report.unattributed)} thread(s) whose author"
+            " nothing names any more (a lost manifest, and an index that lost it too) may"
+            " be the user's; look at each with `filelayer show ID`, and erase again"
+            " naming those that are theirs with --thread ID: " + ", ".join(report.unattributed),
+            file=sys.stderr,
+        )
     prefix = git_prefix(store.root)
     if prefix is not None and report.history_paths():
         print(
@@ -85,4 +93,4 @@ def cmd_erase_user(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         stdout().write(history_command(report, prefix) + "\n")
-    return 0 if found and not report.still_writing else 1
+    return 0 if found and not report.still_writing and not report.unattributed else 1

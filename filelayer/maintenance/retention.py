@@ -36,7 +36,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,10 +45,12 @@ from typing import Any
 from .._io import fs as _fs
 from .._io import locks as _locks
 from .._time import now_iso, time_key
+from ..errors import InvalidIdError
 from ..format import codec as _codec
 from ..format import users
+from ..format.ids import check_id
 from ..format.layout import THREADS_DIR, USERS_DIR, is_layer_leftover
-from ..format.manifest import MANIFEST_NAME
+from ..format.manifest import MANIFEST_NAME, UNKNOWN_AUTHOR
 from ..store.archive import ArchiveStore
 from ..store.authors import manifest_lost
 from .announce import maintaining
@@ -117,6 +119,11 @@ class ErasureReport:
     merge, or a temporary file a crashed write left), removed too."""
     still_writing: list[str] = field(default_factory=list)
     """Threads of the user found again after the last pass (a user still chatting)."""
+    unattributed: list[str] = field(default_factory=list)
+    """Threads whose author nothing names: the manifest was lost (or ``verify --repair``
+    gave it the unknown author) and the index does not remember the author either.
+    They may be the user's: an erasure that found any is not known to be complete, and
+    a person has to look at them (``filelayer show``) and delete what is the user's."""
     earlier: list[str] = field(default_factory=list)
     """Paths of the user's, relative to the root, that only git history holds: threads
     deleted before the erasure (by the user, ``prune``, an earlier erasure), and user
@@ -274,8 +281,27 @@ def _authored(store: ArchiveStore, identifier: str, user_id: str | None) -> list
     return found
 
 
+def _unattributed(store: ArchiveStore) -> list[str]:
+    """The live threads whose author neither the manifest nor the index names (see
+    :attr:`ErasureReport.unattributed`)."""
+    found = []
+    for thread_id in store.thread_ids():
+        if store.author_of(thread_id) != "" or store.is_deleted(thread_id):
+            continue
+        known = store.index.threads.get(thread_id)
+        if known is None or not (
+            known.user_identifier or known.user_id not in (None, "", UNKNOWN_AUTHOR)
+        ):
+            found.append(thread_id)
+    return sorted(found)
+
+
 def erase_user(
-    store: ArchiveStore, identifier: str, *, progress: Progress | None = None
+    store: ArchiveStore,
+    identifier: str,
+    *,
+    threads: Sequence[str] = (),
+    progress: Progress | None = None,
 ) -> ErasureReport:
     """Delete every thread ``identifier`` authored and the user's record, leave the
     tombstones, and rebuild the index so that no file under the root holds their data.
@@ -283,20 +309,32 @@ def erase_user(
     A user without a record (threads copied in without one, or a second run after an
     interrupted erasure) is erased all the same: whatever is found is removed. An
     identifier with neither a record nor a thread changes nothing (no tombstone). The
-    erasure announces itself as maintenance while it runs (see :mod:`.announce`)."""
+    erasure announces itself as maintenance while it runs (see :mod:`.announce`).
+
+    ``threads``: threads to erase as the user's besides those found, typically some of
+    an earlier report's :attr:`~ErasureReport.unattributed` that a person recognised.
+    Each must be a thread of the archive (an :class:`~filelayer.errors.InvalidIdError`
+    otherwise, before anything is erased)."""
+    given = [check_id("thread", t) for t in threads]
+    for thread_id in given:
+        if store.read_manifest(thread_id) is None and not store.layout.journal(thread_id).exists():
+            raise InvalidIdError("thread", thread_id, "no such thread in the archive")
     with maintaining(store.layout):
-        report = _erase_user(store, identifier, progress)
+        report = _erase_user(store, identifier, progress, given)
     report.earlier = in_history(store.root, identifier, report.user_id)
     return report
 
 
-def _erase_user(store: ArchiveStore, identifier: str, progress: Progress | None) -> ErasureReport:
+def _erase_user(
+    store: ArchiveStore, identifier: str, progress: Progress | None, given: list[str]
+) -> ErasureReport:
     user = store.get_user(identifier)
     user_id = str(user["id"]) if user is not None else None
     report = ErasureReport(identifier=identifier, user_id=user_id)
     seen: set[str] = set()
     for _ in range(_PASSES):
-        found = [t for t in _authored(store, identifier, user_id) if t not in seen]
+        authored = given + _authored(store, identifier, user_id)
+        found = [t for t in dict.fromkeys(authored) if t not in seen]
         if not found:
             break
         for n, thread_id in enumerate(found, start=1):
@@ -308,6 +346,7 @@ def _erase_user(store: ArchiveStore, identifier: str, progress: Progress | None)
                 progress(n, len(found))
     else:
         report.still_writing = _authored(store, identifier, user_id)
+    report.unattributed = _unattributed(store)
     report.threads.sort(key=lambda c: (c.activity, c.id))
     path = store.layout.user_file(identifier)
     copies = _copies_of_record(store, identifier)

@@ -401,6 +401,44 @@ def test_erasure_reaches_a_thread_whose_manifest_is_lost(archive: ArchiveStore) 
     )
 
 
+@pytest.mark.parametrize("repaired", [False, True])
+def test_an_erasure_names_the_threads_whose_author_nobody_knows(
+    archive: ArchiveStore, repaired: bool
+) -> None:
+    """A manifest lost together with the index: nothing says whose the thread is, so
+    the erasure cannot tell whether it is the user's. It must not report a complete
+    erasure: it names the thread (before or after ``verify --repair`` gave it the
+    unknown author), and the command exits with 1."""
+    from filelayer.cli import main
+    from filelayer.maintenance.retention import erase_user
+
+    archive.layout.manifest("ta").write_bytes(b"")
+    archive.close()
+    shutil.rmtree(archive.root / "index")
+    fresh = ArchiveStore(archive.root)
+    try:
+        if repaired:
+            verify(fresh, repair=True)
+        report = erase_user(fresh, ALICE)
+        assert report.unattributed == ["ta"]
+        assert not fresh.is_deleted("ta")  # not knowingly hers: left for a person to decide
+        assert fresh.thread_author("tm") == MALLORY  # an attributed thread is not named
+    finally:
+        fresh.close()
+    root = ["--root", str(archive.root)]
+    assert main([*root, "erase-user", ALICE]) == 1
+    before = snapshot(archive.root)
+    for bad in ("../tm", "nosuch"):  # refused before anything is erased
+        assert main([*root, "erase-user", ALICE, "--thread", bad]) == 2
+        assert snapshot(archive.root) == before
+    assert main([*root, "erase-user", ALICE, "--thread", "ta"]) == 0
+    again = ArchiveStore(archive.root)
+    try:
+        assert again.is_deleted("ta") and not again.is_deleted("tm")
+    finally:
+        again.close()
+
+
 def test_an_empty_user_id_is_refused_not_an_open_thread(archive: ArchiveStore) -> None:
     """``user_id=""`` would have left alice's thread without an author, everyone's to
     write: refused, and nothing changes."""
