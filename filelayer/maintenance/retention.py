@@ -520,21 +520,36 @@ def in_history(root: Path, identifier: str, user_id: str | None = None) -> list[
     prefix = git_prefix(root)
     if prefix is None:
         return []
-    listed = _git(root, ["rev-list", "--all", "--objects"])
+    # Every version of every file, as the commits that made it (the root commits and
+    # each side of a merge included) name it: NUL-separated, so that a path holding a
+    # newline comes whole (``rev-list --objects`` cuts it at the newline).
+    listed = _git(
+        root,
+        [
+            *("log", "--all", "--root", "-m", "--raw", "-z", "--no-abbrev", "--no-renames"),
+            *("--no-ext-diff", "--no-textconv", "--format=", "--diff-filter=d"),
+        ],
+    )
     if listed is None:
         return []
     threads_at, users_at = f"{prefix}{THREADS_DIR}/", f"{prefix}{USERS_DIR}/"
-    wanted: dict[str, tuple[str, str]] = {}  # blob -> (kind, path relative to the root)
-    for line in listed.decode("utf-8", "surrogateescape").splitlines():
-        blob, _, path = line.partition(" ")
+    # blob -> {(kind, path relative to the root)}: one blob may be at several paths
+    wanted: dict[str, set[tuple[str, str]]] = {}
+    fields = listed.decode("utf-8", "surrogateescape").split("\0")
+    for change, path in zip(fields[0::2], fields[1::2], strict=False):
+        # ":<old mode> <new mode> <old blob> <new blob> <status>"
+        parts = change.strip().split(" ")
+        if len(parts) != 5 or parts[3].strip("0") == "":
+            continue
+        blob = parts[3]
         if path.startswith(threads_at):
             thread_id, _, name = path[len(threads_at) :].partition("/")
             if name == MANIFEST_NAME:
-                wanted[blob] = ("thread", f"{THREADS_DIR}/{thread_id}/")
+                wanted.setdefault(blob, set()).add(("thread", f"{THREADS_DIR}/{thread_id}/"))
         elif path.startswith(users_at) and path.endswith(".json"):
             name = path[len(users_at) :]
             if "/" not in name:
-                wanted[blob] = ("user", f"{USERS_DIR}/{name}")
+                wanted.setdefault(blob, set()).add(("user", f"{USERS_DIR}/{name}"))
     if not wanted:
         return []
     batch = _git(root, ["cat-file", "--batch"], "".join(f"{b}\n" for b in wanted).encode())
@@ -551,19 +566,19 @@ def in_history(root: Path, identifier: str, user_id: str | None = None) -> list[
             continue
         size = int(header[2])
         data, at = batch[at : at + size], at + size + 1
-        kind, path = wanted.get(header[0].decode("ascii"), ("", ""))
         try:
             doc = _codec.decode(data)
         except _codec.DecodeError:
             continue
         if not isinstance(doc, dict):
             continue
-        if kind == "thread":
-            mine = doc.get("userIdentifier") == identifier or doc.get("userId") in ids
-        else:
-            mine = doc.get("identifier") == identifier
-        if mine:
-            found.add(path)
+        for kind, path in wanted.get(header[0].decode("ascii"), ()):
+            if kind == "thread":
+                mine = doc.get("userIdentifier") == identifier or doc.get("userId") in ids
+            else:
+                mine = doc.get("identifier") == identifier
+            if mine:
+                found.add(path)
     return sorted(found)
 
 

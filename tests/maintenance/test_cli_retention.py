@@ -486,6 +486,37 @@ def test_the_history_command_quotes_control_characters_of_names_in_history(
         assert echoed == "chats/threads/x\x1b[2J\u202ey/"
 
 
+def test_the_history_command_names_paths_holding_a_newline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A thread directory and a copy of the user's record whose names hold a newline
+    (a merge or a hand brought them in, then they were deleted): git's object listing
+    cuts such a path at the newline, so they were neither found nor named."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    root = repo / "chats"
+    alice_archive(root)
+    odd = root / "threads" / "x\ny"
+    odd.mkdir()
+    (odd / "thread.json").write_text('{"id": "x", "userIdentifier": "alice@example.com"}')
+    record = next(p for p in (root / "users").iterdir() if p.name.startswith("alice"))
+    copy = root / "users" / "alice\ncopy.json"
+    copy.write_bytes(record.read_bytes())
+    git(tmp_path, "init", "-q", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "chats")
+    shutil.rmtree(odd)
+    copy.unlink()
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tidy")
+    assert main(["--root", str(root), "erase-user", ALICE]) == 0
+    out = capsys.readouterr().out
+    arguments = [line.split("--path ")[1].rstrip(" \\") for line in out.splitlines()[1:]]
+    assert "$'chats/threads/x\\x0ay/'" in arguments
+    assert "$'chats/users/alice\\x0acopy.json'" in arguments
+
+
 # -- while the app writes ------------------------------------------------------------
 
 WRITER = textwrap.dedent(
