@@ -21,6 +21,7 @@ __all__ = [
     "GitError",
     "InvalidFieldError",
     "InvalidIdError",
+    "InvalidValueError",
     "MergeError",
     "NotAuthorError",
     "NotRegularFileError",
@@ -77,6 +78,23 @@ class InvalidFieldError(FileLayerError, ValueError):
 
     def __reduce__(self) -> tuple[type[InvalidFieldError], tuple[str, str, str, str, str]]:
         return type(self), (self.kind, self.item_id, self.field, self.expected, self.got)
+
+
+class InvalidValueError(FileLayerError, ValueError):
+    """A value a caller gave that cannot be stored or used as given: a feedback value
+    that is not 0 or 1, a thread name that is not a string, NaN or an unpaired
+    surrogate in data, nesting deeper than every reader reads, a date that is none.
+
+    ``what`` names the argument or field; the message says what was expected. Refused
+    before anything is written, like every other bad input."""
+
+    def __init__(self, what: str, message: str) -> None:
+        self.what = what
+        self.message = message
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[InvalidValueError], tuple[str, str]]:
+        return type(self), (self.what, self.message)
 
 
 class ArchiveError(FileLayerError, OSError):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidValueError
 from ..store.archive import ArchiveStore
 from . import elements as ee
 from .elements import ElementView
@@ -183,7 +184,9 @@ def build(
     and other files are linked with ``element_url(thread id, element id)``, for a page
     served alone by the app."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
+        raise InvalidValueError(
+            "format", f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})"
+        )
     script = ee.plotly_script() if plotly is _AUTO else plotly
     stem = stem or file_stem(thread)
     files: dict[str, bytes | Path] = {}

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._backend import PURE
 from .._io import fs as _fs
-from ..errors import CorruptFileError, NotRegularFileError
+from ..errors import CorruptFileError, InvalidValueError, NotRegularFileError
 
 _line_encoder = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
@@ -33,8 +33,9 @@ def _to_utf8(text: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(
-            "text with an unpaired surrogate cannot be stored as UTF-8; pass valid Unicode text"
+        raise InvalidValueError(
+            "data",
+            "text with an unpaired surrogate cannot be stored as UTF-8; pass valid Unicode text",
         ) from exc
 
 
@@ -80,14 +81,19 @@ def _stack_room() -> Iterator[None]:
 
 def _encode(encoder: json.JSONEncoder, obj: Any) -> str:
     try:
-        return encoder.encode(obj)
-    except RecursionError:
-        pass
-    try:  # stored data nested up to READ_DEPTH levels is written again wherever
-        with _stack_room():
+        try:
             return encoder.encode(obj)
-    except RecursionError:
-        raise ValueError(_TOO_DEEP) from None
+        except RecursionError:
+            pass
+        try:  # stored data nested up to READ_DEPTH levels is written again wherever
+            with _stack_room():
+                return encoder.encode(obj)
+        except RecursionError:
+            raise InvalidValueError("data", _TOO_DEEP) from None
+    except InvalidValueError:
+        raise
+    except ValueError as exc:  # NaN or an infinity (JSON has neither)
+        raise InvalidValueError("data", str(exc)) from None
 
 
 def check_depth(value: Any, encoded: bytes | None = None) -> None:
@@ -100,7 +106,7 @@ def check_depth(value: Any, encoded: bytes | None = None) -> None:
     if encoded is not None and encoded.count(b"{") + encoded.count(b"[") <= MAX_DEPTH:
         return
     if _depth(value) > MAX_DEPTH:
-        raise ValueError(_TOO_DEEP)
+        raise InvalidValueError("data", _TOO_DEEP)
 
 
 def _depth(value: Any, limit: int = MAX_DEPTH) -> int:

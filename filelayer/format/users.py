@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, InvalidValueError
 from . import codec as _codec
 from .ids import slug
 from .manifest import UNKNOWN_AUTHOR
@@ -53,7 +53,9 @@ def read(path: Path) -> dict[str, Any] | None:
 
 def write(path: Path, user: dict[str, Any], *, durable: bool) -> None:
     if user["id"] == UNKNOWN_AUTHOR:
-        raise ValueError(f"{UNKNOWN_AUTHOR!r} is the id of no user: it names a lost author")
+        raise InvalidValueError(
+            "user id", f"{UNKNOWN_AUTHOR!r} is the id of no user: it names a lost author"
+        )
     doc = {
         "id": user["id"],
         "identifier": user["identifier"],

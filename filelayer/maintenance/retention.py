@@ -45,7 +45,7 @@ from typing import Any
 from .._io import fs as _fs
 from .._io import locks as _locks
 from .._time import now_iso, time_key
-from ..errors import InvalidIdError
+from ..errors import InvalidIdError, InvalidValueError
 from ..format import codec as _codec
 from ..format import users
 from ..format.ids import check_id
@@ -191,7 +191,9 @@ def _cutoff(before: str) -> str:
     elif _MINUTE_RE.fullmatch(before):  # an ISO time may leave out its seconds
         before = before[:16] + ":00" + before[16:]
     key = time_key(before)
-    refused = ValueError(f"before must be a YYYY-MM-DD date or an ISO time, not {before!r}")
+    refused = InvalidValueError(
+        "before", f"before must be a YYYY-MM-DD date or an ISO time, not {before!r}"
+    )
     if _KEY_RE.fullmatch(key) is None:
         raise refused
     try:

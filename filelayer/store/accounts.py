@@ -10,7 +10,7 @@ from typing import Any
 
 from .._io import locks as _locks
 from .._time import now_iso
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, InvalidValueError
 from ..format import codec as _codec
 from ..format import users
 from ..format.layout import Layout
@@ -57,7 +57,7 @@ class Accounts:
     ) -> dict[str, Any]:
         """Create the user, or update its metadata; the id never changes."""
         if not isinstance(identifier, str) or not identifier:
-            raise ValueError("a user identifier must be a non-empty string")
+            raise InvalidValueError("identifier", "a user identifier must be a non-empty string")
         if metadata:
             _codec.check_depth(metadata)
         path = self.layout.user_file(identifier)

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from .._io import locks as _locks
 from .._io import mounts as _mounts
+from ..errors import InvalidValueError
 from ..format import journal
 from ..format.layout import Layout
 from ..index.records import DEFAULT_SEARCH_CHARS
@@ -95,9 +96,9 @@ class ArchiveStore:
         heal: HealMode = "wait",
     ) -> None:
         if durability not in ("flush", "fsync"):
-            raise ValueError("durability must be 'flush' or 'fsync'")
+            raise InvalidValueError("durability", "durability must be 'flush' or 'fsync'")
         if heal not in ("wait", "background"):
-            raise ValueError("heal must be 'wait' or 'background'")
+            raise InvalidValueError("heal", "heal must be 'wait' or 'background'")
         self.heal_mode: HealMode = heal
         self.root = Path(root).expanduser().absolute()
         self.layout = layout = Layout(self.root)

@@ -8,7 +8,7 @@ import logging
 import uuid
 from typing import Any
 
-from ..errors import InvalidFieldError, InvalidIdError, UnknownStepError
+from ..errors import InvalidFieldError, InvalidIdError, InvalidValueError, UnknownStepError
 from ..format import codec as _codec
 from ..format import journal
 from ..format.ids import check_id, is_valid_id
@@ -57,7 +57,9 @@ class Steps:
         step_id = check_id("step", step.get("id"))
         thread_id = step.get("threadId") or self.locator.locate_step(step_id)
         if not thread_id:
-            raise ValueError(f"step {step_id!r} has no threadId and is not in the archive")
+            raise InvalidValueError(
+                "threadId", f"step {step_id!r} has no threadId and is not in the archive"
+            )
         check_id("thread", thread_id)
         try:  # refused before anything is written
             check_step_fields(step, step_id)
@@ -133,10 +135,10 @@ class Steps:
         check_id("step", for_id)
         feedback_id = check_id("feedback", feedback_id or str(uuid.uuid4()))
         if value not in (0, 1):  # True and False are 1 and 0
-            raise ValueError("feedback value must be 0 or 1")
+            raise InvalidValueError("value", "feedback value must be 0 or 1")
         value = int(value)
         if comment is not None and not isinstance(comment, str):
-            raise ValueError("a feedback comment must be a string")
+            raise InvalidValueError("comment", "a feedback comment must be a string")
         if thread_id is None:
             thread_id = self.locator.locate_step(for_id)
             if thread_id is None:

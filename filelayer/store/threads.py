@@ -14,7 +14,7 @@ from .._io import commit as _commit
 from .._io import fs as _fs
 from .._io import locks as _locks
 from .._time import now_iso
-from ..errors import ArchiveError, StorageWriteError, UnknownUserError
+from ..errors import ArchiveError, InvalidValueError, StorageWriteError, UnknownUserError
 from ..format import codec as _codec
 from ..format import manifest
 from ..format.ids import check_id
@@ -73,15 +73,15 @@ class Threads:
         """See :meth:`ArchiveStore.update_thread`."""
         check_id("thread", thread_id)
         if name is not None and not isinstance(name, str):
-            raise ValueError("a thread name must be a string")
+            raise InvalidValueError("name", "a thread name must be a string")
         if metadata is not None and not isinstance(metadata, dict):
-            raise ValueError("thread metadata must be a dict")
+            raise InvalidValueError("metadata", "thread metadata must be a dict")
         if metadata:
             _codec.check_depth(metadata)
         if tags is not None and (
             not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
         ):
-            raise ValueError("thread tags must be a list of strings")
+            raise InvalidValueError("tags", "thread tags must be a list of strings")
         local: bytes | None = None
         if metadata is not None and session.is_session(metadata):
             # Chainlit's persisted user session: its volatile part is kept out of the
@@ -93,7 +93,7 @@ class Threads:
         if user_id is not None:
             if not isinstance(user_id, str) or not user_id:
                 # "" would leave the thread without an author: everyone's to write.
-                raise ValueError("a user id must be a non-empty string")
+                raise InvalidValueError("user_id", "a user id must be a non-empty string")
             user = self.accounts.by_id(user_id)
             if user is None:
                 # An author nobody can log in as: the thread's real author locked out.

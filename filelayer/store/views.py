@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidValueError
 from ..format import journal, manifest
 from ..format.ids import is_valid_id
 from ..format.layout import Layout
@@ -362,7 +363,9 @@ class ThreadViews:
         """
         for name, value in (("cursor", cursor), ("search", search), ("user id", user_id)):
             if value is not None and not isinstance(value, str):
-                raise ValueError(f"a {name} must be a string, not {type(value).__name__}")
+                raise InvalidValueError(
+                    name, f"a {name} must be a string, not {type(value).__name__}"
+                )
         self.healer.look()  # git moved the files under this process: reconcile
         page = self.index.page(
             user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback

@@ -21,6 +21,7 @@ import pytest
 from filelayer import (
     ArchiveStore,
     InvalidIdError,
+    InvalidValueError,
     NotAuthorError,
     UnknownStepError,
     UnknownUserError,
@@ -187,12 +188,38 @@ def test_a_repeated_step_id_is_deleted_in_the_callers_thread(archive: ArchiveSto
 
 @pytest.mark.parametrize(
     "error",
-    [NotAuthorError("t1", "mallory"), UnknownStepError("s1", "t1"), UnknownStepError("s", None)],
+    [
+        NotAuthorError("t1", "mallory"),
+        UnknownStepError("s1", "t1"),
+        UnknownStepError("s", None),
+    ],
 )
 def test_errors_survive_pickle(error: Exception) -> None:
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is type(error) and str(again) == str(error)
     assert again.__dict__ == error.__dict__
+
+
+def test_bad_values_are_refused_with_the_layers_own_error(archive: ArchiveStore) -> None:
+    """A bad value a caller gives is the layer's own error (a ``ValueError`` still, for
+    callers that catch that), naming what was wrong, and nothing is written."""
+    from filelayer.maintenance.retention import select_old
+
+    before = snapshot(archive.root)
+    attempts: list[tuple[str, Callable[[], object]]] = [
+        ("value", lambda: archive.upsert_feedback(for_id="ta-s1", value=5, thread_id="ta")),
+        ("comment", lambda: archive.upsert_feedback(for_id="ta-s1", value=1, comment=3)),
+        ("name", lambda: archive.update_thread("ta", name=7)),  # type: ignore[arg-type]
+        ("tags", lambda: archive.update_thread("ta", tags="x")),  # type: ignore[arg-type]
+        ("data", lambda: archive.update_thread("ta", metadata={"x": float("nan")})),
+        ("data", lambda: archive.write_step(step("ta", "s9", text="\ud800"))),
+        ("before", lambda: select_old(archive, "2025-13-01")),
+    ]
+    for what, attempt in attempts:
+        with pytest.raises(InvalidValueError) as caught:
+            attempt()
+        assert caught.value.what == what, caught.value
+    assert snapshot(archive.root) == before
 
 
 @pytest.mark.parametrize("damage", ["emptied", "garbage", "removed"])

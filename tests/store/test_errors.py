@@ -17,6 +17,7 @@ from filelayer import (
     FormatVersionError,
     InvalidFieldError,
     InvalidIdError,
+    InvalidValueError,
     NotAuthorError,
     StorageWriteError,
     UnknownStepError,
@@ -30,6 +31,7 @@ ROOT = Path("/archive/root")
 ERRORS = {
     "invalid id": (InvalidIdError("thread", "../etc", "contains '/'"), ValueError),
     "invalid field": (InvalidFieldError("step", "s1", "output", "a string", "int"), ValueError),
+    "invalid value": (InvalidValueError("value", "feedback value must be 0 or 1"), ValueError),
     "format version": (FormatVersionError(ROOT, 7, 1), OSError),
     "corrupt file": (CorruptFileError(ROOT / "thread.json", "not JSON"), ValueError),
     "write": (
