@@ -14,7 +14,7 @@ from typing import Any
 
 from ..format import codec as _codec
 from .records import searchable
-from .schema import ABSENT, USER_BITS
+from .schema import ABSENT, USER_BITS, legacy_mark
 from .summary import ThreadSummary
 
 
@@ -350,7 +350,10 @@ class Rows:
             if old == ABSENT:
                 conn.execute("INSERT OR IGNORE INTO marks (id, mark) VALUES (?, ?)", (tid, new))
             else:
-                conn.execute("UPDATE marks SET mark = ? WHERE id = ? AND mark = ?", (new, tid, old))
+                conn.execute(
+                    "UPDATE marks SET mark = ? WHERE id = ? AND mark IN (?, ?)",
+                    (new, tid, old, legacy_mark(old)),
+                )
 
     def put(self, summary: ThreadSummary, mark: str | None = None) -> None:
         """Make the index hold exactly ``summary`` for its thread, and ``mark`` as the

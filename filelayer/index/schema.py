@@ -91,6 +91,14 @@ what a transaction per row does; until then searches read the queued texts direc
 ABSENT = "0:0:0/0:0:0"
 """The watermark of a thread with no files (see :func:`filelayer.store.heal.watermark`)."""
 
+
+def legacy_mark(mark: str) -> str:
+    """``mark`` as a release before the change time was part of a watermark stored it
+    (inode, size and mtime per file, without the ctime): such a stored mark still
+    agrees with the same files (see :func:`filelayer.store.heal.marks_agree`)."""
+    return "/".join(p.rsplit(":", 1)[0] if p.count(":") == 3 else p for p in mark.split("/"))
+
+
 THREAD_COLUMNS = "n, id, u, ident, name, tags, created, updated, last, activity"
 """The columns a thread's summary is made of, in the order
 :meth:`filelayer.index.reader.IndexReader.summary` unpacks them."""

@@ -14,6 +14,7 @@ snapshots the writer took of its own files just before its last call.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -319,6 +320,64 @@ def test_filelayer_reconcile(root: Path, tmp_path: Path) -> None:
     # t05, renamed; and t29, whose last write's watermark was not stored yet.
     assert "reconciled: 2 of 30 thread(s) read again" in done.stderr
     assert sidebar(ArchiveStore(root)) == rebuilt_sidebar(root, tmp_path)
+
+
+def test_reconcile_sees_an_edit_that_kept_the_size_and_put_the_time_back(root: Path) -> None:
+    """A manifest edited in place to a name of the same length, its modification time
+    put back (``touch -r``, a restore, ``cp -p`` over it): inode, size and mtime are
+    those of the watermark the index stored. Only the change time tells, and
+    ``filelayer reconcile`` must read the thread again."""
+    store = ArchiveStore(root)
+    store.update_thread("t1", name="chat about bread")
+    store.close()
+    manifest = root / "threads" / "t1" / "thread.json"
+    before = os.stat(manifest)
+    data = manifest.read_bytes()
+    assert b"chat about bread" in data
+    with open(manifest, "r+b") as f:
+        f.write(data.replace(b"chat about bread", b"chat about toast"))
+    os.utime(manifest, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(manifest)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    again = ArchiveStore(root)
+    try:
+        again.reconcile()
+        assert [t["name"] for t in again.list_threads(user_id=None)[0]] == ["chat about toast"]
+    finally:
+        again.close()
+
+
+def test_marks_stored_before_the_change_time_still_agree(root: Path) -> None:
+    """An archive whose index stored watermarks without the change time (an earlier
+    release): the reconcile after the upgrade reads no thread whose files did not
+    change, and still reads the one that did."""
+    run_writer(root, "", end="close")
+    db = _database(root)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT id, mark FROM marks").fetchall()
+        for thread_id, mark in rows:
+            parts = [p.rsplit(":", 1)[0] if p.count(":") == 3 else p for p in mark.split("/")]
+            conn.execute("UPDATE marks SET mark = ? WHERE id = ?", ("/".join(parts), thread_id))
+    assert len(rows) == 30
+    (root / "threads" / "t04" / "steps.jsonl").open("ab").write(b"")  # no change
+    os.utime(root / "threads" / "t06" / "thread.json", ns=(10**18, 10**18))  # a change
+    store = ArchiveStore(root)
+    try:
+        assert store.reconcile().read == 1
+        assert store.reconcile().read == 0
+        store.update_thread("t05", name="renamed")
+    finally:
+        store.close()
+    assert store.index.marks()["t05"].count(":") == 6  # the write stored its new mark
+    again = ArchiveStore(root)
+    try:
+        assert again.reconcile().read == 0
+    finally:
+        again.close()
 
 
 # -- git -----------------------------------------------------------------------------------
