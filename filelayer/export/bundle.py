@@ -62,11 +62,13 @@ def element_views(
     files: dict[str, bytes | Path],
     *,
     plotly: bytes | None,
-    link: Callable[[dict[str, Any], str], str] | None = None,
+    link: Callable[[dict[str, Any], str], str | None] | None = None,
 ) -> dict[str, ElementView]:
     """Read every element of ``thread``, put what goes beside the page into ``files``
     and say what the page shows. ``link(element, relative)`` overrides the target of a
-    stored file (the app's HTML page links to the element route instead)."""
+    stored file (the app's HTML page links to the element route instead; ``None``: the
+    file is left out of a page that stands alone), and then nothing else is put beside
+    the page (a dataframe's CSV copy)."""
     views: dict[str, ElementView] = {}
     folder = f"{stem}.files"
     for element in thread.get("elements") or []:
@@ -85,7 +87,11 @@ def element_views(
             continue
         relative = f"{folder}/{_copy_name(element, source.name)}"
         files[relative] = source
-        view.href = link(element, relative) if link else relative
+        if link is None:
+            view.href = relative
+        else:
+            view.href = link(element, relative)
+            view.left_out = view.href is None
         if view.type not in ("text", "dataframe", "plotly"):
             continue
         try:
@@ -101,7 +107,7 @@ def element_views(
             if view.table is None:
                 view.table_note = ee.oversized_note(data)
             whole = ee.table_csv(data)
-            if whole is not None:
+            if whole is not None and link is None:
                 view.csv_href = f"{folder}/{TABLES_DIR}/{view.id}.csv"
                 files[view.csv_href] = whole
         elif view.type == "plotly" and plotly is not None and ee.is_figure(data):
@@ -212,8 +218,12 @@ def _self_contained_link(
     files: dict[str, bytes | Path],
     thread: dict[str, Any],
     element_url: Callable[[str, str], str] | None,
-) -> Callable[[dict[str, Any], str], str]:
-    def link(element: dict[str, Any], relative: str) -> str:
+) -> Callable[[dict[str, Any], str], str | None]:
+    """Where a page that stands alone finds an element's file: an image inside it, any
+    other file at ``element_url``, or nowhere (``None``: a page printed alone, with no
+    directory beside it)."""
+
+    def link(element: dict[str, Any], relative: str) -> str | None:
         if element.get("type") == "image":
             mime = str(element.get("mime") or mimetypes.guess_type(relative)[0] or "")
             if mime.startswith("image/") and mime != "image/svg+xml":
@@ -221,7 +231,7 @@ def _self_contained_link(
                 return f"data:{mime};base64,{encoded}"
         if element_url is not None:
             return element_url(str(thread["id"]), str(element["id"]))
-        return relative
+        return None
 
     return link
 

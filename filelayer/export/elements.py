@@ -242,7 +242,10 @@ class ElementView:
     name: str
     type: str
     href: str | None = None
-    """Where its file (or its external ``url``) is; ``None``: not stored."""
+    """Where its file (or its external ``url``) is; ``None``: not stored, or left out."""
+    left_out: bool = False
+    """Stored, but its file is not with a page that stands alone (one printed to the
+    terminal): the page says so rather than link to a file that is not there."""
     text: str | None = None
     cut: bool = False
     code_language: str | None = None

@@ -26,6 +26,12 @@ from ..format.tree import step_children
 from . import elements as ee
 from .elements import ElementView
 
+PAGE_POLICY = "script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'"
+"""The page's own Content-Security-Policy: it runs no script, whatever got into it (a
+renderer bug, a hand edit), wherever it is opened (a file, a share, a mail). Images,
+audio and the chart pages beside it still load; a chart page is a document of its own.
+The app's export route sends a stricter policy with the page as well."""
+
 STYLE = """
 :root{color-scheme:light;--bg:#f5f6f8;--user:#dbe8ff;--bot:#fff;--muted:#6b7280;--line:#e5e7eb}
 *{box-sizing:border-box}
@@ -198,7 +204,12 @@ def _element_html(view: ElementView) -> str:
     if not (ee.safe_url(target) or (view.type == "image" and target.startswith("data:image/"))):
         target = ""  # a script's URL (the element's own, from the client): no link
     href = html.escape(target)
-    if not target:
+    if view.left_out and view.text is None and view.table is None:
+        return (
+            f'<div class="element"><em>{name} ({html.escape(view.type)}: its file is not in'
+            " this page; export with -o DIR to keep it)</em></div>"
+        )
+    if not target and not view.left_out:
         return f'<div class="element"><em>{name} ({html.escape(view.type)}, not stored)</em></div>'
     if view.type == "image":
         return f'<div class="element"><img src="{href}" alt="{name}"></div>'
@@ -214,16 +225,25 @@ def _element_html(view: ElementView) -> str:
             body = f'<pre><code class="language-{lang}">{html.escape(view.text)}</code></pre>'
         else:
             body = f'<div class="text">{markdown_html(view.text)}</div>'
-        cut = f' <a href="{href}">(cut here: the whole text)</a>' if view.cut else ""
+        cut = ""
+        if view.cut:
+            whole = f'<a href="{href}">the whole text</a>' if target else "export with -o DIR"
+            cut = f" (cut here: {whole})"
         return (
             f'<div class="element"><div class="title">{_badge("text")}{name}{cut}</div>{body}</div>'
         )
     if view.table is not None:
         csv = html.escape(view.csv_href or target)
         note = html.escape(ee.table_note(view.table))
+        if view.csv_href:
+            whole = f'all of it in <a href="{csv}">{name}.csv</a>'
+        elif target:
+            whole = f'all of it in <a href="{csv}">{name}</a>'
+        else:
+            whole = "all of it with export -o DIR"
         return (
             f'<div class="element"><div class="title">{_badge("table")}{name} ({note}; '
-            f'all of it in <a href="{csv}">{name}.csv</a>)</div>'
+            f"{whole})</div>"
             f"{ee.html_table(view.table)}</div>"
         )
     if view.table_note is not None:
@@ -336,6 +356,7 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{PAGE_POLICY}">\n'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f'<meta name="filelayer-thread" content="{html.escape(str(thread["id"]))}">\n'
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n"

@@ -103,6 +103,26 @@ def test_the_html_export_reads_like_the_chat(exported: Path, page: Any) -> None:
     shot(page, "export-html")
 
 
+def test_a_script_that_got_into_an_html_export_does_not_run(exported: Path, page: Any) -> None:
+    """Every character of the data is escaped; should a renderer bug ever let markup
+    through, the page itself forbids scripts (its own policy, as the app's route sends
+    one): a script element and an event handler put into the exported file stay inert,
+    and the page still shows its images and its chart."""
+    [html_page] = exported.glob("*.html")
+    text = html_page.read_text("utf-8")
+    injected = (
+        "<body><script>document.title = 'pwned'; alert(1)</script>"
+        '<img src="nowhere.png" onerror="document.title = \'pwned\'">'
+    )
+    html_page.write_text(text.replace("<body>", injected, 1), "utf-8")
+    page.goto(html_page.as_uri())
+    page.wait_for_selector("section.msg.user")
+    assert [w for w in decoded_images(page) if w] == [60]  # every image loaded or failed
+    page.evaluate("() => new Promise(r => setTimeout(r, 50))")  # its error event ran
+    assert page.dialogs == []
+    assert page.title() != "pwned"
+
+
 def test_the_markdown_export_renders_with_tables_images_and_text(exported: Path, page: Any) -> None:
     markdown_it = pytest.importorskip("markdown_it")
     [md] = exported.glob("*.md")

@@ -132,5 +132,13 @@ def test_html_to_stdout_is_one_page_with_its_images_inside(
     assert main(["export", THREAD, "--format", "html"]) == 0
     page = capsys.readouterr().out
     assert page.startswith("<!DOCTYPE html>") and 'src="data:image/png;base64,' in page
+    # Nothing written beside it: no link or source may point at a file that is not
+    # there. The other elements say where their files are to be had instead.
+    import re
+
+    targets = re.findall(r'(?:href|src)="([^"]*)"', page)
+    assert [t for t in targets if not t.startswith(("data:", "https:", "http:"))] == []
+    assert "export with -o DIR" in page
+    assert "Details in <strong>Markdown</strong>: knead" in page  # a text element still shows
     store.write_step({"id": "x", "threadId": "other", "type": "user_message", "output": "x"})
     assert main(["export", "--all", "--format", "html"]) == 2  # several pages need -o DIR
