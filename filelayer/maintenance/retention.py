@@ -315,12 +315,21 @@ def erase_user(
 
     ``threads``: threads to erase as the user's besides those found, typically some of
     an earlier report's :attr:`~ErasureReport.unattributed` that a person recognised.
-    Each must be a thread of the archive (an :class:`~filelayer.errors.InvalidIdError`
-    otherwise, before anything is erased)."""
+    Each must be a thread of the archive whose author is lost, the user, or nobody (an
+    app without login): another user's is an :class:`~filelayer.errors.InvalidIdError`,
+    raised before anything is erased, as is an id of no thread."""
     given = [check_id("thread", t) for t in threads]
+    unattributed = set(_unattributed(store)) if given else set()
+    mine = set(_authored(store, identifier, None)) if given else set()
     for thread_id in given:
         if store.read_manifest(thread_id) is None and not store.layout.journal(thread_id).exists():
             raise InvalidIdError("thread", thread_id, "no such thread in the archive")
+        if thread_id not in unattributed and thread_id not in mine:
+            author = store.author_of(thread_id)
+            if author:  # a mistyped id must not erase another user's conversation
+                raise InvalidIdError(
+                    "thread", thread_id, "another user's thread: only one whose author is lost"
+                )
     with maintaining(store.layout):
         report = _erase_user(store, identifier, progress, given)
     report.earlier = in_history(store.root, identifier, report.user_id)

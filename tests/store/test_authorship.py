@@ -455,7 +455,7 @@ def test_an_erasure_names_the_threads_whose_author_nobody_knows(
     root = ["--root", str(archive.root)]
     assert main([*root, "erase-user", ALICE]) == 1
     before = snapshot(archive.root)
-    for bad in ("../tm", "nosuch"):  # refused before anything is erased
+    for bad in ("../tm", "nosuch", "tm"):  # refused before anything is erased
         assert main([*root, "erase-user", ALICE, "--thread", bad]) == 2
         assert snapshot(archive.root) == before
     assert main([*root, "erase-user", ALICE, "--thread", "ta"]) == 0
