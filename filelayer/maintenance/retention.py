@@ -45,7 +45,7 @@ from typing import Any
 from .._io import fs as _fs
 from .._io import locks as _locks
 from .._time import now_iso, time_key
-from ..errors import InvalidIdError, InvalidValueError
+from ..errors import InvalidValueError
 from ..format import codec as _codec
 from ..format import users
 from ..format.ids import check_id
@@ -316,20 +316,25 @@ def erase_user(
     ``threads``: threads to erase as the user's besides those found, typically some of
     an earlier report's :attr:`~ErasureReport.unattributed` that a person recognised.
     Each must be a thread of the archive whose author is lost, the user, or nobody (an
-    app without login): another user's is an :class:`~filelayer.errors.InvalidIdError`,
+    app without login): another user's is an :class:`~filelayer.errors.InvalidValueError`,
     raised before anything is erased, as is an id of no thread."""
     given = [check_id("thread", t) for t in threads]
-    unattributed = set(_unattributed(store)) if given else set()
-    mine = set(_authored(store, identifier, None)) if given else set()
+    if given:
+        user = store.get_user(identifier)
+        mine = set(_authored(store, identifier, str(user["id"]) if user else None))
+        allowed = mine | set(_unattributed(store))
     for thread_id in given:
         if store.read_manifest(thread_id) is None and not store.layout.journal(thread_id).exists():
-            raise InvalidIdError("thread", thread_id, "no such thread in the archive")
-        if thread_id not in unattributed and thread_id not in mine:
-            author = store.author_of(thread_id)
-            if author:  # a mistyped id must not erase another user's conversation
-                raise InvalidIdError(
-                    "thread", thread_id, "another user's thread: only one whose author is lost"
-                )
+            raise InvalidValueError("thread", f"--thread {thread_id}: no such thread")
+        # A mistyped id must not erase another user's conversation: the thread is the
+        # user's, or its author is lost (neither manifest nor index names one), or it
+        # has none (an app without login).
+        if thread_id not in allowed and store.author_of(thread_id) is not None:
+            raise InvalidValueError(
+                "thread",
+                f"--thread {thread_id}: another user's thread (only the user's own, or one"
+                " whose author is lost, is erased as theirs); nothing was erased",
+            )
     with maintaining(store.layout):
         report = _erase_user(store, identifier, progress, given)
     report.earlier = in_history(store.root, identifier, report.user_id)
@@ -534,9 +539,14 @@ def in_history(root: Path, identifier: str, user_id: str | None = None) -> list[
     # Every version of every file, as the commits that made it (the root commits and
     # each side of a merge included) name it: NUL-separated, so that a path holding a
     # newline comes whole (``rev-list --objects`` cuts it at the newline).
+    # The user's configuration must not change what is listed: paths relative to a
+    # subdirectory, merges as combined diffs, signatures printed before a commit's
+    # changes (a key an older git does not know is ignored; ``-m`` is its default).
     listed = _git(
         root,
         [
+            *("-c", "diff.relative=false", "-c", "log.diffMerges=separate"),
+            *("-c", "log.showSignature=false"),
             *("log", "--all", "--root", "-m", "--raw", "-z", "--no-abbrev", "--no-renames"),
             *("--no-ext-diff", "--no-textconv", "--format=", "--diff-filter=d"),
         ],
@@ -547,12 +557,12 @@ def in_history(root: Path, identifier: str, user_id: str | None = None) -> list[
     # blob -> {(kind, path relative to the root)}: one blob may be at several paths
     wanted: dict[str, set[tuple[str, str]]] = {}
     fields = listed.decode("utf-8", "surrogateescape").split("\0")
-    for change, path in zip(fields[0::2], fields[1::2], strict=False):
-        # ":<old mode> <new mode> <old blob> <new blob> <status>"
+    for at, change in enumerate(fields[:-1]):
+        # ":<old mode> <new mode> <old blob> <new blob> <status>", then its path
         parts = change.strip().split(" ")
-        if len(parts) != 5 or parts[3].strip("0") == "":
+        if not parts[0].startswith(":") or len(parts) != 5 or parts[3].strip("0") == "":
             continue
-        blob = parts[3]
+        blob, path = parts[3], fields[at + 1]
         if path.startswith(threads_at):
             thread_id, _, name = path[len(threads_at) :].partition("/")
             if name == MANIFEST_NAME:
@@ -573,10 +583,12 @@ def in_history(root: Path, identifier: str, user_id: str | None = None) -> list[
         end = batch.index(b"\n", at)
         header = batch[at:end].split()
         at = end + 1
-        if len(header) != 3 or header[1] != b"blob":  # "<blob> missing"
+        if len(header) != 3:  # "<blob> missing"
             continue
         size = int(header[2])
         data, at = batch[at : at + size], at + size + 1
+        if header[1] != b"blob":
+            continue
         try:
             doc = _codec.decode(data)
         except _codec.DecodeError:

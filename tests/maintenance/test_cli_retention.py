@@ -8,6 +8,7 @@ goes on writing, brings any of it back.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -515,6 +516,50 @@ def test_the_history_command_names_paths_holding_a_newline(
     arguments = [line.split("--path ")[1].rstrip(" \\") for line in out.splitlines()[1:]]
     assert "$'chats/threads/x\\x0ay/'" in arguments
     assert "$'chats/users/alice\\x0acopy.json'" in arguments
+
+
+def test_the_history_scan_does_not_depend_on_the_users_git_config(tmp_path: Path) -> None:
+    """``diff.relative`` (paths relative to the archive), ``log.diffMerges=combined``
+    (a merge as a combined diff) in the repository's configuration: a thread added only
+    in a merge commit, and one added in an ordinary commit, both deleted since, are
+    still found in history."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    from filelayer.maintenance.retention import in_history
+
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    root = repo / "chats"
+
+    def manifest(thread_id: str) -> Path:
+        path = root / "threads" / thread_id / "thread.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"id": thread_id, "userIdentifier": ALICE}), "utf-8")
+        return path
+
+    manifest("t1")
+    (root / "keep").write_text("k")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "one")
+    git(repo, "checkout", "-qb", "side")
+    (repo / "side").write_text("s")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "side")
+    git(repo, "checkout", "-q", "main")
+    (repo / "main").write_text("m")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "main")
+    git(repo, "merge", "-q", "--no-commit", "side")
+    manifest("t2")  # only the merge commit adds it
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "merge")
+    git(repo, "rm", "-rq", "chats/threads")
+    git(repo, "commit", "-qm", "gone")
+    git(repo, "config", "diff.relative", "true")
+    git(repo, "config", "log.diffMerges", "combined")
+    assert in_history(root, ALICE) == ["threads/t1/", "threads/t2/"]
 
 
 # -- while the app writes ------------------------------------------------------------

@@ -466,6 +466,32 @@ def test_an_erasure_names_the_threads_whose_author_nobody_knows(
         again.close()
 
 
+def test_erasing_a_named_thread_takes_the_users_own_and_never_anothers(
+    archive: ArchiveStore,
+) -> None:
+    """``--thread`` is for a thread whose author is lost. Mallory's thread whose manifest
+    is damaged is still hers (the index names her): refused, nothing erased. Alice's
+    thread whose manifest names her by id alone is hers: taken."""
+    import json
+
+    from filelayer.maintenance.retention import erase_user
+
+    archive.update_thread("tb", name="by id", user_id=archive.get_user(ALICE)["id"])  # type: ignore[index]
+    path = archive.layout.manifest("tb")
+    doc = json.loads(path.read_text("utf-8"))
+    doc.pop("userIdentifier", None)
+    path.write_text(json.dumps(doc), "utf-8")
+    archive.layout.manifest("tm").write_bytes(b"")
+    archive.reconcile()
+    before = snapshot(archive.root)
+    with pytest.raises(InvalidValueError, match="another user's thread"):
+        erase_user(archive, ALICE, threads=["ta", "tm"])
+    assert snapshot(archive.root) == before
+    report = erase_user(archive, ALICE, threads=["tb"])
+    assert sorted(c.id for c in report.threads) == ["ta", "tb"]
+    assert not archive.is_deleted("tm")
+
+
 def test_an_empty_user_id_is_refused_not_an_open_thread(archive: ArchiveStore) -> None:
     """``user_id=""`` would have left alice's thread without an author, everyone's to
     write: refused, and nothing changes."""
