@@ -90,8 +90,10 @@ def element_views(
         if link is None:
             view.href = relative
         else:
-            view.href = link(element, relative)
-            view.left_out = view.href is None
+            target = link(element, relative)
+            # Left out of a page that stands alone: its own URL, if any, still links.
+            view.left_out = target is None and view.href is None
+            view.href = target if target is not None else view.href
         if view.type not in ("text", "dataframe", "plotly"):
             continue
         try:

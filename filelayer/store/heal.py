@@ -6,8 +6,8 @@ checkout``, ``git merge``, a restore), leaves it lagging: ``list_threads`` would
 thread, show an old name, or list a deleted one. Three pieces make it heal:
 
 - **Watermarks** (table ``marks``, see ``filelayer.index.schema.MARKS_SCHEMA``): per thread,
-  the inode, size and modification time of its journal and of its manifest that its
-  index rows are known to agree with. Every thread write notes the watermark it found
+  the inode, size, modification and change time of its journal and of its manifest that
+  its index rows are known to agree with. Every thread write notes the watermark it found
   and the one it left, and the index moves the stored one by compare-and-set after the
   write's own rows; a rebuild and a reconcile store the watermark they read under.
 - **Writer sessions** (:mod:`filelayer.store.writers`): a process that writes holds

@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +335,15 @@ def test_reconcile_sees_an_edit_that_kept_the_size_and_put_the_time_back(root: P
     before = os.stat(manifest)
     data = manifest.read_bytes()
     assert b"chat about bread" in data
+    # A kernel whose file times move by the tick (4-10 ms before Linux 6.13) would give
+    # the edit the same change time: wait until a new file's time is past the old one.
+    probe = root / "probe"
+    for _ in range(10_000):  # a bound, not a timing claim
+        probe.write_bytes(b"x")
+        if os.stat(probe).st_ctime_ns > before.st_ctime_ns:
+            break
+        time.sleep(0.001)
+    probe.unlink()
     with open(manifest, "r+b") as f:
         f.write(data.replace(b"chat about bread", b"chat about toast"))
     os.utime(manifest, ns=(before.st_atime_ns, before.st_mtime_ns))
