@@ -557,12 +557,18 @@ def in_history(root: Path, identifier: str, user_id: str | None = None) -> list[
     # blob -> {(kind, path relative to the root)}: one blob may be at several paths
     wanted: dict[str, set[tuple[str, str]]] = {}
     fields = listed.decode("utf-8", "surrogateescape").split("\0")
-    for at, change in enumerate(fields[:-1]):
-        # ":<old mode> <new mode> <old blob> <new blob> <status>", then its path
-        parts = change.strip().split(" ")
-        if not parts[0].startswith(":") or len(parts) != 5 or parts[3].strip("0") == "":
+    at = 0
+    while at < len(fields) - 1:
+        # ":<old mode> <new mode> <old blob> <new blob> <status>", then its path (taken
+        # as a pair: a path that looks like a header is still a path)
+        parts = fields[at].strip().split(" ")
+        if not parts[0].startswith(":") or len(parts) != 5:
+            at += 1
             continue
         blob, path = parts[3], fields[at + 1]
+        at += 2
+        if blob.strip("0") == "":
+            continue
         if path.startswith(threads_at):
             thread_id, _, name = path[len(threads_at) :].partition("/")
             if name == MANIFEST_NAME:
