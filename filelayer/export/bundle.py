@@ -94,6 +94,8 @@ def element_views(
             # Left out of a page that stands alone: its own URL, if any, still links.
             view.left_out = target is None and view.href is None
             view.href = target if target is not None else view.href
+            # An image not put inside the page is a link: the page loads nothing else.
+            view.embed = view.type != "image" or (view.href or "").startswith("data:")
         if view.type not in ("text", "dataframe", "plotly"):
             continue
         try:
@@ -216,21 +218,32 @@ def build(
     return Bundle(stem, f"{stem}.html", text, files)
 
 
+INLINE_IMAGE_BYTES = 16 << 20
+"""The image bytes a page that stands alone holds inside it, at most. As ``data:`` URLs
+they are held several times over while the page is made (the file, its base64, the
+page's pieces, the page): beyond this, an image is linked, or named as left out."""
+
+
 def _self_contained_link(
     files: dict[str, bytes | Path],
     thread: dict[str, Any],
     element_url: Callable[[str, str], str] | None,
 ) -> Callable[[dict[str, Any], str], str | None]:
-    """Where a page that stands alone finds an element's file: an image inside it, any
-    other file at ``element_url``, or nowhere (``None``: a page printed alone, with no
-    directory beside it)."""
+    """Where a page that stands alone finds an element's file: an image inside it
+    (within :data:`INLINE_IMAGE_BYTES`), any other file at ``element_url``, or nowhere
+    (``None``: a page printed alone, with no directory beside it)."""
+    room = [INLINE_IMAGE_BYTES]
 
     def link(element: dict[str, Any], relative: str) -> str | None:
         if element.get("type") == "image":
             mime = str(element.get("mime") or mimetypes.guess_type(relative)[0] or "")
             if mime.startswith("image/") and mime != "image/svg+xml":
-                encoded = base64.b64encode(content(files[relative])).decode("ascii")
-                return f"data:{mime};base64,{encoded}"
+                source = files[relative]
+                size = source.stat().st_size if isinstance(source, Path) else len(source)
+                if size <= room[0]:
+                    room[0] -= size
+                    encoded = base64.b64encode(content(source)).decode("ascii")
+                    return f"data:{mime};base64,{encoded}"
         if element_url is not None:
             return element_url(str(thread["id"]), str(element["id"]))
         return None

@@ -243,6 +243,10 @@ class ElementView:
     type: str
     href: str | None = None
     """Where its file (or its external ``url``) is; ``None``: not stored, or left out."""
+    embed: bool = True
+    """Whether the page may show the file in place (an image, a player): not an image
+    that a page standing alone links to instead of holding it (see
+    :data:`filelayer.export.bundle.INLINE_IMAGE_BYTES`)."""
     left_out: bool = False
     """Stored, but its file is not with a page that stands alone (one printed to the
     terminal): the page says so rather than link to a file that is not there."""

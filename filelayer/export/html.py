@@ -211,7 +211,7 @@ def _element_html(view: ElementView) -> str:
         )
     if not target and not view.left_out:
         return f'<div class="element"><em>{name} ({html.escape(view.type)}, not stored)</em></div>'
-    if view.type == "image":
+    if view.type == "image" and view.embed:
         return f'<div class="element"><img src="{href}" alt="{name}"></div>'
     if view.type in ("audio", "video") and not re.match(r"[a-z][a-z0-9+.-]*:|/", target):
         # A file beside the page plays in it (the app's page links instead: its

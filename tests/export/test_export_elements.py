@@ -142,3 +142,25 @@ def test_html_to_stdout_is_one_page_with_its_images_inside(
     assert "Details in <strong>Markdown</strong>: knead" in page  # a text element still shows
     store.write_step({"id": "x", "threadId": "other", "type": "user_message", "output": "x"})
     assert main(["export", "--all", "--format", "html"]) == 2  # several pages need -o DIR
+
+
+def test_a_page_that_stands_alone_holds_only_so_many_image_bytes(
+    store: ArchiveStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images go inside a page that stands alone as ``data:`` URLs, which the page holds
+    several times over while it is made: beyond a budget, an image is linked (the app's
+    page: to its element) or named as left out (a page printed alone), not put inside."""
+    from filelayer.export import bundle
+
+    def element_url(thread_id: str, element_id: str) -> str:
+        return f"/element/{thread_id}/{element_id}"
+
+    served = build(store, thread(store), "html", self_contained=True, element_url=element_url)
+    assert 'src="data:image/png;base64,' in served.text
+    monkeypatch.setattr(bundle, "INLINE_IMAGE_BYTES", 10)
+    served = build(store, thread(store), "html", self_contained=True, element_url=element_url)
+    assert "data:image" not in served.text
+    assert f'href="/element/{THREAD}/img"' in served.text and "<img" not in served.text
+    alone = build(store, thread(store), "html", self_contained=True)
+    assert "data:image" not in alone.text and "<img" not in alone.text
+    assert "loaf.png (image: its file is not in this page" in alone.text
