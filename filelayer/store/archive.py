@@ -145,6 +145,7 @@ class ArchiveStore:
         self.elements = Elements(layout, folds, tombstones, authors, locator, self.locks, appender)
         if create or upgrade:  # the index is the layer's own, like the .gitignore
             self.lifecycle.ensure_index()
+        self.lifecycle.on_exit(self._save_written_views)
 
     # -- index lifecycle and the reconciler -----------------------------------------
 
@@ -239,12 +240,22 @@ class ArchiveStore:
         reads the index again). In the flush mode, what the background flusher has not
         written yet is flushed now. The long threads it wrote get their view files (see
         :mod:`filelayer.store.snapshots`): the next process reads them fast."""
-        written = self.appender.written.keys()
-        self.appender.written.clear()
+        written = self._take_written()
         self.lifecycle.close()  # first: nothing the views do may keep it from its end
-        self.views.save_views(written[::-1])
+        self.views.save_views(written)
         self.folds.forget()
         self.tombstones.forget()
+
+    def _take_written(self) -> list[str]:
+        """The long threads this store wrote since it last said so, the last first."""
+        written = self.appender.written.keys()
+        self.appender.written.clear()
+        return written[::-1]
+
+    def _save_written_views(self) -> None:
+        """The views ``close()`` writes, for a process that exits without closing the
+        store (a script, a test harness): the next process reads those threads fast."""
+        self.views.save_views(self._take_written())
 
     # -- authors and users ----------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import logging
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,25 @@ class IndexLifecycle:
         self.durable = durable
         self._session: Session | None = None  # this store's writer session
         self._session_end: Any = None
+        self._at_exit: weakref.WeakMethod[Callable[[], None]] | None = None
+
+    def on_exit(self, callback: Callable[[], None]) -> None:
+        """Have ``callback`` (a bound method of the store: held weakly) called when the
+        interpreter exits with this store's writer session still open, after the
+        session ended: what ``close()`` would have done after it (the store's views)."""
+        self._at_exit = weakref.WeakMethod(callback)
+
+    def exiting(self) -> None:
+        """The interpreter exits without ``close()``: end the writer session, then
+        call what :meth:`on_exit` named (best effort: the exit goes on)."""
+        self.end_session()
+        callback = self._at_exit() if self._at_exit is not None else None
+        if callback is None:
+            return
+        try:
+            callback()
+        except Exception as exc:
+            log.debug("filelayer: nothing more done at exit in %s (%s)", self.root, exc)
 
     def begin_session(self) -> None:
         """Mark this store as a writer (once): done before its first write."""
@@ -116,13 +136,14 @@ class IndexLifecycle:
 
 
 _LIVE: weakref.WeakSet[IndexLifecycle] = weakref.WeakSet()
-"""The stores with a writer session: ended cleanly when the interpreter exits."""
+"""The stores with a writer session: ended cleanly when the interpreter exits (then
+their views are written, as ``close()`` does)."""
 
 
 @atexit.register
 def _end_sessions_at_exit() -> None:
     for lifecycle in list(_LIVE):
-        lifecycle.end_session()
+        lifecycle.exiting()
 
 
 def end_session(index: ThreadIndex, session: Session, *, flush: bool) -> None:

@@ -13,8 +13,9 @@ change time cannot be set by any program, so even a file rewritten in place with
 old size and modification time put back does not match, nor one changed while it was
 read.
 
-A store writes views when it closes (Chainlit closes its data layer on shutdown), for
-the long threads it wrote, the last ones first; reads never write them. They are
+A store writes views when it closes (Chainlit closes its data layer on shutdown), or
+when the interpreter exits with it still open (a script, a test harness), for the long
+threads it wrote, the last ones first; reads never write them. They are
 written without an fsync (a power cut may leave one empty or torn: it then does not
 decode or does not match, and is ignored). Threads shorter than :data:`VIEW_MIN_BYTES`
 get none: folding them costs a fraction of a millisecond. A view goes with its thread

@@ -96,6 +96,38 @@ def test_a_read_writes_no_view(tmp_path: Path) -> None:
     assert _first_read(root) == folded(root)
 
 
+def test_a_process_that_exits_without_closing_its_store_writes_its_views(
+    tmp_path: Path,
+) -> None:
+    """A script or a test harness that writes through the layer and exits without
+    ``close()``: the next process still finds the views of the long threads it wrote
+    (at exit, as the writer session already ends there), but never of a thread that
+    was deleted meanwhile, nor of a short one."""
+    root = tmp_path / "a"
+    script = (
+        "import sys\n"
+        "from filelayer import ArchiveStore\n"
+        "from tests.store.test_thread_views import _write_long\n"
+        "store = ArchiveStore(sys.argv[1])\n"
+        "_write_long(store)\n"
+        "_write_long(store, 'gone')\n"
+        "store.delete_thread('gone')\n"
+        "store.write_step({'id': 'short-s', 'threadId': 'short', 'type': 'run'})\n"
+        "kept = store  # alive until the interpreter exits\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+    }
+    subprocess.run([sys.executable, "-c", script, str(root)], check=True, env=env, cwd=repo)
+    assert view_path(root).exists()
+    assert not view_path(root, "gone").exists()
+    assert not view_path(root, "short").exists()
+    assert _served_from_view(root)
+    assert _first_read(root) == folded(root)
+
+
 def test_a_line_appended_by_another_process_makes_the_view_stale(tmp_path: Path) -> None:
     root = tmp_path / "a"
     store = ArchiveStore(root)
