@@ -9,7 +9,9 @@ registers it). The result depends only on the three versions, never on which sid
   lines, less the lines of the common ancestor that one side removed (a compaction on
   that side folded them into its own lines), in the journal's order
   (:func:`filelayer.journal.order_keys`): what the fold reads is then what it would have
-  read had both sides' writes landed in one file.
+  read had both sides' writes landed in one file. Where both sides compacted, a side's
+  unstamped copy of a record it left unchanged gives way to the other side's change
+  (:func:`_stale_copies`).
 - **Whole documents** (``thread.json``, ``users/*.json``): merged key by key. A key
   only one side changed takes that side's value; a dict both changed (``metadata``) is
   merged the same way inside; a value both changed to different values is decided by
@@ -28,7 +30,7 @@ from typing import Any
 from .._io import fs as _fs
 from .._time import time_key
 from ..errors import MergeError
-from ..format import clock
+from ..format import clock, journal
 from ..format import codec as _codec
 
 
@@ -67,11 +69,71 @@ def _groups(lines: list[bytes]) -> tuple[set[bytes], dict[str, list[bytes]]]:
     return stamped, groups
 
 
+_COPIED_OPS = ("step", "feedback", "element")
+"""The records a compaction writes one copy of per live id."""
+
+
+def _copy_key(line: bytes) -> tuple[str, str] | None:
+    """Which record a compacted line is the copy of: (op, id)."""
+    try:
+        record = _codec.decode(line)
+    except _codec.DecodeError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    op = record.get("op")
+    body = record.get(op) if op in _COPIED_OPS else None
+    if isinstance(body, dict) and isinstance(body.get("id"), str):
+        return str(op), body["id"]
+    return None
+
+
+def _stale_copies(o: list[bytes], a: list[bytes], b: list[bytes], o_set: set[bytes]) -> set[bytes]:
+    """The lines a compaction on one side wrote of records that side left as the
+    common ancestor had them, where a compaction on the other side changed them (or,
+    for a feedback, withdrew it: a compaction keeps no trace of withdrawn feedback).
+
+    Both sides' compactions hold a copy of every record, neither stamped; without this
+    the copy of one side would win over the other's change by the order of their bytes
+    (an edit reverted, a withdrawn rating back). A side left a record as it was when
+    its copy is the very line the ancestor compacts to (compaction is deterministic).
+    Dropping that copy loses nothing: the other side's copy is the whole record too.
+    Only when both sides compacted: otherwise the stamped lines decide."""
+    a_new = [line for line in a if line not in o_set and _stamp(line) is None]
+    b_new = [line for line in b if line not in o_set and _stamp(line) is None]
+    if not a_new or not b_new:
+        return set()
+    folded = journal.fold(journal.parse(b"".join(line + b"\n" for line in o)).records)
+    ancestor = {_codec.encode_line(r)[:-1] for r in journal.compacted_records(folded)}
+
+    def copies(lines: list[bytes]) -> dict[tuple[str, str], list[bytes]]:
+        found: dict[tuple[str, str], list[bytes]] = {}
+        for line in lines:
+            key = _copy_key(line)
+            if key is not None:
+                found.setdefault(key, []).append(line)
+        return found
+
+    a_copies, b_copies = copies(a_new), copies(b_new)
+    stale: set[bytes] = set()
+    for mine, other in ((a_copies, b_copies), (b_copies, a_copies)):
+        for key, lines in mine.items():
+            if not all(line in ancestor for line in lines):
+                continue  # this side changed it
+            theirs = other.get(key)
+            if theirs is None:
+                if key[0] == "feedback":
+                    stale.update(lines)  # withdrawn on the other side
+            elif not all(line in ancestor for line in theirs):
+                stale.update(lines)
+    return stale
+
+
 def merge_lines(base: bytes, ours: bytes, theirs: bytes) -> bytes:
     """The merge of two versions of a JSON Lines file of the archive (see the module)."""
     o, a, b = _lines(base), _lines(ours), _lines(theirs)
     o_set, a_set, b_set = set(o), set(a), set(b)
-    removed = (o_set - a_set) | (o_set - b_set)
+    removed = (o_set - a_set) | (o_set - b_set) | _stale_copies(o, a, b, o_set)
     keyed: dict[bytes, tuple[str, int, bytes, int]] = {}
     a_stamped, a_groups = _groups(a)
     b_stamped, b_groups = _groups(b)

@@ -445,3 +445,47 @@ def test_values_python_holds_equal_merge_the_same_both_ways(
         _doc(id="t", metadata={"x": other}),
     )
     assert json.dumps(merged["metadata"]["x"]) in {json.dumps(one), json.dumps(other)}
+
+
+def test_both_sides_compacted_keep_each_sides_change(tmp_path: Path) -> None:
+    """Each clone changed a different record, then compacted (by hand, or the layer by
+    itself past 64 KiB): both compactions hold a copy of every record. The copy a side
+    left as the common ancestor had it gives way to the other side's change; a feedback
+    one side withdrew (its compaction keeps no trace of it) is not brought back."""
+    base, a, b = tmp_path / "base", tmp_path / "a", tmp_path / "b"
+    store = ArchiveStore(base)
+    store.update_thread(THREAD, name="n")
+    for n in range(3):
+        store.write_step(
+            {
+                "id": f"s{n}",
+                "threadId": THREAD,
+                "type": "user_message",
+                "output": "base",
+                "createdAt": f"2026-01-01T00:00:0{n}.000000Z",
+            }
+        )
+    store.upsert_feedback(for_id="s1", value=1, feedback_id="fb1", thread_id=THREAD)
+    store.close()
+    shutil.copytree(base, a)
+    shutil.copytree(base, b)
+    store = ArchiveStore(a)
+    store.write_step({"id": "s0", "threadId": THREAD, "output": "edited on a"})
+    store.close()
+    store = ArchiveStore(b)
+    store.write_step({"id": "s2", "threadId": THREAD, "output": "edited on b"})
+    store.delete_feedback("fb1")
+    store.close()
+    for root in (a, b):
+        assert main(["--root", str(root), "compact"]) == 0
+    ab, ba = tmp_path / "ab", tmp_path / "ba"
+    merge_trees(base, a, b, ab)
+    merge_trees(base, b, a, ba)
+    assert _files(ab) == _files(ba)
+    for root in (ab, ba):
+        steps = {s["id"]: s for s in reading(root)["steps"]}
+        assert {k: (s["output"], s.get("feedback")) for k, s in steps.items()} == {
+            "s0": ("edited on a", None),
+            "s1": ("base", None),
+            "s2": ("edited on b", None),
+        }
