@@ -82,18 +82,72 @@ def _stack_room() -> Iterator[None]:
 def _encode(encoder: json.JSONEncoder, obj: Any) -> str:
     try:
         try:
-            return encoder.encode(obj)
-        except RecursionError:
+            return _encode_deep(encoder, obj)
+        except TypeError:
+            # Keys JSON writes as strings (an int beside a string key cannot be sorted
+            # with it): stored as Python's json writes them, which is what Chainlit's
+            # own layers store. Anything else that is not JSON data is refused.
             pass
-        try:  # stored data nested up to READ_DEPTH levels is written again wherever
-            with _stack_room():
-                return encoder.encode(obj)
-        except RecursionError:
-            raise InvalidValueError("data", _TOO_DEEP) from None
+        return _encode_deep(encoder, _string_keys(obj))
     except InvalidValueError:
         raise
+    except TypeError as exc:  # a datetime, a set, bytes...: not JSON data
+        raise InvalidValueError("data", f"not JSON data: {exc}") from None
     except ValueError as exc:  # NaN or an infinity (JSON has neither)
         raise InvalidValueError("data", str(exc)) from None
+
+
+def _encode_deep(encoder: json.JSONEncoder, obj: Any) -> str:
+    try:
+        return encoder.encode(obj)
+    except RecursionError:
+        pass
+    try:  # stored data nested up to READ_DEPTH levels is written again wherever
+        with _stack_room():
+            return encoder.encode(obj)
+    except RecursionError:
+        raise InvalidValueError("data", _TOO_DEEP) from None
+
+
+def _key_text(key: Any) -> str:
+    """A dict key as Python's json writes it (``TypeError`` for one it refuses)."""
+    if isinstance(key, str):
+        return key
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if key is None:
+        return "null"
+    if isinstance(key, int):
+        return int.__repr__(key)
+    if isinstance(key, float):
+        return float.__repr__(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
+def _string_keys(value: Any) -> Any:
+    """``value`` with every dict key a string, as Python's json writes it; refused
+    (:class:`InvalidValueError`) if two keys of one dict become the same string.
+    Iterative: data nested up to the read limit must not exhaust the stack here."""
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    while stack:
+        parent, slot, item = stack.pop()
+        if isinstance(item, dict):
+            copy: dict[str, Any] = {}
+            for key, child in item.items():
+                text = _key_text(key)
+                if text in copy:
+                    raise InvalidValueError("data", f"the key {text!r} is in one object twice")
+                copy[text] = child
+                stack.append((copy, text, child))
+            parent[slot] = copy
+        elif isinstance(item, (list, tuple)):
+            items = list(item)
+            parent[slot] = items
+            stack.extend((items, n, child) for n, child in enumerate(items))
+    return root[0]
 
 
 def check_depth(value: Any, encoded: bytes | None = None) -> None:

@@ -387,3 +387,70 @@ def test_the_room_made_for_a_deep_read_leaves_the_app_s_own_limit_alone() -> Non
         assert sys.getrecursionlimit() == 20_000
     finally:
         sys.setrecursionlimit(before)
+
+
+def test_data_that_is_not_json_is_refused_with_the_layer_s_error_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A ``datetime``, a set, bytes or any other object in a step's, a thread's or a
+    user's data is refused with the layer's own error (a ``ValueError``, which the
+    adapter logs), never a bare ``TypeError`` that Chainlit's fire-and-forget tasks
+    swallow, and nothing reaches the disk."""
+    import datetime
+    import decimal
+
+    from filelayer.errors import FileLayerError, InvalidValueError
+
+    store = ArchiveStore(tmp_path)
+    store.update_thread("t", name="kept")
+    store.write_step({"id": "s", "threadId": "t", "output": "kept"})
+    store.upsert_user("alice", metadata={"ok": 1})
+
+    def files() -> list[tuple[Path, bytes]]:
+        return sorted(
+            (p, p.read_bytes())
+            for p in tmp_path.rglob("*")
+            if p.is_file() and not {"index", "locks"} & set(p.relative_to(tmp_path).parts)
+        )
+
+    before = files()
+    for value in (
+        datetime.datetime(2026, 1, 1),
+        {1, 2},
+        b"bytes",
+        decimal.Decimal("1.5"),
+        object(),
+        {"k": [1, {"deep": datetime.date(2026, 1, 1)}]},
+    ):
+        data = {"v": value}
+        calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
+            (store.write_step, ({"id": "s2", "threadId": "t", "metadata": data},), {}),
+            (store.write_step, ({"id": "s", "threadId": "t", "generation": data},), {}),
+            (store.update_thread, ("t",), {"metadata": data}),
+            (store.upsert_user, ("alice",), {"metadata": data}),
+        ]
+        for call, args, kwargs in calls:
+            with pytest.raises(InvalidValueError) as caught:
+                call(*args, **kwargs)
+            assert isinstance(caught.value, FileLayerError)
+            assert "not JSON" in str(caught.value)
+    assert files() == before
+    store.close()
+
+
+def test_keys_that_json_writes_as_strings_are_stored_as_it_writes_them(tmp_path: Path) -> None:
+    """Python's ``json`` (what Chainlit's own layers store metadata with) writes int,
+    float, bool and ``None`` keys as strings, also beside string keys: stored the same
+    here, in both modes. Two keys that would become one are refused."""
+    from filelayer.errors import InvalidValueError
+
+    store = ArchiveStore(tmp_path)
+    store.write_step(
+        {"id": "s", "threadId": "t", "metadata": {1: "a", "b": 2, None: 3, False: {2.5: "x"}}}
+    )
+    thread = store.get_thread("t")
+    assert thread is not None
+    assert thread["steps"][0]["metadata"] == {"1": "a", "b": 2, "null": 3, "false": {"2.5": "x"}}
+    with pytest.raises(InvalidValueError, match="twice"):
+        store.write_step({"id": "s", "threadId": "t", "metadata": {1: "a", "1": "b"}})
+    store.close()
