@@ -203,6 +203,17 @@ def _cutoff(before: str) -> str:
     return key
 
 
+def _before(activity: str, cutoff: str) -> bool:
+    """Whether ``activity`` names an instant before ``cutoff`` (a key). A time in
+    another form than an ISO time with seconds (a day alone, words: a hand edit,
+    another program) names none: compared as text it could sort before a cutoff it is
+    not before, and a deletion is not undone, so it never counts as old."""
+    if not activity:
+        return False
+    key = time_key(activity)
+    return _KEY_RE.fullmatch(key) is not None and key < cutoff
+
+
 def select_old(store: ArchiveStore, before: str, user: str | None = None) -> list[Candidate]:
     """Threads whose activity (the later of creation and the last message, the order of
     the sidebar) is before ``before`` (a ``YYYY-MM-DD`` date, meaning midnight UTC, or
@@ -214,7 +225,7 @@ def select_old(store: ArchiveStore, before: str, user: str | None = None) -> lis
         if user is not None and doc.get("userIdentifier") != user:
             continue
         found = _candidate(store, thread_id)
-        if found is not None and found.activity and time_key(found.activity) < cutoff:
+        if found is not None and _before(found.activity, cutoff):
             selected.append(found)
     selected.sort(key=lambda c: (c.activity, c.id))
     return selected
@@ -245,10 +256,7 @@ def prune(
     def still_old(thread_id: str) -> bool:
         # Under the thread's locks: what the app wrote since the selection counts.
         summary = store.summarise(thread_id)
-        return summary is not None and bool(summary.activity) and is_old(summary.activity)
-
-    def is_old(activity: str) -> bool:
-        return time_key(activity) < cutoff
+        return summary is not None and _before(summary.activity, cutoff)
 
     with maintaining(store.layout):
         for n, candidate in enumerate(selected, start=1):

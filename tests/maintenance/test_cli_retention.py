@@ -356,6 +356,45 @@ def test_a_cutoff_may_be_an_iso_time_without_seconds(tmp_path: Path) -> None:
         store.close()
 
 
+def test_prune_never_selects_a_thread_whose_time_is_not_an_instant(tmp_path: Path) -> None:
+    """A time another program or a hand edit wrote in another form (a day alone, no
+    seconds, words) names no instant the cutoff can be compared with: compared as text,
+    a thread active on the very day of the cutoff sorted before it and was deleted.
+    Prune is destructive, so such a thread is never selected (and stays listed by
+    nothing: a person decides)."""
+    store = ArchiveStore(tmp_path / "chats")
+    user = store.upsert_user("alice")
+    times = {
+        "dateonly": "2026-03-04",
+        "nosecs": "2026-03-04 10:00",
+        "words": "yesterday",
+        "old": "2026-03-03T23:59:59.000000Z",
+        "same": "2026-03-04T00:00:00.000000Z",
+    }
+    for tid, created in times.items():
+        store.put_manifest(
+            {
+                "id": tid,
+                "name": tid,
+                "userId": user["id"],
+                "userIdentifier": "alice",
+                "tags": None,
+                "metadata": {},
+                "createdAt": created,
+                "updatedAt": created,
+            }
+        )
+    try:
+        assert [c.id for c in select_old(store, "2026-03-04")] == ["old"]
+        report = prune(store, "2026-03-04", act=True)
+        assert [c.id for c in report.threads] == ["old"]
+        assert sorted(p.name for p in store.layout.threads.iterdir()) == sorted(
+            set(times) - {"old"}
+        )
+    finally:
+        store.close()
+
+
 def test_a_re_run_copy_from_an_archive_copied_before_brings_nothing_back(
     archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
