@@ -274,3 +274,28 @@ def test_a_link_in_place_of_a_directory_of_the_layer_is_refused_at_opening(
             assert store.get_thread("ta") is not None
         finally:
             store.close()
+
+
+def test_a_link_in_users_is_removed_by_repair_and_the_user_can_log_in_again(
+    tmp_path: Path,
+) -> None:
+    """A user record that is a link (a merge can bring one) is never read through;
+    ``verify`` named it but ``--repair`` left it, so every verify failed forever and the
+    user could not log in again. Repair removes the link itself, never its target."""
+    root = tmp_path / "a"
+    store = _archive(root)
+    record = store.layout.user_file("alice")
+    store.close()
+    outside, before = _outside(tmp_path)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.symlink_to(outside / "passwd")
+    assert main(["--root", str(root), "verify"]) == 1
+    assert main(["--root", str(root), "verify", "--repair"]) == 0  # all of it repaired
+    assert not record.is_symlink()
+    assert main(["--root", str(root), "verify"]) == 0
+    store = ArchiveStore(root)
+    try:
+        assert store.upsert_user("alice")["identifier"] == "alice"
+    finally:
+        store.close()
+    assert {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
