@@ -208,6 +208,13 @@ class ArchiveEndpoint(Endpoint):
             return f"the archive cannot store it: {exc}"
         return None
 
+    async def feedback_elsewhere(self, thread_id: str, ids: list[str]) -> set[str]:
+        if self.store is None:
+            return set()
+        self.store.index.refresh()
+        owners = {fid: self.store.index.feedback_owner(fid) for fid in ids}
+        return {fid for fid, owner in owners.items() if owner not in (None, thread_id)}
+
     def same_step(self, dest: dict[str, Any], src: dict[str, Any], plan: ThreadPlan) -> bool:
         # The journal merges writes (empty text never overwrites, the earliest start
         # wins): the step is unchanged if storing the source would change nothing (its

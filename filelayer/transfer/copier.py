@@ -223,6 +223,7 @@ class Copier:
                 )
                 return
             self.drop_refused(src, dest)
+            await self.drop_foreign_feedback(src)
             plan = self.plan(src, dest, local)
             if not self.options.dry_run and not plan.empty():
                 await self.dest.apply(plan, local)
@@ -245,6 +246,23 @@ class Copier:
         src.steps = self._storable("steps", src.steps, held.steps, _itself)
         src.feedback = self._storable("feedback", src.feedback, held.feedback, _itself)
         src.elements = self._storable("elements", src.elements, held.elements, _fields)
+
+    async def drop_foreign_feedback(self, src: ThreadData) -> None:
+        """Leave out, and list, each feedback whose id another thread of the destination
+        holds: written, it would be taken from that thread (as a step or element id of
+        another thread is refused), and on the next copy of that thread taken back."""
+        tid = src.thread["id"]
+        taken = await self.dest.feedback_elsewhere(tid, [f["id"] for f in src.feedback])
+        for fb in src.feedback:
+            if fb["id"] in taken:
+                self.summary.skip(
+                    "feedback",
+                    str(fb["id"]),
+                    f"its id is already used by another thread of the destination; not "
+                    f"copied into thread {tid} (give it a new id in the source to copy it)",
+                    problem=True,
+                )
+        src.feedback = [f for f in src.feedback if f["id"] not in taken]
 
     def _storable(
         self, kind: str, items: list[_T], held: list[_T], fields: Callable[[_T], dict[str, Any]]

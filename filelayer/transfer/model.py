@@ -318,6 +318,11 @@ class Endpoint:
         """Why this destination cannot hold the element at all (``None``: it can)."""
         return None
 
+    async def feedback_elsewhere(self, thread_id: str, ids: list[str]) -> set[str]:
+        """Which of these feedback ids another thread holds here: written into this
+        thread, each would be taken from that one (asked before anything is written)."""
+        return set()
+
     def holds_id(self, value: str) -> bool:
         """Whether a step, element or feedback can have this id here."""
         return True

@@ -45,6 +45,14 @@ class PostgresReader:
         )
         return [r[0] for r in rows]
 
+    async def feedback_threads(self, ids: list[str]) -> dict[str, str]:
+        rows = await self.conn.fetch(
+            'SELECT f.id, s."threadId" FROM "Feedback" f JOIN "Step" s ON s.id = f."stepId" '
+            "WHERE f.id = ANY($1::text[])",
+            ids,
+        )
+        return {str(r[0]): str(r[1]) for r in rows}
+
     async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
         rows = await self.conn.fetch(
             'SELECT * FROM "User" WHERE $1::text IS NULL OR identifier = $1 '

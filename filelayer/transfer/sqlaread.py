@@ -48,6 +48,22 @@ class SQLAlchemyReader:
         )
         return [str(r["id"]) for r in rows]
 
+    async def feedback_threads(self, ids: list[str]) -> dict[str, str]:
+        owners: dict[str, str] = {}
+        for fid in ids:
+            if not self.codec.valid_id(fid):
+                continue  # no row can have it
+            rows = await self.db.fetch(
+                'SELECT f."threadId" AS own, s."threadId" AS rated FROM feedbacks f '
+                'LEFT JOIN steps s ON s.id = f."forId" WHERE f.id = ?',
+                fid,
+            )
+            for r in rows:
+                owner = r["own"] if r["own"] is not None else r["rated"]
+                if owner is not None:
+                    owners[fid] = str(owner)
+        return owners
+
     async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
         rows = await self.db.fetch(
             "SELECT * FROM users WHERE CAST(? AS TEXT) IS NULL OR identifier = ? "

@@ -104,6 +104,10 @@ class RowReader(Protocol):
         """The threads the copy wrote here that are gone (see :data:`COPIED_TABLE`)."""
         ...
 
+    async def feedback_threads(self, ids: list[str]) -> dict[str, str]:
+        """The thread each of these feedback ids rates a step of, for those held here."""
+        ...
+
 
 class RowWriter(Protocol):
     """Plans written as a schema's rows (see :class:`~.model.Endpoint`)."""
@@ -235,6 +239,12 @@ class SQLEndpoint(Endpoint):
 
     async def read_thread(self, thread_id: str) -> ThreadData | None:
         return None if self.reader is None else await self.reader.read_thread(thread_id)
+
+    async def feedback_elsewhere(self, thread_id: str, ids: list[str]) -> set[str]:
+        if self.reader is None or not ids:
+            return set()
+        owners = await self.reader.feedback_threads(ids)
+        return {fid for fid, owner in owners.items() if owner != thread_id}
 
     def _need_writer(self) -> RowWriter:
         assert self.writer is not None, "written before the database was opened"

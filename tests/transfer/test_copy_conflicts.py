@@ -1,0 +1,138 @@
+"""``filelayer copy`` given items the destination holds under the same id elsewhere, or
+values it cannot hold as they are: each is refused and listed before anything of its
+thread is written, and nothing the destination holds is moved, renamed or rewritten.
+
+SQLite needs no server; the PostgreSQL cases share one throwaway server on loopback.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from filelayer import ArchiveStore
+from filelayer.transfer.copier import copy_archive
+
+
+def problems(summary: Any) -> dict[tuple[str, str], str]:
+    return {(s.kind, s.id): s.reason for s in summary.skipped if s.problem}
+
+
+def rated_archive(root: Path, thread_id: str, step_id: str, feedback_id: str) -> None:
+    """An archive with one thread of alice's whose one step is rated ``feedback_id``."""
+    store = ArchiveStore(root, create=True)
+    try:
+        user = store.upsert_user("alice")
+        store.update_thread(thread_id, name=thread_id, user_id=user["id"])
+        store.write_step(
+            {
+                "id": step_id,
+                "threadId": thread_id,
+                "type": "assistant_message",
+                "output": "x",
+                "createdAt": "2026-03-01T10:00:00Z",
+            }
+        )
+        store.upsert_feedback(
+            for_id=step_id,
+            value=1,
+            comment=f"rating of {thread_id}",
+            feedback_id=feedback_id,
+            thread_id=thread_id,
+        )
+    finally:
+        store.close()
+
+
+# -- a feedback id another thread of the destination holds ----------------------------
+
+
+async def _feedback_of_other_thread(tmp_path: Path, dest: str) -> list[tuple[str, str]]:
+    """Copy two archives whose threads rate their steps with the same feedback id into
+    ``dest``; the second copy's summary must refuse it. Returns what the first copy's
+    thread still holds after both copies and a re-run of the second."""
+    rated_archive(tmp_path / "a", "thread-a", "step-a", "fb-same")
+    rated_archive(tmp_path / "b", "thread-b", "step-b", "fb-same")
+    first = await copy_archive(str(tmp_path / "a"), dest, create_schema=True)
+    assert not first.problems
+    for _ in range(2):  # a re-run refuses it again, and changes nothing
+        second = await copy_archive(str(tmp_path / "b"), dest)
+        reason = problems(second)[("feedback", "fb-same")]
+        assert "another thread" in reason
+        assert second.counts["threads"]["copied"] + second.counts["threads"]["unchanged"] == 1
+        assert second.counts["steps"]["copied"] + second.counts["steps"]["unchanged"] == 1
+    back = tmp_path / "back"
+    await copy_archive(dest, str(back))
+    store = ArchiveStore(back, create=False)
+    try:
+        kept = []
+        for tid in ("thread-a", "thread-b"):
+            thread = store.get_thread(tid)
+            assert thread is not None
+            for step in thread["steps"]:
+                if step.get("feedback"):
+                    kept.append((tid, step["feedback"]["comment"]))
+        return kept
+    finally:
+        store.close()
+
+
+async def test_feedback_id_of_another_thread_is_refused_in_sqlite(tmp_path: Path) -> None:
+    dest = f"sqlite:///{tmp_path / 'app.db'}"
+    kept = await _feedback_of_other_thread(tmp_path, dest)
+    assert kept == [("thread-a", "rating of thread-a")]
+
+
+async def test_feedback_id_of_another_thread_is_refused_in_postgres(
+    tmp_path: Path, db: str
+) -> None:
+    kept = await _feedback_of_other_thread(tmp_path, db)
+    assert kept == [("thread-a", "rating of thread-a")]
+
+
+async def test_feedback_id_of_another_thread_is_refused_in_an_archive(tmp_path: Path) -> None:
+    """Into an archive, the refusal is found before the thread is written: the rest of
+    the thread is copied (and counted), never left half written."""
+    archive = tmp_path / "chats"
+    rated_archive(archive, "tA", "s-a", "fb-shared")
+    db = tmp_path / "app.db"
+    empty = tmp_path / "empty"
+    ArchiveStore(empty, create=True).close()
+    await copy_archive(str(empty), f"sqlite:///{db}", create_schema=True)
+    store = ArchiveStore(archive, create=False)
+    alice = store.get_user("alice")
+    store.close()
+    assert alice is not None
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "INSERT INTO users VALUES (?, 'alice', '{}', ?)", (alice["id"], alice["createdAt"])
+    )
+    conn.execute(
+        'INSERT INTO threads (id, "createdAt", name, "userId", "userIdentifier", metadata) '
+        "VALUES ('tB', '2026-03-01T10:00:00.123Z', 'B', ?, 'alice', '{}')",
+        (alice["id"],),
+    )
+    conn.execute(
+        'INSERT INTO steps (id, name, type, "threadId", streaming, "createdAt", output) '
+        "VALUES ('s-b', 'n', 'user_message', 'tB', 0, '2026-03-01T10:00:01Z', 'theirs')"
+    )
+    conn.execute(
+        'INSERT INTO feedbacks (id, "forId", "threadId", value, comment) '
+        "VALUES ('fb-shared', 's-b', 'tB', 0, 'theirs')"
+    )
+    conn.commit()
+    conn.close()
+    summary = await copy_archive(f"sqlite:///{db}", str(archive))
+    assert "another thread" in problems(summary)[("feedback", "fb-shared")]
+    assert summary.counts["threads"]["copied"] == 1
+    assert summary.counts["steps"]["copied"] == 1
+    store = ArchiveStore(archive, create=False)
+    try:
+        mine = store.get_thread("tA")
+        theirs = store.get_thread("tB")
+    finally:
+        store.close()
+    assert mine is not None and theirs is not None
+    assert mine["steps"][0]["feedback"]["id"] == "fb-shared"
+    assert [(s["id"], s.get("feedback")) for s in theirs["steps"]] == [("s-b", None)]
