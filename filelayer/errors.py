@@ -14,6 +14,7 @@ from pathlib import Path
 __all__ = [
     "ArchiveError",
     "ArchiveLockTimeout",
+    "CopyRefusedError",
     "CorruptFileError",
     "ExportLinkError",
     "FileLayerError",
@@ -285,3 +286,16 @@ class ExportLinkError(FileLayerError, OSError):
 
     def __reduce__(self) -> tuple[type[ExportLinkError], tuple[str]]:
         return type(self), (str(self.path),)
+
+
+class CopyRefusedError(FileLayerError, ValueError):
+    """``filelayer copy`` leaves an item out, as the source holds it, on every run: the
+    destination could take it only by changing what it holds of another (a user id that
+    is already another user's). The message says why; the summary lists it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[CopyRefusedError], tuple[str]]:
+        return type(self), (self.reason,)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import ArchiveLockTimeout, FileLayerError, StorageWriteError
+from ..errors import ArchiveLockTimeout, CopyRefusedError, FileLayerError, StorageWriteError
 from ..progress import Progress
 from .endpoints import endpoint_kind, open_endpoint
 from .model import (
@@ -60,6 +60,8 @@ class Copier:
         self.summary = Summary(dry_run=options.dry_run)
         self.user_map: dict[str, str] = {}
         self.dest_user_ids: set[str] = set()
+        self.dest_identifiers: dict[str, set[str]] = {}
+        """The identifiers each user id of the destination is held under."""
         self.failed_users: set[str] = set()
         """Source ids of the users that could not be written: their threads are not
         copied (without its author a thread would be anyone's to write)."""
@@ -81,11 +83,16 @@ class Copier:
 
     async def copy_users(self) -> None:
         self.dest_user_ids = await self.dest.user_ids()
+        for held in await self.dest.list_users(None):
+            self.dest_identifiers.setdefault(str(held["id"]), set()).add(held["identifier"])
         for user in await self.source.list_users(self.options.user):
             try:
                 await self.copy_user(user)
             except asyncio.CancelledError:
                 raise
+            except CopyRefusedError as exc:  # as the source holds it, on every run
+                self.failed_users.add(str(user.get("id")))
+                self.summary.skip("users", str(user.get("id")), str(exc), problem=True)
             except Exception as exc:  # reported; the other users and their threads go on
                 self.failed_users.add(str(user.get("id")))
                 self.summary.skip("users", str(user.get("id")), failure(exc), problem=True)
@@ -101,6 +108,10 @@ class Copier:
                 problem=False,
             )
             return
+        if not isinstance(user.get("identifier"), str) or not user["identifier"]:
+            raise CopyRefusedError(
+                f"its identifier {user.get('identifier')!r} is empty; not copied"
+            )
         existing = await self.dest.user_by_identifier(user["identifier"])
         wanted = dict(user)
         if existing is not None and existing["id"] != user["id"]:
@@ -113,12 +124,22 @@ class Copier:
                 f"user {user['identifier']} already exists in the destination with id "
                 f"{existing['id']}; its threads were attached to that id"
             )
+        others = self.dest_identifiers.get(str(wanted["id"]), set()) - {wanted["identifier"]}
+        if others:
+            # Written, it would rename that user (a database) or share their id and
+            # threads (an archive): users are never merged or renamed.
+            raise CopyRefusedError(
+                f"its id is already another user's in the destination "
+                f"({', '.join(sorted(map(repr, others)))}); not copied: users are never "
+                "merged or renamed"
+            )
         if existing is not None and self.dest.same_user(existing, wanted):
             self.summary.count("users", "unchanged")
             return
         if not self.options.dry_run:
             await self.dest.write_user(wanted)
         self.dest_user_ids.add(wanted["id"])
+        self.dest_identifiers.setdefault(str(wanted["id"]), set()).add(wanted["identifier"])
         self.summary.count("users", "copied" if existing is None else "updated")
 
     async def propagate_delete(self, ref: ThreadRef) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from filelayer import ArchiveStore
 from filelayer.transfer.copier import copy_archive
+from filelayer.transfer.sqlaschema import STATEMENTS
 
 
 def problems(summary: Any) -> dict[tuple[str, str], str]:
@@ -136,3 +137,74 @@ async def test_feedback_id_of_another_thread_is_refused_in_an_archive(tmp_path: 
     assert mine is not None and theirs is not None
     assert mine["steps"][0]["feedback"]["id"] == "fb-shared"
     assert [(s["id"], s.get("feedback")) for s in theirs["steps"]] == [("s-b", None)]
+
+
+# -- a user row that reuses another user's id -----------------------------------------
+
+
+def sqlite_schema(path: Path) -> str:
+    """A new SQLite database with the SQLAlchemy layer's tables: its URL."""
+    conn = sqlite3.connect(path)
+    for statement in STATEMENTS:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+    return f"sqlite:///{path}"
+
+
+async def test_db_user_reusing_an_archive_user_id_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "chats"
+    store = ArchiveStore(archive, create=True)
+    alice = store.upsert_user("alice")
+    store.update_thread("alice-secret", name="alice's", user_id=alice["id"])
+    store.close()
+    url = sqlite_schema(tmp_path / "app.db")
+    conn = sqlite3.connect(tmp_path / "app.db")
+    conn.execute(
+        "INSERT INTO users VALUES (?, 'mallory', '{}', '2026-03-01T10:00:00.000Z')",
+        (alice["id"],),
+    )
+    conn.execute("INSERT INTO users VALUES ('u-empty', '', '{}', '2026-03-01T10:00:00.000Z')")
+    conn.execute(
+        'INSERT INTO threads (id, "createdAt", name, "userId", "userIdentifier", metadata) '
+        "VALUES ('t-mallory', '2026-03-01T10:00:00.123Z', 'm', ?, 'mallory', '{}')",
+        (alice["id"],),
+    )
+    conn.commit()
+    conn.close()
+    summary = await copy_archive(url, str(archive))
+    refused = problems(summary)
+    assert "another user" in refused[("users", alice["id"])]
+    assert "identifier" in refused[("users", "u-empty")]
+    assert ("threads", "t-mallory") in refused
+    store = ArchiveStore(archive, create=False)
+    try:
+        assert [(u["identifier"], u["id"]) for u in store.iter_users()] == [("alice", alice["id"])]
+        assert store.get_thread("t-mallory") is None
+    finally:
+        store.close()
+
+
+async def test_archive_user_reusing_a_db_user_id_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "chats"
+    store = ArchiveStore(archive, create=True)
+    alice = store.upsert_user("alice")
+    store.update_thread("t-alice", name="alice's", user_id=alice["id"])
+    store.close()
+    url = sqlite_schema(tmp_path / "app.db")
+    conn = sqlite3.connect(tmp_path / "app.db")
+    conn.execute(
+        "INSERT INTO users VALUES (?, 'bob', '{\"role\": \"admin\"}', '2026-03-01T10:00:00.000Z')",
+        (alice["id"],),
+    )
+    conn.commit()
+    for _ in range(2):  # refused again on a re-run, and nothing changed
+        summary = await copy_archive(str(archive), url)
+        refused = problems(summary)
+        assert "another user" in refused[("users", alice["id"])]
+        assert ("threads", "t-alice") in refused
+        assert conn.execute("SELECT identifier, metadata FROM users").fetchall() == [
+            ("bob", '{"role": "admin"}')
+        ]
+        assert conn.execute("SELECT id FROM threads").fetchall() == []
+    conn.close()
