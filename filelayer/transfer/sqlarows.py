@@ -74,10 +74,11 @@ def _is_uuid(value: Any) -> bool:
     if not isinstance(value, str):
         return False
     try:
-        uuid.UUID(value)
+        # Only the spelling PostgreSQL's uuid type hands back: it would rewrite another
+        # (upper case, no hyphens, braces) into it, and the id would not be kept.
+        return str(uuid.UUID(value)) == value
     except ValueError:
         return False
-    return True
 
 
 class Codec:

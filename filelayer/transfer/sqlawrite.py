@@ -87,8 +87,9 @@ class SQLAlchemyWriter:
     def _check_id(self, kind: str, value: Any) -> None:
         if not self.codec.valid_id(value):
             raise ValueError(
-                f"{kind} id {value!r} is not a UUID, and this PostgreSQL schema's id columns "
-                "are of type UUID (copy into SQLite or an archive instead)"
+                f"{kind} id {value!r} is not a UUID in its canonical spelling (lower case, "
+                "with hyphens), and this PostgreSQL schema's id columns are of type UUID, "
+                "which would not keep it as it is (copy into SQLite or an archive instead)"
             )
 
     async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
@@ -96,8 +97,12 @@ class SQLAlchemyWriter:
         self._check_id("thread", tid)
         for step in plan.steps:
             self._check_id("step", step["id"])
+            if isinstance(step.get("parentId"), str):
+                self._check_id("parent step", step["parentId"])
         for el in plan.elements:
             self._check_id("element", el.fields["id"])
+            if isinstance(el.fields.get("forId"), str):
+                self._check_id("element's step", el.fields["forId"])
         for fb in plan.feedback:
             self._check_id("feedback", fb["id"])
         db = self.db

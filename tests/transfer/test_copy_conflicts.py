@@ -8,6 +8,7 @@ SQLite needs no server; the PostgreSQL cases share one throwaway server on loopb
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,63 @@ async def test_archive_user_reusing_a_db_user_id_is_refused(tmp_path: Path) -> N
         ]
         assert conn.execute("SELECT id FROM threads").fetchall() == []
     conn.close()
+
+
+# -- ids that PostgreSQL's uuid type would rewrite ------------------------------------
+
+
+async def test_non_canonical_uuid_ids_are_refused_in_sqlalchemy_postgres(
+    tmp_path: Path, db: str
+) -> None:
+    """The SQLAlchemy schema's id columns are of type uuid on PostgreSQL, which hands an
+    upper-case or hyphen-less UUID back in another spelling: such a thread is listed, not
+    copied under ids the archive does not know (nor then deleted in the archive)."""
+    archive = tmp_path / "chats"
+    store = ArchiveStore(archive, create=True)
+    user = store.upsert_user("alice")
+    upper = str(uuid.UUID(int=1)).upper().replace("0", "A")
+    bare = uuid.UUID(int=2).hex
+    plain = str(uuid.UUID(int=3))
+    orphan_parent = str(uuid.UUID(int=4)).upper().replace("0", "B")
+    steps = {
+        upper: str(uuid.UUID(int=11)),
+        str(uuid.UUID(int=5)): bare,
+        plain: str(uuid.UUID(int=12)),
+    }
+    for tid, sid in steps.items():
+        store.update_thread(tid, name=tid, user_id=user["id"])
+        step = {
+            "id": sid,
+            "threadId": tid,
+            "type": "user_message",
+            "output": "hi",
+            "createdAt": "2026-03-01T10:00:00Z",
+        }
+        if tid == plain:
+            step["parentId"] = orphan_parent
+        store.write_step(step)
+    store.close()
+    for _ in range(2):  # refused again on a re-run: never taken for deleted there
+        summary = await copy_archive(str(archive), db, create_schema=True, schema="sqlalchemy")
+        refused = problems(summary)
+        for tid in steps:
+            assert "UUID" in refused[("threads", tid)]
+        assert summary.counts["threads"]["copied"] == 0
+    assert await pg_rows(db, "threads") == []
+    back = await copy_archive(db, str(archive), schema="sqlalchemy")
+    assert back.counts["threads"]["deleted"] == 0
+    store = ArchiveStore(archive, create=False)
+    try:
+        assert sorted(t for t in store.thread_ids() if not store.is_deleted(t)) == sorted(steps)
+    finally:
+        store.close()
+
+
+async def pg_rows(url: str, table: str) -> list[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        return sorted(str(r[0]) for r in await conn.fetch(f'SELECT id FROM "{table}"'))
+    finally:
+        await conn.close()
