@@ -5,10 +5,12 @@ only when one is opened), so the command line works without their optional packa
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from .archive import ArchiveEndpoint
 from .model import CopyUsageError, Endpoint
+from .sqlbase import redact
 from .sqldb import detect_postgres_schema, is_sqlalchemy_postgres_url, is_sqlite_url
 
 SCHEMAS = ("official", "sqlalchemy")
@@ -18,13 +20,20 @@ def endpoint_kind(location: str, schema: str | None = None) -> str:
     """What a SOURCE or DEST names: ``archive``, ``official`` (Chainlit's PostgreSQL
     schema), ``sqlalchemy`` (the SQLAlchemy data layer's schema, on SQLite or PostgreSQL)
     or ``postgresql`` (a plain PostgreSQL URL whose schema is found from its tables)."""
+    if not location.strip():
+        raise CopyUsageError(
+            "SOURCE and DEST may not be empty (an unset variable?): give an archive "
+            "directory or a database URL"
+        )
     if is_sqlite_url(location):
         if schema == "official":
             raise CopyUsageError("Chainlit's official schema is PostgreSQL only, not SQLite")
         return "sqlalchemy"
     if is_sqlalchemy_postgres_url(location):
+        _check_postgres_url(location)
         return schema or "sqlalchemy"
     if location.lower().startswith(("postgresql://", "postgres://")):
+        _check_postgres_url(location)
         return schema or "postgresql"
     if "://" in location:
         raise CopyUsageError(
@@ -32,6 +41,21 @@ def endpoint_kind(location: str, schema: str | None = None) -> str:
             "a postgresql:// URL or a sqlite:/// URL"
         )
     return "archive"
+
+
+def _check_postgres_url(location: str) -> None:
+    """A PostgreSQL URL whose host and port can be read (a port that is no number, or
+    out of range, is a usage error before connecting, not a crash while connecting)."""
+    try:
+        parts = urllib.parse.urlsplit(location)
+        hosts = parts.netloc.rpartition("@")[2]
+        if "," not in hosts:  # several hosts are asyncpg's to read
+            _ = parts.port
+    except ValueError as exc:
+        raise CopyUsageError(
+            f"{redact(location)} is not a valid PostgreSQL URL ({exc}): give "
+            "postgresql://user:password@host:port/database"
+        ) from exc
 
 
 async def open_endpoint(
