@@ -306,7 +306,7 @@ class Codec:
         return {
             "id": str(row["id"]),
             "forId": str(row["forId"]),
-            "value": int(value) if isinstance(value, int | float) else value,
+            "value": int(value) if value in (0, 1) else value,  # 0.6 is no thumbs down
             "comment": row.get("comment"),
         }
 

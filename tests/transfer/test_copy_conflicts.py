@@ -269,3 +269,45 @@ async def pg_rows(url: str, table: str) -> list[str]:
         return sorted(str(r[0]) for r in await conn.fetch(f'SELECT id FROM "{table}"'))
     finally:
         await conn.close()
+
+
+# -- values an archive cannot hold as they are ----------------------------------------
+
+
+async def test_fractional_sqlite_feedback_is_listed_not_truncated(tmp_path: Path) -> None:
+    """SQLite's INT column keeps 0.6 as a REAL: listed, never read as a thumbs down."""
+    url = sqlite_schema(tmp_path / "app.db")
+    conn = sqlite3.connect(tmp_path / "app.db")
+    conn.execute("INSERT INTO users VALUES ('u1', 'alice', '{}', '2026-03-01T10:00:00.000Z')")
+    conn.execute(
+        'INSERT INTO threads (id, "createdAt", name, "userId", "userIdentifier", metadata) '
+        "VALUES ('t1', '2026-03-01T10:00:00.000Z', 'n', 'u1', 'alice', '{}')"
+    )
+    for sid in ("s1", "s2", "s3"):
+        conn.execute(
+            'INSERT INTO steps (id, name, type, "threadId", streaming, "createdAt", output) '
+            "VALUES (?, 'n', 'assistant_message', 't1', 0, '2026-03-01T10:00:01Z', 'x')",
+            (sid,),
+        )
+    for fid, sid, value in (("f1", "s1", 0.6), ("f2", "s2", 1.9), ("f3", "s3", 1.0)):
+        conn.execute(
+            'INSERT INTO feedbacks (id, "forId", "threadId", value, comment) '
+            "VALUES (?, ?, 't1', ?, 'c')",
+            (fid, sid, value),
+        )
+    conn.commit()
+    conn.close()
+    out = tmp_path / "out"
+    summary = await copy_archive(url, str(out))
+    refused = problems(summary)
+    assert "0.6" in refused[("feedback", "f1")]
+    assert "1.9" in refused[("feedback", "f2")]
+    assert ("feedback", "f3") not in refused
+    store = ArchiveStore(out, create=False)
+    try:
+        thread = store.get_thread("t1")
+    finally:
+        store.close()
+    assert thread is not None
+    rated = {s["id"]: (s.get("feedback") or {}).get("value") for s in thread["steps"]}
+    assert rated == {"s1": None, "s2": None, "s3": 1}
