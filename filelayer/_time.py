@@ -68,10 +68,14 @@ def format_time(dt: datetime) -> str:
 
 
 def round_ms(dt: datetime) -> datetime:
-    """Round to the millisecond the way PostgreSQL stores ``TIMESTAMP(3)`` (half up)."""
+    """Round to the millisecond the way PostgreSQL stores ``TIMESTAMP(3)`` (half up); the
+    last millisecond of year 9999 (PostgreSQL's ``infinity`` as read) stays in it, where
+    rounding up would leave the calendar Python can hold."""
     micro = dt.microsecond
     base = dt - timedelta(microseconds=micro % 1000)
-    return base + timedelta(milliseconds=1) if micro % 1000 >= 500 else base
+    if micro % 1000 < 500 or datetime.max - base < timedelta(milliseconds=1):
+        return base
+    return base + timedelta(milliseconds=1)
 
 
 def ms_key(value: object) -> str:

@@ -311,3 +311,79 @@ async def test_fractional_sqlite_feedback_is_listed_not_truncated(tmp_path: Path
     assert thread is not None
     rated = {s["id"]: (s.get("feedback") or {}).get("value") for s in thread["steps"]}
     assert rated == {"s1": None, "s2": None, "s3": 1}
+
+
+# -- times at the end of the calendar --------------------------------------------------
+
+LAST = "9999-12-31T23:59:59.9999Z"
+"""A time the archive and SQLite's text columns take, which rounds past year 9999."""
+
+
+async def test_a_time_near_year_9999_is_copied_and_re_runs(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    store = ArchiveStore(source, create=True)
+    user = store.upsert_user("alice")
+    store.update_thread("t1", name="n", user_id=user["id"])
+    for sid, created in (("s1", "2026-03-01T10:00:00Z"), ("s2", LAST)):
+        step = {"id": sid, "threadId": "t1", "type": "user_message", "output": sid}
+        store.write_step({**step, "createdAt": created})
+    store.close()
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    first = await copy_archive(str(source), url, create_schema=True)
+    again = await copy_archive(str(source), url)
+    back = await copy_archive(url, str(tmp_path / "back"))
+    for summary in (first, again, back):
+        assert not summary.problems, summary.render()
+    assert again.counts["steps"]["unchanged"] == 2
+    store = ArchiveStore(tmp_path / "back", create=False)
+    try:
+        thread = store.get_thread("t1")
+    finally:
+        store.close()
+    assert thread is not None
+    assert [s["createdAt"] for s in thread["steps"]][-1].startswith("9999-12-31T23:59:59.9999")
+
+
+async def test_since_with_a_row_near_year_9999_copies_the_others(tmp_path: Path) -> None:
+    url = sqlite_schema(tmp_path / "app.db")
+    conn = sqlite3.connect(tmp_path / "app.db")
+    conn.execute("INSERT INTO users VALUES ('u1', 'alice', '{}', '2026-03-01T10:00:00.000Z')")
+    for tid, created in (("t-odd", LAST), ("t-fine", "2026-03-01T10:00:00.000Z")):
+        conn.execute(
+            'INSERT INTO threads (id, "createdAt", name, "userId", "userIdentifier", '
+            "metadata) VALUES (?, ?, 'n', 'u1', 'alice', '{}')",
+            (tid, created),
+        )
+    conn.commit()
+    conn.close()
+    summary = await copy_archive(url, str(tmp_path / "out"), since="2026-01-01")
+    assert summary.counts["threads"]["copied"] == 2, summary.render()
+
+
+async def test_an_infinite_postgres_time_does_not_stop_the_copy(tmp_path: Path, db: str) -> None:
+    import asyncpg
+
+    source = tmp_path / "src"
+    store = ArchiveStore(source, create=True)
+    user = store.upsert_user("alice")
+    for tid in ("t-odd", "t-fine"):
+        store.update_thread(tid, name=tid, user_id=user["id"])
+        store.write_step(
+            {"id": f"s-{tid}", "threadId": tid, "type": "user_message", "output": "hi"}
+        )
+    store.close()
+    await copy_archive(str(source), db, create_schema=True)
+    conn = await asyncpg.connect(db)
+    try:
+        await conn.execute("""UPDATE "Thread" SET "updatedAt" = 'infinity' WHERE id = 't-odd'""")
+    finally:
+        await conn.close()
+    out = tmp_path / "out"
+    for _ in range(2):
+        summary = await copy_archive(db, str(out))
+        assert "t-fine" not in {s.id for s in summary.skipped}, summary.render()
+    store = ArchiveStore(out, create=False)
+    try:
+        assert store.get_thread("t-fine") is not None
+    finally:
+        store.close()
