@@ -141,7 +141,10 @@ class PostgresReader:
         if object_key and clean_key(object_key) and storage is not None:
 
             async def from_storage() -> bytes | None:
-                read_url = await storage.get_read_url(object_key=object_key)
+                try:
+                    read_url = await storage.get_read_url(object_key=object_key)
+                except Exception:  # kept as a reference and listed, as an unreadable URL
+                    return None
                 return await fetch_url(str(read_url), public_only=False)  # the app's bucket
 
             return from_storage

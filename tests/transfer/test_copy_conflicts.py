@@ -387,3 +387,66 @@ async def test_an_infinite_postgres_time_does_not_stop_the_copy(tmp_path: Path, 
         assert store.get_thread("t-fine") is not None
     finally:
         store.close()
+
+
+# -- a storage client that fails -------------------------------------------------------
+
+
+class FailingReads:
+    """A storage client that takes uploads and fails to give any read URL (a bucket that
+    went away between the two copies)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    async def upload_file(
+        self, object_key: str, data: bytes | str, mime: str = "", overwrite: bool = True, **_: Any
+    ) -> dict[str, Any]:
+        self.objects[object_key] = data if isinstance(data, bytes) else data.encode()
+        return {"object_key": object_key, "url": f"https://bucket.invalid/{object_key}"}
+
+    async def delete_file(self, object_key: str) -> bool:
+        return self.objects.pop(object_key, None) is not None
+
+    async def get_read_url(self, object_key: str) -> str:
+        raise ConnectionResetError("the bucket went away")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_failing_storage_keeps_the_element_as_a_reference(tmp_path: Path, db: str) -> None:
+    """From PostgreSQL into an archive, an element whose bytes the storage fails to give
+    is kept with its key and listed; the rest of the thread is copied, and said so."""
+    source = tmp_path / "src"
+    store = ArchiveStore(source, create=True)
+    user = store.upsert_user("alice")
+    store.update_thread("t1", name="n", user_id=user["id"])
+    store.write_step(
+        {
+            "id": "s1",
+            "threadId": "t1",
+            "type": "user_message",
+            "output": "hi",
+            "createdAt": "2026-03-01T10:00:00Z",
+        }
+    )
+    store.upsert_feedback(for_id="s1", value=1, feedback_id="f1", thread_id="t1")
+    store.put_element("t1", {"id": "e1", "type": "file", "name": "a.txt", "forId": "s1"}, b"A")
+    store.close()
+    storage = FailingReads()
+    first = await copy_archive(str(source), db, create_schema=True, storage=storage)
+    assert not first.problems, first.render()
+    out = tmp_path / "out"
+    summary = await copy_archive(db, str(out), storage=storage)
+    assert summary.counts["threads"]["copied"] == 1, summary.render()
+    assert summary.counts["elements"]["copied"] == 1
+    assert any("e1" in what for what in summary.behind), summary.render()
+    store = ArchiveStore(out, create=False)
+    try:
+        thread = store.get_thread("t1")
+    finally:
+        store.close()
+    assert thread is not None
+    assert [e["id"] for e in thread["elements"]] == ["e1"]
+    assert thread["steps"][0]["feedback"]["id"] == "f1"
