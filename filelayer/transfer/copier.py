@@ -503,7 +503,9 @@ async def copy_archive(
     src = await open_endpoint(source, **kw)
     dst = await open_endpoint(dest, **kw)
     if create_schema and not hasattr(dst, "apply_schema"):
-        raise CopyUsageError("--create-schema applies to a postgresql:// destination only")
+        raise CopyUsageError(
+            "--create-schema applies to a database destination (postgresql:// or sqlite:///) only"
+        )
     try:
         await src.open(create=False, dry_run=dry_run, create_schema=False)
         await dst.open(create=True, dry_run=dry_run, create_schema=create_schema)

@@ -61,3 +61,11 @@ def test_a_malformed_postgres_url_is_a_usage_error(tmp_path: Path, url: str) -> 
     assert_usage_error(copy_command(tmp_path, str(source), url), "URL")
     assert_usage_error(copy_command(tmp_path, url, str(tmp_path / "out")), "URL")
     assert not (tmp_path / "out").exists()
+
+
+def test_create_schema_into_an_archive_names_both_databases(tmp_path: Path) -> None:
+    source = tmp_path / "chats"
+    ArchiveStore(source, create=True).close()
+    done = copy_command(tmp_path, str(source), str(tmp_path / "out"), "--create-schema")
+    assert_usage_error(done, "postgresql:// or sqlite:///")
+    assert not (tmp_path / "out").exists()
