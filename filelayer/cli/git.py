@@ -50,14 +50,22 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+_DECIDED = {
+    "removed": "no longer in the merged archive, removed",
+    "kept": "kept the version the merged archive names",
+}
+
+
 def cmd_resolve(args: argparse.Namespace) -> int:
     root = Path(args.root or default_root())
     result = gitsetup.resolve(root)
     for thread_id in result.removed:
         print(f"thread {thread_id}: deleted on one side, kept deleted (its files removed)")
+    for path, done in result.decided:
+        print(f"{path}: {_DECIDED[done]}")
     for path in result.unresolved:
         print(f"{path}: still conflicted; filelayer has no rule for it", file=sys.stderr)
-    if not result.removed and not result.unresolved:
+    if not result.removed and not result.decided and not result.unresolved:
         print("nothing to resolve", file=sys.stderr)
     if result.unresolved:
         return 1

@@ -16,6 +16,7 @@ Git configuration and hooks are not cloned: every clone runs ``git-setup`` once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -29,6 +30,7 @@ from .._io import fs as _fs
 from .._io import locks as _locks
 from ..errors import GitError
 from ..format import codec as _codec
+from ..format import journal
 from ..format.gitattributes import DRIVER
 from ..format.ids import is_valid_id
 from ..format.layout import DELETED_FILE, THREADS_DIR, Layout
@@ -194,6 +196,9 @@ def run_hook(root: Path, hook: str) -> int:
 class Resolution:
     removed: list[str] = field(default_factory=list)
     """Thread directories removed because the other side deleted the thread."""
+    decided: list[tuple[str, str]] = field(default_factory=list)
+    """Other conflicted paths a rule decided, and what was done (``"removed"``: the
+    merged archive no longer has what the file held; ``"kept"``: the version it names)."""
     unresolved: list[str] = field(default_factory=list)
     """Conflicted paths no filelayer rule decides."""
 
@@ -211,12 +216,106 @@ def _tombstoned(root: Path) -> set[str]:
     return found
 
 
+def _blob(repo: Path, sha: str) -> bytes:
+    """The bytes of one object git stores."""
+    done = subprocess.run(
+        ["git", "cat-file", "blob", sha], cwd=repo, capture_output=True, stdin=subprocess.DEVNULL
+    )
+    if done.returncode != 0:
+        detail = done.stderr.decode("utf-8", "replace").strip()
+        raise GitError(f"git cat-file blob {sha}", detail or f"exit status {done.returncode}")
+    return done.stdout
+
+
+def _unmerged(repo: Path) -> dict[str, dict[int, str]]:
+    """Every conflicted path of the repository: its versions (stage 1 the common
+    ancestor, 2 ours, 3 theirs) by the object id of their bytes."""
+    found: dict[str, dict[int, str]] = {}
+    for entry in git(repo, "ls-files", "-u", "-z").split("\0"):
+        if "\t" not in entry:
+            continue
+        meta, path = entry.split("\t", 1)
+        _mode, sha, stage = meta.split()
+        found.setdefault(path, {})[int(stage)] = sha
+    return found
+
+
+def _folded(root: Path, thread_id: str) -> journal.ThreadState | None:
+    """What the merged journal of a thread says (``None``: it has none to read)."""
+    if not is_valid_id(thread_id):
+        return None
+    try:
+        data = _fs.read_bytes(root / THREADS_DIR / thread_id / "steps.jsonl")
+    except OSError:
+        return None
+    if data is None:
+        return None
+    return journal.fold(journal.sorted_records(journal.parse(data).records))
+
+
+def _remove_path(repo: Path, path: str) -> None:
+    """A conflicted file leaves the index and the work tree (a link itself, never
+    what it points to)."""
+    git(repo, "rm", "-q", "--cached", "--ignore-unmatch", "--", path)
+    target = repo / path
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+
+
+def _resolve_element(
+    repo: Path, path: str, name: str, state: journal.ThreadState, stages: dict[int, str]
+) -> str | None:
+    """Decide a conflicted element file by the merged journal: its element deleted (by
+    ``element.delete`` or with its step), the file goes; live, the version the newest
+    record of the element names (by ``bytes`` and ``sha256``) is kept; when no version
+    matches the record, or it names neither, the version with the greater SHA-256 of
+    its bytes, so that both directions of the merge keep the same bytes. ``None``: no
+    rule decides it (an element that names another file)."""
+    element_id = name.rsplit(".", 1)[0]
+    if "." not in name or not is_valid_id(element_id):
+        return None
+    live = {e["id"]: e for e in state.live_elements()}
+    if element_id not in live:
+        if element_id not in state.deleted_elements and element_id not in state.elements:
+            return None  # an element the journal never heard of: not for a rule to drop
+        _remove_path(repo, path)
+        return "removed"
+    record = live[element_id]
+    if record.get("file") != f"elements/{name}":
+        return None
+    versions = [_blob(repo, stages[stage]) for stage in (2, 3) if stage in stages]
+    if not versions:
+        return None
+
+    def matches(data: bytes) -> bool:
+        size, digest = record.get("bytes"), record.get("sha256")
+        if isinstance(size, int) and not isinstance(size, bool) and size != len(data):
+            return False
+        return not isinstance(digest, str) or digest == hashlib.sha256(data).hexdigest()
+
+    chosen = [data for data in versions if matches(data)] or versions
+    data = max(chosen, key=lambda d: hashlib.sha256(d).hexdigest())
+    target = repo / path
+    if target.is_symlink() or target.is_dir():
+        return None  # not a file git left: no rule writes through or over it
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _fs.atomic_write(target, data)
+    git(repo, "add", "--", path)
+    return "kept"
+
+
 def resolve(root: Path) -> Resolution:
-    """Finish a merge git stopped: a thread deleted on one side and written on the
-    other (a modify/delete conflict, which git hands no driver) stays deleted, as its
-    tombstone in ``deleted.jsonl`` says. Every such thread directory is removed from the
-    work tree and the index, as are any files left of a thread with a tombstone (a
-    symbolic link in place of its directory is removed itself, never followed)."""
+    """Finish a merge git stopped, by what the merged archive says:
+
+    - a thread deleted on one side and written on the other (a modify/delete conflict,
+      which git hands no driver) stays deleted, as its tombstone in ``deleted.jsonl``
+      says. Every such thread directory is removed from the work tree and the index, as
+      are any files left of a thread with a tombstone (a symbolic link in place of its
+      directory is removed itself, never followed);
+    - an element file (deleted on one side and re-sent on the other, or re-sent on both
+      with different bytes, which git does not merge) follows the thread's merged
+      journal: removed when the element is deleted (or its step is), else the version
+      the element's newest record names (:func:`_resolve_element`)."""
     root = root.resolve()
     # Before anything is read or removed: through a linked ``threads/`` a tombstone
     # would name a directory outside the archive, and a linked ``deleted.jsonl`` would
@@ -225,6 +324,7 @@ def resolve(root: Path) -> Resolution:
     repo = repository_of(root)
     prefix = root.relative_to(repo.resolve()).as_posix()
     prefix = "" if prefix == "." else prefix + "/"
+    unmerged = _unmerged(repo)
     conflicted = sorted(
         set(git(repo, "diff", "--name-only", "--diff-filter=U", "-z").split("\0")) - {""}
     )
@@ -235,7 +335,16 @@ def resolve(root: Path) -> Resolution:
         parts = rel.split("/") if rel is not None else []
         if len(parts) >= 2 and parts[0] == THREADS_DIR and parts[1] in dead:
             continue  # removed with its directory below
-        result.unresolved.append(path)
+        done = None
+        if len(parts) == 4 and parts[0] == THREADS_DIR and parts[2] == "elements":
+            journal_path = f"{prefix}{THREADS_DIR}/{parts[1]}/steps.jsonl"
+            state = None if journal_path in conflicted else _folded(root, parts[1])
+            if state is not None and path in unmerged:
+                done = _resolve_element(repo, path, parts[3], state, unmerged[path])
+        if done is None:
+            result.unresolved.append(path)
+        else:
+            result.decided.append((path, done))
     threads = root / THREADS_DIR
     listed = git(repo, "ls-files", "-z", "--", f"{prefix}{THREADS_DIR}/").split("\0")
     tracked = {p[len(prefix) :].split("/")[1] for p in listed if p.count("/") > prefix.count("/")}

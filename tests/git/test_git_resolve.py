@@ -1,0 +1,146 @@
+"""Merges git stops on (modify/delete, two versions of one binary file), finished by
+``filelayer resolve`` by what the merged archive says, whichever side merges the other.
+
+Real git in temporary repositories; the merge driver and the hooks are the ones
+``filelayer git-setup`` registers, run by git itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from filelayer import ArchiveStore
+from filelayer.cli import main
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+ELEMENT = {"id": "e1", "type": "file", "name": "e1.txt", "forId": "s1", "mime": "text/plain"}
+FILE = "chats/threads/t1/elements/e1.txt"
+
+Change = Callable[[ArchiveStore], None]
+
+
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=ENV)
+    if check and done.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)}: {done.stdout}{done.stderr}")
+    return done
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git(origin, "init", "-q", "-b", "main")
+    store = ArchiveStore(origin / "chats")
+    store.update_thread("t1", name="n")
+    store.write_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    store.put_element("t1", ELEMENT, b"v1")
+    store.close()
+    git(origin, "add", "-A")
+    git(origin, "commit", "-q", "-m", "archive")
+    return origin
+
+
+def clone(origin: Path, name: str) -> Path:
+    target = origin.parent / name
+    subprocess.run(["git", "clone", "-q", str(origin), str(target)], check=True, env=ENV)
+    assert main(["--root", str(target / "chats"), "git-setup"]) == 0
+    return target
+
+
+def write(repo: Path, change: Change) -> None:
+    store = ArchiveStore(repo / "chats")
+    change(store)
+    store.close()
+    assert main(["--root", str(repo / "chats"), "snapshot", "-m", "change"]) == 0
+
+
+def merge_and_resolve(repo: Path, other: Path) -> None:
+    """Merge ``other``'s HEAD into ``repo``: git stops, ``resolve`` finishes it."""
+    merged = git(repo, "pull", "-q", "--no-rebase", "--no-edit", str(other), "HEAD", check=False)
+    assert merged.returncode != 0  # a conflict no driver is handed
+    assert main(["--root", str(repo / "chats"), "resolve"]) == 0
+    git(repo, "commit", "-q", "--no-edit")
+    assert git(repo, "status", "--porcelain").stdout == ""
+    assert main(["--root", str(repo / "chats"), "verify"]) == 0
+
+
+def both_ways(origin: Path, one_side: Change, other_side: Change) -> tuple[Path, Path]:
+    """Each side's change on two pairs of clones, merged one way and the other; both
+    merges finish with the same tree."""
+    one, two = clone(origin, "one"), clone(origin, "two")
+    write(one, one_side)
+    write(two, other_side)
+    three, four = clone(one, "three"), clone(two, "four")
+    merge_and_resolve(two, one)
+    merge_and_resolve(three, four)
+    assert (
+        git(two, "rev-parse", "HEAD^{tree}").stdout == git(three, "rev-parse", "HEAD^{tree}").stdout
+    )
+    return two, three
+
+
+def resend(data: bytes) -> Change:
+    return lambda store: store.put_element("t1", ELEMENT, data) and None
+
+
+def test_an_element_deleted_on_one_side_and_re_sent_on_the_other_stays_deleted(
+    origin: Path,
+) -> None:
+    def delete(store: ArchiveStore) -> None:
+        assert store.delete_element("e1", "t1")
+
+    for repo in both_ways(origin, delete, resend(b"v2")):
+        assert not (repo / FILE).exists()
+        assert FILE not in git(repo, "ls-files").stdout.split()
+        thread = ArchiveStore(repo / "chats").get_thread("t1")
+        assert thread is not None and thread["elements"] == []
+
+
+def test_an_element_re_sent_on_both_sides_keeps_the_newest_send(origin: Path) -> None:
+    for repo in both_ways(origin, resend(b"from one"), resend(b"from two, later")):
+        assert (repo / FILE).read_bytes() == b"from two, later"
+        thread = ArchiveStore(repo / "chats").get_thread("t1")
+        assert thread is not None
+        assert [e["id"] for e in thread["elements"]] == ["e1"]
+
+
+def test_an_element_re_sent_for_a_step_deleted_on_the_other_side_goes_with_the_step(
+    origin: Path,
+) -> None:
+    def delete(store: ArchiveStore) -> None:
+        assert store.delete_step("s1", "t1")
+
+    for repo in both_ways(origin, delete, resend(b"v2")):
+        assert not (repo / FILE).exists()
+        thread = ArchiveStore(repo / "chats").get_thread("t1")
+        assert thread is not None and thread["steps"] == [] and thread["elements"] == []
+
+
+def test_resolve_keeps_the_bytes_the_element_record_names(origin: Path) -> None:
+    """The merged journal's record names the bytes by size and hash: the version of the
+    file that matches them is kept, not the one git left in the work tree."""
+    one, two = clone(origin, "one"), clone(origin, "two")
+    write(two, resend(b"from two"))
+    write(one, resend(b"from one, later"))
+    merge_and_resolve(two, one)
+    assert (two / FILE).read_bytes() == b"from one, later"
+    digest = hashlib.sha256(b"from one, later").hexdigest()
+    assert digest.encode() in (two / "chats/threads/t1/steps.jsonl").read_bytes()
