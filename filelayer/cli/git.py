@@ -53,6 +53,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 _DECIDED = {
     "removed": "no longer in the merged archive, removed",
     "kept": "kept the version the merged archive names",
+    "erased": "the user was erased on one side, kept erased (the file removed)",
 }
 
 

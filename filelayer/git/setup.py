@@ -28,12 +28,13 @@ from pathlib import Path
 
 from .._io import fs as _fs
 from .._io import locks as _locks
+from .._time import time_key
 from ..errors import GitError
 from ..format import codec as _codec
 from ..format import journal
 from ..format.gitattributes import DRIVER
 from ..format.ids import is_valid_id
-from ..format.layout import DELETED_FILE, THREADS_DIR, Layout
+from ..format.layout import DELETED_FILE, ELEMENTS_DIR, THREADS_DIR, USERS_DIR, Layout
 
 HOOKS = ("post-checkout", "post-merge", "post-rewrite", "pre-commit")
 _BEGIN = "# >>> filelayer"
@@ -198,7 +199,8 @@ class Resolution:
     """Thread directories removed because the other side deleted the thread."""
     decided: list[tuple[str, str]] = field(default_factory=list)
     """Other conflicted paths a rule decided, and what was done (``"removed"``: the
-    merged archive no longer has what the file held; ``"kept"``: the version it names)."""
+    merged archive no longer has what the file held; ``"kept"``: the version it names;
+    ``"erased"``: a user file its user's erasure removed)."""
     unresolved: list[str] = field(default_factory=list)
     """Conflicted paths no filelayer rule decides."""
 
@@ -304,6 +306,65 @@ def _resolve_element(
     return "kept"
 
 
+@dataclass(frozen=True)
+class _ErasedUser:
+    id: str | None
+    identifier_sha256: str
+    at: str
+
+
+def _user_tombstones(root: Path) -> list[_ErasedUser]:
+    """The user tombstones ``erase-user`` wrote in the merged ``deleted.jsonl``:
+    ``{"deletedAt", "erasedUser", "identifierSha256"}`` (docs/format.md)."""
+    data = _fs.read_bytes(root / DELETED_FILE) or b""
+    found = []
+    for line in _fs.split_lines(data)[0]:
+        try:
+            record = _codec.decode(line)
+        except _codec.DecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("identifierSha256"), str):
+            user_id = record.get("erasedUser")
+            found.append(
+                _ErasedUser(
+                    user_id if isinstance(user_id, str) else None,
+                    record["identifierSha256"],
+                    str(record.get("deletedAt") or ""),
+                )
+            )
+    return found
+
+
+def _erased_user(repo: Path, stages: dict[int, str], erased: list[_ErasedUser]) -> bool:
+    """Whether every version of a conflicted user file the two sides hold is a record
+    a user tombstone erased: its id or identifier matches, and it was created no later
+    than the erasure (a user who logged in again after it is a new user)."""
+    versions = [_blob(repo, stages[stage]) for stage in (2, 3) if stage in stages]
+    if not versions or not erased:
+        return False
+    for data in versions:
+        try:
+            doc = _codec.decode(data)
+        except _codec.DecodeError:
+            return False
+        if not isinstance(doc, dict):
+            return False
+        identifier = doc.get("identifier")
+        digest = (
+            hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).hexdigest()
+            if isinstance(identifier, str)
+            else None
+        )
+        created = str(doc.get("createdAt") or "")
+        if not any(
+            (e.id is not None and e.id == doc.get("id")) or e.identifier_sha256 == digest
+            for e in erased
+            if not created or not e.at or time_key(created) <= time_key(e.at)
+        ):
+            return False
+    return True
+
+
 def resolve(root: Path) -> Resolution:
     """Finish a merge git stopped, by what the merged archive says:
 
@@ -315,7 +376,10 @@ def resolve(root: Path) -> Resolution:
     - an element file (deleted on one side and re-sent on the other, or re-sent on both
       with different bytes, which git does not merge) follows the thread's merged
       journal: removed when the element is deleted (or its step is), else the version
-      the element's newest record names (:func:`_resolve_element`)."""
+      the element's newest record names (:func:`_resolve_element`);
+    - a user file erased on one side (``erase-user``) and changed on the other (the user
+      logged in) stays erased, as the user tombstone in ``deleted.jsonl`` says, when the
+      record predates the erasure (:func:`_erased_user`): the file is removed."""
     root = root.resolve()
     # Before anything is read or removed: through a linked ``threads/`` a tombstone
     # would name a directory outside the archive, and a linked ``deleted.jsonl`` would
@@ -329,6 +393,7 @@ def resolve(root: Path) -> Resolution:
         set(git(repo, "diff", "--name-only", "--diff-filter=U", "-z").split("\0")) - {""}
     )
     dead = _tombstoned(root)
+    erased = _user_tombstones(root)
     result = Resolution()
     for path in conflicted:
         rel = path[len(prefix) :] if path.startswith(prefix) else None
@@ -336,11 +401,19 @@ def resolve(root: Path) -> Resolution:
         if len(parts) >= 2 and parts[0] == THREADS_DIR and parts[1] in dead:
             continue  # removed with its directory below
         done = None
-        if len(parts) == 4 and parts[0] == THREADS_DIR and parts[2] == "elements":
+        if len(parts) == 4 and parts[0] == THREADS_DIR and parts[2] == ELEMENTS_DIR:
             journal_path = f"{prefix}{THREADS_DIR}/{parts[1]}/steps.jsonl"
             state = None if journal_path in conflicted else _folded(root, parts[1])
             if state is not None and path in unmerged:
                 done = _resolve_element(repo, path, parts[3], state, unmerged[path])
+        elif (
+            len(parts) == 2
+            and parts[0] == USERS_DIR
+            and path in unmerged
+            and _erased_user(repo, unmerged[path], erased)
+        ):
+            _remove_path(repo, path)
+            done = "erased"
         if done is None:
             result.unresolved.append(path)
         else:

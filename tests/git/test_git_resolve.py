@@ -144,3 +144,38 @@ def test_resolve_keeps_the_bytes_the_element_record_names(origin: Path) -> None:
     assert (two / FILE).read_bytes() == b"from one, later"
     digest = hashlib.sha256(b"from one, later").hexdigest()
     assert digest.encode() in (two / "chats/threads/t1/steps.jsonl").read_bytes()
+
+
+def test_a_user_erased_on_one_side_who_logs_in_on_the_other_stays_erased(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``erase-user`` on one clone while the user logs in on another: git stops on the
+    user file (deleted against changed); the erasure's user tombstone decides."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git(origin, "init", "-q", "-b", "main")
+    store = ArchiveStore(origin / "chats")
+    store.upsert_user("alice", metadata={"image": "v1"})
+    store.upsert_user("bob")
+    store.close()
+    git(origin, "add", "-A")
+    git(origin, "commit", "-q", "-m", "archive")
+    one, two = clone(origin, "one"), clone(origin, "two")
+    assert main(["--root", str(one / "chats"), "erase-user", "alice"]) == 0
+    git(one, "add", "-A")
+    git(one, "commit", "-q", "-m", "erase")
+    write(two, lambda store: store.upsert_user("alice", metadata={"image": "v2"}) and None)
+    three, four = clone(one, "three"), clone(two, "four")
+    merge_and_resolve(two, one)
+    merge_and_resolve(three, four)
+    assert (
+        git(two, "rev-parse", "HEAD^{tree}").stdout == git(three, "rev-parse", "HEAD^{tree}").stdout
+    )
+    capsys.readouterr()
+    for repo in (two, three):
+        tracked = git(repo, "ls-files", "chats/users").stdout.split()
+        assert len(tracked) == 1 and tracked[0].startswith("chats/users/bob-")
+        store = ArchiveStore(repo / "chats")
+        assert store.get_user("alice") is None
+        assert store.get_user("bob") is not None
+        store.close()
