@@ -6,7 +6,9 @@ names (``merge=filelayer``, see :mod:`filelayer.gitattributes`) in the repositor
 configuration, and installs hooks:
 
 - ``post-checkout``, ``post-merge``, ``post-rewrite``: the files under the archive
-  changed behind the index's back; :func:`catch_up_index` brings it in line.
+  changed behind the index's back; :func:`catch_up_index` brings it in line. After a
+  merge or a rebase, the files of elements the merged journals delete go first
+  (:func:`remove_deleted_element_files`).
 - ``pre-commit``: stages the archive again under every lock of the archive, so that a
   commit never holds a torn journal line or a thread without its manifest
   (:func:`stage_archive`).
@@ -16,6 +18,7 @@ Git configuration and hooks are not cloned: every clone runs ``git-setup`` once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -189,8 +192,91 @@ def run_hook(root: Path, hook: str) -> int:
             stage_archive(root)
         return 0
     if (root / "filelayer.json").exists():
+        if hook in ("post-merge", "post-rewrite"):
+            # A merge (or a rebase: ORIG_HEAD is where it started) that brought a
+            # deletion together with the other side's element for what it deleted.
+            repo = repository_of(root)
+            prefix = _prefix_of(root, repo)
+            changed = _changed_threads(repo, prefix, "ORIG_HEAD", "HEAD")
+            remove_deleted_element_files(root, repo, prefix, changed)
         catch_up_index(root)
     return 0
+
+
+def _prefix_of(root: Path, repo: Path) -> str:
+    """The archive's path inside the work tree, as git names paths: ``""`` at the top,
+    else ending with ``/``."""
+    prefix = root.resolve().relative_to(repo.resolve()).as_posix()
+    return "" if prefix == "." else prefix + "/"
+
+
+def _changed_threads(repo: Path, prefix: str, *revisions: str) -> set[str]:
+    """The ids of the threads with a file that differs between ``revisions`` (as
+    ``git diff`` compares them); none when git cannot compare them (no ``ORIG_HEAD``)."""
+    listed = git(
+        repo,
+        "diff",
+        "--name-only",
+        "--no-renames",
+        "-z",
+        *revisions,
+        "--",
+        f"{prefix}{THREADS_DIR}/",
+        check=False,
+    )
+    found = set()
+    for path in listed.split("\0"):
+        parts = path[len(prefix) :].split("/") if path.startswith(prefix) else []
+        if len(parts) >= 3 and parts[0] == THREADS_DIR:
+            found.add(parts[1])
+    return found
+
+
+def remove_deleted_element_files(
+    root: Path, repo: Path, prefix: str, threads: set[str]
+) -> list[str]:
+    """Remove, from the work tree and git's index, the files of elements the merged
+    journal of each of ``threads`` deletes (``element.delete``, or with their step).
+
+    A single clone never keeps one (an element sent for a deleted step is journaled
+    as deleted, with no file), but a clean merge of a step's deletion with the other
+    side's element for that step unites the journals and keeps the element's file.
+    A file no journal line refers to is not touched (``verify --repair`` sets it
+    aside). Returns the paths removed, as git names them."""
+    dead = _tombstoned(root)
+    removed: list[str] = []
+    for thread_id in sorted(threads):
+        thread_dir = root / THREADS_DIR / thread_id
+        directory = thread_dir / ELEMENTS_DIR
+        if (
+            thread_id in dead
+            or not is_valid_id(thread_id)
+            or thread_dir.is_symlink()
+            or directory.is_symlink()
+            or not directory.is_dir()
+        ):
+            continue
+        state = _folded(root, thread_id)
+        if state is None or not state.deleted_elements:
+            continue
+        named = {e.get("file") for e in state.live_elements()}
+        live = {e["id"] for e in state.live_elements()}
+        for name in sorted(os.listdir(directory)):
+            element_id = name.rsplit(".", 1)[0]
+            if (
+                "." not in name
+                or element_id not in state.deleted_elements
+                or element_id in live
+                or f"{ELEMENTS_DIR}/{name}" in named
+                or (directory / name).is_dir()
+            ):
+                continue
+            path = f"{prefix}{THREADS_DIR}/{thread_id}/{ELEMENTS_DIR}/{name}"
+            _remove_path(repo, path)
+            removed.append(path)
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # when it is empty, as a single clone leaves none
+    return removed
 
 
 @dataclass
@@ -386,8 +472,7 @@ def resolve(root: Path) -> Resolution:
     # be tombstones from outside it.
     Layout(root).refuse_links()
     repo = repository_of(root)
-    prefix = root.relative_to(repo.resolve()).as_posix()
-    prefix = "" if prefix == "." else prefix + "/"
+    prefix = _prefix_of(root, repo)
     unmerged = _unmerged(repo)
     conflicted = sorted(
         set(git(repo, "diff", "--name-only", "--diff-filter=U", "-z").split("\0")) - {""}
@@ -437,6 +522,10 @@ def resolve(root: Path) -> Resolution:
         elif directory.exists():
             shutil.rmtree(directory)
         result.removed.append(thread_id)
-    # No post-merge hook runs for a merge finished by `git commit`: catch up here.
+    # No post-merge hook runs for a merge finished by `git commit`: what it would do
+    # is done here (the threads the merge changed, against HEAD).
+    changed = _changed_threads(repo, prefix, "--cached", "HEAD")
+    for path in remove_deleted_element_files(root, repo, prefix, changed):
+        result.decided.append((path, "removed"))
     catch_up_index(root)
     return result

@@ -179,3 +179,43 @@ def test_a_user_erased_on_one_side_who_logs_in_on_the_other_stays_erased(
         assert store.get_user("alice") is None
         assert store.get_user("bob") is not None
         store.close()
+
+
+@pytest.mark.parametrize("how", ["--no-rebase", "--rebase"])
+def test_an_element_sent_for_a_step_deleted_on_the_other_side_leaves_no_file(
+    tmp_path: Path, how: str
+) -> None:
+    """A clean merge of a step's deletion with an element attached to that step: the
+    merged journal deletes the element, and its file goes too, as on a single clone
+    (which stores no file for an element sent for a deleted step)."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git(origin, "init", "-q", "-b", "main")
+    store = ArchiveStore(origin / "chats")
+    store.update_thread("T", name="T")
+    store.write_step({"id": "s1", "threadId": "T", "type": "assistant_message", "output": "hi"})
+    store.close()
+    git(origin, "add", "-A")
+    git(origin, "commit", "-q", "-m", "archive")
+    one, two = clone(origin, "one"), clone(origin, "two")
+
+    def delete(store: ArchiveStore) -> None:
+        assert store.delete_step("s1", "T")
+
+    image = {"id": "e1", "type": "image", "name": "secret.png", "forId": "s1", "mime": "image/png"}
+    write(one, delete)
+    write(two, lambda store: store.put_element("T", image, b"PNG bytes") and None)
+    three, four = clone(one, "three"), clone(two, "four")
+    git(two, "pull", "-q", how, "--no-edit", str(one), "HEAD")
+    git(three, "pull", "-q", how, "--no-edit", str(four), "HEAD")
+    for repo in (two, three):
+        assert not (repo / "chats/threads/T/elements/e1.png").exists()
+        assert main(["--root", str(repo / "chats"), "verify"]) == 0
+        thread = ArchiveStore(repo / "chats").get_thread("T")
+        assert thread is not None and thread["steps"] == [] and thread["elements"] == []
+        assert main(["--root", str(repo / "chats"), "snapshot", "-m", "merged"]) == 0
+        assert "chats/threads/T/elements/e1.png" not in git(repo, "ls-files").stdout.split()
+        assert git(repo, "status", "--porcelain").stdout == ""
+    assert (
+        git(two, "rev-parse", "HEAD^{tree}").stdout == git(three, "rev-parse", "HEAD^{tree}").stdout
+    )
