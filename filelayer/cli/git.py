@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import FileLayerError
+from ..errors import FileLayerError, MergeError, StorageWriteError
 from ..format.layout import Layout, default_root
 from ..git import merge as gitmerge
 from ..git import setup as gitsetup
@@ -74,19 +74,28 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version(path: str, what: str) -> bytes:
+    """One of the versions git hands the driver; unreadable: :class:`MergeError` (exit
+    2: git leaves the file conflicted, as for any failure of the driver)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise MergeError(what, f"cannot read {path} ({exc.strerror or exc})") from exc
+
+
 def cmd_merge_driver(args: argparse.Namespace) -> int:
     ours = Path(args.ours)
+    what = args.path or args.ours
+    base, mine, theirs = (_version(p, what) for p in (args.base, args.ours, args.theirs))
     try:
-        merged = gitmerge.merge_file(
-            args.path or args.ours,
-            Path(args.base).read_bytes(),
-            ours.read_bytes(),
-            Path(args.theirs).read_bytes(),
-        )
+        merged = gitmerge.merge_file(what, base, mine, theirs)
     except FileLayerError as exc:
         print(f"filelayer: {exc}; left conflicted", file=sys.stderr)
         return 1
-    ours.write_bytes(merged)
+    try:
+        ours.write_bytes(merged)
+    except OSError as exc:
+        raise StorageWriteError(ours, exc) from exc
     return 0
 
 

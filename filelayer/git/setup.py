@@ -58,8 +58,13 @@ def git(cwd: Path, *args: str, check: bool = True) -> str:
 
 
 def repository_of(root: Path) -> Path:
-    """The top of the git work tree the archive is in."""
-    return Path(git(root, "rev-parse", "--show-toplevel").strip())
+    """The top of the git work tree the archive is in; none: :class:`GitError`, in one
+    line (git's own message, never its usage text)."""
+    try:
+        return Path(git(root, "rev-parse", "--show-toplevel").strip())
+    except GitError as exc:
+        first = exc.detail.splitlines()[0] if exc.detail else ""
+        raise GitError(exc.command, f"{root} is not in a git work tree ({first})") from exc
 
 
 def _filelayer_command() -> str:
@@ -187,6 +192,7 @@ def snapshot(root: Path, message: str | None) -> str | None:
 def run_hook(root: Path, hook: str) -> int:
     """What the hooks call (``filelayer git-hook NAME``)."""
     if hook == "pre-commit":
+        repository_of(root)  # outside a repository: say so, in one line
         staged = git(root, "diff", "--cached", "--name-only", "--", ".").strip()
         if staged:  # the archive takes part in this commit: stage it whole, under its locks
             stage_archive(root)

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -219,3 +220,37 @@ def test_an_element_sent_for_a_step_deleted_on_the_other_side_leaves_no_file(
     assert (
         git(two, "rev-parse", "HEAD^{tree}").stdout == git(three, "rev-parse", "HEAD^{tree}").stdout
     )
+
+
+def test_the_merge_driver_with_a_version_it_cannot_read_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "filelayer", "merge-driver"),
+            *(str(missing / "base"), str(missing / "ours"), str(missing / "theirs")),
+            "chats/threads/t/steps.jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("filelayer: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_pre_commit_hook_outside_a_repository_says_so_in_one_line(tmp_path: Path) -> None:
+    ArchiveStore(tmp_path / "chats").close()
+    done = subprocess.run(
+        [sys.executable, "-m", "filelayer", "--root", "chats", "git-hook", "pre-commit"],
+        capture_output=True,
+        text=True,
+        env={**ENV, "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("filelayer: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "usage" not in done.stderr
