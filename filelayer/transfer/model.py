@@ -195,7 +195,7 @@ class Summary:
             lines.append(f"note: {note}")
         for s in self.skipped:
             label = "problem" if s.problem else "skipped"
-            lines.append(f"{label}: {s.kind[:-1]} {s.id}: {s.reason}")
+            lines.append(f"{label}: {s.kind.removesuffix('s')} {s.id}: {s.reason}")
         if self.behind:
             stay = "would stay" if self.dry_run else "stayed"
             lines.append(

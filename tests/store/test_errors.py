@@ -23,7 +23,7 @@ from filelayer import (
     UnknownStepError,
     UnknownUserError,
 )
-from filelayer.errors import ExportLinkError
+from filelayer.errors import CopyRefusedError, ExportLinkError
 from filelayer.transfer.model import CopyUsageError
 
 ROOT = Path("/archive/root")
@@ -44,6 +44,7 @@ ERRORS = {
     "unknown user": (UnknownUserError("no-such-user"), ValueError),
     "copy usage": (CopyUsageError("give a URL"), Exception),
     "export link": (ExportLinkError(ROOT / "out" / "t.md"), OSError),
+    "copy refused": (CopyRefusedError("user id u1 is already bob's"), ValueError),
 }
 
 

@@ -62,6 +62,7 @@ async def _feedback_of_other_thread(tmp_path: Path, dest: str) -> list[tuple[str
         second = await copy_archive(str(tmp_path / "b"), dest)
         reason = problems(second)[("feedback", "fb-same")]
         assert "another thread" in reason
+        assert "problem: feedback fb-same: " in second.render()
         assert second.counts["threads"]["copied"] + second.counts["threads"]["unchanged"] == 1
         assert second.counts["steps"]["copied"] + second.counts["steps"]["unchanged"] == 1
     back = tmp_path / "back"
