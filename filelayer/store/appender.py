@@ -169,9 +169,10 @@ class JournalAppender:
         new; ``None`` if it was deleted. Caller holds the thread's lock.
 
         A thread this process saw exist is taken to exist while its journal does (the
-        manifest is made before the first line): no look at its manifest."""
+        manifest is made before the first line) and no tombstone names it: no look at
+        its manifest."""
         path = self.layout.journal(thread_id)
-        if thread_id in self._existing:
+        if thread_id in self._existing and not self.deleted.has(thread_id):
             try:
                 return _fs.AppendFile(path, create=False)
             except FileNotFoundError:
@@ -281,13 +282,16 @@ class JournalAppender:
         """Create the thread if it is new; ``False`` if it was deleted. Caller locks."""
         path = self.layout.manifest(thread_id)
         self.refuse_link(thread_id)
+        if self.deleted.has(thread_id):
+            # Also while its directory is still there: a deletion a crash cut short
+            # between its tombstone and the removal (``verify --repair`` finishes it).
+            self._existing.pop(thread_id)
+            log.debug("filelayer: ignoring a late write to deleted thread %s", thread_id)
+            return False
         if path.exists():
             self._existing.put(thread_id, None)
             return True
         self._existing.pop(thread_id)
-        if self.deleted.has(thread_id):
-            log.debug("filelayer: ignoring a late write to deleted thread %s", thread_id)
-            return False
         now = now_iso()
         self.make_dir(path.parent, changes)
         doc = manifest.new(thread_id, now)

@@ -103,12 +103,12 @@ class Threads:
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
             self.appender.refuse_link(thread_id)
+            if self.deleted.has(thread_id):  # its directory may outlive a crash
+                log.debug("filelayer: not resurrecting deleted thread %s", thread_id)
+                return False
             doc = manifest.read(path)
             created = doc is None
             if doc is None:
-                if self.deleted.has(thread_id):
-                    log.debug("filelayer: not resurrecting deleted thread %s", thread_id)
-                    return False
                 doc = manifest.new(thread_id, now_iso())
             before = copy_json(doc)
             if name is None and metadata and isinstance(metadata.get("name"), str):

@@ -85,3 +85,52 @@ def test_a_new_archive_has_its_format_marker_and_gitignore(root: Path) -> None:
     ignored = (root / ".gitignore").read_text().splitlines()
     assert {"/index/", "/locks/", ".filelayer-*"} <= set(ignored)
     assert "*.tmp" not in ignored and "*.lock" not in ignored  # uploads have such names
+
+
+def test_a_late_write_to_a_thread_whose_deletion_a_crash_cut_short_is_ignored(
+    tmp_path: Path,
+) -> None:
+    """A process killed between a deletion's tombstone and the removal of the thread's
+    directory leaves both. The tombstone decides: a late write (Chainlit updating a
+    thread the user just deleted, another worker) is ignored, and the thread never
+    comes back to the sidebar; it went back there, named by the late write."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.support.processes import subprocess_env
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.update_thread("t1", name="doomed")
+    store.write_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    store.update_thread("t2", name="kept")
+    store.close()
+    script = (
+        "import os, sys\n"
+        "from filelayer import ArchiveStore\n"
+        "import filelayer.store.threads as threads\n"
+        "store = ArchiveStore(sys.argv[1])\n"
+        "threads.deleting_path = lambda d: os._exit(0)  # killed before the removal\n"
+        "store.delete_thread('t1')\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(root)], check=True, env=subprocess_env())
+    assert (root / "threads" / "t1").is_dir()
+    store = ArchiveStore(root)
+    try:
+        journal_before = store.layout.journal("t1").read_bytes()
+        store.write_step({"id": "s2", "threadId": "t1", "type": "user_message", "output": "late"})
+        store.write_step({"id": "s1", "threadId": "t1", "output": "edited late"})
+        store.update_thread("t1", name="back again")
+        assert store.layout.journal("t1").read_bytes() == journal_before
+        assert json.loads(store.layout.manifest("t1").read_text())["name"] == "doomed"
+        assert store.get_thread("t1") is None
+        ids = [t["id"] for t in store.list_threads(user_id=None)[0]]
+        assert "t1" not in ids and "t2" in ids
+    finally:
+        store.close()
+    store = ArchiveStore(root)
+    try:
+        assert "t1" not in [t["id"] for t in store.list_threads(user_id=None)[0]]
+    finally:
+        store.close()
