@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from ..errors import CorruptFileError, NotAuthorError
-from ..format import manifest, users
+from ..format import manifest
 from ..format.layout import Layout
 from .accounts import Accounts
 from .cache import Lru
@@ -117,16 +117,18 @@ class Authors:
         """The user id the index files a thread under: its manifest's ``userId``,
         unless the archive's user file for its ``userIdentifier`` holds another id.
         That happens when one person first logged in on two clones before user ids were
-        derived from identifiers (:func:`users.user_id`) and a merge kept one of the two
-        ids: the person's sidebar then holds the threads of both clones."""
+        derived from identifiers (:func:`users.user_id`), or on a clone of such a
+        release and a clone of this one, and a merge kept one of the two ids: the
+        person's sidebar then holds the threads of both clones."""
         uid = doc.get("userId")
         ident = doc.get("userIdentifier")
         if uid == manifest.UNKNOWN_AUTHOR:
             return None  # in no one's sidebar: the author is not known
         if not isinstance(uid, str) or not isinstance(ident, str) or not ident:
             return uid if isinstance(uid, str) else None
-        if uid == users.user_id(ident):
-            return uid  # a derived id is the same on every clone: no file to read
+        # Even a derived id: the user file a merge kept may hold the random id an older
+        # release made on another clone, and the person logs in with that one. One read
+        # per identifier, kept while users/ stays as it was.
         known = self._owner_ids.get(ident)
         if known is None:
             user = self.accounts.get(ident)

@@ -477,3 +477,32 @@ def test_a_user_file_changed_behind_the_index_moves_the_threads_it_owns(
     finally:
         store.close()
     assert main(["--root", str(root), "verify"]) == 0
+
+
+def test_a_thread_of_a_derived_id_goes_to_the_id_the_user_file_holds(root: Path) -> None:
+    """One clone made carol's id as an older release did (random), another derived it
+    from her identifier; a merge kept the random one in her user file, and she logs in
+    with it. The thread written with the derived id is hers too: it was filed under
+    the derived id, in nobody's sidebar, and verify saw nothing wrong."""
+    from filelayer.cli import main
+    from filelayer.format import users
+
+    store = ArchiveStore(root)
+    derived = users.user_id("carol")
+    carol = store.upsert_user("carol")
+    assert carol["id"] == derived
+    store.update_thread("on-a", name="on A", user_id=derived)
+    store.close()
+    (path,) = [p for p in (root / "users").iterdir() if p.name.startswith("carol")]
+    path.write_text(path.read_text("utf-8").replace(derived, "carol-random"), "utf-8")
+    for command in (["reconcile"], ["reindex"]):
+        assert main(["--root", str(root), *command]) == 0
+        store = ArchiveStore(root)
+        try:
+            listed, _ = store.list_threads(user_id="carol-random")
+            assert [t["id"] for t in listed] == ["on-a"]
+            assert store.list_threads(user_id=derived)[0] == []
+        finally:
+            store.close()
+        assert main(["--root", str(root), "verify"]) == 0
+
