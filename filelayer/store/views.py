@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,10 @@ def element_view(
     return view
 
 
+REBUILD_EVERY = 60.0
+"""Seconds between two attempts of a running store to build an index that went missing."""
+
+
 class ThreadViews:
     """The store's reads, in the shapes Chainlit asks for."""
 
@@ -218,6 +223,20 @@ class ThreadViews:
         self.healer = healer
         self._step_views: Lru[str, _StepViews] = Lru(FOLDED_CACHE)
         self.snapshots = _snapshots.ThreadSnapshots(layout)
+        self._next_rebuild = 0.0  # when a missing index may be built again, at the soonest
+
+    def _index_lost(self) -> bool:
+        """Whether there is no index to read (``index/`` deleted under the running app,
+        ``index/current`` naming a file that is gone) and it is time to build one: at
+        most every :data:`REBUILD_EVERY` seconds, since a read-only archive can have
+        none, and a page must not try each time."""
+        if self.index.exists():
+            return False
+        now = time.monotonic()
+        if now < self._next_rebuild:
+            return False
+        self._next_rebuild = now + REBUILD_EVERY
+        return True
 
     def forget(self) -> None:
         """Drop the steps made for Chainlit (never served once their fold changed, but
@@ -370,7 +389,8 @@ class ThreadViews:
         page = self.index.page(
             user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback
         )
-        if self.index.damaged:  # found so just now: it is derived, build it again
+        if self.index.damaged or (not page.items and self._index_lost()):
+            # Damaged (found so just now) or gone: it is derived, build it again.
             self.lifecycle.ensure_index()
             page = self.index.page(
                 user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback

@@ -506,3 +506,27 @@ def test_a_thread_of_a_derived_id_goes_to_the_id_the_user_file_holds(root: Path)
             store.close()
         assert main(["--root", str(root), "verify"]) == 0
 
+
+@pytest.mark.parametrize("how", ["index directory removed", "pointer names no file"])
+def test_a_running_store_whose_index_went_missing_builds_it_again(root: Path, how: str) -> None:
+    """``index/`` deleted (or ``index/current`` naming a file that is gone) under a
+    running app: the index is derived, and the next sidebar builds it again, as a
+    damaged one is; the sidebar stayed empty, and later writes unindexed, until the
+    app restarted."""
+    import shutil
+
+    store = ArchiveStore(root)
+    try:
+        for n in range(3):
+            store.update_thread(f"t{n}", name=f"chat {n}")
+        assert len(store.list_threads(user_id=None)[0]) == 3
+        if how == "index directory removed":
+            shutil.rmtree(root / "index")
+        else:
+            (root / "index" / "current").write_text("threads-0000000000000000.sqlite\n")
+        assert sorted(t["id"] for t in store.list_threads(user_id=None)[0]) == ["t0", "t1", "t2"]
+        store.update_thread("t3", name="chat 3")
+        assert len(store.list_threads(user_id=None)[0]) == 4
+    finally:
+        store.close()
+
