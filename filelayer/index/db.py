@@ -55,8 +55,15 @@ def fts5_available() -> bool:
 
 
 def is_damage(exc: sqlite3.Error) -> bool:
-    """A damaged or foreign file (as opposed to a busy lock, a full disk or a bug)."""
-    return type(exc) is sqlite3.DatabaseError
+    """A damaged or foreign file (as opposed to a busy lock, a full disk or a bug): one
+    SQLite cannot read, or one that lacks a table or column of the index (a hand or
+    another program dropped it; this release's schema has every one)."""
+    if type(exc) is sqlite3.DatabaseError:
+        return True
+    return type(exc) is sqlite3.OperationalError and str(exc).startswith(_MISSING_SCHEMA)
+
+
+_MISSING_SCHEMA = ("no such table:", "no such column:")
 
 
 class _Db:

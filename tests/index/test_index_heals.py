@@ -530,3 +530,33 @@ def test_a_running_store_whose_index_went_missing_builds_it_again(root: Path, ho
     finally:
         store.close()
 
+
+@pytest.mark.parametrize("table", ["threads", "docs", "feedback"])
+def test_an_index_that_lacks_a_table_is_built_again(root: Path, table: str) -> None:
+    """A database that opens but lacks one of the index's tables (a hand, another
+    program) is damage like any other: built again, never a crash of every sidebar
+    page and every write (the index is derived)."""
+    import sqlite3
+
+    from filelayer.cli import main
+
+    store = ArchiveStore(root)
+    store.update_thread("t1", name="chat")
+    store.write_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    store.close()
+    name = (root / "index" / "current").read_text().strip()
+    conn = sqlite3.connect(root / "index" / name)
+    conn.execute(f"DROP TABLE {table}")
+    conn.commit()
+    conn.close()
+    store = ArchiveStore(root)
+    try:
+        store.write_step({"id": "s2", "threadId": "t1", "type": "user_message", "output": "yo"})
+        assert [t["id"] for t in store.list_threads(user_id=None)[0]] == ["t1"]
+        assert [t["id"] for t in store.list_threads(user_id=None, search="yo")[0]] == ["t1"]
+        store.upsert_feedback(for_id="s1", value=1, thread_id="t1")
+        assert [t["id"] for t in store.list_threads(user_id=None)[0]] == ["t1"]
+        assert [t["id"] for t in store.list_threads(user_id=None, feedback=1)[0]] == ["t1"]
+    finally:
+        store.close()
+    assert main(["--root", str(root), "verify"]) == 0
