@@ -10,10 +10,7 @@ session), so their times keep milliseconds.
 
 from __future__ import annotations
 
-import json
-import math
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from .._time import format_time, parse_time, round_ms
@@ -53,33 +50,6 @@ ELEMENT_COLUMNS = (
     "page",
     "props",
 )
-
-
-def jsonb_text(value: Any) -> str | None:
-    """A value for a ``JSONB`` column, as JSON text that reads back as it was. JSONB keeps
-    numbers as decimals and writes them in positional notation: ``1e16`` comes back as
-    ``10000000000000000``, an int (``1e300`` even as another value). A float is written in
-    positional notation with a fraction, which JSONB keeps and which parses back to the
-    same float. ``None`` stays SQL ``NULL``. Without NUL characters, which JSONB refuses
-    (see :func:`~filelayer.transfer.stash.column_safe`)."""
-    if value is None:
-        return None
-    return _jsonb(column_safe(value))
-
-
-def _jsonb(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        text = repr(value)
-        if "e" in text or "E" in text:
-            text = format(Decimal(text), "f")
-        return text if "." in text else text + ".0"
-    if isinstance(value, dict):
-        items = sorted(value.items(), key=lambda kv: str(kv[0]))
-        body = ", ".join(f"{json.dumps(str(k), ensure_ascii=False)}: {_jsonb(v)}" for k, v in items)
-        return "{" + body + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_jsonb(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _split_metadata(raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:

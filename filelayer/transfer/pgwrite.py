@@ -15,11 +15,10 @@ from .pgrows import (
     STEP_COLUMNS,
     StepCodec,
     element_row_values,
-    jsonb_text,
     ts,
 )
 from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE, delete_objects, not_tracked
-from .stash import text
+from .stash import jsonb_text, text
 from .storage import upload
 
 

@@ -25,7 +25,16 @@ from typing import Any
 
 from .._time import ms_key
 from ..format import journal
-from .stash import STASH, apply_stash, int_column, json_text, json_value, make_stash, text
+from .stash import (
+    STASH,
+    apply_stash,
+    int_column,
+    json_text,
+    json_value,
+    jsonb_text,
+    make_stash,
+    text,
+)
 
 EPOCH = "1970-01-01T00:00:00.000Z"
 
@@ -92,6 +101,8 @@ class Codec:
         self.can_bind_lists = not sqlite
         self.uuid_ids = not sqlite
         self.int_bits = 64 if sqlite else 32  # what an INT column holds there
+        # PostgreSQL's JSONB gives a float such as 1e16 back as an int: spelled for it.
+        self.json_text = json_text if sqlite else jsonb_text
 
     def has(self, table: str, column: str) -> bool:
         return column in self.columns.get(table, ())
@@ -106,7 +117,7 @@ class Codec:
         return {
             "id": user["id"],
             "identifier": user["identifier"],
-            "metadata": json_text(user.get("metadata") or {}),
+            "metadata": self.json_text(user.get("metadata") or {}),
             "createdAt": text(user.get("createdAt")),
         }
 
@@ -134,7 +145,7 @@ class Codec:
             "tags": [str(t) for t in tags]
             if isinstance(tags, list) and self.can_bind_lists
             else None,
-            "metadata": json_text(thread.get("metadata") or {}),
+            "metadata": self.json_text(thread.get("metadata") or {}),
         }
         return {k: v for k, v in row.items() if self.has("threads", k)}
 
@@ -183,7 +194,7 @@ class Codec:
             "parentId": step.get("parentId") if isinstance(step.get("parentId"), str) else None,
             "name": text(step.get("name")) or "",
             "type": text(step.get("type")) or "undefined",
-            "metadata": json_text(metadata if isinstance(metadata, dict) else {}),
+            "metadata": self.json_text(metadata if isinstance(metadata, dict) else {}),
             "tags": [str(t) for t in tags]
             if isinstance(tags, list) and self.can_bind_lists
             else None,
@@ -197,7 +208,7 @@ class Codec:
         for key in _STEP_TEXT:
             row[key] = text(step.get(key))
         for key in _STEP_JSON:
-            row[key] = json_text(step.get(key))
+            row[key] = self.json_text(step.get(key))
         return {k: v for k, v in row.items() if self.has("steps", k)}
 
     @staticmethod
@@ -246,7 +257,7 @@ class Codec:
         stash = make_stash(original, plain, ignored=_NOT_STASHED, none_is_absent=True)
         if stash:
             metadata = _json(cols["metadata"]) if "metadata" in cols else {}
-            cols["metadata"] = json_text({**metadata, STASH: stash})
+            cols["metadata"] = self.json_text({**metadata, STASH: stash})
         return cols
 
     def step_read(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +283,7 @@ class Codec:
         for key in _ELEMENT_TEXT:
             row[key] = text(el.get(key))
         for key in _ELEMENT_JSON:
-            row[key] = json_text(el.get(key))
+            row[key] = self.json_text(el.get(key))
         return {k: v for k, v in row.items() if self.has("elements", k)}
 
     @staticmethod

@@ -451,3 +451,51 @@ async def test_a_failing_storage_keeps_the_element_as_a_reference(tmp_path: Path
     assert thread is not None
     assert [e["id"] for e in thread["elements"]] == ["e1"]
     assert thread["steps"][0]["feedback"]["id"] == "f1"
+
+
+async def test_floats_keep_their_type_in_the_sqlalchemy_schema_on_postgres(
+    tmp_path: Path, db: str
+) -> None:
+    """JSONB keeps numbers as decimals and writes them back positionally: a float such
+    as 1e16 came back an int, 1e300 another value, and every re-run said "updated". The
+    JSON columns of the SQLAlchemy schema on PostgreSQL are written as the official
+    schema's are, floats spelled so that they come back floats."""
+    floats = {"e16": 1e16, "e300": 1e300, "small": 1e-7, "int": 10**16}
+    archive = tmp_path / "chats"
+    store = ArchiveStore(archive, create=True)
+    user = store.upsert_user("alice", metadata=dict(floats))
+    tid, sid = str(uuid.uuid4()), str(uuid.uuid4())
+    store.update_thread(tid, name="n", user_id=user["id"], metadata=dict(floats))
+    store.write_step(
+        {
+            "id": sid,
+            "threadId": tid,
+            "type": "assistant_message",
+            "output": "hi",
+            "createdAt": "2026-03-01T10:00:00Z",
+            "metadata": dict(floats),
+            "generation": {"temperature": 1e300},
+        }
+    )
+    store.close()
+    await copy_archive(str(archive), db, create_schema=True, schema="sqlalchemy")
+    again = await copy_archive(str(archive), db, schema="sqlalchemy")
+    for kind in ("users", "threads", "steps"):
+        assert again.counts[kind]["updated"] == 0, kind
+    back = tmp_path / "back"
+    await copy_archive(db, str(back), schema="sqlalchemy")
+    store = ArchiveStore(back, create=False)
+    try:
+        thread = store.get_thread(tid)
+        assert thread is not None
+        step = thread["steps"][0]
+        user_back = store.get_user("alice")
+        assert user_back is not None
+        for got in (user_back["metadata"], thread["metadata"], step["metadata"]):
+            assert {k: (type(v), v) for k, v in got.items()} == {
+                k: (type(v), v) for k, v in floats.items()
+            }
+        assert step["generation"] == {"temperature": 1e300}
+        assert type(step["generation"]["temperature"]) is float
+    finally:
+        store.close()
