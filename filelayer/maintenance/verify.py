@@ -587,6 +587,8 @@ def _index_drift(store: ArchiveStore) -> list[str]:
             for name, x, y in [
                 ("name", a.name, b.name),
                 ("author", a.user_id, b.user_id),
+                ("identifier", a.user_identifier, b.user_identifier),
+                ("created", a.created_at, b.created_at),
                 ("tags", a.tags, b.tags),
                 ("messages", a.texts, b.texts),
                 ("feedback", a.feedback, b.feedback),

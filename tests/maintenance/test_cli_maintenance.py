@@ -207,3 +207,30 @@ def test_reindex_rebuilds_a_deleted_index(
     assert "indexed 3 thread(s)" in capsys.readouterr().err
     assert main(["list", "--feedback", "0", "--json"]) == 0
     assert '"id": "cake"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        ("createdAt", "2020-01-01T00:00:00.000000Z", "created"),
+        ("userIdentifier", "x", "identifier"),
+    ],
+)
+def test_verify_reports_a_manifest_edit_the_index_has_not_seen(
+    archive: Path, capsys: pytest.CaptureFixture[str], key: str, value: str, field: str
+) -> None:
+    """A hand edit of a thread's creation time (its place in the sidebar) or of its
+    author's identifier (what the sidebar shows) is drift like a renamed thread: verify
+    said "no problems" while the sidebar showed the old value."""
+    import json
+
+    path = archive / "threads" / "bread" / "thread.json"
+    doc = json.loads(path.read_text("utf-8"))
+    doc[key] = value
+    store = ArchiveStore(archive)  # opened and closed first: nothing for it to heal
+    store.close()
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", "utf-8")
+    assert main(["verify"]) == 1
+    assert f"thread bread: index differs in {field}" in capsys.readouterr().out
+    assert main(["verify", "--repair"]) == 0
+    assert main(["verify"]) == 0
