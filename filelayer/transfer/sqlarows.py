@@ -28,8 +28,8 @@ from ..format import journal
 from .stash import (
     STASH,
     apply_stash,
+    exact_text,
     int_column,
-    json_text,
     json_value,
     jsonb_text,
     make_stash,
@@ -102,7 +102,9 @@ class Codec:
         self.uuid_ids = not sqlite
         self.int_bits = 64 if sqlite else 32  # what an INT column holds there
         # PostgreSQL's JSONB gives a float such as 1e16 back as an int: spelled for it.
-        self.json_text = json_text if sqlite else jsonb_text
+        # SQLite holds every character (PostgreSQL no NUL): its values go as they are.
+        self.json_text = exact_text if sqlite else jsonb_text
+        self.name_text = exact_text if sqlite else text
 
     def has(self, table: str, column: str) -> bool:
         return column in self.columns.get(table, ())
@@ -139,7 +141,7 @@ class Codec:
         row = {
             "id": thread["id"],
             "createdAt": text(thread.get("createdAt") or thread.get("updatedAt")),
-            "name": text(thread.get("name")),
+            "name": self.name_text(thread.get("name")),
             "userId": thread.get("userId"),
             "userIdentifier": thread.get("userIdentifier") if thread.get("userId") else None,
             "tags": [str(t) for t in tags]

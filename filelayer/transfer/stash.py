@@ -53,12 +53,12 @@ def text(value: Any) -> str | None:
     return json.dumps(column_safe(value), sort_keys=True, ensure_ascii=False)
 
 
-def json_text(value: Any) -> str | None:
-    """A value for a JSON column, written as JSON text (``None`` stays SQL ``NULL``),
-    without NUL characters (see :func:`column_safe`)."""
-    if value is None:
-        return None
-    return json.dumps(column_safe(value), ensure_ascii=False, sort_keys=True)
+def exact_text(value: Any) -> str | None:
+    """A value for a ``TEXT`` column that holds any character (SQLite's): a string as
+    it is, anything else as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 def jsonb_text(value: Any) -> str | None:

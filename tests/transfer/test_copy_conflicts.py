@@ -499,3 +499,40 @@ async def test_floats_keep_their_type_in_the_sqlalchemy_schema_on_postgres(
         assert type(step["generation"]["temperature"]) is float
     finally:
         store.close()
+
+
+async def test_nul_characters_survive_sqlite(tmp_path: Path) -> None:
+    """SQLite stores a NUL character (PostgreSQL's text does not, and its copy stashes
+    the exact value): a thread's name and a thread's or user's metadata keep theirs
+    through a copy to SQLite and back; they were stripped, with nothing said."""
+    archive = tmp_path / "chats"
+    store = ArchiveStore(archive, create=True)
+    user = store.upsert_user("alice", metadata={"k": "a\0b", "k\0": 1})
+    store.update_thread("t1", name="na\0me", user_id=user["id"], metadata={"x": "a\0b"})
+    store.write_step(
+        {
+            "id": "s1",
+            "threadId": "t1",
+            "type": "user_message",
+            "output": "h\0i",
+            "createdAt": "2026-03-01T10:00:00Z",
+        }
+    )
+    store.close()
+    dest = f"sqlite:///{tmp_path / 'app.db'}"
+    await copy_archive(str(archive), dest, create_schema=True)
+    again = await copy_archive(str(archive), dest)
+    assert again.counts["threads"]["unchanged"] == 1 and again.counts["users"]["updated"] == 0
+    back = tmp_path / "back"
+    await copy_archive(dest, str(back))
+    store = ArchiveStore(back, create=False)
+    try:
+        thread = store.get_thread("t1")
+        user_back = store.get_user("alice")
+        assert thread is not None and user_back is not None
+        assert thread["name"] == "na\0me"
+        assert thread["metadata"]["x"] == "a\0b"
+        assert user_back["metadata"] == {"k": "a\0b", "k\0": 1}
+        assert thread["steps"][0]["output"] == "h\0i"
+    finally:
+        store.close()
