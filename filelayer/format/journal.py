@@ -89,6 +89,7 @@ __all__ = [
     "step_body",
     "step_delete_record",
     "step_record",
+    "well_formed",
 ]
 
 log = logging.getLogger("filelayer")

@@ -98,13 +98,27 @@ def _stale_copies(o: list[bytes], a: list[bytes], b: list[bytes], o_set: set[byt
     (an edit reverted, a withdrawn rating back). A side left a record as it was when
     its copy is the very line the ancestor compacts to (compaction is deterministic).
     Dropping that copy loses nothing: the other side's copy is the whole record too.
-    Only when both sides compacted: otherwise the stamped lines decide."""
+    Only when both sides compacted (each removed lines of the ancestor, and wrote
+    unstamped ones): otherwise the stamped lines decide, and an unstamped line another
+    program appended is no copy of anything."""
+    a_set, b_set = set(a), set(b)
+    if not (o_set - a_set) or not (o_set - b_set):
+        return set()
     a_new = [line for line in a if line not in o_set and _stamp(line) is None]
     b_new = [line for line in b if line not in o_set and _stamp(line) is None]
     if not a_new or not b_new:
         return set()
-    folded = journal.fold(journal.parse(b"".join(line + b"\n" for line in o)).records)
-    ancestor = {_codec.encode_line(r)[:-1] for r in journal.compacted_records(folded)}
+    records = []
+    for line in o:  # the ancestor's records; a damaged line is the fold's to skip, quietly
+        try:
+            value = _codec.decode(line)
+        except _codec.DecodeError:
+            continue
+        if type(value) is dict and journal.well_formed(value):
+            records.append(value)
+    ancestor = {
+        _codec.encode_line(r)[:-1] for r in journal.compacted_records(journal.fold(records))
+    }
 
     def copies(lines: list[bytes]) -> dict[tuple[str, str], list[bytes]]:
         found: dict[tuple[str, str], list[bytes]] = {}

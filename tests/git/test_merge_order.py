@@ -489,3 +489,50 @@ def test_both_sides_compacted_keep_each_sides_change(tmp_path: Path) -> None:
             "s1": ("base", None),
             "s2": ("edited on b", None),
         }
+
+
+def test_one_side_compacted_and_another_program_s_line_on_the_other(tmp_path: Path) -> None:
+    """Only one side compacted; the other holds an unstamped line another program
+    appended (a partial update of a step). That line is no compaction's copy: the
+    compacted side's copies stay, the step keeps its fields and the rating survives."""
+    base, a, b = tmp_path / "base", tmp_path / "a", tmp_path / "b"
+    store = ArchiveStore(base)
+    store.write_step(
+        {
+            "id": "s0",
+            "threadId": THREAD,
+            "type": "user_message",
+            "output": "base",
+            "createdAt": "2026-01-01T00:00:00.000000Z",
+        }
+    )
+    store.write_step({"id": "s1", "threadId": THREAD, "type": "run", "output": "x"})
+    store.upsert_feedback(for_id="s1", value=1, feedback_id="fb1", thread_id=THREAD)
+    store.close()
+    shutil.copytree(base, a)
+    shutil.copytree(base, b)
+    assert main(["--root", str(a), "compact"]) == 0
+    with open(b / "threads" / THREAD / "steps.jsonl", "ab") as f:
+        f.write(b'{"op":"step","step":{"id":"s0","output":"edited by another program"}}\n')
+    ab, ba = tmp_path / "ab", tmp_path / "ba"
+    merge_trees(base, a, b, ab)
+    merge_trees(base, b, a, ba)
+    assert _files(ab) == _files(ba)
+    steps = {s["id"]: s for s in reading(ab)["steps"]}
+    assert steps["s0"]["type"] == "user_message"
+    assert steps["s0"]["output"] == "edited by another program"
+    assert steps["s1"]["feedback"]["id"] == "fb1"
+
+
+def test_merging_tombstones_says_nothing_about_damaged_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``deleted.jsonl`` holds no journal records: its merge must not read it as one."""
+    base = b'{"deletedAt":"2026-01-01T00:00:00.000000Z","id":"t0"}\n'
+    a = base + b'{"deletedAt":"2026-01-02T00:00:00.000000Z","id":"t1"}\n'
+    b = base + b'{"deletedAt":"2026-01-03T00:00:00.000000Z","id":"t2"}\n'
+    with caplog.at_level("WARNING", logger="filelayer"):
+        merged = merge_file("deleted.jsonl", base, a, b)
+    assert merged == merge_file("deleted.jsonl", base, b, a)
+    assert merged.count(b"\n") == 3
+    assert not [r for r in caplog.records if "damaged" in r.getMessage()]
