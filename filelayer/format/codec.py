@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import secrets
 import string
 import sys
@@ -122,6 +123,8 @@ def _key_text(key: Any) -> str:
     if isinstance(key, int):
         return int.__repr__(key)
     if isinstance(key, float):
+        if not math.isfinite(key):  # as json refuses it with ``allow_nan=False``
+            raise ValueError(f"the key {key!r} is not JSON")
         return float.__repr__(key)
     raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
@@ -129,11 +132,14 @@ def _key_text(key: Any) -> str:
 def _string_keys(value: Any) -> Any:
     """``value`` with every dict key a string, as Python's json writes it; refused
     (:class:`InvalidValueError`) if two keys of one dict become the same string.
-    Iterative: data nested up to the read limit must not exhaust the stack here."""
+    Iterative: data nested up to the read limit must not exhaust the stack here; data
+    nested deeper (or holding itself: a circular reference) is refused."""
     root: list[Any] = [value]
-    stack: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    stack: list[tuple[Any, Any, Any, int]] = [(root, 0, value, 0)]
     while stack:
-        parent, slot, item = stack.pop()
+        parent, slot, item, depth = stack.pop()
+        if depth > READ_DEPTH and isinstance(item, (dict, list, tuple)):
+            raise InvalidValueError("data", _TOO_DEEP + " (or it holds itself)")
         if isinstance(item, dict):
             copy: dict[str, Any] = {}
             for key, child in item.items():
@@ -141,12 +147,12 @@ def _string_keys(value: Any) -> Any:
                 if text in copy:
                     raise InvalidValueError("data", f"the key {text!r} is in one object twice")
                 copy[text] = child
-                stack.append((copy, text, child))
+                stack.append((copy, text, child, depth + 1))
             parent[slot] = copy
         elif isinstance(item, (list, tuple)):
             items = list(item)
             parent[slot] = items
-            stack.extend((items, n, child) for n, child in enumerate(items))
+            stack.extend((items, n, child, depth + 1) for n, child in enumerate(items))
     return root[0]
 
 

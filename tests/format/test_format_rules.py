@@ -454,3 +454,34 @@ def test_keys_that_json_writes_as_strings_are_stored_as_it_writes_them(tmp_path:
     with pytest.raises(InvalidValueError, match="twice"):
         store.write_step({"id": "s", "threadId": "t", "metadata": {1: "a", "1": "b"}})
     store.close()
+
+
+def test_data_that_holds_itself_is_refused_at_once(tmp_path: Path) -> None:
+    """A dict that holds itself beside a value that is not JSON (or a key JSON writes
+    as a string) is refused with the layer's error; the walk that writes its keys as
+    strings went round the circle until memory ran out."""
+    import datetime
+
+    from filelayer.errors import InvalidValueError
+
+    store = ArchiveStore(tmp_path)
+    looped: dict[Any, Any] = {"at": datetime.datetime(2026, 1, 1)}
+    looped["self"] = looped
+    keyed: dict[Any, Any] = {1: "x"}
+    keyed["a"] = keyed
+    for metadata in (looped, keyed):
+        with pytest.raises(InvalidValueError):
+            store.write_step({"id": "s", "threadId": "t", "metadata": metadata})
+    assert not (tmp_path / "threads" / "t").exists()
+    store.close()
+
+
+def test_a_key_that_is_not_a_finite_number_is_refused_alone_or_not(tmp_path: Path) -> None:
+    from filelayer.errors import InvalidValueError
+
+    store = ArchiveStore(tmp_path)
+    for metadata in ({float("inf"): 1}, {float("inf"): 1, "a": 2}, {float("nan"): 1, 2: 3}):
+        with pytest.raises(InvalidValueError):
+            store.write_step({"id": "s", "threadId": "t", "metadata": metadata})
+    assert not (tmp_path / "threads" / "t").exists()
+    store.close()
