@@ -123,7 +123,7 @@ class ArchiveStore:
         self.healer = _heal.Healer(self)
         # The collaborators, each with one job (docs/architecture.md, "The store").
         self.lifecycle = IndexLifecycle(self.root, layout, index, self.healer, durable=durable)
-        self.locks = WriteLocks(layout, index, self.lifecycle, lock_timeout)
+        self.locks = WriteLocks(layout, index, self.lifecycle, lock_timeout, deleted)
         self.compactor = Compactor(layout, self.locks, enabled=auto_compact)
         self.folds = folds = FoldedJournals(layout)
         self.tombstones = tombstones = TombstoneCache(layout)

@@ -15,6 +15,7 @@ from .._io import locks as _locks
 from ..format import journal
 from ..format.layout import Layout
 from ..index.thread_index import ThreadIndex
+from .deleted import DeletedThreads
 from .folds import read_state
 from .heal import thread_watermark
 from .lifecycle import IndexLifecycle
@@ -27,12 +28,18 @@ class WriteLocks:
     threads this store's writes moved."""
 
     def __init__(
-        self, layout: Layout, index: ThreadIndex, lifecycle: IndexLifecycle, lock_timeout: float
+        self,
+        layout: Layout,
+        index: ThreadIndex,
+        lifecycle: IndexLifecycle,
+        lock_timeout: float,
+        deleted: DeletedThreads,
     ) -> None:
         self.layout = layout
         self.index = index
         self.lifecycle = lifecycle
         self.lock_timeout = lock_timeout
+        self.deleted = deleted
         self._marking = threading.local()  # the threads whose writes this OS thread marks
 
     def thread_lock(self, thread_id: str) -> contextlib.AbstractContextManager[None]:
@@ -75,9 +82,10 @@ class WriteLocks:
 
     @contextlib.contextmanager
     def state(self, thread_id: str) -> Iterator[journal.ThreadState | None]:
-        """Hold the thread's locks and give its folded journal (``None``: no thread)."""
+        """Hold the thread's locks and give its folded journal (``None``: no thread, or
+        a deleted one whose directory a crash left behind: its tombstone decides)."""
         with self.writing(thread_id):
-            if not self.layout.manifest(thread_id).exists():
+            if self.deleted.has(thread_id) or not self.layout.manifest(thread_id).exists():
                 yield None
             else:
                 yield read_state(self.layout, thread_id)

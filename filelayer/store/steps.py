@@ -174,7 +174,7 @@ class Steps:
             return True
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
-            if self.layout.manifest(thread_id).exists():
+            if self.layout.manifest(thread_id).exists() and not self.deleted.has(thread_id):
                 self.appender.append_records(
                     thread_id, [journal.feedback_delete_record(feedback_id)], changes
                 )

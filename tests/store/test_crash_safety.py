@@ -104,6 +104,8 @@ def test_a_late_write_to_a_thread_whose_deletion_a_crash_cut_short_is_ignored(
     store = ArchiveStore(root)
     store.update_thread("t1", name="doomed")
     store.write_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    store.upsert_feedback(for_id="s1", value=1, feedback_id="fb1", thread_id="t1")
+    store.put_element("t1", {"id": "e1", "type": "text", "name": "a.txt", "forId": "s1"}, b"x")
     store.update_thread("t2", name="kept")
     store.close()
     script = (
@@ -122,6 +124,9 @@ def test_a_late_write_to_a_thread_whose_deletion_a_crash_cut_short_is_ignored(
         store.write_step({"id": "s2", "threadId": "t1", "type": "user_message", "output": "late"})
         store.write_step({"id": "s1", "threadId": "t1", "output": "edited late"})
         store.update_thread("t1", name="back again")
+        store.delete_step("s1", "t1")
+        store.delete_element("e1", "t1")
+        store.delete_feedback("fb1")
         assert store.layout.journal("t1").read_bytes() == journal_before
         assert json.loads(store.layout.manifest("t1").read_text())["name"] == "doomed"
         assert store.get_thread("t1") is None
