@@ -268,10 +268,9 @@ def remove_deleted_element_files(
         named = {e.get("file") for e in state.live_elements()}
         live = {e["id"] for e in state.live_elements()}
         for name in sorted(os.listdir(directory)):
-            element_id = name.rsplit(".", 1)[0]
+            element_id = _element_of(name)
             if (
-                "." not in name
-                or element_id not in state.deleted_elements
+                element_id not in state.deleted_elements
                 or element_id in live
                 or f"{ELEMENTS_DIR}/{name}" in named
                 or (directory / name).is_dir()
@@ -308,6 +307,13 @@ def _tombstoned(root: Path) -> set[str]:
         if isinstance(record, dict) and isinstance(record.get("id"), str):
             found.add(record["id"])
     return found
+
+
+def _element_of(name: str) -> str:
+    """The element id a file of ``elements/`` is named by: what comes before its last
+    dot, or the whole name without one (an id with a dot always takes an extension:
+    see ``element_relative_path``)."""
+    return name.rsplit(".", 1)[0] if "." in name else name
 
 
 def _blob(repo: Path, sha: str) -> bytes:
@@ -365,8 +371,8 @@ def _resolve_element(
     matches the record, or it names neither, the version with the greater SHA-256 of
     its bytes, so that both directions of the merge keep the same bytes. ``None``: no
     rule decides it (an element that names another file)."""
-    element_id = name.rsplit(".", 1)[0]
-    if "." not in name or not is_valid_id(element_id):
+    element_id = _element_of(name)
+    if not is_valid_id(element_id):
         return None
     live = {e["id"]: e for e in state.live_elements()}
     if element_id not in live:

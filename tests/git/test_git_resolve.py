@@ -183,8 +183,12 @@ def test_a_user_erased_on_one_side_who_logs_in_on_the_other_stays_erased(
 
 
 @pytest.mark.parametrize("how", ["--no-rebase", "--rebase"])
+@pytest.mark.parametrize(
+    ("name", "mime", "stored"),
+    [("secret.png", "image/png", "e1.png"), ("README", None, "e1")],  # no extension
+)
 def test_an_element_sent_for_a_step_deleted_on_the_other_side_leaves_no_file(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: str, name: str, mime: str | None, stored: str
 ) -> None:
     """A clean merge of a step's deletion with an element attached to that step: the
     merged journal deletes the element, and its file goes too, as on a single clone
@@ -203,19 +207,19 @@ def test_an_element_sent_for_a_step_deleted_on_the_other_side_leaves_no_file(
     def delete(store: ArchiveStore) -> None:
         assert store.delete_step("s1", "T")
 
-    image = {"id": "e1", "type": "image", "name": "secret.png", "forId": "s1", "mime": "image/png"}
+    image = {"id": "e1", "type": "file", "name": name, "forId": "s1", "mime": mime}
     write(one, delete)
     write(two, lambda store: store.put_element("T", image, b"PNG bytes") and None)
     three, four = clone(one, "three"), clone(two, "four")
     git(two, "pull", "-q", how, "--no-edit", str(one), "HEAD")
     git(three, "pull", "-q", how, "--no-edit", str(four), "HEAD")
     for repo in (two, three):
-        assert not (repo / "chats/threads/T/elements/e1.png").exists()
+        assert not (repo / f"chats/threads/T/elements/{stored}").exists()
         assert main(["--root", str(repo / "chats"), "verify"]) == 0
         thread = ArchiveStore(repo / "chats").get_thread("T")
         assert thread is not None and thread["steps"] == [] and thread["elements"] == []
         assert main(["--root", str(repo / "chats"), "snapshot", "-m", "merged"]) == 0
-        assert "chats/threads/T/elements/e1.png" not in git(repo, "ls-files").stdout.split()
+        assert f"chats/threads/T/elements/{stored}" not in git(repo, "ls-files").stdout.split()
         assert git(repo, "status", "--porcelain").stdout == ""
     assert (
         git(two, "rev-parse", "HEAD^{tree}").stdout == git(three, "rev-parse", "HEAD^{tree}").stdout
