@@ -8,8 +8,9 @@ manifest at every visit and leave a diff in git for nothing.
 
 So such a call (recognised by the keys Chainlit's ``to_persistable`` always sets) is
 split: the chat profile and chat settings, which a resume on another clone should also
-get back, and the keys a thread keeps whatever the session (``is_shared``,
-``shared_at``), stay in ``thread.json``, rewritten only when they change; the rest goes
+get back, stay in ``thread.json``, rewritten only when they change; the keys of sharing
+(``is_shared``, ``shared_at``), a stale copy the session took when the thread was
+reopened, are left out (only the share and unshare calls change them); the rest goes
 to ``sessions/<thread id>.json``, a file the archive's ``.gitignore`` keeps out of git.
 ``get_thread`` returns both merged, so a resume on this machine gets its whole session
 back.
@@ -31,8 +32,14 @@ SESSION_MARKERS = frozenset(["chat_settings", "chat_profile", "client_type"])
 """Keys Chainlit's ``WebsocketSession.to_persistable`` always sets: a metadata update
 that has all of them is a persisted user session."""
 
-COMMITTED_KEYS = frozenset(["chat_settings", "chat_profile", "is_shared", "shared_at"])
+COMMITTED_KEYS = frozenset(["chat_settings", "chat_profile"])
 """Keys of a persisted session that stay in ``thread.json``."""
+
+SHARING_KEYS = frozenset(["is_shared", "shared_at"])
+"""Keys a persisted session carries as a stale copy (Chainlit copies a reopened thread's
+metadata into the tab's session and saves it back when the tab closes): never taken
+from a session. Sharing is decided by the share and unshare calls alone; a session
+saved after an unshare would share the thread again."""
 
 
 def is_session(metadata: dict[str, Any]) -> bool:
@@ -43,7 +50,7 @@ def split(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A persisted session's metadata: what goes to ``thread.json`` (the update to
     merge into it: the session's own keys there set to ``None``, which removes what an
     earlier version stored) and what goes to the session file."""
-    local = {k: v for k, v in metadata.items() if k not in COMMITTED_KEYS}
+    local = {k: v for k, v in metadata.items() if k not in COMMITTED_KEYS | SHARING_KEYS}
     committed: dict[str, Any] = {k: None for k in local}
     committed.update({k: v for k, v in metadata.items() if k in COMMITTED_KEYS})
     return committed, local

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,46 @@ async def test_chainlits_own_session_saves_leave_git_status_clean(
         assert git(root, "status", "--porcelain") == "", n
     thread = await layer.get_thread("t")  # type: ignore[attr-defined]
     assert thread["metadata"]["history"] == ["hello", "visit 1", "visit 2", "visit 3"]
+
+
+async def test_a_session_saved_after_an_unshare_does_not_share_the_thread_again(
+    registered: object, user: object, root: Path
+) -> None:
+    """Chainlit copies a reopened thread's metadata (``is_shared`` with it) into the
+    tab's session and saves that session back when the tab closes: a thread the
+    author unshared meanwhile was shared again, readable by every logged-in user. A
+    session save never decides sharing; the share and unshare calls do."""
+    from chainlit.session import WebsocketSession
+    from chainlit.socket import persist_user_session, resume_thread
+    from chainlit.user_session import user_sessions
+
+    layer: Any = registered
+    await layer.update_thread("t", name="chat", user_id=user.id)  # type: ignore[attr-defined]
+    shared = {"is_shared": True, "shared_at": "2026-03-01T10:00:00.000000Z"}
+    await layer.update_thread("t", metadata=shared)  # Chainlit's share route
+
+    async def emit_call(*args: object) -> None:
+        return None
+
+    session = WebsocketSession(
+        id="tab",
+        socket_id="socket-tab",
+        emit=lambda *args: None,
+        emit_call=emit_call,
+        user_env={},
+        client_type="webapp",
+        thread_id="t",
+        user=user,  # type: ignore[arg-type]
+    )
+    try:
+        assert await resume_thread(session) is not None  # the tab reopens the thread
+        assert user_sessions[session.id].get("is_shared") is True
+        await layer.update_thread("t", metadata={"is_shared": False})  # unshared
+        await persist_user_session("t", session.to_persistable())  # the tab closes
+    finally:
+        user_sessions.pop(session.id, None)
+        await end_session(session)
+    thread = await layer.get_thread("t")
+    assert thread["metadata"].get("is_shared") is False
+    manifest = (root / "threads" / "t" / "thread.json").read_text("utf-8")
+    assert '"is_shared": false' in manifest
