@@ -14,6 +14,13 @@ from ..errors import CorruptFileError, InvalidValueError
 from ..format import codec as _codec
 from ..format import users
 from ..format.layout import Layout
+from .cache import Lru
+
+IDS_KEPT = 4096
+"""User files whose id a process remembers, each with the state of the file it read."""
+
+_FileKey = tuple[int, int, int, int]
+"""A file's inode, size, modification and change times: what changes when it does."""
 
 log = logging.getLogger("filelayer")
 
@@ -31,6 +38,8 @@ class Accounts:
         self.layout = layout
         self.lock_timeout = lock_timeout
         self._users_by_id: dict[str, dict[str, Any]] = {}
+        self._ids: Lru[str, tuple[_FileKey, str]] = Lru(IDS_KEPT)
+        """Identifier -> the id its user file held, with the file's key then."""
         self._read_in_full: tuple[int, int, int] | None = None
         """The users directory's state (:meth:`_directory_state`) when every user file
         in it was read, if it had not changed for :data:`SETTLED_NS` by then."""
@@ -40,6 +49,7 @@ class Accounts:
             return None
         try:
             path = self.layout.user_file(identifier)
+            key = _file_key(path)  # before the read: a change after it is seen next time
             doc = users.read(path)
         except (CorruptFileError, ValueError) as exc:
             log.warning("filelayer: %s", exc)
@@ -47,7 +57,26 @@ class Accounts:
         if doc is None or doc["identifier"] != identifier:
             return None
         self._users_by_id[doc["id"]] = doc
+        if key is not None:
+            self._ids.put(identifier, (key, str(doc["id"])))
         return doc
+
+    def id_of(self, identifier: str) -> str | None:
+        """The id the user file of ``identifier`` holds (``None``: no usable file). Read
+        once per version of the file: a ``stat`` tells a new one (a merge, another
+        process), so a known user costs no read."""
+        try:
+            path = self.layout.user_file(identifier)
+        except ValueError:
+            return None
+        key = _file_key(path)
+        if key is None:
+            return None
+        found = self._ids.get(identifier)
+        if found is not None and found[0] == key:
+            return found[1]
+        user = self.get(identifier)
+        return None if user is None else str(user["id"])
 
     def upsert(
         self,
@@ -81,7 +110,10 @@ class Accounts:
                     doc["displayName"] = display_name
             if doc != existing:
                 users.write(path, doc, durable=True)
+            key = _file_key(path)  # under the lock: the file this call left
         self._users_by_id[doc["id"]] = doc
+        if key is not None:
+            self._ids.put(identifier, (key, str(doc["id"])))
         return doc
 
     def by_id(self, user_id: str) -> dict[str, Any] | None:
@@ -132,3 +164,11 @@ class Accounts:
                 continue
             if doc is not None:
                 yield doc
+
+
+def _file_key(path: os.PathLike[str] | str) -> _FileKey | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns

@@ -131,7 +131,6 @@ class Authors:
         # per identifier, kept while users/ stays as it was.
         known = self._owner_ids.get(ident)
         if known is None:
-            user = self.accounts.get(ident)
-            known = str(user["id"]) if user else uid
+            known = self.accounts.id_of(ident) or uid
             self._owner_ids.put(ident, known)
         return known
