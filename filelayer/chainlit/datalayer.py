@@ -53,7 +53,8 @@ from ..format.layout import DEFAULT_ROOT, ROOT_ENV, default_root
 from ..index.records import DEFAULT_SEARCH_CHARS
 from ..store.archive import ArchiveStore, Durability, ElementUrl
 from ..store.views import element_file_fields
-from . import serve  # export_route registers its route with serve
+from . import export_route as _export_route  # noqa: F401  (registers the export route)
+from . import serve
 from .access import ElementSource
 from .caller import request_user
 from .offload import Offload

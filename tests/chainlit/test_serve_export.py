@@ -121,3 +121,26 @@ async def test_a_thread_the_export_cannot_render_gets_a_clear_answer(site: Site,
     response = await site.client.get(url(site.thread_id, fmt), headers=as_user("alice"))
     assert response.status_code == 422, response.text
     assert "verify" in response.text
+
+
+def test_the_export_route_comes_with_the_data_layer() -> None:
+    """An app set up as the README says (it imports ``FileDataLayer`` and nothing else of
+    filelayer) serves the export route the docs describe: it was registered only when
+    the app imported ``filelayer.chainlit.export_route`` itself, and otherwise Chainlit's
+    catch-all answered the export URL with the UI's page."""
+    import subprocess
+    import sys
+
+    from tests.support.processes import subprocess_env
+
+    script = (
+        "from filelayer import FileDataLayer\n"
+        "import filelayer.chainlit.datalayer\n"
+        "from filelayer.chainlit import serve\n"
+        "print(' '.join(r.name for r in serve._extra_routes))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env()
+    )
+    assert done.returncode == 0, done.stderr
+    assert "filelayer_export" in done.stdout.split()
