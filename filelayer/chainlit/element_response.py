@@ -137,7 +137,7 @@ def _not_modified(headers: Mapping[str, str], etag: str, mtime: float) -> bool:
         return False
     try:
         since = email.utils.parsedate_to_datetime(if_modified_since)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # junk is ignored (RFC 9110)
         return False
     if since.tzinfo is None:
         return False
