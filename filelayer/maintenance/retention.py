@@ -45,7 +45,7 @@ from typing import Any
 from .._io import fs as _fs
 from .._io import locks as _locks
 from .._time import now_iso, time_key
-from ..errors import InvalidValueError
+from ..errors import InvalidValueError, NotRegularFileError
 from ..format import codec as _codec
 from ..format import users
 from ..format.ids import check_id
@@ -479,7 +479,11 @@ def erased_users(store: ArchiveStore) -> list[ErasedUser]:
     if cached is not None and cached[0] == key:
         return cached[1]
     found = []
-    lines, _ = _fs.split_lines(path.read_bytes())
+    try:  # a FIFO, a directory in its place: nothing read (verify reports it)
+        data = _fs.read_bytes(path) or b""
+    except (NotRegularFileError, OSError):
+        data = b""
+    lines, _ = _fs.split_lines(data)
     marker = IDENTIFIER_HASH_KEY.encode("ascii")
     for line in lines:
         if marker not in line:

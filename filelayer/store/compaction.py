@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,13 @@ _COMPACT_ROUNDS = 4
 
 
 _DAMAGED = "damaged lines: run `filelayer verify --repair` first"
+_NOT_A_FILE = "not a regular file in the journal's place: run `filelayer verify`"
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+)
 
 
 def then_compact(method: _Method) -> _Method:
@@ -206,11 +214,15 @@ class Compactor:
         first: Compaction | None = None
         heavy = False
         for _ in range(_COMPACT_ROUNDS):
-            try:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            try:  # not blocking: a FIFO in the journal's place must not hang the command
+                fd = os.open(path, _OPEN_FLAGS)
             except FileNotFoundError:
                 return Compaction(thread_id, 0, 0)
+            except OSError as exc:
+                return Compaction(thread_id, 0, 0, skipped=f"cannot be read ({exc.strerror})")
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return Compaction(thread_id, 0, 0, skipped=_NOT_A_FILE)
                 outcome = self.compact_open(thread_id, path, fd, only_if_worth_it)
             finally:
                 os.close(fd)

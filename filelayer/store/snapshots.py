@@ -119,13 +119,14 @@ class ThreadSnapshots:
         """The thread's view, if its file matches the journal as it is now."""
         if not _ENABLED:
             return None
-        try:
-            fd = os.open(self.layout.journal(thread_id), os.O_RDONLY | _BINARY | _fs.NOFOLLOW)
+        flags = os.O_RDONLY | _BINARY | _fs.NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+        try:  # not blocking: a FIFO in the journal's place must not hang the read
+            fd = os.open(self.layout.journal(thread_id), flags)
         except OSError:
             return None
         try:
             st = os.fstat(fd)
-            if st.st_size < VIEW_MIN_BYTES:
+            if not stat.S_ISREG(st.st_mode) or st.st_size < VIEW_MIN_BYTES:
                 return None
             data = _read_view(self.layout.thread_view(thread_id))
             if not data:

@@ -299,3 +299,32 @@ def test_a_link_in_users_is_removed_by_repair_and_the_user_can_log_in_again(
     finally:
         store.close()
     assert {str(p): p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+@pytest.mark.parametrize("place", ["threads/ta/steps.jsonl", "deleted.jsonl"])
+def test_a_fifo_or_a_directory_in_place_of_a_journal_or_the_tombstones_stops_nothing(
+    tmp_path: Path, kind: str, place: str
+) -> None:
+    """No command hangs on a FIFO where the layer reads a file (a read blocked forever
+    in ``show``, ``export``, ``compact`` and ``verify``), nor ends in a traceback on a
+    directory there (``compact``, ``verify``): each finishes and says what it found."""
+    root = tmp_path / "a"
+    _archive(root).close()
+    path = root / place
+    path.unlink(missing_ok=True)  # an archive with no deletion yet has no tombstones
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    commands = [["show", "ta"], ["export", "ta"], ["compact"], ["verify"], ["verify", "--repair"]]
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "filelayer", "--root", str(root), *command],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=subprocess_env(),
+        )
+        assert "Traceback" not in done.stderr, (command, done.stderr)
+        assert done.returncode in (0, 1, 2), (command, done.returncode)
