@@ -41,6 +41,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"several threads as {args.format.upper()} need -o DIR")
     if args.output and os.path.lexists(args.output) and not os.path.isdir(args.output):
         raise UsageError(f"-o {args.output}: not a directory")
+    if args.output and _within(Path(args.output), store.root):
+        # Pages there would become a thread of their own, or copies of conversations
+        # that an erasure does not look for.
+        raise UsageError(f"-o {args.output}: inside the archive; export to a directory outside it")
     progress = Progress("exporting")
     written = 0
     failed = 0
@@ -141,3 +145,10 @@ def _write_if_changed(directory: Path, relative: str, data: bytes) -> None:
         if same:
             return
     _fs.atomic_write(path, data, durable=False)  # replaces a link put there meanwhile
+
+
+def _within(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or below it, links and ``..`` resolved (as far as
+    the path exists: the rest is taken as written)."""
+    target, base = path.resolve(), root.resolve()
+    return target == base or base in target.parents
