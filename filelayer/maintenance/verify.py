@@ -271,11 +271,29 @@ def _referenced(store: ArchiveStore, path: Path) -> bool:
     )
 
 
+def _layer_made(name: str) -> bool:
+    """Whether an entry of a thread directory is one the layer makes (a file set aside
+    by a repair, ``elements/``, a temporary file): a directory holding only those was a
+    thread, whatever a crash left of it."""
+    return name.startswith((".", MANIFEST_NAME, journal.JOURNAL_NAME)) or name in (
+        ELEMENTS_DIR,
+        UNREFERENCED_DIR,
+    )
+
+
 def _check_thread(
     store: ArchiveStore, thread_id: str, repair: bool, add: Callable[..., None]
 ) -> None:
     directory = store.layout.thread_dir(thread_id)
     manifest_path = directory / MANIFEST_NAME
+    if (
+        not os.path.lexists(manifest_path)
+        and not os.path.lexists(directory / journal.JOURNAL_NAME)
+        and not all(_layer_made(name) for name in os.listdir(directory))
+    ):
+        # Not a thread (docs/format.md): never given a manifest, never removed.
+        add(directory, "neither thread.json nor steps.jsonl: not a thread, left as it is")
+        return
     damage: str | None = None
     try:
         doc = _codec.read_document(manifest_path, ("id",))

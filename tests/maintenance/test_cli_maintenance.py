@@ -234,3 +234,22 @@ def test_verify_reports_a_manifest_edit_the_index_has_not_seen(
     assert f"thread bread: index differs in {field}" in capsys.readouterr().out
     assert main(["verify", "--repair"]) == 0
     assert main(["verify"]) == 0
+
+
+def test_repair_never_makes_a_thread_of_a_directory_that_holds_none(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory in ``threads/`` with neither ``thread.json`` nor ``steps.jsonl`` is no
+    thread (docs/format.md): verify names it, and repair leaves it as it is; it gave it a
+    manifest, so someone's notes became a thread in the sidebar."""
+    junk = archive / "threads" / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("my notes\n")
+    assert main(["verify"]) == 1
+    assert "junk: neither thread.json nor steps.jsonl" in capsys.readouterr().out
+    assert main(["verify", "--repair"]) == 1  # nothing it may do about it
+    assert not (junk / "thread.json").exists()
+    assert (junk / "notes.txt").read_text() == "my notes\n"
+    capsys.readouterr()
+    assert main(["list", "--json"]) == 0
+    assert '"id": "junk"' not in capsys.readouterr().out
