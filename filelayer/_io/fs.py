@@ -473,8 +473,8 @@ def read_bytes(path: Path) -> bytes | None:
     flags = os.O_RDONLY | _BINARY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags | NOFOLLOW)  # not blocking: a FIFO must not hang a read
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, NotADirectoryError):  # a file where its directory goes:
+        return None  # no such file either
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # a symbolic link: not the archive's file
             raise NotRegularFileError(path) from exc

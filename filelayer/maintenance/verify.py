@@ -117,6 +117,8 @@ def _verify(
     # A git checkout of an archive without threads has no threads/ (git keeps no empty
     # directory): nothing to check there.
     threads = store.layout.threads
+    if os.path.lexists(threads) and not threads.is_dir():
+        add(threads, "not a directory: no thread can be read; move it away by hand")
     entries = sorted(os.scandir(threads), key=lambda e: e.name) if threads.is_dir() else []
     names = [e.name for e in entries if not e.name.startswith(".")]
     for n, name in enumerate(names, start=1):
@@ -128,7 +130,9 @@ def _verify(
                 directory.unlink()
                 changed.append(directory.parent)
             add(directory, "a symbolic link, not a thread directory: never followed", repair)
-        elif not directory.is_dir() or not is_valid_id(name):
+        elif not directory.is_dir():
+            add(directory, "not a thread directory (a file in threads/): left as it is")
+        elif not is_valid_id(name):
             add(directory, "not a thread directory (its name is not a valid id)")
         else:
             report.threads += 1

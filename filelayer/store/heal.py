@@ -307,7 +307,7 @@ def _watermarks(threads: Path) -> Iterator[tuple[str, str]]:
             for e in os.scandir(threads)
             if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
         ]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # none, or a file in its place
         return
     if os.stat not in os.supports_dir_fd:  # pragma: no cover - Windows
         for name in entries:

@@ -328,3 +328,38 @@ def test_a_fifo_or_a_directory_in_place_of_a_journal_or_the_tombstones_stops_not
         )
         assert "Traceback" not in done.stderr, (command, done.stderr)
         assert done.returncode in (0, 1, 2), (command, done.returncode)
+
+
+@pytest.mark.parametrize("place", ["threads/ta", "threads"])
+def test_a_file_where_a_thread_directory_or_threads_goes_is_named_and_stops_nothing(
+    tmp_path: Path, place: str
+) -> None:
+    """A regular file in place of a thread's directory or of ``threads/`` itself: no
+    command ends in a traceback, and verify names what it found (it said "no problems",
+    or that a valid id was not one)."""
+    root = tmp_path / "a"
+    _archive(root).close()
+    shutil.rmtree(root / place)
+    (root / place).write_text("not a directory\n")
+    commands = [
+        ["show", "ta"],
+        ["export", "--all"],
+        ["export", "ta", "--format", "html"],
+        ["list"],
+        ["reindex"],
+        ["reconcile"],
+        ["verify"],
+        ["verify", "--repair"],
+    ]
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "filelayer", "--root", str(root), *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=subprocess_env(),
+        )
+        assert "Traceback" not in done.stderr, (command, done.stderr)
+        if command == ["verify"]:
+            assert done.returncode == 1
+            assert f"{place}: not a" in done.stdout and "valid id" not in done.stdout
