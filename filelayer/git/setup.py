@@ -279,8 +279,10 @@ def remove_deleted_element_files(
             path = f"{prefix}{THREADS_DIR}/{thread_id}/{ELEMENTS_DIR}/{name}"
             _remove_path(repo, path)
             removed.append(path)
-        with contextlib.suppress(OSError):
-            directory.rmdir()  # when it is empty, as a single clone leaves none
+        # When it is empty, as a single clone leaves none; under the thread's lock, so
+        # that an app writing the thread's first element meanwhile keeps its directory.
+        with _locks.locked(Layout(root).thread_lock(thread_id)), contextlib.suppress(OSError):
+            directory.rmdir()
     return removed
 
 
