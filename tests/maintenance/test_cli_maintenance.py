@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import threading
 from pathlib import Path
@@ -227,7 +228,10 @@ def test_verify_reports_a_manifest_edit_the_index_has_not_seen(
     path = archive / "threads" / "bread" / "thread.json"
     doc = json.loads(path.read_text("utf-8"))
     doc[key] = value
-    store = ArchiveStore(archive)  # opened and closed first: nothing for it to heal
+    # The fixture's store is left open; collected, its writer session looks dead and the
+    # next opening reconciles, reading the edit: collected now, and healed by this store.
+    gc.collect()
+    store = ArchiveStore(archive)
     store.close()
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", "utf-8")
     assert main(["verify"]) == 1
