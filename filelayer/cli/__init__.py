@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import __version__
@@ -82,6 +83,11 @@ def lower_priority(increment: int = 10) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with escaping_stdout():
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if argv is None and args.command in BACKGROUND_COMMANDS:
@@ -100,6 +106,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         close_opened()
+
+
+@contextlib.contextmanager
+def escaping_stdout() -> Iterator[None]:
+    """While the command runs, what stdout's encoding cannot hold (a name with a snowman
+    on an ASCII or Latin-1 stdout, a C locale) is written as a ``\\u2603``-style escape,
+    as Python's stderr does, rather than ending the command with a traceback. The
+    stream's own error handling is given back afterwards: a script calling :func:`main`
+    keeps its stdout as it was."""
+    out = sys.stdout
+    if not isinstance(out, io.TextIOWrapper) or out.errors == "backslashreplace":
+        yield
+        return
+    errors = out.errors
+    out.reconfigure(errors="backslashreplace")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe, a closed stream
+            out.reconfigure(errors=errors)
 
 
 def build_parser() -> argparse.ArgumentParser:

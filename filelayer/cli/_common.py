@@ -8,6 +8,7 @@ Every command opens the store through :func:`open_store` (closed again by
 from __future__ import annotations
 
 import argparse
+import codecs
 import re
 import sys
 from collections.abc import Iterator
@@ -68,6 +69,16 @@ def printable(text: object) -> str:
 def stdout() -> TextIO:
     """Where a command writes its output (looked up per call, so a redirect applies)."""
     return sys.stdout
+
+
+def holds_any_text(out: TextIO) -> bool:
+    """Whether ``out``'s encoding holds every character (UTF-8 and its kin). Where it
+    does not, what it cannot hold is printed escaped (:func:`filelayer.cli.main`), and
+    JSON is written in ASCII (``\\u00e9``), so that it stays JSON."""
+    try:
+        return codecs.lookup(getattr(out, "encoding", None) or "ascii").name.startswith("utf")
+    except LookupError:
+        return False
 
 
 def selected(store: ArchiveStore, args: argparse.Namespace) -> Iterator[ThreadSummary]:

@@ -21,7 +21,7 @@ from ..export.bundle import UNRENDERABLE, build, content, describe
 from ..export.markdown import file_stem, render_json
 from ..progress import Progress
 from ..store.archive import ArchiveStore
-from ._common import UsageError, open_store, require_thread, selected, stdout
+from ._common import UsageError, holds_any_text, open_store, require_thread, selected, stdout
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -63,12 +63,17 @@ def cmd_export(args: argparse.Namespace) -> int:
                     stem = _free_stem(thread, stems)
                     _export_to(store, thread, Path(args.output), args.format, stem)
                 else:
+                    out = stdout()
                     if args.format == "json":
-                        text = render_json(thread)
+                        text = render_json(thread, ensure_ascii=not holds_any_text(out))
                     else:  # HTML: one page with its images inside (no directory for them)
                         html = args.format == "html"
                         text = build(store, thread, args.format, self_contained=html).text
-                    stdout().write(text if not written else "\n" + text)
+                        if html and not holds_any_text(out):
+                            # ASCII with character references (&#9731;): the page says
+                            # it is UTF-8, which ASCII is, and a Latin-1 byte is not.
+                            text = text.encode("ascii", "xmlcharrefreplace").decode("ascii")
+                    out.write(text if not written else "\n" + text)
             except UNRENDERABLE as exc:
                 # Hand-edited or damaged values (a name that is a list, a table nested
                 # beyond any reader's depth): this thread is named and skipped, the

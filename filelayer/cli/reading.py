@@ -14,7 +14,7 @@ from typing import Any
 from .._time import when
 from ..format.journal import MESSAGE_TYPES
 from ..format.tree import step_children
-from ._common import open_store, printable, require_thread, selected, stdout
+from ._common import holds_any_text, open_store, printable, require_thread, selected, stdout
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -22,6 +22,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     out = stdout()
     rows = list(selected(store, args))
     if args.json:
+        ascii_only = not holds_any_text(out)
         for s in rows:
             record = {
                 "id": s.id,
@@ -32,7 +33,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "tags": s.tags,
                 "messages": len(s.texts),
             }
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(json.dumps(record, ensure_ascii=ascii_only) + "\n")
         return 0 if rows else 1
     table = [("ID", "UPDATED", "AUTHOR", "MSGS", "NAME")]
     table += [

@@ -401,5 +401,7 @@ def _feedback(step: dict[str, Any]) -> list[str]:
     return [_quote(defused(f"{mark} {comment}".strip())) + "\n"]
 
 
-def render_json(thread: dict[str, Any]) -> str:
-    return json.dumps(thread, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+def render_json(thread: dict[str, Any], *, ensure_ascii: bool = False) -> str:
+    """The thread as JSON; ``ensure_ascii`` for a stream that cannot hold every
+    character (the escapes keep it JSON)."""
+    return json.dumps(thread, ensure_ascii=ensure_ascii, indent=2, sort_keys=True) + "\n"
