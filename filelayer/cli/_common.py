@@ -84,10 +84,13 @@ def holds_any_text(out: TextIO) -> bool:
 def selected(store: ArchiveStore, args: argparse.Namespace) -> Iterator[ThreadSummary]:
     """Threads matching --user/--since/--until (and list's filters), newest first."""
     since, until = parse_date(args.since), parse_date(args.until)
+    identifier = getattr(args, "user", None)
+    if identifier == "":  # an unset shell variable: no filter would select everyone's
+        raise UsageError("--user needs an identifier, not ''")
     store.index.refresh()
     user_id = None
-    if getattr(args, "user", None):
-        user = store.get_user(args.user)
+    if identifier is not None:
+        user = store.get_user(identifier)
         if user is None:
             return
         user_id = user["id"]

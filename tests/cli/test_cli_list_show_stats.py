@@ -116,3 +116,19 @@ def test_what_users_wrote_cannot_drive_the_terminal(
         if command == ["list"]:
             assert len(out.splitlines()) == 3  # the header and two threads
             assert "\\x1b[2J" in out
+
+
+def test_an_empty_user_is_a_usage_error_not_every_user(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--user ''`` (an unset shell variable) names nobody: refused, as ``export`` does,
+    rather than dropped, which listed every user's threads."""
+    for argv in (
+        ["list", "--user", ""],
+        ["list", "--user", "", "--json"],
+        ["export", "--user", "", "--since", "2000-01-01"],
+        ["export", "--user", "", "--all"],
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == "", argv
+        assert err.splitlines()[-1] == "filelayer: --user needs an identifier, not ''", argv
