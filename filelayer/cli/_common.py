@@ -127,6 +127,12 @@ def parse_date(value: str | None) -> str | None:
     return value
 
 
+def given_ids(ids: list[str]) -> list[str]:
+    """Thread ids as given on the command line, each once, in the order first given:
+    a repeated id is one thread (exported once, counted once)."""
+    return list(dict.fromkeys(ids))
+
+
 def require_thread(store: ArchiveStore, thread_id: str) -> dict[str, Any]:
     """The thread as ``get_thread`` gives it, or a :class:`UsageError` naming the id
     (which is validated before it comes near a path)."""

@@ -21,7 +21,15 @@ from ..export.bundle import UNRENDERABLE, build, content, describe
 from ..export.markdown import file_stem, render_json
 from ..progress import Progress
 from ..store.archive import ArchiveStore
-from ._common import UsageError, holds_any_text, open_store, require_thread, selected, stdout
+from ._common import (
+    UsageError,
+    given_ids,
+    holds_any_text,
+    open_store,
+    require_thread,
+    selected,
+    stdout,
+)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -29,7 +37,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.threads and (args.all or args.user):
         raise UsageError("give thread ids, or --all / --user, not both")
     if args.threads:
-        ids = list(args.threads)
+        ids = given_ids(args.threads)
     elif args.all or args.user or args.since or args.until:
         ids = [s.id for s in selected(store, args)]
         if args.all and not (args.user or args.since or args.until):

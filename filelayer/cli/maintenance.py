@@ -16,7 +16,7 @@ from ..maintenance.announce import maintaining
 from ..maintenance.compact import compact_thread
 from ..maintenance.verify import verify
 from ..progress import Progress
-from ._common import open_store, printable, require_thread, stdout
+from ._common import given_ids, open_store, printable, require_thread, stdout
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
@@ -68,11 +68,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     store = open_store(args)
-    for thread_id in args.threads:
+    named = given_ids(args.threads)
+    for thread_id in named:
         require_thread(store, thread_id)  # refuses unknown ids with a clear message
     # Without names: every directory there now. One being created or deleted while this
     # runs has no journal to fold, which is not a problem.
-    ids = list(args.threads) or store.thread_ids()
+    ids = named or store.thread_ids()
     changed = skipped = saved = 0
     progress = Progress("compacting")
     try:
