@@ -124,13 +124,41 @@ class CorruptFileError(FileLayerError, ValueError):
     def __init__(self, path: Path, detail: str) -> None:
         self.path = path
         self.detail = detail
-        super().__init__(
-            f"{path} is damaged ({detail}). Run `filelayer verify --repair` to fix what can "
-            "be fixed without losing data; it reports what it cannot fix."
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        return (
+            f"{self.path} is damaged ({self.detail}). Run `filelayer verify --repair` to fix "
+            "what can be fixed without losing data; it reports what it cannot fix."
         )
 
-    def __reduce__(self) -> tuple[type[CorruptFileError], tuple[Path, str]]:
+    def __reduce__(self) -> tuple[type[CorruptFileError], tuple[object, ...]]:
         return type(self), (self.path, self.detail)
+
+
+class DamagedMarkerError(CorruptFileError):
+    """The archive's format marker (``filelayer.json``) cannot be read, or holds no
+    version. Every command reads it first, ``verify --repair`` too, so the message says
+    how to mend it by hand rather than naming a command that cannot run. Nothing mends it
+    on its own: a damaged marker does not say which version wrote the archive, and an
+    archive of a newer format marked as this one's would be written to as this one."""
+
+    def __init__(self, path: Path, detail: str, supported: int) -> None:
+        self.supported = supported
+        super().__init__(path, detail)
+
+    def _message(self) -> str:
+        marker = f'{{"format": {self.supported}, "generator": "filelayer"}}'
+        return (
+            f"{self.path} is damaged ({self.detail}); it is the archive's format marker, "
+            f"which every command reads first. If the archive is of format {self.supported}, "
+            f"the one this filelayer reads, put {marker} in that file (or restore it from a "
+            "backup or from git) and run `filelayer verify`; an archive of a newer format "
+            "needs the filelayer that wrote it."
+        )
+
+    def __reduce__(self) -> tuple[type[DamagedMarkerError], tuple[Path, str, int]]:
+        return type(self), (self.path, self.detail, self.supported)
 
 
 class StorageWriteError(FileLayerError, OSError):

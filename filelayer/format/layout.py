@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .._io import fs as _fs
 from .._io.fs import RESERVED_PREFIX, TEMP_SUFFIX
-from ..errors import ArchiveError, CorruptFileError, FormatVersionError, StorageWriteError
+from ..errors import ArchiveError, DamagedMarkerError, FormatVersionError, StorageWriteError
 from . import codec as _codec
 from . import gitattributes, users
 from .ids import check_id
@@ -254,7 +254,9 @@ class Layout:
         try:
             doc = _codec.decode(marker)
         except _codec.DecodeError as exc:
-            raise CorruptFileError(self.format_file, f"not valid JSON: {exc}") from exc
+            raise DamagedMarkerError(
+                self.format_file, f"not valid JSON: {exc}", FORMAT_VERSION
+            ) from exc
         found = doc.get("format") if isinstance(doc, dict) else None
         if found != FORMAT_VERSION:
             raise FormatVersionError(self.root, found, FORMAT_VERSION)

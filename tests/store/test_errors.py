@@ -23,7 +23,7 @@ from filelayer import (
     UnknownStepError,
     UnknownUserError,
 )
-from filelayer.errors import CopyRefusedError, ExportLinkError
+from filelayer.errors import CopyRefusedError, DamagedMarkerError, ExportLinkError
 from filelayer.transfer.model import CopyUsageError
 
 ROOT = Path("/archive/root")
@@ -34,6 +34,7 @@ ERRORS = {
     "invalid value": (InvalidValueError("value", "feedback value must be 0 or 1"), ValueError),
     "format version": (FormatVersionError(ROOT, 7, 1), OSError),
     "corrupt file": (CorruptFileError(ROOT / "thread.json", "not JSON"), ValueError),
+    "damaged marker": (DamagedMarkerError(ROOT / "filelayer.json", "not JSON", 1), ValueError),
     "write": (
         StorageWriteError(ROOT / "steps.jsonl", OSError(errno.ENOSPC, "No space left")),
         OSError,
