@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import re
@@ -257,7 +258,7 @@ class Layout:
             raise DamagedMarkerError(
                 self.format_file, f"not valid JSON: {exc}", FORMAT_VERSION
             ) from exc
-        found = doc.get("format") if isinstance(doc, dict) else None
+        found = self._marked_version(doc)
         if found != FORMAT_VERSION:
             raise FormatVersionError(self.root, found, FORMAT_VERSION)
         if create:
@@ -270,6 +271,23 @@ class Layout:
         if upgrade:
             self.upgrade()
         return False
+
+    def _marked_version(self, doc: object) -> int:
+        """The format version the marker names, or :class:`DamagedMarkerError` when it
+        names none: a version is a whole number from 1, and not a bool (``True == 1``),
+        a float or a string; a marker that is no object is damaged, not newer."""
+
+        def damaged(detail: str) -> DamagedMarkerError:
+            return DamagedMarkerError(self.format_file, detail, FORMAT_VERSION)
+
+        if not isinstance(doc, dict):
+            raise damaged("not a JSON object")
+        if "format" not in doc:
+            raise damaged("no format version")
+        found = doc["format"]
+        if isinstance(found, bool) or not isinstance(found, int) or found < 1:
+            raise damaged(f"format {json.dumps(found)[:40]} is no version")
+        return found
 
     def refuse_links(self) -> None:
         """:class:`ArchiveError` if a directory the layer writes in, or ``deleted.jsonl``,
