@@ -19,6 +19,7 @@ from .._io import fs as _fs
 from ..errors import ExportLinkError
 from ..export.bundle import UNRENDERABLE, build, content, describe
 from ..export.markdown import file_stem, render_json
+from ..format.layout import INDEX_DIR, LOCKS_DIR, SESSIONS_DIR, THREADS_DIR, USERS_DIR
 from ..progress import Progress
 from ..store.archive import ArchiveStore
 from ._common import (
@@ -49,10 +50,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"several threads as {args.format.upper()} need -o DIR")
     if args.output and os.path.lexists(args.output) and not os.path.isdir(args.output):
         raise UsageError(f"-o {args.output}: not a directory")
-    if args.output and _within(Path(args.output), store.root):
+    if args.output and _in_the_layers_own(Path(args.output), store):
         # Pages there would become a thread of their own, or copies of conversations
         # that an erasure does not look for.
-        raise UsageError(f"-o {args.output}: inside the archive; export to a directory outside it")
+        raise UsageError(
+            f"-o {args.output}: the archive's root or one of its own directories; "
+            "export somewhere else"
+        )
     progress = Progress("exporting")
     written = 0
     failed = 0
@@ -160,8 +164,16 @@ def _write_if_changed(directory: Path, relative: str, data: bytes) -> None:
     _fs.atomic_write(path, data, durable=False)  # replaces a link put there meanwhile
 
 
-def _within(path: Path, root: Path) -> bool:
-    """Whether ``path`` is ``root`` or below it, links and ``..`` resolved (as far as
-    the path exists: the rest is taken as written)."""
-    target, base = path.resolve(), root.resolve()
-    return target == base or base in target.parents
+def _in_the_layers_own(path: Path, store: ArchiveStore) -> bool:
+    """Whether ``path`` is the archive's root, or in one of the directories the layer
+    reads and writes there (``threads/``, ``users/``, ``sessions/``, ``index/``,
+    ``locks/``), links and ``..`` resolved as far as the path exists."""
+    target, root = path.resolve(), store.root.resolve()
+    if target == root:
+        return True
+    if root not in target.parents:
+        return False
+    return target.relative_to(root).parts[0] in _LAYER_DIRS
+
+
+_LAYER_DIRS = frozenset({THREADS_DIR, USERS_DIR, SESSIONS_DIR, INDEX_DIR, LOCKS_DIR})
