@@ -26,6 +26,7 @@ from filelayer.cli import main
 from filelayer.errors import StorageWriteError
 from filelayer.format import gitattributes
 from filelayer.format.layout import GITIGNORE_0_1_0, GITIGNORE_BLOCK
+from tests.support.git import git_out
 
 CORPUS = Path(__file__).resolve().parent.parent / "conformance"
 RELEASES = ["0.1.0"]
@@ -79,12 +80,6 @@ def old(release: str, tmp_path: Path) -> Path:
     return root
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout
-
-
 @pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
 def test_the_fixture_is_committed_whole(release: str) -> None:
     """Every file of the fixture is in git, its own .gitignore and the files that
@@ -97,7 +92,7 @@ def test_the_fixture_is_committed_whole(release: str) -> None:
     )
     if inside.returncode != 0:
         pytest.skip("not a git checkout")
-    tracked = set(git(fixture, "ls-files", "--full-name", ".").splitlines())
+    tracked = set(git_out(fixture, "ls-files", "--full-name", ".").splitlines())
     prefix = f"tests/conformance/release-{release}/archive/"
     on_disk = {prefix + p for p, data in tree(fixture).items() if data is not None}
     assert on_disk <= tracked, sorted(on_disk - tracked)
@@ -165,20 +160,20 @@ def test_a_checkout_without_the_derived_files_reads_the_same(release: str, old: 
 @pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
 def test_once_opened_git_commits_every_element_file(release: str, old: Path) -> None:
     repo = old.parent
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "config", "user.name", "Test")
-    git(repo, "add", "-A")
-    tracked = set(git(repo, "ls-files").splitlines())
+    git_out(repo, "init", "-q")
+    git_out(repo, "config", "user.email", "test@example.com")
+    git_out(repo, "config", "user.name", "Test")
+    git_out(repo, "add", "-A")
+    tracked = set(git_out(repo, "ls-files").splitlines())
     files = {
         f"chats/threads/{key.split('/', 1)[0]}/{record['file']}"
         for key, record in expected(release)["element_files"].items()
     }
     assert files - tracked  # the release's own rules hid some of them
     ArchiveStore(old).close()
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "archive")
-    tracked = set(git(repo, "ls-files").splitlines())
+    git_out(repo, "add", "-A")
+    git_out(repo, "commit", "-q", "-m", "archive")
+    tracked = set(git_out(repo, "ls-files").splitlines())
     assert files <= tracked, sorted(files - tracked)
     assert not [t for t in tracked if t.startswith(("chats/index/", "chats/locks/"))]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from filelayer.format.layout import (
     deleting_path,
     is_layer_leftover,
 )
+from tests.support.git import git_out
 
 # Upload names: every pattern the layer uses, or used, for its own files.
 UPLOAD_NAMES = [
@@ -271,12 +271,6 @@ def test_a_file_the_journal_names_is_kept_whatever_its_name(tmp_path: Path) -> N
     assert {k: v for k, v in element_tree(root).items() if k in files} == files
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout
-
-
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_git_commits_every_element_file_and_ignores_the_layers_files(tmp_path: Path) -> None:
     repo = tmp_path / "project"
@@ -295,17 +289,17 @@ def test_git_commits_every_element_file_and_ignores_the_layers_files(tmp_path: P
     (repo / ".gitignore").write_text("*.lock\n*.tmp\n*~\n*.damaged\n")
     excludes = tmp_path / "global-excludes"
     excludes.write_text("*.lock\n*.tmp\n*.held\n*~\n*.bak\n")
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "config", "user.name", "Test")
-    git(repo, "config", "core.excludesFile", str(excludes))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "archive")
-    tracked = set(git(repo, "ls-files").splitlines())
+    git_out(repo, "init", "-q")
+    git_out(repo, "config", "user.email", "test@example.com")
+    git_out(repo, "config", "user.name", "Test")
+    git_out(repo, "config", "core.excludesFile", str(excludes))
+    git_out(repo, "add", "-A")
+    git_out(repo, "commit", "-q", "-m", "archive")
+    tracked = set(git_out(repo, "ls-files").splitlines())
     assert {f"chats/{path}" for path in files} <= tracked
     assert "chats/.gitignore" in tracked and "chats/threads/t1/steps.jsonl" in tracked
     assert not [t for t in tracked if t.startswith(("chats/index/", "chats/locks/"))]
-    status = git(repo, "status", "--porcelain", "--ignored", "--untracked-files=all")
+    status = git_out(repo, "status", "--porcelain", "--ignored", "--untracked-files=all")
     ignored = {line[3:] for line in status.splitlines() if line.startswith("!! ")}
     for path in ours:
         assert path.relative_to(repo).as_posix() in ignored

@@ -16,24 +16,9 @@ import pytest
 
 from filelayer import ArchiveStore
 from filelayer.cli import main
+from tests.support.git import ENV, git
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-
-ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
-
-def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=ENV)
-    if check and done.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)}: {done.stdout}{done.stderr}")
-    return done
 
 
 def turn(store: ArchiveStore, thread: str, tag: str, minute: int) -> None:

@@ -8,7 +8,6 @@ Real git in temporary repositories; the merge driver and the hooks are the ones
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -19,29 +18,14 @@ import pytest
 
 from filelayer import ArchiveStore
 from filelayer.cli import main
+from tests.support.git import ENV, git
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-
-ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 ELEMENT = {"id": "e1", "type": "file", "name": "e1.txt", "forId": "s1", "mime": "text/plain"}
 FILE = "chats/threads/t1/elements/e1.txt"
 
 Change = Callable[[ArchiveStore], None]
-
-
-def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=ENV)
-    if check and done.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)}: {done.stdout}{done.stderr}")
-    return done
 
 
 @pytest.fixture

@@ -20,21 +20,16 @@ import pytest
 from filelayer import ArchiveStore
 from filelayer.cli import main
 from filelayer.store import session
+from tests.support.git import git_out
 from tests.support.processes import subprocess_env
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout
-
-
 def init(repo: Path) -> None:
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "config", "user.name", "Test")
+    git_out(repo, "init", "-q")
+    git_out(repo, "config", "user.email", "test@example.com")
+    git_out(repo, "config", "user.name", "Test")
 
 
 def persisted_session(session_id: str, **app: object) -> dict[str, object]:
@@ -60,7 +55,7 @@ def test_a_persisted_session_changes_no_committed_file(tmp_path: Path) -> None:
     manifest = (root / "threads" / "t" / "thread.json").read_text()
     for n in range(2, 5):
         store.update_thread("t", metadata=persisted_session(f"s{n}", history=["hi"] * n))
-        assert git(root, "status", "--porcelain") == ""
+        assert git_out(root, "status", "--porcelain") == ""
     assert (root / "threads" / "t" / "thread.json").read_text() == manifest
     got = store.get_thread("t")
     assert got is not None
@@ -122,15 +117,15 @@ def test_snapshots_taken_while_an_app_writes_are_whole(tmp_path: Path) -> None:
                 time.sleep(0.05)  # the writer is still starting
                 continue
             assert main(["--root", str(root), "snapshot", "-m", f"snapshot {len(commits)}"]) == 0
-            head = git(root, "rev-parse", "HEAD").strip()
+            head = git_out(root, "rev-parse", "HEAD").strip()
             if head not in commits:
                 commits.append(head)
     finally:
         writer.wait(timeout=120)
     assert main(["--root", str(root), "snapshot", "-m", "last"]) == 0
-    commits.append(git(root, "rev-parse", "HEAD").strip())
+    commits.append(git_out(root, "rev-parse", "HEAD").strip())
     for commit in dict.fromkeys(commits):
-        files = git(root, "ls-tree", "-r", "--name-only", commit).split()
+        files = git_out(root, "ls-tree", "-r", "--name-only", commit).split()
         threads = {f.split("/")[1] for f in files if f.startswith("threads/")}
         for thread in threads:
             assert f"threads/{thread}/thread.json" in files, (commit, thread)
@@ -146,8 +141,8 @@ def test_snapshots_taken_while_an_app_writes_are_whole(tmp_path: Path) -> None:
     assert len(commits) > 2, "no snapshot was taken while the writer wrote"
     for commit in commits[:3]:
         shutil.rmtree(checkout, ignore_errors=True)
-        git(root, "worktree", "prune")
-        git(root, "worktree", "add", "-q", "--detach", str(checkout), commit)
+        git_out(root, "worktree", "prune")
+        git_out(root, "worktree", "add", "-q", "--detach", str(checkout), commit)
         assert main(["--root", str(checkout), "verify"]) == 0, commit
 
 
@@ -168,7 +163,7 @@ def test_the_pre_commit_hook_commits_no_half_written_line(tmp_path: Path) -> Non
     with _locks.locked(store.layout.thread_lock("t")):
         with journal.open("ab") as f:
             f.write(line[:20])
-        git(root, "add", "-A")  # what a person types while the app writes
+        git_out(root, "add", "-A")  # what a person types while the app writes
         commit = subprocess.Popen(
             ["git", "-C", str(root), "commit", "-q", "-m", "second"], env=subprocess_env()
         )
@@ -182,4 +177,4 @@ def test_the_pre_commit_hook_commits_no_half_written_line(tmp_path: Path) -> Non
         check=True,
     ).stdout
     assert committed.endswith(line)
-    assert git(root, "status", "--porcelain") == ""
+    assert git_out(root, "status", "--porcelain") == ""

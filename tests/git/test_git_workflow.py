@@ -11,31 +11,26 @@ import pytest
 from filelayer import ArchiveStore
 from filelayer.cli import main
 from tests.support.cli import build_archive
+from tests.support.git import git_out
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     repo = tmp_path / "project"
     repo.mkdir()
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "config", "user.name", "Test")
+    git_out(repo, "init", "-q")
+    git_out(repo, "config", "user.email", "test@example.com")
+    git_out(repo, "config", "user.name", "Test")
     build_archive(repo / "chats")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "archive")
+    git_out(repo, "add", "-A")
+    git_out(repo, "commit", "-q", "-m", "archive")
     return repo
 
 
 def test_derived_files_are_ignored(repo: Path) -> None:
-    tracked = git(repo, "ls-files").split()
+    tracked = git_out(repo, "ls-files").split()
     assert not [t for t in tracked if t.startswith(("chats/index/", "chats/locks/"))]
     assert "chats/threads/bread/steps.jsonl" in tracked
     assert "chats/.gitignore" in tracked
@@ -69,20 +64,20 @@ def test_a_chat_turn_only_adds_lines_to_that_thread(repo: Path) -> None:
         {"id": "img9", "type": "image", "name": "icing.png", "forId": "a9", "mime": "image/png"},
         b"\x89PNG icing",
     )
-    changed = git(repo, "status", "--porcelain", "--untracked-files=all").splitlines()
+    changed = git_out(repo, "status", "--porcelain", "--untracked-files=all").splitlines()
     paths = sorted(line[3:] for line in changed)
     assert paths == ["chats/threads/cake/elements/img9.png", "chats/threads/cake/steps.jsonl"]
-    numstat = git(repo, "diff", "--numstat").split()
+    numstat = git_out(repo, "diff", "--numstat").split()
     added, removed, path = numstat
     assert (int(added), int(removed), path) == (6, 0, "chats/threads/cake/steps.jsonl")
 
 
 def test_a_compacted_thread_is_byte_stable(repo: Path) -> None:
     main(["--root", str(repo / "chats"), "compact"])
-    git(repo, "commit", "-q", "-am", "compact")
+    git_out(repo, "commit", "-q", "-am", "compact")
     for _ in range(3):
         main(["--root", str(repo / "chats"), "compact"])
-        assert git(repo, "status", "--porcelain") == ""
+        assert git_out(repo, "status", "--porcelain") == ""
 
 
 @pytest.mark.parametrize("name", ["ch\nats", "ch\rats", "ch\u2028ats"])
@@ -92,9 +87,9 @@ def test_hooks_of_an_archive_whose_name_breaks_lines_still_run(tmp_path: Path, n
     again finds its block (and only it) again."""
     repo = tmp_path / "project"
     repo.mkdir()
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "config", "user.name", "Test")
+    git_out(repo, "init", "-q")
+    git_out(repo, "config", "user.email", "test@example.com")
+    git_out(repo, "config", "user.name", "Test")
     hook = repo / ".git" / "hooks" / "pre-commit"
     hook.parent.mkdir(parents=True, exist_ok=True)
     hook.write_text('#!/bin/sh\necho mine >> "$GIT_DIR/../mine.log"\n', "utf-8")
@@ -107,9 +102,9 @@ def test_hooks_of_an_archive_whose_name_breaks_lines_still_run(tmp_path: Path, n
     assert main(["--root", str(root), "git-setup"]) == 0
     assert hook.read_text("utf-8") == installed
     assert installed.startswith('#!/bin/sh\necho mine >> "$GIT_DIR/../mine.log"\n')
-    git(repo, "add", "-A")
+    git_out(repo, "add", "-A")
     done = subprocess.run(
         ["git", "-C", str(repo), "commit", "-q", "-m", "archive"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert "threads/t/steps.jsonl" in git(repo, "ls-files", "-z").replace("\0", "\n")
+    assert "threads/t/steps.jsonl" in git_out(repo, "ls-files", "-z").replace("\0", "\n")

@@ -28,6 +28,7 @@ import pytest
 
 from filelayer import ArchiveStore
 from filelayer.store.heal import dead_sessions
+from tests.support.git import git_out
 from tests.support.processes import subprocess_env
 
 SETUP = """
@@ -393,39 +394,33 @@ def test_marks_stored_before_the_change_time_still_agree(root: Path) -> None:
 # -- git -----------------------------------------------------------------------------------
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout
-
-
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 @pytest.mark.parametrize("mode", ["wait", "background"])
 def test_git_checkout_of_an_older_commit_under_a_running_process(tmp_path: Path, mode: str) -> None:
     repo = tmp_path / "project"
     repo.mkdir()
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "test@example.com")
-    git(repo, "config", "user.name", "Test")
+    git_out(repo, "init", "-q")
+    git_out(repo, "config", "user.email", "test@example.com")
+    git_out(repo, "config", "user.name", "Test")
     root = repo / "chats"
     running = ArchiveStore(root, heal=mode)  # type: ignore[arg-type]
     for n in range(3):
         running.update_thread(f"t{n}", name=f"chat {n}")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "three chats")
-    old = git(repo, "rev-parse", "HEAD").strip()
+    git_out(repo, "add", "-A")
+    git_out(repo, "commit", "-q", "-m", "three chats")
+    old = git_out(repo, "rev-parse", "HEAD").strip()
     running.update_thread("t0", name="renamed")
     running.delete_thread("t1")
     running.update_thread("t3", name="chat 3")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "later")
+    git_out(repo, "add", "-A")
+    git_out(repo, "commit", "-q", "-m", "later")
     assert [t[:2] for t in sidebar(running)["threads"]] == [
         ("t3", "chat 3"),
         ("t2", "chat 2"),
         ("t0", "renamed"),
     ]
 
-    git(repo, "checkout", "-q", old)
+    git_out(repo, "checkout", "-q", old)
     sidebar(running)  # the sidebar's call notices git moved the work tree
     assert running.wait_healed(60)
     shown = sidebar(running)
@@ -437,7 +432,7 @@ def test_git_checkout_of_an_older_commit_under_a_running_process(tmp_path: Path,
     assert shown == rebuilt_sidebar(root, tmp_path)
     running.close()
 
-    git(repo, "checkout", "-q", "-")  # back to the newest commit, nothing running
+    git_out(repo, "checkout", "-q", "-")  # back to the newest commit, nothing running
     assert sidebar(ArchiveStore(root))["threads"][0][:2] == ("t3", "chat 3")
 
 

@@ -24,6 +24,7 @@ from filelayer import ArchiveStore
 from filelayer.cli import main
 from filelayer.maintenance.retention import is_erased, prune, select_old
 from tests.support.cli import build_archive
+from tests.support.git import git
 from tests.support.processes import subprocess_env
 
 ALICE = "alice@example.com"
@@ -744,14 +745,6 @@ def test_a_user_record_brought_back_by_a_merge_is_found_and_removed(
 
 
 # -- a merge from a clone made before the erasure --------------------------------------
-
-
-def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
-    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    return subprocess.run(
-        ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=check, env=env
-    )
 
 
 def live_turn(root: Path, thread: str, text: str) -> None:
