@@ -79,7 +79,11 @@ _LANGUAGE_DROPPED_RE = re.compile(r"[^\w+#.-]")
 
 
 def _quote(text: str) -> str:
-    return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+    """``text`` (defused: its lines end at new lines only) as a block quote, a ``>`` put
+    before each line a renderer sees: at new lines only, as ``str.splitlines`` would not
+    (it also ends a line at a form feed or a line separator, which CommonMark does not,
+    and a fence kept whole then closed early, leaving what it held as HTML)."""
+    return "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
 
 
 def render_markdown(

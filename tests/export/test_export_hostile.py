@@ -575,3 +575,21 @@ def test_a_tool_steps_fields_cannot_forge_the_markdown_exports_structure(tmp_pat
     page = _rendered(tmp_path, "t1")
     assert page.count("<strong>Assistant</strong>") == 1 and "<p>REAL ANSWER</p>" in page
     assert "<!--" not in page and page.count("<details") == 1  # the tool's own
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\x85", "\x1c", "\v", "\f"])
+def test_a_ratings_comment_cannot_hide_the_messages_after_it(
+    tmp_path: Path, separator: str
+) -> None:
+    """A rating's comment is quoted line by line: a character that Python ends a line at
+    and CommonMark does not (a line separator, NEL, a form feed) split the quote where a
+    renderer saw one line, so a fence the defuser had kept whole closed early and the
+    ``<!--`` it held reached the page, hiding every later message."""
+    store = ArchiveStore(tmp_path)
+    _message(store, "t1", "u1", "hello")
+    store.upsert_feedback(for_id="u1", value=0, comment=f"x\n```\nfoo{separator}```\n<!--\n```")
+    _message(store, "t1", "a1", "REAL ANSWER", type="assistant_message", name="Assistant")
+    store.close()
+    page = _rendered(tmp_path, "t1")
+    assert "<p>REAL ANSWER</p>" in page
+    assert "<!--" not in page
