@@ -209,8 +209,10 @@ def is_figure(data: bytes) -> bool:
 
 def chart_page(figure: bytes, title: str, script: str) -> str:
     """A standalone page that draws ``figure`` with plotly.js loaded from ``script``
-    (a relative URL). The figure is embedded as JSON data, never as code."""
-    payload = figure.decode("utf-8").replace("</", "<\\/")
+    (a relative URL). The figure is embedded as JSON data, never as code: every ``<`` in
+    it (only ever in a string, in JSON) as ``\\u003c``, so that neither a ``</script>``
+    ends the element early nor a ``<!--`` makes the parser read past its end."""
+    payload = figure.decode("utf-8").replace("<", "\\u003c")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,23 @@ def test_a_page_that_stands_alone_holds_only_so_many_image_bytes(
     alone = build(store, thread(store), "html", self_contained=True)
     assert "data:image" not in alone.text and "<img" not in alone.text
     assert "loaf.png (image: its file is not in this page" in alone.text
+
+
+@pytest.mark.parametrize("text", ["<!--<script>", "<!-- <script> -->", "</script><!--"])
+def test_a_charts_text_cannot_swallow_the_script_that_draws_it(root: Path, text: str) -> None:
+    """A chart's figure is data inside a ``<script type="application/json">``: a ``<!--``
+    followed by ``<script`` in one of its strings (a title taken from a question) put
+    the HTML parser in a state where the element did not end at its ``</script>``, and
+    the script that draws the chart became part of the figure's text: no chart."""
+    store = ArchiveStore(root)
+    store.write_step({"id": "m", "threadId": "t", "type": "assistant_message", "output": "x"})
+    figure = json.dumps({"data": [], "layout": {"title": {"text": text}}}).encode()
+    store.put_element("t", {"id": "c", "type": "plotly", "name": "c", "forId": "m"}, figure)
+    found = store.get_thread("t")
+    assert found is not None
+    bundle = build(store, found, "html", plotly=b"/* plotly */")
+    page = content(bundle.files[f"{bundle.stem}.files/_charts/c.html"]).decode()
+    start = '<script type="application/json" id="figure">'
+    payload = page.split(start, 1)[1].split("</script>", 1)[0]
+    assert "<!--" not in payload and "</" not in payload
+    assert json.loads(payload) == json.loads(figure)
