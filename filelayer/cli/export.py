@@ -27,6 +27,7 @@ from ._common import (
     given_ids,
     holds_any_text,
     open_store,
+    printable,
     require_thread,
     selected,
     stdout,
@@ -85,6 +86,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                             # ASCII with character references (&#9731;): the page says
                             # it is UTF-8, which ASCII is, and a Latin-1 byte is not.
                             text = text.encode("ascii", "xmlcharrefreplace").decode("ascii")
+                    if _is_terminal(out):
+                        text = _for_terminal(text, json_text=args.format == "json")
                     out.write(text if not written else "\n" + text)
             except UNRENDERABLE as exc:
                 # Hand-edited or damaged values (a name that is a list, a table nested
@@ -100,6 +103,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output:
         print(f"exported {written} thread(s) to {args.output}", file=sys.stderr)
     return 0 if written and not failed else 1
+
+
+def _is_terminal(out: Any) -> bool:
+    try:
+        return bool(out.isatty())
+    except (AttributeError, ValueError, OSError):  # no such method, a closed stream
+        return False
+
+
+_CONTROL = {
+    code: f"\\u{code:04x}"
+    for code in (
+        *range(0x20),
+        0x7F,
+        *range(0x80, 0xA0),
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    )
+    if code not in (0x09, 0x0A)
+}
+
+
+def _for_terminal(text: str, *, json_text: bool) -> str:
+    """An export printed on a terminal, its control characters (an escape sequence that
+    clears the screen, sets the title or writes the clipboard, a C1 control, a
+    bidirectional override: a chat user typed them) as escapes, as ``show`` prints
+    them; new lines and tabs kept. JSON gets JSON's own escapes, so it stays JSON (it
+    escapes C0 itself); a pipe or a file is never given this, but the export as it is."""
+    if json_text:
+        return text.translate(_CONTROL)
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def _free_stem(thread: dict[str, Any], stems: dict[str, str]) -> str:

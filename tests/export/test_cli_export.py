@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -164,3 +165,38 @@ def test_export_refuses_the_root_and_the_layer_s_own_directories(
     assert "one of its own directories" in capsys.readouterr().err
     after = sorted(p.relative_to(archive).as_posix() for p in archive.rglob("*"))
     assert [p for p in after if p not in before and not p.startswith(("index", "locks"))] == []
+
+
+class _Terminal(io.StringIO):
+    encoding = "utf-8"
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "html", "json"])
+def test_an_export_printed_on_a_terminal_cannot_drive_it(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread printed to a terminal holds what a chat user typed: an escape sequence
+    (clear the screen, set the window's title, write the clipboard), a C1 control (CSI in
+    one character) or a bidirectional override reached the terminal as it was, as
+    ``show`` never lets it. Printed as escapes there; a pipe or a file still gets the
+    export byte for byte."""
+    from filelayer import ArchiveStore
+
+    nasty = "hi\x1b[2J\x1b]52;c;Y3VybCBldmlsfHNo\x07\x9b31m\u202eforged"
+    store = ArchiveStore(tmp_path)
+    store.write_step(
+        {"id": "s1", "threadId": "t1", "type": "user_message", "output": nasty, "name": "x"}
+    )
+    store.update_thread("t1", name=nasty)
+    store.close()
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    assert main(["--root", str(tmp_path), "export", "t1", "--format", fmt]) == 0
+    shown = terminal.getvalue()
+    assert not any(c in shown for c in "\x1b\x07\x9b\u202e"), shown
+    assert "forged" in shown and "\n" in shown
+    if fmt == "json":
+        assert json.loads(shown)["name"] == nasty  # still JSON, with JSON's escapes
