@@ -46,7 +46,14 @@ _UUID_RE = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNOREC
 
 
 def _yaml_str(value: object) -> str:
-    return json.dumps("" if value is None else str(value), ensure_ascii=False)
+    return _no_tags(json.dumps("" if value is None else str(value), ensure_ascii=False))
+
+
+def _no_tags(text: str) -> str:
+    """JSON (a YAML flow value too) with every ``<`` as ``\\u003c``, the same string to a
+    reader of either: a renderer without front matter shows it as Markdown text, where a
+    name's ``<details>`` or ``<img onerror>`` was HTML."""
+    return text.replace("<", "\\u003c")
 
 
 def front_matter(thread: dict[str, Any]) -> str:
@@ -58,7 +65,7 @@ def front_matter(thread: dict[str, Any]) -> str:
         f"author: {_yaml_str(thread.get('userIdentifier'))}",
         f"created: {_yaml_str(thread.get('createdAt'))}",
         f"updated: {_yaml_str(thread.get('updatedAt') or thread.get('createdAt'))}",
-        f"tags: {json.dumps([str(t) for t in tags], ensure_ascii=False)}",
+        f"tags: {_no_tags(json.dumps([str(t) for t in tags], ensure_ascii=False))}",
         "---",
     ]
     return "\n".join(lines) + "\n"

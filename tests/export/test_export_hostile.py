@@ -593,3 +593,24 @@ def test_a_ratings_comment_cannot_hide_the_messages_after_it(
     page = _rendered(tmp_path, "t1")
     assert "<p>REAL ANSWER</p>" in page
     assert "<!--" not in page
+
+
+def test_the_front_matter_holds_no_html_for_a_renderer_that_shows_it(tmp_path: Path) -> None:
+    """A renderer without front matter (plain CommonMark) shows it as text, where the
+    thread's name (its first message) and its tags were raw HTML: an unclosed
+    ``<details>`` folded every later message away, an ``<img onerror>`` ran. Their JSON
+    strings write ``<`` as ``\\u003c``: the same string to a YAML or JSON reader."""
+    markdown_it = pytest.importorskip("markdown_it")
+    store = ArchiveStore(tmp_path)
+    _message(store, "t1", "u1", "hello")
+    _message(store, "t1", "a1", "REAL ANSWER", type="assistant_message", name="Assistant")
+    name = "<details><img src=x onerror=alert(1)>"
+    store.update_thread("t1", name=name, tags=["<textarea>"])
+    store.close()
+    text = render_markdown(_thread(tmp_path, "t1"))
+    page = markdown_it.MarkdownIt("commonmark").render(text)
+    assert "<p>REAL ANSWER</p>" in page
+    for tag in ("<details", "<img", "<textarea"):
+        assert tag not in page, tag
+    head = dict(line.split(": ", 1) for line in text.split("---\n", 2)[1].splitlines())
+    assert json.loads(head["name"]) == name and json.loads(head["tags"]) == ["<textarea>"]
