@@ -38,14 +38,19 @@ PLOTLY_SCRIPT = "plotly.min.js"
 """Where the one shared copy of plotly.js goes, at the top of the export directory."""
 
 
-_SAFE_URL_RE = re.compile(r"(?:https?:|mailto:|#|\.{0,2}/|[\w.-]+(?:/|$))", re.IGNORECASE)
+_SAFE_URL_RE = re.compile(r"(?:https?:|mailto:|#|\.{0,2}/(?![/\\])|[\w.-]+(?:/|$))", re.IGNORECASE)
+_DROPPED_RE = re.compile(r"[\t\n\r]")
+"""What a browser removes from a URL before reading it."""
 
 
 def safe_url(url: str) -> bool:
     """Whether an export may link to ``url``: the web, mail, an anchor or a path, never a
     scheme a browser runs (``javascript:``, ``vbscript:``) or that carries a page of its
-    own (``data:``). An element's ``url`` is the client's, like a message's links."""
-    return bool(_SAFE_URL_RE.match(url))
+    own (``data:``), nor a path that names a host (``//host/``, or ``/\\host``: a browser
+    reads a backslash as a slash), which a page opened from a file loads from
+    ``file://host/``, a Windows share. An element's ``url`` is the client's, like a
+    message's links; it is judged as a browser reads it, without tabs and line breaks."""
+    return bool(_SAFE_URL_RE.match(_DROPPED_RE.sub("", url)))
 
 
 @dataclass(frozen=True)

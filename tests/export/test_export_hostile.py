@@ -614,3 +614,36 @@ def test_the_front_matter_holds_no_html_for_a_renderer_that_shows_it(tmp_path: P
         assert tag not in page, tag
     head = dict(line.split(": ", 1) for line in text.split("---\n", 2)[1].splitlines())
     assert json.loads(head["name"]) == name and json.loads(head["tags"]) == ["<textarea>"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "//evil.example/share/x.png",
+        " //evil.example/share/x.png",
+        "/\\evil.example\\share\\x.png",
+        "\\/evil.example/share/x.png",
+        "/\t/evil.example/share/x.png",
+    ],
+)
+def test_an_elements_url_cannot_name_another_host_as_a_path(tmp_path: Path, url: str) -> None:
+    """An element's own URL is loaded by the page that shows it (an image): a path is
+    one on the reader's side, but ``//host/...`` (with a space before it, backslashes
+    for slashes or a tab between them, which a browser drops or reads as slashes) is a
+    network path, and in a page opened from a file that is ``file://host/...``: on
+    Windows, a share the reader's machine connects to, and signs in to, as it opens the
+    export. Such a URL is shown as text, as a script's is."""
+    store = ArchiveStore(tmp_path / "a")
+    _message(store, "t1", "s1", "see the chart")
+    store.put_element(
+        "t1", {"id": "e1", "type": "image", "name": "chart.png", "forId": "s1", "url": url}, None
+    )
+    store.close()
+    out = tmp_path / "out"
+    for fmt in ("markdown", "html"):
+        argv = ["--root", str(tmp_path / "a"), "export", "t1", "--format", fmt, "-o", str(out)]
+        assert main(argv) == 0
+    [page] = [p.read_text("utf-8") for p in out.glob("*.html")]
+    [markdown] = [p.read_text("utf-8") for p in out.glob("*.md")]
+    for text in (page, markdown):
+        assert "evil.example" not in text and "chart.png" in text
