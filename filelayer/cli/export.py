@@ -61,7 +61,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     progress = Progress("exporting")
     written = 0
     failed = 0
-    stems: dict[str, str] = {}  # file name stem -> the thread exported under it
+    stems: dict[str, str] = {}  # file name stem, in lower case -> the thread under it
     try:
         for n, thread_id in enumerate(ids, start=1):
             if args.threads:
@@ -140,12 +140,14 @@ def _free_stem(thread: dict[str, Any], stems: dict[str, str]) -> str:
     """The name the thread's files start with in this export, noted in ``stems``: its
     own, or, when another thread of the export took that one (a client chooses its
     ids: one may begin like another's, or be another's first 8 characters), its whole
-    id, then a number after it."""
+    id, then a number after it. Names are compared ignoring case: ids keep theirs, and
+    on a file system that ignores it (macOS, Windows) two names that differ only in
+    case are one file."""
     thread_id = str(thread["id"])
     whole = file_stem(thread, whole_id=True)
     later = (f"{whole}-{n}" for n in itertools.count(2))
     for stem in itertools.chain((file_stem(thread), whole), later):
-        if stems.setdefault(stem, thread_id) == thread_id:
+        if stems.setdefault(stem.lower(), thread_id) == thread_id:
             return stem
     raise AssertionError("unreachable: the names to try never end")
 

@@ -647,3 +647,30 @@ def test_an_elements_url_cannot_name_another_host_as_a_path(tmp_path: Path, url:
     [markdown] = [p.read_text("utf-8") for p in out.glob("*.md")]
     for text in (page, markdown):
         assert "evil.example" not in text and "chart.png" in text
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ("5f0c6c1e-0000-4000-8000-000000000000", "5F0C6C1E-0000-4000-8000-000000000000"),
+        ("conversation-a", "Conversation-A"),
+    ],
+)
+def test_two_threads_whose_names_differ_only_in_case_are_both_exported(
+    tmp_path: Path, ids: tuple[str, str]
+) -> None:
+    """Ids are the client's and keep their case: two threads of one day and name whose
+    ids differ only in case were given file names that differ only in case, one file on
+    a file system that ignores case (macOS, Windows, a share), where the second thread's
+    page replaced the first's and their ``.files`` directories became one."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    for n, thread_id in enumerate(ids):
+        _message(store, thread_id, f"s{n}", f"words {n}")
+        store.update_thread(thread_id, name="Hello")
+    store.close()
+    for fmt in ("markdown", "html", "json"):
+        out = tmp_path / f"out-{fmt}"
+        assert main(["--root", str(root), "export", *ids, "--format", fmt, "-o", str(out)]) == 0
+        names = [p.name for p in out.iterdir()]
+        assert len({name.lower() for name in names}) == len(names), names
