@@ -112,6 +112,15 @@ class Generations:
         self._closer = weakref.finalize(self, db.close)
         return db
 
+    def seen(self) -> str | None:
+        """The name of the generation this process uses now (looked up only if it has
+        none open): what a write's index rows go to, unless it sees a switch first."""
+        with self.lock:
+            db = self._db
+            if db is None or db.pid != os.getpid():
+                db = self.current()
+            return None if db is None else db.path.name
+
     def exists(self) -> bool:
         """Whether there is a usable index (of this format) to open."""
         with self.lock:

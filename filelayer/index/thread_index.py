@@ -102,10 +102,15 @@ class ThreadIndex:
         and ``mark`` as the watermark of the files it was read from."""
         self._writer.put(thread_id, summary, mark)
 
-    def note_mark(self, thread_id: str, old: str, new: str) -> None:
-        """A write moved ``thread_id``'s files from watermark ``old`` to ``new``: the
-        stored one follows with this process's next index transaction."""
-        self._writer.note_mark(thread_id, old, new)
+    def generation(self) -> str | None:
+        """The database this process writes to now (see :meth:`note_mark`)."""
+        return self._generations.seen()
+
+    def note_mark(self, thread_id: str, old: str, new: str, generation: str | None) -> None:
+        """A write begun on ``generation`` moved ``thread_id``'s files from watermark
+        ``old`` to ``new``: the stored one follows with this process's next index
+        transaction, in that database only."""
+        self._writer.note_mark(thread_id, old, new, generation)
 
     def flush_marks(self) -> None:
         """Apply the noted watermark changes now."""

@@ -35,7 +35,8 @@ class IndexWriter:
 
     def __init__(self, generations: Generations) -> None:
         self.generations = generations
-        self._marks: list[tuple[str, str, str]] = []  # compare-and-sets not applied yet
+        self._marks: list[tuple[str, str, str, str | None]] = []
+        """Compare-and-sets not applied yet, each with the generation it vouches for."""
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Apply ``records`` in one transaction (nothing when there is no index yet:
@@ -89,13 +90,18 @@ class IndexWriter:
 
     # -- watermarks (see schema.MARKS_SCHEMA) --------------------------------------
 
-    def note_mark(self, thread_id: str, old: str, new: str) -> None:
+    def note_mark(self, thread_id: str, old: str, new: str, generation: str | None) -> None:
         """A write to ``thread_id`` found its files at watermark ``old`` and left them at
         ``new``, its index records (if any) already applied: the stored watermark moves
         to ``new`` if it is ``old``. Applied with this process's next index transaction
-        (a crash before that only leaves the watermark behind: the thread is read again)."""
+        (a crash before that only leaves the watermark behind: the thread is read again).
+
+        ``generation``: the database the process used when the write began. The
+        compare-and-set vouches for the write's rows, so it is applied to that database
+        only: after a rebuild switched in a new one, whose rows were read before the
+        write, it is dropped (the thread is then read again, never wrongly trusted)."""
         with self.generations.lock:
-            self._marks.append((thread_id, old, new))
+            self._marks.append((thread_id, old, new, generation))
             if len(self._marks) < self._MARKS_BATCH:
                 return
         self.flush_marks()
@@ -119,7 +125,8 @@ class IndexWriter:
 
     def _apply_marks(self, db: _Db) -> None:
         if self._marks:
-            db.rows.apply_marks(self._marks)
+            name = db.path.name
+            db.rows.apply_marks([(t, old, new) for t, old, new, g in self._marks if g == name])
             self._marks.clear()
 
     def sync(self) -> None:

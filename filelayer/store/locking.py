@@ -70,6 +70,7 @@ class WriteLocks:
                 yield
                 return
             self.lifecycle.begin_session()
+            generation = self.index.generation()  # where this write's rows go
             before = thread_watermark(self.layout, thread_id)
             marking.add(thread_id)
             try:
@@ -78,7 +79,7 @@ class WriteLocks:
                 marking.discard(thread_id)
             after = thread_watermark(self.layout, thread_id)
             if after != before:
-                self.index.note_mark(thread_id, before, after)
+                self.index.note_mark(thread_id, before, after, generation)
 
     @contextlib.contextmanager
     def state(self, thread_id: str) -> Iterator[journal.ThreadState | None]:
