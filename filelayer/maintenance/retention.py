@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from ..errors import InvalidValueError, NotRegularFileError
 from ..format import codec as _codec
 from ..format import users
 from ..format.ids import check_id
-from ..format.layout import THREADS_DIR, USERS_DIR, is_layer_leftover
+from ..format.layout import DELETING_SUFFIX, THREADS_DIR, USERS_DIR, is_layer_leftover
 from ..format.manifest import MANIFEST_NAME, UNKNOWN_AUTHOR
 from ..store.archive import ArchiveStore
 from ..store.authors import manifest_lost
@@ -381,6 +382,7 @@ def _erase_user(
         if any(e.identifier_sha256 == identifier_hash(identifier) for e in erased_users(store)):
             store.reindex()
         return report
+    _finish_deletions(store)
     _write_user_tombstone(store, identifier, user_id)
     with _locks.locked(store.layout.users_lock, store.lock_timeout):
         if path.exists():
@@ -402,6 +404,32 @@ def _erase_user(
     # Nothing of the user may stay in the index's free pages, WAL or FTS tables.
     store.reindex()
     return report
+
+
+def _finish_deletions(store: ArchiveStore) -> None:
+    """Finish the thread deletions a crash cut short (this erasure's own, killed and
+    run again, among them): a directory whose thread has a tombstone, and one renamed
+    aside to be removed. Readers skip both, so no pass finds them as the user's, yet
+    each holds a whole conversation under the root."""
+    threads = store.layout.threads
+    try:
+        entries = list(os.scandir(threads))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    aside = [
+        e.path
+        for e in entries
+        if is_layer_leftover(e.name)
+        and e.name.endswith(DELETING_SUFFIX)
+        and e.is_dir(follow_symlinks=False)
+    ]
+    for path in aside:
+        shutil.rmtree(path, ignore_errors=True)
+    if aside:
+        _fs.fsync_dir(threads)
+    for thread_id in store.thread_ids():
+        if store.is_deleted(thread_id):
+            store.delete_thread(thread_id)  # under its locks, as the app deletes one
 
 
 def _copies_of_record(store: ArchiveStore, identifier: str) -> list[Path]:

@@ -84,3 +84,67 @@ def test_a_thread_made_during_a_rebuild_killed_before_its_catch_up_is_listed(
     assert sorted(listed) == ["before", "during"]
     assert [p.what for p in verify(fresh).problems] == []
     fresh.close()
+
+
+SECRET = "my first pet was called Zanzibar-4471"
+
+ERASURE_KILLED = r"""
+import os, signal, sys, types
+from filelayer import ArchiveStore
+from filelayer.maintenance.retention import erase_user
+import filelayer.store.threads as threads
+root, where = sys.argv[1:3]
+
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if where == "after the tombstone":  # the directory is not renamed aside yet
+    threads.deleting_path = killed
+else:  # renamed aside, not removed yet
+    threads.shutil = types.SimpleNamespace(rmtree=killed)
+erase_user(ArchiveStore(root), "alice@example.com")
+"""
+
+
+def files_holding(root: Path, needles: list[bytes]) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [str(path.relative_to(root)) for n in needles if n in data]
+    return found
+
+
+@pytest.mark.parametrize("where", ["after the tombstone", "after the rename"])
+def test_an_erasure_killed_mid_deletion_then_run_again_leaves_nothing_of_the_user(
+    tmp_path: Path, where: str
+) -> None:
+    """An erasure is run again after it was cut short (the remedy the docs give). The
+    deletion the kill interrupted left the thread's whole directory under the root
+    (tombstoned, or renamed aside); the second run found no thread of the user's, as
+    readers skip deleted threads, and reported a complete erasure with the user's
+    conversation still on the disk."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    alice = store.upsert_user("alice@example.com")
+    bob = store.upsert_user("bob@example.com")
+    store.update_thread("mine", name="alice's", user_id=alice["id"])
+    store.write_step({"id": "m1", "threadId": "mine", "type": "user_message", "output": SECRET})
+    store.update_thread("his", name="bob's", user_id=bob["id"])
+    store.write_step({"id": "b1", "threadId": "his", "type": "user_message", "output": "hi"})
+    store.close()
+    job = subprocess.run(
+        [sys.executable, "-c", ERASURE_KILLED, str(root), where],
+        env=subprocess_env(same_mode=True),
+        timeout=120,
+    )
+    assert job.returncode == -signal.SIGKILL
+
+    from filelayer.maintenance.retention import erase_user
+
+    again = ArchiveStore(root)
+    erase_user(again, "alice@example.com")
+    assert again.get_thread("mine") is None
+    assert again.get_thread("his") is not None
+    again.close()
+    assert files_holding(root, [SECRET.encode(), b"alice@example.com"]) == []
