@@ -405,7 +405,7 @@ class ArchiveStore:
         return self.locator.scan_order()
 
     def scan_journals(
-        self, kind: Literal["step", "element"], key: str, order: list[str]
+        self, kind: Literal["step", "element", "feedback"], key: str, order: list[str]
     ) -> str | None:
         """The first thread of ``order``, then of the thread directories, whose journal
         holds the live step (or element) ``key``; ``None`` if none does.
@@ -454,7 +454,9 @@ class ArchiveStore:
     @then_compact
     def delete_feedback(self, feedback_id: str, *, actor: str | None = None) -> bool:
         """Withdraw a feedback. ``True`` once it is gone (or was never given); ``False``
-        for an id that is not a valid id, which names nothing."""
+        for an id that is not a valid id, which names nothing. A feedback the index does
+        not know (it lags behind a crash, or is being filled) is looked for in the
+        journals."""
         return self.steps.delete_feedback(feedback_id, actor=actor)
 
     def favorite_steps(self, user_id: str) -> list[dict[str, Any]]:

@@ -145,10 +145,10 @@ class Locator:
         return list(self.index.newest_first())
 
     def scan_journals(
-        self, kind: Literal["step", "element"], key: str, order: list[str]
+        self, kind: Literal["step", "element", "feedback"], key: str, order: list[str]
     ) -> str | None:
         """The first thread of ``order``, then of the thread directories, whose journal
-        holds the live step (or element) ``key``; ``None`` if none does.
+        holds the live step (or element, or feedback) ``key``; ``None`` if none does.
 
         Reads files only, never the store's caches: the adapter runs it in a worker
         thread, without holding :attr:`ArchiveStore.mutex`, while other calls go on."""
@@ -161,6 +161,7 @@ class Locator:
                 data = _fs.read_bytes(self.layout.journal(thread_id))
                 if data and needle in data:
                     state = journal.fold(journal.parse(data).records)
-                    if key in (state.steps if kind == "step" else state.elements):
+                    held = {"step": state.steps, "element": state.elements}.get(kind)
+                    if key in (state.feedback if held is None else held):
                         return thread_id
         return None

@@ -8,6 +8,8 @@ import logging
 import uuid
 from typing import Any
 
+from .._io import commit as _commit
+from .._io import locks as _locks
 from ..errors import InvalidFieldError, InvalidIdError, InvalidValueError, UnknownStepError
 from ..format import codec as _codec
 from ..format import journal
@@ -23,6 +25,7 @@ from .folds import FoldedJournals
 from .indexing import IndexBook
 from .locate import Locator, deletable
 from .locking import WriteLocks
+from .writers import dead_sessions
 
 log = logging.getLogger("filelayer")
 
@@ -164,6 +167,14 @@ class Steps:
             self.index.append(self.book.feedback_records(thread_id, feedback_id, for_id, value))
         return feedback_id
 
+    def _index_may_lag(self) -> bool:
+        """Whether the index may not hold every write yet: a writer died without
+        closing (its session is there, unlocked) and no opening reconciled since, or a
+        rebuild, a reconcile or a fill of the index runs (they announce themselves)."""
+        return bool(dead_sessions(self.layout.index_dir)) or _locks.announced(
+            self.layout.maintenance_lock
+        )
+
     def delete_feedback(self, feedback_id: str, *, actor: str | None = None) -> bool:
         """See :meth:`ArchiveStore.delete_feedback`."""
         if not deletable("feedback", feedback_id):
@@ -171,7 +182,18 @@ class Steps:
         self.index.refresh()
         thread_id = self.index.feedback_owner(feedback_id)
         if thread_id is None:
-            return True
+            # The index may lag behind the journals (a writer killed before its rows, an
+            # index being filled or rebuilt): the journals say whether it was given.
+            # Looked for only then: an id nobody gave must not cost every request a
+            # reading of the whole archive.
+            if not self._index_may_lag():
+                return True
+            if _commit.on_loop():  # a scan of every journal: not on the event loop
+                raise _commit.DiskWait(self.layout.threads)
+            order = self.locator.scan_order()
+            thread_id = self.locator.scan_journals("feedback", feedback_id, order)
+            if thread_id is None or self.deleted.has(thread_id):
+                return True  # never given, or gone with its thread (deletions are final)
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
             if self.layout.manifest(thread_id).exists() and not self.deleted.has(thread_id):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and flock ar
 REINDEX_KILLED_BEFORE_CATCH_UP = r"""
 import os, signal, sys, time
 from pathlib import Path
+from typing import Any
 from filelayer import ArchiveStore
 import filelayer.store.reindex as reindex
 root, ready, go = sys.argv[1:4]
@@ -148,3 +150,82 @@ def test_an_erasure_killed_mid_deletion_then_run_again_leaves_nothing_of_the_use
     assert again.get_thread("his") is not None
     again.close()
     assert files_holding(root, [SECRET.encode(), b"alice@example.com"]) == []
+
+
+FEEDBACK_KILLED_BEFORE_ITS_ROW = r"""
+import os, signal, sys
+from filelayer import ArchiveStore
+store = ArchiveStore(sys.argv[1])
+
+def killed(*args, **kwargs):  # the journal has the rating, the index never hears of it
+    os.kill(os.getpid(), signal.SIGKILL)
+
+store.index.append = killed
+store.upsert_feedback(for_id="s1", value=0, feedback_id="f1", thread_id="t")
+"""
+
+
+def test_a_rating_the_index_lacks_is_withdrawn_by_a_running_process(tmp_path: Path) -> None:
+    """A worker killed between a rating's journal line and its index row leaves a
+    rating every reader shows. Another worker, running all along (it reconciles only
+    when it opens), is asked to withdraw it: it answered True, found no owner in the
+    index and wrote nothing, so the rating stayed, for it and for every later process."""
+    root = tmp_path / "chats"
+    app = ArchiveStore(root)
+    app.update_thread("t", name="chat")
+    app.write_step({"id": "s1", "threadId": "t", "type": "assistant_message", "output": "hi"})
+    job = subprocess.run(
+        [sys.executable, "-c", FEEDBACK_KILLED_BEFORE_ITS_ROW, str(root)],
+        env=subprocess_env(same_mode=True),
+        timeout=120,
+    )
+    assert job.returncode == -signal.SIGKILL
+    thread = app.get_thread("t")
+    assert thread is not None and thread["steps"][0]["feedback"]["id"] == "f1"
+
+    assert app.delete_feedback("f1") is True
+    thread = app.get_thread("t")
+    assert thread is not None and thread["steps"][0]["feedback"] is None
+    app.close()
+    fresh = ArchiveStore(root)
+    thread = fresh.get_thread("t")
+    assert thread is not None and thread["steps"][0]["feedback"] is None
+    assert fresh.list_threads(user_id=None, feedback=0)[0] == []
+    fresh.close()
+
+
+def test_withdrawing_a_rating_nobody_gave_reads_no_journal_while_the_index_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journals are looked at only while the index may lag (a dead writer, a
+    rebuild or a reconcile announced): an id nobody gave costs one query, as before."""
+    app = ArchiveStore(tmp_path / "chats")
+    app.update_thread("t", name="chat")
+
+    def no_scan(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("every journal was read for an id nobody gave")
+
+    monkeypatch.setattr(type(app.locator), "scan_journals", no_scan)
+    assert app.delete_feedback("never-given") is True
+    app.close()
+
+
+async def test_the_data_layer_withdraws_a_rating_the_index_lacks_off_its_loop(
+    layer: Any, root: Path
+) -> None:
+    """The same through Chainlit's data layer: the journals are scanned in its worker
+    thread, in the order of its writes, never on the event loop."""
+    pytest.importorskip("chainlit")
+    await layer.update_thread("t", name="chat")
+    await layer.create_step({"id": "s1", "threadId": "t", "type": "assistant_message"})
+    job = subprocess.run(
+        [sys.executable, "-c", FEEDBACK_KILLED_BEFORE_ITS_ROW, str(root)],
+        env=subprocess_env(same_mode=True),
+        timeout=120,
+    )
+    assert job.returncode == -signal.SIGKILL
+    offloaded = layer.calls.offloaded
+    assert await layer.delete_feedback("f1") is True
+    assert layer.calls.offloaded == offloaded + 1
+    thread = await layer.get_thread("t")
+    assert thread is not None and thread["steps"][0]["feedback"] is None
