@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -61,9 +62,18 @@ class IndexLifecycle:
             log.debug("filelayer: nothing more done at exit in %s (%s)", self.root, exc)
 
     def begin_session(self) -> None:
-        """Mark this store as a writer (once): done before its first write."""
-        if self._session is not None:
-            return
+        """Mark this store as a writer (once per process): done before its first write."""
+        inherited = self._session
+        if inherited is not None:
+            if inherited.pid == os.getpid():
+                return
+            # A forked child holds its parent's session (the same file and flock, which
+            # the parent ends cleanly): its own writes need one of their own, or a child
+            # killed mid-write would leave rows missing that nothing reconciles.
+            if self._session_end is not None:
+                self._session_end.detach()
+            inherited.close()  # the child's copy of the descriptor: the parent's lock stays
+            self._session = self._session_end = None
         try:
             session = Session(self.layout.index_dir)
         except OSError as exc:  # a read-only archive: the write fails on its own

@@ -229,3 +229,40 @@ async def test_the_data_layer_withdraws_a_rating_the_index_lacks_off_its_loop(
     assert layer.calls.offloaded == offloaded + 1
     thread = await layer.get_thread("t")
     assert thread is not None and thread["steps"][0]["feedback"] is None
+
+
+FORKED_WORKER_KILLED = r"""
+import os, signal, sys
+from filelayer import ArchiveStore
+store = ArchiveStore(sys.argv[1])
+store.update_thread("parent", name="written before the fork")  # its writer session begins
+pid = os.fork()
+if pid == 0:  # a worker of a pool forked from the app, killed before its index rows
+    store.index.append = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+    store.update_thread("child", name="written by the forked worker")
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+store.close()  # the parent ends cleanly
+"""
+
+
+def test_a_forked_worker_killed_mid_write_is_healed(tmp_path: Path) -> None:
+    """A worker forked from a process that had written wrote under its parent's writer
+    session (the same file and flock): killed between a thread's files and its index
+    rows, it left no dead session behind, the parent then ended the session cleanly,
+    and no opening ever reconciled the thread, missing from the sidebar for good."""
+    root = tmp_path / "chats"
+    ArchiveStore(root).close()
+    job = subprocess.run(
+        [sys.executable, "-c", FORKED_WORKER_KILLED, str(root)],
+        env=subprocess_env(same_mode=True),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert job.returncode == 0, job.stderr
+    fresh = ArchiveStore(root)
+    listed = sorted(t["id"] for t in fresh.list_threads(user_id=None, first=10)[0])
+    assert listed == ["child", "parent"]
+    fresh.close()
