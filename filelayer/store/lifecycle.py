@@ -40,6 +40,7 @@ class IndexLifecycle:
         self.healer = healer
         self.durable = durable
         self._session: Session | None = None  # this store's writer session
+        self._unsettled = False  # a write failed after changing files (see unsettled)
         self._session_end: Any = None
         self._at_exit: weakref.WeakMethod[Callable[[], None]] | None = None
 
@@ -86,9 +87,16 @@ class IndexLifecycle:
         self._session_end = weakref.finalize(self, session.close)
         self._session_end.atexit = False
 
+    def unsettled(self) -> None:
+        """A write failed after it changed a thread's files (its index transaction
+        failed, say): its rows may be missing. The session then ends as a dead writer's
+        would (its file stays), so that the next opening reads the thread again."""
+        self._unsettled = True
+
     def end_session(self) -> None:
         """This store's writes all have their index rows: a later opening need not
-        check them (see :func:`end_session`)."""
+        check them (see :func:`end_session`), unless a write failed half-way
+        (:meth:`unsettled`)."""
         session = self._session
         if session is None:
             return
@@ -96,7 +104,8 @@ class IndexLifecycle:
             self._session_end.detach()
         self._session = self._session_end = None
         _LIVE.discard(self)
-        end_session(self.index, session, flush=not self.durable)
+        keep, self._unsettled = self._unsettled, False
+        end_session(self.index, session, flush=not self.durable, keep=keep)
 
     def ensure_index(self) -> None:
         """Make the index usable, and start the reconciler if it may lag (see
@@ -156,10 +165,12 @@ def _end_sessions_at_exit() -> None:
         lifecycle.exiting()
 
 
-def end_session(index: ThreadIndex, session: Session, *, flush: bool) -> None:
+def end_session(index: ThreadIndex, session: Session, *, flush: bool, keep: bool = False) -> None:
     """End a writer session cleanly (at ``close``, or when the process exits): the files
     the session wrote and the index rows that describe them reach the disk before its
-    file is removed, so that no power cut leaves the session gone and its rows lost."""
+    file is removed, so that no power cut leaves the session gone and its rows lost.
+    ``keep``: a write of the session failed half-way; its file stays, unlocked, and the
+    next opening reconciles as after a crash."""
     try:
         if flush:
             FLUSHER.flush()
@@ -167,5 +178,12 @@ def end_session(index: ThreadIndex, session: Session, *, flush: bool) -> None:
         index.sync()
     except Exception as exc:  # the session stays: the next opening reconciles
         log.warning("filelayer: the index could not be made durable (%s)", exc)
+        return
+    if keep:
+        log.warning(
+            "filelayer: a write failed after changing thread files: the next opening "
+            "reconciles the index"
+        )
+        session.close()
         return
     session.end()

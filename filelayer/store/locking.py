@@ -75,6 +75,12 @@ class WriteLocks:
             marking.add(thread_id)
             try:
                 yield
+            except BaseException:
+                # Files written, then a failure (the index's transaction, say): the rows
+                # may not say what the files do. The next opening must read it again.
+                if thread_watermark(self.layout, thread_id) != before:
+                    self.lifecycle.unsettled()
+                raise
             finally:
                 marking.discard(thread_id)
             after = thread_watermark(self.layout, thread_id)

@@ -266,3 +266,39 @@ def test_a_forked_worker_killed_mid_write_is_healed(tmp_path: Path) -> None:
     listed = sorted(t["id"] for t in fresh.list_threads(user_id=None, first=10)[0])
     assert listed == ["child", "parent"]
     fresh.close()
+
+
+def test_a_write_whose_index_rows_failed_is_healed_after_a_clean_close(tmp_path: Path) -> None:
+    """A write whose journal line landed and whose index transaction failed (SQLite out
+    of space, or busy past the lock timeout) raises, but the message is in the thread
+    files, and get_thread shows it. The process went on and closed cleanly, which
+    removed its writer session: no opening reconciled the thread, and the sidebar's
+    search never found the message."""
+    import errno
+
+    from filelayer.errors import StorageWriteError
+
+    root = tmp_path / "chats"
+    app = ArchiveStore(root)
+    app.update_thread("t", name="chat")
+    real = app.index.append
+
+    def full(records: Any) -> None:
+        raise StorageWriteError(root / "index", OSError(errno.ENOSPC, "No space left on device"))
+
+    app.index.append = full  # type: ignore[method-assign]
+    with pytest.raises(StorageWriteError):
+        app.write_step(
+            {"id": "s1", "threadId": "t", "type": "user_message", "output": "crumpets"}
+        )
+    app.index.append = real  # type: ignore[method-assign]
+    thread = app.get_thread("t")
+    assert thread is not None and [s["output"] for s in thread["steps"]] == ["crumpets"]
+    app.update_thread("other", name="the app goes on")
+    app.close()
+
+    fresh = ArchiveStore(root)
+    found = [t["id"] for t in fresh.list_threads(user_id=None, search="crumpets")[0]]
+    assert found == ["t"]
+    assert [p.what for p in verify(fresh).problems] == []
+    fresh.close()
