@@ -44,13 +44,41 @@ def _current_summary(store: ArchiveStore, thread_id: str) -> ThreadSummary | Non
     return summary_keeping_known(store, thread_id)
 
 
+_ERASURE_KEY = b'"identifierSha256"'
+"""What a user tombstone in ``deleted.jsonl`` holds and a thread tombstone does not
+(docs/format.md): an erasure (``filelayer erase-user``) was made."""
+_ROUNDS = 3
+"""Rebuilds in a row while erasures land during them (see :func:`rebuild`)."""
+
+
+def _erasures(store: ArchiveStore) -> int:
+    try:
+        return store.layout.deleted_file.read_bytes().count(_ERASURE_KEY)
+    except OSError:
+        return 0
+
+
 def rebuild(store: ArchiveStore, progress: Progress | None = None) -> int:
     """Rebuild ``store``'s index from its thread directories; returns the thread count.
 
     Threads are read (and written into the new index) in the order their journals were
     last written, which is nearly the order of their activity: each user's recent
     threads and texts end up side by side in the file, as live writes leave them, and
-    a sidebar page or a search reads a few pages of it rather than one per thread."""
+    a sidebar page or a search reads a few pages of it rather than one per thread.
+
+    A user erased while it ran (their threads read before they were deleted) is built
+    again: the catch-up takes their rows out, but their texts would stay in the free
+    pages of the file every process then uses, and an erasure leaves no byte of the
+    user under the root (its own rebuild may have been switched in before this one)."""
+    for _ in range(_ROUNDS):
+        erasures = _erasures(store)
+        count = _rebuild_once(store, progress)
+        if _erasures(store) == erasures:
+            break
+    return count
+
+
+def _rebuild_once(store: ArchiveStore, progress: Progress | None) -> int:
     # Every watermark is noted before any file is read.
     users_marks = users_watermark(store.layout.users)
     marks = {t: watermark(store, t) for t in store.thread_ids()}

@@ -302,3 +302,80 @@ def test_a_write_whose_index_rows_failed_is_healed_after_a_clean_close(tmp_path:
     assert found == ["t"]
     assert [p.what for p in verify(fresh).problems] == []
     fresh.close()
+
+
+NO_SECURE_DELETE = r"""
+import sqlite3
+_connect = sqlite3.connect
+
+def connect(*args, **kwargs):  # SQLite's own default (Debian's build turns it on)
+    conn = _connect(*args, **kwargs)
+    conn.execute("PRAGMA secure_delete=0")
+    return conn
+
+sqlite3.connect = connect
+"""
+
+REINDEX_PAUSED_BEFORE_ITS_SWITCH = NO_SECURE_DELETE + r"""
+import os, sys, time
+from pathlib import Path
+from filelayer import ArchiveStore
+root, ready, go = sys.argv[1:4]
+store = ArchiveStore(root)
+
+def progress(n, total):
+    if n == total and not os.path.exists(ready):  # read every thread, not switched in yet
+        Path(ready).touch()
+        while not os.path.exists(go):
+            time.sleep(0.01)
+
+store.reindex(progress)
+store.close()
+"""
+
+
+def test_a_rebuild_begun_before_an_erasure_leaves_nothing_of_the_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``filelayer reindex`` (or another erasure's, or a repair's rebuild) read the
+    threads before ``erase-user`` ran, and switched its database in after the erasure
+    had rebuilt its own: the catch-up took the erased threads' rows out, but their texts
+    stayed in the free pages of the index everyone uses, and the erasure had reported
+    that no file under the root holds them."""
+    import sqlite3
+
+    from filelayer.maintenance.retention import erase_user
+
+    connect = sqlite3.connect
+
+    def without_secure_delete(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.execute("PRAGMA secure_delete=0")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", without_secure_delete)
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    alice = store.upsert_user("alice@example.com")
+    store.update_thread("mine", name="alice's", user_id=alice["id"])
+    store.write_step({"id": "m1", "threadId": "mine", "type": "user_message", "output": SECRET})
+    store.update_thread("other", name="nobody's")
+    store.write_step({"id": "o1", "threadId": "other", "type": "user_message", "output": "hi"})
+    store.close()
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    job = subprocess.Popen(
+        [sys.executable, "-c", REINDEX_PAUSED_BEFORE_ITS_SWITCH, str(root), str(ready), str(go)],
+        env=subprocess_env(same_mode=True),
+    )
+    try:
+        wait_for(ready, job)
+        admin = ArchiveStore(root)
+        erase_user(admin, "alice@example.com")
+        admin.close()
+        assert files_holding(root, [SECRET.encode(), b"alice@example.com"]) == []
+        go.touch()
+        assert job.wait(timeout=120) == 0
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert files_holding(root, [SECRET.encode(), b"alice@example.com"]) == []
