@@ -317,7 +317,9 @@ if PURE:
         return _to_utf8(_encode(_compact_encoder, obj))
 
     def decode(data: bytes | str) -> Any:
-        return _loads(data)
+        # Text through its UTF-8, as the fast mode reads it: a str holding an unpaired
+        # surrogate (the character, not an escape) is damaged in both modes.
+        return _loads(data.encode("utf-8") if isinstance(data, str) else data)
 
     def decode_plain(data: bytes | memoryview) -> Any:
         return _loads(bytes(data))
