@@ -20,6 +20,7 @@ from .db import _Db, fts5_available
 from .generations import Generations
 from .reader import IndexReader
 from .records import searchable
+from .rows import is_text
 from .schema import THREAD_COLUMNS, USER_BITS
 from .summary import ThreadSummary
 
@@ -125,7 +126,7 @@ def _page_rows(
         params.append(u)
     if cursor:
         key = decode_cursor(cursor)
-        if key is None:
+        if key is None and is_text(cursor):  # else no thread id: from the top
             row = conn.execute(
                 "SELECT activity, id FROM threads WHERE id = ?", (cursor,)
             ).fetchone()

@@ -18,6 +18,17 @@ from .schema import ABSENT, USER_BITS, legacy_mark
 from .summary import ThreadSummary
 
 
+def is_text(value: str) -> bool:
+    """Whether ``value`` can be UTF-8, SQLite's text: not if it holds an unpaired
+    surrogate, which a caller can send (a cursor comes from the client) but no stored
+    id holds (refused on write). Such a value names nothing."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _tags_text(tags: object) -> str | None:
     if not isinstance(tags, list):
         return None
@@ -45,6 +56,8 @@ class UserNumbers:
             return 0
         u = self.numbers.get(user)
         if u is None:
+            if not create and not is_text(user):
+                return None  # asked by a caller: no user id stored holds such text
             row = self.conn.execute("SELECT u FROM users WHERE id = ?", (user,)).fetchone()
             if row is not None:
                 u = int(row[0])

@@ -203,3 +203,19 @@ def test_a_page_asked_with_a_value_of_the_wrong_type_is_a_clear_error(
             store.list_threads(**kwargs)
     finally:
         store.close()
+
+
+async def test_a_cursor_or_user_id_no_text_can_hold_answers_and_never_fails(
+    driver: Driver, alice: Any
+) -> None:
+    """The cursor comes from the client (the sidebar sends back what it was given, or
+    anything): one holding an unpaired surrogate, which no stored id or cursor can,
+    starts from the top like any other unknown cursor instead of failing in the index's
+    query (UnicodeEncodeError, a server error); a user id holding one names nobody,
+    for a page as for favorites."""
+    await make_thread(driver, "t1", alice["id"], 1)
+    page = await driver.list_threads(alice["id"], first=5, cursor="ab\ud800cd")
+    assert page.ids == ["t1"]
+    page = await driver.list_threads("ab\udc00", first=5)
+    assert page.ids == []
+    assert await driver.favorite_steps("ab\udc00") == []
