@@ -56,7 +56,7 @@ count"): orjson's own limit, to which the standard library's reader is held, giv
 stack it needs wherever the read happens (:func:`_stack_room`). Deeper is damage. Data
 an older release stored up to that depth is read, ordered and written again alike."""
 
-_ROOM = threading.Lock()
+_ROOM = threading.RLock()  # one lock for both limits: a block may need the two at once
 
 
 @contextlib.contextmanager
@@ -80,7 +80,40 @@ def _stack_room() -> Iterator[None]:
                 sys.setrecursionlimit(limit)
 
 
+def _too_many_digits(exc: ValueError) -> bool:
+    """Whether ``exc`` is Python's refusal to convert an integer of more digits than
+    ``sys.get_int_max_str_digits()`` to or from text."""
+    return "integer string conversion" in str(exc)
+
+
+@contextlib.contextmanager
+def _digit_room() -> Iterator[None]:
+    """The interpreter's limit on the digits of an integer converted to or from text
+    lifted for a block: docs/format.md reads and writes integers of any size, and a
+    limit an app set (or lifted, as the error advises) must not make a line one
+    process wrote damaged for another. Only a retry after the limit refused a number
+    takes it, as :func:`_stack_room` does, with the same lock."""
+    with _ROOM:
+        limit = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(0)
+        try:
+            yield
+        finally:
+            if sys.get_int_max_str_digits() == 0:
+                sys.set_int_max_str_digits(limit)
+
+
 def _encode(encoder: json.JSONEncoder, obj: Any) -> str:
+    try:
+        return _encode_limited(encoder, obj)
+    except InvalidValueError as exc:
+        if not _too_many_digits(exc):
+            raise
+    with _digit_room():
+        return _encode_limited(encoder, obj)
+
+
+def _encode_limited(encoder: json.JSONEncoder, obj: Any) -> str:
     try:
         try:
             return _encode_deep(encoder, obj)
@@ -262,6 +295,17 @@ _surrogate_decoder = json.JSONDecoder(
 )
 
 
+def _decode_any_size(decoder: json.JSONDecoder, text: str) -> Any:
+    """``decoder.decode(text)``, integers of any size included (:func:`_digit_room`)."""
+    try:
+        return decoder.decode(text)
+    except ValueError as exc:
+        if not _too_many_digits(exc):
+            raise
+    with _digit_room():
+        return decoder.decode(text)
+
+
 def _loads(data: bytes | str) -> Any:
     """The standard library's reading, held to what orjson accepts, so that both modes
     read every damaged byte alike (docs/format.md, "Which lines count"): UTF-8 only
@@ -274,11 +318,11 @@ def _loads(data: bytes | str) -> Any:
     decoder = _surrogate_decoder if surrogates else _decoder
     roomy = sys.getrecursionlimit() > READ_DEPTH  # an app raised it: deeper may parse
     try:
-        value = decoder.decode(text)
+        value = _decode_any_size(decoder, text)
     except RecursionError:
         try:
             with _stack_room():
-                value = decoder.decode(text)
+                value = _decode_any_size(decoder, text)
         except RecursionError:  # orjson: "depth limit exceeded", a ValueError
             raise ValueError("nested too deeply to read") from None
         roomy = True

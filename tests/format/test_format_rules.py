@@ -485,3 +485,47 @@ def test_a_key_that_is_not_a_finite_number_is_refused_alone_or_not(tmp_path: Pat
             store.write_step({"id": "s", "threadId": "t", "metadata": metadata})
     assert not (tmp_path / "threads" / "t").exists()
     store.close()
+
+
+@pytest.mark.skipif(
+    not hasattr(sys, "get_int_max_str_digits"), reason="no limit on integer conversions"
+)
+def test_integers_of_any_size_are_read_and_written_whatever_the_digit_limit(
+    tmp_path: Path,
+) -> None:
+    """"Integers of any size are read exactly" (docs/format.md), in every process.
+    Python converts an integer of more than ``sys.get_int_max_str_digits()`` digits
+    (4,300 by default) neither to nor from text, and an app may lift that limit (the
+    error says to): a step it wrote was then a damaged line for every other process,
+    which ``verify --repair`` sets aside. What the line holds is read, compacted and
+    written again exactly, and the interpreter's limit is left as it was."""
+    limit = sys.get_int_max_str_digits()
+    digits = "1" + "0" * 5000
+    big = 10**5000
+    store = ArchiveStore(tmp_path)
+    store.write_step({"id": "s1", "threadId": "t", "type": "run", "output": "hi"})
+    journal = tmp_path / "threads" / "t" / "steps.jsonl"
+    with journal.open("ab") as f:  # as an app with the limit lifted writes it
+        f.write(
+            b'{"at":"2026-01-01T00:00:00.000000Z","op":"step","step":{"id":"s2",'
+            b'"metadata":{"n":' + digits.encode() + b'},"threadId":"t","type":"run"}}\n'
+        )
+    store.write_step({"id": "s3", "threadId": "t", "metadata": {"m": -big}})
+    store.close()
+
+    store = ArchiveStore(tmp_path)
+    thread = store.get_thread("t")
+    assert thread is not None
+    steps = {s["id"]: s for s in thread["steps"]}
+    assert sorted(steps) == ["s1", "s2", "s3"]
+    assert steps["s2"]["metadata"] == {"n": big}
+    assert steps["s3"]["metadata"] == {"m": -big}
+    store.compact_journal("t")
+    store.close()
+    assert digits.encode() in journal.read_bytes()
+    store = ArchiveStore(tmp_path)
+    thread = store.get_thread("t")
+    assert thread is not None
+    assert {s["id"]: s.get("metadata") for s in thread["steps"]}["s2"] == {"n": big}
+    store.close()
+    assert sys.get_int_max_str_digits() == limit
