@@ -61,3 +61,41 @@ def test_text_with_an_unpaired_surrogate_is_damaged_in_both_modes(tmp_path: Path
     assert answers["pure"]["mode"] == "pure" and answers["fast"]["mode"] == "fast"
     assert answers["pure"]["answers"] == answers["fast"]["answers"]
     assert answers["pure"]["answers"][:3] == [["damaged", True]] * 3
+
+
+DIES_HOLDING = r"""
+import os, sys
+from pathlib import Path
+from filelayer._io import locks
+path = Path(sys.argv[1])
+assert locks._exclusive_try(str(path), path) is not None
+os._exit(0)  # killed while it holds the lock: nothing of it runs any more
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: the pure mode's lock without flock (Windows) outlives a killed holder; "
+    "msvcrt.locking, in the standard library, is released by the system as filelock's is",
+)
+def test_the_pure_modes_lock_without_flock_goes_with_a_holder_that_dies(tmp_path: Path) -> None:
+    """docs/format.md, "Locks": locks are released by the operating system when a
+    process dies. Where there is no ``flock`` (Windows) the fast mode locks through
+    ``filelock``, which the system releases with its holder; the pure mode makes a
+    ``<lock file>.held`` file, which nobody removes once its holder was killed, so every
+    later write behind that lock (a 64th of the threads; every user, for users.lock)
+    waits ``lock_timeout`` and fails, for good, in the pure mode alone. Run here, on any
+    system, with the lock the pure mode takes where there is no ``flock``."""
+    from filelayer._io import locks as _locks
+
+    path = tmp_path / "locks" / "thread-07.lock"
+    path.parent.mkdir()
+    subprocess.run(
+        [sys.executable, "-c", DIES_HOLDING, str(path)],
+        env=subprocess_env(FILELAYER_PURE="1"),
+        check=True,
+        cwd=tmp_path,
+    )
+    token = _locks._exclusive_try(str(path), path)
+    assert token is not None, "the lock of a process that died is still held"
+    _locks._exclusive_release(token)
