@@ -91,6 +91,26 @@ async def test_metadata_is_merged_key_by_key_and_a_key_set_to_none_is_removed(
     assert (await driver.get_thread("t1"))["metadata"] == {"b": {"y": 2}, "d": "new"}
 
 
+async def test_metadata_keys_that_are_not_strings_merge_as_the_strings_stored(
+    driver: Driver, root: Path
+) -> None:
+    """A key that is a number, ``True``, ``False`` or ``None`` is stored as the string
+    Python's json makes of it (docs/format.md), so the next update's same key is that
+    stored key: it replaces it, or removes it when set to ``None``. Merged as it was
+    given, it sat beside the stored string, and the manifest was refused as holding
+    one key twice: the same update sent again failed (a session an app keeps under a
+    number, saved at each session end)."""
+    await driver.update_thread("t1", metadata={1: "a", False: "x", None: "n", "k": 1})
+    manifest = root / "threads" / "t1" / "thread.json"
+    before = manifest.read_bytes()
+    await driver.update_thread("t1", metadata={1: "a", False: "x", None: "n", "k": 1})
+    assert manifest.read_bytes() == before  # nothing changed: nothing rewritten
+    await driver.update_thread("t1", metadata={1: "b", False: None})
+    assert (await driver.get_thread("t1"))["metadata"] == {"1": "b", "null": "n", "k": 1}
+    await driver.update_thread("t1", metadata={None: None, 1.5: 2})
+    assert (await driver.get_thread("t1"))["metadata"] == {"1": "b", "1.5": 2, "k": 1}
+
+
 async def test_name_user_and_tags_are_set_when_given_and_kept_otherwise(
     driver: Driver, alice: Any
 ) -> None:
