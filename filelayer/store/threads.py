@@ -172,6 +172,7 @@ class Threads:
         """See :meth:`ArchiveStore.put_manifest`."""
         thread_id = check_id("thread", doc.get("id"))
         doc = {**doc, "metadata": doc.get("metadata") or {}}
+        _codec.check_depth(doc["metadata"])  # new data here, held as update_thread's
         user = self.accounts.by_id(doc["userId"]) if isinstance(doc.get("userId"), str) else None
         if user is not None:
             doc["userIdentifier"] = user["identifier"]

@@ -179,6 +179,7 @@ class ArchiveEndpoint(Endpoint):
 
     async def write_user(self, user: dict[str, Any]) -> None:
         store = self._need()
+        _codec.check_depth(user.get("metadata"))  # new data here, held as upsert_user's
         path = store.layout.user_file(user["identifier"])
         with _locks.locked(store.layout.users_lock, store.lock_timeout):
             existing = users.read(path)

@@ -425,3 +425,56 @@ async def test_a_session_that_cannot_be_stored_changes_nothing(driver: Driver, r
         raise AssertionError("a NaN in the session was stored")
     assert tree(root / "threads") == before
     assert await driver.get_thread("t-nan") is None
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_manifest_or_user_copied_in_too_deep_to_read_back_is_refused(
+    tmp_path: Path,
+) -> None:
+    """``put_manifest`` and the copy's user write (``filelayer copy`` into an archive)
+    bring new data in, held to the limit ``update_thread`` and ``upsert_user`` keep
+    (docs/format.md: writers refuse new data nested deeper than 512 levels, so that every
+    reader reads back what was written). Metadata nested 1,100 levels deep was written
+    as it was: a manifest no reader takes, so the copied thread lost its name and its
+    author (it read as nobody's), and a user file no login finds."""
+    from filelayer import ArchiveStore
+    from filelayer.transfer.archive import ArchiveEndpoint
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    alice = store.upsert_user("alice", {})
+    doc = {
+        "id": "t9",
+        "name": "copied",
+        "metadata": {"d": _nested(1100)},
+        "createdAt": "2001-01-01T00:00:00Z",
+        "updatedAt": "2001-01-01T00:00:00Z",
+        "userId": alice["id"],
+        "userIdentifier": "alice",
+        "tags": None,
+    }
+    with pytest.raises(ValueError, match="nested deeper"):
+        store.put_manifest(doc)
+    assert not (root / "threads" / "t9").exists()
+    store.put_manifest({**doc, "metadata": {"d": _nested(100)}})
+    assert store.thread_author("t9") == "alice"
+    store.close()
+
+    endpoint = ArchiveEndpoint(str(root))
+    await endpoint.open(create=False, dry_run=False, create_schema=False)
+    try:
+        user = {**alice, "identifier": "bob", "id": "b0b", "metadata": {"d": _nested(1100)}}
+        with pytest.raises(ValueError, match="nested deeper"):
+            await endpoint.write_user(user)
+        await endpoint.write_user({**user, "metadata": {"ok": True}})
+    finally:
+        await endpoint.close()
+    store = ArchiveStore(root)
+    assert (store.get_user("bob") or {}).get("metadata") == {"ok": True}
+    store.close()
