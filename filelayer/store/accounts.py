@@ -87,8 +87,13 @@ class Accounts:
         """Create the user, or update its metadata; the id never changes."""
         if not isinstance(identifier, str) or not identifier:
             raise InvalidValueError("identifier", "a user identifier must be a non-empty string")
-        if metadata:
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise InvalidValueError("metadata", "user metadata must be a dict")
             _codec.check_depth(metadata)
+            # As stored ("1" for a key 1, lists for tuples) and the caller's no more: what
+            # this process keeps and compares with the file is what every reader reads.
+            metadata = _codec.decode(_codec.encode_line(metadata))
         path = self.layout.user_file(identifier)
         with _locks.locked(self.layout.users_lock, self.lock_timeout):
             existing = users.read(path)

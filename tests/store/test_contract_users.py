@@ -143,3 +143,30 @@ async def test_the_user_file_is_readable_json_with_the_identifier_as_written(
     doc = json.loads(text)
     assert list(doc) == sorted(doc)
     assert doc["metadata"] == {"a": 2, "b": 1}
+
+
+def test_a_user_reads_as_stored_in_the_process_that_wrote_it(tmp_path: Path) -> None:
+    """``user_by_id`` in the process that wrote the user gave back the caller's own
+    metadata object: its number keys and tuples as given (every other reader, and
+    ``get_user``, give ``"1"`` and lists), and what the caller changed in it afterwards,
+    never written. It gives what is stored; and a login with the same metadata writes
+    nothing again (compared as given, it differed from the stored file each time)."""
+    from filelayer import ArchiveStore
+
+    store = ArchiveStore(tmp_path / "chats")
+    given = {1: (1, 2), "k": {"x": 1}}
+    user = store.upsert_user("alice", given)
+    given["k"]["x"] = "changed afterwards"
+    stored = {"1": [1, 2], "k": {"x": 1}}
+    assert (store.user_by_id(user["id"]) or {})["metadata"] == stored
+    assert (store.get_user("alice") or {})["metadata"] == stored
+    other = ArchiveStore(tmp_path / "chats")
+    assert (other.user_by_id(user["id"]) or {})["metadata"] == stored
+    other.close()
+    path = next((tmp_path / "chats" / "users").glob("alice-*.json"))
+    inode = path.stat().st_ino
+    store.upsert_user("alice", {1: (1, 2), "k": {"x": 1}})
+    assert path.stat().st_ino == inode  # the same login again: nothing rewritten
+    with pytest.raises(ValueError, match="metadata"):
+        store.upsert_user("alice", ["not", "a", "dict"])  # type: ignore[arg-type]
+    store.close()
