@@ -162,25 +162,6 @@ def _key_text(key: Any) -> str:
     raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
-def text_keys(obj: dict[Any, Any]) -> dict[Any, Any]:
-    """``obj`` with its own keys (not those of the values in it) as the strings they
-    are stored as (``1`` -> ``"1"``, ``None`` -> ``"null"``), for a merge with stored
-    keys; :class:`InvalidValueError` if two become one. A key JSON cannot hold (a
-    tuple, NaN) is kept, for the encoding to refuse."""
-    if all(type(key) is str for key in obj):
-        return obj
-    result: dict[Any, Any] = {}
-    for key, value in obj.items():
-        try:
-            text = _key_text(key)
-        except (TypeError, ValueError):
-            text = key
-        if text in result:
-            raise InvalidValueError("data", f"the key {text!r} is in one object twice")
-        result[text] = value
-    return result
-
-
 def _string_keys(value: Any) -> Any:
     """``value`` with every dict key a string, as Python's json writes it; refused
     (:class:`InvalidValueError`) if two keys of one dict become the same string.
@@ -257,6 +238,13 @@ def encode_new_line(obj: Any) -> bytes:
     line = encode_line(obj)
     check_depth(obj, line)
     return line
+
+
+def stored_form(obj: Any) -> Any:
+    """``obj`` as every reader reads it back once written (``1`` -> ``"1"`` as a key,
+    tuples as lists), a copy that shares nothing with ``obj``: what a writer merges and
+    compares with what is stored. Refused as :func:`encode_line` refuses."""
+    return decode(encode_line(obj))
 
 
 def encode_document(obj: Any) -> bytes:

@@ -93,7 +93,7 @@ class Accounts:
             _codec.check_depth(metadata)
             # As stored ("1" for a key 1, lists for tuples) and the caller's no more: what
             # this process keeps and compares with the file is what every reader reads.
-            metadata = _codec.decode(_codec.encode_line(metadata))
+            metadata = _codec.stored_form(metadata)
         path = self.layout.user_file(identifier)
         with _locks.locked(self.layout.users_lock, self.lock_timeout):
             existing = users.read(path)

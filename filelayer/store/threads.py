@@ -78,7 +78,7 @@ class Threads:
             raise InvalidValueError("metadata", "thread metadata must be a dict")
         if metadata:
             _codec.check_depth(metadata)
-            metadata = _codec.text_keys(metadata)  # merged with the keys as stored
+            metadata = _codec.stored_form(metadata)  # merged and compared as stored
         if tags is not None and (
             not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
         ):

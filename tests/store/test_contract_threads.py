@@ -141,6 +141,28 @@ async def test_an_update_that_changes_nothing_rewrites_nothing(driver: Driver, r
     assert manifest.stat().st_ino == stat.st_ino
 
 
+async def test_an_update_that_changes_nothing_rewrites_nothing_whatever_its_types(
+    driver: Driver, root: Path
+) -> None:
+    """The same update again changes nothing, though its metadata holds a tuple or a
+    key that is a number deeper in (stored as a list, and as a string): compared as
+    given with the manifest as stored, it differed every time, and each session save
+    of such an app rewrote the manifest and moved its ``updatedAt`` (a change in git
+    for nothing)."""
+    metadata = {"chat_settings": {"range": (1, 2), "by_id": {7: "seven"}}, "k": [(1,)]}
+    await driver.update_thread("t1", name="Same", metadata=metadata)
+    manifest = root / "threads" / "t1" / "thread.json"
+    before = manifest.read_bytes()
+    stat = manifest.stat()
+    await driver.update_thread("t1", name="Same", metadata=metadata)
+    assert manifest.read_bytes() == before
+    assert manifest.stat().st_ino == stat.st_ino
+    assert (await driver.get_thread("t1"))["metadata"] == {
+        "chat_settings": {"range": [1, 2], "by_id": {"7": "seven"}},
+        "k": [[1]],
+    }
+
+
 async def test_the_manifest_is_readable_deterministic_json(driver: Driver, root: Path) -> None:
     await driver.update_thread("t1", name="Crème brûlée ☕", metadata={"z": 1, "a": 2})
     text = (root / "threads" / "t1" / "thread.json").read_text("utf-8")
