@@ -23,11 +23,14 @@ from __future__ import annotations
 import io
 import logging
 import shutil
+import tempfile
 import zipfile
+from collections.abc import Iterator
+from typing import IO
 from urllib.parse import quote
 
 from fastapi import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from ..export.bundle import FORMATS, UNRENDERABLE, Bundle, build, describe
 from . import serve
@@ -52,9 +55,20 @@ def export_url(thread_id: str, fmt: str = "markdown") -> str:
     return f"{serve.url_prefix()}{ROUTE_PREFIX}/{quote(thread_id, safe='')}?format={fmt}"
 
 
+_SPOOL_BYTES = 4 << 20
+"""A zip larger than this is built in a temporary file, not in memory."""
+_CHUNK = 1 << 20
+
+
 def zip_bundle(bundle: Bundle) -> bytes:
     """The export's files in one zip, as ``filelayer export -o DIR`` lays them out."""
     out = io.BytesIO()
+    write_zip(bundle, out)
+    return out.getvalue()
+
+
+def write_zip(bundle: Bundle, out: IO[bytes]) -> None:
+    """Write the zip of :func:`zip_bundle` into ``out`` (seekable)."""
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in bundle.items():
             info = zipfile.ZipInfo(name, _ZIP_TIME)
@@ -64,8 +78,32 @@ def zip_bundle(bundle: Bundle) -> bytes:
                 archive.writestr(info, data)
             else:  # an element file, copied in pieces
                 with open(data, "rb") as source, archive.open(info, "w") as member:
-                    shutil.copyfileobj(source, member, 1 << 20)
-    return out.getvalue()
+                    shutil.copyfileobj(source, member, _CHUNK)
+
+
+def _spooled_zip(bundle: Bundle) -> tuple[IO[bytes], int]:
+    """The zip in a file read from its start, and its size: in memory while small, on
+    the disk beyond :data:`_SPOOL_BYTES` (a thread's files may be large, and several
+    requests may be made at once: the server must not hold each zip whole)."""
+    out = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 (closed by _pieces)
+    try:
+        write_zip(bundle, out)
+        size = out.tell()
+        out.seek(0)
+    except BaseException:
+        out.close()
+        raise
+    return out, size
+
+
+def _pieces(file: IO[bytes]) -> Iterator[bytes]:
+    """The file's bytes a piece at a time (read in a worker thread by the response),
+    then the file closed (a temporary file: gone with it)."""
+    try:
+        while piece := file.read(_CHUNK):
+            yield piece
+    finally:
+        file.close()
 
 
 async def serve_export(request: Request, thread_id: str, format: str = "markdown") -> Response:
@@ -95,7 +133,7 @@ async def serve_export(request: Request, thread_id: str, format: str = "markdown
         if format == "html":
             data = bundle.text.encode()
         else:
-            data = await layer.calls.read_off_loop(zip_bundle, bundle)
+            file, size = await layer.calls.read_off_loop(_spooled_zip, bundle)
     except UNRENDERABLE as exc:  # a hand-edited or damaged value in the thread's files
         log.warning("filelayer: thread %s not exported: %s", thread_id, describe(exc))
         return Response(
@@ -111,7 +149,8 @@ async def serve_export(request: Request, thread_id: str, format: str = "markdown
         headers["Content-Disposition"] = content_disposition("inline", bundle.name)
         return HTMLResponse(data, headers=headers)
     headers["Content-Disposition"] = content_disposition("attachment", f"{bundle.stem}.zip")
-    return Response(data, media_type="application/zip", headers=headers)
+    headers["Content-Length"] = str(size)
+    return StreamingResponse(_pieces(file), media_type="application/zip", headers=headers)
 
 
 serve.add_route(serve.ExtraRoute(ROUTE_NAME, ROUTE_SUFFIX, serve_export, ("GET",)))

@@ -3,10 +3,13 @@ Markdown export or the HTML page, under the same rules as the element route."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
 import zipfile
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +147,75 @@ def test_the_export_route_comes_with_the_data_layer() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "filelayer_export" in done.stdout.split()
+
+
+async def test_a_large_file_is_sent_without_the_server_holding_the_zip(
+    site: Site, tmp_path: Path
+) -> None:
+    """The zip was built in memory, whole, for every request: a user who uploads a large
+    file and asks for the export a few times at once made the server hold it once per
+    request. It is built in a temporary file past a few megabytes and sent from there
+    in pieces (the answer is read here by a bare ASGI call that keeps nothing of it in
+    memory: only the server's own allocations count)."""
+    import os
+    import tracemalloc
+
+    size = 24 << 20
+    data = os.urandom(size)  # random: the zip is as large as the file
+    steps = (await site.layer.get_thread(site.thread_id))["steps"]
+    site.layer.store.put_element(
+        site.thread_id,
+        {"id": "big", "type": "file", "name": "big.bin", "forId": steps[0]["id"]},
+        data,
+    )
+    received = tmp_path / "answer.zip"
+    headers = [(b"host", b"testserver")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in as_user("alice").items()]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": f"/filelayer/export/{site.thread_id}",
+        "raw_path": f"/filelayer/export/{site.thread_id}".encode(),
+        "root_path": "",
+        "query_string": b"format=markdown",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    start: dict[str, Any] = {}
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.sleep(3600)  # the client stays until the answer is sent
+        return {"type": "http.disconnect"}
+
+    with received.open("wb") as sink:
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                sink.write(message.get("body", b""))
+
+        del data
+        tracemalloc.start()
+        try:
+            await site.app(scope, receive, send)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert start["status"] == 200
+    answer_headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    assert answer_headers["content-length"] == str(received.stat().st_size)
+    with zipfile.ZipFile(received) as members:
+        [name] = [n for n in members.namelist() if n.endswith("big.bin")]
+        assert members.getinfo(name).file_size == size
+        assert members.testzip() is None
+    assert peak < size // 2, f"the server held {peak >> 20} MiB for a {size >> 20} MiB file"
