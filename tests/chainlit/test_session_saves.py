@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("chainlit")
 
 from filelayer.cli import main
-from tests.git.test_git_snapshot import git, init
+from tests.git.test_git_snapshot import init
+from tests.support.git import git_out
 from tests.support.layer import end_session
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -66,7 +67,7 @@ async def test_chainlits_own_session_saves_leave_git_status_clean(
         finally:
             user_sessions.pop(session.id, None)
             await end_session(session)
-        assert git(root, "status", "--porcelain") == "", n
+        assert git_out(root, "status", "--porcelain") == "", n
     thread = await layer.get_thread("t")  # type: ignore[attr-defined]
     assert thread["metadata"]["history"] == ["hello", "visit 1", "visit 2", "visit 3"]
 

@@ -493,7 +493,7 @@ def test_a_key_that_is_not_a_finite_number_is_refused_alone_or_not(tmp_path: Pat
 def test_integers_of_any_size_are_read_and_written_whatever_the_digit_limit(
     tmp_path: Path,
 ) -> None:
-    """"Integers of any size are read exactly" (docs/format.md), in every process.
+    """Integers of any size are read exactly (docs/format.md), in every process.
     Python converts an integer of more than ``sys.get_int_max_str_digits()`` digits
     (4,300 by default) neither to nor from text, and an app may lift that limit (the
     error says to): a step it wrote was then a damaged line for every other process,

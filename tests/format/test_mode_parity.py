@@ -14,7 +14,9 @@ import pytest
 
 from tests.support.processes import subprocess_env
 
-FAST = all(importlib.util.find_spec(name) is not None for name in ("orjson", "aiofiles", "filelock"))
+FAST = all(
+    importlib.util.find_spec(name) is not None for name in ("orjson", "aiofiles", "filelock")
+)
 
 needs_fast = pytest.mark.skipif(not FAST, reason="orjson, aiofiles, filelock not all installed")
 

@@ -288,9 +288,7 @@ def test_a_write_whose_index_rows_failed_is_healed_after_a_clean_close(tmp_path:
 
     app.index.append = full  # type: ignore[method-assign]
     with pytest.raises(StorageWriteError):
-        app.write_step(
-            {"id": "s1", "threadId": "t", "type": "user_message", "output": "crumpets"}
-        )
+        app.write_step({"id": "s1", "threadId": "t", "type": "user_message", "output": "crumpets"})
     app.index.append = real  # type: ignore[method-assign]
     thread = app.get_thread("t")
     assert thread is not None and [s["output"] for s in thread["steps"]] == ["crumpets"]
@@ -316,7 +314,9 @@ def connect(*args, **kwargs):  # SQLite's own default (Debian's build turns it o
 sqlite3.connect = connect
 """
 
-REINDEX_PAUSED_BEFORE_ITS_SWITCH = NO_SECURE_DELETE + r"""
+REINDEX_PAUSED_BEFORE_ITS_SWITCH = (
+    NO_SECURE_DELETE
+    + r"""
 import os, sys, time
 from pathlib import Path
 from filelayer import ArchiveStore
@@ -332,6 +332,7 @@ def progress(n, total):
 store.reindex(progress)
 store.close()
 """
+)
 
 
 def test_a_rebuild_begun_before_an_erasure_leaves_nothing_of_the_user(
