@@ -213,6 +213,35 @@ def make_dirs(path: Path, changes: Changes) -> bool:
     return True
 
 
+def found(path: Path, changes: Changes) -> None:
+    """``path`` already holds what the call would have written (a manifest renamed to
+    the name it has): the call writes nothing, but acknowledges that file, which may not
+    be on the disk yet (another worker's group commit made it and has not fsynced it, or
+    the call that made it was killed before its fsyncs). So it is made durable as the
+    call's mode says, as if the call had written it: its data, and its name."""
+    if changes.durable:
+        try:
+            fd = os.open(path, os.O_RDONLY | NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageWriteError(path, exc) from exc
+        kept = False
+        try:
+            if changes.group is not None:
+                kept = changes.group.keep_fd(fd, path)
+            else:
+                fsync_fd(fd)
+        except OSError as exc:
+            raise StorageWriteError(path, exc) from exc
+        finally:
+            if not kept:
+                os.close(fd)
+    else:
+        changes.files.append(path)
+    changes.entry(path.parent)
+
+
 def temp_path(path: Path) -> Path:
     """A fresh temporary sibling of ``path``, renamed over it once written."""
     return path.with_name(f"{RESERVED_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")

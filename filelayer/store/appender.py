@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 from functools import partial
 from pathlib import Path
@@ -61,6 +62,9 @@ class DurableNames:
         """Threads whose directory's name is durable -> the journal (device, inode)
         whose name is too (``None``: none known)."""
         self._elements: dict[str, None] = {}  # threads whose elements/ name is durable
+        self._manifests: dict[str, tuple[int, int, int]] = {}
+        """Threads -> the manifest (device, inode, change time) this store wrote or found
+        and made durable, with its name: one found again needs no fsync."""
         self._dirs: dict[Path, None] = {}  # other directories whose name is durable
         self._lock = threading.Lock()
 
@@ -93,6 +97,25 @@ class DurableNames:
             changes.entry(directory.parent)
             changes.then(partial(self._note_dir, directory))
 
+    def manifest_known(self, thread_id: str, path: Path) -> bool:
+        """Whether the manifest at ``path`` is one this store made durable (or handed to
+        the flusher), name and data: not replaced since."""
+        known = self._manifests.get(thread_id)
+        return known is not None and known == _identity(path)
+
+    def manifest(self, thread_id: str, path: Path, changes: _fs.Changes) -> None:
+        """The manifest at ``path`` (written or found by this call, under the thread's
+        lock) is made durable by ``changes``, name included: noted once it is."""
+        identity = _identity(path)
+        if identity is not None:
+            changes.then(partial(self._note_manifest, thread_id, identity))
+
+    def _note_manifest(self, thread_id: str, identity: tuple[int, int, int]) -> None:
+        with self._lock:
+            self._manifests[thread_id] = identity
+            while len(self._manifests) > self.size:
+                del self._manifests[next(iter(self._manifests))]
+
     def _note(self, thread_id: str, journal: tuple[int, int] | None, elements: bool) -> None:
         with self._lock:
             threads = self._threads
@@ -112,6 +135,7 @@ class DurableNames:
         with self._lock:
             self._threads.pop(thread_id, None)
             self._elements.pop(thread_id, None)
+            self._manifests.pop(thread_id, None)
 
     def forget(self) -> None:
         """Files changed behind the layer's back (``git checkout`` writes without
@@ -120,6 +144,7 @@ class DurableNames:
             self._threads.clear()
             self._elements.clear()
             self._dirs.clear()
+            self._manifests.clear()
 
 
 class JournalAppender:
@@ -299,6 +324,15 @@ class JournalAppender:
         self.index.append([self.book.thread_record(doc)])
         self._existing.put(thread_id, None)
         return True
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """A file's device, inode and change time (a file renamed over it has others)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 _STAMP_TAIL = 64 * 1024

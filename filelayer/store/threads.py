@@ -127,10 +127,11 @@ class Threads:
                 doc["updatedAt"] = max(now_iso(), before.get("updatedAt") or "")
             data = manifest.encode(doc)  # refuse what cannot be stored before making anything
             session_file = None
+            session_found = False
             if local is not None:
                 session_file = session.path(self.root, thread_id)
                 if not session.differs(session_file, local):
-                    session_file = None
+                    session_file, session_found = None, True
                 elif _commit.on_loop() and _fs.holds_durable_content(session_file):
                     # Replaced by a file fsynced before the rename: not on the loop.
                     raise _commit.DiskWait(session_file)
@@ -155,13 +156,28 @@ class Threads:
                     changes.entry(path.parent)
                 else:
                     manifest.write_encoded(path, data, changes=changes)
+                    self.appender.names.manifest(thread_id, path, changes)
                 # The thread directory's name on the disk too, whoever made it.
                 self.appender.names.thread(thread_id, changes)
                 self.index.append([self.book.thread_record(doc)])
-            elif not self.book.agrees(doc):
-                # A retry of a call whose manifest landed but whose index record was
-                # lost (a crash between the two): put the record back.
-                self.index.append([self.book.thread_record(doc)])
+            else:
+                # Nothing to change, but the manifest found is what the call
+                # acknowledges: made durable as if the call had written it (another
+                # worker's group commit, or a killed call, may have made it unsynced),
+                # unless this store did so with this very file.
+                if not self.appender.names.manifest_known(thread_id, path):
+                    _fs.found(path, changes)
+                    self.appender.names.manifest(thread_id, path, changes)
+                self.appender.names.thread(thread_id, changes)
+                if not self.book.agrees(doc):
+                    # A retry of a call whose manifest landed but whose index record
+                    # was lost (a crash between the two): put the record back.
+                    self.index.append([self.book.thread_record(doc)])
+            if session_found:
+                # The same: the session kept is the one this call saves.
+                found = session.path(self.root, thread_id)
+                _fs.found(found, changes)
+                self.appender.names.directory(found.parent, changes)
             if session_file is not None and local is not None:
                 self.appender.make_dir(session_file.parent, changes)
                 session.write(session_file, local, changes)

@@ -198,7 +198,10 @@ def test_a_store_makes_the_names_it_writes_behind_durable_once(
     assert fsyncs.dirs == [thread_dir / "elements"]
     fsyncs.clear()
     store.update_thread("t1", metadata=session_metadata("two"))
-    assert fsyncs.dirs == [store.root / "sessions", store.root]  # sessions/ first seen
+    # sessions/ first seen; the manifest, unchanged, first seen too: what the call
+    # acknowledges of it (the chat settings) is made durable, with its name.
+    assert names(fsyncs.files)[0] == "thread.json" and len(fsyncs.files) == 2
+    assert fsyncs.dirs == [thread_dir, store.root / "sessions", store.root]
     fsyncs.clear()
     store.update_thread("t1", metadata=session_metadata("three"))
     assert fsyncs.dirs == [store.root / "sessions"]

@@ -1,0 +1,123 @@
+"""Power cuts after a call that found nothing to change.
+
+A call that finds the archive already as it asks (a thread renamed to the name it has,
+a session saved again unchanged, a write to a step already deleted) writes nothing. But
+what it found may not be on the disk yet: another worker's group commit made it and has
+not fsynced it, or a call that made it was killed before its fsyncs. Acknowledged, the
+call must leave the state it reports durable all the same (``durability="fsync"``).
+
+Each test runs its scripts under strace (``powercut.trace_scripts``) and replays their
+system calls on the power-cut model; the power goes right after the last
+acknowledgement (``os._exit``). ``strict()`` is what that power cut keeps.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.powercut import FsModel, trace_scripts, tracer_problem
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the explorer records with strace (Linux)"
+)
+
+
+def traced(tmp_path: Path, *scripts: str) -> FsModel:
+    problem = tracer_problem()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    return trace_scripts(tmp_path, list(scripts))
+
+
+HEAD = r"""
+import os, sys
+from filelayer._io import commit, fs
+from filelayer.store.archive import ArchiveStore
+root = sys.argv[1]
+
+def step(sid, tid, text):
+    return {"id": sid, "threadId": tid, "type": "user_message", "output": text,
+            "createdAt": "2026-01-01T00:00:00.000000Z"}
+"""
+
+SESSION = (
+    '{"chat_settings": {}, "chat_profile": None, "client_type": "webapp", '
+    '"memory": "ACKED-SESSION"}'
+)
+
+
+def test_a_rename_to_the_name_another_workers_pending_group_gave(tmp_path: Path) -> None:
+    """Worker A makes t1 named "chat" in a group commit not yet fsynced; worker B names
+    t1 "chat" too, finds nothing to change and is acknowledged: the thread and its name
+    survive the power cut."""
+    script = (
+        HEAD
+        + r"""
+a = ArchiveStore(root, durability="fsync")
+b = ArchiveStore(root, durability="fsync")
+with commit.deferring(commit.SyncGroup()):
+    a.update_thread("t1", name="ACKED-NAME")
+b.update_thread("t1", name="ACKED-NAME")
+print("acknowledged", flush=True)
+os._exit(0)  # before A's group commit
+"""
+    )
+    model = traced(tmp_path, script)
+    assert b"ACKED-NAME" in (model.volatile().get("threads/t1/thread.json") or b"")
+    assert b"ACKED-NAME" in (model.strict().get("threads/t1/thread.json") or b"")
+
+
+def test_the_same_name_again_after_a_restart_keeps_the_thread(tmp_path: Path) -> None:
+    """``update_thread`` made t1 and was killed before ``threads/`` was fsynced; after
+    the restart the app names it the same again (nothing to change), acknowledged."""
+    first = (
+        HEAD
+        + r"""
+store = ArchiveStore(root, durability="fsync")
+real = fs.fsync_dirs
+def dying(dirs):
+    dirs = list(dirs)
+    if store.layout.threads in dirs:
+        os._exit(9)
+    real(dirs)
+fs.fsync_dirs = dying
+store.update_thread("t1", name="ACKED-NAME")
+"""
+    )
+    second = (
+        HEAD
+        + r"""
+store = ArchiveStore(root, durability="fsync")
+store.update_thread("t1", name="ACKED-NAME")
+print("acknowledged", flush=True)
+os._exit(0)
+"""
+    )
+    model = traced(tmp_path, first, second)
+    assert b"ACKED-NAME" in (model.strict().get("threads/t1/thread.json") or b"")
+
+
+def test_a_session_saved_again_as_another_workers_pending_group_saved_it(
+    tmp_path: Path,
+) -> None:
+    """Worker A saves t1's session in a group commit not yet fsynced; worker B saves the
+    same session, finds nothing to change, and is acknowledged: the session survives."""
+    script = (
+        HEAD
+        + r"""
+a = ArchiveStore(root, durability="fsync")
+b = ArchiveStore(root, durability="fsync")
+b.update_thread("t1", name="chat")
+with commit.deferring(commit.SyncGroup()):
+    a.update_thread("t1", metadata=SESSION)
+b.update_thread("t1", metadata=SESSION)
+print("acknowledged", flush=True)
+os._exit(0)  # before A's group commit
+"""
+    ).replace("SESSION", SESSION)
+    model = traced(tmp_path, script)
+    assert b"ACKED-SESSION" in (model.volatile().get("sessions/t1.json") or b"")
+    assert b"ACKED-SESSION" in (model.strict().get("sessions/t1.json") or b"")
