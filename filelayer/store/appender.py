@@ -271,6 +271,22 @@ class JournalAppender:
         if self.compactor.enabled:
             self.compactor.appended(thread_id, opened, at, len(data), step, deleted)
 
+    def found(self, thread_id: str, opened: _fs.AppendFile, changes: _fs.Changes) -> None:
+        """The call appends nothing to the open journal but acknowledges what it holds
+        (a write ignored because the journal deleted its step): made durable as an
+        append would be, since another worker's group commit may not have fsynced it."""
+        if changes.durable:
+            try:
+                if changes.group is not None:
+                    opened.kept = changes.group.keep(opened)
+                else:
+                    _fs.fsync_fd(opened.fd)
+            except OSError as exc:
+                raise StorageWriteError(opened.path, exc) from exc
+        else:
+            changes.wrote(opened.path)
+        self.names.journal(thread_id, opened, changes)
+
     def hide(
         self,
         thread_id: str,

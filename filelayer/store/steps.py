@@ -81,6 +81,8 @@ class Steps:
                 index_records = self.book.step_records(thread_id, step_id, record["step"], opened)
                 if index_records is None:
                     log.debug("filelayer: ignoring a late write to deleted step %s", step_id)
+                    # Ignored, the write acknowledges the deletion: on the disk first.
+                    appender.found(thread_id, opened, changes)
                     return True
                 appender.append_to(thread_id, opened, line, changes, step=step_id)
             if index_records:

@@ -121,3 +121,27 @@ os._exit(0)  # before A's group commit
     model = traced(tmp_path, script)
     assert b"ACKED-SESSION" in (model.volatile().get("sessions/t1.json") or b"")
     assert b"ACKED-SESSION" in (model.strict().get("sessions/t1.json") or b"")
+
+
+def test_a_write_to_a_step_another_workers_pending_group_deleted(tmp_path: Path) -> None:
+    """Worker A deletes s1 in a group commit not yet fsynced; worker B's update of s1 is
+    ignored (deleted steps stay deleted) and acknowledged: after the power cut, s1 is
+    deleted, not back with its old text."""
+    script = (
+        HEAD
+        + r"""
+a = ArchiveStore(root, durability="fsync")
+b = ArchiveStore(root, durability="fsync")
+b.write_step(step("s1", "t1", "ORIGINAL"))
+with commit.deferring(commit.SyncGroup()):
+    a.delete_step("s1", "t1")
+b.write_step(step("s1", "t1", "UPDATED"))
+assert "s1" not in b.read_state("t1").steps
+print("acknowledged", flush=True)
+os._exit(0)  # before A's group commit
+"""
+    )
+    model = traced(tmp_path, script)
+    journal = model.strict().get("threads/t1/steps.jsonl") or b""
+    assert b"ORIGINAL" in journal
+    assert b'"op":"step.delete"' in journal.replace(b" ", b"")
