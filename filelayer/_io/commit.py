@@ -175,6 +175,12 @@ class SyncGroup:
         def sync_dir(path: Path) -> None:
             try:
                 _fs.fsync_dir(path)
+            except FileNotFoundError:
+                # Removed since one of the group's calls made a name in it: a thread
+                # deleted after it was written to, by a call that made its removal
+                # durable itself (``delete_thread`` fsyncs ``threads/``). What the group
+                # wrote there went with it: nothing left to make durable.
+                pass
             except OSError as exc:
                 errors.append(StorageWriteError(path, exc))
 

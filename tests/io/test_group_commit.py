@@ -219,3 +219,25 @@ async def test_replaced_manifests_are_fsynced_before_their_rename_and_shared(
     # The renames shared one group, the steps another: one fsync per file and group.
     assert len(watch.synced) <= 2 + 2 * len(threads) < len(calls)
     assert not list((root / "threads").glob("*/*.tmp"))
+
+
+async def test_a_thread_deleted_in_the_group_that_wrote_to_it_fails_no_call(
+    layer: Any, root: Path, watch: Watch
+) -> None:
+    """A thread's first step and its deletion run in one group (a chat deleted while its
+    answer is being written): the directory the step made is gone when the group fsyncs
+    its directories. Its removal is on the disk already (the deletion fsynced it), so
+    no call of the group fails for it, neither the step nor the others' calls."""
+    for tid in ("t0", "t1"):
+        await layer.update_thread(tid, name=tid)
+    calls = [
+        layer.create_step(message("a", "t0")),
+        layer.create_step(message("first", "t2")),
+        layer.create_step(message("b", "t1")),
+        layer.delete_thread("t2"),
+        layer.create_step(message("c", "t1")),
+    ]
+    outcomes = await held_until_queued(layer, watch, calls)
+    assert outcomes == [None] * len(calls)
+    assert not (root / "threads" / "t2").exists()
+    assert {"b", "c"} <= {s["id"] for s in (await layer.get_thread("t1"))["steps"]}
