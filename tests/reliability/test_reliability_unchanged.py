@@ -145,3 +145,32 @@ os._exit(0)  # before A's group commit
     journal = model.strict().get("threads/t1/steps.jsonl") or b""
     assert b"ORIGINAL" in journal
     assert b'"op":"step.delete"' in journal.replace(b" ", b"")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: the index already forgot the feedback that another worker's pending "
+    "group deleted, so the call finds no thread whose journal it could make durable",
+)
+def test_a_feedback_deleted_again_while_another_workers_deletion_is_pending(
+    tmp_path: Path,
+) -> None:
+    """Worker A deletes feedback f1 in a group commit not yet fsynced; worker B deletes
+    f1 too and is acknowledged: after the power cut, f1 stays deleted."""
+    script = (
+        HEAD
+        + r"""
+a = ArchiveStore(root, durability="fsync")
+b = ArchiveStore(root, durability="fsync")
+b.write_step(step("s1", "t1", "one"))
+b.upsert_feedback(for_id="s1", value=1, feedback_id="f1", thread_id="t1")
+with commit.deferring(commit.SyncGroup()):
+    a.delete_feedback("f1")
+assert b.delete_feedback("f1")
+print("acknowledged", flush=True)
+os._exit(0)  # before A's group commit
+"""
+    )
+    model = traced(tmp_path, script)
+    journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
+    assert b'"feedback.delete"' in journal
