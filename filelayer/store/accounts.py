@@ -6,11 +6,13 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from .._io import fs as _fs
 from .._io import locks as _locks
 from .._time import now_iso
-from ..errors import CorruptFileError, InvalidValueError
+from ..errors import CorruptFileError, InvalidValueError, StorageWriteError
 from ..format import codec as _codec
 from ..format import users
 from ..format.layout import Layout
@@ -40,6 +42,9 @@ class Accounts:
         self._users_by_id: dict[str, dict[str, Any]] = {}
         self._ids: Lru[str, tuple[_FileKey, str]] = Lru(IDS_KEPT)
         """Identifier -> the id its user file held, with the file's key then."""
+        self._durable: Lru[str, _FileKey] = Lru(IDS_KEPT)
+        """Identifier -> the user file this process wrote or found and made durable
+        (its key then), name included: found again unchanged, it needs no fsync."""
         self._read_in_full: tuple[int, int, int] | None = None
         """The users directory's state (:meth:`_directory_state`) when every user file
         in it was read, if it had not changed for :data:`SETTLED_NS` by then."""
@@ -115,7 +120,14 @@ class Accounts:
                     doc["displayName"] = display_name
             if doc != existing:
                 users.write(path, doc, durable=True)
+            elif self._durable.get(identifier) != _file_key(path):
+                # Nothing to change, but the record found is what the call acknowledges:
+                # the call that wrote it may have been killed before its name was on
+                # the disk (or a git checkout wrote it without an fsync).
+                _sync_found(path)
             key = _file_key(path)  # under the lock: the file this call left
+            if key is not None:
+                self._durable.put(identifier, key)
         self._users_by_id[doc["id"]] = doc
         if key is not None:
             self._ids.put(identifier, (key, str(doc["id"])))
@@ -169,6 +181,20 @@ class Accounts:
                 continue
             if doc is not None:
                 yield doc
+
+
+def _sync_found(path: Path) -> None:
+    """Put the file ``path`` and its name on the disk (a user file found as the call
+    would have written it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _fs.NOFOLLOW)
+        try:
+            _fs.fsync_fd(fd)
+        finally:
+            os.close(fd)
+        _fs.fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageWriteError(path, exc) from exc
 
 
 def _file_key(path: os.PathLike[str] | str) -> _FileKey | None:

@@ -174,3 +174,34 @@ os._exit(0)  # before A's group commit
     model = traced(tmp_path, script)
     journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
     assert b'"feedback.delete"' in journal
+
+
+def test_the_same_user_again_after_a_restart_keeps_the_user(tmp_path: Path) -> None:
+    """``upsert_user`` wrote the user's file and was killed before ``users/`` was
+    fsynced; after the restart the user logs in again with the same record (nothing to
+    change), acknowledged: the record survives the power cut."""
+    first = (
+        HEAD
+        + r"""
+store = ArchiveStore(root, durability="fsync")
+real = fs.fsync_dir
+def dying(path):
+    if str(path) == str(store.layout.users):
+        os._exit(9)  # killed before the user file's name is on the disk
+    real(path)
+fs.fsync_dir = dying
+store.upsert_user("bob", metadata={"plan": "ACKED-USER"})
+"""
+    )
+    second = (
+        HEAD
+        + r"""
+store = ArchiveStore(root, durability="fsync")
+store.upsert_user("bob", metadata={"plan": "ACKED-USER"})
+print("acknowledged", flush=True)
+os._exit(0)
+"""
+    )
+    model = traced(tmp_path, first, second)
+    kept = [data for path, data in model.strict().items() if path.startswith("users/bob-")]
+    assert kept and b"ACKED-USER" in (kept[0] or b"")
