@@ -481,6 +481,12 @@ class Healer:
         self, dead: list[Path], session: Session | None, reason: str, store: ArchiveStore
     ) -> None:
         own = session or _maybe_session(store.layout.index_dir)
+        if dead:
+            # A writer that died without closing may have died before the background
+            # flush of its last calls (the flush mode), which then never comes: what it
+            # wrote is put on the disk now, or a power cut could take those calls long
+            # after they were acknowledged.
+            _sync_all()
         # Announced as maintenance, at an opening as in the background: it reads every
         # changed thread and rewrites their index rows, and the serving processes (this
         # one too, whose look sees its own hold) keep their loops off the disk meanwhile.
@@ -515,6 +521,14 @@ class Healer:
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the reconciles started so far; ``False`` on timeout."""
         return self._idle.wait(timeout)
+
+
+def _sync_all() -> None:
+    """Put every file system's pending writes on the disk (``sync``; nothing to do where
+    there is no such call)."""
+    sync = getattr(os, "sync", None)
+    if sync is not None:
+        sync()
 
 
 def _maybe_session(directory: Path) -> Session | None:

@@ -205,3 +205,38 @@ os._exit(0)
     model = traced(tmp_path, first, second)
     kept = [data for path, data in model.strict().items() if path.startswith("users/bob-")]
     assert kept and b"ACKED-USER" in (kept[0] or b"")
+
+
+def test_a_crashed_flush_mode_writers_calls_are_flushed_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """The flush mode: the app was killed before the background flush of its last calls
+    came (it never will: the flusher died with it). The restarted app finds its writer
+    session dead; by then a power cut must keep those calls, acknowledged long before
+    (more than the flusher's second), though the new process never writes that thread."""
+    crashed = (
+        HEAD
+        + r"""
+from filelayer._io.flusher import FLUSHER
+FLUSHER.interval = 3600  # the flush due for the call never comes before the kill
+store = ArchiveStore(root, durability="flush")
+store.write_step(step("s1", "t1", "ACKED"))
+print("acknowledged", flush=True)
+os._exit(9)  # the app crashes
+"""
+    )
+    restarted = (
+        HEAD
+        + r"""
+import time
+from filelayer._io.flusher import FLUSHER
+store = ArchiveStore(root, durability="flush")
+store.wait_healed()
+time.sleep(1.2)  # more than the flusher's second since the restart
+FLUSHER.flush()
+os._exit(0)  # the power goes
+"""
+    )
+    model = traced(tmp_path, crashed, restarted)
+    assert b"ACKED" in (model.volatile().get("threads/t1/steps.jsonl") or b"")
+    assert b"ACKED" in (model.strict().get("threads/t1/steps.jsonl") or b"")
