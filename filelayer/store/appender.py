@@ -287,6 +287,15 @@ class JournalAppender:
             changes.wrote(opened.path)
         self.names.journal(thread_id, opened, changes)
 
+    def found_journal(self, thread_id: str, changes: _fs.Changes) -> None:
+        """:meth:`found` for the thread's journal, opened here (none: nothing to do)."""
+        try:
+            opened = _fs.AppendFile(self.layout.journal(thread_id), create=False)
+        except FileNotFoundError:
+            return
+        with opened:
+            self.found(thread_id, opened, changes)
+
     def hide(
         self,
         thread_id: str,

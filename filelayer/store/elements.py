@@ -87,6 +87,9 @@ class Elements:
         dead = self.tombstones.of(thread_id)
         element_id = element.get("id")
         if element_id in dead.elements:
+            # Refused, the send acknowledges the deletion: on the disk first (another
+            # worker's group commit may not have fsynced it yet).
+            self.appender.found_journal(thread_id, changes)
             return True
         if journal.for_deleted_step(element, dead.steps):
             log.debug("filelayer: element %s is for a deleted step: deleted", element_id)

@@ -240,3 +240,30 @@ os._exit(0)  # the power goes
     model = traced(tmp_path, crashed, restarted)
     assert b"ACKED" in (model.volatile().get("threads/t1/steps.jsonl") or b"")
     assert b"ACKED" in (model.strict().get("threads/t1/steps.jsonl") or b"")
+
+
+def test_an_element_sent_again_while_another_workers_deletion_is_pending(
+    tmp_path: Path,
+) -> None:
+    """Worker A deletes element e2 (a link, no file) in a group commit not yet fsynced;
+    worker B sends e2 again: refused (deleted elements stay deleted) and acknowledged.
+    After the power cut, e2 stays deleted rather than back with its old link."""
+    script = (
+        HEAD
+        + r"""
+a = ArchiveStore(root, durability="fsync")
+b = ArchiveStore(root, durability="fsync")
+b.write_step(step("s1", "t1", "one"))
+b.record_element("t1", {"id": "e2", "name": "link", "forId": "s1", "url": "http://x/1"})
+with commit.deferring(commit.SyncGroup()):
+    a.delete_element("e2", "t1")
+assert not b.record_element("t1", {"id": "e2", "name": "link", "forId": "s1",
+                                   "url": "http://x/2"})
+print("acknowledged", flush=True)
+os._exit(0)  # before A's group commit
+"""
+    )
+    model = traced(tmp_path, script)
+    journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
+    assert b'"http://x/1"' in journal
+    assert b'"element.delete"' in journal
