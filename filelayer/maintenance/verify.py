@@ -562,17 +562,19 @@ def _set_aside(store: ArchiveStore, thread_id: str, path: Path) -> bool:
         if f"{ELEMENTS_DIR}/{path.name}" in live or not path.is_file():
             return False  # journaled meanwhile
         aside = store.layout.thread_dir(thread_id) / UNREFERENCED_DIR
-        changes = _fs.Changes(durable=True)
-        _fs.make_dirs(aside, changes)
+        made = _fs.Changes(durable=True)
+        _fs.make_dirs(aside, made)
+        made.done()  # its name in the thread's directory, before anything moves in
         target = aside / path.name
         n = 1
         while target.exists():
             target = aside / f"{n}-{path.name}"
             n += 1
         os.replace(path, target)
-        changes.entry(path.parent)
-        changes.entry(aside)
-        changes.done()
+        # The name arrives on the disk before it leaves: a power cut between the two
+        # fsyncs leaves the file in both directories, never in neither.
+        _fs.fsync_dirs([aside])
+        _fs.fsync_dirs([path.parent])
     return True
 
 

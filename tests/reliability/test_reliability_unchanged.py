@@ -1,10 +1,12 @@
-"""Power cuts after a call that found nothing to change.
+"""Power cuts after a call that found nothing to change, and after what no fsync covered.
 
 A call that finds the archive already as it asks (a thread renamed to the name it has,
-a session saved again unchanged, a write to a step already deleted) writes nothing. But
-what it found may not be on the disk yet: another worker's group commit made it and has
-not fsynced it, or a call that made it was killed before its fsyncs. Acknowledged, the
-call must leave the state it reports durable all the same (``durability="fsync"``).
+a session saved again unchanged, a user logging in again, a write to a step already
+deleted) writes nothing. But what it found may not be on the disk yet: another worker's
+group commit made it and has not fsynced it, or a call that made it was killed before
+its fsyncs. Acknowledged, the call must leave the state it reports durable all the same
+(``durability="fsync"``). The same question for what a crashed flush-mode app left
+unflushed, and for the two directories of a file that ``verify --repair`` sets aside.
 
 Each test runs its scripts under strace (``powercut.trace_scripts``) and replays their
 system calls on the power-cut model; the power goes right after the last
@@ -267,3 +269,41 @@ os._exit(0)  # before A's group commit
     journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
     assert b'"http://x/1"' in journal
     assert b'"element.delete"' in journal
+
+
+def test_a_repair_setting_an_element_file_aside_never_loses_it(tmp_path: Path) -> None:
+    """``verify --repair`` moves an element file no record refers to out of
+    ``elements/``, keeping its bytes. Its name leaves ``elements/`` and arrives in the
+    directory it is set aside in: a power cut between the fsyncs of the two must not
+    leave it in neither (here: the power goes right after the first of them)."""
+    setup = (
+        HEAD
+        + r"""
+store = ArchiveStore(root, durability="fsync")
+store.write_step(step("s1", "t1", "one"))
+store.prepare_element("t1")
+(store.layout.thread_dir("t1") / "elements" / "orphan.txt").write_bytes(b"KEPT-BYTES")
+store.close()
+os.sync()
+"""
+    )
+    repair = (
+        HEAD
+        + r"""
+from filelayer.maintenance.verify import verify
+store = ArchiveStore(root, durability="fsync")
+thread_dir = store.layout.thread_dir("t1")
+real = fs.fsync_dir
+def once(path):
+    real(path)
+    if str(path).startswith(str(thread_dir) + "/"):
+        os._exit(0)  # the power goes after the first fsync of a directory in t1
+fs.fsync_dir = once
+verify(store, repair=True)
+os._exit(3)
+"""
+    )
+    model = traced(tmp_path, setup, repair)
+    assert model.volatile().get("threads/t1/unreferenced/orphan.txt") == b"KEPT-BYTES"
+    kept = [p for p, data in model.strict().items() if data == b"KEPT-BYTES"]
+    assert kept, "the element file's bytes are in no directory"
