@@ -226,7 +226,20 @@ class FileDataLayer(BaseDataLayer):
     @_reported
     async def delete_feedback(self, feedback_id: str) -> bool:
         actor = await self.actor()
-        return await self.calls.write(self.store.delete_feedback, feedback_id, actor=actor)
+        store = self.store
+        done = await self.calls.write(store.delete_feedback, feedback_id, actor=actor, scan=False)
+        if done is not None:
+            return done
+        # The index may lag and does not know the id (the client's, any it likes): the
+        # journals are read in a worker thread without the store's lock, so that the
+        # app's other calls never wait behind that reading.
+        thread_id = await self.calls.scan("feedback", feedback_id)
+        if thread_id is None:
+            return True
+        found = await self.calls.write(
+            store.delete_feedback, feedback_id, actor=actor, thread_id=thread_id
+        )
+        return bool(found)
 
     async def _locate(self, kind: str, key: str, prefer: str | None = None) -> str | None:
         """The thread holding step (or element) ``key``: from what this process knows,

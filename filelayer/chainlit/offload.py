@@ -227,8 +227,9 @@ class Offload:
         self.offloaded += 1
         return await asyncio.to_thread(self._read_blocking, fn, args, kwargs)
 
-    async def scan(self, kind: Literal["step", "element"], key: str) -> str | None:
-        """The thread holding step or element ``key``, by a scan of the journals."""
+    async def scan(self, kind: Literal["step", "element", "feedback"], key: str) -> str | None:
+        """The thread holding step, element or feedback ``key``, by a scan of the
+        journals."""
         self.offloaded += 1
         return await asyncio.to_thread(self._scan_blocking, kind, key)
 
@@ -465,7 +466,7 @@ class Offload:
         with self.store.mutex:
             return fn(*args, **kwargs)
 
-    def _scan_blocking(self, kind: Literal["step", "element"], key: str) -> str | None:
+    def _scan_blocking(self, kind: Literal["step", "element", "feedback"], key: str) -> str | None:
         store = self.store
         with store.mutex:
             order = store.scan_order()

@@ -452,12 +452,21 @@ class ArchiveStore:
         )
 
     @then_compact
-    def delete_feedback(self, feedback_id: str, *, actor: str | None = None) -> bool:
+    def delete_feedback(
+        self,
+        feedback_id: str,
+        *,
+        actor: str | None = None,
+        scan: bool = True,
+        thread_id: str | None = None,
+    ) -> bool | None:
         """Withdraw a feedback. ``True`` once it is gone (or was never given); ``False``
         for an id that is not a valid id, which names nothing. A feedback the index does
         not know (it lags behind a crash, or is being filled) is looked for in the
-        journals."""
-        return self.steps.delete_feedback(feedback_id, actor=actor)
+        journals; with ``scan=False`` the call answers ``None`` instead, and the caller
+        looks (:meth:`scan_journals`, without holding :attr:`mutex`) and calls again
+        with the ``thread_id`` it found."""
+        return self.steps.delete_feedback(feedback_id, actor=actor, scan=scan, thread_id=thread_id)
 
     def favorite_steps(self, user_id: str) -> list[dict[str, Any]]:
         return self.views.favorite_steps(user_id)

@@ -177,25 +177,37 @@ class Steps:
             self.layout.maintenance_lock
         )
 
-    def delete_feedback(self, feedback_id: str, *, actor: str | None = None) -> bool:
+    def delete_feedback(
+        self,
+        feedback_id: str,
+        *,
+        actor: str | None = None,
+        scan: bool = True,
+        thread_id: str | None = None,
+    ) -> bool | None:
         """See :meth:`ArchiveStore.delete_feedback`."""
         if not deletable("feedback", feedback_id):
             return False
-        self.index.refresh()
-        thread_id = self.index.feedback_owner(feedback_id)
         if thread_id is None:
-            # The index may lag behind the journals (a writer killed before its rows, an
-            # index being filled or rebuilt): the journals say whether it was given.
-            # Looked for only then: an id nobody gave must not cost every request a
-            # reading of the whole archive.
-            if not self._index_may_lag():
-                return True
-            if _commit.on_loop():  # a scan of every journal: not on the event loop
-                raise _commit.DiskWait(self.layout.threads)
-            order = self.locator.scan_order()
-            thread_id = self.locator.scan_journals("feedback", feedback_id, order)
-            if thread_id is None or self.deleted.has(thread_id):
-                return True  # never given, or gone with its thread (deletions are final)
+            self.index.refresh()
+            thread_id = self.index.feedback_owner(feedback_id)
+            if thread_id is None:
+                # The index may lag behind the journals (a writer killed before its
+                # rows, an index being filled or rebuilt): the journals say whether it
+                # was given. Looked for only then: an id nobody gave must not cost every
+                # request a reading of the whole archive.
+                if not self._index_may_lag():
+                    return True
+                if not scan:
+                    return None  # the caller scans, without holding the store's lock
+                if _commit.on_loop():  # a scan of every journal: not on the event loop
+                    raise _commit.DiskWait(self.layout.threads)
+                order = self.locator.scan_order()
+                thread_id = self.locator.scan_journals("feedback", feedback_id, order)
+                if thread_id is None or self.deleted.has(thread_id):
+                    return True  # never given, or gone with its thread (deletions are final)
+        elif self.deleted.has(check_id("thread", thread_id)):  # found by the caller's scan
+            return True
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
             if self.layout.manifest(thread_id).exists() and not self.deleted.has(thread_id):

@@ -380,3 +380,40 @@ def test_a_rebuild_begun_before_an_erasure_leaves_nothing_of_the_user(
         if job.poll() is None:
             job.kill()
     assert files_holding(root, [SECRET.encode(), b"alice@example.com"]) == []
+
+
+async def test_the_journal_scan_for_an_unknown_rating_leaves_the_other_calls_free(
+    layer: Any, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the index may lag (here a dead writer's session), withdrawing a rating the
+    index does not know reads every journal. The id is the client's: a logged-in user
+    can send a new one with each request, so that reading must not hold the store's
+    lock, where every other call of the app (every chat message) waited behind it."""
+    pytest.importorskip("chainlit")
+    import threading
+
+    await layer.update_thread("t", name="chat")
+    await layer.create_step({"id": "s1", "threadId": "t", "type": "assistant_message"})
+    (root / "index" / "writer-0123456789abcdef.lock").write_bytes(b"")  # a dead writer's
+    store = layer.store
+    scan = type(store.locator).scan_journals
+    held: list[bool] = []
+
+    def watched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        free: list[bool] = []
+
+        def probe() -> None:
+            got = store.mutex.acquire(blocking=False)
+            if got:
+                store.mutex.release()
+            free.append(got)
+
+        other = threading.Thread(target=probe)
+        other.start()
+        other.join()
+        held.append(not free[0])
+        return scan(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(store.locator), "scan_journals", watched)
+    assert await layer.delete_feedback("f-nobody-gave") is True
+    assert held == [False]
