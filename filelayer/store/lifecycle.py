@@ -87,6 +87,14 @@ class IndexLifecycle:
         self._session_end = weakref.finalize(self, session.close)
         self._session_end.atexit = False
 
+    def own_session(self) -> Path | None:
+        """The file of this process's writer session, if it began one (never a dead
+        writer's, even where liveness cannot be told)."""
+        session = self._session
+        if session is None or session.pid != os.getpid():
+            return None
+        return session.path
+
     def unsettled(self) -> None:
         """A write failed after it changed a thread's files (its index transaction
         failed, say): its rows may be missing. The session then ends as a dead writer's

@@ -173,9 +173,9 @@ class Steps:
         """Whether the index may not hold every write yet: a writer died without
         closing (its session is there, unlocked) and no opening reconciled since, or a
         rebuild, a reconcile or a fill of the index runs (they announce themselves)."""
-        return bool(dead_sessions(self.layout.index_dir)) or _locks.announced(
-            self.layout.maintenance_lock
-        )
+        own = self.locks.lifecycle.own_session()  # dead to a look without flock
+        dead = [p for p in dead_sessions(self.layout.index_dir) if p != own]
+        return bool(dead) or _locks.announced(self.layout.maintenance_lock)
 
     def delete_feedback(
         self,

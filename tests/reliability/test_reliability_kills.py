@@ -417,3 +417,23 @@ async def test_the_journal_scan_for_an_unknown_rating_leaves_the_other_calls_fre
     monkeypatch.setattr(type(store.locator), "scan_journals", watched)
     assert await layer.delete_feedback("f-nobody-gave") is True
     assert held == [False]
+
+
+def test_without_flock_a_writer_does_not_take_its_own_session_for_a_dead_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where there is no flock (Windows) every session file counts as dead, the
+    process's own included: once it had written, every rating id nobody gave cost a
+    reading of every journal, a request any logged-in user can repeat."""
+    import filelayer.store.writers as writers
+
+    monkeypatch.setattr(writers, "fcntl", None)
+    app = ArchiveStore(tmp_path / "chats")
+    app.update_thread("t", name="chat")  # its writer session begins
+
+    def no_scan(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("every journal was read for an id nobody gave")
+
+    monkeypatch.setattr(type(app.locator), "scan_journals", no_scan)
+    assert app.delete_feedback("never-given") is True
+    app.close()
