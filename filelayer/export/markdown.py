@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._time import when
+from ..format import codec as _codec
 from ..format.ids import slug
 from ..format.journal import MESSAGE_TYPES
 from ..format.tree import step_children
@@ -415,4 +416,7 @@ def _feedback(step: dict[str, Any]) -> list[str]:
 def render_json(thread: dict[str, Any], *, ensure_ascii: bool = False) -> str:
     """The thread as JSON; ``ensure_ascii`` for a stream that cannot hold every
     character (the escapes keep it JSON)."""
-    return json.dumps(thread, ensure_ascii=ensure_ascii, indent=2, sort_keys=True) + "\n"
+    text = _codec.any_size(
+        lambda: json.dumps(thread, ensure_ascii=ensure_ascii, indent=2, sort_keys=True)
+    )
+    return text + "\n"

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .._backend import PURE
 from .._io import fs as _fs
@@ -55,6 +55,8 @@ READ_DEPTH = 1024
 count"): orjson's own limit, to which the standard library's reader is held, given the
 stack it needs wherever the read happens (:func:`_stack_room`). Deeper is damage. Data
 an older release stored up to that depth is read, ordered and written again alike."""
+
+_T = TypeVar("_T")
 
 _ROOM = threading.RLock()  # one lock for both limits: a block may need the two at once
 
@@ -101,6 +103,19 @@ def _digit_room() -> Iterator[None]:
         finally:
             if sys.get_int_max_str_digits() == 0:
                 sys.set_int_max_str_digits(limit)
+
+
+def any_size(write: Callable[[], _T]) -> _T:
+    """``write()``, again with the digit limit lifted (:func:`_digit_room`) if the
+    limit refused an integer: for a writer of the data other than this module's (an
+    export), since what the format stores, and this module reads, has any size."""
+    try:
+        return write()
+    except ValueError as exc:
+        if not _too_many_digits(exc):
+            raise
+    with _digit_room():
+        return write()
 
 
 def _encode(encoder: json.JSONEncoder, obj: Any) -> str:

@@ -200,3 +200,26 @@ def test_an_export_printed_on_a_terminal_cannot_drive_it(
     assert "forged" in shown and "\n" in shown
     if fmt == "json":
         assert json.loads(shown)["name"] == nasty  # still JSON, with JSON's escapes
+
+
+def test_a_json_export_holds_an_integer_of_any_size(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The format stores integers of more digits than the interpreter converts to text
+    (the layer lifts the limit for its own writing and reading): the JSON export wrote
+    them with the standard library's writer, held to that limit, and left the whole
+    thread out."""
+    from filelayer import ArchiveStore
+
+    big = 10**5000 + 7
+    limit = sys.get_int_max_str_digits()
+    store = ArchiveStore(root)
+    store.update_thread("t1", name="numbers", metadata={"n": big})
+    store.close()
+    monkeypatch.setenv("FILELAYER_ROOT", str(root))
+    out = tmp_path / "out"
+    assert main(["export", "t1", "--format", "json", "-o", str(out)]) == 0
+    [page] = out.glob("*.json")
+    text = page.read_text(encoding="utf-8")
+    assert str(big % 10**20).zfill(20) in text
+    assert sys.get_int_max_str_digits() == limit
