@@ -380,6 +380,7 @@ def _erase_user(
         # would mark someone who never was here as erased). A re-run after an erasure
         # cut short before its rebuild still rebuilds the index.
         if any(e.identifier_sha256 == identifier_hash(identifier) for e in erased_users(store)):
+            _finish_deletions(store)  # the user's threads a crash left, readers skip
             store.reindex()
         return report
     _finish_deletions(store)

@@ -437,3 +437,50 @@ def test_without_flock_a_writer_does_not_take_its_own_session_for_a_dead_one(
     monkeypatch.setattr(type(app.locator), "scan_journals", no_scan)
     assert app.delete_feedback("never-given") is True
     app.close()
+
+
+APP_DELETION_KILLED = r"""
+import os, signal, sys
+from filelayer import ArchiveStore
+import filelayer.store.threads as threads
+
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+threads.deleting_path = killed  # the tombstone is written, the directory stays
+ArchiveStore(sys.argv[1]).delete_thread("mine")
+"""
+
+
+def test_an_erasure_run_again_after_its_user_file_went_finishes_the_deletions(
+    tmp_path: Path,
+) -> None:
+    """The docs' remedy for an erasure cut short is to run it again, which finishes
+    every thread deletion a crash interrupted. A run that finds the user's record gone
+    already (the first run was killed in its final rebuild, or was made by a release
+    that left such directories) only rebuilt the index: the user's conversation in a
+    tombstoned directory stayed on the disk."""
+    from filelayer.maintenance import retention
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    alice = store.upsert_user("alice@example.com")
+    store.update_thread("mine", name="alice's", user_id=alice["id"])
+    store.write_step({"id": "m1", "threadId": "mine", "type": "user_message", "output": SECRET})
+    store.close()
+    job = subprocess.run(
+        [sys.executable, "-c", APP_DELETION_KILLED, str(root)],
+        env=subprocess_env(same_mode=True),
+        timeout=120,
+    )
+    assert job.returncode == -signal.SIGKILL
+    # The first erasure got as far as the user's record, then was killed.
+    first = ArchiveStore(root)
+    retention._write_user_tombstone(first, "alice@example.com", str(alice["id"]))
+    first.layout.user_file("alice@example.com").unlink()
+    first.close()
+
+    again = ArchiveStore(root)
+    retention.erase_user(again, "alice@example.com")
+    again.close()
+    assert files_holding(root, [SECRET.encode()]) == []
