@@ -9,6 +9,7 @@ differently, e.g. ``1e16`` against ``1e+16``). Reading, which dominates the cost
 from __future__ import annotations
 
 import contextlib
+import decimal
 import json
 import math
 import secrets
@@ -93,8 +94,9 @@ def _digit_room() -> Iterator[None]:
     """The interpreter's limit on the digits of an integer converted to or from text
     lifted for a block: docs/format.md reads and writes integers of any size, and a
     limit an app set (or lifted, as the error advises) must not make a line one
-    process wrote damaged for another. Only a retry after the limit refused a number
-    takes it, as :func:`_stack_room` does, with the same lock."""
+    process wrote damaged for another. Only a retry of a writing after the limit
+    refused a number takes it, as :func:`_stack_room` does, with the same lock (a
+    reading never does: :func:`_int_any_size`), and so only for a number the app made."""
     with _ROOM:
         limit = sys.get_int_max_str_digits()
         sys.set_int_max_str_digits(0)
@@ -317,15 +319,35 @@ _surrogate_decoder = json.JSONDecoder(
 )
 
 
+def _int_any_size(text: str) -> int:
+    """A JSON integer of any number of digits: through a decimal, which the
+    interpreter's digit limit does not hold, so that the limit (the process's, which
+    keeps every other thread's conversions of untrusted text short) is never lifted
+    for a reading."""
+    return int(decimal.Decimal(text))
+
+
+def _any_size_decoder(decoder: json.JSONDecoder) -> json.JSONDecoder:
+    return json.JSONDecoder(
+        parse_constant=decoder.parse_constant,
+        parse_float=decoder.parse_float,
+        object_pairs_hook=decoder.object_pairs_hook,
+        parse_int=_int_any_size,
+    )
+
+
+_any_size = {id(d): _any_size_decoder(d) for d in (_decoder, _surrogate_decoder)}
+
+
 def _decode_any_size(decoder: json.JSONDecoder, text: str) -> Any:
-    """``decoder.decode(text)``, integers of any size included (:func:`_digit_room`)."""
+    """``decoder.decode(text)``, integers of any size included (read again, only when
+    the digit limit refused one, by a decoder that converts them itself)."""
     try:
         return decoder.decode(text)
     except ValueError as exc:
         if not _too_many_digits(exc):
             raise
-    with _digit_room():
-        return decoder.decode(text)
+    return _any_size[id(decoder)].decode(text)
 
 
 def _loads(data: bytes | str) -> Any:

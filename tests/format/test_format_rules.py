@@ -529,3 +529,40 @@ def test_integers_of_any_size_are_read_and_written_whatever_the_digit_limit(
     assert {s["id"]: s.get("metadata") for s in thread["steps"]}["s2"] == {"n": big}
     store.close()
     assert sys.get_int_max_str_digits() == limit
+
+
+@pytest.mark.skipif(
+    not hasattr(sys, "get_int_max_str_digits"), reason="no limit on integer conversions"
+)
+def test_reading_an_integer_of_any_size_leaves_the_other_threads_their_digit_limit() -> None:
+    """The digit limit is the process's, and it is what keeps a request holding a
+    number of a million digits from taking the CPU for minutes: a reading of a line
+    that holds a long integer lifted it for every thread of the app while it read the
+    line, where it need not lift it at all."""
+    import threading
+
+    from filelayer.format import codec
+
+    limit = sys.get_int_max_str_digits()
+    floats = ",".join(["1.5"] * 100_000)
+    line = ('{"n":' + "7" * 5000 + ',"f":[' + floats + "]}").encode()
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(sys.get_int_max_str_digits())
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        value = codec.decode(line)
+    finally:
+        done.set()
+        watcher.join()
+        sys.setswitchinterval(interval)
+    assert value["n"] == int("7" * 1000) * 10**4000 + int("7" * 4000)
+    assert seen and 0 not in seen
+    assert sys.get_int_max_str_digits() == limit
