@@ -21,8 +21,10 @@ import pytest
 from filelayer import ArchiveStore
 from filelayer.maintenance.verify import verify
 from tests.support.processes import subprocess_env
+from tests.support.reliability import have_chainlit
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and flock are POSIX")
+needs_chainlit = pytest.mark.skipif(not have_chainlit(), reason="FileDataLayer needs Chainlit")
 
 REINDEX_KILLED_BEFORE_CATCH_UP = r"""
 import os, signal, sys, time
@@ -210,6 +212,7 @@ def test_withdrawing_a_rating_nobody_gave_reads_no_journal_while_the_index_is_wh
     app.close()
 
 
+@needs_chainlit
 async def test_the_data_layer_withdraws_a_rating_the_index_lacks_off_its_loop(
     layer: Any, root: Path
 ) -> None:
@@ -382,6 +385,7 @@ def test_a_rebuild_begun_before_an_erasure_leaves_nothing_of_the_user(
     assert files_holding(root, [SECRET.encode(), b"alice@example.com"]) == []
 
 
+@needs_chainlit
 async def test_the_journal_scan_for_an_unknown_rating_leaves_the_other_calls_free(
     layer: Any, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
