@@ -24,14 +24,27 @@ STASH = "_filelayer"
 def column_safe(value: Any) -> Any:
     """``value`` as a text or JSON column can hold it: without NUL characters, which
     PostgreSQL's ``TEXT`` and ``JSONB`` refuse (in a string or a key, at any depth). The
-    exact value goes to the stash (:func:`make_stash`), so nothing is lost."""
-    if isinstance(value, str):
-        return value.replace("\0", "")
-    if isinstance(value, dict):
-        return {column_safe(k): column_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [column_safe(v) for v in value]
-    return value
+    exact value goes to the stash (:func:`make_stash`), so nothing is lost.
+
+    A walk with a stack of its own, not a recursion: data as deeply nested as the archive
+    takes (:data:`~filelayer.format.codec.MAX_DEPTH`) must not exhaust the interpreter's."""
+    root: list[Any] = [value]
+    todo: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    while todo:
+        parent, slot, item = todo.pop()
+        if isinstance(item, str):
+            parent[slot] = item.replace("\0", "")
+        elif isinstance(item, dict):
+            copy: dict[Any, Any] = {}
+            for key, child in item.items():
+                copy[key.replace("\0", "") if isinstance(key, str) else key] = child
+            todo.extend((copy, key, child) for key, child in copy.items())
+            parent[slot] = copy
+        elif isinstance(item, list):
+            items = list(item)
+            parent[slot] = items
+            todo.extend((items, n, child) for n, child in enumerate(items))
+    return root[0]
 
 
 def int_column(value: Any, *, bits: int = 32) -> int | None:
@@ -73,19 +86,38 @@ def jsonb_text(value: Any) -> str | None:
     return _jsonb(column_safe(value))
 
 
+class _Text(str):
+    """Text :func:`_jsonb` writes as it is (a bracket, a key, a comma), as against a
+    string of the data, which it writes as JSON."""
+
+
 def _jsonb(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        text = repr(value)
-        if "e" in text or "E" in text:
-            text = format(Decimal(text), "f")
-        return text if "." in text else text + ".0"
-    if isinstance(value, dict):
-        items = sorted(value.items(), key=lambda kv: str(kv[0]))
-        body = ", ".join(f"{json.dumps(str(k), ensure_ascii=False)}: {_jsonb(v)}" for k, v in items)
-        return "{" + body + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_jsonb(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False)
+    """The JSONB text of ``value``, with a stack of its own (see :func:`column_safe`)."""
+    out: list[str] = []
+    todo: list[Any] = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, _Text):
+            out.append(item)
+        elif isinstance(item, float) and math.isfinite(item):
+            text = repr(item)
+            if "e" in text or "E" in text:
+                text = format(Decimal(text), "f")
+            out.append(text if "." in text else text + ".0")
+        elif isinstance(item, dict):
+            parts: list[Any] = [_Text("{")]
+            for n, (key, child) in enumerate(sorted(item.items(), key=lambda kv: str(kv[0]))):
+                key_text = json.dumps(str(key), ensure_ascii=False)
+                parts += [_Text((", " if n else "") + key_text + ": "), child]
+            todo.extend(reversed([*parts, _Text("}")]))
+        elif isinstance(item, (list, tuple)):
+            parts = [_Text("[")]
+            for n, child in enumerate(item):
+                parts += [_Text(", "), child] if n else [child]
+            todo.extend(reversed([*parts, _Text("]")]))
+        else:
+            out.append(json.dumps(item, ensure_ascii=False))
+    return "".join(out)
 
 
 def json_value(raw: Any, *, layers: int) -> Any:

@@ -553,3 +553,39 @@ def test_a_fetch_never_follows_a_redirect_out_of_http(monkeypatch: pytest.Monkey
         httpd.shutdown()
         httpd.server_close()
         listener.close()
+
+
+def nested(levels: int) -> Any:
+    """A value of ``levels`` dicts one inside the other."""
+    value: Any = [1, 2.5, "x"]
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+async def test_data_as_deep_as_the_archive_takes_is_copied_and_comes_back(
+    tmp_path: Path, db: str
+) -> None:
+    """A step's metadata nested as deep as a write accepts: the copy writes it into both
+    schemas (PostgreSQL's JSONB text is made by a walk of the value) and reads it back
+    unchanged; before, the walk took two stack frames per level and the copy stopped
+    with ``RecursionError``."""
+    source = tmp_path / "source"
+    store = ArchiveStore(source)
+    user = store.upsert_user("alice")
+    store.update_thread("t1", name="deep", user_id=user["id"], metadata={"m": nested(500)})
+    deep = nested(508)
+    store.write_step({"id": "s1", "threadId": "t1", "type": "run", "metadata": deep})
+    store.close()
+    for dest in (db, f"sqlite:///{tmp_path / 'app.db'}"):
+        summary = await copy_archive(str(source), dest, create_schema=True)
+        assert not skipped(summary), summary.render()
+        back = tmp_path / f"back{len(dest)}"
+        summary = await copy_archive(dest, str(back))
+        assert not skipped(summary), summary.render()
+        again = ArchiveStore(back, create=False)
+        thread = again.get_thread("t1")
+        assert thread is not None
+        assert thread["metadata"] == {"m": nested(500)}
+        assert thread["steps"][0]["metadata"] == deep
+        again.close()
