@@ -536,3 +536,33 @@ def test_merging_tombstones_says_nothing_about_damaged_lines(
     assert merged == merge_file("deleted.jsonl", base, b, a)
     assert merged.count(b"\n") == 3
     assert not [r for r in caplog.records if "damaged" in r.getMessage()]
+
+
+def _deep(levels: int, **leaf: Any) -> Any:
+    """A dict ``levels`` levels deep whose innermost dict holds ``leaf``."""
+    value: Any = {"n": 0, **leaf}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def test_documents_as_deep_as_the_archive_takes_merge_key_by_key(tmp_path: Path) -> None:
+    """A thread's metadata nested as deep as a write accepts, each side changing a key
+    of its innermost dict: both changes are kept, the same in both directions. The merge
+    went down two stack frames a level and stopped with ``RecursionError``, which left
+    the manifest conflicted."""
+    base, a, b = tmp_path / "base", tmp_path / "a", tmp_path / "b"
+    store = ArchiveStore(base)
+    store.update_thread(THREAD, name="n", metadata={"m": _deep(505)})
+    store.close()
+    shutil.copytree(base, a)
+    shutil.copytree(base, b)
+    for root, leaf in ((a, {"x": "a"}), (b, {"y": "b"})):
+        store = ArchiveStore(root)
+        store.update_thread(THREAD, metadata={"m": _deep(505, **leaf)})
+        store.close()
+    ab, ba = tmp_path / "ab", tmp_path / "ba"
+    merge_trees(base, a, b, ab)
+    merge_trees(base, b, a, ba)
+    assert _files(ab) == _files(ba)
+    assert reading(ab)["metadata"] == {"m": _deep(505, x="a", y="b")}
