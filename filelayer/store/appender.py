@@ -304,12 +304,15 @@ class JournalAppender:
         changes: _fs.Changes,
         *,
         deleted: str | None = None,
+        sync: bool = False,
     ) -> None:
         """Journal deletion ``records``, then remove the element ``files`` they hide
         (relative to the thread's directory). The records reach the disk before the
         files go (in either mode): a power cut must not leave an element without its
-        bytes. ``deleted``: the step whose deletion this is."""
-        self.append_records(thread_id, records, changes, sync=bool(files), deleted=deleted)
+        bytes. ``deleted``: the step whose deletion this is; ``sync``: the records reach
+        the disk before the call goes on even without files (see
+        :func:`filelayer.store.steps.forgets_feedback`)."""
+        self.append_records(thread_id, records, changes, sync=sync or bool(files), deleted=deleted)
         for relative in files:
             self.remove_element_file(thread_id, relative, changes)
 

@@ -30,6 +30,28 @@ from .writers import dead_sessions
 log = logging.getLogger("filelayer")
 
 
+def forgets_feedback(index_records: list[dict[str, Any]]) -> bool:
+    """Whether ``index_records`` take a feedback out of the index (withdrawn, replaced
+    by another id for its step, or gone with its step).
+
+    The journal line of such a write reaches the disk before the index forgets the
+    feedback, in the ``fsync`` mode even inside a group commit (``sync``): that write
+    is not deferred to its group. A later ``delete_feedback`` of the same id, in any
+    process, finds no feedback in the index and answers without a reading of the
+    journals, writing nothing: the deletion it acknowledges must already be on the
+    disk, not in another worker's group that a power cut may lose. A call that changes
+    nothing makes what it found durable first (as a write to a deleted step does); here
+    the index no longer says which journal that was, so the writer that made the
+    change makes it durable before the index can stop saying so.
+
+    The other ways were dearer: remembering in the index the thread of every feedback
+    withdrawn (a table that ``reindex`` would have to derive from the journals, which
+    fold such lines away), or reading the journals for every unknown id. What it costs
+    is one fsync of its own per rating withdrawn or replaced, which the group does not
+    share; writing a step or giving a new rating costs nothing more."""
+    return any(r.get("k") == "f" and r.get("v") is None for r in index_records)
+
+
 class Steps:
     """The writes of steps and feedback (see the module's docstring)."""
 
@@ -115,8 +137,15 @@ class Steps:
                     records.append(journal.element_delete_record(el["id"]))
                     if isinstance(el.get("file"), str):
                         doomed_files.append(el["file"])
-            self.appender.hide(thread_id, records, doomed_files, changes, deleted=step_id)
             index_records = self.book.step_deleted_records(thread_id, step_id)
+            self.appender.hide(
+                thread_id,
+                records,
+                doomed_files,
+                changes,
+                deleted=step_id,
+                sync=changes.durable and forgets_feedback(index_records),
+            )
             if index_records:
                 self.index.append(index_records)
         self.locator.forget_step(step_id)
@@ -165,8 +194,11 @@ class Steps:
                 or for_id not in self.folds.folded(thread_id).state.steps
             ):
                 raise UnknownStepError(for_id, thread_id)
-            self.appender.append_lines(thread_id, line, changes)
-            self.index.append(self.book.feedback_records(thread_id, feedback_id, for_id, value))
+            index_records = self.book.feedback_records(thread_id, feedback_id, for_id, value)
+            # Replacing another id: on the disk before the index forgets it.
+            sync = changes.durable and forgets_feedback(index_records)
+            self.appender.append_lines(thread_id, line, changes, sync=sync)
+            self.index.append(index_records)
         return feedback_id
 
     def _index_may_lag(self) -> bool:
@@ -211,8 +243,12 @@ class Steps:
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
             if self.layout.manifest(thread_id).exists() and not self.deleted.has(thread_id):
+                # On the disk before the index forgets the feedback: see forgets_feedback.
                 self.appender.append_records(
-                    thread_id, [journal.feedback_delete_record(feedback_id)], changes
+                    thread_id,
+                    [journal.feedback_delete_record(feedback_id)],
+                    changes,
+                    sync=changes.durable,
                 )
             self.index.append([feedback_record(thread_id, feedback_id, None, None)])
         return True

@@ -149,11 +149,6 @@ os._exit(0)  # before A's group commit
     assert b'"op":"step.delete"' in journal.replace(b" ", b"")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: the index already forgot the feedback that another worker's pending "
-    "group deleted, so the call finds no thread whose journal it could make durable",
-)
 def test_a_feedback_deleted_again_while_another_workers_deletion_is_pending(
     tmp_path: Path,
 ) -> None:
@@ -176,6 +171,56 @@ os._exit(0)  # before A's group commit
     model = traced(tmp_path, script)
     journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
     assert b'"feedback.delete"' in journal
+
+
+def test_a_feedback_deleted_while_another_workers_pending_group_replaced_it(
+    tmp_path: Path,
+) -> None:
+    """Worker A rates s1 again with a new id, f2, in a group commit not yet fsynced (f1,
+    the old id, leaves the index); worker B deletes f1 and is acknowledged: after the
+    power cut f1 does not come back (f2's line, which replaced it, is on the disk)."""
+    script = (
+        HEAD
+        + r"""
+a = ArchiveStore(root, durability="fsync")
+b = ArchiveStore(root, durability="fsync")
+b.write_step(step("s1", "t1", "one"))
+b.upsert_feedback(for_id="s1", value=1, feedback_id="f1", thread_id="t1")
+with commit.deferring(commit.SyncGroup()):
+    a.upsert_feedback(for_id="s1", value=0, feedback_id="f2", thread_id="t1")
+assert b.delete_feedback("f1")
+print("acknowledged", flush=True)
+os._exit(0)  # before A's group commit
+"""
+    )
+    model = traced(tmp_path, script)
+    journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
+    assert b'"id":"f2"' in journal
+
+
+def test_a_feedback_deleted_while_another_workers_pending_group_deleted_its_step(
+    tmp_path: Path,
+) -> None:
+    """Worker A deletes s1, which f1 rates, in a group commit not yet fsynced (f1 leaves
+    the index with it); worker B deletes f1 and is acknowledged: after the power cut f1
+    does not come back (the step's deletion is on the disk)."""
+    script = (
+        HEAD
+        + r"""
+a = ArchiveStore(root, durability="fsync")
+b = ArchiveStore(root, durability="fsync")
+b.write_step(step("s1", "t1", "one"))
+b.upsert_feedback(for_id="s1", value=1, feedback_id="f1", thread_id="t1")
+with commit.deferring(commit.SyncGroup()):
+    a.delete_step("s1", "t1")
+assert b.delete_feedback("f1")
+print("acknowledged", flush=True)
+os._exit(0)  # before A's group commit
+"""
+    )
+    model = traced(tmp_path, script)
+    journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
+    assert b'"op":"step.delete"' in journal
 
 
 def test_the_same_user_again_after_a_restart_keeps_the_user(tmp_path: Path) -> None:
