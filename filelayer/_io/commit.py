@@ -22,7 +22,9 @@ meanwhile) and fsyncs the directories; a queued call that may touch one of those
 threads waits until they are renamed. What is never deferred: any other whole file
 replaced (an element file: its bytes are fsynced before the rename publishes them, as
 always), and an append that must reach the disk before the call goes on (``sync``: the
-deletion record before the element files it hides are removed). A call whose append was
+deletion record before the element files it hides are removed, and the line that takes a
+feedback out of the index before the index forgets it: see
+:func:`filelayer.store.steps.forgets_feedback`). A call whose append was
 deferred released the thread's lock before its fsync: another writer may append after
 it, and that writer's fsync of the same file covers both lines; a compaction that
 replaces the file meanwhile wrote (and fsynced) a file holding the line, and the fsync
