@@ -149,11 +149,24 @@ os._exit(0)  # before A's group commit
     assert b'"op":"step.delete"' in journal.replace(b" ", b"")
 
 
-def test_a_feedback_deleted_again_while_another_workers_deletion_is_pending(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("pending", "kept"),
+    [
+        # A withdrew f1 itself: its deletion line is what B's answer relies on.
+        ('a.delete_feedback("f1")', b'"feedback.delete"'),
+        # A rated s1 again with a new id: f1 left the index; f2's line replaced it.
+        ('a.upsert_feedback(for_id="s1", value=0, feedback_id="f2", thread_id="t1")', b'"id":"f2"'),
+        # A deleted s1, which f1 rates: f1 left the index with it.
+        ('a.delete_step("s1", "t1")', b'"op":"step.delete"'),
+    ],
+    ids=["withdrawn", "replaced", "step-deleted"],
+)
+def test_a_feedback_deleted_while_another_workers_pending_group_took_it_out(
+    tmp_path: Path, pending: str, kept: bytes
 ) -> None:
-    """Worker A deletes feedback f1 in a group commit not yet fsynced; worker B deletes
-    f1 too and is acknowledged: after the power cut, f1 stays deleted."""
+    """Worker A takes feedback f1 out of the index in a group commit not yet fsynced;
+    worker B deletes f1 and is acknowledged, answered from the index alone: after the
+    power cut, f1 stays gone (A's line that took it out is on the disk)."""
     script = (
         HEAD
         + r"""
@@ -162,65 +175,15 @@ b = ArchiveStore(root, durability="fsync")
 b.write_step(step("s1", "t1", "one"))
 b.upsert_feedback(for_id="s1", value=1, feedback_id="f1", thread_id="t1")
 with commit.deferring(commit.SyncGroup()):
-    a.delete_feedback("f1")
+    PENDING
 assert b.delete_feedback("f1")
 print("acknowledged", flush=True)
 os._exit(0)  # before A's group commit
-"""
+""".replace("PENDING", pending)
     )
     model = traced(tmp_path, script)
     journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
-    assert b'"feedback.delete"' in journal
-
-
-def test_a_feedback_deleted_while_another_workers_pending_group_replaced_it(
-    tmp_path: Path,
-) -> None:
-    """Worker A rates s1 again with a new id, f2, in a group commit not yet fsynced (f1,
-    the old id, leaves the index); worker B deletes f1 and is acknowledged: after the
-    power cut f1 does not come back (f2's line, which replaced it, is on the disk)."""
-    script = (
-        HEAD
-        + r"""
-a = ArchiveStore(root, durability="fsync")
-b = ArchiveStore(root, durability="fsync")
-b.write_step(step("s1", "t1", "one"))
-b.upsert_feedback(for_id="s1", value=1, feedback_id="f1", thread_id="t1")
-with commit.deferring(commit.SyncGroup()):
-    a.upsert_feedback(for_id="s1", value=0, feedback_id="f2", thread_id="t1")
-assert b.delete_feedback("f1")
-print("acknowledged", flush=True)
-os._exit(0)  # before A's group commit
-"""
-    )
-    model = traced(tmp_path, script)
-    journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
-    assert b'"id":"f2"' in journal
-
-
-def test_a_feedback_deleted_while_another_workers_pending_group_deleted_its_step(
-    tmp_path: Path,
-) -> None:
-    """Worker A deletes s1, which f1 rates, in a group commit not yet fsynced (f1 leaves
-    the index with it); worker B deletes f1 and is acknowledged: after the power cut f1
-    does not come back (the step's deletion is on the disk)."""
-    script = (
-        HEAD
-        + r"""
-a = ArchiveStore(root, durability="fsync")
-b = ArchiveStore(root, durability="fsync")
-b.write_step(step("s1", "t1", "one"))
-b.upsert_feedback(for_id="s1", value=1, feedback_id="f1", thread_id="t1")
-with commit.deferring(commit.SyncGroup()):
-    a.delete_step("s1", "t1")
-assert b.delete_feedback("f1")
-print("acknowledged", flush=True)
-os._exit(0)  # before A's group commit
-"""
-    )
-    model = traced(tmp_path, script)
-    journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
-    assert b'"op":"step.delete"' in journal
+    assert kept in journal
 
 
 def test_the_same_user_again_after_a_restart_keeps_the_user(tmp_path: Path) -> None:
