@@ -19,6 +19,7 @@ import errno
 import logging
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -282,6 +283,17 @@ def write_temp(path: Path, data: bytes) -> tuple[int, Path]:
             tmp.unlink()
         raise StorageWriteError(path, exc) from exc
     return fd, tmp
+
+
+def remove_tree(path: Path, *, rounds: int = 3) -> None:
+    """``rm -rf path``, errors ignored, again while it is still there (a few times at
+    most): a file created in it while it was being removed (by a process whose path to
+    it was resolved before it was renamed aside) makes the first removal of the
+    directory itself fail."""
+    for _ in range(rounds):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
 
 
 def atomic_write(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -234,7 +233,9 @@ class Threads:
                     os.replace(directory, doomed)
                 except OSError as exc:
                     raise StorageWriteError(directory, exc) from exc
-                shutil.rmtree(doomed, ignore_errors=True)
+                # Again if need be: a compaction (of another process) that had found
+                # the directory before the rename may create its temporary file in it.
+                _fs.remove_tree(doomed)
                 removed.append(self.layout.threads)
             views = ThreadSnapshots(self.layout)
             if views.remove(thread_id):  # no copy of it may stay
