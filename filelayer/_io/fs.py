@@ -285,6 +285,68 @@ def write_temp(path: Path, data: bytes) -> tuple[int, Path]:
     return fd, tmp
 
 
+class AsideFile:
+    """A new version of ``path`` written and fsynced beside it before the lock of its
+    writers is taken, then finished under that lock and renamed over it (a journal's
+    compaction): a writer waits for the rename, not for the whole file to be written.
+
+    Named by :func:`temp_path`, as every temporary file is: what a crash leaves,
+    ``verify --repair`` removes and git ignores. Its directory may be renamed aside and
+    removed meanwhile (a deletion of its thread): the writes go on to the open file,
+    which :meth:`replace` then finds gone."""
+
+    __slots__ = ("fd", "path", "tmp")
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        """Write ``data`` aside and fsync it. ``StorageWriteError`` if it cannot be (its
+        directory gone among the causes), nothing left behind."""
+        self.path = path
+        self.fd, self.tmp = write_temp(path, data)
+        try:
+            fsync_fd(self.fd)
+        except OSError as exc:
+            self.discard()
+            raise StorageWriteError(path, exc) from exc
+
+    def replace(self, tail: bytes) -> bool:
+        """Under the writers' lock: append ``tail`` (the lines they appended to ``path``
+        since it was read), fsynced before the rename if there are any, rename the file
+        over ``path`` and fsync the directory, all before the lock is released: a line a
+        writer appends to the new file once it is released, and is told is durable,
+        must not be lost with a rename that was not. ``False``, and ``path`` untouched,
+        if the file written aside is gone (a repair removed it, or its directory went)."""
+        fd, self.fd = self.fd, -1
+        try:
+            try:
+                if tail:
+                    _write_all(fd, tail)
+                    fsync_fd(fd)
+            finally:
+                os.close(fd)
+            os.replace(self.tmp, self.path)
+        except FileNotFoundError:
+            self.discard()
+            return False
+        except OSError as exc:
+            self.discard()
+            raise StorageWriteError(self.path, exc) from exc
+        FLUSHER.mark(self.path, fresh=False)
+        try:
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise StorageWriteError(self.path.parent, exc) from exc
+        return True
+
+    def discard(self) -> None:
+        """Remove the file written aside (it was not renamed)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
 def remove_tree(path: Path, *, rounds: int = 3) -> None:
     """``rm -rf path``, errors ignored, again while it is still there (a few times at
     most): a file created in it while it was being removed (by a process whose path to

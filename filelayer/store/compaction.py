@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._io import fs as _fs
+from ..errors import StorageWriteError
 from ..format import codec as _codec
 from ..format import journal
 from ..format.layout import Layout
@@ -196,12 +197,17 @@ class Compactor:
         live ones.
 
         Safe while writers go on, in this process or others: the journal is read and
-        folded aside, without any lock; then, under the thread's lock (for the time of
-        writing the new file), the lines appended meanwhile are copied after the
-        compacted ones, unchanged, and the new file replaces the old one at once. A
-        journal replaced meanwhile (another compaction, a repair) is read again. A
-        journal with damaged lines (or the torn end a killed writer left) is left
-        alone: ``filelayer verify --repair`` first.
+        folded, and the new file written and fsynced beside it, without any lock; then,
+        under the thread's lock, held for the swap only, the lines appended meanwhile
+        are copied after the compacted ones, unchanged (and fsynced, if any), the new
+        file replaces the old one at once and its directory is fsynced. A writer of the
+        thread so waits for a few small writes and a rename, not for the whole file to
+        reach the disk (tens of milliseconds, under another process's ``filelayer
+        compact`` of a large archive). A journal replaced meanwhile (another compaction,
+        a repair, a checkout) is read again; a thread deleted meanwhile is left to its
+        deletion, which removes the file written aside with the directory. A journal
+        with damaged lines (or the torn end a killed writer left) is left alone:
+        ``filelayer verify --repair`` first.
 
         Runs in any thread without :attr:`mutex` (the adapter runs it in a worker): it
         reads files only, and its notes in memory (when to look at the journal again,
@@ -251,8 +257,9 @@ class Compactor:
         self, thread_id: str, path: Path, fd: int, only_if_worth_it: bool
     ) -> tuple[Compaction, int] | None:
         """One compaction of the open journal: what it did and how many bytes were
-        appended meanwhile and copied; ``None`` if the journal was replaced. What it
-        learnt of the journal's live bytes is noted for the writers (:class:`_Growth`)."""
+        appended meanwhile and copied; ``None`` if the journal was replaced (or the new
+        file written aside was removed) before the swap. What it learnt of the
+        journal's live bytes is noted for the writers (:class:`_Growth`)."""
         st = os.fstat(fd)
         data = _fs.pread_all(fd, st.st_size, 0)
         end = data.rfind(b"\n") + 1  # a line being appended right now is left for later
@@ -274,29 +281,47 @@ class Compactor:
             # Not yet. What was read is known; the lines appended since count as live.
             self._know(thread_id, (st.st_dev, st.st_ino), len(data), live + len(data) - end, steps)
             return Compaction(thread_id, len(data), len(data)), 0
-        with self.locks.thread_lock(thread_id):
+        # The whole new file is written and fsynced aside first, without the lock: a
+        # writer of the thread then waits for the swap alone (the lines appended
+        # meanwhile, the rename, the directory's fsync), not for this.
+        aside: _fs.AsideFile | None = None
+        if canonical != data[:end]:
             try:
-                now = os.stat(path)
-            except FileNotFoundError:
-                return Compaction(thread_id, 0, 0), 0  # deleted meanwhile
-            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or now.st_size < end:
-                return None  # replaced meanwhile: read it again
-            tail = _fs.pread_all(fd, now.st_size - end, end)
-            if tail:
-                appended = journal.parse(tail, path)
-                if appended.bad_lines or appended.torn_tail:
+                aside = _fs.AsideFile(path, canonical)
+            except StorageWriteError:
+                if not os.path.lexists(path):
+                    return Compaction(thread_id, 0, 0), 0  # deleted meanwhile
+                raise
+        try:
+            with self.locks.thread_lock(thread_id):
+                try:
+                    now = os.stat(path)
+                except FileNotFoundError:
+                    return Compaction(thread_id, 0, 0), 0  # deleted meanwhile
+                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or now.st_size < end:
+                    return None  # replaced meanwhile: read it again
+                tail = _fs.pread_all(fd, now.st_size - end, end)
+                if tail:
+                    appended = journal.parse(tail, path)
+                    if appended.bad_lines or appended.torn_tail:
+                        file = (now.st_dev, now.st_ino)
+                        self._know(thread_id, file, now.st_size, now.st_size, {})
+                        skipped = Compaction(thread_id, now.st_size, now.st_size, skipped=_DAMAGED)
+                        return skipped, 0
+                if aside is None:
                     file = (now.st_dev, now.st_ino)
-                    self._know(thread_id, file, now.st_size, now.st_size, {})
-                    skipped = Compaction(thread_id, now.st_size, now.st_size, skipped=_DAMAGED)
-                    return skipped, 0
-            if canonical == data[:end]:
-                file = (now.st_dev, now.st_ino)
-                self._know(thread_id, file, now.st_size, live + len(tail), steps)
-                return Compaction(thread_id, now.st_size, now.st_size), 0
-            # Always made durable before it replaces the journal: a power cut must not
-            # take acknowledged lines with the old file.
-            _fs.atomic_write(path, canonical + tail, durable=True)
-            new = os.stat(path)
+                    self._know(thread_id, file, now.st_size, live + len(tail), steps)
+                    return Compaction(thread_id, now.st_size, now.st_size), 0
+                # Always made durable before it replaces the journal, tail included: a
+                # power cut must not take acknowledged lines with the old file.
+                replaced = aside.replace(tail)
+                aside = None
+                if not replaced:
+                    return None  # the file written aside was removed: again
+                new = os.stat(path)
+        finally:
+            if aside is not None:
+                aside.discard()
         # The view was stale already; it goes, for it may still hold deleted steps.
         ThreadSnapshots(self.layout).remove(thread_id)
         self._know(thread_id, (new.st_dev, new.st_ino), new.st_size, live + len(tail), steps)
