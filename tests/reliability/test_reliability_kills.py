@@ -93,8 +93,9 @@ def test_a_thread_made_during_a_rebuild_killed_before_its_catch_up_is_listed(
 SECRET = "my first pet was called Zanzibar-4471"
 
 ERASURE_KILLED = r"""
-import os, signal, sys, types
+import os, signal, sys
 from filelayer import ArchiveStore
+from filelayer._io import fs
 from filelayer.maintenance.retention import erase_user
 import filelayer.store.threads as threads
 root, where = sys.argv[1:3]
@@ -105,7 +106,7 @@ def killed(*args, **kwargs):
 if where == "after the tombstone":  # the directory is not renamed aside yet
     threads.deleting_path = killed
 else:  # renamed aside, not removed yet
-    threads.shutil = types.SimpleNamespace(rmtree=killed)
+    fs.remove_tree = killed
 erase_user(ArchiveStore(root), "alice@example.com")
 """
 
