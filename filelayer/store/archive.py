@@ -128,7 +128,7 @@ class ArchiveStore:
         self.folds = folds = FoldedJournals(layout)
         self.tombstones = tombstones = TombstoneCache(layout)
         self.authors = authors = Authors(layout, accounts)
-        self.book = book = IndexBook(layout, index, authors, tombstones, search_chars)
+        self.book = book = IndexBook(layout, index, authors, tombstones, folds, search_chars)
         self.appender = appender = JournalAppender(
             layout, index, book, deleted, tombstones, self.compactor, durable=durable
         )
@@ -203,6 +203,7 @@ class ArchiveStore:
             self.authors,
             self.appender,
             self.compactor,
+            self.book,
         ):
             part.forget()
 
@@ -245,6 +246,7 @@ class ArchiveStore:
         self.views.save_views(written)
         self.folds.forget()
         self.tombstones.forget()
+        self.book.forget()
 
     def _take_written(self) -> list[str]:
         """The long threads this store wrote since it last said so, the last first."""

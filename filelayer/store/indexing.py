@@ -8,6 +8,7 @@ from typing import Any
 
 from .._io import fs as _fs
 from ..format import journal
+from ..format.fold import merge_step
 from ..format.layout import Layout
 from ..index.records import (
     favorite_record,
@@ -20,14 +21,45 @@ from ..index.records import (
 from ..index.summary import ThreadSummary
 from ..index.thread_index import ThreadIndex
 from .authors import Authors
-from .folds import TombstoneCache, read_state
+from .cache import Lru
+from .folds import FoldedJournals, TombstoneCache, read_state
+
+_KINDS_KEPT = 256
+"""Threads whose message step ids a process keeps in memory: those it is writing to."""
+
+
+def _sets_type(value: object) -> bool:
+    """Whether a step write's ``type`` replaces the stored one (:func:`merge_step`:
+    an empty string or dict never overwrites a stored value)."""
+    if value is None:
+        return False
+    if type(value) is str or value == {}:
+        return bool(value)
+    return True
+
+
+class _StepKinds:
+    """Which steps of a thread are messages and which are not, as the first ``end``
+    bytes of its journal ``file`` say: learnt from the folded journal, then followed
+    as this process appends (a journal another process appended to, or replaced, is
+    learnt again). ``pending``: the step being written and whether it will be a message,
+    taken once its line is appended."""
+
+    __slots__ = ("end", "file", "messages", "others", "pending")
+
+    def __init__(self, file: tuple[int, int], end: int) -> None:
+        self.file = file
+        self.end = end
+        self.messages: set[str] = set()
+        self.others: set[str] = set()
+        self.pending: tuple[str, bool] | None = None
 
 
 class IndexBook:
     """The index records a store write implies (the writer holds the thread's lock and
     gives them to :meth:`ThreadIndex.append`), and a thread's summary from its files."""
 
-    __slots__ = ("authors", "index", "layout", "search_chars", "tombstones")
+    __slots__ = ("_kinds", "authors", "folds", "index", "layout", "search_chars", "tombstones")
 
     def __init__(
         self,
@@ -35,13 +67,20 @@ class IndexBook:
         index: ThreadIndex,
         authors: Authors,
         tombstones: TombstoneCache,
+        folds: FoldedJournals,
         search_chars: int,
     ) -> None:
         self.layout = layout
         self.index = index
         self.authors = authors
         self.tombstones = tombstones
+        self.folds = folds
         self.search_chars = search_chars
+        self._kinds: Lru[str, _StepKinds] = Lru(_KINDS_KEPT)
+
+    def forget(self) -> None:
+        """Forget which steps of the journals are messages (their files changed)."""
+        self._kinds.clear()
 
     def thread_record(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The index record of a thread's manifest."""
@@ -74,39 +113,121 @@ class IndexBook:
         """The index records a step write needs; ``None`` if the step was deleted (the
         write would be ignored by every reader: it is not made at all).
 
-        The journal's tombstones are consulted only when the index does not know the
-        step yet, which is where a deleted step would otherwise come back."""
+        Whether the step is a message before and after the write is known without a
+        look at the index (:class:`_StepKinds`): a run or tool step that stays one asks
+        it nothing. A message made another type takes its text out of the index; a step
+        made a message puts in the text and time its merged version holds. The
+        journal's tombstones are consulted only when the index does not know the step
+        yet, which is where a deleted step would otherwise come back."""
+        kinds = self._step_kinds(thread_id, opened)
+        kinds.pending = None  # set below once the write is known to be made
+        kind = step.get("type")
+        was_message = step_id in kinds.messages
+        is_message = (
+            (isinstance(kind, str) and kind in journal.MESSAGE_TYPES)
+            if _sets_type(kind)
+            else was_message
+        )
         metadata = step.get("metadata")
-        if (
-            "type" in step
-            and step["type"] not in journal.MESSAGE_TYPES
-            and not (isinstance(metadata, dict) and "favorite" in metadata)
-        ):
-            return []  # a run or tool step: nothing the index keeps (most writes)
+        favorite = isinstance(metadata, dict) and "favorite" in metadata
+        if not (is_message or was_message or favorite):
+            kinds.pending = (step_id, False)
+            return []  # a run or tool step, as it was: nothing the index keeps (most writes)
         known = self.index.text(thread_id, step_id)
         records: list[dict[str, Any]] = []
-        # A message is indexed from its first write, even while its text is still
-        # empty: a later update may leave out the type, and must still be recognised.
-        is_message = step.get("type") in journal.MESSAGE_TYPES or (
-            "type" not in step and known is not None
-        )
         if is_message:
-            output = step.get("output")
-            text = searchable(output[: self.search_chars]) if isinstance(output, str) else ""
-            if known is not None and not text:
-                text = known[1]  # as in the journal: an empty write keeps the text
-            at = index_time(step.get("createdAt") or step.get("start"))
-            if known is not None and known[0]:
-                at = min(at, known[0]) if at else known[0]
+            # A message is indexed from its first write, even while its text is still
+            # empty: a later update may leave out the type, and must still be recognised.
+            merged = None if was_message else self._merged(thread_id, step_id, step, kinds)
+            if merged is not None:  # a step of another type made a message
+                text, at = merged
+            else:
+                output = step.get("output")
+                text = searchable(output[: self.search_chars]) if isinstance(output, str) else ""
+                if known is not None and not text:
+                    text = known[1]  # as in the journal: an empty write keeps the text
+                at = index_time(step.get("createdAt") or step.get("start"))
+                if known is not None and known[0]:
+                    at = min(at, known[0]) if at else known[0]
             if known != (at, text):
                 records.append(text_record(thread_id, step_id, at, text))
+        elif known is not None:  # a message made another type: its text leaves the index
+            records.append(text_record(thread_id, step_id, "", None))
         if isinstance(metadata, dict) and "favorite" in metadata:
             on = bool(metadata["favorite"])
             if on != self.index.is_favorite(thread_id, step_id):
                 records.append(favorite_record(thread_id, step_id, on))
         if known is None and records and step_id in self.tombstones.of(thread_id, opened).steps:
             return None
+        kinds.pending = (step_id, is_message)
         return records
+
+    def _step_kinds(self, thread_id: str, opened: _fs.AppendFile) -> _StepKinds:
+        """Which steps of the thread are messages, as its journal ``opened`` says now
+        (caller holds the thread's lock): a few dictionary lookups while this process
+        was the last to append to it, else read from the folded journal."""
+        kinds = self._kinds.get(thread_id)
+        if kinds is not None and kinds.file == opened.id and kinds.end == opened.size:
+            self._kinds.put(thread_id, kinds)  # the most recent: the threads being written stay
+            return kinds
+        kinds = _StepKinds(opened.id, opened.size)
+        if opened.size:
+            messages, others = kinds.messages, kinds.others
+            for sid, stored in self.folds.folded(thread_id).state.steps.items():
+                kind = stored.get("type")
+                if isinstance(kind, str) and kind in journal.MESSAGE_TYPES:
+                    messages.add(sid)
+                else:
+                    others.add(sid)
+        self._kinds.put(thread_id, kinds)
+        return kinds
+
+    def _merged(
+        self, thread_id: str, step_id: str, step: dict[str, Any], kinds: _StepKinds
+    ) -> tuple[str, str] | None:
+        """(searchable text, time) of a step of another type made a message by ``step``,
+        from its stored version merged with the write, as a rebuild reads it; ``None``
+        for a step the journal does not hold."""
+        if step_id not in kinds.others:
+            return None  # a new step (most message writes): the write says it all
+        stored = self.folds.folded(thread_id).state.steps.get(step_id)
+        if stored is None:
+            return None
+        merged = dict(stored)
+        merge_step(merged, step)
+        output = merged.get("output")
+        text = output[: self.search_chars] if isinstance(output, str) else ""
+        return searchable(text), index_time(merged.get("createdAt") or merged.get("start"))
+
+    def appended(
+        self,
+        thread_id: str,
+        opened: _fs.AppendFile,
+        at: int,
+        size: int,
+        step: str | None,
+        deleted: str | None,
+    ) -> None:
+        """``size`` bytes were appended at ``at`` to the thread's journal ``opened``: a
+        version of ``step``, the deletion of ``deleted``, or other lines. What is known
+        of its steps' kinds follows, if it was known up to ``at``."""
+        kinds = self._kinds.get(thread_id)
+        if kinds is None:
+            return
+        pending, kinds.pending = kinds.pending, None
+        if kinds.file != opened.id or kinds.end != at:
+            return  # appended to by another process meanwhile: learnt again when needed
+        kinds.end = at + size
+        if pending is not None and pending[0] == step:
+            if pending[1]:
+                kinds.messages.add(pending[0])
+                kinds.others.discard(pending[0])
+            else:
+                kinds.others.add(pending[0])
+                kinds.messages.discard(pending[0])
+        if deleted is not None:
+            kinds.messages.discard(deleted)
+            kinds.others.discard(deleted)
 
     def step_deleted_records(self, thread_id: str, step_id: str) -> list[dict[str, Any]]:
         """The index records of a step's deletion: its text, feedback and favorite go."""

@@ -1,0 +1,184 @@
+"""A step whose type changes (an app sets ``step.type`` and calls ``update()``): the index
+keeps a message's text only while the step is a message, as a rebuild from the journals
+would, whether this store or another one on the same root wrote the earlier version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from filelayer import ArchiveStore
+from filelayer.maintenance.verify import verify
+
+
+def at(second: int) -> str:
+    return f"2099-03-01T10:00:{second:02d}.000000Z"  # after the threads were made
+
+
+@pytest.fixture(params=["one store", "two stores"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ArchiveStore, ...]]:
+    """The store that writes the first version of a step, and the one that changes it
+    (the same one, or another on the same root, as another process would be)."""
+    root = tmp_path / "chats"
+    first = ArchiveStore(root)
+    second = first if request.param == "one store" else ArchiveStore(root)
+    yield first, second
+    for store in {id(first): first, id(second): second}.values():
+        store.close()
+
+
+def two_threads(store: ArchiveStore) -> str:
+    """A user with thread ``t1`` (a question at second 0) and ``t2`` (a message at
+    second 30): the user's id."""
+    user = store.upsert_user("alice@example.com")["id"]
+    for tid, second, text in [("t1", 0, "the opening question"), ("t2", 30, "another chat")]:
+        store.write_step(
+            {
+                "id": f"{tid}-u",
+                "threadId": tid,
+                "type": "user_message",
+                "output": text,
+                "createdAt": at(second),
+            }
+        )
+        store.update_thread(tid, name=f"chat {tid}", user_id=user)
+    return str(user)
+
+
+def listing(store: ArchiveStore, user: str, search: str | None = None) -> list[str]:
+    threads, _ = store.list_threads(user_id=user, first=100, search=search)
+    return [t["id"] for t in threads]
+
+
+def what_the_sidebar_shows(store: ArchiveStore, user: str, terms: list[str]) -> dict[str, Any]:
+    return {
+        "order": listing(store, user),
+        **{term: listing(store, user, term) for term in terms},
+        "created": {t["id"]: t["createdAt"] for t in store.list_threads(user_id=user)[0]},
+    }
+
+
+def assert_index_as_rebuilt(store: ArchiveStore, user: str, terms: list[str]) -> dict[str, Any]:
+    """The index holds what a rebuild from the thread directories gives: ``verify``
+    finds no drift, and the sidebar answers the same after a ``reindex``."""
+    fresh = ArchiveStore(store.root)
+    try:
+        assert verify(fresh).problems == []
+        shown = what_the_sidebar_shows(fresh, user, terms)
+        fresh.reindex()
+        assert what_the_sidebar_shows(fresh, user, terms) == shown
+    finally:
+        fresh.close()
+    return shown
+
+
+def test_a_message_made_a_tool_step_leaves_search_and_activity(
+    stores: tuple[ArchiveStore, ArchiveStore],
+) -> None:
+    first, second = stores
+    user = two_threads(first)
+    answer = {"id": "s1", "threadId": "t1", "output": "a secret phrase", "createdAt": at(50)}
+    first.write_step({**answer, "type": "assistant_message"})
+    assert listing(first, user, "secret") == ["t1"]
+    assert listing(first, user) == ["t1", "t2"]  # its message is the newest activity
+
+    second.write_step({**answer, "type": "tool"})
+
+    assert listing(second, user, "secret") == []
+    assert listing(second, user) == ["t2", "t1"]  # t1's last message is its question again
+    shown = assert_index_as_rebuilt(second, user, ["secret", "opening"])
+    assert shown["secret"] == [] and shown["opening"] == ["t1"]
+
+
+def test_a_tool_step_made_a_message_is_found_by_the_text_it_had(
+    stores: tuple[ArchiveStore, ArchiveStore],
+) -> None:
+    first, second = stores
+    user = two_threads(first)
+    first.write_step(
+        {
+            "id": "s1",
+            "threadId": "t1",
+            "type": "tool",
+            "output": "the hidden answer",
+            "createdAt": at(50),
+        }
+    )
+    assert listing(first, user, "hidden") == []
+    assert listing(first, user) == ["t2", "t1"]
+
+    # The update names the new type only: text and time are the stored ones.
+    second.write_step({"id": "s1", "threadId": "t1", "type": "assistant_message"})
+
+    assert listing(second, user, "hidden") == ["t1"]
+    assert listing(second, user) == ["t1", "t2"]
+    shown = assert_index_as_rebuilt(second, user, ["hidden", "answer"])
+    assert shown["hidden"] == ["t1"]
+
+
+def test_a_message_given_another_message_type_and_text_is_found_by_the_new_text(
+    stores: tuple[ArchiveStore, ArchiveStore],
+) -> None:
+    first, second = stores
+    user = two_threads(first)
+    step = {"id": "s1", "threadId": "t1", "createdAt": at(50)}
+    first.write_step({**step, "type": "user_message", "output": "first words"})
+
+    second.write_step({**step, "type": "assistant_message", "output": "second words"})
+
+    assert listing(second, user, "first words") == []
+    assert listing(second, user, "second words") == ["t1"]
+    assert_index_as_rebuilt(second, user, ["first words", "second words"])
+
+
+def test_a_step_changing_type_back_and_forth_between_two_stores(
+    stores: tuple[ArchiveStore, ArchiveStore],
+) -> None:
+    first, second = stores
+    user = two_threads(first)
+    step = {"id": "s1", "threadId": "t1", "output": "the changing step", "createdAt": at(50)}
+    expected = {"tool": [], "run": [], "assistant_message": ["t1"], "system_message": ["t1"]}
+    kinds = ["tool", "assistant_message", "run", "system_message", "tool"]
+    for writer, kind in zip([first, second, first, second, first], kinds, strict=True):
+        writer.write_step({**step, "type": kind})
+        for store in (first, second):
+            assert listing(store, user, "changing") == expected[kind], kind
+        assert_index_as_rebuilt(first, user, ["changing"])
+
+
+def test_an_update_with_an_empty_type_keeps_the_message_and_its_new_text(
+    stores: tuple[ArchiveStore, ArchiveStore],
+) -> None:
+    first, second = stores
+    user = two_threads(first)
+    step = {"id": "s1", "threadId": "t1", "createdAt": at(50)}
+    first.write_step({**step, "type": "assistant_message", "output": "draft"})
+
+    second.write_step({**step, "type": "", "output": "the final text"})  # keeps the type
+
+    assert listing(second, user, "final text") == ["t1"]
+    assert listing(second, user, "draft") == []
+    assert_index_as_rebuilt(second, user, ["final text", "draft"])
+
+
+def test_a_tool_step_written_again_and_again_stays_out_of_the_index(
+    stores: tuple[ArchiveStore, ArchiveStore],
+) -> None:
+    first, second = stores
+    user = two_threads(first)
+    for n, writer in enumerate([first, second, first, first, second, second]):
+        writer.write_step(
+            {
+                "id": "s1",
+                "threadId": "t1",
+                "type": "tool",
+                "output": f"tool output {n}",
+                "createdAt": at(50),
+            }
+        )
+    assert listing(second, user, "tool output") == []
+    assert listing(second, user) == ["t2", "t1"]
+    assert_index_as_rebuilt(second, user, ["tool output"])
