@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from filelayer import ArchiveStore
+from filelayer.index.thread_index import ThreadIndex
 from filelayer.maintenance.verify import verify
 
 
@@ -182,3 +183,49 @@ def test_a_tool_step_written_again_and_again_stays_out_of_the_index(
     assert listing(second, user, "tool output") == []
     assert listing(second, user) == ["t2", "t1"]
     assert_index_as_rebuilt(second, user, ["tool output"])
+
+
+def test_a_message_made_a_tool_step_after_its_journal_was_compacted(tmp_path: Path) -> None:
+    store = ArchiveStore(tmp_path / "chats")
+    user = two_threads(store)
+    answer = {"id": "s1", "threadId": "t1", "output": "a secret phrase", "createdAt": at(50)}
+    store.write_step({**answer, "type": "assistant_message"})
+    store.write_step({**answer, "output": "a secret phrase, corrected"})
+    assert store.compact_journal("t1").changed  # a new journal file
+
+    store.write_step({**answer, "type": "run"})
+
+    assert listing(store, user, "secret") == []
+    assert_index_as_rebuilt(store, user, ["secret"])
+
+
+def test_writes_of_a_step_that_keeps_its_type_ask_the_index_nothing_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run or tool step written again and again costs no index query (most writes)."""
+    store = ArchiveStore(tmp_path / "chats")
+    user = two_threads(store)
+    asked: list[str] = []
+    real = ThreadIndex.text
+
+    def text(index: ThreadIndex, thread_id: str, step_id: str) -> tuple[str, str] | None:
+        asked.append(step_id)
+        return real(index, thread_id, step_id)
+
+    monkeypatch.setattr(ThreadIndex, "text", text)
+    for n in range(5):
+        store.write_step(
+            {
+                "id": "s1",
+                "threadId": "t1",
+                "type": "tool",
+                "output": f"step {n}",
+                "createdAt": at(9),
+            }
+        )
+        store.write_step({"id": "s1", "threadId": "t1", "output": f"no type given {n}"})
+    assert asked == []
+    store.write_step({"id": "s1", "threadId": "t1", "type": "assistant_message"})
+    assert asked == ["s1"]
+    assert listing(store, user, "no type given 4") == ["t1"]
+    assert_index_as_rebuilt(store, user, ["no type given"])
