@@ -55,6 +55,37 @@ class _StepKinds:
         self.pending: tuple[str, bool] | None = None
 
 
+def _read_on(kinds: _StepKinds, opened: _fs.AppendFile) -> bool:
+    """Take into ``kinds`` the lines another process appended to the journal since
+    ``kinds.end`` (they follow every line before them in the journal's order); ``False``
+    if the journal did not grow by whole, sound lines from there (it is learnt again)."""
+    if opened.size < kinds.end:
+        return False
+    parsed = journal.parse(_fs.pread_all(opened.fd, opened.size - kinds.end, kinds.end))
+    if parsed.bad_lines or parsed.torn_tail:
+        return False
+    messages, others = kinds.messages, kinds.others
+    for record in parsed.records:
+        op = record["op"]
+        if op == journal.OP_STEP:
+            body = record[op]
+            step_id, kind = body["id"], body.get("type")
+            if not _sets_type(kind):
+                if step_id not in messages:
+                    others.add(step_id)
+            elif isinstance(kind, str) and kind in journal.MESSAGE_TYPES:
+                messages.add(step_id)
+                others.discard(step_id)
+            else:
+                others.add(step_id)
+                messages.discard(step_id)
+        elif op == journal.OP_STEP_DELETE:
+            messages.discard(record["id"])
+            others.discard(record["id"])
+    kinds.end = opened.size
+    return True
+
+
 class IndexBook:
     """The index records a store write implies (the writer holds the thread's lock and
     gives them to :meth:`ThreadIndex.append`), and a thread's summary from its files."""
@@ -167,11 +198,15 @@ class IndexBook:
         (caller holds the thread's lock): a few dictionary lookups while this process
         was the last to append to it, else read from the folded journal."""
         kinds = self._kinds.get(thread_id)
-        if kinds is not None and kinds.file == opened.id and kinds.end == opened.size:
+        if (
+            kinds is not None
+            and kinds.file == opened.id
+            and (kinds.end == opened.size or _read_on(kinds, opened))
+        ):
             self._kinds.put(thread_id, kinds)  # the most recent: the threads being written stay
             return kinds
         kinds = _StepKinds(opened.id, opened.size)
-        if opened.size:
+        if opened.size:  # a journal this process did not follow: from its fold
             messages, others = kinds.messages, kinds.others
             for sid, stored in self.folds.folded(thread_id).state.steps.items():
                 kind = stored.get("type")
