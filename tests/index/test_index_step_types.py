@@ -4,6 +4,8 @@ would, whether this store or another one on the same root wrote the earlier vers
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 from filelayer import ArchiveStore
 from filelayer.index.thread_index import ThreadIndex
 from filelayer.maintenance.verify import verify
+from tests.support.processes import subprocess_env
 
 
 def at(second: int) -> str:
@@ -229,3 +232,29 @@ def test_writes_of_a_step_that_keeps_its_type_ask_the_index_nothing_new(
     assert asked == ["s1"]
     assert listing(store, user, "no type given 4") == ["t1"]
     assert_index_as_rebuilt(store, user, ["no type given"])
+
+
+def test_a_message_another_process_wrote_made_a_tool_step_here(tmp_path: Path) -> None:
+    store = ArchiveStore(tmp_path / "chats")
+    user = two_threads(store)
+    store.write_step({"id": "s0", "threadId": "t1", "type": "run", "createdAt": at(40)})
+    answer = {"id": "s1", "threadId": "t1", "output": "a secret phrase", "createdAt": at(50)}
+    script = (
+        "import sys\nfrom filelayer import ArchiveStore\n"
+        f"ArchiveStore(sys.argv[1]).write_step({ {**answer, 'type': 'assistant_message'}!r})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(store.root)],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert listing(store, user, "secret") == ["t1"]
+
+    store.write_step({**answer, "type": "tool"})  # this process last wrote the thread before
+
+    assert listing(store, user, "secret") == []
+    assert listing(store, user) == ["t2", "t1"]
+    assert_index_as_rebuilt(store, user, ["secret"])
