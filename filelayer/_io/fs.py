@@ -92,6 +92,23 @@ def sync_now(path: Path) -> None:
         raise StorageWriteError(path, exc) from exc
 
 
+def sync_file(path: Path) -> None:
+    """Put the file ``path``'s data on the disk now (nothing if it is gone): a file read
+    and answered from, which a writer may not have fsynced yet."""
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageWriteError(path, exc) from exc
+    try:
+        fsync_fd(fd)
+    except OSError as exc:
+        raise StorageWriteError(path, exc) from exc
+    finally:
+        os.close(fd)
+
+
 def fsync_dirs(dirs: Iterable[Path]) -> None:
     """fsync each directory once, deepest first: a new directory's own entries are on
     the disk before its name in its parent is. A failure is a failed write."""

@@ -132,7 +132,7 @@ class ArchiveStore:
         self.appender = appender = JournalAppender(
             layout, index, book, deleted, tombstones, self.compactor, durable=durable
         )
-        self.locator = locator = Locator(layout, index, folds)
+        self.locator = locator = Locator(layout, index, folds, durable=durable)
         self.views = ThreadViews(
             self.root, layout, index, deleted, folds, locator, self.lifecycle, self.healer
         )

@@ -51,12 +51,17 @@ _UNFILED_THREADS = 64
 class Locator:
     """Step and element ids -> their thread, as far as this process saw them."""
 
-    __slots__ = ("_steps", "_unfiled", "elements", "folds", "index", "layout")
+    __slots__ = ("_steps", "_unfiled", "durable", "elements", "folds", "index", "layout")
 
-    def __init__(self, layout: Layout, index: ThreadIndex, folds: FoldedJournals) -> None:
+    def __init__(
+        self, layout: Layout, index: ThreadIndex, folds: FoldedJournals, *, durable: bool = False
+    ) -> None:
         self.layout = layout
         self.index = index
         self.folds = folds
+        self.durable = durable
+        """The ``fsync`` mode: a journal that names the id but no longer holds it live is
+        made durable by the scan that found it so (see :meth:`scan_journals`)."""
         self._steps: Lru[str, str] = Lru(OWNER_CACHE_SIZE)
         """Step id -> the thread it was last seen in."""
         self.elements: Lru[str, str] = Lru(OWNER_CACHE_SIZE)
@@ -151,17 +156,25 @@ class Locator:
         holds the live step (or element, or feedback) ``key``; ``None`` if none does.
 
         Reads files only, never the store's caches: the adapter runs it in a worker
-        thread, without holding :attr:`ArchiveStore.mutex`, while other calls go on."""
+        thread, without holding :attr:`ArchiveStore.mutex`, while other calls go on.
+
+        In the ``fsync`` mode a journal that names ``key`` without holding it live (it
+        was deleted there) is fsynced before the answer: a caller told that there is
+        nothing left to delete acknowledges that deletion, whose line may have been read
+        before its writer's fsync (or while it waited in another worker's group)."""
         if not is_valid_id(key):
             return None
         needle = f'"{key}"'.encode()
         seen = set(order)
         for ids in (order, (t for t in thread_ids(self.layout) if t not in seen)):
             for thread_id in ids:
-                data = _fs.read_bytes(self.layout.journal(thread_id))
+                path = self.layout.journal(thread_id)
+                data = _fs.read_bytes(path)
                 if data and needle in data:
                     state = journal.fold(journal.parse(data).records)
                     held = {"step": state.steps, "element": state.elements}.get(kind)
                     if key in (state.feedback if held is None else held):
                         return thread_id
+                    if self.durable:
+                        _fs.sync_file(path)
         return None

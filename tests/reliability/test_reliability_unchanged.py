@@ -186,6 +186,85 @@ os._exit(0)  # before A's group commit
     assert kept in journal
 
 
+@pytest.mark.parametrize(
+    ("pending", "again", "kept"),
+    [
+        # A deleted s1 (no feedback, no element file): B, given no thread, finds it
+        # nowhere in the journals and answers that there is nothing to delete.
+        ('a.delete_step("s1", "t1")', 'b.delete_step("s1")', b'"op":"step.delete"'),
+        # The same for an element without a file.
+        ('a.delete_element("e1", "t1")', 'b.delete_element("e1")', b'"op":"element.delete"'),
+    ],
+    ids=["step", "element"],
+)
+def test_a_deletion_again_without_its_thread_while_another_workers_group_is_pending(
+    tmp_path: Path, pending: str, again: str, kept: bytes
+) -> None:
+    """Worker A deletes s1 (or e1) in a group commit not yet fsynced; worker B, which
+    never saw it, deletes it again without naming its thread (Chainlit's
+    ``delete_step``, ``delete_element``), finds it live in no journal, writes nothing
+    and is acknowledged: after the power cut, it stays deleted (A's line is on the
+    disk)."""
+    script = (
+        HEAD
+        + r"""
+a = ArchiveStore(root, durability="fsync")
+writer = ArchiveStore(root, durability="fsync")
+writer.write_step(step("s1", "t1", "one"))
+writer.record_element("t1", {"id": "e1", "forId": "s1", "type": "text", "name": "n"})
+b = ArchiveStore(root, durability="fsync")  # it saw neither written
+with commit.deferring(commit.SyncGroup()):
+    PENDING
+AGAIN
+print("acknowledged", flush=True)
+os._exit(0)  # before A's group commit
+""".replace("PENDING", pending).replace("AGAIN", again)
+    )
+    model = traced(tmp_path, script)
+    journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
+    assert kept in journal
+
+
+@pytest.mark.parametrize(
+    ("pending", "again", "kept"),
+    [
+        ('a.delete_step("s1", "t1")', 'b.delete_step("s1")', b'"op":"step.delete"'),
+        ('a.delete_element("e1", "t1")', 'b.delete_element("e1")', b'"op":"element.delete"'),
+    ],
+    ids=["step", "element"],
+)
+def test_a_deletion_again_without_its_thread_while_the_first_ones_fsync_is_under_way(
+    tmp_path: Path, pending: str, again: str, kept: bytes
+) -> None:
+    """Worker A's deletion of s1 (or e1) is written and its fsync under way (the thread's
+    lock held); B's scan for it, which takes no lock, reads the line, finds it live in no
+    journal and B is acknowledged before A's fsync ends: after the power cut, it stays
+    deleted."""
+    script = (
+        HEAD
+        + r"""
+a = ArchiveStore(root, durability="fsync")
+writer = ArchiveStore(root, durability="fsync")
+writer.write_step(step("s1", "t1", "one"))
+writer.record_element("t1", {"id": "e1", "forId": "s1", "type": "text", "name": "n"})
+b = ArchiveStore(root, durability="fsync")  # it saw neither written
+real = fs.fsync_fd
+def under_way(fd):
+    if not os.readlink(f"/proc/self/fd/{fd}").endswith("steps.jsonl"):
+        return real(fd)
+    fs.fsync_fd = real
+    AGAIN
+    print("acknowledged", flush=True)
+    os._exit(0)  # before A's fsync
+fs.fsync_fd = under_way
+PENDING
+""".replace("PENDING", pending).replace("AGAIN", again)
+    )
+    model = traced(tmp_path, script)
+    journal = (model.strict().get("threads/t1/steps.jsonl") or b"").replace(b" ", b"")
+    assert kept in journal
+
+
 def test_the_same_user_again_after_a_restart_keeps_the_user(tmp_path: Path) -> None:
     """``upsert_user`` wrote the user's file and was killed before ``users/`` was
     fsynced; after the restart the user logs in again with the same record (nothing to
