@@ -312,8 +312,12 @@ class JournalAppender:
         files go (in either mode): a power cut must not leave an element without its
         bytes. ``deleted``: the step whose deletion this is; ``sync``: the records reach
         the disk before the call goes on even without files (see
-        :func:`filelayer.store.steps.forgets_feedback`)."""
-        self.append_records(thread_id, records, changes, sync=sync or bool(files), deleted=deleted)
+        :func:`filelayer.store.steps.forgets_feedback`). Either way an fsync: on the
+        event loop, ``DiskWait`` before any change."""
+        sync = sync or bool(files)
+        if sync and _commit.on_loop():  # an fsync: in a worker thread, before any change
+            raise _commit.DiskWait(self.layout.journal(thread_id))
+        self.append_records(thread_id, records, changes, sync=sync, deleted=deleted)
         for relative in files:
             self.remove_element_file(thread_id, relative, changes)
 

@@ -92,3 +92,34 @@ async def test_a_persisted_session_is_not_fsynced_on_the_loop(
     assert (await layer.get_thread("t1"))["metadata"]["m"] == "two"
     await layer.update_thread("t1", metadata=session("two"))  # kept as it is: on the loop
     assert layer.calls.offloaded == before + 1
+
+
+@pytest.mark.parametrize("deleted", ["element", "step"])
+async def test_a_deletion_that_removes_an_element_file_is_not_fsynced_on_the_loop(
+    layer: Any, root: Path, monkeypatch: pytest.MonkeyPatch, deleted: str
+) -> None:
+    """The record that hides an element file reaches the disk before the file goes, in
+    the flush mode too: an fsync, made in a worker thread, not on the loop."""
+    await layer.create_step({"id": "s1", "threadId": "t1", "type": "user_message", "output": "hi"})
+    element = {"id": "e1", "forId": "s1", "type": "file", "name": "a.txt", "mime": "text/plain"}
+    assert layer.store.put_element("t1", element, b"hello")
+    on_loop: list[str] = []
+    real = _fs.fsync_fd
+    loop_thread = threading.current_thread()
+
+    def fsync_fd(fd: int) -> None:
+        if threading.current_thread() is loop_thread:
+            on_loop.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(_fs, "fsync_fd", fsync_fd)
+    before = layer.calls.offloaded
+    if deleted == "element":
+        await layer.delete_element("e1", "t1")
+    else:
+        await layer.delete_step("s1")
+    assert on_loop == []
+    assert layer.calls.offloaded == before + 1
+    assert not list((root / "threads" / "t1" / "elements").iterdir())
+    state = layer.store.read_state("t1")
+    assert "e1" not in state.elements
