@@ -374,9 +374,10 @@ _STAMP_TAIL = 64 * 1024
 def _last_stamp(opened: _fs.AppendFile) -> str | None:
     """The newest stamp of a journal open to append to, read from its end (the file is
     in stamp order, so it is the last stamped line's): 4 KiB back, then more, up to
-    64 KiB, which holds hundreds of lines; none found there means an unstamped journal
-    (or one of giant lines: the clock alone then stamps, still after every line it
-    wrote itself)."""
+    64 KiB, which holds hundreds of lines; none found there means an unstamped journal.
+    Past 64 KiB only as far as the start of the last line: a long line's stamp still
+    counts, since a clock that stepped back would otherwise stamp the next line before
+    it."""
     size = opened.size
     chunk = 4096
     while size:
@@ -389,7 +390,7 @@ def _last_stamp(opened: _fs.AppendFile) -> str | None:
             stamp = clock.stamp_of_line(line)
             if stamp is not None:
                 return stamp
-        if start == 0 or chunk >= _STAMP_TAIL:
+        if start == 0 or (chunk >= _STAMP_TAIL and any(lines)):
             return None
         chunk *= 4
     return None

@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from filelayer import ArchiveStore
-from filelayer.format import journal
+from filelayer.format import clock, journal
 
 
 def step(step_id: str, output: str, kind: str = "assistant_message") -> dict[str, object]:
@@ -110,3 +112,21 @@ def test_a_journal_removed_by_hand_is_started_again(tmp_path: Path) -> None:
     os.unlink(store.layout.journal("t1"))
     store.write_step(step("b", "second"))
     assert outputs(root) == {"b": "second"}
+
+
+def test_a_write_after_the_clock_stepped_back_follows_a_line_longer_than_the_tail_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stamp is one microsecond after the newest one in the journal when the clock is
+    behind it (an NTP correction): also when the last line is a long answer, longer than
+    the end of the file read first. Otherwise the newer write sorts first and loses."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.write_step(step("s1", "A" * 300_000))
+    store.close()
+    monkeypatch.setattr(clock, "now_iso", lambda: "2020-01-01T00:00:00.000000Z")
+    later = ArchiveStore(root)  # another process: it knows nothing of the journal yet
+    later.write_step({"id": "s1", "threadId": "t1", "output": "final"})
+    later.close()
+    monkeypatch.undo()
+    assert outputs(root) == {"s1": "final"}
