@@ -58,7 +58,10 @@ def parse_time(value: object) -> datetime | None:
     if zone and zone != "Z":
         sign = 1 if zone[0] == "+" else -1
         digits = zone[1:].replace(":", "")
-        dt -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        try:
+            dt -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        except OverflowError:  # before year 1 or after 9999 in UTC: no time, as in time_key
+            return None
     return dt
 
 

@@ -589,3 +589,38 @@ async def test_data_as_deep_as_the_archive_takes_is_copied_and_comes_back(
         assert thread["metadata"] == {"m": nested(500)}
         assert thread["steps"][0]["metadata"] == deep
         again.close()
+
+
+async def test_a_time_whose_offset_leaves_the_calendar_copies_there_and_back(
+    tmp_path: Path,
+) -> None:
+    """A step time whose offset moves it before year 1 or past 9999 is no instant (the
+    archive keeps it as its own key): the copy carries it as text, both ways, instead
+    of refusing its thread."""
+    source = tmp_path / "source"
+    store = ArchiveStore(source, create=True)
+    edges = {"t-early": "0001-01-01T00:00:00+14:00", "t-late": "9999-12-31T23:59:59-12:00"}
+    for tid, at in edges.items():
+        store.update_thread(tid, name=tid)
+        store.write_step(
+            {
+                "id": f"s-{tid}",
+                "threadId": tid,
+                "type": "user_message",
+                "output": "hi",
+                "createdAt": at,
+                "start": at,
+                "end": at,
+            }
+        )
+    store.close()
+    dest = f"sqlite:///{tmp_path / 'app.db'}"
+    for there, back in ((str(source), dest), (dest, str(tmp_path / "back"))):
+        summary = await copy_archive(there, back, create_schema=there == str(source))
+        assert not skipped(summary), summary.render()
+    store = ArchiveStore(tmp_path / "back", create=False)
+    for tid, at in edges.items():
+        thread = store.get_thread(tid)
+        assert thread is not None, tid
+        assert [(s["createdAt"], s["start"], s["end"]) for s in thread["steps"]] == [(at,) * 3]
+    store.close()
