@@ -54,7 +54,7 @@ def decode_cursor(cursor: str) -> tuple[str, str] | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         return None
-    activity, sep, thread_id = raw.partition("\x1f")
+    activity, sep, thread_id = raw.rpartition("\x1f")  # an activity may hold one, no id does
     return (activity, thread_id) if sep else None
 
 

@@ -219,3 +219,24 @@ async def test_a_cursor_or_user_id_no_text_can_hold_answers_and_never_fails(
     page = await driver.list_threads("ab\udc00", first=5)
     assert page.ids == []
     assert await driver.favorite_steps("ab\udc00") == []
+
+
+async def test_a_time_holding_the_cursors_separator_skips_no_thread(
+    driver: Driver, alice: Any
+) -> None:
+    """A client may send any text as a message's time, and a time that is no instant is
+    the thread's activity as it is, control characters included: the cursor built from
+    it still resumes right after that thread."""
+    for tid, when in (("t1", "2030-01-01\x1fzzz"), ("t2", "2030-01-01\x1faaa")):
+        await driver.create_step(
+            {
+                "id": f"{tid}-u",
+                "threadId": tid,
+                "type": "user_message",
+                "output": "hi",
+                "createdAt": when,
+            }
+        )
+        await driver.update_thread(tid, name=tid, user_id=alice["id"])
+    await make_thread(driver, "t3", alice["id"], 3)
+    assert await all_pages(driver, 1, alice["id"]) == [["t1"], ["t2"], ["t3"]]
