@@ -12,7 +12,7 @@ from typing import Any
 from .._io import commit as _commit
 from .._io import fs as _fs
 from .._io import locks as _locks
-from .._time import now_iso
+from .._time import latest, now_iso
 from ..errors import ArchiveError, InvalidValueError, StorageWriteError, UnknownUserError
 from ..format import codec as _codec
 from ..format import manifest
@@ -123,7 +123,10 @@ class Threads:
                 doc["metadata"] = manifest.merge_metadata(doc.get("metadata") or {}, metadata)
             changed = created or doc != before
             if changed and not created:
-                doc["updatedAt"] = max(now_iso(), before.get("updatedAt") or "")
+                # Never back, if the clock went back; as instants: a manifest may hold
+                # any value, or a time with an offset.
+                last = before.get("updatedAt")
+                doc["updatedAt"] = latest(now_iso(), last) if isinstance(last, str) else now_iso()
             data = manifest.encode(doc)  # refuse what cannot be stored before making anything
             session_file = None
             session_found = False

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from filelayer import FileLayerError
+from filelayer._time import time_key
 from filelayer.format import users
 from tests.support.drivers import Driver
 from tests.support.layer import at, step, tree
@@ -161,6 +163,41 @@ async def test_an_update_that_changes_nothing_rewrites_nothing_whatever_its_type
         "chat_settings": {"range": [1, 2], "by_id": {"7": "seven"}},
         "k": [[1]],
     }
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [12345, ["2026-01-01T00:00:00Z"], "soon"],
+    ids=["number", "list", "offset-ahead-as-text"],
+)
+async def test_a_change_after_an_updated_at_that_is_no_later_time_is_stamped_now(
+    driver: Driver, root: Path, stored: Any
+) -> None:
+    """``updatedAt`` never goes back, and is compared as an instant: a manifest written
+    by another program (a number, a list) or one whose time is written with an offset
+    (later as text, earlier as an instant) still takes a change, stamped with the
+    present."""
+    if stored == "soon":  # an hour ago, written 13 hours ahead of UTC
+        ahead = datetime.now(timezone.utc) + timedelta(hours=13)
+        stored = ahead.strftime("%Y-%m-%dT%H:%M:%S.%f+14:00")
+    driver.store.put_manifest(
+        {
+            "id": "t1",
+            "name": "old",
+            "userId": None,
+            "userIdentifier": None,
+            "tags": None,
+            "metadata": {},
+            "createdAt": "2026-01-01T00:00:00Z",
+            "updatedAt": stored,
+        }
+    )
+    before = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    await driver.update_thread("t1", name="renamed")
+    doc = json.loads((root / "threads" / "t1" / "thread.json").read_text())
+    assert doc["name"] == "renamed"
+    assert isinstance(doc["updatedAt"], str)
+    assert time_key(doc["updatedAt"]) >= time_key(before)
 
 
 async def test_the_manifest_is_readable_deterministic_json(driver: Driver, root: Path) -> None:
