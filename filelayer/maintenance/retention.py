@@ -45,7 +45,7 @@ from typing import Any
 
 from .._io import fs as _fs
 from .._io import locks as _locks
-from .._time import now_iso, time_key
+from .._time import latest, now_iso, time_key
 from ..errors import InvalidValueError, NotRegularFileError
 from ..format import codec as _codec
 from ..format import users
@@ -384,7 +384,7 @@ def _erase_user(
             store.reindex()
         return report
     _finish_deletions(store)
-    _write_user_tombstone(store, identifier, user_id)
+    _write_user_tombstone(store, identifier, user)
     with _locks.locked(store.layout.users_lock, store.lock_timeout):
         if path.exists():
             report.user_file = f"{USERS_DIR}/{path.name}"
@@ -471,9 +471,18 @@ def _copies_of_record(store: ArchiveStore, identifier: str) -> list[Path]:
     return sorted(found)
 
 
-def _write_user_tombstone(store: ArchiveStore, identifier: str, user_id: str | None) -> None:
+def _write_user_tombstone(
+    store: ArchiveStore, identifier: str, user: dict[str, Any] | None
+) -> None:
+    """The user tombstone, dated no earlier than the record it erases: a record made
+    while the clock ran ahead would otherwise count as made after its erasure."""
+    deleted_at = now_iso()
+    created = user.get("createdAt") if user is not None else None
+    if isinstance(created, str) and _KEY_RE.fullmatch(time_key(created)):
+        deleted_at = latest(deleted_at, created)
+    user_id = str(user["id"]) if user is not None else None
     record: dict[str, Any] = {
-        "deletedAt": now_iso(),
+        "deletedAt": deleted_at,
         ERASED_USER_KEY: user_id,
         IDENTIFIER_HASH_KEY: identifier_hash(identifier),
     }

@@ -411,6 +411,28 @@ def test_a_re_run_copy_from_an_archive_copied_before_brings_nothing_back(
     assert main(["verify"]) == 0
 
 
+def test_an_erasure_covers_a_record_made_while_the_clock_ran_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user who logged in while the machine's clock ran ahead has a record created
+    "later" than an erasure made once the clock is right: the erasure is dated no
+    earlier than what it erased, so a copy made before it brings nothing back."""
+    import filelayer.store.accounts
+
+    root = tmp_path / "chats"
+    monkeypatch.setattr(filelayer.store.accounts, "now_iso", lambda: "2099-01-01T00:00:00.000000Z")
+    store = ArchiveStore(root)
+    store.upsert_user("carol@example.com")
+    store.close()
+    monkeypatch.undo()
+    before = tmp_path / "before"
+    assert main(["--root", str(root), "copy", str(root), str(before)]) == 0
+    assert main(["--root", str(root), "erase-user", "carol@example.com"]) == 0
+    assert main(["--root", str(root), "copy", str(before), str(root)]) == 0
+    assert "erased in the destination" in capsys.readouterr().out
+    assert ArchiveStore(root).get_user("carol@example.com") is None
+
+
 def test_the_history_command_names_the_exact_paths(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
