@@ -81,6 +81,16 @@ def stamp_of_line(line: bytes) -> str | None:
     return None
 
 
+_LINE_STAMP_RE = re.compile(rb'\n\{"at":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)"')
+
+
+def newest_stamp(data: bytes) -> str | None:
+    """The newest stamp of the lines of ``data`` that start after one of its newlines
+    (what :func:`stamp_of_line` finds on each, in one pass over the bytes)."""
+    found = _LINE_STAMP_RE.findall(data)
+    return max(found).decode("ascii") if found else None
+
+
 def stamp_lines(data: bytes, last: str | None) -> tuple[bytes, str | None]:
     """Stamp each complete encoded line of ``data`` (written by ``_codec.encode_line``,
     keys sorted, no stamp yet) with the next stamps after ``last``. Returns the stamped

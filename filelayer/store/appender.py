@@ -372,25 +372,23 @@ _STAMP_TAIL = 64 * 1024
 
 
 def _last_stamp(opened: _fs.AppendFile) -> str | None:
-    """The newest stamp of a journal open to append to, read from its end (the file is
-    in stamp order, so it is the last stamped line's): 4 KiB back, then more, up to
-    64 KiB, which holds hundreds of lines; none found there means an unstamped journal.
-    Past 64 KiB only as far as the start of the last line: a long line's stamp still
-    counts, since a clock that stepped back would otherwise stamp the next line before
-    it."""
+    """The newest stamp of a journal open to append to, read from its end: the newest
+    of the last 64 KiB, which hold hundreds of lines (a file filelayer wrote is in stamp
+    order, but lines a merge without its driver united may not be, and they are the
+    last ones); none there means an unstamped journal. Past 64 KiB only as far as the
+    start of the last line: a long line's stamp still counts, since a clock that
+    stepped back would otherwise stamp the next line before it."""
     size = opened.size
-    chunk = 4096
+    chunk = _STAMP_TAIL
     while size:
         start = max(0, size - chunk)
         data = _fs.pread_all(opened.fd, size - start, start)
-        lines = data.split(b"\n")
-        if start:
-            lines = lines[1:]  # the first piece may be the middle of a line
-        for line in reversed(lines):
-            stamp = clock.stamp_of_line(line)
-            if stamp is not None:
-                return stamp
-        if start == 0 or (chunk >= _STAMP_TAIL and any(lines)):
+        # From the start of the file, its first line counts; from elsewhere, the first
+        # piece may be the middle of a line.
+        stamp = clock.newest_stamp(b"\n" + data if start == 0 else data)
+        if stamp is not None:
+            return stamp
+        if start == 0 or data.count(b"\n") > 1:  # complete lines, none stamped
             return None
         chunk *= 4
     return None

@@ -313,6 +313,34 @@ def test_stamps_grow_past_a_clone_whose_clock_runs_ahead(tmp_path: Path) -> None
     assert got is not None and got["steps"][0]["output"] == "mine again"
 
 
+def test_stamps_grow_past_a_clone_whose_line_a_union_merge_put_before_others(
+    tmp_path: Path,
+) -> None:
+    """A merge without the driver (git's ``union``) may leave a line stamped far ahead
+    before a line stamped earlier: the next write, by a process that never read the
+    journal, is stamped after the newest stamp, not after the last line's."""
+    from filelayer.format import clock
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.write_step({"id": "s", "threadId": "t", "type": "run", "output": "mine"})
+    store.close()
+    path = root / "threads" / "t" / "steps.jsonl"
+    with path.open("ab") as f:
+        f.write(
+            b'{"at":"2099-01-01T00:00:00.000000Z","op":"step","step":{"id":"s","output":"b"}}\n'
+        )
+        f.write(
+            b'{"at":"2026-01-01T00:00:00.000000Z","op":"step","step":{"id":"s","output":"a"}}\n'
+        )
+    store = ArchiveStore(root)
+    store.write_step({"id": "s", "threadId": "t", "output": "newest"})
+    store.close()
+    assert clock.stamp_of_line(path.read_bytes().splitlines()[-1]) == "2099-01-01T00:00:00.000001Z"
+    got = ArchiveStore(root).get_thread("t")
+    assert got is not None and got["steps"][0]["output"] == "newest"
+
+
 def test_the_driver_without_a_path_tells_documents_from_journals() -> None:
     """Registered as ``merge-driver %O %A %B`` (no ``%P``), the driver sees only git's
     temporary file names: it merges by what the versions hold."""
