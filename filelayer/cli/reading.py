@@ -11,7 +11,7 @@ import json
 import shutil
 from typing import Any
 
-from .._time import when
+from .._time import time_key, when
 from ..format.journal import MESSAGE_TYPES
 from ..format.tree import step_children
 from ._common import holds_any_text, open_store, printable, require_thread, selected, stdout
@@ -111,14 +111,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
         threads += 1
         steps += len(state.steps)
         elements += len(state.live_elements())
-        if doc.get("createdAt"):
-            created.append(str(doc["createdAt"]))
+        if isinstance(doc.get("createdAt"), str) and doc["createdAt"]:
+            created.append(doc["createdAt"])
     size = sum(p.stat().st_size for p in store.root.rglob("*") if p.is_file())
     user_count = sum(1 for _ in store.iter_users())
     out = stdout()
     out.write(f"root      {store.root}\n")
     out.write(f"threads   {threads}\nsteps     {steps}\nelements  {elements}\n")
     out.write(f"users     {user_count}\nbytes     {size}\n")
-    out.write(f"oldest    {printable(min(created)) if created else '-'}\n")
-    out.write(f"newest    {printable(max(created)) if created else '-'}\n")
+    out.write(f"oldest    {printable(min(created, key=time_key)) if created else '-'}\n")
+    out.write(f"newest    {printable(max(created, key=time_key)) if created else '-'}\n")
     return 0

@@ -76,6 +76,42 @@ def test_stats(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert int(fields["bytes"]) > 0
 
 
+def test_stats_oldest_and_newest_are_instants(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The oldest and newest creation times are compared as instants: Chainlit drops a
+    zero fraction, other writers use an offset, and a manifest may hold any value."""
+    from filelayer import ArchiveStore
+
+    store = ArchiveStore(root)
+    created = {
+        "a": "2026-03-01T10:00:00Z",  # after .5Z as text, before it as an instant
+        "b": "2026-03-01T10:00:00.500000Z",
+        "c": "2026-03-01T12:00:00+05:00",  # 07:00 UTC: the oldest
+        "d": 12345,
+    }
+    for tid, at in created.items():
+        store.put_manifest(
+            {
+                "id": tid,
+                "name": tid,
+                "userId": None,
+                "userIdentifier": None,
+                "tags": None,
+                "metadata": {},
+                "createdAt": at,
+                "updatedAt": at,
+            }
+        )
+    store.close()
+    monkeypatch.setenv("FILELAYER_ROOT", str(root))
+    code, out, _ = run(capsys, "stats")
+    assert code == 0
+    fields = dict(line.split(None, 1) for line in out.splitlines())
+    assert fields["oldest"] == "2026-03-01T12:00:00+05:00"
+    assert fields["newest"] == "2026-03-01T10:00:00.500000Z"
+
+
 def test_a_missing_root_is_an_error_not_a_new_archive(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
