@@ -94,8 +94,11 @@ def now_iso() -> str:
 
 
 def when(value: object) -> str:
-    """``2026-11-25 04:29 UTC`` from Chainlit's ISO time (what a reader wants to see)."""
+    """``2026-11-25 04:29 UTC`` from Chainlit's ISO time (what a reader wants to see); a
+    time with an offset at its instant in UTC (through its :func:`time_key`)."""
     text = str(value or "")
+    if isinstance(value, str) and len(key := time_key(value)) == 29:
+        text = key
     return f"{text[:10]} {text[11:16]} UTC" if len(text) >= 16 else text
 
 

@@ -77,6 +77,21 @@ def test_a_steps_time_is_text_in_the_page(tmp_path: Path) -> None:
     assert "<svg" not in page and "&lt;svg onload=" in page
 
 
+def test_a_time_with_an_offset_is_shown_in_utc(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Times are labelled UTC, so one a client sent with an offset is shown at its
+    instant in UTC, not at the clock reading of its own zone."""
+    store = ArchiveStore(tmp_path)
+    _message(store, "x", "a", "hello", createdAt="2026-03-01T23:30:00-05:00")
+    store.close()
+    thread = _thread(tmp_path, "x")
+    assert "2026-03-02 04:30 UTC" in render_markdown(thread, {})
+    assert "2026-03-02 04:30 UTC" in render_html(thread, {})
+    assert main(["--root", str(tmp_path), "show", "x"]) == 0
+    assert "2026-03-02 04:30 UTC" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("created", ["../../../../../../../", "/tmp/absolute/ABS"])
 def test_an_export_writes_only_into_its_directory(tmp_path: Path, created: str) -> None:
     root, out = tmp_path / "a", tmp_path / "deep" / "er" / "out"
