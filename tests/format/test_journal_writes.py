@@ -130,3 +130,24 @@ def test_a_write_after_the_clock_stepped_back_follows_a_line_longer_than_the_tai
     later.close()
     monkeypatch.undo()
     assert outputs(root) == {"s1": "final"}
+
+
+def test_a_stamp_in_other_digits_than_ascii_ones_does_not_jump_the_queue(tmp_path: Path) -> None:
+    """A line stamped with full-width digits (a hand edit, another program) has no
+    valid stamp: it orders after the line before it, and a later write still wins."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.write_step(step("s1", "first"))
+    store.close()
+    wide = "2026-01-01T00:00:00.000000Z".translate(
+        str.maketrans("0123456789", "０１２３４５６７８９")
+    )
+    line = '{"at":"' + wide + '","op":"step","step":{"id":"s1","output":"edited"}}\n'
+    with (root / "threads" / "t1" / "steps.jsonl").open("ab") as f:
+        f.write(line.encode())
+    assert outputs(root) == {"s1": "edited"}
+    store = ArchiveStore(root)
+    store.write_step({"id": "s1", "threadId": "t1", "output": "final"})
+    store.close()
+    assert outputs(root) == {"s1": "final"}
+    assert not clock.is_stamp(wide)
