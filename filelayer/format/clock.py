@@ -62,8 +62,24 @@ def after(last: str | None, clock: str | None = None) -> str:
     current = clock or now_iso()
     if last is None or not is_stamp(last) or current > last:
         return current
-    following = datetime.strptime(last, _FORMAT).replace(tzinfo=timezone.utc) + _TICK
+    try:
+        following = datetime.strptime(last, _FORMAT).replace(tzinfo=timezone.utc) + _TICK
+    except (ValueError, OverflowError):
+        # Another program's stamp with a date that does not exist, or the last
+        # microsecond of 9999: the next string of the stamp's form, as stamps compare.
+        return _next_digits(last)
     return following.strftime(_FORMAT)
+
+
+def _next_digits(stamp: str) -> str:
+    """``stamp`` with its digits, read as one number, plus one (``stamp`` itself when
+    they are all nines): the least string of the same form after it."""
+    digits = "".join(c for c in stamp if c.isdigit())
+    following = str(int(digits) + 1)
+    if len(following) > len(digits):
+        return stamp
+    it = iter(following.zfill(len(digits)))
+    return "".join(next(it) if c.isdigit() else c for c in stamp)
 
 
 def stamp_of_line(line: bytes) -> str | None:

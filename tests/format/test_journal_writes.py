@@ -151,3 +151,31 @@ def test_a_stamp_in_other_digits_than_ascii_ones_does_not_jump_the_queue(tmp_pat
     store.close()
     assert outputs(root) == {"s1": "final"}
     assert not clock.is_stamp(wide)
+
+
+@pytest.mark.parametrize(
+    "stamp", ["2026-13-45T99:99:99.999999Z", "9999-12-31T23:59:59.999999Z"], ids=["no-date", "last"]
+)
+def test_a_write_follows_a_stamp_no_calendar_holds_a_microsecond_after(
+    tmp_path: Path, stamp: str
+) -> None:
+    """A line another program stamped in the stamp's form with a date that does not exist,
+    or with the last microsecond of year 9999, is the newest stamp: the next write is
+    stamped after it (as text, as stamps compare) instead of failing, and wins."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.write_step(step("s1", "first"))
+    store.close()
+    line = '{"at":"' + stamp + '","op":"step","step":{"id":"s1","output":"theirs"}}\n'
+    with (root / "threads" / "t1" / "steps.jsonl").open("ab") as f:
+        f.write(line.encode())
+    store = ArchiveStore(root)
+    store.write_step({"id": "s1", "threadId": "t1", "output": "final"})
+    store.write_step({"id": "s1", "threadId": "t1", "output": "final again"})
+    store.close()
+    assert outputs(root) == {"s1": "final again"}
+    stamps = [
+        clock.stamp_of_line(line)
+        for line in (root / "threads" / "t1" / "steps.jsonl").read_bytes().splitlines()
+    ]
+    assert stamps[-3:] == sorted(stamps[-3:]) and len(set(stamps[-3:])) == 3
