@@ -158,6 +158,22 @@ def time_key(value: str) -> str:
     return f"{base}.{(fraction or '').ljust(9, '0')}"
 
 
+_KEY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}")
+
+
+def instant_key(value: str) -> str | None:
+    """The :func:`time_key` of ``value`` when it names an instant of the calendar;
+    ``None`` for text that is its own key, a 13th month, a 30th of February."""
+    key = time_key(value)
+    if _KEY_RE.fullmatch(key) is None:
+        return None
+    try:
+        datetime.fromisoformat(key[:19])
+    except ValueError:
+        return None
+    return key
+
+
 def earliest(a: str, b: str) -> str:
     """The earlier of two times; ``a`` when they name the same instant."""
     return b if time_key(b) < time_key(a) else a

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .._io import fs as _fs
 from .._io import locks as _locks
-from .._time import time_key
+from .._time import instant_key, time_key
 from ..errors import GitError
 from ..format import codec as _codec
 from ..format import journal
@@ -455,11 +455,12 @@ def _erased_user(repo: Path, stages: dict[int, str], erased: list[_ErasedUser]) 
             if isinstance(identifier, str)
             else None
         )
-        created = str(doc.get("createdAt") or "")
+        # A creation that names no instant is not after the erasure: what was erased.
+        created = instant_key(str(doc.get("createdAt") or ""))
         if not any(
             (e.id is not None and e.id == doc.get("id")) or e.identifier_sha256 == digest
             for e in erased
-            if not created or not e.at or time_key(created) <= time_key(e.at)
+            if created is None or not e.at or created <= time_key(e.at)
         ):
             return False
     return True

@@ -39,13 +39,12 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
 from .._io import locks as _locks
-from .._time import latest, now_iso, time_key
+from .._time import instant_key, latest, now_iso, time_key
 from ..errors import InvalidValueError, NotRegularFileError
 from ..format import codec as _codec
 from ..format import users
@@ -179,7 +178,6 @@ _DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _MINUTE_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?:Z|[+-][0-9]{2}:[0-9]{2})?"
 )
-_KEY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{9}")
 
 
 def _cutoff(before: str) -> str:
@@ -191,16 +189,11 @@ def _cutoff(before: str) -> str:
         before += "T00:00:00"
     elif _MINUTE_RE.fullmatch(before):  # an ISO time may leave out its seconds
         before = before[:16] + ":00" + before[16:]
-    key = time_key(before)
-    refused = InvalidValueError(
-        "before", f"before must be a YYYY-MM-DD date or an ISO time, not {before!r}"
-    )
-    if _KEY_RE.fullmatch(key) is None:
-        raise refused
-    try:
-        datetime.fromisoformat(key[:19])
-    except ValueError:  # a 13th month, a 30th of February
-        raise refused from None
+    key = instant_key(before)
+    if key is None:  # also a 13th month, a 30th of February
+        raise InvalidValueError(
+            "before", f"before must be a YYYY-MM-DD date or an ISO time, not {before!r}"
+        )
     return key
 
 
@@ -209,10 +202,8 @@ def _before(activity: str, cutoff: str) -> bool:
     another form than an ISO time with seconds (a day alone, words: a hand edit,
     another program) names none: compared as text it could sort before a cutoff it is
     not before, and a deletion is not undone, so it never counts as old."""
-    if not activity:
-        return False
-    key = time_key(activity)
-    return _KEY_RE.fullmatch(key) is not None and key < cutoff
+    key = instant_key(activity)
+    return key is not None and key < cutoff
 
 
 def select_old(store: ArchiveStore, before: str, user: str | None = None) -> list[Candidate]:
@@ -478,7 +469,7 @@ def _write_user_tombstone(
     while the clock ran ahead would otherwise count as made after its erasure."""
     deleted_at = now_iso()
     created = user.get("createdAt") if user is not None else None
-    if isinstance(created, str) and _KEY_RE.fullmatch(time_key(created)):
+    if isinstance(created, str) and instant_key(created) is not None:
         deleted_at = latest(deleted_at, created)
     user_id = str(user["id"]) if user is not None else None
     record: dict[str, Any] = {
@@ -552,11 +543,12 @@ def is_erased(
     if not erased:
         return False
     digest = identifier_hash(identifier) if isinstance(identifier, str) else None
-    when = str(created or "")
+    # A creation that names no instant is not after the erasure: what was erased.
+    when = instant_key(str(created or ""))
     return any(
         (e.id is not None and e.id == user_id) or e.identifier_sha256 == digest
         for e in erased
-        if not when or not e.at or time_key(when) <= time_key(e.at)  # instants
+        if when is None or not e.at or when <= time_key(e.at)  # instants
     )
 
 

@@ -433,6 +433,23 @@ def test_an_erasure_covers_a_record_made_while_the_clock_ran_ahead(
     assert ArchiveStore(root).get_user("carol@example.com") is None
 
 
+@pytest.mark.parametrize("created", ["not a date", "2026-99-99T99:99:99Z", "２０９９-01-01"])
+def test_an_erasure_covers_a_copied_record_whose_creation_is_no_time(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], created: str
+) -> None:
+    """A record whose ``createdAt`` names no instant (another program's, a hand edit)
+    cannot be said to be made after the erasure: a copy does not bring it back."""
+    before = tmp_path / "before"
+    assert main(["copy", str(archive), str(before)]) == 0
+    [record] = [p for p in (before / "users").iterdir() if p.name.startswith("alice")]
+    doc = json.loads(record.read_text("utf-8"))
+    record.write_text(json.dumps({**doc, "createdAt": created}), "utf-8")
+    assert main(["erase-user", ALICE]) == 0
+    capsys.readouterr()
+    assert main(["copy", str(before), str(archive)]) == 0
+    assert ArchiveStore(archive).get_user(ALICE) is None
+
+
 def test_the_history_command_names_the_exact_paths(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
