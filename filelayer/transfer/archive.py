@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from ..format.records import check_step_fields
 from ..maintenance.announce import maintaining
 from ..maintenance.retention import is_erased
 from ..store.archive import ArchiveStore
+from ..store.views import copy_json
 from .model import (
     _ARCHIVE_ONLY_ELEMENT_KEYS,
     CopyUsageError,
@@ -220,7 +220,7 @@ class ArchiveEndpoint(Endpoint):
         # The journal merges writes (empty text never overwrites, the earliest start
         # wins): the step is unchanged if storing the source would change nothing (its
         # feedback and streaming flag, which readers add, are not stored).
-        merged = copy.deepcopy(dest)
+        merged = copy_json(dest)
         journal.merge_step(merged, journal.step_body(src))
         return normalise_times(merged) == normalise_times(dest)
 

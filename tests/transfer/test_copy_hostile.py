@@ -624,3 +624,31 @@ async def test_a_time_whose_offset_leaves_the_calendar_copies_there_and_back(
         assert thread is not None, tid
         assert [(s["createdAt"], s["start"], s["end"]) for s in thread["steps"]] == [(at,) * 3]
     store.close()
+
+
+async def test_deep_data_copied_again_into_an_archive_that_holds_it_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    """Copying a database into an archive that already holds its threads compares each
+    step with the one stored: a step's metadata nested as deep as a write accepts is
+    found unchanged. The comparison copied the stored step with a walk two stack frames
+    a level, and the thread was refused with ``RecursionError``."""
+    source = tmp_path / "source"
+    store = ArchiveStore(source)
+    user = store.upsert_user("alice")
+    store.update_thread("t1", name="deep", user_id=user["id"])
+    deep = nested(508)
+    store.write_step({"id": "s1", "threadId": "t1", "type": "run", "metadata": deep})
+    store.close()
+    dest = f"sqlite:///{tmp_path / 'app.db'}"
+    summary = await copy_archive(str(source), dest, create_schema=True)
+    assert not skipped(summary), summary.render()
+    back = tmp_path / "back"
+    for _ in range(2):
+        summary = await copy_archive(dest, str(back))
+        assert not skipped(summary) and not summary.problems, summary.render()
+    assert summary.counts["steps"]["unchanged"] == 1, summary.render()
+    again = ArchiveStore(back, create=False)
+    thread = again.get_thread("t1")
+    assert thread is not None and thread["steps"][0]["metadata"] == deep
+    again.close()
