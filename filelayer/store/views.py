@@ -23,7 +23,7 @@ from . import snapshots as _snapshots
 from .authors import manifest_or_stand_in
 from .cache import Lru
 from .deleted import DeletedThreads
-from .folds import FOLDED_CACHE, FoldedJournals, read_state
+from .folds import FOLDED_CACHE, FoldedJournals
 from .lifecycle import IndexLifecycle
 from .locate import Locator
 
@@ -464,5 +464,9 @@ class ThreadViews:
         return el, path
 
     def _live_element(self, thread_id: str, element_id: str) -> dict[str, Any] | None:
-        state = read_state(self.layout, thread_id)
-        return {e["id"]: e for e in state.live_elements()}.get(element_id)
+        """The element as its thread's folded journal holds it now (a copy): the fold
+        kept in memory, caught up with what was appended, not the journal read again
+        (an export asks for each of a thread's elements in turn)."""
+        state = self.folds.folded(thread_id).state
+        el = {e["id"]: e for e in state.live_elements()}.get(element_id)
+        return copy_json(el) if el is not None else None
