@@ -161,7 +161,16 @@ def render_markdown(
     if loose:
         out.append("## Attachments\n")
         out.extend(_elements(loose, links, blocks))
-    return "\n".join(part.rstrip("\n") + "\n" for part in out).rstrip("\n") + "\n"
+    # Each part ending in one new line; a part that does is not copied (a long message).
+    page = "\n".join(_one_newline(part) for part in out)
+    return _one_newline(page)
+
+
+def _one_newline(text: str) -> str:
+    """``text.rstrip("\\n") + "\\n"``, without a copy when it already ends so."""
+    if text.endswith("\n") and not text.endswith("\n\n"):
+        return text
+    return text.rstrip("\n") + "\n"
 
 
 def _language(step: dict[str, Any]) -> str:
@@ -345,9 +354,18 @@ def _inline_defused(line: str, spans: bool, emphasis: bool) -> tuple[str, bool]:
                 out.append("\\<" if _TAG_START_RE.match(line, i) else "<")
                 i += 1
         else:
-            out.append("\\" + char if emphasis and char in "*_" else char)
-            i += 1
+            plain = _PLAIN_RUN_RE.match(line, i)  # kept as one piece, not a char each
+            if plain:
+                out.append(plain.group())
+                i = plain.end()
+            else:
+                out.append("\\" + char if emphasis and char in "*_" else char)
+                i += 1
     return "".join(out), spans and not open_tick
+
+
+_PLAIN_RUN_RE = re.compile(r"[^\\`<*_]+")
+"""Characters :func:`_inline_defused` keeps as they are, whatever comes next."""
 
 
 def _tick_runs(line: str) -> dict[int, list[int]]:

@@ -720,3 +720,32 @@ def test_a_thread_of_many_elements_exports_reading_its_journal_once(
     assert page.read_text(encoding="utf-8").count("n39") >= 1
     assert len(list((out / f"{page.stem}.files").glob("e*"))) == 40
     assert len(reads) <= 2, len(reads)
+
+
+@pytest.mark.parametrize("field", ["output", "comment"])
+def test_a_long_message_or_comment_is_exported_in_memory_near_its_size(
+    tmp_path: Path, field: str
+) -> None:
+    """A message or a rating's comment of one long line: the Markdown export holds
+    less than ten times its size. Its escaping kept each character of a line as an
+    object of its own and the page was copied twice more at its end: twenty times a
+    comment's size (hundreds of megabytes for a 20 MB comment)."""
+    import tracemalloc
+
+    size = 1_000_000
+    text = "word " * (size // 5)
+    store = ArchiveStore(tmp_path)
+    _message(store, "t", "s1", text if field == "output" else "hi")
+    if field == "comment":
+        store.upsert_feedback(for_id="s1", value=0, comment=text, thread_id="t")
+    thread = store.get_thread("t")
+    assert thread is not None
+    tracemalloc.start()
+    try:
+        page = render_markdown(thread)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        store.close()
+    assert text.strip() in page
+    assert peak < 10 * size, peak
