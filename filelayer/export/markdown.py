@@ -435,6 +435,8 @@ def render_json(thread: dict[str, Any], *, ensure_ascii: bool = False) -> str:
     """The thread as JSON; ``ensure_ascii`` for a stream that cannot hold every
     character (the escapes keep it JSON)."""
     text = _codec.any_size(
-        lambda: json.dumps(thread, ensure_ascii=ensure_ascii, indent=2, sort_keys=True)
+        lambda: _codec.any_depth(
+            lambda: json.dumps(thread, ensure_ascii=ensure_ascii, indent=2, sort_keys=True)
+        )
     )
     return text + "\n"

@@ -148,14 +148,21 @@ def _encode_limited(encoder: json.JSONEncoder, obj: Any) -> str:
         raise InvalidValueError("data", str(exc)) from None
 
 
-def _encode_deep(encoder: json.JSONEncoder, obj: Any) -> str:
+def any_depth(write: Callable[[], _T]) -> _T:
+    """``write()``, again with room on the stack (:func:`_stack_room`) if it ran out:
+    stored data nested up to :data:`READ_DEPTH` levels is written again wherever, by
+    this module's writer and by any other writer of the data (an export, a copy)."""
     try:
-        return encoder.encode(obj)
+        return write()
     except RecursionError:
         pass
-    try:  # stored data nested up to READ_DEPTH levels is written again wherever
-        with _stack_room():
-            return encoder.encode(obj)
+    with _stack_room():
+        return write()
+
+
+def _encode_deep(encoder: json.JSONEncoder, obj: Any) -> str:
+    try:
+        return any_depth(lambda: encoder.encode(obj))
     except RecursionError:
         raise InvalidValueError("data", _TOO_DEEP) from None
 

@@ -749,3 +749,32 @@ def test_a_long_message_or_comment_is_exported_in_memory_near_its_size(
         store.close()
     assert text.strip() in page
     assert peak < 10 * size, peak
+
+
+def _older_deep_line(root: Path, levels: int) -> None:
+    """Give step ``s1`` of thread ``t`` metadata nested ``levels`` deep, as a line an
+    older release wrote (the archive reads data nested up to 1,024 levels)."""
+    path = root / "threads" / "t" / "steps.jsonl"
+    deep = b'{"k":' * (levels - 1) + b'{"k":"leaf"}' + b"}" * (levels - 1)
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert b'"output":"hi"' in lines[-1]
+    lines[-1] = lines[-1].replace(b'"output":"hi"', b'"metadata":' + deep + b',"output":"hi"')
+    path.write_bytes(b"".join(lines))
+
+
+def test_the_json_export_writes_data_as_deep_as_the_archive_reads(tmp_path: Path) -> None:
+    """A step's metadata nested 1,000 levels, which the archive reads: the JSON export
+    writes it, as the other exports show the thread. It was refused as too deep to
+    render, since its writing did not take the room on the stack the archive's own
+    writing takes for such data."""
+    store = ArchiveStore(tmp_path / "a")
+    _message(store, "t", "s1", "hi")
+    store.close()
+    _older_deep_line(tmp_path / "a", 1000)
+    out = tmp_path / "out"
+    assert (
+        main(["--root", str(tmp_path / "a"), "export", "t", "--format", "json", "-o", str(out)])
+        == 0
+    )
+    text = next(out.glob("*.json")).read_text(encoding="utf-8")
+    assert text.count('"k"') == 1000 and '"leaf"' in text
