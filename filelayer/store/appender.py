@@ -268,7 +268,7 @@ class JournalAppender:
         self.written.put(thread_id, None)
         if dead is not None:
             dead.appended(opened, at, data)
-        self.book.appended(thread_id, opened, at, len(data), step, deleted)
+        self.book.appended(thread_id, opened, at, data, step, deleted)
         if self.compactor.enabled:
             self.compactor.appended(thread_id, opened, at, len(data), step, deleted)
 

@@ -27,6 +27,11 @@ from .folds import FoldedJournals, TombstoneCache, read_state
 _KINDS_KEPT = 256
 """Threads whose message step ids a process keeps in memory: those it is writing to."""
 
+_RECOGNISE = 64
+"""Bytes before ``end`` compared to make sure a journal read on from there is the same
+file (a journal replaced twice can come back with its inode number, as in
+:class:`~filelayer._io.tail.Tail`)."""
+
 
 def _sets_type(value: object) -> bool:
     """Whether a step write's ``type`` replaces the stored one (:func:`merge_step`:
@@ -42,14 +47,16 @@ class _StepKinds:
     """Which steps of a thread are messages and which are not, as the first ``end``
     bytes of its journal ``file`` say: learnt from the folded journal, then followed
     as this process appends (a journal another process appended to, or replaced, is
-    learnt again). ``pending``: the step being written and whether it will be a message,
-    taken once its line is appended."""
+    learnt again). ``last``: the bytes just before ``end``, to recognise the file.
+    ``pending``: the step being written and whether it will be a message, taken once its
+    line is appended."""
 
-    __slots__ = ("end", "file", "messages", "others", "pending")
+    __slots__ = ("end", "file", "last", "messages", "others", "pending")
 
-    def __init__(self, file: tuple[int, int], end: int) -> None:
+    def __init__(self, file: tuple[int, int], end: int, last: bytes) -> None:
         self.file = file
         self.end = end
+        self.last = last
         self.messages: set[str] = set()
         self.others: set[str] = set()
         self.pending: tuple[str, bool] | None = None
@@ -58,10 +65,16 @@ class _StepKinds:
 def _read_on(kinds: _StepKinds, opened: _fs.AppendFile) -> bool:
     """Take into ``kinds`` the lines another process appended to the journal since
     ``kinds.end`` (they follow every line before them in the journal's order); ``False``
-    if the journal did not grow by whole, sound lines from there (it is learnt again)."""
+    if the journal did not grow by whole, sound lines from there, or the bytes before
+    ``end`` are not the ones seen there (another file with the same inode number): it
+    is learnt again."""
     if opened.size < kinds.end:
         return False
-    parsed = journal.parse(_fs.pread_all(opened.fd, opened.size - kinds.end, kinds.end))
+    keep = len(kinds.last)
+    data = _fs.pread_all(opened.fd, opened.size - kinds.end + keep, kinds.end - keep)
+    if data[:keep] != kinds.last:
+        return False
+    parsed = journal.parse(data[keep:])
     if parsed.bad_lines or parsed.torn_tail:
         return False
     messages, others = kinds.messages, kinds.others
@@ -83,6 +96,7 @@ def _read_on(kinds: _StepKinds, opened: _fs.AppendFile) -> bool:
             messages.discard(record["id"])
             others.discard(record["id"])
     kinds.end = opened.size
+    kinds.last = data[-_RECOGNISE:]
     return True
 
 
@@ -205,7 +219,9 @@ class IndexBook:
         ):
             self._kinds.put(thread_id, kinds)  # the most recent: the threads being written stay
             return kinds
-        kinds = _StepKinds(opened.id, opened.size)
+        keep = min(opened.size, _RECOGNISE)
+        last = _fs.pread_all(opened.fd, keep, opened.size - keep)
+        kinds = _StepKinds(opened.id, opened.size, last)
         if opened.size:  # a journal this process did not follow: from its fold
             messages, others = kinds.messages, kinds.others
             for sid, stored in self.folds.folded(thread_id).state.steps.items():
@@ -239,11 +255,11 @@ class IndexBook:
         thread_id: str,
         opened: _fs.AppendFile,
         at: int,
-        size: int,
+        lines: bytes,
         step: str | None,
         deleted: str | None,
     ) -> None:
-        """``size`` bytes were appended at ``at`` to the thread's journal ``opened``: a
+        """``lines`` were appended at ``at`` to the thread's journal ``opened``: a
         version of ``step``, the deletion of ``deleted``, or other lines. What is known
         of its steps' kinds follows, if it was known up to ``at``."""
         kinds = self._kinds.get(thread_id)
@@ -252,7 +268,8 @@ class IndexBook:
         pending, kinds.pending = kinds.pending, None
         if kinds.file != opened.id or kinds.end != at:
             return  # appended to by another process meanwhile: learnt again when needed
-        kinds.end = at + size
+        kinds.end = at + len(lines)
+        kinds.last = (kinds.last + lines[-_RECOGNISE:])[-_RECOGNISE:]
         if pending is not None and pending[0] == step:
             if pending[1]:
                 kinds.messages.add(pending[0])

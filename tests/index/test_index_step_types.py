@@ -258,3 +258,33 @@ def test_a_message_another_process_wrote_made_a_tool_step_here(tmp_path: Path) -
     assert listing(store, user, "secret") == []
     assert listing(store, user) == ["t2", "t1"]
     assert_index_as_rebuilt(store, user, ["secret"])
+
+
+def test_a_journal_replaced_by_one_with_its_inode_number_is_learnt_again(tmp_path: Path) -> None:
+    store = ArchiveStore(tmp_path / "chats")
+    user = two_threads(store)
+    answer = {"id": "s1", "threadId": "t1", "output": "a secret phrase", "createdAt": at(50)}
+    store.write_step({**answer, "type": "assistant_message"})
+    # Another process replaced the journal (the thread deleted and written again, a
+    # checkout), s1 now a tool step, and the new file came back with the old one's inode
+    # number: as a rewrite in place. It is longer, and whole lines follow the old end.
+    path = store.layout.journal("t1")
+    old = path.read_bytes()
+    made_tool = b'"type":"tool"' + b" " * (len('"assistant_message"') - len('"tool"'))
+    replaced = old.replace(b'"type":"assistant_message"', made_tool)
+    assert len(replaced) == len(old)
+    other = ArchiveStore(tmp_path / "copy")  # the line a later write appends
+    other.write_step({"id": "s9", "threadId": "t1", "type": "run", "createdAt": at(55)})
+    appended = other.layout.journal("t1").read_bytes()
+    other.close()
+    with open(path, "r+b") as f:  # same inode
+        f.write(replaced + appended)
+        f.truncate()
+    other = ArchiveStore(store.root)  # the index as the other process left it
+    other.reindex()
+    other.close()
+
+    store.write_step({**answer, "output": "some new words"})  # no type: s1 stays a tool step
+
+    assert listing(store, user, "new words") == []
+    assert_index_as_rebuilt(store, user, ["new words", "secret"])
