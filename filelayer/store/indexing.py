@@ -45,18 +45,20 @@ def _sets_type(value: object) -> bool:
 
 class _StepKinds:
     """Which steps of a thread are messages and which are not, as the first ``end``
-    bytes of its journal ``file`` say: learnt from the folded journal, then followed
-    as this process appends (a journal another process appended to, or replaced, is
-    learnt again). ``last``: the bytes just before ``end``, to recognise the file.
-    ``pending``: the step being written and whether it will be a message, taken once its
-    line is appended."""
+    bytes of its journal ``file`` say, followed as this process appends (a journal
+    another process appended to is read on; one replaced is learnt again). ``complete``:
+    every step of the journal is in one of the two sets (learnt from its fold, or the
+    journal was empty); else a step in neither is asked of the index, once. ``last``:
+    the bytes just before ``end``, to recognise the file. ``pending``: the step being
+    written and whether it will be a message, taken once its line is appended."""
 
-    __slots__ = ("end", "file", "last", "messages", "others", "pending")
+    __slots__ = ("complete", "end", "file", "last", "messages", "others", "pending")
 
     def __init__(self, file: tuple[int, int], end: int, last: bytes) -> None:
         self.file = file
         self.end = end
         self.last = last
+        self.complete = not end
         self.messages: set[str] = set()
         self.others: set[str] = set()
         self.pending: tuple[str, bool] | None = None
@@ -84,7 +86,8 @@ def _read_on(kinds: _StepKinds, opened: _fs.AppendFile) -> bool:
             body = record[op]
             step_id, kind = body["id"], body.get("type")
             if not _sets_type(kind):
-                if step_id not in messages:
+                # Of a step not seen yet, only a complete knowledge tells its type.
+                if step_id not in messages and (kinds.complete or step_id in others):
                     others.add(step_id)
             elif isinstance(kind, str) and kind in journal.MESSAGE_TYPES:
                 messages.add(step_id)
@@ -167,7 +170,15 @@ class IndexBook:
         kinds = self._step_kinds(thread_id, opened)
         kinds.pending = None  # set below once the write is known to be made
         kind = step.get("type")
-        was_message = step_id in kinds.messages
+        known: tuple[str, str] | None = None
+        asked = False  # the index's text of the step
+        if step_id in kinds.messages:
+            was_message = True
+        elif step_id in kinds.others or kinds.complete:
+            was_message = False
+        else:  # a message has its text row from its first write
+            known, asked = self.index.text(thread_id, step_id), True
+            was_message = known is not None
         is_message = (
             (isinstance(kind, str) and kind in journal.MESSAGE_TYPES)
             if _sets_type(kind)
@@ -178,12 +189,13 @@ class IndexBook:
         if not (is_message or was_message or favorite):
             kinds.pending = (step_id, False)
             return []  # a run or tool step, as it was: nothing the index keeps (most writes)
-        known = self.index.text(thread_id, step_id)
+        if not asked:
+            known = self.index.text(thread_id, step_id)
         records: list[dict[str, Any]] = []
         if is_message:
             # A message is indexed from its first write, even while its text is still
             # empty: a later update may leave out the type, and must still be recognised.
-            merged = None if was_message else self._merged(thread_id, step_id, step, kinds)
+            merged = None if was_message else self._merged(thread_id, step_id, step, kinds, opened)
             if merged is not None:  # a step of another type made a message
                 text, at = merged
             else:
@@ -210,7 +222,9 @@ class IndexBook:
     def _step_kinds(self, thread_id: str, opened: _fs.AppendFile) -> _StepKinds:
         """Which steps of the thread are messages, as its journal ``opened`` says now
         (caller holds the thread's lock): a few dictionary lookups while this process
-        was the last to append to it, else read from the folded journal."""
+        follows it; a journal it does not follow starts unknown, each step asked of the
+        index when first written, not folded: a run or tool step written to a long
+        thread after a restart must not read its whole journal (on the event loop)."""
         kinds = self._kinds.get(thread_id)
         if (
             kinds is not None
@@ -222,23 +236,39 @@ class IndexBook:
         keep = min(opened.size, _RECOGNISE)
         last = _fs.pread_all(opened.fd, keep, opened.size - keep)
         kinds = _StepKinds(opened.id, opened.size, last)
-        if opened.size:  # a journal this process did not follow: from its fold
-            messages, others = kinds.messages, kinds.others
-            for sid, stored in self.folds.folded(thread_id).state.steps.items():
-                kind = stored.get("type")
-                if isinstance(kind, str) and kind in journal.MESSAGE_TYPES:
-                    messages.add(sid)
-                else:
-                    others.add(sid)
         self._kinds.put(thread_id, kinds)
         return kinds
 
+    def _learn(self, thread_id: str, kinds: _StepKinds, opened: _fs.AppendFile) -> None:
+        """Every step's kind from the thread's folded journal (kept in memory and
+        caught up with the file, which the caller's lock keeps as it is)."""
+        messages, others = set(), set()
+        for sid, stored in self.folds.folded(thread_id).state.steps.items():
+            kind = stored.get("type")
+            if isinstance(kind, str) and kind in journal.MESSAGE_TYPES:
+                messages.add(sid)
+            else:
+                others.add(sid)
+        keep = min(opened.size, _RECOGNISE)
+        kinds.last = _fs.pread_all(opened.fd, keep, opened.size - keep)
+        kinds.messages, kinds.others, kinds.end = messages, others, opened.size
+        kinds.complete = True
+
     def _merged(
-        self, thread_id: str, step_id: str, step: dict[str, Any], kinds: _StepKinds
+        self,
+        thread_id: str,
+        step_id: str,
+        step: dict[str, Any],
+        kinds: _StepKinds,
+        opened: _fs.AppendFile,
     ) -> tuple[str, str] | None:
         """(searchable text, time) of a step of another type made a message by ``step``,
         from its stored version merged with the write, as a rebuild reads it; ``None``
-        for a step the journal does not hold."""
+        for a step the journal does not hold. Whether it holds it is learnt from the
+        fold when not known (a new message of a thread written after a restart, whose
+        journal the tombstones' check reads anyway)."""
+        if not kinds.complete:
+            self._learn(thread_id, kinds, opened)
         if step_id not in kinds.others:
             return None  # a new step (most message writes): the write says it all
         stored = self.folds.folded(thread_id).state.steps.get(step_id)

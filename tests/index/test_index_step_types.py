@@ -15,6 +15,7 @@ import pytest
 from filelayer import ArchiveStore
 from filelayer.index.thread_index import ThreadIndex
 from filelayer.maintenance.verify import verify
+from filelayer.store.folds import FoldedJournals
 from tests.support.processes import subprocess_env
 
 
@@ -288,3 +289,40 @@ def test_a_journal_replaced_by_one_with_its_inode_number_is_learnt_again(tmp_pat
 
     assert listing(store, user, "new words") == []
     assert_index_as_rebuilt(store, user, ["new words", "secret"])
+
+
+def test_a_tool_step_written_to_a_long_thread_after_a_restart_reads_no_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart, the first run or tool step written to a long thread costs at most
+    a question to the index, not a fold of the whole journal: in the ``flush`` mode the
+    write runs on the event loop, where a fold of a thread of thousands of steps took
+    tens of milliseconds. The type of a step asked of the index is still right: a message
+    of the thread made a tool step here leaves the index."""
+    first = ArchiveStore(tmp_path)
+    user = first.upsert_user("alice")["id"]
+    first.update_thread("t1", user_id=user)
+    for n in range(50):
+        kind = "user_message" if n % 2 else "run"
+        first.write_step(
+            {"id": f"s{n}", "threadId": "t1", "type": kind, "output": f"text{n:02d}end"}
+        )
+    first.close()
+    store = ArchiveStore(tmp_path)
+    folds: list[str] = []
+    real = FoldedJournals.folded
+
+    def folded(self: FoldedJournals, thread_id: str) -> Any:
+        folds.append(thread_id)
+        return real(self, thread_id)
+
+    monkeypatch.setattr(FoldedJournals, "folded", folded)
+    store.write_step({"id": "tool", "threadId": "t1", "type": "tool", "output": "out"})
+    store.write_step({"id": "tool", "threadId": "t1", "type": "tool", "output": "more"})
+    store.write_step({"id": "s0", "threadId": "t1", "type": "run", "output": "again"})
+    store.write_step({"id": "s1", "threadId": "t1", "type": "tool"})
+    assert folds == []
+    assert listing(store, user, "text01end") == []  # s1 is no message any more
+    assert listing(store, user, "text03end") == ["t1"]
+    assert verify(store).problems == []
+    store.close()
