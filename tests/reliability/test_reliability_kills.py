@@ -481,7 +481,7 @@ def test_an_erasure_run_again_after_its_user_file_went_finishes_the_deletions(
     assert job.returncode == -signal.SIGKILL
     # The first erasure got as far as the user's record, then was killed.
     first = ArchiveStore(root)
-    retention._write_user_tombstone(first, "alice@example.com", str(alice["id"]))
+    retention._write_user_tombstone(first, "alice@example.com", alice)
     first.layout.user_file("alice@example.com").unlink()
     first.close()
 
