@@ -192,6 +192,10 @@ async def role_writes(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+QUIET_SECONDS = 2.0
+"""How long after another live process wrote a thread it is read in the "quiet" case."""
+
+
 async def measure_get_thread(
     args: argparse.Namespace, people: list[str], user_ids: dict[str, str], writer: Any
 ) -> dict[str, Any]:
@@ -205,7 +209,9 @@ async def measure_get_thread(
     (filelayer keeps the folded journals of recently read threads, so a repeated read is
     answered mostly from memory). The same number of threads is also written by
     ``writer``, still open: their first reads by the reader are those of a thread that
-    another live process just wrote (another worker), reported apart. The repeated read
+    another live process just wrote (another worker), reported apart; and as many again,
+    written by ``writer`` :data:`QUIET_SECONDS` before the reader opens (a user resuming
+    in another worker a conversation they had a moment ago), reported apart too. The repeated read
     is timed last. "First" is first in the process: the operating system's file cache
     (and the database's buffers) are warm from the writes.
     """
@@ -223,13 +229,17 @@ async def measure_get_thread(
             for _ in range(n)
         ]
 
-    chats, live = chats_of(count), chats_of(count - 1)
+    chats, quiet, live = chats_of(count), chats_of(count - 1), chats_of(count - 1)
     restarted = await open_layer(args.layer, args.target, args.durability)
     try:
         for chat in chats:
             await workload.replay(restarted, chat.calls, user_ids)
     finally:
         await restarted.close()
+    for chat in quiet:
+        await workload.replay(writer, chat.calls, user_ids)
+    # The user resumes them in another worker a little later (every layer waits alike).
+    await asyncio.sleep(QUIET_SECONDS)
     for chat in live:
         await workload.replay(writer, chat.calls, user_ids)
     reader = await open_layer(args.layer, args.target, args.durability)
@@ -251,6 +261,7 @@ async def measure_get_thread(
         assert await reader.get_thread(warm_up.thread_id) is not None
         firsts = await first_reads(measured)
         firsts_live = await first_reads(live)
+        firsts_quiet = await first_reads(quiet)
         steps = max(seen)
         again = measured[0].thread_id
 
@@ -268,6 +279,7 @@ async def measure_get_thread(
         "get_thread_first_best_ms": min(firsts),
         "get_thread_first_runs": len(firsts),
         "get_thread_first_live_ms": statistics.median(firsts_live),
+        "get_thread_first_quiet_ms": statistics.median(firsts_quiet),
         "get_thread_ms": repeated["median_ms"],
         "get_thread_best_ms": repeated["best_ms"],
     }

@@ -275,6 +275,12 @@ def rows_for(
             "get_thread_first_live_ms",
             "ms",
         ),
+        Row(
+            f"get_thread, {turns}-turn thread, first read, written by another live process"
+            " 2 s before",
+            "get_thread_first_quiet_ms",
+            "ms",
+        ),
         Row(f"get_thread, {turns}-turn thread, repeated read", "get_thread_ms", "ms"),
     ]
     for n in sizes:
@@ -805,7 +811,12 @@ def run_writes(
             for name in ("concurrent_calls_per_s", "concurrent_p99_ms", "concurrent_p50_ms"):
                 if name in r:
                     results.put(layer, name + suffix, r[name])
-            for name in ("get_thread_first_ms", "get_thread_first_live_ms", "get_thread_ms"):
+            for name in (
+                "get_thread_first_ms",
+                "get_thread_first_live_ms",
+                "get_thread_first_quiet_ms",
+                "get_thread_ms",
+            ):
                 if name in r:
                     results.put(layer, name, r[name])
             if layer == "postgres" and pg is not None:

@@ -51,7 +51,11 @@ the order of the threads from the index.
 
 The journal compactions a write makes due (see ``auto_compact`` in
 :class:`~filelayer.store.ArchiveStore`) run in a maintenance thread of their own, after
-the write returned; they hold the thread's lock only to swap the new file in.
+the write returned; they hold the thread's lock only to swap the new file in. So do the
+view files of the long threads the app wrote, once a thread has had no write for
+:data:`VIEW_IDLE` seconds (see :mod:`filelayer.store.snapshots`): another worker that
+serves the thread next (the user resumes it there) then decodes one document instead
+of folding the whole journal, as after a restart.
 """
 
 from __future__ import annotations
@@ -90,6 +94,11 @@ PROBE_EVERY = 0.1
 """Seconds between two looks at the maintenance announcement, at most: a job is noticed
 within that of the next call, and a look (2.5 µs measured here; 8 µs while the file
 does not exist yet) is paid once per interval, not per call."""
+
+
+VIEW_IDLE = 1.0
+"""Seconds without a write after which a long thread's view is written (a chat's next
+turn is usually further away; a view written sooner would be stale at once)."""
 
 
 _GROUP_MAX = 256
@@ -164,6 +173,9 @@ class Offload:
         self._durable = store.durable
         self._maintenance: ThreadPoolExecutor | None = None
         self._compacting: asyncio.Future[None] | None = None
+        self._views_timer: asyncio.TimerHandle | None = None
+        self._viewing: asyncio.Future[bool] | None = None
+        self._closed = False
         store.defer_compaction = True
         self.offloaded = 0
         """How many calls ran in a worker thread (for tests and the benchmark)."""
@@ -200,17 +212,22 @@ class Offload:
             result = self._inline(fn, args, kwargs)
             if result is _BUSY:
                 result = await self._in_lane(fn, args, kwargs)
-        if self.store.compactor.has_due and self._compacting is None:
-            self._compact_soon()
+        self._after_write()
         return result
 
     async def write_durable(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """A write made durable in every mode (a user, a thread's deletion): in the
         worker thread, in its turn."""
         result = await self._in_lane(fn, args, kwargs)
+        self._after_write()
+        return result
+
+    def _after_write(self) -> None:
+        """Start the maintenance a write may have made due: compactions, views."""
         if self.store.compactor.has_due and self._compacting is None:
             self._compact_soon()
-        return result
+        if self._views_timer is None and self._viewing is None and self.store.views_pending:
+            self._views_soon()
 
     async def read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a read (in a worker thread while the archive is maintained: a read may
@@ -243,8 +260,16 @@ class Offload:
                 await asyncio.sleep(0.001)
 
     async def close(self) -> None:
-        """Finish the queued writes and the compactions, then release the store's files."""
+        """Finish the queued writes and the compactions, then release the store's files
+        (the store writes the views still due as it closes)."""
+        self._closed = True
+        if self._views_timer is not None:
+            self._views_timer.cancel()
+            self._views_timer = None
         await self.idle()
+        viewing = self._viewing
+        if viewing is not None and not viewing.done():
+            await asyncio.wait([viewing])
         for executor in (self._lane, self._commits, self._maintenance, self._fsyncs):
             if executor is not None:
                 await asyncio.to_thread(executor.shutdown, wait=True)
@@ -288,12 +313,8 @@ class Offload:
 
     def _compact_soon(self) -> None:
         """Run the due compactions in the maintenance thread."""
-        if self._maintenance is None:
-            self._maintenance = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="filelayer-compact"
-            )
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._maintenance, self._compact_blocking)
+        future = loop.run_in_executor(self._maintenance_thread(), self._compact_blocking)
         self._compacting = future
 
         def done(_: asyncio.Future[None]) -> None:
@@ -302,6 +323,43 @@ class Offload:
                 self._compact_soon()
 
         future.add_done_callback(done)
+
+    def _views_soon(self) -> None:
+        """Look for quiet threads in :data:`VIEW_IDLE` seconds."""
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._views_timer = loop.call_later(VIEW_IDLE, self._views_due)
+
+    def _views_due(self) -> None:
+        """Write the views of the threads that went quiet, in the maintenance thread;
+        look again later for those written since."""
+        self._views_timer = None
+        if self._closed:
+            return
+        future = asyncio.get_running_loop().run_in_executor(
+            self._maintenance_thread(), self.store.save_quiet_views, VIEW_IDLE
+        )
+        self._viewing = future
+
+        def done(finished: asyncio.Future[bool]) -> None:
+            self._viewing = None
+            if finished.cancelled():
+                return
+            error = finished.exception()
+            if error is not None:  # views are derived: a first read folds instead
+                log.debug("filelayer: views not written: %s", error)
+            elif finished.result():
+                self._views_soon()
+
+        future.add_done_callback(done)
+
+    def _maintenance_thread(self) -> ThreadPoolExecutor:
+        if self._maintenance is None:
+            self._maintenance = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="filelayer-compact"
+            )
+        return self._maintenance
 
     def _compact_blocking(self) -> None:
         store = self.store

@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from .indexing import IndexBook
 log = logging.getLogger("filelayer")
 
 WRITTEN_KEPT = 64
-"""Threads a store remembers having written, for their views at its close."""
+"""Threads a store remembers having written, for their views (at its close, or once
+they are quiet in a running app)."""
 
 
 class DurableNames:
@@ -170,9 +172,10 @@ class JournalAppender:
         self.durable = durable
         self._existing: Lru[str, None] = Lru(OWNER_CACHE_SIZE)  # threads seen to exist
         self.names = DurableNames(layout)
-        self.written: Lru[str, None] = Lru(WRITTEN_KEPT)
-        """The threads whose journals this store appended to most recently: those
-        whose views it writes when it closes (see :mod:`filelayer.store.snapshots`)."""
+        self.written: Lru[str, float] = Lru(WRITTEN_KEPT)
+        """The threads whose journals this store appended to most recently, with the
+        monotonic time of the last append: those whose views it writes once they are
+        quiet, or when it closes (see :mod:`filelayer.store.snapshots`)."""
 
     def forget(self) -> None:
         self._existing.clear()
@@ -265,12 +268,20 @@ class JournalAppender:
         data, _ = clock.stamp_lines(data, last)
         at = opened.write(data, changes=changes, sync=sync, whole=whole)
         self.names.journal(thread_id, opened, changes)
-        self.written.put(thread_id, None)
+        self.written.put(thread_id, time.monotonic())
         if dead is not None:
             dead.appended(opened, at, data)
         self.book.appended(thread_id, opened, at, data, step, deleted)
         if self.compactor.enabled:
             self.compactor.appended(thread_id, opened, at, len(data), step, deleted)
+
+    def take_quiet(self, before: float) -> tuple[list[str], bool]:
+        """The threads written last at monotonic time ``before`` or earlier, the last
+        written first, forgotten here; and whether threads written since are left."""
+        quiet = [thread_id for thread_id, at in self.written.items() if at <= before]
+        for thread_id in quiet:
+            self.written.pop(thread_id)
+        return quiet[::-1], len(self.written.keys()) > 0
 
     def found(self, thread_id: str, opened: _fs.AppendFile, changes: _fs.Changes) -> None:
         """The call appends nothing to the open journal but acknowledges what it holds

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -253,6 +254,25 @@ class ArchiveStore:
         written = self.appender.written.keys()
         self.appender.written.clear()
         return written[::-1]
+
+    @property
+    def views_pending(self) -> bool:
+        """Whether threads this store wrote wait for their views (see
+        :meth:`save_quiet_views`)."""
+        return bool(self.appender.written.keys())
+
+    def save_quiet_views(self, idle: float) -> bool:
+        """Write the views of the long threads this store wrote that have had no write
+        for ``idle`` seconds (see :mod:`filelayer.store.snapshots`): in a running app,
+        so that another worker's first read of such a thread (the user resumes it
+        there) decodes one document instead of folding the journal. Called from a
+        thread of its own while the store serves calls: it holds :attr:`mutex` only to
+        pick the threads. Returns whether threads written more recently are left."""
+        with self.mutex:
+            quiet, left = self.appender.take_quiet(time.monotonic() - idle)
+            quiet = [thread_id for thread_id in quiet if not self.deleted.has(thread_id)]
+        self.views.save_views(quiet, live=True)
+        return left
 
     def _save_written_views(self) -> None:
         """The views ``close()`` writes, for a process that exits without closing the

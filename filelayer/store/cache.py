@@ -69,6 +69,10 @@ class Lru(Generic[_K, _V]):
         """The keys, most recent last."""
         return list(self._data)
 
+    def items(self) -> list[tuple[_K, _V]]:
+        """The entries, most recent last."""
+        return list(self._data.items())
+
     def __setitem__(self, key: _K, value: _V) -> None:
         self._data[key] = value
 

@@ -15,7 +15,10 @@ read.
 
 A store writes views when it closes (Chainlit closes its data layer on shutdown), or
 when the interpreter exits with it still open (a script, a test harness), for the long
-threads it wrote, the last ones first; reads never write them. They are
+threads it wrote, the last ones first; the Chainlit adapter also has them written while
+the app runs, for a thread that has had no write for a second (up to
+:data:`LIVE_MAX_BYTES`), so that another worker's first read of it is fast too. Reads
+never write them. They are
 written without an fsync (a power cut may leave one empty or torn: it then does not
 decode or does not match, and is ignored). Threads shorter than :data:`VIEW_MIN_BYTES`
 get none: folding them costs a fraction of a millisecond. A view goes with its thread
@@ -45,6 +48,11 @@ VIEW_MIN_BYTES = 32 * 1024
 VIEW_FORMAT = 1
 """The version of the view file; a view of another version is not read. Bumped with any
 change to what ``get_thread`` makes of a journal (``store/views``, ``format/fold``)."""
+
+LIVE_MAX_BYTES = 4 * 1024 * 1024
+"""Journals longer than this get their view only when the store closes, not while it
+serves an app: decoding and encoding them in one piece holds the interpreter (and so
+the app's event loop) for more than a few milliseconds."""
 
 CLOSE_BUDGET_BYTES = 64 * 1024 * 1024
 """Journal bytes a closing store reads at most for views (64 threads of a megabyte)."""

@@ -327,24 +327,34 @@ class ThreadViews:
         self._step_views.put(thread_id, views)
         self.locator.saw_steps(thread_id, step_ids)
 
-    def save_views(self, thread_ids: list[str]) -> None:
+    def save_views(self, thread_ids: list[str], *, live: bool = False) -> None:
         """Write the view files of ``thread_ids`` that are long and have none that
-        matches their journal (a store closing, for the threads it wrote). Each journal
-        is read whole, from one ``stat`` taken before: its key. Best effort: a thread
-        that cannot be read gets no view."""
+        matches their journal (a store closing, or a running one, for the threads it
+        wrote). Each journal is read whole, from one ``stat`` taken before: its key.
+        Best effort: a thread that cannot be read gets no view.
+
+        ``live``: called from a thread of its own while the store serves calls (the
+        caller checked, under the store's mutex, that no thread of ``thread_ids`` is
+        deleted): nothing of the store's caches is touched. A deletion that comes
+        meanwhile removes the view, or :meth:`ThreadSnapshots.save` does, which checks
+        the journal again once the view is in place."""
         budget = _snapshots.CLOSE_BUDGET_BYTES
         for thread_id in thread_ids:
             try:
-                budget -= self._save_view(thread_id)
+                budget -= self._save_view(thread_id, live)
             except (OSError, ValueError) as exc:
                 log.debug("filelayer: no view of thread %s (%s)", thread_id, exc)
             if budget <= 0:
                 break
 
-    def _save_view(self, thread_id: str) -> int:
+    def _save_view(self, thread_id: str, live: bool = False) -> int:
         """Write the thread's view if it needs one; the journal bytes it read."""
         key = _snapshots.journal_key(self.layout, thread_id)
-        if key is None or key[2] < _snapshots.VIEW_MIN_BYTES or self.deleted.has(thread_id):
+        if key is None or key[2] < _snapshots.VIEW_MIN_BYTES:
+            return 0
+        if live and key[2] > _snapshots.LIVE_MAX_BYTES:
+            return 0
+        if not live and self.deleted.has(thread_id):
             return 0
         if self.snapshots.matches(thread_id, key):
             return 0
