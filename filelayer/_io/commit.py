@@ -239,8 +239,9 @@ def _each(
 
 class DiskWait(Exception):
     """A call running where it must not wait for the disk (the event loop, see
-    :func:`on_loop`) would have to: raised before it changed anything, so that its
-    caller runs it again in a worker thread."""
+    :func:`on_loop`) would have to, or would read and fold a whole long journal:
+    raised before it changed anything, so that its caller runs it again in a worker
+    thread."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(f"writing {path} waits for the disk")

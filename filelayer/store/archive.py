@@ -124,9 +124,9 @@ class ArchiveStore:
         self.healer = _heal.Healer(self)
         # The collaborators, each with one job (docs/architecture.md, "The store").
         self.lifecycle = IndexLifecycle(self.root, layout, index, self.healer, durable=durable)
-        self.locks = WriteLocks(layout, index, self.lifecycle, lock_timeout, deleted)
-        self.compactor = Compactor(layout, self.locks, enabled=auto_compact)
         self.folds = folds = FoldedJournals(layout)
+        self.locks = WriteLocks(layout, index, self.lifecycle, lock_timeout, deleted, folds)
+        self.compactor = Compactor(layout, self.locks, enabled=auto_compact)
         self.tombstones = tombstones = TombstoneCache(layout)
         self.authors = authors = Authors(layout, accounts)
         self.book = book = IndexBook(layout, index, authors, tombstones, folds, search_chars)

@@ -39,6 +39,15 @@ class FoldedJournals:
     def __contains__(self, thread_id: object) -> bool:
         return thread_id in self._cache
 
+    def holding(self, step_id: str) -> str | None:
+        """The thread whose kept fold (as last brought up to date) holds ``step_id``,
+        the most recently used first: a deletion folded a long thread, the next one
+        in it finds its step here instead of scanning the journals again."""
+        for thread_id, folded in reversed(self._cache.items()):
+            if step_id in folded.state.steps:
+                return thread_id
+        return None
+
     def forget(self) -> None:
         self._cache.clear()
 

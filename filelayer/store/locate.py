@@ -132,6 +132,10 @@ class Locator:
         ):
             return prefer
         owner = self.step_owner(step_id)
+        if owner is None:
+            owner = self.folds.holding(step_id)
+            if owner is not None and not self.layout.journal(owner).exists():
+                owner = None
         if owner is not None or not scan:
             return owner
         return self.scan_journals("step", step_id, self.scan_order())

@@ -256,6 +256,62 @@ async def test_a_step_named_without_its_thread_is_found_off_the_loop(
     await fresh.close()
 
 
+async def test_a_deletion_in_a_long_thread_folds_it_off_the_loop_once(root: Path) -> None:
+    """Deleting a step or an element checks the thread's elements in its folded
+    journal: a long journal this process holds no fold of is folded in a worker thread
+    (never on the loop), and the next deletion in it only reads what was appended."""
+    from chainlit.context import init_http_context
+
+    from filelayer import FileDataLayer
+    from filelayer.store.locking import LOOP_FOLD_BYTES
+
+    other = ArchiveStore(root)
+    other.update_thread("t1", name="long")
+    count = LOOP_FOLD_BYTES // 1000 + 10
+    for n in range(count):
+        other.write_step(message(f"s{n}", "x" * 1000))
+    other.close()
+    fresh = FileDataLayer(root)
+    init_http_context()
+    try:
+        before = fresh.calls.offloaded
+        await fresh.delete_step("s1")  # not seen: found by a scan, then folded
+        assert fresh.calls.offloaded == before + 2
+        await fresh.delete_step("s2")  # seen in the fold: on the loop
+        assert fresh.calls.offloaded == before + 2
+        thread = await fresh.get_thread("t1")
+        assert thread is not None
+        ids = [step["id"] for step in thread["steps"]]
+        assert len(ids) == count - 2 and "s1" not in ids and "s2" not in ids
+    finally:
+        await fresh.close()
+    assert ArchiveStore(root).get_thread("t1")["steps"] == thread["steps"]  # type: ignore[index]
+
+
+async def test_a_deletion_refused_on_the_loop_changed_nothing(root: Path) -> None:
+    """The refusal comes before any change: the journal is as it was."""
+    from filelayer._io import commit as _commit
+    from filelayer.store.locking import LOOP_FOLD_BYTES
+
+    store = ArchiveStore(root)
+    store.update_thread("t1", name="long")
+    for n in range(LOOP_FOLD_BYTES // 1000 + 10):
+        store.write_step(message(f"s{n}", "x" * 1000))
+    store.close()
+    store = ArchiveStore(root)
+    journal = store.layout.journal("t1")
+    size = journal.stat().st_size
+    before = _commit.set_on_loop(True)
+    try:
+        with pytest.raises(_commit.DiskWait):
+            store.delete_step("s1", "t1")
+    finally:
+        _commit.set_on_loop(before)
+    assert journal.stat().st_size == size
+    assert store.delete_step("s1", "t1") is True
+    store.close()
+
+
 async def test_calls_on_the_loop_and_in_workers_keep_the_store_consistent(
     layer: Any, holder: LockHolder
 ) -> None:
