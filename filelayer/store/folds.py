@@ -40,12 +40,14 @@ class FoldedJournals:
         return thread_id in self._cache
 
     def holding(self, step_id: str) -> str | None:
-        """The thread whose kept fold (as last brought up to date) holds ``step_id``,
-        the most recently used first: a deletion folded a long thread, the next one
-        in it finds its step here instead of scanning the journals again."""
+        """The thread whose kept fold holds ``step_id`` (brought up to date before it
+        answers), the most recently used first: a deletion folded a long thread, the
+        next one in it finds its step here instead of scanning the journals again."""
         for thread_id, folded in reversed(self._cache.items()):
             if step_id in folded.state.steps:
-                return thread_id
+                folded.catch_up(self.layout.journal(thread_id))
+                if step_id in folded.state.steps:
+                    return thread_id
         return None
 
     def forget(self) -> None:

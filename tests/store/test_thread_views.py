@@ -528,7 +528,8 @@ def test_a_step_id_seen_in_a_thread_deleted_since_is_looked_for_again(tmp_path: 
         assert store.get_thread("B") is not None
         assert store.delete_thread("B")
         assert store.locate_step("only-b", scan=False) is None
-        assert store.locate_step("dup", scan=False) is None  # B's answer is gone
+        # B's answer is gone (A's fold, kept since its read, may answer: it holds it).
+        assert store.locate_step("dup", scan=False) in (None, "A")
         assert store.delete_step("dup")  # found by a scan, in A
         thread = store.get_thread("A")
         assert thread is not None and thread["steps"] == []
