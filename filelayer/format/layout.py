@@ -374,8 +374,11 @@ class Layout:
 
     @property
     def lock_files(self) -> list[Path]:
-        """Every lock file the layer uses."""
-        return [*self._stripe_locks, self.index_lock, self.users_lock, self.deleted_lock]
+        """Every lock file the layer uses, in the order its writes take them (the
+        threads' stripes, then the ones taken under a thread's: the users', the
+        tombstones', the index's switch), so that taking them all in this order waits
+        for a write under way instead of holding what it waits for."""
+        return [*self._stripe_locks, self.users_lock, self.deleted_lock, self.index_lock]
 
     def _create(self, changes: _fs.Changes) -> None:
         try:

@@ -174,7 +174,9 @@ def stage_archive(root: Path, *, timeout: float = 60.0) -> None:
     layout = Layout(root)
     layout.refuse_links()  # the locks are files written in locks/
     layout.locks.mkdir(exist_ok=True)
-    with _locks.locked_all(sorted(layout.lock_files), timeout):
+    # In the writes' order, not by name: a deletion holds its thread's lock while it
+    # takes the tombstones', which sorts first.
+    with _locks.locked_all(layout.lock_files, timeout):
         git(root, "add", "--all", "--", ".")
 
 

@@ -178,3 +178,76 @@ def test_the_pre_commit_hook_commits_no_half_written_line(tmp_path: Path) -> Non
     ).stdout
     assert committed.endswith(line)
     assert git_out(root, "status", "--porcelain") == ""
+
+
+DELETER = """
+import sys
+from filelayer import ArchiveStore
+from filelayer._io import locks
+store = ArchiveStore(sys.argv[1], lock_timeout=5)
+real = locks._try
+paused = []
+def pausing(key, path):
+    # delete_thread holds the thread's lock and is about to take the tombstones' lock:
+    # it waits here until the snapshot is under way.
+    if path == store.layout.deleted_lock and not paused:
+        paused.append(True)
+        print("holding", flush=True)
+        sys.stdin.readline()
+    return real(key, path)
+locks._try = pausing
+print("deleted" if store.delete_thread("t") else "not deleted", flush=True)
+"""
+
+WAITING_SNAPSHOT = """
+import sys
+from filelayer._io import locks
+from filelayer.cli import main
+real = locks._wait
+def waiting(key, path, timeout):
+    print("waiting", flush=True)
+    return real(key, path, timeout)
+locks._wait = waiting
+sys.exit(main(["--root", sys.argv[1], "snapshot", "-m", "while deleting"]))
+"""
+
+
+def test_a_snapshot_and_a_deletion_under_way_do_not_wait_for_each_other(tmp_path: Path) -> None:
+    """A deletion holds its thread's lock, then takes the tombstones'; a snapshot that
+    begins meanwhile takes the locks in that same order, so the deletion finishes and
+    the snapshot after it, instead of each holding what the other waits for."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    store.write_step({"id": "s1", "threadId": "t", "type": "user_message", "output": "one"})
+    store.close()
+    init(root)
+    deleter = subprocess.Popen(
+        [sys.executable, "-c", DELETER, str(root)],
+        env=subprocess_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    snapshot = None
+    try:
+        assert deleter.stdout is not None and deleter.stdin is not None
+        assert deleter.stdout.readline().strip() == "holding"
+        snapshot = subprocess.Popen(
+            [sys.executable, "-c", WAITING_SNAPSHOT, str(root)],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert snapshot.stdout is not None
+        assert snapshot.stdout.readline().strip() == "waiting"  # for the thread's lock
+        deleter.stdin.write("go\n")
+        deleter.stdin.flush()
+        out, _ = deleter.communicate(timeout=60)
+        assert deleter.returncode == 0 and out.strip() == "deleted"
+        assert snapshot.wait(timeout=60) == 0
+    finally:
+        for child in (deleter, snapshot):
+            if child is not None and child.poll() is None:
+                child.kill()
+                child.wait()
+    assert not (root / "threads" / "t").exists()
