@@ -90,17 +90,20 @@ class Threads:
             metadata, kept = session.split(metadata)
             local = session.encode(kept)
         identifier: str | None = None
-        if user_id is not None:
-            if not isinstance(user_id, str) or not user_id:
-                # "" would leave the thread without an author: everyone's to write.
-                raise InvalidValueError("user_id", "a user id must be a non-empty string")
-            user = self.accounts.by_id(user_id)
-            if user is None:
-                # An author nobody can log in as: the thread's real author locked out.
-                raise UnknownUserError(user_id)
-            identifier = user["identifier"]
+        if user_id is not None and (not isinstance(user_id, str) or not user_id):
+            # "" would leave the thread without an author: everyone's to write.
+            raise InvalidValueError("user_id", "a user id must be a non-empty string")
         path = self.layout.manifest(thread_id)
         with self.locks.writing(thread_id), self.appender.changes() as changes:
+            if user_id is not None:
+                # Under the thread's lock: an erasure of the user that ran since the
+                # call began leaves no record, and must find no new thread naming them
+                # once it has waited for the writes holding these locks.
+                user = self.accounts.by_id(user_id)
+                if user is None:
+                    # An author nobody can log in as: the thread's real author locked out.
+                    raise UnknownUserError(user_id)
+                identifier = user["identifier"]
             self.authors.authorize(thread_id, actor)
             self.appender.refuse_link(thread_id)
             if self.deleted.has(thread_id):  # its directory may outlive a crash

@@ -860,3 +860,71 @@ def test_an_erased_thread_a_merge_puts_back_stays_deleted(two_clones: tuple[Path
     assert main(["--root", str(root), "verify"]) == 1
     assert main(["--root", str(root), "verify", "--repair"]) == 0
     assert leaks(root, NEEDLES) == []
+
+
+# -- a thread made for the user while the erasure runs --------------------------------
+
+PAUSED_APP = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from filelayer import ArchiveStore, UnknownUserError
+    from filelayer._io import locks
+
+    root, user_id = Path(sys.argv[1]), sys.argv[2]
+    store = ArchiveStore(root)
+    stripe = store.layout.thread_lock("late")
+    real = locks._try
+    paused = []
+
+    def pausing(key, path):
+        # Chainlit's update_thread for a new thread of the user, about to take the
+        # thread's lock: it waits here while the erasure runs.
+        if path == stripe and not paused:
+            paused.append(True)
+            print("paused", flush=True)
+            sys.stdin.readline()
+        return real(key, path)
+
+    locks._try = pausing
+    try:
+        store.update_thread("late", name="a new chat", user_id=user_id)
+    except UnknownUserError:
+        print("refused", flush=True)
+    else:
+        print("written", flush=True)
+    """
+)
+
+
+def test_a_thread_given_to_the_user_as_the_erasure_ran_is_refused_after_it(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new thread of the user whose write began before the erasure (its author
+    looked up then) and reached the thread's lock after it is refused: the author is
+    checked under the thread's lock, so no thread names the erased user afterwards."""
+    store = ArchiveStore(archive)
+    user = store.get_user(ALICE)
+    assert user is not None
+    store.close()
+    app = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_APP, str(archive), str(user["id"])],
+        env=subprocess_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert app.stdout is not None and app.stdin is not None
+        assert app.stdout.readline().strip() == "paused"
+        assert main(["erase-user", ALICE]) == 0
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        out, _ = app.communicate(timeout=60)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert out.strip() == "refused"
+    assert not (archive / "threads" / "late").exists()
+    assert leaks(archive, [ALICE.encode()]) == []
