@@ -373,6 +373,12 @@ class Layout:
         return True
 
     @property
+    def thread_locks(self) -> list[Path]:
+        """Every thread's lock file (the stripes), in the order to take them all: held
+        at once, they wait for every write to a thread under way."""
+        return list(self._stripe_locks)
+
+    @property
     def lock_files(self) -> list[Path]:
         """Every lock file the layer uses, in the order its writes take them (the
         threads' stripes, then the ones taken under a thread's: the users', the

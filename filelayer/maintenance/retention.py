@@ -363,7 +363,6 @@ def _erase_user(
     else:
         report.still_writing = _authored(store, identifier, user_id)
     report.unattributed = _unattributed(store)
-    report.threads.sort(key=lambda c: (c.activity, c.id))
     path = store.layout.user_file(identifier)
     copies = _copies_of_record(store, identifier)
     if user is None and not seen and not report.still_writing and not path.exists() and not copies:
@@ -393,6 +392,19 @@ def _erase_user(
         if removed:
             _fs.fsync_dir(store.layout.users)
             report.other_records = sorted(removed)
+    # The app of another process may have given the user a thread since the last pass.
+    # With the record gone no write names the user any more (a thread's author is looked
+    # up under its lock), so once the writes holding a thread's lock now are done, a
+    # last look finds every such thread.
+    with _locks.locked_all(store.layout.thread_locks, store.lock_timeout):
+        pass
+    for thread_id in _authored(store, identifier, user_id):
+        candidate = _candidate(store, thread_id)
+        if store.delete_thread(thread_id) and candidate is not None:
+            report.threads.append(candidate)
+    if report.still_writing:  # the threads of a user who kept chatting went with them
+        report.still_writing = _authored(store, identifier, user_id)
+    report.threads.sort(key=lambda c: (c.activity, c.id))
     # Nothing of the user may stay in the index's free pages, WAL or FTS tables.
     store.reindex()
     return report

@@ -928,3 +928,48 @@ def test_a_thread_given_to_the_user_as_the_erasure_ran_is_refused_after_it(
     assert out.strip() == "refused"
     assert not (archive / "threads" / "late").exists()
     assert leaks(archive, [ALICE.encode()]) == []
+
+
+NEW_THREAD = textwrap.dedent(
+    """
+    import sys
+    from filelayer import ArchiveStore
+
+    store = ArchiveStore(sys.argv[1])
+    store.update_thread("late", name="a new chat", user_id=sys.argv[2])
+    store.write_step({"id": "late-1", "threadId": "late", "type": "user_message",
+                      "name": "alice@example.com", "output": "a late secret"})
+    store.close()
+    """
+)
+
+
+def test_a_thread_the_user_began_after_the_last_look_is_erased_too(
+    archive: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The app of another process gives the user a new thread after the erasure last
+    looked for the user's threads and before it removed the user's record: the erasure
+    looks once more after the record is gone and the writes under way are done, and
+    erases it with the rest."""
+    from filelayer.maintenance import retention
+
+    store = ArchiveStore(archive)
+    user = store.get_user(ALICE)
+    assert user is not None
+    store.close()
+    real = retention._write_user_tombstone
+
+    def after_the_last_look(*args: object, **kwargs: object) -> None:
+        subprocess.run(
+            [sys.executable, "-c", NEW_THREAD, str(archive), str(user["id"])],
+            env=subprocess_env(),
+            check=True,
+        )
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(retention, "_write_user_tombstone", after_the_last_look)
+    assert main(["erase-user", ALICE]) == 0
+    assert "erased 3 thread(s)" in capsys.readouterr().err
+    assert not (archive / "threads" / "late").exists()
+    assert leaks(archive, [ALICE.encode(), b"a late secret"]) == []
+    assert main(["verify"]) == 0
