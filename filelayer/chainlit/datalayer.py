@@ -46,7 +46,7 @@ from chainlit.types import (
 from chainlit.user import PersistedUser, User
 
 from .._io import aio as _aio
-from ..errors import FileLayerError, NotAuthorError, UnknownStepError
+from ..errors import FileLayerError, NotAuthorError, StorageWriteError, UnknownStepError
 from ..format.codec import encode_new_line
 from ..format.journal import element_record
 from ..format.layout import DEFAULT_ROOT, ROOT_ENV, default_root
@@ -284,7 +284,15 @@ class FileDataLayer(BaseDataLayer):
             relative = self.store.element_relative_path(element.id, element.name, element.mime)
             target = self.store.layout.element_file(thread_id, relative)
             assert target is not None
-            await _aio.write_file(target, data, durable=self.store.durable)
+            try:
+                await _aio.write_file(target, data, durable=self.store.durable)
+            except StorageWriteError:
+                # The bytes are written between two locked steps: a deletion of the
+                # thread (by another worker, say) in between removed the directory. A
+                # late write to a deleted thread, ignored like every other one.
+                if await self.calls.read(self.store.is_deleted, thread_id):
+                    return
+                raise
             digest = (
                 await asyncio.to_thread(hashlib.sha256, data)
                 if len(data) > 1 << 20

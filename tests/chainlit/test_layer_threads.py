@@ -64,3 +64,43 @@ async def test_chainlits_acl_gives_404_for_unknown_401_for_others_and_passes_the
     with pytest.raises(HTTPException) as other:
         await is_thread_author("mallory", "mine")
     assert other.value.status_code == 401
+
+
+DELETE_THREAD = """
+import sys
+from filelayer import ArchiveStore
+store = ArchiveStore(sys.argv[1])
+assert store.delete_thread(sys.argv[2])
+store.close()
+"""
+
+
+async def test_an_element_whose_thread_another_process_deletes_as_its_bytes_go_is_dropped(
+    layer: Any, root: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user deletes the thread (in another worker) while an element's bytes are
+    being written, between the two locked steps of the send: the send is a late write
+    to a deleted thread, ignored like any other, not a failed write."""
+    import subprocess
+    import sys
+
+    from chainlit.element import Text
+
+    from filelayer._io import aio
+    from tests.support.processes import subprocess_env
+
+    await layer.create_step({"id": "s1", "threadId": "t1", "type": "run", "output": "hi"})
+    real = aio.write_file
+
+    async def deleted_first(dest: Any, data: bytes, *, durable: bool) -> None:
+        subprocess.run(
+            [sys.executable, "-c", DELETE_THREAD, str(root), "t1"],
+            env=subprocess_env(),
+            check=True,
+        )
+        await real(dest, data, durable=durable)
+
+    monkeypatch.setattr(aio, "write_file", deleted_first)
+    await layer.create_element(Text(name="t", content="x", for_id="s1", thread_id="t1"))
+    assert await layer.get_thread("t1") is None
+    assert not (root / "threads" / "t1").exists()
