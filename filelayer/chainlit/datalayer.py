@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import hashlib
 import logging
@@ -96,6 +97,10 @@ def _queued(method: _Method) -> _Method:
     the first user message, the call is queued on the session instead of run."""
     return cast(_Method, queue_until_user_message()(method))  # type: ignore[no-untyped-call]
 
+
+_ELEMENT_TRIES = 3
+"""How many times an element's bytes are written when their directory was removed
+meanwhile (see ``FileDataLayer._send_element``)."""
 
 _ELEMENT_FIELDS = (
     "id",
@@ -276,23 +281,28 @@ class FileDataLayer(BaseDataLayer):
         actor = await self.actor()
         data = await _element_bytes(element)
         if data is not None:
-            directory = await self.calls.write(
-                self.store.prepare_element, thread_id, record, actor=actor
-            )
-            if directory is None:
-                return  # the thread, the element or its step was deleted
             relative = self.store.element_relative_path(element.id, element.name, element.mime)
             target = self.store.layout.element_file(thread_id, relative)
             assert target is not None
-            try:
-                await _aio.write_file(target, data, durable=self.store.durable)
-            except StorageWriteError:
-                # The bytes are written between two locked steps: a deletion of the
-                # thread (by another worker, say) in between removed the directory. A
-                # late write to a deleted thread, ignored like every other one.
-                if await self.calls.read(self.store.is_deleted, thread_id):
-                    return
-                raise
+            for attempt in range(_ELEMENT_TRIES):
+                directory = await self.calls.write(
+                    self.store.prepare_element, thread_id, record, actor=actor
+                )
+                if directory is None:
+                    return  # the thread, the element or its step was deleted
+                try:
+                    await _aio.write_file(target, data, durable=self.store.durable)
+                    break
+                except StorageWriteError as exc:
+                    # The bytes are written between two locked steps: in between,
+                    # another process may have removed the directory. A deletion of the
+                    # thread makes this a late write to a deleted thread, ignored like
+                    # every other one; the git hook's removal of an empty elements/ is
+                    # undone by preparing the thread again.
+                    if await self.calls.read(self.store.is_deleted, thread_id):
+                        return
+                    if exc.errno != errno.ENOENT or attempt == _ELEMENT_TRIES - 1:
+                        raise
             digest = (
                 await asyncio.to_thread(hashlib.sha256, data)
                 if len(data) > 1 << 20

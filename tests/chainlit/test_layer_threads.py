@@ -104,3 +104,53 @@ async def test_an_element_whose_thread_another_process_deletes_as_its_bytes_go_i
     await layer.create_element(Text(name="t", content="x", for_id="s1", thread_id="t1"))
     assert await layer.get_thread("t1") is None
     assert not (root / "threads" / "t1").exists()
+
+
+MERGE_HOOK = """
+import sys
+from pathlib import Path
+from filelayer.git.setup import remove_deleted_element_files
+root = Path(sys.argv[1])
+# What the post-merge hook does for a thread the merge changed: its elements/ holds no
+# file any more, so it goes (as a single clone leaves none).
+remove_deleted_element_files(root, root, "", {sys.argv[2]})
+assert not (root / "threads" / sys.argv[2] / "elements").exists()
+"""
+
+
+async def test_an_element_sent_while_a_merge_hook_removes_the_empty_elements_directory(
+    layer: Any, root: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The git hook of another process removes a thread's empty ``elements/`` (under
+    the thread's lock) while the app writes an element's bytes there (between the two
+    locked steps of the send): the send makes the directory again and is stored."""
+    import subprocess
+    import sys
+
+    from chainlit.element import Text
+
+    from filelayer._io import aio
+    from tests.support.processes import subprocess_env
+
+    await layer.create_step({"id": "s1", "threadId": "t1", "type": "run", "output": "hi"})
+    await layer.create_element(Text(id="e0", name="old", content="x", for_id="s1", thread_id="t1"))
+    await layer.delete_element("e0", "t1")
+    real = aio.write_file
+    hooks: list[int] = []
+
+    async def hook_first(dest: Any, data: bytes, *, durable: bool) -> None:
+        if not hooks:
+            hooks.append(1)
+            subprocess.run(
+                [sys.executable, "-c", MERGE_HOOK, str(root), "t1"],
+                env=subprocess_env(),
+                check=True,
+            )
+        await real(dest, data, durable=durable)
+
+    monkeypatch.setattr(aio, "write_file", hook_first)
+    await layer.create_element(Text(id="e1", name="new", content="y", for_id="s1", thread_id="t1"))
+    thread = await layer.get_thread("t1")
+    assert thread is not None
+    assert [e["id"] for e in thread["elements"]] == ["e1"]
+    assert hooks == [1]
