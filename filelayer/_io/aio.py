@@ -11,21 +11,24 @@ appends stay on the loop, where they cost microseconds.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from .._backend import PURE
 from . import fs as _fs
 
 
-def _write_file_sync(dest: Path, data: bytes, durable: bool) -> None:
+def _write_file_sync(dest: Path, data: bytes, durable: bool) -> _fs.FileKey:
     with _fs.Changes(durable) as changes:
         _fs.atomic_write(dest, data, changes=changes)
+    return _fs.file_key(os.stat(dest))
 
 
-async def write_file(dest: Path, data: bytes, *, durable: bool) -> None:
+async def write_file(dest: Path, data: bytes, *, durable: bool) -> _fs.FileKey:
     """Replace ``dest`` with ``data`` atomically, durably now (``durable``: the file and
-    its directory are fsynced before this returns) or within the flusher's interval."""
-    await asyncio.to_thread(_write_file_sync, dest, data, durable)
+    its directory are fsynced before this returns) or within the flusher's interval.
+    The key of the file written, to tell later whether it is still the one there."""
+    return await asyncio.to_thread(_write_file_sync, dest, data, durable)
 
 
 def _read_file_sync(src: Path) -> bytes:

@@ -375,6 +375,15 @@ def remove_tree(path: Path, *, rounds: int = 3) -> None:
             return
 
 
+FileKey = tuple[int, int, int, int, int]
+"""A file's device, inode, size, modification and change times: another file renamed
+over it (a send of the same element by another process, say) has another key."""
+
+
+def file_key(st: os.stat_result) -> FileKey:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def atomic_write(
     path: Path, data: bytes, *, durable: bool = True, changes: Changes | None = None
 ) -> None:

@@ -291,7 +291,7 @@ class FileDataLayer(BaseDataLayer):
                 if directory is None:
                     return  # the thread, the element or its step was deleted
                 try:
-                    await _aio.write_file(target, data, durable=self.store.durable)
+                    written = await _aio.write_file(target, data, durable=self.store.durable)
                     break
                 except StorageWriteError as exc:
                     # The bytes are written between two locked steps: in between,
@@ -310,6 +310,12 @@ class FileDataLayer(BaseDataLayer):
             )
             record.update(element_file_fields(relative, b""))
             record.update({"bytes": len(data), "sha256": digest.hexdigest()})
+            # Recorded only if the file is still this send's: the same element sent by
+            # another process meanwhile replaced it, and records it.
+            await self.calls.write(
+                self.store.record_element, thread_id, record, actor=actor, written=written
+            )
+            return
         await self.calls.write(self.store.record_element, thread_id, record, actor=actor)
 
     @_reported

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from .._io import fs as _fs
 from .._io import locks as _locks
 from .._io import mounts as _mounts
 from ..errors import InvalidValueError
@@ -513,11 +514,19 @@ class ArchiveStore:
 
     @then_compact
     def record_element(
-        self, thread_id: str, element: dict[str, Any], *, actor: str | None = None
+        self,
+        thread_id: str,
+        element: dict[str, Any],
+        *,
+        actor: str | None = None,
+        written: _fs.FileKey | None = None,
     ) -> bool:
         """Journal an element whose bytes (if any) are already in place. ``False`` (and
-        its file removed) if the thread, the element or its step was deleted."""
-        return self.elements.record_element(thread_id, element, actor=actor)
+        its file removed) if the thread, the element or its step was deleted.
+        ``written``: the key of the file the caller wrote (:func:`filelayer._io.fs.file_key`);
+        ``False``, the file left as it is, if another file replaced it since (another
+        process sent the element again: its record describes the bytes there)."""
+        return self.elements.record_element(thread_id, element, actor=actor, written=written)
 
     def put_element(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,12 @@ class Elements:
             return directory
 
     def record_element(
-        self, thread_id: str, element: dict[str, Any], *, actor: str | None = None
+        self,
+        thread_id: str,
+        element: dict[str, Any],
+        *,
+        actor: str | None = None,
+        written: _fs.FileKey | None = None,
     ) -> bool:
         """See :meth:`ArchiveStore.record_element`."""
         check_id("thread", thread_id)
@@ -142,6 +148,11 @@ class Elements:
                 return False
             stored = self.folds.folded(thread_id).state.elements.get(element_id)
             relative = element.get("file")
+            if written is not None and not self._still_written(thread_id, relative, written):
+                # Another send of the element (another process) put its bytes there
+                # since these were written: its record, not this one, describes them.
+                log.debug("filelayer: element %s was sent again meanwhile", element_id)
+                return False
             self._settle_resent(thread_id, stored, relative, changes)
             # A re-send that names another file (``e1.txt`` re-sent as ``e1.pdf``)
             # replaces the old one: its record on the disk first, then the old file goes.
@@ -151,6 +162,15 @@ class Elements:
                 appender.remove_element_file(thread_id, old, changes)
         self.locator.elements.put(element_id, thread_id)
         return True
+
+    def _still_written(self, thread_id: str, relative: object, written: _fs.FileKey) -> bool:
+        """Whether the element file ``relative`` is still the one whose key the caller
+        took when it wrote it (caller locks)."""
+        path = self.layout.element_file(thread_id, relative) if isinstance(relative, str) else None
+        try:
+            return path is not None and _fs.file_key(os.stat(path)) == written
+        except OSError:
+            return False
 
     def _settle_resent(
         self,

@@ -154,3 +154,49 @@ async def test_an_element_sent_while_a_merge_hook_removes_the_empty_elements_dir
     assert thread is not None
     assert [e["id"] for e in thread["elements"]] == ["e1"]
     assert hooks == [1]
+
+
+OTHER_SEND = """
+import sys
+from filelayer import ArchiveStore
+store = ArchiveStore(sys.argv[1])
+element = {"id": "e1", "type": "text", "name": "n", "forId": "s1", "mime": "text/plain"}
+assert store.put_element("t1", element, b"sent again by another worker")
+store.close()
+"""
+
+
+async def test_an_element_sent_by_two_workers_at_once_keeps_a_record_of_its_bytes(
+    layer: Any, root: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker sends the same element whole while this one's bytes are written
+    and not yet recorded: the element's record describes the file that stays, so
+    ``verify`` finds nothing to report."""
+    import subprocess
+    import sys
+
+    from chainlit.element import Text
+
+    from filelayer._io import aio
+    from filelayer.cli import main
+    from tests.support.processes import subprocess_env
+
+    await layer.create_step({"id": "s1", "threadId": "t1", "type": "run", "output": "hi"})
+    real = aio.write_file
+
+    async def then_the_other(dest: Any, data: bytes, *, durable: bool) -> Any:
+        written = await real(dest, data, durable=durable)
+        subprocess.run(
+            [sys.executable, "-c", OTHER_SEND, str(root)], env=subprocess_env(), check=True
+        )
+        return written
+
+    monkeypatch.setattr(aio, "write_file", then_the_other)
+    text = Text(id="e1", name="n", content="first", for_id="s1", thread_id="t1", mime="text/plain")
+    await layer.create_element(text)
+    assert main(["--root", str(root), "verify"]) == 0
+    found = layer.store.element_file("t1", "e1")
+    assert found is not None
+    record, path = found
+    assert path.read_bytes() == b"sent again by another worker"
+    assert record["bytes"] == len(b"sent again by another worker")
