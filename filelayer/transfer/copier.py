@@ -253,9 +253,27 @@ class Copier:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # reported, and the copy goes on
+            if not self.options.dry_run and await self._deleted_meanwhile(thread_id):
+                # The app of the destination deleted it while it was copied: the
+                # deletion wins, as it does over any late write.
+                self.summary.skip(
+                    "threads",
+                    thread_id,
+                    "deleted in the destination while it was copied; not brought back",
+                    problem=False,
+                )
+                return
             self.summary.skip("threads", thread_id, failure(exc), problem=True)
             return
         self.summary.merge(local)
+
+    async def _deleted_meanwhile(self, thread_id: str) -> bool:
+        """Whether the destination holds ``thread_id`` as deleted now (``False`` if it
+        cannot even say)."""
+        try:
+            return await self.dest.is_deleted(thread_id)
+        except Exception:  # the failure reported is the copy's own
+            return False
 
     def drop_refused(self, src: ThreadData, dest: ThreadData | None) -> None:
         """Leave out, and list, each item the destination cannot store at all: checked

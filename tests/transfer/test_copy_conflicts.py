@@ -536,3 +536,59 @@ async def test_nul_characters_survive_sqlite(tmp_path: Path) -> None:
         assert thread["steps"][0]["output"] == "h\0i"
     finally:
         store.close()
+
+
+DELETE_IN_DEST = """
+import sys
+from filelayer import ArchiveStore
+store = ArchiveStore(sys.argv[1])
+assert store.delete_thread(sys.argv[2])
+store.close()
+"""
+
+
+async def test_a_thread_the_app_deletes_while_it_is_copied_in_is_no_problem(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The app serving the destination archive (another process) deletes a thread
+    after the copy planned what to add to it and before it wrote it: the deletion wins,
+    as over any late write, and the copy lists the thread as deleted in the
+    destination, not as a failure."""
+    import subprocess
+    import sys
+
+    from filelayer.transfer.archive import ArchiveEndpoint
+    from tests.support.processes import subprocess_env
+
+    source, dest = tmp_path / "source", tmp_path / "dest"
+    rated_archive(source, "tA", "s-a", "fb-a")
+    assert not (await copy_archive(str(source), str(dest))).problems
+    store = ArchiveStore(source)
+    store.write_step(
+        {
+            "id": "s-b",
+            "threadId": "tA",
+            "type": "user_message",
+            "output": "more",
+            "createdAt": "2026-03-01T10:00:05Z",
+        }
+    )
+    store.upsert_feedback(for_id="s-b", value=0, feedback_id="fb-b", thread_id="tA")
+    store.close()
+    real = ArchiveEndpoint.apply
+
+    async def deleted_first(self: Any, plan: Any, summary: Any) -> None:
+        subprocess.run(
+            [sys.executable, "-c", DELETE_IN_DEST, str(dest), plan.thread_id],
+            env=subprocess_env(),
+            check=True,
+        )
+        await real(self, plan, summary)
+
+    monkeypatch.setattr(ArchiveEndpoint, "apply", deleted_first)
+    summary = await copy_archive(str(source), str(dest))
+    assert problems(summary) == {}
+    assert [(s.kind, s.id) for s in summary.skipped] == [("threads", "tA")]
+    after = ArchiveStore(dest)
+    assert after.is_deleted("tA") and after.get_thread("tA") is None
+    assert not (dest / "threads" / "tA").exists()
