@@ -91,7 +91,13 @@ class Authors:
             author = ""
         elif author is None and isinstance(doc.get("userId"), str) and doc["userId"]:
             user = self.accounts.by_id(doc["userId"])
-            author = str(user["identifier"]) if user else ""
+            if user is None:
+                # Not kept with the manifest's version: another process may register the
+                # user (a copy, a login on another worker) without touching the manifest,
+                # and the user would be refused their own thread until a restart.
+                # ``by_id`` answers again at the cost of a ``stat`` of users/.
+                return ""
+            author = str(user["identifier"])
         self._authors.put(thread_id, (signature, author))
         return author
 

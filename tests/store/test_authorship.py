@@ -536,3 +536,33 @@ def test_a_user_erased_by_another_process_is_no_user_to_give_a_thread(
     with pytest.raises(UnknownUserError):
         archive.update_thread("tc", user_id=bob["id"])
     assert not archive.layout.manifest("tc").exists()
+
+
+def test_an_author_another_process_registers_later_is_known_at_once(store: ArchiveStore) -> None:
+    """A manifest names by id alone a user the archive did not hold yet (a copy brought
+    the thread before the user's record); once another process registers the user (a
+    copy, the user's login on another worker), this process knows the author: it does
+    not go on refusing the user their own thread."""
+    import subprocess
+    import sys
+
+    from filelayer.format import users
+    from tests.support.processes import subprocess_env
+
+    bob_id = users.user_id("bob")
+    store.put_manifest({"id": "t", "userId": bob_id, "createdAt": "2026-01-01T00:00:00.000000Z"})
+    with pytest.raises(NotAuthorError):
+        store.write_step(step("t", "s1"), actor="bob")
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from filelayer import ArchiveStore; "
+            "s = ArchiveStore(sys.argv[1]); s.upsert_user('bob'); s.close()",
+            str(store.root),
+        ],
+        env=subprocess_env(),
+        check=True,
+    )
+    store.write_step(step("t", "s2"), actor="bob")
+    assert store.author_of("t") == "bob"
