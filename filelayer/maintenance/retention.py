@@ -397,13 +397,17 @@ def _erase_user(
     # up under its lock), so once the writes holding a thread's lock now are done, a
     # last look finds every such thread.
     with _locks.locked_all(store.layout.thread_locks, store.lock_timeout):
-        pass
+        looked = now_iso()
     for thread_id in _authored(store, identifier, user_id):
+        doc = store.read_manifest(thread_id) or {}
+        created = doc.get("createdAt")
+        if isinstance(created, str) and (instant_key(created) or "") > time_key(looked):
+            continue  # made by the user logged in again since: a new user's (the docs)
         candidate = _candidate(store, thread_id)
         if store.delete_thread(thread_id) and candidate is not None:
             report.threads.append(candidate)
-    if report.still_writing:  # the threads of a user who kept chatting went with them
-        report.still_writing = _authored(store, identifier, user_id)
+    # The threads of a user who kept chatting went with them (a new user's stay theirs).
+    report.still_writing = [t for t in report.still_writing if not store.is_deleted(t)]
     report.threads.sort(key=lambda c: (c.activity, c.id))
     # Nothing of the user may stay in the index's free pages, WAL or FTS tables.
     store.reindex()

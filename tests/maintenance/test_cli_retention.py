@@ -973,3 +973,49 @@ def test_a_thread_the_user_began_after_the_last_look_is_erased_too(
     assert not (archive / "threads" / "late").exists()
     assert leaks(archive, [ALICE.encode(), b"a late secret"]) == []
     assert main(["verify"]) == 0
+
+
+LOGGED_IN_AGAIN = textwrap.dedent(
+    """
+    import sys
+    from filelayer import ArchiveStore
+
+    store = ArchiveStore(sys.argv[1])
+    user = store.upsert_user("alice@example.com")
+    store.update_thread("fresh", name="hello again", user_id=user["id"])
+    store.write_step({"id": "fresh-1", "threadId": "fresh", "type": "user_message",
+                      "output": "I am back"})
+    store.close()
+    """
+)
+
+
+def test_a_user_who_logs_in_again_as_the_erasure_ends_keeps_the_new_thread(
+    archive: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The erasure's last look for the user's threads, after their record is gone, takes
+    only those made before it began: a user who logged in again meanwhile (another
+    worker) is a new user, whose new thread stays."""
+    from filelayer.maintenance import retention
+
+    real = retention._authored
+    again: list[int] = []
+
+    def logged_in_first(store: ArchiveStore, identifier: str, user_id: str | None) -> list[str]:
+        if not again and not store.layout.user_file(identifier).exists():
+            again.append(1)
+            subprocess.run(
+                [sys.executable, "-c", LOGGED_IN_AGAIN, str(archive)],
+                env=subprocess_env(),
+                check=True,
+            )
+        return real(store, identifier, user_id)
+
+    monkeypatch.setattr(retention, "_authored", logged_in_first)
+    assert main(["erase-user", ALICE]) == 0
+    assert again == [1]
+    assert "erased 2 thread(s)" in capsys.readouterr().err
+    store = ArchiveStore(archive)
+    thread = store.get_thread("fresh")
+    assert thread is not None and [s["output"] for s in thread["steps"]] == ["I am back"]
+    assert store.get_user(ALICE) is not None
