@@ -19,6 +19,7 @@ writes them.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from .sqlaschema import STATEMENTS, TABLES
 from .sqlawrite import SQLAlchemyWriter
 from .sqlbase import SQLEndpoint
 from .sqldb import Database, PostgresDatabase, SqliteDatabase, is_sqlite_url, sqlite_path
+from .storage import clean_key
 
 
 class SQLAlchemySchemaEndpoint(SQLEndpoint):
@@ -153,12 +155,22 @@ class SQLAlchemySchemaEndpoint(SQLEndpoint):
 
     def _object_key(self, el: ElementData, plan: ThreadPlan) -> str:
         """Where the bytes go in the storage: where they were, or where the layer itself
-        would put them (``<user id>/<element id>/<name>``)."""
+        would put them (``<user id>/<element id>/<name>``).
+
+        Only a plain relative key (:func:`~filelayer.transfer.storage.clean_key`) is
+        taken: a name such as ``../../x`` is any text an app accepted, and as a key it
+        would write outside the element's place in a storage over a directory, and never
+        be read back (the copy hands no such key to a client). The key then leaves the
+        name out, and past that the user id too."""
         key = el.fields.get("objectKey")
-        if isinstance(key, str) and key:
+        if isinstance(key, str) and clean_key(key):
             return key
         name = el.fields.get("name")
-        return f"{plan.user_id or 'unknown'}/{el.fields['id']}" + (f"/{name}" if name else "")
+        base = f"{plan.user_id or 'unknown'}/{el.fields['id']}"
+        for candidate in (base + (f"/{name}" if name else ""), base):
+            if clean_key(candidate):
+                return candidate
+        return f"unknown/{hashlib.sha256(str(el.fields['id']).encode()).hexdigest()}"
 
     def element_fields(self, el: ElementData, plan: ThreadPlan) -> tuple[dict[str, Any], bool]:
         """The fields the row will have (the url of an upload is known only after it),

@@ -576,3 +576,36 @@ async def test_an_archive_through_sqlite_and_back_loses_only_thread_tags(
     for source, dest in ((str(root), f"sqlite:///{db}"), (f"sqlite:///{db}", str(back))):
         again = await copy_archive(source, dest)
         assert nothing_written(again), again.render()
+
+
+async def test_an_element_name_never_leads_its_upload_out_of_its_key(
+    layer: Any, root: Path, tmp_path: Path
+) -> None:
+    """The storage key an upload takes is built from the element's name, as the layer
+    builds it: a name such as ``../../escaped.txt`` (any text an app accepts) must not
+    make it a key with a ``..`` step, which a storage over a directory writes outside the
+    element's place and which the copy itself never reads back. Such an element's bytes
+    go under the element's own id instead, and come back."""
+    await layer.create_user(User(identifier="dave@example.com"))
+    dave = await layer.get_user("dave@example.com")
+    await layer.update_thread("d1", name="Names", user_id=dave.id)
+    await layer.create_step({"id": "s1", "threadId": "d1", "type": "user_message"})
+    named = Text(name="../../escaped.txt", content="inside", for_id="s1", thread_id="d1")
+    await layer.create_element(named)
+    files = DirectoryStorage(tmp_path / "bucket")
+    db = tmp_path / "out.db"
+    summary = await copy_archive(str(root), f"sqlite:///{db}", create_schema=True, storage=files)
+    assert not summary.problems, summary.render()
+    conn = sqlite3.connect(db)
+    try:
+        (key,) = conn.execute('SELECT "objectKey" FROM elements').fetchone()
+    finally:
+        conn.close()
+    assert ".." not in key.split("/"), key
+    written = [p for p in (tmp_path / "bucket").rglob("*") if p.is_file()]
+    assert written and all(tmp_path / "bucket" / key == p for p in written), written
+    back = tmp_path / "back"
+    summary = await copy_archive(f"sqlite:///{db}", str(back), storage=files)
+    assert not summary.problems, summary.render()
+    found = ArchiveStore(back, create=False).element_file("d1", named.id)
+    assert found is not None and found[1].read_bytes() == b"inside"
