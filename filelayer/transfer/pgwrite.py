@@ -195,7 +195,8 @@ class PostgresWriter:
             ts(thread.get("updatedAt") or thread.get("createdAt")),
             text(thread.get("name")),
             jsonb_text(thread.get("metadata") or {}),
-            list(tags) if isinstance(tags, list) else None,
+            # Each tag as its name is, without NUL: text[] refuses it as text does.
+            [text(t) for t in tags] if isinstance(tags, list) else None,
             thread.get("userId"),
         )
 

@@ -652,3 +652,48 @@ async def test_deep_data_copied_again_into_an_archive_that_holds_it_is_unchanged
     thread = again.get_thread("t1")
     assert thread is not None and thread["steps"][0]["metadata"] == deep
     again.close()
+
+
+def nul_archive(root: Path, tags: list[str]) -> str:
+    """An archive whose user metadata, thread name and metadata and feedback comment hold
+    NUL characters, which PostgreSQL's text and JSONB refuse, and whose thread has
+    ``tags``: its thread id."""
+    tid = "22222222-2222-4222-8222-222222222222"
+    store = ArchiveStore(root, create=True)
+    try:
+        nul = store.upsert_user("nul", metadata={"k\0": "v\0"})
+        store.update_thread(
+            tid, name="na\0me", user_id=nul["id"], metadata={"m": "a\0b"}, tags=tags
+        )
+        step = "33333333-3333-4333-8333-333333333333"
+        store.write_step({"id": step, "threadId": tid, "type": "user_message", "output": "o"})
+        store.upsert_feedback(for_id=step, value=0, comment="\0why", thread_id=tid)
+    finally:
+        store.close()
+    return tid
+
+
+async def test_a_nul_in_a_thread_tag_is_left_out_in_the_official_schema(
+    tmp_path: Path, db: str
+) -> None:
+    """A NUL in a thread's tag is left out, as one in its name is: the thread was refused
+    whole, on every run."""
+    source = tmp_path / "source"
+    tid = nul_archive(source, ["t\0", "u"])
+    summary = await copy_archive(str(source), db, create_schema=True)
+    assert not skipped(summary), summary.render()
+    back = tmp_path / "back"
+    summary = await copy_archive(db, str(back))
+    assert not skipped(summary), summary.render()
+    store = ArchiveStore(back, create=False)
+    try:
+        thread = store.get_thread(tid)
+        assert thread is not None
+        assert (thread["name"], thread["tags"], thread["metadata"]) == (
+            "name",
+            ["t", "u"],
+            {"m": "ab"},
+        )
+        assert thread["steps"][0]["feedback"]["comment"] == "why"
+    finally:
+        store.close()
