@@ -31,6 +31,7 @@ from .pgrows import StepCodec, element_read, element_row_values, feedback_plain
 from .pgschema import STATEMENTS, STEP_TYPES, TABLES
 from .pgwrite import PostgresWriter, upload_key
 from .sqlbase import SQLEndpoint, connect_asyncpg
+from .stash import column_safe, text
 
 
 class PostgresEndpoint(SQLEndpoint):
@@ -89,6 +90,22 @@ class PostgresEndpoint(SQLEndpoint):
 
     # comparing, in this side's terms: what writing the source and reading it back gives
 
+    def same_user(self, dest: dict[str, Any], src: dict[str, Any]) -> bool:
+        # Users and threads have no stash: their columns hold them without NUL, and the
+        # row so held is the source's value, not one to write again on every run.
+        held = {**src, "metadata": column_safe(src.get("metadata") or {})}
+        return super().same_user(dest, held)
+
+    def same_thread(self, dest: dict[str, Any], src: dict[str, Any]) -> bool:
+        tags = src.get("tags")
+        held = {
+            **src,
+            "name": text(src.get("name")),
+            "metadata": column_safe(src.get("metadata") or {}),
+            "tags": [text(t) for t in tags] if isinstance(tags, list) else None,
+        }
+        return super().same_thread(dest, held)
+
     def same_step(self, dest: dict[str, Any], src: dict[str, Any], plan: ThreadPlan) -> bool:
         codec = StepCodec(self.step_types, plan.all_step_ids, plan.thread_created)
         cols = codec.row_values(src, plan.thread_id)
@@ -102,7 +119,7 @@ class PostgresEndpoint(SQLEndpoint):
                 "id": src["id"],
                 "stepId": src["forId"],
                 "value": float(src["value"]),
-                "comment": src.get("comment"),
+                "comment": text(src.get("comment")),
             }
         ) == {k: dest.get(k) for k in ("id", "forId", "value", "comment")}
 

@@ -697,3 +697,22 @@ async def test_a_nul_in_a_thread_tag_is_left_out_in_the_official_schema(
         assert thread["steps"][0]["feedback"]["comment"] == "why"
     finally:
         store.close()
+
+
+async def test_rows_held_without_their_nul_characters_are_not_rewritten_on_every_run(
+    tmp_path: Path, db: str
+) -> None:
+    """A user's metadata, a thread's name, metadata and tags and a feedback comment are
+    stored in the official schema without their NUL characters (they have no stash):
+    the row so held is the source's value. A re-run rewrote each of them, every time."""
+    source = tmp_path / "source"
+    nul_archive(source, ["t\0", "u"])
+    summary = await copy_archive(str(source), db, create_schema=True)
+    assert not skipped(summary), summary.render()
+    again = await copy_archive(str(source), db)
+    written = {
+        kind: dict(again.counts[kind])
+        for kind in ("users", "threads", "steps", "feedback")
+        if again.counts[kind]["copied"] or again.counts[kind]["updated"]
+    }
+    assert not written, again.render()
