@@ -144,6 +144,12 @@ class SQLAlchemySchemaEndpoint(SQLEndpoint):
         wanted = self.codec.thread_projection(src)
         return all(dest.get(k) == v for k, v in wanted.items())
 
+    def same_feedback(self, dest: dict[str, Any], src: dict[str, Any]) -> bool:
+        # On PostgreSQL the comment is held without NUL (no stash): that is its value.
+        return super().same_feedback(
+            dest, {**src, "comment": self.codec.name_text(src.get("comment"))}
+        )
+
     def same_step(self, dest: dict[str, Any], src: dict[str, Any], plan: ThreadPlan) -> bool:
         row = self.codec.step_row(src, plan.thread_id)
         return self.codec.step_read(row) == dest

@@ -144,7 +144,7 @@ class Codec:
             "name": self.name_text(thread.get("name")),
             "userId": thread.get("userId"),
             "userIdentifier": thread.get("userIdentifier") if thread.get("userId") else None,
-            "tags": [str(t) for t in tags]
+            "tags": [self.name_text(str(t)) for t in tags]
             if isinstance(tags, list) and self.can_bind_lists
             else None,
             "metadata": self.json_text(thread.get("metadata") or {}),
@@ -197,7 +197,8 @@ class Codec:
             "name": text(step.get("name")) or "",
             "type": text(step.get("type")) or "undefined",
             "metadata": self.json_text(metadata if isinstance(metadata, dict) else {}),
-            "tags": [str(t) for t in tags]
+            # Without NUL on PostgreSQL, whose text[] refuses it (the stash keeps it).
+            "tags": [self.name_text(str(t)) for t in tags]
             if isinstance(tags, list) and self.can_bind_lists
             else None,
             # As the layer writes it: str(value).lower() ("true", "false", "json", ...).

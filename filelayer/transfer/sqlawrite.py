@@ -167,7 +167,7 @@ class SQLAlchemyWriter:
                         "forId": fb["forId"],
                         "threadId": tid,
                         "value": int(fb["value"]),
-                        "comment": fb.get("comment"),
+                        "comment": self.codec.name_text(fb.get("comment")),
                     },
                     "id",
                     update=("forId", "threadId", "value", "comment"),

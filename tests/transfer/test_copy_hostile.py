@@ -666,7 +666,9 @@ def nul_archive(root: Path, tags: list[str]) -> str:
             tid, name="na\0me", user_id=nul["id"], metadata={"m": "a\0b"}, tags=tags
         )
         step = "33333333-3333-4333-8333-333333333333"
-        store.write_step({"id": step, "threadId": tid, "type": "user_message", "output": "o"})
+        store.write_step(
+            {"id": step, "threadId": tid, "type": "user_message", "output": "o", "tags": ["s\0"]}
+        )
         store.upsert_feedback(for_id=step, value=0, comment="\0why", thread_id=tid)
     finally:
         store.close()
@@ -716,3 +718,35 @@ async def test_rows_held_without_their_nul_characters_are_not_rewritten_on_every
         if again.counts[kind]["copied"] or again.counts[kind]["updated"]
     }
     assert not written, again.render()
+
+
+async def test_nul_characters_outside_steps_reach_the_sqlalchemy_schema_on_postgres_once(
+    tmp_path: Path, db: str
+) -> None:
+    """On PostgreSQL the SQLAlchemy schema's text refuses NUL as the official schema's
+    does: a thread's tags and a feedback comment are stored without them, as its name
+    is, where a NUL there kept the whole thread out on every run; and a re-run finds
+    them so held unchanged."""
+    source = tmp_path / "source"
+    tid = nul_archive(source, ["t\0", "u"])
+    summary = await copy_archive(str(source), db, create_schema=True, schema="sqlalchemy")
+    assert not skipped(summary), summary.render()
+    again = await copy_archive(str(source), db, schema="sqlalchemy")
+    written = {
+        kind: dict(again.counts[kind])
+        for kind in ("users", "threads", "steps", "feedback")
+        if again.counts[kind]["copied"] or again.counts[kind]["updated"]
+    }
+    assert not written, again.render()
+    back = tmp_path / "back"
+    summary = await copy_archive(db, str(back), schema="sqlalchemy")
+    assert not skipped(summary), summary.render()
+    store = ArchiveStore(back, create=False)
+    try:
+        thread = store.get_thread(tid)
+        assert thread is not None
+        assert (thread["name"], thread["tags"]) == ("name", ["t", "u"])
+        assert thread["steps"][0]["feedback"]["comment"] == "why"
+        assert thread["steps"][0]["tags"] == ["s\0"]  # a step's are kept exactly
+    finally:
+        store.close()
