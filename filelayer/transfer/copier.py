@@ -85,7 +85,10 @@ class Copier:
         self.dest_user_ids = await self.dest.user_ids()
         for held in await self.dest.list_users(None):
             self.dest_identifiers.setdefault(str(held["id"]), set()).add(held["identifier"])
-        for user in await self.source.list_users(self.options.user):
+        source_users = await self.source.list_users(self.options.user)
+        for uid, why in sorted(self.source.lossy_users().items()):
+            self.summary.partly("users", uid, why)
+        for user in source_users:
             try:
                 await self.copy_user(user)
             except asyncio.CancelledError:
@@ -192,6 +195,8 @@ class Copier:
                 return
             for what in src.unreadable:
                 self.summary.skip("steps", f"in thread {thread_id}", what, problem=True)
+            for kind, item_id, why in src.lossy:
+                self.summary.partly(kind, item_id, why)
             if await self.dest.is_deleted(thread_id):
                 self.summary.skip(
                     "threads",

@@ -92,6 +92,9 @@ class ThreadData:
     unreadable: list[str] = field(default_factory=list)
     """What this side holds of the thread and could not read (a damaged journal line):
     left out of the copy, so the summary must say so."""
+    lossy: list[tuple[str, str, str]] = field(default_factory=list)
+    """(kind, id, why) of each part of the thread copied without a value this side holds
+    and could not read (metadata that is no JSON object): the summary must say so."""
 
     def activity(self) -> str:
         """The last change this side knows of (thread update or step), in ms."""
@@ -163,6 +166,11 @@ class Summary:
     def skip(self, kind: str, id: str, reason: str, *, problem: bool) -> None:
         self.counts[kind]["skipped"] += 1
         self.skipped.append(Skip(kind, id, reason, problem))
+
+    def partly(self, kind: str, id: str, reason: str) -> None:
+        """Something copied without a part of it that could not be read (listed as a
+        problem, and not counted as skipped: the rest of it was copied)."""
+        self.skipped.append(Skip(kind, id, reason, True))
 
     def stayed_behind(self, what: str) -> None:
         self.behind.append(what)
@@ -252,6 +260,11 @@ class Endpoint:
 
     async def user_by_identifier(self, identifier: str) -> dict[str, Any] | None:
         raise NotImplementedError
+
+    def lossy_users(self) -> dict[str, str]:
+        """Why each user read so far (by id) was read without a value this side holds
+        (metadata that is no JSON object): the summary must say so."""
+        return {}
 
     async def is_erased_user(self, user_id: object, identifier: object, created: object) -> bool:
         """Whether this side erased the user (``filelayer erase-user``) after ``created``

@@ -9,7 +9,7 @@ from ..format import journal
 from .model import ElementData, Fetch, ThreadData, ThreadRef, fetch_url
 from .pgrows import StepCodec, element_read, feedback_plain, thread_plain, user_plain
 from .sqlbase import COPIED_TABLE
-from .stash import one_per_step
+from .stash import not_an_object, one_per_step
 from .storage import clean_key
 
 
@@ -28,6 +28,7 @@ class PostgresReader:
         self.storage = storage
         self.fetch_urls = fetch_urls
         self._tracked: bool | None = None
+        self.lossy_users: dict[str, str] = {}
 
     async def _tracks_copies(self) -> bool:
         if self._tracked is None:
@@ -59,6 +60,10 @@ class PostgresReader:
             'ORDER BY "createdAt", id',
             identifier,
         )
+        for r in rows:
+            why = not_an_object(r["metadata"], layers=1)
+            if why is not None:
+                self.lossy_users[str(r["id"])] = why
         return [user_plain(dict(r)) for r in rows]
 
     async def user_ids(self) -> set[str]:
@@ -115,6 +120,10 @@ class PostgresReader:
         codec = StepCodec(self.step_types, {r["id"] for r in step_rows}, row["createdAt"])
         steps = [codec.read(dict(r)) for r in step_rows]
         data.steps = journal.order_steps(steps, {s["id"]: n for n, s in enumerate(steps)})
+        for kind, r in [("threads", row)] + [("steps", r) for r in step_rows]:
+            why = not_an_object(r["metadata"], layers=1)
+            if why is not None:
+                data.lossy.append((kind, str(r["id"]), why))
         feedback = await self.conn.fetch(
             'SELECT f.* FROM "Feedback" f JOIN "Step" s ON s.id = f."stepId" '
             'WHERE s."threadId" = $1 ORDER BY f."createdAt", f.id',

@@ -12,7 +12,7 @@ from .model import ElementData, Fetch, ThreadData, ThreadRef
 from .sqlarows import Codec
 from .sqlbase import COPIED_TABLE
 from .sqldb import Database
-from .stash import one_per_step
+from .stash import not_an_object, one_per_step
 from .storage import clean_key, local_file, read_reference
 
 
@@ -33,6 +33,7 @@ class SQLAlchemyReader:
         self.bases = bases
         self.fetch_urls = fetch_urls
         self._tracked: bool | None = None
+        self.lossy_users: dict[str, str] = {}
 
     async def _tracks_copies(self) -> bool:
         if self._tracked is None:
@@ -71,6 +72,10 @@ class SQLAlchemyReader:
             identifier,
             identifier,
         )
+        for r in rows:
+            why = not_an_object(r.get("metadata"), layers=3)
+            if why is not None:
+                self.lossy_users[str(r["id"])] = why
         return [self.codec.user_read(r) for r in rows]
 
     async def user_ids(self) -> set[str]:
@@ -126,6 +131,10 @@ class SQLAlchemyReader:
         steps = [self.codec.step_read(r) for r in step_rows]
         data = ThreadData(thread=self.codec.thread_read(row, steps))
         data.steps = journal.order_steps(steps, {s["id"]: n for n, s in enumerate(steps)})
+        for kind, r in [("threads", row)] + [("steps", r) for r in step_rows]:
+            why = not_an_object(r.get("metadata"), layers=3)
+            if why is not None:
+                data.lossy.append((kind, str(r["id"]), why))
         step_ids = {s["id"] for s in steps}
         feedback = [
             self.codec.feedback_read(r)

@@ -100,6 +100,9 @@ class RowReader(Protocol):
 
     async def read_thread(self, thread_id: str) -> ThreadData | None: ...
 
+    lossy_users: dict[str, str]
+    """Why each user row read so far lost its metadata (see ``Endpoint.lossy_users``)."""
+
     async def app_deleted(self) -> list[str]:
         """The threads the copy wrote here that are gone (see :data:`COPIED_TABLE`)."""
         ...
@@ -216,6 +219,9 @@ class SQLEndpoint(Endpoint):
 
     async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
         return [] if self.reader is None else await self.reader.list_users(identifier)
+
+    def lossy_users(self) -> dict[str, str]:
+        return {} if self.reader is None else dict(self.reader.lossy_users)
 
     async def user_by_identifier(self, identifier: str) -> dict[str, Any] | None:
         found = await self.list_users(identifier)

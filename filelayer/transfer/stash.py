@@ -135,6 +135,22 @@ def json_value(raw: Any, *, layers: int) -> Any:
     return raw
 
 
+def not_an_object(raw: Any, *, layers: int) -> str | None:
+    """Why a metadata column's value cannot be read as metadata, which a reader then
+    takes for ``{}`` (the archive and Chainlit hold metadata as an object only): JSON
+    text that is malformed or no object, as anything writing the database may leave.
+    ``None`` when it is an object, or nothing (``NULL``, empty text, JSON ``null``)."""
+    if raw is None or raw == "":
+        return None
+    value = json_value(raw, layers=layers)
+    if value is None or isinstance(value, dict):
+        return None
+    shown = raw if isinstance(raw, str) else json.dumps(raw, default=str)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"its metadata {shown!r} is not a JSON object; copied without it"
+
+
 def make_stash(
     original: dict[str, Any],
     plain: dict[str, Any],

@@ -750,3 +750,51 @@ async def test_nul_characters_outside_steps_reach_the_sqlalchemy_schema_on_postg
         assert thread["steps"][0]["tags"] == ["s\0"]  # a step's are kept exactly
     finally:
         store.close()
+
+
+async def test_metadata_that_is_no_json_object_is_listed_not_silently_emptied(
+    tmp_path: Path,
+) -> None:
+    """The SQLAlchemy layer keeps metadata as JSON text, which anything writing the
+    database may have left malformed (or not an object). The archive holds metadata as
+    an object only, so such a user, thread or step is copied without it, and that is
+    said (a problem, exit code 1): it came out as ``{}``, as if it had been empty."""
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    try:
+        for statement in STATEMENTS:
+            conn.execute(statement)
+        conn.execute("INSERT INTO users VALUES ('u1', 'al', '{broken', '2026-01-01T00:00:00Z')")
+        conn.execute(
+            "INSERT INTO threads VALUES ('t1', '2026-01-01T00:00:00Z', 'n', 'u1', 'al', NULL, "
+            "'[1, 2]')"
+        )
+        conn.execute(
+            'INSERT INTO steps (id, name, type, "threadId", streaming, metadata, "createdAt", '
+            "output) VALUES ('s1', 'n', 'user_message', 't1', 0, '{\"a\": ', "
+            "'2026-01-01T00:00:01Z', 'hi')"
+        )
+        conn.execute(
+            'INSERT INTO steps (id, name, type, "threadId", streaming, metadata, "createdAt", '
+            "output) VALUES ('s2', 'n', 'user_message', 't1', 0, '{\"fine\": 1}', "
+            "'2026-01-01T00:00:02Z', 'ok')"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    summary = await copy_archive(f"sqlite:///{db}", str(tmp_path / "chats"))
+    assert summary.problems, summary.render()
+    said = summary.render()
+    for what in ("user u1", "thread t1", "step s1"):
+        assert f"{what}" in said and "not a JSON object" in said, said
+    assert "step s2" not in said, said
+    counts = {kind: summary.counts[kind]["copied"] for kind in ("users", "threads", "steps")}
+    assert counts == {"users": 1, "threads": 1, "steps": 2}, said
+    store = ArchiveStore(tmp_path / "chats", create=False)
+    try:
+        thread = store.get_thread("t1")
+        assert thread is not None and thread["metadata"] == {}
+        by_id = {s["id"]: s for s in thread["steps"]}
+        assert by_id["s2"]["metadata"] == {"fine": 1}
+    finally:
+        store.close()
