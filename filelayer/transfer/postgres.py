@@ -25,9 +25,10 @@ import json
 from collections import Counter
 from typing import Any
 
+from .._time import format_time
 from .model import ElementData, ThreadPlan, normalise_times
 from .pgread import PostgresReader
-from .pgrows import StepCodec, element_read, element_row_values, feedback_plain
+from .pgrows import StepCodec, element_read, element_row_values, feedback_plain, ts
 from .pgschema import STATEMENTS, STEP_TYPES, TABLES
 from .pgwrite import PostgresWriter, upload_key
 from .sqlbase import SQLEndpoint, connect_asyncpg
@@ -93,7 +94,12 @@ class PostgresEndpoint(SQLEndpoint):
     def same_user(self, dest: dict[str, Any], src: dict[str, Any]) -> bool:
         # Users and threads have no stash: their columns hold them without NUL, and the
         # row so held is the source's value, not one to write again on every run.
-        held = {**src, "metadata": column_safe(src.get("metadata") or {})}
+        # A time that names no instant is held as the copy's stand-in for no time.
+        held = {
+            **src,
+            "metadata": column_safe(src.get("metadata") or {}),
+            "createdAt": format_time(ts(src.get("createdAt"))),
+        }
         return super().same_user(dest, held)
 
     def same_thread(self, dest: dict[str, Any], src: dict[str, Any]) -> bool:
@@ -103,6 +109,8 @@ class PostgresEndpoint(SQLEndpoint):
             "name": text(src.get("name")),
             "metadata": column_safe(src.get("metadata") or {}),
             "tags": [text(t) for t in tags] if isinstance(tags, list) else None,
+            "createdAt": format_time(ts(src.get("createdAt") or src.get("updatedAt"))),
+            "updatedAt": format_time(ts(src.get("updatedAt") or src.get("createdAt"))),
         }
         return super().same_thread(dest, held)
 

@@ -6,6 +6,7 @@ SQLite needs no server; the PostgreSQL cases share one throwaway server on loopb
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -798,3 +799,32 @@ async def test_metadata_that_is_no_json_object_is_listed_not_silently_emptied(
         assert by_id["s2"]["metadata"] == {"fine": 1}
     finally:
         store.close()
+
+
+async def test_a_time_that_is_no_instant_is_written_once_into_the_official_schema(
+    tmp_path: Path, db: str
+) -> None:
+    """A user's or thread's time that names no instant (RFC 3339 allows a lower-case
+    ``t`` and ``z``, which the archive keeps as text) is written into the schema's
+    ``TIMESTAMP`` columns as the copy's stand-in for no time: that row is the source's
+    value, and a re-run found it changed and rewrote the user every time."""
+    source = tmp_path / "source"
+    store = ArchiveStore(source, create=True)
+    user = store.upsert_user("al")
+    tid = "44444444-4444-4444-8444-444444444444"
+    store.update_thread(tid, name="n", user_id=user["id"])
+    store.close()
+    odd = "2026-01-01t00:00:00z"
+    for path in [source / "threads" / tid / "thread.json", *(source / "users").glob("*.json")]:
+        doc = json.loads(path.read_text("utf-8"))
+        doc.update({k: odd for k in ("createdAt", "updatedAt") if k in doc})
+        path.write_text(json.dumps(doc), "utf-8")
+    summary = await copy_archive(str(source), db, create_schema=True)
+    assert not skipped(summary), summary.render()
+    again = await copy_archive(str(source), db)
+    written = {
+        kind: dict(again.counts[kind])
+        for kind in ("users", "threads")
+        if again.counts[kind]["copied"] or again.counts[kind]["updated"]
+    }
+    assert not written, again.render()
