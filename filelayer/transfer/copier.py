@@ -249,8 +249,9 @@ class Copier:
                 )
                 return
             self.drop_refused(src, dest)
-            await self.drop_foreign_feedback(src)
-            plan = self.plan(src, dest, local)
+            await self.drop_foreign(src)
+            foreign = await self.held_elsewhere_in_source(src, dest)
+            plan = self.plan(src, dest, local, foreign)
             if not self.options.dry_run and not plan.empty():
                 await self.dest.apply(plan, local)
             elif not self.options.dry_run:
@@ -291,22 +292,52 @@ class Copier:
         src.feedback = self._storable("feedback", src.feedback, held.feedback, _itself)
         src.elements = self._storable("elements", src.elements, held.elements, _fields)
 
-    async def drop_foreign_feedback(self, src: ThreadData) -> None:
-        """Leave out, and list, each feedback whose id another thread of the destination
-        holds: written, it would be taken from that thread (as a step or element id of
-        another thread is refused), and on the next copy of that thread taken back."""
+    async def drop_foreign(self, src: ThreadData) -> None:
+        """Leave out, and list, each step, element or feedback whose id another thread of
+        the destination holds (a database holds each id once, an archive keeps steps
+        and elements thread by thread): written, it would be taken from that thread, and
+        on the next copy of that thread taken back. The rest of the thread is copied."""
         tid = src.thread["id"]
-        taken = await self.dest.feedback_elsewhere(tid, [f["id"] for f in src.feedback])
-        for fb in src.feedback:
-            if fb["id"] in taken:
-                self.summary.skip(
-                    "feedback",
-                    str(fb["id"]),
-                    f"its id is already used by another thread of the destination; not "
-                    f"copied into thread {tid} (give it a new id in the source to copy it)",
-                    problem=True,
-                )
-        src.feedback = [f for f in src.feedback if f["id"] not in taken]
+        kinds: list[tuple[str, list[Any], Callable[[Any], dict[str, Any]]]] = [
+            ("steps", src.steps, _itself),
+            ("elements", src.elements, _fields),
+            ("feedback", src.feedback, _itself),
+        ]
+        kept: dict[str, list[Any]] = {}
+        for kind, items, fields in kinds:
+            taken = await self.dest.ids_elsewhere(kind, tid, [fields(i)["id"] for i in items])
+            for item in items:
+                if fields(item)["id"] in taken:
+                    self.summary.skip(
+                        kind,
+                        str(fields(item)["id"]),
+                        f"its id is already used by another thread of the destination; not "
+                        f"copied into thread {tid} (give it a new id in the source to copy it)",
+                        problem=True,
+                    )
+            kept[kind] = [i for i in items if fields(i)["id"] not in taken]
+        src.steps, src.elements, src.feedback = kept["steps"], kept["elements"], kept["feedback"]
+
+    async def held_elsewhere_in_source(self, src: ThreadData, dest: ThreadData | None) -> set[str]:
+        """The ids of what the destination holds of the thread and the source lacks
+        because another thread of the source holds them (a database holds each id once):
+        a copy into the source left them out, so their absence says nothing of a
+        deletion. Asked only of a source that keeps no record of deletions."""
+        if dest is None or self.source.records_deletions:
+            return set()
+        tid = src.thread["id"]
+        steps, elements = {s["id"] for s in src.steps}, {e.fields["id"] for e in src.elements}
+        feedback = {f["id"] for f in src.feedback}
+        missing = {
+            "steps": [s["id"] for s in dest.steps if s["id"] not in steps],
+            "elements": [e.fields["id"] for e in dest.elements if e.fields["id"] not in elements],
+            "feedback": [f["id"] for f in dest.feedback if f["id"] not in feedback],
+        }
+        foreign: set[str] = set()
+        for kind, ids in missing.items():
+            if ids:
+                foreign |= await self.source.ids_elsewhere(kind, tid, ids)
+        return foreign
 
     def _storable(
         self, kind: str, items: list[_T], held: list[_T], fields: Callable[[_T], dict[str, Any]]
@@ -324,7 +355,13 @@ class Copier:
                 out.append(theirs[item_id])
         return out
 
-    def plan(self, src: ThreadData, dest: ThreadData | None, local: Summary) -> ThreadPlan:
+    def plan(
+        self,
+        src: ThreadData,
+        dest: ThreadData | None,
+        local: Summary,
+        foreign: frozenset[str] | set[str] = frozenset(),
+    ) -> ThreadPlan:
         tid = src.thread["id"]
         thread = dict(src.thread)
         uid = thread.get("userId")
@@ -349,7 +386,7 @@ class Copier:
             local.count("threads", "updated")
         dest = dest or ThreadData(thread={})
         if not self.source.records_deletions:
-            self.infer_deletions(src, dest)
+            self.infer_deletions(src, dest, foreign)
 
         dest_steps = {s["id"]: s for s in dest.steps}
         plan.all_step_ids = {s["id"] for s in src.steps if s["id"] not in dest.deleted_steps}
@@ -412,17 +449,22 @@ class Copier:
             local.count("elements", "deleted")
         return plan
 
-    def infer_deletions(self, src: ThreadData, dest: ThreadData) -> None:
+    def infer_deletions(
+        self, src: ThreadData, dest: ThreadData, foreign: frozenset[str] | set[str] = frozenset()
+    ) -> None:
         """For a source that keeps no record of deletions (a database): what the
         destination holds of the thread and the source lacks was deleted there, but only
         what the source could have held. An element attached to no step, a feedback or
-        element whose step the source lacks, an id it cannot take: a copy into it
-        skipped them, so their absence says nothing."""
+        element whose step the source lacks, an id it cannot take or holds in another
+        thread (``foreign``): a copy into it skipped them, so their absence says
+        nothing."""
         source = self.source
         step_ids = {s["id"] for s in src.steps}
         held = ThreadPlan(thread_id=src.thread["id"], thread=None, all_step_ids=step_ids)
         src.deleted_steps |= {
-            s["id"] for s in dest.steps if s["id"] not in step_ids and source.holds_id(s["id"])
+            s["id"]
+            for s in dest.steps
+            if s["id"] not in step_ids and source.holds_id(s["id"]) and s["id"] not in foreign
         }
         have = {e.fields["id"] for e in src.elements}
         src.deleted_elements |= {
@@ -430,6 +472,7 @@ class Copier:
             for e in dest.elements
             if e.fields["id"] not in have
             and source.holds_id(e.fields["id"])
+            and e.fields["id"] not in foreign
             and source.element_problem(e, held) is None
         }
         have = {f["id"] for f in src.feedback}
@@ -438,6 +481,7 @@ class Copier:
             for f in dest.feedback
             if f["id"] not in have
             and source.holds_id(f["id"])
+            and f["id"] not in foreign
             and feedback_problem(f, step_ids) is None
         }
 

@@ -336,6 +336,15 @@ class Endpoint:
         thread, each would be taken from that one (asked before anything is written)."""
         return set()
 
+    async def ids_elsewhere(self, kind: str, thread_id: str, ids: list[str]) -> set[str]:
+        """Which of these step, element or feedback (``kind``) ids another thread holds
+        here: a side that holds each id once would take it from that thread (asked
+        before anything is written). An archive keeps steps and elements thread by
+        thread, so only its feedback ids are one for all."""
+        if kind == "feedback":
+            return await self.feedback_elsewhere(thread_id, ids)
+        return set()
+
     def holds_id(self, value: str) -> bool:
         """Whether a step, element or feedback can have this id here."""
         return True

@@ -54,6 +54,13 @@ class PostgresReader:
         )
         return {str(r[0]): str(r[1]) for r in rows}
 
+    async def item_threads(self, kind: str, ids: list[str]) -> dict[str, str]:
+        table = {"steps": "Step", "elements": "Element"}[kind]
+        rows = await self.conn.fetch(
+            f'SELECT id, "threadId" FROM "{table}" WHERE id = ANY($1::text[])', ids
+        )
+        return {str(r[0]): str(r[1]) for r in rows if r[1] is not None}
+
     async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
         rows = await self.conn.fetch(
             'SELECT * FROM "User" WHERE $1::text IS NULL OR identifier = $1 '

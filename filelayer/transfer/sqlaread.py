@@ -65,6 +65,17 @@ class SQLAlchemyReader:
                     owners[fid] = str(owner)
         return owners
 
+    async def item_threads(self, kind: str, ids: list[str]) -> dict[str, str]:
+        owners: dict[str, str] = {}
+        for item_id in ids:
+            if not self.codec.valid_id(item_id):
+                continue  # no row can have it
+            table = {"steps": "steps", "elements": "elements"}[kind]
+            for r in await self.db.fetch(f'SELECT "threadId" FROM {table} WHERE id = ?', item_id):
+                if r["threadId"] is not None:
+                    owners[item_id] = str(r["threadId"])
+        return owners
+
     async def list_users(self, identifier: str | None) -> list[dict[str, Any]]:
         rows = await self.db.fetch(
             "SELECT * FROM users WHERE CAST(? AS TEXT) IS NULL OR identifier = ? "

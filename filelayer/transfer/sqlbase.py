@@ -111,6 +111,10 @@ class RowReader(Protocol):
         """The thread each of these feedback ids rates a step of, for those held here."""
         ...
 
+    async def item_threads(self, kind: str, ids: list[str]) -> dict[str, str]:
+        """The thread of each of these step or element (``kind``) ids held here."""
+        ...
+
 
 class RowWriter(Protocol):
     """Plans written as a schema's rows (see :class:`~.model.Endpoint`)."""
@@ -251,6 +255,14 @@ class SQLEndpoint(Endpoint):
             return set()
         owners = await self.reader.feedback_threads(ids)
         return {fid for fid, owner in owners.items() if owner != thread_id}
+
+    async def ids_elsewhere(self, kind: str, thread_id: str, ids: list[str]) -> set[str]:
+        if kind == "feedback":
+            return await self.feedback_elsewhere(thread_id, ids)
+        if self.reader is None or not ids:
+            return set()
+        owners = await self.reader.item_threads(kind, ids)
+        return {item_id for item_id, owner in owners.items() if owner != thread_id}
 
     def _need_writer(self) -> RowWriter:
         assert self.writer is not None, "written before the database was opened"

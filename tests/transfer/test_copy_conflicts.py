@@ -592,3 +592,78 @@ async def test_a_thread_the_app_deletes_while_it_is_copied_in_is_no_problem(
     after = ArchiveStore(dest)
     assert after.is_deleted("tA") and after.get_thread("tA") is None
     assert not (dest / "threads" / "tA").exists()
+
+
+async def _step_and_element_ids_of_two_threads(tmp_path: Path, dest: str) -> None:
+    """Two threads of an archive (which keeps steps and elements thread by thread) hold a
+    step and an element under the same ids: a database holds each id once. The second
+    thread's step and element are listed, and the rest of that thread copied, as a
+    feedback id of another thread is; the whole thread was refused, on every run."""
+    archive = tmp_path / "chats"
+    store = ArchiveStore(archive, create=True)
+    try:
+        user = store.upsert_user("alice")
+        for n, tid in enumerate(("tA", "tB")):
+            store.update_thread(tid, name=tid, user_id=user["id"])
+            for sid in ("s-shared", f"s-own-{tid}"):
+                store.write_step(
+                    {
+                        "id": sid,
+                        "threadId": tid,
+                        "type": "assistant_message",
+                        "output": f"{sid} of {tid}",
+                        "createdAt": f"2026-03-01T10:00:0{n}Z",
+                    }
+                )
+            store.put_element(
+                tid,
+                {"id": "e-shared", "type": "text", "name": "n", "forId": f"s-own-{tid}"},
+                None,
+            )
+    finally:
+        store.close()
+    summary = await copy_archive(str(archive), dest, create_schema=True)
+    assert set(problems(summary)) == {("steps", "s-shared"), ("elements", "e-shared")}, (
+        summary.render()
+    )
+    assert summary.counts["threads"]["copied"] == 2, summary.render()
+    back = tmp_path / "back"
+    await copy_archive(dest, str(back))
+    copied = ArchiveStore(back, create=False)
+    try:
+        for tid in ("tA", "tB"):
+            thread = copied.get_thread(tid)
+            assert thread is not None, tid
+            outputs = {s["id"]: s["output"] for s in thread["steps"]}
+            assert outputs[f"s-own-{tid}"] == f"s-own-{tid} of {tid}"
+        thread_b = copied.get_thread("tB")
+        assert thread_b is not None and "s-shared" not in {s["id"] for s in thread_b["steps"]}
+    finally:
+        copied.close()
+    again = await copy_archive(str(archive), dest)
+    assert set(problems(again)) == {("steps", "s-shared"), ("elements", "e-shared")}
+    assert again.counts["threads"]["unchanged"] == 2, again.render()
+    # Back into the archive they came from: what the database could not hold in tB is
+    # not taken for deleted there.
+    summary = await copy_archive(dest, str(archive))
+    assert not summary.counts["steps"]["deleted"], summary.render()
+    assert not summary.counts["elements"]["deleted"], summary.render()
+    source = ArchiveStore(archive, create=False)
+    try:
+        thread_b = source.get_thread("tB")
+        assert thread_b is not None and "s-shared" in {s["id"] for s in thread_b["steps"]}
+        assert [e["id"] for e in thread_b["elements"]] == ["e-shared"]
+    finally:
+        source.close()
+
+
+async def test_step_and_element_ids_of_another_thread_are_listed_in_sqlite(
+    tmp_path: Path,
+) -> None:
+    await _step_and_element_ids_of_two_threads(tmp_path, f"sqlite:///{tmp_path / 'app.db'}")
+
+
+async def test_step_and_element_ids_of_another_thread_are_listed_in_postgres(
+    tmp_path: Path, db: str
+) -> None:
+    await _step_and_element_ids_of_two_threads(tmp_path, db)
