@@ -26,6 +26,7 @@ from .model import (
     ThreadPlan,
     ThreadRef,
     since_bound,
+    text_problem,
 )
 
 _T = TypeVar("_T")
@@ -115,6 +116,9 @@ class Copier:
             raise CopyRefusedError(
                 f"its identifier {user.get('identifier')!r} is empty; not copied"
             )
+        why = text_problem(user["identifier"])
+        if why is not None:
+            raise CopyRefusedError(f"its identifier {why}; not copied")
         existing = await self.dest.user_by_identifier(user["identifier"])
         wanted = dict(user)
         if existing is not None and existing["id"] != user["id"]:

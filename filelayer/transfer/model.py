@@ -44,6 +44,18 @@ def normalise_times(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def text_problem(value: object) -> str | None:
+    """Why ``value`` cannot be copied as text: it holds bytes that are no UTF-8 (read
+    from SQLite as lone surrogates). ``None`` when it can (or is no string)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{value!r} holds bytes that are not UTF-8 text"
+    return None
+
+
 def since_bound(value: str | None) -> str | None:
     """``--since``: a date or a time, as a comparable millisecond time string."""
     if value is None:

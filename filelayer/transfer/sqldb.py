@@ -95,6 +95,15 @@ class Database:
         raise NotImplementedError
 
 
+def _text(raw: bytes) -> str:
+    """A TEXT value as a string, whatever bytes it holds: SQLite keeps what a writer put
+    there, and bytes that are no UTF-8 made reading the row raise, stopping the whole
+    copy. Such bytes come through as lone surrogates, which every destination refuses
+    for that one item, and the copy lists it
+    (:func:`~filelayer.transfer.model.text_problem`)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 class SqliteDatabase(Database):
     dialect = "sqlite"
 
@@ -106,6 +115,7 @@ class SqliteDatabase(Database):
         try:
             self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
             self.conn.row_factory = sqlite3.Row
+            self.conn.text_factory = _text
             self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as exc:
             raise CopyUsageError(f"cannot open {path}: {exc}") from exc

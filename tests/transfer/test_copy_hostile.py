@@ -828,3 +828,41 @@ async def test_a_time_that_is_no_instant_is_written_once_into_the_official_schem
         if again.counts[kind]["copied"] or again.counts[kind]["updated"]
     }
     assert not written, again.render()
+
+
+async def test_text_that_is_no_utf8_in_a_sqlite_source_is_listed_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """SQLite stores whatever bytes a writer put in a TEXT column. A user's identifier
+    or a thread's name that is no UTF-8 stopped the whole copy with a traceback before
+    anything was copied; such a user or thread is listed, and the others copied."""
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    try:
+        for statement in STATEMENTS:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO users VALUES ('u-bad', CAST(x'ff41' AS TEXT), '{}', "
+            "'2026-01-01T00:00:00Z')"
+        )
+        conn.execute("INSERT INTO users VALUES ('u-ok', 'ok', '{}', '2026-01-01T00:00:00Z')")
+        for tid, name in (("t-bad", "CAST(x'c328' AS TEXT)"), ("t-ok", "'fine'")):
+            conn.execute(
+                f"INSERT INTO threads VALUES ('{tid}', '2026-01-01T00:00:00Z', {name}, 'u-ok', "
+                "'ok', NULL, '{}')"
+            )
+        conn.commit()
+    finally:
+        conn.close()
+    summary = await copy_archive(f"sqlite:///{db}", str(tmp_path / "chats"))
+    problems = skipped(summary)
+    assert {("users", "u-bad"), ("threads", "t-bad")} <= set(problems), summary.render()
+    assert "UTF-8" in problems[("users", "u-bad")], problems
+    store = ArchiveStore(tmp_path / "chats", create=False)
+    try:
+        assert store.get_user("ok") is not None
+        thread = store.get_thread("t-ok")
+        assert thread is not None and thread["name"] == "fine"
+        assert store.get_thread("t-bad") is None
+    finally:
+        store.close()
