@@ -241,6 +241,18 @@ class Copier:
                 )
                 return
             dest = await self.dest.read_thread(thread_id)
+            held_by = dest.thread.get("userId") if dest is not None else None
+            if author and held_by and str(held_by) != str(self.user_map.get(author, author)):
+                # Written, the thread and the messages the destination holds of it would
+                # go to another user: a thread is never handed over.
+                self.summary.skip(
+                    "threads",
+                    thread_id,
+                    f"the destination holds a thread under this id by another user (user "
+                    f"id {held_by}); not copied over it (give one of them a new id)",
+                    problem=True,
+                )
+                return
             if dest is not None and dest.activity() > src.activity():
                 if not self.options.dry_run:
                     await self.dest.holds_copy(thread_id)

@@ -667,3 +667,39 @@ async def test_step_and_element_ids_of_another_thread_are_listed_in_postgres(
     tmp_path: Path, db: str
 ) -> None:
     await _step_and_element_ids_of_two_threads(tmp_path, db)
+
+
+async def test_a_thread_the_destination_holds_under_another_author_is_not_handed_over(
+    tmp_path: Path,
+) -> None:
+    """Two archives hold a thread under the same id (made outside Chainlit, or by two
+    apps), each by its own user. Copied over the other, the newer one took the thread
+    for its author with the messages the destination held, and showed bob's messages to
+    alice. A thread is never given to another author: it is listed and left as it is."""
+    source, dest = tmp_path / "source", tmp_path / "dest"
+    for root, who, second in ((dest, "bob", 1), (source, "alice", 2)):
+        store = ArchiveStore(root, create=True)
+        try:
+            user = store.upsert_user(who)
+            store.update_thread("t-same", name=f"{who}'s", user_id=user["id"])
+            store.write_step(
+                {
+                    "id": f"s-{who}",
+                    "threadId": "t-same",
+                    "type": "user_message",
+                    "output": f"{who}'s secret",
+                    "createdAt": f"2026-03-01T10:00:0{second}Z",
+                }
+            )
+        finally:
+            store.close()
+    summary = await copy_archive(str(source), str(dest))
+    assert ("threads", "t-same") in problems(summary), summary.render()
+    store = ArchiveStore(dest, create=False)
+    try:
+        thread = store.get_thread("t-same")
+        assert thread is not None
+        assert thread["userIdentifier"] == "bob"
+        assert [s["id"] for s in thread["steps"]] == ["s-bob"]
+    finally:
+        store.close()
