@@ -242,14 +242,17 @@ class Copier:
                 return
             dest = await self.dest.read_thread(thread_id)
             held_by = dest.thread.get("userId") if dest is not None else None
-            if author and held_by and str(held_by) != str(self.user_map.get(author, author)):
+            wanted = str(self.user_map.get(author, author)) if author else None
+            if held_by and str(held_by) != wanted:
                 # Written, the thread and the messages the destination holds of it would
-                # go to another user: a thread is never handed over.
+                # go to another user, or to none (its author would lose it): a thread is
+                # never handed over.
                 self.summary.skip(
                     "threads",
                     thread_id,
-                    f"the destination holds a thread under this id by another user (user "
-                    f"id {held_by}); not copied over it (give one of them a new id)",
+                    f"the destination holds a thread under this id by "
+                    f"{'another user' if author else 'a user, and this one has no author'} "
+                    f"(user id {held_by}); not copied over it (give one of them a new id)",
                     problem=True,
                 )
                 return

@@ -703,3 +703,36 @@ async def test_a_thread_the_destination_holds_under_another_author_is_not_handed
         assert [s["id"] for s in thread["steps"]] == ["s-bob"]
     finally:
         store.close()
+
+
+async def test_a_thread_without_author_does_not_take_the_destination_threads_author(
+    tmp_path: Path,
+) -> None:
+    """A thread of the source without an author, copied over the destination's thread
+    of that id by bob, left that thread without an author: bob lost it from his
+    history. It is listed and left as it is, as a thread by another user is."""
+    source, dest = tmp_path / "source", tmp_path / "dest"
+    for root, who in ((dest, "bob"), (source, None)):
+        store = ArchiveStore(root, create=True)
+        try:
+            user_id = store.upsert_user(who)["id"] if who else None
+            store.update_thread("t-same", name="thread", user_id=user_id)
+            store.write_step(
+                {
+                    "id": f"s-{who}",
+                    "threadId": "t-same",
+                    "type": "user_message",
+                    "output": "hi",
+                    "createdAt": "2026-03-01T10:00:01Z" if who else "2026-03-01T10:00:02Z",
+                }
+            )
+        finally:
+            store.close()
+    summary = await copy_archive(str(source), str(dest))
+    assert ("threads", "t-same") in problems(summary), summary.render()
+    store = ArchiveStore(dest, create=False)
+    try:
+        thread = store.get_thread("t-same")
+        assert thread is not None and thread["userIdentifier"] == "bob"
+    finally:
+        store.close()
