@@ -127,8 +127,13 @@ def _page_rows(
     if cursor:
         key = decode_cursor(cursor)
         if key is None and is_text(cursor):  # else no thread id: from the top
+            # Only a thread of the listed user's: the cursor comes from the client, and
+            # another user's thread there would tell where it stands among the caller's
+            # (when its author last wrote in it), and that it exists.
+            mine = "" if u is None else " AND u = ?"
             row = conn.execute(
-                "SELECT activity, id FROM threads WHERE id = ?", (cursor,)
+                f"SELECT activity, id FROM threads WHERE id = ?{mine}",
+                (cursor,) if u is None else (cursor, u),
             ).fetchone()
             key = None if row is None else (str(row[0]), str(row[1]))
         if key is not None:

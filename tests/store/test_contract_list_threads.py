@@ -173,6 +173,24 @@ async def test_an_unknown_cursor_starts_from_the_top(driver: Driver, alice: Any)
     assert page.ids == ["t1"]
 
 
+async def test_a_cursor_naming_another_users_thread_starts_from_the_top(
+    driver: Driver, alice: Any
+) -> None:
+    """A plain thread id works as a cursor, but only one of the listed user's threads:
+    the cursor comes from the client, and another user's thread id there must not tell
+    where that thread stands among the caller's (when its author last wrote in it), nor
+    that it exists."""
+    bob = await driver.create_user("bob")
+    for n in range(1, 6):  # activity in this order: a1, a2, b3, a4, a5
+        tid, user = ("b3", bob) if n == 3 else (f"a{n}", alice)
+        await make_thread(driver, tid, user["id"], n)
+    unknown = await driver.list_threads(alice["id"], first=10, cursor="nobody-has-this-id")
+    assert unknown.ids == ["a5", "a4", "a2", "a1"]
+    page = await driver.list_threads(alice["id"], first=10, cursor="b3")
+    assert page.ids == unknown.ids
+    assert (await driver.list_threads(alice["id"], first=10, cursor="a4")).ids == ["a2", "a1"]
+
+
 async def test_a_search_for_any_text_answers_and_never_fails(driver: Driver, alice: Any) -> None:
     """The search box sends what the user typed: a NUL (stored texts may hold one),
     an unpaired surrogate (none can), quotes and the trigram index's own syntax are
