@@ -58,6 +58,12 @@ def decode_cursor(cursor: str) -> tuple[str, str] | None:
     return (activity, thread_id) if sep else None
 
 
+MAX_PAGE = 1 << 62
+"""The largest page asked of the index: the page size comes from the client, and one
+beyond SQLite's integers (``LIMIT``) would fail the query; no archive holds as many
+threads, so a larger page is this one, every thread."""
+
+
 @dataclass
 class Page:
     items: list[ThreadSummary]
@@ -89,7 +95,7 @@ class Pages:
         written while the user scrolls lands before it and is neither skipped nor
         shown twice. A plain thread id works as a cursor too.
         """
-        first = max(int(first), 0)
+        first = min(max(int(first), 0), MAX_PAGE)
         items: list[ThreadSummary] = []
         with self.generations.reading() as db:
             if db is not None:

@@ -191,6 +191,20 @@ async def test_a_cursor_naming_another_users_thread_starts_from_the_top(
     assert (await driver.list_threads(alice["id"], first=10, cursor="a4")).ids == ["a2", "a1"]
 
 
+@pytest.mark.parametrize("first", [2**63, 10**30])
+async def test_a_page_larger_than_any_archive_holds_every_thread(
+    driver: Driver, alice: Any, first: int
+) -> None:
+    """The page size comes from the client's request body, any integer: one beyond what
+    the index's query can take is a page of every thread, not a server error."""
+    for n in (1, 2):
+        await make_thread(driver, f"t{n}", alice["id"], n)
+    page = await driver.list_threads(alice["id"], first=first)
+    assert page.ids == ["t2", "t1"] and not page.has_next
+    for search, feedback in (("message", None), ("mess", None), (None, 1)):
+        await driver.list_threads(alice["id"], first=first, search=search, feedback=feedback)
+
+
 async def test_a_search_for_any_text_answers_and_never_fails(driver: Driver, alice: Any) -> None:
     """The search box sends what the user typed: a NUL (stored texts may hold one),
     an unpaired surrogate (none can), quotes and the trigram index's own syntax are
