@@ -237,6 +237,40 @@ def test_a_page_asked_with_a_value_of_the_wrong_type_is_a_clear_error(
         store.close()
 
 
+def test_a_long_search_term_is_looked_for_in_memory_near_its_size(tmp_path: Path) -> None:
+    """The search box's term comes from the client, of any length: a term of a million
+    characters holds less than ten times its size while it is looked for. Every trigram
+    of it was gathered and sorted to choose the few the trigram index is asked for: a
+    quarter of a gigabyte and seconds of a worker holding the interpreter, for one
+    request of a few megabytes."""
+    import random
+    import tracemalloc
+
+    from filelayer import ArchiveStore
+
+    size = 1_000_000
+    draw = random.Random(17)  # most of its trigrams distinct
+    term = "".join(chr(draw.randrange(0x4E00, 0x9FFF)) for _ in range(size))
+    store = ArchiveStore(tmp_path)
+    try:
+        user = store.upsert_user("alice")
+        store.write_step(
+            {"id": "s1", "threadId": "t1", "type": "user_message", "output": "a" + term[:50]}
+        )
+        store.update_thread("t1", name="t1", user_id=user["id"])
+        tracemalloc.start()
+        try:
+            threads, _ = store.list_threads(user_id=user["id"], search=term)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert threads == []
+        assert store.list_threads(user_id=user["id"], search=term[:50])[0][0]["id"] == "t1"
+    finally:
+        store.close()
+    assert peak < 10 * len(term.encode()), peak
+
+
 async def test_a_cursor_or_user_id_no_text_can_hold_answers_and_never_fails(
     driver: Driver, alice: Any
 ) -> None:
