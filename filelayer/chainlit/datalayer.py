@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from chainlit.context import ChainlitContextException, get_context
 from chainlit.data.base import BaseDataLayer
 from chainlit.data.utils import queue_until_user_message
+from chainlit.session import WebsocketSession
 from chainlit.types import (
     Feedback,
     PageInfo,
@@ -166,13 +167,22 @@ class FileDataLayer(BaseDataLayer):
         """The identifier of the logged-in user this call is made for; ``None`` for the
         app itself (no Chainlit session with a user, no authenticated request).
 
-        Chainlit's session comes first: on its element routes Chainlit itself checks that
-        the session belongs to the requester. Where there is none (its feedback routes),
-        the request's own login answers.
+        Chainlit's session comes first: on its element and action routes Chainlit itself
+        checks that the session belongs to the requester. Where there is none (its
+        feedback routes), the request's own login answers. And where an HTTP request of
+        another logged-in user runs in a websocket session, the requester answers:
+        Chainlit's ``PUT /feedback`` runs the app's ``on_feedback`` in the session whose
+        id the request names without that check, so the callback's writes are the
+        requester's, not the session owner's.
         """
-        user = getattr(_session(), "user", None)
+        session = _session()
+        user = getattr(session, "user", None)
         if user is None:
             user = await request_user()
+        elif isinstance(session, WebsocketSession):
+            requester = getattr(await request_user(), "identifier", None)
+            if isinstance(requester, str) and requester != getattr(user, "identifier", None):
+                return requester
         identifier = getattr(user, "identifier", None)
         return identifier if isinstance(identifier, str) else None
 

@@ -12,11 +12,13 @@ import struct
 import zlib
 
 import chainlit as cl
-from chainlit.types import ThreadDict
+from chainlit.types import Feedback, ThreadDict
 
 from filelayer import FileDataLayer
 
 USERS = {"alice": "alice", "mallory": "mallory"}
+CALLBACK_WRITES = "the callback writes: "
+"""A rating whose comment starts so makes ``on_feedback`` write in its session."""
 
 
 def picture(seed: int) -> bytes:
@@ -55,6 +57,18 @@ async def password_auth(username: str, password: str) -> cl.User | None:
 @cl.on_shared_thread_view
 async def on_shared_thread_view(thread: ThreadDict, viewer: cl.User | None) -> bool:
     return bool((thread.get("metadata") or {}).get("is_shared"))
+
+
+async def on_feedback(feedback: Feedback) -> None:
+    """Thank for a rating with a message, when its comment asks: a write in the session
+    Chainlit runs the callback in (the one the rating request names)."""
+    comment = feedback.comment or ""
+    if comment.startswith(CALLBACK_WRITES):
+        await cl.Message(content=comment).send()
+
+
+if hasattr(cl, "on_feedback"):  # not in every release the suite runs against
+    cl.on_feedback(on_feedback)
 
 
 @cl.on_chat_resume

@@ -859,6 +859,31 @@ def feedback(
     return call(world.app, "PUT", FEEDBACK, token, {"feedback": body, "sessionId": session})
 
 
+async def test_a_rating_naming_alices_session_writes_nothing_of_hers(world: World) -> None:
+    """Chainlit's ``PUT /feedback`` runs the app's ``on_feedback`` in the websocket
+    session the request names, without checking that it is the caller's (its element
+    and action routes do). mallory rates her own message naming alice's session, and
+    the app's callback answers with a message in that session: hers to write, never in
+    alice's thread."""
+    before = snapshot(world)
+    body = {
+        "forId": world.mallory_answer,
+        "threadId": world.mallory_thread,
+        "value": 1,
+        "comment": "the callback writes: pwned",
+    }
+    response = call(
+        world.app,
+        "PUT",
+        FEEDBACK,
+        world.mallory,
+        {"feedback": body, "sessionId": world.alice_session},
+    )
+    assert response.status_code == 200, response.text  # her own rating stands
+    mallory_barrier(world)
+    assert_unchanged(world, before)
+
+
 @pytest.mark.parametrize(
     ("step", "thread_given"),
     [

@@ -104,6 +104,51 @@ async def test_the_request_user_is_the_caller_of_plain_http_routes(
     assert not (layer.root / "threads" / "junk").exists()
 
 
+async def test_a_request_run_in_another_users_session_writes_as_the_requester(
+    layer: FileDataLayer,
+) -> None:
+    """Chainlit's ``PUT /feedback`` runs the app's ``on_feedback`` in the websocket
+    session whose id the request names, without checking that it is the requester's
+    (its element and action routes check): what the callback writes (a message, the
+    thread's tags) is the requester's write, refused in another user's thread."""
+    from chainlit.context import init_ws_context
+    from chainlit.session import WebsocketSession
+
+    from tests.support.layer import end_session
+
+    async def emit_call(*args: Any) -> None:
+        return None
+
+    alices = WebsocketSession(
+        id="alices-session",
+        socket_id="alices-socket",
+        emit=lambda *args: None,
+        emit_call=emit_call,
+        user_env={},
+        client_type="webapp",
+        thread_id="ta",
+        user=User(identifier="alice"),
+    )
+    alices.has_first_interaction = True
+    try:
+        init_ws_context(alices)
+        with serve.serving(request_of("mallory")):
+            assert await layer.actor() == "mallory"
+            with pytest.raises(NotAuthorError):
+                await layer.create_step(step("ta", "ta-s2", "injected"))  # type: ignore[arg-type]
+            with pytest.raises(NotAuthorError):
+                await layer.update_thread("ta", tags=["injected"])
+        with serve.serving(request_of("alice")):  # her own request: her own session
+            assert await layer.actor() == "alice"
+        with serve.serving(request_of(None)):  # no login in the request: the session's
+            assert await layer.actor() == "alice"
+    finally:
+        await end_session(alices)
+    thread = await layer.get_thread("ta")
+    assert thread is not None and [s["id"] for s in thread["steps"]] == ["ta-s1"]
+    assert thread["tags"] != ["injected"]
+
+
 async def test_a_delete_by_a_repeated_step_id_stays_in_the_session_thread(
     layer: FileDataLayer,
 ) -> None:
