@@ -11,7 +11,8 @@ split: the chat profile and chat settings, which a resume on another clone shoul
 get back, stay in ``thread.json``, rewritten only when they change; the keys of sharing
 (``is_shared``, ``shared_at``), a stale copy the session took when the thread was
 reopened, are left out (only the share and unshare calls change them); the rest goes
-to ``sessions/<thread id>.json``, a file the archive's ``.gitignore`` keeps out of git.
+to ``sessions/<thread id>.json``, a file the archive's ``.gitignore`` keeps out of git,
+but the session's own id (:data:`NOT_KEPT`).
 ``get_thread`` returns both merged, so a resume on this machine gets its whole session
 back.
 """
@@ -42,6 +43,15 @@ from a session. Sharing is decided by the share and unshare calls alone; a sessi
 saved after an unshare would share the thread again."""
 
 
+NOT_KEPT = frozenset(["id"])
+"""Keys of a persisted session that are never kept: the websocket session's own id,
+which ``cl.user_session`` copies in. ``get_thread`` gives the kept session back, and
+Chainlit's share page hands it to every viewer of a shared thread, but that id is what
+Chainlit's ``PUT /feedback`` takes to run the app's ``on_feedback`` in the author's live
+session (a reconnecting tab keeps its id). A resume does not need it:
+``cl.user_session`` sets the new session's own id."""
+
+
 def is_session(metadata: dict[str, Any]) -> bool:
     return metadata.keys() >= SESSION_MARKERS
 
@@ -50,8 +60,10 @@ def split(metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A persisted session's metadata: what goes to ``thread.json`` (the update to
     merge into it: the session's own keys there set to ``None``, which removes what an
     earlier version stored) and what goes to the session file."""
-    local = {k: v for k, v in metadata.items() if k not in COMMITTED_KEYS | SHARING_KEYS}
+    dropped = COMMITTED_KEYS | SHARING_KEYS | NOT_KEPT
+    local = {k: v for k, v in metadata.items() if k not in dropped}
     committed: dict[str, Any] = {k: None for k in local}
+    committed.update({k: None for k in NOT_KEPT if k in metadata})
     committed.update({k: v for k, v in metadata.items() if k in COMMITTED_KEYS})
     return committed, local
 
@@ -74,7 +86,9 @@ def read(file: Path) -> dict[str, Any]:
         doc = _codec.decode(data)
     except _codec.DecodeError:
         return {}
-    return doc if isinstance(doc, dict) else {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: v for k, v in doc.items() if k not in NOT_KEPT}  # as an older release kept
 
 
 def encode(session: dict[str, Any]) -> bytes:

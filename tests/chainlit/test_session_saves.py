@@ -113,3 +113,63 @@ async def test_a_session_saved_after_an_unshare_does_not_share_the_thread_again(
     assert thread["metadata"].get("is_shared") is False
     manifest = (root / "threads" / "t" / "thread.json").read_text("utf-8")
     assert '"is_shared": false' in manifest
+
+
+async def test_a_saved_session_keeps_no_session_id_for_a_threads_viewers(
+    registered: object, user: object, root: Path
+) -> None:
+    """A session that used ``cl.user_session`` holds its own id there, and Chainlit
+    saves it with the thread; ``get_thread`` gives the saved session back, and
+    Chainlit's share page hands it to every viewer of a shared thread. That id is what
+    Chainlit's ``PUT /feedback`` needs to run the app's ``on_feedback`` in the author's
+    live session (a reconnecting tab keeps it): it is never kept. A resume does not
+    need it: ``cl.user_session`` sets the new session's own id."""
+    import chainlit as cl
+    from chainlit.context import init_ws_context
+    from chainlit.session import WebsocketSession
+    from chainlit.socket import persist_user_session, resume_thread
+    from chainlit.user_session import user_sessions
+
+    layer: Any = registered
+    await layer.update_thread("t", name="chat", user_id=user.id)  # type: ignore[attr-defined]
+
+    async def emit_call(*args: object) -> None:
+        return None
+
+    def tab(name: str) -> WebsocketSession:
+        return WebsocketSession(
+            id=name,
+            socket_id=f"socket-{name}",
+            emit=lambda *args: None,
+            emit_call=emit_call,
+            user_env={},
+            client_type="webapp",
+            thread_id="t",
+            user=user,  # type: ignore[arg-type]
+        )
+
+    first = tab("authors-live-session")
+    try:
+        init_ws_context(first)
+        cl.user_session.set("history", ["hello"])
+        assert cl.user_session.get("history") == ["hello"]  # a get copies the id in
+        assert user_sessions[first.id]["id"] == first.id
+        await persist_user_session("t", first.to_persistable())
+    finally:
+        user_sessions.pop(first.id, None)
+        await end_session(first)
+    thread = await layer.get_thread("t")
+    assert thread["metadata"]["history"] == ["hello"]
+    assert "authors-live-session" not in repr(thread)
+    assert not any(
+        b"authors-live-session" in p.read_bytes() for p in root.rglob("*") if p.is_file()
+    )
+    later = tab("later")
+    try:
+        assert await resume_thread(later) is not None
+        init_ws_context(later)
+        assert cl.user_session.get("id") == "later"
+        assert cl.user_session.get("history") == ["hello"]
+    finally:
+        user_sessions.pop(later.id, None)
+        await end_session(later)

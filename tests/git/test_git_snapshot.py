@@ -62,7 +62,8 @@ def test_a_persisted_session_changes_no_committed_file(tmp_path: Path) -> None:
     assert got["metadata"]["chat_settings"] == {"temperature": 0.2}
     assert got["metadata"]["chat_profile"] == "default"
     assert got["metadata"]["is_shared"] is True
-    assert got["metadata"]["id"] == "s4" and got["metadata"]["history"] == ["hi"] * 4
+    assert got["metadata"]["history"] == ["hi"] * 4
+    assert "id" not in got["metadata"]  # the session's own id is never kept
     # A clone without the session file still resumes with its settings and profile.
     shutil.rmtree(root / "sessions")
     again = ArchiveStore(root).get_thread("t")
@@ -89,7 +90,9 @@ def test_a_session_stored_by_an_earlier_version_moves_out_once(tmp_path: Path) -
     store.update_thread("t", metadata=persisted_session("new", k=1))
     doc = (root / "threads" / "t" / "thread.json").read_text()
     assert "old-session" not in doc and '"k"' not in doc and '"chat_profile": "default"' in doc
-    assert session.read(session.path(root, "t"))["id"] == "new"
+    kept = session.read(session.path(root, "t"))
+    assert kept["k"] == 1 and "id" not in kept
+    assert b"new" not in session.path(root, "t").read_bytes()
 
 
 WRITER = """
