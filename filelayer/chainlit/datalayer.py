@@ -95,8 +95,25 @@ def _reported(method: _Method) -> _Method:
 
 def _queued(method: _Method) -> _Method:
     """Chainlit's ``queue_until_user_message``, typed: in a websocket session, before
-    the first user message, the call is queued on the session instead of run."""
-    return cast(_Method, queue_until_user_message()(method))  # type: ignore[no-untyped-call]
+    the first user message, the call is queued on the session instead of run.
+
+    Queued, it runs at that message in the session owner's context, as the owner's
+    write: a call made for another user's request in that session (see
+    :meth:`FileDataLayer.actor`) is refused first, queued or not."""
+    queued = queue_until_user_message()(method)  # type: ignore[no-untyped-call]
+
+    @functools.wraps(method)
+    async def wrapper(self: FileDataLayer, *args: Any, **kwargs: Any) -> Any:
+        stranger = await _stranger()
+        if stranger is not None:
+            thread_id = getattr(_session(), "thread_id", None)
+            log.error(
+                "filelayer: %s refused: %r is not the session's user", method.__name__, stranger
+            )
+            raise NotAuthorError(str(thread_id), stranger)
+        return await queued(self, *args, **kwargs)
+
+    return cast(_Method, wrapper)
 
 
 _ELEMENT_TRIES = 3
@@ -175,14 +192,12 @@ class FileDataLayer(BaseDataLayer):
         id the request names without that check, so the callback's writes are the
         requester's, not the session owner's.
         """
-        session = _session()
-        user = getattr(session, "user", None)
+        stranger = await _stranger()
+        if stranger is not None:
+            return stranger
+        user = getattr(_session(), "user", None)
         if user is None:
             user = await request_user()
-        elif isinstance(session, WebsocketSession):
-            requester = getattr(await request_user(), "identifier", None)
-            if isinstance(requester, str) and requester != getattr(user, "identifier", None):
-                return requester
         identifier = getattr(user, "identifier", None)
         return identifier if isinstance(identifier, str) else None
 
@@ -447,6 +462,22 @@ class FileDataLayer(BaseDataLayer):
     @_reported
     async def close(self) -> None:
         await self.calls.close()
+
+
+async def _stranger() -> str | None:
+    """The logged-in user of the HTTP request being served when it runs in another
+    user's websocket session (Chainlit's ``PUT /feedback`` runs the app's
+    ``on_feedback`` in the session the request names, unchecked); else ``None``. A
+    request without a login (its token expired, a transport that sends none) is no
+    stranger: the session's own checks admitted it."""
+    session = _session()
+    user = getattr(session, "user", None)
+    if user is None or not isinstance(session, WebsocketSession):
+        return None
+    requester = getattr(await request_user(), "identifier", None)
+    if isinstance(requester, str) and requester != getattr(user, "identifier", None):
+        return requester
+    return None
 
 
 def _session() -> Any:

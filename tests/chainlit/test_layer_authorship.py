@@ -9,6 +9,7 @@ app itself. The end-to-end attacks through a real ``chainlit run`` are in
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,58 @@ async def test_a_request_run_in_another_users_session_writes_as_the_requester(
     thread = await layer.get_thread("ta")
     assert thread is not None and [s["id"] for s in thread["steps"]] == ["ta-s1"]
     assert thread["tags"] != ["injected"]
+
+
+async def test_a_request_in_another_users_session_before_its_first_message_queues_nothing(
+    layer: FileDataLayer,
+) -> None:
+    """Before a session's first message Chainlit queues its writes, and runs them at
+    that message in the session owner's own context: a write queued by another user's
+    request (the app's ``on_feedback``, run in the session the request names) would land
+    as the owner's, in the thread that first message makes. It is refused at once."""
+    from chainlit.context import init_ws_context
+    from chainlit.session import WebsocketSession
+
+    from tests.support.layer import end_session
+
+    async def emit_call(*args: Any) -> None:
+        return None
+
+    alices = WebsocketSession(
+        id="alices-new-session",
+        socket_id="alices-new-socket",
+        emit=lambda *args: None,
+        emit_call=emit_call,
+        user_env={},
+        client_type="webapp",
+        thread_id="tnew",
+        user=User(identifier="alice"),
+    )
+    alice = layer.store.get_user("alice")
+    assert alice is not None
+
+    async def mallorys_request() -> None:
+        init_ws_context(alices)
+        with serve.serving(request_of("mallory")):
+            with pytest.raises(NotAuthorError):
+                await layer.create_step(step("tnew", "injected", "pwned"))  # type: ignore[arg-type]
+            with pytest.raises(NotAuthorError):
+                await layer.delete_step("ta-s1")
+
+    async def alices_first_message() -> None:
+        init_ws_context(alices)
+        alices.has_first_interaction = True
+        await layer.update_thread("tnew", name="hi", user_id=alice["id"])
+        await alices.flush_method_queue()
+
+    try:
+        await asyncio.create_task(mallorys_request())
+        assert not alices.thread_queues
+        await asyncio.create_task(alices_first_message())
+    finally:
+        await end_session(alices)
+    thread = await layer.get_thread("tnew")
+    assert thread is not None and thread["steps"] == []
 
 
 async def test_a_delete_by_a_repeated_step_id_stays_in_the_session_thread(
