@@ -104,13 +104,7 @@ def _queued(method: _Method) -> _Method:
 
     @functools.wraps(method)
     async def wrapper(self: FileDataLayer, *args: Any, **kwargs: Any) -> Any:
-        stranger = await _stranger()
-        if stranger is not None:
-            thread_id = getattr(_session(), "thread_id", None)
-            log.error(
-                "filelayer: %s refused: %r is not the session's user", method.__name__, stranger
-            )
-            raise NotAuthorError(str(thread_id), stranger)
+        await _refuse_stranger(method.__name__)
         return await queued(self, *args, **kwargs)
 
     return cast(_Method, wrapper)
@@ -186,15 +180,14 @@ class FileDataLayer(BaseDataLayer):
 
         Chainlit's session comes first: on its element and action routes Chainlit itself
         checks that the session belongs to the requester. Where there is none (its
-        feedback routes), the request's own login answers. And where an HTTP request of
-        another logged-in user runs in a websocket session, the requester answers:
-        Chainlit's ``PUT /feedback`` runs the app's ``on_feedback`` in the session whose
-        id the request names without that check, so the callback's writes are the
-        requester's, not the session owner's.
+        feedback routes), the request's own login answers. Where an HTTP request of
+        another logged-in user runs in a websocket session, no write is made at all
+        (:class:`NotAuthorError`): Chainlit's ``PUT /feedback`` runs the app's
+        ``on_feedback`` in the session whose id the request names without that check,
+        and what the callback writes there is neither the owner's nor, in the owner's
+        thread (or the one the owner's first message will make), the requester's.
         """
-        stranger = await _stranger()
-        if stranger is not None:
-            return stranger
+        await _refuse_stranger("a write")
         user = getattr(_session(), "user", None)
         if user is None:
             user = await request_user()
@@ -478,6 +471,16 @@ async def _stranger() -> str | None:
     if isinstance(requester, str) and requester != getattr(user, "identifier", None):
         return requester
     return None
+
+
+async def _refuse_stranger(what: str) -> None:
+    """:class:`NotAuthorError` when the call runs for another user's request in a
+    websocket session (see :func:`_stranger`)."""
+    stranger = await _stranger()
+    if stranger is not None:
+        thread_id = getattr(_session(), "thread_id", None)
+        log.error("filelayer: %s refused: %r is not the session's user", what, stranger)
+        raise NotAuthorError(str(thread_id), stranger)
 
 
 def _session() -> Any:

@@ -105,13 +105,13 @@ async def test_the_request_user_is_the_caller_of_plain_http_routes(
     assert not (layer.root / "threads" / "junk").exists()
 
 
-async def test_a_request_run_in_another_users_session_writes_as_the_requester(
+async def test_a_request_run_in_another_users_session_writes_nothing(
     layer: FileDataLayer,
 ) -> None:
     """Chainlit's ``PUT /feedback`` runs the app's ``on_feedback`` in the websocket
     session whose id the request names, without checking that it is the requester's
     (its element and action routes check): what the callback writes (a message, the
-    thread's tags) is the requester's write, refused in another user's thread."""
+    thread's tags) is refused: neither the session owner's write nor the requester's."""
     from chainlit.context import init_ws_context
     from chainlit.session import WebsocketSession
 
@@ -134,7 +134,8 @@ async def test_a_request_run_in_another_users_session_writes_as_the_requester(
     try:
         init_ws_context(alices)
         with serve.serving(request_of("mallory")):
-            assert await layer.actor() == "mallory"
+            with pytest.raises(NotAuthorError):
+                await layer.actor()
             with pytest.raises(NotAuthorError):
                 await layer.create_step(step("ta", "ta-s2", "injected"))  # type: ignore[arg-type]
             with pytest.raises(NotAuthorError):
@@ -185,6 +186,8 @@ async def test_a_request_in_another_users_session_before_its_first_message_queue
                 await layer.create_step(step("tnew", "injected", "pwned"))  # type: ignore[arg-type]
             with pytest.raises(NotAuthorError):
                 await layer.delete_step("ta-s1")
+            with pytest.raises(NotAuthorError):  # not queued, and no author to check yet
+                await layer.update_thread("tnew", metadata={"is_shared": True})
 
     async def alices_first_message() -> None:
         init_ws_context(alices)
@@ -200,6 +203,7 @@ async def test_a_request_in_another_users_session_before_its_first_message_queue
         await end_session(alices)
     thread = await layer.get_thread("tnew")
     assert thread is not None and thread["steps"] == []
+    assert not thread["metadata"].get("is_shared")
 
 
 async def test_a_delete_by_a_repeated_step_id_stays_in_the_session_thread(
