@@ -743,6 +743,27 @@ async def test_the_listing_shows_only_the_callers_threads(
     assert_unchanged(world, before)
 
 
+async def test_alices_thread_ids_as_cursors_tell_mallory_nothing(world: World) -> None:
+    """The sidebar's cursor is the client's: one of alice's thread ids sent as a cursor
+    gives mallory the page a cursor naming nothing gives, not her threads older than
+    alice's last message there; a page size beyond any integer SQLite takes is a page."""
+    before = snapshot(world)
+
+    def page(cursor: str | None, first: int = 100) -> list[str]:
+        body = {"pagination": {"first": first, "cursor": cursor}, "filter": {}}
+        response = call(world.app, "POST", "/project/threads", world.mallory, body)
+        assert response.status_code == 200, response.text
+        return [t["id"] for t in response.json()["data"]]
+
+    top = page(None)
+    assert world.mallory_thread in top
+    assert page(str(uuid.uuid4())) == top
+    for thread_id in sorted(world.alice_threads):
+        assert page(thread_id) == top, "alice's thread placed mallory's page"
+    assert page(None, first=2**63) == top
+    assert_unchanged(world, before)
+
+
 # -- PUT and DELETE /project/element: HOLES today ---------------------------------------------
 
 
