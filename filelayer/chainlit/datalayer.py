@@ -114,6 +114,9 @@ _ELEMENT_TRIES = 3
 """How many times an element's bytes are written when their directory was removed
 meanwhile (see ``FileDataLayer._send_element``)."""
 
+_SHARING_KEYS = frozenset(["is_shared", "shared_at"])
+"""The metadata keys Chainlit's share route sets (see ``FileDataLayer._shared_change``)."""
+
 _ELEMENT_FIELDS = (
     "id",
     "type",
@@ -436,6 +439,8 @@ class FileDataLayer(BaseDataLayer):
         tags: list[str] | None = None,
     ) -> None:
         actor = await self.actor()
+        if isinstance(metadata, dict) and "is_shared" in metadata:
+            metadata = await self._shared_change(thread_id, metadata)
         await self.calls.write(
             self.store.update_thread,
             thread_id,
@@ -445,6 +450,27 @@ class FileDataLayer(BaseDataLayer):
             tags=tags,
             actor=actor,
         )
+
+    async def _shared_change(self, thread_id: str, metadata: dict[str, Any]) -> dict[str, Any]:
+        """What a share or unshare changes, out of the metadata it hands back whole.
+
+        Chainlit's ``PUT /project/thread/share`` reads the thread (its metadata with the
+        saved session over it), sets ``is_shared`` and passes all of it back. Whole, it
+        looked like a session save once a session with a chat profile was saved (whose
+        sharing keys are never taken: the unshare was lost, the thread stayed readable
+        by everyone), and else committed the session into ``thread.json``. Outside a
+        websocket session (Chainlit saves sessions from its socket, in one), only the
+        sharing keys and what differs from the thread as it reads are passed on.
+        """
+        if isinstance(_session(), WebsocketSession):
+            return metadata
+        thread = await self.calls.read(self.store.get_thread, thread_id)
+        current: dict[str, Any] = (thread or {}).get("metadata") or {}
+        return {
+            k: v
+            for k, v in metadata.items()
+            if k in _SHARING_KEYS or k not in current or current[k] != v
+        }
 
     # -- misc ----------------------------------------------------------------------
 

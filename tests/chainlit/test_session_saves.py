@@ -5,6 +5,7 @@ gets the chat settings and the app's session back."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,64 @@ async def test_a_saved_session_keeps_no_session_id_for_a_threads_viewers(
     finally:
         user_sessions.pop(later.id, None)
         await end_session(later)
+
+
+async def test_chainlits_share_route_shares_and_unshares_and_commits_no_session(
+    registered: object, user: object, root: Path
+) -> None:
+    """Chainlit's ``PUT /project/thread/share`` reads the thread, sets ``is_shared`` and
+    hands the whole metadata back, the saved session with it. Once a session with a
+    chat profile was saved, that looked like a session save, whose sharing keys are
+    never taken: the unshare was lost and the thread stayed readable by every logged-in
+    user. Without a profile, the whole session (the app's ``cl.user_session``, the
+    user's environment when the app persists it) was committed into ``thread.json``."""
+    from chainlit.context import init_ws_context
+    from chainlit.server import share_thread
+    from chainlit.session import WebsocketSession
+    from chainlit.socket import persist_user_session
+    from chainlit.types import ShareThreadRequest
+    from chainlit.user_session import user_sessions
+
+    layer: Any = registered
+    await layer.update_thread("t", name="chat", user_id=user.id)  # type: ignore[attr-defined]
+
+    async def share(on: bool) -> None:
+        await share_thread(None, ShareThreadRequest(threadId="t", isShared=on), user)  # type: ignore[arg-type]
+
+    async def emit_call(*args: object) -> None:
+        return None
+
+    async def tab_closes(profile: str | None) -> None:
+        session = WebsocketSession(
+            id=f"tab-{profile}",
+            socket_id=f"socket-{profile}",
+            emit=lambda *args: None,
+            emit_call=emit_call,
+            user_env={},
+            client_type="webapp",
+            thread_id="t",
+            user=user,  # type: ignore[arg-type]
+            chat_profile=profile,
+        )
+        try:
+            init_ws_context(session)
+            user_sessions[session.id] = {"notes": "the app's private notes"}
+            await persist_user_session("t", session.to_persistable())
+        finally:
+            user_sessions.pop(session.id, None)
+            await end_session(session)
+
+    manifest = root / "threads" / "t" / "thread.json"
+    for profile in ("default", None):
+        await share(True)  # shared while the tab is open
+        await asyncio.create_task(tab_closes(profile))  # in the socket's own context
+        thread = await layer.get_thread("t")
+        assert thread["metadata"]["is_shared"] is True
+        await share(False)
+        thread = await layer.get_thread("t")
+        assert thread["metadata"]["is_shared"] is False, profile
+        assert thread["metadata"]["notes"] == "the app's private notes"
+        await share(True)
+        assert (await layer.get_thread("t"))["metadata"]["is_shared"] is True
+        assert "private notes" not in manifest.read_text("utf-8"), profile
+        await share(False)
