@@ -458,19 +458,26 @@ class FileDataLayer(BaseDataLayer):
         saved session over it), sets ``is_shared`` and passes all of it back. Whole, it
         looked like a session save once a session with a chat profile was saved (whose
         sharing keys are never taken: the unshare was lost, the thread stayed readable
-        by everyone), and else committed the session into ``thread.json``. Outside a
-        websocket session (Chainlit saves sessions from its socket, in one), only the
-        sharing keys and what differs from the thread as it reads are passed on.
+        by everyone), and else committed the session into ``thread.json``. So outside a
+        websocket session (Chainlit saves sessions from its socket, in one), metadata
+        that is the thread's own as it reads but for the sharing keys is that change
+        alone (on an unshare that left ``shared_at`` out, as the route does, it is
+        removed); any other metadata is passed on as given.
         """
         if isinstance(_session(), WebsocketSession):
             return metadata
         thread = await self.calls.read(self.store.get_thread, thread_id)
         current: dict[str, Any] = (thread or {}).get("metadata") or {}
-        return {
-            k: v
+        if any(
+            k not in current or current[k] != v
             for k, v in metadata.items()
-            if k in _SHARING_KEYS or k not in current or current[k] != v
-        }
+            if k not in _SHARING_KEYS
+        ):
+            return metadata
+        change = {k: v for k, v in metadata.items() if k in _SHARING_KEYS}
+        if not metadata.get("is_shared") and "shared_at" in current and "shared_at" not in metadata:
+            change["shared_at"] = None
+        return change
 
     # -- misc ----------------------------------------------------------------------
 
