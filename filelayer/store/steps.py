@@ -238,8 +238,14 @@ class Steps:
                 thread_id = self.locator.scan_journals("feedback", feedback_id, order)
                 if thread_id is None or self.deleted.has(thread_id):
                     return True  # never given, or gone with its thread (deletions are final)
-        elif self.deleted.has(check_id("thread", thread_id)):  # found by the caller's scan
-            return True
+        else:  # found by the caller's scan
+            if self.deleted.has(check_id("thread", thread_id)):
+                return True
+            # A feedback id stays with the thread it rates: the one the index files it
+            # under, whatever thread the caller names (else the caller's own thread would
+            # take another user's rating out of the index, the sidebar's filter with it).
+            self.index.refresh()
+            thread_id = self.index.feedback_owner(feedback_id) or thread_id
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
             if self.layout.manifest(thread_id).exists() and not self.deleted.has(thread_id):

@@ -86,6 +86,9 @@ ATTACKS: dict[str, Callable[[ArchiveStore, str | None], Any]] = {
         for_id="ta-s1", value=0, feedback_id="fa", actor=who
     ),
     "un-rate": lambda s, who: s.delete_feedback("fa", actor=who),
+    "un-rate naming one's own thread": lambda s, who: s.delete_feedback(
+        "fa", actor=who, thread_id="tm"
+    ),
     "overwrite an element": lambda s, who: s.put_element(
         "ta", {"id": "ea", "type": "custom", "name": "a.json"}, b"{}", actor=who
     ),
