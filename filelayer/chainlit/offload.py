@@ -335,7 +335,8 @@ class Offload:
 
     def _views_due(self) -> None:
         """Write the views of the threads that went quiet, in the maintenance thread;
-        look again later for those written since."""
+        look again later for those written since, those written while the views were
+        made included (their writes saw a look under way and started none)."""
         self._views_timer = None
         if self._closed:
             return
@@ -351,7 +352,7 @@ class Offload:
             error = finished.exception()
             if error is not None:  # views are derived: a first read folds instead
                 log.debug("filelayer: views not written: %s", error)
-            elif finished.result():
+            elif finished.result() or self.store.views_pending:
                 self._views_soon()
 
         future.add_done_callback(done)

@@ -180,3 +180,43 @@ def test_a_thread_deleted_while_its_view_is_made_leaves_no_view(
     assert not view_path(root).exists()
     assert store.get_thread(TID) is None
     store.close()
+
+
+async def test_a_thread_written_while_other_views_are_made_gets_its_view_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread written while the maintenance thread writes the views of others is not
+    left without a view until the app stops: the next look is made for it."""
+    import threading
+
+    from chainlit.context import init_http_context
+
+    from filelayer import FileDataLayer
+    from filelayer.chainlit import offload
+
+    monkeypatch.setattr(offload, "VIEW_IDLE", 0.05)
+    init_http_context()
+    root = tmp_path / "a"
+    layer = FileDataLayer(root)
+    store = layer.store
+    original = store.save_quiet_views
+    taken, go_on = threading.Event(), threading.Event()
+
+    def held(idle: float) -> bool:
+        left = original(idle)
+        if view_path(root).exists() and not taken.is_set():  # t1's view is made
+            taken.set()
+            go_on.wait(10)
+        return left
+
+    monkeypatch.setattr(store, "save_quiet_views", held)
+    try:
+        await _long_thread(layer, TID)
+        assert await _until(taken.is_set)
+        await _long_thread(layer, "t2")  # written while the views of t1 are made
+        monkeypatch.setattr(store, "save_quiet_views", original)
+        go_on.set()
+        assert await _until(lambda: view_path(root, "t2").exists(), 3.0)
+    finally:
+        go_on.set()
+        await layer.close()
