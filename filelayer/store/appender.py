@@ -176,6 +176,9 @@ class JournalAppender:
         """The threads whose journals this store appended to most recently, with the
         monotonic time of the last append: those whose views it writes once they are
         quiet, or when it closes (see :mod:`filelayer.store.snapshots`)."""
+        self.at_close: Lru[str, None] = Lru(WRITTEN_KEPT)
+        """Threads taken from :attr:`written` once quiet whose views wait for the
+        store's close all the same: too long to be written while it serves an app."""
 
     def forget(self) -> None:
         self._existing.clear()

@@ -252,9 +252,11 @@ class ArchiveStore:
 
     def _take_written(self) -> list[str]:
         """The long threads this store wrote since it last said so, the last first."""
-        written = self.appender.written.keys()
-        self.appender.written.clear()
-        return written[::-1]
+        appender = self.appender
+        written = appender.written.keys()[::-1] + appender.at_close.keys()[::-1]
+        appender.written.clear()
+        appender.at_close.clear()
+        return list(dict.fromkeys(written))
 
     @property
     def views_pending(self) -> bool:
@@ -268,11 +270,17 @@ class ArchiveStore:
         so that another worker's first read of such a thread (the user resumes it
         there) decodes one document instead of folding the journal. Called from a
         thread of its own while the store serves calls: it holds :attr:`mutex` only to
-        pick the threads. Returns whether threads written more recently are left."""
+        pick the threads. Returns whether threads written more recently are left.
+
+        The threads whose views are too long to be made now are kept for :meth:`close`:
+        taken from the threads written, they would get none at all."""
         with self.mutex:
             quiet, left = self.appender.take_quiet(time.monotonic() - idle)
             quiet = [thread_id for thread_id in quiet if not self.deleted.has(thread_id)]
-        self.views.save_views(quiet, live=True)
+        later = self.views.save_views(quiet, live=True)
+        with self.mutex:
+            for thread_id in reversed(later):  # the last written ends most recent
+                self.appender.at_close.put(thread_id, None)
         return left
 
     def _save_written_views(self) -> None:

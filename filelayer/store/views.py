@@ -327,7 +327,7 @@ class ThreadViews:
         self._step_views.put(thread_id, views)
         self.locator.saw_steps(thread_id, step_ids)
 
-    def save_views(self, thread_ids: list[str], *, live: bool = False) -> None:
+    def save_views(self, thread_ids: list[str], *, live: bool = False) -> list[str]:
         """Write the view files of ``thread_ids`` that are long and have none that
         matches their journal (a store closing, or a running one, for the threads it
         wrote). Each journal is read whole, from one ``stat`` taken before: its key.
@@ -337,23 +337,35 @@ class ThreadViews:
         caller checked, under the store's mutex, that no thread of ``thread_ids`` is
         deleted): nothing of the store's caches is touched. A deletion that comes
         meanwhile removes the view, or :meth:`ThreadSnapshots.save` does, which checks
-        the journal again once the view is in place."""
+        the journal again once the view is in place. Returns the threads left for the
+        store's close: longer than :data:`~filelayer.store.snapshots.LIVE_MAX_BYTES`,
+        or past the budget, they must not lose their view for having gone quiet."""
         budget = _snapshots.CLOSE_BUDGET_BYTES
-        for thread_id in thread_ids:
+        later: list[str] = []
+        for n, thread_id in enumerate(thread_ids):
+            if budget <= 0:
+                if live:
+                    later += thread_ids[n:]
+                break
             try:
-                budget -= self._save_view(thread_id, live)
+                read = self._save_view(thread_id, live)
             except (OSError, ValueError) as exc:
                 log.debug("filelayer: no view of thread %s (%s)", thread_id, exc)
-            if budget <= 0:
-                break
+                continue
+            if read is None:
+                later.append(thread_id)
+            else:
+                budget -= read
+        return later
 
-    def _save_view(self, thread_id: str, live: bool = False) -> int:
-        """Write the thread's view if it needs one; the journal bytes it read."""
+    def _save_view(self, thread_id: str, live: bool = False) -> int | None:
+        """Write the thread's view if it needs one; the journal bytes it read (``None``:
+        too long to be written while the store serves an app, left for its close)."""
         key = _snapshots.journal_key(self.layout, thread_id)
         if key is None or key[2] < _snapshots.VIEW_MIN_BYTES:
             return 0
         if live and key[2] > _snapshots.LIVE_MAX_BYTES:
-            return 0
+            return None
         if not live and self.deleted.has(thread_id):
             return 0
         if self.snapshots.matches(thread_id, key):

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from filelayer import ArchiveStore
 from filelayer.store.snapshots import VIEW_MIN_BYTES, ViewBytes
 from tests.support.thread_views import folded, read_thread, view_path
@@ -564,3 +566,23 @@ def test_a_write_after_first_reads_from_views_does_not_decode_them_again(
         assert decodes == []
     finally:
         store.close()
+
+
+def test_a_thread_too_long_for_a_view_while_the_app_runs_gets_it_when_the_store_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running app leaves the views of the longest threads to its close (their
+    encoding would hold the loop): the close still writes them, once they were quiet."""
+    from filelayer.store import snapshots
+
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    _write_long(store, "t2")
+    monkeypatch.setattr(snapshots, "LIVE_MAX_BYTES", VIEW_MIN_BYTES)  # t1, t2: too long
+    assert store.save_quiet_views(0.0) is False
+    assert not view_path(root).exists() and not view_path(root, "t2").exists()
+    store.delete_thread("t2")
+    store.close()
+    assert _served_from_view(root)
+    assert not view_path(root, "t2").exists()
