@@ -57,6 +57,27 @@ class Tail:
         ):
             self._reset()
 
+    def unread(self, path: Path) -> int:
+        """The bytes of ``path`` a :meth:`catch_up` would read now, without reading any:
+        those appended since the last look, or the whole file if it was replaced (a
+        compaction, a repair), shrank or changed in place. For a caller that must not
+        read much where it runs (the event loop)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return 0
+        if not stat.S_ISREG(st.st_mode):
+            return 0
+        stamp = self.stamp
+        if (
+            stamp is None
+            or stamp[0] != (st.st_dev, st.st_ino)
+            or st.st_size < self.offset
+            or (st.st_size == self.offset and stamp[1] not in (None, st.st_ctime_ns))
+        ):
+            return st.st_size
+        return st.st_size - self.offset
+
     def catch_up(self, path: Path) -> None:
         """Read what was appended to ``path`` since the last look. Something else than a
         file in its place (a symbolic link, a FIFO, a directory) reads as no file: its

@@ -4,6 +4,9 @@ up to date by reading only what was appended since the last look."""
 
 from __future__ import annotations
 
+import os
+
+from .._io import commit as _commit
 from .._io import fs as _fs
 from ..format import journal
 from ..format.layout import Layout
@@ -13,6 +16,9 @@ _TOMBSTONE_CACHE = 256
 """Threads whose deleted ids a process keeps in memory: those it is writing to."""
 FOLDED_CACHE = 32
 """Threads whose folded journal a process keeps: those being read (resumed, shown)."""
+LOOP_FOLD_BYTES = 256 * 1024
+"""Journal bytes a call on the event loop folds at most (about 10 ms of folding): past
+it, the call is made again in a worker thread (see :meth:`FoldedJournals.refuse_on_loop`)."""
 
 
 def read_state(layout: Layout, thread_id: str) -> journal.ThreadState:
@@ -39,12 +45,33 @@ class FoldedJournals:
     def __contains__(self, thread_id: object) -> bool:
         return thread_id in self._cache
 
+    def refuse_on_loop(self, thread_id: str) -> None:
+        """On the event loop, raise :class:`~filelayer._io.commit.DiskWait` (before the
+        caller changed anything: it runs again in a worker thread) if bringing the
+        thread's fold up to date would fold more than :data:`LOOP_FOLD_BYTES`: a thread
+        with no kept fold, or one whose kept fold is of a file replaced since (a
+        compaction, here or in another process) or far behind it."""
+        if not _commit.on_loop():
+            return
+        path = self.layout.journal(thread_id)
+        folded = self._cache.get(thread_id)
+        if folded is not None:
+            unread = folded.unread(path)
+        else:
+            try:
+                unread = os.stat(path).st_size
+            except OSError:
+                unread = 0
+        if unread > LOOP_FOLD_BYTES:
+            raise _commit.DiskWait(path)
+
     def holding(self, step_id: str) -> str | None:
         """The thread whose kept fold holds ``step_id`` (brought up to date before it
         answers), the most recently used first: a deletion folded a long thread, the
         next one in it finds its step here instead of scanning the journals again."""
         for thread_id, folded in reversed(self._cache.items()):
             if step_id in folded.state.steps:
+                self.refuse_on_loop(thread_id)
                 folded.catch_up(self.layout.journal(thread_id))
                 if step_id in folded.state.steps:
                     return thread_id

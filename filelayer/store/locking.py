@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Iterator
 
-from .._io import commit as _commit
 from .._io import locks as _locks
 from ..format import journal
 from ..format.layout import Layout
 from ..index.thread_index import ThreadIndex
 from .deleted import DeletedThreads
+from .folds import LOOP_FOLD_BYTES as LOOP_FOLD_BYTES  # the threshold, named here too
 from .folds import FoldedJournals
 from .heal import thread_watermark
 from .lifecycle import IndexLifecycle
 
 log = logging.getLogger("filelayer")
-
-LOOP_FOLD_BYTES = 256 * 1024
-"""A journal longer than this is folded for a deletion in a worker thread, not on the
-event loop (about 10 ms of folding), unless this process keeps its fold already."""
 
 
 class WriteLocks:
@@ -104,17 +99,11 @@ class WriteLocks:
         The fold kept for reads (:class:`FoldedJournals`) is brought up to date under
         the lock: a thread deleted from again costs the lines appended since, where
         folding the whole journal anew took 86 ms for 10,000 steps, on the event loop.
-        A long journal this process holds no fold of is not folded on the loop:
+        A long journal this process holds no fold of (or a fold of a file replaced
+        since, which is folded anew) is not folded on the loop:
         :class:`~filelayer._io.commit.DiskWait` is raised, before any change, and the
-        call runs in a worker thread."""
-        if _commit.on_loop() and thread_id not in self.folds:
-            path = self.layout.journal(thread_id)
-            try:
-                size = os.stat(path).st_size
-            except OSError:
-                size = 0
-            if size > LOOP_FOLD_BYTES:
-                raise _commit.DiskWait(path)
+        call runs in a worker thread (see :data:`LOOP_FOLD_BYTES`)."""
+        self.folds.refuse_on_loop(thread_id)
         with self.writing(thread_id):
             if self.deleted.has(thread_id) or not self.layout.manifest(thread_id).exists():
                 yield None

@@ -413,3 +413,53 @@ async def test_the_old_index_is_closed_off_the_loop_after_a_rebuild_elsewhere(
     finally:
         _Db.close = close  # type: ignore[method-assign]
     assert where and threading.current_thread().name not in where
+
+
+def _long_thread_kept_then_compacted_elsewhere(root: Path) -> ArchiveStore:
+    """A store that keeps the fold of a long thread whose journal another process
+    compacted since: its fold is of a file that is gone."""
+    from filelayer.store.locking import LOOP_FOLD_BYTES
+
+    writer = ArchiveStore(root)
+    writer.update_thread("t1", name="long")
+    for n in range(2 * LOOP_FOLD_BYTES // 1000):
+        writer.write_step(message(f"s{n}", "x" * 1000))
+    writer.close()
+    store = ArchiveStore(root)
+    assert store.delete_step("s0", "t1") is True  # off the loop: the fold is kept
+    assert "t1" in store.folds
+    other = ArchiveStore(root)
+    for n in range(1, 100):
+        other.delete_step(f"s{n}", "t1")
+    assert other.compact_journal("t1").changed
+    other.close()
+    assert store.layout.journal("t1").stat().st_size > LOOP_FOLD_BYTES
+    return store
+
+
+@pytest.mark.parametrize("call", ["delete_step", "locate_step"])
+async def test_a_kept_fold_of_a_journal_replaced_since_is_not_folded_again_on_the_loop(
+    root: Path, call: str
+) -> None:
+    """A fold kept of a journal that a compaction replaced since must be made again
+    from the whole new file: on the loop that is refused as for a thread with no fold,
+    before any change, and the call made again off the loop does it."""
+    from filelayer._io import commit as _commit
+
+    store = _long_thread_kept_then_compacted_elsewhere(root)
+    journal = store.layout.journal("t1")
+    size = journal.stat().st_size
+    run = (
+        (lambda: store.delete_step("s250", "t1"))
+        if call == "delete_step"
+        else (lambda: store.locate_step("s250", scan=False))
+    )
+    before = _commit.set_on_loop(True)
+    try:
+        with pytest.raises(_commit.DiskWait):
+            run()
+    finally:
+        _commit.set_on_loop(before)
+    assert journal.stat().st_size == size
+    assert run() == (True if call == "delete_step" else "t1")
+    store.close()
