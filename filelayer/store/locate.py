@@ -123,14 +123,15 @@ class Locator:
 
         Step ids are chosen by the client, so two threads can hold the same id:
         ``prefer`` (the caller's own session thread) keeps a delete in the thread it
-        was meant for."""
-        if (
-            prefer
-            and is_valid_id(prefer)
-            and self.layout.journal(prefer).exists()
-            and step_id in self.folds.folded(prefer).state.steps
-        ):
-            return prefer
+        was meant for.
+
+        On the event loop, a long ``prefer`` (or kept fold) to fold first raises
+        :class:`~filelayer._io.commit.DiskWait`: the lookup runs in a worker thread, as
+        the deletion that follows would (see :meth:`FoldedJournals.refuse_on_loop`)."""
+        if prefer and is_valid_id(prefer) and self.layout.journal(prefer).exists():
+            self.folds.refuse_on_loop(prefer)
+            if step_id in self.folds.folded(prefer).state.steps:
+                return prefer
         owner = self.step_owner(step_id)
         if owner is None:
             owner = self.folds.holding(step_id)

@@ -463,3 +463,29 @@ async def test_a_kept_fold_of_a_journal_replaced_since_is_not_folded_again_on_th
     assert journal.stat().st_size == size
     assert run() == (True if call == "delete_step" else "t1")
     store.close()
+
+
+async def test_a_step_looked_up_in_a_long_session_thread_not_folded_here_is_looked_up_off_the_loop(
+    root: Path,
+) -> None:
+    """Chainlit's delete_step looks in the caller's session thread first: a long one
+    this process holds no fold of (read from its view file, or never read here) is
+    folded in a worker thread, as the deletion that follows would be."""
+    from filelayer._io import commit as _commit
+    from filelayer.store.locking import LOOP_FOLD_BYTES
+
+    writer = ArchiveStore(root)
+    writer.update_thread("t1", name="long")
+    for n in range(LOOP_FOLD_BYTES // 1000 + 10):
+        writer.write_step(message(f"s{n}", "x" * 1000))
+    writer.close()
+    store = ArchiveStore(root)
+    before = _commit.set_on_loop(True)
+    try:
+        with pytest.raises(_commit.DiskWait):
+            store.locate_step("s5", "t1", scan=False)
+    finally:
+        _commit.set_on_loop(before)
+    assert "t1" not in store.folds
+    assert store.locate_step("s5", "t1", scan=False) == "t1"
+    store.close()
