@@ -24,7 +24,8 @@ decode or does not match, and is ignored). Threads shorter than :data:`VIEW_MIN_
 get none: folding them costs a fraction of a millisecond. A view goes with its thread
 (``delete_thread``, retention, erasure, a reconcile that finds it gone) and with its
 journal's compaction (it may still hold deleted steps); one made while either happened
-is removed by its writer, which checks the journal again once the view is in place.
+is not put in place: its writer checks the journal under the thread's lock, which both
+hold, as it puts the view in place.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import fs as _fs
+from .._io import locks as _locks
 from ..format import codec as _codec
 from ..format.ids import is_valid_id
 from ..format.journal import no_collection
@@ -53,6 +55,10 @@ LIVE_MAX_BYTES = 4 * 1024 * 1024
 """Journals longer than this get their view only when the store closes, not while it
 serves an app: decoding and encoding them in one piece holds the interpreter (and so
 the app's event loop) for more than a few milliseconds."""
+
+PLACE_TIMEOUT = 5.0
+"""Seconds a view waits at most for its thread's lock to be put in place (a write of
+the thread holds it for milliseconds); past that, the view is not written."""
 
 CLOSE_BUDGET_BYTES = 64 * 1024 * 1024
 """Journal bytes a closing store reads at most for views (64 threads of a megabyte)."""
@@ -215,14 +221,21 @@ class ThreadSnapshots:
             return
         try:
             os.close(fd)
-            os.replace(tmp, path)
-        except OSError:
+            # Put in place under the thread's lock, and only if the journal is still the
+            # one it was made from: a deletion (here or in another process) holds that
+            # lock from the rename of the thread's directory to the fsync of its view's
+            # removal, so a view can neither get in after that removal nor be removed
+            # after the deletion returned, without an fsync (a power cut would bring it
+            # back). A compaction swaps the journal under the lock too.
+            with _locks.locked(self.layout.thread_lock(thread_id), PLACE_TIMEOUT):
+                if journal_key(self.layout, thread_id) != key:
+                    raise FileNotFoundError(path)  # deleted, compacted: no view
+                os.replace(tmp, path)
+        except (OSError, _locks.LockBusy):  # a lock timeout too: a view is best effort
             with contextlib.suppress(OSError):
                 tmp.unlink()
             return
-        # The thread may have been deleted, or its journal compacted, while the view was
-        # made: their removal of the view came before it was put there. Either shows in
-        # the journal now, which the view must still match.
+        # Changed since behind the layer's back (a git checkout takes no lock).
         if journal_key(self.layout, thread_id) != key:
             self.remove(thread_id)
 

@@ -586,3 +586,61 @@ def test_a_thread_too_long_for_a_view_while_the_app_runs_gets_it_when_the_store_
     store.close()
     assert _served_from_view(root)
     assert not view_path(root, "t2").exists()
+
+
+def test_a_view_made_while_its_thread_is_deleted_is_not_in_place_when_the_deletion_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deletion makes the removal of the thread's view durable before it returns;
+    a view the maintenance thread put in place after that removal, and removed only
+    later without an fsync, could come back after a power cut: it must not be put in
+    place at all."""
+    import threading
+
+    from filelayer.store import snapshots
+
+    root = tmp_path / "a"
+    store = ArchiveStore(root)
+    _write_long(store)
+    view = view_path(root)
+    written, go_on, placed, let_check = (threading.Event() for _ in range(4))
+    write_temp, replace, remove = (
+        snapshots._fs.write_temp,
+        os.replace,
+        snapshots.ThreadSnapshots.remove,
+    )
+
+    def temp_then_wait(path: Path, data: bytes) -> Any:
+        made = write_temp(path, data)
+        written.set()
+        go_on.wait(10)
+        return made
+
+    def replace_then_wait(src: Any, dst: Any) -> None:
+        replace(src, dst)
+        if Path(dst) == view:
+            placed.set()
+            let_check.wait(10)  # its later check comes after the deletion returned
+
+    def removed_then_let_it_place(self: Any, thread_id: str) -> bool:
+        gone = remove(self, thread_id)
+        if threading.current_thread() is threading.main_thread():  # the deletion's
+            go_on.set()
+            placed.wait(0.5)  # bounded: the view must not get in
+        return gone
+
+    monkeypatch.setattr(snapshots._fs, "write_temp", temp_then_wait)
+    monkeypatch.setattr(snapshots.os, "replace", replace_then_wait)
+    monkeypatch.setattr(snapshots.ThreadSnapshots, "remove", removed_then_let_it_place)
+    maker = threading.Thread(target=store.views.save_views, args=(["t1"],), kwargs={"live": True})
+    maker.start()
+    try:
+        assert written.wait(10)
+        assert store.delete_thread(TID) is True
+        assert not view.exists()
+    finally:
+        go_on.set()
+        let_check.set()
+        maker.join(10)
+    assert not view.exists() and not any(view.parent.iterdir())
+    store.close()
