@@ -336,8 +336,9 @@ class ThreadViews:
         ``live``: called from a thread of its own while the store serves calls (the
         caller checked, under the store's mutex, that no thread of ``thread_ids`` is
         deleted): nothing of the store's caches is touched. A deletion that comes
-        meanwhile removes the view, or :meth:`ThreadSnapshots.save` does, which checks
-        the journal again once the view is in place. Returns the threads left for the
+        meanwhile removes the view, or finds it never placed:
+        :meth:`ThreadSnapshots.save` puts it in place under the thread's lock only if
+        the journal is still the one it was made from. Returns the threads left for the
         store's close: longer than :data:`~filelayer.store.snapshots.LIVE_MAX_BYTES`,
         or past the budget, they must not lose their view for having gone quiet."""
         budget = _snapshots.CLOSE_BUDGET_BYTES
