@@ -170,7 +170,6 @@ class Offload:
         self._fsyncs: ThreadPoolExecutor | None = None
         self._commits: ThreadPoolExecutor | None = None  # one thread: groups in order
         self._committing = threading.BoundedSemaphore(_PIPELINE)
-        self._in_flight = 0  # groups handed to the committer, not acknowledged yet
         self._queued = 0  # writes given to the lane and not finished yet
         self._durable = store.durable
         self._maintenance: ThreadPoolExecutor | None = None
@@ -402,23 +401,9 @@ class Offload:
                 except BaseException as exc:
                     failed = exc
             self._committing.acquire()  # a bounded number of groups wait for the disk
-            with self._jobs_lock:
-                alone = not self._jobs and self._in_flight == 0
-                if not alone:
-                    self._in_flight += 1
-            if alone:
-                # No group before it waits for the disk and no write waits to run: the
-                # lane commits it itself. Handing it to the committer would cost one
-                # more wake-up of a thread (a tenth of a one-chat call's time, measured)
-                # and gain nothing: the writes that come meanwhile wait for this group's
-                # fsync in either case, and form the next group.
-                self._commit_group(finished, batch, failed)
-                return
             try:
-                self._committer().submit(self._commit_group, finished, batch, failed, True)
+                self._committer().submit(self._commit_group, finished, batch, failed)
             except BaseException:  # pragma: no cover - the executor was shut down
-                with self._jobs_lock:
-                    self._in_flight -= 1
                 self._committing.release()
                 raise
 
@@ -472,12 +457,10 @@ class Offload:
         group: _commit.SyncGroup,
         batch: list[tuple[_Job, bool, Any]],
         failed: BaseException | None = None,
-        handed: bool = False,
     ) -> None:
         """Make a group's writes durable, then acknowledge its calls (in the committer
-        thread, ``handed``; or in the lane, when nothing else waited). If the fsyncs
-        fail (or ``failed``, the publication of its replaced files), every call of the
-        group fails with them."""
+        thread). If the fsyncs fail (or ``failed``, the publication of its replaced
+        files), every call of the group fails with them."""
         try:
             error: BaseException | None = failed
             try:
@@ -489,9 +472,6 @@ class Offload:
                     ok, value = False, _each_its_own(error)
                 job.settle(ok, value)
         finally:
-            if handed:
-                with self._jobs_lock:
-                    self._in_flight -= 1
             self._committing.release()
 
     def _committer(self) -> ThreadPoolExecutor:
