@@ -9,8 +9,7 @@ adapter's worker thread run one after the other, as before (each under its locks
 which it releases when it returns), but the fsyncs of their journal appends and of the
 directories whose names they changed are collected in a :class:`SyncGroup` instead of
 being made on the spot; when the queue is empty (or a write is about to wait for a lock)
-the group is committed (in a committer thread, while the next group's writes run, or in
-the worker thread itself when no other group and no write waits): each
+the group is committed (in a committer thread, while the next group's writes run): each
 file once, the files in parallel (ext4 and XFS put concurrent fsyncs into one journal
 commit), then the directories, deepest first. Only then are the calls of the group
 acknowledged, group after group in their order: no call returns before its fsync.

@@ -44,11 +44,11 @@ Writes that could not run on the loop go to one worker thread, in the order they
 made, and the writes made while it has work queue behind them: two writes never land in
 another order than the one the app made them in. The writes that worker runs back to
 back form one group commit (:mod:`filelayer._io.commit`): their fsyncs are made together
-once the queue is empty, and only then are they acknowledged (in a committer thread while
-the lane runs the next writes; by the lane itself when nothing else waits: one chat).
-Reads that could not run on the loop go to the loop's default executor. A scan of every
-journal (a step or an element named without its thread) always runs in a worker thread,
-and holds the store only to read the order of the threads from the index.
+once the queue is empty (in a committer thread, while the lane runs the next writes), and
+only then are they acknowledged. Reads that could not run on the loop go to the loop's
+default executor. A scan of every journal (a step or an element named without its
+thread) always runs in a worker thread, and holds the store only to read the order of
+the threads from the index.
 
 The journal compactions a write makes due (see ``auto_compact`` in
 :class:`~filelayer.store.ArchiveStore`) run in a maintenance thread of their own, after
