@@ -37,7 +37,10 @@ class FoldedJournals:
 
     def folded(self, thread_id: str) -> journal.FoldedJournal:
         """The thread's folded journal: a thread read again costs a ``stat`` plus the
-        lines appended since."""
+        lines appended since. On the event loop, a fold that would read more than
+        :data:`LOOP_FOLD_BYTES` is refused first (:meth:`refuse_on_loop`): every caller
+        asks before it changes anything, so the call runs again in a worker thread."""
+        self.refuse_on_loop(thread_id)
         folded = self._cache.take(thread_id, journal.FoldedJournal)
         folded.catch_up(self.layout.journal(thread_id))
         return folded

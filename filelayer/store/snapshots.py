@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._io import commit as _commit
 from .._io import fs as _fs
 from .._io import locks as _locks
 from ..format import codec as _codec
@@ -46,6 +47,11 @@ from ..format.layout import VIEWS_DIR, Layout
 
 VIEW_MIN_BYTES = 32 * 1024
 """Journals shorter than this get no view: their first read is already fast."""
+
+LOOP_VIEW_BYTES = 1024 * 1024
+"""View bytes a read on the event loop decodes at most (about 3 ms): a longer view is
+read in a worker thread (:class:`~filelayer._io.commit.DiskWait`), as a long journal is
+folded there."""
 
 VIEW_FORMAT = 1
 """The version of the view file; a view of another version is not read. Bumped with any
@@ -130,9 +136,16 @@ class ThreadSnapshots:
         self.layout = layout
 
     def load(self, thread_id: str) -> View | None:
-        """The thread's view, if its file matches the journal as it is now."""
+        """The thread's view, if its file matches the journal as it is now. On the
+        event loop, :class:`~filelayer._io.commit.DiskWait` for a view longer than
+        :data:`LOOP_VIEW_BYTES` (nothing was read: the read is made again in a worker
+        thread)."""
         if not _ENABLED:
             return None
+        if _commit.on_loop():
+            with contextlib.suppress(OSError):
+                if os.stat(self.layout.thread_view(thread_id)).st_size > LOOP_VIEW_BYTES:
+                    raise _commit.DiskWait(self.layout.thread_view(thread_id))
         flags = os.O_RDONLY | _BINARY | _fs.NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
         try:  # not blocking: a FIFO in the journal's place must not hang the read
             fd = os.open(self.layout.journal(thread_id), flags)

@@ -303,7 +303,10 @@ class ThreadViews:
         journal is unchanged; on a first read in this process, from its view file if
         that matches the journal (returned too: its objects are the caller's); else
         from its fold. A read never writes a view: it takes no lock and writes nothing,
-        and the encoding would cost the event loop as much as the fold did."""
+        and the encoding would cost the event loop as much as the fold did. A long
+        view or fold is not read on the event loop
+        (:class:`~filelayer._io.commit.DiskWait`: the read is made again in a worker
+        thread)."""
         views = self._step_views.get(thread_id)
         if views is not None and views.key is not None:
             if views.key == _snapshots.journal_key(self.layout, thread_id):

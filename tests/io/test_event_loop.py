@@ -288,6 +288,104 @@ async def test_a_deletion_in_a_long_thread_folds_it_off_the_loop_once(root: Path
     assert ArchiveStore(root).get_thread("t1")["steps"] == thread["steps"]  # type: ignore[index]
 
 
+async def test_a_first_read_of_a_long_thread_without_a_view_folds_off_the_loop(
+    root: Path,
+) -> None:
+    """Another live process wrote a long thread (no view yet: it is written once the
+    thread is quiet): the first read here folds the whole journal, which is done in a
+    worker thread, never on the loop. The next read answers from the kept fold."""
+    from chainlit.context import init_http_context
+
+    from filelayer import FileDataLayer
+    from filelayer.store.locking import LOOP_FOLD_BYTES
+
+    other = ArchiveStore(root)
+    other.update_thread("t1", name="long")
+    count = LOOP_FOLD_BYTES // 1000 + 10
+    for n in range(count):
+        other.write_step(message(f"s{n}", "x" * 1000))
+    fresh = FileDataLayer(root)
+    init_http_context()
+    try:
+        before = fresh.calls.offloaded
+        thread = await fresh.get_thread("t1")
+        assert fresh.calls.offloaded == before + 1
+        assert thread is not None and len(thread["steps"]) == count
+        assert await fresh.get_thread("t1") == thread  # from memory: on the loop
+        assert fresh.calls.offloaded == before + 1
+        other.write_step(message("late", "y"))  # a little more: caught up on the loop
+        again = await fresh.get_thread("t1")
+        assert again is not None and again["steps"][-1]["id"] == "late"
+        assert fresh.calls.offloaded == before + 1
+    finally:
+        await fresh.close()
+        other.close()
+
+
+async def test_a_rating_in_a_long_thread_read_from_its_view_folds_off_the_loop(
+    root: Path,
+) -> None:
+    """A resumed long thread is read from its view, so the process keeps no fold of it;
+    rating one of its messages checks the step in the folded journal, which is then
+    folded in a worker thread, not on the loop."""
+    from chainlit.context import init_http_context
+    from chainlit.types import Feedback
+
+    from filelayer import FileDataLayer
+    from filelayer.store.locking import LOOP_FOLD_BYTES
+
+    store = ArchiveStore(root)
+    store.update_thread("t1", name="long")
+    count = LOOP_FOLD_BYTES // 1000 + 10
+    for n in range(count):
+        store.write_step(message(f"s{n}", "x" * 1000))
+    store.close()  # writes the view
+    fresh = FileDataLayer(root)
+    init_http_context()
+    try:
+        assert await fresh.get_thread("t1") is not None  # from the view
+        before = fresh.calls.offloaded
+        fid = await fresh.upsert_feedback(Feedback(forId="s3", threadId="t1", value=1))
+        assert fresh.calls.offloaded == before + 1
+        thread = await fresh.get_thread("t1")
+        assert thread is not None
+        rated = [s for s in thread["steps"] if s["id"] == "s3"]
+        assert rated[0]["feedback"]["id"] == fid
+    finally:
+        await fresh.close()
+
+
+async def test_a_first_read_of_a_long_view_decodes_it_off_the_loop(root: Path) -> None:
+    """A view file larger than a call on the loop decodes at most is read in a worker
+    thread; a short thread's view is read on the loop."""
+    from chainlit.context import init_http_context
+
+    from filelayer import FileDataLayer
+    from filelayer.store.snapshots import LOOP_VIEW_BYTES, VIEW_MIN_BYTES
+
+    store = ArchiveStore(root)
+    store.update_thread("long", name="long")
+    for n in range(LOOP_VIEW_BYTES // 1000 + 10):
+        store.write_step(message(f"l{n}", "x" * 1000, "long"))
+    store.update_thread("short", name="short")
+    for n in range(VIEW_MIN_BYTES // 1000 + 10):
+        store.write_step(message(f"s{n}", "x" * 1000, "short"))
+    store.close()  # writes both views
+    assert store.layout.thread_view("long").stat().st_size > LOOP_VIEW_BYTES
+    assert store.layout.thread_view("short").is_file()
+    fresh = FileDataLayer(root)
+    init_http_context()
+    try:
+        before = fresh.calls.offloaded
+        assert await fresh.get_thread("short") is not None
+        assert fresh.calls.offloaded == before
+        thread = await fresh.get_thread("long")
+        assert fresh.calls.offloaded == before + 1
+        assert thread is not None and len(thread["steps"]) == LOOP_VIEW_BYTES // 1000 + 10
+    finally:
+        await fresh.close()
+
+
 async def test_a_deletion_refused_on_the_loop_changed_nothing(root: Path) -> None:
     """The refusal comes before any change: the journal is as it was."""
     from filelayer._io import commit as _commit
