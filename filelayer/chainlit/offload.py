@@ -176,6 +176,7 @@ class Offload:
         self._compacting: asyncio.Future[None] | None = None
         self._views_timer: asyncio.TimerHandle | None = None
         self._viewing: asyncio.Future[bool] | None = None
+        self._upkeep: asyncio.Future[None] | None = None
         self._closed = False
         store.defer_compaction = True
         self.offloaded = 0
@@ -224,11 +225,14 @@ class Offload:
         return result
 
     def _after_write(self) -> None:
-        """Start the maintenance a write may have made due: compactions, views."""
+        """Start the maintenance a write may have made due: compactions, views, the
+        trigram index's upkeep."""
         if self.store.compactor.has_due and self._compacting is None:
             self._compact_soon()
         if self._views_timer is None and self._viewing is None and self.store.views_pending:
             self._views_soon()
+        if self._upkeep is None and self.store.index_upkeep_due:
+            self._upkeep_soon()
 
     async def read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a read (in a worker thread while the archive is maintained: a read may
@@ -252,12 +256,13 @@ class Offload:
         return await asyncio.to_thread(self._scan_blocking, kind, key)
 
     async def idle(self) -> None:
-        """Wait until the queued writes and the compactions they made due are done."""
-        while self._queued or self._compacting is not None:
-            pending = self._compacting
+        """Wait until the queued writes and the compactions and index upkeep they made
+        due are done."""
+        while self._queued or self._compacting is not None or self._upkeep is not None:
+            pending = self._compacting or self._upkeep
             if pending is not None and not pending.done():
                 await asyncio.wait([pending])
-            else:  # writes queued, or a compaction whose callback has yet to run
+            else:  # writes queued, or maintenance whose callback has yet to run
                 await asyncio.sleep(0.001)
 
     async def close(self) -> None:
@@ -322,6 +327,20 @@ class Offload:
             self._compacting = None
             if self.store.compactor.has_due:  # made due while the last ones ran
                 self._compact_soon()
+
+        future.add_done_callback(done)
+
+    def _upkeep_soon(self) -> None:
+        """Apply the texts queued for the trigram index in the maintenance thread: a
+        write on the loop left it (see :meth:`ArchiveStore.index_upkeep`)."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._maintenance_thread(), self.store.index_upkeep)
+        self._upkeep = future
+
+        def done(finished: asyncio.Future[None]) -> None:
+            self._upkeep = None
+            if not finished.cancelled() and finished.exception() is not None:
+                log.debug("filelayer: trigram index upkeep failed: %s", finished.exception())
 
         future.add_done_callback(done)
 

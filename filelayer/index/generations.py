@@ -112,6 +112,11 @@ class Generations:
         self._closer = weakref.finalize(self, db.close)
         return db
 
+    def opened(self) -> _Db | None:
+        """The database this process has open, if any, without looking at
+        ``index/current`` nor taking :attr:`lock` (for a look at a flag of it)."""
+        return self._db
+
     def seen(self) -> str | None:
         """The name of the generation this process uses now (looked up only if it has
         none open): what a write's index rows go to, unless it sees a switch first."""

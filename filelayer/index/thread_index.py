@@ -116,6 +116,16 @@ class ThreadIndex:
         """Apply the noted watermark changes now."""
         self._writer.flush_marks()
 
+    @property
+    def upkeep_due(self) -> bool:
+        """Whether a commit on the event loop left the trigram index's upkeep (a merge
+        of its segments can take 100+ ms) for :meth:`upkeep`."""
+        return self._writer.upkeep_due()
+
+    def upkeep(self) -> None:
+        """Apply the queue of texts to the trigram index, if it was left for this."""
+        self._writer.upkeep()
+
     def sync(self) -> None:
         """fsync the current database and its write-ahead log."""
         self._writer.sync()

@@ -129,6 +129,20 @@ class IndexWriter:
             db.rows.apply_marks([(t, old, new) for t, old, new, g in self._marks if g == name])
             self._marks.clear()
 
+    def upkeep_due(self) -> bool:
+        """Whether a commit on the event loop left the trigram index's upkeep for
+        :meth:`upkeep` (no lock taken: a look at a flag)."""
+        db = self.generations.opened()
+        return db is not None and db.upkeep_due
+
+    def upkeep(self) -> None:
+        """Apply the queue of texts to the trigram index, if it was left for this."""
+        gen = self.generations
+        with gen.lock:
+            db = gen.current()
+            if db is not None and not db.readonly and db.upkeep_due:
+                db.upkeep()
+
     def sync(self) -> None:
         """fsync the current database and its write-ahead log: the index is derived and
         its commits are not fsynced one by one; a writer that ends its session makes
