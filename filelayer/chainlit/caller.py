@@ -127,6 +127,11 @@ def serving(request: Request | None) -> Iterator[None]:
         _request.reset(token)
 
 
+def serving_request() -> bool:
+    """Whether an HTTP request is being served (see :class:`CallerMiddleware`)."""
+    return _request.get() is not None
+
+
 async def request_user() -> Any:
     """The logged-in user of the HTTP request being served; ``None`` when no request is
     being served, or its visitor is anonymous (no token, or a bad one)."""

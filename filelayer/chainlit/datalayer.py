@@ -58,7 +58,7 @@ from ..store.views import element_file_fields
 from . import export_route as _export_route  # noqa: F401  (registers the export route)
 from . import serve
 from .access import ElementSource
-from .caller import request_user
+from .caller import request_user, serving_request
 from .offload import Offload
 
 if TYPE_CHECKING:
@@ -426,7 +426,9 @@ class FileDataLayer(BaseDataLayer):
 
     @_reported
     async def get_thread(self, thread_id: str) -> ThreadDict | None:
-        thread = await self.calls.read(self.store.get_thread, thread_id, self._element_url)
+        thread = await self.calls.read(
+            self.store.get_thread, thread_id, self._element_url, viewer=await _viewer()
+        )
         return cast("ThreadDict | None", thread)
 
     @_reported
@@ -514,6 +516,19 @@ async def _refuse_stranger(what: str) -> None:
         thread_id = getattr(_session(), "thread_id", None)
         log.error("filelayer: %s refused: %r is not the session's user", what, stranger)
         raise NotAuthorError(str(thread_id), stranger)
+
+
+async def _viewer() -> str | None:
+    """Who a read is made for: the identifier of the Chainlit session's user, else of
+    the HTTP request's (``""``: an anonymous visitor); ``None`` for the app itself (no
+    session with a user, no request being served), which reads everything."""
+    user = getattr(_session(), "user", None)
+    if user is None:
+        if not serving_request():
+            return None
+        user = await request_user()
+    identifier = getattr(user, "identifier", None)
+    return identifier if isinstance(identifier, str) else ""
 
 
 def _session() -> Any:

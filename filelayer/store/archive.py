@@ -403,11 +403,15 @@ class ArchiveStore:
         return read_state(self.layout, thread_id)
 
     def get_thread(
-        self, thread_id: str, element_url: ElementUrl | None = None
+        self,
+        thread_id: str,
+        element_url: ElementUrl | None = None,
+        *,
+        viewer: str | None = None,
     ) -> dict[str, Any] | None:
         """The whole thread in Chainlit's ``ThreadDict`` shape, or ``None`` (see
-        :meth:`ThreadViews.get_thread`)."""
-        return self.views.get_thread(thread_id, element_url)
+        :meth:`ThreadViews.get_thread`: ``viewer``, who it is read for)."""
+        return self.views.get_thread(thread_id, element_url, viewer=viewer)
 
     def list_threads(
         self,

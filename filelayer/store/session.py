@@ -14,7 +14,8 @@ reopened, are left out (only the share and unshare calls change them); the rest 
 to ``sessions/<thread id>.json``, a file the archive's ``.gitignore`` keeps out of git,
 but the session's own id (:data:`NOT_KEPT`).
 ``get_thread`` returns both merged, so a resume on this machine gets its whole session
-back.
+back; to the author only (or the app itself): Chainlit's share page hands the metadata to
+every viewer of a shared thread.
 """
 
 from __future__ import annotations

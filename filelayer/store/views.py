@@ -263,16 +263,28 @@ class ThreadViews:
         return str(doc.get("userIdentifier") or "")
 
     def get_thread(
-        self, thread_id: str, element_url: ElementUrl | None = None
+        self,
+        thread_id: str,
+        element_url: ElementUrl | None = None,
+        *,
+        viewer: str | None = None,
     ) -> dict[str, Any] | None:
         """The whole thread in Chainlit's ``ThreadDict`` shape, or ``None``.
 
         ``element_url(thread_id, element_id)`` gives the URL of a stored element's bytes
         (the element route); elements that came with their own URL keep it.
+
+        ``viewer``: the identifier of the user the thread is read for, when it is known
+        to be read for someone (``""``: an anonymous visitor); the author's saved session
+        (see :mod:`~filelayer.store.session`) is merged into the metadata only for its
+        author, or when the reader is the app itself (``None``). Chainlit's share page
+        hands the metadata to every viewer of a shared thread, taking out only the chat
+        profile, the settings and ``env``.
         """
         doc = self.read_manifest(thread_id)
         if doc is None:
             return None
+        private = viewer is None or viewer == (doc.get("userIdentifier") or "")
         views, first = self._views(thread_id)
         if first is not None:  # decoded from the view file just now: the caller's
             steps, stored_elements = first.steps, first.elements
@@ -292,7 +304,7 @@ class ThreadViews:
             "tags": doc.get("tags"),
             "metadata": {
                 **(doc.get("metadata") or {}),
-                **session.read(session.path(self.root, thread_id)),
+                **(session.read(session.path(self.root, thread_id)) if private else {}),
             },
             "steps": steps,
             "elements": elements,

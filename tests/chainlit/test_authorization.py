@@ -1172,6 +1172,24 @@ async def test_alice_changes_and_deletes_elements_of_her_own_thread(world: World
         assert not list((world.threads / thread / "elements").glob(f"{image}*"))
 
 
+async def test_a_shared_threads_viewer_gets_none_of_the_authors_saved_session(
+    world: World,
+) -> None:
+    """Chainlit's share page hands a shared thread's metadata to every viewer, taking out
+    only the chat profile, the chat settings and ``env``: the rest of the author's saved
+    session (the author's user record, the page they came from, their languages, what
+    the app keeps in ``cl.user_session``) is for the author's resume, not for viewers.
+    The author's own read still gets it back."""
+    own = get_thread(world.app, world.alice, world.shared.id).json()
+    kept = set(own["metadata"])
+    assert {"client_type", "user", "resumed"} & kept, kept  # the session, for alice
+    shown = call(world.app, "GET", f"/project/share/{world.shared.id}", world.mallory)
+    assert shown.status_code == 200, shown.text
+    seen = set(shown.json()["metadata"])
+    assert seen <= {"is_shared", "shared_at"}, seen
+    assert shown.json()["steps"] == own["steps"]
+
+
 async def test_alices_app_session_still_writes_her_shared_thread(world: World) -> None:
     """Her own session keeps writing, and so does a resumed session of a thread she
     shared (the app's own code writes there on her behalf)."""
