@@ -91,6 +91,10 @@ class _Db:
         self.timeout = 5.0
         self.marks_added = False  # opened a database from before watermarks: added now
         self.upkeep_due = False
+        self.reserved = False
+        """A write transaction is open that :meth:`reserve_nowait` began (a write on the
+        event loop, before it changed anything): the next :meth:`write` block runs in it
+        and commits it."""
         """The queue of texts is long enough to apply, and a commit on the event loop
         left it for :meth:`upkeep` (the adapter's maintenance thread)."""
         self.users = UserNumbers(conn)
@@ -180,10 +184,42 @@ class _Db:
 
     # -- transactions --------------------------------------------------------------
 
+    def reserve_nowait(self) -> bool:
+        """Begin a write transaction now if no other connection holds the database's
+        write lock, without waiting for it (``False``: held elsewhere). For a write on
+        the event loop: it takes the lock before it changes any file, so that it never
+        waits for another process's transaction on the loop (a segment merge of the
+        trigram index took 141 ms at 100,000 threads), nor fails at the lock's timeout
+        after its thread's files changed."""
+        conn = self.conn
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+                return False
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        self.reserved = True
+        return True
+
+    def release(self, *, commit: bool) -> None:
+        """End the transaction :meth:`reserve_nowait` began, if no :meth:`write` block
+        did (a write with no index rows: nothing, or watermarks, to commit)."""
+        if not self.reserved:
+            return
+        self.reserved = False
+        with contextlib.suppress(sqlite3.Error):  # closed meanwhile: nothing was written
+            self.conn.execute("COMMIT" if commit else "ROLLBACK")
+
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        if self.reserved:  # begun by reserve_nowait: this block commits it
+            self.reserved = False
+        else:
+            conn.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
@@ -249,8 +285,12 @@ class _Db:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        """One snapshot for a read made of several statements."""
+        """One snapshot for a read made of several statements (the transaction a write
+        reserved, if one is open: see :meth:`reserve_nowait`)."""
         conn = self.conn
+        if conn.in_transaction:
+            yield conn
+            return
         conn.execute("BEGIN")
         try:
             yield conn

@@ -35,6 +35,7 @@ current), :class:`~filelayer.index.writer.IndexWriter` (every change),
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,11 @@ class ThreadIndex:
     def flush_marks(self) -> None:
         """Apply the noted watermark changes now."""
         self._writer.flush_marks()
+
+    def reserved(self) -> contextlib.AbstractContextManager[None]:
+        """The index's write lock for a block, taken without waiting (see
+        :meth:`IndexWriter.reserved`): for a write on the event loop."""
+        return self._writer.reserved()
 
     @property
     def upkeep_due(self) -> bool:

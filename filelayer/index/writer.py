@@ -13,9 +13,10 @@ import logging
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from .._io import locks as _locks
 from .._io.fs import temp_path
 from ..errors import StorageWriteError
 from .db import _Db, fts5_available
@@ -128,6 +129,33 @@ class IndexWriter:
             name = db.path.name
             db.rows.apply_marks([(t, old, new) for t, old, new, g in self._marks if g == name])
             self._marks.clear()
+
+    @contextlib.contextmanager
+    def reserved(self) -> Iterator[None]:
+        """Hold the current database's write lock for a block, taken now without
+        waiting (:class:`~filelayer._io.locks.LockBusy` if another thread or process
+        holds it, before the block ran): for a write on the event loop, which then runs
+        again in a worker thread. The block's index changes are made in that
+        transaction; it is committed at the end (rolled back if the block raised before
+        making any)."""
+        gen = self.generations
+        if not gen.lock.acquire(blocking=False):
+            raise _locks.LockBusy(gen.directory)
+        try:
+            db = gen.current()
+            if db is None or db.readonly:
+                yield
+                return
+            if not db.reserve_nowait():
+                raise _locks.LockBusy(db.path)
+            try:
+                yield
+            except BaseException:
+                db.release(commit=False)
+                raise
+            db.release(commit=True)
+        finally:
+            gen.lock.release()
 
     def upkeep_due(self) -> bool:
         """Whether a commit on the event loop left the trigram index's upkeep for

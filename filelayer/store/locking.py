@@ -1,8 +1,10 @@
 """The locks a write takes, in their order, and the reconciler's marks around it.
 
 Lock order, always: a thread's stripe lock, then ``users.lock`` / ``deleted.lock`` /
-the index database's own write lock. Every write method takes all the locks it needs
-when it begins, before it changes anything (see :mod:`filelayer.store.archive`)."""
+the index database's own write lock (taken at once with the others by a write on the
+event loop, without waiting; elsewhere for the time of the index's transaction). Every
+write method takes all the locks it needs when it begins, before it changes anything
+(see :mod:`filelayer.store.archive`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import logging
 import threading
 from collections.abc import Iterator
 
+from .._io import commit as _commit
 from .._io import locks as _locks
 from ..format import journal
 from ..format.layout import Layout
@@ -65,13 +68,17 @@ class WriteLocks:
         paths = [self.layout.thread_lock(thread_id)]
         if deleted:
             paths.append(self.layout.deleted_lock)
-        with _locks.locked_all(paths, self.lock_timeout):
+        with _locks.locked_all(paths, self.lock_timeout), contextlib.ExitStack() as held:
             marking: set[str] | None = getattr(self._marking, "ids", None)
             if marking is None:
                 marking = self._marking.ids = set()
             if thread_id in marking:  # an outer write of this thread marks it
                 yield
                 return
+            if _commit.on_loop():
+                # The index's write lock too, before anything changes, without waiting:
+                # held by another process, the write runs again in a worker thread.
+                held.enter_context(self.index.reserved())
             self.lifecycle.begin_session()
             generation = self.index.generation()  # where this write's rows go
             before = thread_watermark(self.layout, thread_id)

@@ -157,6 +157,58 @@ async def test_a_write_waiting_for_another_process_leaves_the_loop_free(
         assert (await layer.get_user("bob@example.com")) is not None
 
 
+SQL_HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("ok", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+print("ok", flush=True)
+"""
+
+
+async def test_a_message_waiting_for_another_process_s_index_transaction_leaves_the_loop_free(
+    layer: Any,
+) -> None:
+    """Another process (another worker applying its trigram index's queue, which took
+    141 ms at 100,000 threads) holds the index database's write lock: a write on the
+    loop stops before it writes anything, and runs again in the worker lane, which
+    waits while the loop goes on; its text is then found by a search."""
+    from chainlit.types import Pagination, ThreadFilter
+
+    current = layer.store.layout.root / "index" / "current"
+    database = layer.store.layout.root / "index" / current.read_text().strip()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", SQL_HOLDER, str(database)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "ok"
+        before = layer.calls.offloaded
+        beat = Heartbeat()
+        beat.start()
+        write = asyncio.ensure_future(layer.create_step(message("a1", "needle answer")))
+        await beat.until(50)
+        assert not write.done()
+        assert layer.calls.offloaded == before + 1  # stopped on the loop, runs in the lane
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "ok"
+        await asyncio.wait_for(write, 60)
+        await beat.stop()
+    finally:
+        holder.kill()
+        holder.wait()
+    found = await layer.list_threads(Pagination(first=5), ThreadFilter(search="needle"))
+    assert [t["id"] for t in found.data] == ["t1"]
+    thread = await layer.get_thread("t1")
+    assert [s["output"] for s in thread["steps"]] == ["hi", "needle answer"]
+
+
 async def test_writes_made_while_one_waits_land_in_the_order_they_were_made(
     layer: Any, holder: LockHolder
 ) -> None:
