@@ -11,12 +11,23 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import zlib
 from pathlib import Path
 
 from . import fs as _fs
 
 _RECOGNISE = 64
 """Bytes compared to make sure a journal read on from where it was left is the same file."""
+
+_VERIFY_CHUNK = 1024 * 1024
+"""Bytes read at a time when the bytes already taken are checked again (:meth:`Tail.verify`)."""
+
+Seen = tuple[int, int, int, int, int]
+"""A file as a look found it: device, inode, size, modification and change times."""
+
+
+def seen_of(st: os.stat_result) -> Seen:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class Tail:
@@ -27,7 +38,7 @@ class Tail:
     A writer that holds the journal's lock tells it about its own appends
     (:meth:`appended`), which it then takes without reading them back."""
 
-    __slots__ = ("last", "offset", "read_whole", "stamp")
+    __slots__ = ("crc", "last", "offset", "read_whole", "seen", "stamp")
 
     def __init__(self) -> None:
         # Which file was read: (device, inode), and its change time when known (not the
@@ -40,12 +51,19 @@ class Tail:
         """The ``stat`` taken before the file was read whole, from its beginning to its
         end, in one look; ``None`` once anything else was taken (a view file's key, see
         :mod:`filelayer.store.snapshots`)."""
+        self.crc = 0
+        """The CRC-32 of the bytes taken, ``[0, offset)``: what :meth:`verify` checks."""
+        self.seen: Seen | None = None
+        """The file as the last look found it (``None``: not known), whose bytes taken
+        need no check while it is still so."""
 
     def _reset(self) -> None:
         self.stamp = None
         self.offset = 0
         self.last = b""
         self.read_whole = None
+        self.crc = 0
+        self.seen = None
 
     def _check(self, file_id: tuple[int, int], size: int, ctime: int | None) -> None:
         stamp = self.stamp
@@ -78,6 +96,65 @@ class Tail:
             return st.st_size
         return st.st_size - self.offset
 
+    def unverified(self, path: Path) -> int:
+        """The bytes a :meth:`verify` would read now to check those already taken: none
+        while the file is as the last look found it."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return 0
+        return 0 if self.seen is not None and seen_of(st) == self.seen else self.offset
+
+    def verify(self, path: Path) -> None:
+        """Start again from the beginning if the bytes already taken are not the file's
+        first bytes any more. Appends leave them as they were, but an edit in place (an
+        editor that writes in place, ``truncate`` and a rewrite, a checkout that keeps the
+        file) can change them and leave the file as long or longer, with the same last
+        bytes before ``offset``: which :meth:`catch_up` alone, that compares only those,
+        would take for an append. Nothing in the file's ``stat`` tells an append from such
+        an edit, so once the file changed since the last look (another process appended,
+        or this one: the writers do not tell every reader), its first ``offset`` bytes are
+        read again and their CRC-32 compared: some milliseconds for megabytes, where
+        folding them again costs a hundred times that. For a caller that acts on what it
+        keeps (a deletion, under the journal's lock), before its :meth:`catch_up`."""
+        if not self.offset:
+            return
+        try:
+            st = os.lstat(path)
+        except OSError:
+            self._reset()
+            return
+        if self.seen is not None and seen_of(st) == self.seen:
+            return
+        if (
+            self.stamp is None
+            or not stat.S_ISREG(st.st_mode)
+            or self.stamp[0] != (st.st_dev, st.st_ino)
+            or st.st_size < self.offset
+        ):
+            self._reset()
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | _fs.NOFOLLOW)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ELOOP):
+                raise
+            self._reset()
+            return
+        crc = 0
+        try:
+            at = 0
+            while at < self.offset:
+                chunk = _fs.pread_all(fd, min(_VERIFY_CHUNK, self.offset - at), at)
+                if not chunk:
+                    break
+                crc = zlib.crc32(chunk, crc)
+                at += len(chunk)
+        finally:
+            os.close(fd)
+        if at != self.offset or crc != self.crc:
+            self._reset()
+
     def catch_up(self, path: Path) -> None:
         """Read what was appended to ``path`` since the last look. Something else than a
         file in its place (a symbolic link, a FIFO, a directory) reads as no file: its
@@ -106,6 +183,9 @@ class Tail:
             finally:
                 os.close(fd)
         self.stamp = (file_id, st.st_ctime_ns)
+        # As found before the read: whatever changed the file while it was read changed
+        # its times too, and the next verify reads it again.
+        self.seen = seen_of(st) if self.offset == st.st_size else None
         # Known only for a read of the whole file, from before that read: whatever
         # changed the file in place while it was read changed this time too.
         self.read_whole = st if whole and self.offset == st.st_size else None
@@ -117,6 +197,7 @@ class Tail:
             self._read_to(file.fd, file.size, file.path)
         self.stamp = (file.id, None)
         self.read_whole = None
+        self.seen = None
 
     def ends_at(self, file: _fs.AppendFile) -> bool:
         """Whether everything up to the end of ``file`` was read: it ends with a
@@ -128,10 +209,12 @@ class Tail:
         take them, if everything before them was read."""
         if self.stamp is not None and self.stamp[0] == file.id and self.offset == at:
             self._take(lines, file.path)
+            self.crc = zlib.crc32(lines, self.crc)
             self.offset += len(lines)
             self.last = (self.last + lines)[-_RECOGNISE:]
             self.stamp = (file.id, None)  # its change time is not known any more
             self.read_whole = None
+            self.seen = None
 
     def _read_to(self, fd: int, size: int, path: Path) -> None:
         start = self.offset - len(self.last)
@@ -146,6 +229,7 @@ class Tail:
         complete = data.rfind(b"\n") + 1
         if complete:
             self._take(data[:complete], path)
+            self.crc = zlib.crc32(memoryview(data)[:complete], self.crc)
             self.offset += complete
             self.last = data[max(0, complete - _RECOGNISE) : complete]
 

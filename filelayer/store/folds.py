@@ -19,6 +19,10 @@ FOLDED_CACHE = 32
 LOOP_FOLD_BYTES = 256 * 1024
 """Journal bytes a call on the event loop folds at most (about 10 ms of folding): past
 it, the call is made again in a worker thread (see :meth:`FoldedJournals.refuse_on_loop`)."""
+VERIFY_PER_FOLD = 64
+"""Journal bytes whose checksum costs what folding one byte does (measured: more than a
+hundred), for the bytes a deletion checks again on the loop (see
+:meth:`~filelayer._io.tail.Tail.verify`)."""
 
 
 def read_state(layout: Layout, thread_id: str) -> journal.ThreadState:
@@ -35,31 +39,42 @@ class FoldedJournals:
         self.layout = layout
         self._cache: Lru[str, journal.FoldedJournal] = Lru(FOLDED_CACHE)
 
-    def folded(self, thread_id: str) -> journal.FoldedJournal:
+    def folded(self, thread_id: str, *, verify: bool = False) -> journal.FoldedJournal:
         """The thread's folded journal: a thread read again costs a ``stat`` plus the
-        lines appended since. On the event loop, a fold that would read more than
-        :data:`LOOP_FOLD_BYTES` is refused first (:meth:`refuse_on_loop`): every caller
-        asks before it changes anything, so the call runs again in a worker thread."""
-        self.refuse_on_loop(thread_id)
+        lines appended since. ``verify``: for a caller that acts on it under the thread's
+        lock (a deletion), the kept fold is also checked against the journal's first
+        bytes when the file changed since it was last looked at, and folded again if an
+        edit in place changed them (see :meth:`~filelayer._io.tail.Tail.verify`). On
+        the event loop, a fold that would read more than :data:`LOOP_FOLD_BYTES` is
+        refused first (:meth:`refuse_on_loop`): every caller asks before it changes
+        anything, so the call runs again in a worker thread."""
+        self.refuse_on_loop(thread_id, verify=verify)
         folded = self._cache.take(thread_id, journal.FoldedJournal)
-        folded.catch_up(self.layout.journal(thread_id))
+        path = self.layout.journal(thread_id)
+        if verify:
+            folded.verify(path)
+        folded.catch_up(path)
         return folded
 
     def __contains__(self, thread_id: object) -> bool:
         return thread_id in self._cache
 
-    def refuse_on_loop(self, thread_id: str) -> None:
+    def refuse_on_loop(self, thread_id: str, *, verify: bool = False) -> None:
         """On the event loop, raise :class:`~filelayer._io.commit.DiskWait` (before the
         caller changed anything: it runs again in a worker thread) if bringing the
         thread's fold up to date would fold more than :data:`LOOP_FOLD_BYTES`: a thread
         with no kept fold, or one whose kept fold is of a file replaced since (a
-        compaction, here or in another process) or far behind it."""
+        compaction, here or in another process) or far behind it. ``verify``: as
+        :meth:`folded` would, the bytes checked counted too, at what a checksum costs
+        next to a fold (:data:`VERIFY_PER_FOLD` of them for a byte folded)."""
         if not _commit.on_loop():
             return
         path = self.layout.journal(thread_id)
         folded = self._cache.get(thread_id)
         if folded is not None:
             unread = folded.unread(path)
+            if verify:
+                unread += folded.unverified(path) // VERIFY_PER_FOLD
         else:
             try:
                 unread = os.stat(path).st_size

@@ -1,0 +1,75 @@
+"""A journal edited in place behind a process that keeps its fold (an editor that
+writes in place, ``truncate`` and a rewrite, a checkout that keeps the file): a
+deletion made afterwards by that process acts on what the journal holds now, not on
+what it held when the process last read it.
+
+The contract of ``tests/support/drivers.py``: each test runs on ``ArchiveStore`` and
+through ``FileDataLayer``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.support.drivers import Driver
+
+PAD = "x" * 300
+"""A step long enough that the edited line is well before the end of what was read."""
+
+
+def element_files(root: Path, thread: str = "t1") -> list[str]:
+    directory = root / "threads" / thread / "elements"
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def edit_in_place(journal: Path, old: bytes, new: bytes, appended: bytes) -> None:
+    """Replace ``old`` by ``new`` (as long) in the journal, the same file, and make it
+    longer by ``appended``, as an editor writing in place does."""
+    data = journal.read_bytes()
+    assert len(old) == len(new) and data.count(old) == 1
+    inode = os.stat(journal).st_ino
+    with open(journal, "r+b") as f:
+        f.write(data.replace(old, new) + appended)
+    assert os.stat(journal).st_ino == inode
+
+
+async def _thread(driver: Driver, for_id: str) -> Path:
+    """A thread with steps m0 and m1, an element ``e-a`` for ``for_id``, a long step
+    after it; read, so that the process keeps its fold. Returns its journal."""
+    for step_id in ("m0", "m1"):
+        await driver.create_step(
+            {"id": step_id, "threadId": "t1", "type": "user_message", "output": step_id}
+        )
+    await driver.create_element("e-a", "t1", for_id, "a.txt", type="text", content="secret")
+    await driver.create_step({"id": "pad", "threadId": "t1", "type": "run", "output": PAD})
+    thread = await driver.get_thread("t1")
+    assert [e["id"] for e in thread["elements"]] == ["e-a"]
+    return driver.root / "threads" / "t1" / "steps.jsonl"
+
+
+async def test_a_step_deletion_after_an_edit_in_place_removes_the_elements_it_now_has(
+    driver: Driver, root: Path
+) -> None:
+    journal = await _thread(driver, "m0")
+    # The element now belongs to m1 (as long a line), and the journal grew.
+    line = b'{"op":"step","step":{"id":"late","threadId":"t1","type":"run"}}\n'
+    edit_in_place(journal, b'"forId":"m0"', b'"forId":"m1"', line)
+    assert element_files(root) == ["e-a.txt"]
+    await driver.delete_step("m1")
+    thread = await driver.get_thread("t1")
+    assert [s["id"] for s in thread["steps"]] == ["m0", "pad", "late"]
+    assert thread["elements"] == []
+    assert element_files(root) == []  # no copy of a deleted element's bytes is left
+
+
+async def test_an_element_deletion_after_an_edit_in_place_finds_the_element(
+    driver: Driver, root: Path
+) -> None:
+    journal = await _thread(driver, "m0")
+    # The element is now e-b (as long a line), and the journal grew.
+    line = b'{"op":"step","step":{"id":"late","threadId":"t1","type":"run"}}\n'
+    edit_in_place(journal, b'"id":"e-a"', b'"id":"e-b"', line)
+    await driver.delete_element("e-b", "t1")
+    thread = await driver.get_thread("t1")
+    assert thread["elements"] == []
+    assert element_files(root) == []
