@@ -283,16 +283,21 @@ def holds_durable_content(path: Path) -> bool:
     return FLUSHER.fresh_file(path) != (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
-def write_temp(path: Path, data: bytes) -> tuple[int, Path]:
+def write_temp(
+    path: Path, data: bytes, *, opened: Callable[[int], object] | None = None
+) -> tuple[int, Path]:
     """A new temporary sibling of ``path`` holding ``data``, still open (not fsynced):
     its descriptor and its path, for a caller that fsyncs and renames it later (a group
-    commit, see :meth:`filelayer._io.commit.SyncGroup.replace_later`)."""
+    commit, see :meth:`filelayer._io.commit.SyncGroup.replace_later`). ``opened`` is
+    given the descriptor once the file is made, before anything is written to it."""
     tmp = temp_path(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as exc:
         raise StorageWriteError(path, exc) from exc
     try:
+        if opened is not None:
+            opened(fd)
         _write_all(fd, data)
     except OSError as exc:
         os.close(fd)

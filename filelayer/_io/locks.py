@@ -337,6 +337,46 @@ def is_free(path: Path) -> bool:
     return True
 
 
+# -- temporary files of the living ---------------------------------------------------------
+
+
+def hold_file(fd: int) -> None:
+    """Hold the file open as ``fd`` exclusively (``flock``, without waiting: the file is
+    new) until ``fd`` is closed, here or by the kernel when the process dies: what
+    :func:`remove_unheld` looks for. Best effort: where there is no ``flock``, the file
+    is not held, and nothing removes it."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def remove_unheld(path: Path) -> bool:
+    """Remove the file at ``path`` if no process holds it (:func:`hold_file`): the one
+    that made it died, or let it go. Its lock is taken first and kept until the file is
+    gone, so that a holder that is alive, however long it has been stopped, keeps its
+    file. Whether it was removed; never where there is no ``flock`` (a holder cannot be
+    told from nobody there)."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return False
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | _fs.NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held, named = os.fstat(fd), os.lstat(path)
+        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+            return False  # another file under that name since it was opened
+        os.unlink(path)
+    except OSError:  # held (BlockingIOError), gone, or no flock on this file system
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 # -- announcing a long job ------------------------------------------------------------------
 #
 # Maintenance (a rebuild of the index, a compaction of every journal...) writes a lot,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ the thread holds it for milliseconds); past that, the view is not written."""
 
 CLOSE_BUDGET_BYTES = 64 * 1024 * 1024
 """Journal bytes a closing store reads at most for views (64 threads of a megabyte)."""
+
+TEMP_ABANDONED = 60.0
+"""Seconds since its last write past which a temporary file in ``index/views/`` that no
+process holds is taken for a killed writer's (see :meth:`ThreadSnapshots.sweep`)."""
 
 _TAIL = 64
 """Bytes of the journal's end a view keeps, to recognise the file it was made from."""
@@ -229,11 +234,12 @@ class ThreadSnapshots:
         path = self.layout.thread_view(thread_id)
         try:
             path.parent.mkdir(exist_ok=True)
-            fd, tmp = _fs.write_temp(path, data)
+            # Held until it is in place or gone: a live writer's file is never taken
+            # for a dead one's (see sweep).
+            fd, tmp = _fs.write_temp(path, data, opened=_locks.hold_file)
         except OSError:
             return
         try:
-            os.close(fd)
             # Put in place under the thread's lock, and only if the journal is still the
             # one it was made from: a deletion (here or in another process) holds that
             # lock from the rename of the thread's directory to the fsync of its view's
@@ -248,9 +254,37 @@ class ThreadSnapshots:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             return
+        finally:
+            os.close(fd)
         # Changed since behind the layer's back (a git checkout takes no lock).
         if journal_key(self.layout, thread_id) != key:
             self.remove(thread_id)
+
+    def sweep(self) -> int:
+        """Remove the temporary files that view writers killed midway left in
+        ``index/views/`` (each a copy of a conversation, which only a reindex removed
+        before): those older than :data:`TEMP_ABANDONED` that no process holds. A
+        writer holds its temporary file from the moment it makes it to the moment it
+        is in place or gone (:func:`~filelayer._io.locks.hold_file`), and the kernel
+        lets go of it when the writer dies; the age covers the instant between the
+        file's making and its hold. Returns how many files went."""
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return 0
+        limit = time.time() - TEMP_ABANDONED
+        removed = 0
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(_fs.RESERVED_PREFIX) and name.endswith(_fs.TEMP_SUFFIX)):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < limit:
+                removed += _locks.remove_unheld(Path(entry.path))
+        return removed
 
     def prune(self) -> int:
         """Remove the views of threads that have no journal any more (removed by git or

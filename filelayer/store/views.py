@@ -198,6 +198,10 @@ def element_view(
 REBUILD_EVERY = 60.0
 """Seconds between two attempts of a running store to build an index that went missing."""
 
+SWEEP_EVERY = 600.0
+"""Seconds between two looks of a store writing views for the temporary files that view
+writers killed midway left (see :meth:`ThreadSnapshots.sweep`)."""
+
 
 class ThreadViews:
     """The store's reads, in the shapes Chainlit asks for."""
@@ -224,6 +228,7 @@ class ThreadViews:
         self._step_views: Lru[str, _StepViews] = Lru(FOLDED_CACHE)
         self.snapshots = _snapshots.ThreadSnapshots(layout)
         self._next_rebuild = 0.0  # when a missing index may be built again, at the soonest
+        self._next_sweep = 0.0  # when views/ may be looked through for dead writers' files
 
     def _index_lost(self) -> bool:
         """Whether there is no index to read (``index/`` deleted under the running app,
@@ -356,6 +361,12 @@ class ThreadViews:
         the journal is still the one it was made from. Returns the threads left for the
         store's close: longer than :data:`~filelayer.store.snapshots.LIVE_MAX_BYTES`,
         or past the budget, they must not lose their view for having gone quiet."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            # What writers killed midway left: copies of conversations, and the files
+            # of threads deleted since, which nothing else removes until a reindex.
+            self._next_sweep = now + SWEEP_EVERY
+            self.snapshots.sweep()
         budget = _snapshots.CLOSE_BUDGET_BYTES
         later: list[str] = []
         for n, thread_id in enumerate(thread_ids):

@@ -16,6 +16,7 @@ import pytest
 
 from filelayer import ArchiveStore
 from filelayer.store.snapshots import VIEW_MIN_BYTES, ViewBytes
+from tests.support.processes import REPO, subprocess_env
 from tests.support.thread_views import folded, read_thread, view_path
 
 TID = "t1"
@@ -610,8 +611,8 @@ def test_a_view_made_while_its_thread_is_deleted_is_not_in_place_when_the_deleti
         snapshots.ThreadSnapshots.remove,
     )
 
-    def temp_then_wait(path: Path, data: bytes) -> Any:
-        made = write_temp(path, data)
+    def temp_then_wait(path: Path, data: bytes, **kwargs: Any) -> Any:
+        made = write_temp(path, data, **kwargs)
         written.set()
         go_on.wait(10)
         return made
@@ -644,3 +645,80 @@ def test_a_view_made_while_its_thread_is_deleted_is_not_in_place_when_the_deleti
         maker.join(10)
     assert not view.exists() and not any(view.parent.iterdir())
     store.close()
+
+
+_PAUSED_WRITER = (
+    "import sys\n"
+    "from filelayer import ArchiveStore\n"
+    "from filelayer.store import snapshots\n"
+    "from tests.store.test_thread_views import _write_long\n"
+    "locked = snapshots._locks.locked\n"
+    "def paused(*args, **kwargs):  # the view's temp file written, not yet in place\n"
+    "    print('paused', flush=True)\n"
+    "    sys.stdin.readline()\n"
+    "    return locked(*args, **kwargs)\n"
+    "store = ArchiveStore(sys.argv[1])\n"
+    "_write_long(store)\n"
+    "snapshots._locks.locked = paused\n"
+    "store.close()\n"
+)
+
+
+def _view_temps(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "index" / "views").iterdir() if p.name.endswith(".tmp"))
+
+
+def _paused_writer(root: Path) -> subprocess.Popen[str]:
+    """A process whose closing store wrote a view's temp file and waits before placing
+    it (a line on its input lets it go on)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_WRITER, str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+        cwd=REPO,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "paused\n"
+    return child
+
+
+def _age(path: Path) -> None:
+    """Make ``path`` look written long ago."""
+    old = path.stat().st_mtime - 24 * 3600
+    os.utime(path, (old, old))
+
+
+def test_the_temp_file_of_a_view_writer_killed_midway_goes_with_the_next_views(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "a"
+    child = _paused_writer(root)
+    child.kill()  # killed between writing the view and putting it in place
+    child.wait()
+    [temp] = _view_temps(root)
+    _age(temp)
+    store = ArchiveStore(root)
+    _write_long(store, "t2")
+    store.close()  # writes the view of t2, and clears what a dead writer left
+    assert _view_temps(root) == []
+    assert view_path(root, "t2").exists()
+
+
+def test_the_temp_file_of_a_live_view_writer_is_left_to_it_however_old(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    child = _paused_writer(root)
+    try:
+        [temp] = _view_temps(root)
+        _age(temp)  # a writer stopped for a long time is still alive
+        store = ArchiveStore(root)
+        _write_long(store, "t2")
+        store.close()
+        assert _view_temps(root) == [temp]
+    finally:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.close()
+        assert child.wait() == 0
+    assert _view_temps(root) == []
+    assert _served_from_view(root)
