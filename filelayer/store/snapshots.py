@@ -275,8 +275,7 @@ class ThreadSnapshots:
         limit = time.time() - TEMP_ABANDONED
         removed = 0
         for entry in entries:
-            name = entry.name
-            if not (name.startswith(_fs.RESERVED_PREFIX) and name.endswith(_fs.TEMP_SUFFIX)):
+            if not _is_temp(entry.name):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -290,7 +289,9 @@ class ThreadSnapshots:
         """Remove the views of threads that have no journal any more (removed by git or
         by hand, behind the layer's back) and whatever else is in ``index/views/``:
         what ``filelayer reindex`` does, so that no copy of a conversation outlives it.
-        Returns how many files went."""
+        But a temporary file that a live writer holds (see :meth:`sweep`) is its own to
+        put in place or remove: taken from under it, its view would be lost, and the
+        writer would find nothing to rename. Returns how many files went."""
         try:
             entries = list(os.scandir(self.directory))
         except OSError:
@@ -303,6 +304,9 @@ class ThreadSnapshots:
                 and is_valid_id(thread_id)
                 and self.layout.journal(thread_id).exists()
             ):
+                continue
+            if _is_temp(entry.name) and entry.is_file(follow_symlinks=False):
+                removed += _locks.remove_unheld(Path(entry.path))
                 continue
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
@@ -323,6 +327,11 @@ class ThreadSnapshots:
     def directory(self) -> Path:
         """Where the views are: ``index/views/``."""
         return self.layout.index_dir / VIEWS_DIR
+
+
+def _is_temp(name: str) -> bool:
+    """Whether ``name`` is that of a view's temporary file (:func:`~filelayer._io.fs.temp_path`)."""
+    return name.startswith(_fs.RESERVED_PREFIX) and name.endswith(_fs.TEMP_SUFFIX)
 
 
 _MAX_VIEW_BYTES = 256 * 1024 * 1024

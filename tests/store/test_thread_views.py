@@ -722,3 +722,23 @@ def test_the_temp_file_of_a_live_view_writer_is_left_to_it_however_old(tmp_path:
         assert child.wait() == 0
     assert _view_temps(root) == []
     assert _served_from_view(root)
+
+
+def test_reindex_leaves_a_live_view_writer_its_temp_file(tmp_path: Path) -> None:
+    """``filelayer reindex`` removes whatever else is in ``index/views/``, but not the
+    temporary file another process is writing and about to put in place."""
+    root = tmp_path / "a"
+    child = _paused_writer(root)
+    try:
+        [temp] = _view_temps(root)
+        store = ArchiveStore(root)
+        store.reindex()
+        store.close()
+        assert _view_temps(root) == [temp]
+    finally:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.close()
+        assert child.wait() == 0
+    assert _view_temps(root) == []
+    assert _served_from_view(root)
