@@ -314,14 +314,29 @@ class ThreadSnapshots:
         return removed
 
     def remove(self, thread_id: str) -> bool:
-        """Remove the thread's view (the thread is deleted, or its journal compacted);
-        whether there was one. The removal is not fsynced here: a deletion fsyncs the
-        views' directory with its own (see ``Threads.delete_thread``)."""
+        """Remove the thread's view (the thread is deleted, or its journal compacted),
+        and the temporary files of its view that no process holds, whatever their age:
+        a writer killed midway left there a copy of the conversation (or of steps the
+        compaction dropped), which must not outlive it. A writer that made its file but
+        holds it not yet has written nothing in it, and could not put it in place any
+        more. Whether anything went. The removal is not fsynced here: a deletion fsyncs
+        the views' directory with its own (see ``Threads.delete_thread``)."""
+        path = self.layout.thread_view(thread_id)
+        removed = False
         try:
-            os.unlink(self.layout.thread_view(thread_id))
+            os.unlink(path)
+            removed = True
         except OSError:
-            return False
-        return True
+            pass
+        prefix = f"{_fs.RESERVED_PREFIX}{path.name}."  # as fs.temp_path names them
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return removed
+        for entry in entries:
+            if entry.name.startswith(prefix) and _is_temp(entry.name):
+                removed = _locks.remove_unheld(Path(entry.path)) or removed
+        return removed
 
     @property
     def directory(self) -> Path:

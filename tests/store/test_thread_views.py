@@ -742,3 +742,19 @@ def test_reindex_leaves_a_live_view_writer_its_temp_file(tmp_path: Path) -> None
         assert child.wait() == 0
     assert _view_temps(root) == []
     assert _served_from_view(root)
+
+
+def test_a_deleted_thread_takes_the_temp_file_of_its_killed_view_writer_with_it(
+    tmp_path: Path,
+) -> None:
+    """A copy of a conversation outlives no deletion: not even the view a writer killed
+    midway left in a temporary file, however recent."""
+    root = tmp_path / "a"
+    child = _paused_writer(root)
+    child.kill()
+    child.wait()
+    assert len(_view_temps(root)) == 1
+    store = ArchiveStore(root)
+    assert store.delete_thread(TID)
+    assert _view_temps(root) == []
+    store.close()
