@@ -73,3 +73,26 @@ async def test_an_element_deletion_after_an_edit_in_place_finds_the_element(
     thread = await driver.get_thread("t1")
     assert thread["elements"] == []
     assert element_files(root) == []
+
+
+def test_a_step_looked_up_in_a_thread_edited_in_place_is_found_there(tmp_path: Path) -> None:
+    """Chainlit's ``delete_step`` gives no thread: the caller's session thread is looked
+    in first (step ids are the client's: another thread may hold the same one). That
+    thread, edited in place to hold the step, must be found to, by its fold checked
+    again: not the other thread."""
+    from filelayer import ArchiveStore
+
+    store = ArchiveStore(tmp_path / "chats")
+    store.write_step({"id": "dup", "threadId": "t2", "type": "run", "output": "theirs"})
+    for step_id, output in (("m0", "m0"), ("xyz", "mine"), ("pad", PAD)):
+        store.write_step({"id": step_id, "threadId": "t1", "type": "run", "output": output})
+    assert store.get_thread("t1") is not None  # its fold kept
+    journal = store.layout.journal("t1")
+    line = b'{"op":"step","step":{"id":"late","threadId":"t1","type":"run"}}\n'
+    edit_in_place(journal, b'"id":"xyz"', b'"id":"dup"', line)
+    assert store.delete_step("dup", prefer="t1")
+    t1, t2 = store.get_thread("t1"), store.get_thread("t2")
+    assert t1 is not None and t2 is not None
+    assert [s["id"] for s in t1["steps"]] == ["m0", "pad", "late"]
+    assert [s["id"] for s in t2["steps"]] == ["dup"]
+    store.close()
