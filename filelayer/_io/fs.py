@@ -489,7 +489,7 @@ class AppendFile:
     after a compaction, a repair or a ``git checkout`` replaced it.
     """
 
-    __slots__ = ("fd", "id", "kept", "path", "size")
+    __slots__ = ("ctime", "fd", "id", "kept", "path", "size")
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         """Open ``path``; without ``create``, ``FileNotFoundError`` if it is missing."""
@@ -510,6 +510,11 @@ class AppendFile:
         self.path = path
         self.id = (st.st_dev, st.st_ino)
         self.size = st.st_size
+        self.ctime: int | None = st.st_ctime_ns
+        """The file's change time as this descriptor last found it: at its opening, then
+        after each write through it (``None``: not known). What tells a reader that
+        follows the file (:class:`~filelayer._io.tail.Tail`) an edit in place that kept
+        its size from the file it read."""
         self.kept = False  # the descriptor was handed to a group commit, which closes it
 
     def write(
@@ -537,6 +542,9 @@ class AppendFile:
         group = changes.group if changes is not None else None
         try:
             _write_all(fd, data)
+            self.ctime = None
+            with contextlib.suppress(OSError):  # an fstat of an open file does not fail
+                self.ctime = os.fstat(fd).st_ctime_ns  # before a group may close ``fd``
             if sync or (durable and group is None):
                 fsync_fd(fd)
             elif group is not None:

@@ -191,11 +191,13 @@ class Tail:
         self.read_whole = st if whole and self.offset == st.st_size else None
 
     def catch_up_open(self, file: _fs.AppendFile) -> None:
-        """Catch up through a journal the caller has open to append to, under its lock."""
-        self._check(file.id, file.size, None)
+        """Catch up through a journal the caller has open to append to, under its lock.
+        Its change time, known from its opening, tells an edit in place that kept the
+        size (a backup copied over it) after this process's own appends too."""
+        self._check(file.id, file.size, file.ctime)
         if file.size > self.offset:
             self._read_to(file.fd, file.size, file.path)
-        self.stamp = (file.id, None)
+        self.stamp = (file.id, file.ctime)
         self.read_whole = None
         self.seen = None
 
@@ -212,7 +214,7 @@ class Tail:
             self.crc = zlib.crc32(lines, self.crc)
             self.offset += len(lines)
             self.last = (self.last + lines)[-_RECOGNISE:]
-            self.stamp = (file.id, None)  # its change time is not known any more
+            self.stamp = (file.id, file.ctime)  # as the write left it
             self.read_whole = None
             self.seen = None
 

@@ -96,3 +96,29 @@ def test_a_step_looked_up_in_a_thread_edited_in_place_is_found_there(tmp_path: P
     assert [s["id"] for s in t1["steps"]] == ["m0", "pad", "late"]
     assert [s["id"] for s in t2["steps"]] == ["dup"]
     store.close()
+
+
+def test_a_write_after_an_edit_in_place_of_the_same_size_sees_the_deletion_it_brought(
+    tmp_path: Path,
+) -> None:
+    """A journal this process just appended to, then rewritten in place with its size
+    kept (a backup copied over it with ``cp``): a deletion it now holds is seen by the
+    next write, which then leaves nothing in the index (the change time tells)."""
+    from filelayer import ArchiveStore
+
+    store = ArchiveStore(tmp_path / "chats")
+    store.write_step({"id": "a", "threadId": "t1", "type": "user_message", "output": "alpha"})
+    journal = store.layout.journal("t1")
+    data = journal.read_bytes()
+    line = data.splitlines(keepends=True)[-1]
+    deletion = b'{"id":"b","op":"step.delete"}'
+    edited = deletion + b" " * (len(line) - len(deletion) - 1) + b"\n"
+    with open(journal, "r+b") as f:  # in place, as long as before
+        f.write(data[: -len(line)] + edited)
+    assert len(journal.read_bytes()) == len(data)
+    store.write_step({"id": "b", "threadId": "t1", "type": "user_message", "output": "bravo"})
+    threads, _ = store.list_threads(user_id=None, search="bravo")
+    assert threads == []
+    thread = store.get_thread("t1")
+    assert thread is not None and thread["steps"] == []
+    store.close()
