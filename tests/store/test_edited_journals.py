@@ -122,3 +122,19 @@ def test_a_write_after_an_edit_in_place_of_the_same_size_sees_the_deletion_it_br
     thread = store.get_thread("t1")
     assert thread is not None and thread["steps"] == []
     store.close()
+
+
+async def test_an_element_resent_after_an_edit_in_place_replaces_the_file_it_now_names(
+    driver: Driver, root: Path
+) -> None:
+    """The journal, rewritten in place (a restore), names another file of the element:
+    that one is what a re-send under another name replaces."""
+    await _thread(driver, "m0")
+    journal = root / "threads" / "t1" / "steps.jsonl"
+    restored = root / "threads" / "t1" / "elements" / "e-a.csv"
+    restored.write_text("restored")
+    line = b'{"op":"step","step":{"id":"late","threadId":"t1","type":"run"}}\n'
+    edit_in_place(journal, b'"elements/e-a.txt"', b'"elements/e-a.csv"', line)
+    await driver.create_element("e-a", "t1", "m0", "a.pdf", type="pdf", content=b"%PDF")
+    assert "e-a.csv" not in element_files(root)  # no copy of the old bytes is left
+    assert "e-a.pdf" in element_files(root)
