@@ -54,8 +54,10 @@ class Tail:
         self.crc = 0
         """The CRC-32 of the bytes taken, ``[0, offset)``: what :meth:`verify` checks."""
         self.seen: Seen | None = None
-        """The file as the last look found it (``None``: not known), whose bytes taken
-        need no check while it is still so."""
+        """The file as it was when the bytes taken were last known to be its first bytes
+        (read from its beginning, or checked by :meth:`verify`), and have been since; no
+        check is needed while it is still so. ``None``: not known (the file changed
+        since, and a look read on from ``offset`` without checking them)."""
 
     def _reset(self) -> None:
         self.stamp = None
@@ -154,6 +156,8 @@ class Tail:
             os.close(fd)
         if at != self.offset or crc != self.crc:
             self._reset()
+        else:
+            self.seen = seen_of(st)  # checked: the catch_up that follows may trust it
 
     def catch_up(self, path: Path) -> None:
         """Read what was appended to ``path`` since the last look. Something else than a
@@ -170,6 +174,9 @@ class Tail:
         file_id = (st.st_dev, st.st_ino)
         self._check(file_id, st.st_size, st.st_ctime_ns)
         whole = self.offset == 0
+        # What was taken is still known to be the file's beginning only if it is read
+        # from there, or the file is as it was when it last was known to be.
+        trusted = whole or self.seen == seen_of(st)
         if st.st_size > self.offset:
             try:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | _fs.NOFOLLOW)
@@ -185,7 +192,7 @@ class Tail:
         self.stamp = (file_id, st.st_ctime_ns)
         # As found before the read: whatever changed the file while it was read changed
         # its times too, and the next verify reads it again.
-        self.seen = seen_of(st) if self.offset == st.st_size else None
+        self.seen = seen_of(st) if trusted and self.offset == st.st_size else None
         # Known only for a read of the whole file, from before that read: whatever
         # changed the file in place while it was read changed this time too.
         self.read_whole = st if whole and self.offset == st.st_size else None

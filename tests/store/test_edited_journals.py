@@ -138,3 +138,17 @@ async def test_an_element_resent_after_an_edit_in_place_replaces_the_file_it_now
     await driver.create_element("e-a", "t1", "m0", "a.pdf", type="pdf", content=b"%PDF")
     assert "e-a.csv" not in element_files(root)  # no copy of the old bytes is left
     assert "e-a.pdf" in element_files(root)
+
+
+async def test_a_read_between_the_edit_and_the_deletion_does_not_hide_the_edit(
+    driver: Driver, root: Path
+) -> None:
+    """A read after the edit reads on from where it was left (it does not check what it
+    read before); the deletion that follows still does."""
+    journal = await _thread(driver, "m0")
+    line = b'{"op":"step","step":{"id":"late","threadId":"t1","type":"run"}}\n'
+    edit_in_place(journal, b'"id":"e-a"', b'"id":"e-b"', line)
+    await driver.get_thread("t1")
+    await driver.delete_element("e-b", "t1")
+    assert (await driver.get_thread("t1"))["elements"] == []
+    assert element_files(root) == []
