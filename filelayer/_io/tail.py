@@ -117,8 +117,8 @@ class Tail:
         an edit, so once the file changed since the last look (another process appended,
         or this one: the writers do not tell every reader), its first ``offset`` bytes are
         read again and their CRC-32 compared: some milliseconds for megabytes, where
-        folding them again costs a hundred times that. For a caller that acts on what it
-        keeps (a deletion, under the journal's lock), before its :meth:`catch_up`."""
+        folding them again costs a hundred times that. Called before :meth:`catch_up` by
+        whoever acts on what is kept or serves it (the kept folds of the journals)."""
         if not self.offset:
             return
         try:

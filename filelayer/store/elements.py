@@ -94,7 +94,7 @@ class Elements:
             return True
         if journal.for_deleted_step(element, dead.steps):
             log.debug("filelayer: element %s is for a deleted step: deleted", element_id)
-            stored = self.folds.folded(thread_id, verify=True).state.elements.get(str(element_id))
+            stored = self.folds.folded(thread_id).state.elements.get(str(element_id))
             record = journal.element_delete_record(str(element_id))
             self.appender.hide(thread_id, [record], _file_of(stored), changes)  # an earlier copy's
             return True
@@ -141,7 +141,7 @@ class Elements:
         # The element as stored decides which file a re-send replaces: its fold is
         # checked against the journal (an edit in place may name another file), which
         # for a long journal is not done on the loop (before any change).
-        self.folds.refuse_on_loop(thread_id, verify=True)
+        self.folds.refuse_on_loop(thread_id)
         with self.locks.writing(thread_id), appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
             if not appender.ensure_thread(thread_id, changes) or self._refused(
@@ -150,7 +150,7 @@ class Elements:
                 if isinstance(element.get("file"), str):
                     appender.remove_element_file(thread_id, element["file"], changes)
                 return False
-            stored = self.folds.folded(thread_id, verify=True).state.elements.get(element_id)
+            stored = self.folds.folded(thread_id).state.elements.get(element_id)
             relative = element.get("file")
             if written is not None and not self._still_written(thread_id, relative, written):
                 # Another send of the element (another process) put its bytes there

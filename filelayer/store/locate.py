@@ -131,8 +131,8 @@ class Locator:
         if prefer and is_valid_id(prefer) and self.layout.journal(prefer).exists():
             # Checked as the deletion checks it: a ``prefer`` edited in place to hold
             # the step must not send the deletion to another thread with its id.
-            self.folds.refuse_on_loop(prefer, verify=True)
-            if step_id in self.folds.folded(prefer, verify=True).state.steps:
+            self.folds.refuse_on_loop(prefer)
+            if step_id in self.folds.folded(prefer).state.steps:
                 return prefer
         owner = self.step_owner(step_id)
         if owner is None:

@@ -110,11 +110,11 @@ class WriteLocks:
         since, which is folded anew) is not folded on the loop:
         :class:`~filelayer._io.commit.DiskWait` is raised, before any change, and the
         call runs in a worker thread (see :data:`LOOP_FOLD_BYTES`)."""
-        self.folds.refuse_on_loop(thread_id, verify=True)
+        self.folds.refuse_on_loop(thread_id)
         with self.writing(thread_id):
             if self.deleted.has(thread_id) or not self.layout.manifest(thread_id).exists():
                 yield None
             else:
                 # Checked against the journal as it is: what the deletion removes is
                 # what it holds now, after an edit in place too.
-                yield self.folds.folded(thread_id, verify=True).state
+                yield self.folds.folded(thread_id).state

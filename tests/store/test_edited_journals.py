@@ -152,3 +152,17 @@ async def test_a_read_between_the_edit_and_the_deletion_does_not_hide_the_edit(
     await driver.delete_element("e-b", "t1")
     assert (await driver.get_thread("t1"))["elements"] == []
     assert element_files(root) == []
+
+
+async def test_a_read_after_an_edit_in_place_serves_what_the_journal_holds_now(
+    driver: Driver, root: Path
+) -> None:
+    """The process that read the thread before the edit serves what a new process
+    does (a backup copied over the journal, longer than what was read)."""
+    journal = await _thread(driver, "m0")
+    line = b'{"op":"step","step":{"id":"late","threadId":"t1","type":"run"}}\n'
+    edit_in_place(journal, b'"output":"m1"', b'"output":"M1"', line)
+    thread = await driver.get_thread("t1")
+    assert [s["output"] for s in thread["steps"]][:2] == ["m0", "M1"]
+    fresh = await driver.another_worker().get_thread("t1")
+    assert thread["steps"] == fresh["steps"]
