@@ -284,12 +284,14 @@ class ThreadViews:
         (see :mod:`~filelayer.store.session`) is merged into the metadata only for its
         author, or when the reader is the app itself (``None``). Chainlit's share page
         hands the metadata to every viewer of a shared thread, taking out only the chat
-        profile, the settings and ``env``.
+        profile, the settings and ``env``. An anonymous visitor is nobody's author, not
+        even of a thread without one (an app without login, whose share page answers
+        anyone): Chainlit resumes a thread for a logged-in user only.
         """
         doc = self.read_manifest(thread_id)
         if doc is None:
             return None
-        private = viewer is None or viewer == (doc.get("userIdentifier") or "")
+        private = viewer is None or (bool(viewer) and viewer == doc.get("userIdentifier"))
         views, first = self._views(thread_id)
         if first is not None:  # decoded from the view file just now: the caller's
             steps, stored_elements = first.steps, first.elements

@@ -239,3 +239,28 @@ def test_sharing_is_detected_wherever_chainlit_has_it() -> None:
     source = Path(chainlit.server.__file__).read_text(encoding="utf-8")
     if "/project/thread/share" in source:
         assert not needs_thread_sharing().args[0]
+
+
+async def test_an_anonymous_visitor_gets_no_saved_session_of_a_thread_without_author(
+    layer: FileDataLayer,
+) -> None:
+    """In an app without login threads have no author, and Chainlit's share page answers
+    every visitor (there is no login to ask for): an anonymous visitor is not known to be
+    whoever wrote the thread, and no resume needs the session (Chainlit resumes for a
+    logged-in user only). The app itself still reads it back."""
+    saved = {
+        "chat_settings": {},
+        "chat_profile": None,
+        "client_type": "webapp",
+        "notes": "the app's private notes",
+    }
+    layer.store.update_thread("tn", name="no login")
+    layer.store.update_thread("tn", metadata=saved)
+    own = await layer.get_thread("tn")
+    assert own is not None and own["metadata"]["notes"] == "the app's private notes"
+    with serve.serving(request_of(None)):
+        shown = await layer.get_thread("tn")
+    assert shown is not None and "notes" not in shown["metadata"]
+    with serve.serving(request_of("mallory")):
+        shown = await layer.get_thread("tn")
+    assert shown is not None and "notes" not in shown["metadata"]
