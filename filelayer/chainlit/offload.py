@@ -226,7 +226,13 @@ class Offload:
 
     def _after_write(self) -> None:
         """Start the maintenance a write may have made due: compactions, views, the
-        trigram index's upkeep."""
+        trigram index's upkeep. None once :meth:`close` began: it shuts the maintenance
+        thread down, and a write that lands meanwhile (one fired before the app stopped)
+        must neither fail with the executor's error after it was made nor start a
+        thread nobody stops; what it made due is left for later (the compactor's due
+        list; the index's queue of texts, which searches read)."""
+        if self._closed:
+            return
         if self.store.compactor.has_due and self._compacting is None:
             self._compact_soon()
         if self._views_timer is None and self._viewing is None and self.store.views_pending:

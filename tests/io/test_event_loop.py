@@ -470,6 +470,49 @@ async def test_the_trigram_upkeep_runs_off_the_loop(layer: Any) -> None:
         assert [t["id"] for t in found] == ["t1"]
 
 
+async def test_a_write_made_while_the_adapter_closes_starts_no_upkeep(
+    layer: Any, root: Path
+) -> None:
+    """A write Chainlit fired before the app stopped may land on the loop while
+    ``close`` shuts the maintenance thread down: the trigram upkeep it makes due is not
+    handed to that thread (the write would fail with the executor's error after it was
+    made, or start a thread nobody stops); the queue stays in the index, which searches
+    read, for the next process to apply."""
+    import threading
+
+    n = 0
+    while layer.calls._upkeep is None:  # a first upkeep: the maintenance thread exists
+        n += 1
+        await layer.create_step(message(f"m{n}", f"needle{n} haystack"))
+    await layer.calls.idle()
+    maintenance = layer.calls._maintenance
+    real_shutdown = maintenance.shutdown
+    paused, resume = threading.Event(), threading.Event()
+
+    def shutdown(wait: bool = True, **kwargs: Any) -> None:
+        real_shutdown(wait=wait, **kwargs)
+        paused.set()
+        resume.wait(10)
+
+    maintenance.shutdown = shutdown
+    closing = asyncio.ensure_future(layer.calls.close())
+    try:
+        assert await asyncio.to_thread(paused.wait, 10)
+        while not layer.store.index_upkeep_due:  # writes until one leaves the upkeep
+            n += 1
+            await layer.create_step(message(f"m{n}", f"needle{n} haystack"))
+    finally:
+        resume.set()
+        await closing
+    assert not [t for t in threading.enumerate() if t.name.startswith("filelayer-compact")]
+    again = ArchiveStore(root)
+    try:
+        found, _ = again.list_threads(user_id=None, search=f"needle{n} hay")
+        assert [t["id"] for t in found] == ["t1"]
+    finally:
+        again.close()
+
+
 async def test_a_deletion_refused_on_the_loop_changed_nothing(root: Path) -> None:
     """The refusal comes before any change: the journal is as it was."""
     from filelayer._io import commit as _commit
