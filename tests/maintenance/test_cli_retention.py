@@ -1019,3 +1019,23 @@ def test_a_user_who_logs_in_again_as_the_erasure_ends_keeps_the_new_thread(
     thread = store.get_thread("fresh")
     assert thread is not None and [s["output"] for s in thread["steps"]] == ["I am back"]
     assert store.get_user(ALICE) is not None
+
+
+def test_a_thread_whose_author_is_lost_is_skipped_and_named_with_exit_0(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A thread nothing names the author of any more (its manifest emptied, the index
+    lost too) may be anyone's: the erasure leaves it and says so, but what it did erase
+    worked, so it exits 0 (a script that stops on 1 would take a finished erasure for a
+    failed one)."""
+    store = ArchiveStore(archive)
+    store.put_manifest({"id": "lost", "name": "who wrote this", "createdAt": "2026-03-01"})
+    store.write_step({"id": "lost-1", "threadId": "lost", "type": "user_message", "output": "?"})
+    store.layout.manifest("lost").write_bytes(b"")
+    store.close()
+    shutil.rmtree(archive / "index")
+    assert main(["erase-user", ALICE]) == 0
+    err = capsys.readouterr().err
+    assert "erased 2 thread(s)" in err
+    assert "skipped 1 thread(s)" in err and "lost" in err
+    assert ArchiveStore(archive).is_deleted("lost") is False
