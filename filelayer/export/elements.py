@@ -15,10 +15,8 @@ exports to byte-identical files.
 
 from __future__ import annotations
 
-import csv
 import html
 import importlib.util
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -129,17 +127,46 @@ def read_table(data: bytes, limit: int = TABLE_ROWS) -> Table | None:
     return Table(columns, [[_cell(v) for v in row] for row in rows[:limit]], len(rows))
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a CSV cell as a formula (OWASP's list)."""
+
+
+def _inert(value: Any) -> str:
+    """A CSV cell that a spreadsheet shows as the text it is: a text starting like a
+    formula (a chat user's ``=HYPERLINK(...)`` would send the sheet's data away when
+    opened) gets a single quote before it, the usual mark of a text cell. Numbers are
+    the data's own and stay as they are (``-5`` is no formula)."""
+    cell = _cell(value)
+    if isinstance(value, str) and cell.startswith(_FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
 def table_csv(data: bytes) -> bytes | None:
-    """The whole dataframe as CSV (UTF-8, ``\\n`` line ends, a header row)."""
+    """The whole dataframe as CSV (UTF-8, ``\\n`` line ends, a header row), for a
+    person's spreadsheet: text cells, column names too, are made inert (see
+    :func:`_inert`)."""
     frame = _split_frame(data)
     if frame is None:
         return None
     columns, rows = frame
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([_cell(v) for v in row] for row in rows)
-    return out.getvalue().encode("utf-8")
+    lines = [_csv_row([_inert(c) for c in columns])]
+    lines += [_csv_row([_inert(v) for v in row]) for row in rows]
+    return "".join(lines).encode("utf-8")
+
+
+_CSV_QUOTED = re.compile(r'[,"\r\n]')
+
+
+def _csv_row(cells: list[str]) -> str:
+    """One CSV line as the ``csv`` module writes it (a cell quoted when it holds a
+    comma, a quote or a line break), but with a lone carriage return quoted too: with
+    ``\\n`` line ends the module leaves one bare, and a reader ends the row there,
+    shifting every cell after it into a row of its own."""
+    if cells == [""]:
+        return '""\n'  # a row of one empty cell, not an empty line
+    quoted = (f'"{c.replace(chr(34), chr(34) * 2)}"' if _CSV_QUOTED.search(c) else c for c in cells)
+    return ",".join(quoted) + "\n"
 
 
 def markdown_table(table: Table) -> str:

