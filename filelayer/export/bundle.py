@@ -14,6 +14,7 @@ once for the whole directory, ``plotly.min.js``.
 from __future__ import annotations
 
 import base64
+import itertools
 import mimetypes
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,23 @@ def element_views(
     the page (a dataframe's CSV copy)."""
     views: dict[str, ElementView] = {}
     folder = f"{stem}.files"
+    taken: set[str] = set()
+
+    def claim(relative: str) -> str:
+        """``relative``, or, when another file of this page took that name ignoring
+        case (element ids keep theirs, and macOS and Windows make ``DF.json`` and
+        ``df.json`` one file), a number before its extension."""
+        head, dot, ext = relative.rpartition(".")
+        base, suffix = (head, dot + ext) if dot and "/" not in ext else (relative, "")
+        candidates = itertools.chain(
+            [relative], (f"{base}-{n}{suffix}" for n in itertools.count(2))
+        )
+        for name in candidates:
+            if name.lower() not in taken:
+                taken.add(name.lower())
+                return name
+        raise AssertionError("unreachable: the names to try never end")
+
     for element in thread.get("elements") or []:
         view = ElementView(
             id=str(element["id"]),
@@ -85,7 +103,7 @@ def element_views(
         _, source = found
         if not source.is_file():
             continue
-        relative = f"{folder}/{_copy_name(element, source.name)}"
+        relative = claim(f"{folder}/{_copy_name(element, source.name)}")
         files[relative] = source
         if link is None:
             view.href = relative
@@ -112,12 +130,12 @@ def element_views(
                 view.table_note = ee.oversized_note(data)
             whole = ee.table_csv(data)
             if whole is not None and link is None:
-                view.csv_href = f"{folder}/{TABLES_DIR}/{view.id}.csv"
+                view.csv_href = claim(f"{folder}/{TABLES_DIR}/{view.id}.csv")
                 files[view.csv_href] = whole
         elif view.type == "plotly" and plotly is not None and ee.is_figure(data):
             files[ee.PLOTLY_SCRIPT] = plotly
             page = ee.chart_page(data, view.name, f"../../{ee.PLOTLY_SCRIPT}")
-            view.chart_href = f"{folder}/{CHARTS_DIR}/{view.id}.html"
+            view.chart_href = claim(f"{folder}/{CHARTS_DIR}/{view.id}.html")
             files[view.chart_href] = page.encode("utf-8")
     return views
 

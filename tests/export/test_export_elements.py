@@ -206,3 +206,25 @@ def test_a_tables_csv_cells_never_open_as_formulas(root: Path) -> None:
     assert rows[0] == ["'=cmd|' /C calc'!A0", "n"]
     assert [r[0] for r in rows[1:]] == ["'" + h for h in hostile]
     assert {r[1] for r in rows[1:]} == {"-5"}  # a number is data, not a formula
+
+
+def test_elements_whose_ids_differ_only_in_case_get_files_of_their_own(root: Path) -> None:
+    """Element ids keep their case, and a file system that ignores it (macOS, Windows)
+    makes ``DF.json`` and ``df.json`` one file: each element's copy, CSV and chart page
+    gets a name no other file of the export has, ignoring case, and the page links to
+    its own."""
+    store = ArchiveStore(root)
+    store.write_step({"id": "m", "threadId": "t", "type": "assistant_message", "output": "x"})
+    for element_id, value in (("DF", 1), ("df", 2)):
+        frame = json.dumps({"columns": ["a"], "data": [[value]]}).encode()
+        element = {"id": element_id, "type": "dataframe", "name": f"n{value}", "forId": "m"}
+        store.put_element("t", element, frame)
+    found = store.get_thread("t")
+    assert found is not None
+    bundle = build(store, found, "markdown", plotly=None)
+    names = [name.lower() for name in bundle.files]
+    assert len(names) == len(set(names)), sorted(bundle.files)
+    for value in (1, 2):
+        line = next(x for x in bundle.text.splitlines() if f"**n{value}**" in x)
+        target = line.split("](")[1].split(")")[0]
+        assert content(bundle.files[target]).decode().splitlines()[1] == str(value)
