@@ -14,8 +14,10 @@ once for the whole directory, ``plotly.min.js``.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import mimetypes
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,22 +253,36 @@ def _self_contained_link(
     (within :data:`INLINE_IMAGE_BYTES`), any other file at ``element_url``, or nowhere
     (``None``: a page printed alone, with no directory beside it)."""
     room = [INLINE_IMAGE_BYTES]
+    made: dict[tuple[str, bytes], str] = {}
+    """The ``data:`` URL made for each image's type and bytes' digest: the same image
+    stored for several elements (Chainlit stores it once per message it is sent with)
+    is one URL, one string, counted once against the room (the page then holds it once:
+    :func:`filelayer.export.html.render_html`)."""
 
     def link(element: dict[str, Any], relative: str) -> str | None:
         if element.get("type") == "image":
             mime = str(element.get("mime") or mimetypes.guess_type(relative)[0] or "")
-            if mime.startswith("image/") and mime != "image/svg+xml":
-                source = files[relative]
-                size = source.stat().st_size if isinstance(source, Path) else len(source)
-                if size <= room[0]:
-                    room[0] -= size
-                    encoded = base64.b64encode(content(source)).decode("ascii")
-                    return f"data:{mime};base64,{encoded}"
+            if _IMAGE_TYPE_RE.fullmatch(mime) and mime != "image/svg+xml":
+                data = content(files[relative])
+                key = (mime, hashlib.sha256(data).digest())
+                if key in made:
+                    return made[key]
+                if len(data) <= room[0]:
+                    room[0] -= len(data)
+                    encoded = base64.b64encode(data).decode("ascii")
+                    made[key] = f"data:{mime};base64,{encoded}"
+                    return made[key]
         if element_url is not None:
             return element_url(str(thread["id"]), str(element["id"]))
         return None
 
     return link
+
+
+_IMAGE_TYPE_RE = re.compile(r"image/[\w.+-]+", re.ASCII)
+"""An element's ``mime`` (the client's) that a ``data:`` URL may carry: a type and
+nothing else, no parameter, quote or parenthesis that would end the URL where the page
+quotes it (an attribute, its style)."""
 
 
 def _external(url: object) -> str | None:

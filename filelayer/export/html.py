@@ -198,7 +198,9 @@ def _badge(kind: str) -> str:
     return f'<span class="badge">{html.escape(kind)}</span>'
 
 
-def _element_html(view: ElementView) -> str:
+def _element_html(view: ElementView, shared: dict[str, str] | None = None) -> str:
+    """``shared``: the class that shows an image the page holds once in its style (see
+    :func:`_shared_images`), by its ``data:`` URL."""
     name = html.escape(view.name)
     target = view.href or ""
     if not (ee.safe_url(target) or (view.type == "image" and target.startswith("data:image/"))):
@@ -212,6 +214,9 @@ def _element_html(view: ElementView) -> str:
     if not target and not view.left_out:
         return f'<div class="element"><em>{name} ({html.escape(view.type)}, not stored)</em></div>'
     if view.type == "image" and view.embed:
+        shown = (shared or {}).get(target)
+        if shown is not None:
+            return f'<div class="element"><img class="{shown}" alt="{name}"></div>'
         return f'<div class="element"><img src="{href}" alt="{name}"></div>'
     if view.type in ("audio", "video") and not re.match(r"[a-z][a-z0-9+.-]*:|/", target):
         # A file beside the page plays in it (the app's page links instead: its
@@ -263,6 +268,29 @@ def _element_html(view: ElementView) -> str:
     return f'<div class="element">{_badge(view.type)}<a href="{href}">{name}</a></div>'
 
 
+_SHAREABLE_RE = re.compile(r"data:image/[\w.+-]+;base64,[A-Za-z0-9+/=]*", re.ASCII)
+
+
+def _shared_images(views: dict[str, ElementView]) -> tuple[dict[str, str], str]:
+    """The ``data:`` URLs that more than one image of the page shows (one image sent
+    with several messages), each given a class, and the style that holds each once:
+    ``content: url(...)`` puts it in every ``<img>`` of that class, without a script
+    and without a file, so the page still stands alone, holding its bytes once. A URL
+    shown once stays the image's ``src``."""
+    counts: dict[str, int] = {}
+    for view in views.values():
+        target = view.href or ""
+        if view.type == "image" and view.embed and _SHAREABLE_RE.fullmatch(target):
+            counts[target] = counts.get(target, 0) + 1
+    shared: dict[str, str] = {}
+    rules = []
+    for target, count in counts.items():
+        if count > 1:
+            shared[target] = f"image-{len(shared) + 1}"
+            rules.append(f'.{shared[target]}{{content:url("{target}")}}\n')
+    return shared, "".join(rules)
+
+
 def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
     """The conversation as one HTML page (``views``: what each element shows as)."""
     steps: list[dict[str, Any]] = thread.get("steps") or []
@@ -277,9 +305,10 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
     author = str(thread.get("userIdentifier") or "User")
     title = str(thread.get("name") or "Untitled conversation")
     body: list[str] = []
+    shared, images_style = _shared_images(views)
 
     def extras(step: dict[str, Any]) -> str:
-        parts = [_element_html(v) for v in owned.get(step["id"], [])]
+        parts = [_element_html(v, shared) for v in owned.get(step["id"], [])]
         fb = step.get("feedback")
         if fb:
             mark = {1: "👍 helpful", 0: "👎 not helpful"}.get(fb.get("value"), "rated")
@@ -348,7 +377,7 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
     loose = owned.get(None, [])
     if loose:
         body.append('<section class="attachments"><h2>Attachments</h2>')
-        body.extend(_element_html(v) for v in loose)
+        body.extend(_element_html(v, shared) for v in loose)
         body.append("</section>")
     created = html.escape(when(thread.get("createdAt")))
     tags = ", ".join(str(t) for t in thread.get("tags") or [])
@@ -359,7 +388,7 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{PAGE_POLICY}">\n'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f'<meta name="filelayer-thread" content="{html.escape(str(thread["id"]))}">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n"
+        f"<title>{html.escape(title)}</title>\n<style>{STYLE}{images_style}</style>\n</head>\n"
         f"<body>\n<header><h1>{html.escape(title)}</h1><p>{meta}</p></header>\n"
         f"<main>\n" + "\n".join(body) + "\n</main>\n</body>\n</html>\n"
     )

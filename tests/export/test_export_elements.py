@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -228,3 +229,33 @@ def test_elements_whose_ids_differ_only_in_case_get_files_of_their_own(root: Pat
         line = next(x for x in bundle.text.splitlines() if f"**n{value}**" in x)
         target = line.split("](")[1].split(")")[0]
         assert content(bundle.files[target]).decode().splitlines()[1] == str(value)
+
+
+def test_a_page_that_stands_alone_holds_each_image_once(root: Path) -> None:
+    """Chainlit stores an image again for every message it is sent with: a page that
+    holds its images inside it held the same bytes once per element (a 10 MB image
+    sent three times made a 40 MB page, and used up the room for images). The same
+    bytes are held once, in the page's style, and every element showing them refers to
+    them; an image shown once stays a plain ``<img src>``."""
+    from tests.support.export import png
+
+    store = ArchiveStore(root)
+    shared, single = png(61, 31), png(7, 5)
+    for n in range(3):
+        step = {"id": f"m{n}", "threadId": "t", "type": "assistant_message", "output": "x"}
+        store.write_step(step)
+        element = {"id": f"i{n}", "type": "image", "name": f"p{n}.png", "mime": "image/png"}
+        store.put_element("t", {**element, "forId": f"m{n}"}, shared)
+    lone = {"id": "lone", "type": "image", "name": "lone.png", "mime": "image/png", "forId": "m0"}
+    store.put_element("t", lone, single)
+    found = store.get_thread("t")
+    assert found is not None
+    page = build(store, found, "html", self_contained=True).text
+    encoded = base64.b64encode(shared).decode()
+    assert page.count(encoded) == 1
+    style = page.split("<style>")[1].split("</style>")[0]
+    assert f'content:url("data:image/png;base64,{encoded}")' in style
+    for n in range(3):
+        assert f'<img class="image-1" alt="p{n}.png">' in page
+    lone_uri = "data:image/png;base64," + base64.b64encode(single).decode()
+    assert f'<img src="{lone_uri}" alt="lone.png">' in page
