@@ -18,7 +18,7 @@ import hashlib
 import itertools
 import mimetypes
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,9 @@ class Bundle:
     files: dict[str, bytes | Path] = field(default_factory=dict)
     """By path relative to the export directory: the bytes, or the archive's file to
     copy (element files are read one at a time, when written, not all at once)."""
+    pieces: Iterator[str] | None = None
+    """The page as pieces to write one after another, in place of :attr:`text` (which
+    is then empty): see ``build(streamed=True)``."""
 
     def items(self) -> list[tuple[str, bytes | Path]]:
         """Every file of the export, the page first."""
@@ -204,6 +207,7 @@ def build(
     self_contained: bool = False,
     element_url: Callable[[str, str], str] | None = None,
     stem: str | None = None,
+    streamed: bool = False,
 ) -> Bundle:
     """The export of ``thread`` (as :meth:`ArchiveStore.get_thread` returns it).
 
@@ -212,12 +216,21 @@ def build(
     ``plotly``: the plotly.js to share (default: the installed package's, if any).
     ``self_contained`` (HTML only): images are put inside the page as ``data:`` URLs
     and other files are linked with ``element_url(thread id, element id)``, for a page
-    served alone by the app."""
+    served alone by the app.
+
+    ``streamed`` (HTML with its files beside it): the page comes as
+    :attr:`Bundle.pieces`, made while they are written, so that a page of a long
+    output is never held whole (nor as bytes beside it)."""
     if fmt not in FORMATS:
         raise InvalidValueError(
             "format", f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})"
         )
-    script = ee.plotly_script() if plotly is _AUTO else plotly
+    if plotly is _AUTO:
+        # Read only for a thread with a chart: plotly.js is 4 MB, held while exporting.
+        charts = any(e.get("type") == "plotly" for e in thread.get("elements") or [])
+        script = ee.plotly_script() if charts else None
+    else:
+        script = plotly
     stem = stem or file_stem(thread)
     files: dict[str, bytes | Path] = {}
     link = None
@@ -230,8 +243,10 @@ def build(
         blocks = {k: b for k, v in views.items() if (b := markdown_block(v)) is not None}
         text = render_markdown(thread, links, blocks)
         return Bundle(stem, f"{stem}.md", text, files)
-    from .html import render_html
+    from .html import html_pieces, render_html
 
+    if streamed and not self_contained:
+        return Bundle(stem, f"{stem}.html", "", files, html_pieces(thread, views))
     text = render_html(thread, views)
     if self_contained:
         files.clear()

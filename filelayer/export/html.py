@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from .._time import when
@@ -293,6 +294,26 @@ def _shared_images(views: dict[str, ElementView]) -> tuple[dict[str, str], str]:
 
 def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
     """The conversation as one HTML page (``views``: what each element shows as)."""
+    return "".join(html_pieces(thread, views))
+
+
+_PIECE = 1 << 18
+"""How much of a long text is escaped at a time (see :func:`_escaped`)."""
+
+
+def _escaped(text: str) -> Iterator[str]:
+    """``html.escape(text)`` in pieces of at most :data:`_PIECE` characters of ``text``
+    (escaping is per character, so the pieces join to the whole): a step's 20 MB output
+    is never held escaped whole beside itself."""
+    for at in range(0, len(text), _PIECE):
+        yield html.escape(text[at : at + _PIECE])
+
+
+def html_pieces(thread: dict[str, Any], views: dict[str, ElementView]) -> Iterator[str]:
+    """:func:`render_html`'s page as the pieces it is made of, in order, for a writer
+    that puts them in a file one after another: the page is never held whole (nor each
+    message with everything nested in it, joined at every level), only the thread it is
+    made from and one piece at a time."""
     steps: list[dict[str, Any]] = thread.get("steps") or []
     present = {s["id"] for s in steps}
     children = step_children(steps)
@@ -304,8 +325,8 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
             owned.setdefault(owner, []).append(view)
     author = str(thread.get("userIdentifier") or "User")
     title = str(thread.get("name") or "Untitled conversation")
-    body: list[str] = []
     shared, images_style = _shared_images(views)
+    opening = '<div class="bubble">'
 
     def extras(step: dict[str, Any]) -> str:
         parts = [_element_html(v, shared) for v in owned.get(step["id"], [])]
@@ -316,73 +337,77 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
             parts.append(f'<p class="feedback">{_badge(mark)}{comment}</p>')
         return "".join(parts)
 
-    def inner(step: dict[str, Any]) -> str:
-        """Tool steps below a message, folded the way Chainlit folds them."""
-        return "".join(render(child, nested=True) for child in children.get(step["id"], []))
-
-    def render(step: dict[str, Any], nested: bool = False) -> str:
+    def render(
+        step: dict[str, Any], nested: bool = False, lead: list[str] | None = None
+    ) -> Iterator[str]:
+        """The step's pieces; ``lead`` (a message's): a run's tool steps, folded into
+        the start of its bubble when it is the run's last message."""
         kind = step.get("type")
         if kind in MESSAGE_TYPES:
             user = kind == "user_message"
             who = author if user else str(step.get("name") or "Assistant")
             stamp = html.escape(when(step.get("createdAt") or step.get("start")))
-            text = markdown_html(str(step.get("output") or "").strip())
             css = "user" if user else "assistant"
             # Tool steps fold into the bubble; the answers (and the runs that made
             # them: Chainlit 2 hangs the run under the user's message) follow it.
             kids = children.get(step["id"], [])
             following = (*MESSAGE_TYPES, "run")
-            tools = "".join(render(c, nested=True) for c in kids if c.get("type") not in following)
-            after = "".join(render(c) for c in kids if c.get("type") in following)
-            return (
-                f'<section class="msg {css}"><div class="who">{html.escape(who)} · {stamp}</div>'
-                f'<div class="bubble">{tools}{text}{extras(step)}</div></section>{after}'
-            )
+            yield f'<section class="msg {css}"><div class="who">{html.escape(who)} · {stamp}</div>'
+            yield opening
+            yield from lead or ()
+            for child in kids:
+                if child.get("type") not in following:
+                    yield from render(child, nested=True)
+            yield markdown_html(str(step.get("output") or "").strip())
+            yield extras(step) + "</div></section>"
+            for child in kids:
+                if child.get("type") in following:
+                    yield from render(child)
+            return
         if kind == "run":
             # Invisible in Chainlit's UI: its tool steps go into the answer it made.
             kids = children.get(step["id"], [])
             tool_steps = [c for c in kids if c.get("type") not in (*MESSAGE_TYPES, "run")]
             messages = [c for c in kids if c not in tool_steps]
-            folded = "".join(render(c, nested=True) for c in tool_steps)
-            out = []
-            opening = '<div class="bubble">'
+            folded = [piece for c in tool_steps for piece in render(c, nested=True)]
             for n, child in enumerate(messages):
-                piece = render(child)
-                if folded and n == len(messages) - 1 and opening in piece:
-                    piece = piece.replace(opening, opening + folded, 1)
-                    folded = ""
-                out.append(piece)
-            for rest in (folded, extras(step)):
+                if folded and n == len(messages) - 1:
+                    if child.get("type") in MESSAGE_TYPES:
+                        yield from render(child, lead=folded)
+                        folded = []
+                        continue
+                    # A run in a run (rare, and small): into its first bubble, if any.
+                    piece = "".join(render(child))
+                    if opening in piece:
+                        piece = piece.replace(opening, opening + "".join(folded), 1)
+                        folded = []
+                    yield piece
+                    continue
+                yield from render(child)
+            for rest in ("".join(folded), extras(step)):
                 if rest:
-                    out.append(f'<section class="msg assistant">{opening}{rest}</div></section>')
-            return "".join(out)
+                    yield f'<section class="msg assistant">{opening}{rest}</div></section>'
+            return
         label = f"{step.get('name') or kind} ({kind})" + (" ⚠️ error" if step.get("isError") else "")
-        parts = [f'<details class="step"><summary>{html.escape(label)}</summary>']
-        if step.get("input"):
-            parts.append('<div class="label">Input</div>')
-            parts.append(f"<pre><code>{html.escape(str(step['input']))}</code></pre>")
-        if step.get("output"):
-            parts.append('<div class="label">Output</div>')
-            parts.append(f"<pre><code>{html.escape(str(step['output']))}</code></pre>")
-        parts.append(extras(step))
-        parts.append(inner(step))
-        parts.append("</details>")
-        piece = "".join(parts)
-        if nested:
-            return piece
-        return f'<section class="msg assistant"><div class="bubble">{piece}</div></section>'
+        if not nested:
+            yield '<section class="msg assistant"><div class="bubble">'
+        yield f'<details class="step"><summary>{html.escape(label)}</summary>'
+        for field, heading in (("input", "Input"), ("output", "Output")):
+            if step.get(field):
+                yield f'<div class="label">{heading}</div><pre><code>'
+                yield from _escaped(str(step[field]))
+                yield "</code></pre>"
+        yield extras(step)
+        for child in children.get(step["id"], []):
+            yield from render(child, nested=True)
+        yield "</details>"
+        if not nested:
+            yield "</div></section>"
 
-    for top in children.get(None, []):
-        body.append(render(top))
-    loose = owned.get(None, [])
-    if loose:
-        body.append('<section class="attachments"><h2>Attachments</h2>')
-        body.extend(_element_html(v, shared) for v in loose)
-        body.append("</section>")
     created = html.escape(when(thread.get("createdAt")))
     tags = ", ".join(str(t) for t in thread.get("tags") or [])
     meta = f"{html.escape(author)} · {created}" + (f" · {html.escape(tags)}" if tags else "")
-    return (
+    yield (
         "<!DOCTYPE html>\n"
         f'<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{PAGE_POLICY}">\n'
@@ -390,5 +415,18 @@ def render_html(thread: dict[str, Any], views: dict[str, ElementView]) -> str:
         f'<meta name="filelayer-thread" content="{html.escape(str(thread["id"]))}">\n'
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}{images_style}</style>\n</head>\n"
         f"<body>\n<header><h1>{html.escape(title)}</h1><p>{meta}</p></header>\n"
-        f"<main>\n" + "\n".join(body) + "\n</main>\n</body>\n</html>\n"
+        "<main>\n"
     )
+    first = True
+    for top in children.get(None, []):
+        if not first:
+            yield "\n"
+        first = False
+        yield from render(top)
+    loose = owned.get(None, [])
+    if loose:
+        yield ("\n" if not first else "") + '<section class="attachments"><h2>Attachments</h2>'
+        for v in loose:
+            yield "\n" + _element_html(v, shared)
+        yield "\n</section>"
+    yield "\n</main>\n</body>\n</html>\n"

@@ -223,3 +223,50 @@ def test_a_json_export_holds_an_integer_of_any_size(
     text = page.read_text(encoding="utf-8")
     assert str(big % 10**20).zfill(20) in text
     assert sys.get_int_max_str_digits() == limit
+
+
+def test_an_html_export_streams_its_page_to_the_file(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 20 MB tool output made a page built whole several times over (the escaped
+    text, each nesting's join, the page, its bytes, the file read back to compare):
+    the page is written to its file piece by piece, and compared piece by piece when
+    it is there already. Measured from the moment the thread is read (its own size is
+    the store's), the export holds less than the page's size more (it was five times)."""
+    import tracemalloc
+
+    from filelayer import ArchiveStore
+
+    size = 4 << 20
+    line = "the <quick> brown fox & the lazy dog " * 4 + "\n"
+    output = line * (size // len(line))
+    store = ArchiveStore(root)
+    store.write_step({"id": "u", "threadId": "t", "type": "user_message", "output": "hi"})
+    step = {"id": "s", "threadId": "t", "parentId": "u", "type": "tool", "output": output}
+    store.write_step(step)
+    store.close()
+    read = ArchiveStore.get_thread
+    base = [0]
+
+    def measured(self: ArchiveStore, *args: object, **kwargs: object) -> object:
+        found = read(self, *args, **kwargs)  # type: ignore[arg-type]
+        tracemalloc.reset_peak()
+        base[0] = tracemalloc.get_traced_memory()[0]
+        return found
+
+    monkeypatch.setattr(ArchiveStore, "get_thread", measured)
+    out = tmp_path / "out"
+    for _ in ("written", "compared"):
+        tracemalloc.start()
+        try:
+            assert (
+                main(["--root", str(root), "export", "t", "-o", str(out), "--format", "html"]) == 0
+            )
+            peak = tracemalloc.get_traced_memory()[1] - base[0]
+        finally:
+            tracemalloc.stop()
+        assert peak < size, peak / size  # it was five times the size
+    [page] = out.glob("*.html")
+    text = page.read_text()
+    assert text.count("the &lt;quick&gt; brown fox &amp; the lazy dog") == output.count("<quick>")
+    assert text.endswith("</html>\n")
