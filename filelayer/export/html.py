@@ -131,7 +131,7 @@ def markdown_html(text: str, depth: int = 0) -> str:
     lines = text.replace("\r\n", "\n").split("\n")
     out: list[str] = []
     para: list[str] = []
-    items: list[str] = []
+    items: list[list[str]] = []  # each item's lines, joined once (not copied per line)
     ordered = False
 
     def flush() -> None:
@@ -141,7 +141,8 @@ def markdown_html(text: str, depth: int = 0) -> str:
             para.clear()
         if items:
             tag = "ol" if ordered else "ul"
-            out.append(f"<{tag}>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + f"</{tag}>")
+            shown = "".join(f"<li>{_inline(' '.join(i))}</li>" for i in items)
+            out.append(f"<{tag}>{shown}</{tag}>")
             items = []
 
     i = 0
@@ -182,9 +183,9 @@ def markdown_html(text: str, depth: int = 0) -> str:
                 flush()
             if not items:
                 ordered = listed.group(1) is not None
-            items.append(listed.group(2))
+            items.append([listed.group(2)])
         elif items and line.startswith((" ", "\t")):
-            items[-1] += " " + line.strip()
+            items[-1].append(line.strip())
         else:
             if items:
                 flush()
