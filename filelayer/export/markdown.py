@@ -77,13 +77,15 @@ def fence(text: str, language: str = "") -> str:
     characters only (a language is an info string, on the fence's own line: a new line
     or a backtick there ended it, and the code's first line was Markdown)."""
     text = _newlines(text)
-    ticks = "```"
-    while ticks in text:
-        ticks += "`"
+    # One backtick more than the longest run in it, found in one pass (growing the
+    # fence a backtick at a time took time quadratic in that run).
+    longest = max((len(run) for run in _BACKTICKS_RE.findall(text)), default=0)
+    ticks = "`" * max(3, longest + 1)
     return f"{ticks}{_LANGUAGE_DROPPED_RE.sub('', language)}\n{text}\n{ticks}"
 
 
 _LANGUAGE_DROPPED_RE = re.compile(r"[^\w+#.-]")
+_BACKTICKS_RE = re.compile(r"`{3,}")
 
 
 def _quote(text: str) -> str:

@@ -790,3 +790,16 @@ def test_a_list_item_of_many_lines_renders_in_time_in_proportion_to_it() -> None
     assert time.monotonic() - started < 10
     assert page.startswith("<ul><li>item continued here continued here")
     assert page.count("continued here") == 300_000
+
+
+def test_a_step_output_of_backticks_is_fenced_in_time_in_proportion_to_it() -> None:
+    """The fence round a step's output grew one backtick at a time until the output no
+    longer held it, copying and looking for it each time: time quadratic in the
+    longest run of backticks (40 s for 200,000 of them, hours for megabytes)."""
+    output = "a" + "`" * 300_000 + "b"
+    thread = {"id": "t", "steps": [{"id": "s", "type": "tool", "output": output}]}
+    started = time.monotonic()
+    text = render_markdown(thread)
+    assert time.monotonic() - started < 10
+    ticks = "`" * 300_001
+    assert f"**Output**\n\n{ticks}\n{output}\n{ticks}\n" in text
