@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import html
 import itertools
+import json
 import os
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +23,7 @@ from .._io import fs as _fs
 from ..errors import ExportLinkError, FileLayerError, StorageWriteError
 from ..export.bundle import UNRENDERABLE, build, content, describe
 from ..export.markdown import file_stem, render_json
+from ..format.ids import MAX_ID_LENGTH
 from ..format.layout import INDEX_DIR, LOCKS_DIR, SESSIONS_DIR, THREADS_DIR, USERS_DIR
 from ..progress import Progress
 from ..store.archive import ArchiveStore
@@ -63,6 +67,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     written = 0
     failed = 0
     stems: dict[str, str] = {}  # file name stem, in lower case -> the thread under it
+    if args.output:
+        _pages_there(Path(args.output), args.format, stems)
     try:
         for n, thread_id in enumerate(ids, start=1):
             if args.threads:
@@ -135,6 +141,82 @@ def _for_terminal(text: str, *, json_text: bool) -> str:
     if json_text:
         return text.translate(_CONTROL)
     return "\n".join(printable(line) for line in text.split("\n"))
+
+
+_EXTENSIONS = {"markdown": ".md", "html": ".html", "json": ".json"}
+_HEAD = 64 << 10
+"""How much of a Markdown or HTML page is read to find whose it is (its id is in its
+first lines: the front matter, the page's head)."""
+_OWNER_RES = {
+    "markdown": re.compile(r'\A---\nid: ("(?:[^"\\\n]|\\.)*")\n'),
+    "html": re.compile(r'<meta name="filelayer-thread" content="([^"<>]*)">'),
+}
+_JSON_ID = b'\n  "id": '
+"""The thread's own id in a JSON export (``indent=2``: the top level's keys, alone on
+lines of two spaces' indent; a new line inside a string is written ``\\n``)."""
+
+
+def _pages_there(directory: Path, fmt: str, stems: dict[str, str]) -> None:
+    """Note in ``stems`` the pages of this format already in ``directory`` under the
+    thread each was exported from, so that a later export into it takes the same
+    names again and never another thread's: names chosen from one run's threads only
+    gave a thread exported alone the name that, ignoring case, another thread's page
+    had (``…-T`` beside ``…-t``, one file on macOS and Windows)."""
+    extension = _EXTENSIONS[fmt]
+    try:
+        names = [e.name for e in os.scandir(directory) if e.is_file(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in sorted(names):
+        if not name.lower().endswith(extension) or name.startswith("."):
+            continue
+        owner = _owner(directory / name, fmt)
+        if owner is not None:
+            stems.setdefault(name[: -len(extension)].lower(), owner)
+
+
+def _owner(path: Path, fmt: str) -> str | None:
+    """The id of the thread ``path`` (an earlier export's page) was exported from, or
+    ``None`` when it says none (not an export's page)."""
+    try:
+        with open(path, "rb") as page:
+            if fmt == "json":
+                return _json_owner(page)
+            head = page.read(_HEAD).decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = _OWNER_RES[fmt].search(head)
+    if found is None:
+        return None
+    if fmt == "html":
+        return html.unescape(found.group(1))
+    try:
+        owner = json.loads(found.group(1).replace("\\u003c", "<"))
+    except ValueError:
+        return None
+    return owner if isinstance(owner, str) else None
+
+
+def _json_owner(page: Any) -> str | None:
+    """The top-level ``id`` of a JSON export, read a block at a time (its steps and
+    elements come before it, sorted by key)."""
+    tail = b""
+    while True:
+        block = page.read(_HEAD)
+        if not block:
+            return None
+        data = tail + block
+        at = data.find(_JSON_ID)
+        if at >= 0:
+            line = data[at + len(_JSON_ID) :].split(b"\n", 1)
+            if len(line) == 1 and len(line[0]) < 4 * MAX_ID_LENGTH:  # the line goes on
+                line = (line[0] + page.read(8 * MAX_ID_LENGTH)).split(b"\n", 1)
+            try:
+                owner = json.loads(line[0].rstrip(b","))
+            except ValueError:
+                return None
+            return owner if isinstance(owner, str) else None
+        tail = data[-len(_JSON_ID) :]
 
 
 def _free_stem(thread: dict[str, Any], stems: dict[str, str]) -> str:

@@ -803,3 +803,32 @@ def test_a_step_output_of_backticks_is_fenced_in_time_in_proportion_to_it() -> N
     assert time.monotonic() - started < 10
     ticks = "`" * 300_001
     assert f"**Output**\n\n{ticks}\n{output}\n{ticks}\n" in text
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "html", "json"])
+def test_a_later_export_into_the_same_directory_keeps_each_threads_page(
+    tmp_path: Path, fmt: str
+) -> None:
+    """A thread's file name took the other threads of the same run into account only:
+    ``t`` and ``T`` (one day, one name) exported together were ``…-t`` and ``…-T-2``,
+    and ``T`` exported alone later into the same directory became ``…-T`` again: the
+    page of ``t`` on a file system that ignores case (macOS, Windows), a second page of
+    ``T`` elsewhere. The pages already there count as taken by their threads."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    for n, thread_id in enumerate(("t", "T")):
+        _message(store, thread_id, f"s{n}", f"words of {thread_id}")
+        store.update_thread(thread_id, name="Hello")
+    store.close()
+    out = tmp_path / "out"
+    base = ["--root", str(root), "export", "--format", fmt, "-o", str(out)]
+    assert main([*base, "t", "T"]) == 0
+    before = sorted(p.name for p in out.iterdir())
+    for alone in ("T", "t"):
+        assert main([*base, alone]) == 0
+        assert sorted(p.name for p in out.iterdir()) == before
+    for page in out.iterdir():
+        text = page.read_text()
+        owner = "T" if "words of T" in text else "t"
+        assert f"words of {owner.swapcase()}" not in text
+        assert page.stem.endswith(f"-{owner}" if owner == "t" else "-T-2")
