@@ -302,12 +302,18 @@ _PIECE = 1 << 18
 """How much of a long text is escaped at a time (see :func:`_escaped`)."""
 
 
-def _escaped(text: str) -> Iterator[str]:
-    """``html.escape(text)`` in pieces of at most :data:`_PIECE` characters of ``text``
-    (escaping is per character, so the pieces join to the whole): a step's 20 MB output
-    is never held escaped whole beside itself."""
-    for at in range(0, len(text), _PIECE):
-        yield html.escape(text[at : at + _PIECE])
+def _escaped(text: str, *, strip: bool = False) -> Iterator[str]:
+    """``html.escape(text)`` (of ``text.strip()`` with ``strip``) in pieces of at most
+    :data:`_PIECE` characters of ``text`` (escaping is per character, so the pieces join
+    to the whole): a step's 20 MB output is never held escaped whole beside itself."""
+    start, end = 0, len(text)
+    if strip:
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+    for at in range(start, end, _PIECE):
+        yield html.escape(text[at : min(at + _PIECE, end)])
 
 
 def html_pieces(thread: dict[str, Any], views: dict[str, ElementView]) -> Iterator[str]:
@@ -329,14 +335,15 @@ def html_pieces(thread: dict[str, Any], views: dict[str, ElementView]) -> Iterat
     shared, images_style = _shared_images(views)
     opening = '<div class="bubble">'
 
-    def extras(step: dict[str, Any]) -> str:
-        parts = [_element_html(v, shared) for v in owned.get(step["id"], [])]
+    def extras(step: dict[str, Any]) -> Iterator[str]:
+        for view in owned.get(step["id"], []):
+            yield _element_html(view, shared)
         fb = step.get("feedback")
         if fb:
             mark = {1: "👍 helpful", 0: "👎 not helpful"}.get(fb.get("value"), "rated")
-            comment = html.escape(str(fb.get("comment") or "").strip())
-            parts.append(f'<p class="feedback">{_badge(mark)}{comment}</p>')
-        return "".join(parts)
+            yield f'<p class="feedback">{_badge(mark)}'
+            yield from _escaped(str(fb.get("comment") or ""), strip=True)  # in pieces
+            yield "</p>"
 
     def render(
         step: dict[str, Any], nested: bool = False, lead: list[str] | None = None
@@ -360,7 +367,8 @@ def html_pieces(thread: dict[str, Any], views: dict[str, ElementView]) -> Iterat
                 if child.get("type") not in following:
                     yield from render(child, nested=True)
             yield markdown_html(str(step.get("output") or "").strip())
-            yield extras(step) + "</div></section>"
+            yield from extras(step)
+            yield "</div></section>"
             for child in kids:
                 if child.get("type") in following:
                     yield from render(child)
@@ -385,7 +393,7 @@ def html_pieces(thread: dict[str, Any], views: dict[str, ElementView]) -> Iterat
                     yield piece
                     continue
                 yield from render(child)
-            for rest in ("".join(folded), extras(step)):
+            for rest in ("".join(folded), "".join(extras(step))):  # a run's: rarely any
                 if rest:
                     yield f'<section class="msg assistant">{opening}{rest}</div></section>'
             return
@@ -398,7 +406,7 @@ def html_pieces(thread: dict[str, Any], views: dict[str, ElementView]) -> Iterat
                 yield f'<div class="label">{heading}</div><pre><code>'
                 yield from _escaped(str(step[field]))
                 yield "</code></pre>"
-        yield extras(step)
+        yield from extras(step)
         for child in children.get(step["id"], []):
             yield from render(child, nested=True)
         yield "</details>"

@@ -832,3 +832,29 @@ def test_a_later_export_into_the_same_directory_keeps_each_threads_page(
         owner = "T" if "words of T" in text else "t"
         assert f"words of {owner.swapcase()}" not in text
         assert page.stem.endswith(f"-{owner}" if owner == "t" else "-T-2")
+
+
+def test_a_long_comment_is_written_to_the_html_page_in_pieces(tmp_path: Path) -> None:
+    """A rating's comment was escaped whole and copied into its step's closing piece
+    again: eight times its size, seventeen with signs to escape, beside the thread
+    (hundreds of megabytes for a 20 MB comment). It goes into the page in pieces."""
+    import tracemalloc
+
+    from filelayer.export.html import html_pieces
+
+    size = 2_000_000
+    text = " a<b&c" * (size // 6)
+    store = ArchiveStore(tmp_path)
+    _message(store, "t", "s1", "hi")
+    store.upsert_feedback(for_id="s1", value=0, comment=text, thread_id="t")
+    thread = store.get_thread("t")
+    store.close()
+    assert thread is not None
+    tracemalloc.start()
+    try:
+        escaped = sum(piece.count("&lt;") for piece in html_pieces(thread, {}))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert escaped == size // 6
+    assert peak < 2 * size, peak / size
