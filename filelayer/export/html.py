@@ -128,71 +128,106 @@ per ``>`` failed on a line of a thousand of them)."""
 
 def markdown_html(text: str, depth: int = 0) -> str:
     """The common Markdown of chat messages as HTML (see the module docstring)."""
-    lines = text.replace("\r\n", "\n").split("\n")
-    out: list[str] = []
-    para: list[str] = []
-    items: list[list[str]] = []  # each item's lines, joined once (not copied per line)
-    ordered = False
+    return "".join(markdown_pieces(text, depth))
 
-    def flush() -> None:
-        nonlocal items
+
+class _Lines:
+    """The lines of a text, one at a time, with one looked at ahead: a message's lines
+    are not all made at once (a list of a million short lines is ten times the text)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._at = 0
+        self._ended = False
+
+    def peek(self) -> str | None:
+        """The next line without taking it; ``None`` after the last."""
+        if self._ended:
+            return None
+        end = self._text.find("\n", self._at)
+        return self._text[self._at :] if end < 0 else self._text[self._at : end]
+
+    def take(self) -> None:
+        end = self._text.find("\n", self._at)
+        if end < 0:
+            self._ended = True
+        else:
+            self._at = end + 1
+
+
+def markdown_pieces(text: str, depth: int = 0) -> Iterator[str]:
+    """:func:`markdown_html` as pieces, a paragraph's or a list's line at a time, for a
+    page written as it is made (see :func:`html_pieces`)."""
+    lines = _Lines(text.replace("\r\n", "\n"))
+    blocks = 0  # blocks begun: each after the first on a line of its own
+    para = False
+    items: list[str] | None = None  # the list item being read, by its lines
+    tag = "ul"
+
+    def begin(opening: str) -> str:
+        nonlocal blocks
+        blocks += 1
+        return opening if blocks == 1 else "\n" + opening
+
+    def flush() -> Iterator[str]:
+        nonlocal para, items
         if para:
-            out.append("<p>" + "<br>\n".join(_inline(p) for p in para) + "</p>")
-            para.clear()
-        if items:
-            tag = "ol" if ordered else "ul"
-            shown = "".join(f"<li>{_inline(' '.join(i))}</li>" for i in items)
-            out.append(f"<{tag}>{shown}</{tag}>")
-            items = []
+            yield "</p>"
+            para = False
+        if items is not None:
+            yield f"<li>{_inline(' '.join(items))}</li></{tag}>"
+            items = None
 
-    i = 0
-    while i < len(lines):
-        line = lines[i]
+    while (line := lines.peek()) is not None:
+        lines.take()
         fence = _FENCE_RE.fullmatch(line)
         if fence:
-            flush()
+            yield from flush()
             marker, language = fence.group(1), fence.group(2)
             body = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith(marker):
-                body.append(lines[i])
-                i += 1
+            while (inner := lines.peek()) is not None and not inner.strip().startswith(marker):
+                body.append(inner)
+                lines.take()
+            lines.take()  # the closing fence
             cls = f' class="language-{html.escape(language)}"' if language else ""
-            out.append(f"<pre><code{cls}>{html.escape(chr(10).join(body))}</code></pre>")
-            i += 1
+            yield begin(f"<pre><code{cls}>{html.escape(chr(10).join(body))}</code></pre>")
             continue
         heading = _HEADING_RE.fullmatch(line.strip())
         listed = _LIST_RE.fullmatch(line)
         if not line.strip():
-            flush()
+            yield from flush()
         elif heading:
-            flush()
+            yield from flush()
             level = min(len(heading.group(1)) + 2, 6)  # below the page's own headings
-            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
+            yield begin(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
         elif line.lstrip().startswith(">") and depth < _QUOTE_DEPTH:
-            flush()
-            quoted = []
-            while i < len(lines) and lines[i].lstrip().startswith(">"):
-                quoted.append(lines[i].lstrip()[1:].removeprefix(" "))
-                i += 1
+            yield from flush()
+            quoted = [line.lstrip()[1:].removeprefix(" ")]
+            while (inner := lines.peek()) is not None and inner.lstrip().startswith(">"):
+                quoted.append(inner.lstrip()[1:].removeprefix(" "))
+                lines.take()
             inside = markdown_html(chr(10).join(quoted), depth + 1)
-            out.append(f"<blockquote>{inside}</blockquote>")
-            continue
+            yield begin(f"<blockquote>{inside}</blockquote>")
         elif listed:
             if para:
-                flush()
-            if not items:
-                ordered = listed.group(1) is not None
-            items.append([listed.group(2)])
-        elif items and line.startswith((" ", "\t")):
-            items[-1].append(line.strip())
+                yield from flush()
+            if items is None:
+                tag = "ul" if listed.group(1) is None else "ol"
+                yield begin(f"<{tag}>")
+            else:
+                yield f"<li>{_inline(' '.join(items))}</li>"
+            items = [listed.group(2)]
+        elif items is not None and line.startswith((" ", "\t")):
+            items.append(line.strip())
         else:
-            if items:
-                flush()
-            para.append(line.strip())
-        i += 1
-    flush()
-    return "\n".join(out)
+            if items is not None:
+                yield from flush()
+            if para:
+                yield "<br>\n" + _inline(line.strip())
+            else:
+                yield begin("<p>" + _inline(line.strip()))
+                para = True
+    yield from flush()
 
 
 def _badge(kind: str) -> str:
@@ -366,7 +401,7 @@ def html_pieces(thread: dict[str, Any], views: dict[str, ElementView]) -> Iterat
             for child in kids:
                 if child.get("type") not in following:
                     yield from render(child, nested=True)
-            yield markdown_html(str(step.get("output") or "").strip())
+            yield from markdown_pieces(str(step.get("output") or "").strip())
             yield from extras(step)
             yield "</div></section>"
             for child in kids:

@@ -858,3 +858,26 @@ def test_a_long_comment_is_written_to_the_html_page_in_pieces(tmp_path: Path) ->
         tracemalloc.stop()
     assert escaped == size // 6
     assert peak < 2 * size, peak / size
+
+
+@pytest.mark.parametrize("unit", ["a line of text\n", "- item\n  more of it\n"])
+def test_a_message_of_many_lines_is_made_into_html_a_line_at_a_time(unit: str) -> None:
+    """The HTML of a message split it into all of its lines first and joined every
+    paragraph and list whole: ten times the text for a message of short lines, thirty
+    for a long list (hundreds of megabytes for a 20 MB message). Its lines are read
+    and its paragraphs and lists written one line at a time."""
+    import tracemalloc
+
+    from filelayer.export.html import html_pieces
+
+    size = 1_000_000
+    text = unit * (size // len(unit))
+    thread = {"id": "t", "steps": [{"id": "s", "type": "assistant_message", "output": text}]}
+    tracemalloc.start()
+    try:
+        written = sum(len(piece) for piece in html_pieces(thread, {}))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert written > size
+    assert peak < 3 * size, peak / size
