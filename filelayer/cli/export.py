@@ -84,18 +84,16 @@ def cmd_export(args: argparse.Namespace) -> int:
                     _export_to(store, thread, Path(args.output), args.format, stem)
                 else:
                     out = stdout()
-                    if args.format == "json":
-                        text = render_json(thread, ensure_ascii=not holds_any_text(out))
-                    else:  # HTML: one page with its images inside (no directory for them)
-                        html = args.format == "html"
-                        text = build(store, thread, args.format, self_contained=html).text
-                        if html and not holds_any_text(out):
-                            # ASCII with character references (&#9731;): the page says
-                            # it is UTF-8, which ASCII is, and a Latin-1 byte is not.
-                            text = text.encode("ascii", "xmlcharrefreplace").decode("ascii")
-                    if _is_terminal(out):
-                        text = _for_terminal(text, json_text=args.format == "json")
-                    out.write(text if not written else "\n" + text)
+                    if args.format == "html":
+                        _print_page(store, thread, out, after=bool(written))
+                    else:
+                        if args.format == "json":
+                            text = render_json(thread, ensure_ascii=not holds_any_text(out))
+                        else:
+                            text = build(store, thread, args.format).text
+                        if _is_terminal(out):
+                            text = _for_terminal(text, json_text=args.format == "json")
+                        out.write(text if not written else "\n" + text)
             except UNRENDERABLE as exc:
                 # Hand-edited or damaged values (a name that is a list, a table nested
                 # beyond any reader's depth): this thread is named and skipped, the
@@ -110,6 +108,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output:
         print(f"exported {written} thread(s) to {args.output}", file=sys.stderr)
     return 0 if written and not failed else 1
+
+
+def _print_page(store: ArchiveStore, thread: dict[str, Any], out: Any, *, after: bool) -> None:
+    """One HTML page with its images inside (no directory for them) on ``out``, written
+    as it is made, never held whole (see :func:`filelayer.export.html.html_pieces`).
+    Each piece is made fit for ``out`` on its own: both changes go a character at a
+    time (a new line is kept whole by either)."""
+    ascii_only = not holds_any_text(out)
+    terminal = _is_terminal(out)
+    if after:
+        out.write("\n")
+    pieces = build(store, thread, "html", self_contained=True, streamed=True).pieces
+    for piece in pieces or ():
+        if ascii_only:
+            # ASCII with character references (&#9731;): the page says it is UTF-8,
+            # which ASCII is, and a Latin-1 byte is not.
+            piece = piece.encode("ascii", "xmlcharrefreplace").decode("ascii")
+        out.write(_for_terminal(piece, json_text=False) if terminal else piece)
 
 
 def _is_terminal(out: Any) -> bool:

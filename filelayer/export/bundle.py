@@ -218,7 +218,7 @@ def build(
     and other files are linked with ``element_url(thread id, element id)``, for a page
     served alone by the app.
 
-    ``streamed`` (HTML with its files beside it): the page comes as
+    ``streamed`` (HTML): the page comes as
     :attr:`Bundle.pieces`, made while they are written, so that a page of a long
     output is never held whole (nor as bytes beside it)."""
     if fmt not in FORMATS:
@@ -245,7 +245,9 @@ def build(
         return Bundle(stem, f"{stem}.md", text, files)
     from .html import html_pieces, render_html
 
-    if streamed and not self_contained:
+    if streamed:
+        if self_contained:
+            files.clear()  # inside the page, or linked: nothing goes beside it
         return Bundle(stem, f"{stem}.html", "", files, html_pieces(thread, views))
     text = render_html(thread, views)
     if self_contained:

@@ -270,3 +270,46 @@ def test_an_html_export_streams_its_page_to_the_file(
     text = page.read_text()
     assert text.count("the &lt;quick&gt; brown fox &amp; the lazy dog") == output.count("<quick>")
     assert text.endswith("</html>\n")
+
+
+def test_an_html_export_printed_to_stdout_is_written_as_it_is_made(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``-o`` the page went to stdout built whole first (and copied again for an
+    ASCII stdout): more than three times a 15 MB tool output beside the thread. It is
+    written to stdout piece by piece, the same page, in less than 4 MB."""
+    import tracemalloc
+
+    from filelayer import ArchiveStore
+
+    size = 4 << 20
+    line = "the <quick> brown fox & the lazy dog " * 4 + "\n"
+    store = ArchiveStore(root)
+    store.write_step({"id": "u", "threadId": "t", "type": "user_message", "output": "hi"})
+    step = {"id": "s", "threadId": "t", "parentId": "u", "type": "tool", "output": line * 100_000}
+    store.write_step(step)
+    store.close()
+    read = ArchiveStore.get_thread
+    base = [0]
+
+    def measured(self: ArchiveStore, *args: object, **kwargs: object) -> object:
+        found = read(self, *args, **kwargs)  # type: ignore[arg-type]
+        tracemalloc.reset_peak()
+        base[0] = tracemalloc.get_traced_memory()[0]
+        return found
+
+    monkeypatch.setattr(ArchiveStore, "get_thread", measured)
+    printed = tmp_path / "page.html"
+    for encoding in ("utf-8", "ascii"):
+        with open(printed, "w", encoding=encoding) as stdout:
+            monkeypatch.setattr(sys, "stdout", stdout)
+            tracemalloc.start()
+            try:
+                assert main(["--root", str(root), "export", "t", "--format", "html"]) == 0
+                peak = tracemalloc.get_traced_memory()[1] - base[0]
+            finally:
+                tracemalloc.stop()
+        assert peak < size, (encoding, peak / size)
+        text = printed.read_text(encoding=encoding)
+        assert text.count("the &lt;quick&gt; brown fox &amp; the lazy dog") == 400_000
+        assert text.startswith("<!DOCTYPE html>") and text.endswith("</html>\n")
