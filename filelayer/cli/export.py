@@ -67,8 +67,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     written = 0
     failed = 0
     stems: dict[str, str] = {}  # file name stem, in lower case -> the thread under it
-    if args.output:
-        _pages_there(Path(args.output), args.format, stems)
+    there = _pages_there(Path(args.output), args.format) if args.output else {}
     try:
         for n, thread_id in enumerate(ids, start=1):
             if args.threads:
@@ -80,7 +79,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 thread = found
             try:
                 if args.output:
-                    stem = _free_stem(thread, stems)
+                    stem = _free_stem(thread, stems, there, args.format)
                     _export_to(store, thread, Path(args.output), args.format, stem)
                 else:
                     out = stdout()
@@ -172,23 +171,23 @@ _JSON_ID = b'\n  "id": '
 lines of two spaces' indent; a new line inside a string is written ``\\n``)."""
 
 
-def _pages_there(directory: Path, fmt: str, stems: dict[str, str]) -> None:
-    """Note in ``stems`` the pages of this format already in ``directory`` under the
-    thread each was exported from, so that a later export into it takes the same
-    names again and never another thread's: names chosen from one run's threads only
-    gave a thread exported alone the name that, ignoring case, another thread's page
-    had (``…-T`` beside ``…-t``, one file on macOS and Windows)."""
+def _pages_there(directory: Path, fmt: str) -> dict[str, list[Path]]:
+    """The pages of this format already in ``directory``, by their stem in lower case:
+    a later export into it takes the same names again and never another thread's
+    (names chosen from one run's threads only gave a thread exported alone the name
+    that, ignoring case, another thread's page had: ``…-T`` beside ``…-t``, one file on
+    macOS and Windows). Only listed here; a page is read only when a name to be taken
+    is its (see :func:`_free_stem`)."""
     extension = _EXTENSIONS[fmt]
     try:
         names = [e.name for e in os.scandir(directory) if e.is_file(follow_symlinks=False)]
     except (FileNotFoundError, NotADirectoryError):
-        return
+        return {}
+    pages: dict[str, list[Path]] = {}
     for name in sorted(names):
-        if not name.lower().endswith(extension) or name.startswith("."):
-            continue
-        owner = _owner(directory / name, fmt)
-        if owner is not None:
-            stems.setdefault(name[: -len(extension)].lower(), owner)
+        if name.lower().endswith(extension) and not name.startswith("."):
+            pages.setdefault(name[: -len(extension)].lower(), []).append(directory / name)
+    return pages
 
 
 def _owner(path: Path, fmt: str) -> str | None:
@@ -235,9 +234,12 @@ def _json_owner(page: Any) -> str | None:
         tail = data[-len(_JSON_ID) :]
 
 
-def _free_stem(thread: dict[str, Any], stems: dict[str, str]) -> str:
+def _free_stem(
+    thread: dict[str, Any], stems: dict[str, str], there: dict[str, list[Path]], fmt: str
+) -> str:
     """The name the thread's files start with in this export, noted in ``stems``: its
-    own, or, when another thread of the export took that one (a client chooses its
+    own, or, when another thread of the export took that one, or another thread's page
+    in the directory has it (``there``: see :func:`_pages_there`; a client chooses its
     ids: one may begin like another's, or be another's first 8 characters), its whole
     id, then a number after it. Names are compared ignoring case: ids keep theirs, and
     on a file system that ignores it (macOS, Windows) two names that differ only in
@@ -246,7 +248,15 @@ def _free_stem(thread: dict[str, Any], stems: dict[str, str]) -> str:
     whole = file_stem(thread, whole_id=True)
     later = (f"{whole}-{n}" for n in itertools.count(2))
     for stem in itertools.chain((file_stem(thread), whole), later):
-        if stems.setdefault(stem.lower(), thread_id) == thread_id:
+        key = stem.lower()
+        if key not in stems:
+            # Pages there whose names differ only in case (one file only where case
+            # is ignored): the name is this thread's if one of them is its page.
+            found = (_owner(page, fmt) for page in there.get(key, []))
+            owners = {owner for owner in found if owner is not None}
+            if owners and thread_id not in owners:
+                stems[key] = min(owners)
+        if stems.setdefault(key, thread_id) == thread_id:
             return stem
     raise AssertionError("unreachable: the names to try never end")
 

@@ -881,3 +881,28 @@ def test_a_message_of_many_lines_is_made_into_html_a_line_at_a_time(unit: str) -
         tracemalloc.stop()
     assert written > size
     assert peak < 3 * size, peak / size
+
+
+def test_an_export_into_a_full_directory_reads_only_the_pages_of_its_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whose a page already there is, is read only for a page that has a name the
+    export is about to take: one thread exported into a directory of a hundred
+    thousand pages does not read each of them."""
+    import filelayer.cli.export as export_command
+
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    _message(store, "t", "s1", "words")
+    store.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    for n in range(200):
+        (out / f"2020-01-01-other-x{n}.md").write_text('---\nid: "x"\n')
+    read: list[Path] = []
+    owner = export_command._owner
+    monkeypatch.setattr(export_command, "_owner", lambda p, f: read.append(p) or owner(p, f))
+    assert main(["--root", str(root), "export", "t", "-o", str(out)]) == 0
+    assert read == []
+    assert main(["--root", str(root), "export", "t", "-o", str(out)]) == 0
+    assert [p.name for p in read] == [p.name for p in out.glob("*-t.md")]
