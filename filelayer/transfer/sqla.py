@@ -191,9 +191,14 @@ class SQLAlchemySchemaEndpoint(SQLEndpoint):
     def same_element(self, dest: ElementData, src: ElementData, plan: ThreadPlan) -> bool:
         wanted = self.codec.element_projection(self.element_fields(src, plan)[0], plan.thread_id)
         held = dict(dest.fields)
-        if self.will_upload(src):
-            held.pop("url", None)
-        return held == wanted
+        if not self.will_upload(src):
+            return held == wanted
+        held.pop("url", None)
+        if held != wanted:
+            return False
+        # The row says nothing of the bytes: the copy's record of its upload does (a
+        # source that cannot say which bytes it holds: uploaded once is enough).
+        return dest.sha256 == src.sha256 if src.sha256 is not None else dest.sha256 is not None
 
     def holds_id(self, value: str) -> bool:
         return self.codec.valid_id(value)

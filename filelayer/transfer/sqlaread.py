@@ -10,7 +10,7 @@ from .._time import ms_key
 from ..format import journal
 from .model import ElementData, Fetch, ThreadData, ThreadRef
 from .sqlarows import Codec
-from .sqlbase import COPIED_TABLE
+from .sqlbase import BYTES_TABLE, COPIED_TABLE
 from .sqldb import Database
 from .stash import not_an_object, one_per_step
 from .storage import clean_key, local_file, read_reference
@@ -33,6 +33,7 @@ class SQLAlchemyReader:
         self.bases = bases
         self.fetch_urls = fetch_urls
         self._tracked: bool | None = None
+        self._has_bytes: bool | None = None
         self.lossy_users: dict[str, str] = {}
 
     async def _tracks_copies(self) -> bool:
@@ -154,12 +155,14 @@ class SQLAlchemyReader:
             )
         ]
         data.feedback = one_per_step([fb for fb in feedback if fb["forId"] in step_ids])
+        uploaded = await self._uploaded(thread_id)
         for r in await db.fetch(
             'SELECT * FROM elements WHERE "threadId" = ? ORDER BY id', thread_id
         ):
             fields = self.codec.element_read(r)
             key, url = fields.get("objectKey"), fields.get("url")
             item = ElementData(fields=fields)
+            item.sha256 = uploaded.get((str(fields["id"]), key))
             item.origin = str(key or url or f"element {fields['id']}")
             item.elsewhere = bool(key or url)
             # A stored link to bytes in the storage (signed, it may expire) or to a
@@ -170,6 +173,20 @@ class SQLAlchemyReader:
             item.fetch = self._fetcher(key, url)
             data.elements.append(item)
         return data
+
+    async def _uploaded(self, thread_id: str) -> dict[tuple[str, Any], str]:
+        """The SHA-256 of each element file of the thread a copy uploaded, by element id
+        and storage key (see :data:`~filelayer.transfer.sqlbase.BYTES_TABLE`)."""
+        if self._has_bytes is None:
+            self._has_bytes = bool(await self.db.columns(BYTES_TABLE))
+        if not self._has_bytes:
+            return {}
+        rows = await self.db.fetch(
+            f'SELECT b.id AS id, b."objectKey" AS key, b.sha256 AS sha256 FROM {BYTES_TABLE} b '
+            'JOIN elements e ON CAST(e.id AS TEXT) = b.id WHERE e."threadId" = ?',
+            thread_id,
+        )
+        return {(str(r["id"]), r["key"]): str(r["sha256"]) for r in rows}
 
     def _fetcher(self, object_key: Any, url: Any) -> Fetch | None:
         storage, bases, fetch_urls = self.storage, self.bases, self.fetch_urls

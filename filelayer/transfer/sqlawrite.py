@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from .model import ElementData, Summary, ThreadPlan
 from .sqlarows import Codec
-from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE, delete_objects, not_tracked
+from .sqlbase import (
+    BYTES_TABLE,
+    COPIED_TABLE,
+    CREATE_BYTES_TABLE,
+    CREATE_COPIED_TABLE,
+    delete_objects,
+    not_tracked,
+)
 from .sqldb import Database
 from .storage import upload
 
@@ -33,6 +41,7 @@ class SQLAlchemyWriter:
     ) -> None:
         self.db = db
         self.tracking = True
+        self.tracking_bytes = True
         self.codec = codec
         self.storage = storage
         self.element_fields = element_fields
@@ -44,12 +53,17 @@ class SQLAlchemyWriter:
         await self._upsert("users", row, "id", update=("identifier", "metadata", "createdAt"))
 
     async def track_copies(self) -> None:
-        if await self.db.columns(COPIED_TABLE):
-            return  # no CREATE, which a role with rights to the tables only may not run
-        try:
-            await self.db.execute(CREATE_COPIED_TABLE)
-        except Exception as exc:  # no right to create it: copy, without the record
-            self.tracking = not_tracked(exc)
+        if not await self.db.columns(COPIED_TABLE):
+            # no CREATE, which a role with rights to the tables only may not run
+            try:
+                await self.db.execute(CREATE_COPIED_TABLE)
+            except Exception as exc:  # no right to create it: copy, without the record
+                self.tracking = not_tracked(exc)
+        if not await self.db.columns(BYTES_TABLE):
+            try:
+                await self.db.execute(CREATE_BYTES_TABLE)
+            except Exception as exc:  # without it, every file is uploaded on every run
+                self.tracking_bytes = not_tracked(exc, BYTES_TABLE, CREATE_BYTES_TABLE)
 
     async def record_copy(self, thread_id: str) -> None:
         if not self.tracking:
@@ -78,6 +92,11 @@ class SQLAlchemyWriter:
             thread_id,
         )
         await self.delete_thread(thread_id, "")
+        if self.tracking_bytes:
+            for r in rows:
+                await self.db.execute(
+                    f'DELETE FROM {BYTES_TABLE} WHERE "objectKey" = ?', str(r["objectKey"])
+                )
         return await delete_objects(self.storage, [str(r["objectKey"]) for r in rows])
 
     async def erase_user(self, user_id: str) -> None:
@@ -109,6 +128,7 @@ class SQLAlchemyWriter:
         if plan.thread is None and not await db.fetch("SELECT id FROM threads WHERE id = ?", tid):
             raise ValueError(f"thread {tid} has no row to add to")
         rows: dict[str, dict[str, Any]] = {}
+        uploaded: dict[str, tuple[str, str]] = {}
         for el in plan.elements:  # uploads first: storage is not transactional
             fields, uploading = self.element_fields(el, plan)
             eid = el.fields["id"]
@@ -126,6 +146,7 @@ class SQLAlchemyWriter:
                     if isinstance(done.get("object_key"), str):
                         fields["objectKey"] = done["object_key"]
                     summary.bytes_copied += len(data)
+                    uploaded[eid] = (str(fields["objectKey"]), hashlib.sha256(data).hexdigest())
             rows[eid] = self.codec.element_row(fields, tid)
         tags = plan.thread.get("tags") if plan.thread is not None else None
         if isinstance(tags, list) and tags and not self.codec.can_bind_lists:
@@ -153,6 +174,15 @@ class SQLAlchemyWriter:
                 await db.execute('DELETE FROM elements WHERE id = ? AND "threadId" = ?', eid, tid)
             for row in rows.values():
                 await self._write_owned("elements", row, tid)
+            for eid, (key, digest) in uploaded.items() if self.tracking_bytes else ():
+                await db.execute(
+                    f'INSERT INTO {BYTES_TABLE} (id, "objectKey", sha256) VALUES (?, ?, ?) '
+                    'ON CONFLICT (id) DO UPDATE SET "objectKey" = excluded."objectKey", '
+                    "sha256 = excluded.sha256",
+                    eid,
+                    key,
+                    digest,
+                )
             for fid in plan.delete_feedback:
                 await db.execute("DELETE FROM feedbacks WHERE id = ?", fid)
             for fb in plan.feedback:

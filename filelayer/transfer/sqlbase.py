@@ -33,19 +33,29 @@ listed here that has no row was deleted by the app, where one never copied is no
 listed: the first is not copied back to life, and is deleted in an archive a copy from
 the database goes to."""
 CREATE_COPIED_TABLE = f"CREATE TABLE IF NOT EXISTS {COPIED_TABLE} (id TEXT PRIMARY KEY)"
+BYTES_TABLE = "filelayer_copied_bytes"
+"""The copy's table of the element files it uploaded into the SQLAlchemy layer's schema,
+whose ``elements`` table has no room for it: element id, the storage key and the SHA-256
+of the bytes put there. Without it, an element whose bytes changed in the source would
+read as unchanged (its row is), and the storage would keep the old bytes."""
+CREATE_BYTES_TABLE = (
+    f'CREATE TABLE IF NOT EXISTS {BYTES_TABLE} (id TEXT PRIMARY KEY, "objectKey" TEXT, sha256 TEXT)'
+)
 
 
-def not_tracked(exc: Exception) -> bool:
-    """Say (in the log) that :data:`COPIED_TABLE` could not be created, and return
+def not_tracked(
+    exc: Exception, table: str = COPIED_TABLE, create: str = CREATE_COPIED_TABLE
+) -> bool:
+    """Say (in the log) that the copy's ``table`` could not be created, and return
     ``False``: the copy goes on without it, as before the table existed. Only later
-    copies lose something: a thread the app deletes there reads as never copied."""
+    copies lose something: a thread the app deletes there reads as never copied
+    (:data:`COPIED_TABLE`), an element file is uploaded again (:data:`BYTES_TABLE`)."""
     log.warning(
-        "filelayer: cannot create the table %s (%s): copying without it; a thread the app "
-        "deletes in this database will not be known as deleted by a later copy (have the "
-        "database's owner run: %s)",
-        COPIED_TABLE,
+        "filelayer: cannot create the table %s (%s): copying without it; later copies "
+        "will know less of what this one wrote (have the database's owner run: %s)",
+        table,
         exc,
-        CREATE_COPIED_TABLE,
+        create,
     )
     return False
 
