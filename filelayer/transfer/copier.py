@@ -18,6 +18,7 @@ from ..errors import ArchiveLockTimeout, CopyRefusedError, FileLayerError, Stora
 from ..progress import Progress
 from .endpoints import endpoint_kind, open_endpoint
 from .model import (
+    CopyState,
     CopyUsageError,
     ElementData,
     Endpoint,
@@ -25,6 +26,7 @@ from .model import (
     ThreadData,
     ThreadPlan,
     ThreadRef,
+    fingerprint,
     since_bound,
     text_problem,
 )
@@ -256,16 +258,8 @@ class Copier:
                     problem=True,
                 )
                 return
-            if dest is not None and dest.activity() > src.activity():
-                if not self.options.dry_run:
-                    await self.dest.holds_copy(thread_id)
-                self.summary.skip(
-                    "threads",
-                    thread_id,
-                    f"changed in the destination ({dest.activity()}) after the source "
-                    f"({src.activity()}); left as it is",
-                    problem=False,
-                )
+            copied = fingerprint(src)
+            if dest is not None and not await self.dest_may_change(src, dest, copied):
                 return
             self.drop_refused(src, dest)
             await self.drop_foreign(src)
@@ -273,8 +267,13 @@ class Copier:
             plan = self.plan(src, dest, local, foreign)
             if not self.options.dry_run and not plan.empty():
                 await self.dest.apply(plan, local)
+                after = await self.dest.read_thread(thread_id)
+                if after is not None:
+                    await self.dest.record_state(thread_id, CopyState(copied, fingerprint(after)))
             elif not self.options.dry_run:
                 await self.dest.holds_copy(thread_id)
+                if dest is not None:
+                    await self.dest.record_state(thread_id, CopyState(copied, fingerprint(dest)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # reported, and the copy goes on
@@ -291,6 +290,55 @@ class Copier:
             self.summary.skip("threads", thread_id, failure(exc), problem=True)
             return
         self.summary.merge(local)
+
+    async def dest_may_change(self, src: ThreadData, dest: ThreadData, copied: str) -> bool:
+        """Whether the source's thread may be written over what the destination holds,
+        ``copied`` being the digest of the source's; if not, say why in the summary.
+
+        Decided by content where the destination keeps a record of the last copy
+        (:meth:`~.model.Endpoint.copy_state`): a destination that still holds what that
+        copy left takes the source's, whatever the times say (a deletion in the source
+        can make its last activity older than the destination's); one that does not
+        was changed there since (an edit in place need not change a time) and keeps its
+        own, and if the source changed too the thread is a conflict, listed as a
+        problem: either way an edit would be lost. Without a record (a first copy, a
+        destination filled by an earlier version, or an archive), by times: the
+        destination's is kept if its last activity is the later."""
+        tid = str(src.thread["id"])
+        state = await self.dest.copy_state(tid)
+        if state is not None:
+            if fingerprint(dest) == state.dest:
+                return True
+            if copied == state.source:
+                self.summary.skip(
+                    "threads",
+                    tid,
+                    "changed in the destination since the last copy, and not in the "
+                    "source; left as it is",
+                    problem=False,
+                )
+            else:
+                self.summary.skip(
+                    "threads",
+                    tid,
+                    "changed in both the source and the destination since the last "
+                    "copy; left as the destination has it (to have the source's copied over "
+                    "it, delete the thread's line from filelayer_copy_state there)",
+                    problem=True,
+                )
+            return False
+        if dest.activity() <= src.activity():
+            return True
+        if not self.options.dry_run:
+            await self.dest.holds_copy(tid)
+        self.summary.skip(
+            "threads",
+            tid,
+            f"changed in the destination ({dest.activity()}) after the source "
+            f"({src.activity()}); left as it is",
+            problem=False,
+        )
+        return False
 
     async def _deleted_meanwhile(self, thread_id: str) -> bool:
         """Whether the destination holds ``thread_id`` as deleted now (``False`` if it

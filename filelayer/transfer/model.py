@@ -7,8 +7,10 @@ endpoint is one new module plus a line in :mod:`filelayer.transfer.endpoints`.""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import http.client
 import ipaddress
+import json
 import socket
 import urllib.error
 import urllib.parse
@@ -113,6 +115,34 @@ class ThreadData:
         times = [ms_key(self.thread.get("updatedAt"))]
         times += [ms_key(s.get("createdAt") or s.get("start")) for s in self.steps]
         return max(times)
+
+
+def fingerprint(data: ThreadData) -> str:
+    """A digest of what a side holds of a thread, as read (its ids, fields and element
+    bytes), in an order of its own: equal digests of two reads of one side mean nothing
+    of the thread changed in between, whatever its times say."""
+
+    def by_id(item: dict[str, Any]) -> str:
+        return str(item.get("id"))
+
+    shape = {
+        "thread": data.thread,
+        "steps": sorted(data.steps, key=by_id),
+        "feedback": sorted(data.feedback, key=by_id),
+        "elements": sorted(({**e.fields, " sha256": e.sha256} for e in data.elements), key=by_id),
+    }
+    text = json.dumps(shape, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class CopyState:
+    """What the last copy of a thread into a side left there: the digests
+    (:func:`fingerprint`) of the source as it was copied and of the destination as it
+    held the thread after it."""
+
+    source: str
+    dest: str
 
 
 @dataclass
@@ -307,6 +337,15 @@ class Endpoint:
 
     async def erase_user(self, user_id: str) -> None:
         """Delete the record of a user erased in the source (see :attr:`erases_users`)."""
+
+    async def copy_state(self, thread_id: str) -> CopyState | None:
+        """What the last copy of the thread into this side left (``None``: no copy is
+        known, or this side keeps no such record): what a repeated copy decides by,
+        where times cannot tell whether the thread changed here since."""
+        return None
+
+    async def record_state(self, thread_id: str, state: CopyState) -> None:
+        """Keep ``state`` for :meth:`copy_state` (nothing, on a side that keeps none)."""
 
     async def apply(self, plan: ThreadPlan, summary: Summary) -> None:
         raise NotImplementedError

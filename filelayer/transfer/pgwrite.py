@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .._time import parse_time, round_ms
-from .model import ElementData, Summary, ThreadPlan
+from .model import CopyState, ElementData, Summary, ThreadPlan
 from .pgrows import (
     ELEMENT_COLUMNS,
     FEEDBACK_NAME,
@@ -17,7 +17,14 @@ from .pgrows import (
     element_row_values,
     ts,
 )
-from .sqlbase import COPIED_TABLE, CREATE_COPIED_TABLE, delete_objects, not_tracked
+from .sqlbase import (
+    COPIED_TABLE,
+    CREATE_COPIED_TABLE,
+    CREATE_STATE_TABLE,
+    STATE_TABLE,
+    delete_objects,
+    not_tracked,
+)
 from .stash import jsonb_text, text
 from .storage import upload
 
@@ -45,6 +52,7 @@ class PostgresWriter:
         self.storage = storage
         self.will_upload = will_upload
         self.tracking = True
+        self.tracking_state = True
 
     async def write_user(self, user: dict[str, Any]) -> None:
         created = ts(user.get("createdAt"))
@@ -60,12 +68,38 @@ class PostgresWriter:
         )
 
     async def track_copies(self) -> None:
-        if await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", COPIED_TABLE):
-            return  # no CREATE, which a role with rights to the tables only may not run
-        try:
-            await self.conn.execute(CREATE_COPIED_TABLE)
-        except Exception as exc:  # no right to create it: copy, without the record
-            self.tracking = not_tracked(exc)
+        if not await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", COPIED_TABLE):
+            # no CREATE, which a role with rights to the tables only may not run
+            try:
+                await self.conn.execute(CREATE_COPIED_TABLE)
+            except Exception as exc:  # no right to create it: copy, without the record
+                self.tracking = not_tracked(exc)
+        if not await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", STATE_TABLE):
+            try:
+                await self.conn.execute(CREATE_STATE_TABLE)
+            except Exception as exc:  # without it, times decide, as they did before it
+                self.tracking_state = not_tracked(exc, STATE_TABLE, CREATE_STATE_TABLE)
+
+    async def copy_state(self, thread_id: str) -> CopyState | None:
+        if not await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", STATE_TABLE):
+            return None
+        found = await self.conn.fetchrow(
+            f"SELECT source, dest FROM {STATE_TABLE} WHERE id = $1", thread_id
+        )
+        if found is None or not found["source"] or not found["dest"]:
+            return None
+        return CopyState(source=str(found["source"]), dest=str(found["dest"]))
+
+    async def record_state(self, thread_id: str, state: CopyState) -> None:
+        if not self.tracking_state:
+            return
+        await self.conn.execute(
+            f"INSERT INTO {STATE_TABLE} (id, source, dest) VALUES ($1, $2, $3) ON CONFLICT (id) "
+            "DO UPDATE SET source = EXCLUDED.source, dest = EXCLUDED.dest",
+            thread_id,
+            state.source,
+            state.dest,
+        )
 
     async def record_copy(self, thread_id: str) -> None:
         if not self.tracking:

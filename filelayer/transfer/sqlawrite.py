@@ -7,13 +7,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from .model import ElementData, Summary, ThreadPlan
+from .model import CopyState, ElementData, Summary, ThreadPlan
 from .sqlarows import Codec
 from .sqlbase import (
     BYTES_TABLE,
     COPIED_TABLE,
     CREATE_BYTES_TABLE,
     CREATE_COPIED_TABLE,
+    CREATE_STATE_TABLE,
+    STATE_TABLE,
     delete_objects,
     not_tracked,
 )
@@ -42,6 +44,7 @@ class SQLAlchemyWriter:
         self.db = db
         self.tracking = True
         self.tracking_bytes = True
+        self.tracking_state = True
         self.codec = codec
         self.storage = storage
         self.element_fields = element_fields
@@ -64,6 +67,32 @@ class SQLAlchemyWriter:
                 await self.db.execute(CREATE_BYTES_TABLE)
             except Exception as exc:  # without it, every file is uploaded on every run
                 self.tracking_bytes = not_tracked(exc, BYTES_TABLE, CREATE_BYTES_TABLE)
+        if not await self.db.columns(STATE_TABLE):
+            try:
+                await self.db.execute(CREATE_STATE_TABLE)
+            except Exception as exc:  # without it, times decide, as they did before it
+                self.tracking_state = not_tracked(exc, STATE_TABLE, CREATE_STATE_TABLE)
+
+    async def copy_state(self, thread_id: str) -> CopyState | None:
+        if not await self.db.columns(STATE_TABLE):
+            return None
+        found = await self.db.fetch(
+            f"SELECT source, dest FROM {STATE_TABLE} WHERE id = ?", thread_id
+        )
+        if not found or not found[0]["source"] or not found[0]["dest"]:
+            return None
+        return CopyState(source=str(found[0]["source"]), dest=str(found[0]["dest"]))
+
+    async def record_state(self, thread_id: str, state: CopyState) -> None:
+        if not self.tracking_state:
+            return
+        await self.db.execute(
+            f"INSERT INTO {STATE_TABLE} (id, source, dest) VALUES (?, ?, ?) ON CONFLICT (id) "
+            "DO UPDATE SET source = excluded.source, dest = excluded.dest",
+            thread_id,
+            state.source,
+            state.dest,
+        )
 
     async def record_copy(self, thread_id: str) -> None:
         if not self.tracking:

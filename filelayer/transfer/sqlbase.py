@@ -20,7 +20,16 @@ from typing import Any, Protocol
 
 from .._time import format_time
 from . import storage as _storage
-from .model import CopyUsageError, ElementData, Endpoint, Summary, ThreadData, ThreadPlan, ThreadRef
+from .model import (
+    CopyState,
+    CopyUsageError,
+    ElementData,
+    Endpoint,
+    Summary,
+    ThreadData,
+    ThreadPlan,
+    ThreadRef,
+)
 
 log = logging.getLogger("filelayer")
 
@@ -40,6 +49,15 @@ of the bytes put there. Without it, an element whose bytes changed in the source
 read as unchanged (its row is), and the storage would keep the old bytes."""
 CREATE_BYTES_TABLE = (
     f'CREATE TABLE IF NOT EXISTS {BYTES_TABLE} (id TEXT PRIMARY KEY, "objectKey" TEXT, sha256 TEXT)'
+)
+STATE_TABLE = "filelayer_copy_state"
+"""The copy's record, per thread, of what its last copy left in this database: digests
+of the source as copied and of the thread as held here after it (see
+:class:`~.model.CopyState`). A repeated copy tells by it, not by times (the SQLAlchemy
+layer keeps no update time of a thread, and an app edits a message in place), whether
+the app changed the thread here since."""
+CREATE_STATE_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (id TEXT PRIMARY KEY, source TEXT, dest TEXT)"
 )
 
 
@@ -150,6 +168,14 @@ class RowWriter(Protocol):
 
     async def record_copy(self, thread_id: str) -> None:
         """Add the thread to :data:`COPIED_TABLE`."""
+        ...
+
+    async def copy_state(self, thread_id: str) -> CopyState | None:
+        """The thread's line of :data:`STATE_TABLE`, if any."""
+        ...
+
+    async def record_state(self, thread_id: str, state: CopyState) -> None:
+        """Set the thread's line of :data:`STATE_TABLE`."""
         ...
 
 
@@ -286,6 +312,12 @@ class SQLEndpoint(Endpoint):
 
     async def holds_copy(self, thread_id: str) -> None:
         await self._need_writer().record_copy(thread_id)
+
+    async def copy_state(self, thread_id: str) -> CopyState | None:
+        return None if self.writer is None else await self.writer.copy_state(thread_id)
+
+    async def record_state(self, thread_id: str, state: CopyState) -> None:
+        await self._need_writer().record_state(thread_id, state)
 
     async def erase_thread(self, thread_id: str, deleted_at: str) -> list[str]:
         return await self._need_writer().erase_thread(thread_id)

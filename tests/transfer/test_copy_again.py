@@ -82,3 +82,85 @@ async def test_new_bytes_of_an_element_reach_the_sqlalchemy_schema(tmp_path: Pat
     assert list(blobs.objects.values()) == [b"two"]
     third = await copy_archive(str(tmp_path / "a"), url, storage=blobs)
     assert third.counts["elements"]["unchanged"] == 1 and third.bytes_copied == 0, third.render()
+
+
+def later(second: int) -> str:
+    """A time after the archive's own (its manifest is stamped with the clock's)."""
+    return f"2099-03-01T10:00:{second:02d}.000Z"
+
+
+def two_steps(root: Path) -> ArchiveStore:
+    s = ArchiveStore(root, create=True)
+    u = s.upsert_user("bob")
+    s.update_thread("t1", name="n", user_id=u["id"])
+    for sid, second in (("s1", 1), ("s2", 9)):
+        s.write_step(
+            {
+                "id": sid,
+                "threadId": "t1",
+                "type": "assistant_message",
+                "name": "a",
+                "createdAt": later(second),
+                "output": sid,
+            }
+        )
+    return s
+
+
+async def test_an_edit_in_the_destination_without_a_newer_time_is_kept(tmp_path: Path) -> None:
+    """The app of the destination edits a message in place (the SQLAlchemy layer keeps no
+    time of an update): the destination no longer holds what the last copy wrote, so the
+    next copy keeps it instead of writing the source's text over it."""
+    two_steps(tmp_path / "a")
+    db = tmp_path / "o.db"
+    url = f"sqlite:///{db}"
+    first = await copy_archive(str(tmp_path / "a"), url, create_schema=True)
+    assert not first.problems, first.render()
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE steps SET output = 'edited by the app' WHERE id = 's1'")
+    conn.commit()
+    conn.close()
+    again = await copy_archive(str(tmp_path / "a"), url)
+    assert rows(db, "SELECT output FROM steps WHERE id = 's1'") == [("edited by the app",)]
+    assert again.counts["threads"]["skipped"] == 1, again.render()
+    assert "changed in the destination" in again.render(), again.render()
+    assert not again.problems, again.render()
+
+
+async def test_an_edit_in_the_source_hidden_by_the_destinations_times_is_copied(
+    tmp_path: Path,
+) -> None:
+    """The source's newest message is deleted and an older one edited: the source's last
+    activity is now older than the destination's, which is only what the last copy
+    wrote. Both changes are carried."""
+    s = two_steps(tmp_path / "a")
+    db = tmp_path / "o.db"
+    url = f"sqlite:///{db}"
+    first = await copy_archive(str(tmp_path / "a"), url, create_schema=True)
+    assert not first.problems, first.render()
+    s.delete_step("s2", "t1")
+    s.write_step({"id": "s1", "threadId": "t1", "type": "assistant_message", "output": "s1 v2"})
+    again = await copy_archive(str(tmp_path / "a"), url)
+    assert not again.problems, again.render()
+    assert rows(db, "SELECT id, output FROM steps") == [("s1", "s1 v2")], again.render()
+
+
+async def test_an_edit_on_both_sides_is_a_conflict_left_as_the_destination_has_it(
+    tmp_path: Path,
+) -> None:
+    """Both sides changed the thread since the last copy: neither overwrites the other
+    (either way an edit would be lost); the destination's stays and the thread is listed
+    as a problem, on every run until one side is set right."""
+    s = two_steps(tmp_path / "a")
+    db = tmp_path / "o.db"
+    url = f"sqlite:///{db}"
+    await copy_archive(str(tmp_path / "a"), url, create_schema=True)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE steps SET output = 'theirs' WHERE id = 's1'")
+    conn.commit()
+    conn.close()
+    s.write_step({"id": "s1", "threadId": "t1", "type": "assistant_message", "output": "ours"})
+    for _ in range(2):
+        again = await copy_archive(str(tmp_path / "a"), url)
+        assert again.problems and "changed in both" in again.render(), again.render()
+        assert rows(db, "SELECT output FROM steps WHERE id = 's1'") == [("theirs",)]
