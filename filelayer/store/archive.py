@@ -594,7 +594,16 @@ class ArchiveStore:
         """Compact the journals the last writes made worth it; a failure is logged."""
         self.compactor.compact_due()
 
-    def compact_journal(self, thread_id: str, *, only_if_worth_it: bool = False) -> Compaction:
+    def compact_journal(
+        self,
+        thread_id: str,
+        *,
+        only_if_worth_it: bool = False,
+        edit: Callable[[journal.ThreadState], None] | None = None,
+    ) -> Compaction:
         """Rewrite the thread's journal in its compacted form, safe while writers go on
-        (see :meth:`Compactor.compact_journal`)."""
-        return self.compactor.compact_journal(thread_id, only_if_worth_it=only_if_worth_it)
+        (see :meth:`Compactor.compact_journal`), ``edit`` changing its folded state
+        first."""
+        return self.compactor.compact_journal(
+            thread_id, only_if_worth_it=only_if_worth_it, edit=edit
+        )

@@ -189,7 +189,13 @@ class Compactor:
             except (OSError, ValueError) as exc:
                 log.warning("filelayer: could not compact the journal of %s: %s", thread_id, exc)
 
-    def compact_journal(self, thread_id: str, *, only_if_worth_it: bool = False) -> Compaction:
+    def compact_journal(
+        self,
+        thread_id: str,
+        *,
+        only_if_worth_it: bool = False,
+        edit: Callable[[journal.ThreadState], None] | None = None,
+    ) -> Compaction:
         """Rewrite the thread's journal in its compacted form: one line per step in
         conversation order, then feedback, elements and the tombstones that keep
         deleted ids deleted (:func:`journal.compacted_records`). Every read gives what
@@ -208,6 +214,11 @@ class Compactor:
         deletion, which removes the file written aside with the directory. A journal
         with damaged lines (or the torn end a killed writer left) is left alone:
         ``filelayer verify --repair`` first.
+
+        ``edit`` changes the folded state before it is written: what no appended line
+        can say, since a later write never empties a stored field (a copy setting a
+        step or an element to exactly what its source holds). Lines appended meanwhile
+        still come after, and merge into the edited state as into any.
 
         Runs in any thread without :attr:`mutex` (the adapter runs it in a worker): it
         reads files only, and its notes in memory (when to look at the journal again,
@@ -229,7 +240,7 @@ class Compactor:
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     return Compaction(thread_id, 0, 0, skipped=_NOT_A_FILE)
-                outcome = self.compact_open(thread_id, path, fd, only_if_worth_it)
+                outcome = self.compact_open(thread_id, path, fd, only_if_worth_it, edit)
             finally:
                 os.close(fd)
             heavy = False
@@ -254,7 +265,12 @@ class Compactor:
         return Compaction(thread_id, 0, 0, skipped="it kept being replaced while compacted")
 
     def compact_open(
-        self, thread_id: str, path: Path, fd: int, only_if_worth_it: bool
+        self,
+        thread_id: str,
+        path: Path,
+        fd: int,
+        only_if_worth_it: bool,
+        edit: Callable[[journal.ThreadState], None] | None = None,
     ) -> tuple[Compaction, int] | None:
         """One compaction of the open journal: what it did and how many bytes were
         appended meanwhile and copied; ``None`` if the journal was replaced (or the new
@@ -268,7 +284,11 @@ class Compactor:
             # Left alone: not looked at again before it doubled.
             self._know(thread_id, (st.st_dev, st.st_ino), len(data), len(data), {})
             return Compaction(thread_id, len(data), len(data), skipped=_DAMAGED), 0
-        records = list(journal.compacted_records(journal.fold(parsed.records)))
+        state = journal.fold(parsed.records)
+        if edit is not None:
+            edit(state)
+            only_if_worth_it = False
+        records = list(journal.compacted_records(state))
         lines = [_codec.encode_line(r) for r in records]
         canonical = b"".join(lines)
         live = len(canonical)

@@ -31,7 +31,7 @@ log = logging.getLogger("filelayer")
 
 ElementUrl = Callable[[str, str], str]
 
-_STEP_DEFAULTS: dict[str, Any] = {
+STEP_DEFAULTS: dict[str, Any] = {
     "name": "",
     "type": "undefined",
     "threadId": None,
@@ -129,7 +129,7 @@ class _StepViews:
         feedback = folded.state.feedback_by_step()
         steps: list[tuple[dict[str, Any], tuple[str, ...]]] = []
         for stored in folded.ordered:
-            step = {**_STEP_DEFAULTS, **stored}
+            step = {**STEP_DEFAULTS, **stored}
             containers = _containers(stored)
             if "metadata" not in stored:
                 step["metadata"] = {}

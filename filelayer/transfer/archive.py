@@ -16,7 +16,7 @@ from ..format.records import check_step_fields
 from ..maintenance.announce import maintaining
 from ..maintenance.retention import is_erased
 from ..store.archive import ArchiveStore
-from ..store.views import copy_json
+from ..store.views import STEP_DEFAULTS
 from .model import (
     _ARCHIVE_ONLY_ELEMENT_KEYS,
     CopyUsageError,
@@ -217,17 +217,16 @@ class ArchiveEndpoint(Endpoint):
         return {fid for fid, owner in owners.items() if owner not in (None, thread_id)}
 
     def same_step(self, dest: dict[str, Any], src: dict[str, Any], plan: ThreadPlan) -> bool:
-        # The journal merges writes (empty text never overwrites, the earliest start
-        # wins): the step is unchanged if storing the source would change nothing (its
-        # feedback and streaming flag, which readers add, are not stored).
-        merged = copy_json(dest)
-        journal.merge_step(merged, journal.step_body(src))
-        return normalise_times(merged) == normalise_times(dest)
+        # The step is unchanged if it reads as the source's (its feedback and streaming
+        # flag, which readers add, are not stored): a field the source cleared counts,
+        # which the journal's merge of a write would keep (see :meth:`apply`).
+        return _step_read(dest, plan.thread_id) == _step_read(src, plan.thread_id)
 
     def same_element(self, dest: ElementData, src: ElementData, plan: ThreadPlan) -> bool:
+        kept = _kept_fields(src, dest.sha256 is not None)
         merged = dict(dest.fields)
-        merged.update(journal.drop_none(_kept_fields(src, dest.sha256 is not None)))
-        if merged != dest.fields:
+        merged.update(journal.drop_none(kept))
+        if merged != dest.fields or _cleared(dest.fields, kept):
             return False
         if dest.sha256 is not None:
             return src.sha256 is None or src.sha256 == dest.sha256
@@ -291,6 +290,72 @@ class ArchiveEndpoint(Endpoint):
                 summary.bytes_copied += len(data)
         for eid in plan.delete_elements:
             store.delete_element(eid, tid)
+        self._clear_fields(plan)
+
+    def _clear_fields(self, plan: ThreadPlan) -> None:
+        """Set each written step and element to exactly the source's. The journal never
+        lets a write empty a stored field (Chainlit sends a step with empty text after
+        its final one, issue #2789), so a field the source cleared is cleared by
+        rewriting the thread's journal with the step's or element's record replaced
+        (:meth:`ArchiveStore.compact_journal`, safe while the app writes), and the index
+        told (the search must not find the cleared text)."""
+        store = self._need()
+        tid = plan.thread_id
+        now = store.get_thread(tid)
+        if now is None:
+            return
+        held_steps = {s["id"]: s for s in now["steps"]}
+        steps = {
+            s["id"]: journal.step_body({**s, "threadId": tid})
+            for s in plan.steps
+            if s["id"] in held_steps and _step_read(held_steps[s["id"]], tid) != _step_read(s, tid)
+        }
+        held_elements = {e["id"]: e for e in now["elements"]}
+        cleared: dict[str, set[str]] = {}
+        for el in plan.elements:
+            eid = el.fields["id"]
+            held = held_elements.get(eid)
+            if held is not None:
+                keys = _cleared(held, _kept_fields(el, "file" in held))
+                if keys:
+                    cleared[eid] = keys
+        if not steps and not cleared:
+            return
+
+        def edit(state: journal.ThreadState) -> None:
+            for sid, body in steps.items():
+                if sid in state.steps:
+                    state.steps[sid] = body
+            for eid, keys in cleared.items():
+                if eid in state.elements:
+                    state.elements[eid] = {
+                        k: v for k, v in state.elements[eid].items() if k not in keys
+                    }
+
+        done = store.compact_journal(tid, edit=edit)
+        if done.skipped:
+            raise FileLayerError(
+                f"thread {tid}: a field the source cleared could not be cleared here (its "
+                f"journal {done.skipped})"
+            )
+        store.reindex_thread(tid)
+
+
+def _step_read(step: dict[str, Any], thread_id: str) -> dict[str, Any]:
+    """A step as the archive reads it back once stored alone (defaults filled in, times
+    to the millisecond), without the fields readers add: for comparing exactly."""
+    body = journal.step_body({**step, "threadId": thread_id})
+    return normalise_times({**STEP_DEFAULTS, **body})
+
+
+def _cleared(held: dict[str, Any], kept: dict[str, Any]) -> set[str]:
+    """The fields an element holds here that the source's lacks (the archive's own
+    aside: its file and digest): merging the source's in would keep them."""
+    return {
+        k
+        for k, v in held.items()
+        if v is not None and k not in _ARCHIVE_ONLY_ELEMENT_KEYS and kept.get(k) is None
+    }
 
 
 def _kept_fields(el: ElementData, bytes_kept: bool) -> dict[str, Any]:

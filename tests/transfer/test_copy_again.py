@@ -38,6 +38,25 @@ class Blobs:
         pass
 
 
+class Files(Blobs):
+    """A storage client over a directory, whose read URLs are ``file://`` URLs."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    async def upload_file(
+        self, object_key: str, data: Any, mime: str = "", overwrite: bool = True, **kw: Any
+    ) -> dict[str, Any]:
+        path = self.root / object_key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return await super().upload_file(object_key, data, mime, overwrite, **kw)
+
+    async def get_read_url(self, object_key: str) -> str:
+        return (self.root / object_key).as_uri()
+
+
 def archive(root: Path) -> ArchiveStore:
     """An archive with one thread, one step and a file on it."""
     s = ArchiveStore(root, create=True)
@@ -164,3 +183,56 @@ async def test_an_edit_on_both_sides_is_a_conflict_left_as_the_destination_has_i
         again = await copy_archive(str(tmp_path / "a"), url)
         assert again.problems and "changed in both" in again.render(), again.render()
         assert rows(db, "SELECT output FROM steps WHERE id = 's1'") == [("theirs",)]
+
+
+async def test_a_field_cleared_in_the_source_is_cleared_in_an_archive(tmp_path: Path) -> None:
+    """A step's or element's field set, then cleared in the database (``NULL``, empty
+    text, empty metadata): the archive's journal never lets an empty write overwrite a
+    stored value (Chainlit sends a step empty after its final text), so the copy
+    rewrites the step's record there, and the archive reads as the database does, to
+    the search index."""
+    s = two_steps(tmp_path / "a")
+    s.write_step(
+        {
+            "id": "s1",
+            "threadId": "t1",
+            "type": "assistant_message",
+            "language": "python",
+            "metadata": {"m": 1},
+            "input": "in",
+        }
+    )
+    s.put_element(
+        "t1",
+        {"id": "e1", "type": "file", "name": "f.txt", "forId": "s1", "display": "side"},
+        b"bytes",
+    )
+    s.update_thread("t1", metadata={"k": 1})
+    db, back = tmp_path / "o.db", tmp_path / "b"
+    url = f"sqlite:///{db}"
+    blobs = Files(tmp_path / "bucket")
+    await copy_archive(str(tmp_path / "a"), url, create_schema=True, storage=blobs)
+    first = await copy_archive(url, str(back), storage=blobs)
+    assert not first.problems, first.render()
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "UPDATE steps SET language = NULL, output = '', input = NULL, metadata = '{}' "
+        "WHERE id = 's1'"
+    )
+    conn.execute("UPDATE elements SET display = NULL")
+    conn.execute("UPDATE threads SET name = NULL, metadata = '{}'")
+    conn.commit()
+    conn.close()
+    again = await copy_archive(url, str(back), storage=blobs)
+    assert not again.problems, again.render()
+    assert again.counts["steps"]["updated"] == 1, again.render()
+    b = ArchiveStore(back, create=False)
+    th = b.get_thread("t1")
+    assert th is not None
+    (s1,) = [x for x in th["steps"] if x["id"] == "s1"]
+    assert (s1["language"], s1["output"], s1["input"], s1["metadata"]) == (None, "", "", {})
+    assert th["elements"][0].get("display") is None, th["elements"]
+    assert (th["name"], th["metadata"]) == (None, {})
+    third = await copy_archive(url, str(back), storage=blobs)
+    assert third.counts["steps"]["unchanged"] == 2, third.render()
+    assert third.counts["elements"]["unchanged"] == 1, third.render()
