@@ -188,8 +188,24 @@ class ArchiveEndpoint(Endpoint):
                 doc["displayName"] = existing.get("displayName")
             users.write(path, doc, durable=True)
 
+    async def unwrite_user(self, user: dict[str, Any]) -> None:
+        store = self._need()
+        path = store.layout.user_file(user["identifier"])
+        with _locks.locked(store.layout.users_lock, store.lock_timeout):
+            held = users.read(path)
+            if held is not None and held.get("id") == user["id"]:
+                path.unlink(missing_ok=True)
+
     async def delete_thread(self, thread_id: str, deleted_at: str) -> None:
         self._need().delete_thread(thread_id)
+
+    async def erase_thread(self, thread_id: str, deleted_at: str) -> list[str]:
+        # Written just after its author's erasure here: deleted, and the index rebuilt
+        # as the erasure rebuilds it, so that no free page of it keeps the thread's text.
+        store = self._need()
+        store.delete_thread(thread_id)
+        store.reindex()
+        return []
 
     def item_problem(self, kind: str, item: dict[str, Any]) -> str | None:
         # What the store would refuse (an id that is no path component, a field of the

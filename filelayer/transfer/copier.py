@@ -147,6 +147,18 @@ class Copier:
             return
         if not self.options.dry_run:
             await self.dest.write_user(wanted)
+            if await self.dest.is_erased_user(user["id"], user["identifier"], user["createdAt"]):
+                # Erased while it was written (`filelayer erase-user` removes the record
+                # after its tombstone, so one written before that goes with it): taken back.
+                await self.dest.unwrite_user(wanted)
+                self.summary.skip(
+                    "users",
+                    user["id"],
+                    "erased in the destination (filelayer erase-user) while it was copied; "
+                    "not brought back",
+                    problem=False,
+                )
+                return
         self.dest_user_ids.add(wanted["id"])
         self.dest_identifiers.setdefault(str(wanted["id"]), set()).add(wanted["identifier"])
         self.summary.count("users", "copied" if existing is None else "updated")
@@ -212,6 +224,16 @@ class Copier:
                 )
                 return
             thread = src.thread
+            if await self.dest.is_erased_user(
+                thread.get("userId"), thread.get("userIdentifier"), thread.get("createdAt")
+            ):
+                self.summary.skip(
+                    "threads",
+                    thread_id,
+                    "its author was erased in the destination; not brought back",
+                    problem=False,
+                )
+                return
             if thread.get("userId") is not None and str(thread["userId"]) in self.failed_users:
                 self.summary.skip(
                     "threads",
@@ -230,16 +252,6 @@ class Copier:
                     "without an author (it would be anyone's to write): give the thread "
                     "to a user, then copy again",
                     problem=True,
-                )
-                return
-            if await self.dest.is_erased_user(
-                thread.get("userId"), thread.get("userIdentifier"), thread.get("createdAt")
-            ):
-                self.summary.skip(
-                    "threads",
-                    thread_id,
-                    "its author was erased in the destination; not brought back",
-                    problem=False,
                 )
                 return
             dest = await self.dest.read_thread(thread_id)
@@ -267,6 +279,20 @@ class Copier:
             plan = self.plan(src, dest, local, foreign)
             if not self.options.dry_run and not plan.empty():
                 await self.dest.apply(plan, local)
+                if await self.dest.is_erased_user(
+                    thread.get("userId"), thread.get("userIdentifier"), thread.get("createdAt")
+                ):
+                    # Erased while it was written: the erasure's last look for the user's
+                    # threads comes after its tombstone, so a write it missed sees it here.
+                    await self.dest.erase_thread(thread_id, "")
+                    self.summary.skip(
+                        "threads",
+                        thread_id,
+                        "its author was erased in the destination while it was copied; "
+                        "not brought back",
+                        problem=False,
+                    )
+                    return
                 after = await self.dest.read_thread(thread_id)
                 if after is not None:
                     await self.dest.record_state(thread_id, CopyState(copied, fingerprint(after)))

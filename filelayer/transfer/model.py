@@ -338,6 +338,10 @@ class Endpoint:
     async def erase_user(self, user_id: str) -> None:
         """Delete the record of a user erased in the source (see :attr:`erases_users`)."""
 
+    async def unwrite_user(self, user: dict[str, Any]) -> None:
+        """Take back a user record just written, whose user was erased here meanwhile
+        (see :meth:`is_erased_user`). Only an archive erases."""
+
     async def copy_state(self, thread_id: str) -> CopyState | None:
         """What the last copy of the thread into this side left (``None``: no copy is
         known, or this side keeps no such record): what a repeated copy decides by,

@@ -8,7 +8,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from filelayer import ArchiveStore
+from filelayer.maintenance.retention import erase_user
+from filelayer.transfer.archive import ArchiveEndpoint
 from filelayer.transfer.copier import copy_archive
 
 
@@ -236,3 +240,56 @@ async def test_a_field_cleared_in_the_source_is_cleared_in_an_archive(tmp_path: 
     third = await copy_archive(url, str(back), storage=blobs)
     assert third.counts["steps"]["unchanged"] == 2, third.render()
     assert third.counts["elements"]["unchanged"] == 1, third.render()
+
+
+@pytest.mark.parametrize("paused_in", ["write_user", "apply"])
+async def test_an_erasure_while_a_copy_writes_the_user_in_leaves_nothing_of_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paused_in: str
+) -> None:
+    """``filelayer erase-user`` runs, whole, after the copy found the user not erased in
+    the destination archive and before it writes the user and their thread: the copy
+    looks again once it has written, and takes back what it wrote (the erasure, which
+    looks again after its tombstone, covers a write that came before that)."""
+    two_steps(tmp_path / "a")
+    db, dest = tmp_path / "o.db", tmp_path / "dest"
+    url = f"sqlite:///{db}"
+    await copy_archive(str(tmp_path / "a"), url, create_schema=True)
+    first = await copy_archive(url, str(dest))
+    assert not first.problems, first.render()
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE users SET metadata = '{\"new\": 1}'")
+    (user_id,) = conn.execute("SELECT id FROM users").fetchone()
+    conn.execute(
+        'INSERT INTO threads (id, "createdAt", name, "userId", "userIdentifier") '
+        "VALUES ('t2', '2020-01-01T00:00:00.000Z', 'second', ?, 'bob')",
+        (user_id,),
+    )
+    conn.execute(
+        'INSERT INTO steps (id, name, type, "threadId", streaming, output, "createdAt") '
+        "VALUES ('s3', 'a', 'user_message', 't2', 0, 'my secret', '2020-01-01T00:00:01.000Z')"
+    )
+    conn.commit()
+    conn.close()
+    erased: list[str] = []
+
+    def erase_first(original: Any) -> Any:
+        async def write(self: ArchiveEndpoint, *args: Any) -> Any:
+            if not erased:
+                erased.append("bob")
+                erase_user(self._need(), "bob")
+            return await original(self, *args)
+
+        return write
+
+    monkeypatch.setattr(
+        ArchiveEndpoint, paused_in, erase_first(getattr(ArchiveEndpoint, paused_in))
+    )
+    await copy_archive(url, str(dest))
+    assert erased
+    s = ArchiveStore(dest, create=False)
+    assert s.get_user("bob") is None
+    assert s.get_thread("t1") is None and s.get_thread("t2") is None
+    left = [p for p in (dest / "threads").rglob("*") if p.is_file()]
+    assert not [p for p in left if b"my secret" in p.read_bytes()], left
+    again = await copy_archive(url, str(dest))
+    assert s.get_user("bob") is None and s.get_thread("t1") is None, again.render()
