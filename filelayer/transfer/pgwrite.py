@@ -129,6 +129,9 @@ class PostgresWriter:
                 thread_id,
             )
             await self.conn.execute('DELETE FROM "Thread" WHERE id = $1', thread_id)
+            if await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", STATE_TABLE):
+                # digests of the user's data
+                await self.conn.execute(f"DELETE FROM {STATE_TABLE} WHERE id = $1", thread_id)
         return await delete_objects(self.storage, [r[0] for r in rows])
 
     async def erase_user(self, user_id: str) -> None:

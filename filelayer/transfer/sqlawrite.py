@@ -121,6 +121,8 @@ class SQLAlchemyWriter:
             thread_id,
         )
         await self.delete_thread(thread_id, "")
+        if await self.db.columns(STATE_TABLE):  # digests of the user's data
+            await self.db.execute(f"DELETE FROM {STATE_TABLE} WHERE id = ?", thread_id)
         if self.tracking_bytes:
             for r in rows:
                 await self.db.execute(

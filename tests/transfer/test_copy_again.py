@@ -293,3 +293,20 @@ async def test_an_erasure_while_a_copy_writes_the_user_in_leaves_nothing_of_them
     assert not [p for p in left if b"my secret" in p.read_bytes()], left
     again = await copy_archive(url, str(dest))
     assert s.get_user("bob") is None and s.get_thread("t1") is None, again.render()
+
+
+async def test_an_erasure_leaves_no_record_of_the_copy_in_the_database(tmp_path: Path) -> None:
+    """The copy's own tables hold digests and storage keys of a thread, derived from the
+    user's data: an erasure copied into the database takes them too."""
+    s = archive(tmp_path / "a")
+    blobs, db = Blobs(), tmp_path / "o.db"
+    url = f"sqlite:///{db}"
+    await copy_archive(str(tmp_path / "a"), url, create_schema=True, storage=blobs)
+    assert rows(db, "SELECT id FROM filelayer_copy_state") == [("t1",)]
+    assert rows(db, "SELECT id FROM filelayer_copied_bytes") == [("e1",)]
+    erase_user(s, "bob")
+    done = await copy_archive(str(tmp_path / "a"), url, storage=blobs)
+    assert not done.problems, done.render()
+    assert rows(db, "SELECT id FROM threads") == []
+    assert rows(db, "SELECT id FROM filelayer_copy_state") == []
+    assert rows(db, "SELECT id FROM filelayer_copied_bytes") == []
