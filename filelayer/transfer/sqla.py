@@ -157,7 +157,14 @@ class SQLAlchemySchemaEndpoint(SQLEndpoint):
     def wants_bytes(self, el: ElementData) -> bool:
         # A stored link that only points at the bytes (signed, or a local path) is no
         # URL of the element's own: the bytes go to the storage, as the layer's would.
-        return not el.fields.get("url") or el.transient_url
+        # Bytes the source holds itself beside a URL of the element's own (an archive
+        # after a copy with --fetch-urls) go there too: the row keeps the URL, which
+        # the app serves, and its key keeps the bytes for the way back.
+        return not el.fields.get("url") or el.transient_url or self._own_bytes(el)
+
+    @staticmethod
+    def _own_bytes(el: ElementData) -> bool:
+        return el.fetch is not None and not el.elsewhere and bool(el.fields.get("url"))
 
     def _object_key(self, el: ElementData, plan: ThreadPlan) -> str:
         """Where the bytes go in the storage: where they were, or where the layer itself
@@ -185,15 +192,18 @@ class SQLAlchemySchemaEndpoint(SQLEndpoint):
         uploading = self.will_upload(el)
         if uploading:
             fields["objectKey"] = self._object_key(el, plan)
-            fields.pop("url", None)
+            if el.transient_url or not self._own_bytes(el):
+                fields.pop("url", None)
         return fields, uploading
 
     def same_element(self, dest: ElementData, src: ElementData, plan: ThreadPlan) -> bool:
-        wanted = self.codec.element_projection(self.element_fields(src, plan)[0], plan.thread_id)
+        fields, uploading = self.element_fields(src, plan)
+        wanted = self.codec.element_projection(fields, plan.thread_id)
         held = dict(dest.fields)
-        if not self.will_upload(src):
+        if not uploading:
             return held == wanted
-        held.pop("url", None)
+        if "url" not in fields:
+            held.pop("url", None)
         if held != wanted:
             return False
         # The row says nothing of the bytes: the copy's record of its upload does (a

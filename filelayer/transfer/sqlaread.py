@@ -162,31 +162,35 @@ class SQLAlchemyReader:
             fields = self.codec.element_read(r)
             key, url = fields.get("objectKey"), fields.get("url")
             item = ElementData(fields=fields)
-            item.sha256 = uploaded.get((str(fields["id"]), key))
+            record = uploaded.get((str(fields["id"]), key))
+            item.sha256 = record[0] if record is not None else None
             item.origin = str(key or url or f"element {fields['id']}")
             item.elsewhere = bool(key or url)
             # A stored link to bytes in the storage (signed, it may expire) or to a
             # local file: not worth keeping where the bytes themselves are kept.
+            own = record is not None and record[1] is not None and record[1] == url
             item.transient_url = bool(url) and (
-                bool(key) or not str(url).lower().startswith(("http://", "https://"))
+                (bool(key) and not own) or not str(url).lower().startswith(("http://", "https://"))
             )
             item.fetch = self._fetcher(key, url)
             data.elements.append(item)
         return data
 
-    async def _uploaded(self, thread_id: str) -> dict[tuple[str, Any], str]:
-        """The SHA-256 of each element file of the thread a copy uploaded, by element id
-        and storage key (see :data:`~filelayer.transfer.sqlbase.BYTES_TABLE`)."""
+    async def _uploaded(self, thread_id: str) -> dict[tuple[str, Any], tuple[str, Any]]:
+        """The SHA-256 of each element file of the thread a copy uploaded, and the URL
+        of the element's own its row kept (``None``: the upload's), by element id and
+        storage key (see :data:`~filelayer.transfer.sqlbase.BYTES_TABLE`)."""
         if self._has_bytes is None:
             self._has_bytes = bool(await self.db.columns(BYTES_TABLE))
         if not self._has_bytes:
             return {}
         rows = await self.db.fetch(
-            f'SELECT b.id AS id, b."objectKey" AS key, b.sha256 AS sha256 FROM {BYTES_TABLE} b '
-            'JOIN elements e ON CAST(e.id AS TEXT) = b.id WHERE e."threadId" = ?',
+            f'SELECT b.id AS id, b."objectKey" AS key, b.sha256 AS sha256, b."ownUrl" AS own '
+            f"FROM {BYTES_TABLE} b JOIN elements e ON CAST(e.id AS TEXT) = b.id "
+            'WHERE e."threadId" = ?',
             thread_id,
         )
-        return {(str(r["id"]), r["key"]): str(r["sha256"]) for r in rows}
+        return {(str(r["id"]), r["key"]): (str(r["sha256"]), r["own"]) for r in rows}
 
     def _fetcher(self, object_key: Any, url: Any) -> Fetch | None:
         storage, bases, fetch_urls = self.storage, self.bases, self.fetch_urls

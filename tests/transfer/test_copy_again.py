@@ -310,3 +310,33 @@ async def test_an_erasure_leaves_no_record_of_the_copy_in_the_database(tmp_path:
     assert rows(db, "SELECT id FROM threads") == []
     assert rows(db, "SELECT id FROM filelayer_copy_state") == []
     assert rows(db, "SELECT id FROM filelayer_copied_bytes") == []
+
+
+async def test_an_element_with_its_own_url_and_bytes_keeps_both_through_sqlite(
+    tmp_path: Path,
+) -> None:
+    """An archive element with a URL of its own and its bytes (as a copy with
+    ``--fetch-urls`` leaves it): the row keeps the URL, which the app serves, and the
+    bytes go to the storage under the row's key, so that both come back, and a copy run
+    again uploads nothing."""
+    s = ArchiveStore(tmp_path / "a", create=True)
+    u = s.upsert_user("bob")
+    s.update_thread("t1", name="n", user_id=u["id"])
+    s.write_step({"id": "s1", "threadId": "t1", "type": "tool", "createdAt": t(1)})
+    own = "https://example.com/b.png"
+    fields = {"id": "e1", "type": "image", "name": "b.png", "forId": "s1", "url": own}
+    s.put_element("t1", fields, b"fetched")
+    files, db, back = Files(tmp_path / "bucket"), tmp_path / "o.db", tmp_path / "b"
+    url = f"sqlite:///{db}"
+    there = await copy_archive(str(tmp_path / "a"), url, create_schema=True, storage=files)
+    assert not there.problems, there.render()
+    assert rows(db, "SELECT url FROM elements") == [(own,)]
+    home = await copy_archive(url, str(back), storage=files)
+    assert not home.problems, home.render()
+    b = ArchiveStore(back, create=False)
+    found = b.element_file("t1", "e1")
+    assert found is not None and found[1].read_bytes() == b"fetched"
+    th = b.get_thread("t1")
+    assert th is not None and th["elements"][0]["url"] == own
+    again = await copy_archive(str(tmp_path / "a"), url, storage=files)
+    assert again.bytes_copied == 0 and again.counts["elements"]["unchanged"] == 1, again.render()
