@@ -340,3 +340,32 @@ async def test_an_element_with_its_own_url_and_bytes_keeps_both_through_sqlite(
     assert th is not None and th["elements"][0]["url"] == own
     again = await copy_archive(str(tmp_path / "a"), url, storage=files)
     assert again.bytes_copied == 0 and again.counts["elements"]["unchanged"] == 1, again.render()
+
+
+async def test_an_edit_in_place_in_chainlits_official_schema_is_kept(
+    tmp_path: Path, db: str
+) -> None:
+    """The same rule in Chainlit's official PostgreSQL schema, whose step rows keep no
+    time of an edit either: the app's edit stays, and a source edit after one the
+    database only received is carried."""
+    asyncpg = pytest.importorskip("asyncpg")
+    s = two_steps(tmp_path / "a")
+    first = await copy_archive(str(tmp_path / "a"), db, create_schema=True)
+    assert not first.problems, first.render()
+    s.delete_step("s2", "t1")
+    s.write_step({"id": "s1", "threadId": "t1", "type": "assistant_message", "output": "v2"})
+    carried = await copy_archive(str(tmp_path / "a"), db)
+    assert not carried.problems, carried.render()
+    conn = await asyncpg.connect(db)
+    try:
+        assert await conn.fetch('SELECT id, output FROM "Step"') == [("s1", "v2")]
+        await conn.execute("""UPDATE "Step" SET output = 'by the app' WHERE id = 's1'""")
+    finally:
+        await conn.close()
+    kept = await copy_archive(str(tmp_path / "a"), db)
+    assert "changed in the destination" in kept.render() and not kept.problems, kept.render()
+    conn = await asyncpg.connect(db)
+    try:
+        assert await conn.fetch('SELECT output FROM "Step"') == [("by the app",)]
+    finally:
+        await conn.close()
