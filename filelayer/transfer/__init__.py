@@ -11,9 +11,10 @@ PostgreSQL (or back) without losing anything, and for re-running until both side
 * Both sides are read into one neutral shape (the archive's own dicts, which hold every
   field Chainlit sends); each destination says how it compares and writes that shape.
 * A re-run writes only what is missing or different; identical entities count as
-  "unchanged", so a completed copy re-run reports nothing to do. A thread whose
-  destination copy changed more recently than the source is left alone (the app now
-  writes there), and deleted threads, steps and elements are never brought back.
+  "unchanged", so a completed copy re-run reports nothing to do. A thread changed in
+  the destination since the last copy is left alone (the app now writes there): told by
+  content where the destination keeps a record of that copy (a database), by times
+  otherwise; and deleted threads, steps and elements are never brought back.
 * Each thread is written as a unit (one transaction in PostgreSQL); a failure is
   reported and the copy goes on, so an interrupted copy is finished by running it again.
 
