@@ -376,7 +376,10 @@ def _cleared(held: dict[str, Any], kept: dict[str, Any]) -> set[str]:
 
 def _kept_fields(el: ElementData, bytes_kept: bool) -> dict[str, Any]:
     """An element's fields as an archive keeps them: without a link that only pointed at
-    bytes the archive now holds itself."""
+    bytes the archive now holds itself, nor a storage key a copy chose for them."""
+    dropped = set()
     if bytes_kept and el.transient_url:
-        return {k: v for k, v in el.fields.items() if k != "url"}
-    return el.fields
+        dropped.add("url")
+    if bytes_kept and el.chosen_key:
+        dropped.add("objectKey")  # the copy's choice, not the element's
+    return {k: v for k, v in el.fields.items() if k not in dropped} if dropped else el.fields

@@ -90,6 +90,9 @@ class ElementData:
     transient_url: bool = False
     """The ``url`` only points at the bytes (a signed storage link that expires, a local
     path): a destination that keeps the bytes themselves leaves it out."""
+    chosen_key: bool = False
+    """The ``objectKey`` is one a copy chose when it uploaded the bytes of an element
+    that had none: a destination that keeps the bytes themselves leaves it out."""
 
 
 @dataclass

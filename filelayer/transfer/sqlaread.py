@@ -164,6 +164,7 @@ class SQLAlchemyReader:
             item = ElementData(fields=fields)
             record = uploaded.get((str(fields["id"]), key))
             item.sha256 = record[0] if record is not None else None
+            item.chosen_key = record is not None and bool(record[2])
             item.origin = str(key or url or f"element {fields['id']}")
             item.elsewhere = bool(key or url)
             # A stored link to bytes in the storage (signed, it may expire) or to a
@@ -176,21 +177,23 @@ class SQLAlchemyReader:
             data.elements.append(item)
         return data
 
-    async def _uploaded(self, thread_id: str) -> dict[tuple[str, Any], tuple[str, Any]]:
-        """The SHA-256 of each element file of the thread a copy uploaded, and the URL
-        of the element's own its row kept (``None``: the upload's), by element id and
-        storage key (see :data:`~filelayer.transfer.sqlbase.BYTES_TABLE`)."""
+    async def _uploaded(self, thread_id: str) -> dict[tuple[str, Any], tuple[str, Any, Any]]:
+        """The SHA-256 of each element file of the thread a copy uploaded, the URL of the
+        element's own its row kept (``None``: the upload's) and whether the copy chose
+        the key, by element id and storage key (see
+        :data:`~filelayer.transfer.sqlbase.BYTES_TABLE`)."""
         if self._has_bytes is None:
             self._has_bytes = bool(await self.db.columns(BYTES_TABLE))
         if not self._has_bytes:
             return {}
         rows = await self.db.fetch(
-            f'SELECT b.id AS id, b."objectKey" AS key, b.sha256 AS sha256, b."ownUrl" AS own '
+            f'SELECT b.id AS id, b."objectKey" AS key, b.sha256 AS sha256, b."ownUrl" AS own, '
+            'b."chosenKey" AS chosen '
             f"FROM {BYTES_TABLE} b JOIN elements e ON CAST(e.id AS TEXT) = b.id "
             'WHERE e."threadId" = ?',
             thread_id,
         )
-        return {(str(r["id"]), r["key"]): (str(r["sha256"]), r["own"]) for r in rows}
+        return {(str(r["id"]), r["key"]): (str(r["sha256"]), r["own"], r["chosen"]) for r in rows}
 
     def _fetcher(self, object_key: Any, url: Any) -> Fetch | None:
         storage, bases, fetch_urls = self.storage, self.bases, self.fetch_urls

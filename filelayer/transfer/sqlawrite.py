@@ -159,7 +159,7 @@ class SQLAlchemyWriter:
         if plan.thread is None and not await db.fetch("SELECT id FROM threads WHERE id = ?", tid):
             raise ValueError(f"thread {tid} has no row to add to")
         rows: dict[str, dict[str, Any]] = {}
-        uploaded: dict[str, tuple[str, str, Any]] = {}
+        uploaded: dict[str, tuple[str, str, Any, int]] = {}
         for el in plan.elements:  # uploads first: storage is not transactional
             fields, uploading = self.element_fields(el, plan)
             eid = el.fields["id"]
@@ -179,7 +179,8 @@ class SQLAlchemyWriter:
                     summary.bytes_copied += len(data)
                     digest = hashlib.sha256(data).hexdigest()
                     own = fields.get("url") if fields.get("url") != done.get("url") else None
-                    uploaded[eid] = (str(fields["objectKey"]), digest, own)
+                    chosen = el.fields.get("objectKey") != fields["objectKey"]
+                    uploaded[eid] = (str(fields["objectKey"]), digest, own, int(chosen))
             rows[eid] = self.codec.element_row(fields, tid)
         tags = plan.thread.get("tags") if plan.thread is not None else None
         if isinstance(tags, list) and tags and not self.codec.can_bind_lists:
@@ -207,15 +208,17 @@ class SQLAlchemyWriter:
                 await db.execute('DELETE FROM elements WHERE id = ? AND "threadId" = ?', eid, tid)
             for row in rows.values():
                 await self._write_owned("elements", row, tid)
-            for eid, (key, digest, own) in uploaded.items() if self.tracking_bytes else ():
+            for eid, (key, digest, own, chosen) in uploaded.items() if self.tracking_bytes else ():
                 await db.execute(
-                    f'INSERT INTO {BYTES_TABLE} (id, "objectKey", sha256, "ownUrl") '
-                    'VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "objectKey" = '
-                    'excluded."objectKey", sha256 = excluded.sha256, "ownUrl" = excluded."ownUrl"',
+                    f'INSERT INTO {BYTES_TABLE} (id, "objectKey", sha256, "ownUrl", "chosenKey") '
+                    'VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "objectKey" = '
+                    'excluded."objectKey", sha256 = excluded.sha256, "ownUrl" = excluded."ownUrl", '
+                    '"chosenKey" = excluded."chosenKey"',
                     eid,
                     key,
                     digest,
                     own,
+                    chosen,
                 )
             for fid in plan.delete_feedback:
                 await db.execute("DELETE FROM feedbacks WHERE id = ?", fid)

@@ -45,13 +45,14 @@ CREATE_COPIED_TABLE = f"CREATE TABLE IF NOT EXISTS {COPIED_TABLE} (id TEXT PRIMA
 BYTES_TABLE = "filelayer_copied_bytes"
 """The copy's table of the element files it uploaded into the SQLAlchemy layer's schema,
 whose ``elements`` table has no room for it: element id, the storage key and the SHA-256
-of the bytes put there, and the row's URL when it is the element's own and not the one
-the upload gave. Without it, an element whose bytes changed in the source would read as
-unchanged (its row is), and the storage would keep the old bytes; and a URL of the
-element's own beside a key would read as a storage link, to be dropped."""
+of the bytes put there, the row's URL when it is the element's own and not the one the
+upload gave, and whether the copy chose the key (the element had none). Without it, an
+element whose bytes changed in the source would read as unchanged (its row is), and the
+storage would keep the old bytes; a URL of the element's own beside a key would read as
+a storage link, to be dropped; and an archive would gain a key its element never had."""
 CREATE_BYTES_TABLE = (
     f'CREATE TABLE IF NOT EXISTS {BYTES_TABLE} (id TEXT PRIMARY KEY, "objectKey" TEXT, '
-    'sha256 TEXT, "ownUrl" TEXT)'
+    'sha256 TEXT, "ownUrl" TEXT, "chosenKey" INTEGER)'
 )
 STATE_TABLE = "filelayer_copy_state"
 """The copy's record, per thread, of what its last copy left in this database: digests

@@ -369,3 +369,22 @@ async def test_an_edit_in_place_in_chainlits_official_schema_is_kept(
         assert await conn.fetch('SELECT output FROM "Step"') == [("by the app",)]
     finally:
         await conn.close()
+
+
+async def test_an_archive_element_comes_back_from_sqlite_as_it_was(tmp_path: Path) -> None:
+    """The storage key the copy chose for an element that had none (the layer's
+    ``<user id>/<element id>/<name>``) is the copy's, not the element's: the archive it
+    comes back to, which keeps the bytes itself, does not gain it."""
+    s = archive(tmp_path / "a")
+    files, db, back = Files(tmp_path / "bucket"), tmp_path / "o.db", tmp_path / "b"
+    url = f"sqlite:///{db}"
+    await copy_archive(str(tmp_path / "a"), url, create_schema=True, storage=files)
+    home = await copy_archive(url, str(back), storage=files)
+    assert not home.problems, home.render()
+    ta, tb = s.get_thread("t1"), ArchiveStore(back, create=False).get_thread("t1")
+    assert ta is not None and tb is not None
+    assert ta["elements"] == tb["elements"]
+    again = await copy_archive(str(tmp_path / "a"), url, storage=files)
+    assert again.counts["elements"]["unchanged"] == 1, again.render()
+    back_again = await copy_archive(url, str(back), storage=files)
+    assert back_again.counts["elements"]["unchanged"] == 1, back_again.render()
