@@ -293,13 +293,15 @@ class Copier:
                         problem=False,
                     )
                     return
-                after = await self.dest.read_thread(thread_id)
+                after = await self.dest.read_thread(thread_id) if self.dest.keeps_state else None
                 if after is not None:
                     await self.dest.record_state(thread_id, CopyState(copied, fingerprint(after)))
             elif not self.options.dry_run:
                 await self.dest.holds_copy(thread_id)
-                if dest is not None:
-                    await self.dest.record_state(thread_id, CopyState(copied, fingerprint(dest)))
+                if dest is not None and self.dest.keeps_state:
+                    state = CopyState(copied, fingerprint(dest))
+                    if await self.dest.copy_state(thread_id) != state:  # no write when known
+                        await self.dest.record_state(thread_id, state)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # reported, and the copy goes on

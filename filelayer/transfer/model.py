@@ -276,6 +276,9 @@ class Endpoint:
     erases_users = False
     """Whether a copy into this side deletes the records of users erased in the source
     (an archive leaves that to its own ``filelayer erase-user``)."""
+    keeps_state = False
+    """Whether this side keeps a record of what the last copy of each thread left in it
+    (:meth:`copy_state`): a database does, in a table of the copy's own."""
     records_deletions = True
     """Whether this side keeps the ids of deleted steps and elements (the archive's
     journal does). When a source does not, whatever the destination holds of a copied

@@ -187,6 +187,7 @@ class SQLEndpoint(Endpoint):
     """A database with one of Chainlit's SQL schemas (subclasses say which)."""
 
     records_deletions = False  # Chainlit's layers delete rows outright
+    keeps_state = True
     erases_users = True
     tables_are = ""
     """Whose tables these are, for messages ("Chainlit's tables")."""
