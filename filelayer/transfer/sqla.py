@@ -29,7 +29,7 @@ from .sqlaread import SQLAlchemyReader
 from .sqlarows import EPOCH, Codec
 from .sqlaschema import STATEMENTS, TABLES
 from .sqlawrite import SQLAlchemyWriter
-from .sqlbase import SQLEndpoint
+from .sqlbase import SQLEndpoint, own_bytes
 from .sqldb import Database, PostgresDatabase, SqliteDatabase, is_sqlite_url, sqlite_path
 from .storage import clean_key
 
@@ -157,14 +157,14 @@ class SQLAlchemySchemaEndpoint(SQLEndpoint):
     def wants_bytes(self, el: ElementData) -> bool:
         # A stored link that only points at the bytes (signed, or a local path) is no
         # URL of the element's own: the bytes go to the storage, as the layer's would.
-        # Bytes the source holds itself beside a URL of the element's own (an archive
-        # after a copy with --fetch-urls) go there too: the row keeps the URL, which
-        # the app serves, and its key keeps the bytes for the way back.
-        return not el.fields.get("url") or el.transient_url or self._own_bytes(el)
+        return not el.fields.get("url") or el.transient_url
 
-    @staticmethod
-    def _own_bytes(el: ElementData) -> bool:
-        return el.fetch is not None and not el.elsewhere and bool(el.fields.get("url"))
+    def will_upload(self, el: ElementData) -> bool:
+        """Also the bytes the source holds itself beside a URL of the element's own (an
+        archive after a copy with ``--fetch-urls``): the row keeps the URL, which the app
+        serves, and its key the bytes, so that an archive comes back whole (without a
+        client they are not listed as left behind: the row needs none)."""
+        return super().will_upload(el) or (self.storage is not None and own_bytes(el))
 
     def _object_key(self, el: ElementData, plan: ThreadPlan) -> str:
         """Where the bytes go in the storage: where they were, or where the layer itself
@@ -192,7 +192,7 @@ class SQLAlchemySchemaEndpoint(SQLEndpoint):
         uploading = self.will_upload(el)
         if uploading:
             fields["objectKey"] = self._object_key(el, plan)
-            if el.transient_url or not self._own_bytes(el):
+            if el.transient_url or not own_bytes(el):
                 fields.pop("url", None)
         return fields, uploading
 

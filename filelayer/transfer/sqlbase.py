@@ -82,6 +82,11 @@ def not_tracked(
     return False
 
 
+def own_bytes(el: ElementData) -> bool:
+    """Whether the source holds the element's bytes itself beside a URL of its own."""
+    return el.fetch is not None and not el.elsewhere and bool(el.fields.get("url"))
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
