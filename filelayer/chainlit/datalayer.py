@@ -50,8 +50,10 @@ from chainlit.user import PersistedUser, User
 from .._io import aio as _aio
 from ..errors import FileLayerError, NotAuthorError, StorageWriteError, UnknownStepError
 from ..format.codec import encode_new_line
+from ..format.ids import check_id
 from ..format.journal import element_record
 from ..format.layout import DEFAULT_ROOT, ROOT_ENV, default_root
+from ..format.records import check_element_fields
 from ..index.records import DEFAULT_SEARCH_CHARS
 from ..store.archive import ArchiveStore, Durability, ElementUrl
 from ..store.views import element_file_fields
@@ -298,7 +300,10 @@ class FileDataLayer(BaseDataLayer):
         thread_id = element.thread_id
         fields: dict[str, Any] = element.to_dict()  # type: ignore[assignment]
         record = {k: fields.get(k) for k in _ELEMENT_FIELDS}
-        encode_new_line(element_record(record))  # refused before anything is written
+        # Refused before anything is written (the file's name is made of the name and
+        # the mime type, and the bytes are written before the record).
+        check_element_fields(record, check_id("element", record["id"]))
+        encode_new_line(element_record(record))
         actor = await self.actor()
         data = await _element_bytes(element)
         if data is not None:

@@ -34,7 +34,7 @@ Chainlit sends them back in the dicts it got from ``get_thread`` or
 ``get_favorite_steps`` (un-favouriting) and in every live ``Step.to_dict()``."""
 
 
-_TEXT, _OBJECT, _FLAG, _TEXTS, _FLAG_OR_TEXT = range(5)
+_TEXT, _OBJECT, _FLAG, _TEXTS, _FLAG_OR_TEXT, _WHOLE = range(6)
 STEP_FIELD_TYPES: dict[str, int] = {
     "name": _TEXT,
     "type": _TEXT,
@@ -64,12 +64,36 @@ STEP_FIELD_TYPES: dict[str, int] = {
 is no value for every one (docs/format.md, "Field types"). Fields not named here are
 newer Chainlit's, or an app's: kept whatever their type."""
 
+ELEMENT_FIELD_TYPES: dict[str, int] = {
+    "type": _TEXT,
+    "name": _TEXT,
+    "display": _TEXT,
+    "size": _TEXT,
+    "language": _TEXT,
+    "mime": _TEXT,
+    "url": _TEXT,
+    "chainlitKey": _TEXT,
+    "objectKey": _TEXT,
+    "forId": _TEXT,
+    "page": _WHOLE,
+    "props": _OBJECT,
+    "playerConfig": _OBJECT,
+    "autoPlay": _FLAG,
+}
+"""The type of each field of Chainlit's ``ElementDict`` (as its ``Element.to_dict()``
+makes them) other than the id, which is checked as an id; ``None`` is no value for every
+one (docs/format.md, "Field types"). The element's name and mime type pick its file's
+extension and the element route's headers, and every reader shows them as text: a
+number there failed the write half-way, a dict reached the UI. ``file``, ``bytes`` and
+``sha256`` are the layer's own, set by the writer."""
+
 _EXPECTED = {
     _TEXT: "a string",
     _OBJECT: "an object (dict)",
     _FLAG: "true or false",
     _TEXTS: "a list of strings",
     _FLAG_OR_TEXT: "true, false or a string",
+    _WHOLE: "a whole number",
 }
 
 
@@ -82,6 +106,8 @@ def _fits(kind: int, value: Any) -> bool:
         return value is True or value is False
     if kind == _TEXTS:
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if kind == _WHOLE:
+        return isinstance(value, int) and not isinstance(value, bool)
     return value is True or value is False or isinstance(value, str)
 
 
@@ -106,6 +132,18 @@ def check_step_fields(
                 type(item).__name__ for item in value if not isinstance(item, str)
             )
         raise InvalidFieldError("step", step_id, field, _EXPECTED[kind], got)
+
+
+def check_element_fields(element: dict[str, Any], element_id: str) -> None:
+    """:class:`InvalidFieldError` if a field of ``element``, new data a caller sends,
+    has a type no reader of an element expects (:data:`ELEMENT_FIELD_TYPES`). Checked,
+    like a step's fields, where an element enters and before anything is written (its
+    file's name is made from its name and mime type), never on what is stored."""
+    for field, kind in ELEMENT_FIELD_TYPES.items():
+        value = element.get(field)
+        if value is not None and not _fits(kind, value):
+            got = type(value).__name__
+            raise InvalidFieldError("element", element_id, field, _EXPECTED[kind], got)
 
 
 def drop_none(d: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from ..format import codec as _codec
 from ..format import journal
 from ..format.ids import check_id, is_valid_id
 from ..format.layout import ELEMENTS_DIR, Layout
+from ..format.records import check_element_fields
 from .appender import JournalAppender
 from .authors import Authors
 from .folds import FoldedJournals, TombstoneCache
@@ -110,7 +111,7 @@ class Elements:
         """See :meth:`ArchiveStore.prepare_element`."""
         check_id("thread", thread_id)
         if element is not None:
-            check_id("element", element.get("id"))
+            check_element_fields(element, check_id("element", element.get("id")))
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
             if not self.appender.ensure_thread(thread_id, changes):
@@ -135,6 +136,7 @@ class Elements:
         """See :meth:`ArchiveStore.record_element`."""
         check_id("thread", thread_id)
         element_id = check_id("element", element.get("id"))
+        check_element_fields(element, element_id)
         record = journal.element_record(element)
         line = _codec.encode_new_line(record)  # refuse what cannot be stored before locking
         appender = self.appender
@@ -213,7 +215,7 @@ class Elements:
         """See :meth:`ArchiveStore.put_element`."""
         element = dict(element)
         check_id("thread", thread_id)
-        check_id("element", element.get("id"))
+        check_element_fields(element, check_id("element", element.get("id")))
         _codec.encode_new_line(journal.element_record(element))  # refused before any change
         # The thread's lock across the three steps: concurrent sends of one element
         # (other threads, other processes) land whole, one after the other, and the

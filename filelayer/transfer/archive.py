@@ -12,7 +12,7 @@ from ..errors import ArchiveError, FileLayerError
 from ..format import codec as _codec
 from ..format import journal, manifest, users
 from ..format.ids import id_problem, is_valid_id
-from ..format.records import check_step_fields
+from ..format.records import check_element_fields, check_step_fields
 from ..maintenance.announce import maintaining
 from ..maintenance.retention import is_erased
 from ..store.archive import ArchiveStore
@@ -220,6 +220,7 @@ class ArchiveEndpoint(Endpoint):
                 check_step_fields(item, str(item["id"]))
                 _codec.encode_new_line(journal.step_record(journal.drop_none(item)))
             elif kind == "elements":
+                check_element_fields(item, str(item["id"]))
                 _codec.encode_new_line(journal.element_record(item))
         except (ValueError, TypeError) as exc:
             return f"the archive cannot store it: {exc}"

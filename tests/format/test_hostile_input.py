@@ -190,3 +190,85 @@ async def test_the_data_layer_refuses_hostile_writes_and_answers_reads(
     assert snapshot(tmp_path) - before <= {
         p for p in snapshot(tmp_path) if p.startswith(("chats", "cwd"))
     }
+
+
+BAD_ELEMENT_FIELDS = [
+    ("name", 5),
+    ("name", {"a": 1}),
+    ("mime", 3),
+    ("mime", ["image/png"]),
+    ("display", {"a": 1}),
+    ("url", 7),
+    ("objectKey", 1),
+    ("chainlitKey", {"k": 1}),
+    ("size", 5),
+    ("size", True),
+    ("type", 4),
+    ("language", 3),
+    ("forId", 1),
+    ("page", "2"),
+    ("page", True),
+    ("props", "x"),
+    ("playerConfig", [1]),
+    ("autoPlay", "yes"),
+]
+
+
+@pytest.mark.parametrize(("field", "bad"), BAD_ELEMENT_FIELDS)
+def test_an_element_field_of_a_wrong_type_is_refused_and_nothing_is_written(
+    store: ArchiveStore, root: Path, field: str, bad: Any
+) -> None:
+    # A number as name or mime type failed half-way (a TypeError from the file name,
+    # after the thread was made); any other stored as given reached every reader.
+    from filelayer import InvalidFieldError
+
+    store.write_step({"id": "s1", "threadId": "t1", "type": "run"})
+    before = {p: p.read_bytes() for p in (root / "threads").rglob("*") if p.is_file()}
+    record = {"id": "e1", "type": "file", "name": "noext", "forId": "s1", field: bad}
+    for thread in ("t1", "t-new"):
+        with pytest.raises(InvalidFieldError, match=field):
+            store.put_element(thread, record, b"bytes")
+        with pytest.raises(InvalidFieldError, match=field):
+            store.put_element(thread, record, None)
+        with pytest.raises(InvalidFieldError, match=field):
+            store.prepare_element(thread, record)
+        with pytest.raises(InvalidFieldError, match=field):
+            store.record_element(thread, record)
+    after = {p: p.read_bytes() for p in (root / "threads").rglob("*") if p.is_file()}
+    assert after == before
+    assert not (root / "threads" / "t-new").exists()
+
+
+@pytest.mark.parametrize(("field", "bad"), BAD_ELEMENT_FIELDS)
+async def test_the_data_layer_refuses_an_element_field_of_a_wrong_type(
+    root: Path, in_tmp: Path, field: str, bad: Any
+) -> None:
+    pytest.importorskip("chainlit")
+    from chainlit import element as elements
+    from chainlit.context import init_http_context
+
+    from filelayer import FileDataLayer, InvalidFieldError
+
+    init_http_context()
+    layer = FileDataLayer(root)
+    attributes = {
+        "objectKey": "object_key",
+        "chainlitKey": "chainlit_key",
+        "forId": "for_id",
+        "playerConfig": "player_config",
+        "autoPlay": "auto_play",
+    }
+    try:
+        for thread in ("t1", "t-new"):
+            element = elements.File(id="e1", name="noext", thread_id=thread, content=b"x")
+            if field == "type":
+                element = elements.CustomElement(id="e1", name="noext", thread_id=thread)
+                element.type = bad  # type: ignore[misc]
+            else:
+                setattr(element, attributes.get(field, field), bad)
+            with pytest.raises(InvalidFieldError, match=field):
+                await layer.create_element(element)
+        assert not (root / "threads" / "t-new").exists()
+        assert not (root / "threads" / "t1").exists()
+    finally:
+        await layer.close()
