@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from ..errors import InvalidIdError
 
@@ -41,6 +42,28 @@ def id_problem(value: object) -> str | None:
 
 def is_valid_id(value: object) -> bool:
     return id_problem(value) is None
+
+
+def case_twin(value: str, names: Iterable[str]) -> str | None:
+    """The one of ``names`` that differs from ``value`` only in letter case, if any.
+
+    Thread ids name directories and element ids files: on a file system that ignores
+    case (macOS's and Windows' by default) ``T1`` and ``t1`` are one directory, so a new
+    id that differs from an existing one only in case is refused (docs/format.md,
+    "Ids"), on every system, so that an archive stays whole wherever it is cloned."""
+    folded = value.lower()
+    return next((n for n in names if n != value and n.lower() == folded), None)
+
+
+def refuse_case_twin(kind: str, value: str, twin: str | None) -> None:
+    """:class:`InvalidIdError` naming ``twin`` (see :func:`case_twin`) if there is one."""
+    if twin is not None:
+        raise InvalidIdError(
+            kind,
+            value,
+            f"{kind} {twin!r} has the same id but for letter case, and a file system that "
+            "ignores case (macOS's, Windows') keeps both in one place; nothing was written",
+        )
 
 
 def check_id(kind: str, value: object) -> str:

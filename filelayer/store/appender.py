@@ -17,9 +17,10 @@ from typing import Any
 from .._io import commit as _commit
 from .._io import fs as _fs
 from .._time import now_iso
-from ..errors import StorageWriteError
+from ..errors import CorruptFileError, StorageWriteError
 from ..format import clock, manifest
 from ..format import codec as _codec
+from ..format.ids import case_twin, refuse_case_twin
 from ..format.layout import Layout
 from ..index.thread_index import ThreadIndex
 from .authors import OWNER_CACHE_SIZE
@@ -361,9 +362,11 @@ class JournalAppender:
             log.debug("filelayer: ignoring a late write to deleted thread %s", thread_id)
             return False
         if path.exists():
+            self.refuse_case_twin(thread_id, _manifest_if_readable(path))
             self._existing.put(thread_id, None)
             return True
         self._existing.pop(thread_id)
+        self.refuse_case_twin(thread_id, None)
         now = now_iso()
         self.make_dir(path.parent, changes)
         doc = manifest.new(thread_id, now)
@@ -371,6 +374,32 @@ class JournalAppender:
         self.index.append([self.book.thread_record(doc)])
         self._existing.put(thread_id, None)
         return True
+
+    def refuse_case_twin(self, thread_id: str, found: dict[str, Any] | None) -> None:
+        """:class:`InvalidIdError` if ``thread_id`` differs only in letter case from a
+        thread that exists (:func:`~filelayer.format.ids.case_twin`). ``found``: the
+        manifest read at the thread's path, ``None`` for a new thread. A file system that
+        ignores case finds the other thread's manifest there, with that thread's id; one
+        that does not finds none, and ``threads/`` is listed (once per new thread)."""
+        if found is not None:
+            other = found.get("id")
+            twin = case_twin(thread_id, [other] if isinstance(other, str) else [])
+        else:
+            try:
+                names = [n for n in os.listdir(self.layout.threads) if not n.startswith(".")]
+            except FileNotFoundError:
+                names = []
+            twin = case_twin(thread_id, names)
+        refuse_case_twin("thread", thread_id, twin)
+
+
+def _manifest_if_readable(path: Path) -> dict[str, Any] | None:
+    """The manifest at ``path``, or ``None`` if it cannot be read (damaged: the writes
+    that made it were filelayer's, and ``verify --repair`` mends it)."""
+    try:
+        return manifest.read(path)
+    except (CorruptFileError, OSError):
+        return None
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

@@ -15,7 +15,7 @@ from .._io import commit as _commit
 from .._io import fs as _fs
 from ..format import codec as _codec
 from ..format import journal
-from ..format.ids import check_id, is_valid_id
+from ..format.ids import case_twin, check_id, is_valid_id, refuse_case_twin
 from ..format.layout import ELEMENTS_DIR, Layout
 from ..format.records import check_element_fields
 from .appender import JournalAppender
@@ -118,6 +118,8 @@ class Elements:
                 return None
             if element is not None and self._refused(thread_id, element, changes):
                 return None
+            if element is not None:
+                self._refuse_case_twin(thread_id, element["id"])
             directory = self.layout.elements_dir(thread_id)
             self.appender.make_dir(directory, changes)
             # Its name in the thread's directory, and that one's, on the disk before the
@@ -153,6 +155,7 @@ class Elements:
                     appender.remove_element_file(thread_id, element["file"], changes)
                 return False
             stored = self.folds.folded(thread_id).state.elements.get(element_id)
+            self._refuse_case_twin(thread_id, element_id)
             relative = element.get("file")
             if written is not None and not self._still_written(thread_id, relative, written):
                 # Another send of the element (another process) put its bytes there
@@ -168,6 +171,14 @@ class Elements:
                 appender.remove_element_file(thread_id, old, changes)
         self.locator.elements.put(element_id, thread_id)
         return True
+
+    def _refuse_case_twin(self, thread_id: str, element_id: str) -> None:
+        """:class:`InvalidIdError` if ``element_id`` is new to the thread and differs only
+        in letter case from one of its elements: where case is ignored, their files are
+        one (see :func:`~filelayer.format.ids.case_twin`). Caller locks."""
+        elements = self.folds.folded(thread_id).state.elements
+        if element_id not in elements:
+            refuse_case_twin("element", element_id, case_twin(element_id, elements))
 
     def _still_written(self, thread_id: str, relative: object, written: _fs.FileKey) -> bool:
         """Whether the element file ``relative`` is still the one whose key the caller

@@ -23,7 +23,7 @@ from ..index.thread_index import ThreadIndex
 from . import session
 from .accounts import Accounts
 from .appender import JournalAppender
-from .authors import Authors
+from .authors import Authors, manifest_or_stand_in
 from .deleted import DeletedThreads
 from .indexing import IndexBook
 from .locate import deletable
@@ -110,6 +110,7 @@ class Threads:
                 log.debug("filelayer: not resurrecting deleted thread %s", thread_id)
                 return False
             doc = manifest.read(path)
+            self.appender.refuse_case_twin(thread_id, doc)
             created = doc is None
             if doc is None:
                 doc = manifest.new(thread_id, now_iso())
@@ -203,6 +204,7 @@ class Threads:
             if self.deleted.has(thread_id):
                 raise ArchiveError(f"thread {thread_id} was deleted in {self.root}")
             self.appender.refuse_link(thread_id)  # written through, it lands outside
+            self.appender.refuse_case_twin(thread_id, manifest_or_stand_in(self.layout, thread_id))
             self.appender.make_dir(path.parent, changes)
             manifest.write(path, doc, changes=changes)
             self.appender.names.thread(thread_id, changes)

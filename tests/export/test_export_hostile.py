@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -677,13 +678,18 @@ def test_two_threads_whose_names_differ_only_in_case_are_both_exported(
     """Ids are the client's and keep their case: two threads of one day and name whose
     ids differ only in case were given file names that differ only in case, one file on
     a file system that ignores case (macOS, Windows, a share), where the second thread's
-    page replaced the first's and their ``.files`` directories became one."""
+    page replaced the first's and their ``.files`` directories became one. Such a pair
+    is no longer made (the second id is refused), but an archive an earlier release
+    wrote on a system that keeps case may hold one: made here in two archives, put
+    together."""
     root = tmp_path / "chats"
-    store = ArchiveStore(root)
     for n, thread_id in enumerate(ids):
+        store = ArchiveStore(tmp_path / f"part-{n}")
         _message(store, thread_id, f"s{n}", f"words {n}")
         store.update_thread(thread_id, name="Hello")
-    store.close()
+        store.close()
+    shutil.copytree(tmp_path / "part-0", root)
+    shutil.copytree(tmp_path / "part-1" / "threads" / ids[1], root / "threads" / ids[1])
     for fmt in ("markdown", "html", "json"):
         out = tmp_path / f"out-{fmt}"
         assert main(["--root", str(root), "export", *ids, "--format", fmt, "-o", str(out)]) == 0

@@ -272,3 +272,65 @@ async def test_the_data_layer_refuses_an_element_field_of_a_wrong_type(
         assert not (root / "threads" / "t1").exists()
     finally:
         await layer.close()
+
+
+def test_a_thread_id_differing_from_another_only_in_case_is_refused(
+    store: ArchiveStore, root: Path
+) -> None:
+    # On a file system that ignores case (macOS's, Windows') ``T1`` is ``t1``'s
+    # directory: its writes would land in that other conversation, and a git clone of
+    # an archive holding both on such a system would hold one.
+    store.write_step({"id": "s1", "threadId": "t1", "type": "run"})
+    threads = root / "threads"
+    before = {p: p.read_bytes() for p in threads.rglob("*") if p.is_file()}
+    with pytest.raises(InvalidIdError, match="case"):
+        store.write_step({"id": "s2", "threadId": "T1", "type": "run"})
+    with pytest.raises(InvalidIdError, match="case"):
+        store.update_thread("T1", name="other")
+    with pytest.raises(InvalidIdError, match="case"):
+        store.put_element("T1", {"id": "e1", "type": "file", "name": "a.txt"}, b"x")
+    with pytest.raises(InvalidIdError, match="case"):
+        store.put_manifest({"id": "T1", "createdAt": "2026-01-01T00:00:00Z", "metadata": {}})
+    assert {p: p.read_bytes() for p in threads.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in threads.iterdir()) == ["t1"]
+    store.write_step({"id": "s3", "threadId": "t1", "type": "run"})  # its own id still writes
+
+
+def test_a_thread_id_a_case_blind_file_system_finds_as_another_is_refused(
+    store: ArchiveStore, root: Path
+) -> None:
+    # What a file system that ignores case shows for ``T1`` once ``t1`` exists: a
+    # directory holding ``t1``'s manifest. The write is refused, not appended to it.
+    import shutil
+
+    store.write_step({"id": "s1", "threadId": "t1", "type": "run"})
+    threads = root / "threads"
+    shutil.copytree(threads / "t1", threads / "T1")
+    before = {p: p.read_bytes() for p in threads.rglob("*") if p.is_file()}
+    fresh = ArchiveStore(root)
+    try:
+        with pytest.raises(InvalidIdError, match="case"):
+            fresh.write_step({"id": "s2", "threadId": "T1", "type": "run"})
+        with pytest.raises(InvalidIdError, match="case"):
+            fresh.update_thread("T1", name="other")
+    finally:
+        fresh.close()
+    assert {p: p.read_bytes() for p in threads.rglob("*") if p.is_file()} == before
+
+
+def test_an_element_id_differing_from_another_only_in_case_is_refused(
+    store: ArchiveStore, root: Path
+) -> None:
+    # ``E1.txt`` beside ``e1.txt`` is one file where case is ignored: the second send
+    # would overwrite the first element's bytes.
+    store.put_element("t1", {"id": "e1", "type": "file", "name": "a.txt"}, b"first")
+    threads = root / "threads"
+    before = {p: p.read_bytes() for p in threads.rglob("*") if p.is_file()}
+    for data in (b"second", None):
+        with pytest.raises(InvalidIdError, match="case"):
+            store.put_element("t1", {"id": "E1", "type": "file", "name": "b.txt"}, data)
+    with pytest.raises(InvalidIdError, match="case"):
+        store.prepare_element("t1", {"id": "E1", "type": "file", "name": "b.txt"})
+    assert {p: p.read_bytes() for p in threads.rglob("*") if p.is_file()} == before
+    store.put_element("t1", {"id": "e1", "type": "file", "name": "a.txt"}, b"again")
+    store.put_element("t2", {"id": "E1", "type": "file", "name": "b.txt"}, b"elsewhere")
