@@ -573,11 +573,16 @@ def _log_root(store: ArchiveStore, requested: str | os.PathLike[str] | None) -> 
 
 
 def _persisted_user(doc: dict[str, Any]) -> PersistedUser:
+    """Chainlit's user from a user record. A display name that is no string (stored by
+    hand or by an earlier release, which took any) is none, metadata that is no object
+    is empty: Chainlit's model refuses them, and the user could not log in."""
+    name = doc.get("displayName")
+    metadata = doc.get("metadata")
     return PersistedUser(
         id=doc["id"],
         identifier=doc["identifier"],
-        display_name=doc.get("displayName"),
-        metadata=doc.get("metadata") or {},
+        display_name=name if isinstance(name, str) else None,
+        metadata=metadata if isinstance(metadata, dict) else {},
         createdAt=doc["createdAt"],
     )
 

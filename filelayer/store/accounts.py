@@ -92,6 +92,14 @@ class Accounts:
         """Create the user, or update its metadata; the id never changes."""
         if not isinstance(identifier, str) or not identifier:
             raise InvalidValueError("identifier", "a user identifier must be a non-empty string")
+        if display_name is not None and not isinstance(display_name, str):
+            # Chainlit's ``PersistedUser`` takes a string or nothing: stored, it would
+            # fail every later lookup of this login.
+            raise InvalidValueError(
+                "display_name",
+                "a user display name must be a string (or None), not "
+                + type(display_name).__name__,
+            )
         if metadata is not None:
             if not isinstance(metadata, dict):
                 raise InvalidValueError("metadata", "user metadata must be a dict")

@@ -334,3 +334,47 @@ def test_an_element_id_differing_from_another_only_in_case_is_refused(
     assert {p: p.read_bytes() for p in threads.rglob("*") if p.is_file()} == before
     store.put_element("t1", {"id": "e1", "type": "file", "name": "a.txt"}, b"again")
     store.put_element("t2", {"id": "E1", "type": "file", "name": "b.txt"}, b"elsewhere")
+
+
+@pytest.mark.parametrize("bad", [5, {"a": 1}, ["x"], True])
+def test_a_display_name_that_is_no_string_is_refused(
+    store: ArchiveStore, root: Path, bad: Any
+) -> None:
+    # Stored, it made every later get_user of that login fail in Chainlit's own
+    # PersistedUser: the user could no longer log in.
+    from filelayer import InvalidValueError
+
+    store.upsert_user("bob@example.com", {"a": 1}, "Bob")
+    users = root / "users"
+    before = {p: p.read_bytes() for p in users.iterdir()}
+    for identifier in ("bob@example.com", "new@example.com"):
+        with pytest.raises(InvalidValueError, match="display name"):
+            store.upsert_user(identifier, {}, bad)
+    assert {p: p.read_bytes() for p in users.iterdir()} == before
+
+
+async def test_a_stored_display_name_that_is_no_string_still_logs_in(
+    root: Path, in_tmp: Path
+) -> None:
+    # What an earlier release (or a hand edit) stored: readers expect any JSON value.
+    pytest.importorskip("chainlit")
+    import json
+
+    from chainlit.context import init_http_context
+
+    from filelayer import FileDataLayer
+
+    init_http_context()
+    store = ArchiveStore(root)
+    store.upsert_user("bob@example.com", {"a": 1}, "Bob")
+    store.close()
+    [path] = (root / "users").iterdir()
+    doc = json.loads(path.read_text("utf-8"))
+    path.write_text(json.dumps({**doc, "displayName": {"a": 1}, "metadata": [1]}), "utf-8")
+    layer = FileDataLayer(root)
+    try:
+        user = await layer.get_user("bob@example.com")
+        assert user is not None and user.identifier == "bob@example.com"
+        assert (user.display_name, user.metadata) == (None, {})
+    finally:
+        await layer.close()
