@@ -172,6 +172,7 @@ class JournalAppender:
         self.compactor = compactor
         self.durable = durable
         self._existing: Lru[str, None] = Lru(OWNER_CACHE_SIZE)  # threads seen to exist
+        self._thread_names: tuple[int, dict[str, str]] | None = None  # _threads_by_case
         self.names = DurableNames(layout)
         self.written: Lru[str, float] = Lru(WRITTEN_KEPT)
         """The threads whose journals this store appended to most recently, with the
@@ -183,6 +184,7 @@ class JournalAppender:
 
     def forget(self) -> None:
         self._existing.clear()
+        self._thread_names = None
         self.names.forget()
 
     def forget_thread(self, thread_id: str) -> None:
@@ -350,6 +352,39 @@ class JournalAppender:
             _fs.make_dirs(directory, changes)
         except OSError as exc:
             raise StorageWriteError(directory, exc) from exc
+        if directory.parent == self.layout.threads:
+            self._note_thread_dir(directory.name)
+
+    def _threads_by_case(self) -> dict[str, str]:
+        """The name of every thread directory by its lowercase form, listed again only
+        when ``threads/`` changed since (its modification time): a listing of a large
+        archive takes milliseconds, and a copy makes thousands of threads."""
+        try:
+            stamp = os.stat(self.layout.threads).st_mtime_ns
+        except FileNotFoundError:
+            return {}
+        known = self._thread_names
+        if known is not None and known[0] == stamp:
+            return known[1]
+        names: dict[str, str] = {}
+        for name in os.listdir(self.layout.threads):
+            if not name.startswith("."):  # a thread being deleted, a temporary file
+                names.setdefault(name.lower(), name)
+        self._thread_names = (stamp, names)
+        return names
+
+    def _note_thread_dir(self, name: str) -> None:
+        """A thread directory this store just made: in the listing kept, which stays
+        current (``threads/`` changed by this creation only, as far as can be told)."""
+        known = self._thread_names
+        if known is None:
+            return
+        try:
+            stamp = os.stat(self.layout.threads).st_mtime_ns
+        except OSError:
+            return
+        known[1].setdefault(name.lower(), name)
+        self._thread_names = (stamp, known[1])
 
     def ensure_thread(self, thread_id: str, changes: _fs.Changes) -> bool:
         """Create the thread if it is new; ``False`` if it was deleted. Caller locks."""
@@ -380,16 +415,13 @@ class JournalAppender:
         thread that exists (:func:`~filelayer.format.ids.case_twin`). ``found``: the
         manifest read at the thread's path, ``None`` for a new thread. A file system that
         ignores case finds the other thread's manifest there, with that thread's id; one
-        that does not finds none, and ``threads/`` is listed (once per new thread)."""
+        that does not finds none, and the listing of ``threads/`` answers."""
         if found is not None:
             other = found.get("id")
             twin = case_twin(thread_id, [other] if isinstance(other, str) else [])
         else:
-            try:
-                names = [n for n in os.listdir(self.layout.threads) if not n.startswith(".")]
-            except FileNotFoundError:
-                names = []
-            twin = case_twin(thread_id, names)
+            found_name = self._threads_by_case().get(thread_id.lower())
+            twin = case_twin(thread_id, [found_name] if found_name is not None else [])
         refuse_case_twin("thread", thread_id, twin)
 
 

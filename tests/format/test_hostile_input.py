@@ -378,3 +378,20 @@ async def test_a_stored_display_name_that_is_no_string_still_logs_in(
         assert (user.display_name, user.metadata) == (None, {})
     finally:
         await layer.close()
+
+
+def test_a_thread_another_process_made_is_seen_by_the_case_check(
+    store: ArchiveStore, root: Path
+) -> None:
+    # The listing of threads/ this store keeps is taken again once another process
+    # changed the directory.
+    store.write_step({"id": "s1", "threadId": "a1", "type": "run"})
+    store.write_step({"id": "s1", "threadId": "a2", "type": "run"})
+    other = ArchiveStore(root)
+    try:
+        other.write_step({"id": "s1", "threadId": "t1", "type": "run"})
+    finally:
+        other.close()
+    with pytest.raises(InvalidIdError, match="case"):
+        store.write_step({"id": "s2", "threadId": "T1", "type": "run"})
+    assert sorted(p.name for p in (root / "threads").iterdir()) == ["a1", "a2", "t1"]
