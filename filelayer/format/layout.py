@@ -171,6 +171,19 @@ class Layout:
         # Every write builds these paths two or three times; pathlib's joins cost more
         # than the write's own system calls, so they are kept for recent threads.
         self._paths = functools.lru_cache(maxsize=_PATH_CACHE)(self._make_paths)
+        self._case_blind: bool | None = None
+
+    def case_blind(self) -> bool:
+        """Whether the file system of ``threads/`` ignores letter case (macOS's and
+        Windows' by default): there ``threads/T1`` is ``threads/t1``, so a write naming
+        one thread may reach the files of another (docs/format.md, "Ids"). Asked once
+        ``threads/`` exists: whether ``THREADS`` names it too."""
+        known = self._case_blind
+        if known is None:
+            if not os.path.isdir(self.threads):
+                return False
+            known = self._case_blind = os.path.isdir(self.root / THREADS_DIR.upper())
+        return known
 
     def _make_paths(self, thread_id: str) -> tuple[Path, Path, Path]:
         directory = self.threads / check_id("thread", thread_id)

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 
 from .._io import commit as _commit
 from .._io import locks as _locks
-from ..format import journal
+from ..errors import CorruptFileError
+from ..format import journal, manifest
+from ..format.ids import case_twin, refuse_case_twin
 from ..format.layout import Layout
 from ..index.thread_index import ThreadIndex
 from .deleted import DeletedThreads
@@ -69,6 +71,7 @@ class WriteLocks:
         if deleted:
             paths.append(self.layout.deleted_lock)
         with _locks.locked_all(paths, self.lock_timeout), contextlib.ExitStack() as held:
+            self._refuse_case_alias(thread_id)
             marking: set[str] | None = getattr(self._marking, "ids", None)
             if marking is None:
                 marking = self._marking.ids = set()
@@ -96,6 +99,22 @@ class WriteLocks:
             after = thread_watermark(self.layout, thread_id)
             if after != before:
                 self.index.note_mark(thread_id, before, after, generation)
+
+    def _refuse_case_alias(self, thread_id: str) -> None:
+        """:class:`InvalidIdError` if, on a file system that ignores case, the directory
+        ``thread_id`` names is another thread's, whose id differs only in case (``T1``
+        finds ``t1``'s): the write, its deletion too, would change that thread's files
+        and file them in the index under another id. Its manifest says whose it is: one
+        read per write, on such a file system only."""
+        if not self.layout.case_blind():
+            return
+        try:
+            doc = manifest.read(self.layout.manifest(thread_id))
+        except (CorruptFileError, OSError):
+            return  # damaged: its id unknown (``verify --repair`` makes it again)
+        other = doc.get("id") if doc is not None else None
+        if isinstance(other, str):
+            refuse_case_twin("thread", thread_id, case_twin(thread_id, [other]))
 
     @contextlib.contextmanager
     def state(self, thread_id: str) -> Iterator[journal.ThreadState | None]:

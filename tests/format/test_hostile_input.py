@@ -395,3 +395,36 @@ def test_a_thread_another_process_made_is_seen_by_the_case_check(
     with pytest.raises(InvalidIdError, match="case"):
         store.write_step({"id": "s2", "threadId": "T1", "type": "run"})
     assert sorted(p.name for p in (root / "threads").iterdir()) == ["a1", "a2", "t1"]
+
+
+def test_no_write_reaches_a_thread_through_an_id_of_another_case(
+    store: ArchiveStore, root: Path
+) -> None:
+    # What a file system that ignores case shows once ``t1`` exists: ``THREADS`` is
+    # ``threads/`` and ``threads/T1`` is ``t1``'s directory. A deletion, feedback, a
+    # step deleted through ``T1`` would change ``t1``'s files under another id.
+    import shutil
+
+    store.write_step({"id": "s1", "threadId": "t1", "type": "run"})
+    store.put_element("t1", {"id": "e1", "type": "file", "name": "a.txt"}, b"x")
+    store.close()
+    (root / "THREADS").mkdir()
+    shutil.copytree(root / "threads" / "t1", root / "threads" / "T1")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and "index" not in p.parts}
+    fresh = ArchiveStore(root)
+    try:
+        with pytest.raises(InvalidIdError, match="case"):
+            fresh.upsert_feedback(for_id="s1", value=1, thread_id="T1")
+        with pytest.raises(InvalidIdError, match="case"):
+            fresh.delete_step("s1", "T1")
+        with pytest.raises(InvalidIdError, match="case"):
+            fresh.delete_element("e1", "T1")
+        with pytest.raises(InvalidIdError, match="case"):
+            fresh.delete_thread("T1")
+        fresh.upsert_feedback(for_id="s1", value=1, thread_id="t1")  # its own id writes
+    finally:
+        fresh.close()
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and "index" not in p.parts}
+    assert {p for p in after if after[p] != before.get(p)} <= {
+        root / "threads" / "t1" / "steps.jsonl"
+    }
