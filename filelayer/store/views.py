@@ -436,6 +436,10 @@ class ThreadViews:
                 raise InvalidValueError(
                     name, f"a {name} must be a string, not {type(value).__name__}"
                 )
+        if not isinstance(first, int):  # Chainlit's own model gives an int
+            raise InvalidValueError(
+                "first", f"a page size must be a whole number, not {type(first).__name__}"
+            )
         self.healer.look()  # git moved the files under this process: reconcile
         page = self.index.page(
             user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback

@@ -428,3 +428,13 @@ def test_no_write_reaches_a_thread_through_an_id_of_another_case(
     assert {p for p in after if after[p] != before.get(p)} <= {
         root / "threads" / "t1" / "steps.jsonl"
     }
+
+
+@pytest.mark.parametrize("bad", ["x", None, 2.5, [3]])
+def test_a_page_size_that_is_no_whole_number_is_refused(store: ArchiveStore, bad: Any) -> None:
+    # int() turned "x" into a bare ValueError and None into a TypeError.
+    from filelayer import InvalidValueError
+
+    store.write_step({"id": "s1", "threadId": "t1", "type": "run"})
+    with pytest.raises(InvalidValueError, match="page size"):
+        store.list_threads(user_id=None, first=bad)
