@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidFieldError
+from ..errors import InvalidFieldError, InvalidValueError
 
 OP_STEP = "step"
 OP_STEP_DELETE = "step.delete"
@@ -132,6 +132,17 @@ def check_step_fields(
                 type(item).__name__ for item in value if not isinstance(item, str)
             )
         raise InvalidFieldError("step", step_id, field, _EXPECTED[kind], got)
+
+
+def check_object(kind: str, value: Any) -> dict[str, Any]:
+    """``value`` if it is a dict, else :class:`InvalidValueError`: a step or an element
+    a caller sends is an object (Chainlit's ``StepDict``, ``ElementDict``), whose fields
+    are read before anything is written."""
+    if not isinstance(value, dict):
+        raise InvalidValueError(
+            kind, f"a {kind} must be an object (dict), not {type(value).__name__}"
+        )
+    return value
 
 
 def check_element_fields(element: dict[str, Any], element_id: str) -> None:

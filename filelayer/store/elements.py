@@ -13,11 +13,12 @@ from typing import Any
 
 from .._io import commit as _commit
 from .._io import fs as _fs
+from ..errors import InvalidValueError
 from ..format import codec as _codec
 from ..format import journal
 from ..format.ids import case_twin, check_id, is_valid_id, refuse_case_twin
 from ..format.layout import ELEMENTS_DIR, Layout
-from ..format.records import check_element_fields
+from ..format.records import check_element_fields, check_object
 from .appender import JournalAppender
 from .authors import Authors
 from .folds import FoldedJournals, TombstoneCache
@@ -111,7 +112,8 @@ class Elements:
         """See :meth:`ArchiveStore.prepare_element`."""
         check_id("thread", thread_id)
         if element is not None:
-            check_element_fields(element, check_id("element", element.get("id")))
+            element_id = check_id("element", check_object("element", element).get("id"))
+            check_element_fields(element, element_id)
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
             if not self.appender.ensure_thread(thread_id, changes):
@@ -137,7 +139,7 @@ class Elements:
     ) -> bool:
         """See :meth:`ArchiveStore.record_element`."""
         check_id("thread", thread_id)
-        element_id = check_id("element", element.get("id"))
+        element_id = check_id("element", check_object("element", element).get("id"))
         check_element_fields(element, element_id)
         record = journal.element_record(element)
         line = _codec.encode_new_line(record)  # refuse what cannot be stored before locking
@@ -224,7 +226,12 @@ class Elements:
         actor: str | None = None,
     ) -> bool:
         """See :meth:`ArchiveStore.put_element`."""
-        element = dict(element)
+        element = dict(check_object("element", element))
+        if data is not None and not isinstance(data, bytes | bytearray | memoryview):
+            # Else a TypeError from the write of its temporary file, left behind.
+            raise InvalidValueError(
+                "data", f"an element's bytes must be bytes (or None), not {type(data).__name__}"
+            )
         check_id("thread", thread_id)
         check_element_fields(element, check_id("element", element.get("id")))
         _codec.encode_new_line(journal.element_record(element))  # refused before any change

@@ -15,7 +15,7 @@ from ..format import codec as _codec
 from ..format import journal
 from ..format.ids import check_id, is_valid_id
 from ..format.layout import Layout
-from ..format.records import check_step_fields
+from ..format.records import check_object, check_step_fields
 from ..index.records import feedback_record
 from ..index.thread_index import ThreadIndex
 from .appender import JournalAppender
@@ -79,7 +79,7 @@ class Steps:
 
     def write_step(self, step: dict[str, Any], *, actor: str | None = None) -> bool:
         """See :meth:`ArchiveStore.write_step`."""
-        step_id = check_id("step", step.get("id"))
+        step_id = check_id("step", check_object("step", step).get("id"))
         thread_id = step.get("threadId") or self.locator.locate_step(step_id)
         if not thread_id:
             raise InvalidValueError(

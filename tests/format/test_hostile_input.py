@@ -438,3 +438,33 @@ def test_a_page_size_that_is_no_whole_number_is_refused(store: ArchiveStore, bad
     store.write_step({"id": "s1", "threadId": "t1", "type": "run"})
     with pytest.raises(InvalidValueError, match="page size"):
         store.list_threads(user_id=None, first=bad)
+
+
+@pytest.mark.parametrize("bad", ["text", 5, {"a": 1}, ["x"], True])
+def test_element_bytes_that_are_not_bytes_are_refused_before_any_file(
+    store: ArchiveStore, root: Path, bad: Any
+) -> None:
+    # A TypeError came from the write of the temporary file, which stayed behind.
+    from filelayer import InvalidValueError
+
+    store.write_step({"id": "s1", "threadId": "t1", "type": "run"})
+    before = {str(p) for p in (root / "threads").rglob("*")}
+    with pytest.raises(InvalidValueError, match="bytes"):
+        store.put_element("t1", {"id": "e5", "type": "file", "name": "a.txt"}, bad)
+    assert {str(p) for p in (root / "threads").rglob("*")} == before
+
+
+@pytest.mark.parametrize("bad", [5, None, ["x"], "step", b"x"])
+def test_a_step_or_element_that_is_no_object_is_refused(store: ArchiveStore, bad: Any) -> None:
+    from filelayer import InvalidValueError
+
+    with pytest.raises(InvalidValueError, match="object"):
+        store.write_step(bad)
+    with pytest.raises(InvalidValueError, match="object"):
+        store.put_element("t1", bad, None)
+    with pytest.raises(InvalidValueError, match="object"):
+        store.record_element("t1", bad)
+    if bad is not None:  # no element: the directory alone is prepared
+        with pytest.raises(InvalidValueError, match="object"):
+            store.prepare_element("t1", bad)
+    assert store.thread_ids() == []
