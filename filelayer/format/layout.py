@@ -170,7 +170,7 @@ class Layout:
         self._stripe_locks = [self.locks / f"thread-{n:02d}.lock" for n in range(LOCK_STRIPES)]
         # Every write builds these paths two or three times; pathlib's joins cost more
         # than the write's own system calls, so they are kept for recent threads.
-        self._paths = functools.lru_cache(maxsize=_PATH_CACHE)(self._make_paths)
+        self._cached_paths = functools.lru_cache(maxsize=_PATH_CACHE)(self._make_paths)
         self._case_blind: bool | None = None
 
     def case_blind(self) -> bool:
@@ -184,6 +184,11 @@ class Layout:
                 return False
             known = self._case_blind = os.path.isdir(self.root / THREADS_DIR.upper())
         return known
+
+    def _paths(self, thread_id: str) -> tuple[Path, Path, Path]:
+        if type(thread_id) is not str:  # a dict or a list is no key of the cache
+            check_id("thread", thread_id)
+        return self._cached_paths(thread_id)
 
     def _make_paths(self, thread_id: str) -> tuple[Path, Path, Path]:
         directory = self.threads / check_id("thread", thread_id)

@@ -127,7 +127,10 @@ class Locator:
 
         On the event loop, a long ``prefer`` (or kept fold) to fold first raises
         :class:`~filelayer._io.commit.DiskWait`: the lookup runs in a worker thread, as
-        the deletion that follows would (see :meth:`FoldedJournals.refuse_on_loop`)."""
+        the deletion that follows would (see :meth:`FoldedJournals.refuse_on_loop`).
+        An id that is no string is in no thread (and no key of the caches)."""
+        if not isinstance(step_id, str):
+            return None
         if prefer and is_valid_id(prefer) and self.layout.journal(prefer).exists():
             # Checked as the deletion checks it: a ``prefer`` edited in place to hold
             # the step must not send the deletion to another thread with its id.
@@ -144,6 +147,8 @@ class Locator:
         return self.scan_journals("step", step_id, self.scan_order())
 
     def locate_element(self, element_id: str, *, scan: bool = True) -> str | None:
+        if not isinstance(element_id, str):
+            return None  # in no thread (and no key of the caches)
         owner = self.elements.get(element_id)
         if owner is not None or not scan:
             return owner

@@ -468,3 +468,13 @@ def test_a_step_or_element_that_is_no_object_is_refused(store: ArchiveStore, bad
         with pytest.raises(InvalidValueError, match="object"):
             store.prepare_element("t1", bad)
     assert store.thread_ids() == []
+
+
+@pytest.mark.parametrize("bad", [{"a": 1}, ["x"], 5, None])
+def test_lookups_of_an_id_that_is_no_string_find_nothing(store: ArchiveStore, bad: Any) -> None:
+    # A dict or a list failed with "unhashable type" from the caches.
+    store.write_step({"id": "s1", "threadId": "t1", "type": "run"})
+    assert store.locate_step(bad) is None
+    assert store.locate_element(bad) is None
+    with pytest.raises(InvalidIdError):
+        store.compact_journal(bad)
