@@ -12,7 +12,7 @@ import shutil
 from typing import Any
 
 from .._time import time_key, when
-from ..format.journal import MESSAGE_TYPES
+from ..format.journal import MESSAGE_TYPES, text_or_none
 from ..format.tree import step_children
 from ._common import holds_any_text, open_store, printable, require_thread, selected, stdout
 
@@ -66,13 +66,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     children = step_children(thread["steps"])
     elements: dict[str | None, list[str]] = {}
     for element in thread["elements"]:
-        owner = element.get("forId") if element.get("forId") in present else None
+        owner = text_or_none(element.get("forId"))
+        owner = owner if owner in present else None
         label = printable(f"📎 {element.get('name')} ({element.get('type')})")
         elements.setdefault(owner, []).append(label)
 
     def show(step: dict[str, Any], level: int) -> None:
         indent = "  " * level
-        kind = step["type"]
+        kind = text_or_none(step.get("type"))
         if kind != "run":  # runs are invisible wrappers, as in Chainlit's UI
             if kind == "user_message":
                 who = str(thread.get("userIdentifier") or "user")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidValueError
+from ..format.journal import text_or_none
 from ..store.archive import ArchiveStore
 from . import elements as ee
 from .elements import ElementView
@@ -154,7 +155,7 @@ def _copy_name(element: dict[str, Any], stored: str) -> str:
     ``<id>.json`` with the right program, not a bare ``<id>``."""
     if stored != str(element["id"]):
         return stored
-    if element.get("type") in _JSON_TYPES:
+    if text_or_none(element.get("type")) in _JSON_TYPES:
         return stored + ".json"
     guessed = mimetypes.guess_extension(str(element.get("mime") or "").split(";")[0])
     return stored + (guessed or "")

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._time import when
-from ..format.journal import MESSAGE_TYPES
+from ..format.journal import MESSAGE_TYPES, text_or_none
 from ..format.tree import step_children
 from . import elements as ee
 from .elements import ElementView
@@ -361,7 +361,8 @@ def html_pieces(thread: dict[str, Any], views: dict[str, ElementView]) -> Iterat
     children = step_children(steps)
     owned: dict[str | None, list[ElementView]] = {}
     for element in thread.get("elements") or []:
-        owner = element.get("forId") if element.get("forId") in present else None
+        owner = text_or_none(element.get("forId"))
+        owner = owner if owner in present else None
         view = views.get(str(element["id"]))
         if view is not None:
             owned.setdefault(owner, []).append(view)
@@ -385,7 +386,7 @@ def html_pieces(thread: dict[str, Any], views: dict[str, ElementView]) -> Iterat
     ) -> Iterator[str]:
         """The step's pieces; ``lead`` (a message's): a run's tool steps, folded into
         the start of its bubble when it is the run's last message."""
-        kind = step.get("type")
+        kind = text_or_none(step.get("type"))
         if kind in MESSAGE_TYPES:
             user = kind == "user_message"
             who = author if user else str(step.get("name") or "Assistant")

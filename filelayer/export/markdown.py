@@ -17,7 +17,7 @@ from typing import Any
 from .._time import when
 from ..format import codec as _codec
 from ..format.ids import slug
-from ..format.journal import MESSAGE_TYPES
+from ..format.journal import MESSAGE_TYPES, text_or_none
 from ..format.tree import step_children
 from .elements import safe_url
 
@@ -115,7 +115,7 @@ def render_markdown(
     children = step_children(steps)
     elements_by_step: dict[str | None, list[dict[str, Any]]] = {}
     for element in thread.get("elements") or []:
-        owner = element.get("forId")
+        owner = text_or_none(element.get("forId"))
         elements_by_step.setdefault(owner if owner in present else None, []).append(element)
 
     title = plain(str(thread.get("name") or "Untitled conversation"))
@@ -123,7 +123,7 @@ def render_markdown(
     author = str(thread.get("userIdentifier") or "User")
 
     def render(step: dict[str, Any], depth: int) -> None:
-        kind = step.get("type")
+        kind = text_or_none(step.get("type"))
         if kind in MESSAGE_TYPES:
             who = author if kind == "user_message" else str(step.get("name") or "Assistant")
             stamp = plain(when(step.get("createdAt") or step.get("start")))
@@ -401,7 +401,7 @@ def _elements(
         )
         if not target:
             lines.append(f"_{plain(name)} ({plain(str(element.get('type')))}, not stored)_\n")
-        elif element.get("type") in IMAGE_TYPES:
+        elif text_or_none(element.get("type")) in IMAGE_TYPES:
             lines.append(f"![{plain(name)}]({link_target(str(target))})\n")
         else:
             lines.append(f"📎 [{plain(name)}]({link_target(str(target))})\n")

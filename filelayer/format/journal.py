@@ -53,6 +53,7 @@ from .records import (
     step_body,
     step_delete_record,
     step_record,
+    text_or_none,
     well_formed,
 )
 
@@ -89,6 +90,7 @@ __all__ = [
     "step_body",
     "step_delete_record",
     "step_record",
+    "text_or_none",
     "well_formed",
 ]
 

@@ -157,6 +157,14 @@ def check_element_fields(element: dict[str, Any], element_id: str) -> None:
             raise InvalidFieldError("element", element_id, field, _EXPECTED[kind], got)
 
 
+def text_or_none(value: Any) -> str | None:
+    """``value`` if it is a string, else ``None``: what a reader takes of a field that
+    names something (a step's type, an element's step) in a line that may hold any
+    JSON value there (another program's, an earlier release's). A list or an object
+    is no name, and looked up in a set of names it raised "unhashable type"."""
+    return value if isinstance(value, str) else None
+
+
 def drop_none(d: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``d`` without its ``None`` values (most records have none: a plain
     copy, several times cheaper, serves them)."""

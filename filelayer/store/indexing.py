@@ -347,7 +347,7 @@ class IndexBook:
         texts: dict[str, tuple[str, str]] = {}
         favorites: set[str] = set()
         for step in state.steps.values():
-            if step.get("type") in journal.MESSAGE_TYPES:
+            if journal.text_or_none(step.get("type")) in journal.MESSAGE_TYPES:
                 output = step.get("output")
                 text = output[: self.search_chars] if isinstance(output, str) else ""
                 at = index_time(step.get("createdAt") or step.get("start"))

@@ -912,3 +912,45 @@ def test_an_export_into_a_full_directory_reads_only_the_pages_of_its_names(
     assert read == []
     assert main(["--root", str(root), "export", "t", "-o", str(out)]) == 0
     assert [p.name for p in read] == [p.name for p in out.glob("*-t.md")]
+
+
+@pytest.mark.parametrize(
+    ("op", "item", "field", "value"),
+    [
+        ("step", "s1", "type", ["user_message"]),
+        ("element", "e1", "forId", {"id": "s1"}),
+        ("element", "e1", "type", ["image"]),
+    ],
+)
+def test_a_line_holding_a_list_or_object_where_text_is_expected_is_read_by_every_command(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    op: str,
+    item: str,
+    field: str,
+    value: object,
+) -> None:
+    """Lines another program or an earlier release wrote may hold any JSON value: a
+    list as a step's type or an object as an element's step was looked up in a set of
+    names, and reindex, verify, show and both exports failed with "unhashable type"."""
+    root = tmp_path / "chats"
+    store = ArchiveStore(root)
+    _message(store, "t1", "s1", "hello")
+    store.put_element("t1", {"id": "e1", "type": "image", "name": "a.png", "forId": "s1"}, b"x")
+    store.close()
+    journal_file = root / "threads" / "t1" / "steps.jsonl"
+    records = [json.loads(line) for line in journal_file.read_text("utf-8").splitlines()]
+    for record in records:
+        if record.get("op") == op and record[op]["id"] == item:
+            record[op][field] = value
+    journal_file.write_text(
+        "".join(json.dumps(r, separators=(",", ":"), sort_keys=True) + "\n" for r in records),
+        "utf-8",
+    )
+    for command in (["reindex"], ["verify"], ["show", "t1"]):
+        assert main(["--root", str(root), *command]) == 0, capsys.readouterr()
+    for fmt in ("markdown", "html"):
+        out = tmp_path / f"out-{fmt}"
+        code = main(["--root", str(root), "export", "t1", "--format", fmt, "-o", str(out)])
+        assert code == 0, capsys.readouterr()
+        assert len(list(out.iterdir())) >= 1
