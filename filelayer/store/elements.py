@@ -114,6 +114,9 @@ class Elements:
         if element is not None:
             element_id = check_id("element", check_object("element", element).get("id"))
             check_element_fields(element, element_id)
+            # Its thread's elements are looked at (a new id's case): a long journal is
+            # not folded on the event loop.
+            self.folds.refuse_on_loop(thread_id)
         with self.locks.writing(thread_id), self.appender.changes() as changes:
             self.authors.authorize(thread_id, actor)
             if not self.appender.ensure_thread(thread_id, changes):

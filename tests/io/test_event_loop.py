@@ -714,3 +714,32 @@ async def test_a_step_looked_up_in_a_long_session_thread_not_folded_here_is_look
     assert "t1" not in store.folds
     assert store.locate_step("s5", "t1", scan=False) == "t1"
     store.close()
+
+
+async def test_an_element_sent_to_a_long_thread_folds_it_off_the_loop(root: Path) -> None:
+    """A new element's id is compared with those of its thread's elements (letter
+    case): a long journal this process holds no fold of is folded in a worker thread,
+    not on the loop, before the element's bytes are written."""
+    from chainlit import element as elements
+    from chainlit.context import init_http_context
+
+    from filelayer import FileDataLayer
+    from filelayer.store.locking import LOOP_FOLD_BYTES
+
+    other = ArchiveStore(root)
+    other.update_thread("t1", name="long")
+    for n in range(LOOP_FOLD_BYTES // 1000 + 10):
+        other.write_step(message(f"s{n}", "x" * 1000))
+    other.close()
+    fresh = FileDataLayer(root)
+    init_http_context()
+    try:
+        before = fresh.calls.offloaded
+        await fresh.create_element(
+            elements.File(id="e1", name="a.txt", thread_id="t1", for_id="s1", content=b"x")
+        )
+        assert fresh.calls.offloaded == before + 1
+        got = await fresh.get_element("t1", "e1")
+        assert got is not None and got["name"] == "a.txt"
+    finally:
+        await fresh.close()
