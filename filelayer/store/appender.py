@@ -360,12 +360,20 @@ class JournalAppender:
         when ``threads/`` changed since (its modification time): a listing of a large
         archive takes milliseconds, and a copy makes thousands of threads."""
         try:
-            stamp = os.stat(self.layout.threads).st_mtime_ns
+            st = os.stat(self.layout.threads)
         except FileNotFoundError:
             return {}
+        stamp = st.st_mtime_ns
         known = self._thread_names
         if known is not None and known[0] == stamp:
             return known[1]
+        # Most file systems count a directory's subdirectories in its links (two more);
+        # those that do not say 1, and the listing kept tells the size instead.
+        size = st.st_nlink - 2 if st.st_nlink > 2 else len(known[1]) if known else 0
+        if size > _LOOP_LISTING and _commit.on_loop():
+            # Tens of milliseconds for a large archive: in a worker thread (nothing
+            # changed yet, the call runs again there).
+            raise _commit.DiskWait(self.layout.threads)
         names: dict[str, str] = {}
         for name in os.listdir(self.layout.threads):
             if not name.startswith("."):  # a thread being deleted, a temporary file
@@ -423,6 +431,11 @@ class JournalAppender:
             found_name = self._threads_by_case().get(thread_id.lower())
             twin = case_twin(thread_id, [found_name] if found_name is not None else [])
         refuse_case_twin("thread", thread_id, twin)
+
+
+_LOOP_LISTING = 2000
+"""Thread directories a listing of ``threads/`` may hold to be taken on the event loop
+(a millisecond and a half); a larger one is taken in a worker thread."""
 
 
 def _manifest_if_readable(path: Path) -> dict[str, Any] | None:

@@ -743,3 +743,28 @@ async def test_an_element_sent_to_a_long_thread_folds_it_off_the_loop(root: Path
         assert got is not None and got["name"] == "a.txt"
     finally:
         await fresh.close()
+
+
+async def test_a_new_thread_lists_a_large_archive_off_the_loop(root: Path) -> None:
+    """A new thread's id is compared with the names in ``threads/`` (letter case): the
+    listing of an archive of thousands of threads, some 17 ms for twenty thousand, is
+    taken in a worker thread, not on the loop."""
+    from chainlit.context import init_http_context
+
+    from filelayer import FileDataLayer
+
+    fresh = FileDataLayer(root)
+    init_http_context()
+    try:
+        await fresh.create_step(message("s0", "first", "t0"))
+        for n in range(2100):
+            (root / "threads" / f"other-{n}").mkdir()
+        before = fresh.calls.offloaded
+        await fresh.create_step(message("s1", "hello"))
+        assert fresh.calls.offloaded == before + 1
+        await fresh.create_step(message("s2", "again"))
+        assert fresh.calls.offloaded == before + 1
+        thread = await fresh.get_thread("t1")
+        assert thread is not None and len(thread["steps"]) == 2
+    finally:
+        await fresh.close()
