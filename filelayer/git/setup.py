@@ -28,6 +28,7 @@ import sys
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._io import fs as _fs
 from .._io import locks as _locks
@@ -38,6 +39,7 @@ from ..format import journal
 from ..format.gitattributes import DRIVER
 from ..format.ids import is_valid_id
 from ..format.layout import DELETED_FILE, ELEMENTS_DIR, THREADS_DIR, USERS_DIR, Layout
+from ..format.manifest import MANIFEST_NAME
 
 HOOKS = ("post-checkout", "post-merge", "post-rewrite", "pre-commit")
 _BEGIN = "# >>> filelayer"
@@ -206,6 +208,7 @@ def run_hook(root: Path, hook: str) -> int:
             repo = repository_of(root)
             prefix = _prefix_of(root, repo)
             changed = _changed_threads(repo, prefix, "ORIG_HEAD", "HEAD")
+            remove_erased_threads(root, repo, prefix, changed)
             remove_deleted_element_files(root, repo, prefix, changed)
         catch_up_index(root)
     return 0
@@ -437,10 +440,30 @@ def _user_tombstones(root: Path) -> list[_ErasedUser]:
     return found
 
 
+def _predates_erasure(
+    doc: dict[str, Any], id_key: str, identifier_key: str, erased: list[_ErasedUser]
+) -> bool:
+    """Whether a user record or a thread manifest is what a user tombstone erased: its
+    user's id or identifier matches, and it was created no later than the erasure (a
+    user who logged in again after it is a new user, and their new threads are new)."""
+    identifier = doc.get(identifier_key)
+    digest = (
+        hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).hexdigest()
+        if isinstance(identifier, str)
+        else None
+    )
+    # A creation that names no instant is not after the erasure: what was erased.
+    created = instant_key(str(doc.get("createdAt") or ""))
+    return any(
+        (e.id is not None and e.id == doc.get(id_key)) or e.identifier_sha256 == digest
+        for e in erased
+        if created is None or not e.at or created <= time_key(e.at)
+    )
+
+
 def _erased_user(repo: Path, stages: dict[int, str], erased: list[_ErasedUser]) -> bool:
     """Whether every version of a conflicted user file the two sides hold is a record
-    a user tombstone erased: its id or identifier matches, and it was created no later
-    than the erasure (a user who logged in again after it is a new user)."""
+    a user tombstone erased (:func:`_predates_erasure`)."""
     versions = [_blob(repo, stages[stage]) for stage in (2, 3) if stage in stages]
     if not versions or not erased:
         return False
@@ -449,23 +472,59 @@ def _erased_user(repo: Path, stages: dict[int, str], erased: list[_ErasedUser]) 
             doc = _codec.decode(data)
         except _codec.DecodeError:
             return False
-        if not isinstance(doc, dict):
-            return False
-        identifier = doc.get("identifier")
-        digest = (
-            hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).hexdigest()
-            if isinstance(identifier, str)
-            else None
-        )
-        # A creation that names no instant is not after the erasure: what was erased.
-        created = instant_key(str(doc.get("createdAt") or ""))
-        if not any(
-            (e.id is not None and e.id == doc.get("id")) or e.identifier_sha256 == digest
-            for e in erased
-            if created is None or not e.at or created <= time_key(e.at)
-        ):
+        if not isinstance(doc, dict) or not _predates_erasure(doc, "id", "identifier", erased):
             return False
     return True
+
+
+def remove_erased_threads(root: Path, repo: Path, prefix: str, threads: set[str]) -> list[str]:
+    """Delete, in the work tree and git's index, each of ``threads`` that a user
+    tombstone of the merged ``deleted.jsonl`` erased: one its user began on the other
+    side before the erasure there (:func:`_predates_erasure` on its manifest).
+
+    Git merges such a thread in without a conflict (the erasing side never had it), so
+    no ``resolve`` runs, and the erased user's conversation would be back. It is
+    deleted as any thread is, with its tombstone, so that a later merge of the other
+    side's writes to it stops on it and ``resolve`` keeps it deleted; the next commit
+    records it. Returns the ids of the threads deleted."""
+    erased = _user_tombstones(root)
+    if not erased:
+        return []
+    dead = _tombstoned(root)
+    doomed = []
+    for thread_id in sorted(threads - dead):
+        manifest = root / THREADS_DIR / thread_id / MANIFEST_NAME
+        if not is_valid_id(thread_id) or manifest.parent.is_symlink() or manifest.is_symlink():
+            continue
+        try:
+            doc = _codec.decode(_fs.read_bytes(manifest) or b"")
+        except (*_codec.DecodeError, OSError):
+            continue  # no manifest to read an author from: not for this rule
+        if isinstance(doc, dict) and _predates_erasure(doc, "userId", "userIdentifier", erased):
+            doomed.append(thread_id)
+    if not doomed:
+        return []
+    from ..store import ArchiveStore
+
+    store = ArchiveStore(root, create=False)
+    try:
+        for thread_id in doomed:
+            store.delete_thread(thread_id)
+    finally:
+        store.close()
+    for thread_id in doomed:
+        git(
+            repo,
+            "rm",
+            "-r",
+            "-q",
+            "--cached",
+            "--ignore-unmatch",
+            "--",
+            f"{prefix}{THREADS_DIR}/{thread_id}",
+        )
+    git(repo, "add", "--", f"{prefix}{DELETED_FILE}")
+    return doomed
 
 
 def resolve(root: Path) -> Resolution:
@@ -542,6 +601,8 @@ def resolve(root: Path) -> Resolution:
     # No post-merge hook runs for a merge finished by `git commit`: what it would do
     # is done here (the threads the merge changed, against HEAD).
     changed = _changed_threads(repo, prefix, "--cached", "HEAD")
+    for thread_id in remove_erased_threads(root, repo, prefix, changed):
+        result.removed.append(thread_id)
     for path in remove_deleted_element_files(root, repo, prefix, changed):
         result.decided.append((path, "removed"))
     catch_up_index(root)

@@ -242,3 +242,42 @@ def test_the_pre_commit_hook_outside_a_repository_says_so_in_one_line(tmp_path: 
     assert done.stderr.startswith("filelayer: ")
     assert len(done.stderr.strip().splitlines()) == 1
     assert "usage" not in done.stderr
+
+
+def test_a_thread_an_erased_user_began_on_another_clone_before_the_erasure_goes_in_the_merge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``erase-user`` on one clone while the user began a thread on another, before the
+    erasure: git merges the new thread in cleanly (no conflict, so no ``resolve``), and
+    the ``post-merge`` hook must erase it, or the erased user's words come back."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git(origin, "init", "-q", "-b", "main")
+    store = ArchiveStore(origin / "chats")
+    alice = store.upsert_user("alice")
+    store.update_thread("t0", name="old", user_id=alice["id"])
+    store.close()
+    git(origin, "add", "-A")
+    git(origin, "commit", "-q", "-m", "archive")
+    one, two = clone(origin, "one"), clone(origin, "two")
+
+    def begin(store: ArchiveStore) -> None:
+        store.update_thread("t9", name="secret", user_id=alice["id"])
+        store.write_step({"id": "x", "threadId": "t9", "type": "user_message", "output": "words"})
+
+    write(two, begin)
+    assert main(["--root", str(one / "chats"), "erase-user", "alice"]) == 0
+    git(one, "add", "-A")
+    git(one, "commit", "-q", "-m", "erase")
+    git(one, "pull", "-q", "--no-rebase", "--no-edit", str(two), "HEAD")
+    capsys.readouterr()
+    assert git(one, "ls-files", "chats/threads").stdout == ""
+    assert not (one / "chats" / "threads" / "t9").exists()
+    data = b"".join(p.read_bytes() for p in (one / "chats").rglob("*") if p.is_file())
+    assert b"words" not in data and b"secret" not in data
+    git(one, "commit", "-q", "-m", "merge the erasure")
+    assert main(["--root", str(one / "chats"), "verify"]) == 0
+    store = ArchiveStore(one / "chats")
+    assert store.get_thread("t9") is None
+    assert store.list_threads(user_id=alice["id"])[0] == []
+    store.close()
