@@ -54,6 +54,7 @@ _DECIDED = {
     "removed": "no longer in the merged archive, removed",
     "kept": "kept the version the merged archive names",
     "erased": "the user was erased on one side, kept erased (the file removed)",
+    "merged": "merged as filelayer's merge driver merges it (git merged it as text)",
 }
 
 

@@ -33,13 +33,15 @@ from typing import Any
 from .._io import fs as _fs
 from .._io import locks as _locks
 from .._time import instant_key, time_key
-from ..errors import GitError
+from ..errors import GitError, MergeError
 from ..format import codec as _codec
 from ..format import journal
 from ..format.gitattributes import DRIVER
 from ..format.ids import is_valid_id
+from ..format.journal import JOURNAL_NAME
 from ..format.layout import DELETED_FILE, ELEMENTS_DIR, THREADS_DIR, USERS_DIR, Layout
 from ..format.manifest import MANIFEST_NAME
+from .merge import merge_file
 
 HOOKS = ("post-checkout", "post-merge", "post-rewrite", "pre-commit")
 _BEGIN = "# >>> filelayer"
@@ -298,7 +300,8 @@ class Resolution:
     decided: list[tuple[str, str]] = field(default_factory=list)
     """Other conflicted paths a rule decided, and what was done (``"removed"``: the
     merged archive no longer has what the file held; ``"kept"``: the version it names;
-    ``"erased"``: a user file its user's erasure removed)."""
+    ``"erased"``: a user file its user's erasure removed; ``"merged"``: a file git
+    merged as text, merged by the driver's rule)."""
     unresolved: list[str] = field(default_factory=list)
     """Conflicted paths no filelayer rule decides."""
 
@@ -527,6 +530,39 @@ def remove_erased_threads(root: Path, repo: Path, prefix: str, threads: set[str]
     return doomed
 
 
+def _driver_merges(rel: str) -> bool:
+    """Whether ``rel`` (a path in the archive) is a file the merge driver merges: the
+    tombstones, a thread's journal or manifest, a user file."""
+    parts = rel.split("/")
+    if rel == DELETED_FILE:
+        return True
+    if len(parts) == 3 and parts[0] == THREADS_DIR:
+        return is_valid_id(parts[1]) and parts[2] in (JOURNAL_NAME, MANIFEST_NAME)
+    return len(parts) == 2 and parts[0] == USERS_DIR and parts[1].endswith(".json")
+
+
+def _merge_as_driver(repo: Path, path: str, rel: str, stages: dict[int, str]) -> bool:
+    """Merge a conflicted file git merged as text by the driver's rule, from the
+    versions git keeps of it (the common ancestor's, or none when both sides added the
+    file), and stage the result: what ``git merge`` would have made with the driver
+    registered, since the driver's result depends only on the three versions. ``False``
+    (nothing done) when one side deleted it (the other rules decide that) or a version
+    cannot be merged."""
+    if 2 not in stages or 3 not in stages:
+        return False
+    target = repo / path
+    if target.is_symlink() or target.is_dir():
+        return False
+    base = _blob(repo, stages[1]) if 1 in stages else b""
+    try:
+        data = merge_file(rel, base, _blob(repo, stages[2]), _blob(repo, stages[3]))
+    except MergeError:
+        return False
+    _fs.atomic_write(target, data)
+    git(repo, "add", "--", path)
+    return True
+
+
 def resolve(root: Path) -> Resolution:
     """Finish a merge git stopped, by what the merged archive says:
 
@@ -553,9 +589,20 @@ def resolve(root: Path) -> Resolution:
     conflicted = sorted(
         set(git(repo, "diff", "--name-only", "--diff-filter=U", "-z").split("\0")) - {""}
     )
+    result = Resolution()
+    # First, since what follows reads them: the files the driver merges, which git
+    # merged as text (the clone never ran `git-setup`, or the merge was another tool's).
+    for path in list(conflicted):
+        inside = path[len(prefix) :] if path.startswith(prefix) else ""
+        if (
+            path in unmerged
+            and _driver_merges(inside)
+            and _merge_as_driver(repo, path, inside, unmerged[path])
+        ):
+            conflicted.remove(path)
+            result.decided.append((path, "merged"))
     dead = _tombstoned(root)
     erased = _user_tombstones(root)
-    result = Resolution()
     for path in conflicted:
         rel = path[len(prefix) :] if path.startswith(prefix) else None
         parts = rel.split("/") if rel is not None else []

@@ -281,3 +281,36 @@ def test_a_thread_an_erased_user_began_on_another_clone_before_the_erasure_goes_
     assert store.get_thread("t9") is None
     assert store.list_threads(user_id=alice["id"])[0] == []
     store.close()
+
+
+def test_resolve_merges_the_journals_and_manifests_of_a_merge_made_without_the_driver(
+    origin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A clone where ``git-setup`` never ran: git merges the archive as text and stops
+    on a journal both sides appended to and a manifest both renamed. ``resolve`` merges
+    them as the driver would have (its result depends only on the three versions), so
+    that both sides' turns are read back, rather than leaving conflict markers."""
+    one, two = origin.parent / "one", origin.parent / "two"
+    for target in (one, two):
+        subprocess.run(["git", "clone", "-q", str(origin), str(target)], check=True, env=ENV)
+    for repo, tag in ((one, "a"), (two, "b")):
+        store = ArchiveStore(repo / "chats")
+        store.write_step({"id": tag, "threadId": "t1", "type": "user_message", "output": tag})
+        store.update_thread("t1", name=f"named {tag}")
+        store.close()
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", tag)
+    merged = git(one, "pull", "-q", "--no-rebase", "--no-edit", str(two), "HEAD", check=False)
+    assert merged.returncode != 0
+    assert main(["--root", str(one / "chats"), "resolve"]) == 0
+    capsys.readouterr()
+    git(one, "commit", "-q", "--no-edit")
+    for path in git(one, "ls-files").stdout.split():
+        assert b"<<<<<<<" not in (one / path).read_bytes(), path
+    assert main(["--root", str(one / "chats"), "verify"]) == 0
+    store = ArchiveStore(one / "chats")
+    thread = store.get_thread("t1")
+    assert thread is not None
+    assert [s["id"] for s in thread["steps"]] == ["s1", "a", "b"]
+    assert thread["name"] == "named b"
+    store.close()
