@@ -295,3 +295,28 @@ def test_without_hooks_a_merge_of_users_is_noticed(
     finally:
         store.close()
     assert main(["--root", str(one / "chats"), "verify"]) == 0
+
+
+def test_an_octopus_merge_stopped_as_text_is_finished_by_resolve(
+    origin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Git's octopus strategy runs no merge driver: where two of the branches changed
+    one archive file it merges it as text and stops with conflict markers in the work
+    tree. ``resolve`` merges those files as the driver would have, so the octopus ends
+    as the same tree as merging the branches one at a time."""
+    one, two, three = clone(origin, "one"), clone(origin, "two"), clone(origin, "three")
+    work(two, "one", 1)
+    work(three, "two", 2)
+    for repo in (one, three):
+        git(repo, "fetch", "-q", str(two), "side-one:side-one")
+    git(one, "fetch", "-q", str(three), "side-two:side-two")
+    assert git(one, "merge", "--no-edit", "side-one", "side-two", check=False).returncode != 0
+    capsys.readouterr()
+    assert main(["--root", str(one / "chats"), "resolve"]) == 0
+    git(one, "commit", "-q", "--no-edit")
+    assert len(git(one, "log", "--format=%P", "-1").stdout.split()) == 2
+    check_merged(one)
+    git(three, "merge", "-q", "--no-edit", "side-one")
+    assert (
+        git(one, "rev-parse", "HEAD^{tree}").stdout == git(three, "rev-parse", "HEAD^{tree}").stdout
+    )
