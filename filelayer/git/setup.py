@@ -210,7 +210,8 @@ def run_hook(root: Path, hook: str) -> int:
             repo = repository_of(root)
             prefix = _prefix_of(root, repo)
             changed = _changed_threads(repo, prefix, "ORIG_HEAD", "HEAD")
-            remove_erased_threads(root, repo, prefix, changed)
+            suspects = _erasure_suspects(root, repo, prefix, changed, "ORIG_HEAD", "HEAD")
+            remove_erased_threads(root, repo, prefix, suspects)
             remove_deleted_element_files(root, repo, prefix, changed)
         catch_up_index(root)
     return 0
@@ -480,6 +481,24 @@ def _erased_user(repo: Path, stages: dict[int, str], erased: list[_ErasedUser]) 
     return True
 
 
+def _erasure_suspects(
+    root: Path, repo: Path, prefix: str, changed: set[str], *revisions: str
+) -> set[str]:
+    """The threads an erasure may have to delete after git moved: those it changed, and
+    every thread when it added a user tombstone (an erasure came in: the threads this
+    side began before it are threads the merge left as they were). Only then: reading
+    every manifest at each merge that brings a thread's deletion would be slow."""
+    diff = git(
+        repo, "diff", "-U0", *revisions, "--", f"{prefix}{DELETED_FILE}", check=False
+    ).splitlines()
+    if not any(line.startswith("+") and '"identifierSha256"' in line for line in diff):
+        return changed
+    try:
+        return changed | set(os.listdir(root / THREADS_DIR))
+    except OSError:
+        return changed
+
+
 def remove_erased_threads(root: Path, repo: Path, prefix: str, threads: set[str]) -> list[str]:
     """Delete, in the work tree and git's index, each of ``threads`` that a user
     tombstone of the merged ``deleted.jsonl`` erased: one its user began on the other
@@ -648,7 +667,8 @@ def resolve(root: Path) -> Resolution:
     # No post-merge hook runs for a merge finished by `git commit`: what it would do
     # is done here (the threads the merge changed, against HEAD).
     changed = _changed_threads(repo, prefix, "--cached", "HEAD")
-    for thread_id in remove_erased_threads(root, repo, prefix, changed):
+    suspects = _erasure_suspects(root, repo, prefix, changed, "--cached", "HEAD")
+    for thread_id in remove_erased_threads(root, repo, prefix, suspects):
         result.removed.append(thread_id)
     for path in remove_deleted_element_files(root, repo, prefix, changed):
         result.decided.append((path, "removed"))
