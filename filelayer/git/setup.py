@@ -446,10 +446,11 @@ def _user_tombstones(root: Path) -> list[_ErasedUser]:
 
 def _predates_erasure(
     doc: dict[str, Any], id_key: str, identifier_key: str, erased: list[_ErasedUser]
-) -> bool:
-    """Whether a user record or a thread manifest is what a user tombstone erased: its
-    user's id or identifier matches, and it was created no later than the erasure (a
-    user who logged in again after it is a new user, and their new threads are new)."""
+) -> _ErasedUser | None:
+    """The user tombstone that erased a user record or a thread manifest, if one did:
+    its user's id or identifier matches, and it was created no later than the erasure
+    (a user who logged in again after it is a new user, and their new threads are
+    new). Of several, the earliest, the same on every clone that holds them."""
     identifier = doc.get(identifier_key)
     digest = (
         hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).hexdigest()
@@ -458,10 +459,14 @@ def _predates_erasure(
     )
     # A creation that names no instant is not after the erasure: what was erased.
     created = instant_key(str(doc.get("createdAt") or ""))
-    return any(
-        (e.id is not None and e.id == doc.get(id_key)) or e.identifier_sha256 == digest
+    matching = [
+        e
         for e in erased
-        if created is None or not e.at or created <= time_key(e.at)
+        if ((e.id is not None and e.id == doc.get(id_key)) or e.identifier_sha256 == digest)
+        and (created is None or not e.at or created <= time_key(e.at))
+    ]
+    return (
+        min(matching, key=lambda e: (e.at, e.identifier_sha256, e.id or "")) if matching else None
     )
 
 
@@ -476,7 +481,7 @@ def _erased_user(repo: Path, stages: dict[int, str], erased: list[_ErasedUser]) 
             doc = _codec.decode(data)
         except _codec.DecodeError:
             return False
-        if not isinstance(doc, dict) or not _predates_erasure(doc, "id", "identifier", erased):
+        if not isinstance(doc, dict) or _predates_erasure(doc, "id", "identifier", erased) is None:
             return False
     return True
 
@@ -513,7 +518,7 @@ def remove_erased_threads(root: Path, repo: Path, prefix: str, threads: set[str]
     if not erased:
         return []
     dead = _tombstoned(root)
-    doomed = []
+    doomed: list[tuple[str, str | None]] = []
     for thread_id in sorted(threads - dead):
         manifest = root / THREADS_DIR / thread_id / MANIFEST_NAME
         if not is_valid_id(thread_id) or manifest.parent.is_symlink() or manifest.is_symlink():
@@ -522,19 +527,24 @@ def remove_erased_threads(root: Path, repo: Path, prefix: str, threads: set[str]
             doc = _codec.decode(_fs.read_bytes(manifest) or b"")
         except (*_codec.DecodeError, OSError):
             continue  # no manifest to read an author from: not for this rule
-        if isinstance(doc, dict) and _predates_erasure(doc, "userId", "userIdentifier", erased):
-            doomed.append(thread_id)
+        erasure = (
+            _predates_erasure(doc, "userId", "userIdentifier", erased)
+            if isinstance(doc, dict)
+            else None
+        )
+        if erasure is not None:
+            doomed.append((thread_id, erasure.at or None))
     if not doomed:
         return []
     from ..store import ArchiveStore
 
     store = ArchiveStore(root, create=False)
     try:
-        for thread_id in doomed:
-            store.delete_thread(thread_id)
+        for thread_id, at in doomed:
+            store.delete_thread(thread_id, at=at)  # the erasure's time: the same bytes
     finally:
         store.close()
-    for thread_id in doomed:
+    for thread_id, _ in doomed:
         git(
             repo,
             "rm",
@@ -546,7 +556,7 @@ def remove_erased_threads(root: Path, repo: Path, prefix: str, threads: set[str]
             f"{prefix}{THREADS_DIR}/{thread_id}",
         )
     git(repo, "add", "--", f"{prefix}{DELETED_FILE}")
-    return doomed
+    return [thread_id for thread_id, _ in doomed]
 
 
 def _driver_merges(rel: str) -> bool:

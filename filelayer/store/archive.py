@@ -379,6 +379,7 @@ class ArchiveStore:
         *,
         actor: str | None = None,
         only_if: Callable[[], bool] | None = None,
+        at: str | None = None,
     ) -> bool:
         """Delete a thread and everything in it. ``False`` if there was nothing (an id
         that is not a valid id names nothing: ``False``, nothing written).
@@ -387,8 +388,12 @@ class ArchiveStore:
         write that was acknowledged before them and before any other can begin: the
         thread is deleted only if it returns true (otherwise ``False``, nothing
         written). A deletion decided on what the thread held earlier (``prune``'s age)
-        checks it again there, so that no write slips in between check and delete."""
-        return self.threads.delete_thread(thread_id, actor=actor, only_if=only_if)
+        checks it again there, so that no write slips in between check and delete.
+
+        ``at``, when given, is the deletion's time in its tombstone instead of now: a
+        thread deleted for an erasure made on another clone bears the erasure's time,
+        so that every clone that merges it writes the same bytes."""
+        return self.threads.delete_thread(thread_id, actor=actor, only_if=only_if, at=at)
 
     def read_manifest(self, thread_id: str) -> dict[str, Any] | None:
         """The thread's manifest; ``None`` for no thread, or a deleted one (whatever a

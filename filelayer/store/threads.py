@@ -216,6 +216,7 @@ class Threads:
         *,
         actor: str | None = None,
         only_if: Callable[[], bool] | None = None,
+        at: str | None = None,
     ) -> bool:
         """See :meth:`ArchiveStore.delete_thread`."""
         if not deletable("thread", thread_id):
@@ -226,12 +227,13 @@ class Threads:
             if only_if is not None and not only_if():
                 return False
             existed = directory.exists()
+            when = at or now_iso()
             _fs.append(
                 self.layout.deleted_file,
-                _codec.encode_line({"deletedAt": now_iso(), "id": thread_id}),
+                _codec.encode_line({"deletedAt": when, "id": thread_id}),
                 durable=True,
             )
-            self.deleted.add(thread_id, now_iso())
+            self.deleted.add(thread_id, when)
             self.appender.forget_thread(thread_id)
             removed: list[Path] = []  # the directories whose names changed
             if existed:

@@ -8,6 +8,7 @@ Real git in temporary repositories; the merge driver and the hooks are the ones
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -284,6 +285,11 @@ def test_a_thread_an_erased_user_began_on_another_clone_before_the_erasure_goes_
     data = b"".join(p.read_bytes() for p in (one / "chats").rglob("*") if p.is_file())
     assert b"words" not in data and b"secret" not in data
     git(one, "commit", "-q", "-m", "merge the erasure")
+    # Its tombstone bears the erasure's time, not the hook's: whichever clone merges,
+    # the same bytes.
+    lines = [json.loads(x) for x in (one / "chats" / "deleted.jsonl").read_text().splitlines()]
+    erasure = next(x["deletedAt"] for x in lines if "identifierSha256" in x)
+    assert {x["deletedAt"] for x in lines if x.get("id") == "t9"} == {erasure}
     assert main(["--root", str(one / "chats"), "verify"]) == 0
     store = ArchiveStore(one / "chats")
     assert store.get_thread("t9") is None
