@@ -71,7 +71,8 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         print("nothing to resolve", file=sys.stderr)
     if result.unresolved:
         return 1
-    print("resolved: run `git commit` to finish the merge", file=sys.stderr)
+    command, what = result.finish
+    print(f"resolved: run `{command}` to finish the {what}", file=sys.stderr)
     return 0
 
 

@@ -305,6 +305,9 @@ class Resolution:
     merged as text, merged by the driver's rule)."""
     unresolved: list[str] = field(default_factory=list)
     """Conflicted paths no filelayer rule decides."""
+    finish: tuple[str, str] = ("git commit", "merge")
+    """The git command that finishes what git stopped, and what that is: a rebase or a
+    cherry-pick is continued, not committed."""
 
 
 def _tombstoned(root: Path) -> set[str]:
@@ -592,6 +595,20 @@ def _merge_as_driver(repo: Path, path: str, rel: str, stages: dict[int, str]) ->
     return True
 
 
+def _in_progress(repo: Path) -> tuple[str, str]:
+    """What git stopped in (:attr:`Resolution.finish`), by the state files it keeps."""
+    for name, command, what in (
+        ("rebase-merge", "git rebase --continue", "rebase"),
+        ("rebase-apply", "git rebase --continue", "rebase"),
+        ("CHERRY_PICK_HEAD", "git cherry-pick --continue", "cherry-pick"),
+        ("REVERT_HEAD", "git revert --continue", "revert"),
+    ):
+        path = git(repo, "rev-parse", "--git-path", name, check=False).strip()
+        if path and os.path.lexists(repo / path):
+            return command, what
+    return "git commit", "merge"
+
+
 def resolve(root: Path) -> Resolution:
     """Finish a merge git stopped, by what the merged archive says:
 
@@ -618,7 +635,7 @@ def resolve(root: Path) -> Resolution:
     conflicted = sorted(
         set(git(repo, "diff", "--name-only", "--diff-filter=U", "-z").split("\0")) - {""}
     )
-    result = Resolution()
+    result = Resolution(finish=_in_progress(repo))
     # First, since what follows reads them: the files the driver merges, which git
     # merged as text (the clone never ran `git-setup`, or the merge was another tool's).
     for path in list(conflicted):

@@ -328,3 +328,28 @@ def test_resolve_merges_the_journals_and_manifests_of_a_merge_made_without_the_d
     assert [s["id"] for s in thread["steps"]] == ["s1", "a", "b"]
     assert thread["name"] == "named b"
     store.close()
+
+
+def test_resolve_in_a_rebase_says_to_continue_the_rebase(
+    origin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rebase git stopped on (here in a clone without the driver) is finished by
+    ``git rebase --continue``, not by the ``git commit`` that finishes a merge."""
+    one, two = origin.parent / "one", origin.parent / "two"
+    for target in (one, two):
+        subprocess.run(["git", "clone", "-q", str(origin), str(target)], check=True, env=ENV)
+    for repo, tag in ((one, "a"), (two, "b")):
+        store = ArchiveStore(repo / "chats")
+        store.write_step({"id": tag, "threadId": "t1", "type": "user_message", "output": tag})
+        store.close()
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", tag)
+    assert git(one, "pull", "-q", "--rebase", str(two), "HEAD", check=False).returncode != 0
+    capsys.readouterr()
+    assert main(["--root", str(one / "chats"), "resolve"]) == 0
+    assert "git rebase --continue" in capsys.readouterr().err
+    git(one, "-c", "core.editor=true", "rebase", "--continue")
+    store = ArchiveStore(one / "chats")
+    thread = store.get_thread("t1")
+    assert thread is not None and {s["id"] for s in thread["steps"]} == {"s1", "a", "b"}
+    store.close()
