@@ -90,6 +90,9 @@ class _Db:
         self.checkpointer: _Checkpointer | None = None
         self.timeout = 5.0
         self.marks_added = False  # opened a database from before watermarks: added now
+        self.folded_ids = building
+        """It has the index of thread ids folded to lowercase (``schema.SCHEMA``), which
+        a database made by an earlier release lacks (until the next rebuild)."""
         self.upkeep_due = False
         self.reserved = False
         """A write transaction is open that :meth:`reserve_nowait` began (a write on the
@@ -132,6 +135,9 @@ class _Db:
             if meta.get("format") != str(INDEX_FORMAT):
                 raise LookupError(f"index format {meta.get('format')!r}")
             fts = meta.get("fts") == "1"
+            folded_ids = bool(
+                conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'threads_folded'").fetchone()
+            )
             if (
                 not readonly
                 and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'marks'").fetchone()
@@ -144,6 +150,7 @@ class _Db:
         db = cls(conn, path, fts=fts, readonly=readonly)
         db.timeout = timeout
         db.marks_added = marks_added
+        db.folded_ids = folded_ids
         return db
 
     @classmethod

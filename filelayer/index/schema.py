@@ -32,6 +32,9 @@ SCHEMA = (
         fb1 INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX threads_order ON threads (u, activity, id)",
+    # A new thread's id is refused if another differs from it only in case (one
+    # directory where case is ignored): found without reading every id.
+    "CREATE INDEX threads_folded ON threads (lower(id))",
     "CREATE INDEX threads_fb0 ON threads (u, activity, id) WHERE fb0 > 0",
     "CREATE INDEX threads_fb1 ON threads (u, activity, id) WHERE fb1 > 0",
     # One row per searchable text: a message (step = its id) or the name (step NULL).

@@ -171,6 +171,11 @@ class ThreadIndex:
             user_id=user_id, first=first, cursor=cursor, search=search, feedback=feedback
         )
 
+    def ids_ignoring_case(self, thread_id: str) -> list[str]:
+        """The thread ids held that equal ``thread_id`` but for letter case (itself
+        included, if held): what a new thread's id is checked against."""
+        return self._reader.ids_ignoring_case(thread_id)
+
     def text(self, thread_id: str, step_id: str) -> tuple[str, str] | None:
         """(time, searchable text) of one message, ``None`` if the index lacks it."""
         return self._reader.text(thread_id, step_id)

@@ -306,6 +306,7 @@ def test_a_thread_id_a_case_blind_file_system_finds_as_another_is_refused(
     store.write_step({"id": "s1", "threadId": "t1", "type": "run"})
     threads = root / "threads"
     shutil.copytree(threads / "t1", threads / "T1")
+    (root / "THREADS").mkdir()  # and ``THREADS`` is ``threads/``
     before = {p: p.read_bytes() for p in threads.rglob("*") if p.is_file()}
     fresh = ArchiveStore(root)
     try:
