@@ -212,29 +212,51 @@ class _Db:
         return True
 
     def release(self, *, commit: bool) -> None:
-        """End the transaction :meth:`reserve_nowait` began, if no :meth:`write` block
-        did (a write with no index rows: nothing, or watermarks, to commit)."""
+        """End the transaction :meth:`reserve_nowait` began: committed with what the
+        :meth:`write` blocks made in it (nothing, for a write with no index rows), or
+        rolled back."""
         if not self.reserved:
             return
         self.reserved = False
-        with contextlib.suppress(sqlite3.Error):  # closed meanwhile: nothing was written
-            self.conn.execute("COMMIT" if commit else "ROLLBACK")
+        if not commit:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            self.users.forget()
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.ProgrammingError:  # closed meanwhile (a switch): rolled back
+            return
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            self.users.forget()
+            raise
+        self._committed()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
+        """One transaction; inside one that :meth:`reserve_nowait` began, a part of it
+        (committed by :meth:`release`, so that a write's index changes are one)."""
         conn = self.conn
-        if self.reserved:  # begun by reserve_nowait: this block commits it
-            self.reserved = False
-        else:
+        reserved = self.reserved
+        if not reserved:
             conn.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
+            self.reserved = False
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self.users.forget()
             raise
-        conn.execute("COMMIT")
+        if not reserved:
+            conn.execute("COMMIT")
+            self._committed()
+
+    def _committed(self) -> None:
+        """What follows a commit: the trigram index's upkeep when its queue is long,
+        a look at the size of the write-ahead log now and then."""
         self.commits += 1
         if self.texts.queued >= _TODO_BATCH and fts5_available():
             if _commit.on_loop():

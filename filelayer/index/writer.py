@@ -13,9 +13,10 @@ import logging
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .._io import commit as _commit
 from .._io import locks as _locks
 from .._io.fs import temp_path
 from ..errors import StorageWriteError
@@ -108,7 +109,9 @@ class IndexWriter:
         self.flush_marks()
 
     def flush_marks(self) -> None:
-        """Apply the noted watermark changes now (at close, or when many are waiting)."""
+        """Apply the noted watermark changes now (at close, or when many are waiting).
+        On the event loop only if the database's write lock is free: else they wait
+        for the next transaction (they only save reads)."""
         gen = self.generations
         with gen.lock:
             if not self._marks:
@@ -117,9 +120,14 @@ class IndexWriter:
             if db is None or db.readonly:
                 self._marks.clear()
                 return
+            mine = _commit.on_loop() and not db.reserved
+            if mine and not db.reserve_nowait():
+                return
             try:
                 with db.write():
                     self._apply_marks(db)
+                if mine:
+                    db.release(commit=True)
             except sqlite3.Error as exc:  # they only save reads: never worth failing for
                 log.debug("filelayer: watermarks not stored (%s)", exc)
                 self._marks.clear()
@@ -130,32 +138,14 @@ class IndexWriter:
             db.rows.apply_marks([(t, old, new) for t, old, new, g in self._marks if g == name])
             self._marks.clear()
 
-    @contextlib.contextmanager
-    def reserved(self) -> Iterator[None]:
+    def reserved(self) -> _Reserved:
         """Hold the current database's write lock for a block, taken now without
         waiting (:class:`~filelayer._io.locks.LockBusy` if another thread or process
         holds it, before the block ran): for a write on the event loop, which then runs
         again in a worker thread. The block's index changes are made in that
         transaction; it is committed at the end (rolled back if the block raised before
-        making any)."""
-        gen = self.generations
-        if not gen.lock.acquire(blocking=False):
-            raise _locks.LockBusy(gen.directory)
-        try:
-            db = gen.current()
-            if db is None or db.readonly:
-                yield
-                return
-            if not db.reserve_nowait():
-                raise _locks.LockBusy(db.path)
-            try:
-                yield
-            except BaseException:
-                db.release(commit=False)
-                raise
-            db.release(commit=True)
-        finally:
-            gen.lock.release()
+        making any). Nothing when a transaction is open already (an outer block's)."""
+        return _Reserved(self.generations)
 
     def upkeep_due(self) -> bool:
         """Whether a commit on the event loop left the trigram index's upkeep for
@@ -236,3 +226,42 @@ class IndexWriter:
                 raise StorageWriteError(tmp, OSError(0, str(exc))) from exc
             raise
         return count
+
+
+class _Reserved:
+    """The block of :meth:`IndexWriter.reserved` (a class: it runs for every write on
+    the event loop, where a generator's overhead counts)."""
+
+    __slots__ = ("db", "gen")
+
+    def __init__(self, gen: Generations) -> None:
+        self.gen = gen
+        self.db: _Db | None = None
+
+    def __enter__(self) -> None:
+        gen = self.gen
+        if not gen.lock.acquire(blocking=False):
+            raise _locks.LockBusy(gen.directory)
+        try:
+            db = gen.opened()
+            if db is None or db.pid != os.getpid():
+                db = gen.current()
+            if db is None or db.readonly or db.conn.in_transaction:
+                return
+            if not db.reserve_nowait():
+                raise _locks.LockBusy(db.path)
+            self.db = db
+        except BaseException:
+            gen.lock.release()
+            raise
+
+    def __exit__(self, kind: object, value: object, tb: object) -> None:
+        db, self.db = self.db, None
+        try:
+            if db is not None:
+                try:
+                    db.release(commit=kind is None)
+                except sqlite3.Error as exc:  # the commit of the block's index changes
+                    self.gen.write_failed(db, exc)
+        finally:
+            self.gen.lock.release()

@@ -196,6 +196,11 @@ class JournalAppender:
         call is done (see :class:`~filelayer._io.fs.Changes`)."""
         return _fs.Changes(self.durable, _commit.current())
 
+    def known_to_exist(self, thread_id: str) -> bool:
+        """Whether this process saw the thread exist (:meth:`open_journal` then makes
+        nothing: no directory, no manifest, no index record)."""
+        return thread_id in self._existing
+
     def open_journal(self, thread_id: str, changes: _fs.Changes) -> _fs.AppendFile | None:
         """The thread's journal, open to append to, the thread created first if it is
         new; ``None`` if it was deleted. Caller holds the thread's lock.

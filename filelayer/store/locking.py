@@ -58,7 +58,9 @@ class WriteLocks:
         return _locks.locked(self.layout.thread_lock(thread_id), self.lock_timeout)
 
     @contextlib.contextmanager
-    def writing(self, thread_id: str, *, deleted: bool = False) -> Iterator[None]:
+    def writing(
+        self, thread_id: str, *, deleted: bool = False, reserve: bool = True
+    ) -> Iterator[None]:
         """Every lock a write to one thread takes, taken in order when it begins: the
         thread's, then (for a deletion) the tombstones'. The index database has its own
         write lock, held for the time of its transaction.
@@ -78,9 +80,11 @@ class WriteLocks:
             if thread_id in marking:  # an outer write of this thread marks it
                 yield
                 return
-            if _commit.on_loop():
+            if reserve and _commit.on_loop():
                 # The index's write lock too, before anything changes, without waiting:
                 # held by another process, the write runs again in a worker thread.
+                # (``reserve=False``: the caller takes it itself when it knows it needs
+                # it, see :meth:`reserve_index`.)
                 held.enter_context(self.index.reserved())
             self.lifecycle.begin_session()
             generation = self.index.generation()  # where this write's rows go
@@ -99,6 +103,15 @@ class WriteLocks:
             after = thread_watermark(self.layout, thread_id)
             if after != before:
                 self.index.note_mark(thread_id, before, after, generation)
+
+    def reserve_index(self, stack: contextlib.ExitStack) -> None:
+        """On the event loop, take the index database's write lock into ``stack`` now,
+        without waiting (see :meth:`writing`): for a write that took its locks with
+        ``reserve=False`` and now knows it changes the index, before it changes
+        anything. A step write that leaves the index alone (a tool or run step, most of
+        them) so takes no lock of the index's at all."""
+        if _commit.on_loop():
+            stack.enter_context(self.index.reserved())
 
     def _refuse_case_alias(self, thread_id: str) -> None:
         """:class:`InvalidIdError` if, on a file system that ignores case, the directory

@@ -4,6 +4,7 @@ lock, then told to the index."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -94,8 +95,15 @@ class Steps:
         record = journal.step_record(step)
         line = _codec.encode_new_line(record)  # refuse what cannot be stored before locking
         appender = self.appender
-        with self.locks.writing(thread_id), appender.changes() as changes:
+        locks = self.locks
+        with (
+            locks.writing(thread_id, reserve=False),
+            appender.changes() as changes,
+            contextlib.ExitStack() as index_lock,
+        ):
             self.authors.authorize(thread_id, actor)
+            if not appender.known_to_exist(thread_id):  # a new thread goes to the index
+                locks.reserve_index(index_lock)
             opened = appender.open_journal(thread_id, changes)
             if opened is None:
                 return False
@@ -106,6 +114,8 @@ class Steps:
                     # Ignored, the write acknowledges the deletion: on the disk first.
                     appender.found(thread_id, opened, changes)
                     return True
+                if index_records:
+                    locks.reserve_index(index_lock)
                 appender.append_to(thread_id, opened, line, changes, step=step_id)
             if index_records:
                 self.index.append(index_records)
