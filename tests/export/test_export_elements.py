@@ -213,13 +213,25 @@ def test_elements_whose_ids_differ_only_in_case_get_files_of_their_own(root: Pat
     """Element ids keep their case, and a file system that ignores it (macOS, Windows)
     makes ``DF.json`` and ``df.json`` one file: each element's copy, CSV and chart page
     gets a name no other file of the export has, ignoring case, and the page links to
-    its own."""
-    store = ArchiveStore(root)
-    store.write_step({"id": "m", "threadId": "t", "type": "assistant_message", "output": "x"})
-    for element_id, value in (("DF", 1), ("df", 2)):
+    its own. (Such a pair is no longer made, but an earlier release's archive may hold
+    one: made here in two archives, put together.)"""
+    import shutil
+
+    for n, (element_id, value) in enumerate((("DF", 1), ("df", 2))):
+        part = ArchiveStore(root.parent / f"part-{n}")
+        part.write_step({"id": "m", "threadId": "t", "type": "assistant_message", "output": "x"})
         frame = json.dumps({"columns": ["a"], "data": [[value]]}).encode()
         element = {"id": element_id, "type": "dataframe", "name": f"n{value}", "forId": "m"}
-        store.put_element("t", element, frame)
+        part.put_element("t", element, frame)
+        part.close()
+    shutil.copytree(root.parent / "part-0", root, dirs_exist_ok=True)
+    second = root.parent / "part-1" / "threads" / "t"
+    lines = (second / "steps.jsonl").read_bytes().splitlines(keepends=True)
+    with (root / "threads" / "t" / "steps.jsonl").open("ab") as journal:
+        journal.writelines(line for line in lines if b'"element"' in line)
+    for file in (second / "elements").iterdir():
+        shutil.copy(file, root / "threads" / "t" / "elements" / file.name)
+    store = ArchiveStore(root)
     found = store.get_thread("t")
     assert found is not None
     bundle = build(store, found, "markdown", plotly=None)
